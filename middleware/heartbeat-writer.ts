@@ -1,0 +1,85 @@
+import { mkdir, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { writeFileAtomic } from '../src/atomic-write.js';
+import { type Heartbeat, heartbeatFile } from '../src/heartbeat.js';
+
+/** The part of a heartbeat that changes: what the server serves and holds. */
+export type HeartbeatState = Pick<Heartbeat, 'epoch' | 'mounted' | 'inflight'>;
+
+/**
+ * Writes one server's heartbeat file on an interval and at once when asked.
+ * Writes never overlap: a request made during a write is folded into one
+ * more write after it, so the file always ends up with the latest state.
+ */
+export class HeartbeatWriter {
+  readonly #file: string;
+  readonly #serversDir: string;
+  readonly #snapshot: () => HeartbeatState;
+  readonly #base: Pick<Heartbeat, 'id' | 'host' | 'pid' | 'interval' | 'kind'>;
+  readonly #onError: (err: Error) => void;
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<void> | undefined;
+  #again = false;
+  #closed = false;
+
+  constructor(opts: {
+    serversDir: string;
+    id: string;
+    interval: number;
+    kind: Heartbeat['kind'];
+    snapshot: () => HeartbeatState;
+    onError: (err: Error) => void;
+  }) {
+    this.#serversDir = opts.serversDir;
+    this.#file = heartbeatFile(opts.serversDir, opts.id);
+    this.#snapshot = opts.snapshot;
+    this.#onError = opts.onError;
+    this.#base = { id: opts.id, host: hostname(), pid: process.pid, interval: opts.interval, kind: opts.kind };
+  }
+
+  get file(): string {
+    return this.#file;
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.#serversDir, { recursive: true });
+    await this.writeNow();
+    if (this.#closed) return;
+    this.#timer = setInterval(() => void this.writeNow(), this.#base.interval);
+    this.#timer.unref();
+  }
+
+  /** Write the current state as soon as possible; resolves once it is on disk. */
+  writeNow(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#writing) {
+      this.#again = true;
+      return this.#writing;
+    }
+    this.#writing = this.#loop().finally(() => {
+      this.#writing = undefined;
+    });
+    return this.#writing;
+  }
+
+  async #loop(): Promise<void> {
+    do {
+      this.#again = false;
+      const hb: Heartbeat = { format: 1, ...this.#base, ...this.#snapshot(), at: new Date().toISOString() };
+      try {
+        await writeFileAtomic(this.#file, `${JSON.stringify(hb)}\n`, { durable: false });
+      } catch (err) {
+        this.#onError(err as Error);
+      }
+    } while (this.#again && !this.#closed);
+  }
+
+  /** Stop writing and remove the file: a server that shut down holds no slot. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#writing?.catch(() => {});
+    await unlink(this.#file).catch(() => {});
+  }
+}

@@ -1,0 +1,190 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { httpError } from '../src/errors.js';
+import type { SlotName } from '../src/store-layout.js';
+import { type Entry, FileCache } from './file-cache.js';
+import { RequestCounter, metricsHandler } from './metrics.js';
+import { type MountView, MountState } from './mount-state.js';
+import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
+import { resolveRequestPath } from './path-resolver.js';
+import { sendFile } from './send-file.js';
+
+type Next = (err?: unknown) => void;
+
+/** What a request can learn about the copy it is pinned to (`res.locals.mirrorswap` under Express). */
+export interface PinnedMount {
+  readonly epoch: number;
+  readonly slot: SlotName;
+  readonly root: string;
+}
+
+export interface MirrorStatic {
+  (req: IncomingMessage, res: ServerResponse, next: Next): void;
+  /** Resolves once the epoch file has been read the first time and the heartbeat is written. */
+  readonly ready: Promise<void>;
+  readonly registry: Registry;
+  /** A handler to mount at `/metrics`. */
+  readonly metrics: (req: IncomingMessage, res: ServerResponse) => void;
+  /** The epoch and slot new requests are served from, and requests in flight per slot. */
+  state(): {
+    serverId: string;
+    epoch: number;
+    slot: SlotName | null;
+    inflight: Record<SlotName, number>;
+    watch: 'native' | 'poll';
+  };
+  /** Re-read the epoch file now. */
+  refresh(): Promise<void>;
+  /** Stop watching and heartbeating and remove the heartbeat file. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The path part of a request target, still encoded. */
+function requestPath(url: string | undefined): string {
+  if (!url) return '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function collapseLeadingSlashes(s: string): string {
+  return s.replace(/^\/+/, '/');
+}
+
+/**
+ * Serve files from whichever copy the epoch file mounts, each request wholly
+ * from the copy it started on. A drop-in for `express.static` / serve-static.
+ */
+export function mirrorStatic(options: StaticOptions): MirrorStatic {
+  const opts: ResolvedStaticOptions = resolveStaticOptions(options);
+  const mount = new MountState<FileCache>(
+    opts,
+    'static',
+    () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }),
+    (old) => old.data.clear(),
+  );
+  const registry = mount.metrics.registry;
+  const requests = new RequestCounter(
+    'mirrorswap_server_requests_total',
+    'Requests answered from a mounted copy, by slot and status class',
+    registry,
+  );
+  const cacheHits = new Counter({
+    name: 'mirrorswap_server_cache_hits_total',
+    help: 'Path lookups answered from the per-epoch cache',
+    registers: [registry],
+  });
+  const cacheMisses = new Counter({
+    name: 'mirrorswap_server_cache_misses_total',
+    help: 'Path lookups that went to the file system',
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'mirrorswap_server_cache_bytes',
+    help: 'Bytes of file bodies held by the cache of the mounted epoch',
+    registers: [registry],
+    collect() {
+      this.set(mount.view?.data.bytes ?? 0);
+    },
+  });
+
+  function refuse(status: number, next: Next): void {
+    if (opts.fallthrough) next();
+    else next(httpError(status, status === 503 ? 'no copy is mounted yet' : (STATUS_TEXT[status] ?? 'Error')));
+  }
+
+  function answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    next: Next,
+    view: MountView<FileCache>,
+    entry: Entry,
+  ): void {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      mount.release(view);
+    };
+    if (entry.kind === 'refused') {
+      release();
+      refuse(entry.status, next);
+      return;
+    }
+    res.once('close', release);
+    if (entry.kind === 'redirect') {
+      const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+      const q = original.indexOf('?');
+      const location = collapseLeadingSlashes(
+        q === -1 ? `${original}/` : `${original.slice(0, q)}/${original.slice(q)}`,
+      );
+      res.statusCode = 301;
+      res.setHeader('Location', location);
+      res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+      res.end('Moved Permanently\n');
+      requests.inc(view.slot, 301);
+      return;
+    }
+    requests.inc(view.slot, sendFile(req, res, entry, opts));
+  }
+
+  const middleware = function mirrorStaticMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (opts.fallthrough) {
+        next();
+        return;
+      }
+      res.statusCode = 405;
+      res.setHeader('Allow', 'GET, HEAD');
+      res.setHeader('Content-Length', '0');
+      res.end();
+      return;
+    }
+    const view = mount.acquire();
+    if (view === null) {
+      refuse(503, next);
+      return;
+    }
+    const locals = (res as ServerResponse & { locals?: Record<string, unknown> }).locals;
+    if (locals) locals.mirrorswap = { epoch: view.epoch, slot: view.slot, root: view.root } satisfies PinnedMount;
+
+    const key = requestPath(req.url);
+    const cached = view.data.get(key);
+    if (cached !== undefined) {
+      cacheHits.inc();
+      answer(req, res, next, view, cached);
+      return;
+    }
+    cacheMisses.inc();
+    view.data
+      .resolve(key, () => resolveRequestPath(key, view, opts))
+      .then(
+        (entry) => answer(req, res, next, view, entry),
+        (err: unknown) => {
+          mount.release(view);
+          next(err);
+        },
+      );
+  } as MirrorStatic;
+
+  return Object.assign(middleware, {
+    ready: mount.ready,
+    registry,
+    metrics: metricsHandler(registry),
+    state: () => ({
+      serverId: mount.serverId,
+      epoch: mount.view?.epoch ?? 0,
+      slot: mount.view?.slot ?? null,
+      inflight: { ...mount.inflight() },
+      watch: mount.watchMode,
+    }),
+    refresh: () => mount.refresh(),
+    close: () => mount.close(),
+  });
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  503: 'Service Unavailable',
+};

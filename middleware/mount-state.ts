@@ -1,0 +1,170 @@
+import { realpath } from 'node:fs/promises';
+import { type EpochRecord, slotRoot } from '../src/epoch-file.js';
+import { MirrorswapError } from '../src/errors.js';
+import type { Heartbeat } from '../src/heartbeat.js';
+import type { SlotName } from '../src/store-layout.js';
+import { EpochWatcher } from './epoch-watcher.js';
+import { HeartbeatWriter } from './heartbeat-writer.js';
+import { ServerMetrics } from './metrics.js';
+import type { ResolvedMountOptions } from './options.js';
+
+/** One mounted epoch, as a request sees it for its whole life. */
+export interface MountView<T> {
+  readonly epoch: number;
+  readonly slot: SlotName;
+  /** The slot root as configured. */
+  readonly root: string;
+  /** The same root with symlinks resolved: containment checks compare against it. */
+  readonly realRoot: string;
+  /** Per-epoch data of the middleware (a cache, an upstream); dropped with the epoch. */
+  readonly data: T;
+}
+
+/**
+ * The server side of the contract: which epoch is mounted, how many requests
+ * hold each slot, and the heartbeat that tells the agent both.
+ *
+ * Requests take the current view with `acquire()` and give it back with
+ * `release()`. This is the SRCU pattern of the design: a reader pins the
+ * slot it started on, the writer (the epoch switch) never waits for readers,
+ * and the agent learns from the heartbeat when the old slot's count is zero.
+ * JavaScript runs `acquire()` to completion without interleaving, so the
+ * increment and the read of the current view cannot be split by a switch and
+ * the re-check that threads would need is not required here.
+ */
+export class MountState<T> {
+  readonly metrics: ServerMetrics;
+  readonly #opts: ResolvedMountOptions;
+  readonly #makeData: (view: Omit<MountView<T>, 'data'>) => T;
+  readonly #onDrop: ((view: MountView<T>) => void) | undefined;
+  readonly #watcher: EpochWatcher;
+  readonly #heartbeat: HeartbeatWriter;
+  readonly #inflight: Record<SlotName, number> = { a: 0, b: 0 };
+  #view: MountView<T> | null = null;
+  #lastError = '';
+  #closing: Promise<void> | undefined;
+  readonly ready: Promise<void>;
+
+  constructor(
+    opts: ResolvedMountOptions,
+    kind: Heartbeat['kind'],
+    makeData: (view: Omit<MountView<T>, 'data'>) => T,
+    onDrop?: (view: MountView<T>) => void,
+  ) {
+    this.#opts = opts;
+    this.#makeData = makeData;
+    this.#onDrop = onDrop;
+    this.metrics = new ServerMetrics(opts.registry, () => this.#inflight);
+    this.#watcher = new EpochWatcher({
+      epochFile: opts.epochFile,
+      mode: opts.watch,
+      pollInterval: opts.pollInterval,
+      onAdvance: (record) => this.#advance(record),
+      onError: (err) => this.#reportEpochError(err),
+    });
+    this.#heartbeat = new HeartbeatWriter({
+      serversDir: opts.serversDir,
+      id: opts.serverId,
+      interval: opts.heartbeatInterval,
+      kind,
+      snapshot: () => ({
+        epoch: this.#view?.epoch ?? 0,
+        mounted: this.#view?.slot ?? null,
+        inflight: { ...this.#inflight },
+      }),
+      onError: (err) => this.#log('warn', { err: err.message, file: this.#heartbeat.file }, 'heartbeat write failed'),
+    });
+    this.ready = this.#start();
+    // Callers that never await `ready` must not see an unhandled rejection; errors are logged.
+    this.ready.catch(() => {});
+  }
+
+  async #start(): Promise<void> {
+    await this.#watcher.start();
+    await this.#heartbeat.start();
+  }
+
+  get view(): MountView<T> | null {
+    return this.#view;
+  }
+
+  get serverId(): string {
+    return this.#opts.serverId;
+  }
+
+  get watchMode(): 'native' | 'poll' {
+    return this.#watcher.mode;
+  }
+
+  inflight(): Readonly<Record<SlotName, number>> {
+    return { ...this.#inflight };
+  }
+
+  /** Pin the mounted view for one request; null while nothing is mounted. */
+  acquire(): MountView<T> | null {
+    const view = this.#view;
+    if (view === null || this.#closing) return null;
+    this.#inflight[view.slot] += 1;
+    return view;
+  }
+
+  /** Unpin; when a slot no longer mounted drains to zero, tell the agent at once. */
+  release(view: MountView<T>): void {
+    const left = --this.#inflight[view.slot];
+    if (left === 0 && this.#view?.slot !== view.slot) void this.#heartbeat.writeNow();
+  }
+
+  /** Re-read the epoch file now instead of waiting for the watcher. */
+  refresh(): Promise<void> {
+    return this.#watcher.check();
+  }
+
+  async #advance(record: EpochRecord): Promise<void> {
+    const root = this.#opts.roots[record.mounted] ?? slotRoot(record, this.#opts.epochFile);
+    let realRoot: string;
+    try {
+      realRoot = await realpath(root);
+    } catch (err) {
+      throw new MirrorswapError(
+        'SLOT_ROOT',
+        `epoch ${record.epoch} mounts slot ${record.mounted} at ${root}, which cannot be opened: ${(err as Error).message}; still serving the previous epoch`,
+        { cause: err },
+      );
+    }
+    const base = { epoch: record.epoch, slot: record.mounted, root, realRoot };
+    const previous = this.#view;
+    this.#view = { ...base, data: this.#makeData(base) };
+    if (previous) this.#onDrop?.(previous);
+    this.#lastError = '';
+    this.metrics.epoch.set(record.epoch);
+    this.metrics.switches.inc();
+    const lag = (Date.now() - Date.parse(record.publishedAt)) / 1000;
+    if (previous !== null && lag >= 0) this.metrics.switchLag.observe(lag);
+    await this.#heartbeat.writeNow();
+  }
+
+  #reportEpochError(err: Error): void {
+    this.metrics.epochReadErrors.inc();
+    // Log each distinct problem once, not on every poll.
+    if (err.message === this.#lastError) return;
+    this.#lastError = err.message;
+    this.#log('warn', { code: (err as MirrorswapError).code, epochFile: this.#opts.epochFile }, err.message);
+  }
+
+  #log(level: 'warn' | 'error', obj: object, msg: string): void {
+    const logger = this.#opts.logger;
+    if (logger) logger[level](obj, msg);
+    else process.emitWarning(msg, { code: 'MIRRORSWAP', detail: JSON.stringify(obj) });
+  }
+
+  /** Stop watching, stop heartbeats and remove this server's heartbeat file. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.ready.catch(() => {});
+      await this.#watcher.close();
+      await this.#heartbeat.close();
+      if (this.#view) this.#onDrop?.(this.#view);
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,214 @@
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import type { Stats } from 'node:fs';
+import ms from 'ms';
+import type { Registry } from 'prom-client';
+import { SERVER_ID_PATTERN } from '../src/heartbeat.js';
+import type { SlotName } from '../src/store-layout.js';
+
+export type WatchMode = 'auto' | 'native' | 'poll';
+export type DotfilesPolicy = 'allow' | 'deny' | 'ignore';
+
+/** A pino-compatible logger; only these two levels are used. */
+export interface Logger {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+/** Options shared by every mirrorswap middleware: where the contract lives and how to follow it. */
+export interface MountOptions {
+  /** Store directory; the epoch file is `<store>/state/epoch.json`. */
+  store?: string;
+  /** Path of the epoch file, when it is not under a store. Heartbeats go to `servers/` beside it. */
+  epochFile?: string;
+  /** Override the slot roots named in the epoch file (for hosts that mount the store elsewhere). */
+  roots?: Partial<Record<SlotName, string>>;
+  serverId?: string;
+  watch?: WatchMode;
+  pollInterval?: number;
+  heartbeatInterval?: number;
+  registry?: Registry;
+  logger?: Logger;
+}
+
+export interface StaticOptions extends MountOptions {
+  index?: string | readonly string[] | false;
+  dotfiles?: DotfilesPolicy;
+  etag?: boolean;
+  lastModified?: boolean;
+  maxAge?: number | string;
+  immutable?: boolean;
+  cacheControl?: boolean;
+  acceptRanges?: boolean;
+  extensions?: readonly string[] | false;
+  fallthrough?: boolean;
+  redirect?: boolean;
+  setHeaders?: (res: ServerResponse, path: string, stat: Stats) => void;
+  /** Bytes of file bodies kept in memory per epoch. */
+  cacheMaxBytes?: number;
+  /** Largest file whose body is cached. */
+  cacheMaxFileSize?: number;
+  /** Most paths (found, missing or refused) remembered per epoch. */
+  cacheMaxEntries?: number;
+}
+
+export interface ResolvedMountOptions {
+  readonly epochFile: string;
+  readonly serversDir: string;
+  readonly roots: Readonly<Partial<Record<SlotName, string>>>;
+  readonly serverId: string;
+  readonly watch: WatchMode;
+  readonly pollInterval: number;
+  readonly heartbeatInterval: number;
+  readonly registry: Registry | undefined;
+  readonly logger: Logger | undefined;
+}
+
+export interface ResolvedStaticOptions extends ResolvedMountOptions {
+  readonly index: readonly string[];
+  readonly dotfiles: DotfilesPolicy;
+  readonly etag: boolean;
+  readonly lastModified: boolean;
+  /** Seconds, as sent in Cache-Control. */
+  readonly maxAgeSeconds: number;
+  readonly immutable: boolean;
+  readonly cacheControl: boolean;
+  readonly acceptRanges: boolean;
+  readonly extensions: readonly string[];
+  readonly fallthrough: boolean;
+  readonly redirect: boolean;
+  readonly setHeaders: StaticOptions['setHeaders'];
+  readonly cacheMaxBytes: number;
+  readonly cacheMaxFileSize: number;
+  readonly cacheMaxEntries: number;
+}
+
+const MAX_AGE_CAP_MS = 365 * 24 * 60 * 60 * 1000;
+let instanceCount = 0;
+
+function fail(message: string): never {
+  throw new TypeError(message);
+}
+
+function bool(value: unknown, name: string, dflt: boolean): boolean {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'boolean') fail(`${name} option must be a boolean`);
+  return value;
+}
+
+function positiveInt(value: unknown, name: string, dflt: number, min = 1): number {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    fail(`${name} option must be an integer >= ${min}`);
+  }
+  return value;
+}
+
+function defaultServerId(): string {
+  instanceCount += 1;
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '_') || 'host';
+  const base = `${host}-${process.pid}`;
+  return instanceCount === 1 ? base : `${base}-${instanceCount}`;
+}
+
+export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
+  if (typeof opts !== 'object' || opts === null) fail('mirrorswap options must be an object');
+  if (opts.store === undefined && opts.epochFile === undefined) {
+    fail('store option (or epochFile) is required: the directory the mirrorswap agent manages');
+  }
+  if (opts.store !== undefined && typeof opts.store !== 'string') fail('store option must be a path string');
+  if (opts.epochFile !== undefined && typeof opts.epochFile !== 'string')
+    fail('epochFile option must be a path string');
+  const epochFile = resolve(opts.epochFile ?? join(opts.store as string, 'state', 'epoch.json'));
+
+  const roots: Partial<Record<SlotName, string>> = {};
+  if (opts.roots !== undefined) {
+    if (typeof opts.roots !== 'object' || opts.roots === null) fail('roots option must be an object like { a, b }');
+    for (const [key, value] of Object.entries(opts.roots)) {
+      if (key !== 'a' && key !== 'b') fail(`roots option keys must be "a" or "b", got "${key}"`);
+      if (typeof value !== 'string' || value === '') fail(`roots.${key} option must be a path string`);
+      roots[key] = resolve(value);
+    }
+  }
+
+  const serverId = opts.serverId ?? defaultServerId();
+  if (typeof serverId !== 'string' || !SERVER_ID_PATTERN.test(serverId)) {
+    fail('serverId option must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with a dot');
+  }
+  const watch = opts.watch ?? 'auto';
+  if (watch !== 'auto' && watch !== 'native' && watch !== 'poll') {
+    fail('watch option must be "auto", "native", or "poll"');
+  }
+  const registry = opts.registry;
+  if (registry !== undefined && (typeof registry !== 'object' || typeof registry.metrics !== 'function')) {
+    fail('registry option must be a prom-client Registry');
+  }
+  const logger = opts.logger;
+  if (logger !== undefined && (typeof logger.warn !== 'function' || typeof logger.error !== 'function')) {
+    fail('logger option must have warn() and error() methods (pino-compatible)');
+  }
+  return Object.freeze({
+    epochFile,
+    serversDir: join(dirname(epochFile), 'servers'),
+    roots: Object.freeze(roots),
+    serverId,
+    watch,
+    pollInterval: positiveInt(opts.pollInterval, 'pollInterval', 250, 10),
+    heartbeatInterval: positiveInt(opts.heartbeatInterval, 'heartbeatInterval', 1000, 50),
+    registry,
+    logger,
+  });
+}
+
+function resolveMaxAge(value: unknown): number {
+  if (value === undefined) return 0;
+  let millis: number | undefined;
+  if (typeof value === 'number') millis = value;
+  else if (typeof value === 'string') millis = ms(value as ms.StringValue);
+  if (millis === undefined || !Number.isFinite(millis) || millis < 0) {
+    fail('maxAge option must be milliseconds (a number >= 0) or a duration string like "1d"');
+  }
+  return Math.floor(Math.min(millis, MAX_AGE_CAP_MS) / 1000);
+}
+
+function stringList(value: unknown, name: string, dflt: readonly string[]): readonly string[] {
+  if (value === undefined) return dflt;
+  if (value === false) return [];
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || list.some((v) => typeof v !== 'string' || v === '' || /[/\\\0]/.test(v))) {
+    fail(`${name} option must be false, a file name, or an array of file names`);
+  }
+  return Object.freeze([...list]);
+}
+
+export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions {
+  const mount = resolveMountOptions(opts);
+  const dotfiles = opts.dotfiles ?? 'ignore';
+  if (dotfiles !== 'allow' && dotfiles !== 'deny' && dotfiles !== 'ignore') {
+    fail('dotfiles option must be "allow", "deny", or "ignore"');
+  }
+  const extensions = stringList(opts.extensions, 'extensions', []).map((e) => (e.startsWith('.') ? e.slice(1) : e));
+  if (opts.setHeaders !== undefined && typeof opts.setHeaders !== 'function') {
+    fail('setHeaders option must be a function');
+  }
+  return Object.freeze({
+    ...mount,
+    index: stringList(opts.index, 'index', ['index.html']),
+    dotfiles,
+    etag: bool(opts.etag, 'etag', true),
+    lastModified: bool(opts.lastModified, 'lastModified', true),
+    maxAgeSeconds: resolveMaxAge(opts.maxAge),
+    immutable: bool(opts.immutable, 'immutable', false),
+    cacheControl: bool(opts.cacheControl, 'cacheControl', true),
+    acceptRanges: bool(opts.acceptRanges, 'acceptRanges', true),
+    extensions: Object.freeze(extensions),
+    fallthrough: bool(opts.fallthrough, 'fallthrough', true),
+    redirect: bool(opts.redirect, 'redirect', true),
+    setHeaders: opts.setHeaders,
+    cacheMaxBytes: positiveInt(opts.cacheMaxBytes, 'cacheMaxBytes', 64 * 1024 * 1024, 0),
+    cacheMaxFileSize: positiveInt(opts.cacheMaxFileSize, 'cacheMaxFileSize', 256 * 1024, 0),
+    cacheMaxEntries: positiveInt(opts.cacheMaxEntries, 'cacheMaxEntries', 50_000, 1),
+  });
+}

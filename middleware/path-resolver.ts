@@ -1,0 +1,146 @@
+import { readFile, realpath, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { extname, isAbsolute, join, posix, relative } from 'node:path';
+import etag from 'etag';
+import { contentType } from 'mime-types';
+import { TEMP_DIR_NAME } from '../src/store-layout.js';
+import type { Entry, FileEntry, RefusedEntry } from './file-cache.js';
+import type { ResolvedStaticOptions } from './options.js';
+
+const BAD_REQUEST: RefusedEntry = Object.freeze({ kind: 'refused', status: 400 });
+const FORBIDDEN: RefusedEntry = Object.freeze({ kind: 'refused', status: 403 });
+const NOT_FOUND: RefusedEntry = Object.freeze({ kind: 'refused', status: 404 });
+const REDIRECT = Object.freeze({ kind: 'redirect' as const });
+
+/** Longest decoded path and path segment looked up; longer ones are 404 without touching the disk. */
+const MAX_PATH = 4096;
+const MAX_SEGMENT = 255;
+
+/** Errors that mean "no such file here" rather than "the server is broken". */
+const NOT_FOUND_CODES = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EISDIR']);
+
+/** True when `child` is `root` or below it. Never a bare prefix test: /srv/a must not contain /srv/a2. */
+export function isInside(root: string, child: string): boolean {
+  const rel = relative(root, child);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+function isNotFound(err: unknown): boolean {
+  return NOT_FOUND_CODES.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+async function statOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await stat(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+export interface SlotRoots {
+  readonly root: string;
+  readonly realRoot: string;
+}
+
+/**
+ * Map a request path (still percent-encoded, without the query) to what the
+ * mounted copy holds there. Hostile input ends in 400, 403 or 404; only a
+ * file whose real path lies inside the slot root is ever returned.
+ */
+export async function resolveRequestPath(
+  rawPath: string,
+  slot: SlotRoots,
+  opts: ResolvedStaticOptions,
+): Promise<Entry> {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(rawPath);
+  } catch {
+    return BAD_REQUEST;
+  }
+  // null bytes, backslashes (a Windows separator, never a name we publish), relative forms
+  if (decoded.includes('\0') || decoded.includes('\\') || !decoded.startsWith('/')) return BAD_REQUEST;
+  if (decoded.length > MAX_PATH) return NOT_FOUND;
+  const raw = decoded.split('/');
+  if (raw.includes('..')) return FORBIDDEN;
+  const segments = raw.filter((s) => s !== '' && s !== '.');
+  if (segments.some((s) => s.length > MAX_SEGMENT)) return NOT_FOUND;
+  if (segments[0] === TEMP_DIR_NAME) return NOT_FOUND;
+  if (opts.dotfiles !== 'allow' && segments.some((s) => s.startsWith('.'))) {
+    return opts.dotfiles === 'deny' ? FORBIDDEN : NOT_FOUND;
+  }
+
+  const target = join(slot.root, posix.join('/', ...segments));
+  if (!isInside(slot.root, target)) return FORBIDDEN;
+
+  if (decoded.endsWith('/')) {
+    for (const name of opts.index) {
+      const entry = await fileEntryAt(join(target, name), slot, opts);
+      if (entry) return entry;
+    }
+    return NOT_FOUND;
+  }
+
+  const st = await statOrNull(target);
+  if (st?.isDirectory()) {
+    if (!opts.redirect) return NOT_FOUND;
+    const real = await realpath(target);
+    return isInside(slot.realRoot, real) ? REDIRECT : NOT_FOUND;
+  }
+  if (st?.isFile()) return (await fileEntryAt(target, slot, opts, st)) ?? NOT_FOUND;
+  if (st === null && !extname(target)) {
+    for (const ext of opts.extensions) {
+      const entry = await fileEntryAt(`${target}.${ext}`, slot, opts);
+      if (entry) return entry;
+    }
+  }
+  return NOT_FOUND;
+}
+
+/** A file entry for `path` if it is a regular file really inside the slot; null otherwise. */
+async function fileEntryAt(
+  path: string,
+  slot: SlotRoots,
+  opts: ResolvedStaticOptions,
+  known?: Stats,
+): Promise<FileEntry | null> {
+  const st = known ?? (await statOrNull(path));
+  if (!st?.isFile()) return null;
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+  // a symlink that resolves outside the mounted copy (or into the other slot)
+  if (!isInside(slot.realRoot, real)) return null;
+
+  const tag = etag(st);
+  const lastModified = st.mtime.toUTCString();
+  const headers: OutgoingHttpHeaders = {
+    'Content-Type': contentType(extname(path)) || 'application/octet-stream',
+    'Content-Length': String(st.size),
+  };
+  if (opts.acceptRanges) headers['Accept-Ranges'] = 'bytes';
+  if (opts.cacheControl) {
+    headers['Cache-Control'] = `public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`;
+  }
+  if (opts.lastModified) headers['Last-Modified'] = lastModified;
+  if (opts.etag) headers.ETag = tag;
+  const body = st.size <= opts.cacheMaxFileSize ? await readFile(real) : null;
+  // The read must match the stat; a mounted copy never changes, but a hand edit would.
+  if (body && body.length !== st.size) throw new Error(`file changed while being read: ${real}`);
+  return Object.freeze({
+    kind: 'file',
+    path: real,
+    stats: st,
+    etag: tag,
+    lastModified,
+    lastModifiedMs: Math.floor(st.mtimeMs / 1000) * 1000,
+    headers: Object.freeze(headers),
+    body,
+  });
+}

@@ -1,0 +1,144 @@
+import { createReadStream } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import fresh from 'fresh';
+import parseRange from 'range-parser';
+import type { FileEntry } from './file-cache.js';
+import type { ResolvedStaticOptions } from './options.js';
+
+/** Split a list header (If-Match, If-None-Match) into its tags. */
+function parseTokenList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function parseHttpDate(value: string | undefined): number {
+  const t = value ? Date.parse(value) : Number.NaN;
+  return Number.isNaN(t) ? Number.NaN : t;
+}
+
+/** RFC 9110 13.1.1 and 13.1.4: If-Match, then If-Unmodified-Since when there is no If-Match. */
+function preconditionFailed(req: IncomingMessage, entry: FileEntry): boolean {
+  const ifMatch = req.headers['if-match'];
+  if (ifMatch) {
+    if (ifMatch.trim() === '*') return false;
+    // weak comparison, as our validators are weak (size and mtime)
+    const bare = entry.etag.replace(/^W\//, '');
+    return !parseTokenList(ifMatch).some((t) => t === entry.etag || t === bare || t === `W/${bare}`);
+  }
+  const since = parseHttpDate(req.headers['if-unmodified-since']);
+  return !Number.isNaN(since) && entry.lastModifiedMs > since;
+}
+
+/** If-Range: the range applies only while the representation is unchanged. */
+function rangeStillValid(req: IncomingMessage, entry: FileEntry): boolean {
+  const header = req.headers['if-range'];
+  if (!header) return true;
+  const ifRange = Array.isArray(header) ? header.join(',') : header;
+  if (ifRange.includes('"')) return parseTokenList(ifRange).includes(entry.etag);
+  const date = parseHttpDate(ifRange);
+  return !Number.isNaN(date) && entry.lastModifiedMs <= date;
+}
+
+function applyHeaders(res: ServerResponse, entry: FileEntry, opts: ResolvedStaticOptions): void {
+  for (const [name, value] of Object.entries(entry.headers)) {
+    if (value !== undefined) res.setHeader(name, value);
+  }
+  opts.setHeaders?.(res, entry.path, entry.stats);
+}
+
+function notModified(res: ServerResponse): number {
+  for (const name of ['Content-Type', 'Content-Length', 'Content-Range']) res.removeHeader(name);
+  res.statusCode = 304;
+  res.end();
+  return 304;
+}
+
+/**
+ * Answer a GET or HEAD for a file of the mounted copy; returns the status sent.
+ * Small files come from memory with headers computed once per epoch; large
+ * ones are streamed from the real path resolved at lookup time.
+ */
+export function sendFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  entry: FileEntry,
+  opts: ResolvedStaticOptions,
+): number {
+  const h = req.headers;
+  const size = entry.stats.size;
+  const plain =
+    h.range === undefined &&
+    h['if-none-match'] === undefined &&
+    h['if-modified-since'] === undefined &&
+    h['if-match'] === undefined &&
+    h['if-unmodified-since'] === undefined;
+
+  // fast path: an unconditional full response
+  if (plain && opts.setHeaders === undefined && entry.body !== null) {
+    res.writeHead(200, entry.headers);
+    res.end(req.method === 'HEAD' ? undefined : entry.body);
+    return 200;
+  }
+
+  applyHeaders(res, entry, opts);
+  if (preconditionFailed(req, entry)) {
+    res.removeHeader('Content-Length');
+    res.statusCode = 412;
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.end('Precondition Failed\n');
+    return 412;
+  }
+  if (
+    !plain &&
+    fresh(h, {
+      etag: opts.etag ? entry.etag : undefined,
+      'last-modified': opts.lastModified ? entry.lastModified : undefined,
+    })
+  ) {
+    return notModified(res);
+  }
+
+  let start = 0;
+  let end = size - 1;
+  let status = 200;
+  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, entry)) {
+    const ranges = parseRange(size, h.range, { combine: true });
+    if (ranges === -1) {
+      res.statusCode = 416;
+      res.setHeader('Content-Range', `bytes */${size}`);
+      res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+      res.setHeader('Content-Length', '22');
+      res.end('Range Not Satisfiable\n');
+      return 416;
+    }
+    // malformed ranges are ignored; several ranges get the whole file rather than multipart
+    if (ranges !== -2 && ranges.length === 1 && ranges.type === 'bytes') {
+      const range = ranges[0] as parseRange.Range;
+      start = range.start;
+      end = range.end;
+      status = 206;
+      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+    }
+  }
+  const length = size === 0 ? 0 : end - start + 1;
+  res.statusCode = status;
+  res.setHeader('Content-Length', String(length));
+  if (req.method === 'HEAD' || length === 0) {
+    res.end();
+    return status;
+  }
+  if (entry.body !== null) {
+    res.end(entry.body.subarray(start, end + 1));
+    return status;
+  }
+  const stream = createReadStream(entry.path, { start, end });
+  stream.on('error', (err) => {
+    // headers are gone already: all that is left is to cut the connection
+    res.destroy(err);
+  });
+  res.on('close', () => stream.destroy());
+  stream.pipe(res);
+  return status;
+}

@@ -1,0 +1,80 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SlotName } from './store-layout.js';
+
+/**
+ * What each web-server process reports in `state/servers/<id>.json`. The
+ * agent's drain waits on these: a server has let go of a slot once it reports
+ * an epoch at least the one published and zero requests in flight on the slot.
+ */
+export interface Heartbeat {
+  readonly format: 1;
+  readonly id: string;
+  readonly host: string;
+  readonly pid: number;
+  /** Epoch this server serves new requests from; 0 before it has mounted any. */
+  readonly epoch: number;
+  readonly mounted: SlotName | null;
+  readonly inflight: Readonly<Record<SlotName, number>>;
+  /** When this was written (ISO 8601). */
+  readonly at: string;
+  /** How often the server writes it, in milliseconds. */
+  readonly interval: number;
+  readonly kind: 'static' | 'proxy';
+}
+
+export const SERVER_ID_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export function heartbeatFile(serversDir: string, id: string): string {
+  return join(serversDir, `${id}.json`);
+}
+
+function isHeartbeat(value: unknown): value is Heartbeat {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  const inflight = v.inflight as Record<string, unknown> | undefined;
+  return (
+    v.format === 1 &&
+    typeof v.id === 'string' &&
+    typeof v.epoch === 'number' &&
+    typeof v.at === 'string' &&
+    typeof inflight === 'object' &&
+    inflight !== null &&
+    typeof inflight.a === 'number' &&
+    typeof inflight.b === 'number'
+  );
+}
+
+/**
+ * Every readable heartbeat. Unreadable or foreign files are skipped: a file
+ * half-written by hand must not wedge a swap, and a dead server's stale file
+ * is judged by its age, not here.
+ */
+export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
+  let names: string[];
+  try {
+    names = await readdir(serversDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: Heartbeat[] = [];
+  await Promise.all(
+    names
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .map(async (name) => {
+        try {
+          const parsed: unknown = JSON.parse(await readFile(join(serversDir, name), 'utf8'));
+          if (isHeartbeat(parsed)) out.push(parsed);
+        } catch {
+          // gone between readdir and read, or not ours: skip
+        }
+      }),
+  );
+  return out.sort((x, y) => x.id.localeCompare(y.id));
+}
+
+/** A heartbeat is live while younger than `ttlMs`. */
+export function isLive(hb: Heartbeat, ttlMs: number, now = Date.now()): boolean {
+  return now - Date.parse(hb.at) <= ttlMs;
+}

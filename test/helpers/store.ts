@@ -1,0 +1,53 @@
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { type EpochRecord, writeEpochFile } from '../../src/epoch-file.js';
+import { type SlotName, type StoreLayout, storeLayout } from '../../src/store-layout.js';
+
+/** A store in a fresh temp dir, removed by `dispose()`. */
+export interface TempStore extends StoreLayout {
+  /** Write `files` (path → content) into a slot (or master). */
+  fill(target: SlotName | 'master', files: Record<string, string | Buffer>): Promise<void>;
+  link(target: SlotName | 'master', path: string, to: string): Promise<void>;
+  /** Publish an epoch by hand, as the agent would. */
+  publish(epoch: number, mounted: SlotName, publishedAt?: Date): Promise<EpochRecord>;
+  dispose(): Promise<void>;
+}
+
+export async function tempStore(prefix = 'mirrorswap-test-'): Promise<TempStore> {
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  const layout = storeLayout(root);
+  for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.serversDir]) {
+    await mkdir(dir, { recursive: true });
+  }
+  const base = (target: SlotName | 'master') => (target === 'master' ? layout.master : layout.slots[target]);
+  return {
+    ...layout,
+    async fill(target, files) {
+      for (const [rel, content] of Object.entries(files)) {
+        const file = join(base(target), rel);
+        await mkdir(dirname(file), { recursive: true });
+        await writeFile(file, content);
+      }
+    },
+    async link(target, path, to) {
+      const file = join(base(target), path);
+      await mkdir(dirname(file), { recursive: true });
+      await symlink(to, file);
+    },
+    async publish(epoch, mounted, publishedAt = new Date()) {
+      const record: EpochRecord = {
+        format: 1,
+        epoch,
+        mounted,
+        roots: { a: layout.slots.a, b: layout.slots.b },
+        publishedAt: publishedAt.toISOString(),
+      };
+      await writeEpochFile(layout.epochFile, record);
+      return record;
+    },
+    async dispose() {
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
