@@ -2,10 +2,16 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import { parseEpochRecord, readEpochFile, writeEpochFile } from '../src/epoch-file.js';
-import { MirrorswapError } from '../src/errors.js';
+import type { MirrorswapError } from '../src/errors.js';
 import { tempStore } from './helpers/store.js';
 
-const good = { format: 1, epoch: 3, mounted: 'b', roots: { a: '/srv/a', b: '/srv/b' }, publishedAt: '2026-11-25T10:00:00.000Z' };
+const good = {
+  format: 1,
+  epoch: 3,
+  mounted: 'b',
+  roots: { a: '/srv/a', b: '/srv/b' },
+  publishedAt: '2026-11-25T10:00:00.000Z',
+};
 
 describe('epoch file', () => {
   describe('parseEpochRecord', () => {
@@ -28,11 +34,14 @@ describe('epoch file', () => {
     for (const [name, value] of broken) {
       it(`rejects ${name} with EPOCH_CORRUPT`, () => {
         const text = typeof value === 'string' ? value : JSON.stringify(value);
-        assert.throws(() => parseEpochRecord(text, 'epoch.json'), (err: MirrorswapError) => {
-          assert.equal(err.code, 'EPOCH_CORRUPT');
-          assert.match(err.message, /^epoch\.json: /);
-          return true;
-        });
+        assert.throws(
+          () => parseEpochRecord(text, 'epoch.json'),
+          (err: MirrorswapError) => {
+            assert.equal(err.code, 'EPOCH_CORRUPT');
+            assert.match(err.message, /^epoch\.json: /);
+            return true;
+          },
+        );
       });
     }
 

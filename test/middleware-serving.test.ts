@@ -36,7 +36,11 @@ for (const slot of ['a', 'b'] as SlotName[]) {
       };
       await store.fill(slot, files);
       await store.fill(otherSlot(slot), { 'hello.txt': 'WRONG SLOT', 'only-other.txt': 'WRONG SLOT' });
-      await utimes(join(store.slots[slot], 'hello.txt'), new Date('2026-01-01T00:00:00Z'), new Date('2026-01-01T00:00:00Z'));
+      await utimes(
+        join(store.slots[slot], 'hello.txt'),
+        new Date('2026-01-01T00:00:00Z'),
+        new Date('2026-01-01T00:00:00Z'),
+      );
       await store.publish(1, slot);
     });
     after(async () => {
@@ -67,11 +71,14 @@ for (const slot of ['a', 'b'] as SlotName[]) {
 
       it('streams a file larger than the cache limit', async () => {
         const agent = await start();
-        const res = await agent.get('/big.bin').buffer(true).parse((r, cb) => {
-          const chunks: Buffer[] = [];
-          r.on('data', (c: Buffer) => chunks.push(c));
-          r.on('end', () => cb(null, Buffer.concat(chunks)));
-        });
+        const res = await agent
+          .get('/big.bin')
+          .buffer(true)
+          .parse((r, cb) => {
+            const chunks: Buffer[] = [];
+            r.on('data', (c: Buffer) => chunks.push(c));
+            r.on('end', () => cb(null, Buffer.concat(chunks)));
+          });
         assert.equal(res.status, 200);
         assert.ok(BIG.equals(res.body as Buffer));
       });
@@ -197,7 +204,8 @@ for (const slot of ['a', 'b'] as SlotName[]) {
       it('each header can be turned off', async () => {
         const agent = await start({ etag: false, lastModified: false, cacheControl: false, acceptRanges: false });
         const res = await agent.get('/hello.txt').expect(200);
-        for (const h of ['etag', 'last-modified', 'cache-control', 'accept-ranges']) assert.equal(res.headers[h], undefined);
+        for (const h of ['etag', 'last-modified', 'cache-control', 'accept-ranges'])
+          assert.equal(res.headers[h], undefined);
       });
       it('setHeaders can add headers with the real path and stats', async () => {
         let seen = '';
@@ -293,7 +301,10 @@ describe('mirrorStatic options validation', () => {
     it(`throws a TypeError for ${name}`, async () => {
       const { mirrorStatic } = await import('../middleware/mirror-static.js');
       const base = name === 'no store' ? {} : { store: '/nonexistent-store' };
-      assert.throws(() => mirrorStatic({ ...base, ...opts }), (err: Error) => err instanceof TypeError && message.test(err.message));
+      assert.throws(
+        () => mirrorStatic({ ...base, ...opts }),
+        (err: Error) => err instanceof TypeError && message.test(err.message),
+      );
     });
   }
   it('does not mutate the options object', async () => {

@@ -33,7 +33,10 @@ for (const watch of ['native', 'poll'] as const) {
       for (const s of ['a', 'b'] as const) await utimes(join(store.slots[s], 'same.txt'), when, when);
       await store.publish(1, 'a');
       const app = await startApp({ store: store.root, watch, pollInterval: 20, heartbeatInterval: 100, ...opts });
-      cleanups.push(() => store.dispose(), () => app.close());
+      cleanups.push(
+        () => store.dispose(),
+        () => app.close(),
+      );
       return { store, app };
     };
 
@@ -46,7 +49,9 @@ for (const watch of ['native', 'poll'] as const) {
       const { store, app } = await setup();
       assert.equal(await bodyOf(app, '/v.txt'), 'version A');
       await store.publish(2, 'b');
-      await waitFor('the switch to slot b', async () => (await bodyOf(app, '/v.txt')) === 'version B', { timeout: 2000 });
+      await waitFor('the switch to slot b', async () => (await bodyOf(app, '/v.txt')) === 'version B', {
+        timeout: 2000,
+      });
       assert.equal(app.mw.state().epoch, 2);
       const hb = await waitFor('heartbeat at epoch 2', async () => {
         const h = await readHeartbeat(store, app);

@@ -1,0 +1,56 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { MirrorswapError } from '../errors.js';
+import { type Heartbeat, isLive, readHeartbeats } from '../heartbeat.js';
+
+export interface WaitForServersOptions {
+  serversDir: string;
+  /** A heartbeat older than this is a dead server and holds nothing up. */
+  ttlMs: number;
+  timeoutMs: number;
+  /** True once a server no longer holds up the wait. */
+  done: (hb: Heartbeat) => boolean;
+  /** Why a server still holds it up, for the error. */
+  describe: (hb: Heartbeat) => string;
+  /** What is being waited for, for the error. */
+  what: string;
+  pollMs?: number;
+  onDropped?: (hb: Heartbeat) => void;
+}
+
+/**
+ * Wait until every live server satisfies `done`. Servers whose heartbeat goes
+ * stale during the wait are dropped from it (and reported once); a wait that
+ * outlasts the timeout fails naming each server still holding it up.
+ */
+export async function waitForServers(opts: WaitForServersOptions): Promise<{ waitedMs: number; dropped: string[] }> {
+  const started = Date.now();
+  const seenLive = new Set<string>();
+  const dropped: string[] = [];
+  for (;;) {
+    const now = Date.now();
+    const heartbeats = await readHeartbeats(opts.serversDir);
+    const blocking: Heartbeat[] = [];
+    for (const hb of heartbeats) {
+      if (!isLive(hb, opts.ttlMs, now)) {
+        if (seenLive.delete(hb.id)) {
+          dropped.push(hb.id);
+          opts.onDropped?.(hb);
+        }
+        continue;
+      }
+      if (!opts.done(hb)) {
+        seenLive.add(hb.id);
+        blocking.push(hb);
+      }
+    }
+    if (blocking.length === 0) return { waitedMs: now - started, dropped };
+    if (now - started >= opts.timeoutMs) {
+      const who = blocking.map((hb) => `server ${hb.id} (pid ${hb.pid} on ${hb.host}) ${opts.describe(hb)}`).join('; ');
+      throw new MirrorswapError(
+        'DRAIN_TIMEOUT',
+        `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.what}: ${who}`,
+      );
+    }
+    await delay(opts.pollMs ?? 20);
+  }
+}

@@ -1,0 +1,240 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { unlink } from 'node:fs/promises';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { parseWritePath, WritePathError } from '../write-path.js';
+import type { Agent, AgentLogger, SwapRecord } from './agent.js';
+import { type StagedOp, WriteError } from './master-writer.js';
+
+export interface ApiOptions {
+  /** The agent once started; null while it is still starting (readyz answers 503). */
+  agent: () => Agent | null;
+  token: string;
+  /** Largest body the write API accepts, in bytes. */
+  maxBody: number;
+  logger: AgentLogger;
+}
+
+interface BatchOp {
+  op: 'put' | 'delete';
+  path: string;
+  content?: string;
+  encoding?: 'utf8' | 'base64';
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** Compare tokens in constant time (hashing first makes lengths equal). */
+export function tokenMatches(given: string, expected: string): boolean {
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+function swapStatus(record: SwapRecord): number {
+  if (record.result === 'ok') return 200;
+  return record.result === 'drain_timeout' ? 504 : 503;
+}
+
+/** Body of an error answer: a stable code and a message meant for the writer, never an internal one. */
+function sendError(res: Response, status: number, code: string, message: string): void {
+  res.status(status).json({ error: code, message });
+}
+
+function truthy(v: unknown): boolean {
+  return v === '1' || v === 'true' || v === true;
+}
+
+/**
+ * The agent's HTTP API: the write path of the authorization server, sync and
+ * rollback signals, status, and the unauthenticated health and metrics.
+ */
+export function createApi(opts: ApiOptions): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  const expected = opts.token;
+
+  const agentOr503 = (res: Response): Agent | null => {
+    const agent = opts.agent();
+    if (!agent) sendError(res, 503, 'NOT_READY', 'the agent is still starting');
+    return agent;
+  };
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', (_req, res) => {
+    const agent = opts.agent();
+    if (agent) res.json({ ready: true, epoch: agent.epoch.epoch });
+    else res.status(503).json({ ready: false });
+  });
+  app.get('/metrics', async (_req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      res.type(agent.metrics.registry.contentType).send(await agent.metrics.registry.metrics());
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  // everything under /v1 needs the token
+  app.use('/v1', (req: Request, res: Response, next: NextFunction) => {
+    const header = req.headers.authorization ?? '';
+    const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    if (given === '' || !tokenMatches(given, expected)) {
+      res.setHeader('WWW-Authenticate', 'Bearer realm="mirrorswap"');
+      sendError(res, 401, 'UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required');
+      return;
+    }
+    next();
+  });
+
+  const count = (op: string, result: string) => opts.agent()?.metrics.writes.inc({ op, result });
+
+  app.put('/v1/files/*path', async (req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    let staged: { tmp: string; size: number } | undefined;
+    try {
+      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      const declared = Number(req.headers['content-length'] ?? Number.NaN);
+      if (declared > opts.maxBody) {
+        throw new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
+      }
+      staged = await agent.writer.stage(req, opts.maxBody);
+      const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
+      agent.changed();
+      count('put', 'ok');
+      res.status(201).json({ path, size: staged.size, seq });
+    } catch (err) {
+      count('put', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  });
+
+  app.delete('/v1/files/*path', async (req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      const seq = await agent.writer.apply([{ op: 'delete', path }]);
+      agent.changed();
+      count('delete', 'ok');
+      res.json({ path, deleted: true, seq });
+    } catch (err) {
+      count('delete', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  });
+
+  app.post('/v1/batch', express.json({ limit: opts.maxBody }), async (req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    const staged: StagedOp[] = [];
+    try {
+      const ops = (req.body as { ops?: unknown })?.ops;
+      if (!Array.isArray(ops) || ops.length === 0 || ops.length > 10_000) {
+        throw new WriteError(400, 'BAD_BATCH', 'body must be {"ops": [...]} with 1 to 10000 operations');
+      }
+      for (const raw of ops as BatchOp[]) {
+        if (typeof raw !== 'object' || raw === null || typeof raw.path !== 'string') {
+          throw new WriteError(400, 'BAD_BATCH', 'each operation needs "op" and "path"');
+        }
+        const path = parseWritePath(encodeURIComponent(raw.path));
+        if (raw.op === 'delete') {
+          staged.push({ op: 'delete', path });
+        } else if (raw.op === 'put') {
+          if (typeof raw.content !== 'string')
+            throw new WriteError(400, 'BAD_BATCH', `put of "${path}" needs "content" (a string)`);
+          const encoding = raw.encoding ?? 'utf8';
+          if (encoding !== 'utf8' && encoding !== 'base64') {
+            throw new WriteError(400, 'BAD_BATCH', 'encoding must be "utf8" or "base64"');
+          }
+          const body = await agent.writer.stageBuffer(Buffer.from(raw.content, encoding));
+          staged.push({ op: 'put', path, ...body });
+        } else {
+          throw new WriteError(400, 'BAD_BATCH', 'op must be "put" or "delete"');
+        }
+      }
+      const seq = await agent.writer.apply(staged);
+      agent.changed();
+      count('batch', 'ok');
+      res.json({ applied: staged.length, seq });
+    } catch (err) {
+      await Promise.all(staged.map((o) => (o.op === 'put' ? unlink(o.tmp).catch(() => {}) : null)));
+      count('batch', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  });
+
+  app.post('/v1/sync', async (req, res) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    const wait = truthy(req.query.wait);
+    const done = agent.requestSync({ reason: 'api', full: truthy(req.query.full) });
+    if (!wait) {
+      res.status(202).json({ accepted: true });
+      return;
+    }
+    const record = await done;
+    res.status(swapStatus(record)).json(record);
+  });
+
+  app.post('/v1/rollback', async (_req, res) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    const record = await agent.rollback();
+    res.status(swapStatus(record)).json(record);
+  });
+
+  app.get('/v1/status', async (_req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      res.json(await agent.status());
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.get('/v1/verify', async (req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const slot = req.query.slot === 'a' || req.query.slot === 'b' ? req.query.slot : undefined;
+      const differences = await agent.verify(slot);
+      res.json({ slot: slot ?? agent.epoch.mounted, epoch: agent.epoch.epoch, differences });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.use((_req, res) => sendError(res, 404, 'NOT_FOUND', 'no such endpoint'));
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof WriteError || err instanceof WritePathError) {
+      if (err.status === 413) res.setHeader('Connection', 'close');
+      sendError(res, err.status, err instanceof WriteError ? err.code : 'BAD_PATH', err.message);
+      return;
+    }
+    const status = (err as { status?: number; type?: string }).status;
+    if (status === 413) {
+      res.setHeader('Connection', 'close');
+      sendError(res, 413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
+      return;
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      sendError(res, status, 'BAD_REQUEST', 'the request could not be parsed');
+      return;
+    }
+    opts.logger.error({ err: (err as Error).message, method: req.method, url: req.originalUrl }, 'request failed');
+    sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
+  });
+  return app;
+}
+
+/** The still-encoded part of the request path after `prefix`. */
+function rawTail(req: Request, prefix: string): string {
+  const url = req.originalUrl;
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  return path.startsWith(prefix) ? path.slice(prefix.length) : '';
+}

@@ -1,0 +1,195 @@
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../atomic-write.js';
+
+/** A change to master as the write API makes it: staged temp file renamed into place, or a removal. */
+export type MasterOp = { op: 'put'; path: string; tmp: string } | { op: 'delete'; path: string };
+
+type JournalLine =
+  | { journal: string; seq: number } // header: this journal's id and the sequence it starts after
+  | { seq: number; ops: MasterOp[] } // intent of a write batch, durable before master changes
+  | { seq: number; done: true } // the batch is fully applied to master
+  | { seq: number; touched: string[] }; // paths changed in master by something else (the watcher)
+
+/**
+ * The change journal: which master paths changed, in order. A slot synced up
+ * to sequence S needs exactly the paths changed after S, so a sync costs time
+ * in proportion to the changes, not to the tree.
+ *
+ * Write batches are logged as intents (fsync) before master is touched and
+ * marked done after: on restart an intent without its done mark is redone,
+ * which makes a batch all-or-nothing across a crash.
+ */
+export class Journal {
+  readonly #file: string;
+  #id: string;
+  #lastSeq: number;
+  /** Every path changed after the compaction point, with the last sequence that changed it. */
+  readonly #changed = new Map<string, number>();
+  #handle: FileHandle | undefined;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(file: string, id: string, lastSeq: number) {
+    this.#file = file;
+    this.#id = id;
+    this.#lastSeq = lastSeq;
+  }
+
+  /**
+   * Open (or create) the journal. Returns the batch whose intent was logged but
+   * not marked done, which the caller must redo before anything else.
+   */
+  static async open(
+    file: string,
+  ): Promise<{ journal: Journal; unfinished: { seq: number; ops: MasterOp[] } | null; created: boolean }> {
+    let text: string | null = null;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    let journal: Journal | undefined;
+    const open = new Map<number, MasterOp[]>();
+    let validBytes = 0;
+    if (text !== null) {
+      for (const line of text.split('\n')) {
+        if (line === '') {
+          validBytes += 1;
+          continue;
+        }
+        let rec: JournalLine;
+        try {
+          rec = JSON.parse(line) as JournalLine;
+        } catch {
+          break; // a torn last line from a crash: everything after it is dropped
+        }
+        validBytes += Buffer.byteLength(line) + 1;
+        if ('journal' in rec) {
+          journal = new Journal(file, rec.journal, rec.seq);
+          continue;
+        }
+        if (!journal) break;
+        journal.#lastSeq = Math.max(journal.#lastSeq, rec.seq);
+        if ('ops' in rec) {
+          open.set(rec.seq, rec.ops);
+          for (const op of rec.ops) journal.#changed.set(op.path, rec.seq);
+        } else if ('done' in rec) {
+          open.delete(rec.seq);
+        } else if ('touched' in rec) {
+          for (const p of rec.touched) journal.#changed.set(p, rec.seq);
+        }
+      }
+    }
+    const created = journal === undefined;
+    if (!journal) {
+      journal = new Journal(file, randomBytes(8).toString('hex'), 0);
+      await journal.#rewrite();
+    } else if (text !== null && validBytes < Buffer.byteLength(text)) {
+      await journal.#rewrite(); // cut the torn tail so new lines start clean
+    }
+    journal.#handle = await openAppend(file);
+    const pending = [...open.entries()].sort((x, y) => x[0] - y[0]);
+    const last = pending.at(-1);
+    return { journal, unfinished: last ? { seq: last[0], ops: last[1] } : null, created };
+  }
+
+  /** Identifies this journal; slot positions recorded against another id are meaningless. */
+  get id(): string {
+    return this.#id;
+  }
+
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /** Paths changed after `seq`, in no particular order. */
+  changedSince(seq: number): string[] {
+    const out: string[] = [];
+    for (const [path, s] of this.#changed) if (s > seq) out.push(path);
+    return out;
+  }
+
+  countSince(seq: number): number {
+    let n = 0;
+    for (const s of this.#changed.values()) if (s > seq) n++;
+    return n;
+  }
+
+  /** Log a batch's intent durably; returns its sequence number. */
+  logIntent(ops: MasterOp[]): Promise<number> {
+    const seq = ++this.#lastSeq;
+    for (const op of ops) this.#changed.set(op.path, seq);
+    return this.#append({ seq, ops }, true).then(() => seq);
+  }
+
+  logDone(seq: number): Promise<void> {
+    // not synced: a later intent's fsync flushes it, and redoing a finished batch is harmless
+    return this.#append({ seq, done: true }, false);
+  }
+
+  /** Record paths changed in master by something other than the write API. */
+  logTouched(paths: string[]): Promise<number> {
+    const seq = ++this.#lastSeq;
+    for (const p of paths) this.#changed.set(p, seq);
+    return this.#append({ seq, touched: paths }, true).then(() => seq);
+  }
+
+  #append(line: JournalLine, sync: boolean): Promise<void> {
+    const run = async () => {
+      const handle = this.#handle;
+      if (!handle) throw new Error('journal is closed');
+      await handle.write(`${JSON.stringify(line)}\n`);
+      if (sync) await handle.datasync();
+    };
+    const next = this.#tail.then(run, run);
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Forget changes every slot already has (sequence <= `upTo`) and rewrite the
+   * file if that makes it much smaller.
+   */
+  async compact(upTo: number): Promise<void> {
+    let dropped = 0;
+    for (const [path, s] of this.#changed) {
+      if (s <= upTo) {
+        this.#changed.delete(path);
+        dropped++;
+      }
+    }
+    if (dropped < 1000) return;
+    const rewrite = async () => {
+      await this.#handle?.close();
+      await this.#rewrite();
+      this.#handle = await openAppend(this.#file);
+    };
+    const next = this.#tail.then(rewrite, rewrite);
+    this.#tail = next.catch(() => {});
+    await next;
+  }
+
+  /** Write header plus the remembered changes as one compact file, atomically. */
+  async #rewrite(): Promise<void> {
+    const lines: JournalLine[] = [{ journal: this.#id, seq: 0 }];
+    const bySeq = new Map<number, string[]>();
+    for (const [path, s] of this.#changed) {
+      const list = bySeq.get(s) ?? [];
+      list.push(path);
+      bySeq.set(s, list);
+    }
+    for (const [seq, touched] of [...bySeq.entries()].sort((x, y) => x[0] - y[0])) lines.push({ seq, touched });
+    lines.push({ seq: this.#lastSeq, touched: [] });
+    await writeFileAtomic(this.#file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`, { durable: true });
+  }
+
+  async close(): Promise<void> {
+    await this.#tail;
+    await this.#handle?.close();
+    this.#handle = undefined;
+  }
+}
+
+function openAppend(file: string): Promise<FileHandle> {
+  return open(file, 'a', 0o644);
+}

@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fsyncDir } from '../atomic-write.js';
+import { MirrorswapError } from '../errors.js';
+import { TEMP_DIR_NAME } from '../store-layout.js';
+import type { Journal, MasterOp } from './journal.js';
+import { entrySignature } from './master-watcher.js';
+import type { Mutex } from './mutex.js';
+
+/** A write refused for a reason the writer can act on; `status` is the HTTP answer. */
+export class WriteError extends MirrorswapError {
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+/** A change requested by a writer, with any body already staged on disk. */
+export type StagedOp = { op: 'put'; path: string; tmp: string; size: number } | { op: 'delete'; path: string };
+
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * The only writer of master. Bodies are staged in master's temp directory and
+ * fsynced; a batch is then logged as an intent, renamed into place and marked
+ * done, all under the master mutex. A batch is thus all or nothing, even
+ * across a crash (the journal's redo), and never split by a sync.
+ */
+export class MasterWriter {
+  readonly #master: string;
+  readonly #tmpDir: string;
+  readonly #journal: Journal;
+  readonly #mutex: Mutex;
+  /** Identity of each entry this writer last changed, so the master watcher does not log it twice. */
+  readonly ownWrites = new Map<string, string>();
+
+  constructor(master: string, journal: Journal, mutex: Mutex) {
+    this.#master = master;
+    this.#tmpDir = join(master, TEMP_DIR_NAME);
+    this.#journal = journal;
+    this.#mutex = mutex;
+  }
+
+  /** Write a body to a new temp file in master, fsynced; refuse it past `limit` bytes. */
+  async stage(body: Readable, limit: number): Promise<{ tmp: string; size: number }> {
+    await mkdir(this.#tmpDir, { recursive: true });
+    const tmp = join(this.#tmpDir, randomBytes(12).toString('hex'));
+    let size = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (size > limit) cb(new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${limit} bytes`));
+        else cb(null, chunk);
+      },
+    });
+    // The body is piped by hand, not through pipeline(): on a refusal the
+    // request must stay open so the writer gets its 413 instead of a reset.
+    body.on('error', (err) => counter.destroy(err));
+    body.once('close', () => {
+      if (!body.readableEnded) counter.destroy(new WriteError(400, 'ABORTED', 'the body ended before it was complete'));
+    });
+    body.pipe(counter);
+    try {
+      await pipeline(counter, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+      const handle = await open(tmp, 'r');
+      await handle.sync().finally(() => handle.close());
+      return { tmp, size };
+    } catch (err) {
+      body.unpipe(counter);
+      body.resume(); // discard the rest of a refused body
+      await unlink(tmp).catch(() => {});
+      throw mapFsError(err);
+    }
+  }
+
+  /** Stage an in-memory body (batch requests). */
+  async stageBuffer(data: Buffer): Promise<{ tmp: string; size: number }> {
+    return this.stage(Readable.from([data]), Number.POSITIVE_INFINITY);
+  }
+
+  /** Apply staged ops as one batch; returns the journal sequence. Staged files are consumed or removed. */
+  async apply(ops: StagedOp[]): Promise<number> {
+    try {
+      return await this.#mutex.lock(async () => {
+        await this.#check(ops);
+        const logged: MasterOp[] = ops.map((o) => (o.op === 'put' ? { op: 'put', path: o.path, tmp: o.tmp } : o));
+        // Remember what each entry will be before it changes: the master watcher may
+        // report the change before this batch returns. A rename keeps the inode.
+        for (const o of ops) {
+          if (this.ownWrites.size >= 10_000) this.ownWrites.delete(this.ownWrites.keys().next().value as string);
+          this.ownWrites.set(o.path, o.op === 'put' ? entrySignature(await lstat(o.tmp)) : entrySignature(null));
+        }
+        const seq = await this.#journal.logIntent(logged);
+        await this.#applyOps(logged);
+        await this.#journal.logDone(seq);
+        return seq;
+      });
+    } catch (err) {
+      await Promise.all(ops.map((o) => (o.op === 'put' ? unlink(o.tmp).catch(() => {}) : undefined)));
+      throw mapFsError(err);
+    }
+  }
+
+  /** Finish a batch whose intent was logged before a crash. */
+  async redo(seq: number, ops: MasterOp[]): Promise<void> {
+    await this.#applyOps(ops, true);
+    await this.#journal.logDone(seq);
+  }
+
+  /** Remove staged bodies nobody will apply (after a crash, once redo is done). */
+  async clearTemp(): Promise<void> {
+    await rm(this.#tmpDir, { recursive: true, force: true });
+  }
+
+  async #check(ops: StagedOp[]): Promise<void> {
+    const seen = new Set<string>();
+    const putPaths = new Set(ops.filter((o) => o.op === 'put').map((o) => o.path));
+    for (const o of ops) {
+      if (seen.has(o.path)) throw new WriteError(400, 'DUPLICATE_PATH', `path "${o.path}" appears twice in one batch`);
+      seen.add(o.path);
+      const parts = o.path.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const ancestor = parts.slice(0, i).join('/');
+        if (putPaths.has(ancestor)) {
+          throw new WriteError(
+            409,
+            'PATH_CONFLICT',
+            `"${o.path}" would be under "${ancestor}", which this batch writes as a file`,
+          );
+        }
+        const st = await lstat(join(this.#master, ancestor)).catch(() => null);
+        if (st && !st.isDirectory()) {
+          throw new WriteError(409, 'PATH_CONFLICT', `"${o.path}" is under "${ancestor}", which is a file`);
+        }
+        if (!st) break;
+      }
+      const here = await lstat(join(this.#master, o.path)).catch(() => null);
+      if (o.op === 'put' && here?.isDirectory()) {
+        throw new WriteError(409, 'PATH_CONFLICT', `"${o.path}" is a directory; delete it first`);
+      }
+      if (o.op === 'delete' && !here) throw new WriteError(404, 'NOT_FOUND', `"${o.path}" does not exist in master`);
+    }
+  }
+
+  async #applyOps(ops: MasterOp[], redo = false): Promise<void> {
+    const dirs = new Set<string>();
+    for (const o of ops) {
+      const target = join(this.#master, o.path);
+      if (o.op === 'put') {
+        await mkdir(dirname(target), { recursive: true });
+        try {
+          await rename(o.tmp, target);
+        } catch (err) {
+          // redoing a batch whose renames partly happened: those bodies are already in place
+          if (!(redo && (err as NodeJS.ErrnoException).code === 'ENOENT')) throw err;
+        }
+      } else {
+        await rm(target, { recursive: true, force: true });
+      }
+      dirs.add(dirname(target));
+    }
+    await Promise.all([...dirs].map((d) => fsyncDir(d).catch(() => {})));
+  }
+}
+
+function mapFsError(err: unknown): unknown {
+  if (err instanceof WriteError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (DISK_FULL.has(code)) return new WriteError(507, 'DISK_FULL', 'master has no space left; nothing was written');
+  if (code === 'ENOTDIR' || code === 'EEXIST' || code === 'EISDIR') {
+    return new WriteError(409, 'PATH_CONFLICT', 'the path conflicts with an existing file or directory');
+  }
+  if (code === 'ENAMETOOLONG') return new WriteError(400, 'BAD_PATH', 'path is too long for the file system');
+  return err;
+}

@@ -1,0 +1,90 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const SWAP_RESULTS = ['ok', 'failed', 'drain_timeout'] as const;
+export type SwapResult = (typeof SWAP_RESULTS)[number];
+export const SWAP_PHASES = ['wait', 'copy', 'publish', 'drain'] as const;
+export type SwapPhase = (typeof SWAP_PHASES)[number];
+
+/** The agent's metrics, in their own registry. */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly epoch: Gauge;
+  readonly swaps: Counter<'result' | 'kind'>;
+  readonly phaseSeconds: Histogram<'phase'>;
+  readonly copiedFiles: Counter;
+  readonly copiedBytes: Counter;
+  readonly deletedFiles: Counter;
+  readonly lastSuccess: Gauge;
+  readonly writes: Counter<'op' | 'result'>;
+  readonly hookFailures: Counter<'hook'>;
+
+  constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: number; stale: number }> }) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'mirrorswap_agent_' });
+    this.epoch = new Gauge({ name: 'mirrorswap_agent_epoch', help: 'Epoch currently published', registers });
+    this.swaps = new Counter({
+      name: 'mirrorswap_agent_swaps_total',
+      help: 'Swaps attempted, by result (ok, failed, drain_timeout) and kind (sync, rollback)',
+      labelNames: ['result', 'kind'],
+      registers,
+    });
+    this.phaseSeconds = new Histogram({
+      name: 'mirrorswap_agent_swap_phase_seconds',
+      help: 'Duration of each swap phase: wait (standby free), copy, publish, drain',
+      labelNames: ['phase'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    });
+    this.copiedFiles = new Counter({
+      name: 'mirrorswap_agent_copied_files_total',
+      help: 'Files copied into a standby slot',
+      registers,
+    });
+    this.copiedBytes = new Counter({
+      name: 'mirrorswap_agent_copied_bytes_total',
+      help: 'Bytes copied into a standby slot',
+      registers,
+    });
+    this.deletedFiles = new Counter({
+      name: 'mirrorswap_agent_deleted_files_total',
+      help: 'Entries deleted from a standby slot',
+      registers,
+    });
+    this.lastSuccess = new Gauge({
+      name: 'mirrorswap_agent_last_success_timestamp_seconds',
+      help: 'Unix time of the last swap that completed with every server drained',
+      registers,
+    });
+    this.writes = new Counter({
+      name: 'mirrorswap_agent_writes_total',
+      help: 'Write API operations by op (put, delete, batch) and result (ok, or the HTTP status refused with)',
+      labelNames: ['op', 'result'],
+      registers,
+    });
+    this.hookFailures = new Counter({
+      name: 'mirrorswap_agent_hook_failures_total',
+      help: 'Mount and unmount hooks that failed',
+      labelNames: ['hook'],
+      registers,
+    });
+    new Gauge({
+      name: 'mirrorswap_agent_pending_changes',
+      help: 'Master paths changed since the mounted slot was synced',
+      registers,
+      collect() {
+        this.set(sources.pendingChanges());
+      },
+    });
+    new Gauge({
+      name: 'mirrorswap_agent_servers',
+      help: 'Web servers with a heartbeat, by state (live, stale)',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const { live, stale } = await sources.servers();
+        this.set({ state: 'live' }, live);
+        this.set({ state: 'stale' }, stale);
+      },
+    });
+  }
+}
