@@ -89,17 +89,27 @@ export function createApi(opts: ApiOptions): express.Express {
 
   const count = (op: string, result: string) => opts.agent()?.metrics.writes.inc({ op, result });
 
-  app.put('/v1/files/*path', async (req, res, next) => {
+  // A plain prefix mount, not a route parameter: the path is validated here,
+  // from its raw form, rather than decoded by the router first.
+  app.use('/v1/files', (req, res, next) => {
+    if (req.method === 'PUT') putFile(req, res, next);
+    else if (req.method === 'DELETE') deleteFile(req, res, next);
+    else {
+      res.setHeader('Allow', 'PUT, DELETE');
+      sendError(res, 405, 'METHOD_NOT_ALLOWED', 'files take PUT and DELETE');
+    }
+  });
+
+  async function putFile(req: Request, res: Response, next: NextFunction): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
-    let staged: { tmp: string; size: number } | undefined;
     try {
       const path = parseWritePath(rawTail(req, '/v1/files/'));
       const declared = Number(req.headers['content-length'] ?? Number.NaN);
       if (declared > opts.maxBody) {
         throw new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
       }
-      staged = await agent.writer.stage(req, opts.maxBody);
+      const staged = await agent.writer.stage(req, opts.maxBody);
       const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
       agent.changed();
       count('put', 'ok');
@@ -108,9 +118,9 @@ export function createApi(opts: ApiOptions): express.Express {
       count('put', String((err as WriteError).status ?? 500));
       next(err);
     }
-  });
+  }
 
-  app.delete('/v1/files/*path', async (req, res, next) => {
+  async function deleteFile(req: Request, res: Response, next: NextFunction): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
@@ -123,7 +133,7 @@ export function createApi(opts: ApiOptions): express.Express {
       count('delete', String((err as WriteError).status ?? 500));
       next(err);
     }
-  });
+  }
 
   app.post('/v1/batch', express.json({ limit: opts.maxBody }), async (req, res, next) => {
     const agent = agentOr503(res);

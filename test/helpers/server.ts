@@ -43,6 +43,7 @@ export function rawGet(
   path: string,
   headers: Record<string, string> = {},
   method = 'GET',
+  body?: string | Buffer,
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path, method, headers, agent: false }, (res) => {
@@ -52,6 +53,6 @@ export function rawGet(
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }

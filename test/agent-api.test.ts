@@ -1,0 +1,357 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { SwapRecord } from '../src/agent/agent.js';
+import { readEpochFile } from '../src/epoch-file.js';
+import { type TestAgent, startTestAgent } from './helpers/agent.js';
+import { type TestApp, startApp } from './helpers/app.js';
+import { rawGet } from './helpers/server.js';
+import { type TempStore, tempStore } from './helpers/store.js';
+import { waitFor } from './helpers/wait.js';
+
+async function tempFilesIn(dir: string): Promise<string[]> {
+  return readdir(join(dir, '.mirrorswap-tmp')).catch(() => []);
+}
+
+describe('agent write API', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('master', { 'existing.txt': 'old', 'dir/inside.txt': 'x' });
+    agent = await startTestAgent(store, { watchMaster: false }, 4096);
+  });
+  after(async () => {
+    await agent.close();
+    await store.dispose();
+  });
+
+  describe('authentication', () => {
+    it('refuses a request without a token with 401 and a Bearer challenge', async () => {
+      const res = await agent.call('PUT', '/v1/files/a.txt', { body: 'x', auth: false });
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+    });
+    it('refuses a wrong token, a token of another length, and another scheme', async () => {
+      for (const auth of ['wrong', `${agent.token}x`, agent.token.slice(0, -1)]) {
+        assert.equal((await agent.call('PUT', '/v1/files/a.txt', { body: 'x', auth })).status, 401);
+      }
+      const basic = await agent.call('GET', '/v1/status', {
+        auth: false,
+        headers: { authorization: `Basic ${agent.token}` },
+      });
+      assert.equal(basic.status, 401);
+      await assert.rejects(stat(join(store.master, 'a.txt')), { code: 'ENOENT' });
+    });
+    it('never writes the token to the log', () => {
+      assert.ok(!JSON.stringify(agent.logs.lines).includes(agent.token));
+    });
+    it('leaves /healthz, /readyz and /metrics open', async () => {
+      for (const path of ['/healthz', '/readyz', '/metrics']) {
+        assert.equal((await agent.call('GET', path, { auth: false })).status, 200, path);
+      }
+    });
+  });
+
+  describe('PUT and DELETE', () => {
+    it('writes a file into master before answering 201', async () => {
+      const res = await agent.call('PUT', '/v1/files/new/deep/file.txt', { body: 'fresh content' });
+      assert.equal(res.status, 201);
+      const body = (await res.json()) as { path: string; size: number; seq: number };
+      assert.equal(body.path, 'new/deep/file.txt');
+      assert.equal(body.size, 13);
+      assert.equal(await readFile(join(store.master, 'new/deep/file.txt'), 'utf8'), 'fresh content');
+    });
+    it('replaces an existing file by rename (a reader of the old inode is unaffected)', async () => {
+      const before = (await stat(join(store.master, 'existing.txt'))).ino;
+      assert.equal((await agent.call('PUT', '/v1/files/existing.txt', { body: 'new' })).status, 201);
+      assert.notEqual((await stat(join(store.master, 'existing.txt'))).ino, before);
+    });
+    it('deletes a file, and answers 404 for one that does not exist', async () => {
+      await agent.call('PUT', '/v1/files/doomed.txt', { body: 'x' });
+      assert.equal((await agent.call('DELETE', '/v1/files/doomed.txt')).status, 200);
+      await assert.rejects(stat(join(store.master, 'doomed.txt')), { code: 'ENOENT' });
+      assert.equal((await agent.call('DELETE', '/v1/files/doomed.txt')).status, 404);
+    });
+  });
+
+  describe('bad input', () => {
+    const badPaths = [
+      '..%2Fescape.txt',
+      '%2e%2e/escape.txt',
+      'a/../../escape.txt',
+      './x.txt',
+      'a/./x.txt',
+      '%2Fetc%2Fpasswd',
+      '/etc/passwd',
+      'x%00.txt',
+      'a%5C..%5Cx',
+      'a//b',
+      'dir/',
+      '.mirrorswap-tmp/x',
+      'bad%ZZ',
+      'ctl%0Achar',
+      `${'x'.repeat(256)}`,
+    ];
+    for (const p of badPaths) {
+      it(`answers 400 for ${p.length > 40 ? `${p.slice(0, 40)}…` : p} and writes nothing`, async () => {
+        const res = await rawGet(
+          Number(new URL(agent.url).port),
+          `/v1/files/${p}`,
+          { authorization: `Bearer ${agent.token}` },
+          'PUT',
+          'payload',
+        );
+        assert.equal(res.status, 400, `${p}: ${res.body.toString()}`);
+        assert.equal((JSON.parse(res.body.toString()) as { error: string }).error, 'BAD_PATH');
+        assert.deepEqual(await tempFilesIn(store.master), []);
+        await assert.rejects(stat(join(store.root, 'escape.txt')), { code: 'ENOENT' });
+      });
+    }
+
+    it('answers 413 for a declared body over the limit', async () => {
+      const res = await agent.call('PUT', '/v1/files/big.bin', { body: Buffer.alloc(5000) });
+      assert.equal(res.status, 413);
+      await assert.rejects(stat(join(store.master, 'big.bin')), { code: 'ENOENT' });
+    });
+    it('answers 413 for a chunked body that grows over the limit, leaving no temp file', async () => {
+      const stream = new ReadableStream({
+        start(c) {
+          for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(1000));
+          c.close();
+        },
+      });
+      const res = await fetch(`${agent.url}/v1/files/big2.bin`, {
+        method: 'PUT',
+        body: stream,
+        headers: { authorization: `Bearer ${agent.token}` },
+        duplex: 'half',
+      } as RequestInit);
+      assert.equal(res.status, 413);
+      await assert.rejects(stat(join(store.master, 'big2.bin')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('answers 409 for a path under an existing file, and for a PUT onto a directory', async () => {
+      assert.equal((await agent.call('PUT', '/v1/files/existing.txt/child', { body: 'x' })).status, 409);
+      assert.equal((await agent.call('PUT', '/v1/files/dir', { body: 'x' })).status, 409);
+      assert.equal(await readFile(join(store.master, 'dir/inside.txt'), 'utf8'), 'x');
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+  });
+
+  describe('batch', () => {
+    it('applies every operation', async () => {
+      const res = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          ops: [
+            { op: 'put', path: 'batch/one.txt', content: 'one' },
+            { op: 'put', path: 'batch/two.bin', content: Buffer.from('two').toString('base64'), encoding: 'base64' },
+            { op: 'delete', path: 'dir/inside.txt' },
+          ],
+        }),
+      });
+      assert.equal(res.status, 200);
+      assert.equal(await readFile(join(store.master, 'batch/one.txt'), 'utf8'), 'one');
+      assert.equal(await readFile(join(store.master, 'batch/two.bin'), 'utf8'), 'two');
+      await assert.rejects(stat(join(store.master, 'dir/inside.txt')), { code: 'ENOENT' });
+    });
+    it('applies nothing when one operation is refused', async () => {
+      const res = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          ops: [
+            { op: 'put', path: 'batch2/ok.txt', content: 'ok' },
+            { op: 'put', path: 'existing.txt/under', content: 'conflict' },
+          ],
+        }),
+      });
+      assert.equal(res.status, 409);
+      await assert.rejects(stat(join(store.master, 'batch2/ok.txt')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('refuses malformed batches with 400', async () => {
+      for (const body of [
+        '{',
+        '{"ops":[]}',
+        '{"ops":[{"op":"chmod","path":"x"}]}',
+        '{"ops":[{"op":"put","path":"../x","content":"x"}]}',
+        '{"ops":[{"op":"put","path":"x"}]}',
+      ]) {
+        const res = await agent.call('POST', '/v1/batch', { headers: { 'content-type': 'application/json' }, body });
+        assert.equal(res.status, 400, body);
+      }
+    });
+    it('refuses a batch body over the limit with 413', async () => {
+      const res = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ops: [{ op: 'put', path: 'x', content: 'x'.repeat(5000) }] }),
+      });
+      assert.equal(res.status, 413);
+    });
+  });
+});
+
+describe('agent sync and rollback through the API', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let web: TestApp;
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('master', { 'page.html': 'v1', 'keep.txt': 'same' });
+    agent = await startTestAgent(store);
+    web = await startApp({ store: store.root, serverId: 'web-test', heartbeatInterval: 100 });
+  });
+  after(async () => {
+    await web.close();
+    await agent.close();
+    await store.dispose();
+  });
+
+  const body = async (path: string) => (await rawGet(web.port, path)).body.toString();
+
+  it('init mirrored master into both slots and published epoch 1', async () => {
+    const epoch = await readEpochFile(store.epochFile);
+    assert.equal(epoch?.epoch, 1);
+    assert.equal(await readFile(join(store.slots.a, 'page.html'), 'utf8'), 'v1');
+    assert.equal(await readFile(join(store.slots.b, 'page.html'), 'utf8'), 'v1');
+    assert.equal(await body('/page.html'), 'v1');
+  });
+
+  it('a sync with wait copies only the changes, swaps, and reports each phase', async () => {
+    await agent.call('PUT', '/v1/files/page.html', { body: 'v2' });
+    await agent.call('PUT', '/v1/files/added.txt', { body: 'new' });
+    const res = await agent.call('POST', '/v1/sync?wait=1');
+    assert.equal(res.status, 200);
+    const record = (await res.json()) as SwapRecord;
+    assert.equal(record.result, 'ok');
+    assert.equal(record.mode, 'incremental');
+    assert.equal(record.epoch, 2);
+    assert.equal(record.copied.files, 2);
+    for (const phase of ['wait', 'copy', 'publish', 'drain'] as const)
+      assert.equal(typeof record.phases[phase], 'number');
+    assert.equal(await body('/page.html'), 'v2');
+    assert.equal(await body('/added.txt'), 'new');
+  });
+
+  it('a delete reaches the served copy on the next sync', async () => {
+    await agent.call('DELETE', '/v1/files/added.txt');
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok');
+    assert.equal((await rawGet(web.port, '/added.txt')).status, 404);
+  });
+
+  it('rollback mounts the previous copy at once and pauses automatic syncs', async () => {
+    assert.equal(await body('/added.txt').catch(() => ''), 'app fallthrough');
+    const res = await agent.call('POST', '/v1/rollback');
+    assert.equal(res.status, 200);
+    const record = (await res.json()) as SwapRecord;
+    assert.equal(record.kind, 'rollback');
+    assert.equal(record.copied.files, 0);
+    assert.equal(await body('/added.txt'), 'new');
+    const status = (await (await agent.call('GET', '/v1/status')).json()) as { paused: boolean; epoch: number };
+    assert.equal(status.paused, true);
+    assert.equal(status.epoch, 4);
+  });
+
+  it('the next explicit sync brings master back and lifts the pause', async () => {
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok');
+    assert.equal((await rawGet(web.port, '/added.txt')).status, 404);
+    const status = (await (await agent.call('GET', '/v1/status')).json()) as {
+      paused: boolean;
+      pendingChanges: number;
+    };
+    assert.equal(status.paused, false);
+    assert.equal(status.pendingChanges, 0);
+  });
+
+  it('verify reports no difference, and one after a hand edit of the mounted copy', async () => {
+    const ok = (await (await agent.call('GET', '/v1/verify')).json()) as { slot: string; differences: unknown[] };
+    assert.deepEqual(ok.differences, []);
+    await writeFile(join(store.slots[ok.slot as 'a' | 'b'], 'stray.txt'), 'not from master');
+    const bad = (await (await agent.call('GET', '/v1/verify')).json()) as {
+      differences: { path: string; kind: string }[];
+    };
+    assert.deepEqual(bad.differences, [{ path: 'stray.txt', kind: 'extra' }]);
+  });
+
+  it('status lists the web server with its epoch and in-flight counts', async () => {
+    const status = (await (await agent.call('GET', '/v1/status')).json()) as {
+      epoch: number;
+      servers: { id: string; epoch: number; live: boolean }[];
+    };
+    const server = await waitFor('the server at the current epoch', () =>
+      status.servers.find((s) => s.id === 'web-test' && s.epoch === status.epoch),
+    );
+    assert.equal(server.live, true);
+  });
+
+  it('picks up a file written straight into master by another tool', async () => {
+    await mkdir(join(store.master, 'tool'), { recursive: true });
+    await writeFile(join(store.master, 'tool/out.txt'), 'from a tool');
+    await waitFor('the watcher to journal it', async () => {
+      const s = (await (await agent.call('GET', '/v1/status')).json()) as { pendingChanges: number };
+      return s.pendingChanges > 0;
+    });
+    await agent.call('POST', '/v1/sync?wait=1');
+    assert.equal(await body('/tool/out.txt'), 'from a tool');
+  });
+});
+
+describe('agent on a full disk', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let mounted = false;
+
+  before(async () => {
+    store = await tempStore();
+    // master on a 1 MiB tmpfs: a real ENOSPC, not an injected one
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', store.master]);
+    mounted = true;
+    agent = await startTestAgent(store, { watchMaster: false }, 8 * 1024 * 1024);
+  });
+  after(async () => {
+    await agent?.close();
+    if (mounted) execFileSync('umount', [store.master]);
+    await store.dispose();
+  });
+
+  it('answers 507 and leaves no partial file in master', async () => {
+    const res = await agent.call('PUT', '/v1/files/huge.bin', { body: Buffer.alloc(2 * 1024 * 1024, 1) });
+    assert.equal(res.status, 507);
+    assert.equal(((await res.json()) as { error: string }).error, 'DISK_FULL');
+    await assert.rejects(stat(join(store.master, 'huge.bin')), { code: 'ENOENT' });
+    assert.deepEqual(await tempFilesIn(store.master), []);
+    assert.equal((await agent.call('PUT', '/v1/files/small.txt', { body: 'fits' })).status, 201);
+  });
+});
+
+describe('agent readiness', () => {
+  it('answers /readyz 503 while the store is still being initialised, then 200', async () => {
+    const store = await tempStore();
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 2000; i++) files[`f/${i % 50}/${i}.txt`] = `file ${i}`;
+    await store.fill('master', files);
+    const { startAgentServer } = await import('../src/server/agent-server.js');
+    const { memoryLogger } = await import('./helpers/app.js');
+    const server = await startAgentServer({
+      host: '127.0.0.1',
+      port: 0,
+      token: 'x'.repeat(32),
+      maxBody: 1024,
+      agent: { layout: store, logger: memoryLogger(), durable: true, watchMaster: false },
+    });
+    const early = await fetch(`${server.url}/readyz`);
+    assert.equal(early.status, 503);
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    await server.started;
+    assert.equal((await fetch(`${server.url}/readyz`)).status, 200);
+    await server.close();
+    await store.dispose();
+  });
+});
