@@ -212,6 +212,13 @@ export const SERVE_FLAGS: FlagSpecs = {
     arg: 'DURATION',
     help: 'epoch poll period',
   },
+  'heartbeat-interval': {
+    type: 'string',
+    env: 'MIRRORSWAP_HEARTBEAT_INTERVAL',
+    default: '1s',
+    arg: 'DURATION',
+    help: "how often the heartbeat file is rewritten (keep well under the agent's --server-ttl)",
+  },
   'max-age': {
     type: 'string',
     env: 'MIRRORSWAP_MAX_AGE',
@@ -230,6 +237,7 @@ function staticOptions(values: FlagValues, layout: StoreLayout, logger: ReturnTy
     store: layout.root,
     watch: watch as 'auto' | 'native' | 'poll',
     pollInterval: durationFlag(values, 'poll-interval', { min: 10 }) ?? 250,
+    heartbeatInterval: durationFlag(values, 'heartbeat-interval', { min: 50 }) ?? 1000,
     maxAge: durationFlag(values, 'max-age') ?? 0,
     logger,
     ...(serverId ? { serverId } : {}),
