@@ -144,13 +144,15 @@ export function createApi(opts: ApiOptions): express.Express {
       if (!Array.isArray(ops) || ops.length === 0 || ops.length > 10_000) {
         throw new WriteError(400, 'BAD_BATCH', 'body must be {"ops": [...]} with 1 to 10000 operations');
       }
+      const bodies: Buffer[] = [];
+      const plan: ({ op: 'delete'; path: string } | { op: 'put'; path: string; body: number })[] = [];
       for (const raw of ops as BatchOp[]) {
         if (typeof raw !== 'object' || raw === null || typeof raw.path !== 'string') {
           throw new WriteError(400, 'BAD_BATCH', 'each operation needs "op" and "path"');
         }
         const path = parseWritePath(encodeURIComponent(raw.path));
         if (raw.op === 'delete') {
-          staged.push({ op: 'delete', path });
+          plan.push({ op: 'delete', path });
         } else if (raw.op === 'put') {
           if (typeof raw.content !== 'string')
             throw new WriteError(400, 'BAD_BATCH', `put of "${path}" needs "content" (a string)`);
@@ -158,11 +160,16 @@ export function createApi(opts: ApiOptions): express.Express {
           if (encoding !== 'utf8' && encoding !== 'base64') {
             throw new WriteError(400, 'BAD_BATCH', 'encoding must be "utf8" or "base64"');
           }
-          const body = await agent.writer.stageBuffer(Buffer.from(raw.content, encoding));
-          staged.push({ op: 'put', path, ...body });
+          plan.push({ op: 'put', path, body: bodies.push(Buffer.from(raw.content, encoding)) - 1 });
         } else {
           throw new WriteError(400, 'BAD_BATCH', 'op must be "put" or "delete"');
         }
+      }
+      const files = await agent.writer.stageBuffers(bodies);
+      for (const p of plan) {
+        staged.push(
+          p.op === 'delete' ? p : { op: 'put', path: p.path, ...(files[p.body] as { tmp: string; size: number }) },
+        );
       }
       const seq = await agent.writer.apply(staged);
       agent.changed();

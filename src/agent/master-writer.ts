@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../atomic-write.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import type { Journal, MasterOp } from './journal.js';
 import { entrySignature } from './master-watcher.js';
+import { Limiter } from './limiter.js';
 import type { Mutex } from './mutex.js';
 
 /** A write refused for a reason the writer can act on; `status` is the HTTP answer. */
@@ -78,9 +79,33 @@ export class MasterWriter {
     }
   }
 
-  /** Stage an in-memory body (batch requests). */
-  async stageBuffer(data: Buffer): Promise<{ tmp: string; size: number }> {
-    return this.stage(Readable.from([data]), Number.POSITIVE_INFINITY);
+  /** Stage in-memory bodies (batch requests), several at a time; results in the bodies' order. */
+  async stageBuffers(bodies: Buffer[]): Promise<{ tmp: string; size: number }[]> {
+    await mkdir(this.#tmpDir, { recursive: true });
+    const limiter = new Limiter(16);
+    const staged = bodies.map((data) => ({
+      tmp: join(this.#tmpDir, randomBytes(12).toString('hex')),
+      size: data.length,
+    }));
+    try {
+      await Promise.all(
+        bodies.map((data, i) =>
+          limiter.run(async () => {
+            const handle = await open((staged[i] as { tmp: string }).tmp, 'wx', 0o644);
+            try {
+              await handle.writeFile(data);
+              await handle.sync();
+            } finally {
+              await handle.close();
+            }
+          }),
+        ),
+      );
+      return staged;
+    } catch (err) {
+      await Promise.all(staged.map((s) => unlink(s.tmp).catch(() => {})));
+      throw mapFsError(err);
+    }
   }
 
   /** Apply staged ops as one batch; returns the journal sequence. Staged files are consumed or removed. */
@@ -119,6 +144,15 @@ export class MasterWriter {
 
   async #check(ops: StagedOp[]): Promise<void> {
     const seen = new Set<string>();
+    const stats = new Map<string, Promise<import('node:fs').Stats | null>>();
+    const lstatCached = (rel: string) => {
+      let p = stats.get(rel);
+      if (!p) {
+        p = lstat(join(this.#master, rel)).catch(() => null);
+        stats.set(rel, p);
+      }
+      return p;
+    };
     const putPaths = new Set(ops.filter((o) => o.op === 'put').map((o) => o.path));
     for (const o of ops) {
       if (seen.has(o.path)) throw new WriteError(400, 'DUPLICATE_PATH', `path "${o.path}" appears twice in one batch`);
@@ -133,13 +167,13 @@ export class MasterWriter {
             `"${o.path}" would be under "${ancestor}", which this batch writes as a file`,
           );
         }
-        const st = await lstat(join(this.#master, ancestor)).catch(() => null);
+        const st = await lstatCached(ancestor);
         if (st && !st.isDirectory()) {
           throw new WriteError(409, 'PATH_CONFLICT', `"${o.path}" is under "${ancestor}", which is a file`);
         }
         if (!st) break;
       }
-      const here = await lstat(join(this.#master, o.path)).catch(() => null);
+      const here = await lstatCached(o.path);
       if (o.op === 'put' && here?.isDirectory()) {
         throw new WriteError(409, 'PATH_CONFLICT', `"${o.path}" is a directory; delete it first`);
       }
@@ -152,7 +186,7 @@ export class MasterWriter {
     for (const o of ops) {
       const target = join(this.#master, o.path);
       if (o.op === 'put') {
-        await mkdir(dirname(target), { recursive: true });
+        if (!dirs.has(dirname(target))) await mkdir(dirname(target), { recursive: true });
         try {
           await rename(o.tmp, target);
         } catch (err) {
