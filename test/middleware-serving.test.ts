@@ -7,17 +7,36 @@ import type { StaticOptions } from '../middleware/options.js';
 import { otherSlot, type SlotName } from '../src/store-layout.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { waitFor } from './helpers/wait.js';
 
 const BIG = Buffer.alloc(512 * 1024, 'x'); // above the default cacheMaxFileSize: streamed
 
-/** The same serving suite, once with slot a mounted and once with slot b (the other holds decoys). */
-for (const slot of ['a', 'b'] as SlotName[]) {
-  describe(`mirrorStatic serving from slot ${slot}`, () => {
+/**
+ * The same serving suite with slot a mounted, with slot b mounted (the other
+ * holds decoys), and with slot b reached through a swap each server saw happen.
+ */
+const VARIANTS: { slot: SlotName; acrossSwap: boolean }[] = [
+  { slot: 'a', acrossSwap: false },
+  { slot: 'b', acrossSwap: false },
+  { slot: 'b', acrossSwap: true },
+];
+for (const { slot, acrossSwap } of VARIANTS) {
+  describe(`mirrorStatic serving from slot ${slot}${acrossSwap ? ' after a swap from the other' : ''}`, () => {
     let store: TempStore;
+    let epoch = 1;
     const apps: TestApp[] = [];
     const start = async (opts: Partial<StaticOptions> = {}, mountPath = '/') => {
+      if (acrossSwap) await store.publish(++epoch, otherSlot(slot));
       const app = await startApp({ store: store.root, ...opts }, mountPath);
       apps.push(app);
+      if (acrossSwap) {
+        // warm the decoy copy's cache, then swap: nothing of it may survive the switch
+        await request(app.url)
+          .get(`${mountPath === '/' ? '' : mountPath}/hello.txt`)
+          .expect(200, 'WRONG SLOT');
+        await store.publish(++epoch, slot);
+        await waitFor('the swap', () => app.mw.state().slot === slot);
+      }
       return request(app.url);
     };
 

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Registry } from 'prom-client';
+import { type TestApp, startApp } from './helpers/app.js';
+import { heldDownload } from './helpers/cluster.js';
+import { rawGet } from './helpers/server.js';
+import { type TempStore, tempStore } from './helpers/store.js';
+import { waitFor } from './helpers/wait.js';
+
+function sample(text: string, name: string, labels = ''): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
+describe('mirrorStatic metrics', () => {
+  let store: TempStore;
+  let app: TestApp;
+  const registry = new Registry();
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(4 * 1024 * 1024) });
+    await store.fill('b', { 'small.txt': 'small' });
+    await store.publish(1, 'a');
+    app = await startApp({ store: store.root, registry, pollInterval: 20 });
+  });
+  after(async () => {
+    await app.close();
+    await store.dispose();
+  });
+
+  it('registers in the injected registry and serves it at /metrics', async () => {
+    const res = await rawGet(app.port, '/metrics');
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers['content-type']), /^text\/plain/);
+    assert.equal(sample(res.body.toString(), 'mirrorswap_server_epoch'), 1);
+    assert.ok((await registry.getMetricsAsJSON()).some((m) => m.name === 'mirrorswap_server_requests_total'));
+  });
+
+  it('counts requests by slot and status class, and cache hits and misses', async () => {
+    for (let i = 0; i < 3; i++) await rawGet(app.port, '/small.txt');
+    await rawGet(app.port, '/small.txt', { 'If-None-Match': '*' });
+    const text = await registry.metrics();
+    assert.equal(sample(text, 'mirrorswap_server_requests_total', 'slot="a",status_class="2xx"'), 3);
+    assert.equal(sample(text, 'mirrorswap_server_requests_total', 'slot="a",status_class="3xx"'), 1);
+    assert.equal(sample(text, 'mirrorswap_server_cache_misses_total'), 1);
+    assert.equal(sample(text, 'mirrorswap_server_cache_hits_total'), 3);
+    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 5);
+  });
+
+  it('reports requests in flight per slot, and the switch lag of a swap', async () => {
+    const download = heldDownload(app.port, '/big.bin');
+    await download.started;
+    assert.equal(sample(await registry.metrics(), 'mirrorswap_server_inflight_requests', 'slot="a"'), 1);
+    await store.publish(2, 'b');
+    await waitFor('the switch', () => app.mw.state().epoch === 2);
+    const text = await registry.metrics();
+    assert.equal(sample(text, 'mirrorswap_server_inflight_requests', 'slot="a"'), 1);
+    assert.equal(sample(text, 'mirrorswap_server_epoch'), 2);
+    assert.equal(sample(text, 'mirrorswap_server_switch_lag_seconds_count'), 1);
+    assert.ok((sample(text, 'mirrorswap_server_switch_lag_seconds_sum') ?? 1) < 1);
+    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 0, 'the old epoch cache was not dropped');
+    download.resume();
+    await download.done;
+    await waitFor(
+      'the drain',
+      async () => sample(await registry.metrics(), 'mirrorswap_server_inflight_requests', 'slot="a"') === 0,
+    );
+  });
+});
