@@ -55,19 +55,58 @@ export class ServerMetrics {
   }
 }
 
-/** A request counter by slot and status class, with the label children bound once (hot path). */
-export class RequestCounter {
-  readonly #children: Record<SlotName, Record<string, { inc(): void }>>;
+/**
+ * A counter incremented on the request path. prom-client re-hashes labels on
+ * every `inc()`, so the hot path bumps a plain number and the Prometheus
+ * counter catches up when it is scraped.
+ */
+export class HotCounter {
+  #count = 0;
 
   constructor(name: string, help: string, registry: Registry) {
-    const counter = new Counter({ name, help, labelNames: ['slot', 'status_class'], registers: [registry] });
-    const bind = (slot: SlotName) =>
-      Object.fromEntries(STATUS_CLASSES.map((c) => [c, counter.labels({ slot, status_class: c })]));
-    this.#children = { a: bind('a'), b: bind('b') };
+    let reported = 0;
+    const self = this;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        if (self.#count > reported) this.inc(self.#count - reported);
+        reported = self.#count;
+      },
+    });
+  }
+
+  inc(): void {
+    this.#count++;
+  }
+}
+
+/** Requests by slot and status class, counted the same way as HotCounter. */
+export class RequestCounter {
+  readonly #counts = new Float64Array(10);
+
+  constructor(name: string, help: string, registry: Registry) {
+    const counts = this.#counts;
+    const reported = new Float64Array(10);
+    new Counter({
+      name,
+      help,
+      labelNames: ['slot', 'status_class'],
+      registers: [registry],
+      collect() {
+        for (let i = 0; i < 10; i++) {
+          const delta = counts[i] - reported[i];
+          if (delta > 0) this.inc({ slot: i < 5 ? 'a' : 'b', status_class: STATUS_CLASSES[i % 5] as string }, delta);
+          reported[i] = counts[i];
+        }
+      },
+    });
   }
 
   inc(slot: SlotName, status: number): void {
-    this.#children[slot][statusClass(status)]?.inc();
+    const cls = Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
+    this.#counts[(slot === 'a' ? 0 : 5) + cls]++;
   }
 }
 

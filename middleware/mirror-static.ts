@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
 import { type Entry, FileCache } from './file-cache.js';
-import { RequestCounter, metricsHandler } from './metrics.js';
+import { HotCounter, RequestCounter, metricsHandler } from './metrics.js';
 import { type MountView, MountState } from './mount-state.js';
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
 import { resolveRequestPath } from './path-resolver.js';
@@ -68,16 +68,16 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     'Requests answered from a mounted copy, by slot and status class',
     registry,
   );
-  const cacheHits = new Counter({
-    name: 'mirrorswap_server_cache_hits_total',
-    help: 'Path lookups answered from the per-epoch cache',
-    registers: [registry],
-  });
-  const cacheMisses = new Counter({
-    name: 'mirrorswap_server_cache_misses_total',
-    help: 'Path lookups that went to the file system',
-    registers: [registry],
-  });
+  const cacheHits = new HotCounter(
+    'mirrorswap_server_cache_hits_total',
+    'Path lookups answered from the per-epoch cache',
+    registry,
+  );
+  const cacheMisses = new HotCounter(
+    'mirrorswap_server_cache_misses_total',
+    'Path lookups that went to the file system',
+    registry,
+  );
   new Gauge({
     name: 'mirrorswap_server_cache_bytes',
     help: 'Bytes of file bodies held by the cache of the mounted epoch',
@@ -92,6 +92,20 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     else next(httpError(status, status === 503 ? 'no copy is mounted yet' : (STATUS_TEXT[status] ?? 'Error')));
   }
 
+  /** Hand the request to the next handler, telling it which copy the request was resolved against. */
+  function pass(
+    res: ServerResponse,
+    view: MountView<FileCache>,
+    next: Next,
+    outcome: { status: number } | { err: unknown },
+  ): void {
+    const locals = (res as ServerResponse & { locals?: Record<string, unknown> }).locals;
+    if (locals) locals.mirrorswap = { epoch: view.epoch, slot: view.slot, root: view.root } satisfies PinnedMount;
+    mount.release(view);
+    if ('err' in outcome) next(outcome.err);
+    else refuse(outcome.status, next);
+  }
+
   function answer(
     req: IncomingMessage,
     res: ServerResponse,
@@ -99,18 +113,10 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     view: MountView<FileCache>,
     entry: Entry,
   ): void {
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      mount.release(view);
-    };
     if (entry.kind === 'refused') {
-      release();
-      refuse(entry.status, next);
+      pass(res, view, next, { status: entry.status });
       return;
     }
-    res.once('close', release);
     if (entry.kind === 'redirect') {
       const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
       const q = original.indexOf('?');
@@ -121,10 +127,15 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.setHeader('Location', location);
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end('Moved Permanently\n');
+      mount.release(view);
       requests.inc(view.slot, 301);
       return;
     }
-    requests.inc(view.slot, sendFile(req, res, entry, opts));
+    // the pin lasts as long as the copy is read: to the end of a stream, or no further than a body in memory
+    requests.inc(
+      view.slot,
+      sendFile(req, res, entry, opts, () => mount.release(view)),
+    );
   }
 
   const middleware = function mirrorStaticMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
@@ -144,9 +155,6 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       refuse(503, next);
       return;
     }
-    const locals = (res as ServerResponse & { locals?: Record<string, unknown> }).locals;
-    if (locals) locals.mirrorswap = { epoch: view.epoch, slot: view.slot, root: view.root } satisfies PinnedMount;
-
     const key = requestPath(req.url);
     const cached = view.data.get(key);
     if (cached !== undefined) {

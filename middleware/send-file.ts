@@ -5,6 +5,9 @@ import parseRange from 'range-parser';
 import type { FileEntry } from './file-cache.js';
 import type { ResolvedStaticOptions } from './options.js';
 
+/** Read size for streamed files: fewer, larger reads than the 64 KiB default. */
+const STREAM_CHUNK = 256 * 1024;
+
 /** Split a list header (If-Match, If-None-Match) into its tags. */
 function parseTokenList(value: string): string[] {
   return value
@@ -55,40 +58,62 @@ function notModified(res: ServerResponse): number {
   return 304;
 }
 
+/** True when a request asks for the whole file, unconditionally. */
+function isPlain(req: IncomingMessage): boolean {
+  const h = req.headers;
+  return (
+    h.range === undefined &&
+    h['if-none-match'] === undefined &&
+    h['if-modified-since'] === undefined &&
+    h['if-match'] === undefined &&
+    h['if-unmodified-since'] === undefined
+  );
+}
+
 /**
  * Answer a GET or HEAD for a file of the mounted copy; returns the status sent.
  * Small files come from memory with headers computed once per epoch; large
- * ones are streamed from the real path resolved at lookup time.
+ * ones are streamed from the real path resolved at lookup time. `doneReading`
+ * is called once the copy is no longer read: at once for a body in memory, at
+ * the end of the response for a stream.
  */
 export function sendFile(
   req: IncomingMessage,
   res: ServerResponse,
   entry: FileEntry,
   opts: ResolvedStaticOptions,
+  doneReading: () => void,
 ): number {
-  const h = req.headers;
-  const size = entry.stats.size;
-  const plain =
-    h.range === undefined &&
-    h['if-none-match'] === undefined &&
-    h['if-modified-since'] === undefined &&
-    h['if-match'] === undefined &&
-    h['if-unmodified-since'] === undefined;
-
-  // fast path: an unconditional full response
+  const plain = isPlain(req);
+  // fast path: an unconditional full response from memory, headers computed once per epoch
   if (plain && opts.setHeaders === undefined && entry.body !== null) {
     res.writeHead(200, entry.headers);
     res.end(req.method === 'HEAD' ? undefined : entry.body);
+    doneReading();
     return 200;
   }
+  const { status, streaming } = respond(req, res, entry, opts, plain);
+  if (streaming) res.once('close', doneReading);
+  else doneReading();
+  return status;
+}
 
+function respond(
+  req: IncomingMessage,
+  res: ServerResponse,
+  entry: FileEntry,
+  opts: ResolvedStaticOptions,
+  plain: boolean,
+): { status: number; streaming: boolean } {
+  const h = req.headers;
+  const size = entry.stats.size;
   applyHeaders(res, entry, opts);
   if (preconditionFailed(req, entry)) {
     res.removeHeader('Content-Length');
     res.statusCode = 412;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.end('Precondition Failed\n');
-    return 412;
+    return { status: 412, streaming: false };
   }
   if (
     !plain &&
@@ -97,7 +122,7 @@ export function sendFile(
       'last-modified': opts.lastModified ? entry.lastModified : undefined,
     })
   ) {
-    return notModified(res);
+    return { status: notModified(res), streaming: false };
   }
 
   let start = 0;
@@ -111,7 +136,7 @@ export function sendFile(
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.setHeader('Content-Length', '22');
       res.end('Range Not Satisfiable\n');
-      return 416;
+      return { status: 416, streaming: false };
     }
     // malformed ranges are ignored; several ranges get the whole file rather than multipart
     if (ranges !== -2 && ranges.length === 1 && ranges.type === 'bytes') {
@@ -127,18 +152,18 @@ export function sendFile(
   res.setHeader('Content-Length', String(length));
   if (req.method === 'HEAD' || length === 0) {
     res.end();
-    return status;
+    return { status, streaming: false };
   }
   if (entry.body !== null) {
     res.end(entry.body.subarray(start, end + 1));
-    return status;
+    return { status, streaming: false };
   }
-  const stream = createReadStream(entry.path, { start, end });
+  const stream = createReadStream(entry.path, { start, end, highWaterMark: STREAM_CHUNK });
   stream.on('error', (err) => {
     // headers are gone already: all that is left is to cut the connection
     res.destroy(err);
   });
   res.on('close', () => stream.destroy());
   stream.pipe(res);
-  return status;
+  return { status, streaming: true };
 }

@@ -1,0 +1,111 @@
+import { type Dirent, type Stats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { TEMP_DIR_NAME } from '../store-layout.js';
+
+/** One way the target differs from the source. */
+export interface Difference {
+  path: string;
+  kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link';
+}
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw err;
+  }
+}
+
+function list(root: string, rel: string): Map<string, Dirent> {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(join(root, rel), { withFileTypes: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return new Map();
+    throw err;
+  }
+  const map = new Map<string, Dirent>();
+  for (const e of entries) if (!(rel === '' && e.name === TEMP_DIR_NAME)) map.set(e.name, e);
+  return map;
+}
+
+const publishable = (st: Stats) => st.isFile() || st.isSymbolicLink() || st.isDirectory();
+
+/**
+ * Every difference between two trees, by size, mtime (to the millisecond),
+ * mode, type and link target: what `verify` reports and what a full sync
+ * copies. Entries under a directory missing from the target are listed one by
+ * one, parents before children. Synchronous on purpose: run it in a worker
+ * (compareTrees), where blocking calls are the fastest way through a tree.
+ */
+export function compareTreesSync(source: string, target: string, limit = Number.POSITIVE_INFINITY): Difference[] {
+  const diffs: Difference[] = [];
+  const report = (path: string, kind: Difference['kind']) => {
+    if (diffs.length < limit) diffs.push({ path, kind });
+  };
+  const allMissing = (rel: string) => {
+    for (const [name, ent] of list(source, rel)) {
+      const child = rel === '' ? name : `${rel}/${name}`;
+      report(child, 'missing');
+      if (ent.isDirectory()) allMissing(child);
+    }
+  };
+  const walk = (rel: string) => {
+    const src = list(source, rel);
+    const dst = list(target, rel);
+    for (const [name, srcEnt] of src) {
+      if (diffs.length >= limit) return;
+      const child = rel === '' ? name : `${rel}/${name}`;
+      const dstEnt = dst.get(name);
+      if (srcEnt.isDirectory() && dstEnt?.isDirectory()) {
+        walk(child);
+        continue;
+      }
+      const s = lstatOrNull(join(source, child));
+      if (!s || !publishable(s)) continue;
+      const d = dstEnt ? lstatOrNull(join(target, child)) : null;
+      if (d === null) {
+        report(child, 'missing');
+        if (s.isDirectory()) allMissing(child);
+        continue;
+      }
+      if (
+        s.isDirectory() !== d.isDirectory() ||
+        s.isSymbolicLink() !== d.isSymbolicLink() ||
+        s.isFile() !== d.isFile()
+      ) {
+        report(child, 'type');
+        if (s.isDirectory()) allMissing(child);
+      } else if (s.isSymbolicLink()) {
+        if (readlinkSync(join(source, child)) !== readlinkSync(join(target, child))) report(child, 'link');
+      } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
+        report(child, 'content');
+      } else if ((s.mode & 0o7777) !== (d.mode & 0o7777)) {
+        report(child, 'mode');
+      }
+    }
+    for (const name of dst.keys()) {
+      if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');
+    }
+  };
+  walk('');
+  return diffs;
+}
+
+/** compareTreesSync in a worker thread, so the agent keeps answering while it walks. */
+export function compareTrees(source: string, target: string, limit = Number.POSITIVE_INFINITY): Promise<Difference[]> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./compare-worker.js', import.meta.url), {
+      workerData: { source, target, limit: Number.isFinite(limit) ? limit : -1 },
+    });
+    worker.once('message', (diffs: Difference[]) => resolve(diffs));
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`tree comparison worker exited with ${code}`));
+    });
+  });
+}
