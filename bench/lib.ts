@@ -5,15 +5,19 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Start a bench target script (compiled, next to this file) and wait for the port it prints. */
-export async function startTarget(script: string, args: string[]): Promise<{ child: ChildProcess; port: number }> {
+export async function startTarget(
+  script: string,
+  args: string[],
+): Promise<{ child: ChildProcess; port: number; pid: number | undefined }> {
   const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout?.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+  // the target prints its port, and optionally the pid of the process that serves it
+  const [port, pid] = await new Promise<number[]>((resolve, reject) => {
+    child.stdout?.once('data', (d: Buffer) => resolve(d.toString().trim().split(/\s+/).map(Number)));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
   });
-  return { child, port };
+  return { child, port: port as number, pid: pid ?? child.pid };
 }
 
 export async function stop(child: ChildProcess): Promise<void> {

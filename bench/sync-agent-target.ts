@@ -1,6 +1,6 @@
 /**
  * Run `mirrorswap agent` on a random loopback port and print the port, for the
- * sync benchmark: `node sync-agent-target.js <cli> <store> <token-file>`.
+ * sync benchmark: `node sync-agent-target.js <cli> <store> <token-file>`; prints `<port> <agent pid>`.
  */
 import { spawn } from 'node:child_process';
 
@@ -18,7 +18,8 @@ child.stdout.on('data', (d: Buffer) => {
   for (const line of d.toString().split('\n')) {
     if (!printed && line.includes('"agent listening"')) {
       printed = true;
-      console.log(new URL((JSON.parse(line) as { url: string }).url).port);
+      // the port, then the agent's own pid (its memory is what the benchmark reports)
+      console.log(`${new URL((JSON.parse(line) as { url: string }).url).port} ${child.pid}`);
     }
   }
 });

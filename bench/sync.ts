@@ -21,7 +21,7 @@ const files = flag('files', 100_000);
 const size = flag('size', 4096);
 const changed = flag('changed', 10);
 const PER_DIR = 1000;
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
 const pathOf = (i: number) => `d${Math.floor(i / PER_DIR)}/f${i}.dat`;
 
@@ -113,7 +113,7 @@ async function main(): Promise<void> {
   );
   const rsyncFullMs = rsyncOnce();
 
-  const agentRss = rss(agent.child.pid);
+  const agentRss = rss(agent.pid);
   await stop(agent.child);
   execFileSync('rm', ['-rf', root]);
 

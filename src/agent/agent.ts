@@ -79,7 +79,8 @@ export interface AgentStatus {
   /** Master paths changed since the mounted slot was synced; null when unknown (a full compare is due). */
   pendingChanges: number | null;
   paused: boolean;
-  swapping: { kind: SwapKind; phase: SwapPhase } | null;
+  /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
+  swapping: { kind: SwapKind; phase: SwapPhase; copied?: CopyStats } | null;
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
 }
@@ -113,7 +114,7 @@ export class Agent {
   #settle: NodeJS.Timeout | undefined;
   #queue: Request[] = [];
   #pumping = false;
-  #swapping: { kind: SwapKind; phase: SwapPhase } | null = null;
+  #swapping: { kind: SwapKind; phase: SwapPhase; copied?: CopyStats } | null = null;
   #paused = false;
   #history: SwapRecord[] = [];
   #closed = false;
@@ -401,6 +402,7 @@ export class Agent {
       const pos = this.#slots.get(slot);
       const seq = this.#journal.lastSeq;
       const copier = new TreeCopier(this.layout.master, this.layout.slots[slot], { durable: this.#opts.durable });
+      if (this.#swapping) this.#swapping.copied = copier.stats;
       await this.#slots.set(slot, { seq: pos.seq, syncing: true });
       await copier.clearTemp();
       if (full || pos.seq === null) {
@@ -463,7 +465,9 @@ export class Agent {
       journalSeq: this.#journal.lastSeq,
       pendingChanges: this.pendingChanges(),
       paused: this.#paused,
-      swapping: this.#swapping ? { ...this.#swapping } : null,
+      swapping: this.#swapping
+        ? { ...this.#swapping, ...(this.#swapping.copied ? { copied: { ...this.#swapping.copied } } : {}) }
+        : null,
       servers,
       lastSwaps: this.#history,
     };

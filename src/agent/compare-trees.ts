@@ -1,4 +1,5 @@
 import { type Dirent, type Stats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { TEMP_DIR_NAME } from '../store-layout.js';
@@ -42,7 +43,12 @@ const publishable = (st: Stats) => st.isFile() || st.isSymbolicLink() || st.isDi
  * one, parents before children. Synchronous on purpose: run it in a worker
  * (compareTrees), where blocking calls are the fastest way through a tree.
  */
-export function compareTreesSync(source: string, target: string, limit = Number.POSITIVE_INFINITY): Difference[] {
+export function compareTreesSync(
+  source: string,
+  target: string,
+  limit = Number.POSITIVE_INFINITY,
+  part: { index: number; of: number } = { index: 0, of: 1 },
+): Difference[] {
   const diffs: Difference[] = [];
   const report = (path: string, kind: Difference['kind']) => {
     if (diffs.length < limit) diffs.push({ path, kind });
@@ -54,11 +60,20 @@ export function compareTreesSync(source: string, target: string, limit = Number.
       if (ent.isDirectory()) allMissing(child);
     }
   };
+  /** At the top level, each part takes every `of`-th directory; part 0 also takes the rest. */
+  const mine = (rel: string, name: string, isDir: boolean) => {
+    if (rel !== '' || part.of === 1) return true;
+    if (!isDir) return part.index === 0;
+    let h = 0;
+    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) | 0;
+    return Math.abs(h) % part.of === part.index;
+  };
   const walk = (rel: string) => {
     const src = list(source, rel);
     const dst = list(target, rel);
     for (const [name, srcEnt] of src) {
       if (diffs.length >= limit) return;
+      if (!mine(rel, name, srcEnt.isDirectory())) continue;
       const child = rel === '' ? name : `${rel}/${name}`;
       const dstEnt = dst.get(name);
       if (srcEnt.isDirectory() && dstEnt?.isDirectory()) {
@@ -88,24 +103,42 @@ export function compareTreesSync(source: string, target: string, limit = Number.
         report(child, 'mode');
       }
     }
-    for (const name of dst.keys()) {
-      if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');
+    for (const [name, dstEnt] of dst) {
+      if (!src.has(name) && mine(rel, name, dstEnt.isDirectory()))
+        report(rel === '' ? name : `${rel}/${name}`, 'extra');
     }
   };
   walk('');
   return diffs;
 }
 
-/** compareTreesSync in a worker thread, so the agent keeps answering while it walks. */
-export function compareTrees(source: string, target: string, limit = Number.POSITIVE_INFINITY): Promise<Difference[]> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./compare-worker.js', import.meta.url), {
-      workerData: { source, target, limit: Number.isFinite(limit) ? limit : -1 },
-    });
-    worker.once('message', (diffs: Difference[]) => resolve(diffs));
-    worker.once('error', reject);
-    worker.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`tree comparison worker exited with ${code}`));
-    });
-  });
+/**
+ * compareTreesSync in worker threads, so the agent keeps answering while it
+ * walks, with the top-level directories shared among `workers` of them (one
+ * per core by default: a walk is mostly lstat calls, which run in parallel).
+ */
+export async function compareTrees(
+  source: string,
+  target: string,
+  limit = Number.POSITIVE_INFINITY,
+  workers = Math.max(1, Math.min(availableParallelism(), 4)),
+): Promise<Difference[]> {
+  const parts = await Promise.all(
+    Array.from(
+      { length: workers },
+      (_, index) =>
+        new Promise<Difference[]>((resolve, reject) => {
+          const worker = new Worker(new URL('./compare-worker.js', import.meta.url), {
+            workerData: { source, target, limit: Number.isFinite(limit) ? limit : -1, index, of: workers },
+          });
+          worker.once('message', (diffs: Difference[]) => resolve(diffs));
+          worker.once('error', reject);
+          worker.once('exit', (code) => {
+            if (code !== 0) reject(new Error(`tree comparison worker exited with ${code}`));
+          });
+        }),
+    ),
+  );
+  const all = parts.flat();
+  return Number.isFinite(limit) ? all.slice(0, limit) : all;
 }

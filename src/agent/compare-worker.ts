@@ -1,5 +1,11 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { compareTreesSync } from './compare-trees.js';
 
-const { source, target, limit } = workerData as { source: string; target: string; limit: number };
-parentPort?.postMessage(compareTreesSync(source, target, limit < 0 ? Number.POSITIVE_INFINITY : limit));
+const { source, target, limit, index, of } = workerData as {
+  source: string;
+  target: string;
+  limit: number;
+  index: number;
+  of: number;
+};
+parentPort?.postMessage(compareTreesSync(source, target, limit < 0 ? Number.POSITIVE_INFINITY : limit, { index, of }));

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { type Difference, compareTrees } from './compare-trees.js';
-import { Limiter } from './limiter.js';
+import { Limiter, forEachLimited } from './limiter.js';
 
 export type { Difference };
 
@@ -79,6 +79,7 @@ export class TreeCopier {
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncAtEnd = false;
   readonly #limiter: Limiter;
+  readonly #concurrency: number;
   readonly #onProgress: ((s: CopyStats) => void) | undefined;
   readonly #touchedDirs = new Set<string>();
   /** Target directories known to exist during this copy (it is the slot's only writer). */
@@ -90,7 +91,8 @@ export class TreeCopier {
     this.#target = target;
     this.#tmpDir = join(target, TEMP_DIR_NAME);
     this.#durable = opts.durable ?? true;
-    this.#limiter = new Limiter(opts.concurrency ?? 32);
+    this.#concurrency = opts.concurrency ?? 32;
+    this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
   }
 
@@ -105,8 +107,9 @@ export class TreeCopier {
     const list = [...paths];
     this.#syncAtEnd = list.length > PER_FILE_SYNC_LIMIT;
     // parents first, so a directory replaced by a file (or back) settles in one pass
-    const sorted = list.sort((x, y) => x.split('/').length - y.split('/').length || (x < y ? -1 : 1));
-    await Promise.all(sorted.map((p) => this.#limiter.run(() => this.#syncPath(p))));
+    const depth = new Map(list.map((p) => [p, p.split('/').length]));
+    list.sort((x, y) => (depth.get(x) as number) - (depth.get(y) as number) || (x < y ? -1 : 1));
+    await forEachLimited(list, this.#concurrency, (p) => this.#syncPath(p));
     await this.#finish();
     return this.stats;
   }

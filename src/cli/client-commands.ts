@@ -65,7 +65,10 @@ export async function syncCommand(values: FlagValues): Promise<number> {
   const watch = (async () => {
     while (watching) {
       const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
-      if (body?.swapping) progress.update(`${body.swapping.kind}: ${body.swapping.phase}…`);
+      const s = body?.swapping;
+      if (s?.copied)
+        progress.update(`${s.kind}: ${s.phase}, ${s.copied.files} files, ${s.copied.bytes} bytes`, s.copied.bytes);
+      else if (s) progress.update(`${s.kind}: ${s.phase}…`);
       await new Promise((r) => setTimeout(r, 200));
     }
   })();

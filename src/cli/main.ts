@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { MirrorswapError } from '../errors.js';
 import {
   ROLLBACK_FLAGS,
