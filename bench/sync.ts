@@ -17,6 +17,9 @@ import { Limiter } from '../src/agent/limiter.js';
 import { TreeCopier } from '../src/agent/tree-copy.js';
 import { flag, machine, requireCommand, rss, startTarget, stop } from './lib.js';
 
+// as the CLI does (src/cli/bin.ts): the copier keeps many fs calls in flight
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
 const files = flag('files', 100_000);
 const size = flag('size', 4096);
 const changed = flag('changed', 10);
