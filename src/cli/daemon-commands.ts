@@ -219,6 +219,12 @@ export const SERVE_FLAGS: FlagSpecs = {
     arg: 'DURATION',
     help: "how often the heartbeat file is rewritten (keep well under the agent's --server-ttl)",
   },
+  upstream: {
+    type: 'string',
+    env: 'MIRRORSWAP_UPSTREAM',
+    arg: 'URL',
+    help: 'application server that gets what the mounted copy does not hold',
+  },
   'max-age': {
     type: 'string',
     env: 'MIRRORSWAP_MAX_AGE',
@@ -248,9 +254,19 @@ export async function serveCommand(values: FlagValues): Promise<number> {
   const layout = layoutFrom(values);
   const { host, port } = listenFlag(values, 'listen');
   const log = makeLogger();
+  const upstream = stringFlag(values, 'upstream');
+  if (upstream !== undefined) {
+    let ok = false;
+    try {
+      ok = ['http:', 'https:'].includes(new URL(upstream).protocol);
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new UsageError(`--upstream ${upstream}: must be an http:// or https:// URL`);
+  }
   let web: StaticServer;
   try {
-    web = await startStaticServer(host, port, staticOptions(values, layout, log));
+    web = await startStaticServer(host, port, staticOptions(values, layout, log), upstream ? { upstream } : undefined);
   } catch (err) {
     if (err instanceof TypeError) throw new UsageError(err.message);
     throw err;

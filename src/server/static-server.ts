@@ -1,6 +1,8 @@
 import { type Server, createServer } from 'node:http';
 import { type MirrorStatic, mirrorStatic } from '../../middleware/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
+import { Forwarder } from '../../middleware/forwarder.js';
+import { Counter } from 'prom-client';
 
 export interface StaticServer {
   readonly server: Server;
@@ -14,8 +16,30 @@ export interface StaticServer {
  * node:http, plus `/healthz` and `/metrics`. Bare node:http rather than Express
  * because nothing here needs routing; see bench/README.md for the measurement.
  */
-export async function startStaticServer(host: string, port: number, options: StaticOptions): Promise<StaticServer> {
+export async function startStaticServer(
+  host: string,
+  port: number,
+  options: StaticOptions,
+  app?: { upstream: string; connectTimeout?: number; idleTimeout?: number },
+): Promise<StaticServer> {
   const mw = mirrorStatic(options);
+  // static first, the application behind: what the mounted copy does not hold goes upstream
+  const forwarder = app
+    ? new Forwarder({
+        connectTimeout: app.connectTimeout ?? 5000,
+        idleTimeout: app.idleTimeout ?? 60_000,
+        changeOrigin: false,
+        onError: (kind) => upstreamErrors?.inc({ kind }),
+      })
+    : null;
+  const upstreamErrors = forwarder
+    ? new Counter({
+        name: 'mirrorswap_app_upstream_errors_total',
+        help: 'Failures forwarding a miss to the application upstream, by kind',
+        labelNames: ['kind'],
+        registers: [mw.registry],
+      })
+    : null;
   const server = createServer((req, res) => {
     const path = req.url?.split('?', 1)[0];
     if (path === '/healthz') {
@@ -32,6 +56,10 @@ export async function startStaticServer(host: string, port: number, options: Sta
     mw(req, res, (err?: unknown) => {
       if (res.headersSent) {
         res.destroy();
+        return;
+      }
+      if (forwarder && app && err === undefined) {
+        forwarder.web(req, res, app.upstream, () => {});
         return;
       }
       const status = (err as { status?: number } | undefined)?.status ?? (err ? 500 : 404);
@@ -65,6 +93,7 @@ export async function startStaticServer(host: string, port: number, options: Sta
         server.closeIdleConnections();
       });
       await mw.close();
+      forwarder?.close();
     },
   };
 }
