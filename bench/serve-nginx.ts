@@ -1,0 +1,157 @@
+/**
+ * `mirrorswap serve` against nginx (one worker, sendfile and open_file_cache
+ * on) over the same 2 KB files, side by side in one run; the same middleware
+ * under Express, which decided that `serve` uses bare node:http; and the
+ * latency mirrorProxy adds in front of an upstream.
+ *
+ *   npm run bench:nginx [-- --duration 10 --rounds 2]
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeEpochFile } from '../src/epoch-file.js';
+import { flag, machine, requireCommand, startTarget, stop, wrk } from './lib.js';
+
+const duration = flag('duration', 10);
+const rounds = flag('rounds', 2);
+const CLI = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+
+function waitForPort(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + 10_000;
+    const attempt = () => {
+      const s = createConnection({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve();
+      });
+      s.on('error', () =>
+        Date.now() > deadline ? reject(new Error(`nothing listens on ${port}`)) : setTimeout(attempt, 50),
+      );
+    };
+    attempt();
+  });
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startNginx(root: string, slotRoot: string): Promise<{ child: ChildProcess; port: number }> {
+  requireCommand('nginx');
+  const port = await freePort();
+  const prefix = join(root, 'nginx');
+  await mkdir(join(prefix, 'tmp'), { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  open_file_cache max=10000 inactive=60s; open_file_cache_valid 60s;
+  client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp;
+  uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;
+  types { text/html html; }
+  server { listen 127.0.0.1:${port}; root ${slotRoot}; }
+}
+`,
+  );
+  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
+  await waitForPort(port);
+  return { child, port };
+}
+
+async function startServe(store: string): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [CLI, 'serve', '--store', store, '--listen', `127.0.0.1:${port}`], {
+    stdio: 'ignore',
+    env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' },
+  });
+  await waitForPort(port);
+  return { child, port };
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'mirrorswap-nginx-'));
+  const store = join(root, 'store');
+  for (const slot of ['a', 'b']) {
+    await mkdir(join(store, slot), { recursive: true });
+    for (let i = 0; i < 500; i++) await writeFile(join(store, slot, `f${i}.html`), Buffer.alloc(2048, 97 + (i % 26)));
+  }
+  await mkdir(join(store, 'state', 'servers'), { recursive: true });
+  await writeEpochFile(join(store, 'state', 'epoch.json'), {
+    format: 1,
+    epoch: 1,
+    mounted: 'a',
+    roots: { a: join(store, 'a'), b: join(store, 'b') },
+    publishedAt: new Date().toISOString(),
+  });
+  const paths = Array.from({ length: 500 }, (_, i) => `/f${i}.html`);
+  const results: Record<string, { rps: number[]; p99: number[] }> = {};
+  const add = (k: string, r: { rps: number; p99: number }) => {
+    results[k] ??= { rps: [], p99: [] };
+    results[k].rps.push(r.rps);
+    results[k].p99.push(r.p99);
+  };
+  const kinds = ['nginx', 'serve', 'express'] as const;
+  for (let round = 0; round < rounds; round++) {
+    for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+      const t =
+        kind === 'nginx'
+          ? await startNginx(root, join(store, 'a'))
+          : kind === 'serve'
+            ? await startServe(store)
+            : await startTarget('./serve-target.js', ['mirror', store]);
+      add(kind, await wrk(`http://127.0.0.1:${t.port}`, paths, { connections: 50, duration }));
+      await stop(t.child);
+    }
+  }
+  // proxy latency: one request at a time (no queueing), straight at nginx and through mirrorProxy;
+  // then 10 connections, which saturates the proxy on this machine
+  const nginx = await startNginx(root, join(store, 'a'));
+  const proxy = await startTarget('./proxy-target.js', [store, `http://127.0.0.1:${nginx.port}`]);
+  for (let round = 0; round < rounds; round++) {
+    add('direct', await wrk(`http://127.0.0.1:${nginx.port}`, paths, { connections: 1, duration }));
+    add('proxied', await wrk(`http://127.0.0.1:${proxy.port}`, paths, { connections: 1, duration }));
+    add('direct10', await wrk(`http://127.0.0.1:${nginx.port}`, paths, { connections: 10, duration }));
+    add('proxied10', await wrk(`http://127.0.0.1:${proxy.port}`, paths, { connections: 10, duration }));
+  }
+  await stop(proxy.child);
+  await stop(nginx.child);
+  await rm(root, { recursive: true, force: true });
+
+  const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+  const r = (k: string) => results[k] as { rps: number[]; p99: number[] };
+  console.log(
+    `machine: ${machine()}; wrk, 1 thread, ${duration} s per run, ${rounds} rounds alternating order; 500 files of 2 KB\n`,
+  );
+  console.log('| server | req/s | p99 | ratio to nginx |');
+  console.log('|---|---|---|---|');
+  for (const k of kinds) {
+    const label = {
+      nginx: 'nginx 1 worker, sendfile, open_file_cache',
+      serve: 'mirrorswap serve (bare node:http)',
+      express: 'mirrorStatic under Express',
+    }[k];
+    console.log(
+      `| ${label} | ${mean(r(k).rps).toFixed(0)} | ${mean(r(k).p99).toFixed(2)} ms | **${(mean(r(k).rps) / mean(r('nginx').rps)).toFixed(2)}x** |`,
+    );
+  }
+  const line = (d: string, p: string, label: string) =>
+    `- ${label}: p99 direct to nginx ${mean(r(d).p99).toFixed(2)} ms, through mirrorProxy ${mean(r(p).p99).toFixed(2)} ms: ` +
+    `**+${(mean(r(p).p99) - mean(r(d).p99)).toFixed(2)} ms** at p99 (${mean(r(d).rps).toFixed(0)} vs ${mean(r(p).rps).toFixed(0)} req/s)`;
+  console.log('\nproxy path, added latency:');
+  console.log(line('direct', 'proxied', '1 connection (one request at a time)'));
+  console.log(line('direct10', 'proxied10', '10 connections (the proxy saturated)'));
+}
+
+await main();
