@@ -8,6 +8,9 @@ import { TEMP_DIR_NAME } from '../store-layout.js';
 export interface Difference {
   path: string;
   kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link';
+  /** For a missing entry: whether it is a directory, and a file's size. */
+  dir?: boolean;
+  size?: number;
 }
 
 function lstatOrNull(path: string): Stats | null {
@@ -53,11 +56,17 @@ export function compareTreesSync(
   const report = (path: string, kind: Difference['kind']) => {
     if (diffs.length < limit) diffs.push({ path, kind });
   };
+  const missing = (path: string, st: Stats) => {
+    if (diffs.length < limit)
+      diffs.push(st.isDirectory() ? { path, kind: 'missing', dir: true } : { path, kind: 'missing', size: st.size });
+  };
   const allMissing = (rel: string) => {
-    for (const [name, ent] of list(source, rel)) {
+    for (const name of list(source, rel).keys()) {
       const child = rel === '' ? name : `${rel}/${name}`;
-      report(child, 'missing');
-      if (ent.isDirectory()) allMissing(child);
+      const st = lstatOrNull(join(source, child));
+      if (!st || !publishable(st)) continue;
+      missing(child, st);
+      if (st.isDirectory()) allMissing(child);
     }
   };
   /** At the top level, each part takes every `of`-th directory; part 0 also takes the rest. */
@@ -84,7 +93,7 @@ export function compareTreesSync(
       if (!s || !publishable(s)) continue;
       const d = dstEnt ? lstatOrNull(join(target, child)) : null;
       if (d === null) {
-        report(child, 'missing');
+        missing(child, s);
         if (s.isDirectory()) allMissing(child);
         continue;
       }

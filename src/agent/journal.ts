@@ -27,6 +27,8 @@ export class Journal {
   /** Every path changed after the compaction point, with the last sequence that changed it. */
   readonly #changed = new Map<string, number>();
   #handle: FileHandle | undefined;
+  /** Lines appended since the file was last rewritten: past a threshold, it is rewritten compact. */
+  #appended = 0;
   #tail: Promise<unknown> = Promise.resolve();
 
   private constructor(file: string, id: string, lastSeq: number) {
@@ -139,6 +141,7 @@ export class Journal {
       const handle = this.#handle;
       if (!handle) throw new Error('journal is closed');
       await handle.write(`${JSON.stringify(line)}\n`);
+      this.#appended++;
       if (sync) await handle.datasync();
     };
     const next = this.#tail.then(run, run);
@@ -151,14 +154,12 @@ export class Journal {
    * file if that makes it much smaller.
    */
   async compact(upTo: number): Promise<void> {
-    let dropped = 0;
     for (const [path, s] of this.#changed) {
-      if (s <= upTo) {
-        this.#changed.delete(path);
-        dropped++;
-      }
+      if (s <= upTo) this.#changed.delete(path);
     }
-    if (dropped < 1000) return;
+    // rewrite once the file holds far more lines than the changes still remembered
+    if (this.#appended < 1000 + 2 * this.#changed.size) return;
+    this.#appended = 0;
     const rewrite = async () => {
       await this.#handle?.close();
       await this.#rewrite();

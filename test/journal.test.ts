@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Journal } from '../src/agent/journal.js';
+import { type TempStore, tempStore } from './helpers/store.js';
+
+describe('change journal', () => {
+  let store: TempStore;
+  before(async () => {
+    store = await tempStore();
+  });
+  after(() => store.dispose());
+
+  it('answers which paths changed after a position, across a reopen', async () => {
+    const file = join(store.stateDir, 'j1.jsonl');
+    const { journal, created } = await Journal.open(file);
+    assert.equal(created, true);
+    const s1 = await journal.logIntent([{ op: 'put', path: 'a.txt', tmp: '/x' }]);
+    await journal.logDone(s1);
+    const s2 = await journal.logTouched(['b.txt', 'a.txt']);
+    assert.deepEqual(journal.changedSince(0).sort(), ['a.txt', 'b.txt']);
+    // a.txt changed again at s2, so a slot synced to s1 still needs it
+    assert.deepEqual(journal.changedSince(s1).sort(), ['a.txt', 'b.txt']);
+    assert.deepEqual(journal.changedSince(s2), []);
+    assert.equal(journal.countSince(s2), 0);
+    await journal.close();
+    const again = await Journal.open(file);
+    assert.equal(again.created, false);
+    assert.equal(again.journal.id, journal.id);
+    assert.equal(again.journal.lastSeq, s2);
+    assert.equal(again.unfinished, null);
+    await again.journal.close();
+  });
+
+  it('returns the last batch logged without its done mark, to be redone', async () => {
+    const file = join(store.stateDir, 'j2.jsonl');
+    const { journal } = await Journal.open(file);
+    const seq = await journal.logIntent([{ op: 'delete', path: 'gone.txt' }]);
+    await journal.close();
+    const { unfinished, journal: reopened } = await Journal.open(file);
+    assert.deepEqual(unfinished, { seq, ops: [{ op: 'delete', path: 'gone.txt' }] });
+    await reopened.close();
+  });
+
+  it('drops a torn last line left by a crash and keeps working', async () => {
+    const file = join(store.stateDir, 'j3.jsonl');
+    const { journal } = await Journal.open(file);
+    await journal.logTouched(['kept.txt']);
+    await journal.close();
+    await appendFile(file, '{"seq":2,"ops":[{"op":"put","pa');
+    const { journal: reopened, unfinished } = await Journal.open(file);
+    assert.equal(unfinished, null, 'a torn intent was never acknowledged and must not be redone');
+    assert.deepEqual(reopened.changedSince(0), ['kept.txt']);
+    const next = await reopened.logTouched(['after.txt']);
+    await reopened.close();
+    const text = await readFile(file, 'utf8');
+    for (const line of text.trim().split('\n')) JSON.parse(line);
+    assert.ok(next >= 2);
+  });
+
+  it('forgets what every slot has and rewrites itself compact', async () => {
+    const file = join(store.stateDir, 'j4.jsonl');
+    const { journal } = await Journal.open(file);
+    let last = 0;
+    for (let i = 0; i < 1500; i++) last = await journal.logTouched([`f${i % 10}.txt`]);
+    const before = (await stat(file)).size;
+    await journal.compact(last - 1);
+    assert.equal(journal.countSince(0), 1);
+    const afterSize = (await stat(file)).size;
+    assert.ok(afterSize < before / 10, `journal not rewritten: ${before} -> ${afterSize}`);
+    await journal.close();
+    const reopened = await Journal.open(file);
+    assert.equal(reopened.journal.lastSeq, last);
+    assert.deepEqual(reopened.journal.changedSince(last - 1), [`f${(1500 - 1) % 10}.txt`]);
+    await reopened.journal.close();
+  });
+
+  it('starts a new journal (with a new id) when the file is unreadable', async () => {
+    const file = join(store.stateDir, 'j5.jsonl');
+    await writeFile(file, 'not json at all\n');
+    const { created, journal } = await Journal.open(file);
+    assert.equal(created, true);
+    assert.equal(journal.lastSeq, 0);
+    await journal.close();
+  });
+});
