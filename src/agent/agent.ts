@@ -198,12 +198,21 @@ export class Agent {
 
   async #startWatching(): Promise<void> {
     if (this.#opts.watchMaster) {
-      this.#watcher = new MasterWatcher(this.layout.master, this.writer.ownWrites, (paths) => {
-        this.#journal.logTouched(paths).then(
-          () => this.changed(),
-          (err: Error) => this.#log.error({ err: err.message }, 'could not record changes seen in master'),
-        );
-      });
+      this.#watcher = new MasterWatcher(
+        this.layout.master,
+        this.writer.ownWrites,
+        (paths) => {
+          this.#journal.logTouched(paths).then(
+            () => this.changed(),
+            (err: Error) => this.#log.error({ err: err.message }, 'could not record changes seen in master'),
+          );
+        },
+        (err) =>
+          this.#log.error(
+            { err: err.message },
+            'cannot watch a directory of master (inotify limits?); direct writes there are seen only by sync --full',
+          ),
+      );
       await this.#watcher.start();
     }
     if (this.#opts.intervalMs > 0) {
