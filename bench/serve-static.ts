@@ -140,7 +140,7 @@ async function main(): Promise<void> {
     return `| ${size} | ${mean(s.rps).toFixed(0)} | ${mean(m.rps).toFixed(0)} | **${(mean(m.rps) / mean(s.rps)).toFixed(2)}x** | ${mean(s.p99).toFixed(1)} / ${mean(m.p99).toFixed(1)} ms | ${(s.rss / 2 ** 20).toFixed(0)} / ${(m.rss / 2 ** 20).toFixed(0)} MiB | ${s.errors + m.errors} |`;
   };
   console.log(
-    `machine: ${machine()}; ${connections} connections, ${duration} s per run, ${rounds} rounds alternating order\n`,
+    `machine: ${machine()}; wrk, 1 thread, ${connections} connections, ${duration} s per run, ${rounds} rounds alternating order\n`,
   );
   console.log(
     '| files | express.static req/s | mirrorStatic req/s | ratio | p99 static / mirror | RSS static / mirror | errors |',

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
-import { type Socket, createServer as createNetServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { type Socket, createConnection, createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { type MirrorProxy, mirrorProxy } from '../middleware/mirror-proxy.js';
@@ -247,7 +248,7 @@ describe('mirrorProxy: upstream failures', () => {
     };
   }
 
-  async function front(upstream: string, opts: { idleTimeout?: number } = {}) {
+  async function front(upstream: string, opts: { idleTimeout?: number; connectTimeout?: number } = {}) {
     const proxy = mirrorProxy({
       store: store.root,
       upstreams: { a: upstream, b: upstream },
@@ -290,6 +291,39 @@ describe('mirrorProxy: upstream failures', () => {
     assert.equal(res.body.toString(), 'Gateway Timeout\n');
     assert.equal(await errorsOf(proxy, 'idle_timeout'), 1);
     await waitFor('the upstream socket to close', async () => (await up.open()) === 0);
+  });
+
+  it('answers 504 when the connection to the upstream cannot be made in time', async () => {
+    // a listener that never accepts (its process is stopped) with a full accept queue: SYNs go unanswered
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const s=require('net').createServer().listen({port:0,host:'127.0.0.1',backlog:1},()=>{console.log(s.address().port)})",
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    cleanups.push(() => {
+      child.kill('SIGKILL');
+    });
+    const port = Number(
+      await new Promise<string>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(d.toString()))),
+    );
+    child.kill('SIGSTOP');
+    const fillers: Socket[] = [];
+    cleanups.push(() => {
+      for (const f of fillers) f.destroy();
+    });
+    for (let i = 0; i < 4; i++) fillers.push(createConnection({ host: '127.0.0.1', port }).on('error', () => {}));
+    await new Promise((r) => setTimeout(r, 100));
+    const { proxy, server } = await front(`http://127.0.0.1:${port}`, { connectTimeout: 300, idleTimeout: 10_000 });
+    const started = Date.now();
+    const res = await rawGet(server.port, '/never');
+    assert.equal(res.status, 504);
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(await errorsOf(proxy, 'connect_timeout'), 1);
   });
 
   it('answers 502 when the upstream resets the connection', async () => {
