@@ -1,0 +1,19 @@
+import { spawnSync } from 'node:child_process';
+
+/**
+ * The path of an external tool the deploy tests need, or a failure telling
+ * how to install it (CI installs them in .ci/run).
+ */
+export function tool(command: string, debianPackage: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  if (found.status !== 0 || path === '') {
+    throw new Error(`${command} is not installed: apt-get install ${debianPackage} (.ci/run does this)`);
+  }
+  return path;
+}
+
+export function run(command: string, args: string[], cwd?: string): { code: number | null; output: string } {
+  const r = spawnSync(command, args, { encoding: 'utf8', ...(cwd ? { cwd } : {}) });
+  return { code: r.status, output: `${r.stdout}${r.stderr}` };
+}
