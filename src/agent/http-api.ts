@@ -1,9 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { parseWritePath, WritePathError } from '../write-path.js';
 import type { Agent, AgentLogger, SwapRecord } from './agent.js';
 import { type StagedOp, WriteError } from './master-writer.js';
+import { statusPage } from './status-page.js';
 
 export interface ApiOptions {
   /** The agent once started; null while it is still starting (readyz answers 503). */
@@ -56,6 +57,19 @@ export function createApi(opts: ApiOptions): express.Express {
     if (!agent) sendError(res, 503, 'NOT_READY', 'the agent is still starting');
     return agent;
   };
+
+  app.get('/', (_req, res) => {
+    const nonce = randomBytes(16).toString('base64');
+    res
+      .set({
+        'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'`,
+        'X-Content-Type-Options': 'nosniff',
+        'Referrer-Policy': 'no-referrer',
+        'Cache-Control': 'no-store',
+      })
+      .type('html')
+      .send(statusPage(nonce));
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
