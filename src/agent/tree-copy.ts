@@ -119,7 +119,12 @@ export class TreeCopier {
     // parents first, so a directory replaced by a file (or back) settles in one pass
     const depth = new Map(list.map((p) => [p, p.split('/').length]));
     list.sort((x, y) => (depth.get(x) as number) - (depth.get(y) as number) || (x < y ? -1 : 1));
-    await forEachLimited(list, this.#concurrency, (p) => this.#syncPath(p));
+    try {
+      await forEachLimited(list, this.#concurrency, (p) => this.#syncPath(p));
+    } catch (err) {
+      await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
+      throw err;
+    }
     await this.#finish();
     return this.stats;
   }
@@ -132,7 +137,12 @@ export class TreeCopier {
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
     if (tops.length > 0) {
       await mkdir(this.#tmpDir, { recursive: true });
-      await forEachLimited(tops, 2, (top) => this.#copyDirectory(top));
+      try {
+        await forEachLimited(tops, 2, (top) => this.#copyDirectory(top));
+      } catch (err) {
+        await this.clearTemp().catch(() => {});
+        throw err;
+      }
       const under = (p: string) => tops.some((t) => p === t || p.startsWith(`${t}/`));
       for (const d of diffs) {
         if (!under(d.path) || d.dir) continue;

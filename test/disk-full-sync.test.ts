@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { SwapRecord } from '../src/agent/agent.js';
+import { readEpochFile } from '../src/epoch-file.js';
+import { type TestAgent, startTestAgent } from './helpers/agent.js';
+import { type TempStore, tempStore } from './helpers/store.js';
+
+describe('a sync into a standby whose disk fills up', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let mounted = false;
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('master', { 'page.html': 'v1' });
+    // slot b on its own 2 MiB disk (a real ENOSPC, not an injected one)
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', store.slots.b]);
+    mounted = true;
+    agent = await startTestAgent(store, { watchMaster: false }, 8 * 1024 * 1024);
+  });
+  after(async () => {
+    await agent?.close();
+    if (mounted) execFileSync('umount', [store.slots.b]);
+    await store.dispose();
+  });
+
+  it('fails the sync with a clear error, leaves the mounted copy untouched and no temp file behind', async () => {
+    assert.equal((await agent.call('PUT', '/v1/files/page.html', { body: 'v2' })).status, 201);
+    assert.equal(
+      (await agent.call('PUT', '/v1/files/huge.bin', { body: Buffer.alloc(3 * 1024 * 1024, 7) })).status,
+      201,
+    );
+    const res = await agent.call('POST', '/v1/sync?wait=1');
+    assert.equal(res.status, 503);
+    const record = (await res.json()) as SwapRecord;
+    assert.equal(record.result, 'failed');
+    assert.match(record.error?.message ?? '', /ENOSPC|no space/i);
+    const epoch = await readEpochFile(store.epochFile);
+    assert.equal(epoch?.epoch, 1, 'a failed copy published an epoch');
+    assert.equal(epoch?.mounted, 'a');
+    assert.equal(await readFile(join(store.slots.a, 'page.html'), 'utf8'), 'v1');
+    assert.deepEqual(await readdir(join(store.slots.b, '.mirrorswap-tmp')).catch(() => []), []);
+    const status = (await (await agent.call('GET', '/v1/status')).json()) as { standby: { syncing: boolean } };
+    assert.equal(status.standby.syncing, true, 'the half-copied standby must be known as mixed');
+    const rollback = (await (await agent.call('POST', '/v1/rollback')).json()) as SwapRecord;
+    assert.equal(rollback.error?.code, 'NO_ROLLBACK', 'a half-copied standby was mounted by a rollback');
+  });
+
+  it('succeeds once the space is there again', async () => {
+    assert.equal((await agent.call('DELETE', '/v1/files/huge.bin')).status, 200);
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok', JSON.stringify(record.error));
+    assert.equal(await readFile(join(store.slots.b, 'page.html'), 'utf8'), 'v2');
+    const verify = (await (await agent.call('GET', '/v1/verify')).json()) as { differences: unknown[] };
+    assert.deepEqual(verify.differences, []);
+  });
+});
