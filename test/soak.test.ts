@@ -20,3 +20,10 @@ describe('swaps under load (short soak; `npm run soak` runs long)', () => {
     assert.ok(report.requests > 1000, `only ${report.requests} requests`);
   });
 });
+
+describe('crash campaign (a few runs; `npm run soak` runs 50)', () => {
+  it('keeps every invariant when the agent, and now and then a web server, is killed at random', async () => {
+    const { runCrashCampaign } = await import('./soak/crash-campaign.js');
+    assert.equal(await runCrashCampaign({ runs: 5 }), 5);
+  });
+});
