@@ -179,7 +179,7 @@ export async function runSoak({
         body: JSON.stringify({ ops }),
       }).catch(() => ({ status: 0 }));
       if (res.status === 200) report.writes++;
-      await delay(100);
+      await delay(250); // a write batch per swap, on average
     }
   })();
   const swapper = (async () => {
