@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Counter, type Registry } from 'prom-client';
+import { Counter } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
 import { Forwarder } from './forwarder.js';
-import { metricsHandler, statusClass } from './metrics.js';
-import { MountState } from './mount-state.js';
+import { statusClass } from './metrics.js';
+import { type MountSurface, MountState, mountSurface } from './mount-state.js';
 import { type MountOptions, resolveMountOptions } from './options.js';
 
 type Next = (err?: unknown) => void;
@@ -25,14 +25,11 @@ export interface ProxyOptions extends MountOptions {
   fallthrough?: boolean;
 }
 
-export interface MirrorProxy {
+export interface MirrorProxy extends MountSurface {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
   /** Attach to the server's 'upgrade' event to proxy WebSockets. */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
-  readonly ready: Promise<void>;
-  readonly registry: Registry;
-  readonly metrics: (req: IncomingMessage, res: ServerResponse) => void;
-  state(): { serverId: string; epoch: number; slot: SlotName | null; inflight: Record<SlotName, number> };
+  /** Stop watching and heartbeating, remove the heartbeat file, close idle upstream connections. */
   close(): Promise<void>;
 }
 
@@ -154,16 +151,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   }
 
   return Object.assign(middleware, {
+    ...mountSurface(mount),
     upgrade,
-    ready: mount.ready,
-    registry,
-    metrics: metricsHandler(registry),
-    state: () => ({
-      serverId: mount.serverId,
-      epoch: mount.view?.epoch ?? 0,
-      slot: mount.view?.slot ?? null,
-      inflight: { ...mount.inflight() },
-    }),
     async close() {
       await mount.close();
       for (const t of timers) clearTimeout(t);

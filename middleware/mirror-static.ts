@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
 import { type Entry, FileCache } from './file-cache.js';
-import { HotCounter, RequestCounter, metricsHandler } from './metrics.js';
-import { type MountView, MountState } from './mount-state.js';
+import { HotCounter, RequestCounter } from './metrics.js';
+import { type MountSurface, type MountView, MountState, mountSurface } from './mount-state.js';
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
 import { resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
@@ -18,23 +18,8 @@ export interface PinnedMount {
   readonly root: string;
 }
 
-export interface MirrorStatic {
+export interface MirrorStatic extends MountSurface {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
-  /** Resolves once the epoch file has been read the first time and the heartbeat is written. */
-  readonly ready: Promise<void>;
-  readonly registry: Registry;
-  /** A handler to mount at `/metrics`. */
-  readonly metrics: (req: IncomingMessage, res: ServerResponse) => void;
-  /** The epoch and slot new requests are served from, and requests in flight per slot. */
-  state(): {
-    serverId: string;
-    epoch: number;
-    slot: SlotName | null;
-    inflight: Record<SlotName, number>;
-    watch: 'native' | 'poll';
-  };
-  /** Re-read the epoch file now. */
-  refresh(): Promise<void>;
   /** Stop watching and heartbeating and remove the heartbeat file. Idempotent. */
   close(): Promise<void>;
 }
@@ -174,20 +159,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       );
   } as MirrorStatic;
 
-  return Object.assign(middleware, {
-    ready: mount.ready,
-    registry,
-    metrics: metricsHandler(registry),
-    state: () => ({
-      serverId: mount.serverId,
-      epoch: mount.view?.epoch ?? 0,
-      slot: mount.view?.slot ?? null,
-      inflight: { ...mount.inflight() },
-      watch: mount.watchMode,
-    }),
-    refresh: () => mount.refresh(),
-    close: () => mount.close(),
-  });
+  return Object.assign(middleware, { ...mountSurface(mount), close: () => mount.close() });
 }
 
 const STATUS_TEXT: Record<number, string> = {

@@ -5,7 +5,7 @@ import type { Heartbeat } from '../src/heartbeat.js';
 import type { SlotName } from '../src/store-layout.js';
 import { EpochWatcher } from './epoch-watcher.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
-import { ServerMetrics } from './metrics.js';
+import { ServerMetrics, metricsHandler } from './metrics.js';
 import type { ResolvedMountOptions } from './options.js';
 
 /** One mounted epoch, as a request sees it for its whole life. */
@@ -167,4 +167,40 @@ export class MountState<T> {
     })();
     return this.#closing;
   }
+}
+
+/** What every mirrorswap middleware exposes about its mount, besides handling requests. */
+export interface MountSurface {
+  /** Resolves once the epoch file has been read the first time and the heartbeat is written. */
+  readonly ready: Promise<void>;
+  readonly registry: import('prom-client').Registry;
+  /** A handler to mount at `/metrics`. */
+  readonly metrics: (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void;
+  /** The epoch and slot new requests are served from, and requests in flight per slot. */
+  state(): {
+    serverId: string;
+    epoch: number;
+    slot: SlotName | null;
+    inflight: Record<SlotName, number>;
+    watch: 'native' | 'poll';
+  };
+  /** Re-read the epoch file now. */
+  refresh(): Promise<void>;
+}
+
+export function mountSurface<T>(mount: MountState<T>): MountSurface {
+  const registry = mount.metrics.registry;
+  return {
+    ready: mount.ready,
+    registry,
+    metrics: metricsHandler(registry),
+    state: () => ({
+      serverId: mount.serverId,
+      epoch: mount.view?.epoch ?? 0,
+      slot: mount.view?.slot ?? null,
+      inflight: { ...mount.inflight() },
+      watch: mount.watchMode,
+    }),
+    refresh: () => mount.refresh(),
+  };
 }

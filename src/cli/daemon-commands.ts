@@ -169,20 +169,24 @@ async function runUntilSignal(
   return 0;
 }
 
-export async function agentCommand(values: FlagValues): Promise<number> {
-  const layout = layoutFrom(values);
-  const tokenFile = stringFlag(values, 'token-file');
-  if (!tokenFile) throw new UsageError('--token-file is required: the write API never runs without a token');
-  const token = await readToken(tokenFile);
+function startAgentFrom(values: FlagValues, layout: StoreLayout, token: string, log: ReturnType<typeof makeLogger>) {
   const { host, port } = listenFlag(values, 'listen');
-  const log = makeLogger();
-  const server = await startAgentServer({
+  return startAgentServer({
     host,
     port,
     token,
     maxBody: sizeFlag(values, 'max-body') ?? 64 * 1024 * 1024,
     agent: agentOptions(values, layout, log),
   });
+}
+
+export async function agentCommand(values: FlagValues): Promise<number> {
+  const layout = layoutFrom(values);
+  const tokenFile = stringFlag(values, 'token-file');
+  if (!tokenFile) throw new UsageError('--token-file is required: the write API never runs without a token');
+  const token = await readToken(tokenFile);
+  const log = makeLogger();
+  const server = await startAgentFrom(values, layout, token, log);
   const agent = await server.started;
   log.info({ url: server.url, store: layout.root, epoch: agent.epoch.epoch }, 'agent listening');
   return runUntilSignal(server, null, log);
@@ -330,15 +334,8 @@ export async function upCommand(values: FlagValues): Promise<number> {
   const log = makeLogger(process.env.MIRRORSWAP_LOG_LEVEL ?? 'warn');
   const seeded = await seedIfEmpty(layout);
   const token = await embeddedToken(layout);
-  const { host, port } = listenFlag(values, 'listen');
   const web = listenFlag(values, 'serve-listen');
-  const agentServer = await startAgentServer({
-    host,
-    port,
-    token,
-    maxBody: sizeFlag(values, 'max-body') ?? 64 * 1024 * 1024,
-    agent: agentOptions(values, layout, log),
-  });
+  const agentServer = await startAgentFrom(values, layout, token, log);
   await agentServer.started;
   const webServer = await startStaticServer(web.host, web.port, {
     ...staticOptions(values, layout, log),
