@@ -3,7 +3,7 @@ import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import { MirrorswapError } from '../errors.js';
 import { type Heartbeat, isLive, readHeartbeats } from '../heartbeat.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
-import { waitForServers } from './drain.js';
+import { type WaitForServersOptions, waitForServers } from './drain.js';
 import { runHook } from './hooks.js';
 import { initStore } from './init-store.js';
 import { Journal } from './journal.js';
@@ -331,22 +331,17 @@ export class Agent {
       }
       // 1. the standby must be free: no live server still mounts it or has requests on it
       const waited = await this.#phase(record, 'wait', () =>
-        waitForServers({
-          serversDir: this.layout.serversDir,
-          ttlMs: this.#opts.serverTtlMs,
-          timeoutMs: this.#opts.drainTimeoutMs,
-          what: `slot ${to} to be free before copying into it`,
-          done: (hb) => hb.inflight[to] === 0 && hb.mounted !== to,
-          describe: (hb) =>
-            hb.mounted === to
-              ? `still mounts slot ${to} (epoch ${hb.epoch})`
-              : `still has ${hb.inflight[to]} requests in flight on slot ${to}`,
-          onDropped: (hb) =>
-            this.#log.warn(
-              { server: hb.id, host: hb.host, pid: hb.pid },
-              'server heartbeat went stale; no longer waiting for it',
-            ),
-        }),
+        this.#waitForServers(
+          {
+            what: `slot ${to} to be free before copying into it`,
+            done: (hb) => hb.inflight[to] === 0 && hb.mounted !== to,
+            describe: (hb) =>
+              hb.mounted === to
+                ? `still mounts slot ${to} (epoch ${hb.epoch})`
+                : `still has ${hb.inflight[to]} requests in flight on slot ${to}`,
+          },
+          'server heartbeat went stale; no longer waiting for it',
+        ),
       );
       record.dropped.push(...waited.dropped);
       // 2. copy master into it (a sync) — under the master lock, so no batch is split
@@ -361,22 +356,17 @@ export class Agent {
       await this.#hook('mount', this.#opts.onMount, next, to);
       // 4. wait until every live server has switched and drained the old slot
       const drained = await this.#phase(record, 'drain', () =>
-        waitForServers({
-          serversDir: this.layout.serversDir,
-          ttlMs: this.#opts.serverTtlMs,
-          timeoutMs: this.#opts.drainTimeoutMs,
-          what: `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
-          done: (hb) => hb.epoch >= next.epoch && hb.inflight[from] === 0,
-          describe: (hb) =>
-            hb.epoch < next.epoch
-              ? `is still at epoch ${hb.epoch}`
-              : `still has ${hb.inflight[from]} requests in flight on slot ${from}`,
-          onDropped: (hb) =>
-            this.#log.warn(
-              { server: hb.id, host: hb.host, pid: hb.pid },
-              'server died during the drain; no longer waiting for it',
-            ),
-        }),
+        this.#waitForServers(
+          {
+            what: `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
+            done: (hb) => hb.epoch >= next.epoch && hb.inflight[from] === 0,
+            describe: (hb) =>
+              hb.epoch < next.epoch
+                ? `is still at epoch ${hb.epoch}`
+                : `still has ${hb.inflight[from]} requests in flight on slot ${from}`,
+          },
+          'server died during the drain; no longer waiting for it',
+        ),
       );
       record.dropped.push(...drained.dropped);
       await this.#hook('unmount', this.#opts.onUnmount, next, from);
@@ -404,6 +394,20 @@ export class Agent {
         : `swap to epoch ${record.epoch} ${record.result}: ${record.error?.message}`,
     );
     return record;
+  }
+
+  /** Wait on the live servers' heartbeats, bounded by --drain-timeout, logging each server dropped as dead. */
+  #waitForServers(
+    check: Pick<WaitForServersOptions, 'what' | 'done' | 'describe'>,
+    droppedMessage: string,
+  ): Promise<{ waitedMs: number; dropped: string[] }> {
+    return waitForServers({
+      ...check,
+      serversDir: this.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      onDropped: (hb) => this.#log.warn({ server: hb.id, host: hb.host, pid: hb.pid }, droppedMessage),
+    });
   }
 
   async #copyInto(slot: SlotName, full: boolean, record: SwapRecord): Promise<void> {

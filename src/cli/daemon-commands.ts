@@ -23,6 +23,22 @@ import {
 } from './flags.js';
 import { progressLine } from './progress.js';
 
+/** The agent's API listener and the web server's, shared by `agent`, `serve` and `up`. */
+const AGENT_LISTEN: FlagSpecs[string] = {
+  type: 'string',
+  env: 'MIRRORSWAP_LISTEN',
+  default: '127.0.0.1:7070',
+  arg: 'HOST:PORT',
+  help: 'agent API listener',
+};
+const SERVE_LISTEN: FlagSpecs[string] = {
+  type: 'string',
+  env: 'MIRRORSWAP_SERVE_LISTEN',
+  default: '127.0.0.1:8080',
+  arg: 'HOST:PORT',
+  help: 'web server listener',
+};
+
 export const INIT_FLAGS: FlagSpecs = { ...STORE_FLAGS };
 
 export async function initCommand(values: FlagValues): Promise<number> {
@@ -114,13 +130,7 @@ const SWAP_FLAGS: FlagSpecs = {
 
 export const AGENT_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
-  listen: {
-    type: 'string',
-    env: 'MIRRORSWAP_LISTEN',
-    default: '127.0.0.1:7070',
-    arg: 'HOST:PORT',
-    help: 'API listener',
-  },
+  listen: AGENT_LISTEN,
   'token-file': {
     type: 'string',
     env: 'MIRRORSWAP_TOKEN_FILE',
@@ -194,13 +204,7 @@ export async function agentCommand(values: FlagValues): Promise<number> {
 
 export const SERVE_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
-  listen: {
-    type: 'string',
-    env: 'MIRRORSWAP_SERVE_LISTEN',
-    default: '127.0.0.1:8080',
-    arg: 'HOST:PORT',
-    help: 'web listener',
-  },
+  listen: SERVE_LISTEN,
   'server-id': { type: 'string', env: 'MIRRORSWAP_SERVER_ID', arg: 'ID', help: 'heartbeat id (default: host-pid)' },
   watch: {
     type: 'string',
@@ -281,20 +285,8 @@ export async function serveCommand(values: FlagValues): Promise<number> {
 
 export const UP_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
-  listen: {
-    type: 'string',
-    env: 'MIRRORSWAP_LISTEN',
-    default: '127.0.0.1:7070',
-    arg: 'HOST:PORT',
-    help: 'agent API listener',
-  },
-  'serve-listen': {
-    type: 'string',
-    env: 'MIRRORSWAP_SERVE_LISTEN',
-    default: '127.0.0.1:8080',
-    arg: 'HOST:PORT',
-    help: 'web server listener',
-  },
+  listen: AGENT_LISTEN,
+  'serve-listen': SERVE_LISTEN,
   ...SWAP_FLAGS,
   auto: { ...(SWAP_FLAGS.auto as FlagSpecs[string]), default: true },
 };
