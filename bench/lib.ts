@@ -2,6 +2,9 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { mkdir, mkdtemp } from 'node:fs/promises';
+import { publishEpoch } from '../src/agent/publish.js';
+import { type SlotName, type StoreLayout, storeLayout } from '../src/store-layout.js';
 import { fileURLToPath } from 'node:url';
 
 /** Start a bench target script (compiled, next to this file) and wait for the port it prints. */
@@ -92,4 +95,33 @@ export async function wrk(
     Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) +
     Number(/Socket errors:.*?timeout (\d+)/.exec(out)?.[1] ?? 0);
   return { rps, p99: Number(p99raw?.[1]) * unit, errors };
+}
+
+/**
+ * A store in a temp dir with both slots filled by `fill` and epoch 1 published
+ * mounting slot a, the way the agent publishes it.
+ */
+export async function benchStore(
+  prefix: string,
+  fill: (slotDir: string, slot: SlotName) => Promise<void>,
+): Promise<StoreLayout> {
+  const layout = storeLayout(await mkdtemp(join(tmpdir(), prefix)));
+  for (const slot of ['a', 'b'] as const) {
+    await mkdir(layout.slots[slot], { recursive: true });
+    await fill(layout.slots[slot], slot);
+  }
+  await mkdir(layout.serversDir, { recursive: true });
+  await publishEpoch(layout, 1, 'a');
+  return layout;
+}
+
+/** A TCP port free on loopback right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -7,13 +7,11 @@
  *   npm run bench:nginx [-- --duration 10 --rounds 2]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeEpochFile } from '../src/epoch-file.js';
-import { flag, machine, requireCommand, startTarget, stop, wrk } from './lib.js';
+import { benchStore, flag, freePort, machine, requireCommand, startTarget, stop, wrk } from './lib.js';
 
 const duration = flag('duration', 10);
 const rounds = flag('rounds', 2);
@@ -32,16 +30,6 @@ function waitForPort(port: number): Promise<void> {
       );
     };
     attempt();
-  });
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
   });
 }
 
@@ -81,20 +69,11 @@ async function startServe(store: string): Promise<{ child: ChildProcess; port: n
 }
 
 async function main(): Promise<void> {
-  const root = await mkdtemp(join(tmpdir(), 'mirrorswap-nginx-'));
-  const store = join(root, 'store');
-  for (const slot of ['a', 'b']) {
-    await mkdir(join(store, slot), { recursive: true });
-    for (let i = 0; i < 500; i++) await writeFile(join(store, slot, `f${i}.html`), Buffer.alloc(2048, 97 + (i % 26)));
-  }
-  await mkdir(join(store, 'state', 'servers'), { recursive: true });
-  await writeEpochFile(join(store, 'state', 'epoch.json'), {
-    format: 1,
-    epoch: 1,
-    mounted: 'a',
-    roots: { a: join(store, 'a'), b: join(store, 'b') },
-    publishedAt: new Date().toISOString(),
+  const layout = await benchStore('mirrorswap-nginx-', async (dir) => {
+    for (let i = 0; i < 500; i++) await writeFile(join(dir, `f${i}.html`), Buffer.alloc(2048, 97 + (i % 26)));
   });
+  const store = layout.root;
+  const root = layout.root; // nginx's own files go beside the slots
   const paths = Array.from({ length: 500 }, (_, i) => `/f${i}.html`);
   const results: Record<string, { rps: number[]; p99: number[] }> = {};
   const add = (k: string, r: { rps: number; p99: number }) => {

@@ -5,38 +5,25 @@
  *
  *   npm run bench:serve [-- --duration 10 --rounds 2]
  */
-import { mkdir, mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsyncDir } from '../src/atomic-write.js';
-import { writeEpochFile } from '../src/epoch-file.js';
-import { flag, machine, percentile, rss, startTarget, stop, wrk } from './lib.js';
+import { benchStore, flag, machine, percentile, rss, startTarget, stop, wrk } from './lib.js';
 
 const duration = flag('duration', 10);
 const rounds = flag('rounds', 2);
 const connections = flag('connections', 50);
 const CACHE_BUDGET = 64 * 1024 * 1024;
 
-async function makeStore(): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), 'mirrorswap-bench-'));
-  for (const slot of ['a', 'b']) {
-    await mkdir(join(root, slot, 'small'), { recursive: true });
-    await mkdir(join(root, slot, 'large'), { recursive: true });
-    for (let i = 0; i < 500; i++)
-      await writeFile(join(root, slot, 'small', `f${i}.html`), Buffer.alloc(2048, 97 + (i % 26)));
-    for (let i = 0; i < 20; i++) await writeFile(join(root, slot, 'large', `f${i}.bin`), Buffer.alloc(1024 * 1024, i));
-    await writeFile(join(root, slot, 'v.txt'), slot);
-  }
-  await mkdir(join(root, 'state', 'servers'), { recursive: true });
-  await writeEpochFile(join(root, 'state', 'epoch.json'), {
-    format: 1,
-    epoch: 1,
-    mounted: 'a',
-    roots: { a: join(root, 'a'), b: join(root, 'b') },
-    publishedAt: new Date().toISOString(),
-  });
-  return root;
+function makeStore(): Promise<string> {
+  return benchStore('mirrorswap-bench-', async (dir, slot) => {
+    await mkdir(join(dir, 'small'), { recursive: true });
+    await mkdir(join(dir, 'large'), { recursive: true });
+    for (let i = 0; i < 500; i++) await writeFile(join(dir, 'small', `f${i}.html`), Buffer.alloc(2048, 97 + (i % 26)));
+    for (let i = 0; i < 20; i++) await writeFile(join(dir, 'large', `f${i}.bin`), Buffer.alloc(1024 * 1024, i));
+    await writeFile(join(dir, 'v.txt'), slot);
+  }).then((layout) => layout.root);
 }
 
 function load(port: number, paths: string[]): Promise<{ rps: number; p99: number; errors: number }> {

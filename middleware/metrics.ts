@@ -3,9 +3,13 @@ import type { SlotName } from '../src/store-layout.js';
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
+/** Index into STATUS_CLASSES; anything outside 1xx-5xx is clamped to the nearest class. */
+function statusClassIndex(status: number): number {
+  return Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
+}
+
 export function statusClass(status: number): (typeof STATUS_CLASSES)[number] {
-  const i = Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
-  return STATUS_CLASSES[i] as (typeof STATUS_CLASSES)[number];
+  return STATUS_CLASSES[statusClassIndex(status)] as (typeof STATUS_CLASSES)[number];
 }
 
 /** Metrics every mirrorswap web server exports, whatever it serves. */
@@ -105,8 +109,7 @@ export class RequestCounter {
   }
 
   inc(slot: SlotName, status: number): void {
-    const cls = Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
-    this.#counts[(slot === 'a' ? 0 : 5) + cls]++;
+    this.#counts[(slot === 'a' ? 0 : 5) + statusClassIndex(status)]++;
   }
 }
 

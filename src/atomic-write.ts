@@ -13,7 +13,7 @@ export interface AtomicWriteOptions {
 }
 
 /** A temp name in the same directory, hidden (leading dot), unique per writer. */
-export function tempNameFor(file: string): string {
+function tempNameFor(file: string): string {
   return join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 

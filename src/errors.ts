@@ -23,9 +23,3 @@ export interface HttpError extends Error {
 export function httpError(status: number, message: string): HttpError {
   return Object.assign(new Error(message), { status, statusCode: status, expose: status < 500 });
 }
-
-/** The errno code of a Node.js system error, or undefined for anything else. */
-export function errnoCode(err: unknown): string | undefined {
-  if (err instanceof Error && 'code' in err && typeof err.code === 'string') return err.code;
-  return undefined;
-}

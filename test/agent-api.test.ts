@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +8,7 @@ import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { mountTmpfs } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
 
 async function tempFilesIn(dir: string): Promise<string[]> {
@@ -306,18 +306,17 @@ describe('agent sync and rollback through the API', () => {
 describe('agent on a full disk', () => {
   let store: TempStore;
   let agent: TestAgent;
-  let mounted = false;
+  let unmount: (() => void) | undefined;
 
   before(async () => {
     store = await tempStore();
     // master on a 1 MiB tmpfs: a real ENOSPC, not an injected one
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', store.master]);
-    mounted = true;
+    unmount = mountTmpfs(store.master, '1m');
     agent = await startTestAgent(store, { watchMaster: false }, 8 * 1024 * 1024);
   });
   after(async () => {
     await agent?.close();
-    if (mounted) execFileSync('umount', [store.master]);
+    unmount?.();
     await store.dispose();
   });
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AgentStatus, SwapRecord } from '../src/agent/agent.js';
@@ -8,12 +8,13 @@ import { otherSlot } from '../src/store-layout.js';
 import { type AgentProc, heldDownload, startAgentProc, startWebProc, writeTokenFile } from './helpers/cluster.js';
 import type { CliProcess } from './helpers/proc.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { treeVersion, versionContent } from './helpers/versioned-tree.js';
 import { waitFor } from './helpers/wait.js';
 
 const DIRS = 10;
 const PER_DIR = 60; // 600 files, each fsynced: a copy long enough to be killed in the middle of
 const files = Array.from({ length: DIRS * PER_DIR }, (_, i) => `d${i % DIRS}/f${Math.floor(i / DIRS)}.txt`);
-const body = (version: number, path: string) => `version ${version} of ${path}\n`;
+const body = versionContent;
 
 /**
  * Kill -9 the agent at each step of its work, restart it, and check the
@@ -46,18 +47,7 @@ describe('agent crash and restart', () => {
   };
   const phase = async () => (await agent.api<AgentStatus>('GET', '/v1/status')).body.swapping?.phase ?? null;
 
-  /** The version every file of a tree holds; fails if the tree mixes versions. */
-  const versionOf = async (root: string): Promise<number> => {
-    const seen = new Set<number>();
-    for (const path of files) {
-      const text = await readFile(join(root, path), 'utf8');
-      const m = /^version (\d+) of (.+)\n$/.exec(text);
-      assert.ok(m && m[2] === path, `${root}/${path} holds ${JSON.stringify(text)}`);
-      seen.add(Number(m[1]));
-    }
-    assert.equal(seen.size, 1, `a tree mixes versions ${[...seen].join(', ')}`);
-    return [...seen][0] as number;
-  };
+  const versionOf = (root: string) => treeVersion(root, files);
 
   const checkAfterRestart = async () => {
     const epoch = await readEpochFile(store.epochFile);

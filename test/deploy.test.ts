@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { CLI } from './helpers/proc.js';
+import { freePort } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { run, tool } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
@@ -87,15 +87,6 @@ describe('Prometheus configuration', () => {
     }
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('a real Prometheus scraping a running agent and web server', () => {
   let store: TempStore;

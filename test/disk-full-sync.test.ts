@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,23 +6,23 @@ import type { SwapRecord } from '../src/agent/agent.js';
 import { readEpochFile } from '../src/epoch-file.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { mountTmpfs } from './helpers/tools.js';
 
 describe('a sync into a standby whose disk fills up', () => {
   let store: TempStore;
   let agent: TestAgent;
-  let mounted = false;
+  let unmount: (() => void) | undefined;
 
   before(async () => {
     store = await tempStore();
     await store.fill('master', { 'page.html': 'v1' });
     // slot b on its own 2 MiB disk (a real ENOSPC, not an injected one)
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', store.slots.b]);
-    mounted = true;
+    unmount = mountTmpfs(store.slots.b, '2m');
     agent = await startTestAgent(store, { watchMaster: false }, 8 * 1024 * 1024);
   });
   after(async () => {
     await agent?.close();
-    if (mounted) execFileSync('umount', [store.slots.b]);
+    unmount?.();
     await store.dispose();
   });
 

@@ -1,5 +1,4 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { unlink } from 'node:fs/promises';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { parseWritePath, WritePathError } from '../write-path.js';
 import type { Agent, AgentLogger, SwapRecord } from './agent.js';
@@ -190,7 +189,6 @@ export function createApi(opts: ApiOptions): express.Express {
       count('batch', 'ok');
       res.json({ applied: staged.length, seq });
     } catch (err) {
-      await Promise.all(staged.map((o) => (o.op === 'put' ? unlink(o.tmp).catch(() => {}) : null)));
       count('batch', String((err as WriteError).status ?? 500));
       next(err);
     }

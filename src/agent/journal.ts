@@ -51,7 +51,7 @@ export class Journal {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     let journal: Journal | undefined;
-    const open = new Map<number, MasterOp[]>();
+    const intents = new Map<number, MasterOp[]>(); // logged, not yet marked done
     let validBytes = 0;
     if (text !== null) {
       for (const line of text.split('\n')) {
@@ -73,10 +73,10 @@ export class Journal {
         if (!journal) break;
         journal.#lastSeq = Math.max(journal.#lastSeq, rec.seq);
         if ('ops' in rec) {
-          open.set(rec.seq, rec.ops);
+          intents.set(rec.seq, rec.ops);
           for (const op of rec.ops) journal.#changed.set(op.path, rec.seq);
         } else if ('done' in rec) {
-          open.delete(rec.seq);
+          intents.delete(rec.seq);
         } else if ('touched' in rec) {
           for (const p of rec.touched) journal.#changed.set(p, rec.seq);
         }
@@ -90,7 +90,7 @@ export class Journal {
       await journal.#rewrite(); // cut the torn tail so new lines start clean
     }
     journal.#handle = await openAppend(file);
-    const pending = [...open.entries()].sort((x, y) => x[0] - y[0]);
+    const pending = [...intents.entries()].sort((x, y) => x[0] - y[0]);
     const last = pending.at(-1);
     return { journal, unfinished: last ? { seq: last[0], ops: last[1] } : null, created };
   }

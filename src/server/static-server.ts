@@ -24,20 +24,20 @@ export async function startStaticServer(
 ): Promise<StaticServer> {
   const mw = mirrorStatic(options);
   // static first, the application behind: what the mounted copy does not hold goes upstream
+  const upstreamErrors = app
+    ? new Counter({
+        name: 'mirrorswap_app_upstream_errors_total',
+        help: 'Failures forwarding a miss to the application upstream, by kind',
+        labelNames: ['kind'],
+        registers: [mw.registry],
+      })
+    : null;
   const forwarder = app
     ? new Forwarder({
         connectTimeout: app.connectTimeout ?? 5000,
         idleTimeout: app.idleTimeout ?? 60_000,
         changeOrigin: false,
         onError: (kind) => upstreamErrors?.inc({ kind }),
-      })
-    : null;
-  const upstreamErrors = forwarder
-    ? new Counter({
-        name: 'mirrorswap_app_upstream_errors_total',
-        help: 'Failures forwarding a miss to the application upstream, by kind',
-        labelNames: ['kind'],
-        registers: [mw.registry],
       })
     : null;
   const server = createServer((req, res) => {

@@ -1,5 +1,5 @@
 import { type RequestListener, type Server, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 
 /** A real HTTP server on a loopback port. */
 export interface Running {
@@ -54,5 +54,15 @@ export function rawGet(
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** A TCP port free on loopback right now (for a child process that must be told its port). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
   });
 }

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 
 /**
  * The path of an external tool the deploy tests need, or a failure telling
@@ -16,4 +16,13 @@ export function tool(command: string, debianPackage: string): string {
 export function run(command: string, args: string[], cwd?: string): { code: number | null; output: string } {
   const r = spawnSync(command, args, { encoding: 'utf8', ...(cwd ? { cwd } : {}) });
   return { code: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+/**
+ * Mount a small tmpfs over `dir` (root only) so a test can fill a disk for
+ * real; returns the unmount. Whatever `dir` held is hidden until then.
+ */
+export function mountTmpfs(dir: string, size: string): () => void {
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  return () => execFileSync('umount', [dir]);
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { SwapRecord } from '../../src/agent/agent.js';
@@ -8,21 +8,12 @@ import { readEpochFile, slotRoot } from '../../src/epoch-file.js';
 import { type AgentProc, heldDownload, startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { rawGet } from '../helpers/server.js';
 import { tempStore } from '../helpers/store.js';
+import { treeVersion as treeVersionOf, versionContent } from '../helpers/versioned-tree.js';
 
 const FILES = Array.from({ length: 200 }, (_, i) => `d${i % 8}/f${i}.txt`);
-const content = (v: number, p: string) => `version ${v} of ${p}\n`;
+const content = versionContent;
 
-/** The one version all files of a tree hold; throws on a mix. */
-async function treeVersion(root: string): Promise<number> {
-  const versions = new Set<number>();
-  for (const p of FILES) {
-    const m = /^version (\d+) of (.+)\n$/.exec(await readFile(join(root, p), 'utf8'));
-    assert.ok(m && m[2] === p, `${root}/${p} is not a version file`);
-    versions.add(Number(m[1]));
-  }
-  assert.equal(versions.size, 1, `${root} mixes versions ${[...versions].join(', ')}`);
-  return [...versions][0] as number;
-}
+const treeVersion = (root: string) => treeVersionOf(root, FILES);
 
 /**
  * Kill -9 the agent at random moments (writing, copying, publishing,
