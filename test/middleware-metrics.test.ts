@@ -19,7 +19,9 @@ describe('mirrorStatic metrics', () => {
 
   before(async () => {
     store = await tempStore();
-    await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(4 * 1024 * 1024) });
+    // large enough that the kernel's socket buffers on loopback (send ~4 MB, receive growing) cannot take the
+    // whole response, so a paused client really holds the request in flight
+    await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(32 * 1024 * 1024) });
     await store.fill('b', { 'small.txt': 'small' });
     await store.publish(1, 'a');
     app = await startApp({ store: store.root, registry, pollInterval: 20 });

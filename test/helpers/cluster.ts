@@ -79,7 +79,9 @@ export async function startWebProc(
 
 /**
  * A download that reads its first chunk and then holds the request open
- * until `resume()`: a slow client pinning a slot.
+ * until `resume()`: a slow client pinning a slot. The file must be larger than
+ * what loopback socket buffers absorb (several MB), or the server finishes
+ * writing and the request is no longer in flight.
  */
 export function heldDownload(port: number, path: string) {
   const chunks: Buffer[] = [];
