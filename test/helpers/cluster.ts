@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { type ClientRequest, type IncomingMessage, get } from 'node:http';
 import { join } from 'node:path';
-import { type CliProcess, listeningUrl, runCli } from './proc.js';
+import { type CliProcess, type RunOptions, listeningUrl, runCli } from './proc.js';
 import type { TempStore } from './store.js';
 
 /** An agent process with its API token, as an operator runs it. */
@@ -25,21 +25,26 @@ export async function startAgentProc(
   tokenFile: string,
   token: string,
   extra: string[] = [],
+  run: RunOptions = {},
 ): Promise<AgentProc> {
-  const proc = runCli([
-    'agent',
-    '--store',
-    store.root,
-    '--listen',
-    '127.0.0.1:0',
-    '--token-file',
-    tokenFile,
-    '--drain-timeout',
-    '4s',
-    '--server-ttl',
-    '1500ms',
-    ...extra,
-  ]);
+  const proc = runCli(
+    [
+      'agent',
+      '--store',
+      store.root,
+      '--listen',
+      '127.0.0.1:0',
+      '--token-file',
+      tokenFile,
+      '--drain-timeout',
+      '4s',
+      '--server-ttl',
+      '1500ms',
+      ...extra,
+    ],
+    {},
+    run,
+  );
   const url = await listeningUrl(proc);
   return {
     proc,

@@ -15,8 +15,15 @@ export interface CliProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function runCli(args: string[], env: Record<string, string> = {}): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+export interface RunOptions {
+  /** Run at this niceness, as a unit with `Nice=` runs it (nice(1) execs, so the pid is the CLI's). */
+  nice?: number;
+}
+
+export function runCli(args: string[], env: Record<string, string> = {}, opts: RunOptions = {}): CliProcess {
+  const command = [process.execPath, CLI, ...args];
+  if (opts.nice !== undefined) command.unshift('nice', '-n', String(opts.nice));
+  const child = spawn(command[0] as string, command.slice(1), {
     env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
