@@ -3,30 +3,12 @@ import { writeFile } from 'node:fs/promises';
 import { Agent as HttpAgent, request } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { SwapRecord } from '../../src/agent/agent.js';
+import { Worker } from 'node:worker_threads';
 import { startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { tempStore } from '../helpers/store.js';
-
-/** Every file of version k is this token, repeated: a torn body shows two versions. */
-const TOKEN = 9;
-const token = (k: number) => `${String(k).padStart(8, '0')}\n`;
-function body(k: number, size: number): string {
-  return token(k)
-    .repeat(Math.ceil(size / TOKEN))
-    .slice(0, Math.floor(size / TOKEN) * TOKEN);
-}
-/** The one version a body (or an aligned slice of one) holds, or -1 if it mixes versions. */
-function versionOf(buf: Buffer): number {
-  const text = buf.toString();
-  const first = text.slice(0, TOKEN);
-  if (text.length % TOKEN !== 0 || first.length < TOKEN) return -1;
-  for (let i = TOKEN; i < text.length; i += TOKEN) if (text.slice(i, i + TOKEN) !== first) return -1;
-  return Number(first);
-}
-
-const SMALL = Array.from({ length: 20 }, (_, i) => ({ path: `s/f${i}.txt`, size: 2 * 1024 }));
-const LARGE = Array.from({ length: 2 }, (_, i) => ({ path: `l/big${i}.bin`, size: 512 * 1024 }));
-const FILES = [...SMALL, ...LARGE];
+import { FILES, type SoakFile, TOKEN, body, versionOf } from './content.js';
+import { CpuMeter, type CpuShare } from './cpu.js';
+import type { WriterData, WriterEvent } from './writer.js';
 
 export interface SoakReport {
   durationMs: number;
@@ -38,40 +20,75 @@ export interface SoakReport {
   swaps: number;
   failedSwaps: number;
   writes: number;
+  /** Quiet and swapping windows taken in turn, each this long. */
+  windowMs: number;
+  windows: number;
   steadyRps: number;
   swappingRps: number;
   ratio: number;
+  /**
+   * The same ratio between the quiet windows of the first and second half:
+   * what the measurement itself wobbles by on this machine with nothing changing.
+   */
+  quietRatio: number;
+  /** Requests per second of each window, in order. */
+  windowRps: { steady: number[]; swapping: number[] };
+  /** Request latency in ms, [p50, p99, max], in quiet and in swapping windows. */
+  latency: { steady: number[]; swapping: number[] };
   /** Highest version any client received: proves the writes reached the servers. */
   maxVersionServed: number;
+  cpu: { steady: CpuShare; swapping: CpuShare };
   firstErrors: string[];
 }
 
+interface Window {
+  requests: number;
+  ms: number;
+  latencies: number[];
+}
+
+function percentiles(xs: number[]): number[] {
+  xs.sort((x, y) => x - y);
+  const at = (p: number) => Math.round((xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0) * 10) / 10;
+  return [at(50), at(99), at(100)];
+}
+
 /**
- * The agent, two web-server processes and a load generator on loopback. Swaps
- * run back to back while writes keep arriving; every response is checked:
- * status, one version in the whole body, the same ETag always for the same
- * version, and never an older version than the client already saw from that
- * server.
+ * The agent (at nice 10, as its unit runs it), two web-server processes and a
+ * load generator on loopback. The load runs throughout; quiet windows and
+ * swapping windows alternate, so both see the same warm code and the same
+ * machine, and their throughputs compare fairly. In a swapping window swaps
+ * run back to back (one every 250 ms at least) while a write batch of every
+ * file arrives every 250 ms. Every response is checked: status, one version in
+ * the whole body, the same ETag always for the same version, and never an
+ * older version than the client already saw from that server.
  */
 export async function runSoak({
   durationMs,
   connections = 12,
+  writes = true,
+  swaps = true,
 }: {
   durationMs: number;
   connections?: number;
+  /** Leave out the write batches or the swaps, to see what each costs (both off: the measurement's own noise). */
+  writes?: boolean;
+  swaps?: boolean;
 }): Promise<SoakReport> {
   const store = await tempStore('mirrorswap-soak-');
   await store.fill('master', Object.fromEntries(FILES.map((f) => [f.path, body(0, f.size)])));
   const token = randomBytes(24).toString('hex');
   await writeFile(join(store.root, 'token'), token, { mode: 0o600 });
-  const agent = await startAgentProc(store, join(store.root, 'token'), token, [
-    '--drain-timeout',
-    '10s',
-    '--server-ttl',
-    '3s',
-  ]);
+  const agent = await startAgentProc(
+    store,
+    join(store.root, 'token'),
+    token,
+    ['--drain-timeout', '10s', '--server-ttl', '3s'],
+    { nice: 10 },
+  );
   const webs = [await startWebProc(store, 'soak-1'), await startWebProc(store, 'soak-2')];
   const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: connections });
+  const windowMs = Math.min(5000, Math.max(1500, Math.round(durationMs / 12)));
   const report: SoakReport = {
     durationMs,
     requests: 0,
@@ -82,10 +99,19 @@ export async function runSoak({
     swaps: 0,
     failedSwaps: 0,
     writes: 0,
+    windowMs,
+    windows: 0,
     steadyRps: 0,
     swappingRps: 0,
     ratio: 0,
+    quietRatio: 0,
+    windowRps: { steady: [], swapping: [] },
+    latency: { steady: [], swapping: [] },
     maxVersionServed: 0,
+    cpu: {
+      steady: { loadGenerator: 0, servers: 0, agent: 0, other: 0 },
+      swapping: { loadGenerator: 0, servers: 0, agent: 0, other: 0 },
+    },
     firstErrors: [],
   };
   const problem = (what: string) => {
@@ -93,19 +119,25 @@ export async function runSoak({
   };
   const etagVersion = new Map<string, number>();
   const seen = new Map<number, number>(); // per server port: highest version received
-  let phase: 'warmup' | 'steady' | 'swapping' | 'done' = 'warmup';
-  const counts = { warmup: 0, steady: 0, swapping: 0 };
+  // between windows ('settling') the last swap of a swapping window finishes; nothing is counted then
+  let phase: 'warmup' | 'steady' | 'swapping' | 'settling' | 'done' = 'warmup';
+  /** The window being counted, if any. */
+  let current: Window | null = null;
 
-  const one = (port: number, file: { path: string; size: number }, range: [number, number] | null) =>
+  const one = (port: number, file: SoakFile, range: [number, number] | null) =>
     new Promise<void>((resolve) => {
       const startedSeen = seen.get(port) ?? 0;
+      const startedAt = performance.now();
       const headers: Record<string, string> = range ? { range: `bytes=${range[0]}-${range[1]}` } : {};
       const req = request({ host: '127.0.0.1', port, path: `/${file.path}`, agent: keepAlive, headers }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           report.requests++;
-          if (phase !== 'done') counts[phase]++;
+          if (current) {
+            current.requests++;
+            current.latencies.push(performance.now() - startedAt);
+          }
           const expected = range ? 206 : 200;
           if (res.statusCode !== expected) {
             report.errors++;
@@ -149,7 +181,7 @@ export async function runSoak({
   const worker = async (n: number) => {
     for (let i = n; phase !== 'done'; i++) {
       const web = webs[i % webs.length] as { port: number };
-      const file = FILES[(i * 7) % FILES.length] as { path: string; size: number };
+      const file = FILES[(i * 7) % FILES.length] as SoakFile;
       let range: [number, number] | null = null;
       if (file.size > 100_000 && i % 3 === 0) {
         const start = ((i * 131) % 1000) * TOKEN;
@@ -159,46 +191,83 @@ export async function runSoak({
     }
   };
 
-  const steadyMs = Math.min(5000, Math.max(2000, durationMs * 0.2));
+  const publisher = new Worker(new URL('./writer.js', import.meta.url), {
+    workerData: { agentUrl: agent.url, token, intervalMs: 250, writes, swaps } satisfies WriterData,
+  });
+  let stopped: () => void = () => {};
+  publisher.on('message', (event: WriterEvent) => {
+    if (event.kind === 'write') {
+      if (event.ok) report.writes++;
+    } else if (event.kind === 'swap') {
+      report.swaps++;
+      if (!event.ok) {
+        report.failedSwaps++;
+        problem(event.problem ?? 'a swap failed');
+      }
+    } else stopped();
+  });
+  /** Open a swapping window; the promise resolves once its last write and swap have finished. */
+  const publish = () => {
+    publisher.postMessage('start');
+    return {
+      stop: () =>
+        new Promise<void>((resolve) => {
+          stopped = resolve;
+          publisher.postMessage('stop');
+        }),
+    };
+  };
+
+  const pids = { servers: webs.map((w) => w.proc.child.pid), agent: agent.proc.child.pid };
+  const cpu = { steady: new CpuMeter(pids), swapping: new CpuMeter(pids) };
+  const totals = {
+    steady: { requests: 0, ms: 0, latencies: [] as number[] },
+    swapping: { requests: 0, ms: 0, latencies: [] as number[] },
+  };
+  const rates = { steady: [] as number[], swapping: [] as number[] };
+  /** One window of a kind: count what is answered in it, and what it cost. */
+  const runWindow = async (kind: 'steady' | 'swapping') => {
+    const window: Window = { requests: 0, ms: 0, latencies: [] };
+    current = window;
+    phase = kind;
+    cpu[kind].begin();
+    const began = performance.now();
+    const publishing = kind === 'swapping' ? publish() : null;
+    await delay(windowMs);
+    window.ms = performance.now() - began;
+    cpu[kind].end();
+    phase = 'settling';
+    current = null;
+    await publishing?.stop();
+    const total = totals[kind];
+    total.requests += window.requests;
+    total.ms += window.ms;
+    total.latencies.push(...window.latencies);
+    rates[kind].push(Math.round((window.requests / window.ms) * 1000));
+  };
+
   const workers = Array.from({ length: connections }, (_, n) => worker(n));
   const t0 = Date.now();
-  await delay(1000); // connections opened, code warm: then steady throughput is measured
-  phase = 'steady';
-  await delay(steadyMs);
-  report.steadyRps = counts.steady / (steadyMs / 1000);
-  phase = 'swapping';
-  const t1 = Date.now();
-  let version = 0;
-  const writer = (async () => {
-    while (phase === 'swapping') {
-      version++;
-      const ops = FILES.map((f) => ({ op: 'put', path: f.path, content: body(version, f.size) }));
-      const res = await fetch(`${agent.url}/v1/batch`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ ops }),
-      }).catch(() => ({ status: 0 }));
-      if (res.status === 200) report.writes++;
-      await delay(250); // a write batch per swap, on average
-    }
-  })();
-  const swapper = (async () => {
-    while (phase === 'swapping') {
-      const started = Date.now();
-      const { body: record } = await agent.api<SwapRecord>('POST', '/v1/sync?wait=1');
-      report.swaps++;
-      if (record.result !== 'ok') {
-        report.failedSwaps++;
-        problem(`swap ${record.epoch}: ${record.result} ${record.error?.message ?? ''}`);
-      }
-      await delay(Math.max(0, 250 - (Date.now() - started)));
-    }
-  })();
-  await delay(Math.max(1000, durationMs - (Date.now() - t0)));
-  report.swappingRps = counts.swapping / ((Date.now() - t1) / 1000);
+  await delay(2000); // connections open, code warm, caches full
+  while (Date.now() - t0 < durationMs || report.windows < 2) {
+    await runWindow('steady');
+    await runWindow('swapping');
+    report.windows++;
+  }
   phase = 'done';
-  await Promise.all([writer, swapper, ...workers]);
+  await Promise.all(workers);
+  await publisher.terminate();
+
+  report.steadyRps = (totals.steady.requests / totals.steady.ms) * 1000;
+  report.swappingRps = (totals.swapping.requests / totals.swapping.ms) * 1000;
   report.ratio = report.steadyRps > 0 ? report.swappingRps / report.steadyRps : 0;
+  const quietRates = rates.steady;
+  report.windowRps = rates;
+  const half = Math.floor(quietRates.length / 2);
+  const mean = (xs: number[]) => xs.reduce((sum, x) => sum + x, 0) / (xs.length || 1);
+  report.quietRatio = mean(quietRates.slice(half)) / (mean(quietRates.slice(0, half)) || 1);
+  report.latency = { steady: percentiles(totals.steady.latencies), swapping: percentiles(totals.swapping.latencies) };
+  report.cpu = { steady: cpu.steady.share(), swapping: cpu.swapping.share() };
   keepAlive.destroy();
   for (const w of webs) await w.proc.kill('SIGTERM');
   await agent.proc.kill('SIGTERM');
