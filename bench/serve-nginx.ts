@@ -1,8 +1,9 @@
 /**
  * `mirrorswap serve` against nginx (one worker, sendfile and open_file_cache
  * on) over the same 2 KB files, side by side in one run; the same middleware
- * under Express, which decided that `serve` uses bare node:http; and the
- * latency mirrorProxy adds in front of an upstream.
+ * under Express, which decided that `serve` uses bare node:http; bare
+ * node:http answering one buffer from memory, the ceiling of any server on
+ * Node's HTTP stack; and the latency mirrorProxy adds in front of an upstream.
  *
  *   npm run bench:nginx [-- --duration 10 --rounds 2]
  */
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
     results[k].rps.push(r.rps);
     results[k].p99.push(r.p99);
   };
-  const kinds = ['nginx', 'serve', 'express'] as const;
+  const kinds = ['nginx', 'node-ceiling', 'serve', 'express'] as const;
   for (let round = 0; round < rounds; round++) {
     for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
       const t =
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
           ? await startNginx(root, join(store, 'a'))
           : kind === 'serve'
             ? await startServe(store)
-            : await startTarget('./serve-target.js', ['mirror', store]);
+            : await startTarget('./serve-target.js', [kind === 'express' ? 'mirror' : kind, store]);
       add(kind, await wrk(`http://127.0.0.1:${t.port}`, paths, { connections: 50, duration }));
       await stop(t.child);
     }
@@ -118,6 +119,7 @@ async function main(): Promise<void> {
   for (const k of kinds) {
     const label = {
       nginx: 'nginx 1 worker, sendfile, open_file_cache',
+      'node-ceiling': 'bare node:http, one 2 KB buffer from memory (the ceiling)',
       serve: 'mirrorswap serve (bare node:http)',
       express: 'mirrorStatic under Express',
     }[k];
