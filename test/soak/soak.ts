@@ -119,9 +119,8 @@ export async function runSoak({
   };
   const etagVersion = new Map<string, number>();
   const seen = new Map<number, number>(); // per server port: highest version received
-  // between windows ('settling') the last swap of a swapping window finishes; nothing is counted then
-  let phase: 'warmup' | 'steady' | 'swapping' | 'settling' | 'done' = 'warmup';
-  /** The window being counted, if any. */
+  let running = true;
+  /** The window being counted; null while warming up and between windows, while the last swap of a swapping window finishes. */
   let current: Window | null = null;
 
   const one = (port: number, file: SoakFile, range: [number, number] | null) =>
@@ -179,7 +178,7 @@ export async function runSoak({
     });
 
   const worker = async (n: number) => {
-    for (let i = n; phase !== 'done'; i++) {
+    for (let i = n; running; i++) {
       const web = webs[i % webs.length] as { port: number };
       const file = FILES[(i * 7) % FILES.length] as SoakFile;
       let range: [number, number] | null = null;
@@ -206,15 +205,23 @@ export async function runSoak({
       }
     } else stopped();
   });
-  /** Open a swapping window; the promise resolves once its last write and swap have finished. */
+  let publisherFailed = false;
+  publisher.on('error', (err) => {
+    publisherFailed = true;
+    problem(`the publisher thread failed: ${err.message}`);
+    stopped();
+  });
+  /** Start publishing; `stop()` resolves once the last write and swap under way have finished. */
   const publish = () => {
     publisher.postMessage('start');
     return {
       stop: () =>
-        new Promise<void>((resolve) => {
-          stopped = resolve;
-          publisher.postMessage('stop');
-        }),
+        publisherFailed
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => {
+              stopped = resolve;
+              publisher.postMessage('stop');
+            }),
     };
   };
 
@@ -229,20 +236,18 @@ export async function runSoak({
   const runWindow = async (kind: 'steady' | 'swapping') => {
     const window: Window = { requests: 0, ms: 0, latencies: [] };
     current = window;
-    phase = kind;
     cpu[kind].begin();
     const began = performance.now();
     const publishing = kind === 'swapping' ? publish() : null;
     await delay(windowMs);
     window.ms = performance.now() - began;
     cpu[kind].end();
-    phase = 'settling';
     current = null;
     await publishing?.stop();
     const total = totals[kind];
     total.requests += window.requests;
     total.ms += window.ms;
-    total.latencies.push(...window.latencies);
+    for (const ms of window.latencies) total.latencies.push(ms);
     rates[kind].push(Math.round((window.requests / window.ms) * 1000));
   };
 
@@ -254,7 +259,7 @@ export async function runSoak({
     await runWindow('swapping');
     report.windows++;
   }
-  phase = 'done';
+  running = false;
   await Promise.all(workers);
   await publisher.terminate();
 
