@@ -5,7 +5,14 @@ import { after, before, describe, it } from 'node:test';
 import type { AgentStatus, SwapRecord } from '../src/agent/agent.js';
 import { readEpochFile, slotRoot } from '../src/epoch-file.js';
 import { otherSlot } from '../src/store-layout.js';
-import { type AgentProc, heldDownload, startAgentProc, startWebProc, writeTokenFile } from './helpers/cluster.js';
+import {
+  type AgentProc,
+  HOLD_BYTES,
+  heldDownload,
+  startAgentProc,
+  startWebProc,
+  writeTokenFile,
+} from './helpers/cluster.js';
 import type { CliProcess } from './helpers/proc.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { treeVersion, versionContent } from './helpers/versioned-tree.js';
@@ -82,7 +89,7 @@ describe('agent crash and restart', () => {
     store = await tempStore();
     await store.fill('master', Object.fromEntries(files.map((p) => [p, body(0, p)])));
     // a large file outside the versioned set, in both copies, to hold a request open
-    await store.fill('master', { 'hold.bin': Buffer.alloc(16 * 1024 * 1024) });
+    await store.fill('master', { 'hold.bin': Buffer.alloc(HOLD_BYTES) });
     ({ file: tokenFile, token } = await writeTokenFile(store));
     await start();
     web = await startWebProc(store, 'web-crash');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { type TestApp, startApp } from './helpers/app.js';
-import { heldDownload } from './helpers/cluster.js';
+import { HOLD_BYTES, heldDownload } from './helpers/cluster.js';
 import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { waitFor } from './helpers/wait.js';
@@ -19,9 +19,7 @@ describe('mirrorStatic metrics', () => {
 
   before(async () => {
     store = await tempStore();
-    // large enough that the kernel's socket buffers on loopback (send ~4 MB, receive growing) cannot take the
-    // whole response, so a paused client really holds the request in flight
-    await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(32 * 1024 * 1024) });
+    await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(HOLD_BYTES) });
     await store.fill('b', { 'small.txt': 'small' });
     await store.publish(1, 'a');
     app = await startApp({ store: store.root, registry, pollInterval: 20 });

@@ -83,10 +83,16 @@ export async function startWebProc(
 }
 
 /**
- * A download that reads its first chunk and then holds the request open
- * until `resume()`: a slow client pinning a slot. The file must be larger than
- * what loopback socket buffers absorb (several MB), or the server finishes
+ * How large a file a held download needs: more than loopback socket buffers
+ * absorb (a 4 MB file has been seen to fit whole), or the server finishes
  * writing and the request is no longer in flight.
+ */
+export const HOLD_BYTES = 32 * 1024 * 1024;
+
+/**
+ * A download that reads its first chunk and then holds the request open
+ * until `resume()`: a slow client pinning a slot. Give it a file of at least
+ * `HOLD_BYTES`.
  */
 export function heldDownload(port: number, path: string) {
   const chunks: Buffer[] = [];

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile, slotRoot } from '../../src/epoch-file.js';
-import { type AgentProc, heldDownload, startAgentProc, startWebProc } from '../helpers/cluster.js';
+import { type AgentProc, HOLD_BYTES, heldDownload, startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { rawGet } from '../helpers/server.js';
 import { tempStore } from '../helpers/store.js';
 import { treeVersion as treeVersionOf, versionContent } from '../helpers/versioned-tree.js';
@@ -30,7 +30,7 @@ export async function runCrashCampaign({
   const store = await tempStore('mirrorswap-crash-');
   await store.fill('master', {
     ...Object.fromEntries(FILES.map((p) => [p, content(0, p)])),
-    'hold.bin': Buffer.alloc(8 * 1024 * 1024),
+    'hold.bin': Buffer.alloc(HOLD_BYTES),
   });
   const token = randomBytes(24).toString('hex');
   const tokenFile = join(store.root, 'token');
