@@ -6,7 +6,7 @@ import type { SlotName } from '../src/store-layout.js';
 import { Forwarder } from './forwarder.js';
 import { statusClass } from './metrics.js';
 import { type MountSurface, MountState, mountSurface } from './mount-state.js';
-import { type MountOptions, resolveMountOptions } from './options.js';
+import { type MountOptions, bool, positiveInt, resolveMountOptions } from './options.js';
 
 type Next = (err?: unknown) => void;
 
@@ -43,14 +43,6 @@ function checkUrl(value: unknown, name: string): string {
   }
 }
 
-function timeout(value: unknown, name: string, dflt: number, min: number): number {
-  if (value === undefined) return dflt;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new TypeError(`${name} option must be an integer >= ${min} (milliseconds)`);
-  }
-  return value;
-}
-
 interface SlotUpstream {
   readonly target: string;
   readonly label: string;
@@ -72,14 +64,12 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     a: checkUrl(options.upstreams.a, 'upstreams.a'),
     b: checkUrl(options.upstreams.b, 'upstreams.b'),
   };
-  const upgradeDrainTimeout = timeout(options.upgradeDrainTimeout, 'upgradeDrainTimeout', 30_000, 0);
-  const fallthrough = options.fallthrough ?? true;
-  if (typeof fallthrough !== 'boolean') throw new TypeError('fallthrough option must be a boolean');
   // every option is checked before anything starts watching or writing
-  const connectTimeout = timeout(options.connectTimeout, 'connectTimeout', 5000, 1);
-  const idleTimeout = timeout(options.idleTimeout, 'idleTimeout', 60_000, 1);
-  const changeOrigin = options.changeOrigin ?? false;
-  if (typeof changeOrigin !== 'boolean') throw new TypeError('changeOrigin option must be a boolean');
+  const upgradeDrainTimeout = positiveInt(options.upgradeDrainTimeout, 'upgradeDrainTimeout', 30_000, 0);
+  const fallthrough = bool(options.fallthrough, 'fallthrough', true);
+  const connectTimeout = positiveInt(options.connectTimeout, 'connectTimeout', 5000);
+  const idleTimeout = positiveInt(options.idleTimeout, 'idleTimeout', 60_000);
+  const changeOrigin = bool(options.changeOrigin, 'changeOrigin', false);
   const timers = new Set<NodeJS.Timeout>();
 
   const mount = new MountState<SlotUpstream>(

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
 import { Gauge } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
@@ -6,7 +6,7 @@ import { type Entry, FileCache } from './file-cache.js';
 import { HotCounter, RequestCounter } from './metrics.js';
 import { type MountSurface, type MountView, MountState, mountSurface } from './mount-state.js';
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
-import { resolveRequestPath } from './path-resolver.js';
+import { requestPath, resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
 
 type Next = (err?: unknown) => void;
@@ -22,13 +22,6 @@ export interface MirrorStatic extends MountSurface {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
   /** Stop watching and heartbeating and remove the heartbeat file. Idempotent. */
   close(): Promise<void>;
-}
-
-/** The path part of a request target, still encoded. */
-function requestPath(url: string | undefined): string {
-  if (!url) return '/';
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
 }
 
 function collapseLeadingSlashes(s: string): string {
@@ -74,21 +67,15 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
 
   function refuse(status: number, next: Next): void {
     if (opts.fallthrough) next();
-    else next(httpError(status, status === 503 ? 'no copy is mounted yet' : (STATUS_TEXT[status] ?? 'Error')));
+    else next(httpError(status, status === 503 ? 'no copy is mounted yet' : (STATUS_CODES[status] ?? 'Error')));
   }
 
-  /** Hand the request to the next handler, telling it which copy the request was resolved against. */
-  function pass(
-    res: ServerResponse,
-    view: MountView<FileCache>,
-    next: Next,
-    outcome: { status: number } | { err: unknown },
-  ): void {
+  /** Hand a refused path to the next handler, telling it which copy the request was resolved against. */
+  function pass(res: ServerResponse, view: MountView<FileCache>, status: number, next: Next): void {
     const locals = (res as ServerResponse & { locals?: Record<string, unknown> }).locals;
     if (locals) locals.mirrorswap = { epoch: view.epoch, slot: view.slot, root: view.root } satisfies PinnedMount;
     mount.release(view);
-    if ('err' in outcome) next(outcome.err);
-    else refuse(outcome.status, next);
+    refuse(status, next);
   }
 
   function answer(
@@ -99,7 +86,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     entry: Entry,
   ): void {
     if (entry.kind === 'refused') {
-      pass(res, view, next, { status: entry.status });
+      pass(res, view, entry.status, next);
       return;
     }
     if (entry.kind === 'redirect') {
@@ -161,10 +148,3 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
 
   return Object.assign(middleware, { ...mountSurface(mount), close: () => mount.close() });
 }
-
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  403: 'Forbidden',
-  404: 'Not Found',
-  503: 'Service Unavailable',
-};

@@ -92,13 +92,15 @@ function fail(message: string): never {
   throw new TypeError(message);
 }
 
-function bool(value: unknown, name: string, dflt: boolean): boolean {
+/** A boolean option, or its default; a TypeError naming the option otherwise. */
+export function bool(value: unknown, name: string, dflt: boolean): boolean {
   if (value === undefined) return dflt;
   if (typeof value !== 'boolean') fail(`${name} option must be a boolean`);
   return value;
 }
 
-function positiveInt(value: unknown, name: string, dflt: number, min = 1): number {
+/** An integer option of at least `min`, or its default; a TypeError naming the option otherwise. */
+export function positiveInt(value: unknown, name: string, dflt: number, min = 1): number {
   if (value === undefined) return dflt;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
     fail(`${name} option must be an integer >= ${min}`);

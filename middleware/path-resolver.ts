@@ -20,6 +20,13 @@ const MAX_SEGMENT = 255;
 /** Errors that mean "no such file here" rather than "the server is broken". */
 const NOT_FOUND_CODES = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EISDIR']);
 
+/** The path part of a request target, still encoded: what the cache is keyed by. */
+export function requestPath(url: string | undefined): string {
+  if (!url) return '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
 /** True when `child` is `root` or below it. Never a bare prefix test: /srv/a must not contain /srv/a2. */
 export function isInside(root: string, child: string): boolean {
   const rel = relative(root, child);

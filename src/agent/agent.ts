@@ -65,6 +65,13 @@ export interface SwapRecord {
   dropped: string[];
 }
 
+/** The swap under way: its phase, and during the copy the files and bytes copied so far. */
+export interface SwapProgress {
+  kind: SwapKind;
+  phase: SwapPhase;
+  copied?: CopyStats;
+}
+
 export interface ServerStatus extends Heartbeat {
   live: boolean;
 }
@@ -79,8 +86,7 @@ export interface AgentStatus {
   /** Master paths changed since the mounted slot was synced; null when unknown (a full compare is due). */
   pendingChanges: number | null;
   paused: boolean;
-  /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
-  swapping: { kind: SwapKind; phase: SwapPhase; copied?: CopyStats } | null;
+  swapping: SwapProgress | null;
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
 }
@@ -114,7 +120,7 @@ export class Agent {
   #settle: NodeJS.Timeout | undefined;
   #queue: Request[] = [];
   #pumping = false;
-  #swapping: { kind: SwapKind; phase: SwapPhase; copied?: CopyStats } | null = null;
+  #swapping: SwapProgress | null = null;
   #paused = false;
   #history: SwapRecord[] = [];
   #closed = false;

@@ -1,6 +1,7 @@
 import { type Server, createServer } from 'node:http';
 import { Agent, type AgentOptions } from '../agent/agent.js';
 import { createApi } from '../agent/http-api.js';
+import { closeServer, listen } from './listen.js';
 
 export interface AgentServer {
   readonly server: Server;
@@ -24,28 +25,18 @@ export async function startAgentServer(opts: {
   let agent: Agent | null = null;
   const app = createApi({ agent: () => agent, token: opts.token, maxBody: opts.maxBody, logger: opts.agent.logger });
   const server = createServer(app);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const url = await listen(server, opts.host, opts.port);
   const started = Agent.start(opts.agent).then((a) => {
     agent = a;
     return a;
   });
-  const closeServer = () =>
-    new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
-  started.catch(() => closeServer());
+  started.catch(() => closeServer(server, 'all'));
   return {
     server,
-    url: `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`,
+    url,
     started,
     async close() {
-      await closeServer();
+      await closeServer(server, 'all');
       const a = await started.catch(() => null);
       await a?.close();
     },

@@ -1,7 +1,9 @@
-import { type Server, createServer } from 'node:http';
+import { STATUS_CODES, type Server, createServer } from 'node:http';
 import { type MirrorStatic, mirrorStatic } from '../../middleware/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
 import { Forwarder } from '../../middleware/forwarder.js';
+import { requestPath } from '../../middleware/path-resolver.js';
+import { closeServer, listen } from './listen.js';
 import { Counter } from 'prom-client';
 
 export interface StaticServer {
@@ -41,7 +43,7 @@ export async function startStaticServer(
       })
     : null;
   const server = createServer((req, res) => {
-    const path = req.url?.split('?', 1)[0];
+    const path = requestPath(req.url);
     if (path === '/healthz') {
       const state = mw.state();
       res.statusCode = state.epoch > 0 ? 200 : 503;
@@ -63,35 +65,19 @@ export async function startStaticServer(
         return;
       }
       const status = (err as { status?: number } | undefined)?.status ?? (err ? 500 : 404);
-      const text: Record<number, string> = {
-        400: 'Bad Request',
-        403: 'Forbidden',
-        404: 'Not Found',
-        405: 'Method Not Allowed',
-        503: 'Service Unavailable',
-      };
       res.statusCode = status;
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-      res.end(`${text[status] ?? 'Internal Server Error'}\n`);
+      res.end(`${STATUS_CODES[status] ?? 'Internal Server Error'}\n`);
     });
   });
   await mw.ready;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  const addr = server.address();
-  const bound = typeof addr === 'object' && addr ? addr.port : port;
-  const shownHost = host.includes(':') ? `[${host}]` : host;
+  const url = await listen(server, host, port);
   return {
     server,
     mw,
-    url: `http://${shownHost}:${bound}`,
+    url,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      await closeServer(server, 'idle');
       await mw.close();
       forwarder?.close();
     },

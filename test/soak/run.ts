@@ -6,32 +6,28 @@
  * the publishing, to see what each costs; with both, quiet windows are
  * compared with quiet windows: the measurement's own noise.
  */
-import { parseArgs } from 'node:util';
-import ms from 'ms';
+import { type FlagSpecs, durationFlag, parseFlags } from '../../src/cli/flags.js';
 import { runCrashCampaign } from './crash-campaign.js';
 import { runSoak } from './soak.js';
 
 /** The issue's target for throughput during swaps, reported against. */
 const TARGET_RATIO = 0.9;
 
-const { values } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '60s' },
-    'crash-runs': { type: 'string', default: '50' },
-    'min-ratio': { type: 'string', default: '0' },
-    'no-writes': { type: 'boolean', default: false },
-    'no-swaps': { type: 'boolean', default: false },
-  },
-});
-const durationMs = ms(values.duration as ms.StringValue);
+const FLAGS: FlagSpecs = {
+  duration: { type: 'string', default: '60s', help: 'how long the soak runs' },
+  'crash-runs': { type: 'string', default: '50', help: 'runs of the crash campaign' },
+  'min-ratio': { type: 'string', default: '0', help: 'fail under this throughput during swaps / steady' },
+  writes: { type: 'boolean', default: true, help: 'send write batches (--no-writes: swaps only)' },
+  swaps: { type: 'boolean', default: true, help: 'send sync signals (--no-swaps: writes only)' },
+};
+const values = parseFlags(process.argv.slice(2), FLAGS, {});
+const durationMs = durationFlag(values, 'duration', { min: 1 }) as number;
 const runs = Number(values['crash-runs']);
 const minRatio = Number(values['min-ratio']);
-if (!Number.isFinite(durationMs) || durationMs <= 0)
-  throw new Error(`--duration ${values.duration}: give a time such as 60s or 10m`);
 if (!Number.isInteger(runs) || runs < 0) throw new Error(`--crash-runs ${values['crash-runs']}: give a whole number`);
 if (!(minRatio >= 0)) throw new Error(`--min-ratio ${values['min-ratio']}: give a number such as 0.9`);
 
-const report = await runSoak({ durationMs, writes: !values['no-writes'], swaps: !values['no-swaps'] });
+const report = await runSoak({ durationMs, writes: values.writes !== false, swaps: values.swaps !== false });
 console.log(JSON.stringify(report, null, 2));
 const wrong = report.errors + report.torn + report.etagMismatches + report.regressions + report.failedSwaps;
 console.log(
