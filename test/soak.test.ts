@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { body, versionOf } from './soak/content.js';
+import { FILES, batchJson, body, versionOf } from './soak/content.js';
 import { runSoak } from './soak/soak.js';
 
 describe('the soak tear detector', () => {
@@ -17,6 +17,16 @@ describe('the soak tear detector', () => {
     assert.equal(versionOf(Buffer.from(body(5, 2048)).subarray(0, 100)), -1);
     assert.equal(versionOf(Buffer.from('not a body\n'.repeat(9))), -1);
     assert.equal(versionOf(Buffer.alloc(0)), -1);
+  });
+});
+
+describe('the soak publisher', () => {
+  it("sends a batch whose every put is that version's body", () => {
+    const parsed = JSON.parse(batchJson(42).toString()) as { ops: { op: string; path: string; content: string }[] };
+    assert.deepEqual(
+      parsed.ops,
+      FILES.map((f) => ({ op: 'put', path: f.path, content: body(42, f.size) })),
+    );
   });
 });
 

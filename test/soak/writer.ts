@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { SwapRecord } from '../../src/agent/agent.js';
-import { FILES, body } from './content.js';
+import { batchJson } from './content.js';
 
 export interface WriterData {
   agentUrl: string;
@@ -40,11 +40,10 @@ function send(event: WriterEvent): void {
 async function writeLoop(): Promise<void> {
   while (running) {
     version++;
-    const ops = FILES.map((f) => ({ op: 'put', path: f.path, content: body(version, f.size) }));
     const res = await fetch(`${agentUrl}/v1/batch`, {
       method: 'POST',
       headers: { ...headers, 'content-type': 'application/json' },
-      body: JSON.stringify({ ops }),
+      body: batchJson(version),
     }).catch(() => ({ status: 0 }));
     send({ kind: 'write', ok: res.status === 200, version });
     await delay(intervalMs);
