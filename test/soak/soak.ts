@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { Agent as HttpAgent, request } from 'node:http';
 import { join } from 'node:path';
+import { type RecordableHistogram, createHistogram } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
+import { Pool } from 'undici';
 import { startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { tempStore } from '../helpers/store.js';
 import { FILES, type SoakFile, TOKEN, body, versionOf } from './content.js';
@@ -31,6 +32,11 @@ export interface SoakReport {
    * what the measurement itself wobbles by on this machine with nothing changing.
    */
   quietRatio: number;
+  /**
+   * Where the true ratio lies, from the spread of the pairs' own ratios (each
+   * swapping window over the quiet window next to it): mean ± 2 standard errors.
+   */
+  ratioInterval: [number, number];
   /** Requests per second of each window, in order. */
   windowRps: { steady: number[]; swapping: number[] };
   /** Request latency in ms, [p50, p99, max], in quiet and in swapping windows. */
@@ -41,23 +47,29 @@ export interface SoakReport {
   firstErrors: string[];
 }
 
+interface WebTarget {
+  port: number;
+  pool: Pool;
+}
+
 interface Window {
   requests: number;
   ms: number;
-  latencies: number[];
+  /** Latency in µs. A native histogram: an array of a million latencies slows the generator's GC as it grows, and its throughput with it. */
+  latencies: RecordableHistogram;
 }
 
-function percentiles(xs: number[]): number[] {
-  xs.sort((x, y) => x - y);
-  const at = (p: number) => Math.round((xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? 0) * 10) / 10;
-  return [at(50), at(99), at(100)];
+/** [p50, p99, max] in ms, to 0.1 ms. */
+function percentiles(h: RecordableHistogram): number[] {
+  const ms = (us: number) => Math.round(us / 100) / 10;
+  return h.count === 0 ? [0, 0, 0] : [ms(h.percentile(50)), ms(h.percentile(99)), ms(h.max)];
 }
 
 /**
  * The agent (at nice 10, as its unit runs it), two web-server processes and a
  * load generator on loopback. The load runs throughout; quiet windows and
- * swapping windows alternate, so both see the same warm code and the same
- * machine, and their throughputs compare fairly. In a swapping window swaps
+ * swapping windows alternate (quiet-swapping, swapping-quiet, ...), so both see
+ * the same warm code and the same machine, and their throughputs compare fairly. In a swapping window swaps
  * run back to back (one every 250 ms at least) while a write batch of every
  * file arrives every 250 ms. Every response is checked: status, one version in
  * the whole body, the same ETag always for the same version, and never an
@@ -87,7 +99,12 @@ export async function runSoak({
     { nice: 10 },
   );
   const webs = [await startWebProc(store, 'soak-1'), await startWebProc(store, 'soak-2')];
-  const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: connections });
+  // undici's pool, not node:http's client: at half the CPU per request, the
+  // load generator is no longer what sets the pace; the servers are.
+  const targets: WebTarget[] = webs.map((w) => ({
+    port: w.port,
+    pool: new Pool(w.url, { connections: Math.ceil(connections / webs.length) }),
+  }));
   const windowMs = Math.min(5000, Math.max(1500, Math.round(durationMs / 12)));
   const report: SoakReport = {
     durationMs,
@@ -105,6 +122,7 @@ export async function runSoak({
     swappingRps: 0,
     ratio: 0,
     quietRatio: 0,
+    ratioInterval: [0, 0],
     windowRps: { steady: [], swapping: [] },
     latency: { steady: [], swapping: [] },
     maxVersionServed: 0,
@@ -123,70 +141,75 @@ export async function runSoak({
   /** The window being counted; null while warming up and between windows, while the last swap of a swapping window finishes. */
   let current: Window | null = null;
 
-  const one = (port: number, file: SoakFile, range: [number, number] | null) =>
-    new Promise<void>((resolve) => {
-      const startedSeen = seen.get(port) ?? 0;
-      const startedAt = performance.now();
-      const headers: Record<string, string> = range ? { range: `bytes=${range[0]}-${range[1]}` } : {};
-      const req = request({ host: '127.0.0.1', port, path: `/${file.path}`, agent: keepAlive, headers }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          report.requests++;
-          if (current) {
-            current.requests++;
-            current.latencies.push(performance.now() - startedAt);
-          }
-          const expected = range ? 206 : 200;
-          if (res.statusCode !== expected) {
-            report.errors++;
-            problem(`${res.statusCode} for ${file.path}`);
-            return resolve();
-          }
-          const version = versionOf(Buffer.concat(chunks));
-          if (version < 0) {
-            report.torn++;
-            problem(`torn body for ${file.path}${range ? ` range ${range}` : ''}`);
-            return resolve();
-          }
-          const etag = `${file.path} ${res.headers.etag}`;
-          const known = etagVersion.get(etag);
-          if (known !== undefined && known !== version) {
-            report.etagMismatches++;
-            problem(`ETag ${etag} served for versions ${known} and ${version}`);
-          }
-          etagVersion.set(etag, version);
-          if (version < startedSeen) {
-            report.regressions++;
-            problem(`server ${port} went back from version ${startedSeen} to ${version}`);
-          }
-          seen.set(port, Math.max(seen.get(port) ?? 0, version));
-          report.maxVersionServed = Math.max(report.maxVersionServed, version);
-          resolve();
-        });
-        res.on('error', () => {
-          report.errors++;
-          resolve();
-        });
+  /** Check one answer; `startedSeen` is the newest version the server had shown when the request left. */
+  const check = (
+    port: number,
+    file: SoakFile,
+    range: [number, number] | null,
+    status: number,
+    etagHeader: string | string[] | undefined,
+    body: Buffer,
+    startedSeen: number,
+  ) => {
+    const expected = range ? 206 : 200;
+    if (status !== expected) {
+      report.errors++;
+      problem(`${status} for ${file.path}`);
+      return;
+    }
+    const version = versionOf(body);
+    if (version < 0) {
+      report.torn++;
+      problem(`torn body for ${file.path}${range ? ` range ${range}` : ''}`);
+      return;
+    }
+    const etag = `${file.path} ${etagHeader}`;
+    const known = etagVersion.get(etag);
+    if (known !== undefined && known !== version) {
+      report.etagMismatches++;
+      problem(`ETag ${etag} served for versions ${known} and ${version}`);
+    }
+    etagVersion.set(etag, version);
+    if (version < startedSeen) {
+      report.regressions++;
+      problem(`server ${port} went back from version ${startedSeen} to ${version}`);
+    }
+    seen.set(port, Math.max(seen.get(port) ?? 0, version));
+    report.maxVersionServed = Math.max(report.maxVersionServed, version);
+  };
+
+  const one = async (web: WebTarget, file: SoakFile, range: [number, number] | null) => {
+    const startedSeen = seen.get(web.port) ?? 0;
+    const startedAt = performance.now();
+    try {
+      const res = await web.pool.request({
+        method: 'GET',
+        path: `/${file.path}`,
+        headers: range ? { range: `bytes=${range[0]}-${range[1]}` } : {},
       });
-      req.on('error', (err) => {
-        report.errors++;
-        problem(`request error: ${err.message}`);
-        resolve();
-      });
-      req.end();
-    });
+      const body = Buffer.from(await res.body.arrayBuffer());
+      report.requests++;
+      if (current) {
+        current.requests++;
+        current.latencies.record(Math.max(1, Math.round((performance.now() - startedAt) * 1000)));
+      }
+      check(web.port, file, range, res.statusCode, res.headers.etag, body, startedSeen);
+    } catch (err) {
+      report.errors++;
+      problem(`request error: ${(err as Error).message}`);
+    }
+  };
 
   const worker = async (n: number) => {
     for (let i = n; running; i++) {
-      const web = webs[i % webs.length] as { port: number };
+      const web = targets[i % targets.length] as WebTarget;
       const file = FILES[(i * 7) % FILES.length] as SoakFile;
       let range: [number, number] | null = null;
       if (file.size > 100_000 && i % 3 === 0) {
         const start = ((i * 131) % 1000) * TOKEN;
         range = [start, start + 200 * TOKEN - 1];
       }
-      await one(web.port, file, range);
+      await one(web, file, range);
     }
   };
 
@@ -228,13 +251,13 @@ export async function runSoak({
   const pids = { servers: webs.map((w) => w.proc.child.pid), agent: agent.proc.child.pid };
   const cpu = { steady: new CpuMeter(pids), swapping: new CpuMeter(pids) };
   const totals = {
-    steady: { requests: 0, ms: 0, latencies: [] as number[] },
-    swapping: { requests: 0, ms: 0, latencies: [] as number[] },
+    steady: { requests: 0, ms: 0, latencies: createHistogram() },
+    swapping: { requests: 0, ms: 0, latencies: createHistogram() },
   };
   const rates = { steady: [] as number[], swapping: [] as number[] };
   /** One window of a kind: count what is answered in it, and what it cost. */
   const runWindow = async (kind: 'steady' | 'swapping') => {
-    const window: Window = { requests: 0, ms: 0, latencies: [] };
+    const window: Window = { requests: 0, ms: 0, latencies: createHistogram() };
     current = window;
     cpu[kind].begin();
     const began = performance.now();
@@ -247,7 +270,7 @@ export async function runSoak({
     const total = totals[kind];
     total.requests += window.requests;
     total.ms += window.ms;
-    for (const ms of window.latencies) total.latencies.push(ms);
+    total.latencies.add(window.latencies);
     rates[kind].push(Math.round((window.requests / window.ms) * 1000));
   };
 
@@ -255,8 +278,9 @@ export async function runSoak({
   const t0 = Date.now();
   await delay(2000); // connections open, code warm, caches full
   while (Date.now() - t0 < durationMs || report.windows < 2) {
-    await runWindow('steady');
-    await runWindow('swapping');
+    // quiet, swapping, then swapping, quiet: a drift over the run weighs on both kinds alike
+    const order = report.windows % 2 === 0 ? (['steady', 'swapping'] as const) : (['swapping', 'steady'] as const);
+    for (const kind of order) await runWindow(kind);
     report.windows++;
   }
   running = false;
@@ -271,9 +295,14 @@ export async function runSoak({
   const half = Math.floor(quietRates.length / 2);
   const mean = (xs: number[]) => xs.reduce((sum, x) => sum + x, 0) / (xs.length || 1);
   report.quietRatio = mean(quietRates.slice(half)) / (mean(quietRates.slice(0, half)) || 1);
+  const pairs = rates.swapping.map((rps, i) => rps / (rates.steady[i] || 1));
+  const pairMean = mean(pairs);
+  const sd = Math.sqrt(pairs.reduce((sum, r) => sum + (r - pairMean) ** 2, 0) / Math.max(1, pairs.length - 1));
+  const margin = (2 * sd) / Math.sqrt(pairs.length || 1);
+  report.ratioInterval = [pairMean - margin, pairMean + margin];
   report.latency = { steady: percentiles(totals.steady.latencies), swapping: percentiles(totals.swapping.latencies) };
   report.cpu = { steady: cpu.steady.share(), swapping: cpu.swapping.share() };
-  keepAlive.destroy();
+  await Promise.all(targets.map((t) => t.pool.close()));
   for (const w of webs) await w.proc.kill('SIGTERM');
   await agent.proc.kill('SIGTERM');
   await store.dispose();
