@@ -16,6 +16,7 @@ const TARGET_RATIO = 0.9;
 const FLAGS: FlagSpecs = {
   duration: { type: 'string', default: '60s', help: 'how long the soak runs' },
   'crash-runs': { type: 'string', default: '50', help: 'runs of the crash campaign' },
+  connections: { type: 'string', default: '12', help: 'keep-alive connections of the load generator' },
   'min-ratio': { type: 'string', default: '0', help: 'fail under this throughput during swaps / steady' },
   writes: { type: 'boolean', default: true, help: 'send write batches (--no-writes: swaps only)' },
   swaps: { type: 'boolean', default: true, help: 'send sync signals (--no-swaps: writes only)' },
@@ -24,17 +25,25 @@ const values = parseFlags(process.argv.slice(2), FLAGS, {});
 const durationMs = durationFlag(values, 'duration', { min: 1 }) as number;
 const runs = Number(values['crash-runs']);
 const minRatio = Number(values['min-ratio']);
+const connections = Number(values.connections);
+if (!Number.isInteger(connections) || connections < 1)
+  throw new Error(`--connections ${values.connections}: give a whole number of at least 1`);
 if (!Number.isInteger(runs) || runs < 0) throw new Error(`--crash-runs ${values['crash-runs']}: give a whole number`);
 if (!(minRatio >= 0)) throw new Error(`--min-ratio ${values['min-ratio']}: give a number such as 0.9`);
 
-const report = await runSoak({ durationMs, writes: values.writes !== false, swaps: values.swaps !== false });
+const report = await runSoak({
+  durationMs,
+  connections,
+  writes: values.writes !== false,
+  swaps: values.swaps !== false,
+});
 console.log(JSON.stringify(report, null, 2));
 const wrong = report.errors + report.torn + report.etagMismatches + report.regressions + report.failedSwaps;
 console.log(
   `${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches; errors ${report.errors}, torn ${report.torn}, ` +
     `ETag mismatches ${report.etagMismatches}, regressions ${report.regressions}, failed swaps ${report.failedSwaps}; ` +
     `throughput during swaps ${report.ratio.toFixed(2)} of steady (${report.swappingRps.toFixed(0)} / ${report.steadyRps.toFixed(0)} req/s, ` +
-    `${report.windows} pairs of ${report.windowMs / 1000} s windows; quiet windows of the second half / first half: ${report.quietRatio.toFixed(2)}); ` +
+    `${report.windows} pairs of ${report.windowMs / 1000} s windows, pairs say ${report.ratioInterval.map((r) => r.toFixed(2)).join('–')}; quiet windows of the second half / first half: ${report.quietRatio.toFixed(2)}); ` +
     `target ${TARGET_RATIO}: ${report.ratio >= TARGET_RATIO ? 'met' : 'NOT met'}`,
 );
 let crashOk = true;
