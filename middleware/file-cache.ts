@@ -92,6 +92,13 @@ export class FileCache {
     }
   }
 
+  /** Keys of found files and directories, newest first, at most `limit`: what is worth looking up again in the next epoch. */
+  foundKeys(limit: number): string[] {
+    const keys: string[] = [];
+    for (const [key, entry] of this.#entries) if (entry.kind !== 'refused') keys.push(key);
+    return keys.slice(-limit).reverse();
+  }
+
   clear(): void {
     this.#entries.clear();
     this.#bytes = 0;

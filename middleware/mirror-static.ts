@@ -28,6 +28,29 @@ function collapseLeadingSlashes(s: string): string {
   return s.replace(/^\/+/, '/');
 }
 
+/** At most this many lookups, for at most this long, are made ahead of a switch. */
+const WARM_MAX_KEYS = 1000;
+const WARM_BUDGET_MS = 100;
+const WARM_CONCURRENCY = 4;
+
+/**
+ * Look up in the new copy the paths found in the old one, before the switch:
+ * the first requests after it are then answered from memory instead of all
+ * waiting on the same cold lookups. Bounded in keys and time, so a huge cache
+ * cannot hold a switch back; what is left is looked up on demand as before.
+ */
+async function warmCache(next: MountView<FileCache>, keys: string[], opts: ResolvedStaticOptions): Promise<void> {
+  const deadline = performance.now() + WARM_BUDGET_MS;
+  let i = 0;
+  const worker = async () => {
+    while (i < keys.length && performance.now() < deadline) {
+      const key = keys[i++] as string;
+      await next.data.resolve(key, () => resolveRequestPath(key, next, opts)).catch(() => {});
+    }
+  };
+  await Promise.all(Array.from({ length: WARM_CONCURRENCY }, worker));
+}
+
 /**
  * Serve files from whichever copy the epoch file mounts, each request wholly
  * from the copy it started on. A drop-in for `express.static` / serve-static.
@@ -39,6 +62,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     'static',
     () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }),
     (old) => old.data.clear(),
+    (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts),
   );
   const registry = mount.metrics.registry;
   const requests = new RequestCounter(

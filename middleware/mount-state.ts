@@ -37,6 +37,7 @@ export class MountState<T> {
   readonly #opts: ResolvedMountOptions;
   readonly #makeData: (view: Omit<MountView<T>, 'data'>) => T;
   readonly #onDrop: ((view: MountView<T>) => void) | undefined;
+  readonly #warm: ((next: MountView<T>, previous: MountView<T>) => Promise<void>) | undefined;
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
   readonly #inflight: Record<SlotName, number> = { a: 0, b: 0 };
@@ -50,10 +51,12 @@ export class MountState<T> {
     kind: Heartbeat['kind'],
     makeData: (view: Omit<MountView<T>, 'data'>) => T,
     onDrop?: (view: MountView<T>) => void,
+    warm?: (next: MountView<T>, previous: MountView<T>) => Promise<void>,
   ) {
     this.#opts = opts;
     this.#makeData = makeData;
     this.#onDrop = onDrop;
+    this.#warm = warm;
     this.metrics = new ServerMetrics(opts.registry, () => this.#inflight);
     this.#watcher = new EpochWatcher({
       epochFile: opts.epochFile,
@@ -133,7 +136,11 @@ export class MountState<T> {
     }
     const base = { epoch: record.epoch, slot: record.mounted, root, realRoot };
     const previous = this.#view;
-    this.#view = { ...base, data: this.#makeData(base) };
+    const next = { ...base, data: this.#makeData(base) };
+    // Requests keep going to the old copy while the new one warms: none of
+    // them waits on a cold lookup, and the agent waits for the heartbeat anyway.
+    if (previous && this.#warm) await this.#warm(next, previous).catch(() => {});
+    this.#view = next;
     if (previous) this.#onDrop?.(previous);
     this.#lastError = '';
     this.metrics.epoch.set(record.epoch);

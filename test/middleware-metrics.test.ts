@@ -20,7 +20,7 @@ describe('mirrorStatic metrics', () => {
   before(async () => {
     store = await tempStore();
     await store.fill('a', { 'small.txt': 'small', 'big.bin': Buffer.alloc(HOLD_BYTES) });
-    await store.fill('b', { 'small.txt': 'small' });
+    await store.fill('b', { 'small.txt': 'small in b' });
     await store.publish(1, 'a');
     app = await startApp({ store: store.root, registry, pollInterval: 20 });
   });
@@ -59,12 +59,50 @@ describe('mirrorStatic metrics', () => {
     assert.equal(sample(text, 'mirrorswap_server_epoch'), 2);
     assert.equal(sample(text, 'mirrorswap_server_switch_lag_seconds_count'), 1);
     assert.ok((sample(text, 'mirrorswap_server_switch_lag_seconds_sum') ?? 1) < 1);
-    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 0, 'the old epoch cache was not dropped');
+    // the cache is the new epoch's, warmed with the small file served before the switch
+    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 'small in b'.length);
     download.resume();
     await download.done;
     await waitFor(
       'the drain',
       async () => sample(await registry.metrics(), 'mirrorswap_server_inflight_requests', 'slot="a"') === 0,
     );
+  });
+});
+
+describe('mirrorStatic warms the new copy before switching', () => {
+  let store: TempStore;
+  let app: TestApp;
+  const registry = new Registry();
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('a', { 'w1.txt': 'a1', 'dir/w2.txt': 'a2' });
+    await store.fill('b', { 'w1.txt': 'b1', 'dir/w2.txt': 'b2', 'missing.txt': 'now here' });
+    await store.publish(1, 'a');
+    app = await startApp({ store: store.root, registry, pollInterval: 20 });
+  });
+  after(async () => {
+    await app.close();
+    await store.dispose();
+  });
+
+  const metric = async (name: string) => sample((await rawGet(app.port, '/metrics')).body.toString(), name);
+
+  it('answers the paths found in the old copy from memory at once, from the new copy', async () => {
+    for (const path of ['/w1.txt', '/dir/w2.txt', '/missing.txt']) await rawGet(app.port, path);
+    assert.equal(await metric('mirrorswap_server_cache_misses_total'), 3);
+    await store.publish(2, 'b');
+    await waitFor('the switch to epoch 2', async () => (await metric('mirrorswap_server_epoch')) === 2);
+    assert.equal((await rawGet(app.port, '/w1.txt')).body.toString(), 'b1');
+    assert.equal((await rawGet(app.port, '/dir/w2.txt')).body.toString(), 'b2');
+    assert.equal(
+      await metric('mirrorswap_server_cache_misses_total'),
+      3,
+      'found paths were looked up before the switch',
+    );
+    // a path refused in the old copy is not carried over: looked up on demand, and found now
+    assert.equal((await rawGet(app.port, '/missing.txt')).body.toString(), 'now here');
+    assert.equal(await metric('mirrorswap_server_cache_misses_total'), 4);
   });
 });
