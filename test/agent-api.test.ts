@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../src/agent/agent.js';
@@ -10,6 +11,46 @@ import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { mountTmpfs } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
+import { pack as tarPack, type Header as TarHeader } from 'tar-stream';
+import { execFileSync } from 'node:child_process';
+
+/** A tar archive of `entries` (a header and, for files, the body), built in memory. */
+async function tarOf(entries: [Partial<TarHeader> & { name: string }, string?][]): Promise<Buffer> {
+  const pack = tarPack();
+  for (const [header, body] of entries) pack.entry(header, body ?? '');
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of pack) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** POST a body in chunks, with no Content-Length: the agent can only count what arrives. */
+function postChunked(
+  url: string,
+  token: string,
+  type: string,
+  chunks: Buffer[],
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': type, 'transfer-encoding': 'chunked' },
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => {
+          body += c.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+    for (const c of chunks) req.write(c);
+    req.end();
+  });
+}
 
 async function tempFilesIn(dir: string): Promise<string[]> {
   return readdir(join(dir, '.mirrorswap-tmp')).catch(() => []);
@@ -184,6 +225,95 @@ describe('agent write API', () => {
         const res = await agent.call('POST', '/v1/batch', { headers: { 'content-type': 'application/json' }, body });
         assert.equal(res.status, 400, body);
       }
+    });
+    it('applies every file of a tar archive made by tar(1), directories implied', async () => {
+      const src = join(store.root, 'tar-src');
+      await mkdir(join(src, 'site/deep'), { recursive: true });
+      await writeFile(join(src, 'site/index.html'), '<h1>tar</h1>');
+      await writeFile(join(src, 'site/deep/data.bin'), Buffer.from([0, 1, 2, 255]));
+      // 512-byte records (-b 1), not 10 KiB ones: the test agent takes 4 KiB bodies
+      const archive = execFileSync('tar', ['-C', src, '-b', '1', '-cf', '-', './site/deep', './site/index.html']);
+      const res = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'application/x-tar' },
+        body: archive,
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      assert.equal(((await res.json()) as { applied: number }).applied, 2);
+      assert.equal(await readFile(join(store.master, 'site/index.html'), 'utf8'), '<h1>tar</h1>');
+      assert.deepEqual([...(await readFile(join(store.master, 'site/deep/data.bin')))], [0, 1, 2, 255]);
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('refuses a tar archive with a link, a device, a hostile path or nothing in it, and applies none of it', async () => {
+      const cases: [string, [Partial<TarHeader> & { name: string }, string?][]][] = [
+        [
+          'symlink',
+          [[{ name: 'tar1/ok.txt' }, 'ok'], [{ name: 'tar1/out', type: 'symlink', linkname: '/etc/passwd' }]],
+        ],
+        [
+          'hard link',
+          [[{ name: 'tar1/ok.txt' }, 'ok'], [{ name: 'tar1/hard', type: 'link', linkname: 'existing.txt' }]],
+        ],
+        ['device', [[{ name: 'tar1/ok.txt' }, 'ok'], [{ name: 'tar1/dev', type: 'character-device' }]]],
+        ['fifo', [[{ name: 'tar1/fifo', type: 'fifo' }]]],
+        [
+          'dot dot',
+          [
+            [{ name: 'tar1/ok.txt' }, 'ok'],
+            [{ name: '../escape.txt' }, 'x'],
+          ],
+        ],
+        ['inner dot dot', [[{ name: 'tar1/../../escape.txt' }, 'x']]],
+        ['temp dir', [[{ name: '.mirrorswap-tmp/planted' }, 'x']]],
+        ['backslash', [[{ name: 'tar1\\..\\escape.txt' }, 'x']]],
+        ['empty', []],
+        ['only a directory', [[{ name: 'tar1/', type: 'directory' }]]],
+      ];
+      for (const [what, entries] of cases) {
+        const res = await agent.call('POST', '/v1/batch', {
+          headers: { 'content-type': 'application/x-tar' },
+          body: await tarOf(entries),
+        });
+        assert.equal(res.status, 400, `${what}: ${await res.text()}`);
+      }
+      await assert.rejects(stat(join(store.master, 'tar1')), { code: 'ENOENT' });
+      await assert.rejects(stat(join(store.root, 'escape.txt')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('refuses a cut-short or garbage tar body with 400 and leaves no temp file', async () => {
+      const whole = await tarOf([
+        [{ name: 'tar2/a.txt' }, 'a'.repeat(1500)],
+        [{ name: 'tar2/b.txt' }, 'b'],
+      ]);
+      for (const body of [whole.subarray(0, 1024), Buffer.from('not a tar archive at all'), Buffer.alloc(700, 7)]) {
+        const res = await agent.call('POST', '/v1/batch', { headers: { 'content-type': 'application/x-tar' }, body });
+        assert.equal(res.status, 400, await res.text());
+      }
+      await assert.rejects(stat(join(store.master, 'tar2')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('refuses a tar body over the limit with 413, declared or not', async () => {
+      const big = await tarOf([[{ name: 'tar3/big.txt' }, 'x'.repeat(6000)]]);
+      const declared = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'application/x-tar' },
+        body: big,
+      });
+      assert.equal(declared.status, 413);
+      const chunks = Array.from({ length: Math.ceil(big.length / 1000) }, (_, i) =>
+        big.subarray(i * 1000, (i + 1) * 1000),
+      );
+      const streamed = await postChunked(`${agent.url}/v1/batch`, agent.token, 'application/x-tar', chunks);
+      assert.equal(streamed.status, 413, streamed.body);
+      assert.equal((JSON.parse(streamed.body) as { error: string }).error, 'BODY_TOO_LARGE');
+      await assert.rejects(stat(join(store.master, 'tar3')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    });
+    it('refuses a batch body that is neither JSON nor tar with 400', async () => {
+      const res = await agent.call('POST', '/v1/batch', {
+        headers: { 'content-type': 'text/plain' },
+        body: '{"ops":[]}',
+      });
+      assert.equal(res.status, 400);
+      assert.match(await res.text(), /application\/x-tar/);
     });
     it('refuses a batch body over the limit with 413', async () => {
       const res = await agent.call('POST', '/v1/batch', {

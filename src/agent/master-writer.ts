@@ -26,6 +26,9 @@ export type StagedOp = { op: 'put'; path: string; tmp: string; size: number } | 
 
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
 
+/** Temp files of an archive batch held open while their fsync runs; the next ones are written meanwhile. */
+const SYNCS_IN_FLIGHT = 16;
+
 /**
  * The only writer of master. Bodies are staged in master's temp directory and
  * fsynced; a batch is then logged as an intent, renamed into place and marked
@@ -103,6 +106,53 @@ export class MasterWriter {
       );
       return staged;
     } catch (err) {
+      await Promise.all(staged.map((s) => unlink(s.tmp).catch(() => {})));
+      throw mapFsError(err);
+    }
+  }
+
+  /**
+   * Stage bodies that arrive one after another (the files of an archive),
+   * each streamed to its own temp file and fsynced in the background while
+   * the next one arrives; results in the bodies' order. On any error every
+   * temp file written so far is removed.
+   */
+  async stageSequence(bodies: AsyncIterable<AsyncIterable<Uint8Array>>): Promise<{ tmp: string; size: number }[]> {
+    await mkdir(this.#tmpDir, { recursive: true });
+    const prefix = join(this.#tmpDir, randomBytes(12).toString('hex'));
+    const staged: { tmp: string; size: number }[] = [];
+    const syncing = new Set<Promise<void>>();
+    let syncError: unknown = null;
+    try {
+      for await (const body of bodies) {
+        const item = { tmp: `${prefix}.${staged.length}`, size: 0 };
+        staged.push(item);
+        const handle = await open(item.tmp, 'wx', 0o644);
+        try {
+          for await (const chunk of body) {
+            await handle.write(chunk);
+            item.size += chunk.length;
+          }
+        } catch (err) {
+          await handle.close();
+          throw err;
+        }
+        const synced: Promise<void> = handle
+          .sync()
+          .finally(() => handle.close())
+          .catch((err: unknown) => {
+            syncError ??= err;
+          })
+          .finally(() => syncing.delete(synced));
+        syncing.add(synced);
+        if (syncing.size >= SYNCS_IN_FLIGHT) await Promise.race(syncing);
+        if (syncError) throw syncError;
+      }
+      await Promise.all(syncing);
+      if (syncError) throw syncError;
+      return staged;
+    } catch (err) {
+      await Promise.all(syncing);
       await Promise.all(staged.map((s) => unlink(s.tmp).catch(() => {})));
       throw mapFsError(err);
     }
