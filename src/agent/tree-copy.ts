@@ -85,6 +85,9 @@ export class TreeCopier {
   readonly #source: string;
   readonly #target: string;
   readonly #tmpDir: string;
+  /** Temp names are this plus a counter: unique without a random draw per file. */
+  readonly #tmpPrefix: string;
+  #tmpCount = 0;
   readonly #durable: boolean;
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncAtEnd = false;
@@ -100,6 +103,7 @@ export class TreeCopier {
     this.#source = source;
     this.#target = target;
     this.#tmpDir = join(target, TEMP_DIR_NAME);
+    this.#tmpPrefix = join(this.#tmpDir, randomBytes(8).toString('hex'));
     this.#durable = opts.durable ?? true;
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
@@ -200,7 +204,8 @@ export class TreeCopier {
       return;
     }
     await this.#ensureParents(rel);
-    await this.#place(rel, src, await lstatOrNull(dst));
+    // a file or link replaces whatever is there by rename, which needs no look first
+    await this.#place(rel, src, src.isDirectory() ? await lstatOrNull(dst) : undefined);
   }
 
   /** Create missing parents in the target, replacing any non-directory in the way. */
@@ -225,8 +230,8 @@ export class TreeCopier {
     }
   }
 
-  /** Put the source entry at `rel` in the target, given what is there now. */
-  async #place(rel: string, src: Stats, dst: Stats | null): Promise<void> {
+  /** Put the source entry at `rel` in the target, given what is there now (looked up only for a directory). */
+  async #place(rel: string, src: Stats, dst: Stats | null | undefined): Promise<void> {
     const from = join(this.#source, rel);
     const to = join(this.#target, rel);
     if (src.isDirectory()) {
@@ -254,8 +259,7 @@ export class TreeCopier {
       return;
     }
     if (!src.isFile() && !src.isSymbolicLink()) return; // sockets, fifos, devices: never published
-    if (dst?.isDirectory()) await this.#remove(to);
-    const tmp = join(this.#tmpDir, `${randomBytes(8).toString('hex')}`);
+    const tmp = `${this.#tmpPrefix}.${this.#tmpCount++}`;
     if (src.isSymbolicLink()) {
       await symlink(await readlink(from), tmp);
     } else {
@@ -267,7 +271,12 @@ export class TreeCopier {
       }
       this.stats.bytes += src.size;
     }
-    await rename(tmp, to);
+    await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
+      // a directory where the file goes: rename cannot replace it, so it goes first
+      if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+      await this.#remove(to);
+      await rename(tmp, to);
+    });
     this.#touchedDirs.add(dirname(to));
     this.stats.files++;
     this.#onProgress?.(this.stats);
