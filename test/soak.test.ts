@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FILES, batchJson, body, versionOf } from './soak/content.js';
+import { extract as tarExtract } from 'tar-stream';
+import { FILES, batchTar, body, versionOf } from './soak/content.js';
 import { runSoak } from './soak/soak.js';
 
 describe('the soak tear detector', () => {
@@ -21,11 +22,19 @@ describe('the soak tear detector', () => {
 });
 
 describe('the soak publisher', () => {
-  it("sends a batch whose every put is that version's body", () => {
-    const parsed = JSON.parse(batchJson(42).toString()) as { ops: { op: string; path: string; content: string }[] };
+  it("sends a tar batch whose every file is that version's body", async () => {
+    const extract = tarExtract();
+    extract.end(batchTar(42));
+    const files: { path: string; content: string }[] = [];
+    for await (const entry of extract) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry) chunks.push(chunk as Buffer);
+      assert.equal(entry.header.type, 'file');
+      files.push({ path: entry.header.name, content: Buffer.concat(chunks).toString() });
+    }
     assert.deepEqual(
-      parsed.ops,
-      FILES.map((f) => ({ op: 'put', path: f.path, content: body(42, f.size) })),
+      files,
+      FILES.map((f) => ({ path: f.path, content: body(42, f.size) })),
     );
   });
 });
