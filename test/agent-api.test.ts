@@ -484,3 +484,53 @@ describe('agent readiness', () => {
     await store.dispose();
   });
 });
+
+describe('a file and a directory trading places in master', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let web: TestApp;
+
+  before(async () => {
+    store = await tempStore();
+    await store.fill('master', { 'kind/x/inner.txt': 'dir at first' });
+    agent = await startTestAgent(store);
+    web = await startApp({ store: store.root, serverId: 'web-kind', heartbeatInterval: 100 });
+  });
+  after(async () => {
+    await web.close();
+    await agent.close();
+    await store.dispose();
+  });
+
+  /** Two syncs: the change reaches both copies, the second over the copy that held the old kind. */
+  const syncBoth = async (query = '') => {
+    for (let i = 0; i < 2; i++) {
+      const record = (await (await agent.call('POST', `/v1/sync?wait=1${query}`)).json()) as SwapRecord;
+      assert.equal(record.result, 'ok', JSON.stringify(record));
+    }
+  };
+
+  for (const [how, query] of [
+    ['incremental', ''],
+    ['full', '&full=1'],
+  ] as const) {
+    it(`reaches both copies by ${how} syncs, both ways`, async () => {
+      assert.equal((await agent.call('DELETE', '/v1/files/kind/x')).status, 200);
+      assert.equal((await agent.call('PUT', '/v1/files/kind/x', { body: `file (${how})` })).status, 201);
+      await syncBoth(query);
+      assert.equal((await rawGet(web.port, '/kind/x')).body.toString(), `file (${how})`);
+      for (const slot of [store.slots.a, store.slots.b]) {
+        assert.equal(await readFile(join(slot, 'kind/x'), 'utf8'), `file (${how})`);
+      }
+
+      assert.equal((await agent.call('DELETE', '/v1/files/kind/x')).status, 200);
+      assert.equal((await agent.call('PUT', '/v1/files/kind/x/inner.txt', { body: `dir (${how})` })).status, 201);
+      await syncBoth(query);
+      assert.equal((await rawGet(web.port, '/kind/x/inner.txt')).body.toString(), `dir (${how})`);
+      for (const slot of [store.slots.a, store.slots.b]) {
+        assert.equal(await readFile(join(slot, 'kind/x/inner.txt'), 'utf8'), `dir (${how})`);
+        assert.deepEqual(await tempFilesIn(slot), []);
+      }
+    });
+  }
+});
