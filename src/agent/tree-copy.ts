@@ -120,11 +120,20 @@ export class TreeCopier {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...paths];
     this.#syncAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
-    // parents first, so a directory replaced by a file (or back) settles in one pass
-    const depth = new Map(list.map((p) => [p, p.split('/').length]));
-    list.sort((x, y) => (depth.get(x) as number) - (depth.get(y) as number) || (x < y ? -1 : 1));
+    // One depth at a time, parents before children: a directory that replaces a
+    // file (or the reverse) must settle before anything lands under it, or its
+    // removal of what it found could take a child already copied in.
+    const levels = new Map<number, string[]>();
+    for (const p of list) {
+      const depth = p.split('/').length;
+      const level = levels.get(depth);
+      if (level) level.push(p);
+      else levels.set(depth, [p]);
+    }
     try {
-      await forEachLimited(list, this.#concurrency, (p) => this.#syncPath(p));
+      for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
+        await forEachLimited(levels.get(depth) as string[], this.#concurrency, (p) => this.#syncPath(p));
+      }
     } catch (err) {
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
       throw err;
