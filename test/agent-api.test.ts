@@ -11,18 +11,8 @@ import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { mountTmpfs } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
-import { pack as tarPack, type Header as TarHeader } from 'tar-stream';
+import { type TarEntry, tarOf } from './helpers/tar.js';
 import { execFileSync } from 'node:child_process';
-
-/** A tar archive of `entries` (a header and, for files, the body), built in memory. */
-async function tarOf(entries: [Partial<TarHeader> & { name: string }, string?][]): Promise<Buffer> {
-  const pack = tarPack();
-  for (const [header, body] of entries) pack.entry(header, body ?? '');
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const chunk of pack) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
 /** POST a body in chunks, with no Content-Length: the agent can only count what arrives. */
 function postChunked(
@@ -244,7 +234,7 @@ describe('agent write API', () => {
       assert.deepEqual(await tempFilesIn(store.master), []);
     });
     it('refuses a tar archive with a link, a device, a hostile path or nothing in it, and applies none of it', async () => {
-      const cases: [string, [Partial<TarHeader> & { name: string }, string?][]][] = [
+      const cases: [string, TarEntry[]][] = [
         [
           'symlink',
           [[{ name: 'tar1/ok.txt' }, 'ok'], [{ name: 'tar1/out', type: 'symlink', linkname: '/etc/passwd' }]],

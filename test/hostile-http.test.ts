@@ -7,6 +7,7 @@ import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { tarOf } from './helpers/tar.js';
 import { waitFor } from './helpers/wait.js';
 
 /** Send raw bytes and return what comes back before the server closes (or `ms` pass). */
@@ -101,5 +102,30 @@ describe('malformed and abusive HTTP against the web server and the agent', () =
       async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 0,
     );
     assert.ok(!(await readdir(store.master)).includes('slow.bin'));
+  });
+
+  it('lets a slow client hold a tar batch open without holding anyone up, and applies none of it when it gives up', async () => {
+    const archive = await tarOf([
+      [{ name: 'slowtar/first.txt' }, 'first'],
+      [{ name: 'slowtar/second.bin' }, 'x'.repeat(50_000)],
+    ]);
+    const socket = connect({ host: '127.0.0.1', port: agentPort });
+    socket.on('error', () => {});
+    socket.write(
+      `POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${agent.token}\r\nContent-Type: application/x-tar\r\nContent-Length: ${archive.length}\r\n\r\n`,
+    );
+    socket.write(archive.subarray(0, 4096)); // the first file whole, the second begun
+    await waitFor(
+      'both files staged',
+      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 2,
+    );
+    assert.equal((await agent.call('PUT', '/v1/files/fast2.txt', { body: 'fast' })).status, 201);
+    assert.equal((await agent.call('POST', '/v1/sync?wait=1')).status, 200);
+    socket.destroy();
+    await waitFor(
+      'the abandoned batch to be removed',
+      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 0,
+    );
+    assert.ok(!(await readdir(store.master)).includes('slowtar'));
   });
 });
