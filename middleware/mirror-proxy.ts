@@ -72,11 +72,13 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   const changeOrigin = bool(options.changeOrigin, 'changeOrigin', false);
   const timers = new Set<NodeJS.Timeout>();
 
-  const mount = new MountState<SlotUpstream>(
-    mountOpts,
-    'proxy',
-    (view) => ({ target: upstreams[view.slot], label: new URL(upstreams[view.slot]).host, upgraded: new Set() }),
-    (old) => {
+  const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {
+    makeData: (view) => ({
+      target: upstreams[view.slot],
+      label: new URL(upstreams[view.slot]).host,
+      upgraded: new Set(),
+    }),
+    onDrop: (old) => {
       // upgraded connections hold the old slot until they close; past the limit they are closed
       if (upgradeDrainTimeout === 0 || old.data.upgraded.size === 0) return;
       const timer = setTimeout(() => {
@@ -86,7 +88,7 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
       timer.unref();
       timers.add(timer);
     },
-  );
+  });
   const registry = mount.metrics.registry;
   const requests = new Counter({
     name: 'mirrorswap_proxy_requests_total',

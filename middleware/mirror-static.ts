@@ -57,13 +57,11 @@ async function warmCache(next: MountView<FileCache>, keys: string[], opts: Resol
  */
 export function mirrorStatic(options: StaticOptions): MirrorStatic {
   const opts: ResolvedStaticOptions = resolveStaticOptions(options);
-  const mount = new MountState<FileCache>(
-    opts,
-    'static',
-    () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }),
-    (old) => old.data.clear(),
-    (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts),
-  );
+  const mount = new MountState<FileCache>(opts, 'static', {
+    makeData: () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }),
+    onDrop: (old) => old.data.clear(),
+    warm: (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts),
+  });
   const registry = mount.metrics.registry;
   const requests = new RequestCounter(
     'mirrorswap_server_requests_total',

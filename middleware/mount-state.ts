@@ -20,6 +20,16 @@ export interface MountView<T> {
   readonly data: T;
 }
 
+/** What a middleware keeps per epoch, and what it does as epochs come and go. */
+export interface MountHooks<T> {
+  /** The per-epoch data of a new view (a cache, an upstream). */
+  makeData: (view: Omit<MountView<T>, 'data'>) => T;
+  /** Called once a view is no longer mounted (its requests may still be running). */
+  onDrop?: (view: MountView<T>) => void;
+  /** Prepare the next view while the previous one still serves; errors are ignored. */
+  warm?: (next: MountView<T>, previous: MountView<T>) => Promise<void>;
+}
+
 /**
  * The server side of the contract: which epoch is mounted, how many requests
  * hold each slot, and the heartbeat that tells the agent both.
@@ -35,9 +45,7 @@ export interface MountView<T> {
 export class MountState<T> {
   readonly metrics: ServerMetrics;
   readonly #opts: ResolvedMountOptions;
-  readonly #makeData: (view: Omit<MountView<T>, 'data'>) => T;
-  readonly #onDrop: ((view: MountView<T>) => void) | undefined;
-  readonly #warm: ((next: MountView<T>, previous: MountView<T>) => Promise<void>) | undefined;
+  readonly #hooks: MountHooks<T>;
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
   readonly #inflight: Record<SlotName, number> = { a: 0, b: 0 };
@@ -46,17 +54,9 @@ export class MountState<T> {
   #closing: Promise<void> | undefined;
   readonly ready: Promise<void>;
 
-  constructor(
-    opts: ResolvedMountOptions,
-    kind: Heartbeat['kind'],
-    makeData: (view: Omit<MountView<T>, 'data'>) => T,
-    onDrop?: (view: MountView<T>) => void,
-    warm?: (next: MountView<T>, previous: MountView<T>) => Promise<void>,
-  ) {
+  constructor(opts: ResolvedMountOptions, kind: Heartbeat['kind'], hooks: MountHooks<T>) {
     this.#opts = opts;
-    this.#makeData = makeData;
-    this.#onDrop = onDrop;
-    this.#warm = warm;
+    this.#hooks = hooks;
     this.metrics = new ServerMetrics(opts.registry, () => this.#inflight);
     this.#watcher = new EpochWatcher({
       epochFile: opts.epochFile,
@@ -136,12 +136,12 @@ export class MountState<T> {
     }
     const base = { epoch: record.epoch, slot: record.mounted, root, realRoot };
     const previous = this.#view;
-    const next = { ...base, data: this.#makeData(base) };
+    const next = { ...base, data: this.#hooks.makeData(base) };
     // Requests keep going to the old copy while the new one warms: none of
     // them waits on a cold lookup, and the agent waits for the heartbeat anyway.
-    if (previous && this.#warm) await this.#warm(next, previous).catch(() => {});
+    if (previous && this.#hooks.warm) await this.#hooks.warm(next, previous).catch(() => {});
     this.#view = next;
-    if (previous) this.#onDrop?.(previous);
+    if (previous) this.#hooks.onDrop?.(previous);
     this.#lastError = '';
     this.metrics.epoch.set(record.epoch);
     this.metrics.switches.inc();
@@ -170,7 +170,7 @@ export class MountState<T> {
       await this.ready.catch(() => {});
       await this.#watcher.close();
       await this.#heartbeat.close();
-      if (this.#view) this.#onDrop?.(this.#view);
+      if (this.#view) this.#hooks.onDrop?.(this.#view);
     })();
     return this.#closing;
   }

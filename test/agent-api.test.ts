@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +8,7 @@ import { readEpochFile } from '../src/epoch-file.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { type TempStore, tempFilesIn, tempStore } from './helpers/store.js';
 import { mountTmpfs } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
 import { type TarEntry, tarOf } from './helpers/tar.js';
@@ -40,10 +40,6 @@ function postChunked(
     for (const c of chunks) req.write(c);
     req.end();
   });
-}
-
-async function tempFilesIn(dir: string): Promise<string[]> {
-  return readdir(join(dir, '.mirrorswap-tmp')).catch(() => []);
 }
 
 describe('agent write API', () => {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AgentStatus, SwapRecord } from '../src/agent/agent.js';
 import { readEpochFile, slotRoot } from '../src/epoch-file.js';
@@ -14,7 +13,7 @@ import {
   writeTokenFile,
 } from './helpers/cluster.js';
 import type { CliProcess } from './helpers/proc.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { type TempStore, tempFilesIn, tempStore } from './helpers/store.js';
 import { treeVersion, versionContent } from './helpers/versioned-tree.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -62,7 +61,7 @@ describe('agent crash and restart', () => {
     const mountedVersion = await versionOf(slotRoot(epoch, store.epochFile));
     assert.ok(mountedVersion <= acknowledged);
     assert.equal(await versionOf(store.master), acknowledged, 'an acknowledged write is missing from master');
-    assert.deepEqual(await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => []), []);
+    assert.deepEqual(await tempFilesIn(store.master), []);
     const { body: record } = await agent.api<SwapRecord>('POST', '/v1/sync?wait=1');
     assert.equal(record.result, 'ok', JSON.stringify(record.error));
     const after = await readEpochFile(store.epochFile);
@@ -71,11 +70,7 @@ describe('agent crash and restart', () => {
     const verify = await agent.api<{ differences: unknown[] }>('GET', '/v1/verify');
     assert.deepEqual(verify.body.differences, []);
     for (const slot of ['a', 'b'] as const) {
-      assert.deepEqual(
-        await readdir(join(store.slots[slot], '.mirrorswap-tmp')).catch(() => []),
-        [],
-        `temp files left in slot ${slot}`,
-      );
+      assert.deepEqual(await tempFilesIn(store.slots[slot]), [], `temp files left in slot ${slot}`);
     }
     // the standby still holds the previous state whole
     await versionOf(store.slots[otherSlot(after.mounted)]);
@@ -141,10 +136,7 @@ describe('agent crash and restart', () => {
     });
     req.on('error', () => {});
     req.write(Buffer.alloc(1024 * 1024));
-    await waitFor(
-      'the staged temp file',
-      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length > 0,
-    );
+    await waitFor('the staged temp file', async () => (await tempFilesIn(store.master)).length > 0);
     await crash();
     req.destroy();
     await start();

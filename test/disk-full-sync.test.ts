@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { readEpochFile } from '../src/epoch-file.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { type TempStore, tempFilesIn, tempStore } from './helpers/store.js';
 import { mountTmpfs } from './helpers/tools.js';
 
 describe('a sync into a standby whose disk fills up', () => {
@@ -41,7 +41,7 @@ describe('a sync into a standby whose disk fills up', () => {
     assert.equal(epoch?.epoch, 1, 'a failed copy published an epoch');
     assert.equal(epoch?.mounted, 'a');
     assert.equal(await readFile(join(store.slots.a, 'page.html'), 'utf8'), 'v1');
-    assert.deepEqual(await readdir(join(store.slots.b, '.mirrorswap-tmp')).catch(() => []), []);
+    assert.deepEqual(await tempFilesIn(store.slots.b), []);
     const status = (await (await agent.call('GET', '/v1/status')).json()) as { standby: { syncing: boolean } };
     assert.equal(status.standby.syncing, true, 'the half-copied standby must be known as mixed');
     const rollback = (await (await agent.call('POST', '/v1/rollback')).json()) as SwapRecord;

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { type TempStore, tempFilesIn, tempStore } from './helpers/store.js';
 import { tarOf } from './helpers/tar.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -87,20 +86,14 @@ describe('malformed and abusive HTTP against the web server and the agent', () =
       `PUT /v1/files/slow.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${agent.token}\r\nContent-Length: 100000\r\n\r\n`,
     );
     socket.write(Buffer.alloc(1000));
-    await waitFor(
-      'the staged temp file',
-      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 1,
-    );
+    await waitFor('the staged temp file', async () => (await tempFilesIn(store.master)).length === 1);
     // other writers and a whole swap go through meanwhile
     assert.equal((await agent.call('PUT', '/v1/files/fast.txt', { body: 'fast' })).status, 201);
     const sync = await agent.call('POST', '/v1/sync?wait=1');
     assert.equal(sync.status, 200);
     assert.equal((await rawGet(app.port, '/fast.txt')).body.toString(), 'fast');
     socket.destroy();
-    await waitFor(
-      'the abandoned body to be removed',
-      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 0,
-    );
+    await waitFor('the abandoned body to be removed', async () => (await tempFilesIn(store.master)).length === 0);
     assert.ok(!(await readdir(store.master)).includes('slow.bin'));
   });
 
@@ -115,17 +108,11 @@ describe('malformed and abusive HTTP against the web server and the agent', () =
       `POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${agent.token}\r\nContent-Type: application/x-tar\r\nContent-Length: ${archive.length}\r\n\r\n`,
     );
     socket.write(archive.subarray(0, 4096)); // the first file whole, the second begun
-    await waitFor(
-      'both files staged',
-      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 2,
-    );
+    await waitFor('both files staged', async () => (await tempFilesIn(store.master)).length === 2);
     assert.equal((await agent.call('PUT', '/v1/files/fast2.txt', { body: 'fast' })).status, 201);
     assert.equal((await agent.call('POST', '/v1/sync?wait=1')).status, 200);
     socket.destroy();
-    await waitFor(
-      'the abandoned batch to be removed',
-      async () => (await readdir(join(store.master, '.mirrorswap-tmp')).catch(() => [])).length === 0,
-    );
+    await waitFor('the abandoned batch to be removed', async () => (await tempFilesIn(store.master)).length === 0);
     assert.ok(!(await readdir(store.master)).includes('slowtar'));
   });
 });

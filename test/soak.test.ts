@@ -24,7 +24,7 @@ describe('the soak tear detector', () => {
 describe('the soak publisher', () => {
   it("sends a tar batch whose every file is that version's body", async () => {
     const extract = tarExtract();
-    extract.end(batchTar(42));
+    extract.end(await batchTar(42));
     const files: { path: string; content: string }[] = [];
     for await (const entry of extract) {
       const chunks: Buffer[] = [];

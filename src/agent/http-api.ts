@@ -3,9 +3,9 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { parseWritePath, WritePathError } from '../write-path.js';
 import type { Agent, AgentLogger, SwapRecord } from './agent.js';
-import { type StagedOp, WriteError } from './master-writer.js';
+import { MAX_BATCH_OPS, type StagedOp, WriteError, bodyTooLarge } from './master-writer.js';
 import { statusPage } from './status-page.js';
-import { MAX_BATCH_OPS, stageTarBatch } from './tar-batch.js';
+import { stageTarBatch } from './tar-batch.js';
 
 export interface ApiOptions {
   /** The agent once started; null while it is still starting (readyz answers 503). */
@@ -137,15 +137,17 @@ export function createApi(opts: ApiOptions): express.Express {
     }
   });
 
+  /** A streamed body whose declared length is over the limit is refused before a byte is read; the rest are counted as they come. */
+  function refuseDeclaredOversize(req: Request): void {
+    if (Number(req.headers['content-length'] ?? 0) > opts.maxBody) throw bodyTooLarge(opts.maxBody);
+  }
+
   async function putFile(req: Request, res: Response, next: NextFunction): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
       const path = parseWritePath(rawTail(req, '/v1/files/'));
-      const declared = Number(req.headers['content-length'] ?? Number.NaN);
-      if (declared > opts.maxBody) {
-        throw new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
-      }
+      refuseDeclaredOversize(req);
       const staged = await agent.writer.stage(req, opts.maxBody);
       const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
       agent.changed();
@@ -190,9 +192,7 @@ export function createApi(opts: ApiOptions): express.Express {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
-      if (Number(req.headers['content-length'] ?? 0) > opts.maxBody) {
-        throw new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
-      }
+      refuseDeclaredOversize(req);
       await applyBatch(agent, await stageTarBatch(req, agent.writer, opts.maxBody), res);
     } catch (err) {
       count('batch', String((err as WriteError).status ?? 500));
@@ -296,7 +296,7 @@ export function createApi(opts: ApiOptions): express.Express {
     const status = (err as { status?: number; type?: string }).status;
     if (status === 413) {
       res.setHeader('Connection', 'close');
-      sendError(res, 413, 'BODY_TOO_LARGE', `body is larger than the limit of ${opts.maxBody} bytes`);
+      sendError(res, 413, 'BODY_TOO_LARGE', bodyTooLarge(opts.maxBody).message);
       return;
     }
     if (status !== undefined && status >= 400 && status < 500) {

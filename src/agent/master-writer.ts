@@ -26,6 +26,19 @@ export type StagedOp = { op: 'put'; path: string; tmp: string; size: number } | 
 
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT']);
 
+/** The most operations one batch may hold, JSON or tar. */
+export const MAX_BATCH_OPS = 10_000;
+
+/** A body refused for its size: whether declared up front or counted as it arrives. */
+export function bodyTooLarge(limit: number): WriteError {
+  return new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${limit} bytes`);
+}
+
+/** A body whose client went away before sending all of it. */
+export function bodyAborted(): WriteError {
+  return new WriteError(400, 'ABORTED', 'the body ended before it was complete');
+}
+
 /** Temp files of an archive batch held open while their fsync runs; the next ones are written meanwhile. */
 const SYNCS_IN_FLIGHT = 16;
 
@@ -58,7 +71,7 @@ export class MasterWriter {
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         size += chunk.length;
-        if (size > limit) cb(new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${limit} bytes`));
+        if (size > limit) cb(bodyTooLarge(limit));
         else cb(null, chunk);
       },
     });
@@ -66,7 +79,7 @@ export class MasterWriter {
     // request must stay open so the writer gets its 413 instead of a reset.
     body.on('error', (err) => counter.destroy(err));
     body.once('close', () => {
-      if (!body.readableEnded) counter.destroy(new WriteError(400, 'ABORTED', 'the body ended before it was complete'));
+      if (!body.readableEnded) counter.destroy(bodyAborted());
     });
     body.pipe(counter);
     try {

@@ -1,10 +1,14 @@
 import type { IncomingMessage } from 'node:http';
 import { extract as tarExtract } from 'tar-stream';
 import { parseWritePath } from '../write-path.js';
-import { type MasterWriter, type StagedOp, WriteError } from './master-writer.js';
-
-/** The most files one batch may hold, as for a JSON batch. */
-export const MAX_BATCH_OPS = 10_000;
+import {
+  MAX_BATCH_OPS,
+  type MasterWriter,
+  type StagedOp,
+  WriteError,
+  bodyAborted,
+  bodyTooLarge,
+} from './master-writer.js';
 
 /** Entry types that carry a file's bytes; directories are implied by the files under them. */
 const FILE_TYPES = new Set(['file', 'contiguous-file']);
@@ -38,13 +42,12 @@ export async function stageTarBatch(body: IncomingMessage, writer: MasterWriter,
   let received = 0;
   body.on('data', (chunk: Buffer) => {
     received += chunk.length;
-    if (received > limit)
-      refuse(new WriteError(413, 'BODY_TOO_LARGE', `body is larger than the limit of ${limit} bytes`));
+    if (received > limit) refuse(bodyTooLarge(limit));
   });
   body.once('close', () => {
-    if (!body.readableEnded) refuse(new WriteError(400, 'ABORTED', 'the body ended before it was complete'));
+    if (!body.readableEnded) refuse(bodyAborted());
   });
-  body.on('error', (err) => refuse(notAnArchive(err)));
+  body.on('error', () => refuse(bodyAborted()));
   body.pipe(extract as unknown as NodeJS.WritableStream);
 
   const paths: string[] = [];

@@ -213,8 +213,7 @@ export class TreeCopier {
       return;
     }
     await this.#ensureParents(rel);
-    // a file or link replaces whatever is there by rename, which needs no look first
-    await this.#place(rel, src, src.isDirectory() ? await lstatOrNull(dst) : undefined);
+    await this.#place(rel, src);
   }
 
   /** Create missing parents in the target, replacing any non-directory in the way. */
@@ -239,15 +238,19 @@ export class TreeCopier {
     }
   }
 
-  /** Put the source entry at `rel` in the target, given what is there now (looked up only for a directory). */
-  async #place(rel: string, src: Stats, dst: Stats | null | undefined): Promise<void> {
+  /**
+   * Put the source entry at `rel` in the target. Only a directory looks at
+   * what is there first; a file or link replaces it by rename.
+   */
+  async #place(rel: string, src: Stats): Promise<void> {
     const from = join(this.#source, rel);
     const to = join(this.#target, rel);
     if (src.isDirectory()) {
+      const dst = await lstatOrNull(to);
       if (dst && !dst.isDirectory()) await this.#remove(to);
       const mode = src.mode & 0o7777;
       if (!dst?.isDirectory()) {
-        // a child's #ensureParents may have made it meanwhile
+        // EEXIST: the same path listed twice
         const made = await mkdir(to, { mode }).then(
           () => true,
           (err: NodeJS.ErrnoException) => {

@@ -1,8 +1,8 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type EpochRecord, writeEpochFile } from '../../src/epoch-file.js';
-import { type SlotName, type StoreLayout, storeLayout } from '../../src/store-layout.js';
+import { type SlotName, type StoreLayout, TEMP_DIR_NAME, storeLayout } from '../../src/store-layout.js';
 
 /** A store in a fresh temp dir, removed by `dispose()`. */
 export interface TempStore extends StoreLayout {
@@ -50,4 +50,9 @@ export async function tempStore(prefix = 'mirrorswap-test-'): Promise<TempStore>
       await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/** The temp files left in a slot's or master's temp directory (none when it is absent). */
+export function tempFilesIn(dir: string): Promise<string[]> {
+  return readdir(join(dir, TEMP_DIR_NAME)).catch(() => []);
 }

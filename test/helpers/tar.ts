@@ -1,6 +1,6 @@
 import { type Header as TarHeader, pack as tarPack } from 'tar-stream';
 
-export type TarEntry = [Partial<TarHeader> & { name: string }, string?];
+export type TarEntry = [Partial<TarHeader> & { name: string }, (string | Buffer)?];
 
 /** A tar archive of `entries` (a header and, for files, the body), built in memory. */
 export async function tarOf(entries: TarEntry[]): Promise<Buffer> {

@@ -3,6 +3,7 @@
  * token of k, repeated, so a body (or an aligned slice of one) holding two
  * versions is caught by one comparison.
  */
+import { tarOf } from '../helpers/tar.js';
 
 export const TOKEN = 9;
 const token = (k: number) => `${String(k).padStart(8, '0')}\n`;
@@ -24,24 +25,6 @@ export function body(k: number, size: number): string {
     .slice(0, Math.floor(size / TOKEN) * TOKEN);
 }
 
-/** A ustar header for a regular file, mode 644. */
-function tarHeader(path: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(path, 0, 100);
-  h.write('0000644\0', 100); // mode
-  h.write('0000000\0', 108); // uid
-  h.write('0000000\0', 116); // gid
-  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
-  h.write('00000000000\0', 136); // mtime
-  h.write('        ', 148); // the checksum counts its own field as spaces
-  h.write('0', 156); // a regular file
-  h.write('ustar\x0000', 257);
-  let sum = 0;
-  for (const byte of h) sum += byte;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-  return h;
-}
-
 /**
  * The write batch that puts every file at version k, as a tar archive: the
  * format a publisher of whole trees sends, streamed by the agent straight to
@@ -49,14 +32,8 @@ function tarHeader(path: string, size: number): Buffer {
  * stands in for writers on other hosts, so its own CPU should stay out of the
  * measurement.
  */
-export function batchTar(k: number): Buffer {
-  const pieces: Buffer[] = [];
-  for (const f of FILES) {
-    const length = Math.floor(f.size / TOKEN) * TOKEN;
-    pieces.push(tarHeader(f.path, length), Buffer.alloc(length, token(k)), Buffer.alloc((512 - (length % 512)) % 512));
-  }
-  pieces.push(Buffer.alloc(1024)); // two zero blocks end the archive
-  return Buffer.concat(pieces);
+export function batchTar(k: number): Promise<Buffer> {
+  return tarOf(FILES.map((f) => [{ name: f.path }, Buffer.alloc(Math.floor(f.size / TOKEN) * TOKEN, token(k))]));
 }
 
 /** Each version's body, long enough for the largest file, built once: checking a response is one memcmp. */

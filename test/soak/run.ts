@@ -23,12 +23,16 @@ const FLAGS: FlagSpecs = {
 };
 const values = parseFlags(process.argv.slice(2), FLAGS, {});
 const durationMs = durationFlag(values, 'duration', { min: 1 }) as number;
-const runs = Number(values['crash-runs']);
+/** A whole-number flag of at least `min`. */
+const wholeFlag = (name: string, min: number): number => {
+  const n = Number(values[name]);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`--${name} ${values[name]}: give a whole number of at least ${min}`);
+  return n;
+};
+const runs = wholeFlag('crash-runs', 0);
+const connections = wholeFlag('connections', 1);
 const minRatio = Number(values['min-ratio']);
-const connections = Number(values.connections);
-if (!Number.isInteger(connections) || connections < 1)
-  throw new Error(`--connections ${values.connections}: give a whole number of at least 1`);
-if (!Number.isInteger(runs) || runs < 0) throw new Error(`--crash-runs ${values['crash-runs']}: give a whole number`);
 if (!(minRatio >= 0)) throw new Error(`--min-ratio ${values['min-ratio']}: give a number such as 0.9`);
 
 const report = await runSoak({

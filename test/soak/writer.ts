@@ -49,7 +49,7 @@ async function writeLoop(): Promise<void> {
         method: 'POST',
         path: '/v1/batch',
         headers: { ...headers, 'content-type': 'application/x-tar' },
-        body: batchTar(version),
+        body: await batchTar(version),
       })
       .then(async (res) => {
         await res.body.dump();
