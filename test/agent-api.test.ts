@@ -386,6 +386,21 @@ describe('agent sync and rollback through the API', () => {
     assert.equal(status.pendingChanges, 0);
   });
 
+  it('a sync with nothing to copy still swaps, and leaves the slot positions file alone', async () => {
+    // one more sync brings the other slot up to date too; after it neither has anything to copy
+    assert.equal(((await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord).result, 'ok');
+    const before = await stat(store.slotStateFile);
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok');
+    assert.equal(record.mode, 'incremental');
+    assert.deepEqual(record.copied, { files: 0, bytes: 0, deleted: 0, dirs: 0 });
+    assert.equal((await readEpochFile(store.epochFile))?.mounted, record.to);
+    assert.equal(await body('/page.html'), 'v2');
+    const after = await stat(store.slotStateFile);
+    assert.equal(after.ino, before.ino, 'the slot positions file was rewritten for a sync that copied nothing');
+    assert.equal(after.mtimeMs, before.mtimeMs);
+  });
+
   it('verify reports no difference, and one after a hand edit of the mounted copy', async () => {
     const ok = (await (await agent.call('GET', '/v1/verify')).json()) as { slot: string; differences: unknown[] };
     assert.deepEqual(ok.differences, []);

@@ -422,16 +422,20 @@ export class Agent {
       const seq = this.#journal.lastSeq;
       const copier = new TreeCopier(this.layout.master, this.layout.slots[slot], { durable: this.#opts.durable });
       if (this.#swapping) this.#swapping.copied = copier.stats;
-      await this.#slots.set(slot, { seq: pos.seq, syncing: true });
-      await copier.clearTemp();
-      if (full || pos.seq === null) {
-        record.mode = 'full';
-        await copier.mirrorAll();
+      const incremental = !full && pos.seq !== null;
+      const changed = incremental ? this.#journal.changedSince(pos.seq as number) : [];
+      record.mode = incremental ? 'incremental' : 'full';
+      if (incremental && changed.length === 0 && !pos.syncing) {
+        // Nothing to copy: the slot's content stands, so it is never marked as
+        // mixed; its position is written only if the journal moved on.
+        if (pos.seq !== seq) await this.#slots.set(slot, { seq, syncing: false });
       } else {
-        record.mode = 'incremental';
-        await copier.copyPaths(this.#journal.changedSince(pos.seq));
+        await this.#slots.set(slot, { seq: pos.seq, syncing: true });
+        await copier.clearTemp();
+        if (incremental) await copier.copyPaths(changed);
+        else await copier.mirrorAll();
+        await this.#slots.set(slot, { seq, syncing: false });
       }
-      await this.#slots.set(slot, { seq, syncing: false });
       record.copied = { ...copier.stats };
       this.metrics.copiedFiles.inc(copier.stats.files);
       this.metrics.copiedBytes.inc(copier.stats.bytes);
