@@ -6,9 +6,11 @@
  * the publishing, to see what each costs; with both, quiet windows are
  * compared with quiet windows: the measurement's own noise.
  */
+import { availableParallelism } from 'node:os';
 import { type FlagSpecs, durationFlag, parseFlags } from '../../src/cli/flags.js';
+import type { CpuShare } from './cpu.js';
 import { runCrashCampaign } from './crash-campaign.js';
-import { runSoak } from './soak.js';
+import { type SoakReport, runSoak } from './soak.js';
 
 /** The issue's target for throughput during swaps, reported against. */
 const TARGET_RATIO = 0.9;
@@ -50,6 +52,7 @@ console.log(
     `${report.windows} pairs of ${report.windowMs / 1000} s windows, pairs say ${report.ratioInterval.map((r) => r.toFixed(2)).join('–')}; quiet windows of the second half / first half: ${report.quietRatio.toFixed(2)}); ` +
     `target ${TARGET_RATIO}: ${report.ratio >= TARGET_RATIO ? 'met' : 'NOT met'}`,
 );
+console.log(whereTheCpuWent(report));
 let crashOk = true;
 try {
   await runCrashCampaign({ runs, log: (line) => console.log(line) });
@@ -59,3 +62,19 @@ try {
   console.error(`crash campaign failed: ${(err as Error).message}`);
 }
 process.exitCode = wrong === 0 && crashOk && report.ratio >= minRatio ? 0 : 1;
+
+/**
+ * What the swapping windows cost in CPU, next to the quiet ones: the agent's
+ * cores, the servers' CPU per request, and how busy the machine was. On a
+ * machine the load already keeps busy, the ratio comes to about one minus the
+ * swap work's share of the busy cores.
+ */
+function whereTheCpuWent({ cpu, steadyRps, swappingRps }: SoakReport): string {
+  const busy = (s: CpuShare) => (s.loadGenerator + s.servers + s.agent + s.other).toFixed(2);
+  const perRequest = (cores: number, rps: number) => (rps > 0 ? `${Math.round((cores / rps) * 1e6)} µs` : 'n/a');
+  return (
+    `CPU, quiet → swapping windows: agent ${cpu.steady.agent.toFixed(2)} → ${cpu.swapping.agent.toFixed(2)} cores; ` +
+    `servers ${perRequest(cpu.steady.servers, steadyRps)} → ${perRequest(cpu.swapping.servers, swappingRps)} per request; ` +
+    `machine busy ${busy(cpu.steady)} → ${busy(cpu.swapping)} of ${availableParallelism()} cores`
+  );
+}
