@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -458,6 +458,22 @@ describe('agent on a full disk', () => {
     await assert.rejects(stat(join(store.master, 'huge.bin')), { code: 'ENOENT' });
     assert.deepEqual(await tempFilesIn(store.master), []);
     assert.equal((await agent.call('PUT', '/v1/files/small.txt', { body: 'fits' })).status, 201);
+  });
+
+  it('answers 507 for a tar batch whose last file does not fit whole, and commits none of it', async () => {
+    // leaves master a few pages: the file's one write is cut short, and the rest must fail, not vanish
+    const filler = join(store.master, 'filler.bin');
+    await writeFile(filler, Buffer.alloc(1024 * 1024 - 32 * 1024, 1));
+    try {
+      const body = await tarOf([[{ name: 'page.bin' }, Buffer.alloc(48 * 1024, 2)]]);
+      const res = await agent.call('POST', '/v1/batch', { headers: { 'content-type': 'application/x-tar' }, body });
+      assert.equal(res.status, 507);
+      assert.equal(((await res.json()) as { error: string }).error, 'DISK_FULL');
+      await assert.rejects(stat(join(store.master, 'page.bin')), { code: 'ENOENT' });
+      assert.deepEqual(await tempFilesIn(store.master), []);
+    } finally {
+      await rm(filler);
+    }
   });
 });
 

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Journal } from '../src/agent/journal.js';
 import { type TempStore, tempStore } from './helpers/store.js';
+import { mountTmpfs } from './helpers/tools.js';
 
 describe('change journal', () => {
   let store: TempStore;
@@ -83,5 +84,31 @@ describe('change journal', () => {
     assert.equal(created, true);
     assert.equal(journal.lastSeq, 0);
     await journal.close();
+  });
+
+  it('cuts off a line the disk had no room for: the append fails, and later lines survive a reopen', async () => {
+    const dir = join(store.root, 'small-disk');
+    await mkdir(dir);
+    const unmount = mountTmpfs(dir, '64k');
+    try {
+      const file = join(dir, 'journal.jsonl');
+      const { journal } = await Journal.open(file);
+      await journal.logTouched(['before.txt']);
+      // leave about one page free, then log a line of ten
+      const filler = join(dir, 'filler');
+      await writeFile(filler, Buffer.alloc(56 * 1024, 1));
+      const long = Array.from({ length: 40 }, (_, i) => `${'d'.repeat(240)}/${i}.txt`);
+      await assert.rejects(journal.logTouched(long), { code: 'ENOSPC' });
+      await rm(filler);
+      await journal.logTouched(['after.txt']);
+      await journal.close();
+      const text = await readFile(file, 'utf8');
+      for (const line of text.trim().split('\n')) JSON.parse(line); // no line glued to a cut-off one
+      const reopened = await Journal.open(file);
+      assert.deepEqual(reopened.journal.changedSince(0).sort(), ['after.txt', 'before.txt']);
+      await reopened.journal.close();
+    } finally {
+      unmount();
+    }
   });
 });

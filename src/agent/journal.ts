@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../atomic-write.js';
+import { writeAll } from '../write-all.js';
 
 /** A change to master as the write API makes it: staged temp file renamed into place, or a removal. */
 export type MasterOp = { op: 'put'; path: string; tmp: string } | { op: 'delete'; path: string };
@@ -27,6 +28,8 @@ export class Journal {
   /** Every path changed after the compaction point, with the last sequence that changed it. */
   readonly #changed = new Map<string, number>();
   #handle: FileHandle | undefined;
+  /** Bytes in the file: where a line cut short by a full disk is cut back to. */
+  #size = 0;
   /** Lines appended since the file was last rewritten: past a threshold, it is rewritten compact. */
   #appended = 0;
   #tail: Promise<unknown> = Promise.resolve();
@@ -89,7 +92,7 @@ export class Journal {
     } else if (text !== null && validBytes < Buffer.byteLength(text)) {
       await journal.#rewrite(); // cut the torn tail so new lines start clean
     }
-    journal.#handle = await openAppend(file);
+    await journal.#openAppend();
     const pending = [...intents.entries()].sort((x, y) => x[0] - y[0]);
     const last = pending.at(-1);
     return { journal, unfinished: last ? { seq: last[0], ops: last[1] } : null, created };
@@ -140,7 +143,15 @@ export class Journal {
     const run = async () => {
       const handle = this.#handle;
       if (!handle) throw new Error('journal is closed');
-      await handle.write(`${JSON.stringify(line)}\n`);
+      const bytes = Buffer.from(`${JSON.stringify(line)}\n`);
+      try {
+        await writeAll(handle, [bytes]);
+      } catch (err) {
+        // a line the disk had no room for is cut off, or the next one would be glued to it
+        await handle.truncate(this.#size).catch(() => {});
+        throw err;
+      }
+      this.#size += bytes.length;
       this.#appended++;
       if (sync) await handle.datasync();
     };
@@ -163,7 +174,7 @@ export class Journal {
     const rewrite = async () => {
       await this.#handle?.close();
       await this.#rewrite();
-      this.#handle = await openAppend(this.#file);
+      await this.#openAppend();
     };
     const next = this.#tail.then(rewrite, rewrite);
     this.#tail = next.catch(() => {});
@@ -184,13 +195,14 @@ export class Journal {
     await writeFileAtomic(this.#file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`, { durable: true });
   }
 
+  async #openAppend(): Promise<void> {
+    this.#handle = await open(this.#file, 'a', 0o644);
+    this.#size = (await this.#handle.stat()).size;
+  }
+
   async close(): Promise<void> {
     await this.#tail;
     await this.#handle?.close();
     this.#handle = undefined;
   }
-}
-
-function openAppend(file: string): Promise<FileHandle> {
-  return open(file, 'a', 0o644);
 }
