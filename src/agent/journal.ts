@@ -146,14 +146,15 @@ export class Journal {
       const bytes = Buffer.from(`${JSON.stringify(line)}\n`);
       try {
         await writeAll(handle, [bytes]);
+        if (sync) await handle.datasync();
       } catch (err) {
-        // a line the disk had no room for is cut off, or the next one would be glued to it
+        // A line that failed (cut short by a full disk, or not made durable) is cut off: what it
+        // logs is refused, and the next line must not be glued to half of it.
         await handle.truncate(this.#size).catch(() => {});
         throw err;
       }
       this.#size += bytes.length;
       this.#appended++;
-      if (sync) await handle.datasync();
     };
     const next = this.#tail.then(run, run);
     this.#tail = next.catch(() => {});
