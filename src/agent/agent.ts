@@ -418,6 +418,7 @@ export class Agent {
 
   async #copyInto(slot: SlotName, full: boolean, record: SwapRecord): Promise<void> {
     await this.#mutex.lock(async () => {
+      await this.writer.finishUnfinished(); // never copy half a batch
       const pos = this.#slots.get(slot);
       const seq = this.#journal.lastSeq;
       const copier = new TreeCopier(this.layout.master, this.layout.slots[slot], { durable: this.#opts.durable });

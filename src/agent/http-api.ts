@@ -289,6 +289,10 @@ export function createApi(opts: ApiOptions): express.Express {
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     if (err instanceof WriteError || err instanceof WritePathError) {
+      // the writer's mistakes are its own business; a full disk or an unfinished batch is the operator's
+      if (err instanceof WriteError && err.status >= 500) {
+        opts.logger.error({ code: err.code, method: req.method, url: req.originalUrl }, err.message);
+      }
       if (err.status === 413) res.setHeader('Connection', 'close');
       sendError(res, err.status, err instanceof WriteError ? err.code : 'BAD_PATH', err.message);
       return;

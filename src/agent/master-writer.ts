@@ -60,6 +60,8 @@ export class MasterWriter {
   readonly #mutex: Mutex;
   /** Identity of each entry this writer last changed, so the master watcher does not log it twice. */
   readonly ownWrites = new Map<string, string>();
+  /** A batch logged and partly applied when its application failed: finished before anything else. */
+  #unfinished: { seq: number; ops: MasterOp[] } | null = null;
 
   constructor(master: string, journal: Journal, mutex: Mutex) {
     this.#master = master;
@@ -188,28 +190,55 @@ export class MasterWriter {
 
   /** Apply staged ops as one batch; returns the journal sequence. Staged files are consumed or removed. */
   async apply(ops: StagedOp[]): Promise<number> {
+    let logged = false;
     try {
       return await this.#mutex.lock(async () => {
+        await this.finishUnfinished();
         await this.#check(ops);
-        const logged: MasterOp[] = ops.map((o) => (o.op === 'put' ? { op: 'put', path: o.path, tmp: o.tmp } : o));
+        const logOps: MasterOp[] = ops.map((o) => (o.op === 'put' ? { op: 'put', path: o.path, tmp: o.tmp } : o));
         // Remember what each entry will be before it changes: the master watcher may
         // report the change before this batch returns. A rename keeps the inode.
         for (const o of ops) {
           if (this.ownWrites.size >= 10_000) this.ownWrites.delete(this.ownWrites.keys().next().value as string);
           this.ownWrites.set(o.path, o.op === 'put' ? entrySignature(await lstat(o.tmp)) : entrySignature(null));
         }
-        const seq = await this.#journal.logIntent(logged);
-        await this.#applyOps(logged);
-        await this.#journal.logDone(seq);
+        const seq = await this.#journal.logIntent(logOps);
+        logged = true;
+        try {
+          await this.#applyOps(logOps);
+          await this.#journal.logDone(seq);
+        } catch (err) {
+          // Part of the batch may be in master already, and it cannot be taken back: it must be
+          // finished (from its staged files, kept for that) before anything else runs, or a sync
+          // would publish half of it, or a later batch be undone when this one is redone at start.
+          this.#unfinished = { seq, ops: logOps };
+          throw unfinishedError(seq, err);
+        }
         return seq;
       });
     } catch (err) {
-      await Promise.all(ops.map((o) => (o.op === 'put' ? unlink(o.tmp).catch(() => {}) : undefined)));
+      if (!logged) await Promise.all(ops.map((o) => (o.op === 'put' ? unlink(o.tmp).catch(() => {}) : undefined)));
       throw mapFsError(err);
     }
   }
 
-  /** Finish a batch whose intent was logged before a crash. */
+  /**
+   * Finish the batch a failure left half applied, if there is one. Called
+   * under the master mutex before any write or copy; throws while it still
+   * cannot be finished.
+   */
+  async finishUnfinished(): Promise<void> {
+    const unfinished = this.#unfinished;
+    if (unfinished === null) return;
+    try {
+      await this.redo(unfinished.seq, unfinished.ops);
+    } catch (err) {
+      throw unfinishedError(unfinished.seq, err);
+    }
+    this.#unfinished = null;
+  }
+
+  /** Finish a batch whose intent was logged before a crash (or a failure in mid-batch). */
   async redo(seq: number, ops: MasterOp[]): Promise<void> {
     await this.#applyOps(ops, true);
     await this.#journal.logDone(seq);
@@ -278,6 +307,16 @@ export class MasterWriter {
     }
     await Promise.all([...dirs].map((d) => fsyncDir(d).catch(() => {})));
   }
+}
+
+/** The answer while a batch stays half applied: nothing else is written or copied until it is finished. */
+function unfinishedError(seq: number, cause: unknown): WriteError {
+  const why = (cause as Error).message ?? String(cause);
+  return new WriteError(
+    503,
+    'BATCH_UNFINISHED',
+    `write batch ${seq} is logged but could not be finished (${why}); master keeps the part applied so far, and no write or sync runs until the batch is finished, which is tried again on each: free what it needs (disk space, say)`,
+  );
 }
 
 function mapFsError(err: unknown): unknown {

@@ -20,9 +20,11 @@ export function run(command: string, args: string[], cwd?: string): { code: numb
 
 /**
  * Mount a small tmpfs over `dir` (root only) so a test can fill a disk for
- * real; returns the unmount. Whatever `dir` held is hidden until then.
+ * real, in bytes or, with `inodes`, in files and directories; returns the
+ * unmount. Whatever `dir` held is hidden until then.
  */
-export function mountTmpfs(dir: string, size: string): () => void {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+export function mountTmpfs(dir: string, size: string, inodes?: number): () => void {
+  const options = inodes === undefined ? `size=${size}` : `size=${size},nr_inodes=${inodes}`;
+  execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
   return () => execFileSync('umount', [dir]);
 }
