@@ -188,7 +188,11 @@ export class MasterWriter {
     }
   }
 
-  /** Apply staged ops as one batch; returns the journal sequence. Staged files are consumed or removed. */
+  /**
+   * Apply staged ops as one batch; returns the journal sequence. Staged files
+   * are consumed, removed if the batch is refused before it is logged, or kept
+   * to finish it if it fails after.
+   */
   async apply(ops: StagedOp[]): Promise<number> {
     let logged = false;
     try {
