@@ -111,4 +111,28 @@ describe('change journal', () => {
       unmount();
     }
   });
+
+  it('keeps appending when a compaction finds no room to rewrite the file', async () => {
+    const dir = join(store.root, 'small-disk-2');
+    await mkdir(dir);
+    const unmount = mountTmpfs(dir, '64k');
+    try {
+      const file = join(dir, 'journal.jsonl');
+      const { journal } = await Journal.open(file);
+      let last = 0;
+      for (let i = 0; i < 1100; i++) last = await journal.logTouched([`f${i % 10}.txt`]);
+      const filler = join(dir, 'filler');
+      await writeFile(filler, Buffer.alloc(64 * 1024, 1)).catch(() => {}); // whatever fits: the disk is full
+      await assert.rejects(journal.compact(last - 1), { code: 'ENOSPC' });
+      await rm(filler);
+      const after = await journal.logTouched(['after.txt']);
+      await journal.close();
+      const reopened = await Journal.open(file);
+      assert.equal(reopened.journal.lastSeq, after);
+      assert.deepEqual(reopened.journal.changedSince(last), ['after.txt']);
+      await reopened.journal.close();
+    } finally {
+      unmount();
+    }
+  });
 });

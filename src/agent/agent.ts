@@ -443,7 +443,13 @@ export class Agent {
       this.metrics.deletedFiles.inc(copier.stats.deleted);
       const a = this.#slots.get('a').seq;
       const b = this.#slots.get('b').seq;
-      if (a !== null && b !== null) await this.#journal.compact(Math.min(a, b));
+      if (a === null || b === null) return;
+      try {
+        await this.#journal.compact(Math.min(a, b));
+      } catch (err) {
+        // housekeeping: the copy stands, and the journal is rewritten compact on a later try
+        this.#log.warn({ err: (err as Error).message }, 'journal compaction failed; it is tried again later');
+      }
     });
   }
 

@@ -174,8 +174,11 @@ export class Journal {
     this.#appended = 0;
     const rewrite = async () => {
       await this.#handle?.close();
-      await this.#rewrite();
-      await this.#openAppend();
+      try {
+        await this.#rewrite();
+      } finally {
+        await this.#openAppend(); // a rewrite that failed left the old file whole (it is atomic)
+      }
     };
     const next = this.#tail.then(rewrite, rewrite);
     this.#tail = next.catch(() => {});
