@@ -8,13 +8,13 @@
  *
  *   npm run bench:agent [-- --cycles 100 --rounds 2]
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { type AgentProc, startAgentProc } from '../test/helpers/cluster.js';
 import { tempStore } from '../test/helpers/store.js';
 import { FILES, TOKEN, batchTar, body } from '../test/soak/content.js';
+import { processCpuSeconds, threadSwitches } from '../test/soak/cpu.js';
 import { flag, machine } from './lib.js';
 
 const cycles = flag('cycles', 100);
@@ -24,19 +24,9 @@ const TOKEN_TEXT = 'bench-token-'.repeat(3);
 type Kind = 'write+sync (tar)' | 'write (tar)' | 'write (JSON)' | 'sync, nothing to copy';
 const KINDS: Kind[] = ['write+sync (tar)', 'write (tar)', 'write (JSON)', 'sync, nothing to copy'];
 
-/** CPU ms and thread switches a process has used so far, all its threads together (Linux /proc). */
+/** CPU ms and thread switches a process has used so far, all its threads together. */
 function usage(pid: number): { cpuMs: number; switches: number } {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  let switches = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const status = readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8');
-      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) switches += Number(m[1]);
-    } catch {
-      // a thread that ended between the listing and the read
-    }
-  }
-  return { cpuMs: (Number(fields[11]) + Number(fields[12])) * 10, switches };
+  return { cpuMs: processCpuSeconds(pid) * 1000, switches: threadSwitches(pid) };
 }
 
 /** The JSON batch that puts every file at version k: the same content as batchTar(k). */

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 /** CPU seconds a process has used so far (Linux /proc; 0 where there is none). */
-function processCpuSeconds(pid: number | undefined): number {
+export function processCpuSeconds(pid: number | undefined): number {
   if (pid === undefined || pid === process.pid) {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1e6;
@@ -12,6 +12,20 @@ function processCpuSeconds(pid: number | undefined): number {
   } catch {
     return 0;
   }
+}
+
+/** Context switches of every thread of a process so far, voluntary or not (Linux /proc). */
+export function threadSwitches(pid: number): number {
+  let switches = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) switches += Number(m[1]);
+    } catch {
+      // a thread that ended between the listing and the read
+    }
+  }
+  return switches;
 }
 
 /** CPU seconds the whole machine has been busy (all but idle and iowait), from /proc/stat. */
