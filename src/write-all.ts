@@ -19,3 +19,30 @@ export async function writeAll(handle: FileHandle, chunks: Uint8Array[]): Promis
     if (skip > 0) left = [(left[0] as Uint8Array).subarray(skip), ...left.slice(1)];
   }
 }
+
+/** A stream is written once this many bytes, or chunks (a client may send a byte at a time), are gathered. */
+const GATHER_BYTES = 1024 * 1024;
+const GATHER_CHUNKS = 64;
+
+/**
+ * Write a stream of chunks whole, gathering them into one writev of up to a
+ * megabyte: fewer round trips to the thread pool than one write per chunk.
+ * Returns the bytes written.
+ */
+export async function writeStream(handle: FileHandle, body: AsyncIterable<Uint8Array>): Promise<number> {
+  let size = 0;
+  let gathered: Uint8Array[] = [];
+  let gatheredBytes = 0;
+  for await (const chunk of body) {
+    gathered.push(chunk);
+    gatheredBytes += chunk.length;
+    if (gatheredBytes >= GATHER_BYTES || gathered.length >= GATHER_CHUNKS) {
+      await writeAll(handle, gathered);
+      size += gatheredBytes;
+      gathered = [];
+      gatheredBytes = 0;
+    }
+  }
+  await writeAll(handle, gathered);
+  return size + gatheredBytes;
+}

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { appendFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Journal } from '../src/agent/journal.js';
 import { type TempStore, tempStore } from './helpers/store.js';
-import { mountTmpfs } from './helpers/tools.js';
+import { onSmallDisk } from './helpers/tools.js';
 
 describe('change journal', () => {
   let store: TempStore;
@@ -87,10 +87,7 @@ describe('change journal', () => {
   });
 
   it('cuts off a line the disk had no room for: the append fails, and later lines survive a reopen', async () => {
-    const dir = join(store.root, 'small-disk');
-    await mkdir(dir);
-    const unmount = mountTmpfs(dir, '64k');
-    try {
+    await onSmallDisk(join(store.root, 'small-disk'), '64k', async (dir) => {
       const file = join(dir, 'journal.jsonl');
       const { journal } = await Journal.open(file);
       await journal.logTouched(['before.txt']);
@@ -107,16 +104,11 @@ describe('change journal', () => {
       const reopened = await Journal.open(file);
       assert.deepEqual(reopened.journal.changedSince(0).sort(), ['after.txt', 'before.txt']);
       await reopened.journal.close();
-    } finally {
-      unmount();
-    }
+    });
   });
 
   it('keeps appending when a compaction finds no room to rewrite the file', async () => {
-    const dir = join(store.root, 'small-disk-2');
-    await mkdir(dir);
-    const unmount = mountTmpfs(dir, '64k');
-    try {
+    await onSmallDisk(join(store.root, 'small-disk-2'), '64k', async (dir) => {
       const file = join(dir, 'journal.jsonl');
       const { journal } = await Journal.open(file);
       let last = 0;
@@ -131,8 +123,6 @@ describe('change journal', () => {
       assert.equal(reopened.journal.lastSeq, after);
       assert.deepEqual(reopened.journal.changedSince(last), ['after.txt']);
       await reopened.journal.close();
-    } finally {
-      unmount();
-    }
+    });
   });
 });

@@ -10,7 +10,6 @@ import { Journal } from './journal.js';
 import { MasterWatcher } from './master-watcher.js';
 import { MasterWriter } from './master-writer.js';
 import { AgentMetrics, type SwapPhase, type SwapResult } from './metrics.js';
-import { Mutex } from './mutex.js';
 import { publishEpoch } from './publish.js';
 import { SlotState } from './slot-state.js';
 import { StoreLock } from './store-lock.js';
@@ -113,7 +112,6 @@ export class Agent {
   readonly #lock: StoreLock;
   readonly #journal: Journal;
   readonly #slots: SlotState;
-  readonly #mutex: Mutex;
   #epoch: EpochRecord;
   #watcher: MasterWatcher | undefined;
   #interval: NodeJS.Timeout | undefined;
@@ -130,7 +128,7 @@ export class Agent {
     lock: StoreLock,
     journal: Journal,
     slots: SlotState,
-    mutex: Mutex,
+    writer: MasterWriter,
     epoch: EpochRecord,
   ) {
     this.layout = opts.layout;
@@ -139,9 +137,8 @@ export class Agent {
     this.#lock = lock;
     this.#journal = journal;
     this.#slots = slots;
-    this.#mutex = mutex;
     this.#epoch = epoch;
-    this.writer = new MasterWriter(opts.layout.master, journal, mutex);
+    this.writer = writer;
     this.metrics = new AgentMetrics({
       pendingChanges: () => this.pendingChanges() ?? -1,
       servers: async () => {
@@ -173,17 +170,16 @@ export class Agent {
     const lock = await StoreLock.acquire(layout.lockFile);
     try {
       const { journal, unfinished, created } = await Journal.open(layout.journalFile);
-      const mutex = new Mutex();
-      const redoWriter = new MasterWriter(layout.master, journal, mutex);
+      const writer = new MasterWriter(layout.master, journal);
       await mkdir(layout.master, { recursive: true });
       if (unfinished) {
         logger.warn(
           { seq: unfinished.seq, ops: unfinished.ops.length },
           'finishing a write batch interrupted by a crash',
         );
-        await redoWriter.redo(unfinished.seq, unfinished.ops);
+        await writer.redo(unfinished.seq, unfinished.ops);
       }
-      await redoWriter.clearTemp();
+      await writer.clearTemp();
       const slots = await SlotState.load(layout.slotStateFile, journal.id);
       if (created && (await readEpochFile(layout.epochFile))) {
         logger.warn(
@@ -193,7 +189,7 @@ export class Agent {
       }
       const { created: initialised, record } = await initStore(layout, journal, slots, { durable: opts.durable });
       if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
-      const agent = new Agent(opts, lock, journal, slots, mutex, record);
+      const agent = new Agent(opts, lock, journal, slots, writer, record);
       await agent.#startWatching();
       return agent;
     } catch (err) {
@@ -417,8 +413,8 @@ export class Agent {
   }
 
   async #copyInto(slot: SlotName, full: boolean, record: SwapRecord): Promise<void> {
-    await this.#mutex.lock(async () => {
-      await this.writer.finishUnfinished(); // never copy half a batch
+    // never a copy of half a batch: the writer finishes one a failure left first
+    await this.writer.exclusive(async () => {
       const pos = this.#slots.get(slot);
       const seq = this.#journal.lastSeq;
       const copier = new TreeCopier(this.layout.master, this.layout.slots[slot], { durable: this.#opts.durable });

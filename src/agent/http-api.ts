@@ -1,9 +1,9 @@
-import { isAscii } from 'node:buffer';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { parseWritePath, WritePathError } from '../write-path.js';
 import type { Agent, AgentLogger, SwapRecord } from './agent.js';
-import { MAX_BATCH_OPS, type StagedOp, WriteError, bodyTooLarge } from './master-writer.js';
+import { stageJsonBatch } from './json-batch.js';
+import { type StagedOp, WriteError, bodyTooLarge } from './master-writer.js';
 import { statusPage } from './status-page.js';
 import { stageTarBatch } from './tar-batch.js';
 
@@ -14,13 +14,6 @@ export interface ApiOptions {
   /** Largest body the write API accepts, in bytes. */
   maxBody: number;
   logger: AgentLogger;
-}
-
-interface BatchOp {
-  op: 'put' | 'delete';
-  path: string;
-  content?: string;
-  encoding?: 'utf8' | 'base64';
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -38,28 +31,6 @@ function swapStatus(record: SwapRecord): number {
 /** Body of an error answer: a stable code and a message meant for the writer, never an internal one. */
 function sendError(res: Response, status: number, code: string, message: string): void {
   res.status(status).json({ error: code, message });
-}
-
-/**
- * The ops of a JSON batch body. A body that is plain ASCII (base64 content, or
- * text with its non-ASCII escaped) is decoded as latin1: the same string, at a
- * small fraction of what a UTF-8 decode of a megabyte costs.
- */
-function parseBatchBody(body: unknown): unknown {
-  if (!Buffer.isBuffer(body)) {
-    throw new WriteError(
-      400,
-      'BAD_BATCH',
-      'the body must be JSON ("Content-Type: application/json") or a tar archive ("Content-Type: application/x-tar")',
-    );
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(isAscii(body) ? body.toString('latin1') : body.toString('utf8'));
-  } catch (err) {
-    throw new WriteError(400, 'BAD_BATCH', `the body is not valid JSON: ${(err as Error).message}`);
-  }
-  return (parsed as { ops?: unknown } | null)?.ops;
 }
 
 function truthy(v: unknown): boolean {
@@ -176,67 +147,28 @@ export function createApi(opts: ApiOptions): express.Express {
 
   const jsonBody = express.raw({ type: 'application/json', limit: opts.maxBody });
   app.post('/v1/batch', (req, res, next) => {
-    if (req.is('application/x-tar')) void tarBatch(req, res, next);
-    else jsonBody(req, res, (err?: unknown) => (err ? next(err) : void jsonBatch(req, res, next)));
+    if (req.is('application/x-tar')) {
+      void batch(res, next, (agent) => {
+        refuseDeclaredOversize(req);
+        return stageTarBatch(req, agent.writer, opts.maxBody);
+      });
+    } else {
+      jsonBody(req, res, (err?: unknown) =>
+        err ? next(err) : void batch(res, next, (agent) => stageJsonBatch(req.body, agent.writer)),
+      );
+    }
   });
 
-  /** Apply a staged batch and answer for it; staged files are consumed or removed either way. */
-  async function applyBatch(agent: Agent, staged: StagedOp[], res: Response): Promise<void> {
-    const seq = await agent.writer.apply(staged);
-    agent.changed();
-    count('batch', 'ok');
-    res.json({ applied: staged.length, seq });
-  }
-
-  async function tarBatch(req: Request, res: Response, next: NextFunction): Promise<void> {
+  /** Stage a batch (either format), apply it and answer; staged files are consumed or removed either way. */
+  async function batch(res: Response, next: NextFunction, stage: (agent: Agent) => Promise<StagedOp[]>) {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
-      refuseDeclaredOversize(req);
-      await applyBatch(agent, await stageTarBatch(req, agent.writer, opts.maxBody), res);
-    } catch (err) {
-      count('batch', String((err as WriteError).status ?? 500));
-      next(err);
-    }
-  }
-
-  async function jsonBatch(req: Request, res: Response, next: NextFunction): Promise<void> {
-    const agent = agentOr503(res);
-    if (!agent) return;
-    const staged: StagedOp[] = [];
-    try {
-      const ops = parseBatchBody(req.body);
-      if (!Array.isArray(ops) || ops.length === 0 || ops.length > MAX_BATCH_OPS) {
-        throw new WriteError(400, 'BAD_BATCH', `body must be {"ops": [...]} with 1 to ${MAX_BATCH_OPS} operations`);
-      }
-      const bodies: Buffer[] = [];
-      const plan: ({ op: 'delete'; path: string } | { op: 'put'; path: string; body: number })[] = [];
-      for (const raw of ops as BatchOp[]) {
-        if (typeof raw !== 'object' || raw === null || typeof raw.path !== 'string') {
-          throw new WriteError(400, 'BAD_BATCH', 'each operation needs "op" and "path"');
-        }
-        const path = parseWritePath(encodeURIComponent(raw.path));
-        if (raw.op === 'delete') {
-          plan.push({ op: 'delete', path });
-        } else if (raw.op === 'put') {
-          if (typeof raw.content !== 'string')
-            throw new WriteError(400, 'BAD_BATCH', `put of "${path}" needs "content" (a string)`);
-          const encoding = raw.encoding ?? 'utf8';
-          if (encoding !== 'utf8' && encoding !== 'base64') {
-            throw new WriteError(400, 'BAD_BATCH', 'encoding must be "utf8" or "base64"');
-          }
-          plan.push({ op: 'put', path, body: bodies.push(Buffer.from(raw.content, encoding)) - 1 });
-        } else {
-          throw new WriteError(400, 'BAD_BATCH', 'op must be "put" or "delete"');
-        }
-      }
-      const files = await agent.writer.stageBuffers(bodies);
-      for (const p of plan) {
-        staged.push(
-          p.op === 'delete' ? p : { op: 'put', path: p.path, ...(files[p.body] as { tmp: string; size: number }) },
-        );
-      }
-      await applyBatch(agent, staged, res);
+      const staged = await stage(agent);
+      const seq = await agent.writer.apply(staged);
+      agent.changed();
+      count('batch', 'ok');
+      res.json({ applied: staged.length, seq });
     } catch (err) {
       count('batch', String((err as WriteError).status ?? 500));
       next(err);

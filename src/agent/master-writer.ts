@@ -7,11 +7,11 @@ import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../atomic-write.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
-import { writeAll } from '../write-all.js';
+import { writeStream } from '../write-all.js';
 import type { Journal, MasterOp } from './journal.js';
 import { entrySignature } from './master-watcher.js';
 import { Limiter } from './limiter.js';
-import type { Mutex } from './mutex.js';
+import { Mutex } from './mutex.js';
 
 /** A write refused for a reason the writer can act on; `status` is the HTTP answer. */
 export class WriteError extends MirrorswapError {
@@ -43,10 +43,6 @@ export function bodyAborted(): WriteError {
 /** Temp files of an archive batch held open while their fsync runs; the next ones are written meanwhile. */
 const SYNCS_IN_FLIGHT = 16;
 
-/** A streamed body is written once this many bytes, or chunks (a client may send a byte at a time), are gathered. */
-const WRITE_GATHER_BYTES = 1024 * 1024;
-const WRITE_GATHER_CHUNKS = 64;
-
 /**
  * The only writer of master. Bodies are staged in master's temp directory and
  * fsynced; a batch is then logged as an intent, renamed into place and marked
@@ -57,17 +53,17 @@ export class MasterWriter {
   readonly #master: string;
   readonly #tmpDir: string;
   readonly #journal: Journal;
-  readonly #mutex: Mutex;
+  /** Held by a batch while it is applied and by a copy while it reads master: a copy never splits a batch. */
+  readonly #mutex = new Mutex();
   /** Identity of each entry this writer last changed, so the master watcher does not log it twice. */
   readonly ownWrites = new Map<string, string>();
   /** A batch logged and partly applied when its application failed: finished before anything else. */
   #unfinished: { seq: number; ops: MasterOp[] } | null = null;
 
-  constructor(master: string, journal: Journal, mutex: Mutex) {
+  constructor(master: string, journal: Journal) {
     this.#master = master;
     this.#tmpDir = join(master, TEMP_DIR_NAME);
     this.#journal = journal;
-    this.#mutex = mutex;
   }
 
   /** Write a body to a new temp file in master, fsynced; refuse it past `limit` bytes. */
@@ -149,20 +145,7 @@ export class MasterWriter {
         staged.push(item);
         const handle = await open(item.tmp, 'wx', 0o644);
         try {
-          // socket reads gathered into one writev: fewer round trips to the thread pool
-          let gathered: Uint8Array[] = [];
-          let gatheredBytes = 0;
-          for await (const chunk of body) {
-            gathered.push(chunk);
-            gatheredBytes += chunk.length;
-            item.size += chunk.length;
-            if (gatheredBytes >= WRITE_GATHER_BYTES || gathered.length >= WRITE_GATHER_CHUNKS) {
-              await writeAll(handle, gathered);
-              gathered = [];
-              gatheredBytes = 0;
-            }
-          }
-          await writeAll(handle, gathered);
+          item.size = await writeStream(handle, body);
         } catch (err) {
           await handle.close();
           throw err;
@@ -196,8 +179,7 @@ export class MasterWriter {
   async apply(ops: StagedOp[]): Promise<number> {
     let logged = false;
     try {
-      return await this.#mutex.lock(async () => {
-        await this.finishUnfinished();
+      return await this.exclusive(async () => {
         await this.#check(ops);
         const logOps: MasterOp[] = ops.map((o) => (o.op === 'put' ? { op: 'put', path: o.path, tmp: o.tmp } : o));
         // Remember what each entry will be before it changes: the master watcher may
@@ -227,19 +209,23 @@ export class MasterWriter {
   }
 
   /**
-   * Finish the batch a failure left half applied, if there is one. Called
-   * under the master mutex before any write or copy; throws while it still
-   * cannot be finished.
+   * Run `work` alone with master (under the master mutex), once the batch a
+   * failure left half applied, if any, is finished: no write or copy ever sees
+   * half a batch. Throws BATCH_UNFINISHED while it still cannot be finished.
    */
-  async finishUnfinished(): Promise<void> {
-    const unfinished = this.#unfinished;
-    if (unfinished === null) return;
-    try {
-      await this.redo(unfinished.seq, unfinished.ops);
-    } catch (err) {
-      throw unfinishedError(unfinished.seq, err);
-    }
-    this.#unfinished = null;
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    return this.#mutex.lock(async () => {
+      const unfinished = this.#unfinished;
+      if (unfinished !== null) {
+        try {
+          await this.redo(unfinished.seq, unfinished.ops);
+        } catch (err) {
+          throw unfinishedError(unfinished.seq, err);
+        }
+        this.#unfinished = null;
+      }
+      return work();
+    });
   }
 
   /** Finish a batch whose intent was logged before a crash (or a failure in mid-batch). */

@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 
 /**
  * The path of an external tool the deploy tests need, or a failure telling
@@ -27,4 +28,15 @@ export function mountTmpfs(dir: string, size: string, inodes?: number): () => vo
   const options = inodes === undefined ? `size=${size}` : `size=${size},nr_inodes=${inodes}`;
   execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
   return () => execFileSync('umount', [dir]);
+}
+
+/** Run `fn` on a new directory `dir` mounted as a tmpfs of `size` of its own (root only), unmounted after. */
+export async function onSmallDisk<T>(dir: string, size: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  await mkdir(dir);
+  const unmount = mountTmpfs(dir, size);
+  try {
+    return await fn(dir);
+  } finally {
+    unmount();
+  }
 }
