@@ -1,3 +1,4 @@
+import { SYSTEM_LIMITS, pathTooLong } from './path-limits.js';
 import { TEMP_DIR_NAME } from './store-layout.js';
 
 /** Why a path given to the write API was refused; the message is safe to show the writer. */
@@ -9,8 +10,6 @@ export class WritePathError extends Error {
   }
 }
 
-const MAX_PATH = 4096;
-const MAX_SEGMENT = 255;
 /** C0 controls and DEL: legal in POSIX names, but never in a web path we publish. */
 function hasControl(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
@@ -37,14 +36,14 @@ export function parseWritePath(encoded: string): string {
   if (path.includes('\\')) throw new WritePathError('path contains a backslash');
   if (path === '') throw new WritePathError('path is empty');
   if (path.startsWith('/')) throw new WritePathError('path must be relative to master (no leading "/")');
-  if (path.length > MAX_PATH) throw new WritePathError(`path is longer than ${MAX_PATH} characters`);
   const segments = path.split('/');
   for (const s of segments) {
     if (s === '') throw new WritePathError('path has an empty segment ("//" or a trailing "/")');
     if (s === '.' || s === '..') throw new WritePathError('path has a "." or ".." segment');
-    if (Buffer.byteLength(s) > MAX_SEGMENT)
-      throw new WritePathError(`a path segment is longer than ${MAX_SEGMENT} bytes`);
   }
+  // the system's own limits here; the writer checks the store's file systems' before logging anything
+  const tooLong = pathTooLong(path, SYSTEM_LIMITS);
+  if (tooLong) throw new WritePathError(tooLong);
   if (segments[0] === TEMP_DIR_NAME) throw new WritePathError(`"${TEMP_DIR_NAME}" is reserved`);
   return path;
 }

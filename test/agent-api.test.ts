@@ -393,7 +393,7 @@ describe('agent sync and rollback through the API', () => {
     const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
     assert.equal(record.result, 'ok');
     assert.equal(record.mode, 'incremental');
-    assert.deepEqual(record.copied, { files: 0, bytes: 0, deleted: 0, dirs: 0 });
+    assert.deepEqual(record.copied, { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0 });
     assert.equal((await readEpochFile(store.epochFile))?.mounted, record.to);
     assert.equal(await body('/page.html'), 'v2');
     const after = await stat(store.slotStateFile);
@@ -522,7 +522,7 @@ describe('a write batch that fails half applied', () => {
     // half of it is in master, and stays out of every copy
     assert.equal(await readFile(join(store.master, 'old/new.txt'), 'utf8'), 'A');
     const refused = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-    assert.equal(refused.result, 'failed');
+    assert.equal(refused.result, 'failed', JSON.stringify(refused));
     assert.equal(refused.error?.code, 'BATCH_UNFINISHED');
     assert.equal((await readEpochFile(store.epochFile))?.epoch, 1);
     const held = await agent.call('DELETE', '/v1/files/old/kept.txt');

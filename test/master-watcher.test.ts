@@ -11,12 +11,19 @@ describe('master watcher', () => {
   let watcher: MasterWatcher;
   const own = new Map<string, string>();
   const seen = new Set<string>();
+  const incomplete: string[] = [];
 
   before(async () => {
     store = await tempStore();
     await store.fill('master', { 'old/dir/file.txt': 'x', 'top.txt': 'y' });
-    watcher = new MasterWatcher(store.master, own, (paths) => {
-      for (const p of paths) seen.add(p);
+    watcher = new MasterWatcher({
+      root: store.master,
+      own,
+      fenceDir: join(store.root, 'fence'),
+      onChanges: (paths) => {
+        for (const p of paths) seen.add(p);
+      },
+      onIncomplete: (reason) => incomplete.push(reason),
     });
     await watcher.start();
   });

@@ -1,7 +1,9 @@
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import { MirrorswapError } from '../errors.js';
 import { type Heartbeat, isLive, readHeartbeats } from '../heartbeat.js';
+import { compareTrees } from './compare-trees.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
 import { type WaitForServersOptions, waitForServers } from './drain.js';
 import { runHook } from './hooks.js';
@@ -10,6 +12,7 @@ import { Journal } from './journal.js';
 import { MasterWatcher } from './master-watcher.js';
 import { MasterWriter } from './master-writer.js';
 import { AgentMetrics, type SwapPhase, type SwapResult } from './metrics.js';
+import { pathLimitsFor } from '../path-limits.js';
 import { publishEpoch } from './publish.js';
 import { SlotState } from './slot-state.js';
 import { StoreLock } from './store-lock.js';
@@ -40,6 +43,12 @@ export interface AgentOptions {
   watchMaster?: boolean;
   /** fsync copied files before publishing them (default true). */
   durable?: boolean;
+  /**
+   * Compare master with the mounted copy this often, in the background, to
+   * catch changes the journal missed (0: never). Each one found is logged,
+   * counted and synced like any other change.
+   */
+  verifyIntervalMs?: number;
 }
 
 type ResolvedAgentOptions = Required<Omit<AgentOptions, 'onMount' | 'onUnmount'>> &
@@ -84,16 +93,34 @@ export interface AgentStatus {
   journalSeq: number;
   /** Master paths changed since the mounted slot was synced; null when unknown (a full compare is due). */
   pendingChanges: number | null;
+  /**
+   * Whether the journal is known to name every change since the mounted copy
+   * was synced (false after a restart or a lost event, until master is
+   * compared again), and the last such comparison.
+   */
+  changeTracking: {
+    complete: boolean;
+    watching: boolean;
+    lastReconcile: { at: string; trigger: ReconcileTrigger; found: number } | null;
+  };
   paused: boolean;
   swapping: SwapProgress | null;
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
 }
 
-interface Request {
-  kind: SwapKind;
-  full: boolean;
-  resolve: (r: SwapRecord) => void;
+/** What made the agent compare master with the mounted copy. */
+export type ReconcileTrigger = 'start' | 'verify' | 'incomplete';
+
+type QueueItem =
+  | { kind: SwapKind; full: boolean; resolve: (r: SwapRecord) => void }
+  | { kind: 'reconcile'; trigger: ReconcileTrigger; resolve: () => void };
+
+/** Whether `path` or one of its ancestors is in `paths` (a directory path stands for its whole tree). */
+function coveredBy(paths: ReadonlySet<string>, path: string): boolean {
+  if (paths.has(path)) return true;
+  for (let i = path.indexOf('/'); i >= 0; i = path.indexOf('/', i + 1)) if (paths.has(path.slice(0, i))) return true;
+  return false;
 }
 
 const HISTORY = 20;
@@ -116,11 +143,17 @@ export class Agent {
   #watcher: MasterWatcher | undefined;
   #interval: NodeJS.Timeout | undefined;
   #settle: NodeJS.Timeout | undefined;
-  #queue: Request[] = [];
+  #queue: QueueItem[] = [];
+  #reconcileQueued = false;
+  #reconcileTimer: NodeJS.Timeout | undefined;
+  #verifyTimer: NodeJS.Timeout | undefined;
   #pumping = false;
   #swapping: SwapProgress | null = null;
   #paused = false;
   #history: SwapRecord[] = [];
+  #lastReconcile: AgentStatus['changeTracking']['lastReconcile'] = null;
+  /** Called when the queue runs dry: close() waits on it. */
+  #idle: (() => void) | undefined;
   #closed = false;
 
   private constructor(
@@ -163,6 +196,7 @@ export class Agent {
       settleMs: 1000,
       watchMaster: true,
       durable: true,
+      verifyIntervalMs: 10 * 60_000,
       ...options,
     };
     const { layout, logger } = opts;
@@ -170,7 +204,13 @@ export class Agent {
     const lock = await StoreLock.acquire(layout.lockFile);
     try {
       const { journal, unfinished, created } = await Journal.open(layout.journalFile);
-      const writer = new MasterWriter(layout.master, journal);
+      const writer = new MasterWriter(layout.master, journal, {
+        onDropped: (path, err) =>
+          logger.error(
+            { path: path.slice(0, 200), err: err.message },
+            'dropped an entry of an unfinished write batch that the file system cannot hold',
+          ),
+      });
       await mkdir(layout.master, { recursive: true });
       if (unfinished) {
         logger.warn(
@@ -187,10 +227,27 @@ export class Agent {
           'change journal was missing: the next sync of each slot compares whole trees',
         );
       }
-      const { created: initialised, record } = await initStore(layout, journal, slots, { durable: opts.durable });
+      const {
+        created: initialised,
+        recovered,
+        record,
+      } = await initStore(layout, journal, slots, {
+        durable: opts.durable,
+      });
       if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
+      if (recovered) {
+        logger.warn(
+          { epoch: record.epoch, mounted: record.mounted, recoveredFrom: recovered },
+          `the epoch file was missing: published epoch ${record.epoch} mounting slot ${record.mounted} again, without writing into either copy`,
+        );
+      }
+      writer.limits = await pathLimitsFor([layout.master, layout.slots.a, layout.slots.b]);
       const agent = new Agent(opts, lock, journal, slots, writer, record);
+      // Whatever happened to master while no agent watched it is unknown: until master is
+      // compared with the mounted copy (queued below), each slot's next sync compares trees.
+      if (!initialised) await journal.logGap('agent started: master may have changed while no agent watched it');
       await agent.#startWatching();
+      if (!initialised) agent.#enqueueReconcile('start');
       return agent;
     } catch (err) {
       await lock.release();
@@ -200,21 +257,20 @@ export class Agent {
 
   async #startWatching(): Promise<void> {
     if (this.#opts.watchMaster) {
-      this.#watcher = new MasterWatcher(
-        this.layout.master,
-        this.writer.ownWrites,
-        (paths) => {
+      this.#watcher = new MasterWatcher({
+        root: this.layout.master,
+        own: this.writer.ownWrites,
+        fenceDir: join(this.layout.stateDir, 'watch-fence'),
+        onChanges: (paths) =>
           this.#journal.logTouched(paths).then(
             () => this.changed(),
-            (err: Error) => this.#log.error({ err: err.message }, 'could not record changes seen in master'),
-          );
-        },
-        (err) =>
-          this.#log.error(
-            { err: err.message },
-            'cannot watch a directory of master (inotify limits?); direct writes there are seen only by sync --full',
+            (err: Error) => {
+              // the paths are known in memory; a restart would not know them, and logs a gap anyway
+              this.#log.error({ err: err.message }, 'could not record changes seen in master');
+            },
           ),
-      );
+        onIncomplete: (reason) => this.#incomplete(reason),
+      });
       await this.#watcher.start();
     }
     if (this.#opts.intervalMs > 0) {
@@ -222,6 +278,81 @@ export class Agent {
         if (!this.#paused && this.pendingChanges() !== 0) void this.requestSync({ reason: 'interval' });
       }, this.#opts.intervalMs);
     }
+    if (this.#opts.verifyIntervalMs > 0) {
+      this.#verifyTimer = setInterval(() => this.#enqueueReconcile('verify'), this.#opts.verifyIntervalMs);
+      this.#verifyTimer.unref();
+    }
+  }
+
+  /**
+   * Changes to master may have been missed: log a gap, so that no slot is
+   * synced from the journal alone until master is compared again (soon, in
+   * the background).
+   */
+  #incomplete(reason: string): void {
+    if (this.#closed) return;
+    this.metrics.knowledgeGaps.inc();
+    this.#log.warn(
+      { reason },
+      'changes to master may have been missed: syncs compare whole trees until master is compared again',
+    );
+    this.#journal
+      .logGap(reason)
+      .catch((err: Error) => this.#log.error({ err: err.message }, 'could not log a gap in the journal'));
+    this.#reconcileTimer ??= setTimeout(() => {
+      this.#reconcileTimer = undefined;
+      this.#enqueueReconcile('incomplete');
+    }, 1000);
+  }
+
+  /** Queue a comparison of master with the mounted copy, unless one is queued already. */
+  #enqueueReconcile(trigger: ReconcileTrigger): Promise<void> {
+    if (this.#reconcileQueued || this.#closed) return Promise.resolve();
+    this.#reconcileQueued = true;
+    return new Promise((resolve) => {
+      this.#queue.push({ kind: 'reconcile', trigger, resolve });
+      void this.#pump();
+    });
+  }
+
+  /**
+   * Compare master with the mounted copy and log every difference the journal
+   * does not name, so both copies get it by their next sync: the journal is a
+   * hint, and this makes it whole again. Covers the gaps logged before it.
+   */
+  async #reconcile(trigger: ReconcileTrigger): Promise<void> {
+    const slot = this.#epoch.mounted;
+    const pos = this.#slots.get(slot);
+    if (pos.seq === null || pos.syncing) {
+      this.#log.warn(
+        { slot },
+        `slot ${slot} is mounted at no known position: the next sync of each slot compares trees`,
+      );
+      return;
+    }
+    const position = pos.seq;
+    const through = this.#journal.lastSeq;
+    const started = performance.now();
+    const diffs = await compareTrees(this.layout.master, this.layout.slots[slot]);
+    // Changes made during the walk reach the journal by the watcher; wait for them to be recorded.
+    if (this.#watcher && !(await this.#watcher.settle())) {
+      this.#incomplete('the master watcher could not confirm it saw every change during a comparison');
+      return;
+    }
+    const known = new Set(this.#journal.changedSince(position));
+    const unknown = diffs.map((d) => d.path).filter((p) => !coveredBy(known, p));
+    if (unknown.length > 0) {
+      await this.#journal.logTouched(unknown);
+      this.metrics.repairs.inc({ trigger }, unknown.length);
+      const sample = unknown.slice(0, 20);
+      const msg = `master had ${unknown.length} changes the journal did not know; logged, so the next sync of each slot copies them`;
+      if (trigger === 'start') this.#log.info({ trigger, changes: unknown.length, sample }, msg);
+      else this.#log.warn({ trigger, changes: unknown.length, sample }, msg);
+    }
+    await this.#journal.logReconciled(position, through);
+    this.#lastReconcile = { at: new Date().toISOString(), trigger, found: unknown.length };
+    this.metrics.reconcileSeconds.observe((performance.now() - started) / 1000);
+    this.changed();
   }
 
   /** Tell the agent master changed (the write API calls this after each write). */
@@ -241,7 +372,7 @@ export class Agent {
   /** Master changes the mounted slot lacks; null if unknown. */
   pendingChanges(): number | null {
     const seq = this.#slots.get(this.#epoch.mounted).seq;
-    return seq === null ? null : this.#journal.countSince(seq);
+    return seq === null || !this.#journal.trusts(seq) ? null : this.#journal.countSince(seq);
   }
 
   /**
@@ -283,11 +414,25 @@ export class Agent {
     if (this.#pumping) return;
     this.#pumping = true;
     try {
-      for (let req = this.#queue.shift(); req; req = this.#queue.shift()) {
-        req.resolve(await this.#swap(req.kind, req.full));
+      for (let item = this.#queue.shift(); item; item = this.#queue.shift()) {
+        if (item.kind === 'reconcile') {
+          this.#reconcileQueued = false;
+          try {
+            await this.#reconcile(item.trigger);
+          } catch (err) {
+            this.#log.error(
+              { err: (err as Error).message },
+              'comparing master with the mounted copy failed; tried again later',
+            );
+          }
+          item.resolve();
+        } else {
+          item.resolve(await this.#swap(item.kind, item.full));
+        }
       }
     } finally {
       this.#pumping = false;
+      this.#idle?.();
     }
   }
 
@@ -350,8 +495,11 @@ export class Agent {
       if (kind === 'sync') {
         await this.#phase(record, 'copy', () => this.#copyInto(to, full, record));
       }
-      // 3. publish the epoch that mounts it
-      const next = await this.#phase(record, 'publish', () => publishEpoch(this.layout, current.epoch + 1, to));
+      // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
+      const next = await this.#phase(record, 'publish', async () => {
+        await this.#vouchFor(to);
+        return publishEpoch(this.layout, current.epoch + 1, to);
+      });
       published = true;
       this.#epoch = next;
       this.metrics.epoch.set(next.epoch);
@@ -398,6 +546,21 @@ export class Agent {
     return record;
   }
 
+  /**
+   * Refuse to mount a slot whose recorded state does not say it holds a
+   * complete copy at the position the agent meant: a copy that did not finish,
+   * a positions file rewritten or lost behind the agent's back.
+   */
+  async #vouchFor(slot: SlotName): Promise<void> {
+    const meant = this.#slots.get(slot);
+    const recorded = await this.#slots.recorded(slot);
+    if (meant.seq !== null && !meant.syncing && recorded?.seq === meant.seq && !recorded.syncing) return;
+    throw new MirrorswapError(
+      'SLOT_NOT_VOUCHED',
+      `slot ${slot} is not mounted: its recorded state (${recorded ? JSON.stringify(recorded) : 'unreadable'}) does not say it holds the complete copy meant (journal position ${meant.seq}${meant.syncing ? ', copy unfinished' : ''}); run mirrorswap sync --full`,
+    );
+  }
+
   /** Wait on the live servers' heartbeats, bounded by --drain-timeout, logging each server dropped as dead. */
   #waitForServers(
     check: Pick<WaitForServersOptions, 'what' | 'done' | 'describe'>,
@@ -415,11 +578,16 @@ export class Agent {
   async #copyInto(slot: SlotName, full: boolean, record: SwapRecord): Promise<void> {
     // never a copy of half a batch: the writer finishes one a failure left first
     await this.writer.exclusive(async () => {
+      // Every change made to master before this point must be in the journal before it is read.
+      if (this.#watcher && !(await this.#watcher.settle())) {
+        this.#incomplete('the master watcher could not confirm it saw every change before a sync');
+      }
       const pos = this.#slots.get(slot);
       const seq = this.#journal.lastSeq;
       const copier = new TreeCopier(this.layout.master, this.layout.slots[slot], { durable: this.#opts.durable });
       if (this.#swapping) this.#swapping.copied = copier.stats;
-      const incremental = !full && pos.seq !== null;
+      // The journal is trusted only from positions no gap came after; else the trees are compared.
+      const incremental = !full && pos.seq !== null && this.#journal.trusts(pos.seq);
       const changed = incremental ? this.#journal.changedSince(pos.seq as number) : [];
       record.mode = incremental ? 'incremental' : 'full';
       if (incremental && changed.length === 0 && !pos.syncing) {
@@ -430,8 +598,14 @@ export class Agent {
         await this.#slots.set(slot, { seq: pos.seq, syncing: true });
         await copier.clearTemp();
         if (incremental) await copier.copyPaths(changed);
-        else await copier.mirrorAll();
+        else await this.#passOn(slot, await copier.mirrorAll());
         await this.#slots.set(slot, { seq, syncing: false });
+      }
+      if (copier.skipped.length > 0) {
+        this.#log.error(
+          { slot, skipped: copier.skipped.slice(0, 20), count: copier.skipped.length },
+          `left out ${copier.skipped.length} entries of master that slot ${slot}'s file system cannot hold (a name or path too long): rename them in master`,
+        );
       }
       record.copied = { ...copier.stats };
       this.metrics.copiedFiles.inc(copier.stats.files);
@@ -447,6 +621,26 @@ export class Agent {
         this.#log.warn({ err: (err as Error).message }, 'journal compaction failed; it is tried again later');
       }
     });
+  }
+
+  /**
+   * A full compare of `slot` found `found` different. Whatever of it the
+   * journal did not name since the other slot's position is logged, so the
+   * other slot gets it too by its next sync (when it syncs from the journal;
+   * otherwise it is compared whole anyway).
+   */
+  async #passOn(slot: SlotName, found: string[]): Promise<void> {
+    const other = this.#slots.get(otherSlot(slot)).seq;
+    if (found.length === 0 || other === null || !this.#journal.trusts(other)) return;
+    const known = new Set(this.#journal.changedSince(other));
+    const unknown = found.filter((p) => !coveredBy(known, p));
+    if (unknown.length === 0) return;
+    await this.#journal.logTouched(unknown);
+    this.metrics.repairs.inc({ trigger: 'full_sync' }, unknown.length);
+    this.#log.warn(
+      { slot, changes: unknown.length, sample: unknown.slice(0, 20) },
+      `a full sync found ${unknown.length} changes the journal did not know; logged, so slot ${otherSlot(slot)} gets them too`,
+    );
   }
 
   async #hook(
@@ -471,7 +665,7 @@ export class Agent {
 
   /** Compare master with the mounted slot (or the given one) without changing anything. */
   async verify(slot: SlotName = this.#epoch.mounted, limit = 1000): Promise<Difference[]> {
-    return new TreeCopier(this.layout.master, this.layout.slots[slot]).compare(limit);
+    return compareTrees(this.layout.master, this.layout.slots[slot], { limit });
   }
 
   async status(): Promise<AgentStatus> {
@@ -490,6 +684,11 @@ export class Agent {
       standby: { slot: standby, ...this.#slots.get(standby) },
       journalSeq: this.#journal.lastSeq,
       pendingChanges: this.pendingChanges(),
+      changeTracking: {
+        complete: this.#journal.trusts(this.#slots.get(epoch.mounted).seq ?? -1) && !this.#watcher?.degraded,
+        watching: this.#watcher !== undefined,
+        lastReconcile: this.#lastReconcile,
+      },
       paused: this.#paused,
       swapping: this.#swapping
         ? { ...this.#swapping, ...(this.#swapping.copied ? { copied: { ...this.#swapping.copied } } : {}) }
@@ -505,8 +704,16 @@ export class Agent {
     this.#closed = true;
     if (this.#interval) clearInterval(this.#interval);
     if (this.#settle) clearTimeout(this.#settle);
+    if (this.#verifyTimer) clearInterval(this.#verifyTimer);
+    if (this.#reconcileTimer) clearTimeout(this.#reconcileTimer);
+    // queued comparisons are dropped; a swap under way (and those queued behind it) runs to its end
+    this.#queue = this.#queue.filter((item) => {
+      if (item.kind !== 'reconcile') return true;
+      item.resolve();
+      return false;
+    });
+    if (this.#pumping) await new Promise<void>((resolve) => (this.#idle = resolve));
     await this.#watcher?.close();
-    while (this.#pumping) await new Promise((r) => setTimeout(r, 10));
     await this.#journal.close();
     await this.#lock.release();
   }

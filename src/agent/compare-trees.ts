@@ -18,7 +18,8 @@ function lstatOrNull(path: string): Stats | null {
     return lstatSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    // ENAMETOOLONG: an entry no call can reach by path (it cannot be published, nor stand in a copy)
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
     throw err;
   }
 }
@@ -29,7 +30,7 @@ function list(root: string, rel: string): Map<string, Dirent> {
     entries = readdirSync(join(root, rel), { withFileTypes: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return new Map();
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return new Map();
     throw err;
   }
   const map = new Map<string, Dirent>();
@@ -51,6 +52,7 @@ export function compareTreesSync(
   target: string,
   limit = Number.POSITIVE_INFINITY,
   part: { index: number; of: number } = { index: 0, of: 1 },
+  under: readonly string[] = [''],
 ): Difference[] {
   const diffs: Difference[] = [];
   const report = (path: string, kind: Difference['kind']) => {
@@ -90,7 +92,10 @@ export function compareTreesSync(
         continue;
       }
       const s = lstatOrNull(join(source, child));
-      if (!s || !publishable(s)) continue;
+      if (!s || !publishable(s)) {
+        if (dstEnt) report(child, 'extra'); // never published: nothing may stand there in a copy
+        continue;
+      }
       const d = dstEnt ? lstatOrNull(join(target, child)) : null;
       if (d === null) {
         missing(child, s);
@@ -117,28 +122,41 @@ export function compareTreesSync(
         report(rel === '' ? name : `${rel}/${name}`, 'extra');
     }
   };
-  walk('');
+  for (const rel of under) walk(rel);
   return diffs;
+}
+
+export interface CompareOptions {
+  limit?: number;
+  workers?: number;
+  /**
+   * Compare only below these directories (relative, "/"-separated; each must
+   * be a directory in both trees), shared among the workers. Default: the whole tree.
+   */
+  under?: readonly string[];
 }
 
 /**
  * compareTreesSync in worker threads, so the agent keeps answering while it
- * walks, with the top-level directories shared among `workers` of them (one
- * per core by default: a walk is mostly lstat calls, which run in parallel).
+ * walks, with the top-level directories (or the `under` list) shared among
+ * `workers` of them: one per core, at most 4 (a walk is mostly lstat calls,
+ * which run in parallel, and more threads than that only contend).
  */
-export async function compareTrees(
-  source: string,
-  target: string,
-  limit = Number.POSITIVE_INFINITY,
-  workers = Math.max(1, Math.min(availableParallelism(), 4)),
-): Promise<Difference[]> {
+export async function compareTrees(source: string, target: string, opts: CompareOptions = {}): Promise<Difference[]> {
+  const limit = opts.limit ?? Number.POSITIVE_INFINITY;
+  const under = opts.under;
+  const workers = Math.min(opts.workers ?? Math.max(1, Math.min(availableParallelism(), 4)), under?.length ?? 4);
+  if (under?.length === 0) return [];
   const parts = await Promise.all(
     Array.from(
       { length: workers },
       (_, index) =>
         new Promise<Difference[]>((resolve, reject) => {
+          const mine = under?.filter((_, i) => i % workers === index);
           const worker = new Worker(new URL('./compare-worker.js', import.meta.url), {
-            workerData: { source, target, limit: Number.isFinite(limit) ? limit : -1, index, of: workers },
+            workerData: under
+              ? { source, target, limit: Number.isFinite(limit) ? limit : -1, index: 0, of: 1, under: mine }
+              : { source, target, limit: Number.isFinite(limit) ? limit : -1, index, of: workers },
           });
           worker.once('message', (diffs: Difference[]) => resolve(diffs));
           worker.once('error', reject);

@@ -1,27 +1,94 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type EpochRecord, readEpochFile } from '../epoch-file.js';
-import { SLOTS, type StoreLayout } from '../store-layout.js';
+import { type Heartbeat, readHeartbeats } from '../heartbeat.js';
+import { SLOTS, type SlotName, type StoreLayout } from '../store-layout.js';
 import type { Journal } from './journal.js';
 import { publishEpoch } from './publish.js';
-import type { SlotState } from './slot-state.js';
+import type { SlotState, SlotStateFile } from './slot-state.js';
 import { type CopyStats, TreeCopier } from './tree-copy.js';
+
+/** How long a store that lost its epoch file waits for live servers to report what they mount. */
+const HEARTBEAT_GRACE_MS = 2500;
+
+export interface InitResult {
+  /** Master was mirrored into both slots and epoch 1 published: a new store. */
+  created: boolean;
+  /** The epoch file was missing from a store in use and was published again from what the store shows. */
+  recovered: string | null;
+  record: EpochRecord;
+}
+
+/** The slot positions as last written, whatever journal they refer to (null when there are none). */
+async function lastPositions(file: string): Promise<SlotStateFile['slots'] | null> {
+  try {
+    const parsed = JSON.parse(await readFile(file, 'utf8')) as Partial<SlotStateFile>;
+    return parsed.slots?.a && parsed.slots?.b ? parsed.slots : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What a store whose epoch file is missing was serving: from the servers'
+ * heartbeats (the highest epoch any server reports, and the copy it mounts),
+ * else from the slot positions (the copy last synced whole). Null for a
+ * store that was never initialised.
+ */
+async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mounted: SlotName; why: string } | null> {
+  const positions = await lastPositions(layout.slotStateFile);
+  const mounting = (hbs: Heartbeat[]) => hbs.filter((hb) => hb.mounted !== null && hb.epoch > 0);
+  let heartbeats = mounting(await readHeartbeats(layout.serversDir));
+  if (heartbeats.length === 0 && positions) {
+    // A store in use: servers rewrite their heartbeat every second or so, even one removed by hand.
+    await delay(HEARTBEAT_GRACE_MS);
+    heartbeats = mounting(await readHeartbeats(layout.serversDir));
+  }
+  if (heartbeats.length > 0) {
+    const newest = heartbeats.reduce((x, y) => (y.epoch > x.epoch ? y : x));
+    const mounts = [...new Set(heartbeats.map((hb) => `${hb.id} mounts slot ${hb.mounted} at epoch ${hb.epoch}`))];
+    return {
+      // one past anything a server may have seen, so no server takes it as going backwards
+      epoch: newest.epoch + 1,
+      mounted: newest.mounted as SlotName,
+      why: `from the servers' heartbeats: ${mounts.join('; ')}`,
+    };
+  }
+  if (!positions) return null;
+  const complete = SLOTS.filter((s) => positions[s].seq !== null && !positions[s].syncing);
+  if (complete.length === 0) {
+    // Neither copy is known complete: serve the one not being written when the state was last saved.
+    const notSyncing = SLOTS.find((s) => !positions[s].syncing) ?? 'a';
+    return { epoch: 1, mounted: notSyncing, why: 'from the slot positions: no copy is known complete' };
+  }
+  const best = complete.reduce((x, y) => ((positions[y].seq ?? -1) > (positions[x].seq ?? -1) ? y : x));
+  return { epoch: 1, mounted: best, why: `from the slot positions: slot ${best} was synced last` };
+}
 
 /**
  * Create the store's directories and, when no epoch is published yet, mirror
  * master into both slots and publish epoch 1 mounting slot a: all three
- * start as mirror images. Does nothing more on a store already initialised.
+ * start as mirror images. A store in use whose epoch file was lost is
+ * recovered instead, without writing into either copy (a server may be
+ * reading it): the epoch is published again mounting the copy the servers
+ * report, and the next sync of each copy compares it whole.
  */
 export async function initStore(
   layout: StoreLayout,
   journal: Journal,
   slots: SlotState,
   opts: { durable?: boolean; onProgress?: (slot: string, stats: CopyStats) => void } = {},
-): Promise<{ created: boolean; record: EpochRecord }> {
+): Promise<InitResult> {
   for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir]) {
     await mkdir(dir, { recursive: true });
   }
   const existing = await readEpochFile(layout.epochFile);
-  if (existing) return { created: false, record: existing };
+  if (existing) return { created: false, recovered: null, record: existing };
+  const recovered = await recoverMount(layout);
+  if (recovered) {
+    const record = await publishEpoch(layout, recovered.epoch, recovered.mounted);
+    return { created: false, recovered: recovered.why, record };
+  }
   const seq = journal.lastSeq;
   for (const slot of SLOTS) {
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
@@ -33,5 +100,5 @@ export async function initStore(
     await copier.mirrorAll();
     await slots.set(slot, { seq, syncing: false });
   }
-  return { created: true, record: await publishEpoch(layout, 1, 'a') };
+  return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a') };
 }

@@ -10,12 +10,21 @@ type JournalLine =
   | { journal: string; seq: number } // header: this journal's id and the sequence it starts after
   | { seq: number; ops: MasterOp[] } // intent of a write batch, durable before master changes
   | { seq: number; done: true } // the batch is fully applied to master
-  | { seq: number; touched: string[] }; // paths changed in master by something else (the watcher)
+  | { seq: number; touched: string[] } // paths changed in master by something else (the watcher)
+  | { seq: number; gap: string } // from here on, changes may have been missed: why
+  | { seq: number; reconciled: number; through: number }; // master compared with a copy at `reconciled`: gaps up to `through` are covered
 
 /**
  * The change journal: which master paths changed, in order. A slot synced up
  * to sequence S needs exactly the paths changed after S, so a sync costs time
  * in proportion to the changes, not to the tree.
+ *
+ * The journal is a hint, not the truth: master can change by paths it never
+ * sees (while the agent is down, through a lost inotify event, in a directory
+ * that could not be watched). Each such moment is logged as a gap; a position
+ * with a gap after it is not trusted, and a slot at it is compared whole
+ * (`trusts`). A comparison of master with a copy at position P, whose
+ * differences are logged, covers the gaps after P that came before it.
  *
  * Write batches are logged as intents (fsync) before master is touched and
  * marked done after: on restart an intent without its done mark is redone,
@@ -27,6 +36,8 @@ export class Journal {
   #lastSeq: number;
   /** Every path changed after the compaction point, with the last sequence that changed it. */
   readonly #changed = new Map<string, number>();
+  /** Sequences at which changes may have been missed, ascending. */
+  #gaps: number[] = [];
   #handle: FileHandle | undefined;
   /** Bytes in the file: where a line cut short by a full disk is cut back to. */
   #size = 0;
@@ -82,6 +93,10 @@ export class Journal {
           intents.delete(rec.seq);
         } else if ('touched' in rec) {
           for (const p of rec.touched) journal.#changed.set(p, rec.seq);
+        } else if ('gap' in rec) {
+          journal.#gaps.push(rec.seq);
+        } else if ('reconciled' in rec) {
+          journal.#cover(rec.reconciled, rec.through);
         }
       }
     }
@@ -112,6 +127,42 @@ export class Journal {
     const out: string[] = [];
     for (const [path, s] of this.#changed) if (s > seq) out.push(path);
     return out;
+  }
+
+  /**
+   * Whether `changedSince(position)` names every change made after it: no gap
+   * was logged after the position and left uncovered.
+   */
+  trusts(position: number): boolean {
+    const last = this.#gaps.at(-1);
+    return last === undefined || last <= position;
+  }
+
+  /** Positions below this are not trusted (0: every position is). */
+  get untrustedBelow(): number {
+    return this.#gaps.at(-1) ?? 0;
+  }
+
+  /** Record that changes to master may have been missed from now on; returns the gap's sequence. */
+  logGap(reason: string): Promise<number> {
+    const seq = ++this.#lastSeq;
+    this.#gaps.push(seq);
+    return this.#append({ seq, gap: reason }, true).then(() => seq);
+  }
+
+  /**
+   * Record that master was compared with a copy at `position` and every
+   * difference is logged: gaps after `position`, up to `through` (the last
+   * sequence logged before the comparison began), no longer hide anything.
+   */
+  logReconciled(position: number, through: number): Promise<void> {
+    const seq = ++this.#lastSeq;
+    this.#cover(position, through);
+    return this.#append({ seq, reconciled: position, through }, true);
+  }
+
+  #cover(position: number, through: number): void {
+    this.#gaps = this.#gaps.filter((g) => g <= position || g > through);
   }
 
   countSince(seq: number): number {
@@ -169,6 +220,8 @@ export class Journal {
     for (const [path, s] of this.#changed) {
       if (s <= upTo) this.#changed.delete(path);
     }
+    // a gap at or below every slot's position can no longer make any of them untrusted
+    this.#gaps = this.#gaps.filter((g) => g > upTo);
     // rewrite once the file holds far more lines than the changes still remembered
     if (this.#appended < 1000 + 2 * this.#changed.size) return;
     this.#appended = 0;
@@ -194,7 +247,9 @@ export class Journal {
       list.push(path);
       bySeq.set(s, list);
     }
-    for (const [seq, touched] of [...bySeq.entries()].sort((x, y) => x[0] - y[0])) lines.push({ seq, touched });
+    const body: JournalLine[] = [...bySeq.entries()].map(([seq, touched]) => ({ seq, touched }));
+    for (const seq of this.#gaps) body.push({ seq, gap: 'kept across compaction' });
+    lines.push(...body.sort((x, y) => x.seq - y.seq));
     lines.push({ seq: this.#lastSeq, touched: [] });
     await writeFileAtomic(this.#file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`, { durable: true });
   }

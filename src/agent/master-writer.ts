@@ -12,6 +12,7 @@ import type { Journal, MasterOp } from './journal.js';
 import { entrySignature } from './master-watcher.js';
 import { Limiter } from './limiter.js';
 import { Mutex } from './mutex.js';
+import { type PathLimits, SYSTEM_LIMITS, pathTooLong } from '../path-limits.js';
 
 /** A write refused for a reason the writer can act on; `status` is the HTTP answer. */
 export class WriteError extends MirrorswapError {
@@ -59,11 +60,25 @@ export class MasterWriter {
   readonly ownWrites = new Map<string, string>();
   /** A batch logged and partly applied when its application failed: finished before anything else. */
   #unfinished: { seq: number; ops: MasterOp[] } | null = null;
+  /** What every tree of the store can hold: a path past it is refused before it is logged. */
+  #limits: PathLimits;
+  readonly #onDropped: (path: string, err: Error) => void;
 
-  constructor(master: string, journal: Journal) {
+  constructor(
+    master: string,
+    journal: Journal,
+    opts: { limits?: PathLimits; onDropped?: (path: string, err: Error) => void } = {},
+  ) {
     this.#master = master;
     this.#tmpDir = join(master, TEMP_DIR_NAME);
     this.#journal = journal;
+    this.#limits = opts.limits ?? SYSTEM_LIMITS;
+    this.#onDropped = opts.onDropped ?? (() => {});
+  }
+
+  /** Set the path limits of the store's file systems (found once they exist). */
+  set limits(limits: PathLimits) {
+    this.#limits = limits;
   }
 
   /** Write a body to a new temp file in master, fsynced; refuse it past `limit` bytes. */
@@ -252,6 +267,8 @@ export class MasterWriter {
     };
     const putPaths = new Set(ops.filter((o) => o.op === 'put').map((o) => o.path));
     for (const o of ops) {
+      const tooLong = pathTooLong(o.path, this.#limits);
+      if (tooLong) throw new WriteError(400, 'PATH_TOO_LONG', `"${o.path.slice(0, 80)}…": ${tooLong}`);
       if (seen.has(o.path)) throw new WriteError(400, 'DUPLICATE_PATH', `path "${o.path}" appears twice in one batch`);
       seen.add(o.path);
       const parts = o.path.split('/');
@@ -283,12 +300,24 @@ export class MasterWriter {
     for (const o of ops) {
       const target = join(this.#master, o.path);
       if (o.op === 'put') {
-        if (!dirs.has(dirname(target))) await mkdir(dirname(target), { recursive: true });
+        let made = dirs.has(dirname(target));
         try {
+          if (!made) await mkdir(dirname(target), { recursive: true });
+          made = true;
           await rename(o.tmp, target);
         } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
           // redoing a batch whose renames partly happened: those bodies are already in place
-          if (!(redo && (err as NodeJS.ErrnoException).code === 'ENOENT')) throw err;
+          // (an ENOENT of the directory's creation is not that: a full disk can answer so)
+          if (redo && made && code === 'ENOENT') continue;
+          // An entry the file system can never hold (logged by an older version, which checked
+          // less) is dropped, or the batch could never be finished and every write would wait.
+          if (redo && code === 'ENAMETOOLONG') {
+            await unlink(o.tmp).catch(() => {});
+            this.#onDropped(o.path, err as Error);
+            continue;
+          }
+          throw err;
         }
       } else {
         await rm(target, { recursive: true, force: true });

@@ -17,6 +17,9 @@ export class AgentMetrics {
   readonly lastSuccess: Gauge;
   readonly writes: Counter<'op' | 'result'>;
   readonly hookFailures: Counter<'hook'>;
+  readonly repairs: Counter<'trigger'>;
+  readonly knowledgeGaps: Counter;
+  readonly reconcileSeconds: Histogram;
 
   constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: number; stale: number }> }) {
     const registers = [this.registry];
@@ -65,6 +68,23 @@ export class AgentMetrics {
       name: 'mirrorswap_agent_hook_failures_total',
       help: 'Mount and unmount hooks that failed',
       labelNames: ['hook'],
+      registers,
+    });
+    this.repairs = new Counter({
+      name: 'mirrorswap_agent_master_repairs_total',
+      help: 'Master paths found changed that the change journal did not know, by what found them (start, verify, full_sync, incomplete)',
+      labelNames: ['trigger'],
+      registers,
+    });
+    this.knowledgeGaps = new Counter({
+      name: 'mirrorswap_agent_journal_gaps_total',
+      help: 'Moments the agent may have missed changes to master (lost events, unwatchable directories); each makes the next syncs compare trees',
+      registers,
+    });
+    this.reconcileSeconds = new Histogram({
+      name: 'mirrorswap_agent_master_compare_seconds',
+      help: 'Duration of each background comparison of master with the mounted copy (at start, after a lost event, every --verify-interval)',
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers,
     });
     new Gauge({

@@ -41,6 +41,19 @@ export class SlotState {
     return new SlotState(file, state ?? { format: 1, journal: journalId, slots: { a: UNKNOWN, b: UNKNOWN } });
   }
 
+  /**
+   * The slot's position as the file on disk records it now (null when the
+   * file is unreadable or refers to another journal): what a publish checks.
+   */
+  async recorded(slot: SlotName): Promise<SlotPosition | null> {
+    try {
+      const parsed = JSON.parse(await readFile(this.#file, 'utf8')) as SlotStateFile;
+      return parsed.format === 1 && parsed.journal === this.#state.journal ? (parsed.slots?.[slot] ?? null) : null;
+    } catch {
+      return null;
+    }
+  }
+
   get(slot: SlotName): SlotPosition {
     return this.#state.slots[slot];
   }

@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, open, readlink, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
+import { SourceTree, descriptorPath } from './source-tree.js';
 
 export type { Difference };
 
@@ -16,11 +17,16 @@ export interface CopyStats {
   bytes: number;
   deleted: number;
   dirs: number;
+  /** Entries that cannot exist in the target (a name too long for its file system): left out, and reported. */
+  skipped: number;
 }
 
 export function emptyStats(): CopyStats {
-  return { files: 0, bytes: 0, deleted: 0, dirs: 0 };
+  return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0 };
 }
+
+/** An entry the target's file system cannot hold; copying it again can never succeed. */
+const UNPLACEABLE = new Set(['ENAMETOOLONG']);
 
 export interface CopyOptions {
   /** fsync each copied file and every changed directory before returning (default true). */
@@ -80,6 +86,12 @@ async function lstatOrNull(path: string): Promise<Stats | null> {
  * Copies master into a slot. Every file lands by rename from the slot's own
  * temp directory, never written in place; mtimes and modes follow master, so
  * an unchanged file keeps its ETag across a swap.
+ *
+ * A path to copy is made to match the source whatever it is: a file or link
+ * is replaced, a directory is compared whole (what a writer removed under it
+ * and wrote again, or a directory renamed in, must not keep old entries).
+ * The source is read through SourceTree: never through a link, whatever is
+ * swapped in during the copy.
  */
 export class TreeCopier {
   readonly #source: string;
@@ -97,6 +109,9 @@ export class TreeCopier {
   readonly #touchedDirs = new Set<string>();
   /** Target directories known to exist during this copy (it is the slot's only writer). */
   readonly #knownDirs = new Set<string>();
+  #sourceTree: Promise<SourceTree> | undefined;
+  /** Entries left out because the target cannot hold them. */
+  readonly skipped: string[] = [];
   readonly stats: CopyStats = emptyStats();
 
   constructor(source: string, target: string, opts: CopyOptions = {}) {
@@ -110,16 +125,45 @@ export class TreeCopier {
     this.#onProgress = opts.onProgress;
   }
 
+  #tree(): Promise<SourceTree> {
+    this.#sourceTree ??= SourceTree.open(this.#source);
+    return this.#sourceTree;
+  }
+
   /** Remove leftovers of an interrupted copy. */
   async clearTemp(): Promise<void> {
     await rm(this.#tmpDir, { recursive: true, force: true });
   }
 
-  /** Make each listed path (relative, "/"-separated) in the target match the source. */
-  async copyPaths(paths: Iterable<string>): Promise<CopyStats> {
+  /**
+   * Make each listed path (relative, "/"-separated) in the target match the
+   * source, a directory with everything below it. Returns what it did; the
+   * paths it found different below listed directories are added to `found`.
+   */
+  async copyPaths(paths: Iterable<string>, found?: string[]): Promise<CopyStats> {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...paths];
     this.#syncAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
+    try {
+      const dirs = await this.#copyLevels(list);
+      // Each directory listed is compared whole: what differs below it is copied in turn.
+      // Its own entries were placed above, so a second round compares nothing twice.
+      const below = (await compareTrees(this.#source, this.#target, { under: topmost(dirs) })).map((d) => d.path);
+      if (below.length > 0) {
+        this.#syncAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
+        found?.push(...below);
+        await this.#copyLevels(below);
+      }
+    } catch (err) {
+      await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
+      throw err;
+    }
+    await this.#finish();
+    return this.stats;
+  }
+
+  /** Place each path, one depth at a time; returns those that are directories in the source. */
+  async #copyLevels(list: string[]): Promise<string[]> {
     // One depth at a time, parents before children: a directory that replaces a
     // file (or the reverse) must settle before anything lands under it, or its
     // removal of what it found could take a child already copied in.
@@ -130,69 +174,103 @@ export class TreeCopier {
       if (level) level.push(p);
       else levels.set(depth, [p]);
     }
-    try {
-      for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
-        await forEachLimited(levels.get(depth) as string[], this.#concurrency, (p) => this.#syncPath(p));
-      }
-    } catch (err) {
-      await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
-      throw err;
+    const dirs: string[] = [];
+    for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
+      await forEachLimited(levels.get(depth) as string[], this.#concurrency, async (p) => {
+        if (await this.#syncPath(p)) dirs.push(p);
+      });
     }
-    await this.#finish();
-    return this.stats;
+    return dirs;
   }
 
-  /** Compare the whole tree and copy what differs, delete what the source lacks. */
-  async mirrorAll(): Promise<CopyStats> {
+  /**
+   * Compare the whole tree and copy what differs, delete what the source
+   * lacks. Returns the paths found different (what a journal did not say, if
+   * it did not).
+   */
+  async mirrorAll(): Promise<string[]> {
     const diffs = await compareTrees(this.#source, this.#target);
-    // Whole directories the target lacks (every directory, on a first copy) go over with cp -a
-    // into the temp directory and then one rename each: far fewer round trips than file by file.
+    // Whole directories the target lacks (every directory, on a first copy) are copied
+    // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
+    const topSet = new Set(tops);
+    const under = (p: string) => {
+      for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (topSet.has(p.slice(0, i))) return true;
+      return topSet.has(p);
+    };
     if (tops.length > 0) {
       await mkdir(this.#tmpDir, { recursive: true });
+      this.#syncAtEnd = true;
       try {
-        await forEachLimited(tops, 2, (top) => this.#copyDirectory(top));
+        await Promise.all(tops.map((top) => this.#copyDirectory(top)));
       } catch (err) {
         await this.clearTemp().catch(() => {});
         throw err;
       }
-      const under = (p: string) => tops.some((t) => p === t || p.startsWith(`${t}/`));
-      for (const d of diffs) {
-        if (!under(d.path) || d.dir) continue;
-        this.stats.files++;
-        this.stats.bytes += d.size ?? 0;
-      }
-      this.#syncAtEnd = true;
-      const rest = diffs.filter((d) => !under(d.path));
-      const stats = await this.copyPaths(rest.map((d) => d.path));
-      return stats;
     }
-    return this.copyPaths(diffs.map((d) => d.path));
+    await this.copyPaths(diffs.filter((d) => !under(d.path)).map((d) => d.path));
+    return diffs.map((d) => d.path);
   }
 
-  /** Copy a directory the target lacks with `cp -a` into the temp dir, then rename it into place. */
+  /** Copy a directory the target lacks into the temp directory, then rename it into place. */
   async #copyDirectory(rel: string): Promise<void> {
-    const staging = join(this.#tmpDir, randomBytes(8).toString('hex'));
-    await mkdir(staging);
-    const name = rel.split('/').at(-1) as string;
-    await new Promise<void>((resolve, reject) => {
-      execFile('cp', ['-a', '--', join(this.#source, rel), staging], (err, _out, stderr) => {
-        if (err) reject(new Error(`cp -a ${rel} failed: ${stderr.trim() || err.message}`));
-        else resolve();
-      });
-    });
+    const staging = `${this.#tmpPrefix}.${this.#tmpCount++}`;
+    if (!(await this.#copyTreeInto(rel, staging))) return; // gone, or no longer a directory: copied by path below
     await this.#ensureParents(rel);
-    await rename(join(staging, name), join(this.#target, rel));
-    await rm(staging, { recursive: true, force: true });
+    await rename(staging, join(this.#target, rel)).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
+      await this.#remove(join(this.#target, rel)); // something appeared there meanwhile
+      await rename(staging, join(this.#target, rel));
+    });
     this.#knownDirs.add(join(this.#target, rel));
     this.#touchedDirs.add(dirname(join(this.#target, rel)));
+  }
+
+  /**
+   * Copy the source directory `rel` as a new directory `dest`, recursively.
+   * False if it is not a directory (or cannot be held by the target at all).
+   */
+  async #copyTreeInto(rel: string, dest: string): Promise<boolean> {
+    const tree = await this.#tree();
+    const dir = await this.#limiter.run(() => tree.readDirectory(rel));
+    if (!dir) return false;
+    if (!(await this.#unlessUnplaceable(rel, () => mkdir(dest)))) return false;
     this.stats.dirs++;
-    this.#onProgress?.(this.stats);
+    const subdirs: Promise<boolean>[] = [];
+    const files: Promise<unknown>[] = [];
+    for (const e of dir.entries) {
+      const child = `${rel}/${e.name}`;
+      const to = join(dest, e.name);
+      if (e.isDirectory()) subdirs.push(this.#copyTreeInto(child, to));
+      else if (e.isFile() || e.isSymbolicLink())
+        files.push(this.#limiter.run(() => this.#unlessUnplaceable(child, () => this.#copyEntry(child, to))));
+    }
+    await Promise.all(files);
+    await Promise.all(subdirs);
+    await chmod(dest, dir.stat.mode & 0o7777); // mkdir's mode is cut by the umask
+    return true;
+  }
+
+  /**
+   * Run `work` on the entry `rel`; if the target can never hold it (a name too
+   * long for its file system), leave it out, count it and go on: one entry
+   * must not fail every sync. False when it was left out.
+   */
+  async #unlessUnplaceable(rel: string, work: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await work();
+      return true;
+    } catch (err) {
+      if (!UNPLACEABLE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      this.skipped.push(rel);
+      this.stats.skipped++;
+      return false;
+    }
   }
 
   /** Compare the whole tree without changing anything. */
   compare(limit = 1000): Promise<Difference[]> {
-    return compareTrees(this.#source, this.#target, limit);
+    return compareTrees(this.#source, this.#target, { limit });
   }
 
   async #finish(): Promise<void> {
@@ -205,15 +283,84 @@ export class TreeCopier {
     this.#touchedDirs.clear();
   }
 
-  async #syncPath(rel: string): Promise<void> {
-    const src = await lstatOrNull(join(this.#source, rel));
+  /** Make `rel` in the target match the source; true when it is a directory there. */
+  async #syncPath(rel: string): Promise<boolean> {
+    let isDir = false;
+    await this.#unlessUnplaceable(rel, async () => {
+      isDir = await this.#placePath(rel);
+    });
+    return isDir;
+  }
+
+  async #placePath(rel: string): Promise<boolean> {
     const dst = join(this.#target, rel);
-    if (src === null) {
-      if (await lstatOrNull(dst)) await this.#remove(dst);
-      return;
+    // An entry swapped for another kind between the look and the copy is looked at again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const src = await lstatOrNull(join(this.#source, rel));
+      if (src === null) {
+        if (await lstatOrNull(dst)) await this.#remove(dst);
+        return false;
+      }
+      if (!src.isFile() && !src.isSymbolicLink() && !src.isDirectory()) {
+        // sockets, fifos, devices: never published, so nothing is there in the copy
+        if (await lstatOrNull(dst)) await this.#remove(dst);
+        return false;
+      }
+      await this.#ensureParents(rel);
+      if (src.isDirectory()) {
+        await this.#placeDirectory(rel, src);
+        return true;
+      }
+      const tmp = `${this.#tmpPrefix}.${this.#tmpCount++}`;
+      if (!(await this.#copyEntry(rel, tmp))) continue;
+      await this.#replaceWith(tmp, dst);
+      return false;
     }
-    await this.#ensureParents(rel);
-    await this.#place(rel, src);
+    return false; // still changing under us: the watcher reports it again, and the next sync copies it
+  }
+
+  /**
+   * Copy the file or link at source `rel` to the new path `to`, through a
+   * descriptor (never by path after a check). False when there is no file or
+   * link there now reached without following a link.
+   */
+  async #copyEntry(rel: string, to: string): Promise<boolean> {
+    const tree = await this.#tree();
+    const file = await tree.openFile(rel);
+    if (!file) {
+      const target = await tree.readLink(rel);
+      if (target === null) return false;
+      await symlink(target, to);
+      this.stats.files++;
+      this.#onProgress?.(this.stats);
+      return true;
+    }
+    try {
+      // libuv's copyfile also gives the copy the source's mode; the path names the opened file
+      await copyFile(descriptorPath(file.handle), to);
+    } finally {
+      await file.handle.close();
+    }
+    await utimes(to, msMidpoint(file.stat.atimeMs), msMidpoint(file.stat.mtimeMs));
+    if (this.#durable && !this.#syncAtEnd) {
+      const handle = await open(to, 'r');
+      await handle.sync().finally(() => handle.close());
+    }
+    this.stats.bytes += file.stat.size;
+    this.stats.files++;
+    this.#onProgress?.(this.stats);
+    return true;
+  }
+
+  /** Rename a copied entry over the target path; a directory in the way goes first. */
+  async #replaceWith(tmp: string, to: string): Promise<void> {
+    await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
+      // a directory where the file goes: rename cannot replace it, so it goes first
+      if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+      await this.#remove(to);
+      await rename(tmp, to);
+    });
+    this.#touchedDirs.add(dirname(to));
   }
 
   /** Create missing parents in the target, replacing any non-directory in the way. */
@@ -238,60 +385,30 @@ export class TreeCopier {
     }
   }
 
-  /**
-   * Put the source entry at `rel` in the target. Only a directory looks at
-   * what is there first; a file or link replaces it by rename.
-   */
-  async #place(rel: string, src: Stats): Promise<void> {
-    const from = join(this.#source, rel);
+  /** Make the target's entry at `rel` a directory with the source's mode (its content is compared after). */
+  async #placeDirectory(rel: string, src: Stats): Promise<void> {
     const to = join(this.#target, rel);
-    if (src.isDirectory()) {
-      const dst = await lstatOrNull(to);
-      if (dst && !dst.isDirectory()) await this.#remove(to);
-      const mode = src.mode & 0o7777;
-      if (!dst?.isDirectory()) {
-        // EEXIST: the same path listed twice
-        const made = await mkdir(to, { mode }).then(
-          () => true,
-          (err: NodeJS.ErrnoException) => {
-            if (err.code !== 'EEXIST') throw err;
-            return false;
-          },
-        );
-        if (made) {
-          this.#touchedDirs.add(dirname(to));
-          this.stats.dirs++;
-        } else {
-          await chmod(to, mode);
-        }
-      } else if ((dst.mode & 0o7777) !== mode) {
-        await chmod(to, mode);
+    const dst = await lstatOrNull(to);
+    if (dst && !dst.isDirectory()) await this.#remove(to);
+    const mode = src.mode & 0o7777;
+    if (!dst?.isDirectory()) {
+      // EEXIST: the same path listed twice
+      const made = await mkdir(to, { mode }).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+          return false;
+        },
+      );
+      if (made) {
+        this.#touchedDirs.add(dirname(to));
+        this.stats.dirs++;
       }
-      this.#knownDirs.add(to);
-      return;
+      await chmod(to, mode); // mkdir's mode is cut by the umask
+    } else if ((dst.mode & 0o7777) !== mode) {
+      await chmod(to, mode);
     }
-    if (!src.isFile() && !src.isSymbolicLink()) return; // sockets, fifos, devices: never published
-    const tmp = `${this.#tmpPrefix}.${this.#tmpCount++}`;
-    if (src.isSymbolicLink()) {
-      await symlink(await readlink(from), tmp);
-    } else {
-      await copyFile(from, tmp); // libuv's copyfile also gives the copy the source's mode
-      await utimes(tmp, msMidpoint(src.atimeMs), msMidpoint(src.mtimeMs));
-      if (this.#durable && !this.#syncAtEnd) {
-        const handle = await open(tmp, 'r');
-        await handle.sync().finally(() => handle.close());
-      }
-      this.stats.bytes += src.size;
-    }
-    await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
-      // a directory where the file goes: rename cannot replace it, so it goes first
-      if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
-      await this.#remove(to);
-      await rename(tmp, to);
-    });
-    this.#touchedDirs.add(dirname(to));
-    this.stats.files++;
-    this.#onProgress?.(this.stats);
+    this.#knownDirs.add(to);
   }
 
   async #remove(path: string): Promise<void> {

@@ -49,7 +49,7 @@ export async function initCommand(values: FlagValues): Promise<number> {
     const { journal } = await Journal.open(layout.journalFile);
     const slots = await SlotState.load(layout.slotStateFile, journal.id);
     const progress = progressLine();
-    const { created, record } = await initStore(layout, journal, slots, {
+    const { created, recovered, record } = await initStore(layout, journal, slots, {
       onProgress: (slot: string, s: CopyStats) =>
         progress.update(`slot ${slot}: ${s.files} files, ${s.bytes} bytes`, s.bytes),
     });
@@ -58,7 +58,9 @@ export async function initCommand(values: FlagValues): Promise<number> {
     console.log(
       created
         ? `initialised ${layout.root}: master mirrored into slots a and b, epoch ${record.epoch} mounts slot ${record.mounted}`
-        : `${layout.root} is already initialised (epoch ${record.epoch}, slot ${record.mounted} mounted)`,
+        : recovered
+          ? `${layout.root} had lost its epoch file: published epoch ${record.epoch} mounting slot ${record.mounted} again (${recovered}), without writing into either copy; the next sync of each compares it whole`
+          : `${layout.root} is already initialised (epoch ${record.epoch}, slot ${record.mounted} mounted)`,
     );
     return 0;
   } finally {
@@ -120,6 +122,13 @@ const SWAP_FLAGS: FlagSpecs = {
     default: true,
     help: 'watch master for direct writes (--no-watch-master to turn off)',
   },
+  'verify-interval': {
+    type: 'string',
+    env: 'MIRRORSWAP_VERIFY_INTERVAL',
+    default: '10m',
+    arg: 'DURATION',
+    help: 'compare master with the mounted copy this often, to catch changes the journal missed (0: never)',
+  },
   fsync: {
     type: 'boolean',
     env: 'MIRRORSWAP_FSYNC',
@@ -153,6 +162,7 @@ function agentOptions(values: FlagValues, layout: StoreLayout, logger: AgentOpti
     onUnmount: stringFlag(values, 'on-unmount'),
     watchMaster: values['watch-master'] !== false,
     durable: values.fsync !== false,
+    verifyIntervalMs: durationFlag(values, 'verify-interval', { min: 0 }) ?? 10 * 60_000,
   };
 }
 

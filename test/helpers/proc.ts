@@ -18,11 +18,17 @@ export interface CliProcess {
 export interface RunOptions {
   /** Run at this niceness, as a unit with `Nice=` runs it (nice(1) execs, so the pid is the CLI's). */
   nice?: number;
+  /**
+   * Run through this shell command, which must end by exec'ing "$@" (the CLI
+   * and its arguments): to set limits or namespaces first.
+   */
+  through?: string;
 }
 
 export function runCli(args: string[], env: Record<string, string> = {}, opts: RunOptions = {}): CliProcess {
   const command = [process.execPath, CLI, ...args];
   if (opts.nice !== undefined) command.unshift('nice', '-n', String(opts.nice));
+  if (opts.through !== undefined) command.unshift('sh', '-c', opts.through, 'sh');
   const child = spawn(command[0] as string, command.slice(1), {
     env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
