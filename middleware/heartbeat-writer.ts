@@ -17,6 +17,7 @@ export class HeartbeatWriter {
   readonly #snapshot: () => HeartbeatState;
   readonly #base: Pick<Heartbeat, 'id' | 'host' | 'pid' | 'interval' | 'kind'>;
   readonly #onError: (err: Error) => void;
+  readonly #onWritten: (at: number) => void;
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> | undefined;
   #again = false;
@@ -29,11 +30,14 @@ export class HeartbeatWriter {
     kind: Heartbeat['kind'];
     snapshot: () => HeartbeatState;
     onError: (err: Error) => void;
+    /** A heartbeat stamped `at` (ms since the epoch) is on disk: the server's lease runs from there. */
+    onWritten?: (at: number) => void;
   }) {
     this.#serversDir = opts.serversDir;
     this.#file = heartbeatFile(opts.serversDir, opts.id);
     this.#snapshot = opts.snapshot;
     this.#onError = opts.onError;
+    this.#onWritten = opts.onWritten ?? (() => {});
     this.#base = { id: opts.id, host: hostname(), pid: process.pid, interval: opts.interval, kind: opts.kind };
   }
 
@@ -65,9 +69,11 @@ export class HeartbeatWriter {
   async #loop(): Promise<void> {
     do {
       this.#again = false;
-      const hb: Heartbeat = { format: 1, ...this.#base, ...this.#snapshot(), at: new Date().toISOString() };
+      const at = Date.now();
+      const hb: Heartbeat = { format: 1, ...this.#base, ...this.#snapshot(), at: new Date(at).toISOString() };
       try {
         await writeFileAtomic(this.#file, `${JSON.stringify(hb)}\n`, { durable: false });
+        this.#onWritten(at);
       } catch (err) {
         this.#onError(err as Error);
       }

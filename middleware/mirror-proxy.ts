@@ -111,15 +111,16 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   });
 
   const middleware = function mirrorProxyMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
-    const view = mount.acquire();
-    if (view === null) {
+    const pin = mount.acquire(res);
+    if (pin === null) {
       if (fallthrough) next();
       else next(httpError(503, 'no copy is mounted yet'));
       return;
     }
+    const { view } = pin;
     slotOf.set(req, view.slot);
     forwarder.web(req, res, view.data.target, () => {
-      mount.release(view);
+      pin.release();
       requests.inc({
         slot: view.slot,
         upstream: view.data.label,
@@ -129,16 +130,17 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   } as MirrorProxy;
 
   function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const view = mount.acquire();
-    if (view === null) {
+    const pin = mount.acquire(socket);
+    if (pin === null) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
+    const { view } = pin;
     slotOf.set(req, view.slot);
     view.data.upgraded.add(socket);
     forwarder.ws(req, socket, head, view.data.target, () => {
       view.data.upgraded.delete(socket);
-      mount.release(view);
+      pin.release();
     });
   }
 

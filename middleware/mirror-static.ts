@@ -4,7 +4,7 @@ import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
 import { type Entry, FileCache } from './file-cache.js';
 import { HotCounter, RequestCounter } from './metrics.js';
-import { type MountSurface, type MountView, MountState, mountSurface } from './mount-state.js';
+import { type MountSurface, type MountView, MountState, type Pin, mountSurface } from './mount-state.js';
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
 import { requestPath, resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
@@ -93,10 +93,11 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   }
 
   /** Hand a refused path to the next handler, telling it which copy the request was resolved against. */
-  function pass(res: ServerResponse, view: MountView<FileCache>, status: number, next: Next): void {
+  function pass(res: ServerResponse, pin: Pin<FileCache>, status: number, next: Next): void {
+    const { view } = pin;
     const locals = (res as ServerResponse & { locals?: Record<string, unknown> }).locals;
     if (locals) locals.mirrorswap = { epoch: view.epoch, slot: view.slot, root: view.root } satisfies PinnedMount;
-    mount.release(view);
+    pin.release();
     refuse(status, next);
   }
 
@@ -104,11 +105,13 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     req: IncomingMessage,
     res: ServerResponse,
     next: Next,
-    view: MountView<FileCache>,
+    pin: Pin<FileCache>,
     entry: Entry,
+    again: boolean,
   ): void {
+    const { view } = pin;
     if (entry.kind === 'refused') {
-      pass(res, view, entry.status, next);
+      pass(res, pin, entry.status, next);
       return;
     }
     if (entry.kind === 'redirect') {
@@ -121,18 +124,42 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.setHeader('Location', location);
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end('Moved Permanently\n');
-      mount.release(view);
+      pin.release();
       requests.inc(view.slot, 301);
       return;
     }
     // the pin lasts as long as the copy is read: to the end of a stream, or no further than a body in memory
-    requests.inc(
-      view.slot,
-      sendFile(req, res, entry, opts, () => mount.release(view)),
+    const sent = sendFile(req, res, entry, opts, pin.release);
+    if (typeof sent === 'number') {
+      requests.inc(view.slot, sent);
+      return;
+    }
+    sent.then(
+      (status) => {
+        if (status !== 'changed') {
+          requests.inc(view.slot, status);
+          return;
+        }
+        // The file opened is not the one the headers were built from: the copy was rewritten
+        // under this server (it stalled past its lease). Never send one under the other's
+        // headers: re-read the epoch file and start the request again, once.
+        pin.release();
+        if (again) refuse(503, next);
+        else
+          mount.renew().then(
+            () => handle(req, res, next, true),
+            () => refuse(503, next),
+          );
+      },
+      (err: unknown) => {
+        pin.release();
+        if (res.headersSent) res.destroy(err as Error);
+        else next(err);
+      },
     );
   }
 
-  const middleware = function mirrorStaticMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
+  function handle(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (opts.fallthrough) {
         next();
@@ -144,28 +171,42 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.end();
       return;
     }
-    const view = mount.acquire();
-    if (view === null) {
+    // A server that went past its lease without renewing may be counted dead by the agent, which may
+    // be rewriting the copy it mounts: it re-reads the epoch file before it serves again.
+    if (mount.leaseLapsed()) {
+      mount.renew().then(
+        () => handle(req, res, next, again),
+        () => refuse(503, next),
+      );
+      return;
+    }
+    const pin = mount.acquire(res);
+    if (pin === null) {
       refuse(503, next);
       return;
     }
+    const { view } = pin;
     const key = requestPath(req.url);
     const cached = view.data.get(key);
     if (cached !== undefined) {
       cacheHits.inc();
-      answer(req, res, next, view, cached);
+      answer(req, res, next, pin, cached, again);
       return;
     }
     cacheMisses.inc();
     view.data
       .resolve(key, () => resolveRequestPath(key, view, opts))
       .then(
-        (entry) => answer(req, res, next, view, entry),
+        (entry) => answer(req, res, next, pin, entry, again),
         (err: unknown) => {
-          mount.release(view);
+          pin.release();
           next(err);
         },
       );
+  }
+
+  const middleware = function mirrorStaticMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    handle(req, res, next, false);
   } as MirrorStatic;
 
   return Object.assign(middleware, { ...mountSurface(mount), close: () => mount.close() });

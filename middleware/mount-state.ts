@@ -1,5 +1,6 @@
 import { realpath } from 'node:fs/promises';
-import { type EpochRecord, slotRoot } from '../src/epoch-file.js';
+import { finished } from 'node:stream';
+import { DEFAULT_LEASE_MS, type EpochRecord, slotRoot } from '../src/epoch-file.js';
 import { MirrorswapError } from '../src/errors.js';
 import type { Heartbeat } from '../src/heartbeat.js';
 import type { SlotName } from '../src/store-layout.js';
@@ -18,6 +19,17 @@ export interface MountView<T> {
   readonly realRoot: string;
   /** Per-epoch data of the middleware (a cache, an upstream); dropped with the epoch. */
   readonly data: T;
+}
+
+/**
+ * A request's hold on the view it started on. `release()` may be called any
+ * number of times and counts once; it is also called by itself when the
+ * response (or upgraded socket) it was taken for ends, closes or errors,
+ * however early the client went away: no path out of a request can leak it.
+ */
+export interface Pin<T> {
+  readonly view: MountView<T>;
+  release(): void;
 }
 
 /** What a middleware keeps per epoch, and what it does as epochs come and go. */
@@ -52,6 +64,13 @@ export class MountState<T> {
   #view: MountView<T> | null = null;
   #lastError = '';
   #closing: Promise<void> | undefined;
+  /** Set while close() waits for the requests in flight to finish. */
+  #drained: (() => void) | undefined;
+  /** When the last heartbeat on disk was stamped (ms since the epoch): the lease runs from there. */
+  #renewedAt = 0;
+  /** The lease the epoch file states (the agent's server TTL). */
+  #lease = DEFAULT_LEASE_MS;
+  #renewing: Promise<void> | undefined;
   readonly ready: Promise<void>;
 
   constructor(opts: ResolvedMountOptions, kind: Heartbeat['kind'], hooks: MountHooks<T>) {
@@ -76,6 +95,9 @@ export class MountState<T> {
         inflight: { ...this.#inflight },
       }),
       onError: (err) => this.#log('warn', { err: err.message, file: this.#heartbeat.file }, 'heartbeat write failed'),
+      onWritten: (at) => {
+        this.#renewedAt = Math.max(this.#renewedAt, at);
+      },
     });
     this.ready = this.#start();
     // Callers that never await `ready` must not see an unhandled rejection; errors are logged.
@@ -103,18 +125,60 @@ export class MountState<T> {
     return { ...this.#inflight };
   }
 
-  /** Pin the mounted view for one request; null while nothing is mounted. */
-  acquire(): MountView<T> | null {
+  /**
+   * Pin the mounted view for one request; null while nothing is mounted (or
+   * while closing). The pin is released when `res` (the response, or an
+   * upgraded socket) finishes or closes, even if it already has.
+   */
+  acquire(res: NodeJS.EventEmitter & (NodeJS.WritableStream | NodeJS.ReadableStream)): Pin<T> | null {
     const view = this.#view;
     if (view === null || this.#closing) return null;
     this.#inflight[view.slot] += 1;
-    return view;
+    let held = true;
+    const pin: Pin<T> = {
+      view,
+      release: () => {
+        if (!held) return;
+        held = false;
+        this.#release(view);
+      },
+    };
+    finished(res, pin.release);
+    return pin;
   }
 
   /** Unpin; when a slot no longer mounted drains to zero, tell the agent at once. */
-  release(view: MountView<T>): void {
+  #release(view: MountView<T>): void {
     const left = --this.#inflight[view.slot];
     if (left === 0 && this.#view?.slot !== view.slot) void this.#heartbeat.writeNow();
+    if (this.#drained && this.#inflight.a + this.#inflight.b === 0) this.#drained();
+  }
+
+  /**
+   * Whether this server went longer than half its lease without renewing its
+   * heartbeat (a stopped process, a paused VM, a hung mount): the agent may
+   * already count it as dead and be rewriting the copy it mounts, so it must
+   * re-read the epoch file (`renew()`) before it serves anything again. Half,
+   * so a clock a little off or a slow write never leaves it serving past
+   * the agent's own deadline.
+   */
+  leaseLapsed(now = Date.now()): boolean {
+    return this.#renewedAt > 0 && now - this.#renewedAt > this.#lease / 2;
+  }
+
+  /** Re-read the epoch file, then write a heartbeat: the lease runs again. One at a time. */
+  renew(): Promise<void> {
+    this.#renewing ??= (async () => {
+      try {
+        const asked = Date.now();
+        await this.#watcher.check();
+        await this.#heartbeat.writeNow();
+        if (this.#renewedAt < asked) throw new MirrorswapError('LEASE', 'the heartbeat could not be renewed');
+      } finally {
+        this.#renewing = undefined;
+      }
+    })();
+    return this.#renewing;
   }
 
   /** Re-read the epoch file now instead of waiting for the watcher. */
@@ -134,6 +198,7 @@ export class MountState<T> {
         { cause: err },
       );
     }
+    this.#lease = record.lease ?? DEFAULT_LEASE_MS;
     const base = { epoch: record.epoch, slot: record.mounted, root, realRoot };
     const previous = this.#view;
     const next = { ...base, data: this.#hooks.makeData(base) };
@@ -164,11 +229,34 @@ export class MountState<T> {
     else process.emitWarning(msg, { code: 'MIRRORSWAP', detail: JSON.stringify(obj) });
   }
 
-  /** Stop watching, stop heartbeats and remove this server's heartbeat file. Idempotent. */
+  /**
+   * Take no new requests, wait for those in flight to finish (at most
+   * `closeTimeout`) while the heartbeat keeps reporting them, then stop
+   * watching and heartbeating and remove this server's heartbeat file: the
+   * agent never reuses a copy a closing server still reads. Idempotent.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.ready.catch(() => {});
       await this.#watcher.close();
+      if (this.#inflight.a + this.#inflight.b > 0) {
+        await this.#heartbeat.writeNow(); // the agent sees what is still in flight now, not a second later
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          this.#drained = resolve;
+          timer = setTimeout(resolve, this.#opts.closeTimeout);
+        });
+        clearTimeout(timer);
+        this.#drained = undefined;
+        const left = this.#inflight.a + this.#inflight.b;
+        if (left > 0) {
+          this.#log(
+            'warn',
+            { inflight: { ...this.#inflight }, closeTimeout: this.#opts.closeTimeout },
+            `closing with ${left} requests still in flight after closeTimeout`,
+          );
+        }
+      }
       await this.#heartbeat.close();
       if (this.#view) this.#hooks.onDrop?.(this.#view);
     })();

@@ -29,6 +29,11 @@ export interface MountOptions {
   watch?: WatchMode;
   pollInterval?: number;
   heartbeatInterval?: number;
+  /**
+   * Longest wait of `close()` for the requests in flight to finish, in ms; the
+   * heartbeat keeps reporting them meanwhile, so the agent never reuses their copy.
+   */
+  closeTimeout?: number;
   registry?: Registry;
   logger?: Logger;
 }
@@ -62,6 +67,7 @@ export interface ResolvedMountOptions {
   readonly watch: WatchMode;
   readonly pollInterval: number;
   readonly heartbeatInterval: number;
+  readonly closeTimeout: number;
   readonly registry: Registry | undefined;
   readonly logger: Logger | undefined;
 }
@@ -159,6 +165,7 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
     watch,
     pollInterval: positiveInt(opts.pollInterval, 'pollInterval', 250, 10),
     heartbeatInterval: positiveInt(opts.heartbeatInterval, 'heartbeatInterval', 1000, 50),
+    closeTimeout: positiveInt(opts.closeTimeout, 'closeTimeout', 30_000, 0),
     registry,
     logger,
   });

@@ -1,5 +1,5 @@
-import { readFile, realpath, stat } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import { type Stats, constants } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { extname, isAbsolute, join, posix, relative } from 'node:path';
 import etag from 'etag';
@@ -124,7 +124,31 @@ async function fileEntryAt(
   }
   // a symlink that resolves outside the mounted copy (or into the other slot)
   if (!isInside(slot.realRoot, real)) return null;
+  // Headers and body come from one descriptor: the stat the headers are built from is the file's
+  // whose bytes are kept, even if the path is renamed over meanwhile.
+  let handle: FileHandle;
+  try {
+    handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+  try {
+    return await describeFile(handle, path, real, opts);
+  } finally {
+    await handle.close();
+  }
+}
 
+/** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
+async function describeFile(
+  handle: FileHandle,
+  path: string,
+  real: string,
+  opts: ResolvedStaticOptions,
+): Promise<FileEntry | null> {
+  const st = await handle.stat();
+  if (!st.isFile()) return null;
   const tag = etag(st);
   const lastModified = st.mtime.toUTCString();
   const headers: OutgoingHttpHeaders = {
@@ -137,7 +161,7 @@ async function fileEntryAt(
   }
   if (opts.lastModified) headers['Last-Modified'] = lastModified;
   if (opts.etag) headers.ETag = tag;
-  const body = st.size <= opts.cacheMaxFileSize ? await readFile(real) : null;
+  const body = st.size <= opts.cacheMaxFileSize ? await handle.readFile() : null;
   // The read must match the stat; a mounted copy never changes, but a hand edit would.
   if (body && body.length !== st.size) throw new Error(`file changed while being read: ${real}`);
   return Object.freeze({

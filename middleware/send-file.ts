@@ -1,5 +1,7 @@
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream';
 import fresh from 'fresh';
 import parseRange from 'range-parser';
 import type { FileEntry } from './file-cache.js';
@@ -71,10 +73,38 @@ function isPlain(req: IncomingMessage): boolean {
 }
 
 /**
- * Answer a GET or HEAD for a file of the mounted copy; returns the status sent.
- * Small files come from memory with headers computed once per epoch; large
- * ones are streamed from the real path resolved at lookup time. `doneReading`
- * is called once the copy is no longer read: at once for a body in memory, at
+ * Open the file an entry was built from, and check that it is that file:
+ * same device, inode, size and mtime as the stat the headers came from. Null
+ * when it is another (the copy was rewritten under this server) or gone.
+ */
+async function openSame(entry: FileEntry): Promise<FileHandle | null> {
+  let handle: FileHandle;
+  try {
+    handle = await open(entry.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return null;
+  }
+  try {
+    const st = await handle.stat();
+    const was = entry.stats;
+    if (st.dev === was.dev && st.ino === was.ino && st.size === was.size && st.mtimeMs === was.mtimeMs) return handle;
+  } catch {
+    // fall through: an entry that cannot be checked is not sent
+  }
+  await handle.close();
+  return null;
+}
+
+/**
+ * Answer a GET or HEAD for a file of the mounted copy; returns the status sent
+ * (or a promise of it, when the body is streamed from disk).
+ *
+ * Small files come from memory with headers computed once per epoch, from the
+ * same descriptor their bytes were read from. Large ones are streamed from a
+ * descriptor opened first and checked against the stat the headers were built
+ * from: a body is never sent under another file's headers, and `'changed'`
+ * (nothing sent) tells the caller the copy changed under it. `doneReading` is
+ * called once the copy is no longer read: at once for a body in memory, at
  * the end of the response for a stream.
  */
 export function sendFile(
@@ -83,7 +113,7 @@ export function sendFile(
   entry: FileEntry,
   opts: ResolvedStaticOptions,
   doneReading: () => void,
-): number {
+): number | Promise<number | 'changed'> {
   const plain = isPlain(req);
   // fast path: an unconditional full response from memory, headers computed once per epoch
   if (plain && opts.setHeaders === undefined && entry.body !== null) {
@@ -92,10 +122,29 @@ export function sendFile(
     doneReading();
     return 200;
   }
-  const { status, streaming } = respond(req, res, entry, opts, plain);
-  if (streaming) res.once('close', doneReading);
-  else doneReading();
-  return status;
+  if (entry.body !== null || req.method === 'HEAD') {
+    const { status } = respond(req, res, entry, opts, plain, null);
+    doneReading();
+    return status;
+  }
+  return openSame(entry).then((handle) => {
+    if (handle === null) {
+      doneReading();
+      return 'changed';
+    }
+    if (res.destroyed) {
+      // the client is gone: nothing to send, and the descriptor must not stay open
+      doneReading();
+      void handle.close();
+      return 499;
+    }
+    const { status, streaming } = respond(req, res, entry, opts, plain, handle);
+    if (!streaming) {
+      void handle.close();
+      doneReading();
+    }
+    return status;
+  });
 }
 
 function respond(
@@ -104,6 +153,7 @@ function respond(
   entry: FileEntry,
   opts: ResolvedStaticOptions,
   plain: boolean,
+  handle: FileHandle | null,
 ): { status: number; streaming: boolean } {
   const h = req.headers;
   const size = entry.stats.size;
@@ -158,12 +208,10 @@ function respond(
     res.end(entry.body.subarray(start, end + 1));
     return { status, streaming: false };
   }
-  const stream = createReadStream(entry.path, { start, end, highWaterMark: STREAM_CHUNK });
-  stream.on('error', (err) => {
-    // headers are gone already: all that is left is to cut the connection
-    res.destroy(err);
-  });
-  res.on('close', () => stream.destroy());
-  stream.pipe(res);
+  if (handle === null) throw new Error(`no descriptor for a streamed body: ${entry.path}`);
+  const stream = createReadStream('', { fd: handle, start, end, highWaterMark: STREAM_CHUNK, autoClose: true });
+  // pipeline ends both ways: a client gone (even before this) destroys the stream and closes the
+  // descriptor, and a read error cuts the connection, since the headers are gone already
+  pipeline(stream, res, () => {});
   return { status, streaming: true };
 }

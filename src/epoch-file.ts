@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic-write.js';
 import { MirrorswapError } from './errors.js';
 import type { SlotName } from './store-layout.js';
+import { readSmallFile } from './read-small-file.js';
 
 /** The format this version writes and the only one it reads. */
 export const EPOCH_FORMAT = 1;
@@ -20,7 +20,17 @@ export interface EpochRecord {
   /** Slot roots; a relative root is resolved against the epoch file's directory. */
   readonly roots: Readonly<Record<SlotName, string>>;
   readonly publishedAt: string;
+  /**
+   * The agent's server lease (its --server-ttl), in ms: a server whose last
+   * heartbeat is older is taken as dead, and the copy it mounts may be
+   * rewritten. A server must re-read this file before it serves again after
+   * going that long without renewing (optional: readers assume 10 s).
+   */
+  readonly lease?: number;
 }
+
+/** The lease readers assume when the epoch file does not state one. */
+export const DEFAULT_LEASE_MS = 10_000;
 
 /** Validate parsed JSON as an epoch record; throws a MirrorswapError naming the field. */
 export function parseEpochRecord(text: string, source: string): EpochRecord {
@@ -57,6 +67,9 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
   if (typeof obj.publishedAt !== 'string' || Number.isNaN(Date.parse(obj.publishedAt))) {
     bad('publishedAt', 'an ISO 8601 timestamp');
   }
+  if (obj.lease !== undefined && (typeof obj.lease !== 'number' || !Number.isSafeInteger(obj.lease) || obj.lease < 1)) {
+    bad('lease', 'a positive integer of milliseconds');
+  }
   const r = roots as Record<SlotName, string>;
   return Object.freeze({
     format: EPOCH_FORMAT,
@@ -64,21 +77,24 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
     mounted: obj.mounted as SlotName,
     roots: Object.freeze({ a: r.a, b: r.b }),
     publishedAt: obj.publishedAt as string,
+    ...(obj.lease !== undefined ? { lease: obj.lease as number } : {}),
   });
 }
 
+/** An epoch file is a few hundred bytes; a larger one is not read. */
+const MAX_EPOCH_FILE_BYTES = 64 * 1024;
+
 /** Read the epoch file; `null` when it does not exist yet (the store is not ready). */
 export async function readEpochFile(file: string): Promise<EpochRecord | null> {
-  let text: string;
+  let bytes: Buffer | null;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readSmallFile(file, MAX_EPOCH_FILE_BYTES);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new MirrorswapError('EPOCH_READ', `cannot read epoch file ${file}: ${(err as Error).message}`, {
       cause: err,
     });
   }
-  return parseEpochRecord(text, file);
+  return bytes === null ? null : parseEpochRecord(bytes.toString('utf8'), file);
 }
 
 export async function writeEpochFile(file: string, record: EpochRecord): Promise<void> {

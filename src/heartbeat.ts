@@ -1,5 +1,6 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readSmallFile } from './read-small-file.js';
 import type { SlotName } from './store-layout.js';
 
 /**
@@ -45,10 +46,14 @@ function isHeartbeat(value: unknown): value is Heartbeat {
   );
 }
 
+/** A heartbeat is a few hundred bytes; anything much larger is not one. */
+export const MAX_HEARTBEAT_BYTES = 64 * 1024;
+
 /**
- * Every readable heartbeat. Unreadable or foreign files are skipped: a file
- * half-written by hand must not wedge a swap, and a dead server's stale file
- * is judged by its age, not here.
+ * Every readable heartbeat. Anything else in the directory is skipped without
+ * blocking: a file half-written by hand, a FIFO, a device, a huge file or a
+ * link must never hang or wedge a swap, and a dead server's stale file is
+ * judged by its age, not here.
  */
 export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
   let names: string[];
@@ -64,10 +69,11 @@ export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
       .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
       .map(async (name) => {
         try {
-          const parsed: unknown = JSON.parse(await readFile(join(serversDir, name), 'utf8'));
+          const bytes = await readSmallFile(join(serversDir, name), MAX_HEARTBEAT_BYTES);
+          const parsed: unknown = bytes && JSON.parse(bytes.toString('utf8'));
           if (isHeartbeat(parsed)) out.push(parsed);
         } catch {
-          // gone between readdir and read, or not ours: skip
+          // gone, torn, half-written by hand, or not a heartbeat at all: skip
         }
       }),
   );

@@ -149,7 +149,11 @@ describe('the agent process', () => {
     const running = procs[0] as CliProcess;
     await running.kill('SIGTERM');
     assert.equal(running.child.exitCode, 0);
-    await assert.rejects(stat(store.lockFile), { code: 'ENOENT' });
+    // the kernel's lock went with it: the next agent takes the store at once
+    await assert.rejects(stat(`${store.lockFile}.owner`), { code: 'ENOENT' });
+    const next = await startAgentProc(store, token.file, token.token);
+    procs.push(next.proc);
+    assert.equal((await next.api<{ ready: boolean }>('GET', '/v1/status')).status, 200);
   });
 });
 

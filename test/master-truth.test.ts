@@ -401,7 +401,8 @@ describe('what is served is a published state of master, whatever path a change 
     await writeFile(join(store.master, 'index.html'), 'v1');
     const lib = await Agent.start({ layout: store, logger, durable: false });
     try {
-      await lib.requestSync({ reason: 'test' });
+      await writeFile(join(store.master, 'index.html'), 'v2');
+      await lib.requestSync({ reason: 'test' }); // the standby now holds the older release
       const before = await readEpochFile(store.epochFile);
       assert.ok(before);
       // the positions file rewritten behind the agent's back: the standby marked as half copied

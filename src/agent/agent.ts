@@ -397,9 +397,13 @@ export class Agent {
     return this.#enqueue('sync', opts.full ?? false);
   }
 
-  /** Mount the standby again (it still holds the previous epoch) and pause automatic syncs. */
+  /**
+   * Mount the standby again, when it still holds an older release than the
+   * mounted copy, and pause automatic syncs. Refused (NO_ROLLBACK, pausing
+   * nothing) when nothing older is retained: right after another rollback
+   * the standby holds the release just rolled back from.
+   */
   rollback(): Promise<SwapRecord> {
-    this.#paused = true;
     return this.#enqueue('rollback', false);
   }
 
@@ -448,7 +452,45 @@ export class Agent {
     }
   }
 
+  /**
+   * Take the epoch file's word over memory before a swap: a publish whose
+   * rename landed but whose directory fsync failed has servers on an epoch
+   * the agent did not record. Going on from memory would copy into the copy
+   * they mount.
+   */
+  async #readEpochTruth(): Promise<void> {
+    let onDisk: EpochRecord | null;
+    try {
+      onDisk = await readEpochFile(this.layout.epochFile);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'cannot read the epoch file before a swap; going on from memory');
+      return;
+    }
+    const known = this.#epoch;
+    if (!onDisk || (onDisk.epoch === known.epoch && onDisk.mounted === known.mounted)) return;
+    if (onDisk.epoch > known.epoch) {
+      this.#log.warn(
+        {
+          file: { epoch: onDisk.epoch, mounted: onDisk.mounted },
+          memory: { epoch: known.epoch, mounted: known.mounted },
+        },
+        'the epoch file is ahead of what the agent recorded (a publish that failed after its rename?): following the file',
+      );
+      this.#epoch = onDisk;
+      this.metrics.epoch.set(onDisk.epoch);
+    } else {
+      this.#log.error(
+        {
+          file: { epoch: onDisk.epoch, mounted: onDisk.mounted },
+          memory: { epoch: known.epoch, mounted: known.mounted },
+        },
+        'the epoch file was rewritten behind the agent with an older epoch, which servers ignore: the next publish supersedes it',
+      );
+    }
+  }
+
   async #swap(kind: SwapKind, full: boolean): Promise<SwapRecord> {
+    await this.#readEpochTruth();
     const current = this.#epoch;
     const from = current.mounted;
     const to = otherSlot(from);
@@ -475,6 +517,13 @@ export class Agent {
             `slot ${to} does not hold a complete earlier copy (a sync into it was interrupted or it was never synced); nothing to roll back to`,
           );
         }
+        const mountedAt = this.#slots.get(from).seq;
+        if (mountedAt !== null && pos.seq >= mountedAt) {
+          throw new MirrorswapError(
+            'NO_ROLLBACK',
+            `slot ${to} holds no release older than the mounted one (it holds the release last rolled back from, or the same one); nothing older is retained, so there is nothing to roll back to`,
+          );
+        }
       }
       // 1. the standby must be free: no live server still mounts it or has requests on it
       const waited = await this.#phase(record, 'wait', () =>
@@ -498,9 +547,22 @@ export class Agent {
       // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
       const next = await this.#phase(record, 'publish', async () => {
         await this.#vouchFor(to);
-        return publishEpoch(this.layout, current.epoch + 1, to);
+        try {
+          return await publishEpoch(this.layout, current.epoch + 1, to, this.#opts.serverTtlMs);
+        } catch (err) {
+          // The rename may have landed before what failed (the directory's fsync): then servers
+          // follow the new epoch, and so must the agent.
+          const onDisk = await readEpochFile(this.layout.epochFile).catch(() => null);
+          if (onDisk?.epoch !== current.epoch + 1 || onDisk.mounted !== to) throw err;
+          this.#log.error(
+            { err: (err as Error).message },
+            `epoch ${onDisk.epoch} is in place but could not be made durable; servers follow it, and so does the swap`,
+          );
+          return onDisk;
+        }
       });
       published = true;
+      if (kind === 'rollback') this.#paused = true;
       this.#epoch = next;
       this.metrics.epoch.set(next.epoch);
       await this.#hook('mount', this.#opts.onMount, next, to);

@@ -1,4 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
+import { DeadlineError, withDeadline } from '../deadline.js';
 import { MirrorswapError } from '../errors.js';
 import { type Heartbeat, isLive, readHeartbeats } from '../heartbeat.js';
 
@@ -26,9 +27,28 @@ export async function waitForServers(opts: WaitForServersOptions): Promise<{ wai
   const started = Date.now();
   const seenLive = new Set<string>();
   const dropped: string[] = [];
+  let lastBlocking: Heartbeat[] = [];
+  const describeAll = (hbs: Heartbeat[]) =>
+    hbs.map((hb) => `server ${hb.id} (pid ${hb.pid} on ${hb.host}) ${opts.describe(hb)}`).join('; ');
   for (;;) {
+    // Reading the heartbeats is bounded too: a hung mount must not hold the wait past its timeout.
+    let heartbeats: Heartbeat[];
+    try {
+      heartbeats = await withDeadline(
+        readHeartbeats(opts.serversDir),
+        Math.max(1, started + opts.timeoutMs - Date.now()),
+        `reading the heartbeats in ${opts.serversDir}`,
+      );
+    } catch (err) {
+      if (!(err instanceof DeadlineError)) throw err;
+      // name who held it up when last seen; only a read that never came back is named itself
+      const why = lastBlocking.length > 0 ? describeAll(lastBlocking) : err.message;
+      throw new MirrorswapError(
+        'DRAIN_TIMEOUT',
+        `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.what}: ${why}`,
+      );
+    }
     const now = Date.now();
-    const heartbeats = await readHeartbeats(opts.serversDir);
     const blocking: Heartbeat[] = [];
     for (const hb of heartbeats) {
       if (!isLive(hb, opts.ttlMs, now)) {
@@ -44,11 +64,11 @@ export async function waitForServers(opts: WaitForServersOptions): Promise<{ wai
       }
     }
     if (blocking.length === 0) return { waitedMs: now - started, dropped };
+    lastBlocking = blocking;
     if (now - started >= opts.timeoutMs) {
-      const who = blocking.map((hb) => `server ${hb.id} (pid ${hb.pid} on ${hb.host}) ${opts.describe(hb)}`).join('; ');
       throw new MirrorswapError(
         'DRAIN_TIMEOUT',
-        `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.what}: ${who}`,
+        `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.what}: ${describeAll(blocking)}`,
       );
     }
     await delay(opts.pollMs ?? 20);

@@ -6,6 +6,8 @@ import { stageJsonBatch } from './json-batch.js';
 import { type StagedOp, WriteError, bodyTooLarge } from './master-writer.js';
 import { statusPage } from './status-page.js';
 import { stageTarBatch } from './tar-batch.js';
+import { stat } from 'node:fs/promises';
+import { withDeadline } from '../deadline.js';
 
 export interface ApiOptions {
   /** The agent once started; null while it is still starting (readyz answers 503). */
@@ -14,7 +16,12 @@ export interface ApiOptions {
   /** Largest body the write API accepts, in bytes. */
   maxBody: number;
   logger: AgentLogger;
+  /** Probed by /healthz: a stat of it must complete. */
+  stateDir: string;
 }
+
+/** How long /healthz waits for a file system call before it says the agent is unhealthy. */
+const HEALTH_PROBE_MS = 1000;
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -65,8 +72,15 @@ export function createApi(opts: ApiOptions): express.Express {
       .send(statusPage(nonce));
   });
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
+  app.get('/healthz', async (_req, res) => {
+    // Healthy means able to serve the API: the event loop answers (this runs) and file system calls
+    // complete (the thread pool is not stuck on a hung mount or a blocking open).
+    try {
+      await withDeadline(stat(opts.stateDir), HEALTH_PROBE_MS, 'a file system call');
+      res.json({ ok: true });
+    } catch (err) {
+      res.status(503).json({ ok: false, error: 'UNHEALTHY', message: (err as Error).message });
+    }
   });
   app.get('/readyz', (_req, res) => {
     const agent = opts.agent();

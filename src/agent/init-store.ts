@@ -1,8 +1,8 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import { type Heartbeat, readHeartbeats } from '../heartbeat.js';
-import { SLOTS, type SlotName, type StoreLayout } from '../store-layout.js';
+import { SLOTS, type SlotName, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
 import type { Journal } from './journal.js';
 import { publishEpoch } from './publish.js';
 import type { SlotState, SlotStateFile } from './slot-state.js';
@@ -39,7 +39,14 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
   const positions = await lastPositions(layout.slotStateFile);
   const mounting = (hbs: Heartbeat[]) => hbs.filter((hb) => hb.mounted !== null && hb.epoch > 0);
   let heartbeats = mounting(await readHeartbeats(layout.serversDir));
-  if (heartbeats.length === 0 && positions) {
+  const slotsHoldSomething = async () => {
+    for (const slot of SLOTS) {
+      const names = await readdir(layout.slots[slot]).catch(() => []);
+      if (names.some((n) => n !== TEMP_DIR_NAME)) return true;
+    }
+    return false;
+  };
+  if (heartbeats.length === 0 && (positions || (await slotsHoldSomething()))) {
     // A store in use: servers rewrite their heartbeat every second or so, even one removed by hand.
     await delay(HEARTBEAT_GRACE_MS);
     heartbeats = mounting(await readHeartbeats(layout.serversDir));
@@ -77,7 +84,7 @@ export async function initStore(
   layout: StoreLayout,
   journal: Journal,
   slots: SlotState,
-  opts: { durable?: boolean; onProgress?: (slot: string, stats: CopyStats) => void } = {},
+  opts: { durable?: boolean; lease?: number; onProgress?: (slot: string, stats: CopyStats) => void } = {},
 ): Promise<InitResult> {
   for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir]) {
     await mkdir(dir, { recursive: true });
@@ -86,7 +93,7 @@ export async function initStore(
   if (existing) return { created: false, recovered: null, record: existing };
   const recovered = await recoverMount(layout);
   if (recovered) {
-    const record = await publishEpoch(layout, recovered.epoch, recovered.mounted);
+    const record = await publishEpoch(layout, recovered.epoch, recovered.mounted, opts.lease);
     return { created: false, recovered: recovered.why, record };
   }
   const seq = journal.lastSeq;
@@ -100,5 +107,5 @@ export async function initStore(
     await copier.mirrorAll();
     await slots.set(slot, { seq, syncing: false });
   }
-  return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a') };
+  return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a', opts.lease) };
 }

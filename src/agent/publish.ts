@@ -16,13 +16,19 @@ export function epochRoots(layout: StoreLayout): Record<SlotName, string> {
 }
 
 /** Publish `epoch` mounting `slot`: the one moment web servers are told to switch. */
-export async function publishEpoch(layout: StoreLayout, epoch: number, slot: SlotName): Promise<EpochRecord> {
+export async function publishEpoch(
+  layout: StoreLayout,
+  epoch: number,
+  slot: SlotName,
+  lease?: number,
+): Promise<EpochRecord> {
   const record: EpochRecord = {
     format: 1,
     epoch,
     mounted: slot,
     roots: epochRoots(layout),
     publishedAt: new Date().toISOString(),
+    ...(lease !== undefined ? { lease } : {}),
   };
   await writeEpochFile(layout.epochFile, record);
   return record;

@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../atomic-write.js';
+import { readSmallFile } from '../read-small-file.js';
 import type { SlotName } from '../store-layout.js';
 
 /** What the agent knows of one slot's content. */
@@ -17,6 +17,9 @@ export interface SlotStateFile {
   readonly slots: Readonly<Record<SlotName, SlotPosition>>;
 }
 
+/** The positions file is a few hundred bytes. */
+const MAX_STATE_BYTES = 64 * 1024;
+
 const UNKNOWN: SlotPosition = { seq: null, syncing: false };
 
 /** Per-slot sync positions, crash-safe (atomic, durable writes). */
@@ -33,7 +36,9 @@ export class SlotState {
   static async load(file: string, journalId: string): Promise<SlotState> {
     let state: SlotStateFile | null = null;
     try {
-      const parsed = JSON.parse(await readFile(file, 'utf8')) as SlotStateFile;
+      const parsed = JSON.parse(
+        (await readSmallFile(file, MAX_STATE_BYTES))?.toString('utf8') ?? 'null',
+      ) as SlotStateFile;
       if (parsed.format === 1 && parsed.journal === journalId && parsed.slots?.a && parsed.slots?.b) state = parsed;
     } catch {
       state = null;
@@ -47,7 +52,9 @@ export class SlotState {
    */
   async recorded(slot: SlotName): Promise<SlotPosition | null> {
     try {
-      const parsed = JSON.parse(await readFile(this.#file, 'utf8')) as SlotStateFile;
+      const parsed = JSON.parse(
+        (await readSmallFile(this.#file, MAX_STATE_BYTES))?.toString('utf8') ?? 'null',
+      ) as SlotStateFile;
       return parsed.format === 1 && parsed.journal === this.#state.journal ? (parsed.slots?.[slot] ?? null) : null;
     } catch {
       return null;

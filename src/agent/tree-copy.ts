@@ -5,9 +5,11 @@ import { chmod, copyFile, lstat, mkdir, open, rename, rm, symlink, utimes } from
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { cloneTrees } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
 import { SourceTree, descriptorPath } from './source-tree.js';
+import { msInside } from './copy-times.js';
 
 export type { Difference };
 
@@ -60,16 +62,6 @@ function syncFileSystem(path: string): Promise<void> {
       else resolve();
     });
   });
-}
-
-/**
- * A time in seconds that lands inside the same millisecond as `ms`. utimes
- * takes a double, whose rounding could carry a time like .344999 into the
- * next millisecond; aiming at the middle of it keeps the millisecond (which
- * ETags and comparisons use) equal to master's.
- */
-function msMidpoint(ms: number): number {
-  return (Math.floor(ms) + 0.5) / 1000;
 }
 
 async function lstatOrNull(path: string): Promise<Stats | null> {
@@ -198,57 +190,50 @@ export class TreeCopier {
       for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (topSet.has(p.slice(0, i))) return true;
       return topSet.has(p);
     };
+    let missed: string[] = [];
     if (tops.length > 0) {
       await mkdir(this.#tmpDir, { recursive: true });
       this.#syncAtEnd = true;
       try {
-        await Promise.all(tops.map((top) => this.#copyDirectory(top)));
+        missed = await this.#cloneDirectories(tops);
       } catch (err) {
         await this.clearTemp().catch(() => {});
         throw err;
       }
     }
-    await this.copyPaths(diffs.filter((d) => !under(d.path)).map((d) => d.path));
+    // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
+    await this.copyPaths([...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed]);
     return diffs.map((d) => d.path);
   }
 
-  /** Copy a directory the target lacks into the temp directory, then rename it into place. */
-  async #copyDirectory(rel: string): Promise<void> {
-    const staging = `${this.#tmpPrefix}.${this.#tmpCount++}`;
-    if (!(await this.#copyTreeInto(rel, staging))) return; // gone, or no longer a directory: copied by path below
-    await this.#ensureParents(rel);
-    await rename(staging, join(this.#target, rel)).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
-      await this.#remove(join(this.#target, rel)); // something appeared there meanwhile
-      await rename(staging, join(this.#target, rel));
-    });
-    this.#knownDirs.add(join(this.#target, rel));
-    this.#touchedDirs.add(dirname(join(this.#target, rel)));
-  }
-
   /**
-   * Copy the source directory `rel` as a new directory `dest`, recursively.
-   * False if it is not a directory (or cannot be held by the target at all).
+   * Copy whole directories the target lacks into the temp directory, in
+   * worker threads, then rename each into place. Returns those that were not
+   * there to copy (gone, or no longer a directory).
    */
-  async #copyTreeInto(rel: string, dest: string): Promise<boolean> {
-    const tree = await this.#tree();
-    const dir = await this.#limiter.run(() => tree.readDirectory(rel));
-    if (!dir) return false;
-    if (!(await this.#unlessUnplaceable(rel, () => mkdir(dest)))) return false;
-    this.stats.dirs++;
-    const subdirs: Promise<boolean>[] = [];
-    const files: Promise<unknown>[] = [];
-    for (const e of dir.entries) {
-      const child = `${rel}/${e.name}`;
-      const to = join(dest, e.name);
-      if (e.isDirectory()) subdirs.push(this.#copyTreeInto(child, to));
-      else if (e.isFile() || e.isSymbolicLink())
-        files.push(this.#limiter.run(() => this.#unlessUnplaceable(child, () => this.#copyEntry(child, to))));
+  async #cloneDirectories(tops: string[]): Promise<string[]> {
+    const jobs = tops.map((rel) => ({ rel, dest: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
+    const cloned = await cloneTrees(this.#source, jobs);
+    this.stats.files += cloned.files;
+    this.stats.bytes += cloned.bytes;
+    this.stats.dirs += cloned.dirs;
+    this.stats.skipped += cloned.skipped.length;
+    this.skipped.push(...cloned.skipped);
+    this.#onProgress?.(this.stats);
+    const missed = new Set([...cloned.missed, ...cloned.skipped]);
+    for (const { rel, dest } of jobs) {
+      if (missed.has(rel)) continue;
+      await this.#ensureParents(rel);
+      const to = join(this.#target, rel);
+      await rename(dest, to).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
+        await this.#remove(to); // something appeared there meanwhile
+        await rename(dest, to);
+      });
+      this.#knownDirs.add(to);
+      this.#touchedDirs.add(dirname(to));
     }
-    await Promise.all(files);
-    await Promise.all(subdirs);
-    await chmod(dest, dir.stat.mode & 0o7777); // mkdir's mode is cut by the umask
-    return true;
+    return cloned.missed;
   }
 
   /**
@@ -341,7 +326,7 @@ export class TreeCopier {
     } finally {
       await file.handle.close();
     }
-    await utimes(to, msMidpoint(file.stat.atimeMs), msMidpoint(file.stat.mtimeMs));
+    await utimes(to, msInside(file.stat.atimeMs), msInside(file.stat.mtimeMs));
     if (this.#durable && !this.#syncAtEnd) {
       const handle = await open(to, 'r');
       await handle.sync().finally(() => handle.close());

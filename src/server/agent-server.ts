@@ -23,7 +23,13 @@ export async function startAgentServer(opts: {
   agent: AgentOptions;
 }): Promise<AgentServer> {
   let agent: Agent | null = null;
-  const app = createApi({ agent: () => agent, token: opts.token, maxBody: opts.maxBody, logger: opts.agent.logger });
+  const app = createApi({
+    agent: () => agent,
+    token: opts.token,
+    maxBody: opts.maxBody,
+    logger: opts.agent.logger,
+    stateDir: opts.agent.layout.stateDir,
+  });
   const server = createServer(app);
   const url = await listen(server, opts.host, opts.port);
   const started = Agent.start(opts.agent).then((a) => {
