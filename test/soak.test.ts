@@ -43,7 +43,7 @@ describe('swaps under load (short soak; `npm run soak` runs long)', () => {
   it('serves every request whole from one version, with no error, while swaps run back to back', async () => {
     const report = await runSoak({ durationMs: 15_000 });
     console.log(
-      `soak: ${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches (up to version ${report.maxVersionServed} served), throughput during swaps ${report.ratio.toFixed(2)} of steady`,
+      `soak: ${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches (up to version ${report.maxVersionServed} served), ${report.aborted} aborted, ${report.stalls} stalls (${report.stalledServerRequests} requests to the stalled server), ${report.leakedCounts} leaked counts, throughput during swaps ${report.ratio.toFixed(2)} of steady`,
     );
     assert.deepEqual(report.firstErrors, []);
     assert.equal(report.errors, 0);
@@ -51,6 +51,13 @@ describe('swaps under load (short soak; `npm run soak` runs long)', () => {
     assert.equal(report.etagMismatches, 0);
     assert.equal(report.regressions, 0);
     assert.equal(report.failedSwaps, 0);
+    assert.equal(report.leakedCounts, 0);
+    assert.ok(report.aborted > 100, `only ${report.aborted} aborted requests`);
+    assert.ok(report.stalls >= 1, 'the stalling server was never stopped past the lease');
+    assert.ok(
+      report.stalledServerRequests > 10,
+      `only ${report.stalledServerRequests} requests to the stalling server`,
+    );
     // about half of the 15 s is swapping windows, shared with the rest of the suite: bounds with room
     assert.ok(report.windows >= 2, `only ${report.windows} pairs of windows`);
     assert.ok(report.swaps >= 8, `only ${report.swaps} swaps in 15 s`);

@@ -22,6 +22,11 @@ const FLAGS: FlagSpecs = {
   'min-ratio': { type: 'string', default: '0', help: 'fail under this throughput during swaps / steady' },
   writes: { type: 'boolean', default: true, help: 'send write batches (--no-writes: swaps only)' },
   swaps: { type: 'boolean', default: true, help: 'send sync signals (--no-swaps: writes only)' },
+  hostile: {
+    type: 'boolean',
+    default: true,
+    help: 'clients that hang up at every stage and a server stopped past its lease (--no-hostile: off)',
+  },
 };
 const values = parseFlags(process.argv.slice(2), FLAGS, {});
 const durationMs = durationFlag(values, 'duration', { min: 1 }) as number;
@@ -42,12 +47,15 @@ const report = await runSoak({
   connections,
   writes: values.writes !== false,
   swaps: values.swaps !== false,
+  hostile: values.hostile !== false,
 });
 console.log(JSON.stringify(report, null, 2));
-const wrong = report.errors + report.torn + report.etagMismatches + report.regressions + report.failedSwaps;
+const wrong =
+  report.errors + report.torn + report.etagMismatches + report.regressions + report.failedSwaps + report.leakedCounts;
 console.log(
   `${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches; errors ${report.errors}, torn ${report.torn}, ` +
     `ETag mismatches ${report.etagMismatches}, regressions ${report.regressions}, failed swaps ${report.failedSwaps}; ` +
+    `${report.aborted} aborted requests, ${report.stalls} stalls past the lease (${report.stalledServerRequests} requests to that server), leaked counts ${report.leakedCounts}; ` +
     `throughput during swaps ${report.ratio.toFixed(2)} of steady (${report.swappingRps.toFixed(0)} / ${report.steadyRps.toFixed(0)} req/s, ` +
     `${report.windows} pairs of ${report.windowMs / 1000} s windows, pairs say ${report.ratioInterval.map((r) => r.toFixed(2)).join('–')}; quiet windows of the second half / first half: ${report.quietRatio.toFixed(2)}); ` +
     `target ${TARGET_RATIO}: ${report.ratio >= TARGET_RATIO ? 'met' : 'NOT met'}`,

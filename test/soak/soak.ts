@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { type RecordableHistogram, createHistogram } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
+import { connect } from 'node:net';
 import { Pool } from 'undici';
+import { readHeartbeats } from '../../src/heartbeat.js';
 import { startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { tempStore } from '../helpers/store.js';
 import { FILES, type SoakFile, TOKEN, body, versionOf } from './content.js';
@@ -43,6 +45,14 @@ export interface SoakReport {
   latency: { steady: number[]; swapping: number[] };
   /** Highest version any client received: proves the writes reached the servers. */
   maxVersionServed: number;
+  /** Requests whose client hung up on purpose (after sending, at the first byte, during a 304 or a Range). */
+  aborted: number;
+  /** Times the stalling server was stopped (SIGSTOP) past the agent's --server-ttl, then resumed. */
+  stalls: number;
+  /** Requests answered by the stalling server, every one checked like the rest. */
+  stalledServerRequests: number;
+  /** In-flight counts the servers still reported once all load had stopped: each one would wedge a swap. */
+  leakedCounts: number;
   cpu: { steady: CpuShare; swapping: CpuShare };
   firstErrors: string[];
 }
@@ -80,12 +90,19 @@ export async function runSoak({
   connections = 12,
   writes = true,
   swaps = true,
+  hostile = true,
 }: {
   durationMs: number;
   connections?: number;
   /** Leave out the write batches or the swaps, to see what each costs (both off: the measurement's own noise). */
   writes?: boolean;
   swaps?: boolean;
+  /**
+   * Clients that hang up at every stage of a request, and a third web server
+   * stopped (SIGSTOP) past the agent's --server-ttl now and then, throughout
+   * (off: the throughput comparison alone).
+   */
+  hostile?: boolean;
 }): Promise<SoakReport> {
   const store = await tempStore('mirrorswap-soak-');
   await store.fill('master', Object.fromEntries(FILES.map((f) => [f.path, body(0, f.size)])));
@@ -99,6 +116,8 @@ export async function runSoak({
     { nice: 10 },
   );
   const webs = [await startWebProc(store, 'soak-1'), await startWebProc(store, 'soak-2')];
+  // the stalling server takes its own checked clients, apart from the measured load
+  const staller = hostile ? await startWebProc(store, 'soak-stall') : null;
   // undici's pool, not node:http's client: at half the CPU per request, the
   // load generator is no longer what sets the pace; the servers are.
   const targets: WebTarget[] = webs.map((w) => ({
@@ -126,6 +145,10 @@ export async function runSoak({
     windowRps: { steady: [], swapping: [] },
     latency: { steady: [], swapping: [] },
     maxVersionServed: 0,
+    aborted: 0,
+    stalls: 0,
+    stalledServerRequests: 0,
+    leakedCounts: 0,
     cpu: {
       steady: { loadGenerator: 0, servers: 0, agent: 0, other: 0 },
       swapping: { loadGenerator: 0, servers: 0, agent: 0, other: 0 },
@@ -274,6 +297,67 @@ export async function runSoak({
     rates[kind].push(Math.round((window.requests / window.ms) * 1000));
   };
 
+  /** Hang up on purpose at one stage of a request, over a raw socket. */
+  const abortOne = async (port: number, i: number) => {
+    const file = FILES[(i * 5) % FILES.length] as SoakFile;
+    const stage = i % 4;
+    const headers = [
+      '',
+      '',
+      'If-None-Match: *\r\n', // a 304
+      `Range: bytes=0-${Math.max(0, file.size - 2)}\r\n`,
+    ][stage];
+    await new Promise<void>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.write(`GET /${file.path} HTTP/1.1\r\nHost: soak\r\n${headers}\r\n`);
+        if (stage === 0) socket.destroy(); // gone right after sending: during the lookup
+      });
+      socket.once('data', () => socket.destroy()); // gone at the first byte: mid-stream
+      socket.once('error', () => resolve());
+      socket.once('close', () => resolve());
+      setTimeout(() => socket.destroy(), 2000).unref();
+    });
+    report.aborted++;
+  };
+  const aborter = async () => {
+    for (let i = 0; running; i++) {
+      await abortOne((targets[i % targets.length] as WebTarget).port, i);
+      await delay(5);
+    }
+  };
+  const stalling = staller ? { port: staller.port, pool: new Pool(staller.url, { connections: 2 }) } : null;
+  /** Checked requests to the stalling server, not counted in the windows. */
+  const stalledClient = async () => {
+    if (!stalling) return;
+    for (let i = 0; running; i++) {
+      const file = FILES[(i * 3) % FILES.length] as SoakFile;
+      const startedSeen = seen.get(stalling.port) ?? 0;
+      try {
+        const res = await stalling.pool.request({ method: 'GET', path: `/${file.path}` });
+        const bodyBytes = Buffer.from(await res.body.arrayBuffer());
+        report.stalledServerRequests++;
+        check(stalling.port, file, null, res.statusCode, res.headers.etag, bodyBytes, startedSeen);
+      } catch (err) {
+        report.errors++;
+        problem(`request error on the stalling server: ${(err as Error).message}`);
+      }
+    }
+  };
+  /** Stop the stalling server past the agent's lease (3 s), resume it, and again. */
+  const staller$ = async () => {
+    if (!staller) return;
+    const pid = staller.proc.child.pid as number;
+    while (running) {
+      await delay(1500);
+      if (!running) break;
+      process.kill(pid, 'SIGSTOP');
+      await delay(4000);
+      process.kill(pid, 'SIGCONT');
+      report.stalls++;
+    }
+  };
+
+  const hostiles = hostile ? [aborter(), aborter(), stalledClient(), staller$()] : [];
   const workers = Array.from({ length: connections }, (_, n) => worker(n));
   const t0 = Date.now();
   await delay(2000); // connections open, code warm, caches full
@@ -285,7 +369,18 @@ export async function runSoak({
   }
   running = false;
   await Promise.all(workers);
+  await Promise.all(hostiles);
   await publisher.terminate();
+  // With every client gone, every server must come back to nothing in flight: a count left over
+  // is a slot that could never be drained again.
+  const settleBy = Date.now() + 5000;
+  for (;;) {
+    const heartbeats = await readHeartbeats(store.serversDir);
+    report.leakedCounts = heartbeats.reduce((n, hb) => n + hb.inflight.a + hb.inflight.b, 0);
+    if (report.leakedCounts === 0 || Date.now() > settleBy) break;
+    await delay(100);
+  }
+  if (report.leakedCounts > 0) problem(`${report.leakedCounts} requests still counted in flight with no client left`);
 
   report.steadyRps = (totals.steady.requests / totals.steady.ms) * 1000;
   report.swappingRps = (totals.swapping.requests / totals.swapping.ms) * 1000;
@@ -303,7 +398,8 @@ export async function runSoak({
   report.latency = { steady: percentiles(totals.steady.latencies), swapping: percentiles(totals.swapping.latencies) };
   report.cpu = { steady: cpu.steady.share(), swapping: cpu.swapping.share() };
   await Promise.all(targets.map((t) => t.pool.close()));
-  for (const w of webs) await w.proc.kill('SIGTERM');
+  await stalling?.pool.close();
+  for (const w of staller ? [...webs, staller] : webs) await w.proc.kill('SIGTERM');
   await agent.proc.kill('SIGTERM');
   await store.dispose();
   return report;
