@@ -19,8 +19,25 @@ export interface ProxyOptions extends MountOptions {
   idleTimeout?: number;
   /** Send the upstream's host as Host instead of the client's. Default false. */
   changeOrigin?: boolean;
-  /** How long an upgraded connection (WebSocket) may stay on a slot that is no longer mounted, in ms (0: no limit). Default 30000. */
+  /**
+   * How long an upgraded connection (WebSocket) may stay on a slot that is no
+   * longer mounted, in ms (0: no limit). Default 20000: under the agent's
+   * default --drain-timeout (30 s), so an open WebSocket never fails a swap.
+   */
   upgradeDrainTimeout?: number;
+  /**
+   * How long a response still running (a server-sent-events stream, a long
+   * download) may stay on a slot that is no longer mounted, in ms (0: no limit).
+   * Past it the connection is cut and counted. Default 20000, as above.
+   */
+  responseDrainTimeout?: number;
+  /** Longest silence from a client sending a request body, in ms. Default: idleTimeout. */
+  clientBodyTimeout?: number;
+  /**
+   * Trust the X-Forwarded-For, -Proto and -Host a client sends (a proxy of yours
+   * is in front). Default false: they are replaced, never passed on.
+   */
+  trustProxy?: boolean;
   /** Without a mounted slot: next() (true) or 503 (false). Default true. */
   fallthrough?: boolean;
 }
@@ -47,7 +64,17 @@ interface SlotUpstream {
   readonly target: string;
   readonly label: string;
   readonly upgraded: Set<Duplex>;
+  /** Responses still running on this slot: cut once it is unmounted and the grace is over. */
+  readonly responses: Set<ServerResponse>;
 }
+
+/** The defaults of mirrorProxy's timing options, in ms: one place for the library and `serve --upstream`. */
+export const PROXY_DEFAULTS = Object.freeze({
+  connectTimeout: 5000,
+  idleTimeout: 60_000,
+  upgradeDrainTimeout: 20_000,
+  responseDrainTimeout: 20_000,
+});
 
 /**
  * Blue/green at the proxy: forward each request to the upstream bound to the
@@ -65,11 +92,24 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     b: checkUrl(options.upstreams.b, 'upstreams.b'),
   };
   // every option is checked before anything starts watching or writing
-  const upgradeDrainTimeout = positiveInt(options.upgradeDrainTimeout, 'upgradeDrainTimeout', 30_000, 0);
+  const upgradeDrainTimeout = positiveInt(
+    options.upgradeDrainTimeout,
+    'upgradeDrainTimeout',
+    PROXY_DEFAULTS.upgradeDrainTimeout,
+    0,
+  );
+  const responseDrainTimeout = positiveInt(
+    options.responseDrainTimeout,
+    'responseDrainTimeout',
+    PROXY_DEFAULTS.responseDrainTimeout,
+    0,
+  );
   const fallthrough = bool(options.fallthrough, 'fallthrough', true);
-  const connectTimeout = positiveInt(options.connectTimeout, 'connectTimeout', 5000);
-  const idleTimeout = positiveInt(options.idleTimeout, 'idleTimeout', 60_000);
+  const connectTimeout = positiveInt(options.connectTimeout, 'connectTimeout', PROXY_DEFAULTS.connectTimeout);
+  const idleTimeout = positiveInt(options.idleTimeout, 'idleTimeout', PROXY_DEFAULTS.idleTimeout);
+  const clientBodyTimeout = positiveInt(options.clientBodyTimeout, 'clientBodyTimeout', idleTimeout);
   const changeOrigin = bool(options.changeOrigin, 'changeOrigin', false);
+  const trustProxy = bool(options.trustProxy, 'trustProxy', false);
   const timers = new Set<NodeJS.Timeout>();
 
   const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {
@@ -77,16 +117,25 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
       target: upstreams[view.slot],
       label: new URL(upstreams[view.slot]).host,
       upgraded: new Set(),
+      responses: new Set(),
     }),
     onDrop: (old) => {
-      // upgraded connections hold the old slot until they close; past the limit they are closed
-      if (upgradeDrainTimeout === 0 || old.data.upgraded.size === 0) return;
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        for (const socket of old.data.upgraded) socket.destroy();
-      }, upgradeDrainTimeout);
-      timer.unref();
-      timers.add(timer);
+      // Long-lived exchanges hold the old slot until they end; past their grace they are cut,
+      // so no WebSocket or event stream can hold a swap past the agent's drain timeout.
+      const cutAfter = (grace: number, kind: 'upgrade' | 'response', live: Set<Duplex> | Set<ServerResponse>) => {
+        if (grace === 0 || live.size === 0) return;
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          for (const exchange of live) {
+            cutAfterSwap.inc({ kind });
+            exchange.destroy();
+          }
+        }, grace);
+        timer.unref();
+        timers.add(timer);
+      };
+      cutAfter(upgradeDrainTimeout, 'upgrade', old.data.upgraded);
+      cutAfter(responseDrainTimeout, 'response', old.data.responses);
     },
   });
   const registry = mount.metrics.registry;
@@ -102,11 +151,19 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     labelNames: ['slot', 'kind'],
     registers: [registry],
   });
+  const cutAfterSwap = new Counter({
+    name: 'mirrorswap_proxy_cut_after_swap_total',
+    help: 'Long-lived exchanges cut because they outlived their grace on a slot no longer mounted, by kind (response, upgrade)',
+    labelNames: ['kind'],
+    registers: [registry],
+  });
   const slotOf = new WeakMap<IncomingMessage, SlotName>();
   const forwarder = new Forwarder({
     connectTimeout,
     idleTimeout,
+    clientBodyTimeout,
     changeOrigin,
+    trustProxy,
     onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });
 
@@ -119,12 +176,16 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     }
     const { view } = pin;
     slotOf.set(req, view.slot);
-    forwarder.web(req, res, view.data.target, () => {
+    view.data.responses.add(res);
+    forwarder.web(req, res, view.data.target, (outcome) => {
+      view.data.responses.delete(res);
       pin.release();
       requests.inc({
         slot: view.slot,
         upstream: view.data.label,
-        status_class: res.headersSent ? statusClass(res.statusCode) : '5xx',
+        // a client that went away is its own class (nginx's 499), never an upstream 5xx
+        status_class:
+          outcome === 'client_closed' ? 'client_closed' : res.headersSent ? statusClass(res.statusCode) : '5xx',
       });
     });
   } as MirrorProxy;

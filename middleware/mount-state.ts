@@ -240,12 +240,14 @@ export class MountState<T> {
       await this.ready.catch(() => {});
       await this.#watcher.close();
       if (this.#inflight.a + this.#inflight.b > 0) {
-        await this.#heartbeat.writeNow(); // the agent sees what is still in flight now, not a second later
         let timer: NodeJS.Timeout | undefined;
-        await new Promise<void>((resolve) => {
+        // armed before anything is awaited: a release that lands meanwhile must end the wait
+        const drained = new Promise<void>((resolve) => {
           this.#drained = resolve;
           timer = setTimeout(resolve, this.#opts.closeTimeout);
         });
+        await this.#heartbeat.writeNow(); // the agent sees what is still in flight now, not a second later
+        if (this.#inflight.a + this.#inflight.b > 0) await drained;
         clearTimeout(timer);
         this.#drained = undefined;
         const left = this.#inflight.a + this.#inflight.b;

@@ -33,7 +33,7 @@ describe('every path out of a request releases its copy exactly once', () => {
   let files: MirrorStatic;
   let web: Running;
   /** Requests wait here (an auth or session step) until the test lets them go. */
-  let gate: { entered: () => void; open: Promise<void> } | null = null;
+  let gate: { entered: (res: Response) => void; open: Promise<void> } | null = null;
 
   before(async () => {
     store = await tempStore();
@@ -41,10 +41,10 @@ describe('every path out of a request releases its copy exactly once', () => {
     await store.publish(1, 'a');
     files = mirrorStatic({ store: store.root, logger: memoryLogger(), heartbeatInterval: 100 });
     const app = express();
-    app.use(async (_req: Request, _res: Response, next: NextFunction) => {
+    app.use(async (_req: Request, res: Response, next: NextFunction) => {
       const g = gate;
       if (g) {
-        g.entered();
+        g.entered(res);
         await g.open;
       }
       next();
@@ -82,13 +82,14 @@ describe('every path out of a request releases its copy exactly once', () => {
   ] as const) {
     it(`${name}: a client gone during an asynchronous step before the middleware`, async () => {
       const fds = await openDescriptors();
-      let entered: () => void = () => {};
+      let entered: (res: Response) => void = () => {};
       let letGo: () => void = () => {};
-      const inside = new Promise<void>((resolve) => (entered = resolve));
+      const inside = new Promise<Response>((resolve) => (entered = resolve));
       gate = { entered, open: new Promise<void>((resolve) => (letGo = resolve)) };
       await hangUp(path, headers, 'after-send');
-      await inside;
-      await waitFor('the server to see the client gone', async () => true);
+      const res = await inside;
+      // the middleware must run only once the server has seen the client go
+      await waitFor('the server to see the client gone', () => res.destroyed);
       gate = null;
       letGo();
       await idle();

@@ -2,6 +2,7 @@ import { STATUS_CODES, type Server, createServer } from 'node:http';
 import { type MirrorStatic, mirrorStatic } from '../../middleware/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
 import { Forwarder } from '../../middleware/forwarder.js';
+import { PROXY_DEFAULTS } from '../../middleware/mirror-proxy.js';
 import { requestPath } from '../../middleware/path-resolver.js';
 import { closeServer, listen } from './listen.js';
 import { Counter } from 'prom-client';
@@ -36,8 +37,8 @@ export async function startStaticServer(
     : null;
   const forwarder = app
     ? new Forwarder({
-        connectTimeout: app.connectTimeout ?? 5000,
-        idleTimeout: app.idleTimeout ?? 60_000,
+        connectTimeout: app.connectTimeout ?? PROXY_DEFAULTS.connectTimeout,
+        idleTimeout: app.idleTimeout ?? PROXY_DEFAULTS.idleTimeout,
         changeOrigin: false,
         onError: (kind) => upstreamErrors?.inc({ kind }),
       })
@@ -69,6 +70,11 @@ export async function startStaticServer(
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end(`${STATUS_CODES[status] ?? 'Internal Server Error'}\n`);
     });
+  });
+  // WebSockets and other upgrades go to the application, untouched by the static side
+  server.on('upgrade', (req, socket, head: Buffer) => {
+    if (forwarder && app) forwarder.ws(req, socket, head, app.upstream, () => {});
+    else socket.destroy();
   });
   await mw.ready;
   const url = await listen(server, host, port);
