@@ -1,4 +1,6 @@
-import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import encodeUrl from 'encodeurl';
+import escapeHtml from 'escape-html';
 import { Gauge } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
@@ -6,7 +8,7 @@ import { type Entry, FileCache } from './file-cache.js';
 import { HotCounter, RequestCounter } from './metrics.js';
 import { type MountSurface, type MountView, MountState, type Pin, mountSurface } from './mount-state.js';
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from './options.js';
-import { requestPath, resolveRequestPath } from './path-resolver.js';
+import { NOT_FOUND, REDIRECT, requestPath, resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
 
 type Next = (err?: unknown) => void;
@@ -26,6 +28,44 @@ export interface MirrorStatic extends MountSurface {
 
 function collapseLeadingSlashes(s: string): string {
   return s.replace(/^\/+/, '/');
+}
+
+/** serve-static's small HTML page for a redirect. */
+function redirectDocument(location: string): string {
+  const body = `Redirecting to ${escapeHtml(location)}`;
+  return `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Redirecting</title>\n</head>\n<body>\n<pre>${body}</pre>\n</body>\n</html>\n`;
+}
+
+/**
+ * Redirect a directory (or the mount point itself) to its trailing-slash
+ * form, exactly as serve-static does: the original URL with "/" after its
+ * path, the query kept, leading slashes collapsed (so "//evil.test" stays on
+ * this site), percent-encoded (a path rewritten with "☃" by an earlier
+ * middleware is sent as %E2%98%83), in serve-static's HTML page and headers.
+ */
+function redirectToDirectory(req: IncomingMessage, res: ServerResponse): void {
+  const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+  const q = original.indexOf('?');
+  const pathname = q === -1 ? original : original.slice(0, q);
+  const search = q === -1 ? '' : original.slice(q);
+  const location = encodeUrl(collapseLeadingSlashes(`${pathname}/`) + search);
+  const doc = redirectDocument(location);
+  res.statusCode = 301;
+  res.setHeader('Content-Type', 'text/html; charset=UTF-8');
+  res.setHeader('Content-Length', Buffer.byteLength(doc));
+  res.setHeader('Content-Security-Policy', "default-src 'none'");
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Location', location);
+  res.end(doc);
+}
+
+/** True for a request at the mount point itself without its slash: Express gives `/`, originalUrl lacks it. */
+function atBareMountPoint(req: IncomingMessage, key: string): boolean {
+  if (key !== '/') return false;
+  const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl;
+  if (original === undefined) return false;
+  const q = original.indexOf('?');
+  return !(q === -1 ? original : original.slice(0, q)).endsWith('/');
 }
 
 /** At most this many lookups, for at most this long, are made ahead of a switch. */
@@ -89,7 +129,11 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
 
   function refuse(status: number, next: Next): void {
     if (opts.fallthrough) next();
-    else next(httpError(status, status === 503 ? 'no copy is mounted yet' : (STATUS_CODES[status] ?? 'Error')));
+    else if (status === 503) next(httpError(503, 'no copy is mounted yet'));
+    // serve-static's 404 does not expose its message (the file system's, naming a path); ours says
+    // only "Not Found", but a handler that reads `expose` must see what it saw before
+    else if (status === 404) next(httpError(404, undefined, { expose: false }));
+    else next(httpError(status));
   }
 
   /** Hand a refused path to the next handler, telling it which copy the request was resolved against. */
@@ -115,15 +159,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       return;
     }
     if (entry.kind === 'redirect') {
-      const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-      const q = original.indexOf('?');
-      const location = collapseLeadingSlashes(
-        q === -1 ? `${original}/` : `${original.slice(0, q)}/${original.slice(q)}`,
-      );
-      res.statusCode = 301;
-      res.setHeader('Location', location);
-      res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-      res.end('Moved Permanently\n');
+      redirectToDirectory(req, res);
       pin.release();
       requests.inc(view.slot, 301);
       return;
@@ -136,7 +172,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
     sent.then(
       (status) => {
-        if (status !== 'changed') {
+        if (typeof status === 'number') {
           requests.inc(view.slot, status);
           return;
         }
@@ -159,7 +195,25 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     );
   }
 
+  /**
+   * Run a step of the request path; whatever it throws (an input no check
+   * foresaw) ends in `next(err)`, or a cut connection once headers are out:
+   * never a rejection nobody handles, never a hung request.
+   */
+  function guarded(res: ServerResponse, next: Next, step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      if (res.headersSent) res.destroy(err as Error);
+      else next(err);
+    }
+  }
+
   function handle(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
+    guarded(res, next, () => serve(req, res, next, again));
+  }
+
+  function serve(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (opts.fallthrough) {
         next();
@@ -187,6 +241,11 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
     const { view } = pin;
     const key = requestPath(req.url);
+    // the mount point itself ("/static" under app.use('/static', …)) redirects to "/static/", as serve-static does
+    if (atBareMountPoint(req, key)) {
+      answer(req, res, next, pin, opts.redirect ? REDIRECT : NOT_FOUND, again);
+      return;
+    }
     const cached = view.data.get(key);
     if (cached !== undefined) {
       cacheHits.inc();
@@ -197,7 +256,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     view.data
       .resolve(key, () => resolveRequestPath(key, view, opts))
       .then(
-        (entry) => answer(req, res, next, pin, entry, again),
+        (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {
           pin.release();
           next(err);

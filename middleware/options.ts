@@ -44,6 +44,8 @@ export interface StaticOptions extends MountOptions {
   etag?: boolean;
   lastModified?: boolean;
   maxAge?: number | string;
+  /** serve-static's lowercase alias of `maxAge` (used when `maxAge` is not given). */
+  maxage?: number | string;
   immutable?: boolean;
   cacheControl?: boolean;
   acceptRanges?: boolean;
@@ -171,15 +173,63 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
   });
 }
 
-function resolveMaxAge(value: unknown): number {
+/**
+ * maxAge in seconds, as send (serve-static's engine) reads it: a number of ms
+ * or a duration string, capped at one year (Infinity included), a negative
+ * one counting as 0. Anything else is a mistake worth a TypeError.
+ */
+function resolveMaxAge(value: unknown, name: string): number {
   if (value === undefined) return 0;
   let millis: number | undefined;
   if (typeof value === 'number') millis = value;
   else if (typeof value === 'string') millis = ms(value as ms.StringValue);
-  if (millis === undefined || !Number.isFinite(millis) || millis < 0) {
-    fail('maxAge option must be milliseconds (a number >= 0) or a duration string like "1d"');
+  if (millis === undefined || Number.isNaN(millis)) {
+    fail(`${name} option must be milliseconds (a number) or a duration string like "1d"`);
   }
-  return Math.floor(Math.min(millis, MAX_AGE_CAP_MS) / 1000);
+  return Math.floor(Math.min(Math.max(0, millis), MAX_AGE_CAP_MS) / 1000);
+}
+
+/** Every option mirrorStatic knows; any other is ignored, as serve-static does, with one warning. */
+const STATIC_OPTIONS = new Set([
+  'store',
+  'epochFile',
+  'roots',
+  'serverId',
+  'watch',
+  'pollInterval',
+  'heartbeatInterval',
+  'closeTimeout',
+  'registry',
+  'logger',
+  'index',
+  'dotfiles',
+  'etag',
+  'lastModified',
+  'maxAge',
+  'maxage',
+  'immutable',
+  'cacheControl',
+  'acceptRanges',
+  'extensions',
+  'fallthrough',
+  'redirect',
+  'setHeaders',
+  'cacheMaxBytes',
+  'cacheMaxFileSize',
+  'cacheMaxEntries',
+]);
+const warnedOptions = new Set<string>();
+
+/** Warn once per process for an option mirrorStatic does not know: `maxage` for `maxAge` is the classic typo. */
+function warnUnknownOptions(opts: object): void {
+  for (const name of Object.keys(opts)) {
+    if (STATIC_OPTIONS.has(name) || warnedOptions.has(name)) continue;
+    warnedOptions.add(name);
+    process.emitWarning(`mirrorStatic ignores the unknown option "${name}"`, {
+      code: 'MIRRORSWAP_UNKNOWN_OPTION',
+      detail: `known options: ${[...STATIC_OPTIONS].join(', ')}`,
+    });
+  }
 }
 
 function stringList(value: unknown, name: string, dflt: readonly string[]): readonly string[] {
@@ -194,6 +244,7 @@ function stringList(value: unknown, name: string, dflt: readonly string[]): read
 
 export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions {
   const mount = resolveMountOptions(opts);
+  warnUnknownOptions(opts);
   const dotfiles = opts.dotfiles ?? 'ignore';
   if (dotfiles !== 'allow' && dotfiles !== 'deny' && dotfiles !== 'ignore') {
     fail('dotfiles option must be "allow", "deny", or "ignore"');
@@ -208,7 +259,8 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     dotfiles,
     etag: bool(opts.etag, 'etag', true),
     lastModified: bool(opts.lastModified, 'lastModified', true),
-    maxAgeSeconds: resolveMaxAge(opts.maxAge),
+    maxAgeSeconds:
+      opts.maxAge !== undefined ? resolveMaxAge(opts.maxAge, 'maxAge') : resolveMaxAge(opts.maxage, 'maxage'),
     immutable: bool(opts.immutable, 'immutable', false),
     cacheControl: bool(opts.cacheControl, 'cacheControl', true),
     acceptRanges: bool(opts.acceptRanges, 'acceptRanges', true),

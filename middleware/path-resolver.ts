@@ -10,8 +10,8 @@ import type { ResolvedStaticOptions } from './options.js';
 
 const BAD_REQUEST: RefusedEntry = Object.freeze({ kind: 'refused', status: 400 });
 const FORBIDDEN: RefusedEntry = Object.freeze({ kind: 'refused', status: 403 });
-const NOT_FOUND: RefusedEntry = Object.freeze({ kind: 'refused', status: 404 });
-const REDIRECT = Object.freeze({ kind: 'redirect' as const });
+export const NOT_FOUND: RefusedEntry = Object.freeze({ kind: 'refused', status: 404 });
+export const REDIRECT = Object.freeze({ kind: 'redirect' as const });
 
 /** Longest decoded path and path segment looked up; longer ones are 404 without touching the disk. */
 const MAX_PATH = 4096;
@@ -70,9 +70,11 @@ export async function resolveRequestPath(
   // null bytes, backslashes (a Windows separator, never a name we publish), relative forms
   if (decoded.includes('\0') || decoded.includes('\\') || !decoded.startsWith('/')) return BAD_REQUEST;
   if (decoded.length > MAX_PATH) return NOT_FOUND;
-  const raw = decoded.split('/');
-  if (raw.includes('..')) return FORBIDDEN;
-  const segments = raw.filter((s) => s !== '' && s !== '.');
+  // Dot segments are resolved as send (serve-static's engine) does: "/users/../todo.txt" is
+  // "/todo.txt"; only a path that would climb above the root is refused.
+  const normalized = posix.normalize(`.${decoded}`);
+  if (normalized === '..' || normalized.startsWith('../')) return FORBIDDEN;
+  const segments = normalized.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.some((s) => s.length > MAX_SEGMENT)) return NOT_FOUND;
   if (segments[0] === TEMP_DIR_NAME) return NOT_FOUND;
   if (opts.dotfiles !== 'allow' && segments.some((s) => s.startsWith('.'))) {

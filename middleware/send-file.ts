@@ -23,32 +23,58 @@ function parseHttpDate(value: string | undefined): number {
   return Number.isNaN(t) ? Number.NaN : t;
 }
 
+/** The validators the response carries: ours, or those an earlier middleware set (as send uses them). */
+interface Validators {
+  etag: string | undefined;
+  lastModifiedMs: number;
+}
+
+function validatorsOf(res: ServerResponse): Validators {
+  const etag = res.getHeader('ETag');
+  return {
+    etag: typeof etag === 'string' ? etag : undefined,
+    lastModifiedMs: parseHttpDate(res.getHeader('Last-Modified') as string | undefined),
+  };
+}
+
 /** RFC 9110 13.1.1 and 13.1.4: If-Match, then If-Unmodified-Since when there is no If-Match. */
-function preconditionFailed(req: IncomingMessage, entry: FileEntry): boolean {
+function preconditionFailed(req: IncomingMessage, v: Validators): boolean {
   const ifMatch = req.headers['if-match'];
   if (ifMatch) {
     if (ifMatch.trim() === '*') return false;
+    if (v.etag === undefined) return true;
     // weak comparison, as our validators are weak (size and mtime)
-    const bare = entry.etag.replace(/^W\//, '');
-    return !parseTokenList(ifMatch).some((t) => t === entry.etag || t === bare || t === `W/${bare}`);
+    const bare = v.etag.replace(/^W\//, '');
+    return !parseTokenList(ifMatch).some((t) => t === v.etag || t === bare || t === `W/${bare}`);
   }
   const since = parseHttpDate(req.headers['if-unmodified-since']);
-  return !Number.isNaN(since) && entry.lastModifiedMs > since;
+  return !Number.isNaN(since) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs > since;
 }
 
 /** If-Range: the range applies only while the representation is unchanged. */
-function rangeStillValid(req: IncomingMessage, entry: FileEntry): boolean {
+function rangeStillValid(req: IncomingMessage, v: Validators): boolean {
   const header = req.headers['if-range'];
   if (!header) return true;
   const ifRange = Array.isArray(header) ? header.join(',') : header;
-  if (ifRange.includes('"')) return parseTokenList(ifRange).includes(entry.etag);
+  if (ifRange.includes('"')) return v.etag !== undefined && parseTokenList(ifRange).includes(v.etag);
   const date = parseHttpDate(ifRange);
-  return !Number.isNaN(date) && entry.lastModifiedMs <= date;
+  return !Number.isNaN(date) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs <= date;
+}
+
+/** Headers of ours that an earlier middleware may have set: those it set stand, as with serve-static. */
+const YIELDING = ['content-type', 'cache-control', 'etag', 'last-modified', 'accept-ranges'] as const;
+
+/** True when an earlier middleware set a status or a header that this response must keep. */
+function presetByEarlier(res: ServerResponse): boolean {
+  if (res.statusCode !== 200) return true;
+  for (const name of YIELDING) if (res.hasHeader(name)) return true;
+  return false;
 }
 
 function applyHeaders(res: ServerResponse, entry: FileEntry, opts: ResolvedStaticOptions): void {
   for (const [name, value] of Object.entries(entry.headers)) {
-    if (value !== undefined) res.setHeader(name, value);
+    if (value === undefined || name === 'Content-Length') continue;
+    if (!res.hasHeader(name)) res.setHeader(name, value);
   }
   opts.setHeaders?.(res, entry.path, entry.stats);
 }
@@ -116,7 +142,7 @@ export function sendFile(
 ): number | Promise<number | 'changed'> {
   const plain = isPlain(req);
   // fast path: an unconditional full response from memory, headers computed once per epoch
-  if (plain && opts.setHeaders === undefined && entry.body !== null) {
+  if (plain && opts.setHeaders === undefined && entry.body !== null && !presetByEarlier(res)) {
     res.writeHead(200, entry.headers);
     res.end(req.method === 'HEAD' ? undefined : entry.body);
     doneReading();
@@ -158,18 +184,22 @@ function respond(
   const h = req.headers;
   const size = entry.stats.size;
   applyHeaders(res, entry, opts);
-  if (preconditionFailed(req, entry)) {
+  const validators = validatorsOf(res);
+  if (preconditionFailed(req, validators)) {
     res.removeHeader('Content-Length');
     res.statusCode = 412;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.end('Precondition Failed\n');
     return { status: 412, streaming: false };
   }
+  // A status an earlier middleware set other than 2xx (a 404 page, say) is answered as it is: no 304.
+  const cachable = (res.statusCode >= 200 && res.statusCode < 300) || res.statusCode === 304;
   if (
     !plain &&
+    cachable &&
     fresh(h, {
-      etag: opts.etag ? entry.etag : undefined,
-      'last-modified': opts.lastModified ? entry.lastModified : undefined,
+      etag: validators.etag,
+      'last-modified': res.getHeader('Last-Modified') as string | undefined,
     })
   ) {
     return { status: notModified(res), streaming: false };
@@ -177,8 +207,8 @@ function respond(
 
   let start = 0;
   let end = size - 1;
-  let status = 200;
-  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, entry)) {
+  let status = res.statusCode;
+  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, validators)) {
     const ranges = parseRange(size, h.range, { combine: true });
     if (ranges === -1) {
       res.statusCode = 416;

@@ -1,3 +1,5 @@
+import createError from 'http-errors';
+
 /**
  * Errors mirrorswap raises on purpose carry a stable `code` and say what to do.
  * Their messages are for operators and logs; HTTP handlers map them to short,
@@ -13,13 +15,14 @@ export class MirrorswapError extends Error {
   }
 }
 
-/** An error with an HTTP status, handed to `next(err)` the way serve-static does. */
-export interface HttpError extends Error {
-  status: number;
-  statusCode: number;
-  expose: boolean;
-}
+/** An error with an HTTP status, handed to `next(err)`: an `http-errors` object, as serve-static passes. */
+export type HttpError = createError.HttpError;
 
-export function httpError(status: number, message: string): HttpError {
-  return Object.assign(new Error(message), { status, statusCode: status, expose: status < 500 });
+/**
+ * `createError(status, message)` from http-errors, which serve-static uses:
+ * handlers that test `err instanceof createError.HttpError`, `err.status` or
+ * `err.expose` work the same behind mirrorswap.
+ */
+export function httpError(status: number, message?: string, props: { expose?: boolean } = {}): HttpError {
+  return message === undefined ? createError(status, props) : createError(status, message, props);
 }

@@ -46,15 +46,6 @@ const GONE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENXIO']);
 
 const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
 
-/** The process's umask, read without changing it; all bits (always chmod) where it cannot be read. */
-function currentUmask(): number {
-  try {
-    return process.umask();
-  } catch {
-    return 0o7777;
-  }
-}
-
 /**
  * Copy whole directories of a source tree with blocking calls, in the thread
  * that runs it (a worker): a tree of many small files costs a few system
@@ -71,7 +62,6 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
   const realSource = realpathSync(source);
   const result: CloneResult = { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [] };
   const buffer = Buffer.allocUnsafe(SMALL_FILE);
-  const umask = currentUmask();
 
   const guard = (rel: string, work: () => void): void => {
     try {
@@ -99,7 +89,7 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
             length += n;
           }
           for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
-          if ((mode & ~umask) !== mode) fchmodSync(out, mode); // creation's mode is cut by the umask
+          fchmodSync(out, mode); // creation's mode is cut by the umask (reading it is deprecated)
           futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
         } finally {
           closeSync(out);
