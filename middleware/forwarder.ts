@@ -105,6 +105,28 @@ interface Plan {
   hasBody: boolean;
 }
 
+/** Outcomes of the client's own doing: never counted as an upstream failure. */
+const CLIENT_OUTCOMES: ReadonlySet<Outcome> = new Set(['ok', 'client_closed', 'client_timeout', 'bad_request']);
+
+function isUpstreamFailure(outcome: Outcome): outcome is UpstreamErrorKind {
+  return !CLIENT_OUTCOMES.has(outcome);
+}
+
+/** `done` wrapped so it is called at most once, and the outcome it was called with. */
+function settleOnce(done: (outcome: Outcome) => void) {
+  let outcome: Outcome | undefined;
+  return {
+    get outcome() {
+      return outcome;
+    },
+    end(o: Outcome) {
+      if (outcome !== undefined) return;
+      outcome = o;
+      done(o);
+    },
+  };
+}
+
 function statusFor(outcome: Outcome): number {
   if (outcome === 'bad_request') return 400;
   if (outcome === 'client_timeout') return 408;
@@ -231,18 +253,12 @@ export class Forwarder {
   /** Forward one request; `done` is called exactly once, with how it ended. */
   web(req: IncomingMessage, res: ServerResponse, target: string, done: (outcome: Outcome) => void): void {
     let proxyReq: ClientRequest | undefined;
-    let outcome: Outcome | undefined;
     let upstreamDied = false;
-    const end = (o: Outcome) => {
-      if (outcome !== undefined) return;
-      outcome = o;
-      done(o);
-    };
+    const settled = settleOnce(done);
+    const end = (o: Outcome) => settled.end(o);
     const fail = (o: Outcome) => {
-      if (outcome !== undefined) return;
-      if (o !== 'ok' && o !== 'client_closed' && o !== 'client_timeout' && o !== 'bad_request') {
-        this.#opts.onError(o, req);
-      }
+      if (settled.outcome !== undefined) return;
+      if (isUpstreamFailure(o)) this.#opts.onError(o, req);
       proxyReq?.destroy();
       if (!res.headersSent && !res.destroyed) {
         const status = statusFor(o);
@@ -306,7 +322,7 @@ export class Forwarder {
       });
       // the client gone before the answer is whole: the upstream request goes too
       res.once('close', () => {
-        if (outcome !== undefined || res.writableFinished || upstreamDied) return;
+        if (settled.outcome !== undefined || res.writableFinished || upstreamDied) return;
         upstream.destroy();
         end('client_closed');
       });
@@ -324,7 +340,8 @@ export class Forwarder {
       pipeline(req, upstream, (err) => {
         clearTimeout(timer);
         timer = undefined as unknown as NodeJS.Timeout;
-        if (err && outcome === undefined) fail(req.complete ? classify(err as NodeJS.ErrnoException) : 'client_closed');
+        if (err && settled.outcome === undefined)
+          fail(req.complete ? classify(err as NodeJS.ErrnoException) : 'client_closed');
       });
     } catch (err) {
       fail(err instanceof BadRequest ? 'bad_request' : 'other');
@@ -336,17 +353,12 @@ export class Forwarder {
    * client's socket closes or the handshake fails.
    */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: string, done: (outcome: Outcome) => void): void {
-    let outcome: Outcome | undefined;
     let proxyReq: ClientRequest | undefined;
-    const end = (o: Outcome) => {
-      if (outcome !== undefined) return;
-      outcome = o;
-      done(o);
-    };
+    const settled = settleOnce(done);
+    const end = (o: Outcome) => settled.end(o);
     const refuse = (o: Outcome) => {
-      if (outcome !== undefined) return;
-      if (o !== 'client_closed' && o !== 'bad_request' && o !== 'client_timeout' && o !== 'ok')
-        this.#opts.onError(o, req);
+      if (settled.outcome !== undefined) return;
+      if (isUpstreamFailure(o)) this.#opts.onError(o, req);
       proxyReq?.destroy();
       const status = statusFor(o);
       const body = BODIES[status] as string;

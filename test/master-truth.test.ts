@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { Agent, type AgentStatus, type SwapRecord } from '../src/agent/agent.js';
 import { compareTreesSync } from '../src/agent/compare-trees.js';
 import { readEpochFile, slotRoot } from '../src/epoch-file.js';
+import { memoryLogger } from './helpers/app.js';
 import { type AgentProc, startAgentProc, writeTokenFile } from './helpers/cluster.js';
 import type { RunOptions } from './helpers/proc.js';
 import { type TempStore, tempStore } from './helpers/store.js';
@@ -332,12 +333,8 @@ describe('what is served is a published state of master, whatever path a change 
     // Slots reached by a much longer path than master: a name that fits master can be too long for them.
     const deep = join(store.root, ...Array.from({ length: 4 }, () => 'x'.repeat(250)));
     const layout = { ...store, slots: { a: join(deep, 'a'), b: join(deep, 'b') } };
-    const logs: string[] = [];
-    const logger = {
-      info: () => {},
-      warn: (_o: object, msg: string) => logs.push(msg),
-      error: (_o: object, msg: string) => logs.push(msg),
-    };
+    const logger = memoryLogger();
+    const logs = () => logger.lines.map((l) => l.msg);
     await writeFile(join(store.master, 'index.html'), 'v1');
     const lib = await Agent.start({ layout, logger, durable: false, drainTimeoutMs: 2000, serverTtlMs: 1000 });
     try {
@@ -353,8 +350,8 @@ describe('what is served is a published state of master, whatever path a change 
         assert.equal(await readFile(join(layout.slots[record.to], 'fine.txt'), 'utf8'), 'fine');
       }
       assert.ok(
-        logs.some((m) => m.includes('left out')),
-        `not reported: ${logs.join('; ')}`,
+        logs().some((m) => m.includes('left out')),
+        `not reported: ${logs().join('; ')}`,
       );
     } finally {
       await lib.close();
@@ -363,12 +360,7 @@ describe('what is served is a published state of master, whatever path a change 
   });
 
   it('a periodic comparison finds a change the journal missed, counts it, and the next syncs copy it', async () => {
-    const logs: string[] = [];
-    const logger = {
-      info: () => {},
-      warn: (_o: object, msg: string) => logs.push(msg),
-      error: (_o: object, msg: string) => logs.push(msg),
-    };
+    const logger = memoryLogger();
     await writeFile(join(store.master, 'index.html'), 'v1');
     // no watcher: a direct write is a change the journal cannot know
     const lib = await Agent.start({ layout: store, logger, durable: false, watchMaster: false, verifyIntervalMs: 200 });
@@ -382,8 +374,8 @@ describe('what is served is a published state of master, whatever path a change 
       };
       await waitFor('the periodic comparison to find the change', repaired, { timeout: 10_000 });
       assert.ok(
-        logs.some((m) => m.includes('changes the journal did not know')),
-        logs.join('; '),
+        logger.lines.some((l) => l.msg.includes('changes the journal did not know')),
+        logger.lines.map((l) => l.msg).join('; '),
       );
       for (let i = 0; i < 2; i++) {
         const record = await lib.requestSync({ reason: 'test' });

@@ -8,7 +8,7 @@ import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../middleware/
 import { startTestAgent } from './helpers/agent.js';
 import { memoryLogger } from './helpers/app.js';
 import { listeningUrl, runCli } from './helpers/proc.js';
-import { type Running, listen, rawGet } from './helpers/server.js';
+import { type Running, hangUpAtFirstByte, listen, rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -271,16 +271,7 @@ describe('mirrorProxy on the internet: framing, headers, hostile input', () => {
   });
 
   it('counts a client that hangs up apart (client_closed), never as an upstream 5xx', async () => {
-    await new Promise<void>((resolve) => {
-      const req = request({ host: '127.0.0.1', port: front.port, path: '/sse' }, (res) => {
-        res.once('data', () => {
-          req.destroy();
-          resolve();
-        });
-      });
-      req.on('error', () => {});
-      req.end();
-    });
+    await hangUpAtFirstByte(front.port, '/sse');
     await inflightZero(proxy);
     const text = await proxy.registry.metrics();
     assert.match(text, /mirrorswap_proxy_requests_total\{[^}]*status_class="client_closed"[^}]*\} [1-9]/);

@@ -9,7 +9,7 @@ import type { Heartbeat } from '../src/heartbeat.js';
 import { readHeartbeats } from '../src/heartbeat.js';
 import { startStaticServer } from '../src/server/static-server.js';
 import { memoryLogger } from './helpers/app.js';
-import { type Running, listen, rawGet } from './helpers/server.js';
+import { type Running, hangUpAtFirstByte, listen, rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -190,16 +190,7 @@ describe('mirrorProxy: slot-routed upstreams', () => {
 
   it('aborts the upstream request when the client goes away', async () => {
     const before = poolA.aborted();
-    await new Promise<void>((resolve) => {
-      const req = request({ host: '127.0.0.1', port: front.port, path: '/slow' }, (res) => {
-        res.once('data', () => {
-          req.destroy();
-          resolve();
-        });
-      });
-      req.on('error', () => {});
-      req.end();
-    });
+    await hangUpAtFirstByte(front.port, '/slow');
     await waitFor('the upstream abort', () => poolA.aborted() > before);
     await waitFor('the release', () => proxy.state().inflight.a === 0);
   });

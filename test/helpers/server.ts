@@ -66,3 +66,17 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** GET `path`, read the first chunk of the answer, then hang up: a client that leaves mid-response. */
+export function hangUpAtFirstByte(port: number, path: string): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => {});
+    req.end();
+  });
+}
