@@ -70,6 +70,9 @@ const PROTECTED = new Set([
 
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
 
+/** Set by the proxy itself for the upstream, whatever the client sent. */
+const SET_HERE = new Set(['host', 'content-length']);
+
 function connectionTokens(value: string | string[] | undefined): string[] {
   if (value === undefined) return [];
   return (Array.isArray(value) ? value.join(',') : value)
@@ -155,6 +158,8 @@ function statusFor(outcome: Outcome): number {
 export class Forwarder {
   readonly #opts: ForwarderOptions & { clientBodyTimeout: number; trustProxy: boolean };
   readonly #http = new Agent({ keepAlive: true, maxSockets: 256 });
+  /** Parsed upstream URLs: a handful of targets, parsed once rather than per request. */
+  readonly #targets = new Map<string, URL>();
   readonly #https = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
 
   constructor(opts: ForwarderOptions) {
@@ -167,7 +172,11 @@ export class Forwarder {
 
   /** The upstream request's target and headers, or BadRequest. */
   #plan(req: IncomingMessage, target: string, upgrade: boolean): Plan {
-    const url = new URL(target);
+    let url = this.#targets.get(target);
+    if (!url) {
+      url = new URL(target);
+      this.#targets.set(target, url);
+    }
     const raw = req.url ?? '';
     let path: string;
     if (raw.startsWith('/') && !raw.startsWith('//')) path = raw;
@@ -186,23 +195,22 @@ export class Forwarder {
     const base = url.pathname.replace(/\/$/, '');
     path = `${base}${path}`;
 
-    const names = req.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
-    if (names.filter((n) => n === 'host').length > 1) throw new BadRequest('more than one Host header');
-    if (names.includes('content-length') && names.includes('transfer-encoding'))
-      throw new BadRequest('both Content-Length and Transfer-Encoding');
-    const drop = new Set(HOP_BY_HOP);
-    for (const token of connectionTokens(req.headers.connection)) if (!PROTECTED.has(token)) drop.add(token);
-    if (!this.#opts.trustProxy) for (const name of FORWARDING) drop.add(name);
-    drop.add('host');
-    drop.add('content-length');
-
+    // One pass over the raw headers: what goes on, and the framing and Host checks.
+    const named = connectionTokens(req.headers.connection).filter((t) => !PROTECTED.has(t));
     const headers: string[] = [];
+    let hosts = 0;
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i] as string;
-      if (drop.has(name.toLowerCase())) continue;
-      if (this.#opts.trustProxy && FORWARDING.has(name.toLowerCase())) continue; // set below
+      const lower = name.toLowerCase();
+      if (lower === 'host') hosts++;
+      // hop-by-hop, named by Connection, or set below by the proxy itself (host, framing, forwarding)
+      if (HOP_BY_HOP.has(lower) || SET_HERE.has(lower) || FORWARDING.has(lower)) continue;
+      if (named.length > 0 && named.includes(lower)) continue;
       headers.push(name, req.rawHeaders[i + 1] as string);
     }
+    if (hosts > 1) throw new BadRequest('more than one Host header');
+    if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
+      throw new BadRequest('both Content-Length and Transfer-Encoding');
     const clientHost = req.headers.host;
     headers.push('Host', this.#opts.changeOrigin || !clientHost ? url.host : clientHost);
     const address = req.socket.remoteAddress ?? '';
@@ -291,12 +299,13 @@ export class Forwarder {
       });
       upstream.on('response', (answer: IncomingMessage) => {
         const headers: string[] = [];
-        const drop = new Set(HOP_BY_HOP);
-        for (const token of connectionTokens(answer.headers.connection)) if (!PROTECTED.has(token)) drop.add(token);
-        drop.add('content-length');
+        const named = connectionTokens(answer.headers.connection).filter((t) => !PROTECTED.has(t));
         for (let i = 0; i < answer.rawHeaders.length; i += 2) {
           const name = answer.rawHeaders[i] as string;
-          if (!drop.has(name.toLowerCase())) headers.push(name, answer.rawHeaders[i + 1] as string);
+          const lower = name.toLowerCase();
+          if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
+          if (named.length > 0 && named.includes(lower)) continue;
+          headers.push(name, answer.rawHeaders[i + 1] as string);
         }
         const length = answer.headers['content-length'];
         if (length !== undefined) headers.push('Content-Length', length);
@@ -307,18 +316,16 @@ export class Forwarder {
           fail('bad_response');
           return;
         }
-        // Registered before the pipeline's own: an upstream that dies mid-body is known as
-        // such before the pipeline closes the client's side.
-        const died = () => {
-          if (!answer.complete) upstreamDied = true;
-        };
-        answer.once('error', died);
-        answer.once('close', died);
-        pipeline(answer, res, (err) => {
-          if (!err) end('ok');
-          else if (upstreamDied) fail('reset');
-          else end('client_closed');
+        // pipe(), not pipeline(): the ends are handled here, without eos listeners on both
+        // streams of every response. An upstream that dies mid-body cuts the client's connection.
+        answer.once('error', () => {});
+        answer.once('close', () => {
+          if (answer.complete) return;
+          upstreamDied = true;
+          fail('reset');
         });
+        res.once('finish', () => end('ok'));
+        answer.pipe(res);
       });
       // the client gone before the answer is whole: the upstream request goes too
       res.once('close', () => {
