@@ -167,11 +167,15 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });
 
-  const middleware = function mirrorProxyMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
+  const unavailable = (next: Next) => {
+    if (fallthrough) next();
+    else next(httpError(503, 'no copy is mounted yet'));
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, next: Next): void => {
     const pin = mount.acquire(res);
     if (pin === null) {
-      if (fallthrough) next();
-      else next(httpError(503, 'no copy is mounted yet'));
+      unavailable(next);
       return;
     }
     const { view } = pin;
@@ -188,12 +192,30 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
           outcome === 'client_closed' ? 'client_closed' : res.headersSent ? statusClass(res.statusCode) : '5xx',
       });
     });
+  };
+
+  // a proxy past its lease re-reads the epoch file before it forwards anything, as mirrorStatic does
+  const middleware = function mirrorProxyMiddleware(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    mount.admit(
+      () => forward(req, res, next),
+      () => unavailable(next),
+    );
   } as MirrorProxy;
 
+  const refuseUpgrade = (socket: Duplex) =>
+    socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+
   function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    mount.admit(
+      () => forwardUpgrade(req, socket, head),
+      () => refuseUpgrade(socket),
+    );
+  }
+
+  function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const pin = mount.acquire(socket);
     if (pin === null) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      refuseUpgrade(socket);
       return;
     }
     const { view } = pin;

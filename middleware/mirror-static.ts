@@ -181,11 +181,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
         // headers: re-read the epoch file and start the request again, once.
         pin.release();
         if (again) refuse(503, next);
-        else
-          mount.renew().then(
-            () => handle(req, res, next, true),
-            () => refuse(503, next),
-          );
+        else retryAfterRenewal(req, res, next, true);
       },
       (err: unknown) => {
         pin.release();
@@ -209,8 +205,17 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
   }
 
+  /** A request's way in: past its lease, the server renews it (re-reading the epoch file) first. */
   function handle(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
-    guarded(res, next, () => serve(req, res, next, again));
+    if (mount.leaseLapsed()) retryAfterRenewal(req, res, next, again);
+    else guarded(res, next, () => serve(req, res, next, again));
+  }
+
+  function retryAfterRenewal(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
+    mount.renew().then(
+      () => handle(req, res, next, again),
+      () => refuse(503, next),
+    );
   }
 
   function serve(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
@@ -223,15 +228,6 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.setHeader('Allow', 'GET, HEAD');
       res.setHeader('Content-Length', '0');
       res.end();
-      return;
-    }
-    // A server that went past its lease without renewing may be counted dead by the agent, which may
-    // be rewriting the copy it mounts: it re-reads the epoch file before it serves again.
-    if (mount.leaseLapsed()) {
-      mount.renew().then(
-        () => handle(req, res, next, again),
-        () => refuse(503, next),
-      );
       return;
     }
     const pin = mount.acquire(res);

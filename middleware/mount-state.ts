@@ -71,6 +71,8 @@ export class MountState<T> {
   /** The lease the epoch file states (the agent's server TTL). */
   #lease = DEFAULT_LEASE_MS;
   #renewing: Promise<void> | undefined;
+  /** When a renewal last failed: requests fail fast for a heartbeat interval instead of each retrying. */
+  #renewFailedAt = Number.NEGATIVE_INFINITY;
   readonly ready: Promise<void>;
 
   constructor(opts: ResolvedMountOptions, kind: Heartbeat['kind'], hooks: MountHooks<T>) {
@@ -170,19 +172,40 @@ export class MountState<T> {
     return this.#renewedAt > 0 && now - this.#renewedAt > this.#lease / 2;
   }
 
-  /** Re-read the epoch file, then write a heartbeat: the lease runs again. One at a time. */
+  /**
+   * Re-read the epoch file, then write a heartbeat: the lease runs again. One
+   * at a time; after a failure (a full or hung state disk) requests are
+   * refused at once for a heartbeat interval rather than each trying again.
+   */
   renew(): Promise<void> {
+    if (Date.now() - this.#renewFailedAt < this.#opts.heartbeatInterval) {
+      return Promise.reject(new MirrorswapError('LEASE', 'the heartbeat could not be renewed'));
+    }
     this.#renewing ??= (async () => {
       try {
         const asked = Date.now();
         await this.#watcher.check();
         await this.#heartbeat.writeNow();
         if (this.#renewedAt < asked) throw new MirrorswapError('LEASE', 'the heartbeat could not be renewed');
+      } catch (err) {
+        this.#renewFailedAt = Date.now();
+        throw err;
       } finally {
         this.#renewing = undefined;
       }
     })();
     return this.#renewing;
+  }
+
+  /**
+   * Run `serve` for a request once this server may serve: at once while its
+   * lease holds, after a renewal when it lapsed (the agent may count it dead
+   * and be rewriting the copy it mounts), or `refuse` when it cannot renew.
+   * Every middleware enters through here, on requests and upgrades alike.
+   */
+  admit(serve: () => void, refuse: () => void): void {
+    if (!this.leaseLapsed()) serve();
+    else this.renew().then(serve, refuse);
   }
 
   /** Re-read the epoch file now instead of waiting for the watcher. */

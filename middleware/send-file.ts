@@ -106,7 +106,8 @@ function isPlain(req: IncomingMessage): boolean {
 async function openSame(entry: FileEntry): Promise<FileHandle | null> {
   let handle: FileHandle;
   try {
-    handle = await open(entry.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO swapped in for the file must not hold a thread of the pool (its fstat refuses it)
+    handle = await open(entry.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
     return null;
   }

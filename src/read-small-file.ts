@@ -26,16 +26,18 @@ export async function readSmallFile(file: string, maxBytes: number): Promise<Buf
     if (st.size > maxBytes) {
       throw new MirrorswapError('TOO_LARGE', `${file} is ${st.size} bytes, more than the ${maxBytes} it may have`);
     }
-    // one byte more than allowed: a file that grew since the stat is caught, not cut
-    const buffer = Buffer.alloc(maxBytes + 1);
+    // sized by the stat, one byte more: a file that grew since is read on, up to the limit, never cut
+    const chunks: Buffer[] = [];
     let length = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+    for (let size = st.size + 1; ; size = 64 * 1024) {
+      const buffer = Buffer.allocUnsafe(Math.min(size, maxBytes + 1 - length));
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, length);
       if (bytesRead === 0) break;
+      chunks.push(buffer.subarray(0, bytesRead));
       length += bytesRead;
       if (length > maxBytes) throw new MirrorswapError('TOO_LARGE', `${file} grew past ${maxBytes} bytes`);
     }
-    return buffer.subarray(0, length);
+    return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
   } finally {
     await handle.close();
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -417,6 +417,88 @@ describe('the agent takes the epoch file as the truth before each swap', () => {
       }
     } finally {
       await agent.close();
+    }
+  });
+});
+
+describe('bad luck in shared state, and processes that die beside the agent', () => {
+  let store: TempStore;
+  beforeEach(async () => {
+    store = await tempStore();
+  });
+  afterEach(async () => {
+    await store.dispose();
+  });
+
+  it('killing every child of the agent never drops its hold on the store', async () => {
+    const { file: tokenFile, token } = await writeTokenFile(store);
+    const first = await startAgentProc(store, tokenFile, token);
+    try {
+      // whatever helper the agent may run (a lock holder, a hook), killed with -9
+      execFileSync('sh', ['-c', `pkill -KILL -P ${first.proc.child.pid} || true`]);
+      const second = await startAgentProc(store, tokenFile, token).then(
+        (a) => a,
+        (err: Error) => err,
+      );
+      if (!(second instanceof Error)) await second.proc.kill();
+      assert.ok(second instanceof Error, 'a second agent took the store');
+      assert.match(second.message, /another mirrorswap agent/);
+    } finally {
+      await first.proc.kill();
+    }
+  });
+
+  for (const name of ['agent.lock', 'journal.jsonl']) {
+    it(`a FIFO in place of state/${name} stops the agent's start at once, naming it`, async () => {
+      const { file: tokenFile, token } = await writeTokenFile(store);
+      await mkdir(store.stateDir, { recursive: true });
+      execFileSync('mkfifo', [join(store.stateDir, name)]);
+      const started = Date.now();
+      const outcome = await startAgentProc(store, tokenFile, token).then(
+        async (a) => {
+          await a.proc.kill();
+          return null;
+        },
+        (err: Error) => err,
+      );
+      assert.ok(outcome instanceof Error, 'the agent started on a FIFO');
+      assert.match(
+        outcome.message,
+        new RegExp(`${name.replace('.', '\\.')}.*not a regular file|not a regular file.*${name.replace('.', '\\.')}`),
+      );
+      assert.ok(Date.now() - started < 10_000, 'the start waited on the FIFO');
+    });
+  }
+
+  it('a FIFO swapped in for a file whose headers are cached is answered, never waited on', async () => {
+    await store.fill('a', { 'big.bin': randomBytes(1024 * 1024) });
+    await store.publish(1, 'a');
+    const files = mirrorStatic({
+      store: store.root,
+      logger: memoryLogger(),
+      serverId: 'fifo-swap',
+      cacheMaxFileSize: 1024,
+    });
+    await files.ready;
+    const web = await listen((req, res) =>
+      files(req, res, () => {
+        res.statusCode = 404;
+        res.end();
+      }),
+    );
+    try {
+      assert.equal((await rawGet(web.port, '/big.bin')).status, 200); // the entry, headers and all, is cached
+      await rm(join(store.slots.a, 'big.bin'));
+      execFileSync('mkfifo', [join(store.slots.a, 'big.bin')]);
+      const answer = await Promise.race([
+        rawGet(web.port, '/big.bin').then((r) => r.status),
+        new Promise((r) => setTimeout(() => r('hung'), 3000)),
+      ]);
+      assert.ok([404, 503].includes(answer as number), `answered ${answer}`);
+      assert.equal((await rawGet(web.port, '/nothing')).status, 404, 'the server still answers');
+    } finally {
+      await web.close();
+      await files.close();
     }
   });
 });

@@ -111,6 +111,8 @@ export interface AgentStatus {
 
 /** What made the agent compare master with the mounted copy. */
 export type ReconcileTrigger = 'start' | 'verify' | 'incomplete';
+/** What found changes the journal missed: a comparison, or a full sync. */
+type RepairTrigger = ReconcileTrigger | 'full_sync';
 
 type QueueItem =
   | { kind: SwapKind; full: boolean; resolve: (r: SwapRecord) => void }
@@ -339,18 +341,13 @@ export class Agent {
       this.#incomplete('the master watcher could not confirm it saw every change during a comparison');
       return;
     }
-    const known = new Set(this.#journal.changedSince(position));
-    const unknown = diffs.map((d) => d.path).filter((p) => !coveredBy(known, p));
-    if (unknown.length > 0) {
-      await this.#journal.logTouched(unknown);
-      this.metrics.repairs.inc({ trigger }, unknown.length);
-      const sample = unknown.slice(0, 20);
-      const msg = `master had ${unknown.length} changes the journal did not know; logged, so the next sync of each slot copies them`;
-      if (trigger === 'start') this.#log.info({ trigger, changes: unknown.length, sample }, msg);
-      else this.#log.warn({ trigger, changes: unknown.length, sample }, msg);
-    }
+    const found = await this.#logUnknown(
+      diffs.map((d) => d.path),
+      position,
+      trigger,
+    );
     await this.#journal.logReconciled(position, through);
-    this.#lastReconcile = { at: new Date().toISOString(), trigger, found: unknown.length };
+    this.#lastReconcile = { at: new Date().toISOString(), trigger, found };
     this.metrics.reconcileSeconds.observe((performance.now() - started) / 1000);
     this.changed();
   }
@@ -694,15 +691,27 @@ export class Agent {
   async #passOn(slot: SlotName, found: string[]): Promise<void> {
     const other = this.#slots.get(otherSlot(slot)).seq;
     if (found.length === 0 || other === null || !this.#journal.trusts(other)) return;
-    const known = new Set(this.#journal.changedSince(other));
-    const unknown = found.filter((p) => !coveredBy(known, p));
-    if (unknown.length === 0) return;
+    await this.#logUnknown(found, other, 'full_sync');
+  }
+
+  /**
+   * Log, among `paths` found different by a comparison, those the journal
+   * does not name since `position` (a directory named stands for its tree):
+   * they are changes it missed, so every slot gets them by its next sync.
+   * Counted and said; returns how many there were.
+   */
+  async #logUnknown(paths: string[], position: number, trigger: RepairTrigger): Promise<number> {
+    const known = new Set(this.#journal.changedSince(position));
+    const unknown = paths.filter((p) => !coveredBy(known, p));
+    if (unknown.length === 0) return 0;
     await this.#journal.logTouched(unknown);
-    this.metrics.repairs.inc({ trigger: 'full_sync' }, unknown.length);
-    this.#log.warn(
-      { slot, changes: unknown.length, sample: unknown.slice(0, 20) },
-      `a full sync found ${unknown.length} changes the journal did not know; logged, so slot ${otherSlot(slot)} gets them too`,
-    );
+    this.metrics.repairs.inc({ trigger }, unknown.length);
+    const details = { trigger, changes: unknown.length, sample: unknown.slice(0, 20) };
+    const msg = `master had ${unknown.length} changes the journal did not know; logged, so the next sync of each slot copies them`;
+    // at start they are what changed while no agent ran; at any other time a missed event
+    if (trigger === 'start') this.#log.info(details, msg);
+    else this.#log.warn(details, msg);
+    return unknown.length;
   }
 
   async #hook(

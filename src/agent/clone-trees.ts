@@ -20,6 +20,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { msInside } from './copy-times.js';
+import { isGone, isUnplaceable } from './source-tree.js';
 
 /** One directory of the source to copy whole as a new directory `dest` (which must not exist). */
 export interface CloneJob {
@@ -41,8 +42,6 @@ export interface CloneResult {
 /** Files up to this size are copied by one read and one write through their descriptors. */
 const SMALL_FILE = 1024 * 1024;
 const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
-const UNPLACEABLE = new Set(['ENAMETOOLONG']);
-const GONE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENXIO']);
 
 const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
 
@@ -67,9 +66,8 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
     try {
       work();
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? '';
-      if (UNPLACEABLE.has(code)) result.skipped.push(rel);
-      else if (!GONE.has(code)) throw err; // gone or swapped meanwhile: the watcher reports it again
+      if (isUnplaceable(err)) result.skipped.push(rel);
+      else if (!isGone(err)) throw err; // gone or swapped meanwhile: the watcher reports it again
     }
   };
 
@@ -145,7 +143,7 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
     try {
       fd = openSync(join(source, job.rel), constants.O_RDONLY | constants.O_DIRECTORY | NO_FOLLOW);
     } catch (err) {
-      if (!GONE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      if (!isGone(err)) throw err;
       result.missed.push(job.rel);
       continue;
     }

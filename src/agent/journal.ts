@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { writeFileAtomic } from '../atomic-write.js';
+import { readSmallFile } from '../read-small-file.js';
 import { writeAll } from '../write-all.js';
+
+/** Far beyond any journal compaction leaves (it is rewritten compact past 1000 lines). */
+const MAX_JOURNAL_BYTES = 1024 ** 3;
 
 /** A change to master as the write API makes it: staged temp file renamed into place, or a removal. */
 export type MasterOp = { op: 'put'; path: string; tmp: string } | { op: 'delete'; path: string };
@@ -58,12 +62,8 @@ export class Journal {
   static async open(
     file: string,
   ): Promise<{ journal: Journal; unfinished: { seq: number; ops: MasterOp[] } | null; created: boolean }> {
-    let text: string | null = null;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    // a FIFO or a link in its place is refused at once (NOT_REGULAR), never waited on
+    const text = (await readSmallFile(file, MAX_JOURNAL_BYTES))?.toString('utf8') ?? null;
     let journal: Journal | undefined;
     const intents = new Map<number, MasterOp[]>(); // logged, not yet marked done
     let validBytes = 0;

@@ -1,12 +1,17 @@
-import { type Dirent, type Stats, constants } from 'node:fs';
-import { type FileHandle, open, readdir, readlink, realpath } from 'node:fs/promises';
+import { type Stats, constants } from 'node:fs';
+import { type FileHandle, open, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** Errors that mean "no such entry of that kind here now", not a failure of the copy. */
 const GONE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENXIO', 'EISDIR']);
 
-function isGone(err: unknown): boolean {
+export function isGone(err: unknown): boolean {
   return GONE.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+/** An entry the target's file system cannot hold (a name too long there): copying it again can never succeed. */
+export function isUnplaceable(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'ENAMETOOLONG';
 }
 
 /** A path that names the file behind an open descriptor, not whatever a path names now. */
@@ -82,22 +87,6 @@ export class SourceTree {
     }
     await handle.close();
     return null;
-  }
-
-  /** The directory at `rel`: its status and entries, read through the opened directory. */
-  async readDirectory(rel: string): Promise<{ stat: Stats; entries: Dirent[] } | null> {
-    const handle = await this.#open(rel, constants.O_RDONLY | constants.O_DIRECTORY);
-    if (!handle) return null;
-    try {
-      const stat = await handle.stat();
-      const entries = await readdir(descriptorPath(handle), { withFileTypes: true });
-      return { stat, entries };
-    } catch (err) {
-      if (isGone(err)) return null;
-      throw err;
-    } finally {
-      await handle.close();
-    }
   }
 
   /**

@@ -8,7 +8,7 @@ import { TEMP_DIR_NAME } from '../store-layout.js';
 import { cloneTrees } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
-import { SourceTree, descriptorPath } from './source-tree.js';
+import { SourceTree, descriptorPath, isUnplaceable } from './source-tree.js';
 import { msInside } from './copy-times.js';
 
 export type { Difference };
@@ -26,9 +26,6 @@ export interface CopyStats {
 export function emptyStats(): CopyStats {
   return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0 };
 }
-
-/** An entry the target's file system cannot hold; copying it again can never succeed. */
-const UNPLACEABLE = new Set(['ENAMETOOLONG']);
 
 export interface CopyOptions {
   /** fsync each copied file and every changed directory before returning (default true). */
@@ -246,7 +243,7 @@ export class TreeCopier {
       await work();
       return true;
     } catch (err) {
-      if (!UNPLACEABLE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      if (!isUnplaceable(err)) throw err;
       this.skipped.push(rel);
       this.stats.skipped++;
       return false;
