@@ -68,6 +68,8 @@ export class MountState<T> {
   #drained: (() => void) | undefined;
   /** When the last heartbeat on disk was stamped (ms since the epoch): the lease runs from there. */
   #renewedAt = 0;
+  /** The first heartbeat was tried: from then on, a server that never renewed holds no lease at all. */
+  #started = false;
   /** The lease the epoch file states (the agent's server TTL). */
   #lease = DEFAULT_LEASE_MS;
   #renewing: Promise<void> | undefined;
@@ -107,8 +109,12 @@ export class MountState<T> {
   }
 
   async #start(): Promise<void> {
-    await this.#watcher.start();
-    await this.#heartbeat.start();
+    try {
+      await this.#watcher.start();
+      await this.#heartbeat.start();
+    } finally {
+      this.#started = true;
+    }
   }
 
   get view(): MountView<T> | null {
@@ -169,7 +175,10 @@ export class MountState<T> {
    * the agent's own deadline.
    */
   leaseLapsed(now = Date.now()): boolean {
-    return this.#renewedAt > 0 && now - this.#renewedAt > this.#lease / 2;
+    // never renewed (its first heartbeat failed): the agent does not know this server, and may
+    // rewrite the copy it mounts at any time
+    if (this.#renewedAt === 0) return this.#started;
+    return now - this.#renewedAt > this.#lease / 2;
   }
 
   /**

@@ -502,3 +502,43 @@ describe('bad luck in shared state, and processes that die beside the agent', ()
     }
   });
 });
+
+describe('a server the agent cannot know about does not serve', () => {
+  let store: TempStore;
+  before(async () => {
+    store = await tempStore();
+    await store.fill('a', { 'page.html': 'page' });
+    await store.publish(1, 'a');
+  });
+  after(async () => {
+    await store.dispose();
+  });
+
+  it('whose first heartbeat could not be written answers 503 instead of serving unseen', async () => {
+    // heartbeats cannot be written: where their directory goes, a file stands
+    const epochDir = join(store.root, 'elsewhere');
+    await mkdir(epochDir);
+    await writeFile(join(epochDir, 'epoch.json'), await readFile(store.epochFile));
+    await writeFile(join(epochDir, 'servers'), 'not a directory');
+    const files = mirrorStatic({
+      epochFile: join(epochDir, 'epoch.json'),
+      roots: { a: store.slots.a, b: store.slots.b },
+      logger: memoryLogger(),
+      serverId: 'unseen',
+      fallthrough: false,
+    });
+    await files.ready.catch(() => {});
+    const web = await listen((req, res) =>
+      files(req, res, (err?: unknown) => {
+        res.statusCode = (err as { status?: number } | undefined)?.status ?? 404;
+        res.end();
+      }),
+    );
+    try {
+      assert.equal((await rawGet(web.port, '/page.html')).status, 503);
+    } finally {
+      await web.close();
+      await files.close();
+    }
+  });
+});
