@@ -3,6 +3,7 @@ import { stat, statfs } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type EpochRecord, readEpochFile } from '../src/epoch-file.js';
 import { MirrorswapError } from '../src/errors.js';
+import { CoalescedRun } from './coalesced-run.js';
 import type { WatchMode } from './options.js';
 
 /**
@@ -35,13 +36,14 @@ export class EpochWatcher {
   readonly #opts: EpochWatcherOptions;
   #current: EpochRecord | null = null;
   #signature = '';
-  #running = false;
-  #again = false;
+  readonly #checks = new CoalescedRun(
+    () => this.#checkOnce(),
+    () => this.#closed,
+  );
   #closed = false;
   #fsWatcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #mode: 'native' | 'poll' = 'poll';
-  #settled: Promise<void> = Promise.resolve();
 
   constructor(opts: EpochWatcherOptions) {
     this.#opts = opts;
@@ -84,8 +86,7 @@ export class EpochWatcher {
     this.#startTimer(
       this.#mode === 'native' ? Math.max(NATIVE_BACKSTOP_MS, this.#opts.pollInterval) : this.#opts.pollInterval,
     );
-    this.check();
-    await this.#settled;
+    await this.check();
   }
 
   async #pickMode(): Promise<'native' | 'poll'> {
@@ -106,25 +107,7 @@ export class EpochWatcher {
 
   /** Re-read the file if it changed; coalesces calls made while a read runs. */
   check(): Promise<void> {
-    if (this.#closed) return this.#settled;
-    if (this.#running) {
-      this.#again = true;
-      return this.#settled;
-    }
-    this.#running = true;
-    this.#settled = this.#loop();
-    return this.#settled;
-  }
-
-  async #loop(): Promise<void> {
-    try {
-      do {
-        this.#again = false;
-        await this.#checkOnce();
-      } while (this.#again && !this.#closed);
-    } finally {
-      this.#running = false;
-    }
+    return this.#checks.run();
   }
 
   async #checkOnce(): Promise<void> {
@@ -176,6 +159,6 @@ export class EpochWatcher {
     this.#timer = undefined;
     this.#fsWatcher?.close();
     this.#fsWatcher = undefined;
-    await this.#settled.catch(() => {});
+    await this.#checks.settled();
   }
 }

@@ -2,6 +2,7 @@ import { mkdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { writeFileAtomic } from '../src/atomic-write.js';
 import { type Heartbeat, heartbeatFile } from '../src/heartbeat.js';
+import { CoalescedRun } from './coalesced-run.js';
 
 /** The part of a heartbeat that changes: what the server serves and holds. */
 export type HeartbeatState = Pick<Heartbeat, 'epoch' | 'mounted' | 'inflight'>;
@@ -18,9 +19,11 @@ export class HeartbeatWriter {
   readonly #base: Pick<Heartbeat, 'id' | 'host' | 'pid' | 'interval' | 'kind'>;
   readonly #onError: (err: Error) => void;
   readonly #onWritten: (at: number) => void;
+  readonly #writes = new CoalescedRun(
+    () => this.#writeOnce(),
+    () => this.#closed,
+  );
   #timer: NodeJS.Timeout | undefined;
-  #writing: Promise<void> | undefined;
-  #again = false;
   #closed = false;
 
   constructor(opts: {
@@ -55,29 +58,18 @@ export class HeartbeatWriter {
 
   /** Write the current state as soon as possible; resolves once it is on disk. */
   writeNow(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    if (this.#writing) {
-      this.#again = true;
-      return this.#writing;
-    }
-    this.#writing = this.#loop().finally(() => {
-      this.#writing = undefined;
-    });
-    return this.#writing;
+    return this.#writes.run();
   }
 
-  async #loop(): Promise<void> {
-    do {
-      this.#again = false;
-      const at = Date.now();
-      const hb: Heartbeat = { format: 1, ...this.#base, ...this.#snapshot(), at: new Date(at).toISOString() };
-      try {
-        await writeFileAtomic(this.#file, `${JSON.stringify(hb)}\n`, { durable: false });
-        this.#onWritten(at);
-      } catch (err) {
-        this.#onError(err as Error);
-      }
-    } while (this.#again && !this.#closed);
+  async #writeOnce(): Promise<void> {
+    const at = Date.now();
+    const hb: Heartbeat = { format: 1, ...this.#base, ...this.#snapshot(), at: new Date(at).toISOString() };
+    try {
+      await writeFileAtomic(this.#file, `${JSON.stringify(hb)}\n`, { durable: false });
+      this.#onWritten(at);
+    } catch (err) {
+      this.#onError(err as Error);
+    }
   }
 
   /** Stop writing and remove the file: a server that shut down holds no slot. */
@@ -85,7 +77,7 @@ export class HeartbeatWriter {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
-    await this.#writing?.catch(() => {});
+    await this.#writes.settled();
     await unlink(this.#file).catch(() => {});
   }
 }

@@ -6,29 +6,30 @@ import type { SlotName } from '../src/store-layout.js';
 import { Forwarder } from './forwarder.js';
 import { statusClass } from './metrics.js';
 import { type MountSurface, MountState, mountSurface } from './mount-state.js';
-import { type MountOptions, bool, positiveInt, resolveMountOptions } from './options.js';
+import { PROXY_DEFAULTS } from './defaults.js';
+import { type MountOptions, booleanOption, checkHttpUrl, integerOption, resolveMountOptions } from './options.js';
 
 type Next = (err?: unknown) => void;
 
 export interface ProxyOptions extends MountOptions {
   /** The upstream serving each slot, e.g. `{ a: 'http://10.0.0.5:8081', b: 'http://10.0.0.5:8082' }`. */
   upstreams: Record<SlotName, string>;
-  /** Longest wait for a connection to an upstream, in ms. Default 5000. */
+  /** Longest wait for a connection to an upstream, in ms. Default: `PROXY_DEFAULTS.connectTimeout` (5 s). */
   connectTimeout?: number;
-  /** Longest silence from an upstream, in ms. Default 60000. */
+  /** Longest silence from an upstream, in ms. Default: `PROXY_DEFAULTS.idleTimeout` (60 s). */
   idleTimeout?: number;
   /** Send the upstream's host as Host instead of the client's. Default false. */
   changeOrigin?: boolean;
   /**
    * How long an upgraded connection (WebSocket) may stay on a slot that is no
-   * longer mounted, in ms (0: no limit). Default 20000: under the agent's
+   * longer mounted, in ms (0: no limit). Default: `PROXY_DEFAULTS.upgradeDrainTimeout` (20 s), under the agent's
    * default --drain-timeout (30 s), so an open WebSocket never fails a swap.
    */
   upgradeDrainTimeout?: number;
   /**
    * How long a response still running (a server-sent-events stream, a long
    * download) may stay on a slot that is no longer mounted, in ms (0: no limit).
-   * Past it the connection is cut and counted. Default 20000, as above.
+   * Past it the connection is cut and counted. Default: `PROXY_DEFAULTS.responseDrainTimeout` (20 s), as above.
    */
   responseDrainTimeout?: number;
   /** Longest silence from a client sending a request body, in ms. Default: idleTimeout. */
@@ -50,16 +51,6 @@ export interface MirrorProxy extends MountSurface {
   close(): Promise<void>;
 }
 
-function checkUrl(value: unknown, name: string): string {
-  try {
-    const url = new URL(String(value));
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('protocol');
-    return url.toString();
-  } catch {
-    throw new TypeError(`${name} option must be an http:// or https:// URL`);
-  }
-}
-
 interface SlotUpstream {
   readonly target: string;
   readonly label: string;
@@ -67,14 +58,6 @@ interface SlotUpstream {
   /** Responses still running on this slot: cut once it is unmounted and the grace is over. */
   readonly responses: Set<ServerResponse>;
 }
-
-/** The defaults of mirrorProxy's timing options, in ms: one place for the library and `serve --upstream`. */
-export const PROXY_DEFAULTS = Object.freeze({
-  connectTimeout: 5000,
-  idleTimeout: 60_000,
-  upgradeDrainTimeout: 20_000,
-  responseDrainTimeout: 20_000,
-});
 
 /**
  * Blue/green at the proxy: forward each request to the upstream bound to the
@@ -88,28 +71,28 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     throw new TypeError('upstreams option must be an object like { a: URL, b: URL }');
   }
   const upstreams = {
-    a: checkUrl(options.upstreams.a, 'upstreams.a'),
-    b: checkUrl(options.upstreams.b, 'upstreams.b'),
+    a: checkHttpUrl(options.upstreams.a, 'upstreams.a'),
+    b: checkHttpUrl(options.upstreams.b, 'upstreams.b'),
   };
   // every option is checked before anything starts watching or writing
-  const upgradeDrainTimeout = positiveInt(
+  const upgradeDrainTimeout = integerOption(
     options.upgradeDrainTimeout,
     'upgradeDrainTimeout',
     PROXY_DEFAULTS.upgradeDrainTimeout,
     0,
   );
-  const responseDrainTimeout = positiveInt(
+  const responseDrainTimeout = integerOption(
     options.responseDrainTimeout,
     'responseDrainTimeout',
     PROXY_DEFAULTS.responseDrainTimeout,
     0,
   );
-  const fallthrough = bool(options.fallthrough, 'fallthrough', true);
-  const connectTimeout = positiveInt(options.connectTimeout, 'connectTimeout', PROXY_DEFAULTS.connectTimeout);
-  const idleTimeout = positiveInt(options.idleTimeout, 'idleTimeout', PROXY_DEFAULTS.idleTimeout);
-  const clientBodyTimeout = positiveInt(options.clientBodyTimeout, 'clientBodyTimeout', idleTimeout);
-  const changeOrigin = bool(options.changeOrigin, 'changeOrigin', false);
-  const trustProxy = bool(options.trustProxy, 'trustProxy', false);
+  const fallthrough = booleanOption(options.fallthrough, 'fallthrough', PROXY_DEFAULTS.fallthrough);
+  const connectTimeout = integerOption(options.connectTimeout, 'connectTimeout', PROXY_DEFAULTS.connectTimeout, 1);
+  const idleTimeout = integerOption(options.idleTimeout, 'idleTimeout', PROXY_DEFAULTS.idleTimeout, 1);
+  const clientBodyTimeout = integerOption(options.clientBodyTimeout, 'clientBodyTimeout', idleTimeout, 1);
+  const changeOrigin = booleanOption(options.changeOrigin, 'changeOrigin', PROXY_DEFAULTS.changeOrigin);
+  const trustProxy = booleanOption(options.trustProxy, 'trustProxy', PROXY_DEFAULTS.trustProxy);
   const timers = new Set<NodeJS.Timeout>();
 
   const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {

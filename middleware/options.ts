@@ -4,18 +4,14 @@ import type { ServerResponse } from 'node:http';
 import type { Stats } from 'node:fs';
 import ms from 'ms';
 import type { Registry } from 'prom-client';
+import { isIntegerAtLeast } from '../src/checks.js';
 import { SERVER_ID_PATTERN } from '../src/heartbeat.js';
+import type { MiddlewareLogger } from '../src/logger.js';
 import type { SlotName } from '../src/store-layout.js';
+import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
 
 export type WatchMode = 'auto' | 'native' | 'poll';
 export type DotfilesPolicy = 'allow' | 'deny' | 'ignore';
-
-/** A pino-compatible logger; only these two levels are used. */
-export interface Logger {
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-}
 
 /** Options shared by every mirrorswap middleware: where the contract lives and how to follow it. */
 export interface MountOptions {
@@ -35,7 +31,7 @@ export interface MountOptions {
    */
   closeTimeout?: number;
   registry?: Registry;
-  logger?: Logger;
+  logger?: MiddlewareLogger;
 }
 
 export interface StaticOptions extends MountOptions {
@@ -71,7 +67,7 @@ export interface ResolvedMountOptions {
   readonly heartbeatInterval: number;
   readonly closeTimeout: number;
   readonly registry: Registry | undefined;
-  readonly logger: Logger | undefined;
+  readonly logger: MiddlewareLogger | undefined;
 }
 
 export interface ResolvedStaticOptions extends ResolvedMountOptions {
@@ -101,19 +97,32 @@ function fail(message: string): never {
 }
 
 /** A boolean option, or its default; a TypeError naming the option otherwise. */
-export function bool(value: unknown, name: string, dflt: boolean): boolean {
+export function booleanOption(value: unknown, name: string, dflt: boolean): boolean {
   if (value === undefined) return dflt;
   if (typeof value !== 'boolean') fail(`${name} option must be a boolean`);
   return value;
 }
 
-/** An integer option of at least `min`, or its default; a TypeError naming the option otherwise. */
-export function positiveInt(value: unknown, name: string, dflt: number, min = 1): number {
+/** An integer option of at least `min` (0 allowed when `min` is 0), or its default; a TypeError naming the option otherwise. */
+export function integerOption(value: unknown, name: string, dflt: number, min: number): number {
   if (value === undefined) return dflt;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+  if (!isIntegerAtLeast(value, min)) {
     fail(`${name} option must be an integer >= ${min}`);
   }
   return value;
+}
+
+/** An http:// or https:// URL option, normalised; a TypeError naming the option otherwise. */
+export function checkHttpUrl(value: unknown, name: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(String(value));
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
+    fail(`${name} option must be an http:// or https:// URL`);
+  return url.toString();
 }
 
 function defaultServerId(): string {
@@ -147,7 +156,7 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
   if (typeof serverId !== 'string' || !SERVER_ID_PATTERN.test(serverId)) {
     fail('serverId option must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with a dot');
   }
-  const watch = opts.watch ?? 'auto';
+  const watch = opts.watch ?? MOUNT_DEFAULTS.watch;
   if (watch !== 'auto' && watch !== 'native' && watch !== 'poll') {
     fail('watch option must be "auto", "native", or "poll"');
   }
@@ -165,9 +174,19 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
     roots: Object.freeze(roots),
     serverId,
     watch,
-    pollInterval: positiveInt(opts.pollInterval, 'pollInterval', 250, 10),
-    heartbeatInterval: positiveInt(opts.heartbeatInterval, 'heartbeatInterval', 1000, 50),
-    closeTimeout: positiveInt(opts.closeTimeout, 'closeTimeout', 30_000, 0),
+    pollInterval: integerOption(
+      opts.pollInterval,
+      'pollInterval',
+      MOUNT_DEFAULTS.pollInterval,
+      MOUNT_MINIMUMS.pollInterval,
+    ),
+    heartbeatInterval: integerOption(
+      opts.heartbeatInterval,
+      'heartbeatInterval',
+      MOUNT_DEFAULTS.heartbeatInterval,
+      MOUNT_MINIMUMS.heartbeatInterval,
+    ),
+    closeTimeout: integerOption(opts.closeTimeout, 'closeTimeout', MOUNT_DEFAULTS.closeTimeout, 0),
     registry,
     logger,
   });
@@ -179,7 +198,7 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
  * one counting as 0. Anything else is a mistake worth a TypeError.
  */
 function resolveMaxAge(value: unknown, name: string): number {
-  if (value === undefined) return 0;
+  if (value === undefined) return STATIC_DEFAULTS.maxAge;
   let millis: number | undefined;
   if (typeof value === 'number') millis = value;
   else if (typeof value === 'string') millis = ms(value as ms.StringValue);
@@ -245,31 +264,33 @@ function stringList(value: unknown, name: string, dflt: readonly string[]): read
 export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions {
   const mount = resolveMountOptions(opts);
   warnUnknownOptions(opts);
-  const dotfiles = opts.dotfiles ?? 'ignore';
+  const dotfiles = opts.dotfiles ?? STATIC_DEFAULTS.dotfiles;
   if (dotfiles !== 'allow' && dotfiles !== 'deny' && dotfiles !== 'ignore') {
     fail('dotfiles option must be "allow", "deny", or "ignore"');
   }
-  const extensions = stringList(opts.extensions, 'extensions', []).map((e) => (e.startsWith('.') ? e.slice(1) : e));
+  const extensions = stringList(opts.extensions, 'extensions', STATIC_DEFAULTS.extensions).map((e) =>
+    e.startsWith('.') ? e.slice(1) : e,
+  );
   if (opts.setHeaders !== undefined && typeof opts.setHeaders !== 'function') {
     fail('setHeaders option must be a function');
   }
   return Object.freeze({
     ...mount,
-    index: stringList(opts.index, 'index', ['index.html']),
+    index: stringList(opts.index, 'index', STATIC_DEFAULTS.index),
     dotfiles,
-    etag: bool(opts.etag, 'etag', true),
-    lastModified: bool(opts.lastModified, 'lastModified', true),
+    etag: booleanOption(opts.etag, 'etag', STATIC_DEFAULTS.etag),
+    lastModified: booleanOption(opts.lastModified, 'lastModified', STATIC_DEFAULTS.lastModified),
     maxAgeSeconds:
       opts.maxAge !== undefined ? resolveMaxAge(opts.maxAge, 'maxAge') : resolveMaxAge(opts.maxage, 'maxage'),
-    immutable: bool(opts.immutable, 'immutable', false),
-    cacheControl: bool(opts.cacheControl, 'cacheControl', true),
-    acceptRanges: bool(opts.acceptRanges, 'acceptRanges', true),
+    immutable: booleanOption(opts.immutable, 'immutable', STATIC_DEFAULTS.immutable),
+    cacheControl: booleanOption(opts.cacheControl, 'cacheControl', STATIC_DEFAULTS.cacheControl),
+    acceptRanges: booleanOption(opts.acceptRanges, 'acceptRanges', STATIC_DEFAULTS.acceptRanges),
     extensions: Object.freeze(extensions),
-    fallthrough: bool(opts.fallthrough, 'fallthrough', true),
-    redirect: bool(opts.redirect, 'redirect', true),
+    fallthrough: booleanOption(opts.fallthrough, 'fallthrough', STATIC_DEFAULTS.fallthrough),
+    redirect: booleanOption(opts.redirect, 'redirect', STATIC_DEFAULTS.redirect),
     setHeaders: opts.setHeaders,
-    cacheMaxBytes: positiveInt(opts.cacheMaxBytes, 'cacheMaxBytes', 64 * 1024 * 1024, 0),
-    cacheMaxFileSize: positiveInt(opts.cacheMaxFileSize, 'cacheMaxFileSize', 256 * 1024, 0),
-    cacheMaxEntries: positiveInt(opts.cacheMaxEntries, 'cacheMaxEntries', 50_000, 1),
+    cacheMaxBytes: integerOption(opts.cacheMaxBytes, 'cacheMaxBytes', STATIC_DEFAULTS.cacheMaxBytes, 0),
+    cacheMaxFileSize: integerOption(opts.cacheMaxFileSize, 'cacheMaxFileSize', STATIC_DEFAULTS.cacheMaxFileSize, 0),
+    cacheMaxEntries: integerOption(opts.cacheMaxEntries, 'cacheMaxEntries', STATIC_DEFAULTS.cacheMaxEntries, 1),
   });
 }

@@ -4,6 +4,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { extname, isAbsolute, join, posix, relative } from 'node:path';
 import etag from 'etag';
 import { contentType } from 'mime-types';
+import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../src/path-limits.js';
 import { TEMP_DIR_NAME } from '../src/store-layout.js';
 import type { Entry, FileEntry, RefusedEntry } from './file-cache.js';
 import type { ResolvedStaticOptions } from './options.js';
@@ -13,9 +14,13 @@ const FORBIDDEN: RefusedEntry = Object.freeze({ kind: 'refused', status: 403 });
 export const NOT_FOUND: RefusedEntry = Object.freeze({ kind: 'refused', status: 404 });
 export const REDIRECT = Object.freeze({ kind: 'redirect' as const });
 
-/** Longest decoded path and path segment looked up; longer ones are 404 without touching the disk. */
-const MAX_PATH = 4096;
-const MAX_SEGMENT = 255;
+/**
+ * Whether `s` is longer than `max` bytes in UTF-8 (how the kernel counts):
+ * a UTF-16 unit is at most 3 bytes, so short strings need no count.
+ */
+function overBytes(s: string, max: number): boolean {
+  return s.length * 3 > max && Buffer.byteLength(s) > max;
+}
 
 /** Errors that mean "no such file here" rather than "the server is broken". */
 const NOT_FOUND_CODES = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EISDIR']);
@@ -69,13 +74,14 @@ export async function resolveRequestPath(
   }
   // null bytes, backslashes (a Windows separator, never a name we publish), relative forms
   if (decoded.includes('\0') || decoded.includes('\\') || !decoded.startsWith('/')) return BAD_REQUEST;
-  if (decoded.length > MAX_PATH) return NOT_FOUND;
+  // longer than any path or name the system takes: 404 without touching the disk
+  if (overBytes(decoded, SYSTEM_PATH_BYTES)) return NOT_FOUND;
   // Dot segments are resolved as send (serve-static's engine) does: "/users/../todo.txt" is
   // "/todo.txt"; only a path that would climb above the root is refused.
   const normalized = posix.normalize(`.${decoded}`);
   if (normalized === '..' || normalized.startsWith('../')) return FORBIDDEN;
   const segments = normalized.split('/').filter((s) => s !== '' && s !== '.');
-  if (segments.some((s) => s.length > MAX_SEGMENT)) return NOT_FOUND;
+  if (segments.some((s) => overBytes(s, SYSTEM_SEGMENT_BYTES))) return NOT_FOUND;
   if (segments[0] === TEMP_DIR_NAME) return NOT_FOUND;
   if (opts.dotfiles !== 'allow' && segments.some((s) => s.startsWith('.'))) {
     return opts.dotfiles === 'deny' ? FORBIDDEN : NOT_FOUND;

@@ -1,5 +1,6 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic-write.js';
+import { isIntegerAtLeast } from './checks.js';
 import { MirrorswapError } from './errors.js';
 import type { SlotName } from './store-layout.js';
 import { readSmallFile } from './read-small-file.js';
@@ -54,7 +55,7 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
     );
   }
   if (obj.format !== EPOCH_FORMAT) bad('format', String(EPOCH_FORMAT));
-  if (typeof obj.epoch !== 'number' || !Number.isSafeInteger(obj.epoch) || obj.epoch < 1) {
+  if (!isIntegerAtLeast(obj.epoch, 1)) {
     bad('epoch', 'a positive integer');
   }
   if (obj.mounted !== 'a' && obj.mounted !== 'b') bad('mounted', '"a" or "b"');
@@ -67,7 +68,7 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
   if (typeof obj.publishedAt !== 'string' || Number.isNaN(Date.parse(obj.publishedAt))) {
     bad('publishedAt', 'an ISO 8601 timestamp');
   }
-  if (obj.lease !== undefined && (typeof obj.lease !== 'number' || !Number.isSafeInteger(obj.lease) || obj.lease < 1)) {
+  if (obj.lease !== undefined && !isIntegerAtLeast(obj.lease, 1)) {
     bad('lease', 'a positive integer of milliseconds');
   }
   const r = roots as Record<SlotName, string>;

@@ -1,3 +1,4 @@
+import { isIntegerAtLeast } from './checks.js';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSmallFile } from './read-small-file.js';
@@ -37,12 +38,12 @@ function isHeartbeat(value: unknown): value is Heartbeat {
   return (
     v.format === 1 &&
     typeof v.id === 'string' &&
-    typeof v.epoch === 'number' &&
+    isIntegerAtLeast(v.epoch, 0) &&
     typeof v.at === 'string' &&
     typeof inflight === 'object' &&
     inflight !== null &&
-    typeof inflight.a === 'number' &&
-    typeof inflight.b === 'number'
+    isIntegerAtLeast(inflight.a, 0) &&
+    isIntegerAtLeast(inflight.b, 0)
   );
 }
 

@@ -1,5 +1,7 @@
 export { mirrorStatic, type MirrorStatic, type PinnedMount } from '../middleware/mirror-static.js';
-export type { StaticOptions, MountOptions, WatchMode, DotfilesPolicy, Logger } from '../middleware/options.js';
+export type { StaticOptions, MountOptions, WatchMode, DotfilesPolicy } from '../middleware/options.js';
+export { MOUNT_DEFAULTS, STATIC_DEFAULTS, PROXY_DEFAULTS } from '../middleware/defaults.js';
+export type { Logger, MiddlewareLogger } from './logger.js';
 export { metricsHandler } from '../middleware/metrics.js';
 export { mirrorProxy, type MirrorProxy, type ProxyOptions } from '../middleware/mirror-proxy.js';
 export { type EpochRecord, EPOCH_FORMAT, readEpochFile, parseEpochRecord } from './epoch-file.js';

@@ -24,6 +24,9 @@ export interface StoreLayout {
   readonly epochFile: string;
   readonly serversDir: string;
   readonly journalFile: string;
+  /** Each slot's journal position (`SlotPositions`). */
+  readonly slotPositionsFile: string;
+  /** @deprecated the old name of `slotPositionsFile`, kept for callers of 0.1. */
   readonly slotStateFile: string;
   readonly lockFile: string;
 }
@@ -49,6 +52,7 @@ export function storeLayout(root: string, overrides: StoreLayoutOverrides = {}):
     epochFile: join(stateDir, 'epoch.json'),
     serversDir: join(stateDir, 'servers'),
     journalFile: join(stateDir, 'journal.jsonl'),
+    slotPositionsFile: join(stateDir, 'slots.json'),
     slotStateFile: join(stateDir, 'slots.json'),
     lockFile: join(stateDir, 'agent.lock'),
   });

@@ -1,3 +1,4 @@
+import { seeded } from './helpers/seeded.js';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -145,14 +146,20 @@ describe('agent crash and restart', () => {
     await checkAfterRestart();
   });
 
-  it('killed at random moments across several runs', async () => {
+  it('killed at random moments across several runs', async (t) => {
+    const random = seeded();
+    t.diagnostic(random.describe());
     for (let run = 0; run < 3; run++) {
       await writeVersion(acknowledged + 1);
       void agent.api('POST', '/v1/sync').catch(() => {});
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 400)));
+      await new Promise((r) => setTimeout(r, random.int(400)));
       await crash();
       await start();
-      await checkAfterRestart();
+      try {
+        await checkAfterRestart();
+      } catch (err) {
+        throw new Error(`run ${run}, ${random.describe()}: ${(err as Error).message}`, { cause: err });
+      }
     }
   });
 

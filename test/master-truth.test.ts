@@ -398,10 +398,10 @@ describe('what is served is a published state of master, whatever path a change 
       const before = await readEpochFile(store.epochFile);
       assert.ok(before);
       // the positions file rewritten behind the agent's back: the standby marked as half copied
-      const state = JSON.parse(await readFile(store.slotStateFile, 'utf8'));
+      const state = JSON.parse(await readFile(store.slotPositionsFile, 'utf8'));
       const standby = before.mounted === 'a' ? 'b' : 'a';
       state.slots[standby] = { seq: state.slots[standby].seq, syncing: true };
-      await writeFile(store.slotStateFile, JSON.stringify(state));
+      await writeFile(store.slotPositionsFile, JSON.stringify(state));
       const record = await lib.rollback();
       assert.equal(record.result, 'failed');
       assert.equal(record.error?.code, 'SLOT_NOT_VOUCHED');

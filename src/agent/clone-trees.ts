@@ -16,11 +16,11 @@ import {
   chmodSync,
   fchmodSync,
 } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
+import { WALK_THREADS } from './walk-threads.js';
 
 /** One directory of the source to copy whole as a new directory `dest` (which must not exist). */
 export interface CloneJob {
@@ -162,13 +162,13 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
 }
 
 /**
- * cloneTreesSync in worker threads, the jobs shared among them (one per core,
- * at most 4: copying small files is system calls, which run in parallel).
+ * cloneTreesSync in worker threads, the jobs shared among them (default
+ * `WALK_THREADS`).
  */
 export async function cloneTrees(
   source: string,
   jobs: readonly CloneJob[],
-  workers = Math.max(1, Math.min(availableParallelism(), 4)),
+  workers = WALK_THREADS,
 ): Promise<CloneResult> {
   const n = Math.min(workers, jobs.length);
   const parts = await Promise.all(

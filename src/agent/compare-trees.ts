@@ -1,8 +1,9 @@
-import { type Dirent, type Stats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { type Dirent, type Stats, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { lstatOrNullSync } from './lstat-or-null.js';
+import { WALK_THREADS } from './walk-threads.js';
 
 /** One way the target differs from the source. */
 export interface Difference {
@@ -11,17 +12,6 @@ export interface Difference {
   /** For a missing entry: whether it is a directory, and a file's size. */
   dir?: boolean;
   size?: number;
-}
-
-function lstatOrNull(path: string): Stats | null {
-  try {
-    return lstatSync(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // ENAMETOOLONG: an entry no call can reach by path (it cannot be published, nor stand in a copy)
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
-    throw err;
-  }
 }
 
 function list(root: string, rel: string): Map<string, Dirent> {
@@ -65,7 +55,7 @@ export function compareTreesSync(
   const allMissing = (rel: string) => {
     for (const name of list(source, rel).keys()) {
       const child = rel === '' ? name : `${rel}/${name}`;
-      const st = lstatOrNull(join(source, child));
+      const st = lstatOrNullSync(join(source, child));
       if (!st || !publishable(st)) continue;
       missing(child, st);
       if (st.isDirectory()) allMissing(child);
@@ -91,12 +81,12 @@ export function compareTreesSync(
         walk(child);
         continue;
       }
-      const s = lstatOrNull(join(source, child));
+      const s = lstatOrNullSync(join(source, child));
       if (!s || !publishable(s)) {
         if (dstEnt) report(child, 'extra'); // never published: nothing may stand there in a copy
         continue;
       }
-      const d = dstEnt ? lstatOrNull(join(target, child)) : null;
+      const d = dstEnt ? lstatOrNullSync(join(target, child)) : null;
       if (d === null) {
         missing(child, s);
         if (s.isDirectory()) allMissing(child);
@@ -139,13 +129,12 @@ export interface CompareOptions {
 /**
  * compareTreesSync in worker threads, so the agent keeps answering while it
  * walks, with the top-level directories (or the `under` list) shared among
- * `workers` of them: one per core, at most 4 (a walk is mostly lstat calls,
- * which run in parallel, and more threads than that only contend).
+ * `workers` of them (default `WALK_THREADS`).
  */
 export async function compareTrees(source: string, target: string, opts: CompareOptions = {}): Promise<Difference[]> {
   const limit = opts.limit ?? Number.POSITIVE_INFINITY;
   const under = opts.under;
-  const workers = Math.min(opts.workers ?? Math.max(1, Math.min(availableParallelism(), 4)), under?.length ?? 4);
+  const workers = Math.min(opts.workers ?? WALK_THREADS, under?.length ?? 4);
   if (under?.length === 0) return [];
   const parts = await Promise.all(
     Array.from(

@@ -1,7 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { parseWritePath, WritePathError } from '../write-path.js';
-import type { Agent, AgentLogger, SwapRecord } from './agent.js';
+import type { Logger } from '../logger.js';
+import type { Agent, SwapRecord } from './agent.js';
 import { stageJsonBatch } from './json-batch.js';
 import { type StagedOp, WriteError, bodyTooLarge } from './master-writer.js';
 import { statusPage } from './status-page.js';
@@ -15,7 +16,7 @@ export interface ApiOptions {
   token: string;
   /** Largest body the write API accepts, in bytes. */
   maxBody: number;
-  logger: AgentLogger;
+  logger: Logger;
   /** Probed by /healthz: a stat of it must complete. */
   stateDir: string;
 }

@@ -1,11 +1,12 @@
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import { type Heartbeat, readHeartbeats } from '../heartbeat.js';
 import { SLOTS, type SlotName, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
 import type { Journal } from './journal.js';
 import { publishEpoch } from './publish.js';
-import type { SlotState, SlotStateFile } from './slot-state.js';
+import { AGENT_DEFAULTS } from './agent-defaults.js';
+import { SlotPositions } from './slot-positions.js';
 import { type CopyStats, TreeCopier } from './tree-copy.js';
 
 /** How long a store that lost its epoch file waits for live servers to report what they mount. */
@@ -19,16 +20,6 @@ export interface InitResult {
   record: EpochRecord;
 }
 
-/** The slot positions as last written, whatever journal they refer to (null when there are none). */
-async function lastPositions(file: string): Promise<SlotStateFile['slots'] | null> {
-  try {
-    const parsed = JSON.parse(await readFile(file, 'utf8')) as Partial<SlotStateFile>;
-    return parsed.slots?.a && parsed.slots?.b ? parsed.slots : null;
-  } catch {
-    return null;
-  }
-}
-
 /**
  * What a store whose epoch file is missing was serving: from the servers'
  * heartbeats (the highest epoch any server reports, and the copy it mounts),
@@ -36,7 +27,7 @@ async function lastPositions(file: string): Promise<SlotStateFile['slots'] | nul
  * store that was never initialised.
  */
 async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mounted: SlotName; why: string } | null> {
-  const positions = await lastPositions(layout.slotStateFile);
+  const positions = await SlotPositions.lastWritten(layout.slotPositionsFile);
   const mounting = (hbs: Heartbeat[]) => hbs.filter((hb) => hb.mounted !== null && hb.epoch > 0);
   let heartbeats = mounting(await readHeartbeats(layout.serversDir));
   const slotsHoldSomething = async () => {
@@ -62,11 +53,11 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
     };
   }
   if (!positions) return null;
-  const complete = SLOTS.filter((s) => positions[s].seq !== null && !positions[s].syncing);
+  const complete = SLOTS.filter((s) => positions[s].seq !== null && !positions[s].copying);
   if (complete.length === 0) {
     // Neither copy is known complete: serve the one not being written when the state was last saved.
-    const notSyncing = SLOTS.find((s) => !positions[s].syncing) ?? 'a';
-    return { epoch: 1, mounted: notSyncing, why: 'from the slot positions: no copy is known complete' };
+    const notCopying = SLOTS.find((s) => !positions[s].copying) ?? 'a';
+    return { epoch: 1, mounted: notCopying, why: 'from the slot positions: no copy is known complete' };
   }
   const best = complete.reduce((x, y) => ((positions[y].seq ?? -1) > (positions[x].seq ?? -1) ? y : x));
   return { epoch: 1, mounted: best, why: `from the slot positions: slot ${best} was synced last` };
@@ -83,7 +74,7 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
 export async function initStore(
   layout: StoreLayout,
   journal: Journal,
-  slots: SlotState,
+  slots: SlotPositions,
   opts: { durable?: boolean; lease?: number; onProgress?: (slot: string, stats: CopyStats) => void } = {},
 ): Promise<InitResult> {
   for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir]) {
@@ -99,13 +90,13 @@ export async function initStore(
   const seq = journal.lastSeq;
   for (const slot of SLOTS) {
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
-      durable: opts.durable ?? true,
+      durable: opts.durable ?? AGENT_DEFAULTS.durable,
       onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s)),
     });
     await copier.clearTemp();
-    await slots.set(slot, { seq: null, syncing: true });
+    await slots.set(slot, { seq: null, copying: true });
     await copier.mirrorAll();
-    await slots.set(slot, { seq, syncing: false });
+    await slots.set(slot, { seq, copying: false });
   }
   return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a', opts.lease) };
 }

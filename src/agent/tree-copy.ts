@@ -1,13 +1,14 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { cloneTrees } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
+import { lstatOrNull } from './lstat-or-null.js';
 import { SourceTree, descriptorPath, isUnplaceable } from './source-tree.js';
 import { msInside } from './copy-times.js';
 
@@ -59,16 +60,6 @@ function syncFileSystem(path: string): Promise<void> {
       else resolve();
     });
   });
-}
-
-async function lstatOrNull(path: string): Promise<Stats | null> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw err;
-  }
 }
 
 /**

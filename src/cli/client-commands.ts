@@ -43,11 +43,13 @@ async function client(values: FlagValues) {
   };
 }
 
-const secs = (s: number | undefined) => (s === undefined ? '-' : `${(s * 1000).toFixed(1)} ms`);
+/** A phase time, given in seconds, shown in milliseconds. */
+const phaseMillis = (seconds: number | undefined) =>
+  seconds === undefined ? '-' : `${(seconds * 1000).toFixed(1)} ms`;
 
 function describeSwap(r: SwapRecord): string {
   const head = `${r.kind} to epoch ${r.epoch} (slot ${r.from} -> ${r.to}): ${r.result}`;
-  const phases = `wait ${secs(r.phases.wait)}, copy ${secs(r.phases.copy)}, publish ${secs(r.phases.publish)}, drain ${secs(r.phases.drain)}`;
+  const phases = `wait ${phaseMillis(r.phases.wait)}, copy ${phaseMillis(r.phases.copy)}, publish ${phaseMillis(r.phases.publish)}, drain ${phaseMillis(r.phases.drain)}`;
   const copied = `${r.mode} copy: ${r.copied.files} files, ${r.copied.bytes} bytes, ${r.copied.deleted} deleted`;
   return [head, `  ${phases}`, `  ${copied}`, ...(r.error ? [`  error: ${r.error.message}`] : [])].join('\n');
 }

@@ -91,6 +91,30 @@ export function sizeFlag(values: FlagValues, name: string): number | undefined {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** Milliseconds as a flag value: the largest whole unit ("10m", "30s", "250ms"), so help shows what one would type. */
+export function formatDuration(millis: number): string {
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    if (millis > 0 && millis % size === 0) return `${millis / size}${unit}`;
+  }
+  return `${millis}ms`;
+}
+
+/** Bytes as a flag value: the largest whole binary unit ("64MiB", "512KiB", "100"). */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
+    if (bytes > 0 && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
 /** A HOST:PORT flag. */
 export function listenFlag(values: FlagValues, name: string): { host: string; port: number } {
   const raw = String(values[name] ?? '');

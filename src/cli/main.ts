@@ -9,16 +9,10 @@ import {
   syncCommand,
   verifyCommand,
 } from './client-commands.js';
-import {
-  AGENT_FLAGS,
-  INIT_FLAGS,
-  SERVE_FLAGS,
-  UP_FLAGS,
-  agentCommand,
-  initCommand,
-  serveCommand,
-  upCommand,
-} from './daemon-commands.js';
+import { AGENT_FLAGS, agentCommand } from './commands/agent.js';
+import { INIT_FLAGS, initCommand } from './commands/init.js';
+import { SERVE_FLAGS, serveCommand } from './commands/serve.js';
+import { UP_FLAGS, upCommand } from './commands/up.js';
 import { type FlagSpecs, type FlagValues, UsageError, helpText, parseFlags } from './flags.js';
 
 interface Command {

@@ -1,5 +1,6 @@
 import { type Server, createServer } from 'node:http';
 import { Agent, type AgentOptions } from '../agent/agent.js';
+import { API_DEFAULTS } from '../agent/agent-defaults.js';
 import { createApi } from '../agent/http-api.js';
 import { closeServer, listen } from './listen.js';
 
@@ -19,14 +20,15 @@ export async function startAgentServer(opts: {
   host: string;
   port: number;
   token: string;
-  maxBody: number;
+  /** Largest body the write API takes; default `API_DEFAULTS.maxBodyBytes`. */
+  maxBody?: number | undefined;
   agent: AgentOptions;
 }): Promise<AgentServer> {
   let agent: Agent | null = null;
   const app = createApi({
     agent: () => agent,
     token: opts.token,
-    maxBody: opts.maxBody,
+    maxBody: opts.maxBody ?? API_DEFAULTS.maxBodyBytes,
     logger: opts.agent.logger,
     stateDir: opts.agent.layout.stateDir,
   });

@@ -80,3 +80,21 @@ export function hangUpAtFirstByte(port: number, path: string): Promise<void> {
     req.end();
   });
 }
+
+/**
+ * How many connections wait in the accept queue of the IPv4 socket listening
+ * on `port` (from /proc/net/tcp, where a listener's rx_queue is its accept
+ * queue), or null when no such listener is found.
+ */
+export async function acceptQueueLength(port: number): Promise<number | null> {
+  const { readFile } = await import('node:fs/promises');
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    // fields: sl, local_address, rem_address, st, tx_queue:rx_queue, ...; st 0A is LISTEN
+    if (fields[1]?.endsWith(`:${hexPort}`) && fields[3] === '0A') {
+      return Number.parseInt(fields[4]?.split(':')[1] ?? '', 16);
+    }
+  }
+  return null;
+}

@@ -2,8 +2,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 /**
  * Wait until `check` returns a truthy value (or stops throwing), polling every
- * `step` ms; fail with `what` after `timeout` ms. Tests wait on conditions,
- * never on bare sleeps.
+ * `step` ms; fail with `what` after `timeout` ms. Tests wait with this for
+ * a condition to hold rather than sleep for a guessed time.
  */
 export async function waitFor<T>(
   what: string,
@@ -22,6 +22,25 @@ export async function waitFor<T>(
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeout} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     }
+    await delay(step);
+  }
+}
+
+/**
+ * Check that `check` stays true for `ms`, polling every `step` ms, for the
+ * few assertions that something does *not* happen and that no event can
+ * confirm (a schedule that must not fire). Polling catches a change that
+ * comes and goes, which one look after a sleep would miss.
+ */
+export async function holdsFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  step = 20,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!(await check())) throw new Error(`${what} stopped holding`);
     await delay(step);
   }
 }

@@ -7,6 +7,7 @@ import type { SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile, slotRoot } from '../../src/epoch-file.js';
 import { type AgentProc, HOLD_BYTES, heldDownload, startAgentProc, startWebProc } from '../helpers/cluster.js';
 import { rawGet } from '../helpers/server.js';
+import { seeded } from '../helpers/seeded.js';
 import { tempStore } from '../helpers/store.js';
 import { treeVersion as treeVersionOf, versionContent } from '../helpers/versioned-tree.js';
 
@@ -46,6 +47,9 @@ export async function runCrashCampaign({
     });
     if (res.status === 200) acknowledged = v;
   };
+  // the kill moments are seeded: a failure names its seed, and MIRRORSWAP_TEST_SEED replays it
+  const random = seeded();
+  log(`crash campaign: ${random.describe()}`);
   try {
     for (let run = 1; run <= runs; run++) {
       const killWeb = run % 5 === 0;
@@ -56,7 +60,7 @@ export async function runCrashCampaign({
       void fetch(`${agent.url}/v1/sync`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).catch(
         () => {},
       );
-      await delay(Math.floor(Math.random() * 500));
+      await delay(random.int(500));
       if (killWeb) {
         await web.proc.kill('SIGKILL');
         hold?.abort();
@@ -102,6 +106,8 @@ export async function runCrashCampaign({
       log(`run ${run}: ok (epoch ${after.epoch}, version ${acknowledged}${killWeb ? ', web server killed too' : ''})`);
     }
     return runs;
+  } catch (err) {
+    throw new Error(`${random.describe()}: ${(err as Error).message}`, { cause: err });
   } finally {
     await web.proc.kill('SIGKILL');
     await agent.proc.kill('SIGKILL');

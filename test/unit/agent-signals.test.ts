@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import type { SwapRecord } from '../src/agent/agent.js';
-import { readEpochFile } from '../src/epoch-file.js';
-import { startTestAgent } from './helpers/agent.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import type { AgentStatus, SwapRecord } from '../../src/agent/agent.js';
+import { readEpochFile } from '../../src/epoch-file.js';
+import { startTestAgent } from '../helpers/agent.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { holdsFor, waitFor } from '../helpers/wait.js';
 
 const epochOf = async (store: TempStore) => (await readEpochFile(store.epochFile))?.epoch ?? 0;
 
@@ -30,8 +30,9 @@ describe('sync signals', () => {
     const { store, agent } = await setup({ auto: true, settleMs: 150 });
     for (let i = 0; i < 5; i++) await agent.call('PUT', `/v1/files/burst${i}.txt`, { body: String(i) });
     await waitFor('the auto sync', async () => (await epochOf(store)) === 2, { timeout: 5000 });
-    await new Promise((r) => setTimeout(r, 400));
-    assert.equal(await epochOf(store), 2, 'a burst of writes caused more than one swap');
+    const swaps = ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).lastSwaps;
+    assert.equal(swaps[0]?.copied.files, 5, 'the one swap did not cover the whole burst');
+    await holdsFor('no second swap after the burst', async () => (await epochOf(store)) === 2, 400);
   });
 
   it('--auto picks up a file a tool wrote straight into master', async () => {
@@ -42,8 +43,7 @@ describe('sync signals', () => {
 
   it('--interval syncs periodically, and only when master changed', async () => {
     const { store, agent } = await setup({ intervalMs: 150 });
-    await new Promise((r) => setTimeout(r, 400));
-    assert.equal(await epochOf(store), 1, 'an interval sync ran with nothing to copy');
+    await holdsFor('no interval sync with nothing to copy', async () => (await epochOf(store)) === 1, 400);
     await agent.call('PUT', '/v1/files/x.txt', { body: 'x' });
     await waitFor('the interval sync', async () => (await epochOf(store)) === 2, { timeout: 5000 });
   });
@@ -69,8 +69,9 @@ describe('sync signals', () => {
     assert.equal((await agent.call('POST', '/v1/rollback')).status, 200);
     assert.equal(await epochOf(store), 3);
     await agent.call('PUT', '/v1/files/v.txt', { body: 'v3' });
-    await new Promise((r) => setTimeout(r, 400));
-    assert.equal(await epochOf(store), 3, 'an automatic sync ran while paused');
+    const status = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
+    assert.equal(status.paused, true);
+    await holdsFor('no automatic sync while paused', async () => (await epochOf(store)) === 3, 400);
     assert.equal((await agent.call('POST', '/v1/sync?wait=1')).status, 200);
     assert.equal(await epochOf(store), 4);
   });
@@ -79,7 +80,7 @@ describe('sync signals', () => {
     const { agent, store } = await setup({});
     await agent.close();
     // slot positions recorded against another journal are void: neither slot is known to be whole
-    await writeFile(store.slotStateFile, '{"format":1,"journal":"other","slots":{}}');
+    await writeFile(store.slotPositionsFile, '{"format":1,"journal":"other","slots":{}}');
     const again = await startTestAgent(store, {});
     cleanups.push(() => again.close());
     const res = await again.call('POST', '/v1/rollback');

@@ -3,12 +3,12 @@ import { readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
-import type { Heartbeat } from '../src/heartbeat.js';
-import { heartbeatFile } from '../src/heartbeat.js';
-import { type TestApp, memoryLogger, startApp } from './helpers/app.js';
-import { rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import type { Heartbeat } from '../../src/heartbeat.js';
+import { heartbeatFile } from '../../src/heartbeat.js';
+import { type TestApp, memoryLogger, startApp } from '../helpers/app.js';
+import { rawGet } from '../helpers/server.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 async function readHeartbeat(store: TempStore, app: TestApp): Promise<Heartbeat> {
   return JSON.parse(await readFile(heartbeatFile(store.serversDir, app.mw.state().serverId), 'utf8')) as Heartbeat;

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type TestApp, startApp } from './helpers/app.js';
-import { rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { type TestApp, startApp } from '../helpers/app.js';
+import { rawGet } from '../helpers/server.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
 
 /**
  * Hostile request paths: none may ever return a file from outside the mounted

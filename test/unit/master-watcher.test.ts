@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MasterWatcher, entrySignature } from '../src/agent/master-watcher.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import { MasterWatcher, entrySignature } from '../../src/agent/master-watcher.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('master watcher', () => {
   let store: TempStore;

@@ -3,11 +3,11 @@ import { utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import type { StaticOptions } from '../middleware/options.js';
-import { otherSlot, type SlotName } from '../src/store-layout.js';
-import { type TestApp, startApp } from './helpers/app.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import type { StaticOptions } from '../../middleware/options.js';
+import { otherSlot, type SlotName } from '../../src/store-layout.js';
+import { type TestApp, startApp } from '../helpers/app.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 const BIG = Buffer.alloc(512 * 1024, 'x'); // above the default cacheMaxFileSize: streamed
 
@@ -319,7 +319,7 @@ describe('mirrorStatic options validation', () => {
   ];
   for (const [name, opts, message] of cases) {
     it(`throws a TypeError for ${name}`, async () => {
-      const { mirrorStatic } = await import('../middleware/mirror-static.js');
+      const { mirrorStatic } = await import('../../middleware/mirror-static.js');
       const base = name === 'no store' ? {} : { store: '/nonexistent-store' };
       assert.throws(
         () => mirrorStatic({ ...base, ...opts }),
@@ -328,7 +328,7 @@ describe('mirrorStatic options validation', () => {
     });
   }
   it('does not mutate the options object', async () => {
-    const { mirrorStatic } = await import('../middleware/mirror-static.js');
+    const { mirrorStatic } = await import('../../middleware/mirror-static.js');
     const store = await tempStore();
     const opts = Object.freeze({ store: store.root, index: Object.freeze(['a.html']) });
     const mw = mirrorStatic(opts);

@@ -4,14 +4,14 @@ import { spawn } from 'node:child_process';
 import { type Socket, createConnection, createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { type MirrorProxy, mirrorProxy } from '../middleware/mirror-proxy.js';
-import type { Heartbeat } from '../src/heartbeat.js';
-import { readHeartbeats } from '../src/heartbeat.js';
-import { startStaticServer } from '../src/server/static-server.js';
-import { memoryLogger } from './helpers/app.js';
-import { type Running, hangUpAtFirstByte, listen, rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import { type MirrorProxy, mirrorProxy } from '../../middleware/mirror-proxy.js';
+import type { Heartbeat } from '../../src/heartbeat.js';
+import { readHeartbeats } from '../../src/heartbeat.js';
+import { startStaticServer } from '../../src/server/static-server.js';
+import { memoryLogger } from '../helpers/app.js';
+import { type Running, acceptQueueLength, hangUpAtFirstByte, listen, rawGet } from '../helpers/server.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** An upstream pool: answers with its name, echoes what it received, streams slowly on /slow, upgrades on /ws. */
 async function pool(name: string): Promise<Running & { seen: IncomingMessage[]; aborted: () => number }> {
@@ -308,8 +308,17 @@ describe('mirrorProxy: upstream failures', () => {
     cleanups.push(() => {
       for (const f of fillers) f.destroy();
     });
-    for (let i = 0; i < 4; i++) fillers.push(createConnection({ host: '127.0.0.1', port }).on('error', () => {}));
-    await new Promise((r) => setTimeout(r, 100));
+    // Fill the stopped listener's accept queue (full past its backlog of 1), checked in the
+    // kernel's own count: from then on a new connection's SYN is dropped and its connect times out.
+    await waitFor(
+      'the upstream accept queue to be full',
+      async () => {
+        if (((await acceptQueueLength(port)) ?? 0) >= 2) return true;
+        fillers.push(createConnection({ host: '127.0.0.1', port }).on('error', () => {}));
+        return false;
+      },
+      { step: 20 },
+    );
     const { proxy, server } = await front(`http://127.0.0.1:${port}`, { connectTimeout: 300, idleTimeout: 10_000 });
     const started = Date.now();
     const res = await rawGet(server.port, '/never');

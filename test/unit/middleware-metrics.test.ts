@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
-import { type TestApp, startApp } from './helpers/app.js';
-import { HOLD_BYTES, heldDownload } from './helpers/cluster.js';
-import { rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
-import { waitFor } from './helpers/wait.js';
+import { type TestApp, startApp } from '../helpers/app.js';
+import { HOLD_BYTES, heldDownload } from '../helpers/cluster.js';
+import { rawGet } from '../helpers/server.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 function sample(text: string, name: string, labels = ''): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));

@@ -4,11 +4,11 @@ import { after, before, describe, it } from 'node:test';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import createError from 'http-errors';
 import serveStatic from 'serve-static';
-import { mirrorStatic } from '../middleware/mirror-static.js';
-import type { StaticOptions } from '../middleware/options.js';
-import { memoryLogger } from './helpers/app.js';
-import { type RawResponse, type Running, listen, rawGet } from './helpers/server.js';
-import { type TempStore, tempStore } from './helpers/store.js';
+import { mirrorStatic } from '../../middleware/mirror-static.js';
+import type { StaticOptions } from '../../middleware/options.js';
+import { memoryLogger } from '../helpers/app.js';
+import { type RawResponse, type Running, listen, rawGet } from '../helpers/server.js';
+import { type TempStore, tempStore } from '../helpers/store.js';
 
 /**
  * mirrorStatic is a drop-in for express.static: each case is asked of

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { type TestAgent, startTestAgent } from './helpers/agent.js';
-import { type TestApp, startApp } from './helpers/app.js';
-import { rawGet } from './helpers/server.js';
-import { type TempStore, tempFilesIn, tempStore } from './helpers/store.js';
-import { tarOf } from './helpers/tar.js';
-import { waitFor } from './helpers/wait.js';
+import { type TestAgent, startTestAgent } from '../helpers/agent.js';
+import { type TestApp, startApp } from '../helpers/app.js';
+import { rawGet } from '../helpers/server.js';
+import { type TempStore, tempFilesIn, tempStore } from '../helpers/store.js';
+import { tarOf } from '../helpers/tar.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Send raw bytes and return what comes back before the server closes (or `ms` pass). */
 function rawExchange(port: number, bytes: string | Buffer, ms = 2000): Promise<string> {

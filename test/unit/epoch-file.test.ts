@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
-import { parseEpochRecord, readEpochFile, writeEpochFile } from '../src/epoch-file.js';
-import type { MirrorswapError } from '../src/errors.js';
-import { tempStore } from './helpers/store.js';
+import { parseEpochRecord, readEpochFile, writeEpochFile } from '../../src/epoch-file.js';
+import type { MirrorswapError } from '../../src/errors.js';
+import { tempStore } from '../helpers/store.js';
 
 const good = {
   format: 1,

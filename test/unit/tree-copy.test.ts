@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TreeCopier } from '../src/agent/tree-copy.js';
+import { TreeCopier } from '../../src/agent/tree-copy.js';
 
 describe('TreeCopier', () => {
   let root: string;

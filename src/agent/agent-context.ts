@@ -1,0 +1,38 @@
+import type { EpochRecord } from '../epoch-file.js';
+import type { Logger } from '../logger.js';
+import type { StoreLayout } from '../store-layout.js';
+import type { ResolvedAgentOptions, SwapProgress } from './agent-types.js';
+import type { Journal } from './journal.js';
+import type { MasterWatcher } from './master-watcher.js';
+import type { MasterWriter } from './master-writer.js';
+import type { AgentMetrics } from './metrics.js';
+import type { SlotPositions } from './slot-positions.js';
+
+/**
+ * What the agent's parts (the swap, the copy, the comparison with master)
+ * share: the store, its journal and positions, and the two facts that change
+ * as swaps run. The agent owns it; the parts read and update it.
+ */
+export interface AgentContext {
+  readonly layout: StoreLayout;
+  readonly opts: ResolvedAgentOptions;
+  readonly log: Logger;
+  readonly metrics: AgentMetrics;
+  readonly journal: Journal;
+  readonly slots: SlotPositions;
+  readonly writer: MasterWriter;
+  /** The watcher of master; undefined when master is not watched (or not yet). */
+  watcher: MasterWatcher | undefined;
+  /** The epoch published last, as the agent knows it. */
+  epoch: EpochRecord;
+  /** The swap under way, for status. */
+  swapping: SwapProgress | null;
+  /** Say that changes to master may have been missed: logs a gap and schedules a comparison. */
+  incomplete(reason: string): void;
+}
+
+/** Record the epoch the servers now follow, in memory and in the metric. */
+export function setEpoch(ctx: AgentContext, record: EpochRecord): void {
+  ctx.epoch = record;
+  ctx.metrics.epoch.set(record.epoch);
+}

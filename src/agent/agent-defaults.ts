@@ -1,0 +1,36 @@
+/**
+ * Every default of the agent, in one place: `Agent.start`, the CLI's flags
+ * and their help, and the docs read them here. Durations in milliseconds,
+ * sizes in bytes.
+ */
+export const AGENT_DEFAULTS = Object.freeze({
+  /** Longest wait for servers to let go of a slot, before a copy and after a publish. */
+  drainTimeoutMs: 30_000,
+  /** A server whose heartbeat is older than this is dead; also the lease written into the epoch file. */
+  serverTtlMs: 10_000,
+  /** Sync this often when master has changes (0: never). */
+  intervalMs: 0,
+  /** Sync once changes to master have settled for `settleMs`. */
+  auto: false,
+  settleMs: 1000,
+  /** Watch master for changes made by tools writing to it directly. */
+  watchMaster: true,
+  /** fsync copied files before publishing them. */
+  durable: true,
+  /** Compare master with the mounted copy this often, to catch changes the journal missed (0: never). */
+  verifyIntervalMs: 10 * 60_000,
+});
+
+/** The smallest values taken, where a smaller one would be a mistake rather than a choice. */
+export const AGENT_MINIMUMS = Object.freeze({
+  intervalMs: 100,
+  drainTimeoutMs: 1,
+  serverTtlMs: 100,
+});
+
+/** The agent's HTTP API. */
+export const API_DEFAULTS = Object.freeze({
+  listen: '127.0.0.1:7070',
+  /** Largest body the write API takes. */
+  maxBodyBytes: 64 * 1024 * 1024,
+});

@@ -1,0 +1,97 @@
+import type { Heartbeat } from '../heartbeat.js';
+import type { Logger } from '../logger.js';
+import type { SlotName, StoreLayout } from '../store-layout.js';
+import type { SwapPhase, SwapResult } from './metrics.js';
+import type { CopyStats } from './tree-copy.js';
+
+/** `Agent.start`'s options; each default is in `AGENT_DEFAULTS`. */
+export interface AgentOptions {
+  layout: StoreLayout;
+  logger: Logger;
+  /** Longest wait for servers to let go of a slot, before a copy and after a publish. */
+  drainTimeoutMs?: number;
+  /** A server whose heartbeat is older than this is dead. */
+  serverTtlMs?: number;
+  /** Sync this often when master has changes (0: never). */
+  intervalMs?: number;
+  /** Sync automatically once master changes have settled for `settleMs`. */
+  auto?: boolean;
+  settleMs?: number;
+  onMount?: string | undefined;
+  onUnmount?: string | undefined;
+  /** Watch master for changes made by tools writing to it directly. */
+  watchMaster?: boolean;
+  /** fsync copied files before publishing them. */
+  durable?: boolean;
+  /**
+   * Compare master with the mounted copy this often, in the background, to
+   * catch changes the journal missed (0: never). Each one found is logged,
+   * counted and synced like any other change.
+   */
+  verifyIntervalMs?: number;
+}
+
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, 'onMount' | 'onUnmount'>> &
+  Pick<AgentOptions, 'onMount' | 'onUnmount'>;
+
+/** A swap copies master into the standby and mounts it (`sync`), or mounts the older copy again (`rollback`). */
+export type SwapKind = 'sync' | 'rollback';
+
+/** What one swap did, as `/v1/sync?wait` returns it and status lists it. */
+export interface SwapRecord {
+  kind: SwapKind;
+  result: SwapResult;
+  /** Epoch published (or that would have been, for a failed swap). */
+  epoch: number;
+  from: SlotName;
+  to: SlotName;
+  mode: 'incremental' | 'full' | 'none';
+  startedAt: string;
+  phases: Partial<Record<SwapPhase, number>>;
+  copied: CopyStats;
+  error?: { code: string; message: string };
+  /** Servers dropped from a drain because their heartbeat went stale. */
+  dropped: string[];
+}
+
+/** The swap under way: its phase, and during the copy the files and bytes copied so far. */
+export interface SwapProgress {
+  kind: SwapKind;
+  phase: SwapPhase;
+  copied?: CopyStats;
+}
+
+export interface ServerStatus extends Heartbeat {
+  live: boolean;
+}
+
+/** What made the agent compare master with the mounted copy. */
+export type ReconcileTrigger = 'start' | 'verify' | 'incomplete';
+/** What found changes the journal missed: a comparison, or a full copy. */
+export type RepairTrigger = ReconcileTrigger | 'full_sync';
+
+export interface AgentStatus {
+  ready: boolean;
+  epoch: number;
+  mounted: SlotName | null;
+  publishedAt: string | null;
+  /** `syncing` is true while a copy into the standby is unfinished (its content is mixed). */
+  standby: { slot: SlotName; seq: number | null; syncing: boolean } | null;
+  journalSeq: number;
+  /** Master paths changed since the mounted slot was synced; null when unknown (a full compare is due). */
+  pendingChanges: number | null;
+  /**
+   * Whether the journal is known to name every change since the mounted copy
+   * was synced (false after a restart or a lost event, until master is
+   * compared again), and the last such comparison.
+   */
+  changeTracking: {
+    complete: boolean;
+    watching: boolean;
+    lastReconcile: { at: string; trigger: ReconcileTrigger; found: number } | null;
+  };
+  paused: boolean;
+  swapping: SwapProgress | null;
+  servers: ServerStatus[];
+  lastSwaps: SwapRecord[];
+}

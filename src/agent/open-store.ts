@@ -1,0 +1,77 @@
+import { mkdir } from 'node:fs/promises';
+import { type EpochRecord, readEpochFile } from '../epoch-file.js';
+import type { Logger } from '../logger.js';
+import { pathLimitsFor } from '../path-limits.js';
+import type { StoreLayout } from '../store-layout.js';
+import { initStore } from './init-store.js';
+import { Journal } from './journal.js';
+import { MasterWriter } from './master-writer.js';
+import { FLOCK, SYNC, checkRuntimeTools } from './runtime-tools.js';
+import { SlotPositions } from './slot-positions.js';
+import { StoreLock } from './store-lock.js';
+
+/** A store taken by this agent, with whatever a crash left half-done finished. */
+export interface OpenedStore {
+  readonly lock: StoreLock;
+  readonly journal: Journal;
+  readonly slots: SlotPositions;
+  readonly writer: MasterWriter;
+  readonly epoch: EpochRecord;
+  /** The store was new: master was mirrored into both slots and epoch 1 published. */
+  readonly initialised: boolean;
+}
+
+/**
+ * Take the store (one agent per store), then recover in this order: redo a
+ * write batch a crash interrupted, clear staging left in master, load the
+ * slot positions, and initialise the store (or publish its lost epoch file
+ * again). On any failure the store is released.
+ */
+export async function openStore(
+  layout: StoreLayout,
+  logger: Logger,
+  opts: { durable: boolean; lease: number },
+): Promise<OpenedStore> {
+  await checkRuntimeTools(opts.durable ? [FLOCK, SYNC] : [FLOCK]);
+  await mkdir(layout.stateDir, { recursive: true });
+  const lock = await StoreLock.acquire(layout.lockFile);
+  try {
+    const { journal, unfinished, created } = await Journal.open(layout.journalFile);
+    const writer = new MasterWriter(layout.master, journal, {
+      onDropped: (path, err) =>
+        logger.error(
+          { path: path.slice(0, 200), err: err.message },
+          'dropped an entry of an unfinished write batch that the file system cannot hold',
+        ),
+    });
+    await mkdir(layout.master, { recursive: true });
+    if (unfinished) {
+      logger.warn(
+        { seq: unfinished.seq, ops: unfinished.ops.length },
+        'finishing a write batch interrupted by a crash',
+      );
+      await writer.redo(unfinished.seq, unfinished.ops);
+    }
+    await writer.clearTemp();
+    const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
+    if (created && (await readEpochFile(layout.epochFile))) {
+      logger.warn(
+        { journal: layout.journalFile },
+        'change journal was missing: the next sync of each slot compares whole trees',
+      );
+    }
+    const { created: initialised, recovered, record } = await initStore(layout, journal, slots, opts);
+    if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
+    if (recovered) {
+      logger.warn(
+        { epoch: record.epoch, mounted: record.mounted, recoveredFrom: recovered },
+        `the epoch file was missing: published epoch ${record.epoch} mounting slot ${record.mounted} again, without writing into either copy`,
+      );
+    }
+    writer.limits = await pathLimitsFor([layout.master, layout.slots.a, layout.slots.b]);
+    return { lock, journal, slots, writer, epoch: record, initialised };
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}

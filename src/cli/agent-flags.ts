@@ -1,0 +1,135 @@
+import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS } from '../agent/agent-defaults.js';
+import type { AgentOptions } from '../agent/agent.js';
+import type { Logger } from '../logger.js';
+import { type AgentServer, startAgentServer } from '../server/agent-server.js';
+import type { StoreLayout } from '../store-layout.js';
+import {
+  type FlagSpecs,
+  type FlagValues,
+  durationFlag,
+  formatDuration,
+  formatSize,
+  listenFlag,
+  sizeFlag,
+  stringFlag,
+} from './flags.js';
+
+/** The agent API's listener, shared by `agent` and `up`. */
+export const AGENT_LISTEN_FLAG: FlagSpecs[string] = {
+  type: 'string',
+  env: 'MIRRORSWAP_LISTEN',
+  default: API_DEFAULTS.listen,
+  arg: 'HOST:PORT',
+  help: 'agent API listener',
+};
+
+/** How the agent swaps, shared by `agent` and `up`; defaults from `AGENT_DEFAULTS`. */
+export const SWAP_FLAGS: FlagSpecs = {
+  interval: {
+    type: 'string',
+    env: 'MIRRORSWAP_INTERVAL',
+    arg: 'DURATION',
+    help: 'sync this often when master has changes',
+  },
+  auto: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_AUTO',
+    default: AGENT_DEFAULTS.auto,
+    help: 'sync once changes to master settle',
+  },
+  settle: {
+    type: 'string',
+    env: 'MIRRORSWAP_SETTLE',
+    default: formatDuration(AGENT_DEFAULTS.settleMs),
+    arg: 'DURATION',
+    help: 'quiet time before an --auto sync',
+  },
+  'drain-timeout': {
+    type: 'string',
+    env: 'MIRRORSWAP_DRAIN_TIMEOUT',
+    default: formatDuration(AGENT_DEFAULTS.drainTimeoutMs),
+    arg: 'DURATION',
+    help: 'longest wait for servers to let go of a slot',
+  },
+  'server-ttl': {
+    type: 'string',
+    env: 'MIRRORSWAP_SERVER_TTL',
+    default: formatDuration(AGENT_DEFAULTS.serverTtlMs),
+    arg: 'DURATION',
+    help: 'a server whose heartbeat is older is dead',
+  },
+  'on-mount': {
+    type: 'string',
+    env: 'MIRRORSWAP_ON_MOUNT',
+    arg: 'CMD',
+    help: 'shell command run after an epoch is published',
+  },
+  'on-unmount': {
+    type: 'string',
+    env: 'MIRRORSWAP_ON_UNMOUNT',
+    arg: 'CMD',
+    help: 'shell command run after the old slot drained',
+  },
+  'max-body': {
+    type: 'string',
+    env: 'MIRRORSWAP_MAX_BODY',
+    default: formatSize(API_DEFAULTS.maxBodyBytes),
+    arg: 'SIZE',
+    help: 'largest body the write API takes',
+  },
+  'watch-master': {
+    type: 'boolean',
+    env: 'MIRRORSWAP_WATCH_MASTER',
+    default: AGENT_DEFAULTS.watchMaster,
+    help: 'watch master for direct writes (--no-watch-master to turn off)',
+  },
+  'verify-interval': {
+    type: 'string',
+    env: 'MIRRORSWAP_VERIFY_INTERVAL',
+    default: formatDuration(AGENT_DEFAULTS.verifyIntervalMs),
+    arg: 'DURATION',
+    help: 'compare master with the mounted copy this often, to catch changes the journal missed (0: never)',
+  },
+  fsync: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_FSYNC',
+    default: AGENT_DEFAULTS.durable,
+    help: 'fsync copied files before publishing (--no-fsync: faster, not crash-safe)',
+  },
+};
+
+/** The agent's options from its flags; what a flag leaves unset takes the agent's default. */
+export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Logger): AgentOptions {
+  const boolean = (name: string) => (typeof values[name] === 'boolean' ? (values[name] as boolean) : undefined);
+  return {
+    layout,
+    logger,
+    intervalMs: durationFlag(values, 'interval', { min: AGENT_MINIMUMS.intervalMs }),
+    auto: boolean('auto'),
+    settleMs: durationFlag(values, 'settle'),
+    drainTimeoutMs: durationFlag(values, 'drain-timeout', { min: AGENT_MINIMUMS.drainTimeoutMs }),
+    serverTtlMs: durationFlag(values, 'server-ttl', { min: AGENT_MINIMUMS.serverTtlMs }),
+    onMount: stringFlag(values, 'on-mount'),
+    onUnmount: stringFlag(values, 'on-unmount'),
+    watchMaster: boolean('watch-master'),
+    durable: boolean('fsync'),
+    verifyIntervalMs: durationFlag(values, 'verify-interval'),
+  };
+}
+
+/** Start the agent behind its API, as the flags say. */
+export function startAgentFrom(
+  values: FlagValues,
+  layout: StoreLayout,
+  token: string,
+  log: Logger,
+): Promise<AgentServer> {
+  const { host, port } = listenFlag(values, 'listen');
+  return startAgentServer({
+    host,
+    port,
+    token,
+    maxBody: sizeFlag(values, 'max-body'),
+    agent: agentOptions(values, layout, log),
+  });
+}

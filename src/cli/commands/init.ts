@@ -1,0 +1,41 @@
+import { mkdir } from 'node:fs/promises';
+import { initStore } from '../../agent/init-store.js';
+import { Journal } from '../../agent/journal.js';
+import { FLOCK, SYNC, checkRuntimeTools } from '../../agent/runtime-tools.js';
+import { SlotPositions } from '../../agent/slot-positions.js';
+import { StoreLock } from '../../agent/store-lock.js';
+import type { CopyStats } from '../../agent/tree-copy.js';
+import { STORE_FLAGS, layoutFrom } from '../common.js';
+import type { FlagSpecs, FlagValues } from '../flags.js';
+import { progressLine } from '../progress.js';
+
+export const INIT_FLAGS: FlagSpecs = { ...STORE_FLAGS };
+
+/** `mirrorswap init`: create the store, mirror master into both slots, publish epoch 1. Idempotent. */
+export async function initCommand(values: FlagValues): Promise<number> {
+  const layout = layoutFrom(values);
+  await checkRuntimeTools([FLOCK, SYNC]);
+  await mkdir(layout.stateDir, { recursive: true });
+  const lock = await StoreLock.acquire(layout.lockFile);
+  try {
+    const { journal } = await Journal.open(layout.journalFile);
+    const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
+    const progress = progressLine();
+    const { created, recovered, record } = await initStore(layout, journal, slots, {
+      onProgress: (slot: string, s: CopyStats) =>
+        progress.update(`slot ${slot}: ${s.files} files, ${s.bytes} bytes`, s.bytes),
+    });
+    progress.done();
+    await journal.close();
+    console.log(
+      created
+        ? `initialised ${layout.root}: master mirrored into slots a and b, epoch ${record.epoch} mounts slot ${record.mounted}`
+        : recovered
+          ? `${layout.root} had lost its epoch file: published epoch ${record.epoch} mounting slot ${record.mounted} again (${recovered}), without writing into either copy; the next sync of each compares it whole`
+          : `${layout.root} is already initialised (epoch ${record.epoch}, slot ${record.mounted} mounted)`,
+    );
+    return 0;
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { FLOCK, SYNC, checkRuntimeTools } from '../../src/agent/runtime-tools.js';
+import { runCli } from '../helpers/proc.js';
+import { tempStore } from '../helpers/store.js';
+
+const dirs: string[] = [];
+after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+
+describe('runtime tools', () => {
+  it('are found on PATH', async () => {
+    await checkRuntimeTools([FLOCK, SYNC]);
+  });
+
+  it('missing ones are named, with their package, before anything starts', async () => {
+    const bin = await mkdtemp(join(tmpdir(), 'mirrorswap-bin-'));
+    dirs.push(bin);
+    await writeFile(join(bin, 'flock'), '#!/bin/sh\n');
+    await chmod(join(bin, 'flock'), 0o755);
+    await assert.rejects(checkRuntimeTools([FLOCK, SYNC], bin), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'MISSING_TOOL');
+      assert.match(err.message, /sync is not on PATH/);
+      assert.match(err.message, /coreutils/);
+      assert.doesNotMatch(err.message, /flock is not/);
+      return true;
+    });
+    // a file that is not executable is not the tool
+    await writeFile(join(bin, 'sync'), '');
+    await assert.rejects(checkRuntimeTools([SYNC], bin), /sync is not on PATH/);
+  });
+
+  it('the agent started without them exits at once with the error, taking nothing', async () => {
+    const store = await tempStore('mirrorswap-tools-');
+    dirs.push(store.root);
+    const tokenFile = join(store.root, 'token');
+    await writeFile(tokenFile, 'a-token-of-sixteen-chars', { mode: 0o600 });
+    const proc = runCli(['agent', '--store', store.root, '--token-file', tokenFile, '--listen', '127.0.0.1:0'], {
+      PATH: '/nonexistent',
+    });
+    const code = await proc.exited();
+    assert.equal(code, 1, proc.output());
+    assert.match(proc.output(), /flock is not on PATH.*util-linux.*sync is not on PATH.*coreutils/s);
+    const init = runCli(['init', '--store', store.root], { PATH: '/nonexistent' });
+    assert.equal(await init.exited(), 1);
+    assert.match(init.output(), /MISSING_TOOL|is not on PATH/);
+  });
+});
