@@ -93,6 +93,7 @@ export function sizeFlag(values: FlagValues, name: string): number | undefined {
 
 /** Milliseconds as a flag value: the largest whole unit ("10m", "30s", "250ms"), so help shows what one would type. */
 export function formatDuration(millis: number): string {
+  if (millis === 0) return '0';
   for (const [unit, size] of [
     ['h', 3_600_000],
     ['m', 60_000],

@@ -146,7 +146,7 @@ describe('agent readiness', () => {
       port: 0,
       token: 'x'.repeat(32),
       maxBody: 1024,
-      agent: { layout: store, logger: memoryLogger(), durable: true, watchMaster: false },
+      agent: { layout: store, logger: memoryLogger(), durable: false, watchMaster: false },
     });
     const early = await fetch(`${server.url}/readyz`);
     assert.equal(early.status, 503);
