@@ -4,6 +4,7 @@ import escapeHtml from 'escape-html';
 import { Gauge } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
+import { BodyArena } from './body-arena.js';
 import { type Entry, FileCache } from './file-cache.js';
 import { HotCounter, RequestCounter } from './metrics.js';
 import { type MountSurface, type MountView, MountState, type Pin, mountSurface } from './mount-state.js';
@@ -79,13 +80,18 @@ const WARM_CONCURRENCY = 4;
  * waiting on the same cold lookups. Bounded in keys and time, so a huge cache
  * cannot hold a switch back; what is left is looked up on demand as before.
  */
-async function warmCache(next: MountView<FileCache>, keys: string[], opts: ResolvedStaticOptions): Promise<void> {
+async function warmCache(
+  next: MountView<FileCache>,
+  keys: string[],
+  opts: ResolvedStaticOptions,
+  arena: BodyArena,
+): Promise<void> {
   const deadline = performance.now() + WARM_BUDGET_MS;
   let i = 0;
   const worker = async () => {
     while (i < keys.length && performance.now() < deadline) {
       const key = keys[i++] as string;
-      await next.data.resolve(key, () => resolveRequestPath(key, next, opts)).catch(() => {});
+      await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena)).catch(() => {});
     }
   };
   await Promise.all(Array.from({ length: WARM_CONCURRENCY }, worker));
@@ -97,10 +103,16 @@ async function warmCache(next: MountView<FileCache>, keys: string[], opts: Resol
  */
 export function mirrorStatic(options: StaticOptions): MirrorStatic {
   const opts: ResolvedStaticOptions = resolveStaticOptions(options);
-  const mount = new MountState<FileCache>(opts, 'static', {
-    makeData: () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }),
+  // One arena for every epoch's bodies: a new epoch reuses the room of the old one's, in turn.
+  // Entries are sure of a quarter of the budget, so bodies can never crowd them all out.
+  const arena = new BodyArena({
+    maxBodyBytes: opts.cacheMaxFileSize,
+    room: () => opts.cacheMaxBytes - Math.max(mount.view?.data.entryBytes ?? 0, opts.cacheMaxBytes / 4),
+  });
+  const mount: MountState<FileCache> = new MountState<FileCache>(opts, 'static', {
+    makeData: () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }, arena),
     onDrop: (old) => old.data.clear(),
-    warm: (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts),
+    warm: (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena),
   });
   const registry = mount.metrics.registry;
   const requests = new RequestCounter(
@@ -120,10 +132,22 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   );
   new Gauge({
     name: 'mirrorswap_server_cache_bytes',
-    help: 'Bytes of file bodies held by the cache of the mounted epoch',
+    help: 'Memory the cache holds, by kind: bodies (the arena, at its real allocation) and entries (their estimated cost)',
+    labelNames: ['kind'],
     registers: [registry],
     collect() {
-      this.set(mount.view?.data.bytes ?? 0);
+      this.set({ kind: 'bodies' }, arena.bytes);
+      this.set({ kind: 'entries' }, mount.view?.data.entryBytes ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_server_cache_entries',
+    help: 'Entries in the cache of the mounted epoch, by kind: files, directory redirects, negative (missing or refused)',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const counts = mount.view?.data.counts ?? { file: 0, redirect: 0, negative: 0 };
+      for (const kind of ['file', 'redirect', 'negative'] as const) this.set({ kind }, counts[kind]);
     },
   });
 
@@ -165,7 +189,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       return;
     }
     // the pin lasts as long as the copy is read: to the end of a stream, or no further than a body in memory
-    const sent = sendFile(req, res, entry, opts, pin.release);
+    const sent = sendFile(req, res, entry, opts, pin, arena);
     if (typeof sent === 'number') {
       requests.inc(view.slot, sent);
       return;
@@ -250,7 +274,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
     cacheMisses.inc();
     view.data
-      .resolve(key, () => resolveRequestPath(key, view, opts))
+      .resolve(key, () => resolveRequestPath(key, view, opts, arena))
       .then(
         (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {

@@ -29,7 +29,10 @@ export interface MountView<T> {
  */
 export interface Pin<T> {
   readonly view: MountView<T>;
+  /** The request no longer reads the copy (idempotent; also done when the response closes). */
   release(): void;
+  /** Run `fn` when the response closes (at once if it has): for what must outlive the copy's pin, like bytes a socket may still be writing. */
+  untilClose(fn: () => void): void;
 }
 
 /** What a middleware keeps per epoch, and what it does as epochs come and go. */
@@ -143,6 +146,8 @@ export class MountState<T> {
     if (view === null || this.#closing) return null;
     this.#inflight[view.slot] += 1;
     let held = true;
+    let closed = false;
+    let atClose: (() => void)[] | undefined;
     const pin: Pin<T> = {
       view,
       release: () => {
@@ -150,12 +155,22 @@ export class MountState<T> {
         held = false;
         this.#release(view);
       },
+      untilClose: (fn) => {
+        if (closed) fn();
+        else if (atClose) atClose.push(fn);
+        else atClose = [fn];
+      },
+    };
+    const onClose = () => {
+      closed = true;
+      pin.release();
+      if (atClose) for (const fn of atClose) fn();
     };
     // One listener, not stream.finished(): a response emits 'close' however it ends (finished,
     // client gone, destroyed), and one already closed is released at once. finished() would add
     // eight listeners to every request of the hot path for the same guarantee.
-    if ((res as { destroyed?: boolean }).destroyed || (res as { closed?: boolean }).closed) pin.release();
-    else res.once('close', pin.release);
+    if ((res as { destroyed?: boolean }).destroyed || (res as { closed?: boolean }).closed) onClose();
+    else res.once('close', onClose);
     return pin;
   }
 

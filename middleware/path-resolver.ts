@@ -6,6 +6,7 @@ import etag from 'etag';
 import { contentType } from 'mime-types';
 import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../src/path-limits.js';
 import { TEMP_DIR_NAME } from '../src/store-layout.js';
+import type { ArenaBody, BodyArena } from './body-arena.js';
 import type { Entry, FileEntry, RefusedEntry } from './file-cache.js';
 import type { ResolvedStaticOptions } from './options.js';
 
@@ -65,6 +66,7 @@ export async function resolveRequestPath(
   rawPath: string,
   slot: SlotRoots,
   opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
 ): Promise<Entry> {
   let decoded: string;
   try {
@@ -92,7 +94,7 @@ export async function resolveRequestPath(
 
   if (decoded.endsWith('/')) {
     for (const name of opts.index) {
-      const entry = await fileEntryAt(join(target, name), slot, opts);
+      const entry = await fileEntryAt(join(target, name), slot, opts, arena);
       if (entry) return entry;
     }
     return NOT_FOUND;
@@ -104,10 +106,10 @@ export async function resolveRequestPath(
     const real = await realpath(target);
     return isInside(slot.realRoot, real) ? REDIRECT : NOT_FOUND;
   }
-  if (st?.isFile()) return (await fileEntryAt(target, slot, opts, st)) ?? NOT_FOUND;
+  if (st?.isFile()) return (await fileEntryAt(target, slot, opts, arena, st)) ?? NOT_FOUND;
   if (st === null && !extname(target)) {
     for (const ext of opts.extensions) {
-      const entry = await fileEntryAt(`${target}.${ext}`, slot, opts);
+      const entry = await fileEntryAt(`${target}.${ext}`, slot, opts, arena);
       if (entry) return entry;
     }
   }
@@ -119,6 +121,7 @@ async function fileEntryAt(
   path: string,
   slot: SlotRoots,
   opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
   known?: Stats,
 ): Promise<FileEntry | null> {
   const st = known ?? (await statOrNull(path));
@@ -142,10 +145,49 @@ async function fileEntryAt(
     throw err;
   }
   try {
-    return await describeFile(handle, path, real, opts);
+    return await describeFile(handle, path, real, opts, arena);
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Read the whole file into room reserved in the arena; null when the arena
+ * has none now (the body is then streamed from disk). The read must match
+ * the stat: a mounted copy never changes, but a hand edit would.
+ */
+async function readIntoArena(
+  handle: FileHandle,
+  size: number,
+  real: string,
+  arena: BodyArena | null,
+): Promise<ArenaBody | null> {
+  const room = arena?.reserve(size);
+  if (!room) return null;
+  try {
+    const { bytesRead } = await handle.read(room.bytes, 0, size, 0);
+    // one byte more would mean it grew: the stat the headers come from is no longer the file's
+    const { bytesRead: more } = await handle.read(Buffer.alloc(1), 0, 1, size);
+    if (bytesRead !== size || more !== 0) throw new Error(`file changed while being read: ${real}`);
+    return room.body;
+  } finally {
+    room.done();
+  }
+}
+
+/** Header strings shared by every entry that has them, rather than one copy per entry. */
+const INTERNED = new Map<string, string>();
+function interned(s: string): string {
+  let shared = INTERNED.get(s);
+  if (shared === undefined) {
+    shared = s;
+    if (INTERNED.size < 1000) INTERNED.set(s, s);
+  }
+  return shared;
+}
+
+function contentTypeOf(path: string): string {
+  return interned(contentType(extname(path)) || 'application/octet-stream');
 }
 
 /** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
@@ -154,28 +196,29 @@ async function describeFile(
   path: string,
   real: string,
   opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
 ): Promise<FileEntry | null> {
   const st = await handle.stat();
   if (!st.isFile()) return null;
   const tag = etag(st);
   const lastModified = st.mtime.toUTCString();
   const headers: OutgoingHttpHeaders = {
-    'Content-Type': contentType(extname(path)) || 'application/octet-stream',
+    'Content-Type': contentTypeOf(path),
     'Content-Length': String(st.size),
   };
   if (opts.acceptRanges) headers['Accept-Ranges'] = 'bytes';
   if (opts.cacheControl) {
-    headers['Cache-Control'] = `public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`;
+    headers['Cache-Control'] = interned(`public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`);
   }
   if (opts.lastModified) headers['Last-Modified'] = lastModified;
   if (opts.etag) headers.ETag = tag;
-  const body = st.size <= opts.cacheMaxFileSize ? await handle.readFile() : null;
-  // The read must match the stat; a mounted copy never changes, but a hand edit would.
-  if (body && body.length !== st.size) throw new Error(`file changed while being read: ${real}`);
+  const body =
+    st.size > 0 && st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, real, arena) : null;
   return Object.freeze({
     kind: 'file',
     path: real,
-    stats: st,
+    identity: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs },
+    stats: opts.setHeaders ? st : null,
     etag: tag,
     lastModified,
     lastModifiedMs: Math.floor(st.mtimeMs / 1000) * 1000,

@@ -4,7 +4,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
 import fresh from 'fresh';
 import parseRange from 'range-parser';
+import type { BodyArena } from './body-arena.js';
 import type { FileEntry } from './file-cache.js';
+import type { Pin } from './mount-state.js';
 import type { ResolvedStaticOptions } from './options.js';
 
 /** Read size for streamed files: fewer, larger reads than the 64 KiB default. */
@@ -76,7 +78,7 @@ function applyHeaders(res: ServerResponse, entry: FileEntry, opts: ResolvedStati
     if (value === undefined || name === 'Content-Length') continue;
     if (!res.hasHeader(name)) res.setHeader(name, value);
   }
-  opts.setHeaders?.(res, entry.path, entry.stats);
+  if (opts.setHeaders && entry.stats) opts.setHeaders(res, entry.path, entry.stats);
 }
 
 function notModified(res: ServerResponse): number {
@@ -113,7 +115,7 @@ async function openSame(entry: FileEntry): Promise<FileHandle | null> {
   }
   try {
     const st = await handle.stat();
-    const was = entry.stats;
+    const was = entry.identity;
     if (st.dev === was.dev && st.ino === was.ino && st.size === was.size && st.mtimeMs === was.mtimeMs) return handle;
   } catch {
     // fall through: an entry that cannot be checked is not sent
@@ -130,45 +132,50 @@ async function openSame(entry: FileEntry): Promise<FileHandle | null> {
  * same descriptor their bytes were read from. Large ones are streamed from a
  * descriptor opened first and checked against the stat the headers were built
  * from: a body is never sent under another file's headers, and `'changed'`
- * (nothing sent) tells the caller the copy changed under it. `doneReading` is
- * called once the copy is no longer read: at once for a body in memory, at
- * the end of the response for a stream.
+ * (nothing sent) tells the caller the copy changed under it. The pin is
+ * released once the copy is no longer read: at once for a body in memory, at
+ * the end of the response for a stream; the arena's bytes are held until the
+ * response closes.
  */
 export function sendFile(
   req: IncomingMessage,
   res: ServerResponse,
   entry: FileEntry,
   opts: ResolvedStaticOptions,
-  doneReading: () => void,
+  pin: Pin<unknown>,
+  arena: BodyArena,
 ): number | Promise<number | 'changed'> {
   const plain = isPlain(req);
+  // The body's bytes, held until the response closes (the socket may write from them until then);
+  // null when streamed, or when the arena reused its room since the entry was found.
+  const body = entry.body && arena.take(entry.body, pin.untilClose);
   // fast path: an unconditional full response from memory, headers computed once per epoch
-  if (plain && opts.setHeaders === undefined && entry.body !== null && !presetByEarlier(res)) {
+  if (plain && opts.setHeaders === undefined && body !== null && !presetByEarlier(res)) {
     res.writeHead(200, entry.headers);
-    res.end(req.method === 'HEAD' ? undefined : entry.body);
-    doneReading();
+    res.end(req.method === 'HEAD' ? undefined : body);
+    pin.release();
     return 200;
   }
-  if (entry.body !== null || req.method === 'HEAD') {
-    const { status } = respond(req, res, entry, opts, plain, null);
-    doneReading();
+  if (body !== null || req.method === 'HEAD' || entry.identity.size === 0) {
+    const { status } = respond(req, res, entry, opts, plain, null, body);
+    pin.release();
     return status;
   }
   return openSame(entry).then((handle) => {
     if (handle === null) {
-      doneReading();
+      pin.release();
       return 'changed';
     }
     if (res.destroyed) {
       // the client is gone: nothing to send, and the descriptor must not stay open
-      doneReading();
+      pin.release();
       void handle.close();
       return 499;
     }
-    const { status, streaming } = respond(req, res, entry, opts, plain, handle);
+    const { status, streaming } = respond(req, res, entry, opts, plain, handle, null);
     if (!streaming) {
       void handle.close();
-      doneReading();
+      pin.release();
     }
     return status;
   });
@@ -181,9 +188,10 @@ function respond(
   opts: ResolvedStaticOptions,
   plain: boolean,
   handle: FileHandle | null,
+  body: Buffer | null,
 ): { status: number; streaming: boolean } {
   const h = req.headers;
-  const size = entry.stats.size;
+  const size = entry.identity.size;
   applyHeaders(res, entry, opts);
   const validators = validatorsOf(res);
   if (preconditionFailed(req, validators)) {
@@ -235,8 +243,8 @@ function respond(
     res.end();
     return { status, streaming: false };
   }
-  if (entry.body !== null) {
-    res.end(entry.body.subarray(start, end + 1));
+  if (body !== null) {
+    res.end(body.subarray(start, end + 1));
     return { status, streaming: false };
   }
   if (handle === null) throw new Error(`no descriptor for a streamed body: ${entry.path}`);

@@ -30,7 +30,11 @@ describe('sync signals', () => {
     const { store, agent } = await setup({ auto: true, settleMs: 150 });
     for (let i = 0; i < 5; i++) await agent.call('PUT', `/v1/files/burst${i}.txt`, { body: String(i) });
     await waitFor('the auto sync', async () => (await epochOf(store)) === 2, { timeout: 5000 });
-    const swaps = ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).lastSwaps;
+    // the record is kept once the swap ends (after its drain), a moment after the epoch is published
+    const swaps = await waitFor('the swap record', async () => {
+      const { lastSwaps } = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
+      return lastSwaps.length > 0 ? lastSwaps : null;
+    });
     assert.equal(swaps[0]?.copied.files, 5, 'the one swap did not cover the whole burst');
     await holdsFor('no second swap after the burst', async () => (await epochOf(store)) === 2, 400);
   });

@@ -1,32 +1,46 @@
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { type Entry, FileCache, type FileEntry } from '../../middleware/file-cache.js';
+import { type ArenaBody, BodyArena } from '../../middleware/body-arena.js';
+import { ENTRY_COST, type Entry, FileCache, type FileEntry } from '../../middleware/file-cache.js';
 
-const stats = statSync('.');
+const MB = 1024 * 1024;
+const missing: Entry = { kind: 'refused', status: 404 };
 
-function file(bytes: number | null): FileEntry {
+function file(body: ArenaBody | null): FileEntry {
   return {
     kind: 'file',
     path: '/x',
-    stats,
+    identity: { dev: 1, ino: 1, size: body?.length ?? 0, mtimeMs: 0 },
+    stats: null,
     etag: 'W/"x"',
     lastModified: '',
     lastModifiedMs: 0,
     headers: {},
-    body: bytes === null ? null : Buffer.alloc(bytes),
+    body,
   };
 }
-const missing: Entry = { kind: 'refused', status: 404 };
+
+/** An arena with all the room asked, and a body of `n` bytes filled with `fill` in it. */
+function arenaOf(room = 64 * MB): BodyArena {
+  return new BodyArena({ maxBodyBytes: 256 * 1024, room: () => room });
+}
+function bodyIn(arena: BodyArena, n: number, fill = 'x'): ArenaBody {
+  const room = arena.reserve(n);
+  assert.ok(room);
+  room.bytes.fill(fill);
+  room.done();
+  return room.body;
+}
 
 describe('FileCache', () => {
   it('looks a path up once however many requests ask at the same time', async () => {
-    const cache = new FileCache({ maxBytes: 1024, maxEntries: 10 });
+    const arena = arenaOf();
+    const cache = new FileCache({ maxBytes: 64 * MB, maxEntries: 10 }, arena);
     let lookups = 0;
     const lookup = async () => {
       lookups++;
       await new Promise((r) => setImmediate(r));
-      return file(10);
+      return file(bodyIn(arena, 10));
     };
     const results = await Promise.all(Array.from({ length: 20 }, () => cache.resolve('/a', lookup)));
     assert.equal(lookups, 1);
@@ -35,7 +49,7 @@ describe('FileCache', () => {
   });
 
   it('forgets a failed lookup, so the next request tries again', async () => {
-    const cache = new FileCache({ maxBytes: 1024, maxEntries: 10 });
+    const cache = new FileCache({ maxBytes: MB, maxEntries: 10 }, arenaOf());
     await assert.rejects(
       cache.resolve('/a', async () => {
         throw new Error('EIO');
@@ -45,33 +59,37 @@ describe('FileCache', () => {
     assert.equal((await cache.resolve('/a', async () => missing)).kind, 'refused');
   });
 
-  it('keeps body bytes within maxBytes, evicting the oldest first', async () => {
-    const cache = new FileCache({ maxBytes: 100, maxEntries: 100 });
-    for (let i = 0; i < 10; i++) await cache.resolve(`/f${i}`, async () => file(30));
-    assert.ok(cache.bytes <= 100, `${cache.bytes} bytes held`);
-    assert.equal(cache.size, 3);
-    assert.ok(cache.get('/f9') && cache.get('/f8') && cache.get('/f7'));
-    assert.equal(cache.get('/f0'), undefined);
+  it('counts what entries cost and keeps them within the budget, evicting the oldest first', async () => {
+    const budget = 100 * (ENTRY_COST.negative + 10);
+    const cache = new FileCache({ maxBytes: budget, maxEntries: 10_000 }, arenaOf(0));
+    for (let i = 0; i < 1000; i++) await cache.resolve(`/missing${String(i).padStart(4, '0')}`, async () => missing);
+    assert.ok(cache.entryBytes <= budget, `${cache.entryBytes} bytes of entries in a budget of ${budget}`);
+    assert.ok(cache.size >= 90 && cache.size <= 100, `${cache.size} entries`);
+    assert.ok(cache.get('/missing0999'));
+    assert.equal(cache.get('/missing0000'), undefined);
+    assert.deepEqual(cache.counts, { file: 0, redirect: 0, negative: cache.size });
   });
 
-  it('keeps at most maxEntries paths, negative entries included', async () => {
-    const cache = new FileCache({ maxBytes: 1000, maxEntries: 5 });
+  it('keeps at most maxEntries paths', async () => {
+    const cache = new FileCache({ maxBytes: 64 * MB, maxEntries: 5 }, arenaOf());
     for (let i = 0; i < 20; i++) await cache.resolve(`/missing${i}`, async () => missing);
     assert.equal(cache.size, 5);
   });
 
-  it('never keeps a body larger than the whole budget, and never lets it evict the rest', async () => {
-    const cache = new FileCache({ maxBytes: 100, maxEntries: 100 });
-    await cache.resolve('/small', async () => file(50));
-    const big = await cache.resolve('/big', async () => file(500));
-    assert.equal(big.kind, 'file', 'the entry is still answered');
-    assert.equal(cache.get('/big'), undefined);
-    assert.ok(cache.get('/small'));
-    assert.equal(cache.bytes, 50);
+  it('drops an entry whose body the arena reused, so its next request reads the file again', async () => {
+    const arena = new BodyArena({ maxBodyBytes: 0, room: () => MB });
+    const cache = new FileCache({ maxBytes: 64 * MB, maxEntries: 100 }, arena);
+    await cache.resolve('/first', async () => file(bodyIn(arena, 600 * 1024, 'a')));
+    // a second body that does not fit the one segment makes the arena reuse it
+    await cache.resolve('/second', async () => file(bodyIn(arena, 600 * 1024, 'b')));
+    assert.equal(cache.get('/first'), undefined);
+    assert.ok(cache.get('/second'));
+    assert.equal(arena.bytes, MB);
   });
 
-  it('lists found paths newest first for the next epoch, never refused ones', async () => {
-    const cache = new FileCache({ maxBytes: 1000, maxEntries: 100 });
+  it('lists found paths newest first for the next epoch, never refused ones, and clears', async () => {
+    const arena = arenaOf();
+    const cache = new FileCache({ maxBytes: 64 * MB, maxEntries: 100 }, arena);
     await cache.resolve('/a', async () => file(null));
     await cache.resolve('/gone', async () => missing);
     await cache.resolve('/b', async () => ({ kind: 'redirect' }));
@@ -79,6 +97,60 @@ describe('FileCache', () => {
     assert.deepEqual(cache.foundKeys(1), ['/b']);
     cache.clear();
     assert.equal(cache.size, 0);
-    assert.equal(cache.bytes, 0);
+    assert.equal(cache.entryBytes, 0);
+  });
+});
+
+describe('BodyArena', () => {
+  it('holds bodies in segments allocated as needed, within the room it is given', () => {
+    let room = 3 * MB;
+    const arena = new BodyArena({ maxBodyBytes: 0, room: () => room });
+    assert.equal(arena.bytes, 0);
+    for (let i = 0; i < 1000; i++) bodyIn(arena, 2048);
+    assert.equal(arena.bytes, 2 * MB, '1000 bodies of 2 KB take two segments');
+    for (let i = 0; i < 10_000; i++) bodyIn(arena, 2048);
+    assert.equal(arena.bytes, 3 * MB, 'the arena grew past its room');
+    room = 0;
+    for (let i = 0; i < 10_000; i++) bodyIn(arena, 2048);
+    assert.equal(arena.bytes, 3 * MB, 'the arena neither grows nor frees: it reuses');
+  });
+
+  it('never reuses a segment whose bytes a response still holds; a body taken after reuse is refused', () => {
+    const arena = new BodyArena({ maxBodyBytes: 0, room: () => MB });
+    const held = bodyIn(arena, 512 * 1024, 'h');
+    let release: (() => void) | undefined;
+    const bytes = arena.take(held, (fn) => {
+      release = fn;
+    });
+    assert.ok(bytes);
+    // the only segment is held: no room can be made, so nothing overwrites the bytes being sent
+    assert.equal(arena.reserve(600 * 1024), null);
+    assert.equal(bytes.toString('latin1', 0, 4), 'hhhh');
+    release?.();
+    const next = arena.reserve(600 * 1024);
+    assert.ok(next, 'the segment was not reused once released');
+    next.bytes.fill('n');
+    next.done();
+    assert.equal(
+      arena.take(held, () => {}),
+      null,
+      'a body whose room was reused was handed out',
+    );
+  });
+
+  it('a range reserved for a read is not reused until the read is done', () => {
+    const arena = new BodyArena({ maxBodyBytes: 0, room: () => MB });
+    const reading = arena.reserve(700 * 1024);
+    assert.ok(reading);
+    assert.equal(arena.reserve(700 * 1024), null);
+    reading.done();
+    assert.ok(arena.reserve(700 * 1024));
+  });
+
+  it('refuses a body larger than a segment', () => {
+    const arena = new BodyArena({ maxBodyBytes: 0, room: () => 64 * MB });
+    assert.equal(arena.reserve(2 * MB), null);
+    const big = new BodyArena({ maxBodyBytes: 2 * MB, room: () => 64 * MB });
+    assert.ok(big.reserve(2 * MB));
   });
 });

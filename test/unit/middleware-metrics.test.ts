@@ -45,7 +45,10 @@ describe('mirrorStatic metrics', () => {
     assert.equal(sample(text, 'mirrorswap_server_requests_total', 'slot="a",status_class="3xx"'), 1);
     assert.equal(sample(text, 'mirrorswap_server_cache_misses_total'), 1);
     assert.equal(sample(text, 'mirrorswap_server_cache_hits_total'), 3);
-    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 5);
+    // bodies at their real allocation: one arena segment; the entry's own cost beside it
+    assert.equal(sample(text, 'mirrorswap_server_cache_bytes', 'kind="bodies"'), 1024 * 1024);
+    assert.ok((sample(text, 'mirrorswap_server_cache_bytes', 'kind="entries"') ?? 0) > 0);
+    assert.equal(sample(text, 'mirrorswap_server_cache_entries', 'kind="file"'), 1);
   });
 
   it('reports requests in flight per slot, and the switch lag of a swap', async () => {
@@ -60,7 +63,12 @@ describe('mirrorStatic metrics', () => {
     assert.equal(sample(text, 'mirrorswap_server_switch_lag_seconds_count'), 1);
     assert.ok((sample(text, 'mirrorswap_server_switch_lag_seconds_sum') ?? 1) < 1);
     // the cache is the new epoch's, warmed with the small file served before the switch
-    assert.equal(sample(text, 'mirrorswap_server_cache_bytes'), 'small in b'.length);
+    assert.equal(sample(text, 'mirrorswap_server_cache_entries', 'kind="file"'), 1);
+    assert.equal(
+      sample(text, 'mirrorswap_server_cache_bytes', 'kind="bodies"'),
+      1024 * 1024,
+      'one arena for both epochs',
+    );
     download.resume();
     await download.done;
     await waitFor(
