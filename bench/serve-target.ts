@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import express from 'express';
 import { mirrorStatic } from '../middleware/mirror-static.js';
 
-const KINDS = ['static', 'mirror', 'ceiling', 'node-ceiling'];
+const KINDS = ['static', 'mirror', 'mirror-node', 'ceiling', 'node-ceiling'];
 const [kind, store, cacheMaxBytes] = process.argv.slice(2);
 if (!kind || !KINDS.includes(kind) || !store) {
   console.error(`usage: serve-target.js <${KINDS.join('|')}> <store> [cacheMaxBytes]`);
@@ -41,6 +41,19 @@ function fixedAnswer(): (req: IncomingMessage, res: ServerResponse) => void {
 let handler: (req: IncomingMessage, res: ServerResponse) => void;
 if (kind === 'node-ceiling') {
   handler = fixedAnswer();
+} else if (kind === 'mirror-node') {
+  // mirrorStatic on bare node:http, as `mirrorswap serve` runs it
+  const mw = mirrorStatic({
+    store,
+    watch: 'native',
+    ...(cacheMaxBytes ? { cacheMaxBytes: Number(cacheMaxBytes) } : {}),
+  });
+  await mw.ready;
+  handler = (req, res) =>
+    mw(req, res, () => {
+      res.statusCode = 404;
+      res.end();
+    });
 } else {
   const app = express();
   if (kind === 'static') {
@@ -58,7 +71,17 @@ if (kind === 'node-ceiling') {
   }
   handler = app;
 }
-const server = createServer(handler).listen(0, '127.0.0.1', () => {
+// `GET /__memory` answers process.memoryUsage(), for the memory benchmark
+const served = handler;
+const withMemory = (req: IncomingMessage, res: ServerResponse) => {
+  if (req.url === '/__memory') {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify(process.memoryUsage()));
+    return;
+  }
+  served(req, res);
+};
+const server = createServer(withMemory).listen(0, '127.0.0.1', () => {
   console.log((server.address() as AddressInfo).port);
 });
 process.on('SIGTERM', () => process.exit(0));
