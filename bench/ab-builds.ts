@@ -92,6 +92,7 @@ async function main(): Promise<void> {
   console.log(`  B: ${rps.B.map((x) => x.toFixed(0)).join(', ')} req/s`);
   console.log(`  B/A (medians): ${serveRatio.toFixed(3)}\n`);
 
+  if (treeFiles === 0) return; // --tree-files 0: serving only
   const tree = await mkdtemp(join(tmpdir(), 'mirrorswap-ab-tree-'));
   for (let d = 0; d < 100; d++) {
     await mkdir(join(tree, `d${d}`));

@@ -82,7 +82,7 @@ export class TreeCopier {
   #tmpCount = 0;
   readonly #durable: boolean;
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
-  #syncAtEnd = false;
+  #syncfsAtEnd = false;
   readonly #limiter: Limiter;
   readonly #concurrency: number;
   readonly #onProgress: ((s: CopyStats) => void) | undefined;
@@ -123,14 +123,14 @@ export class TreeCopier {
   async copyPaths(paths: Iterable<string>, found?: string[]): Promise<CopyStats> {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...paths];
-    this.#syncAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
+    this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
     try {
       const dirs = await this.#copyLevels(list);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
       const below = (await compareTrees(this.#source, this.#target, { under: topmost(dirs) })).map((d) => d.path);
       if (below.length > 0) {
-        this.#syncAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
+        this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
         found?.push(...below);
         await this.#copyLevels(below);
       }
@@ -157,7 +157,7 @@ export class TreeCopier {
     const dirs: string[] = [];
     for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
       await forEachLimited(levels.get(depth) as string[], this.#concurrency, async (p) => {
-        if (await this.#syncPath(p)) dirs.push(p);
+        if (await this.#matchPath(p)) dirs.push(p);
       });
     }
     return dirs;
@@ -181,7 +181,7 @@ export class TreeCopier {
     let missed: string[] = [];
     if (tops.length > 0) {
       await mkdir(this.#tmpDir, { recursive: true });
-      this.#syncAtEnd = true;
+      this.#syncfsAtEnd = true;
       try {
         missed = await this.#cloneDirectories(tops);
       } catch (err) {
@@ -248,7 +248,7 @@ export class TreeCopier {
 
   async #finish(): Promise<void> {
     await rm(this.#tmpDir, { recursive: true, force: true });
-    if (this.#durable && this.#syncAtEnd) {
+    if (this.#durable && this.#syncfsAtEnd) {
       await syncFileSystem(this.#target);
     } else if (this.#durable) {
       await Promise.all([...this.#touchedDirs].map((d) => this.#limiter.run(() => fsyncDir(d).catch(() => {}))));
@@ -257,7 +257,7 @@ export class TreeCopier {
   }
 
   /** Make `rel` in the target match the source; true when it is a directory there. */
-  async #syncPath(rel: string): Promise<boolean> {
+  async #matchPath(rel: string): Promise<boolean> {
     let isDir = false;
     await this.#unlessUnplaceable(rel, async () => {
       isDir = await this.#placePath(rel);
@@ -315,7 +315,7 @@ export class TreeCopier {
       await file.handle.close();
     }
     await utimes(to, msInside(file.stat.atimeMs), msInside(file.stat.mtimeMs));
-    if (this.#durable && !this.#syncAtEnd) {
+    if (this.#durable && !this.#syncfsAtEnd) {
       const handle = await open(to, 'r');
       await handle.sync().finally(() => handle.close());
     }
