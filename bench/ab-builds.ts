@@ -7,42 +7,15 @@
  *   node dist/bench/ab-builds.js --a /path/to/old/dist/src/cli/bin.js [--b this build] \
  *     [--rounds 3] [--seconds 6] [--files 500] [--tree-files 20000]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { benchStore, flag, freePort, machine, stop, wrk } from './lib.js';
+import { THIS_CLI, benchStore, flag, machine, startServe, stop, wrk } from './lib.js';
 
 function option(name: string, dflt: string | undefined): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? dflt : process.argv[i + 1];
-}
-
-const THIS_BUILD = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
-
-async function waitForPort(port: number): Promise<void> {
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createConnection({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      }).on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function serve(cli: string, store: string): Promise<{ child: ChildProcess; port: number }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [cli, 'serve', '--store', store, '--listen', `127.0.0.1:${port}`], {
-    stdio: 'ignore',
-    env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' },
-  });
-  await waitForPort(port);
-  return { child, port };
 }
 
 function initTime(cli: string, tree: string): number {
@@ -61,7 +34,7 @@ const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.len
 async function main(): Promise<void> {
   const a = option('a', undefined);
   if (!a) throw new Error('--a PATH: the CLI (dist/src/cli/bin.js) of the build to compare against');
-  const b = option('b', THIS_BUILD) as string;
+  const b = option('b', THIS_CLI) as string;
   const rounds = flag('rounds', 3);
   const seconds = flag('seconds', 6);
   const files = flag('files', 500);
@@ -78,7 +51,7 @@ async function main(): Promise<void> {
     // alternate which build goes first, so drift over the run hits both alike
     const order: ('A' | 'B')[] = round % 2 === 0 ? ['A', 'B'] : ['B', 'A'];
     for (const which of order) {
-      const target = await serve(which === 'A' ? a : b, layout.root);
+      const target = await startServe(layout.root, which === 'A' ? a : b);
       await wrk(`http://127.0.0.1:${target.port}`, paths, { connections: 50, duration: 1 }); // warm-up
       const r = await wrk(`http://127.0.0.1:${target.port}`, paths, { connections: 50, duration: seconds });
       rps[which].push(r.rps);

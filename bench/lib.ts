@@ -1,4 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createConnection } from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -124,4 +125,35 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** Resolve once something accepts connections on `port` (at most 10 s). */
+export function waitForPort(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + 10_000;
+    const attempt = () => {
+      const s = createConnection({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve();
+      });
+      s.on('error', () =>
+        Date.now() > deadline ? reject(new Error(`nothing listens on ${port}`)) : setTimeout(attempt, 50),
+      );
+    };
+    attempt();
+  });
+}
+
+/** The CLI of this build. */
+export const THIS_CLI = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+
+/** `mirrorswap serve` of `cli` (this build by default) on `store`, on a free port. */
+export async function startServe(store: string, cli = THIS_CLI): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [cli, 'serve', '--store', store, '--listen', `127.0.0.1:${port}`], {
+    stdio: 'ignore',
+    env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' },
+  });
+  await waitForPort(port);
+  return { child, port };
 }

@@ -9,30 +9,22 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { benchStore, flag, freePort, machine, requireCommand, startTarget, stop, wrk } from './lib.js';
+import {
+  benchStore,
+  flag,
+  freePort,
+  machine,
+  requireCommand,
+  startServe,
+  startTarget,
+  stop,
+  waitForPort,
+  wrk,
+} from './lib.js';
 
 const duration = flag('duration', 10);
 const rounds = flag('rounds', 2);
-const CLI = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
-
-function waitForPort(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + 10_000;
-    const attempt = () => {
-      const s = createConnection({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve();
-      });
-      s.on('error', () =>
-        Date.now() > deadline ? reject(new Error(`nothing listens on ${port}`)) : setTimeout(attempt, 50),
-      );
-    };
-    attempt();
-  });
-}
 
 async function startNginx(root: string, slotRoot: string): Promise<{ child: ChildProcess; port: number }> {
   requireCommand('nginx');
@@ -55,16 +47,6 @@ http {
 `,
   );
   const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
-  await waitForPort(port);
-  return { child, port };
-}
-
-async function startServe(store: string): Promise<{ child: ChildProcess; port: number }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [CLI, 'serve', '--store', store, '--listen', `127.0.0.1:${port}`], {
-    stdio: 'ignore',
-    env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' },
-  });
   await waitForPort(port);
   return { child, port };
 }

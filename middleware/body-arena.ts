@@ -17,7 +17,7 @@
  * instead: a body is never sent from bytes that were overwritten.
  */
 
-/** Most of a segment: large enough that its own overhead is nothing, small enough to reuse often. */
+/** A segment's size, unless a larger body or a small budget says otherwise: its own overhead is nothing, and it is reused often. */
 const SEGMENT_BYTES = 1024 * 1024;
 
 /** An entry of a cache whose body a segment holds, told when that segment is reused. */
@@ -31,6 +31,10 @@ class Segment {
   generation = 0;
   /** Responses still sending from it, and reads still filling it. */
   pins = 0;
+  /** Let go of one pin: made once per segment, so a response holding it costs no closure. */
+  readonly unpin = (): void => {
+    this.pins--;
+  };
   holders: { holder: BodyHolder; key: string; body: ArenaBody }[] = [];
 
   constructor(bytes: number) {
@@ -56,8 +60,14 @@ export class BodyArena {
   /** Index of the segment to reuse next: the ring's oldest. */
   #oldest = 0;
 
-  constructor(opts: { maxBodyBytes: number; room: () => number }) {
-    this.#segmentBytes = Math.max(SEGMENT_BYTES, opts.maxBodyBytes);
+  /**
+   * `maxBodyBytes`: the largest body to hold (a segment is at least that);
+   * `maxSegmentBytes`: a cap for small budgets, so that one still holds a
+   * segment (bodies larger than it are then streamed); `room`: see above.
+   */
+  constructor(opts: { maxBodyBytes: number; maxSegmentBytes?: number; room: () => number }) {
+    const wanted = Math.max(SEGMENT_BYTES, opts.maxBodyBytes);
+    this.#segmentBytes = Math.floor(Math.min(wanted, opts.maxSegmentBytes ?? wanted));
     this.#room = opts.room;
   }
 
@@ -72,7 +82,7 @@ export class BodyArena {
    * in use): the body is then not cached.
    */
   reserve(length: number): { body: ArenaBody; bytes: Buffer; done: () => void } | null {
-    if (length > this.#segmentBytes) return null;
+    if (length > this.#segmentBytes || this.#segmentBytes === 0) return null;
     let segment = this.#current;
     if (segment === null || segment.used + length > this.#segmentBytes) {
       segment = this.#nextSegment();
@@ -82,13 +92,10 @@ export class BodyArena {
     const start = segment.used;
     segment.used += length;
     segment.pins++;
-    const held = segment;
     return {
       body: { segment, generation: segment.generation, start, length },
       bytes: segment.buf.subarray(start, start + length),
-      done: () => {
-        held.pins--;
-      },
+      done: segment.unpin,
     };
   }
 
@@ -99,15 +106,13 @@ export class BodyArena {
 
   /**
    * The bytes of `body`, or null if its segment was reused since. Taken
-   * bytes are held until `release` (registered by `untilDone`) is called.
+   * bytes are held until the holder's response closes.
    */
-  take(body: ArenaBody, untilDone: (release: () => void) => void): Buffer | null {
+  take(body: ArenaBody, holder: { untilClose(fn: () => void): void }): Buffer | null {
     const { segment } = body;
     if (segment.generation !== body.generation) return null;
     segment.pins++;
-    untilDone(() => {
-      segment.pins--;
-    });
+    holder.untilClose(segment.unpin);
     return segment.buf.subarray(body.start, body.start + body.length);
   }
 

@@ -75,6 +75,8 @@ export class FileCache implements BodyHolder {
   readonly #limits: CacheLimits;
   readonly #arena: BodyArena;
   #entryBytes = 0;
+  /** Cleared with its epoch: lookups still finishing for the old epoch's requests are not kept. */
+  #dropped = false;
   readonly #counts = { file: 0, redirect: 0, negative: 0 };
 
   constructor(limits: CacheLimits, arena: BodyArena) {
@@ -127,6 +129,7 @@ export class FileCache implements BodyHolder {
   }
 
   #store(key: string, entry: Entry): void {
+    if (this.#dropped) return;
     const previous = this.#entries.get(key);
     if (previous) this.#delete(key, previous);
     let stored = entry;
@@ -161,8 +164,9 @@ export class FileCache implements BodyHolder {
     return keys.slice(-limit).reverse();
   }
 
-  /** Drop every entry (the epoch is gone); the arena reuses their bodies' room in turn. */
+  /** Drop every entry, for good (the epoch is gone); the arena reuses their bodies' room in turn. */
   clear(): void {
+    this.#dropped = true;
     this.#entries.clear();
     this.#entryBytes = 0;
     this.#counts.file = this.#counts.redirect = this.#counts.negative = 0;

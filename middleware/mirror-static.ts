@@ -107,6 +107,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   // Entries are sure of a quarter of the budget, so bodies can never crowd them all out.
   const arena = new BodyArena({
     maxBodyBytes: opts.cacheMaxFileSize,
+    maxSegmentBytes: (opts.cacheMaxBytes * 3) / 4,
     room: () => opts.cacheMaxBytes - Math.max(mount.view?.data.entryBytes ?? 0, opts.cacheMaxBytes / 4),
   });
   const mount: MountState<FileCache> = new MountState<FileCache>(opts, 'static', {
@@ -231,10 +232,13 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
 
   /** A request's way in: past its lease, the server renews it (re-reading the epoch file) first. */
   function handle(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
-    if (mount.leaseLapsed()) retryAfterRenewal(req, res, next, again);
-    else guarded(res, next, () => serve(req, res, next, again));
+    mount.admit(
+      () => guarded(res, next, () => serve(req, res, next, again)),
+      () => refuse(503, next),
+    );
   }
 
+  /** Renew now (the copy changed under this server), then take the request again. */
   function retryAfterRenewal(req: IncomingMessage, res: ServerResponse, next: Next, again: boolean): void {
     mount.renew().then(
       () => handle(req, res, next, again),

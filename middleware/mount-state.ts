@@ -145,32 +145,12 @@ export class MountState<T> {
     const view = this.#view;
     if (view === null || this.#closing) return null;
     this.#inflight[view.slot] += 1;
-    let held = true;
-    let closed = false;
-    let atClose: (() => void)[] | undefined;
-    const pin: Pin<T> = {
-      view,
-      release: () => {
-        if (!held) return;
-        held = false;
-        this.#release(view);
-      },
-      untilClose: (fn) => {
-        if (closed) fn();
-        else if (atClose) atClose.push(fn);
-        else atClose = [fn];
-      },
-    };
-    const onClose = () => {
-      closed = true;
-      pin.release();
-      if (atClose) for (const fn of atClose) fn();
-    };
+    const pin = new RequestPin(view, () => this.#release(view));
     // One listener, not stream.finished(): a response emits 'close' however it ends (finished,
     // client gone, destroyed), and one already closed is released at once. finished() would add
     // eight listeners to every request of the hot path for the same guarantee.
-    if ((res as { destroyed?: boolean }).destroyed || (res as { closed?: boolean }).closed) onClose();
-    else res.once('close', onClose);
+    if ((res as { destroyed?: boolean }).destroyed || (res as { closed?: boolean }).closed) pin.closed();
+    else res.once('close', pin.closed);
     return pin;
   }
 
@@ -315,6 +295,46 @@ export class MountState<T> {
     })();
     return this.#closing;
   }
+}
+
+/**
+ * One request's pin. A class rather than an object of closures: the hot path
+ * makes one per request, and only the 'close' listener needs binding.
+ */
+class RequestPin<T> implements Pin<T> {
+  readonly view: MountView<T>;
+  #unpin: (() => void) | undefined;
+  /** What runs at close: one function (the common case, a body's segment) or several. */
+  #atClose: (() => void) | (() => void)[] | undefined;
+  #isClosed = false;
+
+  constructor(view: MountView<T>, unpin: () => void) {
+    this.view = view;
+    this.#unpin = unpin;
+  }
+
+  release(): void {
+    const unpin = this.#unpin;
+    this.#unpin = undefined;
+    unpin?.();
+  }
+
+  untilClose(fn: () => void): void {
+    if (this.#isClosed) fn();
+    else if (this.#atClose === undefined) this.#atClose = fn;
+    else if (typeof this.#atClose === 'function') this.#atClose = [this.#atClose, fn];
+    else this.#atClose.push(fn);
+  }
+
+  /** The response closed: release, and run what waited for it. Bound: it is the 'close' listener. */
+  readonly closed = (): void => {
+    this.#isClosed = true;
+    this.release();
+    const atClose = this.#atClose;
+    this.#atClose = undefined;
+    if (typeof atClose === 'function') atClose();
+    else if (atClose) for (const fn of atClose) fn();
+  };
 }
 
 /** What every mirrorswap middleware exposes about its mount, besides handling requests. */

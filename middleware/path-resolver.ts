@@ -151,6 +151,9 @@ async function fileEntryAt(
   }
 }
 
+/** Where the read one byte past a file's end goes: only how many bytes came matters, so one buffer serves all. */
+const PAST_THE_END = Buffer.alloc(1);
+
 /**
  * Read the whole file into room reserved in the arena; null when the arena
  * has none now (the body is then streamed from disk). The read must match
@@ -167,7 +170,7 @@ async function readIntoArena(
   try {
     const { bytesRead } = await handle.read(room.bytes, 0, size, 0);
     // one byte more would mean it grew: the stat the headers come from is no longer the file's
-    const { bytesRead: more } = await handle.read(Buffer.alloc(1), 0, 1, size);
+    const { bytesRead: more } = await handle.read(PAST_THE_END, 0, 1, size);
     if (bytesRead !== size || more !== 0) throw new Error(`file changed while being read: ${real}`);
     return room.body;
   } finally {
@@ -212,8 +215,7 @@ async function describeFile(
   }
   if (opts.lastModified) headers['Last-Modified'] = lastModified;
   if (opts.etag) headers.ETag = tag;
-  const body =
-    st.size > 0 && st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, real, arena) : null;
+  const body = st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, real, arena) : null;
   return Object.freeze({
     kind: 'file',
     path: real,

@@ -148,7 +148,7 @@ export function sendFile(
   const plain = isPlain(req);
   // The body's bytes, held until the response closes (the socket may write from them until then);
   // null when streamed, or when the arena reused its room since the entry was found.
-  const body = entry.body && arena.take(entry.body, pin.untilClose);
+  const body = entry.body && arena.take(entry.body, pin);
   // fast path: an unconditional full response from memory, headers computed once per epoch
   if (plain && opts.setHeaders === undefined && body !== null && !presetByEarlier(res)) {
     res.writeHead(200, entry.headers);
@@ -156,7 +156,7 @@ export function sendFile(
     pin.release();
     return 200;
   }
-  if (body !== null || req.method === 'HEAD' || entry.identity.size === 0) {
+  if (body !== null || req.method === 'HEAD') {
     const { status } = respond(req, res, entry, opts, plain, null, body);
     pin.release();
     return status;

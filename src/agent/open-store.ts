@@ -35,8 +35,11 @@ export async function openStore(
   await checkRuntimeTools(opts.durable ? [FLOCK, SYNC] : [FLOCK]);
   await mkdir(layout.stateDir, { recursive: true });
   const lock = await StoreLock.acquire(layout.lockFile);
+  let journal: Journal | undefined;
   try {
-    const { journal, unfinished, created } = await Journal.open(layout.journalFile);
+    const opened = await Journal.open(layout.journalFile);
+    journal = opened.journal;
+    const { unfinished, created } = opened;
     const writer = new MasterWriter(layout.master, journal, {
       onDropped: (path, err) =>
         logger.error(
@@ -71,6 +74,8 @@ export async function openStore(
     writer.limits = await pathLimitsFor([layout.master, layout.slots.a, layout.slots.b]);
     return { lock, journal, slots, writer, epoch: record, initialised };
   } catch (err) {
+    // a library caller that goes on after a failed start must not keep the store's descriptors
+    await journal?.close().catch(() => {});
     await lock.release();
     throw err;
   }

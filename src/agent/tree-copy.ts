@@ -5,6 +5,7 @@ import { chmod, copyFile, mkdir, open, rename, rm, symlink, utimes } from 'node:
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { AGENT_DEFAULTS } from './agent-defaults.js';
 import { cloneTrees } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
@@ -29,7 +30,7 @@ export function emptyStats(): CopyStats {
 }
 
 export interface CopyOptions {
-  /** fsync each copied file and every changed directory before returning (default true). */
+  /** fsync each copied file and every changed directory before returning (default `AGENT_DEFAULTS.durable`). */
   durable?: boolean;
   concurrency?: number;
   onProgress?: (stats: CopyStats) => void;
@@ -99,7 +100,7 @@ export class TreeCopier {
     this.#target = target;
     this.#tmpDir = join(target, TEMP_DIR_NAME);
     this.#tmpPrefix = join(this.#tmpDir, randomBytes(8).toString('hex'));
-    this.#durable = opts.durable ?? true;
+    this.#durable = opts.durable ?? AGENT_DEFAULTS.durable;
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
@@ -239,11 +240,6 @@ export class TreeCopier {
       this.stats.skipped++;
       return false;
     }
-  }
-
-  /** Compare the whole tree without changing anything. */
-  compare(limit = 1000): Promise<Difference[]> {
-    return compareTrees(this.#source, this.#target, { limit });
   }
 
   async #finish(): Promise<void> {

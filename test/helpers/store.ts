@@ -56,3 +56,18 @@ export async function tempStore(prefix = 'mirrorswap-test-'): Promise<TempStore>
 export function tempFilesIn(dir: string): Promise<string[]> {
   return readdir(join(dir, TEMP_DIR_NAME)).catch(() => []);
 }
+
+/** Temp dirs made by a test file, removed together by `removeAll` (its `after` hook). */
+export function tempDirs(): { make(prefix: string): Promise<string>; removeAll(): Promise<void> } {
+  const made: string[] = [];
+  return {
+    async make(prefix) {
+      const dir = await mkdtemp(join(tmpdir(), prefix));
+      made.push(dir);
+      return dir;
+    },
+    async removeAll() {
+      await Promise.all(made.map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+}

@@ -119,8 +119,10 @@ describe('BodyArena', () => {
     const arena = new BodyArena({ maxBodyBytes: 0, room: () => MB });
     const held = bodyIn(arena, 512 * 1024, 'h');
     let release: (() => void) | undefined;
-    const bytes = arena.take(held, (fn) => {
-      release = fn;
+    const bytes = arena.take(held, {
+      untilClose: (fn) => {
+        release = fn;
+      },
     });
     assert.ok(bytes);
     // the only segment is held: no room can be made, so nothing overwrites the bytes being sent
@@ -131,11 +133,7 @@ describe('BodyArena', () => {
     assert.ok(next, 'the segment was not reused once released');
     next.bytes.fill('n');
     next.done();
-    assert.equal(
-      arena.take(held, () => {}),
-      null,
-      'a body whose room was reused was handed out',
-    );
+    assert.equal(arena.take(held, { untilClose: () => {} }), null, 'a body whose room was reused was handed out');
   });
 
   it('a range reserved for a read is not reused until the read is done', () => {
@@ -145,6 +143,16 @@ describe('BodyArena', () => {
     assert.equal(arena.reserve(700 * 1024), null);
     reading.done();
     assert.ok(arena.reserve(700 * 1024));
+  });
+
+  it('still holds bodies under a budget smaller than a segment, with segments made to fit it', () => {
+    const arena = new BodyArena({ maxBodyBytes: 256 * 1024, maxSegmentBytes: 48 * 1024, room: () => 48 * 1024 });
+    assert.ok(arena.reserve(2048), 'a small budget cached no body at all');
+    assert.equal(arena.bytes, 48 * 1024);
+    assert.equal(arena.reserve(100 * 1024), null, 'a body larger than the segment is streamed, not cached');
+    const none = new BodyArena({ maxBodyBytes: 256 * 1024, maxSegmentBytes: 0, room: () => 0 });
+    for (let i = 0; i < 100; i++) assert.equal(none.reserve(0), null);
+    assert.equal(none.bytes, 0);
   });
 
   it('refuses a body larger than a segment', () => {

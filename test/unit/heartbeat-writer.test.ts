@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { tempDirs } from '../helpers/store.js';
 import { HeartbeatWriter, type HeartbeatState } from '../../middleware/heartbeat-writer.js';
 import { readHeartbeats } from '../../src/heartbeat.js';
 
-const dirs: string[] = [];
-after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+const dirs = tempDirs();
+after(() => dirs.removeAll());
 
 async function serversDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-hb-'));
-  dirs.push(dir);
+  const dir = await dirs.make('mirrorswap-hb-');
   return join(dir, 'servers');
 }
 

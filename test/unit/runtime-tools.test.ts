@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FLOCK, SYNC, checkRuntimeTools } from '../../src/agent/runtime-tools.js';
 import { runCli } from '../helpers/proc.js';
-import { tempStore } from '../helpers/store.js';
+import { tempDirs, tempStore } from '../helpers/store.js';
 
-const dirs: string[] = [];
-after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+const dirs = tempDirs();
+after(() => dirs.removeAll());
 
 describe('runtime tools', () => {
   it('are found on PATH', async () => {
@@ -16,8 +15,7 @@ describe('runtime tools', () => {
   });
 
   it('missing ones are named, with their package, before anything starts', async () => {
-    const bin = await mkdtemp(join(tmpdir(), 'mirrorswap-bin-'));
-    dirs.push(bin);
+    const bin = await dirs.make('mirrorswap-bin-');
     await writeFile(join(bin, 'flock'), '#!/bin/sh\n');
     await chmod(join(bin, 'flock'), 0o755);
     await assert.rejects(checkRuntimeTools([FLOCK, SYNC], bin), (err: Error & { code?: string }) => {
@@ -34,7 +32,7 @@ describe('runtime tools', () => {
 
   it('the agent started without them exits at once with the error, taking nothing', async () => {
     const store = await tempStore('mirrorswap-tools-');
-    dirs.push(store.root);
+    after(() => store.dispose());
     const tokenFile = join(store.root, 'token');
     await writeFile(tokenFile, 'a-token-of-sixteen-chars', { mode: 0o600 });
     const proc = runCli(['agent', '--store', store.root, '--token-file', tokenFile, '--listen', '127.0.0.1:0'], {
@@ -46,5 +44,6 @@ describe('runtime tools', () => {
     const init = runCli(['init', '--store', store.root], { PATH: '/nonexistent' });
     assert.equal(await init.exited(), 1);
     assert.match(init.output(), /MISSING_TOOL|is not on PATH/);
+    await assert.rejects(stat(store.lockFile), { code: 'ENOENT' }, 'the store was taken');
   });
 });

@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { tempDirs } from '../helpers/store.js';
 import { StoreLock } from '../../src/agent/store-lock.js';
 
-const dirs: string[] = [];
-after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+const dirs = tempDirs();
+after(() => dirs.removeAll());
 
 async function lockFile(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-lock-'));
-  dirs.push(dir);
+  const dir = await dirs.make('mirrorswap-lock-');
   return join(dir, 'agent.lock');
 }
 
