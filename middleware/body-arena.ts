@@ -71,6 +71,13 @@ export class BodyArena {
     this.#room = opts.room;
   }
 
+  /** Bytes of segments that cannot be reused now: a response still sends from them, or a read fills them. */
+  get pinnedBytes(): number {
+    let n = 0;
+    for (const segment of this.#segments) if (segment.pins > 0) n += this.#segmentBytes;
+    return n;
+  }
+
   /** Bytes of segments allocated: what the bodies really cost. */
   get bytes(): number {
     return this.#segments.length * this.#segmentBytes;

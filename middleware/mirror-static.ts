@@ -142,6 +142,14 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     },
   });
   new Gauge({
+    name: 'mirrorswap_server_cache_pinned_bytes',
+    help: 'Bytes of cached bodies that responses still send from: not reusable until those responses end',
+    registers: [registry],
+    collect() {
+      this.set(arena.pinnedBytes);
+    },
+  });
+  new Gauge({
     name: 'mirrorswap_server_cache_entries',
     help: 'Entries in the cache of the mounted epoch, by kind: files, directory redirects, negative (missing or refused)',
     labelNames: ['kind'],

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { realpath } from 'node:fs/promises';
 import { DEFAULT_LEASE_MS, type EpochRecord, slotRoot } from '../src/epoch-file.js';
 import { MirrorswapError } from '../src/errors.js';
@@ -150,7 +151,10 @@ export class MountState<T> {
     // client gone, destroyed), and one already closed is released at once. finished() would add
     // eight listeners to every request of the hot path for the same guarantee.
     if ((res as { destroyed?: boolean }).destroyed || (res as { closed?: boolean }).closed) pin.closed();
-    else res.once('close', pin.closed);
+    else {
+      res.once('close', pin.closed);
+      closeWithConnection(res);
+    }
     return pin;
   }
 
@@ -295,6 +299,45 @@ export class MountState<T> {
     })();
     return this.#closing;
   }
+}
+
+/**
+ * A pipelined response queued behind earlier ones has no socket yet, and if
+ * the connection dies before its turn, Node drops it without a word: no
+ * 'close', ever. Its pin would count a request in flight for good (a drain
+ * waiting on it forever), and the stream or upstream exchange it started
+ * would stay open. So a queued response is closed with its connection here,
+ * which ends it as a client hang-up ends any other. A response that has its
+ * socket needs nothing: Node closes it with the socket.
+ */
+function closeWithConnection(res: NodeJS.EventEmitter): void {
+  const response = res as ServerResponse;
+  if (response.socket !== null || response.req?.socket == null) return;
+  const connection = response.req.socket;
+  // one listener per connection, however many responses queue on it
+  let queued = queuedOn.get(connection);
+  if (queued === undefined) {
+    const responses = new Set<ServerResponse>();
+    queued = responses;
+    queuedOn.set(connection, responses);
+    connection.once('close', () => {
+      queuedOn.delete(connection);
+      for (const r of responses) closeDropped(r);
+    });
+  }
+  const set = queued;
+  set.add(response);
+  response.once('close', () => set.delete(response));
+}
+
+/** Responses queued behind others on a connection, by connection. */
+const queuedOn = new WeakMap<NodeJS.EventEmitter, Set<ServerResponse>>();
+
+/** End a response Node dropped with its connection, as a client hang-up ends one. */
+function closeDropped(response: ServerResponse): void {
+  response.destroy();
+  // destroy() of a response without a socket waits for one that never comes: say it closed
+  if (!response.closed) response.emit('close');
 }
 
 /**

@@ -147,7 +147,10 @@ export function sendFile(
 ): number | Promise<number | 'changed'> {
   const plain = isPlain(req);
   // The body's bytes, held until the response closes (the socket may write from them until then);
-  // null when streamed, or when the arena reused its room since the entry was found.
+  // null when streamed, or when the arena reused its room since the entry was found. Never a copy,
+  // even for a response queued behind a reader that stalls: a connection that pipelines thousands
+  // of requests and reads nothing would make thousands of copies, where views cost nothing more
+  // than the arena already holds (it may pin the arena meanwhile; others' bodies are then streamed).
   const body = entry.body && arena.take(entry.body, pin);
   // fast path: an unconditional full response from memory, headers computed once per epoch
   if (plain && opts.setHeaders === undefined && body !== null && !presetByEarlier(res)) {

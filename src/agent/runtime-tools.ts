@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { MirrorswapError } from '../errors.js';
 
@@ -28,8 +28,9 @@ async function onPath(command: string, path: string): Promise<boolean> {
   for (const dir of path.split(delimiter)) {
     if (dir === '') continue;
     try {
+      // executable, and a file: a directory of that name has its x bit too, and is no program
       await access(join(dir, command), constants.X_OK);
-      return true;
+      if ((await stat(join(dir, command))).isFile()) return true;
     } catch {
       // not in this directory
     }

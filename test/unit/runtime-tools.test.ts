@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FLOCK, SYNC, checkRuntimeTools } from '../../src/agent/runtime-tools.js';
@@ -28,6 +28,10 @@ describe('runtime tools', () => {
     // a file that is not executable is not the tool
     await writeFile(join(bin, 'sync'), '');
     await assert.rejects(checkRuntimeTools([SYNC], bin), /sync is not on PATH/);
+    // nor is a directory by that name, whose x bit means search, not run
+    const other = await dirs.make('mirrorswap-bin-');
+    await mkdir(join(other, 'sync'));
+    await assert.rejects(checkRuntimeTools([SYNC], other), /sync is not on PATH/);
   });
 
   it('the agent started without them exits at once with the error, taking nothing', async () => {
