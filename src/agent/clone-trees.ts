@@ -9,7 +9,9 @@ import {
   openSync,
   readSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
+  renameSync,
   realpathSync,
   symlinkSync,
   writeSync,
@@ -17,26 +19,45 @@ import {
   fchmodSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
-import { WALK_THREADS } from './walk-threads.js';
+import type { WalkUnit } from './walk-units.js';
 
-/** One directory of the source to copy whole as a new directory `dest` (which must not exist). */
-export interface CloneJob {
-  rel: string;
-  dest: string;
+/** What a clone unit needs besides itself (sent to the walk threads). */
+export interface CloneContext {
+  source: string;
 }
+
+/**
+ * A unit of a clone: the source directory `rel` copied as the new directory
+ * `dest` with everything below it (`deep`), or only its own entries into
+ * `dest`, made beforehand, its subdirectories `subunits` being units of
+ * their own. A shallow unit does not set its directory's mode: its subunits
+ * may still be writing into it; it reports the mode (`shallow`) to set after.
+ */
+export type CloneUnit = WalkUnit & {
+  dest: string;
+  /** Where a whole directory goes once copied (renamed there in the same thread, at once). */
+  place?: string;
+};
 
 /** What a clone did. */
 export interface CloneResult {
   files: number;
   bytes: number;
   dirs: number;
-  /** Jobs whose source was not a directory reached without a link (copied by path instead). */
+  /** Units whose source was not a directory reached without a link (copied by path instead). */
   missed: string[];
   /** Entries the target cannot hold (a name too long for its file system), left out. */
   skipped: string[];
+  /** The unit, when its directory was renamed to its `place`. */
+  placed?: string;
+  /** A shallow unit's directory and its mode, to set once its subunits are done. */
+  shallow?: { dest: string; mode: number };
+}
+
+export function emptyCloneResult(): CloneResult {
+  return { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [] };
 }
 
 /** Files up to this size are copied by one read and one write through their descriptors. */
@@ -45,22 +66,29 @@ const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
 
+const realSources = new Map<string, string>();
+
 /**
- * Copy whole directories of a source tree with blocking calls, in the thread
- * that runs it (a worker): a tree of many small files costs a few system
+ * Copy one unit of a source tree with blocking calls, in the thread that
+ * runs it (a walk thread): a tree of many small files costs a few system
  * calls each, not a hop through the thread pool per call.
  *
- * Nothing is ever reached through a link. A job's directory is opened
+ * Nothing is ever reached through a link. The unit's directory is opened
  * without following a final link and checked against where the kernel says
  * it is; every entry below is opened by its name inside its parent as opened
  * (`/proc/self/fd/N/name`, `O_NOFOLLOW`), so a parent swapped for a link
  * during the copy is never followed. Files are read from the descriptor
  * that was checked.
  */
-export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): CloneResult {
-  const realSource = realpathSync(source);
-  const result: CloneResult = { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [] };
-  const buffer = Buffer.allocUnsafe(SMALL_FILE);
+export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResult {
+  const { source } = context;
+  let realSource = realSources.get(source);
+  if (realSource === undefined) {
+    realSource = realpathSync(source);
+    realSources.set(source, realSource);
+  }
+  const result = emptyCloneResult();
+  const buffer = sharedBuffer();
 
   const guard = (rel: string, work: () => void): void => {
     try {
@@ -81,13 +109,15 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
         const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
         let length = 0;
         try {
+          // A regular file's read comes back short only at its end: no second read to find it.
           while (length < buffer.length) {
-            const n = readSync(fd, buffer, length, buffer.length - length, length);
-            if (n === 0) break;
+            const want = buffer.length - length;
+            const n = readSync(fd, buffer, length, want, length);
             length += n;
+            if (n < want) break;
           }
           for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
-          fchmodSync(out, mode); // creation's mode is cut by the umask (reading it is deprecated)
+          if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
           futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
         } finally {
           closeSync(out);
@@ -109,22 +139,19 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
     }
   };
 
-  /** Copy the directory open as `fd` into the new directory `dest`. */
-  const copyDirectory = (fd: number, rel: string, dest: string): void => {
-    const st = fstatSync(fd);
-    mkdirSync(dest, { mode: 0o700 });
-    result.dirs++;
+  /** Copy the entries of the directory open as `fd` into `dest`, all but the subdirectories in `skip`. */
+  const copyEntries = (fd: number, rel: string, dest: string, skip: ReadonlySet<string> | null): void => {
     const entries: Dirent[] = readdirSync(fdPath(fd), { withFileTypes: true });
     for (const e of entries) {
-      const child = `${rel}/${e.name}`;
-      const to = join(dest, e.name);
+      const child = rel === '' ? e.name : `${rel}/${e.name}`;
+      const to = `${dest}/${e.name}`;
       if (e.isFile()) guard(child, () => copyFile(fd, e.name, to));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
           symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
           result.files++;
         });
-      } else if (e.isDirectory()) {
+      } else if (e.isDirectory() && !skip?.has(e.name)) {
         guard(child, () => {
           const sub = openSync(join(fdPath(fd), e.name), constants.O_RDONLY | constants.O_DIRECTORY | NO_FOLLOW);
           try {
@@ -135,65 +162,87 @@ export function cloneTreesSync(source: string, jobs: readonly CloneJob[]): Clone
         });
       }
     }
+  };
+
+  /** Copy the directory open as `fd` into the new directory `dest`. */
+  const copyDirectory = (fd: number, rel: string, dest: string): void => {
+    const st = fstatSync(fd);
+    mkdirSync(dest, { mode: 0o700 });
+    result.dirs++;
+    copyEntries(fd, rel, dest, null);
     chmodSync(dest, st.mode & 0o7777);
   };
 
-  for (const job of jobs) {
-    let fd: number;
-    try {
-      fd = openSync(join(source, job.rel), constants.O_RDONLY | constants.O_DIRECTORY | NO_FOLLOW);
-    } catch (err) {
-      if (!isGone(err)) throw err;
-      result.missed.push(job.rel);
-      continue;
+  let fd: number;
+  try {
+    fd = openSync(join(source, unit.rel), constants.O_RDONLY | constants.O_DIRECTORY | NO_FOLLOW);
+  } catch (err) {
+    if (!isGone(err)) throw err;
+    result.missed.push(unit.rel);
+    return result;
+  }
+  try {
+    // the unit's own path is checked once: none of its parents may be a link
+    if (readlinkSync(fdPath(fd)) !== join(realSource, unit.rel)) {
+      result.missed.push(unit.rel);
+      return result;
     }
-    try {
-      // the job's own path is checked once: none of its parents may be a link
-      if (readlinkSync(fdPath(fd)) !== join(realSource, job.rel)) {
-        result.missed.push(job.rel);
-        continue;
+    if (unit.deep) {
+      let copied = false;
+      guard(unit.rel, () => {
+        copyDirectory(fd, unit.rel, unit.dest);
+        copied = true;
+      });
+      if (copied && unit.place !== undefined) {
+        try {
+          renameSync(unit.dest, unit.place);
+          result.placed = unit.rel;
+        } catch (err) {
+          // something stands there (the same path listed twice), or its parent does not:
+          // the main thread places it
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR' && code !== 'ENOENT') throw err;
+        }
       }
-      guard(job.rel, () => copyDirectory(fd, job.rel, job.dest));
-    } finally {
-      closeSync(fd);
+    } else {
+      result.shallow = { dest: unit.dest, mode: fstatSync(fd).mode & 0o7777 };
+      guard(unit.rel, () => copyEntries(fd, unit.rel, unit.dest, new Set(unit.subunits)));
     }
+  } finally {
+    closeSync(fd);
   }
   return result;
 }
 
+let processUmask: number | undefined;
 /**
- * cloneTreesSync in worker threads, the jobs shared among them (default
- * `WALK_THREADS`).
+ * The process's umask, from /proc (asking Node for it is deprecated, and
+ * impossible in a worker thread); when unknown, every mode is set again.
  */
-export async function cloneTrees(
-  source: string,
-  jobs: readonly CloneJob[],
-  workers = WALK_THREADS,
-): Promise<CloneResult> {
-  const n = Math.min(workers, jobs.length);
-  const parts = await Promise.all(
-    Array.from(
-      { length: n },
-      (_, index) =>
-        new Promise<CloneResult>((resolve, reject) => {
-          const worker = new Worker(new URL('./clone-worker.js', import.meta.url), {
-            workerData: { source, jobs: jobs.filter((_, i) => i % n === index) },
-          });
-          worker.once('message', (r: CloneResult) => resolve(r));
-          worker.once('error', reject);
-          worker.once('exit', (code) => {
-            if (code !== 0) reject(new Error(`tree copy worker exited with ${code}`));
-          });
-        }),
-    ),
-  );
-  const all: CloneResult = { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [] };
-  for (const p of parts) {
-    all.files += p.files;
-    all.bytes += p.bytes;
-    all.dirs += p.dirs;
-    all.missed.push(...p.missed);
-    all.skipped.push(...p.skipped);
+function umask(): number {
+  if (processUmask === undefined) {
+    try {
+      const line = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+      processUmask = line ? Number.parseInt(line[1] as string, 8) : 0o7777;
+    } catch {
+      processUmask = 0o7777;
+    }
   }
-  return all;
+  return processUmask;
+}
+
+let buffer: Buffer | undefined;
+/** One read buffer per thread, for the small files. */
+function sharedBuffer(): Buffer {
+  buffer ??= Buffer.allocUnsafe(SMALL_FILE);
+  return buffer;
+}
+
+/** The whole result of a clone, from its units' results. */
+export function addCloneResult(all: CloneResult, part: CloneResult): void {
+  all.files += part.files;
+  all.bytes += part.bytes;
+  all.dirs += part.dirs;
+  all.missed.push(...part.missed);
+  all.skipped.push(...part.skipped);
 }

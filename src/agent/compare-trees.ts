@@ -1,9 +1,9 @@
 import { type Dirent, type Stats, readdirSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { lstatOrNullSync } from './lstat-or-null.js';
+import { planUnits, type WalkUnit } from './walk-units.js';
 import { WALK_THREADS } from './walk-threads.js';
+import { walkPool } from './walk-pool.js';
 
 /** One way the target differs from the source. */
 export interface Difference {
@@ -14,10 +14,20 @@ export interface Difference {
   size?: number;
 }
 
+export interface CompareSyncOptions {
+  limit?: number;
+  /**
+   * Report a directory missing from the target once, not each entry below it
+   * (a copy of a directory path copies its tree). Default false: `verify`
+   * lists every entry.
+   */
+  missingDirsWhole?: boolean;
+}
+
 function list(root: string, rel: string): Map<string, Dirent> {
   let entries: Dirent[];
   try {
-    entries = readdirSync(join(root, rel), { withFileTypes: true });
+    entries = readdirSync(rel === '' ? root : `${root}/${rel}`, { withFileTypes: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return new Map();
@@ -28,23 +38,29 @@ function list(root: string, rel: string): Map<string, Dirent> {
   return map;
 }
 
+const isDirectory = (path: string) => lstatOrNullSync(path)?.isDirectory() === true;
+
 const publishable = (st: Stats) => st.isFile() || st.isSymbolicLink() || st.isDirectory();
 
 /**
- * Every difference between two trees, by size, mtime (to the millisecond),
- * mode, type and link target: what `verify` reports and what a full sync
- * copies. Entries under a directory missing from the target are listed one by
- * one, parents before children. Synchronous on purpose: run it in a worker
- * (compareTrees), where blocking calls are the fastest way through a tree.
+ * The differences between two trees within one unit of a walk: a whole
+ * subtree, or one directory's own entries (its subdirectories being units
+ * of their own). By size, mtime (to the millisecond), mode, type and link
+ * target: what `verify` reports and what a full sync copies. Entries under a
+ * directory missing from the target are listed one by one, parents before
+ * children, unless `missingDirsWhole`. Synchronous on purpose: run in worker
+ * threads (compareTrees), where blocking calls are the fastest way through a
+ * tree.
  */
-export function compareTreesSync(
+export function compareUnitSync(
   source: string,
   target: string,
-  limit = Number.POSITIVE_INFINITY,
-  part: { index: number; of: number } = { index: 0, of: 1 },
-  under: readonly string[] = [''],
+  unit: WalkUnit,
+  opts: CompareSyncOptions = {},
 ): Difference[] {
+  const limit = opts.limit ?? Number.POSITIVE_INFINITY;
   const diffs: Difference[] = [];
+  const at = (root: string, rel: string) => (rel === '' ? root : `${root}/${rel}`);
   const report = (path: string, kind: Difference['kind']) => {
     if (diffs.length < limit) diffs.push({ path, kind });
   };
@@ -53,40 +69,34 @@ export function compareTreesSync(
       diffs.push(st.isDirectory() ? { path, kind: 'missing', dir: true } : { path, kind: 'missing', size: st.size });
   };
   const allMissing = (rel: string) => {
+    if (opts.missingDirsWhole) return;
     for (const name of list(source, rel).keys()) {
-      const child = rel === '' ? name : `${rel}/${name}`;
-      const st = lstatOrNullSync(join(source, child));
+      const child = `${rel}/${name}`;
+      const st = lstatOrNullSync(at(source, child));
       if (!st || !publishable(st)) continue;
       missing(child, st);
       if (st.isDirectory()) allMissing(child);
     }
   };
-  /** At the top level, each part takes every `of`-th directory; part 0 also takes the rest. */
-  const mine = (rel: string, name: string, isDir: boolean) => {
-    if (rel !== '' || part.of === 1) return true;
-    if (!isDir) return part.index === 0;
-    let h = 0;
-    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) | 0;
-    return Math.abs(h) % part.of === part.index;
-  };
-  const walk = (rel: string) => {
+  const skip = new Set(unit.deep ? [] : unit.subunits);
+  const walk = (rel: string, deep: boolean) => {
     const src = list(source, rel);
     const dst = list(target, rel);
     for (const [name, srcEnt] of src) {
       if (diffs.length >= limit) return;
-      if (!mine(rel, name, srcEnt.isDirectory())) continue;
       const child = rel === '' ? name : `${rel}/${name}`;
       const dstEnt = dst.get(name);
       if (srcEnt.isDirectory() && dstEnt?.isDirectory()) {
-        walk(child);
+        // a subdirectory that is a unit of its own is walked by whoever draws it
+        if (deep || !skip.has(name)) walk(child, true);
         continue;
       }
-      const s = lstatOrNullSync(join(source, child));
+      const s = lstatOrNullSync(at(source, child));
       if (!s || !publishable(s)) {
         if (dstEnt) report(child, 'extra'); // never published: nothing may stand there in a copy
         continue;
       }
-      const d = dstEnt ? lstatOrNullSync(join(target, child)) : null;
+      const d = dstEnt ? lstatOrNullSync(at(target, child)) : null;
       if (d === null) {
         missing(child, s);
         if (s.isDirectory()) allMissing(child);
@@ -100,61 +110,58 @@ export function compareTreesSync(
         report(child, 'type');
         if (s.isDirectory()) allMissing(child);
       } else if (s.isSymbolicLink()) {
-        if (readlinkSync(join(source, child)) !== readlinkSync(join(target, child))) report(child, 'link');
+        if (readlinkSync(at(source, child)) !== readlinkSync(at(target, child))) report(child, 'link');
       } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
         report(child, 'content');
       } else if ((s.mode & 0o7777) !== (d.mode & 0o7777)) {
         report(child, 'mode');
       }
     }
-    for (const [name, dstEnt] of dst) {
-      if (!src.has(name) && mine(rel, name, dstEnt.isDirectory()))
-        report(rel === '' ? name : `${rel}/${name}`, 'extra');
-    }
+    for (const name of dst.keys()) if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');
   };
-  for (const rel of under) walk(rel);
+  // A unit below the walk's roots is compared only where it is a directory in both trees:
+  // otherwise its parent's unit reports it (missing, or of another type).
+  if (!unit.root && !(isDirectory(at(source, unit.rel)) && isDirectory(at(target, unit.rel)))) return diffs;
+  walk(unit.rel, unit.deep);
   return diffs;
 }
 
-export interface CompareOptions {
-  limit?: number;
-  workers?: number;
+/** Every difference between two trees, in this thread (tests, and small trees). */
+export function compareTreesSync(source: string, target: string, opts: CompareSyncOptions = {}): Difference[] {
+  return compareUnitSync(source, target, { rel: '', deep: true, root: true }, opts);
+}
+
+/** What a compare unit needs besides itself (sent to the walk threads). */
+export interface CompareContext {
+  source: string;
+  target: string;
+  opts: CompareSyncOptions;
+}
+
+export interface CompareOptions extends CompareSyncOptions {
   /**
    * Compare only below these directories (relative, "/"-separated; each must
-   * be a directory in both trees), shared among the workers. Default: the whole tree.
+   * be a directory in both trees). Default: the whole tree.
    */
   under?: readonly string[];
 }
 
 /**
- * compareTreesSync in worker threads, so the agent keeps answering while it
- * walks, with the top-level directories (or the `under` list) shared among
- * `workers` of them (default `WALK_THREADS`).
+ * Every difference between two trees, walked in the walk pool's threads so the agent keeps answering meanwhile. The tree is cut
+ * into units (planUnits) that the workers draw as they go, so its shape
+ * (one huge directory beside many small ones, a single top directory) does
+ * not leave a thread idle.
  */
 export async function compareTrees(source: string, target: string, opts: CompareOptions = {}): Promise<Difference[]> {
   const limit = opts.limit ?? Number.POSITIVE_INFINITY;
-  const under = opts.under;
-  const workers = Math.min(opts.workers ?? WALK_THREADS, under?.length ?? 4);
-  if (under?.length === 0) return [];
-  const parts = await Promise.all(
-    Array.from(
-      { length: workers },
-      (_, index) =>
-        new Promise<Difference[]>((resolve, reject) => {
-          const mine = under?.filter((_, i) => i % workers === index);
-          const worker = new Worker(new URL('./compare-worker.js', import.meta.url), {
-            workerData: under
-              ? { source, target, limit: Number.isFinite(limit) ? limit : -1, index: 0, of: 1, under: mine }
-              : { source, target, limit: Number.isFinite(limit) ? limit : -1, index, of: workers },
-          });
-          worker.once('message', (diffs: Difference[]) => resolve(diffs));
-          worker.once('error', reject);
-          worker.once('exit', (code) => {
-            if (code !== 0) reject(new Error(`tree comparison worker exited with ${code}`));
-          });
-        }),
-    ),
-  );
-  const all = parts.flat();
+  const roots = opts.under ?? [''];
+  if (roots.length === 0) return [];
+  const units = planUnits(source, roots, WALK_THREADS);
+  const all: Difference[] = [];
+  const context: CompareContext = { source, target, opts: { limit, missingDirsWhole: opts.missingDirsWhole === true } };
+  await walkPool.run<WalkUnit, Difference[]>('compare', context, units, (parts) => {
+    for (const part of parts) for (const d of part) all.push(d);
+    return all.length < limit;
+  });
   return Number.isFinite(limit) ? all.slice(0, limit) : all;
 }

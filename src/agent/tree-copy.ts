@@ -6,12 +6,15 @@ import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
-import { cloneTrees } from './clone-trees.js';
+import { addCloneResult, type CloneResult, type CloneUnit, emptyCloneResult } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
 import { lstatOrNull } from './lstat-or-null.js';
 import { SourceTree, descriptorPath, isUnplaceable } from './source-tree.js';
 import { msInside } from './copy-times.js';
+import { walkPool } from './walk-pool.js';
+import { WALK_THREADS } from './walk-threads.js';
+import { planUnits } from './walk-units.js';
 
 export type { Difference };
 
@@ -167,10 +170,10 @@ export class TreeCopier {
   /**
    * Compare the whole tree and copy what differs, delete what the source
    * lacks. Returns the paths found different (what a journal did not say, if
-   * it did not).
+   * it did not); a directory the target lacked stands for its tree.
    */
   async mirrorAll(): Promise<string[]> {
-    const diffs = await compareTrees(this.#source, this.#target);
+    const diffs = await compareTrees(this.#source, this.#target, { missingDirsWhole: true });
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
@@ -196,24 +199,64 @@ export class TreeCopier {
   }
 
   /**
-   * Copy whole directories the target lacks into the temp directory, in
-   * worker threads, then rename each into place. Returns those that were not
-   * there to copy (gone, or no longer a directory).
+   * Copy whole directories the target lacks into the temp directory, in the
+   * walk threads, then rename each into place. A few large directories are
+   * cut into units (planUnits) so that every thread has work whatever the
+   * tree's shape. Returns those that were not there to copy (gone, or no
+   * longer a directory).
    */
   async #cloneDirectories(tops: string[]): Promise<string[]> {
-    const jobs = tops.map((rel) => ({ rel, dest: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
-    const cloned = await cloneTrees(this.#source, jobs);
-    this.stats.files += cloned.files;
-    this.stats.bytes += cloned.bytes;
-    this.stats.dirs += cloned.dirs;
+    const destOfTop = new Map(tops.map((rel) => [rel, `${this.#tmpPrefix}.${this.#tmpCount++}`]));
+    const topOf = (rel: string): string => {
+      for (let p = rel; ; p = p.slice(0, Math.max(0, p.lastIndexOf('/')))) if (destOfTop.has(p)) return p;
+    };
+    const units: CloneUnit[] = planUnits(this.#source, tops, WALK_THREADS).map((u) => {
+      const top = topOf(u.rel);
+      const dest = `${destOfTop.get(top)}${u.rel.slice(top.length)}`;
+      // A whole top directory is renamed into place by the thread that copied it. Its parent
+      // is in the target: the comparison found this directory missing there, not its parent.
+      return u.rel === top && u.deep ? { ...u, dest, place: join(this.#target, top) } : { ...u, dest };
+    });
+    // a shallow unit copies into a directory made here, parents first, so its subunits can start at once
+    const shallow = units.filter((u) => !u.deep);
+    for (const u of shallow) await mkdir(u.dest, { mode: 0o700 });
+    const shallowRels = new Set(shallow.map((u) => u.rel));
+    const modes = new Map<string, number>();
+    const placed = new Set<string>();
+    const cloned = emptyCloneResult();
+    await walkPool.run<CloneUnit, CloneResult>('clone', { source: this.#source }, units, (parts) => {
+      for (const part of parts) {
+        addCloneResult(cloned, part);
+        this.stats.files += part.files;
+        this.stats.bytes += part.bytes;
+        this.stats.dirs += part.dirs;
+        if (part.shallow) modes.set(part.shallow.dest, part.shallow.mode);
+        if (part.placed !== undefined) placed.add(part.placed);
+      }
+      this.#onProgress?.(this.stats);
+      return true;
+    });
+    // children before parents: a mode without write permission must not stop a child's
+    for (const u of [...shallow].reverse()) {
+      const mode = modes.get(u.dest);
+      if (mode !== undefined) await chmod(u.dest, mode);
+    }
     this.stats.skipped += cloned.skipped.length;
     this.skipped.push(...cloned.skipped);
-    this.#onProgress?.(this.stats);
-    const missed = new Set([...cloned.missed, ...cloned.skipped]);
-    for (const { rel, dest } of jobs) {
-      if (missed.has(rel)) continue;
-      await this.#ensureParents(rel);
+    // A top directory that was not there to copy, or one split into units of which one was
+    // not, is copied by path instead (compared whole); so is any other unit not there.
+    const missedTops = new Set(cloned.missed.filter((rel) => destOfTop.has(rel) || shallowRels.has(rel)).map(topOf));
+    const missed = [...missedTops, ...cloned.missed.filter((rel) => !missedTops.has(topOf(rel)))];
+    const skippedTops = new Set(cloned.skipped.filter((rel) => destOfTop.has(rel)));
+    for (const [rel, dest] of destOfTop) {
+      if (missedTops.has(rel) || skippedTops.has(rel)) continue;
       const to = join(this.#target, rel);
+      if (placed.has(rel)) {
+        this.#knownDirs.add(to);
+        this.#touchedDirs.add(dirname(to));
+        continue;
+      }
+      await this.#ensureParents(rel);
       await rename(dest, to).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
         await this.#remove(to); // something appeared there meanwhile
@@ -222,7 +265,7 @@ export class TreeCopier {
       this.#knownDirs.add(to);
       this.#touchedDirs.add(dirname(to));
     }
-    return cloned.missed;
+    return missed;
   }
 
   /**

@@ -1,0 +1,273 @@
+/**
+ * Every full operation of the agent against the best standard tool, on trees
+ * of different shapes, side by side in one run per shape:
+ *
+ * - full durable copy: `mirrorswap init` (both slots) against two `cp -a`,
+ *   each followed by one syncfs (`sync -f`);
+ * - full compare with nothing changed: `sync?full=1` (a whole swap) against
+ *   `rsync -a --delete` (its quick check: size and mtime);
+ * - journal-driven sync of 10 changed files against `rsync -a --delete`;
+ * - agent start to ready (master walked and watched), and to master compared;
+ * - agent resident memory when ready, and after `--syncs` swaps of 10 changes.
+ *
+ *   node dist/bench/shapes.js [--shapes 100k,60k,300k,1m,2g] [--rounds 2] [--syncs 100]
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, machine, requireCommand, rss, THIS_CLI } from './lib.js';
+
+interface Shape {
+  name: string;
+  what: string;
+  /** Relative paths of the files, and each one's size. */
+  files: () => Iterable<[string, number]>;
+}
+
+function* grid(top: number, sub: number, perDir: number, size: number): Iterable<[string, number]> {
+  for (let t = 0; t < top; t++)
+    for (let s = 0; s < sub; s++)
+      for (let f = 0; f < perDir; f++) yield [sub > 1 ? `d${t}/s${s}/f${f}.dat` : `d${t}/f${f}.dat`, size];
+}
+
+const SHAPES: Shape[] = [
+  { name: '100k', what: '100,000 files of 4 KiB in 100 dirs', files: () => grid(100, 1, 1000, 4096) },
+  { name: '60k', what: '60,000 files of 4 KiB in 3,000 dirs of 20', files: () => grid(3000, 1, 20, 4096) },
+  { name: '300k', what: '300,000 files of 2 KiB in 3,000 dirs', files: () => grid(3000, 1, 100, 2048) },
+  {
+    name: '1m',
+    what: '1,000,000 files of 512 B in 50,000 dirs, 2 levels deep',
+    files: () => grid(250, 200, 20, 512),
+  },
+  {
+    name: '2g',
+    what: 'one 2 GiB file beside 10,000 files of 4 KiB',
+    files: function* () {
+      yield ['big/video.bin', 2 * 2 ** 30];
+      yield* grid(100, 1, 100, 4096);
+    },
+  },
+];
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? dflt : (process.argv[i + 1] as string);
+};
+const chosen = arg('shapes', '100k,60k,300k,1m,2g').split(',');
+const rounds = Number(arg('rounds', '2'));
+const syncs = Number(arg('syncs', '100'));
+const CHANGED = 10;
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
+}
+
+function timed(label: string, fn: () => void): number {
+  const t = performance.now();
+  fn();
+  const ms = performance.now() - t;
+  console.error(`    ${label}: ${ms.toFixed(0)} ms`);
+  return ms;
+}
+
+async function timedAsync(label: string, fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  const ms = performance.now() - t;
+  console.error(`    ${label}: ${ms.toFixed(0)} ms`);
+  return ms;
+}
+
+/** Write the shape's files with blocking calls (the fastest way from Node), one random block reused. */
+function build(master: string, shape: Shape): { files: number; dirs: number; bytes: number; paths: string[] } {
+  const block = randomBytes(1 << 20);
+  const dirs = new Set<string>();
+  const paths: string[] = [];
+  let bytes = 0;
+  for (const [rel, size] of shape.files()) {
+    const dir = join(master, rel.slice(0, rel.lastIndexOf('/')));
+    if (!dirs.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      dirs.add(dir);
+    }
+    const fd = openSync(join(master, rel), 'w');
+    for (let done = 0; done < size; ) {
+      const n = writeSync(fd, block, (done * 7) % 4096, Math.min(size - done, block.length - 4096));
+      done += n;
+    }
+    closeSync(fd);
+    paths.push(rel);
+    bytes += size;
+  }
+  return { files: paths.length, dirs: dirs.size, bytes, paths };
+}
+
+interface Agent {
+  child: ChildProcess;
+  base: string;
+  token: string;
+}
+
+async function startAgent(store: string, tokenFile: string): Promise<{ agent: Agent; readyMs: number }> {
+  const port = await freePort();
+  const t = performance.now();
+  const child = spawn(
+    process.execPath,
+    [THIS_CLI, 'agent', '--store', store, '--listen', `127.0.0.1:${port}`, '--token-file', tokenFile],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' } },
+  );
+  const base = `http://127.0.0.1:${port}`;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the agent exited with ${child.exitCode}`);
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { agent: { child, base, token: readFileSync(tokenFile, 'utf8').trim() }, readyMs: performance.now() - t };
+}
+
+async function call<T>(agent: Agent, method: string, path: string, body?: Buffer): Promise<T> {
+  const res = await fetch(`${agent.base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${agent.token}` },
+    ...(body ? { body } : {}),
+  });
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
+interface Status {
+  changeTracking: { complete: boolean; lastReconcile: unknown };
+  swapping: unknown;
+}
+
+async function untilCompared(agent: Agent): Promise<void> {
+  for (;;) {
+    const s = await call<Status>(agent, 'GET', '/v1/status');
+    if (s.changeTracking.lastReconcile && !s.swapping) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+async function measure(shape: Shape): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), `mirrorswap-shapes-${shape.name}-`));
+  const store = join(root, 'store');
+  const master = join(store, 'master');
+  const copy = join(root, 'cp');
+  console.error(`${shape.name}: ${shape.what}`);
+  let t = performance.now();
+  const tree = build(master, shape);
+  run('sync', ['-f', master]);
+  console.error(
+    `    built in ${((performance.now() - t) / 1000).toFixed(1)} s: ${tree.files} files, ${tree.dirs} dirs`,
+  );
+
+  // full durable copy: cp -a + syncfs, twice (one per slot), against init (both slots)
+  const cpOnce = (to: string) =>
+    timed('cp -a + sync -f', () => {
+      run('cp', ['-a', master, to]);
+      run('sync', ['-f', to]);
+    });
+  const cpMs = cpOnce(copy) + cpOnce(join(root, 'cp2'));
+  await rm(join(root, 'cp2'), { recursive: true });
+  run('sync', ['-f', root]);
+  const initMs = timed('mirrorswap init (both slots, durable)', () =>
+    run(process.execPath, [THIS_CLI, 'init', '--store', store]),
+  );
+
+  const tokenFile = join(root, 'token');
+  writeFileSync(tokenFile, randomBytes(24).toString('hex'), { mode: 0o600 });
+  const { agent, readyMs } = await startAgent(store, tokenFile);
+  console.error(`    agent start to ready: ${readyMs.toFixed(0)} ms`);
+  t = performance.now();
+  await untilCompared(agent);
+  const comparedMs = readyMs + performance.now() - t;
+  const rssReady = rss(agent.child.pid);
+  await call(agent, 'POST', '/v1/sync?wait=1');
+  await call(agent, 'POST', '/v1/sync?wait=1');
+
+  const rsync = () => run('rsync', ['-a', '--delete', `${master}/`, `${copy}/`]);
+  rsync();
+  const fullMs: number[] = [];
+  const rsyncFullMs: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const agentFirst = r % 2 === 0;
+    if (!agentFirst) rsyncFullMs.push(timed('rsync -a --delete, nothing changed', rsync));
+    fullMs.push(await timedAsync('sync?full=1, nothing changed', () => call(agent, 'POST', '/v1/sync?wait=1&full=1')));
+    if (agentFirst) rsyncFullMs.push(timed('rsync -a --delete, nothing changed', rsync));
+  }
+
+  let round = 0;
+  const change = async () => {
+    round++;
+    for (let k = 0; k < CHANGED; k++) {
+      const rel = tree.paths[(round * 7919 + k * 104729) % tree.paths.length] as string;
+      if (rel.startsWith('big/')) continue;
+      await call(agent, 'PUT', `/v1/files/${rel}`, randomBytes(1024));
+    }
+  };
+  const incMs: number[] = [];
+  const rsyncIncMs: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    await change();
+    incMs.push(await timedAsync(`sync, ${CHANGED} changed`, () => call(agent, 'POST', '/v1/sync?wait=1')));
+    rsyncIncMs.push(timed(`rsync -a --delete, ${CHANGED} changed`, rsync));
+  }
+
+  const rssBefore = rss(agent.child.pid);
+  for (let i = 0; i < syncs; i++) {
+    await change();
+    await call(agent, 'POST', '/v1/sync?wait=1');
+  }
+  const rssAfter = rss(agent.child.pid);
+  console.error(
+    `    agent RSS: ready ${mib(rssReady)}, before ${syncs} syncs ${mib(rssBefore)}, after ${mib(rssAfter)}`,
+  );
+  const exited = new Promise((r) => agent.child.once('exit', r));
+  agent.child.kill('SIGTERM');
+  await exited;
+  await rm(root, { recursive: true });
+
+  const ratio = (x: number, y: number) => `**${(x / y).toFixed(2)}x**`;
+  const inc = median(incMs);
+  const rsInc = median(rsyncIncMs);
+  const full = median(fullMs);
+  const rsFull = median(rsyncFullMs);
+  return [
+    `| ${shape.name} | ${tree.files} / ${tree.dirs} / ${mib(tree.bytes)}`,
+    `${(initMs / 1000).toFixed(1)} s / ${(cpMs / 1000).toFixed(1)} s = ${ratio(initMs, cpMs)}`,
+    `${full.toFixed(0)} / ${rsFull.toFixed(0)} ms = ${ratio(full, rsFull)}`,
+    `${inc.toFixed(0)} / ${rsInc.toFixed(0)} ms = **1/${(rsInc / inc).toFixed(0)}**`,
+    `${(readyMs / 1000).toFixed(2)} s / ${(comparedMs / 1000).toFixed(1)} s`,
+    `${mib(rssReady)} / ${mib(rssBefore)} → ${mib(rssAfter)} |`,
+  ].join(' | ');
+}
+
+async function main(): Promise<void> {
+  requireCommand('rsync');
+  process.umask(0o022);
+  const rows: string[] = [];
+  for (const name of chosen) {
+    const shape = SHAPES.find((s) => s.name === name);
+    if (!shape) throw new Error(`unknown shape ${name}: one of ${SHAPES.map((s) => s.name).join(', ')}`);
+    rows.push(await measure(shape));
+  }
+  console.log(`machine: ${machine()}; ${rounds} rounds (medians), ${syncs} syncs of ${CHANGED} changes for memory\n`);
+  console.log(
+    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: agent / rsync | sync of 10 changes: agent / rsync | start: ready / master compared | agent RSS: ready / before → after syncs |',
+  );
+  console.log('|---|---|---|---|---|---|---|');
+  for (const row of rows) console.log(row);
+}
+
+await main();

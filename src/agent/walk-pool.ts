@@ -1,0 +1,154 @@
+import { Worker } from 'node:worker_threads';
+import { WALK_THREADS } from './walk-threads.js';
+
+/** The kinds of work the pool's threads know (walk-worker.ts). */
+export type UnitTask = 'compare' | 'clone';
+
+interface Job {
+  task: UnitTask;
+  context: unknown;
+  units: readonly unknown[];
+  next: number;
+  running: number;
+  onResult: (results: unknown[]) => boolean;
+  stopped: boolean;
+  failed?: Error;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface Thread {
+  worker: Worker;
+  job: Job | null;
+}
+
+type Reply = { results: unknown[] } | { error: string; code?: string };
+
+/**
+ * Worker threads kept for the tree walks (compare, full copy): starting a
+ * thread and loading its code costs tens of milliseconds, as much as a
+ * whole comparison of a tree of tens of thousands of files. The threads are
+ * started on first use, kept idle (unref'd: they never hold the process
+ * open), and replaced if one dies.
+ *
+ * Units of a job are handed out in chunks that shrink as its list runs down
+ * (guided self-scheduling): a few messages in all, and a thread that drew a
+ * large unit does not hold up the others, who take the rest meanwhile.
+ */
+export class WalkPool {
+  readonly #size: number;
+  readonly #threads: Thread[] = [];
+  readonly #jobs: Job[] = [];
+
+  constructor(size = WALK_THREADS) {
+    this.#size = Math.max(1, size);
+  }
+
+  /**
+   * Run `units` of `task` through the threads; `onResult` gets each chunk's
+   * results as they come, and stops the job by returning false. Rejects on
+   * the first unit that throws (the rest of the job is dropped).
+   */
+  run<U, R>(task: UnitTask, context: unknown, units: readonly U[], onResult: (results: R[]) => boolean): Promise<void> {
+    if (units.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.#jobs.push({
+        task,
+        context,
+        units,
+        next: 0,
+        running: 0,
+        onResult: onResult as (results: unknown[]) => boolean,
+        stopped: false,
+        resolve,
+        reject,
+      });
+      while (this.#threads.length < this.#size) this.#threads.push(this.#start());
+      for (const thread of this.#threads) if (!thread.job) this.#dispatch(thread);
+    });
+  }
+
+  #start(): Thread {
+    const worker = new Worker(new URL('./walk-worker.js', import.meta.url));
+    const thread: Thread = { worker, job: null };
+    worker.on('message', (reply: Reply) => {
+      const job = thread.job;
+      thread.job = null;
+      worker.unref();
+      if (job) this.#settle(job, reply);
+      this.#dispatch(thread);
+    });
+    worker.on('error', (err) => this.#lost(thread, err));
+    worker.on('exit', (code) => this.#lost(thread, new Error(`a tree walk thread exited with ${code}`)));
+    worker.unref(); // after the listeners: adding a 'message' listener refs the worker's port again
+    return thread;
+  }
+
+  /** A thread died: its chunk's job fails, and a new thread takes its place if work is waiting. */
+  #lost(thread: Thread, err: Error): void {
+    const i = this.#threads.indexOf(thread);
+    if (i === -1) return;
+    this.#threads.splice(i, 1);
+    const job = thread.job;
+    thread.job = null;
+    if (job) {
+      job.running--;
+      this.#fail(job, err);
+    }
+    if (this.#jobs.some((j) => !j.stopped && j.next < j.units.length)) {
+      const fresh = this.#start();
+      this.#threads.push(fresh);
+      this.#dispatch(fresh);
+    }
+  }
+
+  #settle(job: Job, reply: Reply): void {
+    job.running--;
+    if ('error' in reply) {
+      const err = new Error(reply.error) as NodeJS.ErrnoException;
+      if (reply.code) err.code = reply.code;
+      this.#fail(job, err);
+      return;
+    }
+    if (!job.stopped && !job.onResult(reply.results)) job.stopped = true;
+    this.#finishIfDone(job);
+  }
+
+  /** The job fails, once the chunks still out are back: none of its units is then under way. */
+  #fail(job: Job, err: Error): void {
+    if (!job.failed) job.failed = err;
+    job.stopped = true;
+    this.#finishIfDone(job);
+  }
+
+  #finishIfDone(job: Job): void {
+    if (job.running > 0 || (!job.stopped && job.next < job.units.length)) return;
+    const i = this.#jobs.indexOf(job);
+    if (i === -1) return;
+    this.#jobs.splice(i, 1);
+    if (job.failed) job.reject(job.failed);
+    else job.resolve();
+  }
+
+  #dispatch(thread: Thread): void {
+    if (thread.job) return;
+    const job = this.#jobs.find((j) => !j.stopped && j.next < j.units.length);
+    if (!job) return;
+    const size = Math.max(1, Math.ceil((job.units.length - job.next) / (this.#size * 4)));
+    const units = job.units.slice(job.next, job.next + size);
+    job.next += units.length;
+    job.running++;
+    thread.job = job;
+    thread.worker.ref(); // a chunk under way keeps the process alive until it answers
+    thread.worker.postMessage({ task: job.task, context: job.context, units });
+  }
+
+  /** Stop the threads (tests, and processes that must exit at once). */
+  async close(): Promise<void> {
+    const threads = this.#threads.splice(0);
+    await Promise.all(threads.map((t) => t.worker.terminate()));
+  }
+}
+
+/** The process's pool for tree walks. */
+export const walkPool = new WalkPool();
