@@ -2,6 +2,7 @@ import { type FSWatcher, type Stats, readFileSync, watch } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { forEachLimited } from './limiter.js';
 
 /** Identity of a master entry right after the write API changed it. */
 export function entrySignature(st: { ino: number; size: number; mtimeMs: number } | null): string {
@@ -27,6 +28,9 @@ function overflowSuspicionThreshold(): number {
   }
   return 8192;
 }
+
+/** Directories looked at and watched at once while walking a tree (each is an lstat and a readdir). */
+const WATCH_CONCURRENCY = 32;
 
 export interface MasterWatcherOptions {
   root: string;
@@ -158,15 +162,32 @@ export class MasterWatcher {
     }
   }
 
-  /** Watch `dir` and every directory below it; with `report`, report every entry found as changed. */
+  /**
+   * Watch `dir` and every directory below it; with `report`, report every
+   * entry found as changed. One depth at a time (a parent is watched before
+   * its children are listed), `WATCH_CONCURRENCY` directories at once: a
+   * tree of tens of thousands of directories is watched in seconds, and
+   * only one level's names are held meanwhile.
+   */
   async #watchTree(dir: string, report: boolean): Promise<void> {
-    if (this.#closed || this.#watches.has(dir)) return;
+    for (let level = [dir]; level.length > 0; ) {
+      const next: string[] = [];
+      await forEachLimited(level, WATCH_CONCURRENCY, async (d) => {
+        for (const sub of await this.#watchDirectory(d, report)) next.push(sub);
+      });
+      level = next;
+    }
+  }
+
+  /** Watch one directory, then list it; returns its subdirectories. */
+  async #watchDirectory(dir: string, report: boolean): Promise<string[]> {
+    if (this.#closed || this.#watches.has(dir)) return [];
     const rel = this.#rel(dir);
-    if (rel === TEMP_DIR_NAME) return;
+    if (rel === TEMP_DIR_NAME) return [];
     // The identity is read before the watch is made: if the path is swapped in between, the
     // event of that swap finds another identity and watches again, never the reverse.
     const st = await lstat(dir).catch(() => null);
-    if (!st?.isDirectory() || this.#closed || this.#watches.has(dir)) return;
+    if (!st?.isDirectory() || this.#closed || this.#watches.has(dir)) return [];
     let watcher: FSWatcher;
     try {
       watcher = watch(dir, { persistent: false }, (_event, name) => {
@@ -180,10 +201,10 @@ export class MasterWatcher {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // gone already, or too long a path for any call (so for the copy too: it is never published)
-      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return [];
       this.#unwatchable.add(dir);
       this.#opts.onIncomplete(`cannot watch directory "${rel || '.'}" of master (${code ?? (err as Error).message})`);
-      return;
+      return [];
     }
     watcher.on('error', (err) => {
       this.#unwatch(dir);
@@ -195,13 +216,15 @@ export class MasterWatcher {
     try {
       entries = await readdir(dir, { withFileTypes: true });
     } catch {
-      return;
+      return [];
     }
+    const subdirs: string[] = [];
     for (const e of entries) {
       const path = join(dir, e.name);
       if (report) this.#queue(this.#rel(path));
-      if (e.isDirectory()) await this.#watchTree(path, report);
+      if (e.isDirectory()) subdirs.push(path);
     }
+    return subdirs;
   }
 
   #unwatch(dir: string): void {

@@ -68,8 +68,7 @@ export async function syncCommand(values: FlagValues): Promise<number> {
     while (watching) {
       const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
       const s = body?.swapping;
-      if (s?.copied)
-        progress.update(`${s.kind}: ${s.phase}, ${s.copied.files} files, ${s.copied.bytes} bytes`, s.copied.bytes);
+      if (s?.copied) progress.count(`${s.kind}: ${s.phase}`, s.copied);
       else if (s) progress.update(`${s.kind}: ${s.phase}…`);
       await new Promise((r) => setTimeout(r, 200));
     }

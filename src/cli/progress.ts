@@ -1,20 +1,66 @@
+/** What a long operation has done so far, and what it will do in all when that is known. */
+export interface ProgressCount {
+  files: number;
+  bytes: number;
+  /** The bytes it will have done at its end, when known: the line then shows an ETA. */
+  totalBytes?: number;
+}
+
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+/** "1m05s", "42s": a remaining time, to the second. */
+function formatEta(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/**
+ * The status line of a copy: files, bytes, rates, and an ETA when the total
+ * is known. Pure, for tests.
+ */
+export function describeProgress(label: string, count: ProgressCount, elapsedSeconds: number): string {
+  const parts = [`${label}: ${count.files} files, ${mib(count.bytes)}`];
+  if (elapsedSeconds > 0) {
+    parts.push(
+      `${Math.round(count.files / elapsedSeconds)} files/s, ${mib(count.bytes / elapsedSeconds).replace(' MiB', ' MiB/s')}`,
+    );
+    if (count.totalBytes !== undefined && count.totalBytes > 0 && count.bytes > 0) {
+      const rate = count.bytes / elapsedSeconds;
+      const left = Math.max(0, count.totalBytes - count.bytes);
+      parts.push(
+        `${Math.min(100, Math.floor((count.bytes / count.totalBytes) * 100))}%, ETA ${formatEta(left / rate)}`,
+      );
+    }
+  }
+  return parts.join(', ');
+}
+
 /**
  * One self-rewriting status line on stderr, only when it is a terminal; a
  * log file or a pipe gets nothing from it.
  */
 export function progressLine(stream: NodeJS.WriteStream = process.stderr) {
   const tty = stream.isTTY === true;
-  const started = Date.now();
+  let started = Date.now();
   let last = 0;
+  const write = (text: string) => {
+    const now = Date.now();
+    if (now - last < 100) return;
+    last = now;
+    stream.write(`\r\u001b[2K${text}`);
+  };
   return {
-    update(text: string, bytes?: number): void {
-      if (!tty) return;
-      const now = Date.now();
-      if (now - last < 100) return;
-      last = now;
-      const secs = (now - started) / 1000;
-      const rate = bytes !== undefined && secs > 0 ? ` (${(bytes / 1048576 / secs).toFixed(1)} MiB/s)` : '';
-      stream.write(`\r\u001b[2K${text}${rate}`);
+    /** A free-form line (a phase without counts). */
+    update(text: string): void {
+      if (tty) write(text);
+    },
+    /** A copy's counts since the last `restart()` (or creation). */
+    count(label: string, count: ProgressCount): void {
+      if (tty) write(describeProgress(label, count, (Date.now() - started) / 1000));
+    },
+    /** Rates and ETA count from now (a new copy begins). */
+    restart(): void {
+      started = Date.now();
     },
     done(): void {
       if (tty && last > 0) stream.write('\r\u001b[2K');

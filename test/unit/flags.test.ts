@@ -6,6 +6,7 @@ import { SWAP_FLAGS, agentOptions } from '../../src/cli/agent-flags.js';
 import { AGENT_FLAGS } from '../../src/cli/commands/agent.js';
 import { SERVE_FLAGS } from '../../src/cli/commands/serve.js';
 import { UP_FLAGS } from '../../src/cli/commands/up.js';
+import { describeProgress } from '../../src/cli/progress.js';
 import {
   UsageError,
   durationFlag,
@@ -124,5 +125,15 @@ describe('defaults: one table per component', () => {
   it('up differs from agent only where it says so (--auto on)', () => {
     assert.equal(parseFlags([], UP_FLAGS, {}).auto, true);
     assert.equal(parseFlags([], SWAP_FLAGS, {}).auto, AGENT_DEFAULTS.auto);
+  });
+});
+
+describe('progress line', () => {
+  it('shows files, bytes, rates, and an ETA once the total is known', () => {
+    const line = describeProgress('slot b', { files: 500, bytes: 50 * 1048576, totalBytes: 200 * 1048576 }, 10);
+    assert.equal(line, 'slot b: 500 files, 50.0 MiB, 50 files/s, 5.0 MiB/s, 25%, ETA 30s');
+    const long = describeProgress('full', { files: 10, bytes: 1048576, totalBytes: 200 * 1048576 }, 1);
+    assert.match(long, /ETA 3m19s$/);
+    assert.equal(describeProgress('slot a', { files: 3, bytes: 0 }, 0), 'slot a: 3 files, 0.0 MiB');
   });
 });

@@ -21,9 +21,23 @@ export async function initCommand(values: FlagValues): Promise<number> {
     const { journal } = await Journal.open(layout.journalFile);
     const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
     const progress = progressLine();
+    // the second slot's copy is as large as the first's: its line shows an ETA
+    let current = '';
+    let lastBytes = 0;
+    let firstSlotBytes: number | undefined;
     const { created, recovered, record } = await initStore(layout, journal, slots, {
-      onProgress: (slot: string, s: CopyStats) =>
-        progress.update(`slot ${slot}: ${s.files} files, ${s.bytes} bytes`, s.bytes),
+      onProgress: (slot: string, s: CopyStats) => {
+        if (slot !== current) {
+          if (current) firstSlotBytes ??= lastBytes;
+          current = slot;
+          progress.restart();
+        }
+        lastBytes = s.bytes;
+        progress.count(`slot ${slot}`, {
+          ...s,
+          ...(firstSlotBytes !== undefined ? { totalBytes: firstSlotBytes } : {}),
+        });
+      },
     });
     progress.done();
     await journal.close();
