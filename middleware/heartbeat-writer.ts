@@ -72,12 +72,16 @@ export class HeartbeatWriter {
     }
   }
 
-  /** Stop writing and remove the file: a server that shut down holds no slot. */
-  async close(): Promise<void> {
+  /**
+   * Stop writing and remove the file: a server that shut down holds no slot.
+   * With `keepFile`, the last heartbeat stays to age out: what it reports
+   * still holds (the nginx companion stops while nginx serves on).
+   */
+  async close({ keepFile = false }: { keepFile?: boolean } = {}): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     await this.#writes.settled();
-    await unlink(this.#file).catch(() => {});
+    if (!keepFile) await unlink(this.#file).catch(() => {});
   }
 }

@@ -22,7 +22,7 @@ export interface Heartbeat {
   readonly at: string;
   /** How often the server writes it, in milliseconds. */
   readonly interval: number;
-  readonly kind: 'static' | 'proxy';
+  readonly kind: 'static' | 'proxy' | 'nginx';
 }
 
 export const SERVER_ID_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;

@@ -11,6 +11,7 @@ import {
 } from './client-commands.js';
 import { AGENT_FLAGS, agentCommand } from './commands/agent.js';
 import { INIT_FLAGS, initCommand } from './commands/init.js';
+import { NGINX_FLAGS, nginxCommand } from './commands/nginx.js';
 import { SERVE_FLAGS, serveCommand } from './commands/serve.js';
 import { UP_FLAGS, upCommand } from './commands/up.js';
 import { type FlagSpecs, type FlagValues, UsageError, helpText, parseFlags } from './flags.js';
@@ -46,6 +47,12 @@ const COMMANDS: Record<string, Command> = {
     summary: 'Run a standalone web server on the mounted copy, with /healthz and /metrics.',
     flags: SERVE_FLAGS,
     run: serveCommand,
+  },
+  nginx: {
+    usage: 'mirrorswap nginx --store DIR --include FILE [--nginx-pid FILE | --reload-cmd CMD] [options]',
+    summary: 'Make a running nginx a web server of the store: its root follows the epoch, its reloads drain.',
+    flags: NGINX_FLAGS,
+    run: nginxCommand,
   },
   sync: {
     usage: 'mirrorswap sync [--wait] [--full]',

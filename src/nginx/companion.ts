@@ -1,0 +1,348 @@
+import { exec } from 'node:child_process';
+import { hostname } from 'node:os';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { EpochWatcher } from '../../middleware/epoch-watcher.js';
+import { HeartbeatWriter } from '../../middleware/heartbeat-writer.js';
+import type { WatchMode } from '../../middleware/options.js';
+import { type EpochRecord, slotRoot } from '../epoch-file.js';
+import type { Logger } from '../logger.js';
+import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
+import { writeInclude } from './include-file.js';
+import { configProblem, isWorker, readMasterPid, workersOf } from './nginx-processes.js';
+
+export interface NginxCompanionOptions {
+  layout: StoreLayout;
+  /** The include file the companion owns (nginx's server block includes it). */
+  includeFile: string;
+  /** nginx's pid file: the master is sent SIGHUP, and its workers are watched. */
+  pidFile: string;
+  /** Run instead of SIGHUP to reload (through `sh -c`); nginx's pid file is still read to watch workers. */
+  reloadCmd?: string;
+  /** How long a reload may take to start new workers before it counts as failed. */
+  reloadTimeout: number;
+  /** After a failed reload, try again this often while the epoch is not served. */
+  retryInterval: number;
+  serverId: string;
+  heartbeatInterval: number;
+  watch: WatchMode;
+  pollInterval: number;
+  logger: Logger;
+}
+
+export const NGINX_DEFAULTS = {
+  reloadTimeout: 10_000,
+  retryInterval: 5_000,
+  /** How often retired workers and nginx's master are looked at. */
+  checkInterval: 100,
+} as const;
+
+/** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
+export function defaultNginxServerId(): string {
+  return `nginx-${hostname().replace(/[^A-Za-z0-9._-]/g, '_')}`.slice(0, 128);
+}
+
+/** What the companion knows nginx serves. */
+interface Served {
+  epoch: number;
+  slot: SlotName;
+  publishedAt: string;
+}
+
+class ReloadFailed extends Error {}
+
+/**
+ * Makes a running nginx a web server of the store. On each new epoch it
+ * rewrites the include that sets nginx's root and reloads nginx; nginx's
+ * graceful reload is the drain (new workers take new connections with the
+ * new root, old workers finish what they hold and exit). The companion
+ * writes the heartbeat on nginx's behalf: the new epoch once new workers are
+ * up (a reload nginx refused is never reported as a switch), and as many
+ * requests in flight on a slot as retired workers that served it still live
+ * (a worker's requests are not counted from outside; while it lives, it may
+ * hold some). So the agent's drain waits for exactly the workers nginx still
+ * serves the old copy from.
+ */
+export class NginxCompanion {
+  readonly #opts: NginxCompanionOptions;
+  readonly registry = new Registry();
+  readonly #watcher: EpochWatcher;
+  readonly #heartbeat: HeartbeatWriter;
+  #wanted: EpochRecord | null = null;
+  /** The epoch whose include is on disk: any nginx (re)started reads it. */
+  #written: Served | null = null;
+  #served: Served | null = null;
+  /** Workers started on the include of `#served`. */
+  #current = new Set<number>();
+  /** Retired workers still alive, and the slot each may serve from. */
+  readonly #retired = new Map<number, SlotName>();
+  #master: number | null = null;
+  #lastError: string | null = null;
+  #heartbeatStarted = false;
+  #converging: Promise<void> | null = null;
+  #again = false;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #checkTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  readonly #metrics = {
+    epoch: new Gauge({ name: 'mirrorswap_nginx_epoch', help: 'Epoch nginx serves new requests from', registers: [] }),
+    wanted: new Gauge({ name: 'mirrorswap_nginx_wanted_epoch', help: 'Epoch published by the agent', registers: [] }),
+    reloads: new Counter({ name: 'mirrorswap_nginx_reloads_total', help: 'Reloads that took effect', registers: [] }),
+    failures: new Counter({
+      name: 'mirrorswap_nginx_reload_failures_total',
+      help: 'Reloads nginx refused or did not carry out',
+      registers: [],
+    }),
+    retired: new Gauge({
+      name: 'mirrorswap_nginx_old_workers',
+      help: 'Retired nginx workers still alive, by the slot they may serve from',
+      labelNames: ['slot'],
+      registers: [],
+    }),
+    up: new Gauge({ name: 'mirrorswap_nginx_up', help: '1 while nginx runs (its master is alive)', registers: [] }),
+    switchSeconds: new Histogram({
+      name: 'mirrorswap_nginx_switch_seconds',
+      help: 'From the publish of an epoch to nginx serving it (new workers up)',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [],
+    }),
+    lastError: new Gauge({
+      name: 'mirrorswap_nginx_reload_error',
+      help: '1 while the last reload failed (the reason is in the log and in status)',
+      registers: [],
+    }),
+  };
+
+  constructor(opts: NginxCompanionOptions) {
+    this.#opts = opts;
+    for (const m of Object.values(this.#metrics)) this.registry.registerMetric(m);
+    this.#watcher = new EpochWatcher({
+      epochFile: opts.layout.epochFile,
+      mode: opts.watch,
+      pollInterval: opts.pollInterval,
+      onAdvance: async (record) => {
+        this.#wanted = record;
+        this.#metrics.wanted.set(record.epoch);
+        this.#converge();
+      },
+      onError: (err) => opts.logger.warn({ err: err.message }, 'epoch file'),
+    });
+    this.#heartbeat = new HeartbeatWriter({
+      serversDir: opts.layout.serversDir,
+      id: opts.serverId,
+      interval: opts.heartbeatInterval,
+      kind: 'nginx',
+      snapshot: () => {
+        const inflight = { a: 0, b: 0 };
+        for (const slot of this.#retired.values()) inflight[slot]++;
+        return { epoch: this.#served?.epoch ?? 0, mounted: this.#served?.slot ?? null, inflight };
+      },
+      onError: (err) => opts.logger.warn({ err: err.message }, 'could not write the heartbeat'),
+    });
+  }
+
+  static async start(opts: NginxCompanionOptions): Promise<NginxCompanion> {
+    const companion = new NginxCompanion(opts);
+    await companion.#watcher.start();
+    // the companion's own loop: it keeps the process alive until close()
+    companion.#checkTimer = setInterval(() => void companion.#check(), NGINX_DEFAULTS.checkInterval);
+    await companion.settled();
+    return companion;
+  }
+
+  /** What the companion knows: for `status`, tests and the log. */
+  status() {
+    return {
+      wanted: this.#wanted?.epoch ?? null,
+      served: this.#served,
+      master: this.#master,
+      workers: [...this.#current],
+      retired: Object.fromEntries(this.#retired),
+      lastError: this.#lastError,
+    };
+  }
+
+  /** Resolves once no switch is under way (one may fail: see `status().lastError`). */
+  async settled(): Promise<void> {
+    while (this.#converging) await this.#converging;
+  }
+
+  /** Bring nginx to the wanted epoch; calls made meanwhile fold into one more pass. */
+  #converge(): void {
+    if (this.#converging) {
+      this.#again = true;
+      return;
+    }
+    this.#converging = (async () => {
+      do {
+        this.#again = false;
+        const wanted = this.#wanted;
+        if (!wanted || this.#closed || (this.#served && this.#served.epoch >= wanted.epoch)) continue;
+        try {
+          await this.#switchTo(wanted);
+          if (this.#lastError !== null) this.#opts.logger.info({ epoch: wanted.epoch }, 'nginx reloads again');
+          this.#lastError = null;
+          this.#metrics.lastError.set(0);
+        } catch (err) {
+          this.#failed(wanted, err as Error);
+        }
+      } while (this.#again && !this.#closed);
+    })().finally(() => {
+      this.#converging = null;
+    });
+  }
+
+  #failed(wanted: EpochRecord, err: Error): void {
+    this.#lastError = err.message;
+    this.#metrics.failures.inc();
+    this.#metrics.lastError.set(1);
+    this.#opts.logger.error(
+      { epoch: wanted.epoch, slot: wanted.mounted, serving: this.#served?.epoch ?? null, reason: err.message },
+      `nginx did not switch to epoch ${wanted.epoch}: it serves on from epoch ${this.#served?.epoch ?? 'unknown'}, and the agent's drain waits for it; tried again every ${this.#opts.retryInterval} ms`,
+    );
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#converge(), this.#opts.retryInterval);
+    this.#retryTimer.unref();
+  }
+
+  async #switchTo(record: EpochRecord): Promise<void> {
+    const slot = record.mounted;
+    const root = slotRoot(record, this.#opts.layout.epochFile, slot);
+    // every nginx (re)started from here on reads the new root
+    await writeInclude(this.#opts.includeFile, record.epoch, slot, root);
+    this.#written = { epoch: record.epoch, slot, publishedAt: record.publishedAt };
+    const master = await readMasterPid(this.#opts.pidFile);
+    if (master === null) {
+      // nginx is not running: it serves nothing now, and will start on this root
+      this.#master = null;
+      this.#retire(this.#current, this.#served?.slot);
+      this.#current = new Set();
+      await this.#nowServing(this.#written, 'down');
+      return;
+    }
+    this.#master = master;
+    const before = new Set([...this.#current, ...(await workersOf(master))]);
+    const started = Date.now();
+    if (this.#opts.reloadCmd) await runReloadCommand(this.#opts.reloadCmd);
+    else process.kill(master, 'SIGHUP');
+    const fresh = await this.#newWorkers(master, before, started);
+    // the workers from before may serve the old root (or, at start, an unknown one): the copy
+    // the agent may rewrite next is the one not mounted now
+    this.#retire(before, this.#served?.slot ?? otherSlot(slot));
+    this.#current = new Set(fresh);
+    this.#metrics.reloads.inc();
+    await this.#nowServing(this.#written, 'reload');
+  }
+
+  /** Wait for workers that were not there before the reload; they run the new configuration. */
+  async #newWorkers(master: number, before: Set<number>, started: number): Promise<number[]> {
+    let checked = false;
+    for (;;) {
+      const fresh = (await workersOf(master)).filter((pid) => !before.has(pid));
+      if (fresh.length > 0) return fresh;
+      if ((await readMasterPid(this.#opts.pidFile)) !== master)
+        throw new ReloadFailed('nginx stopped during the reload');
+      const waited = Date.now() - started;
+      if (!checked && waited > 300) {
+        // nginx refuses a broken configuration, logs why and keeps its old workers: ask it why
+        checked = true;
+        const problem = await configProblem(master);
+        if (problem) throw new ReloadFailed(`nginx refused the new configuration: ${problem}`);
+      }
+      if (waited > this.#opts.reloadTimeout)
+        throw new ReloadFailed(`nginx started no new worker within ${this.#opts.reloadTimeout} ms of the reload`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  #retire(pids: Iterable<number>, slot: SlotName | undefined): void {
+    for (const pid of pids) if (!this.#retired.has(pid)) this.#retired.set(pid, slot ?? 'a');
+    this.#countRetired();
+  }
+
+  async #nowServing(served: Served, how: 'reload' | 'down' | 'started'): Promise<void> {
+    const viaReload = how === 'reload';
+    this.#served = served;
+    this.#metrics.epoch.set(served.epoch);
+    if (viaReload) this.#metrics.switchSeconds.observe(Math.max(0, Date.now() - Date.parse(served.publishedAt)) / 1000);
+    this.#opts.logger.info(
+      { epoch: served.epoch, slot: served.slot, retired: this.#retired.size, nginx: this.#master },
+      {
+        reload: 'nginx serves the new epoch',
+        down: 'nginx is not running: it will serve this epoch when it starts',
+        started: 'nginx started on this epoch',
+      }[how],
+    );
+    if (!this.#heartbeatStarted) {
+      this.#heartbeatStarted = true;
+      await this.#heartbeat.start();
+    } else await this.#heartbeat.writeNow();
+  }
+
+  /**
+   * Look at nginx between switches: retired workers that exited (the drain
+   * ends when none is left), and a master that stopped or was started again
+   * (its workers read the include as it is on disk).
+   */
+  async #check(): Promise<void> {
+    if (this.#closed || this.#converging) return;
+    let changed = false;
+    for (const pid of [...this.#retired.keys()]) {
+      if (!(await isWorker(pid))) {
+        this.#retired.delete(pid);
+        changed = true;
+      }
+    }
+    const master = await readMasterPid(this.#opts.pidFile).catch(() => null);
+    this.#metrics.up.set(master === null ? 0 : 1);
+    if (master !== this.#master && !this.#converging) {
+      const previous = this.#master;
+      this.#master = master;
+      if (master !== null && this.#written) {
+        // a new master read the include as it is: it serves what was last written
+        this.#retire(this.#current, this.#served?.slot);
+        this.#current = new Set(await workersOf(master));
+        await this.#nowServing(this.#written, 'started');
+        changed = false;
+      } else if (master === null) {
+        this.#opts.logger.warn({ previous }, 'nginx stopped');
+      }
+    }
+    if (changed) {
+      this.#countRetired();
+      await this.#heartbeat.writeNow();
+    }
+  }
+
+  #countRetired(): void {
+    const counts = { a: 0, b: 0 };
+    for (const slot of this.#retired.values()) counts[slot]++;
+    this.#metrics.retired.set({ slot: 'a' }, counts.a);
+    this.#metrics.retired.set({ slot: 'b' }, counts.b);
+  }
+
+  /**
+   * Stop following the store. The heartbeat stays on disk while nginx runs:
+   * nginx still serves the copy it reports, and the file ages out of the
+   * agent's lease (restart the companion within it: systemd does).
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#checkTimer);
+    await this.#watcher.close();
+    await this.settled();
+    const running = (await readMasterPid(this.#opts.pidFile).catch(() => null)) !== null;
+    await this.#heartbeat.close({ keepFile: running });
+  }
+}
+
+function runReloadCommand(cmd: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    exec(cmd, { timeout: 30_000 }, (err, _stdout, stderr) => {
+      if (!err) resolve();
+      else reject(new ReloadFailed(`reload command "${cmd}" failed: ${stderr.trim() || err.message}`.slice(0, 2000)));
+    });
+  });
+}

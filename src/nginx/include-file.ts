@@ -1,0 +1,30 @@
+import { writeFileAtomic } from '../atomic-write.js';
+import type { SlotName } from '../store-layout.js';
+import { TEMP_DIR_NAME } from '../store-layout.js';
+
+/**
+ * The nginx include the companion owns: placed inside a `server { }` block,
+ * it sets the document root to the mounted copy. Rewritten whole, by
+ * rename, on each epoch; nginx reads it only when it (re)loads its
+ * configuration, so a worker serves one copy from start to end.
+ */
+export function renderInclude(epoch: number, slot: SlotName, root: string): string {
+  if (/[;{}"'\\\s$]/.test(root)) {
+    // a root nginx would read as more than one token (or as a variable) is refused, not quoted
+    throw new Error(`slot ${slot}'s root "${root}" holds a character nginx would misread: move the store`);
+  }
+  return [
+    `# Written by mirrorswap nginx: epoch ${epoch} mounts slot ${slot}. Do not edit: it is rewritten on every swap.`,
+    `root ${root};`,
+    `set $mirrorswap_epoch ${epoch};`,
+    `set $mirrorswap_slot ${slot};`,
+    // the copier's temp directory is never served, whatever the rest of the configuration says
+    `location ^~ /${TEMP_DIR_NAME}/ { return 404; }`,
+    '',
+  ].join('\n');
+}
+
+/** Write the include atomically (temp file, fsync, rename, fsync of the directory). */
+export async function writeInclude(file: string, epoch: number, slot: SlotName, root: string): Promise<void> {
+  await writeFileAtomic(file, renderInclude(epoch, slot, root), { durable: true, mode: 0o644 });
+}

@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Agent, type Agent as HttpAgent, request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import type { SwapRecord } from '../src/agent/agent.js';
+import { readHeartbeats } from '../src/heartbeat.js';
+import { NginxCompanion } from '../src/nginx/companion.js';
+import { memoryLogger } from './helpers/app.js';
+import { type TestAgent, startTestAgent } from './helpers/agent.js';
+import { heldDownload } from './helpers/cluster.js';
+import { type TestNginx, startNginx } from './helpers/nginx.js';
+import { type CliProcess, runCli } from './helpers/proc.js';
+import { type TempStore, tempStore } from './helpers/store.js';
+import { waitFor } from './helpers/wait.js';
+
+const MB = 1024 * 1024;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** GET through `agent` (keep-alive when given): status, body, the epoch nginx says it served from. */
+function get(port: number, path: string, agent?: HttpAgent): Promise<{ status: number; body: string; epoch: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: agent ?? false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          body: Buffer.concat(chunks).toString(),
+          epoch: String(res.headers['x-epoch'] ?? ''),
+        }),
+      );
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface Setup {
+  store: TempStore;
+  agent: TestAgent;
+  nginx: TestNginx;
+  companion: NginxCompanion;
+  logs: ReturnType<typeof memoryLogger>;
+}
+
+async function setUp(agentOptions: { drainTimeoutMs?: number } = {}): Promise<Setup> {
+  const store = await tempStore();
+  await store.fill('master', { 'index.html': 'v1', 'big.bin': Buffer.alloc(64 * MB, 'A') });
+  const agent = await startTestAgent(store, { serverTtlMs: 5000, ...agentOptions }, 128 * MB);
+  const nginx = await startNginx();
+  const logs = memoryLogger();
+  // the companion first: it writes the include nginx's configuration needs
+  const companion = await NginxCompanion.start({
+    layout: store,
+    includeFile: nginx.includeFile,
+    pidFile: nginx.pidFile,
+    reloadTimeout: 5000,
+    retryInterval: 200,
+    serverId: 'nginx-test',
+    heartbeatInterval: 200,
+    watch: 'native',
+    pollInterval: 1000,
+    logger: logs,
+  });
+  await nginx.start();
+  await waitFor('the companion to see nginx', () => companion.status().master === nginx.master());
+  return { store, agent, nginx, companion, logs };
+}
+
+async function tearDown(s: Setup | undefined): Promise<void> {
+  if (!s) return;
+  await s.companion.close();
+  await s.nginx.dispose();
+  await s.agent.close();
+  await s.store.dispose();
+}
+
+async function put(s: Setup, path: string, body: string | Buffer): Promise<void> {
+  const res = await s.agent.call('PUT', `/v1/files/${path}`, { body });
+  assert.equal(res.status, 201, await res.text());
+}
+
+async function sync(s: Setup): Promise<SwapRecord> {
+  const res = await s.agent.call('POST', '/v1/sync?wait=1');
+  return (await res.json()) as SwapRecord;
+}
+
+describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
+  let s: Setup;
+  before(async () => {
+    s = await setUp({ drainTimeoutMs: 20_000 });
+  });
+  after(() => tearDown(s));
+
+  it('serves the new copy on the next request after a sync, and sync?wait=1 returns only once the old workers have exited', async () => {
+    const first = await sync(s);
+    assert.equal(first.result, 'ok', JSON.stringify(first));
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+    const v1 = await get(s.nginx.port, '/index.html', keepAlive);
+    assert.equal(v1.body, 'v1');
+    assert.equal(v1.epoch, String(first.epoch));
+    const oldWorkers = s.companion.status().workers;
+    assert.ok(oldWorkers.length > 0);
+
+    // a large download on the old copy, held by a client that stops reading
+    const download = heldDownload(s.nginx.port, '/big.bin');
+    await download.started;
+    await put(s, 'index.html', 'v2');
+    await put(s, 'big.bin', Buffer.alloc(64 * MB, 'B'));
+    let answered = false;
+    const swap = sync(s).finally(() => {
+      answered = true;
+    });
+    // new requests get the new copy as soon as nginx has switched, while the download holds the old one
+    const v2 = await waitFor('nginx to serve v2', async () => {
+      const r = await get(s.nginx.port, '/index.html');
+      return r.body === 'v2' ? r : null;
+    });
+    assert.equal(v2.epoch, String(first.epoch + 1));
+    await waitFor('the heartbeat to report the retired workers', async () => {
+      const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      return hb && hb.epoch === first.epoch + 1 && hb.inflight[first.to] > 0;
+    });
+    assert.equal(answered, false, 'sync?wait=1 answered while an old worker still served the old copy');
+    assert.ok(oldWorkers.some((pid) => Object.keys(s.companion.status().retired).includes(String(pid))));
+
+    download.resume();
+    const body = await download.done;
+    assert.equal(body.length, 64 * MB);
+    assert.equal(sha(body), sha(Buffer.alloc(64 * MB, 'A')), 'the download came whole from the old copy');
+    const record = await swap;
+    assert.equal(record.result, 'ok', JSON.stringify(record));
+    for (const pid of oldWorkers) assert.throws(() => process.kill(pid, 0), 'an old worker outlived the drain');
+
+    // the keep-alive connection of before, and open_file_cache, carry nothing of the old copy over
+    const again = await get(s.nginx.port, '/index.html', keepAlive);
+    assert.equal(again.body, 'v2');
+    assert.equal(again.epoch, String(record.epoch));
+    keepAlive.destroy();
+  });
+
+  it('never reports a switch nginx refused: a broken configuration keeps the old epoch, and the drain names nginx', async () => {
+    const served = (await get(s.nginx.port, '/index.html')).body;
+    const before = s.companion.status().served?.epoch;
+    await s.nginx.breakConfig(true);
+    await put(s, 'index.html', 'v-broken');
+    const pending = sync(s);
+    await waitFor('the companion to say why', () => s.companion.status().lastError, { timeout: 10_000 });
+    assert.match(
+      s.companion.status().lastError ?? '',
+      /refused the new configuration.*this is not a directive|unknown directive/,
+    );
+    assert.equal(s.companion.status().served?.epoch, before);
+    const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+    assert.equal(hb?.epoch, before, 'the heartbeat kept the epoch nginx really serves');
+    // nginx serves on, whole, from the copy it had
+    assert.equal((await get(s.nginx.port, '/index.html')).body, served);
+    assert.ok(s.logs.lines.some((e) => e.level === 'error' && /did not switch/.test(e.msg)));
+    // fixed: the companion's retry switches it, and the swap's drain completes
+    await s.nginx.breakConfig(false);
+    const record = await pending;
+    assert.equal(
+      record.result,
+      'ok',
+      `${JSON.stringify(record)} ${JSON.stringify(s.companion.status())} ${JSON.stringify(s.logs.lines.slice(-5))}`,
+    );
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'v-broken');
+    assert.equal(s.companion.status().lastError, null);
+  });
+
+  it('follows nginx stopped and started again, and killed with its workers', async () => {
+    await s.nginx.stop('SIGQUIT');
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    await put(s, 'index.html', 'while-down');
+    const whileDown = await sync(s);
+    assert.equal(whileDown.result, 'ok', 'nginx down serves nothing: nothing to wait for');
+    await s.nginx.start();
+    await waitFor('the companion to see nginx again', () => s.companion.status().master === s.nginx.master());
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'while-down');
+
+    await s.nginx.stop('SIGKILL');
+    await s.nginx.start();
+    await waitFor('the companion to see the new master', () => s.companion.status().master === s.nginx.master());
+    await put(s, 'index.html', 'after-kill');
+    const record = await sync(s);
+    assert.equal(record.result, 'ok', JSON.stringify(record));
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-kill');
+  });
+});
+
+describe('mirrorswap nginx as a process', () => {
+  let s: Setup;
+  let proc: CliProcess | undefined;
+  before(async () => {
+    s = await setUp({ drainTimeoutMs: 1500 });
+    // this suite runs the CLI in its own process: the in-process companion steps aside
+    await s.companion.close();
+  });
+  after(async () => {
+    await proc?.kill('SIGKILL');
+    await tearDown(s);
+  });
+
+  const startCli = async () => {
+    const p = runCli([
+      'nginx',
+      '--store',
+      s.store.root,
+      '--include',
+      s.nginx.includeFile,
+      '--nginx-pid',
+      s.nginx.pidFile,
+      '--server-id',
+      'nginx-test', // the id of the companion it replaces: it takes its heartbeat over
+      '--heartbeat-interval',
+      '200ms',
+    ]);
+    await p.waitForLine(/nginx companion running/);
+    return p;
+  };
+
+  it('is killed with -9 and started again: it takes nginx over, and a drain that outlasts --drain-timeout fails cleanly', async () => {
+    proc = await startCli();
+    await put(s, 'index.html', 'cli-1');
+    const first = await sync(s);
+    assert.equal(first.result, 'ok', JSON.stringify(first));
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'cli-1');
+    await proc.kill('SIGKILL');
+    proc = await startCli();
+    await put(s, 'index.html', 'cli-2');
+    assert.equal((await sync(s)).result, 'ok');
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'cli-2');
+
+    // a download held past the agent's drain timeout: the swap fails, naming nginx's heartbeat
+    const download = heldDownload(s.nginx.port, '/big.bin');
+    await download.started;
+    await put(s, 'index.html', 'cli-3');
+    const record = await sync(s);
+    assert.equal(record.result, 'drain_timeout', JSON.stringify(record));
+    assert.match(record.error?.message ?? '', /nginx-test/);
+    download.abort();
+    const include = await readFile(s.nginx.includeFile, 'utf8');
+    assert.match(include, new RegExp(`root (${s.store.slots.a}|${s.store.slots.b});`));
+  });
+});
