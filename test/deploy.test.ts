@@ -22,8 +22,13 @@ describe('systemd units', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  for (const unit of ['mirrorswap-agent.service', 'mirrorswap-serve.service']) {
-    it(`${unit} passes systemd-analyze verify and keeps its exposure at 2.5 or below`, async () => {
+  // the nginx companion runs as root: it signals nginx's master and reads its workers in /proc
+  for (const [unit, maxExposure] of [
+    ['mirrorswap-agent.service', 2.5],
+    ['mirrorswap-serve.service', 2.5],
+    ['mirrorswap-nginx.service', 3.0],
+  ] as const) {
+    it(`${unit} passes systemd-analyze verify and keeps its exposure at ${maxExposure} or below`, async () => {
       const analyze = tool('systemd-analyze', 'systemd');
       // verify checks that ExecStart exists: point it at this checkout's CLI
       const text = (await readFile(join(DEPLOY, 'systemd', unit), 'utf8')).replaceAll(
@@ -36,7 +41,7 @@ describe('systemd units', () => {
       assert.equal(verify.code, 0, verify.output);
       const security = run(analyze, ['security', '--offline=true', file]);
       const level = Number(/Overall exposure level for .*?: ([\d.]+)/.exec(security.output)?.[1]);
-      assert.ok(level <= 2.5, `exposure ${level}:\n${security.output}`);
+      assert.ok(level <= maxExposure, `exposure ${level}:\n${security.output}`);
     });
   }
 });

@@ -11,6 +11,7 @@ import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { heldDownload } from './helpers/cluster.js';
 import { type TestNginx, startNginx } from './helpers/nginx.js';
 import { type CliProcess, runCli } from './helpers/proc.js';
+import { freePort } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -56,7 +57,7 @@ async function setUp(agentOptions: { drainTimeoutMs?: number } = {}): Promise<Se
     layout: store,
     includeFile: nginx.includeFile,
     pidFile: nginx.pidFile,
-    reloadTimeout: 5000,
+    reloadTimeout: 1500,
     retryInterval: 200,
     serverId: 'nginx-test',
     heartbeatInterval: 200,
@@ -170,6 +171,78 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     assert.equal(s.companion.status().lastError, null);
   });
 
+  it('swaps back to back under load: no torn body, one ETag per version, never backwards on a connection', async () => {
+    const SIZE = 256 * 1024;
+    const version = (n: number) => Buffer.alloc(SIZE, String.fromCharCode(97 + (n % 26)));
+    const start = Number((await get(s.nginx.port, '/index.html')).epoch);
+    await put(s, 'load.bin', version(0));
+    await put(s, 'load-version.txt', '0');
+    assert.equal((await sync(s)).result, 'ok');
+    let stop = false;
+    const etags = new Map<number, string>();
+    const problems: string[] = [];
+    let requests = 0;
+    let retried = 0;
+    const client = async (id: number) => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      let highest = -1;
+      while (!stop) {
+        const res = await new Promise<{ body: Buffer; etag: string; status: number }>((resolve, reject) => {
+          const req = request({ host: '127.0.0.1', port: s.nginx.port, path: '/load.bin', agent }, (r) => {
+            const chunks: Buffer[] = [];
+            r.on('data', (c: Buffer) => chunks.push(c));
+            r.on('end', () =>
+              resolve({ body: Buffer.concat(chunks), etag: String(r.headers.etag), status: r.statusCode ?? 0 }),
+            );
+            r.on('error', reject);
+          });
+          req.on('error', (err) => {
+            // A worker retired by a reload closes its idle keep-alive connections: a request
+            // sent on one as it closes gets a reset, which clients retry (browsers do, for a
+            // GET on a reused connection). Only such a reset is tolerated.
+            if (req.reusedSocket && /socket hang up|ECONNRESET/.test(err.message)) {
+              retried++;
+              resolve({ body: Buffer.alloc(0), etag: '', status: -1 });
+            } else reject(err);
+          });
+          req.end();
+        }).catch((err: Error) => {
+          problems.push(`client ${id}: ${err.message}`);
+          return null;
+        });
+        if (res?.status === -1) continue;
+        if (!res) continue;
+        requests++;
+        if (res.status !== 200 || res.body.length !== SIZE) {
+          problems.push(`client ${id}: status ${res.status}, ${res.body.length} bytes`);
+          continue;
+        }
+        const letter = res.body[0] as number;
+        if (res.body.some((b) => b !== letter)) problems.push(`client ${id}: a torn body`);
+        const v = letter - 97;
+        const known = etags.get(v);
+        if (known === undefined) etags.set(v, res.etag);
+        else if (known !== res.etag) problems.push(`client ${id}: version ${v} with ETags ${known} and ${res.etag}`);
+        if (v < highest) problems.push(`client ${id}: version ${v} after ${highest}`);
+        highest = Math.max(highest, v);
+      }
+      agent.destroy();
+    };
+    const clients = [0, 1, 2, 3].map(client);
+    const SWAPS = 8;
+    for (let n = 1; n <= SWAPS; n++) {
+      await put(s, 'load.bin', version(n));
+      const record = await sync(s);
+      assert.equal(record.result, 'ok', JSON.stringify(record));
+    }
+    stop = true;
+    await Promise.all(clients);
+    assert.deepEqual(problems, []);
+    assert.ok(requests > SWAPS * 4, `${requests} requests (${retried} retried on a closing connection)`);
+    assert.ok(etags.size >= 2, 'the load saw more than one version');
+    assert.equal(Number((await get(s.nginx.port, '/index.html')).epoch), start + 1 + SWAPS);
+  });
+
   it('follows nginx stopped and started again, and killed with its workers', async () => {
     await s.nginx.stop('SIGQUIT');
     await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
@@ -203,7 +276,9 @@ describe('mirrorswap nginx as a process', () => {
     await tearDown(s);
   });
 
+  let metricsPort = 0;
   const startCli = async () => {
+    metricsPort = await freePort();
     const p = runCli([
       'nginx',
       '--store',
@@ -232,6 +307,17 @@ describe('mirrorswap nginx as a process', () => {
     await put(s, 'index.html', 'cli-2');
     assert.equal((await sync(s)).result, 'ok');
     assert.equal((await get(s.nginx.port, '/index.html')).body, 'cli-2');
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const epoch = Number((await get(s.nginx.port, '/index.html')).epoch);
+    assert.match(metrics, new RegExp(`^mirrorswap_nginx_epoch ${epoch}$`, 'm'));
+    assert.match(metrics, /^mirrorswap_nginx_reloads_total [1-9]/m);
+    assert.match(metrics, /^mirrorswap_nginx_reload_failures_total 0$/m);
+    assert.match(metrics, /^mirrorswap_nginx_up 1$/m);
+    assert.match(metrics, /^mirrorswap_nginx_switch_seconds_count [1-9]/m);
+    const status = (await (await fetch(`http://127.0.0.1:${metricsPort}/status`)).json()) as {
+      served: { epoch: number };
+    };
+    assert.equal(status.served.epoch, epoch);
 
     // a download held past the agent's drain timeout: the swap fails, naming nginx's heartbeat
     const download = heldDownload(s.nginx.port, '/big.bin');

@@ -30,7 +30,7 @@ export interface NginxCompanionOptions {
 }
 
 export const NGINX_DEFAULTS = {
-  reloadTimeout: 10_000,
+  reloadTimeout: 5_000,
   retryInterval: 5_000,
   /** How often retired workers and nginx's master are looked at. */
   checkInterval: 100,
@@ -234,23 +234,28 @@ export class NginxCompanion {
     await this.#nowServing(this.#written, 'reload');
   }
 
-  /** Wait for workers that were not there before the reload; they run the new configuration. */
+  /**
+   * Wait for workers that were not there before the reload; they run the
+   * new configuration. nginx refuses a broken configuration by logging why
+   * and keeping its old workers, so none comes: after the timeout, nginx is
+   * asked why (`nginx -t` as the master was started). Its answer is only
+   * ever the reason of a failure seen, never a failure by itself: a check
+   * run with other rights than nginx's may fail where nginx does not.
+   */
   async #newWorkers(master: number, before: Set<number>, started: number): Promise<number[]> {
-    let checked = false;
     for (;;) {
       const fresh = (await workersOf(master)).filter((pid) => !before.has(pid));
       if (fresh.length > 0) return fresh;
       if ((await readMasterPid(this.#opts.pidFile)) !== master)
         throw new ReloadFailed('nginx stopped during the reload');
-      const waited = Date.now() - started;
-      if (!checked && waited > 300) {
-        // nginx refuses a broken configuration, logs why and keeps its old workers: ask it why
-        checked = true;
+      if (Date.now() - started > this.#opts.reloadTimeout) {
         const problem = await configProblem(master);
-        if (problem) throw new ReloadFailed(`nginx refused the new configuration: ${problem}`);
+        throw new ReloadFailed(
+          problem
+            ? `nginx refused the new configuration: ${problem}`
+            : `nginx started no new worker within ${this.#opts.reloadTimeout} ms of the reload`,
+        );
       }
-      if (waited > this.#opts.reloadTimeout)
-        throw new ReloadFailed(`nginx started no new worker within ${this.#opts.reloadTimeout} ms of the reload`);
       await new Promise((r) => setTimeout(r, 5));
     }
   }

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { MOUNT_DEFAULTS, PROXY_DEFAULTS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
 import { AGENT_FLAGS } from '../../src/cli/commands/agent.js';
+import { NGINX_FLAGS } from '../../src/cli/commands/nginx.js';
 import { SERVE_FLAGS } from '../../src/cli/commands/serve.js';
 import { UP_FLAGS } from '../../src/cli/commands/up.js';
 import { CLIENT_FLAGS } from '../../src/cli/common.js';
@@ -63,7 +64,7 @@ describe('the README states the defaults the code has', () => {
     const rows = text.split('\n').filter((l) => /^\| `--[a-z-]+/.test(l));
     assert.ok(rows.length >= 20, `${rows.length} flag rows`);
     const specsOf = (flag: string): FlagSpecs[string] | undefined =>
-      [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS].map((specs) => specs[flag]).find((s) => s !== undefined);
+      [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS, NGINX_FLAGS].map((specs) => specs[flag]).find((s) => s !== undefined);
     for (const row of rows) {
       const [, flagCell, envCell, defaultCell] = row.split('|').map((c) => c.trim());
       const flag = /^`--(?:no-)?([a-z-]+)/.exec(flagCell as string)?.[1] as string;
