@@ -134,10 +134,16 @@ async function startAgent(store: string, tokenFile: string): Promise<{ agent: Ag
 }
 
 async function call<T>(agent: Agent, method: string, path: string, body?: Buffer): Promise<T> {
-  const res = await fetch(`${agent.base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${agent.token}` },
-    ...(body ? { body } : {}),
+  const send = () =>
+    fetch(`${agent.base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${agent.token}` },
+      ...(body ? { body } : {}),
+    });
+  // a kept-alive connection the server closed as it was reused: a GET is simply sent again
+  const res = await send().catch((err: Error) => {
+    if (method !== 'GET') throw err;
+    return send();
   });
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
   return (await res.json()) as T;
@@ -189,6 +195,7 @@ async function measure(shape: Shape): Promise<string> {
   const tokenFile = join(root, 'token');
   writeFileSync(tokenFile, randomBytes(24).toString('hex'), { mode: 0o600 });
   const { agent, readyMs } = await startAgent(store, tokenFile);
+  process.once('exit', () => agent.child.kill('SIGKILL')); // never left behind by a failed run
   console.error(`    agent start to ready: ${readyMs.toFixed(0)} ms`);
   t = performance.now();
   await untilCompared(agent);
@@ -265,7 +272,7 @@ async function main(): Promise<void> {
   }
   console.log(`machine: ${machine()}; ${rounds} rounds (medians), ${syncs} syncs of ${CHANGED} changes for memory\n`);
   console.log(
-    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: agent / rsync | sync of 10 changes: agent / rsync | start: ready / master compared | agent RSS: ready / before → after syncs |',
+    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: agent / rsync | sync of 10 changes: agent / rsync | start: ready / master compared | agent RSS: ready / after N syncs → after N more |',
   );
   console.log('|---|---|---|---|---|---|---|');
   for (const row of rows) console.log(row);

@@ -9,7 +9,7 @@ import { NginxCompanion } from '../src/nginx/companion.js';
 import { memoryLogger } from './helpers/app.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { heldDownload } from './helpers/cluster.js';
-import { type TestNginx, startNginx } from './helpers/nginx.js';
+import { type TestNginx, nginxBinary, startNginx } from './helpers/nginx.js';
 import { type CliProcess, runCli } from './helpers/proc.js';
 import { freePort } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
@@ -277,7 +277,7 @@ describe('mirrorswap nginx as a process', () => {
   });
 
   let metricsPort = 0;
-  const startCli = async () => {
+  const startCli = async (extra: string[] = []) => {
     metricsPort = await freePort();
     const p = runCli([
       'nginx',
@@ -291,6 +291,9 @@ describe('mirrorswap nginx as a process', () => {
       'nginx-test', // the id of the companion it replaces: it takes its heartbeat over
       '--heartbeat-interval',
       '200ms',
+      '--metrics',
+      `127.0.0.1:${metricsPort}`,
+      ...extra,
     ]);
     await p.waitForLine(/nginx companion running/);
     return p;
@@ -329,5 +332,36 @@ describe('mirrorswap nginx as a process', () => {
     download.abort();
     const include = await readFile(s.nginx.includeFile, 'utf8');
     assert.match(include, new RegExp(`root (${s.store.slots.a}|${s.store.slots.b});`));
+  });
+
+  it('reloads through --reload-cmd, and shows why a failing one failed', async () => {
+    await proc?.kill('SIGTERM');
+    const reload = `${nginxBinary()} -c ${s.nginx.confFile} -p ${s.nginx.dir} -s reload`;
+    proc = await startCli(['--reload-cmd', reload, '--retry-interval', '200ms']);
+    await put(s, 'index.html', 'cmd-1');
+    const ok = await sync(s);
+    assert.equal(ok.result, 'ok', JSON.stringify(ok));
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'cmd-1');
+    // nginx -s reload checks the configuration itself and exits 1 with nginx's words
+    await s.nginx.breakConfig(true);
+    await put(s, 'index.html', 'cmd-2');
+    const pending = sync(s);
+    const status = await waitFor(
+      'the failed reload in /status',
+      async () => {
+        const st = (await (await fetch(`http://127.0.0.1:${metricsPort}/status`)).json()) as {
+          lastError: string | null;
+        };
+        return st.lastError ? st : null;
+      },
+      { timeout: 10_000 },
+    );
+    assert.match(status.lastError ?? '', /reload command .* failed: .*unknown directive/);
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'cmd-1');
+    assert.equal((await pending).result, 'drain_timeout');
+    await s.nginx.breakConfig(false);
+    await waitFor('nginx to serve cmd-2', async () => (await get(s.nginx.port, '/index.html')).body === 'cmd-2', {
+      timeout: 10_000,
+    });
   });
 });

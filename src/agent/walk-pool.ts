@@ -28,17 +28,22 @@ type Reply = { results: unknown[] } | { error: string; code?: string };
  * Worker threads kept for the tree walks (compare, full copy): starting a
  * thread and loading its code costs tens of milliseconds, as much as a
  * whole comparison of a tree of tens of thousands of files. The threads are
- * started on first use, kept idle (unref'd: they never hold the process
- * open), and replaced if one dies.
+ * started on first use, kept while walks come (unref'd: they never hold
+ * the process open), stopped after `IDLE_MS` without one (each holds a
+ * heap of its own), and replaced if one dies.
  *
  * Units of a job are handed out in chunks that shrink as its list runs down
  * (guided self-scheduling): a few messages in all, and a thread that drew a
  * large unit does not hold up the others, who take the rest meanwhile.
  */
+/** Threads idle this long are stopped; the next walk starts them again. */
+const IDLE_MS = 15_000;
+
 export class WalkPool {
   readonly #size: number;
   readonly #threads: Thread[] = [];
   readonly #jobs: Job[] = [];
+  #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(size = WALK_THREADS) {
     this.#size = Math.max(1, size);
@@ -51,6 +56,7 @@ export class WalkPool {
    */
   run<U, R>(task: UnitTask, context: unknown, units: readonly U[], onResult: (results: R[]) => boolean): Promise<void> {
     if (units.length === 0) return Promise.resolve();
+    clearTimeout(this.#idleTimer);
     return new Promise<void>((resolve, reject) => {
       this.#jobs.push({
         task,
@@ -128,6 +134,11 @@ export class WalkPool {
     this.#jobs.splice(i, 1);
     if (job.failed) job.reject(job.failed);
     else job.resolve();
+    if (this.#jobs.length === 0) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = setTimeout(() => void this.close(), IDLE_MS);
+      this.#idleTimer.unref();
+    }
   }
 
   #dispatch(thread: Thread): void {
@@ -143,8 +154,10 @@ export class WalkPool {
     thread.worker.postMessage({ task: job.task, context: job.context, units });
   }
 
-  /** Stop the threads (tests, and processes that must exit at once). */
+  /** Stop the threads (when idle, and in tests); the next walk starts new ones. */
   async close(): Promise<void> {
+    clearTimeout(this.#idleTimer);
+    if (this.#jobs.length > 0) return; // a walk came meanwhile
     const threads = this.#threads.splice(0);
     await Promise.all(threads.map((t) => t.worker.terminate()));
   }

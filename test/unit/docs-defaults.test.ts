@@ -64,7 +64,9 @@ describe('the README states the defaults the code has', () => {
     const rows = text.split('\n').filter((l) => /^\| `--[a-z-]+/.test(l));
     assert.ok(rows.length >= 20, `${rows.length} flag rows`);
     const specsOf = (flag: string): FlagSpecs[string] | undefined =>
-      [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS, NGINX_FLAGS].map((specs) => specs[flag]).find((s) => s !== undefined);
+      [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS, NGINX_FLAGS]
+        .map((specs) => specs[flag])
+        .find((s) => s !== undefined);
     for (const row of rows) {
       const [, flagCell, envCell, defaultCell] = row.split('|').map((c) => c.trim());
       const flag = /^`--(?:no-)?([a-z-]+)/.exec(flagCell as string)?.[1] as string;
