@@ -140,9 +140,10 @@ async function call<T>(agent: Agent, method: string, path: string, body?: Buffer
       headers: { authorization: `Bearer ${agent.token}` },
       ...(body ? { body } : {}),
     });
-  // a kept-alive connection the server closed as it was reused: a GET is simply sent again
-  const res = await send().catch((err: Error) => {
-    if (method !== 'GET') throw err;
+  // A kept-alive connection the server closed just as it was reused: sent again (a sync asked
+  // twice is one more sync with nothing to copy; a PUT writes the same bytes again).
+  const res = await send().catch((err: Error & { cause?: { code?: string } }) => {
+    if (err.cause?.code !== 'UND_ERR_SOCKET') throw err;
     return send();
   });
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);

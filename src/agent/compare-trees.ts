@@ -126,9 +126,10 @@ export function compareUnitSync(
   return diffs;
 }
 
-/** Every difference between two trees, in this thread (tests, and small trees). */
-export function compareTreesSync(source: string, target: string, opts: CompareSyncOptions = {}): Difference[] {
-  return compareUnitSync(source, target, { rel: '', deep: true, root: true }, opts);
+/** Every difference between two trees, in this thread (tests, and small trees); a number is a limit. */
+export function compareTreesSync(source: string, target: string, opts: CompareSyncOptions | number = {}): Difference[] {
+  const options = typeof opts === 'number' ? { limit: opts } : opts;
+  return compareUnitSync(source, target, { rel: '', deep: true, root: true }, options);
 }
 
 /** What a compare unit needs besides itself (sent to the walk threads). */

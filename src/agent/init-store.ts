@@ -7,7 +7,7 @@ import type { Journal } from './journal.js';
 import { publishEpoch } from './publish.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import { SlotPositions } from './slot-positions.js';
-import { type CopyStats, TreeCopier } from './tree-copy.js';
+import { type CopyStats, TreeCopier, syncFileSystems } from './tree-copy.js';
 
 /** How long a store that lost its epoch file waits for live servers to report what they mount. */
 const HEARTBEAT_GRACE_MS = 2500;
@@ -89,14 +89,17 @@ export async function initStore(
   }
   const seq = journal.lastSeq;
   for (const slot of SLOTS) {
+    // Made durable below, once for both: the second copy runs while the first is written back.
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
-      durable: opts.durable ?? AGENT_DEFAULTS.durable,
+      durable: false,
       onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s)),
     });
     await copier.clearTemp();
     await slots.set(slot, { seq: null, copying: true });
     await copier.mirrorAll();
-    await slots.set(slot, { seq, copying: false });
   }
+  // one syncfs per file system holding a slot; only then is either copy said to be complete
+  if (opts.durable ?? AGENT_DEFAULTS.durable) await syncFileSystems(SLOTS.map((slot) => layout.slots[slot]));
+  for (const slot of SLOTS) await slots.set(slot, { seq, copying: false });
   return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a', opts.lease) };
 }

@@ -220,6 +220,7 @@ export class MasterWatcher {
     }
     const subdirs: string[] = [];
     for (const e of entries) {
+      if (!report && !e.isDirectory()) continue; // most entries are files: nothing to do for them at start
       const path = join(dir, e.name);
       if (report) this.#queue(this.#rel(path));
       if (e.isDirectory()) subdirs.push(path);

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, copyFile, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
@@ -64,6 +64,17 @@ function syncFileSystem(path: string): Promise<void> {
       else resolve();
     });
   });
+}
+
+/** syncFileSystem once for each file system holding one of `paths`. */
+export async function syncFileSystems(paths: readonly string[]): Promise<void> {
+  const seen = new Set<number>();
+  for (const path of paths) {
+    const dev = (await stat(path)).dev;
+    if (seen.has(dev)) continue;
+    seen.add(dev);
+    await syncFileSystem(path);
+  }
 }
 
 /**
