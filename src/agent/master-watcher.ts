@@ -1,17 +1,14 @@
-import { type FSWatcher, type Stats, readFileSync, watch } from 'node:fs';
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { forEachLimited } from './limiter.js';
+import { walkPool } from './walk-pool.js';
+import { directoryIdentity } from './directory-identity.js';
 
 /** Identity of a master entry right after the write API changed it. */
 export function entrySignature(st: { ino: number; size: number; mtimeMs: number } | null): string {
   return st ? `${st.ino}:${st.size}:${Math.floor(st.mtimeMs)}` : 'absent';
-}
-
-/** Which directory a watch is on: a path can come to name another directory (renamed in, recreated). */
-function directoryIdentity(st: Stats): string {
-  return `${st.dev}:${st.ino}:${st.birthtimeMs}`;
 }
 
 /**
@@ -98,7 +95,7 @@ export class MasterWatcher {
       waiter?.(true);
     });
     this.#fence.on('error', () => {});
-    await this.#watchTree(this.#opts.root, false);
+    await this.#watchAll(this.#opts.root);
   }
 
   /** Number of directories watched (one inotify watch each). */
@@ -182,12 +179,58 @@ export class MasterWatcher {
   /** Watch one directory, then list it; returns its subdirectories. */
   async #watchDirectory(dir: string, report: boolean): Promise<string[]> {
     if (this.#closed || this.#watches.has(dir)) return [];
-    const rel = this.#rel(dir);
-    if (rel === TEMP_DIR_NAME) return [];
+    if (this.#rel(dir) === TEMP_DIR_NAME) return [];
     // The identity is read before the watch is made: if the path is swapped in between, the
     // event of that swap finds another identity and watches again, never the reverse.
     const st = await lstat(dir).catch(() => null);
     if (!st?.isDirectory() || this.#closed || this.#watches.has(dir)) return [];
+    if (!this.#addWatch(dir, directoryIdentity(st))) return [];
+    let entries: import('node:fs').Dirent[] = [];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+    const subdirs: string[] = [];
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      if (report) this.#queue(this.#rel(path));
+      if (e.isDirectory()) subdirs.push(path);
+    }
+    return subdirs;
+  }
+
+  /**
+   * Watch every directory of master at start, a level at a time: the walk
+   * threads list a level's directories (and read each subdirectory's
+   * identity), then this thread watches the subdirectories before they are
+   * listed in turn. The same order as #watchDirectory (identity, watch,
+   * listing), without a hop through the thread pool per call: at start the
+   * tree may hold tens of thousands of directories.
+   */
+  async #watchAll(root: string): Promise<void> {
+    const st = await lstat(root).catch(() => null);
+    if (!st?.isDirectory()) return;
+    let level: [string, string][] = [[root, directoryIdentity(st)]];
+    while (level.length > 0 && !this.#closed) {
+      const watched = level.filter(([dir, identity]) => !this.#watches.has(dir) && this.#addWatch(dir, identity));
+      const next: [string, string][] = [];
+      await walkPool.run<string, [string, string][]>(
+        'list',
+        { skip: join(root, TEMP_DIR_NAME) },
+        watched.map(([dir]) => dir),
+        (parts) => {
+          for (const part of parts) for (const sub of part) next.push(sub);
+          return !this.#closed;
+        },
+      );
+      level = next;
+    }
+  }
+
+  /** Watch `dir`, known by `identity`; false when it cannot be (said through onIncomplete). */
+  #addWatch(dir: string, identity: string): boolean {
+    const rel = this.#rel(dir);
     let watcher: FSWatcher;
     try {
       watcher = watch(dir, { persistent: false }, (_event, name) => {
@@ -201,31 +244,18 @@ export class MasterWatcher {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // gone already, or too long a path for any call (so for the copy too: it is never published)
-      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return [];
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return false;
       this.#unwatchable.add(dir);
       this.#opts.onIncomplete(`cannot watch directory "${rel || '.'}" of master (${code ?? (err as Error).message})`);
-      return [];
+      return false;
     }
     watcher.on('error', (err) => {
       this.#unwatch(dir);
       this.#opts.onIncomplete(`watch on "${rel || '.'}" failed (${err.message})`);
       this.#track(this.#seen(dir));
     });
-    this.#watches.set(dir, { watcher, identity: directoryIdentity(st) });
-    let entries: import('node:fs').Dirent[] = [];
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch {
-      return [];
-    }
-    const subdirs: string[] = [];
-    for (const e of entries) {
-      if (!report && !e.isDirectory()) continue; // most entries are files: nothing to do for them at start
-      const path = join(dir, e.name);
-      if (report) this.#queue(this.#rel(path));
-      if (e.isDirectory()) subdirs.push(path);
-    }
-    return subdirs;
+    this.#watches.set(dir, { watcher, identity });
+    return true;
   }
 
   #unwatch(dir: string): void {

@@ -221,16 +221,33 @@ export class TreeCopier {
     const topOf = (rel: string): string => {
       for (let p = rel; ; p = p.slice(0, Math.max(0, p.lastIndexOf('/')))) if (destOfTop.has(p)) return p;
     };
-    const units: CloneUnit[] = planUnits(this.#source, tops, WALK_THREADS).map((u) => {
-      const top = topOf(u.rel);
-      const dest = `${destOfTop.get(top)}${u.rel.slice(top.length)}`;
+    const whole = (top: string): CloneUnit => ({
+      rel: top,
+      deep: true,
+      dest: destOfTop.get(top) as string,
       // A whole top directory is renamed into place by the thread that copied it. Its parent
       // is in the target: the comparison found this directory missing there, not its parent.
-      return u.rel === top && u.deep ? { ...u, dest, place: join(this.#target, top) } : { ...u, dest };
+      place: join(this.#target, top),
     });
-    // a shallow unit copies into a directory made here, parents first, so its subunits can start at once
+    let units: CloneUnit[] = planUnits(this.#source, tops, WALK_THREADS).map((u) => {
+      const top = topOf(u.rel);
+      return u.rel === top && u.deep ? whole(top) : { ...u, dest: `${destOfTop.get(top)}${u.rel.slice(top.length)}` };
+    });
+    // A shallow unit copies into a directory made here, parents first, so its subunits can
+    // start at once. One the temp directory cannot hold (a path too long) leaves its top
+    // directory in one piece, whose thread leaves out and reports what cannot be placed.
+    for (const u of units.filter((x) => !x.deep)) {
+      const top = topOf(u.rel);
+      if (!units.some((x) => x.rel === u.rel && x.dest === u.dest)) continue; // its top went whole
+      try {
+        await mkdir(u.dest, { mode: 0o700 });
+      } catch (err) {
+        if (!isUnplaceable(err)) throw err;
+        await rm(destOfTop.get(top) as string, { recursive: true, force: true });
+        units = [...units.filter((x) => topOf(x.rel) !== top), whole(top)];
+      }
+    }
     const shallow = units.filter((u) => !u.deep);
-    for (const u of shallow) await mkdir(u.dest, { mode: 0o700 });
     const shallowRels = new Set(shallow.map((u) => u.rel));
     const modes = new Map<string, number>();
     const placed = new Set<string>();

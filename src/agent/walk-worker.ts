@@ -1,6 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import { type CloneContext, type CloneUnit, cloneUnitSync } from './clone-trees.js';
 import { type CompareContext, compareUnitSync } from './compare-trees.js';
+import { subdirectoriesWithIdentity } from './directory-identity.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
 
@@ -8,6 +9,7 @@ import type { WalkUnit } from './walk-units.js';
 const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   compare: (c: CompareContext, unit: WalkUnit) => compareUnitSync(c.source, c.target, unit, c.opts),
   clone: (c: CloneContext, unit: CloneUnit) => cloneUnitSync(c, unit),
+  list: (c: { skip: string }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
 };
 
 parentPort?.on('message', (msg: { task: UnitTask; context: never; units: never[] }) => {
