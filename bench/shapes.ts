@@ -236,14 +236,19 @@ async function measure(shape: Shape): Promise<string> {
     rsyncIncMs.push(timed(`rsync -a --delete, ${CHANGED} changed`, rsync));
   }
 
+  // memory: `syncs` swaps to reach a steady state, then as many again, which must not grow it
+  const swaps = async () => {
+    for (let i = 0; i < syncs; i++) {
+      await change();
+      await call(agent, 'POST', '/v1/sync?wait=1');
+    }
+  };
+  await swaps();
   const rssBefore = rss(agent.child.pid);
-  for (let i = 0; i < syncs; i++) {
-    await change();
-    await call(agent, 'POST', '/v1/sync?wait=1');
-  }
+  await swaps();
   const rssAfter = rss(agent.child.pid);
   console.error(
-    `    agent RSS: ready ${mib(rssReady)}, before ${syncs} syncs ${mib(rssBefore)}, after ${mib(rssAfter)}`,
+    `    agent RSS: ready ${mib(rssReady)}, after ${syncs} syncs ${mib(rssBefore)}, after ${syncs} more ${mib(rssAfter)}`,
   );
   const exited = new Promise((r) => agent.child.once('exit', r));
   agent.child.kill('SIGTERM');
