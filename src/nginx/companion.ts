@@ -142,6 +142,13 @@ export class NginxCompanion {
   }
 
   static async start(opts: NginxCompanionOptions): Promise<NginxCompanion> {
+    if ((await readMasterPid(opts.pidFile)) === null) {
+      // said loudly: a wrong --nginx-pid looks exactly like nginx stopped, which holds no copy
+      opts.logger.warn(
+        { pidFile: opts.pidFile },
+        `no running nginx master is named by ${opts.pidFile}: nginx is taken as stopped until one is; if nginx runs, --nginx-pid must name its pid file`,
+      );
+    }
     const companion = new NginxCompanion(opts);
     await companion.#watcher.start();
     // the companion's own loop: it keeps the process alive until close()
