@@ -7,6 +7,7 @@ import { AGENT_FLAGS } from '../../src/cli/commands/agent.js';
 import { SERVE_FLAGS } from '../../src/cli/commands/serve.js';
 import { UP_FLAGS } from '../../src/cli/commands/up.js';
 import { describeProgress } from '../../src/cli/progress.js';
+import { cli } from '../helpers/proc.js';
 import {
   UsageError,
   durationFlag,
@@ -135,5 +136,19 @@ describe('progress line', () => {
     const long = describeProgress('full', { files: 10, bytes: 1048576, totalBytes: 200 * 1048576 }, 1);
     assert.match(long, /ETA 3m19s$/);
     assert.equal(describeProgress('slot a', { files: 3, bytes: 0 }, 0), 'slot a: 3 files, 0.0 MiB');
+  });
+});
+
+describe('mirrorswap nginx flags', () => {
+  it('refuses a missing --include, or one whose directory cannot be written, naming the fix', async () => {
+    const none = await cli(['nginx', '--store', '/nonexistent-store']);
+    assert.equal(none.code, 2);
+    assert.match(none.output, /--include FILE is required/);
+    const badDir = await cli(['nginx', '--include', '/nonexistent-dir/mirrorswap/root.conf']);
+    assert.equal(badDir.code, 2);
+    assert.match(badDir.output, /\/nonexistent-dir\/mirrorswap does not exist or is not writable: create it/);
+    const badWatch = await cli(['nginx', '--include', '/tmp/root.conf', '--watch', 'sometimes']);
+    assert.equal(badWatch.code, 2);
+    assert.match(badWatch.output, /--watch sometimes: must be auto, native or poll/);
   });
 });

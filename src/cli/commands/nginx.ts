@@ -1,4 +1,7 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import { dirname } from 'node:path';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS } from '../../../middleware/defaults.js';
 import { metricsHandler } from '../../../middleware/metrics.js';
 import type { WatchMode } from '../../../middleware/options.js';
@@ -74,6 +77,13 @@ export async function nginxCommand(values: FlagValues): Promise<number> {
   const layout = layoutFrom(values);
   const includeFile = stringFlag(values, 'include');
   if (!includeFile) throw new UsageError('--include FILE is required: the include file nginx reads the root from');
+  try {
+    await access(dirname(includeFile), constants.W_OK);
+  } catch {
+    throw new UsageError(
+      `--include ${includeFile}: its directory ${dirname(includeFile)} does not exist or is not writable: create it (install -d)`,
+    );
+  }
   const watch = (stringFlag(values, 'watch') ?? MOUNT_DEFAULTS.watch) as WatchMode;
   if (!['auto', 'native', 'poll'].includes(watch))
     throw new UsageError(`--watch ${watch}: must be auto, native or poll`);
