@@ -334,14 +334,24 @@ describe('mirrorswap nginx as a process', () => {
     assert.match(include, new RegExp(`root (${s.store.slots.a}|${s.store.slots.b});`));
   });
 
-  it('reloads through --reload-cmd, and shows why a failing one failed', async () => {
+  it('reloads through --reload-cmd (finding nginx by the configuration it names), and shows why a failing one failed', async () => {
     await proc?.kill('SIGTERM');
     const reload = `${nginxBinary()} -c ${s.nginx.confFile} -p ${s.nginx.dir} -s reload`;
-    proc = await startCli(['--reload-cmd', reload, '--retry-interval', '200ms']);
+    // no pid file: the master is the one whose configuration the reload command names
+    proc = await startCli([
+      '--reload-cmd',
+      reload,
+      '--retry-interval',
+      '200ms',
+      '--nginx-pid',
+      '/nonexistent/nginx.pid',
+    ]);
     await put(s, 'index.html', 'cmd-1');
     const ok = await sync(s);
     assert.equal(ok.result, 'ok', JSON.stringify(ok));
     assert.equal((await get(s.nginx.port, '/index.html')).body, 'cmd-1');
+    const found = (await (await fetch(`http://127.0.0.1:${metricsPort}/status`)).json()) as { master: number };
+    assert.equal(found.master, s.nginx.master());
     // nginx -s reload checks the configuration itself and exits 1 with nginx's words
     await s.nginx.breakConfig(true);
     await put(s, 'index.html', 'cmd-2');

@@ -8,7 +8,7 @@ import { type EpochRecord, slotRoot } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
 import { writeInclude } from './include-file.js';
-import { configProblem, isWorker, readMasterPid, workersOf } from './nginx-processes.js';
+import { configProblem, isWorker, masterNamedBy, readMasterPid, workersOf } from './nginx-processes.js';
 
 export interface NginxCompanionOptions {
   layout: StoreLayout;
@@ -142,7 +142,7 @@ export class NginxCompanion {
   }
 
   static async start(opts: NginxCompanionOptions): Promise<NginxCompanion> {
-    if ((await readMasterPid(opts.pidFile)) === null) {
+    if ((await readMasterPid(opts.pidFile)) === null && !(opts.reloadCmd && (await masterNamedBy(opts.reloadCmd)))) {
       // said loudly: a wrong --nginx-pid looks exactly like nginx stopped, which holds no copy
       opts.logger.warn(
         { pidFile: opts.pidFile },
@@ -155,6 +155,16 @@ export class NginxCompanion {
     companion.#checkTimer = setInterval(() => void companion.#check(), NGINX_DEFAULTS.checkInterval);
     await companion.settled();
     return companion;
+  }
+
+  /**
+   * nginx's master: the one its pid file names, or, with `--reload-cmd` and
+   * no such file, the one that command addresses (its `-c`), if exactly one.
+   */
+  async #findMaster(): Promise<number | null> {
+    const named = await readMasterPid(this.#opts.pidFile);
+    if (named !== null || !this.#opts.reloadCmd) return named;
+    return masterNamedBy(this.#opts.reloadCmd);
   }
 
   /** What the companion knows: for `status`, tests and the log. */
@@ -218,7 +228,7 @@ export class NginxCompanion {
     // every nginx (re)started from here on reads the new root
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root);
     this.#written = { epoch: record.epoch, slot, publishedAt: record.publishedAt };
-    const master = await readMasterPid(this.#opts.pidFile);
+    const master = await this.#findMaster();
     if (master === null) {
       // nginx is not running: it serves nothing now, and will start on this root
       this.#master = null;
@@ -253,8 +263,7 @@ export class NginxCompanion {
     for (;;) {
       const fresh = (await workersOf(master)).filter((pid) => !before.has(pid));
       if (fresh.length > 0) return fresh;
-      if ((await readMasterPid(this.#opts.pidFile)) !== master)
-        throw new ReloadFailed('nginx stopped during the reload');
+      if ((await this.#findMaster()) !== master) throw new ReloadFailed('nginx stopped during the reload');
       if (Date.now() - started > this.#opts.reloadTimeout) {
         const problem = await configProblem(master);
         throw new ReloadFailed(
@@ -305,7 +314,7 @@ export class NginxCompanion {
         changed = true;
       }
     }
-    const master = await readMasterPid(this.#opts.pidFile).catch(() => null);
+    const master = await this.#findMaster().catch(() => null);
     this.#metrics.up.set(master === null ? 0 : 1);
     if (master !== this.#master && !this.#converging) {
       const previous = this.#master;
@@ -345,7 +354,7 @@ export class NginxCompanion {
     clearInterval(this.#checkTimer);
     await this.#watcher.close();
     await this.settled();
-    const running = (await readMasterPid(this.#opts.pidFile).catch(() => null)) !== null;
+    const running = (await this.#findMaster().catch(() => null)) !== null;
     await this.#heartbeat.close({ keepFile: running });
   }
 }

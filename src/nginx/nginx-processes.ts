@@ -114,3 +114,26 @@ export async function configProblem(master: number): Promise<string | null> {
     });
   });
 }
+
+/**
+ * The running nginx master that a reload command addresses, when no pid file
+ * names one: the master started with the configuration file (`-c`) the
+ * command names, or the only master when neither names one. Null when none
+ * or more than one could be meant.
+ */
+export async function masterNamedBy(reloadCmd: string): Promise<number | null> {
+  const tokens = reloadCmd.split(/\s+/);
+  const confOfCmd = tokens[tokens.indexOf('-c') + 1];
+  const matches: number[] = [];
+  const masters: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const title = await cmdline(Number(name));
+    if (!/^nginx: master process/.test(title)) continue;
+    masters.push(Number(name));
+    const conf = /\s-c\s+(\S+)/.exec(title)?.[1];
+    if (conf !== undefined && confOfCmd !== undefined && conf === confOfCmd) matches.push(Number(name));
+  }
+  if (confOfCmd !== undefined && tokens.includes('-c')) return matches.length === 1 ? (matches[0] as number) : null;
+  return masters.length === 1 ? (masters[0] as number) : null;
+}
