@@ -157,3 +157,12 @@ export async function startServe(store: string, cli = THIS_CLI): Promise<{ child
   await waitForPort(port);
   return { child, port };
 }
+
+/** Run `fn`, print how long it took under `label` (on stderr), and return the milliseconds. */
+export function timed(label: string, fn: () => void, indent = '  '): number {
+  const t = performance.now();
+  fn();
+  const ms = performance.now() - t;
+  console.error(`${indent}${label}: ${ms.toFixed(0)} ms`);
+  return ms;
+}

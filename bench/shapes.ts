@@ -19,7 +19,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SwapRecord } from '../src/agent/agent.js';
-import { freePort, machine, requireCommand, rss, THIS_CLI } from './lib.js';
+import { freePort, machine, requireCommand, rss, THIS_CLI, timed } from './lib.js';
 
 interface Shape {
   name: string;
@@ -65,14 +65,6 @@ const CHANGED = 10;
 function run(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
-}
-
-function timed(label: string, fn: () => void): number {
-  const t = performance.now();
-  fn();
-  const ms = performance.now() - t;
-  console.error(`    ${label}: ${ms.toFixed(0)} ms`);
-  return ms;
 }
 
 async function timedAsync(label: string, fn: () => Promise<unknown>): Promise<number> {

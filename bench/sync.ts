@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { Limiter } from '../src/agent/limiter.js';
 import { TreeCopier } from '../src/agent/tree-copy.js';
-import { flag, machine, requireCommand, rss, startTarget, stop } from './lib.js';
+import { flag, machine, requireCommand, rss, startTarget, stop, timed } from './lib.js';
 
 // as the CLI does (src/cli/bin.ts): the copier keeps many fs calls in flight
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -27,14 +27,6 @@ const PER_DIR = 1000;
 const CLI = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
 const pathOf = (i: number) => `d${Math.floor(i / PER_DIR)}/f${i}.dat`;
-
-function timed(label: string, fn: () => void): number {
-  const t = performance.now();
-  fn();
-  const ms = performance.now() - t;
-  console.error(`  ${label}: ${ms.toFixed(0)} ms`);
-  return ms;
-}
 
 function run(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: 'inherit' });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Agent, type Agent as HttpAgent, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../src/agent/agent.js';
@@ -373,5 +375,53 @@ describe('mirrorswap nginx as a process', () => {
     await waitFor('nginx to serve cmd-2', async () => (await get(s.nginx.port, '/index.html')).body === 'cmd-2', {
       timeout: 10_000,
     });
+  });
+});
+
+describe('mirrorswap nginx against bad luck', () => {
+  it('takes a FIFO where the pid file goes as no nginx, without hanging, and refuses a second companion', async () => {
+    const store = await tempStore();
+    try {
+      await store.fill('a', { 'index.html': 'a' });
+      await store.publish(1, 'a');
+      const fifo = join(store.root, 'nginx.pid');
+      execFileSync('mkfifo', [fifo]);
+      const logs = memoryLogger();
+      const options = {
+        layout: store,
+        includeFile: join(store.root, 'root.conf'),
+        pidFile: fifo,
+        reloadTimeout: 1000,
+        retryInterval: 200,
+        serverId: 'nginx-fifo',
+        heartbeatInterval: 200,
+        watch: 'native' as const,
+        pollInterval: 1000,
+        logger: logs,
+      };
+      // a read of the FIFO would block until a writer came: start must return regardless
+      const companion = await NginxCompanion.start(options);
+      try {
+        assert.equal(companion.status().master, null);
+        assert.ok(logs.lines.some((l) => l.level === 'warn' && /no running nginx master/.test(l.msg)));
+        assert.match(await readFile(options.includeFile, 'utf8'), /^root .*;$/m);
+        // a second companion on the same include would reload nginx and write the same heartbeat
+        await assert.rejects(
+          NginxCompanion.start({ ...options, logger: memoryLogger() }),
+          (err: Error & { code?: string }) => {
+            assert.equal(err.code, 'STORE_LOCKED');
+            assert.match(err.message, /another mirrorswap nginx companion \(pid \d+/);
+            return true;
+          },
+        );
+      } finally {
+        await companion.close();
+      }
+      // once the first has stopped, another may start
+      const next = await NginxCompanion.start(options);
+      await next.close();
+    } finally {
+      await store.dispose();
+    }
   });
 });

@@ -43,7 +43,7 @@ export class StoreLock {
     this.#handle = handle;
   }
 
-  static async acquire(file: string): Promise<StoreLock> {
+  static async acquire(file: string, holder = 'mirrorswap agent'): Promise<StoreLock> {
     const ownerFile = `${file}.owner`;
     // O_NONBLOCK and O_NOFOLLOW: a FIFO or a link put in its place is refused, never waited on
     const handle = await open(
@@ -83,7 +83,7 @@ export class StoreLock {
         : 'which has not written who it is yet';
       throw new MirrorswapError(
         'STORE_LOCKED',
-        `another mirrorswap agent (${who}) holds ${file}; stop it first (the lock is the kernel's: it goes with that process)`,
+        `another ${holder} (${who}) holds ${file}; stop it first (the lock is the kernel's: it goes with that process)`,
       );
     } finally {
       if (!locked) await handle.close();

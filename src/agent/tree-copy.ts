@@ -236,17 +236,20 @@ export class TreeCopier {
     // A shallow unit copies into a directory made here, parents first, so its subunits can
     // start at once. One the temp directory cannot hold (a path too long) leaves its top
     // directory in one piece, whose thread leaves out and reports what cannot be placed.
+    const wholeTops = new Set<string>();
     for (const u of units.filter((x) => !x.deep)) {
       const top = topOf(u.rel);
-      if (!units.some((x) => x.rel === u.rel && x.dest === u.dest)) continue; // its top went whole
+      if (wholeTops.has(top)) continue;
       try {
         await mkdir(u.dest, { mode: 0o700 });
       } catch (err) {
         if (!isUnplaceable(err)) throw err;
+        wholeTops.add(top);
         await rm(destOfTop.get(top) as string, { recursive: true, force: true });
-        units = [...units.filter((x) => topOf(x.rel) !== top), whole(top)];
       }
     }
+    if (wholeTops.size > 0)
+      units = [...units.filter((x) => !wholeTops.has(topOf(x.rel))), ...[...wholeTops].map(whole)];
     const shallow = units.filter((u) => !u.deep);
     const shallowRels = new Set(shallow.map((u) => u.rel));
     const modes = new Map<string, number>();

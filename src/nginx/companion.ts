@@ -7,6 +7,7 @@ import type { WatchMode } from '../../middleware/options.js';
 import { type EpochRecord, slotRoot } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
+import { StoreLock } from '../agent/store-lock.js';
 import { writeInclude } from './include-file.js';
 import { configProblem, isWorker, masterNamedBy, readMasterPid, workersOf } from './nginx-processes.js';
 
@@ -113,8 +114,11 @@ export class NginxCompanion {
     }),
   };
 
-  constructor(opts: NginxCompanionOptions) {
+  readonly #lock: StoreLock;
+
+  private constructor(opts: NginxCompanionOptions, lock: StoreLock) {
     this.#opts = opts;
+    this.#lock = lock;
     for (const m of Object.values(this.#metrics)) this.registry.registerMetric(m);
     this.#watcher = new EpochWatcher({
       epochFile: opts.layout.epochFile,
@@ -149,7 +153,10 @@ export class NginxCompanion {
         `no running nginx master is named by ${opts.pidFile}: nginx is taken as stopped until one is; if nginx runs, --nginx-pid must name its pid file`,
       );
     }
-    const companion = new NginxCompanion(opts);
+    // One companion per include: a second would reload nginx and write the same heartbeat,
+    // each counting the other's retired workers as its own current ones.
+    const lock = await StoreLock.acquire(`${opts.includeFile}.lock`, 'mirrorswap nginx companion');
+    const companion = new NginxCompanion(opts, lock);
     await companion.#watcher.start();
     // the companion's own loop: it keeps the process alive until close()
     companion.#checkTimer = setInterval(() => void companion.#check(), NGINX_DEFAULTS.checkInterval);
@@ -316,6 +323,7 @@ export class NginxCompanion {
     }
     const master = await this.#findMaster().catch(() => null);
     this.#metrics.up.set(master === null ? 0 : 1);
+    // a switch may have begun during the looks above: it owns the state then
     if (master !== this.#master && !this.#converging) {
       const previous = this.#master;
       this.#master = master;
@@ -356,6 +364,7 @@ export class NginxCompanion {
     await this.settled();
     const running = (await this.#findMaster().catch(() => null)) !== null;
     await this.#heartbeat.close({ keepFile: running });
+    await this.#lock.release();
   }
 }
 

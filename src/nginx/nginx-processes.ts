@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile, readdir, readlink } from 'node:fs/promises';
+import { readSmallFile } from '../read-small-file.js';
 
 /**
  * What the companion reads of a running nginx, from /proc: its master's pid,
@@ -11,14 +12,14 @@ import { readFile, readdir, readlink } from 'node:fs/promises';
 
 /** The master's pid from nginx's pid file; null when there is none (nginx not running). */
 export async function readMasterPid(pidFile: string): Promise<number | null> {
-  let text: string;
+  // read without blocking: a FIFO or a device put where the pid file goes must not hang the companion
+  let bytes: Buffer | null;
   try {
-    text = await readFile(pidFile, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
+    bytes = await readSmallFile(pidFile, 64);
+  } catch {
+    return null; // not a regular file, or unreadable: no master is named
   }
-  const pid = Number(text.trim());
+  const pid = Number(bytes?.toString('utf8').trim());
   if (!Number.isInteger(pid) || pid <= 1) return null;
   return (await isAlive(pid)) ? pid : null;
 }

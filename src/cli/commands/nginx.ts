@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS } from '../../../middleware/defaults.js';
 import { metricsHandler } from '../../../middleware/metrics.js';
 import type { WatchMode } from '../../../middleware/options.js';
+import { FLOCK, checkRuntimeTools } from '../../agent/runtime-tools.js';
 import { SERVER_ID_PATTERN } from '../../heartbeat.js';
 import { NGINX_DEFAULTS, NginxCompanion, defaultNginxServerId } from '../../nginx/companion.js';
 import { closeServer, listen } from '../../server/listen.js';
@@ -91,6 +92,7 @@ export async function nginxCommand(values: FlagValues): Promise<number> {
   if (!SERVER_ID_PATTERN.test(serverId)) {
     throw new UsageError(`--server-id ${serverId}: letters, digits, '.', '_' and '-' only (at most 128)`);
   }
+  await checkRuntimeTools([FLOCK]);
   const log = makeLogger();
   const companion = await NginxCompanion.start({
     layout,
