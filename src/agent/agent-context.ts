@@ -1,5 +1,6 @@
 import type { EpochRecord } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
+import type { FleetCoordinator } from '../fleet/coordinator.js';
 import type { StoreLayout } from '../store-layout.js';
 import type { ResolvedAgentOptions, SwapProgress } from './agent-types.js';
 import type { Journal } from './journal.js';
@@ -27,6 +28,8 @@ export interface AgentContext {
   epoch: EpochRecord;
   /** The swap under way, for status. */
   swapping: SwapProgress | null;
+  /** The fleet this agent coordinates (`--etcd`); undefined on a single host. */
+  readonly fleet: FleetCoordinator | undefined;
   /** Say that changes to master may have been missed: logs a gap and schedules a comparison. */
   incomplete(reason: string): void;
 }

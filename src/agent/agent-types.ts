@@ -1,3 +1,4 @@
+import type { CoordinatorOptions, FleetStatus } from '../fleet/coordinator.js';
 import type { Heartbeat } from '../heartbeat.js';
 import type { Logger } from '../logger.js';
 import type { SlotName, StoreLayout } from '../store-layout.js';
@@ -29,10 +30,18 @@ export interface AgentOptions {
    * counted and synced like any other change.
    */
   verifyIntervalMs?: number;
+  /** Coordinate a fleet of hosts through etcd (`--etcd`, `--fleet`): see docs/FLEET.md. */
+  fleet?: FleetAgentOptions | undefined;
 }
 
-export type ResolvedAgentOptions = Required<Omit<AgentOptions, 'onMount' | 'onUnmount'>> &
-  Pick<AgentOptions, 'onMount' | 'onUnmount'>;
+/** The coordinator's options; the agent adds its slots and logger. */
+export type FleetAgentOptions = Omit<CoordinatorOptions, 'slotRoots' | 'log'> & {
+  /** The token hosts give to pull content. */
+  token: string;
+};
+
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, 'onMount' | 'onUnmount' | 'fleet'>> &
+  Pick<AgentOptions, 'onMount' | 'onUnmount' | 'fleet'>;
 
 /** A swap copies master into the standby and mounts it (`sync`), or mounts the older copy again (`rollback`). */
 export type SwapKind = 'sync' | 'rollback';
@@ -52,6 +61,8 @@ export interface SwapRecord {
   error?: { code: string; message: string };
   /** Servers dropped from a drain because their heartbeat went stale. */
   dropped: string[];
+  /** In a fleet: the hosts that switched with it, and those evicted from it. */
+  fleet?: { members: string[]; evicted: string[] };
 }
 
 /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
@@ -94,4 +105,6 @@ export interface AgentStatus {
   swapping: SwapProgress | null;
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
+  /** In fleet mode: every host, the proposal under way and the committed epoch. */
+  fleet?: FleetStatus | { error: string };
 }

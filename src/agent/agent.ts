@@ -1,5 +1,8 @@
 import { join } from 'node:path';
 import type { EpochRecord } from '../epoch-file.js';
+import { FleetCoordinator } from '../fleet/coordinator.js';
+import { fleetRouter } from '../fleet/fleet-api.js';
+import type { Router } from 'express';
 import { isLive, readHeartbeats } from '../heartbeat.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
 import type { AgentContext } from './agent-context.js';
@@ -12,6 +15,7 @@ import type { MasterWriter } from './master-writer.js';
 import { AgentMetrics } from './metrics.js';
 import { type OpenedStore, openStore } from './open-store.js';
 import { type ReconcileResult, reconcileMaster } from './reconcile.js';
+import { followCommitted } from './fleet-truth.js';
 import { Schedule } from './schedule.js';
 import type { StoreLock } from './store-lock.js';
 import { runSwap } from './swap.js';
@@ -48,6 +52,8 @@ export class Agent {
   readonly layout: StoreLayout;
   readonly metrics: AgentMetrics;
   readonly writer: MasterWriter;
+  /** The fleet content endpoints (`/v1/fleet`), in fleet mode. */
+  readonly fleetApi: Router | undefined;
   readonly #ctx: AgentContext;
   readonly #lock: StoreLock;
   readonly #journal: Journal;
@@ -72,7 +78,12 @@ export class Agent {
       },
     });
     this.metrics.epoch.set(store.epoch.epoch);
+    const fleet = opts.fleet
+      ? new FleetCoordinator({ ...opts.fleet, slotRoots: opts.layout.slots, log: opts.logger })
+      : undefined;
+    this.fleetApi = fleet && opts.fleet ? fleetRouter(fleet.snapshots, opts.fleet.token, opts.logger) : undefined;
     this.#ctx = {
+      fleet,
       layout: opts.layout,
       opts,
       log: opts.logger,
@@ -118,6 +129,7 @@ export class Agent {
       if (!store.initialised)
         await store.journal.logGap('agent started: master may have changed while no agent watched it');
       if (opts.watchMaster) await agent.#watchMaster();
+      agent.#ctx.fleet?.start((committed) => followCommitted(agent.#ctx, committed));
       if (!store.initialised) void agent.#queue.reconcile('start');
       return agent;
     } catch (err) {
@@ -245,6 +257,9 @@ export class Agent {
       swapping: swapping ? { ...swapping, ...(swapping.copied ? { copied: { ...swapping.copied } } : {}) } : null,
       servers,
       lastSwaps: this.#history,
+      ...(this.#ctx.fleet
+        ? { fleet: await this.#ctx.fleet.status().catch((err: Error) => ({ error: err.message })) }
+        : {}),
     };
   }
 
@@ -256,6 +271,7 @@ export class Agent {
     clearTimeout(this.#reconcileTimer);
     // queued comparisons are dropped; a swap under way (and those queued behind it) runs to its end
     await this.#queue.close();
+    await this.#ctx.fleet?.close();
     await this.#ctx.watcher?.close();
     await this.#journal.close();
     await this.#lock.release();

@@ -98,6 +98,13 @@ export function createApi(opts: ApiOptions): express.Express {
     }
   });
 
+  // fleet hosts pull content with the fleet token, not the write token
+  app.use('/v1/fleet', (req: Request, res: Response, next: NextFunction) => {
+    const api = opts.agent()?.fleetApi;
+    if (api) api(req, res, next);
+    else sendError(res, 404, 'NOT_A_FLEET', 'this agent coordinates no fleet (--etcd)');
+  });
+
   // everything under /v1 needs the token
   app.use('/v1', (req: Request, res: Response, next: NextFunction) => {
     const header = req.headers.authorization ?? '';

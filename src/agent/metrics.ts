@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export const SWAP_RESULTS = ['ok', 'failed', 'drain_timeout'] as const;
 export type SwapResult = (typeof SWAP_RESULTS)[number];
-export const SWAP_PHASES = ['wait', 'copy', 'publish', 'drain'] as const;
+export const SWAP_PHASES = ['wait', 'copy', 'prepare', 'publish', 'drain'] as const;
 export type SwapPhase = (typeof SWAP_PHASES)[number];
 
 /** The agent's metrics, in their own registry. */

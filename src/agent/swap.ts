@@ -4,12 +4,15 @@ import { type SlotName, otherSlot } from '../store-layout.js';
 import { type AgentContext, setEpoch } from './agent-context.js';
 import type { SwapKind, SwapRecord } from './agent-types.js';
 import { copyIntoSlot } from './copy-into-slot.js';
+import { followCommitted } from './fleet-truth.js';
 import { type WaitForServersOptions, waitForServers } from './drain.js';
 import { runHook } from './hooks.js';
 import type { SwapPhase } from './metrics.js';
 import { publishEpoch } from './publish.js';
 import { rollbackRefusal } from './swap-queue.js';
 import { emptyStats } from './tree-copy.js';
+import type { FleetCoordinator } from '../fleet/coordinator.js';
+import type { FleetEpoch } from '../fleet/fleet-keys.js';
 
 /**
  * One swap, in the order of its phases:
@@ -34,6 +37,7 @@ export async function runSwap(
   onPublished: () => void = () => {},
 ): Promise<SwapRecord> {
   await readEpochTruth(ctx);
+  if (ctx.fleet?.elected) await followCommitted(ctx, await ctx.fleet.committed().catch(() => null));
   const current = ctx.epoch;
   const from = current.mounted;
   const to = otherSlot(from);
@@ -52,13 +56,17 @@ export async function runSwap(
   ctx.swapping = { kind, phase: 'wait' };
   let published = false;
   try {
+    // a fleet swap is only ever committed by the elected coordinator: fail before copying
+    ctx.fleet?.mustBeElected();
     if (kind === 'rollback') {
       const refusal = rollbackRefusal(to, ctx.slots.get(to), ctx.slots.get(from));
       if (refusal) throw refusal;
     }
     // 1. the standby must be free: no live server still mounts it or has requests on it
-    const waited = await phase(ctx, record, 'wait', () =>
-      waitForLiveServers(
+    const waited = await phase(ctx, record, 'wait', async () => {
+      // fleet hosts pulling from the standby finish first, and no new pull starts on it
+      if (kind === 'sync') await ctx.fleet?.snapshots.release(to, ctx.opts.drainTimeoutMs);
+      return waitForLiveServers(
         ctx,
         {
           what: `slot ${to} to be free before copying into it`,
@@ -69,23 +77,27 @@ export async function runSwap(
               : `still has ${hb.inflight[to]} requests in flight on slot ${to}`,
         },
         'server heartbeat went stale; no longer waiting for it',
-      ),
-    );
+      );
+    });
     record.dropped.push(...waited.dropped);
     // 2. copy master into it (a sync) — under the master lock, so no batch is split
     if (kind === 'sync') await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, full, record));
+    await vouchFor(ctx, to);
+    // 3a. in a fleet: every host prepares the copy, and one etcd transaction commits it
+    const fleet = ctx.fleet ? await phase(ctx, record, 'prepare', () => commitToFleet(ctx, record, to)) : null;
     // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
     const next = await phase(ctx, record, 'publish', async () => {
-      await vouchFor(ctx, to);
-      return publish(ctx, current.epoch + 1, to);
+      if (!fleet) await vouchFor(ctx, to);
+      return publish(ctx, record.epoch, to);
     });
     published = true;
     onPublished();
     setEpoch(ctx, next);
     await hook(ctx, 'mount', ctx.opts.onMount, next, to);
     // 4. wait until every live server has switched and drained the old slot
-    const drained = await phase(ctx, record, 'drain', () =>
-      waitForLiveServers(
+    const drained = await phase(ctx, record, 'drain', async () => {
+      const hosts = fleet ? ctx.fleet?.awaitDrained(fleet, ctx.opts.drainTimeoutMs) : undefined;
+      const local = await waitForLiveServers(
         ctx,
         {
           what: `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
@@ -96,8 +108,10 @@ export async function runSwap(
               : `still has ${hb.inflight[from]} requests in flight on slot ${from}`,
         },
         'server died during the drain; no longer waiting for it',
-      ),
-    );
+      );
+      const remote = await hosts;
+      return { dropped: [...local.dropped, ...(remote?.dropped.map((h) => `host ${h}`) ?? [])] };
+    });
     record.dropped.push(...drained.dropped);
     await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
     record.result = 'ok';
@@ -112,6 +126,20 @@ export async function runSwap(
   ctx.metrics.swaps.inc({ result: record.result, kind });
   logSwap(ctx, record);
   return record;
+}
+
+/**
+ * Make the swap a fleet one: the standby just copied becomes the snapshot
+ * hosts pull, its epoch follows the fleet's highest, and the fleet commits
+ * it (or the swap fails here, with nothing switched anywhere).
+ */
+async function commitToFleet(ctx: AgentContext, record: SwapRecord, slot: SlotName): Promise<FleetEpoch> {
+  const fleet = ctx.fleet as FleetCoordinator;
+  const snapshot = fleet.snapshots.idOf(slot) ?? (await fleet.snapshots.take(slot));
+  record.epoch = await fleet.nextEpoch(ctx.epoch.epoch);
+  const committed = await fleet.commit({ epoch: record.epoch, slot, seq: ctx.slots.get(slot).seq, snapshot });
+  record.fleet = { members: committed.epoch.members, evicted: committed.evicted };
+  return committed.epoch;
 }
 
 /** Run one phase of a swap, timing it into the record and the metrics. */

@@ -1,5 +1,6 @@
 import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS } from '../agent/agent-defaults.js';
 import type { AgentOptions } from '../agent/agent.js';
+import type { FleetAgentOptions } from '../agent/agent-types.js';
 import type { Logger } from '../logger.js';
 import { type AgentServer, startAgentServer } from '../server/agent-server.js';
 import type { StoreLayout } from '../store-layout.js';
@@ -123,6 +124,7 @@ export function startAgentFrom(
   layout: StoreLayout,
   token: string,
   log: Logger,
+  fleet?: FleetAgentOptions,
 ): Promise<AgentServer> {
   const { host, port } = listenFlag(values, 'listen');
   return startAgentServer({
@@ -130,6 +132,6 @@ export function startAgentFrom(
     port,
     token,
     maxBody: sizeFlag(values, 'max-body'),
-    agent: agentOptions(values, layout, log),
+    agent: { ...agentOptions(values, layout, log), fleet },
   });
 }

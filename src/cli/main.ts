@@ -10,6 +10,7 @@ import {
   verifyCommand,
 } from './client-commands.js';
 import { AGENT_FLAGS, agentCommand } from './commands/agent.js';
+import { HOST_FLAGS, hostCommand } from './commands/host.js';
 import { INIT_FLAGS, initCommand } from './commands/init.js';
 import { NGINX_FLAGS, nginxCommand } from './commands/nginx.js';
 import { SERVE_FLAGS, serveCommand } from './commands/serve.js';
@@ -41,6 +42,12 @@ const COMMANDS: Record<string, Command> = {
     summary: 'Run the sync agent: write API, syncs and swaps with drain.',
     flags: AGENT_FLAGS,
     run: agentCommand,
+  },
+  host: {
+    usage: 'mirrorswap host --store DIR --etcd URL[,URL…] --fleet NAME --token-file FILE [options]',
+    summary: "Run a fleet host's agent: its slots follow the fleet's coordinator, switched in lockstep through etcd.",
+    flags: HOST_FLAGS,
+    run: hostCommand,
   },
   serve: {
     usage: 'mirrorswap serve --store DIR [options]',

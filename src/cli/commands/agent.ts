@@ -1,6 +1,7 @@
 import { AGENT_LISTEN_FLAG, SWAP_FLAGS, startAgentFrom } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
-import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from '../flags.js';
+import { COORDINATOR_FLAGS, ETCD_FLAGS, coordinatorFrom } from '../fleet-flags.js';
+import { type FlagSpecs, type FlagValues, UsageError, listenFlag, stringFlag } from '../flags.js';
 import { runUntilSignal } from '../run-until-signal.js';
 
 export const AGENT_FLAGS: FlagSpecs = {
@@ -13,6 +14,8 @@ export const AGENT_FLAGS: FlagSpecs = {
     help: 'file holding the API token (required)',
   },
   ...SWAP_FLAGS,
+  ...ETCD_FLAGS,
+  ...COORDINATOR_FLAGS,
 };
 
 /** `mirrorswap agent`: the sync agent behind its write API, until SIGTERM. */
@@ -21,9 +24,13 @@ export async function agentCommand(values: FlagValues): Promise<number> {
   const tokenFile = stringFlag(values, 'token-file');
   if (!tokenFile) throw new UsageError('--token-file is required: the write API never runs without a token');
   const token = await readToken(tokenFile);
+  const fleet = await coordinatorFrom(values, listenFlag(values, 'listen'));
   const log = makeLogger();
-  const server = await startAgentFrom(values, layout, token, log);
+  const server = await startAgentFrom(values, layout, token, log, fleet);
   const agent = await server.started;
-  log.info({ url: server.url, store: layout.root, epoch: agent.epoch.epoch }, 'agent listening');
+  log.info(
+    { url: server.url, store: layout.root, epoch: agent.epoch.epoch, ...(fleet ? { fleet: fleet.fleet } : {}) },
+    'agent listening',
+  );
   return runUntilSignal(server, null, log);
 }

@@ -1,0 +1,171 @@
+import { createServer } from 'node:http';
+import { Gauge, Registry } from 'prom-client';
+import { AGENT_DEFAULTS, AGENT_MINIMUMS } from '../../agent/agent-defaults.js';
+import { HostAgent } from '../../fleet/host-agent.js';
+import { SERVER_ID_PATTERN } from '../../heartbeat.js';
+import { closeServer, listen } from '../../server/listen.js';
+import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
+import { ETCD_FLAGS, etcdFrom, leaseSecondsFrom } from '../fleet-flags.js';
+import {
+  type FlagSpecs,
+  type FlagValues,
+  UsageError,
+  durationFlag,
+  formatDuration,
+  listenFlag,
+  stringFlag,
+} from '../flags.js';
+
+export const HOST_FLAGS: FlagSpecs = {
+  ...STORE_FLAGS,
+  ...ETCD_FLAGS,
+  'token-file': {
+    type: 'string',
+    env: 'MIRRORSWAP_FLEET_TOKEN_FILE',
+    arg: 'FILE',
+    help: "file holding the fleet token (the coordinator's --fleet-token-file); required",
+  },
+  'host-id': {
+    type: 'string',
+    env: 'MIRRORSWAP_HOST_ID',
+    arg: 'ID',
+    help: "this host's name in the fleet (default: the hostname)",
+  },
+  listen: {
+    type: 'string',
+    env: 'MIRRORSWAP_HOST_LISTEN',
+    arg: 'HOST:PORT',
+    help: 'serve /healthz, /readyz, /status (JSON) and /metrics here',
+  },
+  'drain-timeout': {
+    type: 'string',
+    env: 'MIRRORSWAP_DRAIN_TIMEOUT',
+    default: formatDuration(AGENT_DEFAULTS.drainTimeoutMs),
+    arg: 'DURATION',
+    help: "longest wait for this host's servers to let go of a slot",
+  },
+  'server-ttl': {
+    type: 'string',
+    env: 'MIRRORSWAP_SERVER_TTL',
+    default: formatDuration(AGENT_DEFAULTS.serverTtlMs),
+    arg: 'DURATION',
+    help: 'a server whose heartbeat is older is dead',
+  },
+  fsync: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_FSYNC',
+    default: AGENT_DEFAULTS.durable,
+    help: 'make pulled content durable before saying it is prepared (--no-fsync: faster, not crash-safe)',
+  },
+};
+
+/** `mirrorswap host`: the host agent of one web host in a fleet, until SIGTERM. */
+export async function hostCommand(values: FlagValues): Promise<number> {
+  const layout = layoutFrom(values);
+  const reached = await etcdFrom(values);
+  if (!reached) throw new UsageError('--etcd URL[,URL…] is required: a host agent follows its fleet through etcd');
+  const tokenFile = stringFlag(values, 'token-file');
+  if (!tokenFile)
+    throw new UsageError('--token-file is required: the coordinator gives content only for the fleet token');
+  const token = await readToken(tokenFile);
+  const hostId = stringFlag(values, 'host-id');
+  if (hostId !== undefined && !SERVER_ID_PATTERN.test(hostId))
+    throw new UsageError(`--host-id ${hostId}: letters, digits, '.', '_' and '-' only (at most 128)`);
+  const log = makeLogger();
+  let server: ReturnType<typeof createServer> | null = null;
+  let url: string | null = null;
+  let agent: HostAgent | null = null;
+  if (stringFlag(values, 'listen') !== undefined) {
+    const { host, port } = listenFlag(values, 'listen');
+    const registry = new Registry();
+    hostMetrics(registry, () => agent);
+    server = createServer(async (req, res) => {
+      const status = agent?.status() ?? null;
+      const json = (code: number, body: unknown) => {
+        res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(`${JSON.stringify(body)}\n`);
+      };
+      if (req.url === '/healthz') json(200, { ok: true });
+      else if (req.url === '/readyz')
+        json(status?.ready ? 200 : 503, {
+          ready: status?.ready ?? false,
+          epoch: status?.epoch ?? 0,
+          fleetEpoch: status?.fleetEpoch ?? null,
+        });
+      else if (req.url === '/status') json(status ? 200 : 503, status ?? { error: 'starting' });
+      else if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(await registry.metrics());
+      } else json(404, { error: 'NOT_FOUND' });
+    });
+    url = await listen(server, host, port);
+  }
+  agent = await HostAgent.start({
+    etcd: reached.etcd,
+    fleet: reached.fleet,
+    hostId,
+    token,
+    layout,
+    log,
+    url,
+    leaseTtlSeconds: leaseSecondsFrom(values),
+    serverTtlMs: durationFlag(values, 'server-ttl', { min: AGENT_MINIMUMS.serverTtlMs }),
+    drainTimeoutMs: durationFlag(values, 'drain-timeout', { min: AGENT_MINIMUMS.drainTimeoutMs }),
+    durable: values.fsync !== false,
+  });
+  log.info({ host: agent.host, fleet: reached.fleet, store: layout.root, url }, 'fleet host agent running');
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info({ signal }, 'shutting down');
+  if (server) await closeServer(server, 'all');
+  await agent.close();
+  reached.etcd.close();
+  return 0;
+}
+
+/** The host agent's gauges, read from its status at each scrape. */
+function hostMetrics(registry: Registry, agent: () => HostAgent | null): void {
+  const status = () => agent()?.status();
+  new Gauge({
+    name: 'mirrorswap_host_epoch',
+    help: 'Epoch this host serves (its own epoch file)',
+    registers: [registry],
+    collect() {
+      this.set(status()?.epoch ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_fleet_epoch',
+    help: "The fleet's committed epoch, as this host last read it",
+    registers: [registry],
+    collect() {
+      this.set(status()?.fleetEpoch ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_ready',
+    help: "1 when this host serves the fleet's committed epoch",
+    registers: [registry],
+    collect() {
+      this.set(status()?.ready ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_etcd_reachable',
+    help: '1 when the last etcd call of this host agent got an answer',
+    registers: [registry],
+    collect() {
+      this.set(status()?.etcdReachable === false ? 0 : 1);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_last_pull_bytes',
+    help: 'Bytes the last pull from the coordinator received',
+    registers: [registry],
+    collect() {
+      this.set(status()?.lastPull?.received ?? 0);
+    },
+  });
+}

@@ -1,0 +1,468 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { runHook } from '../agent/hooks.js';
+import { MirrorswapError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { SlotName } from '../store-layout.js';
+import type { Compare, Etcd, KeyValue, Op } from './etcd.js';
+import {
+  type AckRecord,
+  type CoordinatorRecord,
+  type FleetEpoch,
+  type FleetKeys,
+  type MemberRecord,
+  type Prepared,
+  type SwapProposal,
+  fleetKeys,
+  parseJson,
+} from './fleet-keys.js';
+import { LeaseKeeper } from './lease.js';
+import { Snapshots } from './snapshots.js';
+
+export type StragglerPolicy = 'block' | 'evict';
+
+export interface CoordinatorOptions {
+  etcd: Etcd;
+  fleet: string;
+  /** This coordinator's id (default: its URL). */
+  id: string;
+  /** Where hosts reach this coordinator's content endpoints. */
+  url: string;
+  slotRoots: Readonly<Record<SlotName, string>>;
+  log: Logger;
+  leaseTtlSeconds: number;
+  prepareTimeoutMs: number;
+  straggler: StragglerPolicy;
+  onEvict?: string | undefined;
+}
+
+/** One host as the coordinator sees it, for status. */
+export interface HostStatus extends MemberRecord {
+  /** Epochs behind the fleet's committed one. */
+  lag: number;
+  acked: number | null;
+  prepared: Prepared | null;
+}
+
+export interface FleetStatus {
+  fleet: string;
+  coordinator: { id: string; elected: boolean; holder: string | null };
+  epoch: FleetEpoch | null;
+  swap: SwapProposal | null;
+  hosts: HostStatus[];
+  evicted: { host: string; epoch: number; at: string }[];
+  pulls: Record<SlotName, number>;
+}
+
+/** How often waits re-read etcd while they also watch it: a lost watch event costs at most this. */
+const BACKSTOP_MS = 250;
+
+/**
+ * The fleet half of the agent beside master: elected through a lease on the
+ * `coordinator` key, it turns each local swap into a fleet one. The local
+ * copy into the standby becomes the snapshot every host pulls; the swap is
+ * proposed, every member prepares it (or the swap is aborted, or stragglers
+ * evicted), and one transaction fenced by this coordinator's election
+ * commits it. Only then does anything switch, here or on any host.
+ */
+export class FleetCoordinator {
+  readonly snapshots: Snapshots;
+  readonly keys: FleetKeys;
+  readonly #opts: CoordinatorOptions;
+  readonly #etcd: Etcd;
+  readonly #lease: LeaseKeeper;
+  /** The create revision of our `coordinator` key: the fence of every commit; null while not elected. */
+  #electedAt: number | null = null;
+  #holder: string | null = null;
+  #evicted: { host: string; epoch: number; at: string }[] = [];
+  #onElected: ((fleetEpoch: FleetEpoch | null) => Promise<void>) | undefined;
+  #closed = false;
+  #campaign: NodeJS.Timeout | undefined;
+
+  constructor(opts: CoordinatorOptions) {
+    this.#opts = opts;
+    this.#etcd = opts.etcd;
+    this.keys = fleetKeys(opts.fleet);
+    this.snapshots = new Snapshots(opts.slotRoots);
+    this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
+      granted: (lease) => this.#campaignOnce(lease),
+      lost: (reason) => {
+        if (this.#electedAt !== null) opts.log.error({ reason }, 'fleet coordinator lost its lease: no longer elected');
+        this.#electedAt = null;
+      },
+      error: (err) =>
+        opts.log.warn({ err: err.message }, 'fleet coordinator cannot renew its lease (etcd unreachable?)'),
+    });
+  }
+
+  get elected(): boolean {
+    return this.#electedAt !== null;
+  }
+
+  /** Start campaigning; `onElected` runs each time this coordinator is elected, before any swap. */
+  start(onElected: (fleetEpoch: FleetEpoch | null) => Promise<void>): void {
+    this.#onElected = onElected;
+    this.#lease.start();
+    const again = () => {
+      if (this.#closed) return;
+      this.#campaign = setTimeout(async () => {
+        if (this.#electedAt === null && this.#lease.lease) await this.#campaignOnce().catch(() => {});
+        again();
+      }, 500);
+      this.#campaign.unref();
+    };
+    again();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#campaign);
+    await this.#lease.close(true);
+  }
+
+  /** Try once to become the coordinator: put our key if there is none. */
+  async #campaignOnce(lease: string | null = this.#lease.lease): Promise<void> {
+    if (!lease || this.#closed) return;
+    const record: CoordinatorRecord = { id: this.#opts.id, url: this.#opts.url, since: new Date().toISOString() };
+    const { succeeded } = await this.#etcd.txn(
+      [{ key: this.keys.coordinator, target: 'create', result: 'equal', createRevision: 0 }],
+      [{ put: { key: this.keys.coordinator, value: JSON.stringify(record), lease } }],
+    );
+    const kv = await this.#etcd.get(this.keys.coordinator);
+    const holder = parseJson<CoordinatorRecord>(kv?.value);
+    this.#holder = holder?.id ?? null;
+    if (!succeeded && !(kv && kv.lease === lease)) return;
+    if (!kv) return;
+    this.#electedAt = kv.createRevision;
+    this.#opts.log.info({ fleet: this.#opts.fleet, revision: kv.createRevision }, 'elected fleet coordinator');
+    try {
+      await this.#recover();
+    } catch (err) {
+      this.#opts.log.error({ err: (err as Error).message }, 'fleet coordinator could not recover the fleet state');
+    }
+  }
+
+  /** After an election: a proposal left by a coordinator that died is aborted; the committed epoch is followed. */
+  async #recover(): Promise<void> {
+    const swap = await this.#etcd.get(this.keys.swap);
+    if (swap) {
+      const { succeeded } = await this.#etcd.txn(this.#fence(), [{ delete: { key: this.keys.swap } }]);
+      if (succeeded)
+        this.#opts.log.warn(
+          { proposal: parseJson<SwapProposal>(swap.value) },
+          'aborted a swap proposed by a coordinator that stopped before committing it: nothing switched',
+        );
+    }
+    await this.#onElected?.(await this.committed());
+  }
+
+  #fence() {
+    if (this.#electedAt === null) throw new MirrorswapError('NOT_COORDINATOR', this.#notElected());
+    return [
+      {
+        key: this.keys.coordinator,
+        target: 'create' as const,
+        result: 'equal' as const,
+        createRevision: this.#electedAt,
+      },
+    ];
+  }
+
+  #notElected(): string {
+    return `this agent is not the fleet's coordinator${this.#holder ? ` (${this.#holder} is)` : ''}: only the elected one swaps`;
+  }
+
+  /** Fail early (before copying) when this agent cannot commit. */
+  mustBeElected(): void {
+    if (this.#electedAt === null) throw new MirrorswapError('NOT_COORDINATOR', this.#notElected());
+  }
+
+  /** The epoch the next swap commits: above this store's, the fleet's and every live host's. */
+  async nextEpoch(local: number): Promise<number> {
+    const [committed, members] = await Promise.all([this.committed(), this.members()]);
+    return Math.max(local, committed?.epoch ?? 0, ...members.map((m) => m.epoch)) + 1;
+  }
+
+  /** The fleet's committed epoch (a linearizable read). */
+  async committed(): Promise<FleetEpoch | null> {
+    return parseJson<FleetEpoch>((await this.#etcd.get(this.keys.epoch))?.value);
+  }
+
+  /**
+   * Propose `epoch` (the snapshot in `slot`), wait for every live member to
+   * prepare it, deal with stragglers as the policy says, and commit it in one
+   * transaction fenced by this coordinator's election and the epoch key's
+   * revision. Throws (with nothing switched anywhere) when it cannot.
+   */
+  async commit(args: {
+    epoch: number;
+    slot: SlotName;
+    seq: number | null;
+    snapshot: string;
+  }): Promise<{ epoch: FleetEpoch; evicted: string[]; preparedMs: number }> {
+    const fence = this.#fence();
+    const current = await this.#etcd.get(this.keys.epoch);
+    const members = (await this.members()).map((m) => m.host);
+    const proposal: SwapProposal = {
+      epoch: args.epoch,
+      snapshot: args.snapshot,
+      url: this.#opts.url,
+      members,
+      proposedAt: new Date().toISOString(),
+    };
+    const proposed = await this.#etcd.txn(fence, [{ put: { key: this.keys.swap, value: JSON.stringify(proposal) } }]);
+    if (!proposed.succeeded) throw new MirrorswapError('NOT_COORDINATOR', this.#notElected());
+    const started = performance.now();
+    let committed = false;
+    try {
+      const answers = await this.#waitForPrepared(proposal);
+      const preparedMs = performance.now() - started;
+      const failed = members.filter((h) => answers.get(h)?.ok !== true);
+      const why = (h: string) => {
+        const a = answers.get(h);
+        return a && !a.ok ? `${h}: ${a.error}` : `${h}: did not prepare within ${this.#opts.prepareTimeoutMs} ms`;
+      };
+      if (failed.length > 0 && this.#opts.straggler === 'block') {
+        throw new MirrorswapError(
+          'FLEET_PREPARE',
+          `the swap to epoch ${args.epoch} was aborted, nothing switched: ${failed.map(why).join('; ')} (--straggler block)`,
+        );
+      }
+      for (const host of failed) await this.#evict(host, args.epoch, why(host));
+      const record: FleetEpoch = {
+        epoch: args.epoch,
+        snapshot: args.snapshot,
+        url: this.#opts.url,
+        coordinatorSlot: args.slot,
+        coordinatorSeq: args.seq,
+        members: members.filter((h) => !failed.includes(h)),
+        committedAt: new Date().toISOString(),
+      };
+      const epochUnmoved = current
+        ? { key: this.keys.epoch, target: 'mod' as const, result: 'equal' as const, modRevision: current.modRevision }
+        : { key: this.keys.epoch, target: 'create' as const, result: 'equal' as const, createRevision: 0 };
+      const landed = await this.#commitOnce(
+        [...this.#fence(), epochUnmoved],
+        record,
+        Date.now() + Math.max(this.#opts.prepareTimeoutMs, 5000),
+      );
+      if (!landed) {
+        throw new MirrorswapError(
+          'NOT_COORDINATOR',
+          `the commit of epoch ${args.epoch} was refused: this agent lost its election or another coordinator committed meanwhile; nothing was switched by this one`,
+        );
+      }
+      committed = true;
+      for (const h of failed) this.#evicted.push({ host: h, epoch: args.epoch, at: record.committedAt });
+      this.#evicted = this.#evicted.slice(-20);
+      return { epoch: record, evicted: failed, preparedMs };
+    } finally {
+      if (!committed) {
+        // abort: take the proposal back (fenced: a newer coordinator's is not ours to take)
+        await this.#etcd
+          .txn(this.#electedAt === null ? [] : this.#fence(), [{ delete: { key: this.keys.swap } }])
+          .catch((err: Error) =>
+            this.#opts.log.warn(
+              { err: err.message },
+              'could not withdraw an aborted proposal; the next coordinator will',
+            ),
+          );
+      }
+      await this.#etcd.deletePrefix(this.keys.prepared(args.snapshot)).catch(() => {});
+    }
+  }
+
+  /**
+   * The commit transaction, retried while etcd does not answer (a leader
+   * election); an answer that was lost is read back: the epoch key holding
+   * our record means it landed. False when etcd refused it.
+   */
+  async #commitOnce(compares: Compare[], record: FleetEpoch, deadline: number): Promise<boolean> {
+    const ops: Op[] = [
+      { put: { key: this.keys.epoch, value: JSON.stringify(record) } },
+      { delete: { key: this.keys.swap } },
+    ];
+    for (;;) {
+      try {
+        const { succeeded } = await this.#etcd.txn(compares, ops);
+        if (succeeded) return true;
+        // refused: unless an earlier attempt of ours landed and moved the epoch
+        const now = await this.committed();
+        return now?.epoch === record.epoch && now.snapshot === record.snapshot;
+      } catch (err) {
+        if (Date.now() >= deadline) {
+          throw new MirrorswapError(
+            'FLEET_COMMIT_UNKNOWN',
+            `etcd did not answer the commit of epoch ${record.epoch} (${(err as Error).message}); hosts follow it if it landed, and the next swap starts from whatever etcd holds`,
+          );
+        }
+        this.#opts.log.warn({ err: (err as Error).message }, 'the fleet commit got no answer; trying again');
+        await delay(200);
+      }
+    }
+  }
+
+  /** Every member's answer to the proposal, once all answered or the prepare timeout passed. */
+  async #waitForPrepared(proposal: SwapProposal): Promise<Map<string, Prepared>> {
+    const deadline = Date.now() + this.#opts.prepareTimeoutMs;
+    const prefix = this.keys.prepared(proposal.snapshot);
+    const answers = new Map<string, Prepared>();
+    let wake: (() => void) | undefined;
+    const watch = this.#etcd.watch(prefix, {
+      prefix: true,
+      onEvents: () => wake?.(),
+    });
+    try {
+      for (;;) {
+        // an etcd without a leader for a moment is waited out, within the prepare timeout
+        const { kvs } = await this.#etcd.getPrefix(prefix).catch((err: Error) => {
+          this.#opts.log.warn({ err: err.message }, "cannot read the hosts' answers from etcd; trying again");
+          return { kvs: [] as KeyValue[] };
+        });
+        for (const kv of kvs) {
+          const answer = parseJson<Prepared>(kv.value);
+          const host = kv.key.slice(prefix.length);
+          if (answer?.snapshot === proposal.snapshot) answers.set(host, answer);
+        }
+        if (proposal.members.every((h) => answers.has(h))) return answers;
+        if (Date.now() >= deadline) return answers;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      watch.close();
+    }
+  }
+
+  async #evict(host: string, epoch: number, why: string): Promise<void> {
+    this.#opts.log.warn({ host, epoch, why }, `evicting fleet host ${host}: it did not prepare epoch ${epoch}`);
+    if (!this.#opts.onEvict) return;
+    try {
+      await runHook('on-evict', this.#opts.onEvict, {
+        MIRRORSWAP_HOST: host,
+        MIRRORSWAP_EPOCH: String(epoch),
+        MIRRORSWAP_FLEET: this.#opts.fleet,
+      });
+    } catch (err) {
+      throw new MirrorswapError(
+        'FLEET_PREPARE',
+        `the swap to epoch ${epoch} was aborted, nothing switched: ${host} did not prepare (${why}) and the on-evict hook failed, so it could not be taken out: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * Wait until every host that committed `epoch` has switched to it and
+   * drained its old copy. A host whose lease ends meanwhile is dropped from
+   * the wait (named); one still holding it up after `timeoutMs` fails it.
+   */
+  async awaitDrained(epoch: FleetEpoch, timeoutMs: number): Promise<{ dropped: string[] }> {
+    const deadline = Date.now() + timeoutMs;
+    const dropped: string[] = [];
+    let wake: (() => void) | undefined;
+    const watch = this.#etcd.watch(this.keys.acks, { prefix: true, onEvents: () => wake?.() });
+    try {
+      for (;;) {
+        let read: [{ kvs: KeyValue[] }, MemberRecord[]];
+        try {
+          read = await Promise.all([this.#etcd.getPrefix(this.keys.acks), this.members()]);
+        } catch (err) {
+          if (Date.now() >= deadline) throw err;
+          await delay(BACKSTOP_MS);
+          continue;
+        }
+        const [{ kvs: acks }, live] = read;
+        const acked = new Map(acks.map((kv) => [kv.key.slice(this.keys.acks.length), parseJson<AckRecord>(kv.value)]));
+        const liveHosts = new Set(live.map((m) => m.host));
+        const waiting: string[] = [];
+        for (const host of epoch.members) {
+          if (dropped.includes(host)) continue;
+          if (!liveHosts.has(host)) {
+            dropped.push(host);
+            this.#opts.log.warn(
+              { host },
+              'fleet host left (its lease ended) during the drain; no longer waiting for it',
+            );
+            continue;
+          }
+          if ((acked.get(host)?.epoch ?? 0) < epoch.epoch) waiting.push(host);
+        }
+        if (waiting.length === 0) return { dropped };
+        if (Date.now() >= deadline) {
+          throw new MirrorswapError(
+            'DRAIN_TIMEOUT',
+            `gave up after ${Math.round(timeoutMs / 1000)} s waiting for fleet hosts to switch to epoch ${epoch.epoch} and drain: ${waiting
+              .map(
+                (h) =>
+                  `host ${h} ${describeMember(
+                    live.find((m) => m.host === h),
+                    epoch.epoch,
+                  )}`,
+              )
+              .join('; ')}`,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      watch.close();
+    }
+  }
+
+  /** The live members (their keys are on their leases). */
+  async members(): Promise<MemberRecord[]> {
+    const { kvs } = await this.#etcd.getPrefix(this.keys.members);
+    return kvs.map((kv: KeyValue) => parseJson<MemberRecord>(kv.value)).filter((m): m is MemberRecord => m !== null);
+  }
+
+  /** Every host's state, for status, the status page and metrics. */
+  async status(): Promise<FleetStatus> {
+    const [{ kvs }, epoch, swap, holder] = await Promise.all([
+      this.#etcd.getPrefix(this.keys.root),
+      this.committed(),
+      this.#etcd.get(this.keys.swap),
+      this.#etcd.get(this.keys.coordinator),
+    ]);
+    const value = (key: string) => kvs.find((kv) => kv.key === key)?.value;
+    const proposal = parseJson<SwapProposal>(swap?.value);
+    const hosts: HostStatus[] = kvs
+      .filter((kv) => kv.key.startsWith(this.keys.members))
+      .map((kv) => parseJson<MemberRecord>(kv.value))
+      .filter((m): m is MemberRecord => m !== null)
+      .map((m) => ({
+        ...m,
+        lag: epoch ? Math.max(0, epoch.epoch - m.epoch) : 0,
+        acked: parseJson<AckRecord>(value(this.keys.ack(m.host)))?.epoch ?? null,
+        prepared: proposal ? parseJson<Prepared>(value(this.keys.preparedBy(proposal.snapshot, m.host))) : null,
+      }));
+    return {
+      fleet: this.#opts.fleet,
+      coordinator: {
+        id: this.#opts.id,
+        elected: this.elected,
+        holder: parseJson<CoordinatorRecord>(holder?.value)?.id ?? null,
+      },
+      epoch,
+      swap: proposal,
+      hosts,
+      evicted: this.#evicted,
+      pulls: this.snapshots.pulls(),
+    };
+  }
+}
+
+function describeMember(m: MemberRecord | undefined, epoch: number): string {
+  if (!m) return 'is gone';
+  if (m.epoch < epoch) return `is still at epoch ${m.epoch}${m.lastError ? ` (${m.lastError})` : ''}`;
+  return 'has switched but not yet drained its old copy';
+}

@@ -1,0 +1,120 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import express, { type Request, type Response } from 'express';
+import { tokenMatches } from '../agent/http-api.js';
+import type { Logger } from '../logger.js';
+import { badPath } from './manifest.js';
+import type { Snapshots } from './snapshots.js';
+
+/** Most paths one files request may name: a host asks in batches. */
+export const MAX_PATHS_PER_REQUEST = 4096;
+
+/**
+ * Frame of one file in a files answer: a 4-byte big-endian header length,
+ * the header (JSON: path, size), the content, then its SHA-256 (32 bytes),
+ * computed as it was read. The host checks size and hash before it renames
+ * the file into place.
+ */
+export function frameHeader(path: string, size: number): Buffer {
+  const header = Buffer.from(JSON.stringify({ path, size }), 'utf8');
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(header.length);
+  return Buffer.concat([length, header]);
+}
+
+/**
+ * The coordinator's content endpoints, under /v1/fleet: a snapshot's
+ * manifest (or what changed in it since one the host holds) and the content
+ * of named files. Both need the fleet token; both read only a slot that
+ * holds the snapshot named, and count as pulls on it while they run.
+ */
+export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): express.Router {
+  const router = express.Router();
+  router.use((req, res, next) => {
+    const header = req.get('authorization') ?? '';
+    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (given === '' || !tokenMatches(given, token)) {
+      res.status(401).json({ error: 'UNAUTHORIZED', message: 'the fleet token is required' });
+      return;
+    }
+    next();
+  });
+
+  router.get('/manifest', (req: Request, res: Response) => {
+    const pull = snapshots.open(String(req.query.snapshot ?? ''), req.query.since ? String(req.query.since) : null);
+    if (!pull) {
+      res.status(410).json({ error: 'SNAPSHOT_GONE', message: 'no slot holds that snapshot any more' });
+      return;
+    }
+    try {
+      res.json(
+        pull.delta
+          ? { snapshot: req.query.snapshot, base: req.query.since, ...pull.delta }
+          : { snapshot: req.query.snapshot, base: null, changed: pull.manifest, removed: [] },
+      );
+    } finally {
+      pull.done();
+    }
+  });
+
+  router.post('/files', express.json({ limit: '4mb' }), async (req: Request, res: Response) => {
+    const paths = (req.body as { paths?: unknown })?.paths;
+    if (!Array.isArray(paths) || paths.length > MAX_PATHS_PER_REQUEST || paths.some((p) => badPath(p))) {
+      res
+        .status(400)
+        .json({ error: 'BAD_REQUEST', message: `paths: a list of at most ${MAX_PATHS_PER_REQUEST} relative paths` });
+      return;
+    }
+    const pull = snapshots.open(String(req.query.snapshot ?? ''), null);
+    if (!pull) {
+      res.status(410).json({ error: 'SNAPSHOT_GONE', message: 'no slot holds that snapshot any more' });
+      return;
+    }
+    const sizes = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e.size]));
+    res.once('close', pull.done);
+    res.setHeader('content-type', 'application/x-mirrorswap-files');
+    try {
+      for (const path of paths as string[]) {
+        const size = sizes.get(path);
+        if (size === undefined) throw new Error(`${path} is not a file of the snapshot`);
+        const abs = join(pull.root, path);
+        const st = await lstat(abs);
+        if (!st.isFile() || st.size !== size)
+          throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+        if (!res.write(frameHeader(path, size))) await drained(res);
+        const hash = createHash('sha256');
+        let sent = 0;
+        for await (const chunk of createReadStream(abs, { highWaterMark: 256 * 1024, end: Math.max(0, size - 1) })) {
+          if (size === 0) break;
+          hash.update(chunk as Buffer);
+          sent += (chunk as Buffer).length;
+          if (!res.write(chunk)) await drained(res);
+        }
+        if (sent !== size) throw new Error(`${path} ended at ${sent} of ${size} bytes`);
+        if (!res.write(hash.digest())) await drained(res);
+      }
+      res.end();
+    } catch (err) {
+      // the host sees a cut answer and fails its pull: never a wrong file
+      log.error({ err: (err as Error).message, slot: pull.slot }, 'a fleet host pull failed');
+      res.destroy();
+    } finally {
+      pull.done();
+    }
+  });
+  return router;
+}
+
+function drained(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}

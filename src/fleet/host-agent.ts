@@ -1,0 +1,478 @@
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { writeFileAtomic } from '../atomic-write.js';
+import { waitForServers } from '../agent/drain.js';
+import { publishEpoch } from '../agent/publish.js';
+import { StoreLock } from '../agent/store-lock.js';
+import { type EpochRecord, readEpochFile } from '../epoch-file.js';
+import { MirrorswapError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { readSmallFile } from '../read-small-file.js';
+import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
+import type { Etcd } from './etcd.js';
+import {
+  type AckRecord,
+  type FleetEpoch,
+  type FleetKeys,
+  type MemberRecord,
+  type Prepared,
+  type SwapProposal,
+  fleetKeys,
+  parseJson,
+} from './fleet-keys.js';
+import { LeaseKeeper } from './lease.js';
+import { type PullStats, pullSnapshot } from './pull.js';
+
+export interface HostAgentOptions {
+  etcd: Etcd;
+  fleet: string;
+  hostId?: string | undefined;
+  /** The fleet token: what the coordinator's content endpoints ask for. */
+  token: string;
+  layout: StoreLayout;
+  log: Logger;
+  /** This host agent's status URL, for the coordinator's status (null when it does not listen). */
+  url?: string | null;
+  leaseTtlSeconds?: number;
+  serverTtlMs?: number;
+  /** Longest wait for this host's servers to let go of a slot. */
+  drainTimeoutMs?: number;
+  /** fsync pulled content before saying it is prepared. */
+  durable?: boolean;
+  /** How often etcd is read besides the watch: the most a lost watch event delays this host. */
+  backstopMs?: number;
+}
+
+/** What each slot of this host holds, in `state/fleet-slots.json`. */
+interface SlotRecord {
+  /** The coordinator's snapshot the slot holds complete; null when unknown. */
+  snapshot: string | null;
+  /** A pull into it started and did not finish: its content is mixed. */
+  copying: boolean;
+}
+
+export interface HostStatus {
+  host: string;
+  fleet: string;
+  ready: boolean;
+  epoch: number;
+  mounted: SlotName | null;
+  fleetEpoch: number | null;
+  slots: Record<SlotName, SlotRecord>;
+  phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
+  lastPull: (PullStats & { snapshot: string; ms: number }) | null;
+  lastError: string | null;
+  etcdReachable: boolean;
+}
+
+const SLOTS_FILE_FORMAT = 1;
+
+type ResolvedHostOptions = Required<Omit<HostAgentOptions, 'hostId' | 'url'>> & { url: string | null };
+
+/**
+ * The host agent of one web host in a fleet: it owns the host's slots and
+ * epoch file (there is no master here). It prepares each proposed swap by
+ * pulling the coordinator's snapshot into its standby, switches its servers
+ * the moment the commit lands in etcd, acknowledges once they drained, and
+ * catches up by itself after any gap: whatever it missed, it makes its
+ * standby the committed snapshot by comparing what it holds with it.
+ */
+export class HostAgent {
+  readonly host: string;
+  readonly #opts: ResolvedHostOptions;
+  readonly #keys: FleetKeys;
+  readonly #lease: LeaseKeeper;
+  readonly #lock: StoreLock;
+  #slots: Record<SlotName, SlotRecord>;
+  #local: EpochRecord | null;
+  #fleetEpoch: FleetEpoch | null = null;
+  #proposal: SwapProposal | null = null;
+  /** Proposals answered (by epoch and snapshot), so one is prepared once. */
+  #answered = new Set<string>();
+  #acked = 0;
+  #phase: HostStatus['phase'] = 'idle';
+  #lastPull: HostStatus['lastPull'] = null;
+  #lastError: string | null = null;
+  #etcdReachable = true;
+  #running = false;
+  #again = false;
+  #closed = false;
+  #watches: { close(): void }[] = [];
+  /** The pull under way: abandoned when a newer proposal or commit names another snapshot. */
+  #pulling: { snapshot: string; abort: AbortController } | null = null;
+  #backstop: NodeJS.Timeout | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  /** Called after every step, for tests and metrics. */
+  onChange: (() => void) | undefined;
+
+  private constructor(
+    opts: ResolvedHostOptions,
+    host: string,
+    lock: StoreLock,
+    slots: Record<SlotName, SlotRecord>,
+    local: EpochRecord | null,
+  ) {
+    this.#opts = opts;
+    this.host = host;
+    this.#lock = lock;
+    this.#slots = slots;
+    this.#local = local;
+    this.#keys = fleetKeys(opts.fleet);
+    this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
+      granted: async (lease) => {
+        await this.#putMember(lease);
+        // an ack lives on the lease too: a new lease must say it again
+        if (this.#acked > 0)
+          await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(this.#acked)), lease);
+        this.#etcdReachable = true;
+      },
+      lost: (reason) => opts.log.warn({ reason }, 'fleet host lease lost: re-registering'),
+      error: (err) => {
+        this.#etcdReachable = false;
+        opts.log.warn({ err: err.message }, 'cannot reach etcd; serving what this host has');
+      },
+    });
+  }
+
+  static async start(options: HostAgentOptions): Promise<HostAgent> {
+    const { layout } = options;
+    const host = options.hostId ?? hostname();
+    await mkdir(layout.stateDir, { recursive: true });
+    await mkdir(layout.serversDir, { recursive: true });
+    await mkdir(layout.slots.a, { recursive: true });
+    await mkdir(layout.slots.b, { recursive: true });
+    const lock = await StoreLock.acquire(layout.lockFile, `mirrorswap host agent (${host})`);
+    try {
+      const agent = new HostAgent(
+        {
+          etcd: options.etcd,
+          fleet: options.fleet,
+          token: options.token,
+          layout,
+          log: options.log,
+          url: options.url ?? null,
+          leaseTtlSeconds: options.leaseTtlSeconds ?? 5,
+          serverTtlMs: options.serverTtlMs ?? 10_000,
+          drainTimeoutMs: options.drainTimeoutMs ?? 60_000,
+          durable: options.durable ?? true,
+          backstopMs: options.backstopMs ?? 1000,
+        },
+        host,
+        lock,
+        await readSlots(layout),
+        await readEpochFile(layout.epochFile).catch(() => null),
+      );
+      agent.#begin();
+      return agent;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  #begin(): void {
+    const { etcd } = this.#opts;
+    this.#lease.start();
+    const onError = (err: Error) => this.#opts.log.warn({ err: err.message }, 'fleet watch interrupted; resuming');
+    this.#watches.push(
+      etcd.watch(this.#keys.epoch, {
+        onEvents: (events) => {
+          for (const e of events) if (e.type === 'put') this.#sawEpoch(parseJson<FleetEpoch>(e.kv.value));
+        },
+        onCompacted: () => void this.#readState(),
+        onError,
+      }),
+      etcd.watch(this.#keys.swap, {
+        onEvents: (events) => {
+          for (const e of events) this.#sawProposal(e.type === 'put' ? parseJson<SwapProposal>(e.kv.value) : null);
+        },
+        onCompacted: () => void this.#readState(),
+        onError,
+      }),
+    );
+    const backstop = () => {
+      if (this.#closed) return;
+      this.#backstop = setTimeout(async () => {
+        await this.#readState();
+        backstop();
+      }, this.#opts.backstopMs);
+      this.#backstop.unref();
+    };
+    void this.#readState();
+    backstop();
+  }
+
+  /** A linearizable read of the proposal and the committed epoch: the backstop against a lost watch. */
+  async #readState(): Promise<void> {
+    try {
+      const [swap, epoch] = await Promise.all([
+        this.#opts.etcd.get(this.#keys.swap),
+        this.#opts.etcd.get(this.#keys.epoch),
+      ]);
+      this.#etcdReachable = true;
+      this.#sawProposal(parseJson<SwapProposal>(swap?.value));
+      this.#sawEpoch(parseJson<FleetEpoch>(epoch?.value));
+    } catch (err) {
+      this.#etcdReachable = false;
+      this.#opts.log.warn(
+        { err: (err as Error).message },
+        'cannot read the fleet state from etcd; serving what this host has',
+      );
+    }
+  }
+
+  #sawEpoch(epoch: FleetEpoch | null): void {
+    if (!epoch || (this.#fleetEpoch && epoch.epoch <= this.#fleetEpoch.epoch)) return;
+    this.#fleetEpoch = epoch;
+    this.#supersede(epoch.snapshot);
+    this.#kick();
+  }
+
+  #sawProposal(proposal: SwapProposal | null): void {
+    this.#proposal = proposal;
+    if (proposal) {
+      this.#supersede(proposal.snapshot);
+      this.#kick();
+    }
+  }
+
+  /** A pull for another snapshot than the one now wanted is wasted (its coordinator may be gone): stop it. */
+  #supersede(wanted: string): void {
+    if (this.#pulling && this.#pulling.snapshot !== wanted) {
+      this.#opts.log.warn(
+        { abandoned: this.#pulling.snapshot, wanted },
+        'abandoning a pull: the fleet moved on to another snapshot',
+      );
+      this.#pulling.abort.abort();
+    }
+  }
+
+  get ready(): boolean {
+    return this.#fleetEpoch !== null && this.#local !== null && this.#local.epoch >= this.#fleetEpoch.epoch;
+  }
+
+  status(): HostStatus {
+    return {
+      host: this.host,
+      fleet: this.#opts.fleet,
+      ready: this.ready,
+      epoch: this.#local?.epoch ?? 0,
+      mounted: this.#local?.mounted ?? null,
+      fleetEpoch: this.#fleetEpoch?.epoch ?? null,
+      slots: this.#slots,
+      phase: this.#phase,
+      lastPull: this.#lastPull,
+      lastError: this.#lastError,
+      etcdReachable: this.#etcdReachable,
+    };
+  }
+
+  /** Run the next step, one at a time; a step asked for meanwhile runs after. */
+  #kick(): void {
+    if (this.#closed) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    void (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#step();
+        } while (this.#again && !this.#closed);
+      } finally {
+        this.#running = false;
+        this.#phase = 'idle';
+        this.onChange?.();
+      }
+    })();
+  }
+
+  async #step(): Promise<void> {
+    try {
+      const committed = this.#fleetEpoch;
+      const local = this.#local?.epoch ?? 0;
+      if (committed && committed.epoch > local) {
+        await this.#follow(committed);
+      } else if (this.#proposal && this.#proposal.epoch > local && !this.#answered.has(answerKey(this.#proposal))) {
+        await this.#prepare(this.#proposal);
+      } else if (committed && committed.epoch === local && this.#acked < local) {
+        await this.#drainAndAck(local);
+      } else return;
+      this.#lastError = null;
+      this.#again = true;
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      this.#opts.log.error({ err: this.#lastError }, 'fleet host step failed; retrying');
+      await this.#putMember().catch(() => {});
+      clearTimeout(this.#retry);
+      this.#retry = setTimeout(() => this.#kick(), 1000);
+      this.#retry.unref();
+    }
+  }
+
+  /** The slot to fill: the one this host's servers do not mount. */
+  #standby(): SlotName {
+    return this.#local ? otherSlot(this.#local.mounted) : 'a';
+  }
+
+  async #prepare(proposal: SwapProposal): Promise<void> {
+    this.#phase = 'preparing';
+    const key = answerKey(proposal);
+    let answer: Prepared;
+    try {
+      const slot = await this.#fill(this.#standby(), proposal.snapshot, proposal.url);
+      answer = { ok: true, slot, snapshot: proposal.snapshot };
+    } catch (err) {
+      answer = { ok: false, snapshot: proposal.snapshot, error: (err as Error).message };
+      this.#lastError = answer.error;
+    }
+    const lease = this.#lease.lease;
+    if (!lease) throw new MirrorswapError('FLEET_ETCD', 'no lease to answer the proposal on (etcd unreachable?)');
+    await this.#opts.etcd.put(this.#keys.preparedBy(proposal.snapshot, this.host), JSON.stringify(answer), lease);
+    this.#answered.add(key);
+    if (this.#answered.size > 64) this.#answered = new Set([...this.#answered].slice(-32));
+  }
+
+  /** Make `slot` hold `snapshot` (it may already): wait for this host's servers to let go of it, then pull. */
+  async #fill(slot: SlotName, snapshot: string, from: string): Promise<SlotName> {
+    const held = this.#slots[slot];
+    if (held.snapshot === snapshot && !held.copying) return slot;
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to let go of slot ${slot} before pulling into it`,
+      done: (hb) => hb.inflight[slot] === 0 && hb.mounted !== slot,
+      describe: (hb) =>
+        hb.mounted === slot
+          ? `still mounts slot ${slot}`
+          : `still has ${hb.inflight[slot]} requests in flight on slot ${slot}`,
+    });
+    const base = held.copying ? null : held.snapshot;
+    await this.#recordSlot(slot, { snapshot: null, copying: true });
+    const started = performance.now();
+    const pulling = { snapshot, abort: new AbortController() };
+    this.#pulling = pulling;
+    let stats: PullStats;
+    try {
+      stats = await pullSnapshot({
+        from,
+        token: this.#opts.token,
+        snapshot,
+        base,
+        into: this.#opts.layout.slots[slot],
+        durable: this.#opts.durable,
+        timeoutMs: this.#opts.drainTimeoutMs,
+        signal: pulling.abort.signal,
+      });
+    } finally {
+      if (this.#pulling === pulling) this.#pulling = null;
+    }
+    await this.#recordSlot(slot, { snapshot, copying: false });
+    this.#lastPull = { ...stats, snapshot, ms: performance.now() - started };
+    this.#opts.log.info({ slot, snapshot, ...stats }, `pulled the coordinator's snapshot into slot ${slot}`);
+    return slot;
+  }
+
+  /** Switch this host to the committed epoch: at once when a slot holds it, else after catching up. */
+  async #follow(epoch: FleetEpoch): Promise<void> {
+    const mounted = this.#local?.mounted ?? null;
+    let slot: SlotName | null = null;
+    for (const s of [this.#standby(), mounted]) {
+      if (s && this.#slots[s].snapshot === epoch.snapshot && !this.#slots[s].copying) slot = s;
+    }
+    if (slot === null) {
+      this.#phase = 'catching_up';
+      this.#opts.log.warn(
+        { epoch: epoch.epoch, snapshot: epoch.snapshot },
+        `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
+      );
+      slot = await this.#fill(this.#standby(), epoch.snapshot, epoch.url);
+    }
+    this.#phase = 'switching';
+    this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);
+    this.#opts.log.info({ epoch: epoch.epoch, slot }, `switched to fleet epoch ${epoch.epoch}`);
+    this.onChange?.();
+    await this.#putMember().catch(() => {});
+  }
+
+  async #drainAndAck(epoch: number): Promise<void> {
+    this.#phase = 'draining';
+    const local = this.#local;
+    if (!local) return;
+    const old = otherSlot(local.mounted);
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to switch to epoch ${epoch} and drain slot ${old}`,
+      done: (hb) => hb.epoch >= epoch && hb.inflight[old] === 0,
+      describe: (hb) =>
+        hb.epoch < epoch
+          ? `is still at epoch ${hb.epoch}`
+          : `still has ${hb.inflight[old]} requests in flight on slot ${old}`,
+    });
+    const lease = this.#lease.lease;
+    if (!lease) throw new MirrorswapError('FLEET_ETCD', 'no lease to acknowledge on (etcd unreachable?)');
+    await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(epoch)), lease);
+    this.#acked = epoch;
+  }
+
+  async #putMember(lease = this.#lease.lease): Promise<void> {
+    if (!lease) return;
+    const record: MemberRecord = {
+      host: this.host,
+      url: this.#opts.url,
+      epoch: this.#local?.epoch ?? 0,
+      mounted: this.#local?.mounted ?? null,
+      slots: { a: this.#slots.a.snapshot, b: this.#slots.b.snapshot },
+      ready: this.ready,
+      lastError: this.#lastError,
+      at: new Date().toISOString(),
+    };
+    await this.#opts.etcd.put(this.#keys.member(this.host), JSON.stringify(record), lease);
+  }
+
+  async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
+    const next = { ...this.#slots, [slot]: record };
+    await writeFileAtomic(
+      slotsFile(this.#opts.layout),
+      `${JSON.stringify({ format: SLOTS_FILE_FORMAT, fleet: this.#opts.fleet, slots: next })}\n`,
+    );
+    this.#slots = next;
+  }
+
+  /** Stop. `leave` gives the lease back, so the fleet stops counting this host at once. */
+  async close(leave = true): Promise<void> {
+    this.#closed = true;
+    this.#pulling?.abort.abort();
+    clearTimeout(this.#backstop);
+    clearTimeout(this.#retry);
+    for (const w of this.#watches) w.close();
+    await this.#lease.close(leave);
+    for (let i = 0; i < 500 && this.#running; i++) await new Promise((r) => setTimeout(r, 10));
+    await this.#lock.release();
+  }
+}
+
+function answerKey(p: SwapProposal): string {
+  return `${p.epoch}/${p.snapshot}`;
+}
+
+function ackOf(epoch: number): AckRecord {
+  return { epoch, at: new Date().toISOString() };
+}
+
+function slotsFile(layout: StoreLayout): string {
+  return `${layout.stateDir}/fleet-slots.json`;
+}
+
+async function readSlots(layout: StoreLayout): Promise<Record<SlotName, SlotRecord>> {
+  const unknown: SlotRecord = { snapshot: null, copying: false };
+  const text = (await readSmallFile(slotsFile(layout), 64 * 1024).catch(() => null))?.toString('utf8');
+  const parsed = parseJson<{ format: number; slots: Record<SlotName, SlotRecord> }>(text);
+  if (parsed?.format !== SLOTS_FILE_FORMAT || !parsed.slots?.a || !parsed.slots?.b) return { a: unknown, b: unknown };
+  return parsed.slots;
+}

@@ -1,0 +1,134 @@
+import type { Dirent } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MirrorswapError } from '../errors.js';
+import { TEMP_DIR_NAME } from '../store-layout.js';
+
+/**
+ * One entry of a tree as a fleet host must reproduce it: what rsync's quick
+ * check compares (type, size, mtime to the millisecond) plus the mode and a
+ * link's target. Paths are relative, "/"-separated, parents before children.
+ */
+export interface ManifestEntry {
+  path: string;
+  type: 'file' | 'dir' | 'link';
+  mode: number;
+  size: number;
+  /** Modification time in whole milliseconds (floored), as copies keep it. */
+  mtimeMs: number;
+  target?: string;
+}
+
+/** A whole tree: every entry, sorted by path. */
+export type Manifest = ManifestEntry[];
+
+/** What turns one tree into another: entries to make or replace, paths to remove. */
+export interface ManifestDelta {
+  /** Entries new or different in the target (a directory whose mode or time changed included). */
+  changed: ManifestEntry[];
+  /** Paths in the base that the target no longer has (or has as another type), deepest first. */
+  removed: string[];
+}
+
+/** Walk `root` (its temp directory left out) into a manifest. Links are recorded, never followed. */
+export async function readManifest(root: string): Promise<Manifest> {
+  const entries: Manifest = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    let children: Dirent[];
+    try {
+      children = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      throw new MirrorswapError('FLEET_MANIFEST', `cannot list ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+    children.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+    const dirs: [string, string][] = [];
+    for (const child of children) {
+      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      const abs = join(dir, child.name);
+      const path = rel === '' ? child.name : `${rel}/${child.name}`;
+      const st = await lstat(abs);
+      const base = { path, mode: st.mode & 0o7777, size: 0, mtimeMs: Math.floor(st.mtimeMs) };
+      if (st.isDirectory()) {
+        entries.push({ ...base, type: 'dir' });
+        dirs.push([abs, path]);
+      } else if (st.isSymbolicLink()) {
+        entries.push({ ...base, type: 'link', target: await readlink(abs) });
+      } else if (st.isFile()) {
+        entries.push({ ...base, type: 'file', size: st.size });
+      }
+      // sockets, FIFOs and devices are never copied into a slot, so never into a manifest
+    }
+    for (const [abs, path] of dirs) await walk(abs, path);
+  };
+  await walk(root, '');
+  return entries;
+}
+
+function same(x: ManifestEntry, y: ManifestEntry): boolean {
+  if (x.type !== y.type || x.mode !== y.mode) return false;
+  if (x.type === 'link') return x.target === y.target;
+  if (x.type === 'dir') return x.mtimeMs === y.mtimeMs;
+  return x.size === y.size && x.mtimeMs === y.mtimeMs;
+}
+
+/** What turns the tree `base` describes into the one `target` describes. */
+export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
+  const before = new Map(base.map((e) => [e.path, e]));
+  const after = new Set<string>();
+  const changed: ManifestEntry[] = [];
+  const removed: string[] = [];
+  for (const entry of target) {
+    after.add(entry.path);
+    const old = before.get(entry.path);
+    if (old && old.type !== entry.type) removed.push(entry.path);
+    if (!old || !same(old, entry)) changed.push(entry);
+  }
+  for (const entry of base) if (!after.has(entry.path)) removed.push(entry.path);
+  // deepest first, so a directory is emptied before it goes
+  removed.sort((x, y) => y.split('/').length - x.split('/').length || (x < y ? 1 : -1));
+  return { changed, removed };
+}
+
+/**
+ * Check what a coordinator sent before a byte of it is written: plain
+ * relative segments only, never the temp directory, and every entry's parent
+ * a directory of the same tree (so no write can pass through a link).
+ */
+export function checkManifest(entries: readonly ManifestEntry[], dirs: ReadonlySet<string>): void {
+  for (const e of entries) {
+    const bad = badPath(e.path);
+    if (bad)
+      throw new MirrorswapError(
+        'FLEET_MANIFEST',
+        `the coordinator sent an unsafe path ${JSON.stringify(e.path)}: ${bad}`,
+      );
+    const cut = e.path.lastIndexOf('/');
+    if (cut > 0 && !dirs.has(e.path.slice(0, cut)))
+      throw new MirrorswapError(
+        'FLEET_MANIFEST',
+        `the coordinator sent ${JSON.stringify(e.path)} without its directory`,
+      );
+    if (!['file', 'dir', 'link'].includes(e.type) || !Number.isInteger(e.size) || e.size < 0)
+      throw new MirrorswapError(
+        'FLEET_MANIFEST',
+        `the coordinator sent a malformed entry for ${JSON.stringify(e.path)}`,
+      );
+  }
+}
+
+export function badPath(path: unknown): string | null {
+  if (typeof path !== 'string' || path === '') return 'empty';
+  if (path.includes('\0')) return 'a NUL byte';
+  if (path.startsWith('/')) return 'absolute';
+  const segments = path.split('/');
+  if (segments.some((s) => s === '' || s === '.' || s === '..')) return 'an empty, "." or ".." segment';
+  if (segments[0] === TEMP_DIR_NAME) return `"${TEMP_DIR_NAME}" is reserved`;
+  return null;
+}
+
+/** The directories of a manifest, for `checkManifest`. */
+export function directoriesOf(entries: Iterable<ManifestEntry>): Set<string> {
+  const dirs = new Set<string>();
+  for (const e of entries) if (e.type === 'dir') dirs.add(e.path);
+  return dirs;
+}

@@ -1,0 +1,279 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { lstat, lutimes, mkdir, open, rename, rm, symlink, chmod, utimes, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { join } from 'node:path';
+import { msInside } from '../agent/copy-times.js';
+import { syncFileSystems } from '../agent/tree-copy.js';
+import { MirrorswapError } from '../errors.js';
+import { TEMP_DIR_NAME } from '../store-layout.js';
+import { type ManifestDelta, type ManifestEntry, badPath, diffManifests, readManifest } from './manifest.js';
+import { MAX_PATHS_PER_REQUEST } from './fleet-api.js';
+
+export interface PullOptions {
+  /** The coordinator's base URL. */
+  from: string;
+  token: string;
+  snapshot: string;
+  /** The snapshot the slot holds complete, if known: then only what changed since is asked for. */
+  base: string | null;
+  /** The slot's root on this host. */
+  into: string;
+  /** Make it durable (syncfs) before returning. */
+  durable: boolean;
+  timeoutMs: number;
+  /** Abandons the pull (the slot stays marked unfinished). */
+  signal?: AbortSignal;
+}
+
+export interface PullStats {
+  files: number;
+  bytes: number;
+  removed: number;
+  /** Bytes received, manifests included: what the coordinator sent. */
+  received: number;
+  /** Whether the whole manifest was compared with the slot (no base, or the coordinator forgot it). */
+  full: boolean;
+}
+
+/** Largest answer one files request asks for, in content bytes. */
+const BATCH_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Make the tree at `into` the coordinator's snapshot: ask what changed since
+ * the snapshot it holds (or the whole manifest, compared with the slot's own
+ * files when it holds none known), remove what went, fetch what is new or
+ * changed, each file written beside the tree, checked (size, SHA-256) and
+ * renamed into place with its mode and time; directories last. Never writes
+ * a file in place, never follows a link. The caller marks the slot
+ * unfinished first and complete after.
+ */
+export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
+  const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false };
+  const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
+  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`);
+  stats.received += answer.bytes;
+  const body = answer.body as { base: string | null } & ManifestDelta;
+  if (!Array.isArray(body.changed) || !Array.isArray(body.removed))
+    throw new MirrorswapError('FLEET_PULL', 'the coordinator answered a malformed manifest');
+  let delta: ManifestDelta = body;
+  if (!body.base) {
+    stats.full = true;
+    delta = diffManifests(await readManifest(opts.into), body.changed);
+  }
+  for (const e of delta.changed) {
+    const bad = badPath(e.path);
+    if (bad)
+      throw new MirrorswapError('FLEET_PULL', `the coordinator sent an unsafe path ${JSON.stringify(e.path)}: ${bad}`);
+  }
+  for (const p of delta.removed) {
+    const bad = badPath(p);
+    if (bad)
+      throw new MirrorswapError('FLEET_PULL', `the coordinator sent an unsafe path ${JSON.stringify(p)}: ${bad}`);
+  }
+  const tmp = join(opts.into, TEMP_DIR_NAME);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  const parents = new ParentCheck(opts.into);
+
+  // 1. what went (deepest first); a path whose type changed goes too
+  for (const path of delta.removed) {
+    await rm(join(opts.into, path), { recursive: true, force: true });
+    stats.removed++;
+  }
+  // 2. new directories, parents first (the manifest is sorted)
+  const dirs = delta.changed.filter((e) => e.type === 'dir');
+  for (const d of dirs) {
+    await parents.check(d.path);
+    await mkdir(join(opts.into, d.path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await parents.isDirectory(d.path);
+  }
+  // 3. links, by temp + rename
+  for (const l of delta.changed.filter((e) => e.type === 'link')) {
+    await parents.check(l.path);
+    const temp = join(tmp, randomBytes(8).toString('hex'));
+    await symlink(l.target ?? '', temp);
+    await lutimes(temp, msInside(l.mtimeMs), msInside(l.mtimeMs)).catch(() => {});
+    await rename(temp, join(opts.into, l.path));
+  }
+  // 4. files, in batches
+  const files = delta.changed.filter((e) => e.type === 'file');
+  for (let i = 0; i < files.length; ) {
+    const batch: ManifestEntry[] = [];
+    let bytes = 0;
+    while (
+      i < files.length &&
+      batch.length < MAX_PATHS_PER_REQUEST &&
+      (batch.length === 0 || bytes + files[i].size <= BATCH_BYTES)
+    ) {
+      bytes += files[i].size;
+      batch.push(files[i++]);
+    }
+    opts.signal?.throwIfAborted();
+    for (const f of batch) await parents.check(f.path);
+    stats.received += await fetchFiles(opts, batch, tmp, stats);
+  }
+  // 5. directories' modes and times, deepest first (their children are in place)
+  for (const d of [...dirs].reverse()) {
+    const abs = join(opts.into, d.path);
+    await chmod(abs, d.mode);
+    await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
+  }
+  await rm(tmp, { recursive: true, force: true });
+  if (opts.durable) await syncFileSystems([opts.into]);
+  return stats;
+}
+
+/** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
+class ParentCheck {
+  readonly #root: string;
+  readonly #known = new Set<string>(['']);
+  constructor(root: string) {
+    this.#root = root;
+  }
+  async check(path: string): Promise<void> {
+    const cut = path.lastIndexOf('/');
+    if (cut > 0) await this.isDirectory(path.slice(0, cut));
+  }
+  async isDirectory(dir: string): Promise<void> {
+    if (this.#known.has(dir)) return;
+    await this.check(dir);
+    const st = await lstat(join(this.#root, dir)).catch(() => null);
+    if (!st?.isDirectory())
+      throw new MirrorswapError(
+        'FLEET_PULL',
+        `${dir} is not a directory in ${this.#root}: the pull would pass through it`,
+      );
+    this.#known.add(dir);
+  }
+}
+
+/** Fetch one batch of files into place; returns the bytes received. */
+async function fetchFiles(opts: PullOptions, batch: ManifestEntry[], tmp: string, stats: PullStats): Promise<number> {
+  const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
+    paths: batch.map((f) => f.path),
+  });
+  const reader = new FrameReader(res);
+  let received = 0;
+  for (const want of batch) {
+    const lenBuf = await reader.read(4);
+    const header = JSON.parse((await reader.read(lenBuf.readUInt32BE(0))).toString('utf8')) as {
+      path: string;
+      size: number;
+    };
+    if (header.path !== want.path || header.size !== want.size)
+      throw new MirrorswapError(
+        'FLEET_PULL',
+        `the coordinator sent ${header.path} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
+      );
+    const temp = join(tmp, randomBytes(8).toString('hex'));
+    const handle = await open(temp, 'wx', 0o600);
+    const hash = createHash('sha256');
+    try {
+      let left = want.size;
+      while (left > 0) {
+        const chunk = await reader.readUpTo(left);
+        hash.update(chunk);
+        await handle.write(chunk);
+        left -= chunk.length;
+      }
+      await handle.close();
+      const sent = await reader.read(32);
+      if (!sent.equals(hash.digest()))
+        throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
+      await chmod(temp, want.mode);
+      await utimes(temp, msInside(want.mtimeMs), msInside(want.mtimeMs));
+      await rename(temp, join(opts.into, want.path));
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await unlink(temp).catch(() => {});
+      res.destroy();
+      throw err;
+    }
+    stats.files++;
+    stats.bytes += want.size;
+    received += 4 + lenBuf.readUInt32BE(0) + want.size + 32;
+  }
+  res.destroy();
+  return received;
+}
+
+/** Reads exact byte counts from a response, failing on a cut one. */
+class FrameReader {
+  readonly #it: AsyncIterator<Buffer>;
+  #buffered: Buffer = Buffer.alloc(0);
+  constructor(res: http.IncomingMessage) {
+    this.#it = res[Symbol.asyncIterator]();
+  }
+  async #fill(): Promise<void> {
+    const next = await this.#it.next();
+    if (next.done)
+      throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
+    this.#buffered = this.#buffered.length ? Buffer.concat([this.#buffered, next.value]) : next.value;
+  }
+  async read(n: number): Promise<Buffer> {
+    while (this.#buffered.length < n) await this.#fill();
+    const out = this.#buffered.subarray(0, n);
+    this.#buffered = this.#buffered.subarray(n);
+    return out;
+  }
+  async readUpTo(n: number): Promise<Buffer> {
+    if (this.#buffered.length === 0) await this.#fill();
+    const out = this.#buffered.subarray(0, Math.min(n, this.#buffered.length));
+    this.#buffered = this.#buffered.subarray(out.length);
+    return out;
+  }
+}
+
+async function requestJson(opts: PullOptions, path: string): Promise<{ body: unknown; bytes: number }> {
+  const res = await request(opts, path);
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks);
+  return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+}
+
+/** One request to the coordinator, answered 200 within the timeout (an idle answer counts too), or an error naming why. */
+function request(opts: PullOptions, path: string, json?: object): Promise<http.IncomingMessage> {
+  const url = new URL(path, opts.from);
+  const lib = url.protocol === 'https:' ? https : http;
+  const payload = json ? JSON.stringify(json) : undefined;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(
+      url,
+      {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        method: payload ? 'POST' : 'GET',
+        headers: {
+          authorization: `Bearer ${opts.token}`,
+          ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+        },
+      },
+      (res) => {
+        if (res.statusCode === 200) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
+          const code = res.statusCode === 410 ? 'SNAPSHOT_GONE' : 'FLEET_PULL';
+          reject(new MirrorswapError(code, `the coordinator answered ${url.pathname} with ${res.statusCode}: ${text}`));
+        });
+      },
+    );
+    req.setTimeout(opts.timeoutMs, () =>
+      req.destroy(
+        new MirrorswapError('FLEET_PULL', `the coordinator at ${url.origin} sent nothing for ${opts.timeoutMs} ms`),
+      ),
+    );
+    req.on('error', (err) =>
+      reject(
+        err instanceof MirrorswapError
+          ? err
+          : new MirrorswapError('FLEET_PULL', `cannot reach the coordinator at ${url.origin}: ${err.message}`),
+      ),
+    );
+    req.end(payload);
+  });
+}

@@ -1,0 +1,150 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { freePort } from './server.js';
+
+/** Debian's etcd-server; the fleet tests need it (scripts/test-deps.sh installs it). */
+export function etcdBinary(): string {
+  for (const candidate of ['/usr/bin/etcd', '/usr/local/bin/etcd']) {
+    try {
+      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
+      return candidate;
+    } catch {}
+  }
+  throw new Error('etcd is not installed: run `bash scripts/test-deps.sh` as root (apt-get install etcd-server)');
+}
+
+export interface EtcdMember {
+  name: string;
+  clientUrl: string;
+  readonly running: boolean;
+  /** SIGKILL it (as a crash would). */
+  kill(): Promise<void>;
+  /** Start it again on its data directory. */
+  restart(): Promise<void>;
+}
+
+export interface EtcdCluster {
+  members: EtcdMember[];
+  /** Every client URL, comma-separated, as `--etcd` takes them. */
+  endpoints: string;
+  /** The member that is leader now (asked of a running member). */
+  leader(): Promise<EtcdMember>;
+  stop(): Promise<void>;
+}
+
+/** A cluster of `size` members on loopback, fast elections (tests kill leaders). */
+export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+  const binary = etcdBinary();
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-etcd-'));
+  const ports: { client: number; peer: number }[] = [];
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const names = ports.map((_, i) => `m${i}`);
+  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i].peer}`).join(',');
+  const children = new Map<string, ChildProcess>();
+  const start = (i: number, state: 'new' | 'existing') => {
+    const child = spawn(
+      binary,
+      [
+        '--name',
+        names[i],
+        '--data-dir',
+        join(dir, names[i]),
+        '--listen-client-urls',
+        `http://127.0.0.1:${ports[i].client}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${ports[i].client}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${ports[i].peer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${ports[i].peer}`,
+        '--initial-cluster',
+        initialCluster,
+        '--initial-cluster-state',
+        state,
+        '--initial-cluster-token',
+        'mirrorswap-test',
+        '--heartbeat-interval',
+        '50',
+        '--election-timeout',
+        '500',
+        '--logger',
+        'zap',
+        '--log-outputs',
+        join(dir, `${names[i]}.log`),
+      ],
+      { stdio: 'ignore' },
+    );
+    children.set(names[i], child);
+  };
+  names.forEach((_, i) => start(i, 'new'));
+  const members: EtcdMember[] = names.map((name, i) => ({
+    name,
+    clientUrl: `http://127.0.0.1:${ports[i].client}`,
+    get running() {
+      const c = children.get(name);
+      return c !== undefined && c.exitCode === null && c.signalCode === null;
+    },
+    async kill() {
+      const c = children.get(name);
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      c.kill('SIGKILL');
+      await once(c, 'exit');
+    },
+    async restart() {
+      start(i, 'existing');
+      await healthy(`http://127.0.0.1:${ports[i].client}`);
+    },
+  }));
+  const cluster: EtcdCluster = {
+    members,
+    endpoints: members.map((m) => m.clientUrl).join(','),
+    async leader() {
+      for (let attempt = 0; attempt < 100; attempt++) {
+        for (const m of members.filter((x) => x.running)) {
+          const status = await post(m.clientUrl, '/v3/maintenance/status', {}).catch(() => null);
+          const leader = status?.leader as string | undefined;
+          if (!leader || leader === '0') continue;
+          for (const candidate of members.filter((x) => x.running)) {
+            const s = await post(candidate.clientUrl, '/v3/maintenance/status', {}).catch(() => null);
+            const id = (s?.header as { member_id?: string } | undefined)?.member_id;
+            if (id === leader) return candidate;
+          }
+        }
+        await delay(50);
+      }
+      throw new Error('the etcd cluster has no leader');
+    },
+    async stop() {
+      for (const m of members) await m.kill();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  for (const m of members) await healthy(m.clientUrl);
+  await cluster.leader();
+  return cluster;
+}
+
+async function post(url: string, path: string, body: object): Promise<Record<string, unknown>> {
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(1000),
+  });
+  return (await res.json()) as Record<string, unknown>;
+}
+
+async function healthy(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await fetch(`${url}/health`, { signal: AbortSignal.timeout(500) })
+      .then((r) => r.json() as Promise<{ health?: string }>)
+      .then((h) => h.health === 'true')
+      .catch(() => false);
+    if (ok) return;
+    await delay(50);
+  }
+  throw new Error(`etcd at ${url} did not become healthy`);
+}
