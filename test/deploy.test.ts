@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Registry } from 'prom-client';
+import { registerCoordinatorMetrics, registerHostMetrics } from '../src/fleet/fleet-metrics.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
 import { type TestApp, startApp } from './helpers/app.js';
 import { CLI } from './helpers/proc.js';
@@ -12,6 +14,14 @@ import { freePort } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { run, tool } from './helpers/tools.js';
 import { waitFor } from './helpers/wait.js';
+
+/** The fleet's metrics, as a coordinator and a host agent export them (empty: no fleet runs here). */
+function fleetMetricsText(): Promise<string> {
+  const registry = new Registry();
+  registerCoordinatorMetrics(registry, async () => null);
+  registerHostMetrics(registry, () => null);
+  return registry.metrics();
+}
 
 const DEPLOY = fileURLToPath(new URL('../../deploy/', import.meta.url));
 
@@ -27,6 +37,7 @@ describe('systemd units', () => {
     ['mirrorswap-agent.service', 2.5],
     ['mirrorswap-serve.service', 2.5],
     ['mirrorswap-nginx.service', 3.0],
+    ['mirrorswap-host.service', 2.5],
   ] as const) {
     it(`${unit} passes systemd-analyze verify and keeps its exposure at ${maxExposure} or below`, async () => {
       const analyze = tool('systemd-analyze', 'systemd');
@@ -79,6 +90,7 @@ describe('Prometheus configuration', () => {
       for (const text of [
         await (await agent.call('GET', '/metrics', { auth: false })).text(),
         await app.mw.registry.metrics(),
+        await fleetMetricsText(),
       ]) {
         for (const m of text.matchAll(/^# TYPE (\S+)/gm)) exported.add(m[1] as string);
       }
@@ -215,6 +227,7 @@ describe('Grafana dashboard', () => {
         await (await agent.call('GET', '/metrics', { auth: false })).text(),
         await app.mw.registry.metrics(),
         await proxy.registry.metrics(),
+        await fleetMetricsText(),
       ]) {
         for (const m of text.matchAll(/^# TYPE (\S+) (\S+)/gm)) {
           exported.add(m[1] as string);
@@ -238,6 +251,9 @@ describe('Grafana dashboard', () => {
         'mirrorswap_server_inflight_requests',
         'mirrorswap_agent_pending_changes',
         'mirrorswap_server_requests_total',
+        'mirrorswap_fleet_host_lag',
+        'mirrorswap_fleet_evictions_total',
+        'mirrorswap_host_ready',
       ]) {
         assert.ok(covered.includes(needed), `the dashboard does not show ${needed}`);
       }

@@ -81,6 +81,7 @@ export class Agent {
     const fleet = opts.fleet
       ? new FleetCoordinator({ ...opts.fleet, slotRoots: opts.layout.slots, log: opts.logger })
       : undefined;
+    fleet?.registerMetrics(this.metrics.registry);
     this.fleetApi = fleet && opts.fleet ? fleetRouter(fleet.snapshots, opts.fleet.token, opts.logger) : undefined;
     this.#ctx = {
       fleet,

@@ -17,6 +17,8 @@ import {
 } from './fleet-keys.js';
 import { LeaseKeeper } from './lease.js';
 import { Snapshots } from './snapshots.js';
+import type { Counter, Registry } from 'prom-client';
+import { registerCoordinatorMetrics } from './fleet-metrics.js';
 
 export type StragglerPolicy = 'block' | 'evict';
 
@@ -75,6 +77,7 @@ export class FleetCoordinator {
   #holder: string | null = null;
   #evicted: { host: string; epoch: number; at: string }[] = [];
   #onElected: ((fleetEpoch: FleetEpoch | null) => Promise<void>) | undefined;
+  #evictions: Counter<'fleet' | 'host'> | undefined;
   #closed = false;
   #campaign: NodeJS.Timeout | undefined;
 
@@ -92,6 +95,11 @@ export class FleetCoordinator {
       error: (err) =>
         opts.log.warn({ err: err.message }, 'fleet coordinator cannot renew its lease (etcd unreachable?)'),
     });
+  }
+
+  /** Export the fleet's state with the agent's metrics. */
+  registerMetrics(registry: Registry): void {
+    this.#evictions = registerCoordinatorMetrics(registry, () => this.status());
   }
 
   get elected(): boolean {
@@ -252,7 +260,10 @@ export class FleetCoordinator {
         );
       }
       committed = true;
-      for (const h of failed) this.#evicted.push({ host: h, epoch: args.epoch, at: record.committedAt });
+      for (const h of failed) {
+        this.#evicted.push({ host: h, epoch: args.epoch, at: record.committedAt });
+        this.#evictions?.inc({ fleet: this.#opts.fleet, host: h });
+      }
       this.#evicted = this.#evicted.slice(-20);
       return { epoch: record, evicted: failed, preparedMs };
     } finally {

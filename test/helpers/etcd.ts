@@ -80,7 +80,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     );
     children.set(names[i], child);
   };
-  names.forEach((_, i) => start(i, 'new'));
+  for (let i = 0; i < names.length; i++) start(i, 'new');
   const members: EtcdMember[] = names.map((name, i) => ({
     name,
     clientUrl: `http://127.0.0.1:${ports[i].client}`,

@@ -1,6 +1,7 @@
 import { createServer } from 'node:http';
-import { Gauge, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { AGENT_DEFAULTS, AGENT_MINIMUMS } from '../../agent/agent-defaults.js';
+import { registerHostMetrics } from '../../fleet/fleet-metrics.js';
 import { HostAgent } from '../../fleet/host-agent.js';
 import { SERVER_ID_PATTERN } from '../../heartbeat.js';
 import { closeServer, listen } from '../../server/listen.js';
@@ -78,7 +79,7 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   if (stringFlag(values, 'listen') !== undefined) {
     const { host, port } = listenFlag(values, 'listen');
     const registry = new Registry();
-    hostMetrics(registry, () => agent);
+    registerHostMetrics(registry, () => agent?.status() ?? null);
     server = createServer(async (req, res) => {
       const status = agent?.status() ?? null;
       const json = (code: number, body: unknown) => {
@@ -123,49 +124,4 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   await agent.close();
   reached.etcd.close();
   return 0;
-}
-
-/** The host agent's gauges, read from its status at each scrape. */
-function hostMetrics(registry: Registry, agent: () => HostAgent | null): void {
-  const status = () => agent()?.status();
-  new Gauge({
-    name: 'mirrorswap_host_epoch',
-    help: 'Epoch this host serves (its own epoch file)',
-    registers: [registry],
-    collect() {
-      this.set(status()?.epoch ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'mirrorswap_host_fleet_epoch',
-    help: "The fleet's committed epoch, as this host last read it",
-    registers: [registry],
-    collect() {
-      this.set(status()?.fleetEpoch ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'mirrorswap_host_ready',
-    help: "1 when this host serves the fleet's committed epoch",
-    registers: [registry],
-    collect() {
-      this.set(status()?.ready ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: 'mirrorswap_host_etcd_reachable',
-    help: '1 when the last etcd call of this host agent got an answer',
-    registers: [registry],
-    collect() {
-      this.set(status()?.etcdReachable === false ? 0 : 1);
-    },
-  });
-  new Gauge({
-    name: 'mirrorswap_host_last_pull_bytes',
-    help: 'Bytes the last pull from the coordinator received',
-    registers: [registry],
-    collect() {
-      this.set(status()?.lastPull?.received ?? 0);
-    },
-  });
 }

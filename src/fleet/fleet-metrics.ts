@@ -1,0 +1,120 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { FleetStatus } from './coordinator.js';
+import type { HostStatus } from './host-agent.js';
+
+/**
+ * The coordinator's view of its fleet, read from etcd at each scrape: what
+ * the alerts on a lagging or evicted host and the dashboard's fleet panels
+ * use. Returns the eviction counter, which the coordinator increments.
+ */
+export function registerCoordinatorMetrics(
+  registry: Registry,
+  status: () => Promise<FleetStatus | null>,
+): Counter<'fleet' | 'host'> {
+  const registers = [registry];
+  // one read of etcd per scrape, shared by the gauges below
+  let pending: Promise<FleetStatus | null> | null = null;
+  const read = () => {
+    pending ??= status()
+      .catch(() => null)
+      .finally(() => setTimeout(() => (pending = null), 100).unref());
+    return pending;
+  };
+  new Gauge({
+    name: 'mirrorswap_fleet_elected',
+    help: 'Whether this agent is the fleet coordinator etcd elected (1) or a standby one (0)',
+    labelNames: ['fleet'],
+    registers,
+    async collect() {
+      const s = await read();
+      if (s) this.set({ fleet: s.fleet }, s.coordinator.elected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_fleet_epoch',
+    help: "The fleet's committed epoch",
+    labelNames: ['fleet'],
+    registers,
+    async collect() {
+      const s = await read();
+      if (s?.epoch) this.set({ fleet: s.fleet }, s.epoch.epoch);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_fleet_hosts',
+    help: 'Live fleet hosts (their etcd lease holds)',
+    labelNames: ['fleet'],
+    registers,
+    async collect() {
+      const s = await read();
+      if (s) this.set({ fleet: s.fleet }, s.hosts.length);
+    },
+  });
+  const perHost = (name: string, help: string, value: (h: FleetStatus['hosts'][number]) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['fleet', 'host'],
+      registers,
+      async collect() {
+        this.reset();
+        const s = await read();
+        for (const h of s?.hosts ?? []) this.set({ fleet: s?.fleet ?? '', host: h.host }, value(h));
+      },
+    });
+  perHost('mirrorswap_fleet_host_epoch', 'Epoch each live host serves', (h) => h.epoch);
+  perHost('mirrorswap_fleet_host_lag', "Epochs each live host is behind the fleet's committed one", (h) => h.lag);
+  perHost('mirrorswap_fleet_host_ready', "1 when the host serves the fleet's committed epoch", (h) =>
+    h.ready ? 1 : 0,
+  );
+  return new Counter({
+    name: 'mirrorswap_fleet_evictions_total',
+    help: 'Hosts evicted from a swap because they did not prepare it in time (--straggler evict)',
+    labelNames: ['fleet', 'host'],
+    registers,
+  });
+}
+
+/** The host agent's gauges, read from its status at each scrape. */
+export function registerHostMetrics(registry: Registry, status: () => HostStatus | null): void {
+  new Gauge({
+    name: 'mirrorswap_host_epoch',
+    help: 'Epoch this host serves (its own epoch file)',
+    registers: [registry],
+    collect() {
+      this.set(status()?.epoch ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_fleet_epoch',
+    help: "The fleet's committed epoch, as this host last read it",
+    registers: [registry],
+    collect() {
+      this.set(status()?.fleetEpoch ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_ready',
+    help: "1 when this host serves the fleet's committed epoch",
+    registers: [registry],
+    collect() {
+      this.set(status()?.ready ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_etcd_reachable',
+    help: '1 when the last etcd call of this host agent got an answer',
+    registers: [registry],
+    collect() {
+      this.set(status()?.etcdReachable === false ? 0 : 1);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_last_pull_bytes',
+    help: 'Bytes the last pull from the coordinator received',
+    registers: [registry],
+    collect() {
+      this.set(status()?.lastPull?.received ?? 0);
+    },
+  });
+}
