@@ -73,12 +73,17 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
       return;
     }
     const sizes = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e.size]));
+    const unknown = (paths as string[]).find((p) => !sizes.has(p));
+    if (unknown !== undefined) {
+      pull.done();
+      res.status(400).json({ error: 'BAD_REQUEST', message: 'a path asked for is not a file of the snapshot' });
+      return;
+    }
     res.once('close', pull.done);
     res.setHeader('content-type', 'application/x-mirrorswap-files');
     try {
       for (const path of paths as string[]) {
-        const size = sizes.get(path);
-        if (size === undefined) throw new Error(`${path} is not a file of the snapshot`);
+        const size = sizes.get(path) as number;
         const abs = join(pull.root, path);
         const st = await lstat(abs);
         if (!st.isFile() || st.size !== size)

@@ -90,6 +90,8 @@ export class HostAgent {
   /** Proposals answered (by epoch and snapshot), so one is prepared once. */
   #answered = new Set<string>();
   #acked = 0;
+  /** The epoch every live server of this host was last seen serving. */
+  #switched = 0;
   #phase: HostStatus['phase'] = 'idle';
   #lastPull: HostStatus['lastPull'] = null;
   #lastError: string | null = null;
@@ -247,8 +249,9 @@ export class HostAgent {
     }
   }
 
+  /** Ready: this host's servers serve the fleet's committed epoch (what its /readyz says). */
   get ready(): boolean {
-    return this.#fleetEpoch !== null && this.#local !== null && this.#local.epoch >= this.#fleetEpoch.epoch;
+    return this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
   }
 
   status(): HostStatus {
@@ -403,6 +406,17 @@ export class HostAgent {
     const local = this.#local;
     if (!local) return;
     const old = otherSlot(local.mounted);
+    // first every server of this host serves the epoch (the host is ready), then the old copy drains (the ack)
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to switch to epoch ${epoch}`,
+      done: (hb) => hb.epoch >= epoch,
+      describe: (hb) => `is still at epoch ${hb.epoch}`,
+    });
+    this.#switched = epoch;
+    await this.#putMember().catch(() => {});
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
       ttlMs: this.#opts.serverTtlMs,

@@ -1,4 +1,5 @@
-import type { Dirent } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { type Dirent, createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MirrorswapError } from '../errors.js';
@@ -17,6 +18,17 @@ export interface ManifestEntry {
   /** Modification time in whole milliseconds (floored), as copies keep it. */
   mtimeMs: number;
   target?: string;
+  /**
+   * A file's SHA-256 (hex). Sizes and times cannot tell every change apart
+   * (a tool that keeps times, a rewrite of the same size within the
+   * millisecond), so manifests that say what changed compare content.
+   */
+  hash?: string;
+}
+
+/** Where a file's content was last seen hashed: a file with the same inode, change time and size still has it. */
+export interface HashCache {
+  get(path: string): { ino: number; ctimeMs: number; size: number; hash: string } | undefined;
 }
 
 /** A whole tree: every entry, sorted by path. */
@@ -30,8 +42,18 @@ export interface ManifestDelta {
   removed: string[];
 }
 
-/** Walk `root` (its temp directory left out) into a manifest. Links are recorded, never followed. */
-export async function readManifest(root: string): Promise<Manifest> {
+/**
+ * Walk `root` (its temp directory left out) into a manifest. Links are
+ * recorded, never followed. With `hashes`, every file gets its SHA-256:
+ * carried over from the cache when the file is the one hashed before (same
+ * inode, change time and size: a copy never writes a file in place, so new
+ * content is a new inode), read and hashed otherwise. `seen` collects what
+ * the next walk's cache needs.
+ */
+export async function readManifest(
+  root: string,
+  hashes?: { cache: HashCache; seen: Map<string, { ino: number; ctimeMs: number; size: number; hash: string }> },
+): Promise<Manifest> {
   const entries: Manifest = [];
   const walk = async (dir: string, rel: string): Promise<void> => {
     let children: Dirent[];
@@ -54,7 +76,16 @@ export async function readManifest(root: string): Promise<Manifest> {
       } else if (st.isSymbolicLink()) {
         entries.push({ ...base, type: 'link', target: await readlink(abs) });
       } else if (st.isFile()) {
-        entries.push({ ...base, type: 'file', size: st.size });
+        const file: ManifestEntry = { ...base, type: 'file', size: st.size };
+        if (hashes) {
+          const known = hashes.cache.get(path);
+          file.hash =
+            known && known.ino === st.ino && known.ctimeMs === st.ctimeMs && known.size === st.size
+              ? known.hash
+              : await hashFile(abs);
+          hashes.seen.set(path, { ino: st.ino, ctimeMs: st.ctimeMs, size: st.size, hash: file.hash });
+        }
+        entries.push(file);
       }
       // sockets, FIFOs and devices are never copied into a slot, so never into a manifest
     }
@@ -68,7 +99,30 @@ function same(x: ManifestEntry, y: ManifestEntry): boolean {
   if (x.type !== y.type || x.mode !== y.mode) return false;
   if (x.type === 'link') return x.target === y.target;
   if (x.type === 'dir') return x.mtimeMs === y.mtimeMs;
-  return x.size === y.size && x.mtimeMs === y.mtimeMs;
+  if (x.size !== y.size || x.mtimeMs !== y.mtimeMs) return false;
+  // content decides when both sides know it
+  return x.hash === undefined || y.hash === undefined || x.hash === y.hash;
+}
+
+/** A file's SHA-256, hex. */
+export async function hashFile(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Give the files of `local` (a walk without hashes) their hashes where
+ * `target` has the same file by size and time: only content can still tell
+ * them apart. What differs by size or time is fetched anyway, unread.
+ */
+export async function hashLikelySame(root: string, local: Manifest, target: Manifest): Promise<void> {
+  const wanted = new Map(target.filter((e) => e.type === 'file' && e.hash).map((e) => [e.path, e]));
+  for (const e of local) {
+    const t = wanted.get(e.path);
+    if (e.type === 'file' && t && t.size === e.size && t.mtimeMs === e.mtimeMs)
+      e.hash = await hashFile(join(root, e.path));
+  }
 }
 
 /** What turns the tree `base` describes into the one `target` describes. */

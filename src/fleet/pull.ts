@@ -7,7 +7,14 @@ import { msInside } from '../agent/copy-times.js';
 import { syncFileSystems } from '../agent/tree-copy.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
-import { type ManifestDelta, type ManifestEntry, badPath, diffManifests, readManifest } from './manifest.js';
+import {
+  type ManifestDelta,
+  type ManifestEntry,
+  badPath,
+  diffManifests,
+  hashLikelySame,
+  readManifest,
+} from './manifest.js';
 import { MAX_PATHS_PER_REQUEST } from './fleet-api.js';
 
 export interface PullOptions {
@@ -59,7 +66,10 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   let delta: ManifestDelta = body;
   if (!body.base) {
     stats.full = true;
-    delta = diffManifests(await readManifest(opts.into), body.changed);
+    // what the slot holds, by content where size and time alone would call it the same
+    const local = await readManifest(opts.into);
+    await hashLikelySame(opts.into, local, body.changed);
+    delta = diffManifests(local, body.changed);
   }
   for (const e of delta.changed) {
     const bad = badPath(e.path);
@@ -181,8 +191,14 @@ async function fetchFiles(opts: PullOptions, batch: ManifestEntry[], tmp: string
       }
       await handle.close();
       const sent = await reader.read(32);
-      if (!sent.equals(hash.digest()))
+      const got = hash.digest();
+      if (!sent.equals(got))
         throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
+      if (want.hash && got.toString('hex') !== want.hash)
+        throw new MirrorswapError(
+          'FLEET_PULL',
+          `${want.path} is not the content the manifest names: it changed on the coordinator`,
+        );
       await chmod(temp, want.mode);
       await utimes(temp, msInside(want.mtimeMs), msInside(want.mtimeMs));
       await rename(temp, join(opts.into, want.path));

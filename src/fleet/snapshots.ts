@@ -4,12 +4,16 @@ import { MirrorswapError } from '../errors.js';
 import { SLOTS, type SlotName } from '../store-layout.js';
 import { type Manifest, type ManifestDelta, diffManifests, readManifest } from './manifest.js';
 
+type Hashed = Map<string, { ino: number; ctimeMs: number; size: number; hash: string }>;
+
 interface SlotSnapshot {
   /** Names the content the slot holds now; null while it is being rewritten or unknown. */
   id: string | null;
   manifest: Manifest | null;
   /** Host pulls reading the slot right now. */
   pulls: number;
+  /** Each file's hash as last read in this slot: the next walk reads only files rewritten since. */
+  hashed: Hashed;
 }
 
 /** Manifests of past snapshots kept to answer "what changed since": a host is at most a swap or two behind. */
@@ -26,8 +30,8 @@ const KEPT = 4;
 export class Snapshots {
   readonly #roots: Readonly<Record<SlotName, string>>;
   readonly #slots: Record<SlotName, SlotSnapshot> = {
-    a: { id: null, manifest: null, pulls: 0 },
-    b: { id: null, manifest: null, pulls: 0 },
+    a: { id: null, manifest: null, pulls: 0, hashed: new Map() },
+    b: { id: null, manifest: null, pulls: 0, hashed: new Map() },
   };
   readonly #past = new Map<string, Manifest>();
 
@@ -42,7 +46,7 @@ export class Snapshots {
 
   /** Name what `slot` holds now, after a copy into it: its manifest is read here, once. */
   async take(slot: SlotName): Promise<string> {
-    const manifest = await readManifest(this.#roots[slot]);
+    const manifest = await this.#read(slot);
     const id = randomUUID();
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
     this.#remember(id, manifest);
@@ -54,7 +58,7 @@ export class Snapshots {
    * copy is the fleet's committed one, as its recorded position showed).
    */
   async adopt(slot: SlotName, id: string): Promise<void> {
-    const manifest = await readManifest(this.#roots[slot]);
+    const manifest = await this.#read(slot);
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
     this.#remember(id, manifest);
   }
@@ -109,6 +113,14 @@ export class Snapshots {
   /** Pulls under way on each slot, for status. */
   pulls(): Record<SlotName, number> {
     return { a: this.#slots.a.pulls, b: this.#slots.b.pulls };
+  }
+
+  /** The slot's manifest with every file's hash, reading only files written since the last walk. */
+  async #read(slot: SlotName): Promise<Manifest> {
+    const seen: Hashed = new Map();
+    const manifest = await readManifest(this.#roots[slot], { cache: this.#slots[slot].hashed, seen });
+    this.#slots[slot].hashed = seen;
+    return manifest;
   }
 
   #remember(id: string, manifest: Manifest): void {

@@ -21,6 +21,9 @@ export interface EtcdMember {
   name: string;
   clientUrl: string;
   readonly running: boolean;
+  /** SIGSTOP it (a hung member: connections open, no answer), and SIGCONT it. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   /** SIGKILL it (as a crash would). */
   kill(): Promise<void>;
   /** Start it again on its data directory. */
@@ -88,6 +91,12 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
       const c = children.get(name);
       return c !== undefined && c.exitCode === null && c.signalCode === null;
     },
+    async pause() {
+      children.get(name)?.kill('SIGSTOP');
+    },
+    async resume() {
+      children.get(name)?.kill('SIGCONT');
+    },
     async kill() {
       const c = children.get(name);
       if (!c || c.exitCode !== null || c.signalCode !== null) return;
@@ -119,7 +128,10 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
       throw new Error('the etcd cluster has no leader');
     },
     async stop() {
-      for (const m of members) await m.kill();
+      for (const m of members) {
+        await m.resume();
+        await m.kill();
+      }
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -191,7 +191,7 @@ export async function mountedTree(root: string, epochFile: string): Promise<{ ep
   const parts: string[] = [];
   for (const e of manifest) {
     const content = e.type === 'file' ? (await readFile(join(slotRoot, e.path))).toString('base64') : (e.target ?? '');
-    parts.push(`${e.type} ${e.path} ${e.mode.toString(8)} ${e.type === 'dir' ? '' : e.mtimeMs} ${content}`);
+    parts.push(`${e.type} ${e.path} ${e.mode.toString(8)} ${e.type === 'file' ? e.mtimeMs : ''} ${content}`);
   }
   return { epoch: record.epoch, tree: parts.join('\n') };
 }
