@@ -29,6 +29,8 @@ export interface Etcd {
    * revision seen; a compacted start calls `onCompacted` (the caller re-reads).
    */
   watch(key: string, opts: WatchOptions): Watch;
+  /** Close connections and watches. */
+  close(): void;
 }
 
 export interface KeyValue {

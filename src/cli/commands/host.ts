@@ -65,6 +65,9 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   const layout = layoutFrom(values);
   const reached = await etcdFrom(values);
   if (!reached) throw new UsageError('--etcd URL[,URL…] is required: a host agent follows its fleet through etcd');
+  const leaseTtlSeconds = leaseSecondsFrom(values);
+  const serverTtlMs = durationFlag(values, 'server-ttl', { min: AGENT_MINIMUMS.serverTtlMs });
+  const drainTimeoutMs = durationFlag(values, 'drain-timeout', { min: AGENT_MINIMUMS.drainTimeoutMs });
   const tokenFile = stringFlag(values, 'token-file');
   if (!tokenFile)
     throw new UsageError('--token-file is required: the coordinator gives content only for the fleet token');
@@ -109,9 +112,9 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     layout,
     log,
     url,
-    leaseTtlSeconds: leaseSecondsFrom(values),
-    serverTtlMs: durationFlag(values, 'server-ttl', { min: AGENT_MINIMUMS.serverTtlMs }),
-    drainTimeoutMs: durationFlag(values, 'drain-timeout', { min: AGENT_MINIMUMS.drainTimeoutMs }),
+    leaseTtlSeconds,
+    serverTtlMs,
+    drainTimeoutMs,
     durable: values.fsync !== false,
   });
   log.info({ host: agent.host, fleet: reached.fleet, store: layout.root, url }, 'fleet host agent running');
