@@ -78,6 +78,8 @@ export class FleetCoordinator {
   #evicted: { host: string; epoch: number; at: string }[] = [];
   #onElected: ((fleetEpoch: FleetEpoch | null) => Promise<void>) | undefined;
   #evictions: Counter<'fleet' | 'host'> | undefined;
+  /** The revision of the last commit: acks come after it. */
+  #committedAt = 0;
   #closed = false;
   #campaign: NodeJS.Timeout | undefined;
 
@@ -222,7 +224,7 @@ export class FleetCoordinator {
     const started = performance.now();
     let committed = false;
     try {
-      const answers = await this.#waitForPrepared(proposal);
+      const answers = await this.#waitForPrepared(proposal, proposed.revision);
       const preparedMs = performance.now() - started;
       const failed = members.filter((h) => answers.get(h)?.ok !== true);
       const why = (h: string) => {
@@ -294,8 +296,11 @@ export class FleetCoordinator {
     ];
     for (;;) {
       try {
-        const { succeeded } = await this.#etcd.txn(compares, ops);
-        if (succeeded) return true;
+        const { succeeded, revision } = await this.#etcd.txn(compares, ops);
+        if (succeeded) {
+          this.#committedAt = revision;
+          return true;
+        }
         // refused: unless an earlier attempt of ours landed and moved the epoch
         const now = await this.committed();
         return now?.epoch === record.epoch && now.snapshot === record.snapshot;
@@ -313,15 +318,13 @@ export class FleetCoordinator {
   }
 
   /** Every member's answer to the proposal, once all answered or the prepare timeout passed. */
-  async #waitForPrepared(proposal: SwapProposal): Promise<Map<string, Prepared>> {
+  async #waitForPrepared(proposal: SwapProposal, proposedAt: number): Promise<Map<string, Prepared>> {
     const deadline = Date.now() + this.#opts.prepareTimeoutMs;
     const prefix = this.keys.prepared(proposal.snapshot);
     const answers = new Map<string, Prepared>();
-    let wake: (() => void) | undefined;
-    const watch = this.#etcd.watch(prefix, {
-      prefix: true,
-      onEvents: () => wake?.(),
-    });
+    const wakeup = new Wakeup();
+    // from the proposal's revision: an answer written before the watch is set up still wakes the wait
+    const watch = this.#etcd.watch(prefix, { prefix: true, fromRevision: proposedAt, onEvents: () => wakeup.notify() });
     try {
       for (;;) {
         // an etcd without a leader for a moment is waited out, within the prepare timeout
@@ -334,15 +337,22 @@ export class FleetCoordinator {
           const host = kv.key.slice(prefix.length);
           if (answer?.snapshot === proposal.snapshot) answers.set(host, answer);
         }
+        // a member whose lease ended is gone for sure: it answers now, with that
+        const live = await this.members().catch(() => null);
+        if (live) {
+          const alive = new Set(live.map((m) => m.host));
+          for (const h of proposal.members) {
+            if (!answers.has(h) && !alive.has(h))
+              answers.set(h, {
+                ok: false,
+                snapshot: proposal.snapshot,
+                error: 'its lease ended (the host stopped or lost etcd)',
+              });
+          }
+        }
         if (proposal.members.every((h) => answers.has(h))) return answers;
         if (Date.now() >= deadline) return answers;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
+        await wakeup.wait(Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
       }
     } finally {
       watch.close();
@@ -374,8 +384,12 @@ export class FleetCoordinator {
   async awaitDrained(epoch: FleetEpoch, timeoutMs: number): Promise<{ dropped: string[] }> {
     const deadline = Date.now() + timeoutMs;
     const dropped: string[] = [];
-    let wake: (() => void) | undefined;
-    const watch = this.#etcd.watch(this.keys.acks, { prefix: true, onEvents: () => wake?.() });
+    const wakeup = new Wakeup();
+    const watch = this.#etcd.watch(this.keys.acks, {
+      prefix: true,
+      fromRevision: this.#committedAt,
+      onEvents: () => wakeup.notify(),
+    });
     try {
       for (;;) {
         let read: [{ kvs: KeyValue[] }, MemberRecord[]];
@@ -417,13 +431,7 @@ export class FleetCoordinator {
               .join('; ')}`,
           );
         }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
+        await wakeup.wait(Math.min(BACKSTOP_MS, Math.max(0, deadline - Date.now())));
       }
     } finally {
       watch.close();
@@ -469,6 +477,33 @@ export class FleetCoordinator {
       evicted: this.#evicted,
       pulls: this.snapshots.pulls(),
     };
+  }
+}
+
+/** Wakes a waiting loop on a watch event; an event that comes while the loop is busy is not lost. */
+class Wakeup {
+  #pending = false;
+  #wake: (() => void) | undefined;
+
+  notify(): void {
+    this.#pending = true;
+    this.#wake?.();
+  }
+
+  /** Return at the next event (at once if one came since the last wait), or after `ms`. */
+  async wait(ms: number): Promise<void> {
+    if (!this.#pending) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, ms);
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.#wake = done;
+      });
+      this.#wake = undefined;
+    }
+    this.#pending = false;
   }
 }
 

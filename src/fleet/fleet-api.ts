@@ -1,12 +1,15 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import express, { type Request, type Response } from 'express';
 import { tokenMatches } from '../agent/http-api.js';
 import type { Logger } from '../logger.js';
-import { badPath } from './manifest.js';
+import { type ManifestEntry, badPath } from './manifest.js';
 import type { Snapshots } from './snapshots.js';
+
+/** Files at most this large are read whole and sent with the snapshot's hash. */
+const WHOLE_READ = 1024 * 1024;
 
 /** Most paths one files request may name: a host asks in batches. */
 export const MAX_PATHS_PER_REQUEST = 4096;
@@ -72,8 +75,8 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
       res.status(410).json({ error: 'SNAPSHOT_GONE', message: 'no slot holds that snapshot any more' });
       return;
     }
-    const sizes = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e.size]));
-    const unknown = (paths as string[]).find((p) => !sizes.has(p));
+    const files = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e]));
+    const unknown = (paths as string[]).find((p) => !files.has(p));
     if (unknown !== undefined) {
       pull.done();
       res.status(400).json({ error: 'BAD_REQUEST', message: 'a path asked for is not a file of the snapshot' });
@@ -83,21 +86,33 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
     res.setHeader('content-type', 'application/x-mirrorswap-files');
     try {
       for (const path of paths as string[]) {
-        const size = sizes.get(path) as number;
+        const entry = files.get(path) as ManifestEntry;
         const abs = join(pull.root, path);
+        if (!res.write(frameHeader(path, entry.size))) await drained(res);
+        if (entry.size <= WHOLE_READ && entry.hash) {
+          // small files in one read; the hash sent is the snapshot's, so a file changed under it
+          // arrives as damaged and is never taken
+          const data = await readFile(abs, { flag: constants.O_RDONLY | constants.O_NOFOLLOW });
+          if (data.length !== entry.size) throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+          res.write(data);
+          if (!res.write(Buffer.from(entry.hash, 'hex'))) await drained(res);
+          continue;
+        }
         const st = await lstat(abs);
-        if (!st.isFile() || st.size !== size)
+        if (!st.isFile() || st.size !== entry.size)
           throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
-        if (!res.write(frameHeader(path, size))) await drained(res);
         const hash = createHash('sha256');
         let sent = 0;
-        for await (const chunk of createReadStream(abs, { highWaterMark: 256 * 1024, end: Math.max(0, size - 1) })) {
-          if (size === 0) break;
+        for await (const chunk of createReadStream(abs, {
+          highWaterMark: 256 * 1024,
+          end: Math.max(0, entry.size - 1),
+        })) {
+          if (entry.size === 0) break;
           hash.update(chunk as Buffer);
           sent += (chunk as Buffer).length;
           if (!res.write(chunk)) await drained(res);
         }
-        if (sent !== size) throw new Error(`${path} ended at ${sent} of ${size} bytes`);
+        if (sent !== entry.size) throw new Error(`${path} ended at ${sent} of ${entry.size} bytes`);
         if (!res.write(hash.digest())) await drained(res);
       }
       res.end();

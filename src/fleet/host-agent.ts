@@ -101,7 +101,7 @@ export class HostAgent {
   #closed = false;
   #watches: { close(): void }[] = [];
   /** The pull under way: abandoned when a newer proposal or commit names another snapshot. */
-  #pulling: { snapshot: string; abort: AbortController } | null = null;
+  #pulling: { snapshot: string; epoch: number; forCommit: boolean; abort: AbortController } | null = null;
   #backstop: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
   /** Called after every step, for tests and metrics. */
@@ -226,26 +226,35 @@ export class HostAgent {
   #sawEpoch(epoch: FleetEpoch | null): void {
     if (!epoch || (this.#fleetEpoch && epoch.epoch <= this.#fleetEpoch.epoch)) return;
     this.#fleetEpoch = epoch;
-    this.#supersede(epoch.snapshot);
+    this.#supersede(epoch.snapshot, epoch.epoch, true);
     this.#kick();
   }
 
   #sawProposal(proposal: SwapProposal | null): void {
     this.#proposal = proposal;
     if (proposal) {
-      this.#supersede(proposal.snapshot);
+      this.#supersede(proposal.snapshot, proposal.epoch, false);
       this.#kick();
     }
   }
 
-  /** A pull for another snapshot than the one now wanted is wasted (its coordinator may be gone): stop it. */
-  #supersede(wanted: string): void {
-    if (this.#pulling && this.#pulling.snapshot !== wanted) {
+  /**
+   * A pull for a snapshot the fleet moved past is wasted (its coordinator
+   * may be gone): stop it. A pull that prepares a proposal gives way to a
+   * newer proposal or to any commit of another snapshot; a pull that
+   * catches up with a commit gives way only to a newer commit (a proposal
+   * may still be aborted, and the commit is what this host must serve).
+   */
+  #supersede(wanted: string, epoch: number, committed: boolean): void {
+    const p = this.#pulling;
+    if (!p || p.snapshot === wanted) return;
+    const moved = committed ? epoch >= p.epoch || !p.forCommit : !p.forCommit && epoch >= p.epoch;
+    if (moved) {
       this.#opts.log.warn(
-        { abandoned: this.#pulling.snapshot, wanted },
+        { abandoned: p.snapshot, wanted },
         'abandoning a pull: the fleet moved on to another snapshot',
       );
-      this.#pulling.abort.abort();
+      p.abort.abort();
     }
   }
 
@@ -325,7 +334,7 @@ export class HostAgent {
     const key = answerKey(proposal);
     let answer: Prepared;
     try {
-      const slot = await this.#fill(this.#standby(), proposal.snapshot, proposal.url);
+      const slot = await this.#fill(this.#standby(), proposal.snapshot, proposal.url, proposal.epoch, false);
       answer = { ok: true, slot, snapshot: proposal.snapshot };
     } catch (err) {
       answer = { ok: false, snapshot: proposal.snapshot, error: (err as Error).message };
@@ -339,7 +348,7 @@ export class HostAgent {
   }
 
   /** Make `slot` hold `snapshot` (it may already): wait for this host's servers to let go of it, then pull. */
-  async #fill(slot: SlotName, snapshot: string, from: string): Promise<SlotName> {
+  async #fill(slot: SlotName, snapshot: string, from: string, epoch: number, forCommit: boolean): Promise<SlotName> {
     const held = this.#slots[slot];
     if (held.snapshot === snapshot && !held.copying) return slot;
     await waitForServers({
@@ -356,7 +365,7 @@ export class HostAgent {
     const base = held.copying ? null : held.snapshot;
     await this.#recordSlot(slot, { snapshot: null, copying: true });
     const started = performance.now();
-    const pulling = { snapshot, abort: new AbortController() };
+    const pulling = { snapshot, epoch, forCommit, abort: new AbortController() };
     this.#pulling = pulling;
     let stats: PullStats;
     try {
@@ -392,7 +401,7 @@ export class HostAgent {
         { epoch: epoch.epoch, snapshot: epoch.snapshot },
         `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
       );
-      slot = await this.#fill(this.#standby(), epoch.snapshot, epoch.url);
+      slot = await this.#fill(this.#standby(), epoch.snapshot, epoch.url, epoch.epoch, true);
     }
     this.#phase = 'switching';
     this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);

@@ -5,6 +5,8 @@ import https from 'node:https';
 import { join } from 'node:path';
 import { msInside } from '../agent/copy-times.js';
 import { syncFileSystems } from '../agent/tree-copy.js';
+import { walkPool } from '../agent/walk-pool.js';
+import { fsyncDir } from '../atomic-write.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import {
@@ -42,6 +44,14 @@ export interface PullStats {
   /** Whether the whole manifest was compared with the slot (no base, or the coordinator forgot it). */
   full: boolean;
 }
+
+/**
+ * Up to this many changed entries, a durable pull fsyncs each file and each
+ * directory it changed; above, one syncfs of the slot's file system is
+ * cheaper. A swap of a few files must not flush a whole disk (and every
+ * other writer's dirty pages with it).
+ */
+const FSYNC_EACH_UP_TO = 256;
 
 /** Largest answer one files request asks for, in content bytes. */
 const BATCH_BYTES = 32 * 1024 * 1024;
@@ -81,6 +91,15 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     if (bad)
       throw new MirrorswapError('FLEET_PULL', `the coordinator sent an unsafe path ${JSON.stringify(p)}: ${bad}`);
   }
+  const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= FSYNC_EACH_UP_TO;
+  /** Directories whose entries changed: fsynced at the end when files are fsynced one by one. */
+  const touched = new Set<string>();
+  const touch = (path: string) => {
+    const cut = path.lastIndexOf('/');
+    touched.add(cut > 0 ? path.slice(0, cut) : '');
+  };
+  for (const e of delta.changed) touch(e.path);
+  for (const p of delta.removed) touch(p);
   const tmp = join(opts.into, TEMP_DIR_NAME);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -123,7 +142,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     }
     opts.signal?.throwIfAborted();
     for (const f of batch) await parents.check(f.path);
-    stats.received += await fetchFiles(opts, batch, tmp, stats);
+    stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach);
   }
   // 5. directories' modes and times, deepest first (their children are in place)
   for (const d of [...dirs].reverse()) {
@@ -132,7 +151,13 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
   await rm(tmp, { recursive: true, force: true });
-  if (opts.durable) await syncFileSystems([opts.into]);
+  if (fsyncEach) {
+    for (const d of dirs) touched.add(d.path);
+    // deepest first: a new directory is durable before the entry naming it in its parent
+    for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
+  } else if (opts.durable) {
+    await syncFileSystems([opts.into]);
+  }
   return stats;
 }
 
@@ -161,59 +186,115 @@ class ParentCheck {
 }
 
 /** Fetch one batch of files into place; returns the bytes received. */
-async function fetchFiles(opts: PullOptions, batch: ManifestEntry[], tmp: string, stats: PullStats): Promise<number> {
+async function fetchFiles(
+  opts: PullOptions,
+  batch: ManifestEntry[],
+  tmp: string,
+  stats: PullStats,
+  fsyncEach: boolean,
+): Promise<number> {
   const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
     paths: batch.map((f) => f.path),
   });
   const reader = new FrameReader(res);
   let received = 0;
-  for (const want of batch) {
-    const lenBuf = await reader.read(4);
-    const header = JSON.parse((await reader.read(lenBuf.readUInt32BE(0))).toString('utf8')) as {
-      path: string;
-      size: number;
-    };
-    if (header.path !== want.path || header.size !== want.size)
-      throw new MirrorswapError(
-        'FLEET_PULL',
-        `the coordinator sent ${header.path} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
-      );
-    const temp = join(tmp, randomBytes(8).toString('hex'));
-    const handle = await open(temp, 'wx', 0o600);
-    const hash = createHash('sha256');
-    try {
-      let left = want.size;
-      while (left > 0) {
-        const chunk = await reader.readUpTo(left);
-        hash.update(chunk);
-        await handle.write(chunk);
-        left -= chunk.length;
-      }
-      await handle.close();
-      const sent = await reader.read(32);
-      const got = hash.digest();
-      if (!sent.equals(got))
-        throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
-      if (want.hash && got.toString('hex') !== want.hash)
+  // small files are checked here and written by the walk threads, many at a time: one blocking
+  // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
+  let pending: PlacedFile[] = [];
+  let pendingBytes = 0;
+  const place = async () => {
+    if (pending.length === 0) return;
+    const units = pending;
+    pending = [];
+    pendingBytes = 0;
+    await walkPool.run<PlacedFile, true>('place', { into: opts.into, tmp, fsync: fsyncEach }, units, () => true);
+  };
+  try {
+    for (const want of batch) {
+      const lenBuf = await reader.read(4);
+      const header = JSON.parse((await reader.read(lenBuf.readUInt32BE(0))).toString('utf8')) as {
+        path: string;
+        size: number;
+      };
+      if (header.path !== want.path || header.size !== want.size)
         throw new MirrorswapError(
           'FLEET_PULL',
-          `${want.path} is not the content the manifest names: it changed on the coordinator`,
+          `the coordinator sent ${header.path} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
         );
-      await chmod(temp, want.mode);
-      await utimes(temp, msInside(want.mtimeMs), msInside(want.mtimeMs));
-      await rename(temp, join(opts.into, want.path));
-    } catch (err) {
-      await handle.close().catch(() => {});
-      await unlink(temp).catch(() => {});
-      res.destroy();
-      throw err;
+      if (want.size <= SMALL_FILE) {
+        const data = await reader.read(want.size);
+        checkHash(want, createHash('sha256').update(data).digest(), await reader.read(32));
+        pending.push({ path: want.path, data: new Uint8Array(data), mode: want.mode, mtime: msInside(want.mtimeMs) });
+        pendingBytes += want.size;
+        if (pendingBytes >= PLACE_BATCH_BYTES || pending.length >= PLACE_BATCH_FILES) await place();
+      } else {
+        await receiveLarge(opts, want, reader, tmp, fsyncEach);
+      }
+      stats.files++;
+      stats.bytes += want.size;
+      received += 4 + lenBuf.readUInt32BE(0) + want.size + 32;
     }
-    stats.files++;
-    stats.bytes += want.size;
-    received += 4 + lenBuf.readUInt32BE(0) + want.size + 32;
+    await place();
+  } finally {
+    res.destroy();
   }
-  res.destroy();
   return received;
+}
+
+/** Files at most this large are read whole and placed by the walk threads. */
+const SMALL_FILE = 1024 * 1024;
+const PLACE_BATCH_BYTES = 16 * 1024 * 1024;
+const PLACE_BATCH_FILES = 512;
+
+/** A small file, checked, for a walk thread to write beside the slot and rename into place. */
+export interface PlacedFile {
+  path: string;
+  data: Uint8Array;
+  mode: number;
+  /** utimes seconds (msInside). */
+  mtime: number;
+}
+
+function checkHash(want: ManifestEntry, got: Buffer, sent: Buffer): void {
+  if (!sent.equals(got))
+    throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
+  if (want.hash && got.toString('hex') !== want.hash)
+    throw new MirrorswapError(
+      'FLEET_PULL',
+      `${want.path} is not the content the manifest names: it changed on the coordinator`,
+    );
+}
+
+/** A large file, streamed to a temp file beside the slot, checked, then renamed into place. */
+async function receiveLarge(
+  opts: PullOptions,
+  want: ManifestEntry,
+  reader: FrameReader,
+  tmp: string,
+  fsyncEach: boolean,
+): Promise<void> {
+  const temp = join(tmp, randomBytes(8).toString('hex'));
+  const handle = await open(temp, 'wx', 0o600);
+  const hash = createHash('sha256');
+  try {
+    let left = want.size;
+    while (left > 0) {
+      const chunk = await reader.readUpTo(left);
+      hash.update(chunk);
+      await handle.write(chunk);
+      left -= chunk.length;
+    }
+    if (fsyncEach) await handle.sync();
+    await handle.close();
+    checkHash(want, hash.digest(), await reader.read(32));
+    await chmod(temp, want.mode);
+    await utimes(temp, msInside(want.mtimeMs), msInside(want.mtimeMs));
+    await rename(temp, join(opts.into, want.path));
+  } catch (err) {
+    await handle.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
 }
 
 /** Reads exact byte counts from a response, failing on a cut one. */

@@ -39,8 +39,11 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-/** A cluster of `size` members on loopback, fast elections (tests kill leaders). */
-export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+/** A cluster of `size` members on loopback, fast elections by default (tests kill leaders). */
+export async function startEtcdCluster(
+  size = 3,
+  timing: { heartbeatMs?: number; electionTimeoutMs?: number } = {},
+): Promise<EtcdCluster> {
   const binary = etcdBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-etcd-'));
   const ports: { client: number; peer: number }[] = [];
@@ -71,9 +74,9 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
         '--initial-cluster-token',
         'mirrorswap-test',
         '--heartbeat-interval',
-        '50',
+        String(timing.heartbeatMs ?? 50),
         '--election-timeout',
-        '500',
+        String(timing.electionTimeoutMs ?? 500),
         '--logger',
         'zap',
         '--log-outputs',

@@ -1,0 +1,152 @@
+/**
+ * Fleet mode on this machine: a 3-member etcd, a coordinator and 2, 4 and 8
+ * host agents (separate processes and stores, each with one web server), all
+ * on loopback. For each fleet size: request to commit, commit to the last
+ * host switched (its epoch file published) and to the last web server
+ * serving the new copy, commit to every host drained (its ack), p50 and p99
+ * over `--swaps` swaps of one changed 4 KiB file; the bytes the coordinator
+ * sent per swap against the bytes that changed; and the time to evict a
+ * host killed just before a swap (`--straggler evict`).
+ *
+ *   node dist/bench/fleet.js [--swaps 30 --sizes 2,4,8]
+ */
+import { randomBytes } from 'node:crypto';
+import { readEpochFile } from '../src/epoch-file.js';
+import { EtcdGateway } from '../src/fleet/etcd.js';
+import { fleetKeys } from '../src/fleet/fleet-keys.js';
+import { type EtcdCluster, startEtcdCluster } from '../test/helpers/etcd.js';
+import { type FleetHostProc, TestFleet } from '../test/helpers/fleet.js';
+import { flag, machine, percentile } from './lib.js';
+
+const swaps = flag('swaps', 30);
+const sizesAt = process.argv.indexOf('--sizes');
+const sizes = (sizesAt > 0 ? (process.argv[sizesAt + 1] ?? '') : '2,4,8').split(',').map(Number);
+const FILE_BYTES = 4096;
+
+interface SwapBody {
+  result: string;
+  epoch: number;
+  phases: Record<string, number>;
+  error?: { message: string };
+}
+
+async function servedEpoch(host: FleetHostProc): Promise<string> {
+  const res = await fetch(`${host.web?.url}/which.txt`);
+  return res.text();
+}
+
+async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
+  const f = await TestFleet.create(cluster, `bench-${n}-${randomBytes(3).toString('hex')}`);
+  try {
+    const coordinator = await f.startCoordinator(['--straggler', 'evict', '--prepare-timeout', '10s']);
+    const hosts: FleetHostProc[] = [];
+    for (let i = 0; i < n; i++) hosts.push(await f.addHost(`h${i}`));
+    // a tree worth pulling: 2,000 files of 4 KiB
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 2000; i++) files[`d${i % 20}/f${i}.html`] = randomBytes(FILE_BYTES / 2).toString('hex');
+    for (const [path, content] of Object.entries(files)) {
+      const res = await coordinator.api('PUT', `/v1/files/${path}`, content);
+      if (res.status !== 201) throw new Error(`write failed: ${JSON.stringify(res.body)}`);
+    }
+    // two swaps first: each host's two slots then hold a copy (the first pull into each is a full one)
+    const warmUp: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const started = Date.now();
+      const res = await coordinator.api<SwapBody>('POST', '/v1/sync?wait=1');
+      if (res.status !== 200) throw new Error(`warm-up sync failed: ${JSON.stringify(res.body)}`);
+      warmUp.push(Date.now() - started);
+    }
+    // hosts evicted from a warm-up swap (their full pull outlasting --prepare-timeout) catch up first
+    const status = await coordinator.api<{ fleet: { epoch: { epoch: number } } }>('GET', '/v1/status');
+    await f.converged(status.body.fleet.epoch.epoch, hosts, 120_000);
+    const keys = fleetKeys(f.name);
+    const requestToCommit: number[] = [];
+    const commitToSwitch: number[] = [];
+    const commitToServed: number[] = [];
+    const commitToDrained: number[] = [];
+    const sentPerSwap: number[] = [];
+    for (let s = 0; s < swaps; s++) {
+      const marker = `swap-${s}`;
+      await coordinator.api('PUT', '/v1/files/which.txt', marker.padEnd(FILE_BYTES, '.'));
+      const asked = Date.now();
+      // poll every web server until each serves the new copy, while the sync runs
+      const served = hosts.map(async (h) => {
+        for (;;) {
+          if ((await servedEpoch(h).catch(() => '')).startsWith(`${marker}.`)) return Date.now();
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      });
+      const res = await coordinator.api<SwapBody>('POST', '/v1/sync?wait=1');
+      if (res.status !== 200) throw new Error(`sync failed: ${JSON.stringify(res.body)}`);
+      const servedAt = await Promise.all(served);
+      const committed = JSON.parse((await etcd.get(keys.epoch))?.value ?? '{}') as {
+        committedAt: string;
+        epoch: number;
+      };
+      const commitAt = Date.parse(committed.committedAt);
+      const switches = await Promise.all(
+        hosts.map(async (h) => Date.parse((await readEpochFile(h.store.epochFile))?.publishedAt ?? '')),
+      );
+      const acks = (await etcd.getPrefix(keys.acks)).kvs.map(
+        (kv) => JSON.parse(kv.value) as { epoch: number; at: string },
+      );
+      requestToCommit.push(commitAt - asked);
+      if (process.env.MIRRORSWAP_BENCH_DEBUG && (res.body as { fleet?: { evicted: string[] } }).fleet?.evicted.length)
+        console.log(hosts[0]?.agent.output().split('\n').slice(-12).join('\n'));
+      if (process.env.MIRRORSWAP_BENCH_DEBUG)
+        console.log(
+          JSON.stringify({
+            phases: res.body.phases,
+            fleet: (res.body as { fleet?: unknown }).fleet,
+            switches: switches.map((x) => x - commitAt),
+          }),
+        );
+      commitToSwitch.push(Math.max(...switches) - commitAt);
+      commitToServed.push(Math.max(...servedAt) - commitAt);
+      commitToDrained.push(
+        Math.max(...acks.filter((a) => a.epoch === committed.epoch).map((a) => Date.parse(a.at))) - commitAt,
+      );
+      const pulled = await Promise.all(hosts.map(async (h) => (await h.status()).lastPull?.received ?? 0));
+      sentPerSwap.push(pulled.reduce((x, y) => x + y, 0));
+    }
+    // a host killed just before a swap: the time until the swap commits without it
+    const victim = hosts[hosts.length - 1] as FleetHostProc;
+    await coordinator.api('PUT', '/v1/files/which.txt', 'evict'.padEnd(FILE_BYTES, '.'));
+    await victim.agent.kill('SIGKILL');
+    const killed = Date.now();
+    const evicted = await coordinator.api<SwapBody & { fleet?: { evicted: string[] } }>('POST', '/v1/sync?wait=1');
+    const evictMs = Date.now() - killed;
+    if (!evicted.body.fleet?.evicted.includes(victim.id))
+      throw new Error(`not evicted: ${JSON.stringify(evicted.body)}`);
+    return { requestToCommit, commitToSwitch, commitToServed, commitToDrained, sentPerSwap, evictMs, warmUp };
+  } finally {
+    await f.stop();
+  }
+}
+
+const ms = (sorted: number[]) =>
+  `${percentile(sorted, 50).toFixed(0).padStart(4)} / ${percentile(sorted, 99).toFixed(0).padStart(4)}`;
+
+async function main(): Promise<void> {
+  console.log(`fleet bench: ${machine()}; ${swaps} swaps of one changed ${FILE_BYTES}-byte file per size`);
+  const cluster = await startEtcdCluster(3, { electionTimeoutMs: 1000, heartbeatMs: 100 });
+  const etcd = new EtcdGateway({ endpoints: cluster.endpoints.split(',') });
+  try {
+    console.log(
+      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving | commit→all drained | bytes sent per swap (all hosts) / changed | evict a killed host | first two swaps (full pulls of 2,000 files, 8 MiB)',
+    );
+    for (const n of sizes) {
+      const r = await runSize(cluster, etcd, n);
+      const sort = (a: number[]) => [...a].sort((x, y) => x - y);
+      const sent = percentile(sort(r.sentPerSwap), 50);
+      console.log(
+        `${String(n).padStart(5)} | ${ms(sort(r.requestToCommit))} | ${ms(sort(r.commitToSwitch))} | ${ms(sort(r.commitToServed))} | ${ms(sort(r.commitToDrained))} | ${sent} B = ${(sent / n).toFixed(0)} B/host / ${FILE_BYTES} B | ${r.evictMs} ms | ${r.warmUp.map((w) => `${(w / 1000).toFixed(1)} s`).join(', ')}`,
+      );
+    }
+  } finally {
+    etcd.close();
+    await cluster.stop();
+  }
+}
+
+await main();
