@@ -9,6 +9,7 @@ import { readEpochFile } from '../src/epoch-file.js';
 import { type EtcdCluster, startEtcdCluster } from './helpers/etcd.js';
 import { type FleetCoordinatorProc, type FleetHostProc, TestFleet, mountedTree } from './helpers/fleet.js';
 import { startAgentProc } from './helpers/cluster.js';
+import { cli } from './helpers/proc.js';
 import { waitFor } from './helpers/wait.js';
 
 /** The one file every version rewrites, padded so a torn body would show. */
@@ -176,6 +177,13 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     }
     console.log(`fleet: mixed-version window vs commit to last switch (ms): ${JSON.stringify(windows)}`);
     await assertSameTrees(coordinator, hosts);
+    // a rollback is a fleet swap too: every host mounts the previous release again, together
+    const back = await coordinator.api<SwapRecord>('POST', '/v1/rollback?wait=1');
+    assert.equal(back.status, 200, JSON.stringify(back.body));
+    for (const h of hosts) assert.equal(await served(h), 4, `${h.id} serves version 4 after the rollback`);
+    await assertSameTrees(coordinator, hosts);
+    await put(coordinator, 5);
+    assert.equal((await sync(coordinator)).status, 200);
   });
 
   it('a new host joining the running fleet with an empty store catches up and serves the current epoch', async () => {
@@ -192,6 +200,12 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.ok(res.body.fleet?.members.includes('h4'), JSON.stringify(res.body.fleet));
     for (const h of f.hosts) assert.equal(await served(h), 6, `${h.id} serves version 6`);
+    // the operator's view: every host, its epoch, lag and readiness
+    const shown = await cli(['status', '--agent', coordinator.url, '--token-file', f.tokenFile]);
+    assert.equal(shown.code, 0, shown.output);
+    assert.match(shown.output, /fleet lockstep: this agent is its coordinator; committed epoch \d+/);
+    for (const id of ['h1', 'h2', 'h3', 'h4'])
+      assert.match(shown.output, new RegExp(`\\b${id}\\s+\\d+\\s+[ab]\\s+0\\s+yes`));
   });
 
   it('block: a host stopped past its lease during prepare aborts the swap with nothing switched anywhere', async () => {

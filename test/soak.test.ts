@@ -41,8 +41,9 @@ describe('the soak publisher', () => {
 
 describe('swaps under load (short soak; `npm run soak` runs long)', () => {
   it('serves every request whole from one version, with no error, while swaps run back to back', async () => {
-    // 20 s: a swap waits out the server stopped past its lease (3 s) when one falls in a stall
-    const report = await runSoak({ durationMs: 20_000 });
+    // 20 s: a swap waits out the server stopped past its lease (3 s) when one falls in a stall; on a
+    // machine loaded by the rest of the suite it runs on (up to 45 s) until 8 swaps have happened
+    const report = await runSoak({ durationMs: 20_000, minSwaps: 8, maxDurationMs: 45_000 });
     console.log(
       `soak: ${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches (up to version ${report.maxVersionServed} served), ${report.aborted} aborted, ${report.stalls} stalls (${report.stalledServerRequests} requests to the stalled server), ${report.leakedCounts} leaked counts, throughput during swaps ${report.ratio.toFixed(2)} of steady`,
     );
@@ -61,7 +62,7 @@ describe('swaps under load (short soak; `npm run soak` runs long)', () => {
     );
     // about half of the 20 s is swapping windows, shared with the rest of the suite: bounds with room
     assert.ok(report.windows >= 2, `only ${report.windows} pairs of windows`);
-    assert.ok(report.swaps >= 8, `only ${report.swaps} swaps in 20 s`);
+    assert.ok(report.swaps >= 8, `only ${report.swaps} swaps in 45 s`);
     assert.ok(report.writes >= 5, `only ${report.writes} write batches`);
     assert.ok(report.maxVersionServed >= 3, `clients saw only up to version ${report.maxVersionServed}`);
     assert.ok(report.requests > 1000, `only ${report.requests} requests`);

@@ -33,7 +33,7 @@ export class AgentMetrics {
     });
     this.phaseSeconds = new Histogram({
       name: 'mirrorswap_agent_swap_phase_seconds',
-      help: 'Duration of each swap phase: wait (standby free), copy, publish, drain',
+      help: 'Duration of each swap phase: wait (standby free), copy, prepare (fleet mode: every host pulls and answers, then the commit), publish, drain',
       labelNames: ['phase'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
       registers,

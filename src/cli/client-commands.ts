@@ -138,6 +138,7 @@ export async function statusCommand(values: FlagValues): Promise<number> {
               h.live ? 'live' : 'stale',
             ]),
           ]),
+      ...fleetLines(s.fleet),
       '',
       'last swaps:',
       s.lastSwaps.length === 0
@@ -149,6 +150,37 @@ export async function statusCommand(values: FlagValues): Promise<number> {
     ].join('\n'),
   );
   return 0;
+}
+
+/** The fleet part of status: the committed epoch, the proposal under way and every host. */
+function fleetLines(fleet: AgentStatus['fleet']): string[] {
+  if (!fleet) return [];
+  if ('error' in fleet) return ['', `fleet: cannot read it from etcd (${fleet.error})`];
+  const who = fleet.coordinator.elected
+    ? 'this agent is its coordinator'
+    : `this agent is a standby coordinator${fleet.coordinator.holder ? ` (${fleet.coordinator.holder} is elected)` : ''}`;
+  return [
+    '',
+    `fleet ${fleet.fleet}: ${who}; committed epoch ${fleet.epoch?.epoch ?? 'none'}${fleet.swap ? `; proposing epoch ${fleet.swap.epoch}` : ''}`,
+    fleet.hosts.length === 0
+      ? '  (no live host)'
+      : table([
+          ['  host', 'epoch', 'mounted', 'lag', 'ready', 'prepared', 'acked', 'last error'],
+          ...fleet.hosts.map((h) => [
+            `  ${h.host}`,
+            String(h.epoch),
+            h.mounted ?? '-',
+            String(h.lag),
+            h.ready ? 'yes' : 'no',
+            h.prepared ? (h.prepared.ok ? 'ok' : 'failed') : '-',
+            h.acked === null ? '-' : String(h.acked),
+            h.lastError ?? '',
+          ]),
+        ]),
+    ...(fleet.evicted.length > 0
+      ? [`  evicted: ${fleet.evicted.map((e) => `${e.host} from epoch ${e.epoch} at ${e.at}`).join('; ')}`]
+      : []),
+  ];
 }
 
 export async function verifyCommand(values: FlagValues): Promise<number> {

@@ -144,11 +144,11 @@ export class FleetCoordinator {
     if (!kv) return;
     this.#electedAt = kv.createRevision;
     this.#opts.log.info({ fleet: this.#opts.fleet, revision: kv.createRevision }, 'elected fleet coordinator');
-    try {
-      await this.#recover();
-    } catch (err) {
-      this.#opts.log.error({ err: (err as Error).message }, 'fleet coordinator could not recover the fleet state');
-    }
+    // not awaited: the lease's keep-alive waits on this, and re-reading a large copy's manifest can
+    // outlast the lease
+    void this.#recover().catch((err: Error) =>
+      this.#opts.log.error({ err: err.message }, 'fleet coordinator could not recover the fleet state'),
+    );
   }
 
   /** After an election: a proposal left by a coordinator that died is aborted; the committed epoch is followed. */

@@ -128,7 +128,11 @@ export class HostAgent {
           await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(this.#acked)), lease);
         this.#etcdReachable = true;
       },
-      lost: (reason) => opts.log.warn({ reason }, 'fleet host lease lost: re-registering'),
+      lost: (reason) => {
+        // answers lived on the lease: a proposal still open must be answered again
+        this.#answered.clear();
+        opts.log.warn({ reason }, 'fleet host lease lost: re-registering');
+      },
       error: (err) => {
         this.#etcdReachable = false;
         opts.log.warn({ err: err.message }, 'cannot reach etcd; serving what this host has');

@@ -91,8 +91,17 @@ export async function runSoak({
   writes = true,
   swaps = true,
   hostile = true,
+  minSwaps = 0,
+  maxDurationMs = durationMs,
 }: {
   durationMs: number;
+  /**
+   * Run on past `durationMs` (up to `maxDurationMs`) until this many swaps
+   * happened: on a loaded machine the run takes longer rather than proving
+   * too little.
+   */
+  minSwaps?: number;
+  maxDurationMs?: number;
   connections?: number;
   /** Leave out the write batches or the swaps, to see what each costs (both off: the measurement's own noise). */
   writes?: boolean;
@@ -361,7 +370,9 @@ export async function runSoak({
   const workers = Array.from({ length: connections }, (_, n) => worker(n));
   const t0 = Date.now();
   await delay(2000); // connections open, code warm, caches full
-  while (Date.now() - t0 < durationMs || report.windows < 2) {
+  const more = () =>
+    Date.now() - t0 < durationMs || report.windows < 2 || (report.swaps < minSwaps && Date.now() - t0 < maxDurationMs);
+  while (more()) {
     // quiet, swapping, then swapping, quiet: a drift over the run weighs on both kinds alike
     const order = report.windows % 2 === 0 ? (['steady', 'swapping'] as const) : (['swapping', 'steady'] as const);
     for (const kind of order) await runWindow(kind);

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { MOUNT_DEFAULTS, PROXY_DEFAULTS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
 import { AGENT_FLAGS } from '../../src/cli/commands/agent.js';
+import { HOST_FLAGS } from '../../src/cli/commands/host.js';
 import { NGINX_FLAGS } from '../../src/cli/commands/nginx.js';
 import { SERVE_FLAGS } from '../../src/cli/commands/serve.js';
 import { UP_FLAGS } from '../../src/cli/commands/up.js';
@@ -10,6 +11,7 @@ import { CLIENT_FLAGS } from '../../src/cli/common.js';
 import type { FlagSpecs } from '../../src/cli/flags.js';
 
 const README = new URL('../../../README.md', import.meta.url);
+const FLEET_DOC = new URL('../../../docs/FLEET.md', import.meta.url);
 
 /** The README's middleware option sections: `#### name` and the text under it. */
 function optionSections(text: string): Map<string, string> {
@@ -59,24 +61,29 @@ describe('the README states the defaults the code has', () => {
     assert.equal(PROXY_DEFAULTS.upgradeDrainTimeout, PROXY_DEFAULTS.responseDrainTimeout, 'README states one for both');
   });
 
-  it("each CLI flag's documented environment twin and default are its spec's", async () => {
-    const text = await readFile(README, 'utf8');
-    const rows = text.split('\n').filter((l) => /^\| `--[a-z-]+/.test(l));
-    assert.ok(rows.length >= 20, `${rows.length} flag rows`);
-    const specsOf = (flag: string): FlagSpecs[string] | undefined =>
-      [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS, NGINX_FLAGS]
-        .map((specs) => specs[flag])
-        .find((s) => s !== undefined);
-    for (const row of rows) {
-      const [, flagCell, envCell, defaultCell] = row.split('|').map((c) => c.trim());
-      const flag = /^`--(?:no-)?([a-z-]+)/.exec(flagCell as string)?.[1] as string;
-      const spec = specsOf(flag);
-      assert.ok(spec, `README documents --${flag}, which no command has`);
-      const env = /^`([A-Z_]+)/.exec(envCell as string)?.[1];
-      assert.equal(env, spec.env, `--${flag}'s environment twin`);
-      const def = /^`([^`]+)`$/.exec(defaultCell as string)?.[1];
-      // a default written as <placeholders> is computed at run time
-      if (def !== undefined && !def.includes('<')) assert.equal(def, String(spec.default), `--${flag}'s default`);
-    }
-  });
+  for (const [doc, url, minRows] of [
+    ['README', README, 20],
+    ['docs/FLEET.md', FLEET_DOC, 8],
+  ] as const) {
+    it(`each CLI flag's environment twin and default in ${doc} are its spec's`, async () => {
+      const text = await readFile(url, 'utf8');
+      const rows = text.split('\n').filter((l) => /^\| `--[a-z-]+/.test(l));
+      assert.ok(rows.length >= minRows, `${rows.length} flag rows`);
+      const specsOf = (flag: string): FlagSpecs[string] | undefined =>
+        [AGENT_FLAGS, SERVE_FLAGS, UP_FLAGS, CLIENT_FLAGS, NGINX_FLAGS, HOST_FLAGS]
+          .map((specs) => specs[flag])
+          .find((s) => s !== undefined);
+      for (const row of rows) {
+        const [, flagCell, envCell, defaultCell] = row.split('|').map((c) => c.trim());
+        const flag = /^`--(?:no-)?([a-z-]+)/.exec(flagCell as string)?.[1] as string;
+        const spec = specsOf(flag);
+        assert.ok(spec, `${doc} documents --${flag}, which no command has`);
+        const env = /^`([A-Z_]+)/.exec(envCell as string)?.[1];
+        assert.equal(env, spec.env, `--${flag}'s environment twin`);
+        const def = /^`([^`]+)`$/.exec(defaultCell as string)?.[1];
+        // a default written as <placeholders> is computed at run time
+        if (def !== undefined && !def.includes('<')) assert.equal(def, String(spec.default), `--${flag}'s default`);
+      }
+    });
+  }
 });
