@@ -45,8 +45,13 @@ export function statusPage(nonce: string): string {
   <div id="actions"><button id="sync" type="button">Sync now</button><button id="rollback" type="button">Roll back</button></div>
   <h2>Servers</h2>
   <table><thead><tr><th>id</th><th>host</th><th>pid</th><th>kind</th><th>epoch</th><th>mounted</th><th>in flight a</th><th>in flight b</th><th>state</th></tr></thead><tbody id="servers"></tbody></table>
+  <section id="fleet" hidden>
+  <h2>Fleet <span id="fleet-name"></span></h2>
+  <p id="fleet-summary"></p>
+  <table><thead><tr><th>host</th><th>epoch</th><th>mounted</th><th>lag</th><th>ready</th><th>prepared</th><th>acked</th><th>last error</th></tr></thead><tbody id="hosts"></tbody></table>
+  </section>
   <h2>Recent swaps</h2>
-  <table><thead><tr><th>started</th><th>kind</th><th>epoch</th><th>slots</th><th>result</th><th>copy</th><th>wait</th><th>copy time</th><th>publish</th><th>drain</th></tr></thead><tbody id="swaps"></tbody></table>
+  <table><thead><tr><th>started</th><th>kind</th><th>epoch</th><th>slots</th><th>result</th><th>copy</th><th>wait</th><th>copy time</th><th>prepare</th><th>publish</th><th>drain</th></tr></thead><tbody id="swaps"></tbody></table>
 </div>
 <script nonce="${nonce}">
 (() => {
@@ -74,7 +79,15 @@ export function statusPage(nonce: string): string {
     $('pending').textContent = (s.pendingChanges === null ? 'unknown' : s.pendingChanges) + (s.paused ? ' (paused)' : '');
     $('swapping').textContent = s.swapping ? s.swapping.kind + ': ' + s.swapping.phase : 'no';
     $('servers').replaceChildren(...s.servers.map((h) => row([h.id, h.host, h.pid, h.kind, h.epoch, h.mounted ?? '-', h.inflight.a, h.inflight.b, h.live ? 'live' : 'stale'], h.live ? '' : 'stale')));
-    $('swaps').replaceChildren(...s.lastSwaps.map((r) => row([r.startedAt, r.kind, r.epoch, r.from + ' → ' + r.to, r.result + (r.error ? ': ' + r.error.message : ''), r.copied.files + ' files, ' + r.copied.bytes + ' B', ms(r.phases.wait), ms(r.phases.copy), ms(r.phases.publish), ms(r.phases.drain)], r.result)));
+    const f = s.fleet;
+    $('fleet').hidden = !f;
+    if (f && f.error) $('fleet-summary').textContent = 'cannot read the fleet from etcd: ' + f.error;
+    else if (f) {
+      $('fleet-name').textContent = f.fleet;
+      $('fleet-summary').textContent = (f.coordinator.elected ? 'this agent is the coordinator' : 'standby coordinator (' + (f.coordinator.holder || 'none') + ' is elected)') + '; committed epoch ' + (f.epoch ? f.epoch.epoch : 'none') + (f.swap ? '; proposing epoch ' + f.swap.epoch : '') + (f.evicted.length ? '; evicted: ' + f.evicted.map((e) => e.host + ' (epoch ' + e.epoch + ')').join(', ') : '');
+      $('hosts').replaceChildren(...f.hosts.map((h) => row([h.host, h.epoch, h.mounted ?? '-', h.lag, h.ready ? 'yes' : 'no', h.prepared ? (h.prepared.ok ? 'ok' : 'failed: ' + h.prepared.error) : '-', h.acked ?? '-', h.lastError ?? ''], h.ready ? '' : 'stale')));
+    }
+    $('swaps').replaceChildren(...s.lastSwaps.map((r) => row([r.startedAt, r.kind, r.epoch, r.from + ' → ' + r.to, r.result + (r.error ? ': ' + r.error.message : ''), r.copied.files + ' files, ' + r.copied.bytes + ' B', ms(r.phases.wait), ms(r.phases.copy), ms(r.phases.prepare), ms(r.phases.publish), ms(r.phases.drain)], r.result)));
   }
   async function refresh() {
     try { render((await call('GET', '/v1/status')).body); } catch (err) { say(err.message); $('status').hidden = true; clearInterval(timer); }
