@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The external tools the test suite drives for real: Prometheus (server and promtool),
-# headless Chromium, systemd-analyze, nginx (the companion's tests), etcd (the fleet tests). Installs the missing ones from Debian's packages
+# headless Chromium, systemd-analyze, nginx (the companion's tests), etcd and openssl (the fleet tests). Installs the missing ones from Debian's packages
 # when run as root; otherwise says what is missing (those tests then fail, naming it).
 set -euo pipefail
 need=()
@@ -9,6 +9,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing test tools: ${need[*]}" >&2

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { EtcdError, EtcdGateway, type WatchEvent } from '../src/fleet/etcd.js';
-import { type EtcdCluster, startEtcdCluster } from './helpers/etcd.js';
+import { type EtcdCluster, makeTestCertificates, startEtcdCluster } from './helpers/etcd.js';
+import { tempDirs } from './helpers/store.js';
 import { freePort } from './helpers/server.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -153,5 +154,71 @@ describe('the etcd client (the HTTP/JSON gateway, against a real 3-member etcd)'
     }
     assert.throws(() => new EtcdGateway({ endpoints: ['etcd:2379'] }), /must be http:\/\/ or https:\/\//);
     assert.throws(() => new EtcdGateway({ endpoints: [] }), /no etcd endpoint/);
+  });
+});
+
+describe('the etcd client with authentication and TLS', { timeout: 120_000 }, () => {
+  const dirs = tempDirs();
+  after(() => dirs.removeAll());
+
+  it('logs in with a user and password, and is refused without them', async () => {
+    const cluster = await startEtcdCluster(1);
+    const url = cluster.members[0]?.clientUrl as string;
+    const admin = async (path: string, body: object) => {
+      const res = await fetch(`${url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+      assert.equal(res.status, 200, `${path}: ${await res.text()}`);
+    };
+    try {
+      await admin('/v3/auth/user/add', { name: 'root', password: 'root-secret' });
+      await admin('/v3/auth/role/add', { name: 'root' });
+      await admin('/v3/auth/user/grant', { user: 'root', role: 'root' });
+      await admin('/v3/auth/enable', {});
+      const anonymous = new EtcdGateway({ endpoints: [url], timeoutMs: 1000 });
+      await assert.rejects(
+        anonymous.put('/t/auth/k', 'v'),
+        /etcd: .*(user name is empty|permission denied|invalid auth token)/i,
+      );
+      anonymous.close();
+      const wrong = new EtcdGateway({ endpoints: [url], timeoutMs: 1000, username: 'root', password: 'nope' });
+      await assert.rejects(wrong.put('/t/auth/k', 'v'), /authentication failed|invalid user ID or password/i);
+      wrong.close();
+      const root = new EtcdGateway({ endpoints: [url], timeoutMs: 1000, username: 'root', password: 'root-secret' });
+      await root.put('/t/auth/k', 'v');
+      assert.equal((await root.get('/t/auth/k'))?.value, 'v');
+      const seen: string[] = [];
+      const watch = root.watch('/t/auth/', { prefix: true, onEvents: (e) => seen.push(...e.map((x) => x.kv.value)) });
+      await delay(200);
+      await root.put('/t/auth/k', 'w');
+      await waitFor('the watch to see the change', () => seen.includes('w'), { timeout: 5000 });
+      watch.close();
+      root.close();
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('speaks TLS with a client certificate, and refuses a server it cannot verify', async () => {
+    const dir = await dirs.make('mirrorswap-etcd-tls-');
+    const tls = makeTestCertificates(dir);
+    const cluster = await startEtcdCluster(1, {}, tls);
+    const url = cluster.members[0]?.clientUrl as string;
+    try {
+      assert.match(url, /^https:/);
+      const client = new EtcdGateway({
+        endpoints: [url],
+        timeoutMs: 2000,
+        caFile: tls.caFile,
+        certFile: tls.clientCertFile,
+        keyFile: tls.clientKeyFile,
+      });
+      await client.put('/t/tls/k', 'v');
+      assert.equal((await client.get('/t/tls/k'))?.value, 'v');
+      client.close();
+      const unverified = new EtcdGateway({ endpoints: [url], timeoutMs: 2000 });
+      await assert.rejects(unverified.get('/t/tls/k'), /certificate/i);
+      unverified.close();
+    } finally {
+      await cluster.stop();
+    }
   });
 });

@@ -23,7 +23,7 @@ export const ETCD_FLAGS: FlagSpecs = {
     type: 'string',
     env: 'MIRRORSWAP_ETCD',
     arg: 'URL[,URL…]',
-    help: "etcd's client URLs: coordinate a fleet of hosts through it",
+    help: "etcd's client URLs: fleet mode (docs/FLEET.md)",
   },
   fleet: {
     type: 'string',

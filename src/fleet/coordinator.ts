@@ -82,6 +82,8 @@ export class FleetCoordinator {
   #committedAt = 0;
   #closed = false;
   #campaign: NodeJS.Timeout | undefined;
+  /** The last failure to reach etcd while campaigning, cleared by the next success: said when a swap is refused. */
+  #etcdError: string | null = null;
 
   constructor(opts: CoordinatorOptions) {
     this.#opts = opts;
@@ -138,6 +140,7 @@ export class FleetCoordinator {
       [{ put: { key: this.keys.coordinator, value: JSON.stringify(record), lease } }],
     );
     const kv = await this.#etcd.get(this.keys.coordinator);
+    this.#etcdError = null;
     const holder = parseJson<CoordinatorRecord>(kv?.value);
     this.#holder = holder?.id ?? null;
     if (!succeeded && !(kv && kv.lease === lease)) return;
@@ -178,7 +181,12 @@ export class FleetCoordinator {
   }
 
   #notElected(): string {
-    return `this agent is not the fleet's coordinator${this.#holder ? ` (${this.#holder} is)` : ''}: only the elected one swaps`;
+    const why = this.#holder
+      ? ` (${this.#holder} is)`
+      : this.#etcdError
+        ? ` (it cannot reach etcd to be elected: ${this.#etcdError})`
+        : ' (no election has been won yet)';
+    return `this agent is not the fleet's coordinator${why}: only the elected one swaps`;
   }
 
   /** Fail early (before copying) when this agent cannot commit. */

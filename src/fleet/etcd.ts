@@ -339,7 +339,7 @@ export class EtcdGateway implements Etcd {
   }
 
   /** One unary call with a deadline, trying each endpoint in turn from the last one that answered. */
-  async #call(path: string, body: object): Promise<unknown> {
+  async #call(path: string, body: object, reauthenticated = false): Promise<unknown> {
     const payload = JSON.stringify(body);
     const errors: string[] = [];
     for (let i = 0; i < this.#endpoints.length; i++) {
@@ -351,9 +351,10 @@ export class EtcdGateway implements Etcd {
         return answer;
       } catch (err) {
         if (err instanceof EtcdAnswerError) {
-          if (err.status === 401 && this.#credentials && !err.retried) {
+          if (err.status === 401 && this.#credentials && !reauthenticated) {
+            // the token expired (etcd's simple tokens last minutes): log in again, once
             this.#token = undefined;
-            return this.#call(path, body);
+            return this.#call(path, body, true);
           }
           // etcd answered: the request itself is wrong (or refused); another member would say the same,
           // unless this one has no leader
@@ -432,7 +433,6 @@ export class EtcdGateway implements Etcd {
 /** An error etcd itself answered (as opposed to not answering). */
 class EtcdAnswerError extends EtcdError {
   readonly status: number;
-  readonly retried = false;
   constructor(status: number, message: string) {
     super(`etcd: ${message}`);
     this.status = status;

@@ -1,4 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -43,7 +45,9 @@ export interface EtcdCluster {
 export async function startEtcdCluster(
   size = 3,
   timing: { heartbeatMs?: number; electionTimeoutMs?: number } = {},
+  tls?: EtcdTls,
 ): Promise<EtcdCluster> {
+  const scheme = tls ? 'https' : 'http';
   const binary = etcdBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-etcd-'));
   const ports: { client: number; peer: number }[] = [];
@@ -60,9 +64,20 @@ export async function startEtcdCluster(
         '--data-dir',
         join(dir, names[i]),
         '--listen-client-urls',
-        `http://127.0.0.1:${ports[i].client}`,
+        `${scheme}://127.0.0.1:${ports[i].client}`,
         '--advertise-client-urls',
-        `http://127.0.0.1:${ports[i].client}`,
+        `${scheme}://127.0.0.1:${ports[i].client}`,
+        ...(tls
+          ? [
+              '--cert-file',
+              tls.certFile,
+              '--key-file',
+              tls.keyFile,
+              '--trusted-ca-file',
+              tls.caFile,
+              '--client-cert-auth',
+            ]
+          : []),
         '--listen-peer-urls',
         `http://127.0.0.1:${ports[i].peer}`,
         '--initial-advertise-peer-urls',
@@ -89,7 +104,7 @@ export async function startEtcdCluster(
   for (let i = 0; i < names.length; i++) start(i, 'new');
   const members: EtcdMember[] = names.map((name, i) => ({
     name,
-    clientUrl: `http://127.0.0.1:${ports[i].client}`,
+    clientUrl: `${scheme}://127.0.0.1:${ports[i].client}`,
     get running() {
       const c = children.get(name);
       return c !== undefined && c.exitCode === null && c.signalCode === null;
@@ -108,7 +123,7 @@ export async function startEtcdCluster(
     },
     async restart() {
       start(i, 'existing');
-      await healthy(`http://127.0.0.1:${ports[i].client}`);
+      await healthy(`${scheme}://127.0.0.1:${ports[i].client}`, tls);
     },
   }));
   const cluster: EtcdCluster = {
@@ -138,8 +153,8 @@ export async function startEtcdCluster(
       await rm(dir, { recursive: true, force: true });
     },
   };
-  for (const m of members) await healthy(m.clientUrl);
-  await cluster.leader();
+  for (const m of members) await healthy(m.clientUrl, tls);
+  if (!tls) await cluster.leader();
   return cluster;
 }
 
@@ -152,14 +167,112 @@ async function post(url: string, path: string, body: object): Promise<Record<str
   return (await res.json()) as Record<string, unknown>;
 }
 
-async function healthy(url: string): Promise<void> {
+async function healthy(url: string, tls?: EtcdTls): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    const ok = await fetch(`${url}/health`, { signal: AbortSignal.timeout(500) })
-      .then((r) => r.json() as Promise<{ health?: string }>)
-      .then((h) => h.health === 'true')
+    const ok = await (tls
+      ? healthOverTls(url, tls)
+      : fetch(`${url}/health`, { signal: AbortSignal.timeout(500) }).then((r) => r.text())
+    )
+      .then((text) => (JSON.parse(text) as { health?: string }).health === 'true')
       .catch(() => false);
     if (ok) return;
     await delay(50);
   }
   throw new Error(`etcd at ${url} did not become healthy`);
+}
+
+/** Files of a test CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it. */
+export interface EtcdTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+/** Make a CA and the server and client certificates with openssl, in `dir`. */
+export function makeTestCertificates(dir: string): EtcdTls {
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=mirrorswap-test-ca',
+  );
+  for (const [name, ext] of [
+    ['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth'],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ] as const) {
+    openssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      `/CN=${name}`,
+    );
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    );
+  }
+  return {
+    caFile: join(dir, 'ca.crt'),
+    certFile: join(dir, 'server.crt'),
+    keyFile: join(dir, 'server.key'),
+    clientCertFile: join(dir, 'client.crt'),
+    clientKeyFile: join(dir, 'client.key'),
+  };
+}
+
+function healthOverTls(url: string, tls: EtcdTls): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      `${url}/health`,
+      {
+        ca: readFileSync(tls.caFile),
+        cert: readFileSync(tls.clientCertFile),
+        key: readFileSync(tls.clientKeyFile),
+        timeout: 500,
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => {
+          text += c.toString();
+        });
+        res.on('end', () => resolve(text));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
 }
