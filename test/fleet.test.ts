@@ -10,6 +10,7 @@ import { type EtcdCluster, startEtcdCluster } from './helpers/etcd.js';
 import { type FleetCoordinatorProc, type FleetHostProc, TestFleet, mountedTree } from './helpers/fleet.js';
 import { startAgentProc } from './helpers/cluster.js';
 import { cli } from './helpers/proc.js';
+import { freePort } from './helpers/server.js';
 import { waitFor } from './helpers/wait.js';
 
 /** The one file every version rewrites, padded so a torn body would show. */
@@ -269,6 +270,41 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     await f.converged(res.body.epoch, [hosts[2]]);
     assert.equal(await served(hosts[2]), 2);
     await assertSameTrees(coordinator, hosts);
+  });
+
+  it('a host that missed a commit catches up from the coordinator elected now, even on another address', async () => {
+    const f = await fleet('moved');
+    const coordinator = await f.startCoordinator(['--prepare-timeout', '3s', '--straggler', 'evict']);
+    const hosts = [await f.addHost('h1'), await f.addHost('h2')];
+    await put(coordinator, 1);
+    assert.equal((await sync(coordinator)).status, 200);
+    hosts[1].pause();
+    await put(coordinator, 2);
+    const res = await sync(coordinator);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body.fleet?.evicted, ['h2']);
+    // the coordinator moves: same store, another port
+    await coordinator.proc.kill();
+    const port = await freePort();
+    const args = coordinator.args.map((a) => (a.startsWith('127.0.0.1:') ? `127.0.0.1:${port}` : a));
+    const moved = {
+      ...(await startAgentProc(coordinator.store, f.tokenFile, f.token, args)),
+      store: coordinator.store,
+      args,
+    };
+    f.coordinator = moved;
+    await waitFor(
+      'the moved coordinator to be elected',
+      async () => (await fleetStatus(moved)).fleet.coordinator.elected,
+      {
+        timeout: 15_000,
+        step: 50,
+      },
+    );
+    hosts[1].resume();
+    await f.converged(res.body.epoch, [hosts[1]]);
+    assert.equal(await served(hosts[1]), 2);
+    await assertSameTrees(moved, hosts);
   });
 
   it('a coordinator killed between prepare and commit: restarted, it aborts the proposal; nothing is half applied', async () => {

@@ -12,6 +12,7 @@ import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
 import type { Etcd } from './etcd.js';
 import {
   type AckRecord,
+  type CoordinatorRecord,
   type FleetEpoch,
   type FleetKeys,
   type MemberRecord,
@@ -405,7 +406,10 @@ export class HostAgent {
         { epoch: epoch.epoch, snapshot: epoch.snapshot },
         `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
       );
-      slot = await this.#fill(this.#standby(), epoch.snapshot, epoch.url, epoch.epoch, true);
+      // from the coordinator elected now: the one that committed may have moved or given way to another,
+      // which holds the committed copy again once it is elected
+      const current = parseJson<CoordinatorRecord>((await this.#opts.etcd.get(this.#keys.coordinator))?.value);
+      slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true);
     }
     this.#phase = 'switching';
     this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);
