@@ -8,6 +8,7 @@ import { publishEpoch } from './publish.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import { SlotPositions } from './slot-positions.js';
 import { type CopyStats, TreeCopier, syncFileSystems } from './tree-copy.js';
+import { countTree } from './count-tree.js';
 
 /** How long a store that lost its epoch file waits for live servers to report what they mount. */
 const HEARTBEAT_GRACE_MS = 2500;
@@ -75,7 +76,14 @@ export async function initStore(
   layout: StoreLayout,
   journal: Journal,
   slots: SlotPositions,
-  opts: { durable?: boolean; lease?: number; onProgress?: (slot: string, stats: CopyStats) => void } = {},
+  opts: {
+    durable?: boolean;
+    lease?: number;
+    /** Progress of each slot's copy, with master's totals when counted (see `withTotal`). */
+    onProgress?: (slot: string, stats: CopyStats, total?: { files: number; bytes: number }) => void;
+    /** Count master first, so the first copy's progress has a total (an ETA): one walk of master more. */
+    withTotal?: boolean;
+  } = {},
 ): Promise<InitResult> {
   for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir]) {
     await mkdir(dir, { recursive: true });
@@ -88,11 +96,12 @@ export async function initStore(
     return { created: false, recovered: recovered.why, record };
   }
   const seq = journal.lastSeq;
+  const total = opts.withTotal ? await countTree(layout.master) : undefined;
   for (const slot of SLOTS) {
     // Made durable below, once for both: the second copy runs while the first is written back.
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
       durable: false,
-      onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s)),
+      onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s, total)),
     });
     await copier.clearTemp();
     await slots.set(slot, { seq: null, copying: true });

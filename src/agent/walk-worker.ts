@@ -2,7 +2,7 @@ import { parentPort } from 'node:worker_threads';
 import { type CloneContext, type CloneUnit, cloneUnitSync } from './clone-trees.js';
 import { type CompareContext, compareUnitSync } from './compare-trees.js';
 import { subdirectoriesWithIdentity } from './directory-identity.js';
-import { hashFileSync, manifestUnitSync, placeFileSync } from '../fleet/manifest-unit.js';
+import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from '../fleet/manifest-unit.js';
 import type { PlacedFile } from '../fleet/pull.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
@@ -18,6 +18,7 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
     hash: hashFileSync(c.root, unit.path),
   }),
   place: (c: { into: string; tmp: string; fsync: boolean }, file: PlacedFile) => placeFileSync(c, file),
+  count: (c: { root: string }, unit: WalkUnit) => countUnitSync(c.root, unit),
 };
 
 parentPort?.on('message', (msg: { task: UnitTask; context: never; units: never[] }) => {

@@ -4,6 +4,8 @@ export interface ProgressCount {
   bytes: number;
   /** The bytes it will have done at its end, when known: the line then shows an ETA. */
   totalBytes?: number;
+  /** The files it will have done at its end, when known. */
+  totalFiles?: number;
 }
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
@@ -19,7 +21,8 @@ function formatEta(seconds: number): string {
  * is known. Pure, for tests.
  */
 export function describeProgress(label: string, count: ProgressCount, elapsedSeconds: number): string {
-  const parts = [`${label}: ${count.files} files, ${mib(count.bytes)}`];
+  const of = count.totalFiles !== undefined ? ` of ${count.totalFiles}` : '';
+  const parts = [`${label}: ${count.files}${of} files, ${mib(count.bytes)}`];
   if (elapsedSeconds > 0) {
     parts.push(
       `${Math.round(count.files / elapsedSeconds)} files/s, ${mib(count.bytes / elapsedSeconds).replace(' MiB', ' MiB/s')}`,
@@ -50,6 +53,8 @@ export function progressLine(stream: NodeJS.WriteStream = process.stderr) {
     stream.write(`\r\u001b[2K${text}`);
   };
   return {
+    /** Whether the line is shown at all (a terminal). */
+    shown: tty,
     /** A free-form line (a phase without counts). */
     update(text: string): void {
       if (tty) write(text);

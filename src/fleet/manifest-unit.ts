@@ -112,3 +112,15 @@ export function placeFileSync(
   renameSync(temp, join(c.into, file.path));
   return true;
 }
+
+/** The files and bytes of one walk unit (what an ETA needs), counted in a walk thread. */
+export function countUnitSync(root: string, unit: WalkUnit): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  for (const e of manifestUnitSync(root, unit)) {
+    if (e.type !== 'file') continue;
+    files++;
+    bytes += e.size;
+  }
+  return { files, bytes };
+}

@@ -140,6 +140,10 @@ describe('progress line', () => {
     const long = describeProgress('full', { files: 10, bytes: 1048576, totalBytes: 200 * 1048576 }, 1);
     assert.match(long, /ETA 3m19s$/);
     assert.equal(describeProgress('slot a', { files: 3, bytes: 0 }, 0), 'slot a: 3 files, 0.0 MiB');
+    assert.equal(
+      describeProgress('slot a', { files: 500, bytes: 50 * 1048576, totalBytes: 200 * 1048576, totalFiles: 2000 }, 10),
+      'slot a: 500 of 2000 files, 50.0 MiB, 50 files/s, 5.0 MiB/s, 25%, ETA 30s',
+    );
   });
 });
 

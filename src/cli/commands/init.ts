@@ -21,21 +21,26 @@ export async function initCommand(values: FlagValues): Promise<number> {
     const { journal } = await Journal.open(layout.journalFile);
     const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
     const progress = progressLine();
-    // the second slot's copy is as large as the first's: its line shows an ETA
+    // On a terminal, master is counted first (one walk more) so the first copy shows an ETA too; the
+    // second slot's copy is as large as the first's.
     let current = '';
     let lastBytes = 0;
     let firstSlotBytes: number | undefined;
+    if (progress.shown) progress.update('counting master…');
     const { created, recovered, record } = await initStore(layout, journal, slots, {
-      onProgress: (slot: string, s: CopyStats) => {
+      withTotal: progress.shown,
+      onProgress: (slot: string, s: CopyStats, counted?: { files: number; bytes: number }) => {
         if (slot !== current) {
           if (current) firstSlotBytes ??= lastBytes;
           current = slot;
           progress.restart();
         }
         lastBytes = s.bytes;
+        const total = firstSlotBytes ?? counted?.bytes;
         progress.count(`slot ${slot}`, {
           ...s,
-          ...(firstSlotBytes !== undefined ? { totalBytes: firstSlotBytes } : {}),
+          ...(total !== undefined ? { totalBytes: total } : {}),
+          ...(counted ? { totalFiles: counted.files } : {}),
         });
       },
     });
