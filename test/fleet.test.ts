@@ -204,9 +204,16 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     // the operator's view: every host, its epoch, lag and readiness
     const shown = await cli(['status', '--agent', coordinator.url, '--token-file', f.tokenFile]);
     assert.equal(shown.code, 0, shown.output);
-    assert.match(shown.output, /fleet lockstep: this agent is its coordinator; committed epoch \d+/);
-    for (const id of ['h1', 'h2', 'h3', 'h4'])
-      assert.match(shown.output, new RegExp(`\\b${id}\\s+\\d+\\s+[ab]\\s+0\\s+yes`));
+    assert.match(
+      shown.output,
+      /fleet lockstep: this agent is its coordinator; committed epoch \d+ \(snapshot [0-9a-f]{8}\)/,
+    );
+    const committedSnapshot = /\(snapshot ([0-9a-f]{8})\)/.exec(shown.output)?.[1] as string;
+    for (const id of ['h1', 'h2', 'h3', 'h4']) {
+      const line = shown.output.split('\n').find((l) => new RegExp(`^\\s+${id}\\s`).test(l)) ?? '';
+      assert.match(line, /^\s+h\d\s+\d+\s+[ab]\s+0\s+yes\s/, `${id}'s row: ${line}`);
+      assert.ok(line.includes(committedSnapshot), `${id}'s row shows a slot holding the committed snapshot: ${line}`);
+    }
   });
 
   it('block: a host stopped past its lease during prepare aborts the swap with nothing switched anywhere', async () => {

@@ -48,7 +48,7 @@ export function statusPage(nonce: string): string {
   <section id="fleet" hidden>
   <h2>Fleet <span id="fleet-name"></span></h2>
   <p id="fleet-summary"></p>
-  <table><thead><tr><th>host</th><th>epoch</th><th>mounted</th><th>lag</th><th>ready</th><th>prepared</th><th>acked</th><th>last error</th></tr></thead><tbody id="hosts"></tbody></table>
+  <table><thead><tr><th>host</th><th>epoch</th><th>mounted</th><th>lag</th><th>ready</th><th>prepared</th><th>acked</th><th>slot a</th><th>slot b</th><th>last error</th></tr></thead><tbody id="hosts"></tbody></table>
   </section>
   <h2>Recent swaps</h2>
   <table><thead><tr><th>started</th><th>kind</th><th>epoch</th><th>slots</th><th>result</th><th>copy</th><th>wait</th><th>copy time</th><th>prepare</th><th>publish</th><th>drain</th></tr></thead><tbody id="swaps"></tbody></table>
@@ -85,7 +85,7 @@ export function statusPage(nonce: string): string {
     else if (f) {
       $('fleet-name').textContent = f.fleet;
       $('fleet-summary').textContent = (f.coordinator.elected ? 'this agent is the coordinator' : 'standby coordinator (' + (f.coordinator.holder || 'none') + ' is elected)') + '; committed epoch ' + (f.epoch ? f.epoch.epoch : 'none') + (f.swap ? '; proposing epoch ' + f.swap.epoch : '') + (f.evicted.length ? '; evicted: ' + f.evicted.map((e) => e.host + ' (epoch ' + e.epoch + ')').join(', ') : '');
-      $('hosts').replaceChildren(...f.hosts.map((h) => row([h.host, h.epoch, h.mounted ?? '-', h.lag, h.ready ? 'yes' : 'no', h.prepared ? (h.prepared.ok ? 'ok' : 'failed: ' + h.prepared.error) : '-', h.acked ?? '-', h.lastError ?? ''], h.ready ? '' : 'stale')));
+      $('hosts').replaceChildren(...f.hosts.map((h) => row([h.host, h.epoch, h.mounted ?? '-', h.lag, h.ready ? 'yes' : 'no', h.prepared ? (h.prepared.ok ? 'ok' : 'failed: ' + h.prepared.error) : '-', h.acked ?? '-', (h.slots.a || '-').slice(0, 8), (h.slots.b || '-').slice(0, 8), h.lastError ?? ''], h.ready ? '' : 'stale')));
     }
     $('swaps').replaceChildren(...s.lastSwaps.map((r) => row([r.startedAt, r.kind, r.epoch, r.from + ' → ' + r.to, r.result + (r.error ? ': ' + r.error.message : ''), r.copied.files + ' files, ' + r.copied.bytes + ' B', ms(r.phases.wait), ms(r.phases.copy), ms(r.phases.prepare), ms(r.phases.publish), ms(r.phases.drain)], r.result)));
   }

@@ -152,6 +152,11 @@ export async function statusCommand(values: FlagValues): Promise<number> {
   return 0;
 }
 
+/** A snapshot as status shows it: its first 8 characters (a UUID's first group), or '-' for none known. */
+function snapshotName(id: string | null): string {
+  return id ? id.slice(0, 8) : '-';
+}
+
 /** The fleet part of status: the committed epoch, the proposal under way and every host. */
 function fleetLines(fleet: AgentStatus['fleet']): string[] {
   if (!fleet) return [];
@@ -161,11 +166,11 @@ function fleetLines(fleet: AgentStatus['fleet']): string[] {
     : `this agent is a standby coordinator${fleet.coordinator.holder ? ` (${fleet.coordinator.holder} is elected)` : ''}`;
   return [
     '',
-    `fleet ${fleet.fleet}: ${who}; committed epoch ${fleet.epoch?.epoch ?? 'none'}${fleet.swap ? `; proposing epoch ${fleet.swap.epoch}` : ''}`,
+    `fleet ${fleet.fleet}: ${who}; committed epoch ${fleet.epoch?.epoch ?? 'none'} (snapshot ${snapshotName(fleet.epoch?.snapshot ?? null)})${fleet.swap ? `; proposing epoch ${fleet.swap.epoch}` : ''}`,
     fleet.hosts.length === 0
       ? '  (no live host)'
       : table([
-          ['  host', 'epoch', 'mounted', 'lag', 'ready', 'prepared', 'acked', 'last error'],
+          ['  host', 'epoch', 'mounted', 'lag', 'ready', 'prepared', 'acked', 'slot a', 'slot b', 'last error'],
           ...fleet.hosts.map((h) => [
             `  ${h.host}`,
             String(h.epoch),
@@ -174,6 +179,8 @@ function fleetLines(fleet: AgentStatus['fleet']): string[] {
             h.ready ? 'yes' : 'no',
             h.prepared ? (h.prepared.ok ? 'ok' : 'failed') : '-',
             h.acked === null ? '-' : String(h.acked),
+            snapshotName(h.slots.a),
+            snapshotName(h.slots.b),
             h.lastError ?? '',
           ]),
         ]),
