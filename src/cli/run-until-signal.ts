@@ -14,13 +14,17 @@ export async function runUntilSignal(
     void agent?.requestSync({ reason: 'signal' });
   };
   process.on('SIGHUP', onHup);
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info({ signal }, 'shutting down');
+  log.info({ signal: await stopSignal() }, 'shutting down');
   process.off('SIGHUP', onHup);
   await web?.close();
   await agentServer?.close();
   return 0;
+}
+
+/** Resolve with the first SIGTERM or SIGINT: every long-running command stops on either. */
+export function stopSignal(): Promise<'SIGTERM' | 'SIGINT'> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
-import { lstat, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { readSmallFile } from '../read-small-file.js';
 import { join } from 'node:path';
 import express, { type Request, type Response } from 'express';
 import { tokenMatches } from '../agent/http-api.js';
@@ -92,25 +93,33 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
         if (entry.size <= WHOLE_READ && entry.hash) {
           // small files in one read; the hash sent is the snapshot's, so a file changed under it
           // arrives as damaged and is never taken
-          const data = await readFile(abs, { flag: constants.O_RDONLY | constants.O_NOFOLLOW });
-          if (data.length !== entry.size) throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+          // never through a link, never blocked by a FIFO or a device put in its place
+          const data = await readSmallFile(abs, entry.size);
+          if (data?.length !== entry.size) throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
           res.write(data);
           if (!res.write(Buffer.from(entry.hash, 'hex'))) await drained(res);
           continue;
         }
-        const st = await lstat(abs);
-        if (!st.isFile() || st.size !== entry.size)
-          throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+        // the file checked is the file read: opened once, without following a link or waiting on a FIFO
+        const handle = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         const hash = createHash('sha256');
         let sent = 0;
-        for await (const chunk of createReadStream(abs, {
-          highWaterMark: 256 * 1024,
-          end: Math.max(0, entry.size - 1),
-        })) {
-          if (entry.size === 0) break;
-          hash.update(chunk as Buffer);
-          sent += (chunk as Buffer).length;
-          if (!res.write(chunk)) await drained(res);
+        try {
+          const st = await handle.stat();
+          if (!st.isFile() || st.size !== entry.size)
+            throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+          for await (const chunk of handle.createReadStream({
+            autoClose: false,
+            highWaterMark: 256 * 1024,
+            start: 0,
+            end: entry.size - 1,
+          })) {
+            hash.update(chunk as Buffer);
+            sent += (chunk as Buffer).length;
+            if (!res.write(chunk)) await drained(res);
+          }
+        } finally {
+          await handle.close();
         }
         if (sent !== entry.size) throw new Error(`${path} ended at ${sent} of ${entry.size} bytes`);
         if (!res.write(hash.digest())) await drained(res);

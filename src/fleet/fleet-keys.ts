@@ -16,7 +16,6 @@ export function fleetKeys(fleet: string) {
     /** Answers to one proposal, keyed by its snapshot: a late answer to another proposal cannot pass for one. */
     prepared: (snapshot: string) => `${root}prepared/${snapshot}/`,
     preparedBy: (snapshot: string, host: string) => `${root}prepared/${snapshot}/${host}`,
-    preparedAll: `${root}prepared/`,
     acks: `${root}acks/`,
     ack: (host: string) => `${root}acks/${host}`,
   };

@@ -105,8 +105,6 @@ export class HostAgent {
   #pulling: { snapshot: string; epoch: number; forCommit: boolean; abort: AbortController } | null = null;
   #backstop: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
-  /** Called after every step, for tests and metrics. */
-  onChange: (() => void) | undefined;
 
   private constructor(
     opts: ResolvedHostOptions,
@@ -301,7 +299,6 @@ export class HostAgent {
       } finally {
         this.#running = false;
         this.#phase = 'idle';
-        this.onChange?.();
       }
     })();
   }
@@ -414,7 +411,6 @@ export class HostAgent {
     this.#phase = 'switching';
     this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);
     this.#opts.log.info({ epoch: epoch.epoch, slot }, `switched to fleet epoch ${epoch.epoch}`);
-    this.onChange?.();
     await this.#putMember().catch(() => {});
   }
 

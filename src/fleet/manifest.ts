@@ -155,33 +155,7 @@ export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
   return { changed, removed };
 }
 
-/**
- * Check what a coordinator sent before a byte of it is written: plain
- * relative segments only, never the temp directory, and every entry's parent
- * a directory of the same tree (so no write can pass through a link).
- */
-export function checkManifest(entries: readonly ManifestEntry[], dirs: ReadonlySet<string>): void {
-  for (const e of entries) {
-    const bad = badPath(e.path);
-    if (bad)
-      throw new MirrorswapError(
-        'FLEET_MANIFEST',
-        `the coordinator sent an unsafe path ${JSON.stringify(e.path)}: ${bad}`,
-      );
-    const cut = e.path.lastIndexOf('/');
-    if (cut > 0 && !dirs.has(e.path.slice(0, cut)))
-      throw new MirrorswapError(
-        'FLEET_MANIFEST',
-        `the coordinator sent ${JSON.stringify(e.path)} without its directory`,
-      );
-    if (!['file', 'dir', 'link'].includes(e.type) || !Number.isInteger(e.size) || e.size < 0)
-      throw new MirrorswapError(
-        'FLEET_MANIFEST',
-        `the coordinator sent a malformed entry for ${JSON.stringify(e.path)}`,
-      );
-  }
-}
-
+/** Why `path` may not be written into a slot (absolute, climbing, the temp directory), or null. */
 export function badPath(path: unknown): string | null {
   if (typeof path !== 'string' || path === '') return 'empty';
   if (path.includes('\0')) return 'a NUL byte';
@@ -190,11 +164,4 @@ export function badPath(path: unknown): string | null {
   if (segments.some((s) => s === '' || s === '.' || s === '..')) return 'an empty, "." or ".." segment';
   if (segments[0] === TEMP_DIR_NAME) return `"${TEMP_DIR_NAME}" is reserved`;
   return null;
-}
-
-/** The directories of a manifest, for `checkManifest`. */
-export function directoriesOf(entries: Iterable<ManifestEntry>): Set<string> {
-  const dirs = new Set<string>();
-  for (const e of entries) if (e.type === 'dir') dirs.add(e.path);
-  return dirs;
 }

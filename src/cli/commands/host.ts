@@ -1,21 +1,16 @@
 import { createServer } from 'node:http';
 import { Registry } from 'prom-client';
+import { metricsHandler } from '../../../middleware/metrics.js';
 import { AGENT_DEFAULTS, AGENT_MINIMUMS } from '../../agent/agent-defaults.js';
 import { registerHostMetrics } from '../../fleet/fleet-metrics.js';
 import { HostAgent } from '../../fleet/host-agent.js';
 import { SERVER_ID_PATTERN } from '../../heartbeat.js';
 import { closeServer, listen } from '../../server/listen.js';
+import { SWAP_FLAGS } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
+import { stopSignal } from '../run-until-signal.js';
 import { ETCD_FLAGS, etcdFrom, leaseSecondsFrom } from '../fleet-flags.js';
-import {
-  type FlagSpecs,
-  type FlagValues,
-  UsageError,
-  durationFlag,
-  formatDuration,
-  listenFlag,
-  stringFlag,
-} from '../flags.js';
+import { type FlagSpecs, type FlagValues, UsageError, durationFlag, listenFlag, stringFlag } from '../flags.js';
 
 export const HOST_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
@@ -38,20 +33,9 @@ export const HOST_FLAGS: FlagSpecs = {
     arg: 'HOST:PORT',
     help: 'serve /healthz, /readyz, /status (JSON) and /metrics here',
   },
-  'drain-timeout': {
-    type: 'string',
-    env: 'MIRRORSWAP_DRAIN_TIMEOUT',
-    default: formatDuration(AGENT_DEFAULTS.drainTimeoutMs),
-    arg: 'DURATION',
-    help: "longest wait for this host's servers to let go of a slot",
-  },
-  'server-ttl': {
-    type: 'string',
-    env: 'MIRRORSWAP_SERVER_TTL',
-    default: formatDuration(AGENT_DEFAULTS.serverTtlMs),
-    arg: 'DURATION',
-    help: 'a server whose heartbeat is older is dead',
-  },
+  // the agent's own: on a host they mean the same for the host's servers
+  'drain-timeout': SWAP_FLAGS['drain-timeout'] as FlagSpecs[string],
+  'server-ttl': SWAP_FLAGS['server-ttl'] as FlagSpecs[string],
   fsync: {
     type: 'boolean',
     env: 'MIRRORSWAP_FSYNC',
@@ -83,7 +67,9 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     const { host, port } = listenFlag(values, 'listen');
     const registry = new Registry();
     registerHostMetrics(registry, () => agent?.status() ?? null);
-    server = createServer(async (req, res) => {
+    // a failed collection answers 500, never an unhandled rejection that would end the host agent
+    const serveMetrics = metricsHandler(registry);
+    server = createServer((req, res) => {
       const status = agent?.status() ?? null;
       const json = (code: number, body: unknown) => {
         res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -97,10 +83,8 @@ export async function hostCommand(values: FlagValues): Promise<number> {
           fleetEpoch: status?.fleetEpoch ?? null,
         });
       else if (req.url === '/status') json(status ? 200 : 503, status ?? { error: 'starting' });
-      else if (req.url === '/metrics') {
-        res.writeHead(200, { 'content-type': registry.contentType });
-        res.end(await registry.metrics());
-      } else json(404, { error: 'NOT_FOUND' });
+      else if (req.url === '/metrics') serveMetrics(req, res);
+      else json(404, { error: 'NOT_FOUND' });
     });
     url = await listen(server, host, port);
   }
@@ -118,11 +102,7 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     durable: values.fsync !== false,
   });
   log.info({ host: agent.host, fleet: reached.fleet, store: layout.root, url }, 'fleet host agent running');
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info({ signal }, 'shutting down');
+  log.info({ signal: await stopSignal() }, 'shutting down');
   if (server) await closeServer(server, 'all');
   await agent.close();
   reached.etcd.close();

@@ -19,6 +19,7 @@ import {
   listenFlag,
   stringFlag,
 } from '../flags.js';
+import { stopSignal } from '../run-until-signal.js';
 import { MOUNT_FLAGS } from '../serve-flags.js';
 
 export const NGINX_FLAGS: FlagSpecs = {
@@ -127,11 +128,7 @@ export async function nginxCommand(values: FlagValues): Promise<number> {
     log.info({ url: await listen(metrics, host, port) }, 'nginx companion metrics listening');
   }
   log.info({ store: layout.root, include: includeFile, ...companion.status() }, 'nginx companion running');
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info({ signal }, 'shutting down');
+  log.info({ signal: await stopSignal() }, 'shutting down');
   if (metrics) await closeServer(metrics, 'all');
   await companion.close();
   return 0;
