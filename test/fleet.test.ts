@@ -216,6 +216,33 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     }
   });
 
+  it('a second host agent started with a host id already in use stands aside: no answer or ack in its name', async () => {
+    const f = fleets[0] as TestFleet;
+    const coordinator = f.coordinator as FleetCoordinatorProc;
+    const impostor = await f.addHost('h2');
+    await waitFor(
+      'the impostor to say why it stands aside',
+      async () => {
+        const s = await impostor.status();
+        return !s.ready && /host id h2 is registered by another host agent/.test(s.lastError ?? '');
+      },
+      { timeout: 10_000, step: 50 },
+    );
+    await put(coordinator, 7);
+    const res = await sync(coordinator);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.fleet?.members.filter((h) => h === 'h2').length, 1);
+    const status = await fleetStatus(coordinator);
+    assert.equal(status.fleet.hosts.filter((h) => h.host === 'h2').length, 1);
+    // the real h2 took part: it serves the new version; the impostor follows commits for its own servers
+    const real = f.hosts.find((h) => h.id === 'h2' && h !== impostor) as FleetHostProc;
+    assert.equal(await served(real), 7);
+    await waitFor('the impostor to follow the commit', async () => (await served(impostor)) === 7, { timeout: 10_000 });
+    assert.equal((await impostor.status()).ready, false);
+    await impostor.stop();
+    f.hosts.splice(f.hosts.indexOf(impostor), 1);
+  });
+
   it('block: a host stopped past its lease during prepare aborts the swap with nothing switched anywhere', async () => {
     const f = await fleet('block');
     const coordinator = await f.startCoordinator(['--prepare-timeout', '3s']);
@@ -312,6 +339,46 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     await f.converged(res.body.epoch, [hosts[1]]);
     assert.equal(await served(hosts[1]), 2);
     await assertSameTrees(moved, hosts);
+  });
+
+  it('a host agent killed -9 mid-pull: the swap is aborted, and restarted it repairs its half-written copy', async () => {
+    const f = await fleet('host-crash');
+    const coordinator = await f.startCoordinator(['--prepare-timeout', '4s']);
+    const hosts = [await f.addHost('h1'), await f.addHost('h2')];
+    await put(coordinator, 1);
+    assert.equal((await sync(coordinator)).status, 200);
+    const before = await Promise.all(hosts.map(epochOf));
+    // a pull long enough to be caught in the middle
+    const big = await coordinator.api('PUT', '/v1/files/big.bin', 'y'.repeat(60 * 1024 * 1024));
+    assert.equal(big.status, 201);
+    await put(coordinator, 2);
+    const pending = sync(coordinator);
+    const victim = hosts[1] as FleetHostProc;
+    const slotsFile = join(victim.store.stateDir, 'fleet-slots.json');
+    const unfinished = async () => {
+      const text = await readFile(slotsFile, 'utf8').catch(() => '{}');
+      const slots = (JSON.parse(text) as { slots?: Record<string, { copying: boolean }> }).slots ?? {};
+      return Object.values(slots).some((x) => x.copying);
+    };
+    // killed once its standby is marked unfinished: in the middle of writing it
+    await waitFor('h2 to be pulling', unfinished, { timeout: 15_000, step: 2 });
+    victim.agent.child.kill('SIGKILL');
+    const res = await pending;
+    assert.equal(res.status, 503, JSON.stringify(res.body));
+    assert.equal(res.body.error?.code, 'FLEET_PREPARE');
+    assert.deepEqual(await Promise.all(hosts.map(epochOf)), before, 'nothing switched anywhere');
+    // what the crash left: the standby still marked unfinished, never taken for a complete copy
+    assert.ok(await unfinished());
+    await victim.restartAgent();
+    await waitFor(
+      'h2 to register again',
+      async () => (await fleetStatus(coordinator)).fleet.hosts.some((h) => h.host === 'h2'),
+      { timeout: 10_000, step: 50 },
+    );
+    const again = await sync(coordinator);
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    for (const h of hosts) assert.equal(await served(h), 2);
+    await assertSameTrees(coordinator, hosts);
   });
 
   it('a coordinator killed between prepare and commit: restarted, it aborts the proposal; nothing is half applied', async () => {

@@ -8,6 +8,8 @@ import { MirrorswapError } from '../errors.js';
 import { readSmallFile } from '../read-small-file.js';
 
 interface LockOwner {
+  /** What holds it ("mirrorswap agent", "mirrorswap host agent (web-3)", …); absent in files of older versions. */
+  holder?: string;
   pid: number;
   host: string;
   /** The PID namespace the pid belongs to: two containers may each have a process 1. */
@@ -62,6 +64,7 @@ export class StoreLock {
       if (code === 0) {
         locked = true;
         const me: LockOwner = {
+          holder,
           pid: process.pid,
           host: hostname(),
           pidNamespace: await pidNamespace(),
@@ -83,7 +86,8 @@ export class StoreLock {
         : 'which has not written who it is yet';
       throw new MirrorswapError(
         'STORE_LOCKED',
-        `another ${holder} (${who}) holds ${file}; stop it first (the lock is the kernel's: it goes with that process)`,
+        // named as the holder wrote itself down: an agent refused by a host agent's lock, say, names that
+        `another ${owner?.holder ?? holder} (${who}) holds ${file}; stop it first (the lock is the kernel's: it goes with that process)`,
       );
     } finally {
       if (!locked) await handle.close();

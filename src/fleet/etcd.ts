@@ -44,7 +44,8 @@ export interface KeyValue {
 export type Compare =
   | { key: string; target: 'create'; result: 'equal'; createRevision: number }
   | { key: string; target: 'mod'; result: 'equal'; modRevision: number }
-  | { key: string; target: 'value'; result: 'equal'; value: string };
+  | { key: string; target: 'value'; result: 'equal'; value: string }
+  | { key: string; target: 'lease'; result: 'equal'; lease: string };
 
 export type Op = { put: { key: string; value: string; lease?: string } } | { delete: { key: string } };
 
@@ -131,6 +132,7 @@ function rawCompare(c: Compare): object {
   const base = { key: b64(c.key), result: 'EQUAL' };
   if (c.target === 'create') return { ...base, target: 'CREATE', create_revision: String(c.createRevision) };
   if (c.target === 'mod') return { ...base, target: 'MOD', mod_revision: String(c.modRevision) };
+  if (c.target === 'lease') return { ...base, target: 'LEASE', lease: c.lease };
   return { ...base, target: 'VALUE', value: b64(c.value) };
 }
 

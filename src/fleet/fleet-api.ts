@@ -71,7 +71,8 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
         .json({ error: 'BAD_REQUEST', message: `paths: a list of at most ${MAX_PATHS_PER_REQUEST} relative paths` });
       return;
     }
-    const pull = snapshots.open(String(req.query.snapshot ?? ''), null);
+    // cut when the slot is to be rewritten: the host sees a cut answer and starts over
+    const pull = snapshots.open(String(req.query.snapshot ?? ''), null, () => res.destroy());
     if (!pull) {
       res.status(410).json({ error: 'SNAPSHOT_GONE', message: 'no slot holds that snapshot any more' });
       return;
@@ -126,8 +127,13 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
       }
       res.end();
     } catch (err) {
-      // the host sees a cut answer and fails its pull: never a wrong file
-      log.error({ err: (err as Error).message, slot: pull.slot }, 'a fleet host pull failed');
+      // the host sees a cut answer and fails its pull: never a wrong file. One it hung up on, or
+      // that was cut for a copy into its slot, is no fault of the coordinator's.
+      const gone = res.destroyed;
+      log[gone ? 'warn' : 'error'](
+        { err: (err as Error).message, slot: pull.slot },
+        gone ? 'a fleet host pull ended before its answer did' : 'a fleet host pull failed',
+      );
       res.destroy();
     } finally {
       pull.done();
@@ -136,14 +142,23 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
   return router;
 }
 
+/**
+ * Wait until `res` takes more, or fail once it is closed (the host hung up,
+ * or the pull was cut): an answer nobody reads is not read on to its end.
+ */
 function drained(res: Response): Promise<void> {
-  return new Promise((resolve) => {
+  if (res.destroyed) return Promise.reject(new Error('the answer was closed'));
+  return new Promise((resolve, reject) => {
     const done = () => {
       res.off('drain', done);
-      res.off('close', done);
+      res.off('close', closed);
       resolve();
     };
+    const closed = () => {
+      res.off('drain', done);
+      reject(new Error('the answer was closed'));
+    };
     res.once('drain', done);
-    res.once('close', done);
+    res.once('close', closed);
   });
 }

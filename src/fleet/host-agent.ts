@@ -91,6 +91,8 @@ export class HostAgent {
   /** Proposals answered (by epoch and snapshot), so one is prepared once. */
   #answered = new Set<string>();
   #acked = 0;
+  /** Set while another host agent holds this host id in etcd (see #putMember): why this one stands aside. */
+  #impostor: string | null = null;
   /** The epoch every live server of this host was last seen serving. */
   #switched = 0;
   #phase: HostStatus['phase'] = 'idle';
@@ -123,7 +125,7 @@ export class HostAgent {
       granted: async (lease) => {
         await this.#putMember(lease);
         // an ack lives on the lease too: a new lease must say it again
-        if (this.#acked > 0)
+        if (this.#acked > 0 && !this.#impostor)
           await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(this.#acked)), lease);
         this.#etcdReachable = true;
       },
@@ -215,6 +217,7 @@ export class HostAgent {
         this.#opts.etcd.get(this.#keys.epoch),
       ]);
       this.#etcdReachable = true;
+      if (this.#impostor) await this.#putMember();
       this.#sawProposal(parseJson<SwapProposal>(swap?.value));
       this.#sawEpoch(parseJson<FleetEpoch>(epoch?.value));
     } catch (err) {
@@ -263,7 +266,7 @@ export class HostAgent {
 
   /** Ready: this host's servers serve the fleet's committed epoch (what its /readyz says). */
   get ready(): boolean {
-    return this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
+    return !this.#impostor && this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
   }
 
   status(): HostStatus {
@@ -277,7 +280,7 @@ export class HostAgent {
       slots: this.#slots,
       phase: this.#phase,
       lastPull: this.#lastPull,
-      lastError: this.#lastError,
+      lastError: this.#impostor ?? this.#lastError,
       etcdReachable: this.#etcdReachable,
     };
   }
@@ -309,6 +312,9 @@ export class HostAgent {
       const local = this.#local?.epoch ?? 0;
       if (committed && committed.epoch > local) {
         await this.#follow(committed);
+      } else if (this.#impostor) {
+        // answers and acks in another host's name would be taken for its own
+        return;
       } else if (this.#proposal && this.#proposal.epoch > local && !this.#answered.has(answerKey(this.#proposal))) {
         await this.#prepare(this.#proposal);
       } else if (committed && committed.epoch === local && this.#acked < local) {
@@ -447,6 +453,13 @@ export class HostAgent {
     this.#acked = epoch;
   }
 
+  /**
+   * Register (or update) this host's member key, on its lease. The key is
+   * only ever taken when free or already ours: a second host agent started
+   * with the same --host-id would otherwise answer proposals and acknowledge
+   * epochs in the first one's name. Such a one follows the fleet's commits
+   * for its own servers, but takes no part in swaps and is not ready.
+   */
   async #putMember(lease = this.#lease.lease): Promise<void> {
     if (!lease) return;
     const record: MemberRecord = {
@@ -459,7 +472,21 @@ export class HostAgent {
       lastError: this.#lastError,
       at: new Date().toISOString(),
     };
-    await this.#opts.etcd.put(this.#keys.member(this.host), JSON.stringify(record), lease);
+    const key = this.#keys.member(this.host);
+    const put = [{ put: { key, value: JSON.stringify(record), lease } }];
+    const ours = await this.#opts.etcd.txn([{ key, target: 'lease', result: 'equal', lease }], put);
+    const taken =
+      ours.succeeded ||
+      (await this.#opts.etcd.txn([{ key, target: 'create', result: 'equal', createRevision: 0 }], put)).succeeded;
+    if (taken) {
+      if (this.#impostor) this.#opts.log.info({ host: this.host }, 'this host id is free again: taking part in swaps');
+      this.#impostor = null;
+      return;
+    }
+    const holder = await this.#opts.etcd.get(key);
+    const why = `host id ${this.host} is registered by another host agent (etcd lease ${holder?.lease ?? '?'}; or by this one before a restart, until that lease ends): give each host its own --host-id; this one follows the fleet but takes no part in its swaps`;
+    if (this.#impostor !== why) this.#opts.log.error({ host: this.host }, why);
+    this.#impostor = why;
   }
 
   async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {

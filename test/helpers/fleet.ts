@@ -34,6 +34,7 @@ export interface HostStatusBody {
   epoch: number;
   mounted: 'a' | 'b' | null;
   fleetEpoch: number | null;
+  phase: string;
   lastError: string | null;
   lastPull: { received: number; bytes: number; files: number; full: boolean } | null;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
+import { type Server, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import { pullSnapshot } from '../../src/fleet/pull.js';
 import { Snapshots } from '../../src/fleet/snapshots.js';
 import { memoryLogger } from '../helpers/app.js';
 import { tempDirs } from '../helpers/store.js';
+import { waitFor } from '../helpers/wait.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
@@ -195,6 +196,61 @@ describe('fleet content transfer', () => {
       pull.done();
       await release;
       assert.equal(c.snapshots.idOf('a'), null, 'the slot holds no snapshot while it is rewritten');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a host stopped mid-pull does not hold up the next copy: its pull is cut after a moment', async () => {
+    const c = await coordinator();
+    try {
+      // more than the socket buffers take: the answer stays unfinished while its reader is stopped
+      await write(c.slots.a, { 'big.bin': 'x'.repeat(48 * 1024 * 1024) });
+      const id = await c.snapshots.take('a');
+      const body = JSON.stringify({ paths: ['big.bin'] });
+      const { port } = new URL(c.url);
+      let resume: () => void = () => {};
+      const cutShort = new Promise<number>((resolve) => {
+        const req = httpRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            path: `/v1/fleet/files?snapshot=${id}`,
+            method: 'POST',
+            headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          },
+          (res) => {
+            let received = 0;
+            res.once('data', (chunk: Buffer) => {
+              received += chunk.length;
+              res.pause(); // the host stops reading, as a SIGSTOPped one does
+              resume = () => {
+                res.on('data', (c: Buffer) => {
+                  received += c.length;
+                });
+                res.resume();
+              };
+            });
+            res.on('close', () => resolve(received));
+          },
+        );
+        req.on('error', () => {});
+        req.end(body);
+      });
+      const fdsBefore = (await readdir('/proc/self/fd')).length;
+      await waitFor('the pull to be under way', () => c.snapshots.pulls().a === 1);
+      const started = Date.now();
+      await c.snapshots.release('a', 30_000);
+      const took = Date.now() - started;
+      assert.ok(took >= 900 && took < 5000, `released after ${took} ms: a moment's grace, then the cut`);
+      // the host, resumed, reads what was sent before the cut, then the end: never the whole file
+      resume();
+      assert.ok((await cutShort) < 48 * 1024 * 1024, 'the stopped host got a cut answer, never the whole file');
+      // and the coordinator let go of the file it was reading: no descriptor left open by a cut answer
+      await waitFor('the file to be closed', async () => (await readdir('/proc/self/fd')).length <= fdsBefore, {
+        timeout: 5000,
+      });
+      assert.equal(c.snapshots.pulls().a, 0);
     } finally {
       await c.close();
     }
