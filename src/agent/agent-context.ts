@@ -4,6 +4,7 @@ import type { FleetCoordinator } from '../fleet/coordinator.js';
 import type { StoreLayout } from '../store-layout.js';
 import type { ResolvedAgentOptions, SwapProgress } from './agent-types.js';
 import type { Journal } from './journal.js';
+import type { MasterWalks } from './master-walks.js';
 import type { MasterWatcher } from './master-watcher.js';
 import type { MasterWriter } from './master-writer.js';
 import type { AgentMetrics } from './metrics.js';
@@ -28,6 +29,8 @@ export interface AgentContext {
   epoch: EpochRecord;
   /** The swap under way, for status. */
   swapping: SwapProgress | null;
+  /** Whole walks of master under way, and master's size in entries as the last one found it. */
+  readonly walks: MasterWalks;
   /** The fleet this agent coordinates (`--etcd`); undefined on a single host. */
   readonly fleet: FleetCoordinator | undefined;
   /** Say that changes to master may have been missed: logs a gap and schedules a comparison. */

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 import type { SlotName, StoreLayout } from '../store-layout.js';
 import type { SwapPhase, SwapResult } from './metrics.js';
 import type { CopyStats } from './tree-copy.js';
+import type { WalkProgress } from './master-walks.js';
 
 /** `Agent.start`'s options; each default is in `AGENT_DEFAULTS`. */
 export interface AgentOptions {
@@ -103,6 +104,8 @@ export interface AgentStatus {
   };
   paused: boolean;
   swapping: SwapProgress | null;
+  /** Whole walks of master under way (a full sync's, a verify's, a comparison's), with how far each has got. */
+  walks: WalkProgress[];
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
   /** In fleet mode: every host, the proposal under way and the committed epoch. */

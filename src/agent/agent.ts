@@ -11,6 +11,7 @@ import type { AgentOptions, AgentStatus, ReconcileTrigger, ResolvedAgentOptions,
 import { compareTrees } from './compare-trees.js';
 import type { Journal } from './journal.js';
 import { MasterWatcher } from './master-watcher.js';
+import { MasterWalks } from './master-walks.js';
 import type { MasterWriter } from './master-writer.js';
 import { AgentMetrics } from './metrics.js';
 import { type OpenedStore, openStore } from './open-store.js';
@@ -95,6 +96,7 @@ export class Agent {
       watcher: undefined,
       epoch: store.epoch,
       swapping: null,
+      walks: new MasterWalks(),
       incomplete: (reason) => this.#incomplete(reason),
     };
     this.#queue = new SwapQueue({
@@ -156,6 +158,8 @@ export class Agent {
     });
     this.#ctx.watcher = watcher;
     await watcher.start();
+    // master's size as the watcher listed it: what the first whole walk's progress is measured against
+    this.#ctx.walks.entries ??= watcher.entriesAtStart;
   }
 
   /**
@@ -229,7 +233,12 @@ export class Agent {
 
   /** Compare master with the mounted slot (or the given one) without changing anything. */
   async verify(slot: SlotName = this.#ctx.epoch.mounted, limit = 1000): Promise<Difference[]> {
-    return compareTrees(this.layout.master, this.layout.slots[slot], { limit });
+    return this.#ctx.walks.track(
+      'verify',
+      slot,
+      (onWalked) => compareTrees(this.layout.master, this.layout.slots[slot], { limit, onWalked }),
+      (found) => found.length < limit,
+    );
   }
 
   async status(): Promise<AgentStatus> {
@@ -256,6 +265,7 @@ export class Agent {
       },
       paused: this.#queue.paused,
       swapping: swapping ? { ...swapping, ...(swapping.copied ? { copied: { ...swapping.copied } } : {}) } : null,
+      walks: this.#ctx.walks.list(),
       servers,
       lastSwaps: this.#history,
       ...(this.#ctx.fleet

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
 import type { WalkUnit } from './walk-units.js';
+import { reportWalked } from './walk-report.js';
 
 /** What a clone unit needs besides itself (sent to the walk threads). */
 export interface CloneContext {
@@ -142,6 +143,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
   /** Copy the entries of the directory open as `fd` into `dest`, all but the subdirectories in `skip`. */
   const copyEntries = (fd: number, rel: string, dest: string, skip: ReadonlySet<string> | null): void => {
     const entries: Dirent[] = readdirSync(fdPath(fd), { withFileTypes: true });
+    reportWalked(entries.length);
     for (const e of entries) {
       const child = rel === '' ? e.name : `${rel}/${e.name}`;
       const to = `${dest}/${e.name}`;

@@ -4,6 +4,7 @@ import { lstatOrNullSync } from './lstat-or-null.js';
 import { planUnits, type WalkUnit } from './walk-units.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { walkPool } from './walk-pool.js';
+import { reportWalked } from './walk-report.js';
 
 /** One way the target differs from the source. */
 export interface Difference {
@@ -70,7 +71,9 @@ export function compareUnitSync(
   };
   const allMissing = (rel: string) => {
     if (opts.missingDirsWhole) return;
-    for (const name of list(source, rel).keys()) {
+    const names = list(source, rel);
+    reportWalked(names.size);
+    for (const name of names.keys()) {
       const child = `${rel}/${name}`;
       const st = lstatOrNullSync(at(source, child));
       if (!st || !publishable(st)) continue;
@@ -82,6 +85,7 @@ export function compareUnitSync(
   const walk = (rel: string, deep: boolean) => {
     const src = list(source, rel);
     const dst = list(target, rel);
+    reportWalked(src.size);
     for (const [name, srcEnt] of src) {
       if (diffs.length >= limit) return;
       const child = rel === '' ? name : `${rel}/${name}`;
@@ -145,6 +149,8 @@ export interface CompareOptions extends CompareSyncOptions {
    * be a directory in both trees). Default: the whole tree.
    */
   under?: readonly string[];
+  /** Entries of the source looked at since the last call, about every 100 ms per thread. */
+  onWalked?: (entries: number) => void;
 }
 
 /**
@@ -160,9 +166,15 @@ export async function compareTrees(source: string, target: string, opts: Compare
   const units = planUnits(source, roots, WALK_THREADS);
   const all: Difference[] = [];
   const context: CompareContext = { source, target, opts: { limit, missingDirsWhole: opts.missingDirsWhole === true } };
-  await walkPool.run<WalkUnit, Difference[]>('compare', context, units, (parts) => {
-    for (const part of parts) for (const d of part) all.push(d);
-    return all.length < limit;
-  });
+  await walkPool.run<WalkUnit, Difference[]>(
+    'compare',
+    context,
+    units,
+    (parts) => {
+      for (const part of parts) for (const d of part) all.push(d);
+      return all.length < limit;
+    },
+    opts.onWalked,
+  );
   return Number.isFinite(limit) ? all.slice(0, limit) : all;
 }

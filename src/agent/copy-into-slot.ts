@@ -39,7 +39,7 @@ export async function copyIntoSlot(
       await ctx.slots.set(slot, { seq: pos.seq, copying: true });
       await copier.clearTemp();
       if (incremental) await copier.copyPaths(changed);
-      else await passOn(ctx, slot, await copier.mirrorAll());
+      else await passOn(ctx, slot, await ctx.walks.track('sync', slot, (onWalked) => copier.mirrorAll(onWalked)));
       await ctx.slots.set(slot, { seq, copying: false });
     }
     if (copier.skipped.length > 0) {

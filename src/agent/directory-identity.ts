@@ -1,5 +1,6 @@
 import { type Stats, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { reportWalked } from './walk-report.js';
 
 /** Which directory a path names: a path can come to name another directory (renamed in, recreated). */
 export function directoryIdentity(st: Pick<Stats, 'dev' | 'ino' | 'birthtimeMs'>): string {
@@ -18,6 +19,7 @@ export function subdirectoriesWithIdentity(dir: string, skip: string): [string, 
   } catch {
     return [];
   }
+  reportWalked(entries.length);
   const out: [string, string][] = [];
   for (const e of entries) {
     if (!e.isDirectory()) continue;

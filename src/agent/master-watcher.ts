@@ -98,6 +98,9 @@ export class MasterWatcher {
     await this.#watchAll(this.#opts.root);
   }
 
+  /** Entries of master its listing at start found (files, links, directories): a size known for free. */
+  entriesAtStart = 0;
+
   /** Number of directories watched (one inotify watch each). */
   get directories(): number {
     return this.#watches.size;
@@ -222,6 +225,9 @@ export class MasterWatcher {
         (parts) => {
           for (const part of parts) for (const sub of part) next.push(sub);
           return !this.#closed;
+        },
+        (entries) => {
+          this.entriesAtStart += entries;
         },
       );
       level = next;

@@ -33,7 +33,9 @@ export async function reconcileMaster(ctx: AgentContext, trigger: ReconcileTrigg
   const position = pos.seq;
   const through = ctx.journal.lastSeq;
   const started = performance.now();
-  const diffs = await compareTrees(ctx.layout.master, ctx.layout.slots[slot]);
+  const diffs = await ctx.walks.track('compare', slot, (onWalked) =>
+    compareTrees(ctx.layout.master, ctx.layout.slots[slot], { onWalked }),
+  );
   // Changes made during the walk reach the journal by the watcher; wait for them to be recorded.
   if (ctx.watcher && !(await ctx.watcher.settle())) {
     ctx.incomplete('the master watcher could not confirm it saw every change during a comparison');

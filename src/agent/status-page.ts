@@ -77,7 +77,7 @@ export function statusPage(nonce: string): string {
     $('mounted').textContent = s.mounted;
     $('standby').textContent = s.standby ? s.standby.slot + (s.standby.syncing ? ' (mid-sync)' : s.standby.seq === null ? ' (unknown)' : ' (ready)') : '-';
     $('pending').textContent = (s.pendingChanges === null ? 'unknown' : s.pendingChanges) + (s.paused ? ' (paused)' : '');
-    $('swapping').textContent = s.swapping ? s.swapping.kind + ': ' + s.swapping.phase : 'no';
+    $('swapping').textContent = (s.swapping ? s.swapping.kind + ': ' + s.swapping.phase : 'no') + (s.walks || []).map((w) => '; ' + w.purpose + ' walking master against slot ' + w.slot + ': ' + w.entries + (w.expected ? ' of ~' + w.expected + ' entries (' + Math.min(99, Math.floor(100 * w.entries / w.expected)) + '%)' : ' entries')).join('');
     $('servers').replaceChildren(...s.servers.map((h) => row([h.id, h.host, h.pid, h.kind, h.epoch, h.mounted ?? '-', h.inflight.a, h.inflight.b, h.live ? 'live' : 'stale'], h.live ? '' : 'stale')));
     const f = s.fleet;
     $('fleet').hidden = !f;

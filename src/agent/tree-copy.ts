@@ -133,9 +133,10 @@ export class TreeCopier {
   /**
    * Make each listed path (relative, "/"-separated) in the target match the
    * source, a directory with everything below it. Returns what it did; the
-   * paths it found different below listed directories are added to `found`.
+   * paths it found different below listed directories are added to `found`,
+   * and `onWalked` hears how many entries below them were looked at.
    */
-  async copyPaths(paths: Iterable<string>, found?: string[]): Promise<CopyStats> {
+  async copyPaths(paths: Iterable<string>, found?: string[], onWalked?: (entries: number) => void): Promise<CopyStats> {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...paths];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
@@ -143,7 +144,9 @@ export class TreeCopier {
       const dirs = await this.#copyLevels(list);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
-      const below = (await compareTrees(this.#source, this.#target, { under: topmost(dirs) })).map((d) => d.path);
+      const below = (await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked })).map(
+        (d) => d.path,
+      );
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
         found?.push(...below);
@@ -182,9 +185,12 @@ export class TreeCopier {
    * Compare the whole tree and copy what differs, delete what the source
    * lacks. Returns the paths found different (what a journal did not say, if
    * it did not); a directory the target lacked stands for its tree.
+   * `onWalked` hears how many entries of the source were looked at since its
+   * last call (compared, or copied whole): every entry once, so the sum at
+   * the end is the source's size in entries.
    */
-  async mirrorAll(): Promise<string[]> {
-    const diffs = await compareTrees(this.#source, this.#target, { missingDirsWhole: true });
+  async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
+    const diffs = await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked });
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
@@ -198,14 +204,16 @@ export class TreeCopier {
       await mkdir(this.#tmpDir, { recursive: true });
       this.#syncfsAtEnd = true;
       try {
-        missed = await this.#cloneDirectories(tops);
+        missed = await this.#cloneDirectories(tops, onWalked);
       } catch (err) {
         await this.clearTemp().catch(() => {});
         throw err;
       }
     }
     // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
-    await this.copyPaths([...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed]);
+    // (a directory among them was not walked below yet: the compare does not go into a
+    // directory the target lacks or holds as another kind, so its walk counts here)
+    await this.copyPaths([...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed], undefined, onWalked);
     return diffs.map((d) => d.path);
   }
 
@@ -216,7 +224,7 @@ export class TreeCopier {
    * tree's shape. Returns those that were not there to copy (gone, or no
    * longer a directory).
    */
-  async #cloneDirectories(tops: string[]): Promise<string[]> {
+  async #cloneDirectories(tops: string[], onWalked?: (entries: number) => void): Promise<string[]> {
     const destOfTop = new Map(tops.map((rel) => [rel, `${this.#tmpPrefix}.${this.#tmpCount++}`]));
     const topOf = (rel: string): string => {
       for (let p = rel; ; p = p.slice(0, Math.max(0, p.lastIndexOf('/')))) if (destOfTop.has(p)) return p;
@@ -255,18 +263,24 @@ export class TreeCopier {
     const modes = new Map<string, number>();
     const placed = new Set<string>();
     const cloned = emptyCloneResult();
-    await walkPool.run<CloneUnit, CloneResult>('clone', { source: this.#source }, units, (parts) => {
-      for (const part of parts) {
-        addCloneResult(cloned, part);
-        this.stats.files += part.files;
-        this.stats.bytes += part.bytes;
-        this.stats.dirs += part.dirs;
-        if (part.shallow) modes.set(part.shallow.dest, part.shallow.mode);
-        if (part.placed !== undefined) placed.add(part.placed);
-      }
-      this.#onProgress?.(this.stats);
-      return true;
-    });
+    await walkPool.run<CloneUnit, CloneResult>(
+      'clone',
+      { source: this.#source },
+      units,
+      (parts) => {
+        for (const part of parts) {
+          addCloneResult(cloned, part);
+          this.stats.files += part.files;
+          this.stats.bytes += part.bytes;
+          this.stats.dirs += part.dirs;
+          if (part.shallow) modes.set(part.shallow.dest, part.shallow.mode);
+          if (part.placed !== undefined) placed.add(part.placed);
+        }
+        this.#onProgress?.(this.stats);
+        return true;
+      },
+      onWalked,
+    );
     // children before parents: a mode without write permission must not stop a child's
     for (const u of [...shallow].reverse()) {
       const mode = modes.get(u.dest);

@@ -6,6 +6,7 @@ import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from '..
 import type { PlacedFile } from '../fleet/pull.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
+import { setWalkReporter } from './walk-report.js';
 
 /** A thread of the WalkPool: runs each chunk of units it is sent with blocking calls, and answers. */
 const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
@@ -21,11 +22,29 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   count: (c: { root: string }, unit: WalkUnit) => countUnitSync(c.root, unit),
 };
 
+/** Entries walked and not yet told to the pool; told at most every PROGRESS_MS, and before each answer. */
+let walked = 0;
+let toldAt = 0;
+const PROGRESS_MS = 100;
+const tell = () => {
+  if (walked === 0) return;
+  parentPort?.postMessage({ progress: walked });
+  walked = 0;
+  toldAt = Date.now();
+};
+setWalkReporter((entries) => {
+  walked += entries;
+  if (Date.now() - toldAt >= PROGRESS_MS) tell();
+});
+
 parentPort?.on('message', (msg: { task: UnitTask; context: never; units: never[] }) => {
   try {
     const run = tasks[msg.task];
-    parentPort?.postMessage({ results: msg.units.map((u) => run(msg.context, u)) });
+    const results = msg.units.map((u) => run(msg.context, u));
+    tell();
+    parentPort?.postMessage({ results });
   } catch (err) {
+    walked = 0;
     const e = err as NodeJS.ErrnoException;
     parentPort?.postMessage({ error: e.message, ...(e.code ? { code: e.code } : {}) });
   }

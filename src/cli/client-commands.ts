@@ -2,7 +2,7 @@ import type { AgentStatus, SwapRecord } from '../agent/agent.js';
 import type { Difference } from '../agent/tree-copy.js';
 import { CLIENT_FLAGS, layoutFrom, readToken, tokenFileFor } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
-import { progressLine } from './progress.js';
+import { describeWalk, progressLine } from './progress.js';
 
 export const SYNC_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
@@ -68,7 +68,9 @@ export async function syncCommand(values: FlagValues): Promise<number> {
     while (watching) {
       const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
       const s = body?.swapping;
-      if (s?.copied) progress.count(`${s.kind}: ${s.phase}`, s.copied);
+      const walk = body?.walks?.find((w) => w.purpose === 'sync');
+      if (s && walk) progress.update(describeWalk(walk, Date.now(), s.copied));
+      else if (s?.copied) progress.count(`${s.kind}: ${s.phase}`, s.copied);
       else if (s) progress.update(`${s.kind}: ${s.phase}…`);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -121,6 +123,9 @@ export async function statusCommand(values: FlagValues): Promise<number> {
       `standby: ${standby}`,
       `pending changes: ${s.pendingChanges ?? 'unknown (next sync compares whole trees)'}${s.paused ? ' (automatic syncs paused by rollback)' : ''}`,
       `swapping: ${s.swapping ? `${s.swapping.kind}, ${s.swapping.phase}` : 'no'}`,
+      ...(s.walks ?? []).map(
+        (w) => `walking master: ${describeWalk(w, Date.now(), w.purpose === 'sync' ? s.swapping?.copied : undefined)}`,
+      ),
       '',
       'servers:',
       s.servers.length === 0
@@ -194,7 +199,20 @@ export async function verifyCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
   const progress = progressLine();
   progress.update('comparing master with the mounted slot…');
-  const { status, body } = await call<{ slot: string; epoch: number; differences: Difference[] }>('GET', '/v1/verify');
+  let watching = progress.shown;
+  const watch = (async () => {
+    while (watching) {
+      await new Promise((r) => setTimeout(r, 200));
+      const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
+      const walk = body?.walks?.find((w) => w.purpose === 'verify');
+      if (walk && watching) progress.update(describeWalk(walk, Date.now()));
+    }
+  })();
+  const answer = call<{ slot: string; epoch: number; differences: Difference[] }>('GET', '/v1/verify');
+  const { status, body } = await answer.finally(() => {
+    watching = false;
+  });
+  await watch;
   progress.done();
   if (status !== 200) {
     console.error(`agent answered ${status}`);

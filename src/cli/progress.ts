@@ -1,3 +1,6 @@
+import type { WalkProgress } from '../agent/master-walks.js';
+import type { CopyStats } from '../agent/tree-copy.js';
+
 /** What a long operation has done so far, and what it will do in all when that is known. */
 export interface ProgressCount {
   files: number;
@@ -35,6 +38,36 @@ export function describeProgress(label: string, count: ProgressCount, elapsedSec
       );
     }
   }
+  return parts.join(', ');
+}
+
+const WALK_LABEL: Record<WalkProgress['purpose'], string> = {
+  sync: 'full sync',
+  verify: 'verify',
+  compare: 'comparing master',
+};
+
+/**
+ * The status line of a whole walk of master (a full sync, a verify, a
+ * comparison): entries so far, of how many master had at its last walk,
+ * the rate, and from those a share and an ETA (an estimate: master may
+ * have grown or shrunk since). Past the estimate, only the count and
+ * rate. A full sync's copy counts follow. Pure, for tests.
+ */
+export function describeWalk(walk: WalkProgress, nowMs: number, copied?: CopyStats): string {
+  const elapsed = Math.max(0, (nowMs - Date.parse(walk.startedAt)) / 1000);
+  const expected = walk.expected !== null && walk.expected > walk.entries ? walk.expected : null;
+  const parts = [
+    `${WALK_LABEL[walk.purpose]} against slot ${walk.slot}: ${walk.entries}${expected !== null ? ` of ~${expected}` : ''} entries`,
+  ];
+  if (elapsed > 0 && walk.entries > 0) {
+    const rate = walk.entries / elapsed;
+    parts.push(`${Math.round(rate)} entries/s`);
+    if (expected !== null)
+      parts.push(`${Math.floor((walk.entries / expected) * 100)}%, ETA ${formatEta((expected - walk.entries) / rate)}`);
+  }
+  if (copied && (copied.files > 0 || copied.deleted > 0))
+    parts.push(`copied ${copied.files} files, ${mib(copied.bytes)}, deleted ${copied.deleted}`);
   return parts.join(', ');
 }
 
