@@ -2,7 +2,7 @@ import type { AgentStatus, SwapRecord } from '../agent/agent.js';
 import type { Difference } from '../agent/tree-copy.js';
 import { CLIENT_FLAGS, layoutFrom, readToken, tokenFileFor } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
-import { describeWalk, progressLine } from './progress.js';
+import { RecentRate, describeWalk, progressLine } from './progress.js';
 
 export const SYNC_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
@@ -63,13 +63,14 @@ export async function syncCommand(values: FlagValues): Promise<number> {
     return status === 202 ? 0 : 1;
   }
   const progress = progressLine();
+  const rate = new RecentRate();
   let watching = true;
   const watch = (async () => {
     while (watching) {
       const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
       const s = body?.swapping;
       const walk = body?.walks?.find((w) => w.purpose === 'sync');
-      if (s && walk) progress.update(describeWalk(walk, Date.now(), s.copied));
+      if (s && walk) progress.update(describeWalk(walk, Date.now(), s.copied, rate.add(Date.now(), walk.entries)));
       else if (s?.copied) progress.count(`${s.kind}: ${s.phase}`, s.copied);
       else if (s) progress.update(`${s.kind}: ${s.phase}…`);
       await new Promise((r) => setTimeout(r, 200));
@@ -199,13 +200,15 @@ export async function verifyCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
   const progress = progressLine();
   progress.update('comparing master with the mounted slot…');
+  const rate = new RecentRate();
   let watching = progress.shown;
   const watch = (async () => {
     while (watching) {
       await new Promise((r) => setTimeout(r, 200));
       const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
       const walk = body?.walks?.find((w) => w.purpose === 'verify');
-      if (walk && watching) progress.update(describeWalk(walk, Date.now()));
+      if (walk && watching)
+        progress.update(describeWalk(walk, Date.now(), undefined, rate.add(Date.now(), walk.entries)));
     }
   })();
   const answer = call<{ slot: string; epoch: number; differences: Difference[] }>('GET', '/v1/verify');

@@ -52,16 +52,19 @@ const WALK_LABEL: Record<WalkProgress['purpose'], string> = {
  * comparison): entries so far, of how many master had at its last walk,
  * the rate, and from those a share and an ETA (an estimate: master may
  * have grown or shrunk since). Past the estimate, only the count and
- * rate. A full sync's copy counts follow. Pure, for tests.
+ * rate. A full sync's copy counts follow. `recentRate` (entries/s lately,
+ * from `RecentRate`) stands for the average since the start when given: a
+ * full sync compares fast, then copies what is missing far slower, and an
+ * average from the start would promise too soon an end. Pure, for tests.
  */
-export function describeWalk(walk: WalkProgress, nowMs: number, copied?: CopyStats): string {
+export function describeWalk(walk: WalkProgress, nowMs: number, copied?: CopyStats, recentRate?: number): string {
   const elapsed = Math.max(0, (nowMs - Date.parse(walk.startedAt)) / 1000);
   const expected = walk.expected !== null && walk.expected > walk.entries ? walk.expected : null;
   const parts = [
     `${WALK_LABEL[walk.purpose]} against slot ${walk.slot}: ${walk.entries}${expected !== null ? ` of ~${expected}` : ''} entries`,
   ];
   if (elapsed > 0 && walk.entries > 0) {
-    const rate = walk.entries / elapsed;
+    const rate = recentRate !== undefined && recentRate > 0 ? recentRate : walk.entries / elapsed;
     parts.push(`${Math.round(rate)} entries/s`);
     if (expected !== null)
       parts.push(`${Math.floor((walk.entries / expected) * 100)}%, ETA ${formatEta((expected - walk.entries) / rate)}`);
@@ -69,6 +72,26 @@ export function describeWalk(walk: WalkProgress, nowMs: number, copied?: CopySta
   if (copied && (copied.files > 0 || copied.deleted > 0))
     parts.push(`copied ${copied.files} files, ${mib(copied.bytes)}, deleted ${copied.deleted}`);
   return parts.join(', ');
+}
+
+/** A rate over the last few seconds of samples of a growing count. */
+export class RecentRate {
+  readonly #windowMs: number;
+  readonly #samples: { at: number; count: number }[] = [];
+
+  constructor(windowMs = 5000) {
+    this.#windowMs = windowMs;
+  }
+
+  /** Add a sample; returns the rate (per second) since the oldest sample in the window, if any. */
+  add(atMs: number, count: number): number | undefined {
+    const last = this.#samples.at(-1);
+    if (last && count < last.count) this.#samples.length = 0; // another walk
+    this.#samples.push({ at: atMs, count });
+    while (this.#samples.length > 2 && atMs - (this.#samples[1]?.at ?? atMs) >= this.#windowMs) this.#samples.shift();
+    const first = this.#samples[0] as { at: number; count: number };
+    return atMs > first.at ? ((count - first.count) * 1000) / (atMs - first.at) : undefined;
+  }
 }
 
 /**

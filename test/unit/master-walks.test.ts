@@ -7,7 +7,7 @@ import { compareTrees } from '../../src/agent/compare-trees.js';
 import { MasterWalks, type WalkProgress } from '../../src/agent/master-walks.js';
 import { MasterWatcher } from '../../src/agent/master-watcher.js';
 import { TreeCopier } from '../../src/agent/tree-copy.js';
-import { describeWalk } from '../../src/cli/progress.js';
+import { RecentRate, describeWalk } from '../../src/cli/progress.js';
 import { startTestAgent } from '../helpers/agent.js';
 import { tempDirs, tempStore } from '../helpers/store.js';
 
@@ -168,6 +168,24 @@ describe('walks of master count every entry once (the progress and ETA of full o
       }),
       'verify against slot b: 10 of ~100 entries, 10 entries/s, 10%, ETA 9s, copied 3 files, 1.0 MiB, deleted 1',
     );
+  });
+});
+
+describe('RecentRate (the ETA of a walk that slows down)', () => {
+  it('follows the last seconds, not the average since the start, and starts over when the count goes back', () => {
+    const rate = new RecentRate(5000);
+    assert.equal(rate.add(0, 0), undefined);
+    let count = 0;
+    let last: number | undefined;
+    // a compare at 100,000 entries/s for 3 s, then a copy at 10,000 entries/s
+    for (let ms = 200; ms <= 15_000; ms += 200) {
+      count += ms <= 3000 ? 20_000 : 2_000;
+      last = rate.add(ms, count);
+      if (ms === 3000) assert.equal(Math.round(last ?? 0), 100_000);
+    }
+    assert.equal(Math.round(last ?? 0), 10_000, 'the average since the start would say 28,000');
+    assert.equal(rate.add(15_200, 10), undefined, 'a new walk');
+    assert.equal(Math.round(rate.add(16_200, 1010) ?? 0), 1000);
   });
 });
 
