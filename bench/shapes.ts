@@ -8,7 +8,8 @@
  *   `rsync -a --delete` (its quick check: size and mtime);
  * - journal-driven sync of 10 changed files against `rsync -a --delete`;
  * - agent start to ready (master walked and watched), and to master compared;
- * - agent resident memory when ready, and after `--syncs` swaps of 10 changes.
+ * - agent resident memory when ready, after `--syncs` swaps of 10 changes and
+ *   as many more, and the highest reading (after each swap).
  *
  *   node dist/bench/shapes.js [--shapes 100k,60k,300k,1m,2g] [--rounds 2] [--syncs 100]
  */
@@ -242,11 +243,14 @@ async function measure(shape: Shape): Promise<string> {
     rsyncIncMs.push(timed(`rsync -a --delete, ${CHANGED} changed`, rsync));
   }
 
-  // memory: `syncs` swaps to reach a steady state, then as many again, which must not grow it
+  // memory: `syncs` swaps to reach a steady state, then as many again, which must not grow it;
+  // read after every swap, so a peak between the two readings is seen too
+  let rssMax = rssReady;
   const swaps = async () => {
     for (let i = 0; i < syncs; i++) {
       await change();
       await call(agent, 'POST', '/v1/sync?wait=1');
+      rssMax = Math.max(rssMax, rss(agent.child.pid));
     }
   };
   await swaps();
@@ -254,7 +258,7 @@ async function measure(shape: Shape): Promise<string> {
   await swaps();
   const rssAfter = rss(agent.child.pid);
   console.error(
-    `    agent RSS: ready ${mib(rssReady)}, after ${syncs} syncs ${mib(rssBefore)}, after ${syncs} more ${mib(rssAfter)}`,
+    `    agent RSS: ready ${mib(rssReady)}, after ${syncs} syncs ${mib(rssBefore)}, after ${syncs} more ${mib(rssAfter)}, highest ${mib(rssMax)}`,
   );
   const exited = new Promise((r) => agent.child.once('exit', r));
   agent.child.kill('SIGTERM');
@@ -272,7 +276,7 @@ async function measure(shape: Shape): Promise<string> {
     `${full.toFixed(0)} (copy phase ${median(fullCopyMs).toFixed(0)}) / ${rsFull.toFixed(0)} ms = ${ratio(full, rsFull)} (${ratio(median(fullCopyMs), rsFull)})`,
     `${inc.toFixed(0)} (copy phase ${median(incCopyMs).toFixed(1)}) / ${rsInc.toFixed(0)} ms = **1/${(rsInc / inc).toFixed(0)}** (1/${(rsInc / median(incCopyMs)).toFixed(0)})`,
     `${(readyMs / 1000).toFixed(2)} s / ${(comparedMs / 1000).toFixed(1)} s`,
-    `${mib(rssReady)} / ${mib(rssBefore)} → ${mib(rssAfter)} |`,
+    `${mib(rssReady)} / ${mib(rssBefore)} → ${mib(rssAfter)} / ${mib(rssMax)} |`,
   ].join(' | ');
 }
 
@@ -287,7 +291,7 @@ async function main(): Promise<void> {
   }
   console.log(`machine: ${machine()}; ${rounds} rounds (medians), ${syncs} syncs of ${CHANGED} changes for memory\n`);
   console.log(
-    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: whole swap (copy phase) / rsync | sync of 10 changes: whole swap (copy phase) / rsync | start: ready / master compared | agent RSS: ready / after N syncs → after N more |',
+    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: whole swap (copy phase) / rsync | sync of 10 changes: whole swap (copy phase) / rsync | start: ready / master compared | agent RSS: ready / after N syncs → after N more / highest |',
   );
   console.log('|---|---|---|---|---|---|---|');
   for (const row of rows) console.log(row);
