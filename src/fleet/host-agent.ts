@@ -62,8 +62,21 @@ export interface HostStatus {
   slots: Record<SlotName, SlotRecord>;
   phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
   lastPull: (PullStats & { snapshot: string; ms: number }) | null;
+  /** The pull under way: into which slot, of which snapshot, since when, and its counts so far of its totals. */
+  pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
   etcdReachable: boolean;
+}
+
+/** A pull under way: what it is for, how to abandon it, and its counts once it has them. */
+interface Pulling {
+  snapshot: string;
+  epoch: number;
+  forCommit: boolean;
+  abort: AbortController;
+  slot: SlotName;
+  startedAt: string;
+  stats?: Readonly<PullStats>;
 }
 
 const SLOTS_FILE_FORMAT = 1;
@@ -104,7 +117,7 @@ export class HostAgent {
   #closed = false;
   #watches: { close(): void }[] = [];
   /** The pull under way: abandoned when a newer proposal or commit names another snapshot. */
-  #pulling: { snapshot: string; epoch: number; forCommit: boolean; abort: AbortController } | null = null;
+  #pulling: Pulling | null = null;
   #backstop: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
 
@@ -280,6 +293,14 @@ export class HostAgent {
       slots: this.#slots,
       phase: this.#phase,
       lastPull: this.#lastPull,
+      pulling: this.#pulling?.stats
+        ? {
+            ...this.#pulling.stats,
+            slot: this.#pulling.slot,
+            snapshot: this.#pulling.snapshot,
+            startedAt: this.#pulling.startedAt,
+          }
+        : null,
       lastError: this.#impostor ?? this.#lastError,
       etcdReachable: this.#etcdReachable,
     };
@@ -373,7 +394,14 @@ export class HostAgent {
     const base = held.copying ? null : held.snapshot;
     await this.#recordSlot(slot, { snapshot: null, copying: true });
     const started = performance.now();
-    const pulling = { snapshot, epoch, forCommit, abort: new AbortController() };
+    const pulling: Pulling = {
+      snapshot,
+      epoch,
+      forCommit,
+      abort: new AbortController(),
+      slot,
+      startedAt: new Date().toISOString(),
+    };
     this.#pulling = pulling;
     let stats: PullStats;
     try {
@@ -386,6 +414,9 @@ export class HostAgent {
         durable: this.#opts.durable,
         timeoutMs: this.#opts.drainTimeoutMs,
         signal: pulling.abort.signal,
+        onStart: (live) => {
+          pulling.stats = live;
+        },
       });
     } finally {
       if (this.#pulling === pulling) this.#pulling = null;

@@ -33,6 +33,8 @@ export interface PullOptions {
   timeoutMs: number;
   /** Abandons the pull (the slot stays marked unfinished). */
   signal?: AbortSignal;
+  /** Hears the pull's counts once, as the object it keeps up to date (for status while it runs). */
+  onStart?: (stats: Readonly<PullStats>) => void;
 }
 
 export interface PullStats {
@@ -43,6 +45,9 @@ export interface PullStats {
   received: number;
   /** Whether the whole manifest was compared with the slot (no base, or the coordinator forgot it). */
   full: boolean;
+  /** The files and their bytes to fetch in all, once the manifest was compared (0 until then). */
+  totalFiles: number;
+  totalBytes: number;
 }
 
 /**
@@ -66,7 +71,8 @@ const BATCH_BYTES = 32 * 1024 * 1024;
  * unfinished first and complete after.
  */
 export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
-  const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false };
+  const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false, totalFiles: 0, totalBytes: 0 };
+  opts.onStart?.(stats);
   const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
   const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`);
   stats.received += answer.bytes;
@@ -129,6 +135,8 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   }
   // 4. files, in batches
   const files = delta.changed.filter((e) => e.type === 'file');
+  stats.totalFiles = files.length;
+  stats.totalBytes = files.reduce((sum, f) => sum + f.size, 0);
   for (let i = 0; i < files.length; ) {
     const batch: ManifestEntry[] = [];
     let bytes = 0;

@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test';
 import express from 'express';
 import { frameHeader, fleetRouter } from '../../src/fleet/fleet-api.js';
 import { type ManifestEntry, diffManifests, readManifest } from '../../src/fleet/manifest.js';
-import { pullSnapshot } from '../../src/fleet/pull.js';
+import { type PullStats, pullSnapshot } from '../../src/fleet/pull.js';
 import { Snapshots } from '../../src/fleet/snapshots.js';
 import { memoryLogger } from '../helpers/app.js';
 import { tempDirs } from '../helpers/store.js';
@@ -71,6 +71,7 @@ describe('fleet content transfer', () => {
       await chmod(join(c.slots.a, 'css'), 0o750);
       await chmod(join(c.slots.a, 'index.html'), 0o640);
       const first = await c.snapshots.take('a');
+      let live: Readonly<PullStats> | undefined;
       const full = await pullSnapshot({
         from: c.url,
         token: TOKEN,
@@ -79,8 +80,17 @@ describe('fleet content transfer', () => {
         into,
         durable: false,
         timeoutMs: 5000,
+        onStart: (stats) => {
+          live = stats;
+        },
       });
       assert.equal(full.full, true);
+      // the counts a host's status shows while it pulls: the very object, with its totals
+      assert.equal(live, full);
+      assert.equal(full.totalFiles, 4, 'index.html, css/site.css, deep/er/file.txt, empty');
+      assert.equal(full.totalBytes, 3 + 6 + 100_000);
+      assert.equal(full.files, full.totalFiles);
+      assert.equal(full.bytes, full.totalBytes);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
 
       // the next version, in the other slot: one file changed, one removed, one type changed, one added
