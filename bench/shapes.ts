@@ -11,7 +11,7 @@
  * - agent resident memory when ready, after `--syncs` swaps of 10 changes and
  *   as many more, and the highest reading (after each swap).
  *
- *   node dist/bench/shapes.js [--shapes 100k,60k,300k,1m,2g] [--rounds 2] [--syncs 100]
+ *   node dist/bench/shapes.js [--shapes 100k,60k,300k,1m,2g] [--rounds 3] [--syncs 100] [--copy-rounds 3]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,11 +20,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SwapRecord } from '../src/agent/agent.js';
+import { storeLayout } from '../src/store-layout.js';
 import { freePort, machine, requireCommand, rss, THIS_CLI, timed } from './lib.js';
 
 interface Shape {
   name: string;
   what: string;
+  /**
+   * Rounds of the full durable copy (each deletes the last round's copies
+   * first): one at a million files, whose delete takes minutes and slows the
+   * disk for minutes after.
+   */
+  copyRounds?: number;
   /** Relative paths of the files, and each one's size. */
   files: () => Iterable<[string, number]>;
 }
@@ -42,6 +49,7 @@ const SHAPES: Shape[] = [
   {
     name: '1m',
     what: '1,000,000 files of 512 B in 50,000 dirs, 2 levels deep',
+    copyRounds: 1,
     files: () => grid(250, 200, 20, 512),
   },
   {
@@ -59,8 +67,9 @@ const arg = (name: string, dflt: string) => {
   return i === -1 ? dflt : (process.argv[i + 1] as string);
 };
 const chosen = arg('shapes', '100k,60k,300k,1m,2g').split(',');
-const rounds = Number(arg('rounds', '2'));
+const rounds = Number(arg('rounds', '3'));
 const syncs = Number(arg('syncs', '100'));
+const copyRounds = Number(arg('copy-rounds', '3'));
 const CHANGED = 10;
 
 function run(cmd: string, args: string[]): void {
@@ -162,6 +171,13 @@ const made: string[] = [];
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+/** "12.3 s", or "12.3 s (11.9–13.0)" over several runs: the median, then the range. */
+const seconds = (runs: number[]) => {
+  const s = (ms: number) => (ms / 1000).toFixed(1);
+  return runs.length > 1
+    ? `${s(median(runs))} s (${s(Math.min(...runs))}–${s(Math.max(...runs))})`
+    : `${s(runs[0] as number)} s`;
+};
 
 async function measure(shape: Shape): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), `mirrorswap-shapes-${shape.name}-`));
@@ -176,19 +192,35 @@ async function measure(shape: Shape): Promise<string> {
     `    built in ${((performance.now() - t) / 1000).toFixed(1)} s: ${tree.files} files, ${tree.dirs} dirs`,
   );
 
-  // Full durable copy: cp -a + syncfs once before and once after init (both slots), so that
-  // neither side always runs first. Nothing is deleted until the end: on a disk mounted with
-  // `discard`, a large delete slows every write that follows for a while.
+  // Full durable copy: each round, cp -a + syncfs once before and once after init (both
+  // slots), so that neither side always runs first. A round after the first deletes the last
+  // round's copies, then flushes and waits: on a disk mounted with `discard`, a large delete
+  // slows every write that follows for a while. The ratio is the median of the rounds' own.
   const cpOnce = (to: string) =>
     timed('cp -a + sync -f', () => {
       run('cp', ['-a', master, to]);
       run('sync', ['-f', to]);
     });
-  let cpMs = cpOnce(join(root, 'cp1'));
-  const initMs = timed('mirrorswap init (both slots, durable)', () =>
-    run(process.execPath, [THIS_CLI, 'init', '--store', store]),
-  );
-  cpMs += cpOnce(copy);
+  const layout = storeLayout(store);
+  const copyRoundsHere = shape.copyRounds ?? copyRounds;
+  const initRuns: number[] = [];
+  const cpRuns: number[] = [];
+  for (let r = 0; r < copyRoundsHere; r++) {
+    if (r > 0) {
+      for (const dir of [layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir, layout.epochFile])
+        await rm(dir, { recursive: true, force: true });
+      await rm(join(root, 'cp1'), { recursive: true });
+      await rm(copy, { recursive: true });
+      run('sync', ['-f', root]);
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+    }
+    const before = cpOnce(join(root, 'cp1'));
+    initRuns.push(
+      timed('mirrorswap init (both slots, durable)', () => run(process.execPath, [THIS_CLI, 'init', '--store', store])),
+    );
+    cpRuns.push(before + cpOnce(copy));
+  }
+  const copyRatios = initRuns.map((ms, i) => ms / (cpRuns[i] as number));
 
   const tokenFile = join(root, 'token');
   writeFileSync(tokenFile, randomBytes(24).toString('hex'), { mode: 0o600 });
@@ -272,7 +304,7 @@ async function measure(shape: Shape): Promise<string> {
   const rsFull = median(rsyncFullMs);
   return [
     `| ${shape.name} | ${tree.files} / ${tree.dirs} / ${mib(tree.bytes)}`,
-    `${(initMs / 1000).toFixed(1)} s / ${(cpMs / 1000).toFixed(1)} s = ${ratio(initMs, cpMs)}`,
+    `${seconds(initRuns)} / ${seconds(cpRuns)} = **${median(copyRatios).toFixed(2)}x**${copyRoundsHere > 1 ? ` (${copyRatios.map((x) => x.toFixed(2)).join(', ')})` : ''}`,
     `${full.toFixed(0)} (copy phase ${median(fullCopyMs).toFixed(0)}) / ${rsFull.toFixed(0)} ms = ${ratio(full, rsFull)} (${ratio(median(fullCopyMs), rsFull)})`,
     `${inc.toFixed(0)} (copy phase ${median(incCopyMs).toFixed(1)}) / ${rsInc.toFixed(0)} ms = **1/${(rsInc / inc).toFixed(0)}** (1/${(rsInc / median(incCopyMs)).toFixed(0)})`,
     `${(readyMs / 1000).toFixed(2)} s / ${(comparedMs / 1000).toFixed(1)} s`,
@@ -289,7 +321,9 @@ async function main(): Promise<void> {
     if (!shape) throw new Error(`unknown shape ${name}: one of ${SHAPES.map((s) => s.name).join(', ')}`);
     rows.push(await measure(shape));
   }
-  console.log(`machine: ${machine()}; ${rounds} rounds (medians), ${syncs} syncs of ${CHANGED} changes for memory\n`);
+  console.log(
+    `machine: ${machine()}; full copies: ${copyRounds} rounds (1 at 1m), median of the rounds' ratios; compares and syncs: ${rounds} rounds (medians); ${syncs} syncs of ${CHANGED} changes for memory\n`,
+  );
   console.log(
     '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: whole swap (copy phase) / rsync | sync of 10 changes: whole swap (copy phase) / rsync | start: ready / master compared | agent RSS: ready / after N syncs → after N more / highest |',
   );
