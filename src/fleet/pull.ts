@@ -292,11 +292,12 @@ async function receiveLarge(
       await handle.write(chunk);
       left -= chunk.length;
     }
+    checkHash(want, hash.digest(), await reader.read(32));
+    await handle.chmod(want.mode);
+    await handle.utimes(msInside(want.mtimeMs), msInside(want.mtimeMs));
+    // after the mode and time: the fsync makes them durable with the content
     if (fsyncEach) await handle.sync();
     await handle.close();
-    checkHash(want, hash.digest(), await reader.read(32));
-    await chmod(temp, want.mode);
-    await utimes(temp, msInside(want.mtimeMs), msInside(want.mtimeMs));
     await rename(temp, join(opts.into, want.path));
   } catch (err) {
     await handle.close().catch(() => {});

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorswapError } from '../errors.js';
 import { SLOTS, type SlotName } from '../store-layout.js';
-import { type Manifest, type ManifestDelta, diffManifests, readManifest } from './manifest.js';
+import { type HashedFile, type Manifest, type ManifestDelta, diffManifests, readManifest } from './manifest.js';
 
-type Hashed = Map<string, { ino: number; ctimeMs: number; size: number; hash: string }>;
+type Hashed = Map<string, HashedFile>;
 
 interface SlotSnapshot {
   /** Names the content the slot holds now; null while it is being rewritten or unknown. */
