@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import type { AgentStatus, SwapRecord } from '../src/agent/agent.js';
 import { readEpochFile, slotRoot } from '../src/epoch-file.js';
 import { type AgentProc, heldDownload, startAgentProc, startWebProc, writeTokenFile } from './helpers/cluster.js';
-import { type CliProcess, cli } from './helpers/proc.js';
+import { CLI, type CliProcess, cli, runCli } from './helpers/proc.js';
 import { rawGet } from './helpers/server.js';
 import { type TempStore, tempStore } from './helpers/store.js';
 import { waitFor } from './helpers/wait.js';
@@ -271,5 +271,42 @@ describe('the CLI', () => {
     assert.equal(await readFile(join(root, 'index.html'), 'utf8'), 'one');
     assert.match((await cli(['status'], env)).output, /automatic syncs paused by rollback/);
     assert.deepEqual(await readdir(store.slots.a).then((l) => l.filter((n) => n.startsWith('.'))), []);
+  });
+
+  it('sync --wait and verify end, with an error, when the agent is killed under them (with and without a terminal)', async () => {
+    const other = await tempStore();
+    try {
+      await other.fill('master', { 'index.html': 'one' });
+      const otherToken = await writeTokenFile(other);
+      // `script` gives the command a terminal, where it also polls status for its progress line
+      const onTerminal = (args: string[]) =>
+        `exec script -qec '${[process.execPath, CLI, ...args].join(' ')}' /dev/null`;
+      for (const args of [['sync', '--wait'], ['sync', '--wait', '--full'], ['verify']])
+        for (const terminal of [false, true]) {
+          const victim = await startAgentProc(other, otherToken.file, otherToken.token);
+          const env = {
+            MIRRORSWAP_STORE: other.root,
+            MIRRORSWAP_AGENT: victim.url,
+            MIRRORSWAP_TOKEN_FILE: otherToken.file,
+          };
+          // stopped first: the request is accepted by the kernel and never answered
+          victim.proc.child.kill('SIGSTOP');
+          const command = runCli(args, env, terminal ? { through: onTerminal(args) } : {});
+          await new Promise((r) => setTimeout(r, 700));
+          victim.proc.child.kill('SIGKILL');
+          await victim.proc.exited();
+          const code = await Promise.race([
+            command.exited(),
+            new Promise<'hung'>((r) => setTimeout(() => r('hung'), 8000)),
+          ]);
+          if (code === 'hung') await command.kill('SIGKILL');
+          const what = `${args.join(' ')}${terminal ? ' on a terminal' : ''}`;
+          assert.notEqual(code, 'hung', `${what} still runs after its agent was killed:\n${command.output()}`);
+          assert.notEqual(code, 0, what);
+          assert.match(command.output(), /cannot reach the agent/, what);
+        }
+    } finally {
+      await other.dispose();
+    }
   });
 });

@@ -1,8 +1,10 @@
+import http from 'node:http';
+import https from 'node:https';
 import type { AgentStatus, SwapRecord } from '../agent/agent.js';
 import type { Difference } from '../agent/tree-copy.js';
 import { CLIENT_FLAGS, layoutFrom, readToken, tokenFileFor } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
-import { RecentRate, describeWalk, progressLine } from './progress.js';
+import { RecentRate, describeProgress, describeWalk, progressLine } from './progress.js';
 
 export const SYNC_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
@@ -19,28 +21,102 @@ export const VERIFY_FLAGS: FlagSpecs = {
   json: { type: 'boolean', default: false, help: 'print JSON' },
 };
 
-/** A small client of the agent's API with the token attached. */
-async function client(values: FlagValues) {
+type Call = <T>(method: string, path: string) => Promise<{ status: number; body: T }>;
+
+/**
+ * A small client of the agent's API with the token attached. Over node:http,
+ * not fetch: fetch gives up on an answer whose headers take more than five
+ * minutes, and `sync --wait` of a large tree, or a long drain, waits longer.
+ */
+async function client(values: FlagValues): Promise<Call> {
   const base = (stringFlag(values, 'agent') ?? 'http://127.0.0.1:7070').replace(/\/+$/, '');
+  let url: URL;
   try {
-    new URL(base);
+    url = new URL(base);
   } catch {
     throw new UsageError(`--agent ${base}: must be a URL like http://127.0.0.1:7070`);
   }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new UsageError(`--agent ${base}: must be an http:// or https:// URL`);
   const token = await readToken(tokenFileFor(values, layoutFrom(values)));
   return async function call<T>(method: string, path: string): Promise<{ status: number; body: T }> {
-    let res: Response;
+    let answer: { status: number; text: string };
     try {
-      res = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}` } });
+      answer = await request(new URL(`${base}${path}`), method, token);
     } catch (err) {
-      throw new UsageError(
-        `cannot reach the agent at ${base} (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}); is it running? (--agent)`,
-      );
+      throw new UsageError(`cannot reach the agent at ${base} (${(err as Error).message}); is it running? (--agent)`);
     }
-    const body = (await res.json().catch(() => ({}))) as T;
-    if (res.status === 401) throw new UsageError('the agent refused the token (401); check --token-file');
-    return { status: res.status, body };
+    if (answer.status === 401) throw new UsageError('the agent refused the token (401); check --token-file');
+    let body: T;
+    try {
+      body = JSON.parse(answer.text) as T;
+    } catch {
+      body = {} as T;
+    }
+    return { status: answer.status, body };
   };
+}
+
+/** One request, its whole answer as text; no deadline (the agent says when a swap is done). */
+function request(url: URL, method: string, token: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? https : http).request(
+      url,
+      { method, headers: { authorization: `Bearer ${token}` } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+        res.on('aborted', () => reject(new Error('the agent hung up mid-answer')));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/**
+ * Run `work`; meanwhile, on a terminal only, poll the agent's status every
+ * 200 ms and show what `describe` makes of it. The polling ends with
+ * `work`, whether it succeeds or fails (an agent killed mid-sync must not
+ * leave the command polling for ever).
+ */
+async function withStatusLine<T>(
+  call: Call,
+  first: string | null,
+  describe: (status: AgentStatus, rate: RecentRate, elapsedSeconds: number) => string | null,
+  work: () => Promise<T>,
+): Promise<T> {
+  const progress = progressLine();
+  if (first) progress.update(first);
+  const rate = new RecentRate();
+  const started = Date.now();
+  let watching = progress.shown;
+  let wake: () => void = () => {};
+  const watch = (async () => {
+    while (watching) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 200);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (!watching) break;
+      const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
+      const text = body && watching ? describe(body, rate, (Date.now() - started) / 1000) : null;
+      if (text) progress.update(text);
+    }
+  })();
+  try {
+    return await work();
+  } finally {
+    watching = false;
+    wake();
+    await watch;
+    progress.done();
+  }
 }
 
 /** A phase time, given in seconds, shown in milliseconds. */
@@ -62,24 +138,18 @@ export async function syncCommand(values: FlagValues): Promise<number> {
     console.log(status === 202 ? 'sync requested' : `agent answered ${status}`);
     return status === 202 ? 0 : 1;
   }
-  const progress = progressLine();
-  const rate = new RecentRate();
-  let watching = true;
-  const watch = (async () => {
-    while (watching) {
-      const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
-      const s = body?.swapping;
-      const walk = body?.walks?.find((w) => w.purpose === 'sync');
-      if (s && walk) progress.update(describeWalk(walk, Date.now(), s.copied, rate.add(Date.now(), walk.entries)));
-      else if (s?.copied) progress.count(`${s.kind}: ${s.phase}`, s.copied);
-      else if (s) progress.update(`${s.kind}: ${s.phase}…`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  const { body } = await call<SwapRecord>('POST', `/v1/sync${query}`);
-  watching = false;
-  await watch;
-  progress.done();
+  const { body } = await withStatusLine(
+    call,
+    null,
+    (status, rate, elapsed) => {
+      const s = status.swapping;
+      const walk = status.walks?.find((w) => w.purpose === 'sync');
+      if (s && walk) return describeWalk(walk, Date.now(), s.copied, rate.add(Date.now(), walk.entries));
+      if (s?.copied) return describeProgress(`${s.kind}: ${s.phase}`, s.copied, elapsed);
+      return s ? `${s.kind}: ${s.phase}…` : null;
+    },
+    () => call<SwapRecord>('POST', `/v1/sync${query}`),
+  );
   console.log(describeSwap(body));
   return body.result === 'ok' ? 0 : 1;
 }
@@ -198,25 +268,15 @@ function fleetLines(fleet: AgentStatus['fleet']): string[] {
 
 export async function verifyCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
-  const progress = progressLine();
-  progress.update('comparing master with the mounted slot…');
-  const rate = new RecentRate();
-  let watching = progress.shown;
-  const watch = (async () => {
-    while (watching) {
-      await new Promise((r) => setTimeout(r, 200));
-      const { body } = await call<AgentStatus>('GET', '/v1/status').catch(() => ({ body: null }));
-      const walk = body?.walks?.find((w) => w.purpose === 'verify');
-      if (walk && watching)
-        progress.update(describeWalk(walk, Date.now(), undefined, rate.add(Date.now(), walk.entries)));
-    }
-  })();
-  const answer = call<{ slot: string; epoch: number; differences: Difference[] }>('GET', '/v1/verify');
-  const { status, body } = await answer.finally(() => {
-    watching = false;
-  });
-  await watch;
-  progress.done();
+  const { status, body } = await withStatusLine(
+    call,
+    'comparing master with the mounted slot…',
+    (s, rate) => {
+      const walk = s.walks?.find((w) => w.purpose === 'verify');
+      return walk ? describeWalk(walk, Date.now(), undefined, rate.add(Date.now(), walk.entries)) : null;
+    },
+    () => call<{ slot: string; epoch: number; differences: Difference[] }>('GET', '/v1/verify'),
+  );
   if (status !== 200) {
     console.error(`agent answered ${status}`);
     return 1;

@@ -113,14 +113,36 @@ export function placeFileSync(
   return true;
 }
 
-/** The files and bytes of one walk unit (what an ETA needs), counted in a walk thread. */
+/**
+ * The files and bytes of one walk unit (what an ETA needs), counted in a
+ * walk thread. Master is written while it is counted: an entry or directory
+ * gone between its listing and its look is skipped, not an error (a count
+ * is an estimate; failing `init` for it would not be). Links are not
+ * followed, nor read.
+ */
 export function countUnitSync(root: string, unit: WalkUnit): { files: number; bytes: number } {
   let files = 0;
   let bytes = 0;
-  for (const e of manifestUnitSync(root, unit)) {
-    if (e.type !== 'file') continue;
-    files++;
-    bytes += e.size;
-  }
+  const visit = (rel: string, descend: boolean) => {
+    let children: Dirent[];
+    try {
+      children = readdirSync(join(root, rel), { withFileTypes: true });
+    } catch {
+      return; // gone, or no longer a directory
+    }
+    for (const child of children) {
+      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      const path = rel === '' ? child.name : `${rel}/${child.name}`;
+      if (child.isDirectory()) {
+        if (descend) visit(path, true);
+      } else if (child.isFile()) {
+        const st = lstatSync(join(root, path), { throwIfNoEntry: false });
+        if (!st?.isFile()) continue;
+        files++;
+        bytes += st.size;
+      }
+    }
+  };
+  visit(unit.rel, unit.deep);
   return { files, bytes };
 }

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import { countTree } from '../../src/agent/count-tree.js';
+import { countUnitSync } from '../../src/fleet/manifest-unit.js';
 import { TEMP_DIR_NAME } from '../../src/store-layout.js';
 import { tempDirs } from '../helpers/store.js';
 
@@ -32,6 +34,19 @@ describe('countTree (the total behind a first copy ETA)', () => {
     await symlink(elsewhere, join(root, 'link'));
     await mkdir(join(root, TEMP_DIR_NAME));
     await writeFile(join(root, TEMP_DIR_NAME, 'staged'), Buffer.alloc(1 << 16));
+    // never counted, never waited on: a FIFO beside the files
+    execFileSync('mkfifo', [join(root, 'shard', '0', 'fifo')]);
     assert.deepEqual(await countTree(root), { files, bytes });
+  });
+
+  it('skips what vanishes while it counts (master is written meanwhile) instead of failing', async () => {
+    const root = await temp.make('mirrorswap-count-gone-');
+    await mkdir(join(root, 'kept'), { recursive: true });
+    await writeFile(join(root, 'kept', 'f'), 'abc');
+    // the units were planned when these existed; by their turn they are gone or replaced
+    assert.deepEqual(countUnitSync(root, { rel: 'gone', deep: true }), { files: 0, bytes: 0 });
+    await writeFile(join(root, 'was-a-dir'), 'now a file');
+    assert.deepEqual(countUnitSync(root, { rel: 'was-a-dir', deep: true }), { files: 0, bytes: 0 });
+    assert.deepEqual(countUnitSync(root, { rel: '', deep: true }), { files: 2, bytes: 13 });
   });
 });

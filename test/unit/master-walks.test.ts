@@ -140,6 +140,43 @@ describe('walks of master count every entry once (the progress and ETA of full o
     assert.deepEqual(walks.list(), []);
   });
 
+  it('keeps walks that run at once apart (a verify during a full sync), each with its own count', async () => {
+    const walks = new MasterWalks();
+    walks.entries = 100;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let syncTick: (n: number) => void = () => {};
+    const sync = walks.track('sync', 'b', async (onWalked) => {
+      syncTick = onWalked;
+      onWalked(10);
+      await gate;
+      onWalked(95);
+    });
+    const verify = walks.track('verify', 'a', async (onWalked) => {
+      onWalked(7);
+      syncTick(20);
+      assert.deepEqual(
+        walks
+          .list()
+          .map((w) => [w.purpose, w.slot, w.entries, w.expected])
+          .sort(),
+        [
+          ['sync', 'b', 30, 100],
+          ['verify', 'a', 7, 100],
+        ],
+      );
+      return [];
+    });
+    await verify;
+    assert.equal(walks.entries, 7, 'the verify ended first: its count is what is known');
+    release();
+    await sync;
+    assert.equal(walks.entries, 125, 'then the sync, with its own count');
+    assert.deepEqual(walks.list(), []);
+  });
+
   it('describes a walk: count, share of the last known size, rate and ETA; past the estimate, no ETA', () => {
     const start = Date.parse('2026-01-01T00:00:00Z');
     const walk = (entries: number, expected: number | null): WalkProgress => ({
