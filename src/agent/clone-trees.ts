@@ -17,6 +17,8 @@ import {
   writeSync,
   chmodSync,
   fchmodSync,
+  fsyncSync,
+  type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
 import { msInside } from './copy-times.js';
@@ -63,11 +65,21 @@ export function emptyCloneResult(): CloneResult {
 
 /** Files up to this size are copied by one read and one write through their descriptors. */
 const SMALL_FILE = 1024 * 1024;
-const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
+export const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
-const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
+export const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
 
 const realSources = new Map<string, string>();
+
+/** The real path of a source root, looked up once per thread. */
+export function realSourceOf(source: string): string {
+  let real = realSources.get(source);
+  if (real === undefined) {
+    real = realpathSync(source);
+    realSources.set(source, real);
+  }
+  return real;
+}
 
 /**
  * Copy one unit of a source tree with blocking calls, in the thread that
@@ -83,13 +95,8 @@ const realSources = new Map<string, string>();
  */
 export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResult {
   const { source } = context;
-  let realSource = realSources.get(source);
-  if (realSource === undefined) {
-    realSource = realpathSync(source);
-    realSources.set(source, realSource);
-  }
+  const realSource = realSourceOf(source);
   const result = emptyCloneResult();
-  const buffer = sharedBuffer();
 
   const guard = (rel: string, work: () => void): void => {
     try {
@@ -105,35 +112,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) return;
-      if (st.size <= SMALL_FILE) {
-        const mode = st.mode & 0o7777;
-        const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-        let length = 0;
-        try {
-          // A regular file's read comes back short only at its end: no second read to find it.
-          while (length < buffer.length) {
-            const want = buffer.length - length;
-            const n = readSync(fd, buffer, length, want, length);
-            length += n;
-            if (n < want) break;
-          }
-          for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
-          if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
-          futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
-        } finally {
-          closeSync(out);
-        }
-        result.bytes += length;
-      } else {
-        copyFileSync(fdPath(fd), dest); // copy_file_range in the kernel; the path names the opened file
-        const out = openSync(dest, constants.O_WRONLY);
-        try {
-          futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
-        } finally {
-          closeSync(out);
-        }
-        result.bytes += st.size;
-      }
+      result.bytes += copyOpenedFile(fd, st, dest, false);
       result.files++;
     } finally {
       closeSync(fd);
@@ -214,6 +193,47 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     closeSync(fd);
   }
   return result;
+}
+
+/**
+ * Copy the regular file open as `fd` (whose status is `st`) to the new file
+ * `dest`, with its mode and times, fsynced first when `durable`; returns the
+ * bytes copied. A small file is one read and one write through the
+ * descriptors, a large one `copy_file_range` in the kernel. Blocking calls,
+ * for a walk thread.
+ */
+export function copyOpenedFile(fd: number, st: Stats, dest: string, durable: boolean): number {
+  const mode = st.mode & 0o7777;
+  if (st.size > SMALL_FILE) {
+    copyFileSync(fdPath(fd), dest); // the path names the opened file
+    const out = openSync(dest, constants.O_WRONLY);
+    try {
+      futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
+      if (durable) fsyncSync(out);
+    } finally {
+      closeSync(out);
+    }
+    return st.size;
+  }
+  const buffer = sharedBuffer();
+  const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+  try {
+    let length = 0;
+    // A regular file's read comes back short only at its end: no second read to find it.
+    while (length < buffer.length) {
+      const want = buffer.length - length;
+      const n = readSync(fd, buffer, length, want, length);
+      length += n;
+      if (n < want) break;
+    }
+    for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
+    if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
+    futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
+    if (durable) fsyncSync(out);
+    return length;
+  } finally {
+    closeSync(out);
+  }
 }
 
 let processUmask: number | undefined;

@@ -1,5 +1,5 @@
-import { writeFileAtomic } from '../atomic-write.js';
 import { readSmallFile } from '../read-small-file.js';
+import { writeSectorFile } from '../sector-file.js';
 import type { SlotName } from '../store-layout.js';
 
 /** What the agent knows of one slot's content. */
@@ -43,7 +43,11 @@ function fromFile(stored: PositionsFile['slots'][SlotName]): SlotPosition {
   return { seq: stored.seq, copying: stored.syncing };
 }
 
-/** Each slot's journal position, crash-safe (atomic, durable writes). */
+/**
+ * Each slot's journal position, crash-safe: every change is durable before
+ * `set` returns, and a crash leaves the positions before it or after it
+ * (one sector rewritten in place: `writeSectorFile`).
+ */
 export class SlotPositions {
   readonly #file: string;
   readonly #journalId: string;
@@ -94,7 +98,8 @@ export class SlotPositions {
       journal: this.#journalId,
       slots: { a: { seq: next.a.seq, syncing: next.a.copying }, b: { seq: next.b.seq, syncing: next.b.copying } },
     };
-    await writeFileAtomic(this.#file, `${JSON.stringify(file, null, 2)}\n`, { durable: true });
+    // compact, so it fits the one sector that is rewritten in place
+    await writeSectorFile(this.#file, JSON.stringify(file));
     this.#positions = next;
   }
 }

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { WALK_THREADS } from './walk-threads.js';
 
 /** The kinds of work the pool's threads know (walk-worker.ts). */
-export type UnitTask = 'compare' | 'clone' | 'list' | 'manifest' | 'hash' | 'place' | 'count';
+export type UnitTask = 'compare' | 'clone' | 'list' | 'manifest' | 'hash' | 'place' | 'count' | 'stage';
 
 interface Job {
   task: UnitTask;
@@ -29,12 +29,15 @@ type Answer = { results: unknown[] } | { error: string; code?: string };
 type Reply = Answer | { progress: number };
 
 /**
- * Worker threads kept for the tree walks (compare, full copy): starting a
- * thread and loading its code costs tens of milliseconds, as much as a
- * whole comparison of a tree of tens of thousands of files. The threads are
+ * Worker threads kept for the tree walks (compare, full copy) and the copies
+ * of a journal sync: starting a thread and loading its code costs 70 to 90
+ * ms, more than a whole comparison of a tree of tens of thousands of files,
+ * and ten times a journal sync's copy of a few files. The threads are
  * started on first use, kept while walks come (unref'd: they never hold
- * the process open), stopped after `IDLE_MS` without one (each holds a
- * heap of its own), and replaced if one dies.
+ * the process open), all but one stopped after `IDLE_MS` without one (each
+ * holds a heap of its own, about 8 MiB idle; the one kept makes the next
+ * sync's copy start at once), and replaced if one dies. A small job
+ * (`startAtMost`) starts no more threads than it needs, using those running.
  *
  * Units of a job are handed out in chunks that shrink as its list runs down
  * (guided self-scheduling): a few messages in all, and a thread that drew a
@@ -75,6 +78,7 @@ export class WalkPool {
     units: readonly U[],
     onResult: (results: R[]) => boolean,
     onProgress?: (entries: number) => void,
+    startAtMost = this.#size,
   ): Promise<void> {
     if (units.length === 0) return Promise.resolve();
     clearTimeout(this.#idleTimer);
@@ -91,7 +95,8 @@ export class WalkPool {
         resolve,
         reject,
       });
-      while (this.#threads.length < this.#size) this.#threads.push(this.#start());
+      const want = Math.min(this.#size, Math.max(1, startAtMost, this.#threads.length));
+      while (this.#threads.length < want) this.#threads.push(this.#start());
       for (const thread of this.#threads) if (!thread.job) this.#dispatch(thread);
     });
   }
@@ -164,7 +169,7 @@ export class WalkPool {
     else job.resolve();
     if (this.#jobs.length === 0) {
       clearTimeout(this.#idleTimer);
-      this.#idleTimer = setTimeout(() => void this.close(), IDLE_MS);
+      this.#idleTimer = setTimeout(() => void this.#stopIdle(), IDLE_MS);
       this.#idleTimer.unref();
     }
   }
@@ -173,7 +178,7 @@ export class WalkPool {
     if (thread.job) return;
     const job = this.#jobs.find((j) => !j.stopped && j.next < j.units.length);
     if (!job) return;
-    const size = Math.max(1, Math.ceil((job.units.length - job.next) / (this.#size * 4)));
+    const size = Math.max(1, Math.ceil((job.units.length - job.next) / (this.#threads.length * 4)));
     const units = job.units.slice(job.next, job.next + size);
     job.next += units.length;
     job.running++;
@@ -182,7 +187,14 @@ export class WalkPool {
     thread.worker.postMessage({ task: job.task, context: job.context, units });
   }
 
-  /** Stop the threads (when idle, and in tests); the next walk starts new ones. */
+  /** Stop all threads but one, with no walk under way. */
+  async #stopIdle(): Promise<void> {
+    if (this.#jobs.length > 0) return; // a walk came meanwhile
+    const threads = this.#threads.splice(1);
+    await Promise.all(threads.map((t) => t.worker.terminate()));
+  }
+
+  /** Stop every thread (in tests, and where a process must let go of them); the next walk starts new ones. */
   async close(): Promise<void> {
     clearTimeout(this.#idleTimer);
     if (this.#jobs.length > 0) return; // a walk came meanwhile

@@ -4,6 +4,7 @@ import { type CompareContext, compareUnitSync } from './compare-trees.js';
 import { subdirectoriesWithIdentity } from './directory-identity.js';
 import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from '../fleet/manifest-unit.js';
 import type { PlacedFile } from '../fleet/pull.js';
+import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
 import { setWalkReporter } from './walk-report.js';
@@ -20,6 +21,7 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   }),
   place: (c: { into: string; tmp: string; fsync: boolean }, file: PlacedFile) => placeFileSync(c, file),
   count: (c: { root: string }, unit: WalkUnit) => countUnitSync(c.root, unit),
+  stage: (c: StageContext, unit: StageUnit) => stageFileSync(c, unit),
 };
 
 /** Entries walked and not yet told to the pool; told at most every PROGRESS_MS, and before each answer. */

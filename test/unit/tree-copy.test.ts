@@ -1,8 +1,22 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { lstatOrNull } from '../../src/agent/lstat-or-null.js';
 import { TreeCopier } from '../../src/agent/tree-copy.js';
 
 describe('TreeCopier', () => {
@@ -43,4 +57,62 @@ describe('TreeCopier', () => {
     assert.equal(await readFile(join(target, 'x'), 'utf8'), 'now a file');
     assert.deepEqual(await readdir(target), ['x']);
   });
+});
+
+describe('TreeCopier, a journal sync of paths of every kind', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'mirrorswap-copy-kinds-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  for (const durable of [false, true]) {
+    it(`places each as the source has it now, never through a link (${durable ? 'durable' : 'no fsync'})`, async () => {
+      const source = join(root, `src-${durable}`);
+      const target = join(root, `dst-${durable}`);
+      const secret = join(root, `secret-${durable}`);
+      await mkdir(secret);
+      await writeFile(join(secret, 'key.txt'), 'only the agent may read this');
+      await mkdir(join(source, 'site/new/deeper'), { recursive: true });
+      await mkdir(join(target, 'site/was-dir/inside'), { recursive: true });
+      await writeFile(join(target, 'site/was-dir/inside/old.txt'), 'old');
+      await writeFile(join(target, 'site/gone.txt'), 'deleted in the source');
+      await writeFile(join(target, 'site/page.html'), 'old page');
+      await writeFile(join(source, 'site/page.html'), 'new page');
+      await chmod(join(source, 'site/page.html'), 0o640);
+      const old = new Date('2020-01-02T03:04:05Z');
+      await utimes(join(source, 'site/page.html'), old, old);
+      await writeFile(join(source, 'site/was-dir'), 'a file where a directory was');
+      await writeFile(join(source, 'site/new/deeper/f.txt'), 'under parents the target lacks');
+      await symlink('page.html', join(source, 'site/alias'));
+      await symlink(secret, join(source, 'site/evil'));
+      await mkdir(join(target, 'site/evil')); // a directory there before master's became a link
+      execFileSync('mkfifo', [join(source, 'site/pipe')]);
+      const copier = new TreeCopier(source, target, { durable });
+      const stats = await copier.copyPaths([
+        'site/page.html',
+        'site/was-dir',
+        'site/new/deeper/f.txt', // listed without its parents
+        'site/alias',
+        'site/evil/key.txt', // a file reached through a link to a directory outside
+        'site/pipe',
+        'site/gone.txt',
+        'site/page.html', // listed twice
+      ]);
+      assert.equal(await readFile(join(target, 'site/page.html'), 'utf8'), 'new page');
+      const st = await stat(join(target, 'site/page.html'));
+      assert.equal(st.mode & 0o777, 0o640);
+      assert.equal(Math.floor(st.mtimeMs), old.getTime());
+      assert.equal(await readFile(join(target, 'site/was-dir'), 'utf8'), 'a file where a directory was');
+      assert.equal(await readFile(join(target, 'site/new/deeper/f.txt'), 'utf8'), 'under parents the target lacks');
+      assert.equal(await readlink(join(target, 'site/alias')), 'page.html');
+      assert.equal(await lstatOrNull(join(target, 'site/evil/key.txt')), null, 'a file copied through a link');
+      assert.equal(await lstatOrNull(join(target, 'site/pipe')), null, 'a FIFO published');
+      assert.equal(await lstatOrNull(join(target, 'site/gone.txt')), null);
+      assert.equal(stats.files, 3 + 1); // page, was-dir, f.txt, and the link
+      assert.deepEqual(await readdir(target), ['site'], 'the temp directory is left behind');
+    });
+  }
 });

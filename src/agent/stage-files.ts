@@ -1,0 +1,57 @@
+import { closeSync, constants, fstatSync, openSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { NO_FOLLOW, copyOpenedFile, fdPath, realSourceOf } from './clone-trees.js';
+import { isGone } from './source-tree.js';
+
+/** What staging needs besides each file (sent to the walk threads). */
+export interface StageContext {
+  source: string;
+  /** fsync each staged copy before answering. */
+  durable: boolean;
+}
+
+/** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
+export interface StageUnit {
+  rel: string;
+  tmp: string;
+}
+
+/**
+ * A path staged: `bytes` copied to its temp file, or null when the path is
+ * not a regular file reached without a link now (gone, a directory, a link, a
+ * FIFO, a parent swapped for a link): the caller places it by path, looking
+ * again.
+ */
+export interface Staged {
+  rel: string;
+  bytes: number | null;
+}
+
+/**
+ * Copy one file of the source to a temp file beside the target, with its
+ * mode and times, in a walk thread (blocking calls: a dozen system calls,
+ * not a dozen round trips through the thread pool). The file is opened
+ * without following a final link and checked against where the kernel says
+ * it is, so no parent swapped for a link is followed; it is read from the
+ * descriptor checked. The temp file is renamed into place by the caller.
+ */
+export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
+  let fd: number;
+  try {
+    fd = openSync(join(c.source, unit.rel), constants.O_RDONLY | NO_FOLLOW);
+  } catch (err) {
+    if (isGone(err)) return { rel: unit.rel, bytes: null };
+    throw err;
+  }
+  try {
+    if (readlinkSync(fdPath(fd)) !== join(realSourceOf(c.source), unit.rel)) return { rel: unit.rel, bytes: null };
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { rel: unit.rel, bytes: null };
+    return { rel: unit.rel, bytes: copyOpenedFile(fd, st, unit.tmp, c.durable) };
+  } catch (err) {
+    if (isGone(err)) return { rel: unit.rel, bytes: null };
+    throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
