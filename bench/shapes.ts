@@ -15,10 +15,20 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { storeLayout } from '../src/store-layout.js';
 import { freePort, machine, requireCommand, rss, THIS_CLI, timed } from './lib.js';
@@ -75,6 +85,47 @@ const CHANGED = 10;
 function run(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
+}
+
+/**
+ * The least a durable swap of CHANGED files must wait for on this disk, done
+ * by hand in the rsync copy (same file system, same tree): each file written
+ * to a temp file and fsynced, renamed over the old one, their directories
+ * fsynced, then one small file written, fsynced, renamed and its directory
+ * fsynced (the epoch file). Nothing else: no journal, no positions, no check.
+ * The median of 5 rounds.
+ */
+function durableFloorMs(root: string, paths: readonly string[]): number {
+  const fsyncPath = (p: string) => {
+    const fd = openSync(p, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  const runs: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const chosen = paths.filter((p) => !p.startsWith('big/')).slice(r * CHANGED, (r + 1) * CHANGED);
+    const t = performance.now();
+    chosen.forEach((rel, i) => {
+      const tmp = join(root, `.floor-${i}.tmp`);
+      const fd = openSync(tmp, 'w');
+      writeSync(fd, randomBytes(1024));
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, join(root, rel));
+    });
+    for (const dir of new Set(chosen.map((rel) => dirname(join(root, rel))))) fsyncPath(dir);
+    const epochTmp = join(root, '.floor-epoch.tmp');
+    writeFileSync(epochTmp, '{"epoch":1}');
+    fsyncPath(epochTmp);
+    renameSync(epochTmp, join(root, '.floor-epoch'));
+    fsyncPath(root);
+    runs.push(performance.now() - t);
+  }
+  rmSync(join(root, '.floor-epoch'));
+  return median(runs);
 }
 
 async function timedAsync(label: string, fn: () => Promise<unknown>): Promise<number> {
@@ -239,7 +290,8 @@ async function measure(shape: Shape): Promise<string> {
   const fullMs: number[] = [];
   /** The copy phase of each swap: the comparison (and copy) itself, without the publish and drain. */
   const fullCopyMs: number[] = [];
-  const incCopyMs: number[] = [];
+  /** A journal sync's time until servers are told to switch: its wait, copy and publish. */
+  const incPublishMs: number[] = [];
   const rsyncFullMs: number[] = [];
   for (let r = 0; r < rounds; r++) {
     const agentFirst = r % 2 === 0;
@@ -269,11 +321,13 @@ async function measure(shape: Shape): Promise<string> {
     incMs.push(
       await timedAsync(`sync, ${CHANGED} changed`, async () => {
         const record = await call<SwapRecord>(agent, 'POST', '/v1/sync?wait=1');
-        incCopyMs.push((record.phases.copy ?? 0) * 1000);
+        const p = record.phases;
+        incPublishMs.push(((p.wait ?? 0) + (p.copy ?? 0) + (p.publish ?? 0)) * 1000);
       }),
     );
     rsyncIncMs.push(timed(`rsync -a --delete, ${CHANGED} changed`, rsync));
   }
+  const floorMs = durableFloorMs(copy, tree.paths);
 
   // memory: `syncs` swaps to reach a steady state, then as many again, which must not grow it;
   // read after every swap, so a peak between the two readings is seen too
@@ -306,7 +360,7 @@ async function measure(shape: Shape): Promise<string> {
     `| ${shape.name} | ${tree.files} / ${tree.dirs} / ${mib(tree.bytes)}`,
     `${seconds(initRuns)} / ${seconds(cpRuns)} = **${median(copyRatios).toFixed(2)}x**${copyRoundsHere > 1 ? ` (${copyRatios.map((x) => x.toFixed(2)).join(', ')})` : ''}`,
     `${full.toFixed(0)} (copy phase ${median(fullCopyMs).toFixed(0)}) / ${rsFull.toFixed(0)} ms = ${ratio(full, rsFull)} (${ratio(median(fullCopyMs), rsFull)})`,
-    `${inc.toFixed(0)} (copy phase ${median(incCopyMs).toFixed(1)}) / ${rsInc.toFixed(0)} ms = **1/${(rsInc / inc).toFixed(0)}** (1/${(rsInc / median(incCopyMs)).toFixed(0)})`,
+    `${inc.toFixed(0)} (to publish ${median(incPublishMs).toFixed(1)}) / ${rsInc.toFixed(0)} ms = **1/${(rsInc / inc).toFixed(0)}** (1/${(rsInc / median(incPublishMs)).toFixed(0)}); durable floor ${floorMs.toFixed(1)} ms`,
     `${(readyMs / 1000).toFixed(2)} s / ${(comparedMs / 1000).toFixed(1)} s`,
     `${mib(rssReady)} / ${mib(rssBefore)} → ${mib(rssAfter)} / ${mib(rssMax)} |`,
   ].join(' | ');
@@ -325,7 +379,7 @@ async function main(): Promise<void> {
     `machine: ${machine()}; full copies: ${copyRounds} rounds (1 at 1m), median of the rounds' ratios; compares and syncs: ${rounds} rounds (medians); ${syncs} syncs of ${CHANGED} changes for memory\n`,
   );
   console.log(
-    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: whole swap (copy phase) / rsync | sync of 10 changes: whole swap (copy phase) / rsync | start: ready / master compared | agent RSS: ready / after N syncs → after N more / highest |',
+    '| shape | files / dirs / bytes | full durable copy: init (2 slots) / 2 × (cp -a + syncfs) | full compare, nothing changed: whole swap (copy phase) / rsync | sync of 10 changes: whole swap (to publish) / rsync; durable floor | start: ready / master compared | agent RSS: ready / after N syncs → after N more / highest |',
   );
   console.log('|---|---|---|---|---|---|---|');
   for (const row of rows) console.log(row);

@@ -17,7 +17,6 @@ import {
   writeSync,
   chmodSync,
   fchmodSync,
-  fsyncSync,
   type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -112,7 +111,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) return;
-      result.bytes += copyOpenedFile(fd, st, dest, false);
+      result.bytes += copyOpenedFile(fd, st, dest);
       result.files++;
     } finally {
       closeSync(fd);
@@ -197,19 +196,17 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
 
 /**
  * Copy the regular file open as `fd` (whose status is `st`) to the new file
- * `dest`, with its mode and times, fsynced first when `durable`; returns the
- * bytes copied. A small file is one read and one write through the
+ * `dest`, with its mode and times; returns the bytes copied. A small file is one read and one write through the
  * descriptors, a large one `copy_file_range` in the kernel. Blocking calls,
  * for a walk thread.
  */
-export function copyOpenedFile(fd: number, st: Stats, dest: string, durable: boolean): number {
+export function copyOpenedFile(fd: number, st: Stats, dest: string): number {
   const mode = st.mode & 0o7777;
   if (st.size > SMALL_FILE) {
     copyFileSync(fdPath(fd), dest); // the path names the opened file
     const out = openSync(dest, constants.O_WRONLY);
     try {
       futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
-      if (durable) fsyncSync(out);
     } finally {
       closeSync(out);
     }
@@ -229,7 +226,6 @@ export function copyOpenedFile(fd: number, st: Stats, dest: string, durable: boo
     for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
     if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
     futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
-    if (durable) fsyncSync(out);
     return length;
   } finally {
     closeSync(out);

@@ -4,32 +4,42 @@ import type { SwapRecord } from './agent-types.js';
 import { logUnknownChanges } from './reconcile.js';
 import { TreeCopier } from './tree-copy.js';
 
+/** Journal syncs of this many paths or more keep what they replace until after the publish. */
+const KEEP_REPLACED_FROM = 256;
+
 /**
  * The copy step of a sync: bring `slot` to master's present state, from the
  * journal when it can be trusted from the slot's position, else by comparing
  * whole trees. The slot is marked mid-copy (its content mixed) until the copy
  * is complete and durable; then the journal is compacted to what both slots
- * still need.
+ * still need. Returns what frees the entries the copy replaced or deleted,
+ * kept aside in the slot's temp directory: the swap calls it once it has
+ * published, so freeing them is not on the way to the publish.
  */
 export async function copyIntoSlot(
   ctx: AgentContext,
   slot: SlotName,
   full: boolean,
   record: SwapRecord,
-): Promise<void> {
+): Promise<() => Promise<void>> {
   // never a copy of half a batch: the writer finishes one a failure left first
-  await ctx.writer.exclusive(async () => {
+  return ctx.writer.exclusive(async () => {
     // Every change made to master before this point must be in the journal before it is read.
     if (ctx.watcher && !(await ctx.watcher.settle())) {
       ctx.incomplete('the master watcher could not confirm it saw every change before a sync');
     }
     const pos = ctx.slots.get(slot);
     const seq = ctx.journal.lastSeq;
-    const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], { durable: ctx.opts.durable });
-    if (ctx.swapping) ctx.swapping.copied = copier.stats;
     // The journal is trusted only from positions no gap came after; else the trees are compared.
     const incremental = !full && pos.seq !== null && ctx.journal.trusts(pos.seq);
     const changed = incremental ? ctx.journal.changedSince(pos.seq as number) : [];
+    const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], {
+      durable: ctx.opts.durable,
+      // Freeing what a copy replaces waits until after the publish when there may be much
+      // of it; for a few files, a second pass to free them costs more than it saves.
+      keepReplaced: !incremental || changed.length >= KEEP_REPLACED_FROM,
+    });
+    if (ctx.swapping) ctx.swapping.copied = copier.stats;
     record.mode = incremental ? 'incremental' : 'full';
     if (incremental && changed.length === 0 && !pos.copying) {
       // Nothing to copy: the slot's content stands, so it is never marked as
@@ -53,6 +63,7 @@ export async function copyIntoSlot(
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);
     ctx.metrics.deletedFiles.inc(copier.stats.deleted);
     await compactJournal(ctx);
+    return () => copier.clearTemp();
   });
 }
 

@@ -1,8 +1,9 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
 import { pathLimitsFor } from '../path-limits.js';
-import type { StoreLayout } from '../store-layout.js';
+import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
 import { initStore } from './init-store.js';
 import { Journal } from './journal.js';
 import { MasterWriter } from './master-writer.js';
@@ -23,7 +24,8 @@ export interface OpenedStore {
 
 /**
  * Take the store (one agent per store), then recover in this order: redo a
- * write batch a crash interrupted, clear staging left in master, load the
+ * write batch a crash interrupted, clear staging left in master and the
+ * slots' temp directories, load the
  * slot positions, and initialise the store (or publish its lost epoch file
  * again). On any failure the store is released.
  */
@@ -56,6 +58,10 @@ export async function openStore(
       await writer.redo(unfinished.seq, unfinished.ops);
     }
     await writer.clearTemp();
+    // what a swap killed before it freed it: entries a copy set aside, in either slot (never served)
+    await Promise.all(
+      SLOTS.map((slot) => rm(join(layout.slots[slot], TEMP_DIR_NAME), { recursive: true, force: true })),
+    );
     const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
     if (created && (await readEpochFile(layout.epochFile))) {
       logger.warn(

@@ -6,8 +6,6 @@ import { isGone } from './source-tree.js';
 /** What staging needs besides each file (sent to the walk threads). */
 export interface StageContext {
   source: string;
-  /** fsync each staged copy before answering. */
-  durable: boolean;
 }
 
 /** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
@@ -33,7 +31,8 @@ export interface Staged {
  * not a dozen round trips through the thread pool). The file is opened
  * without following a final link and checked against where the kernel says
  * it is, so no parent swapped for a link is followed; it is read from the
- * descriptor checked. The temp file is renamed into place by the caller.
+ * descriptor checked. The temp file is renamed into place by the caller,
+ * and made durable by it (with the directories it changed, in one round).
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   let fd: number;
@@ -47,7 +46,7 @@ export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
     if (readlinkSync(fdPath(fd)) !== join(realSourceOf(c.source), unit.rel)) return { rel: unit.rel, bytes: null };
     const st = fstatSync(fd);
     if (!st.isFile()) return { rel: unit.rel, bytes: null };
-    return { rel: unit.rel, bytes: copyOpenedFile(fd, st, unit.tmp, c.durable) };
+    return { rel: unit.rel, bytes: copyOpenedFile(fd, st, unit.tmp) };
   } catch (err) {
     if (isGone(err)) return { rel: unit.rel, bytes: null };
     throw err;

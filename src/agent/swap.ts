@@ -55,6 +55,9 @@ export async function runSwap(
   };
   ctx.swapping = { kind, phase: 'wait' };
   let published = false;
+  /** Frees what the copy replaced in the standby; started once the publish is out of the way. */
+  let freeReplaced: (() => Promise<void>) | undefined;
+  let freeing: Promise<void> | undefined;
   try {
     // a fleet swap is only ever committed by the elected coordinator: fail before copying
     ctx.fleet?.mustBeElected();
@@ -81,7 +84,7 @@ export async function runSwap(
     });
     record.dropped.push(...waited.dropped);
     // 2. copy master into it (a sync) — under the master lock, so no batch is split
-    if (kind === 'sync') await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, full, record));
+    if (kind === 'sync') freeReplaced = await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, full, record));
     await vouchFor(ctx, to);
     // 3a. in a fleet: every host prepares the copy, and one etcd transaction commits it
     const fleet = ctx.fleet ? await phase(ctx, record, 'prepare', () => commitToFleet(ctx, record, to)) : null;
@@ -93,6 +96,8 @@ export async function runSwap(
     published = true;
     onPublished();
     setEpoch(ctx, next);
+    // freed while servers switch and drain; the swap ends when both are done
+    freeing = free(ctx, freeReplaced);
     await hook(ctx, 'mount', ctx.opts.onMount, next, to);
     // 4. wait until every live server has switched and drained the old slot
     const drained = await phase(ctx, record, 'drain', async () => {
@@ -121,11 +126,24 @@ export async function runSwap(
     record.result = published && e.code === 'DRAIN_TIMEOUT' ? 'drain_timeout' : 'failed';
     record.error = { code: e.code ?? 'INTERNAL', message: e.message };
   } finally {
+    await (freeing ?? free(ctx, freeReplaced));
     ctx.swapping = null;
   }
   ctx.metrics.swaps.inc({ result: record.result, kind });
   logSwap(ctx, record);
   return record;
+}
+
+/** Free what a copy kept aside; a failure leaves it for the next copy into that slot to clear, and is logged. */
+async function free(ctx: AgentContext, freeReplaced: (() => Promise<void>) | undefined): Promise<void> {
+  try {
+    await freeReplaced?.();
+  } catch (err) {
+    ctx.log.warn(
+      { err: (err as Error).message },
+      'cannot remove what the copy replaced; the next copy into the slot tries again',
+    );
+  }
 }
 
 /**

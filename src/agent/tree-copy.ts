@@ -1,7 +1,20 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { chmod, copyFile, mkdir, open, rename, rm, stat, symlink, utimes } from 'node:fs/promises';
+import { type Stats, constants } from 'node:fs';
+import {
+  type FileHandle,
+  chmod,
+  copyFile,
+  link,
+  mkdir,
+  open,
+  rename,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+} from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
@@ -10,7 +23,7 @@ import { addCloneResult, type CloneResult, type CloneUnit, emptyCloneResult } fr
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from './limiter.js';
 import { lstatOrNull } from './lstat-or-null.js';
-import { SourceTree, descriptorPath, isUnplaceable } from './source-tree.js';
+import { SourceTree, descriptorPath, isGone, isUnplaceable } from './source-tree.js';
 import { msInside } from './copy-times.js';
 import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
@@ -38,6 +51,15 @@ export interface CopyOptions {
   durable?: boolean;
   concurrency?: number;
   onProgress?: (stats: CopyStats) => void;
+  /**
+   * Keep what the copy replaces or deletes in the target, moved into the temp
+   * directory, until `clearTemp` (a swap calls it once it has published).
+   * Freeing a replaced file's blocks is most of what replacing it costs
+   * (about 200 µs a file on an ext4 disk, against 50 µs for the rename), and
+   * none of it needs to happen before the publish. Without it (the default)
+   * the copy leaves no temp directory behind.
+   */
+  keepReplaced?: boolean;
 }
 
 /** The paths none of whose ancestors is also in the list. */
@@ -70,6 +92,22 @@ function syncFileSystem(path: string): Promise<void> {
   });
 }
 
+/** fsync the file at `path`; one gone (replaced again, or removed, later in the same copy) is skipped. */
+async function fsyncFile(path: string): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isGone(err)) return;
+    throw err;
+  }
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /** syncFileSystem once for each file system holding one of `paths`. */
 export async function syncFileSystems(paths: readonly string[]): Promise<void> {
   const seen = new Set<number>();
@@ -100,6 +138,13 @@ export class TreeCopier {
   readonly #tmpPrefix: string;
   #tmpCount = 0;
   readonly #durable: boolean;
+  readonly #keepReplaced: boolean;
+  /** Where replaced and deleted entries wait for `clearTemp` (with `keepReplaced`). */
+  readonly #replacedDir: string;
+  #replacedDirMade = false;
+  #replacedCount = 0;
+  /** What is kept there: each name, and whether it may be a directory (else a file or link). */
+  #replaced: { path: string; tree: boolean }[] = [];
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncfsAtEnd = false;
   readonly #limiter: Limiter;
@@ -110,6 +155,8 @@ export class TreeCopier {
   readonly #knownDirs = new Set<string>();
   /** Files copied to temp files by `#stage`, each to be renamed into place. */
   readonly #staged = new Map<string, { tmp: string; bytes: number }>();
+  /** Staged files placed, to fsync in `#finish` with the directories (when durable, file by file). */
+  readonly #placedUnsynced: string[] = [];
   #sourceTree: Promise<SourceTree> | undefined;
   /** Entries left out because the target cannot hold them. */
   readonly skipped: string[] = [];
@@ -121,6 +168,8 @@ export class TreeCopier {
     this.#tmpDir = join(target, TEMP_DIR_NAME);
     this.#tmpPrefix = join(this.#tmpDir, randomBytes(8).toString('hex'));
     this.#durable = opts.durable ?? AGENT_DEFAULTS.durable;
+    this.#keepReplaced = opts.keepReplaced ?? false;
+    this.#replacedDir = `${this.#tmpPrefix}.replaced`;
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
@@ -131,8 +180,15 @@ export class TreeCopier {
     return this.#sourceTree;
   }
 
-  /** Remove leftovers of an interrupted copy. */
+  /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplaced`). */
   async clearTemp(): Promise<void> {
+    // what was kept, in parallel (freeing each is the kernel's work), then the rest
+    const kept = this.#replaced.splice(0);
+    await Promise.all(
+      kept.map(({ path, tree }) =>
+        this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
+      ),
+    );
     await rm(this.#tmpDir, { recursive: true, force: true });
   }
 
@@ -180,7 +236,7 @@ export class TreeCopier {
     const tmpOf = new Map(units.map((u) => [u.rel, u.tmp]));
     await walkPool.run<StageUnit, Staged>(
       'stage',
-      { source: this.#source, durable: this.#durable && !this.#syncfsAtEnd } satisfies StageContext,
+      { source: this.#source } satisfies StageContext,
       units,
       (parts) => {
         for (const part of parts)
@@ -364,11 +420,18 @@ export class TreeCopier {
   }
 
   async #finish(): Promise<void> {
-    await rm(this.#tmpDir, { recursive: true, force: true });
+    if (!this.#keepReplaced) await rm(this.#tmpDir, { recursive: true, force: true });
     if (this.#durable && this.#syncfsAtEnd) {
       await syncFileSystem(this.#target);
     } else if (this.#durable) {
-      await Promise.all([...this.#touchedDirs].map((d) => this.#limiter.run(() => fsyncDir(d).catch(() => {}))));
+      // Staged files were renamed into place before their fsync: the slot is marked mid-copy
+      // until this returns, so a crash before it leaves a slot that is copied again, never
+      // mounted. Their fsyncs and the directories' then run in one round, not two in a row.
+      const files = this.#placedUnsynced.splice(0);
+      await Promise.all([
+        ...[...this.#touchedDirs].map((d) => this.#limiter.run(() => fsyncDir(d).catch(() => {}))),
+        ...files.map((f) => this.#limiter.run(() => fsyncFile(f))),
+      ]);
     }
     this.#touchedDirs.clear();
   }
@@ -411,22 +474,24 @@ export class TreeCopier {
   }
 
   /**
-   * Rename the staged copy of `rel` into place, if there is one. False when
-   * there is none, or when the target has no directory to hold it (its parent
-   * missing, or another kind there): then `rel` is looked at again by path,
-   * and its parents made as the source has them now.
+   * Rename the staged copy of `rel` into place, if there is one, its parents
+   * made directories first (a link there is replaced, never followed). False
+   * when there is none, or when its parent went away meanwhile: then `rel` is
+   * looked at again by path.
    */
   async #placeStaged(rel: string, dst: string): Promise<boolean> {
     const staged = this.#staged.get(rel);
     if (!staged) return false;
     this.#staged.delete(rel);
     try {
+      await this.#ensureParents(rel);
       await this.#replaceWith(staged.tmp, dst);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
       return false; // the temp file is removed with the temp directory
     }
+    if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(dst);
     this.stats.bytes += staged.bytes;
     this.stats.files++;
     this.#onProgress?.(this.stats);
@@ -468,6 +533,14 @@ export class TreeCopier {
 
   /** Rename a copied entry over the target path; a directory in the way goes first. */
   async #replaceWith(tmp: string, to: string): Promise<void> {
+    if (this.#keepReplaced) {
+      // what is there stays linked in the temp directory, so the rename frees nothing
+      const kept = await this.#replacedName();
+      await link(to, kept).then(
+        () => this.#replaced.push({ path: kept, tree: false }),
+        () => {}, // nothing there, or a directory: nothing to keep
+      );
+    }
     await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
       // a directory where the file goes: rename cannot replace it, so it goes first
       if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -525,8 +598,25 @@ export class TreeCopier {
     this.#knownDirs.add(to);
   }
 
+  /** A new name in the temp directory for an entry the copy replaces or deletes (`keepReplaced`). */
+  async #replacedName(): Promise<string> {
+    if (!this.#replacedDirMade) {
+      await mkdir(this.#replacedDir, { recursive: true });
+      this.#replacedDirMade = true;
+    }
+    return join(this.#replacedDir, String(this.#replacedCount++));
+  }
+
   async #remove(path: string): Promise<void> {
-    await rm(path, { recursive: true, force: true });
+    // moved aside whole when kept (one rename, even for a directory), else removed here
+    const kept = this.#keepReplaced ? await this.#replacedName() : null;
+    const moved =
+      kept !== null &&
+      (await rename(path, kept).then(
+        () => this.#replaced.push({ path: kept, tree: true }) > 0,
+        (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
+      ));
+    if (!moved) await rm(path, { recursive: true, force: true });
     for (const known of this.#knownDirs)
       if (known === path || known.startsWith(`${path}/`)) this.#knownDirs.delete(known);
     this.#touchedDirs.add(dirname(path));

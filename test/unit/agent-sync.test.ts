@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../src/agent/agent.js';
@@ -83,6 +83,33 @@ describe('agent sync and rollback through the API', () => {
     };
     assert.equal(status.paused, false);
     assert.equal(status.pendingChanges, 0);
+  });
+
+  it('a journal sync of hundreds of files replaced, added and deleted leaves each slot equal to master and no temp file', async () => {
+    // enough paths that what the copy replaces is kept aside and freed after the publish
+    await mkdir(join(store.master, 'many/gone'), { recursive: true });
+    for (let i = 0; i < 300; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `one ${i}`);
+    for (let i = 0; i < 20; i++) await writeFile(join(store.master, 'many/gone', `g${i}.txt`), `gone ${i}`);
+    for (let round = 0; round < 2; round++) {
+      const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+      assert.equal(record.result, 'ok');
+    }
+    await rm(join(store.master, 'many/gone'), { recursive: true });
+    for (let i = 0; i < 300; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `two ${i}`);
+    for (let i = 300; i < 320; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `two ${i}`);
+    for (let round = 0; round < 2; round++) {
+      const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+      assert.equal(record.result, 'ok');
+      assert.equal(record.mode, 'incremental');
+      // the moment the sync returns, the copy just mounted holds no temp directory
+      assert.deepEqual(await tempFilesIn(store.slots[record.to]), []);
+      const names = (await readdir(join(store.slots[record.to], 'many'))).sort();
+      assert.deepEqual(names, (await readdir(join(store.master, 'many'))).sort());
+      for (const i of [0, 150, 299, 319])
+        assert.equal(await readFile(join(store.slots[record.to], 'many', `f${i}.txt`), 'utf8'), `two ${i}`);
+      assert.equal(await body('/many/f7.txt'), 'two 7');
+    }
+    for (const slot of ['a', 'b'] as const) assert.deepEqual(await tempFilesIn(store.slots[slot]), []);
   });
 
   it('a sync with nothing to copy still swaps, and leaves the slot positions file alone', async () => {

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import {
   chmod,
+  lstat,
   mkdir,
   mkdtemp,
+  open,
   readFile,
   readdir,
   readlink,
@@ -18,6 +20,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { lstatOrNull } from '../../src/agent/lstat-or-null.js';
 import { TreeCopier } from '../../src/agent/tree-copy.js';
+import { tempFilesIn } from '../helpers/store.js';
 
 describe('TreeCopier', () => {
   let root: string;
@@ -115,4 +118,47 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
       assert.deepEqual(await readdir(target), ['site'], 'the temp directory is left behind');
     });
   }
+
+  it('never places a file through a link in the target where the source now has a directory', async () => {
+    const source = join(root, 'src-link-parent');
+    const target = join(root, 'dst-link-parent');
+    const victim = join(root, 'victim');
+    await mkdir(victim);
+    await mkdir(join(source, 'site/x'), { recursive: true });
+    await writeFile(join(source, 'site/x/f.txt'), 'belongs in the slot');
+    await mkdir(join(target, 'site'), { recursive: true });
+    // the target still has the link master had there before (or one someone put there)
+    await symlink(victim, join(target, 'site/x'));
+    await new TreeCopier(source, target, { durable: false }).copyPaths(['site/x/f.txt']);
+    assert.deepEqual(await readdir(victim), [], 'a file was written through the link, outside the target');
+    assert.ok((await lstat(join(target, 'site/x'))).isDirectory());
+    assert.equal(await readFile(join(target, 'site/x/f.txt'), 'utf8'), 'belongs in the slot');
+  });
+
+  it('keepReplaced: what the copy replaced or deleted waits in the temp directory until clearTemp, never in the tree', async () => {
+    const source = join(root, 'src-keep');
+    const target = join(root, 'dst-keep');
+    await mkdir(join(source, 'site'), { recursive: true });
+    await mkdir(join(target, 'site/old-dir/deep'), { recursive: true });
+    await writeFile(join(target, 'site/old-dir/deep/x.txt'), 'in a directory the source deleted');
+    await writeFile(join(target, 'site/page.html'), 'old page');
+    await writeFile(join(source, 'site/page.html'), 'new page');
+    await writeFile(join(source, 'site/added.txt'), 'added');
+    // a reader holding the old page open keeps reading the old page
+    const reader = await open(join(target, 'site/page.html'), 'r');
+    try {
+      const copier = new TreeCopier(source, target, { durable: true, keepReplaced: true });
+      await copier.copyPaths(['site/page.html', 'site/added.txt', 'site/old-dir']);
+      assert.equal(await readFile(join(target, 'site/page.html'), 'utf8'), 'new page');
+      assert.equal(await readFile(join(target, 'site/added.txt'), 'utf8'), 'added');
+      assert.equal(await lstatOrNull(join(target, 'site/old-dir')), null);
+      assert.deepEqual((await readdir(join(target, 'site'))).sort(), ['added.txt', 'page.html']);
+      assert.ok((await tempFilesIn(target)).length > 0, 'nothing was kept aside');
+      assert.equal((await reader.readFile()).toString(), 'old page');
+      await copier.clearTemp();
+      assert.deepEqual(await readdir(target), ['site']);
+    } finally {
+      await reader.close();
+    }
+  });
 });
