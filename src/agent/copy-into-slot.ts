@@ -4,8 +4,10 @@ import type { SwapRecord } from './agent-types.js';
 import { logUnknownChanges } from './reconcile.js';
 import { TreeCopier } from './tree-copy.js';
 
-/** Journal syncs of this many paths or more keep what they replace until after the publish. */
+/** Journal syncs of this many paths or more (and full syncs) keep what they replace until after the publish… */
 const KEEP_REPLACED_FROM = 256;
+/** …up to this many bytes of replaced files. */
+const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
 
 /**
  * The copy step of a sync: bring `slot` to master's present state, from the
@@ -37,7 +39,7 @@ export async function copyIntoSlot(
       durable: ctx.opts.durable,
       // Freeing what a copy replaces waits until after the publish when there may be much
       // of it; for a few files, a second pass to free them costs more than it saves.
-      keepReplaced: !incremental || changed.length >= KEEP_REPLACED_FROM,
+      keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
     });
     if (ctx.swapping) ctx.swapping.copied = copier.stats;
     record.mode = incremental ? 'incremental' : 'full';

@@ -15,10 +15,17 @@ export interface StageUnit {
 }
 
 /**
+ * Files larger than this are not staged: their copy costs what their bytes
+ * cost wherever it runs, and staging a batch of them would need room for
+ * all their copies at once.
+ */
+export const STAGE_MAX_BYTES = 1024 * 1024;
+
+/**
  * A path staged: `bytes` copied to its temp file, or null when the path is
- * not a regular file reached without a link now (gone, a directory, a link, a
- * FIFO, a parent swapped for a link): the caller places it by path, looking
- * again.
+ * not a regular file of at most `STAGE_MAX_BYTES` reached without a link now
+ * (gone, a directory, a link, a FIFO, a parent swapped for a link, a large
+ * file): the caller places it by path, looking again.
  */
 export interface Staged {
   rel: string;
@@ -45,7 +52,7 @@ export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   try {
     if (readlinkSync(fdPath(fd)) !== join(realSourceOf(c.source), unit.rel)) return { rel: unit.rel, bytes: null };
     const st = fstatSync(fd);
-    if (!st.isFile()) return { rel: unit.rel, bytes: null };
+    if (!st.isFile() || st.size > STAGE_MAX_BYTES) return { rel: unit.rel, bytes: null };
     return { rel: unit.rel, bytes: copyOpenedFile(fd, st, unit.tmp) };
   } catch (err) {
     if (isGone(err)) return { rel: unit.rel, bytes: null };

@@ -53,13 +53,17 @@ export interface CopyOptions {
   onProgress?: (stats: CopyStats) => void;
   /**
    * Keep what the copy replaces or deletes in the target, moved into the temp
-   * directory, until `clearTemp` (a swap calls it once it has published).
-   * Freeing a replaced file's blocks is most of what replacing it costs
-   * (about 200 µs a file on an ext4 disk, against 50 µs for the rename), and
-   * none of it needs to happen before the publish. Without it (the default)
-   * the copy leaves no temp directory behind.
+   * directory, until `clearTemp` (a swap calls it once it has published):
+   * replaced files up to this many bytes (a deleted tree is moved aside
+   * whole: it needs no room for anything new). Freeing a replaced file's
+   * blocks is most of what replacing it costs (about 200 µs a file on an ext4
+   * disk, against 50 µs for the rename), and none of it needs to happen before
+   * the publish; past the budget a file is freed as it is replaced, so a
+   * sync that rewrites a large tree never needs room for both versions of all
+   * of it. 0, the default: nothing is kept, and the copy leaves no temp
+   * directory behind.
    */
-  keepReplaced?: boolean;
+  keepReplacedBytes?: number;
 }
 
 /** The paths none of whose ancestors is also in the list. */
@@ -74,6 +78,9 @@ function topmost(paths: string[]): string[] {
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
 const STAGED_PER_THREAD = 256;
+
+/** Paths staged at a time (each file staged is at most `STAGE_MAX_BYTES`, `stage-files.ts`). */
+const STAGE_BATCH = 1024;
 
 /** Copies of more files than this are made durable with one syncfs(2) at the end. */
 const PER_FILE_SYNC_LIMIT = 256;
@@ -139,12 +146,15 @@ export class TreeCopier {
   #tmpCount = 0;
   readonly #durable: boolean;
   readonly #keepReplaced: boolean;
-  /** Where replaced and deleted entries wait for `clearTemp` (with `keepReplaced`). */
+  readonly #keepBytes: number;
+  /** Where replaced and deleted entries wait for `clearTemp` (`keepReplacedBytes`). */
   readonly #replacedDir: string;
   #replacedDirMade = false;
   #replacedCount = 0;
   /** What is kept there: each name, and whether it may be a directory (else a file or link). */
   #replaced: { path: string; tree: boolean }[] = [];
+  /** Bytes of the files kept there, as their replacements measure them. */
+  #keptBytes = 0;
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncfsAtEnd = false;
   readonly #limiter: Limiter;
@@ -168,7 +178,8 @@ export class TreeCopier {
     this.#tmpDir = join(target, TEMP_DIR_NAME);
     this.#tmpPrefix = join(this.#tmpDir, randomBytes(8).toString('hex'));
     this.#durable = opts.durable ?? AGENT_DEFAULTS.durable;
-    this.#keepReplaced = opts.keepReplaced ?? false;
+    this.#keepBytes = opts.keepReplacedBytes ?? 0;
+    this.#keepReplaced = this.#keepBytes > 0;
     this.#replacedDir = `${this.#tmpPrefix}.replaced`;
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
@@ -180,7 +191,7 @@ export class TreeCopier {
     return this.#sourceTree;
   }
 
-  /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplaced`). */
+  /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplacedBytes`). */
   async clearTemp(): Promise<void> {
     // what was kept, in parallel (freeing each is the kernel's work), then the rest
     const kept = this.#replaced.splice(0);
@@ -203,7 +214,6 @@ export class TreeCopier {
     const list = [...new Set(paths)];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
     try {
-      await this.#stage(list);
       const dirs = await this.#copyLevels(list);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
@@ -224,12 +234,12 @@ export class TreeCopier {
   }
 
   /**
-   * Copy each listed path that is a regular file in the source to a temp file
-   * of its own, in the walk threads (blocking calls, a few hundred
-   * microseconds a file), before anything is placed: `#placePath` then only
-   * renames it into place. What is not a regular file now is left to
-   * `#placePath`, which looks at it again. A thread already running takes a
-   * few files; more threads start for a few hundred.
+   * Copy each listed path that is a small regular file in the source to a
+   * temp file of its own, in the walk threads (blocking calls, a few hundred
+   * microseconds a file), before the batch is placed: `#placePath` then only
+   * renames it into place. Anything else (a large file, a directory, a link,
+   * what is gone) is left to `#placePath`, which looks at it again. A thread
+   * already running takes a few files; more threads start for a few hundred.
    */
   async #stage(list: string[]): Promise<void> {
     const units: StageUnit[] = list.map((rel) => ({ rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
@@ -263,9 +273,15 @@ export class TreeCopier {
     }
     const dirs: string[] = [];
     for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
-      await forEachLimited(levels.get(depth) as string[], this.#concurrency, async (p) => {
-        if (await this.#matchPath(p)) dirs.push(p);
-      });
+      const level = levels.get(depth) as string[];
+      // staged a batch at a time: the temp copies never hold more than a batch's files
+      for (let i = 0; i < level.length; i += STAGE_BATCH) {
+        const batch = level.slice(i, i + STAGE_BATCH);
+        await this.#stage(batch);
+        await forEachLimited(batch, this.#concurrency, async (p) => {
+          if (await this.#matchPath(p)) dirs.push(p);
+        });
+      }
     }
     return dirs;
   }
@@ -485,6 +501,10 @@ export class TreeCopier {
     this.#staged.delete(rel);
     try {
       await this.#ensureParents(rel);
+      if (this.#keptBytes + staged.bytes <= this.#keepBytes) {
+        this.#keptBytes += staged.bytes; // taken before the link: placements run side by side
+        if (!(await this.#keepAside(dst))) this.#keptBytes -= staged.bytes;
+      }
       await this.#replaceWith(staged.tmp, dst);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -533,14 +553,6 @@ export class TreeCopier {
 
   /** Rename a copied entry over the target path; a directory in the way goes first. */
   async #replaceWith(tmp: string, to: string): Promise<void> {
-    if (this.#keepReplaced) {
-      // what is there stays linked in the temp directory, so the rename frees nothing
-      const kept = await this.#replacedName();
-      await link(to, kept).then(
-        () => this.#replaced.push({ path: kept, tree: false }),
-        () => {}, // nothing there, or a directory: nothing to keep
-      );
-    }
     await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
       // a directory where the file goes: rename cannot replace it, so it goes first
       if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -598,7 +610,21 @@ export class TreeCopier {
     this.#knownDirs.add(to);
   }
 
-  /** A new name in the temp directory for an entry the copy replaces or deletes (`keepReplaced`). */
+  /**
+   * Keep the file at `path`, about to be replaced, linked in the temp
+   * directory: the rename then frees nothing. False when there is nothing to
+   * keep (no file there, or a directory).
+   */
+  async #keepAside(path: string): Promise<boolean> {
+    const kept = await this.#replacedName().catch(() => null); // keeping is never worth failing a copy for
+    if (kept === null) return false;
+    return link(path, kept).then(
+      () => this.#replaced.push({ path: kept, tree: false }) > 0,
+      () => false,
+    );
+  }
+
+  /** A new name in the temp directory for an entry the copy replaces or deletes (`keepReplacedBytes`). */
   async #replacedName(): Promise<string> {
     if (!this.#replacedDirMade) {
       await mkdir(this.#replacedDir, { recursive: true });
@@ -609,7 +635,7 @@ export class TreeCopier {
 
   async #remove(path: string): Promise<void> {
     // moved aside whole when kept (one rename, even for a directory), else removed here
-    const kept = this.#keepReplaced ? await this.#replacedName() : null;
+    const kept = this.#keepReplaced ? await this.#replacedName().catch(() => null) : null;
     const moved =
       kept !== null &&
       (await rename(path, kept).then(

@@ -135,7 +135,7 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     assert.equal(await readFile(join(target, 'site/x/f.txt'), 'utf8'), 'belongs in the slot');
   });
 
-  it('keepReplaced: what the copy replaced or deleted waits in the temp directory until clearTemp, never in the tree', async () => {
+  it('keepReplacedBytes: what the copy replaced or deleted waits in the temp directory until clearTemp, never in the tree', async () => {
     const source = join(root, 'src-keep');
     const target = join(root, 'dst-keep');
     await mkdir(join(source, 'site'), { recursive: true });
@@ -147,7 +147,7 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     // a reader holding the old page open keeps reading the old page
     const reader = await open(join(target, 'site/page.html'), 'r');
     try {
-      const copier = new TreeCopier(source, target, { durable: true, keepReplaced: true });
+      const copier = new TreeCopier(source, target, { durable: true, keepReplacedBytes: 1024 * 1024 });
       await copier.copyPaths(['site/page.html', 'site/added.txt', 'site/old-dir']);
       assert.equal(await readFile(join(target, 'site/page.html'), 'utf8'), 'new page');
       assert.equal(await readFile(join(target, 'site/added.txt'), 'utf8'), 'added');
@@ -160,5 +160,31 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     } finally {
       await reader.close();
     }
+  });
+
+  it('keepReplacedBytes: past the budget a replaced file is freed as it is replaced; a large file is copied whole', async () => {
+    const source = join(root, 'src-budget');
+    const target = join(root, 'dst-budget');
+    await mkdir(source, { recursive: true });
+    await mkdir(target, { recursive: true });
+    const names = Array.from({ length: 8 }, (_, i) => `f${i}.bin`);
+    for (const n of names) {
+      await writeFile(join(target, n), Buffer.alloc(4096, 1));
+      await writeFile(join(source, n), Buffer.alloc(4096, 2));
+    }
+    // larger than what is staged in the walk threads: copied by path
+    const big = Buffer.alloc(3 * 1024 * 1024 + 5, 7);
+    await writeFile(join(target, 'big.bin'), 'old');
+    await writeFile(join(source, 'big.bin'), big);
+    const copier = new TreeCopier(source, target, { durable: true, keepReplacedBytes: 3 * 4096 });
+    await copier.copyPaths([...names, 'big.bin']);
+    for (const n of names) assert.deepEqual(await readFile(join(target, n)), Buffer.alloc(4096, 2));
+    assert.deepEqual(await readFile(join(target, 'big.bin')), big);
+    // three files fit the budget; the temp directory holds them (as links), and nothing else was kept
+    const keptDir = (await tempFilesIn(target)).find((n) => n.endsWith('.replaced'));
+    assert.ok(keptDir);
+    assert.equal((await readdir(join(target, '.mirrorswap-tmp', keptDir))).length, 3);
+    await copier.clearTemp();
+    assert.deepEqual(await tempFilesIn(target), []);
   });
 });
