@@ -56,4 +56,46 @@ describe('a sync into a standby whose disk fills up', () => {
     const verify = (await (await agent.call('GET', '/v1/verify')).json()) as { differences: unknown[] };
     assert.deepEqual(verify.differences, []);
   });
+
+  it('fails the same way when the files that do not fit are small ones, copied in the walk threads', async () => {
+    // a batch write of 800 files of 4 KiB: 3.2 MiB, where slot b holds 2 MiB
+    const ops = Array.from({ length: 800 }, (_, i) => ({
+      op: 'put',
+      path: `small/f${i}.bin`,
+      content: Buffer.alloc(4096, i % 251).toString('base64'),
+      encoding: 'base64',
+    }));
+    const batch = await agent.call('POST', '/v1/batch', {
+      body: JSON.stringify({ ops }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(batch.status, 200, await batch.text());
+    const before = await readEpochFile(store.epochFile);
+    let record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    if (record.to === 'a') {
+      // slot a (the roomy one) first: the next sync goes to b
+      assert.equal(record.result, 'ok', JSON.stringify(record.error));
+      record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    }
+    assert.equal(record.to, 'b');
+    assert.equal(record.result, 'failed');
+    assert.match(record.error?.message ?? '', /ENOSPC|no space/i);
+    assert.deepEqual(await tempFilesIn(store.slots.b), [], 'temp copies left in the full slot');
+    assert.notEqual((await readEpochFile(store.epochFile))?.mounted, 'b');
+    assert.ok(((await readEpochFile(store.epochFile))?.epoch ?? 0) >= (before?.epoch ?? 0));
+    // room again: the same sync goes through
+    const del = ops.slice(100).map((o) => ({ op: 'delete', path: o.path }));
+    const removed = await agent.call('POST', '/v1/batch', {
+      body: JSON.stringify({ ops: del }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(removed.status, 200, await removed.text());
+    for (let i = 0; i < 2; i++) {
+      const ok = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+      assert.equal(ok.result, 'ok', JSON.stringify(ok.error));
+    }
+    assert.deepEqual(await readFile(join(store.slots.b, 'small/f7.bin')), Buffer.alloc(4096, 7));
+    const verify = (await (await agent.call('GET', '/v1/verify')).json()) as { differences: unknown[] };
+    assert.deepEqual(verify.differences, []);
+  });
 });
