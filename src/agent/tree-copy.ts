@@ -255,7 +255,8 @@ export class TreeCopier {
         return true;
       },
       undefined,
-      Math.ceil(units.length / STAGED_PER_THREAD),
+      // a file's copy costs a few hundred µs, a message to a thread and back about as much
+      { startAtMost: Math.ceil(units.length / STAGED_PER_THREAD), minChunk: 64 },
     );
   }
 

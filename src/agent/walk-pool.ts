@@ -12,10 +12,19 @@ interface Job {
   running: number;
   onResult: (results: unknown[]) => boolean;
   onProgress: ((entries: number) => void) | undefined;
+  minChunk: number;
   stopped: boolean;
   failed?: Error;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+/** How a job is spread over the threads. */
+export interface JobSizing {
+  /** Start no more threads than this for it (those running are used whatever their number). */
+  startAtMost?: number;
+  /** Send at least this many units at a time: for units so small that a message costs more than one. */
+  minChunk?: number;
 }
 
 interface Thread {
@@ -37,7 +46,7 @@ type Reply = Answer | { progress: number };
  * the process open), all but one stopped after `IDLE_MS` without one (each
  * holds a heap of its own, about 8 MiB idle; the one kept makes the next
  * sync's copy start at once), and replaced if one dies. A small job
- * (`startAtMost`) starts no more threads than it needs, using those running.
+ * (`JobSizing`) starts no more threads than it needs, using those running.
  *
  * Units of a job are handed out in chunks that shrink as its list runs down
  * (guided self-scheduling): a few messages in all, and a thread that drew a
@@ -78,7 +87,7 @@ export class WalkPool {
     units: readonly U[],
     onResult: (results: R[]) => boolean,
     onProgress?: (entries: number) => void,
-    startAtMost = this.#size,
+    sizing: JobSizing = {},
   ): Promise<void> {
     if (units.length === 0) return Promise.resolve();
     clearTimeout(this.#idleTimer);
@@ -91,11 +100,12 @@ export class WalkPool {
         running: 0,
         onResult: onResult as (results: unknown[]) => boolean,
         onProgress,
+        minChunk: sizing.minChunk ?? 1,
         stopped: false,
         resolve,
         reject,
       });
-      const want = Math.min(this.#size, Math.max(1, startAtMost, this.#threads.length));
+      const want = Math.min(this.#size, Math.max(1, sizing.startAtMost ?? this.#size, this.#threads.length));
       while (this.#threads.length < want) this.#threads.push(this.#start());
       for (const thread of this.#threads) if (!thread.job) this.#dispatch(thread);
     });
@@ -178,7 +188,7 @@ export class WalkPool {
     if (thread.job) return;
     const job = this.#jobs.find((j) => !j.stopped && j.next < j.units.length);
     if (!job) return;
-    const size = Math.max(1, Math.ceil((job.units.length - job.next) / (this.#threads.length * 4)));
+    const size = Math.max(job.minChunk, Math.ceil((job.units.length - job.next) / (this.#threads.length * 4)));
     const units = job.units.slice(job.next, job.next + size);
     job.next += units.length;
     job.running++;
