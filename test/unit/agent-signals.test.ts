@@ -27,7 +27,8 @@ describe('sync signals', () => {
   };
 
   it('--auto syncs once writes settle, one swap for a burst of writes', async () => {
-    const { store, agent } = await setup({ auto: true, settleMs: 150 });
+    // settled for a second: on a slow disk one durable write can take longer than a shorter pause
+    const { store, agent } = await setup({ auto: true, settleMs: 1000 });
     for (let i = 0; i < 5; i++) await agent.call('PUT', `/v1/files/burst${i}.txt`, { body: String(i) });
     await waitFor('the auto sync', async () => (await epochOf(store)) === 2, { timeout: 5000 });
     // the record is kept once the swap ends (after its drain), a moment after the epoch is published
