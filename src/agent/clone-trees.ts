@@ -64,20 +64,44 @@ export function emptyCloneResult(): CloneResult {
 
 /** Files up to this size are copied by one read and one write through their descriptors. */
 const SMALL_FILE = 1024 * 1024;
-export const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
-export const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
+const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
 
 const realSources = new Map<string, string>();
 
 /** The real path of a source root, looked up once per thread. */
-export function realSourceOf(source: string): string {
+function realSourceOf(source: string): string {
   let real = realSources.get(source);
   if (real === undefined) {
     real = realpathSync(source);
     realSources.set(source, real);
   }
   return real;
+}
+
+/**
+ * Open `rel` below the source root with blocking calls, without following a
+ * final link, and check it is where the kernel says it is (none of its
+ * parents a link): the descriptor, or null when there is no such entry
+ * reached without a link now. The caller closes it.
+ */
+export function openCheckedSync(source: string, rel: string, flags: number): number | null {
+  let fd: number;
+  try {
+    fd = openSync(join(source, rel), flags | NO_FOLLOW);
+  } catch (err) {
+    if (isGone(err)) return null;
+    throw err;
+  }
+  try {
+    if (readlinkSync(fdPath(fd)) === join(realSourceOf(source), rel)) return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  closeSync(fd);
+  return null;
 }
 
 /**
@@ -94,7 +118,6 @@ export function realSourceOf(source: string): string {
  */
 export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResult {
   const { source } = context;
-  const realSource = realSourceOf(source);
   const result = emptyCloneResult();
 
   const guard = (rel: string, work: () => void): void => {
@@ -153,20 +176,13 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     chmodSync(dest, st.mode & 0o7777);
   };
 
-  let fd: number;
-  try {
-    fd = openSync(join(source, unit.rel), constants.O_RDONLY | constants.O_DIRECTORY | NO_FOLLOW);
-  } catch (err) {
-    if (!isGone(err)) throw err;
+  // the unit's own path is checked once: none of its parents may be a link
+  const fd = openCheckedSync(source, unit.rel, constants.O_RDONLY | constants.O_DIRECTORY);
+  if (fd === null) {
     result.missed.push(unit.rel);
     return result;
   }
   try {
-    // the unit's own path is checked once: none of its parents may be a link
-    if (readlinkSync(fdPath(fd)) !== join(realSource, unit.rel)) {
-      result.missed.push(unit.rel);
-      return result;
-    }
     if (unit.deep) {
       let copied = false;
       guard(unit.rel, () => {

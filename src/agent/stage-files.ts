@@ -1,6 +1,5 @@
-import { closeSync, constants, fstatSync, openSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
-import { NO_FOLLOW, copyOpenedFile, fdPath, realSourceOf } from './clone-trees.js';
+import { closeSync, constants, fstatSync } from 'node:fs';
+import { copyOpenedFile, openCheckedSync } from './clone-trees.js';
 import { isGone } from './source-tree.js';
 
 /** What staging needs besides each file (sent to the walk threads). */
@@ -29,6 +28,7 @@ export const STAGE_MAX_BYTES = 1024 * 1024;
  */
 export interface Staged {
   rel: string;
+  tmp: string;
   bytes: number | null;
 }
 
@@ -42,20 +42,15 @@ export interface Staged {
  * and made durable by it (with the directories it changed, in one round).
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
-  let fd: number;
+  const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
+  const fd = openCheckedSync(c.source, unit.rel, constants.O_RDONLY);
+  if (fd === null) return notStaged;
   try {
-    fd = openSync(join(c.source, unit.rel), constants.O_RDONLY | NO_FOLLOW);
-  } catch (err) {
-    if (isGone(err)) return { rel: unit.rel, bytes: null };
-    throw err;
-  }
-  try {
-    if (readlinkSync(fdPath(fd)) !== join(realSourceOf(c.source), unit.rel)) return { rel: unit.rel, bytes: null };
     const st = fstatSync(fd);
-    if (!st.isFile() || st.size > STAGE_MAX_BYTES) return { rel: unit.rel, bytes: null };
-    return { rel: unit.rel, bytes: copyOpenedFile(fd, st, unit.tmp) };
+    if (!st.isFile() || st.size > STAGE_MAX_BYTES) return notStaged;
+    return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
   } catch (err) {
-    if (isGone(err)) return { rel: unit.rel, bytes: null };
+    if (isGone(err)) return notStaged;
     throw err;
   } finally {
     closeSync(fd);

@@ -243,15 +243,13 @@ export class TreeCopier {
    */
   async #stage(list: string[]): Promise<void> {
     const units: StageUnit[] = list.map((rel) => ({ rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
-    const tmpOf = new Map(units.map((u) => [u.rel, u.tmp]));
     await walkPool.run<StageUnit, Staged>(
       'stage',
       { source: this.#source } satisfies StageContext,
       units,
       (parts) => {
         for (const part of parts)
-          if (part.bytes !== null)
-            this.#staged.set(part.rel, { tmp: tmpOf.get(part.rel) as string, bytes: part.bytes });
+          if (part.bytes !== null) this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
         return true;
       },
       undefined,
@@ -620,7 +618,10 @@ export class TreeCopier {
     const kept = await this.#replacedName().catch(() => null); // keeping is never worth failing a copy for
     if (kept === null) return false;
     return link(path, kept).then(
-      () => this.#replaced.push({ path: kept, tree: false }) > 0,
+      () => {
+        this.#replaced.push({ path: kept, tree: false });
+        return true;
+      },
       () => false,
     );
   }
@@ -640,7 +641,10 @@ export class TreeCopier {
     const moved =
       kept !== null &&
       (await rename(path, kept).then(
-        () => this.#replaced.push({ path: kept, tree: true }) > 0,
+        () => {
+          this.#replaced.push({ path: kept, tree: true });
+          return true;
+        },
         (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
       ));
     if (!moved) await rm(path, { recursive: true, force: true });

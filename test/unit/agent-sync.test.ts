@@ -87,19 +87,20 @@ describe('agent sync and rollback through the API', () => {
 
   it('a journal sync of hundreds of files replaced, added and deleted leaves each slot equal to master and no temp file', async () => {
     // enough paths that what the copy replaces is kept aside and freed after the publish
+    const syncOk = async () => {
+      const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+      assert.equal(record.result, 'ok');
+      return record;
+    };
     await mkdir(join(store.master, 'many/gone'), { recursive: true });
     for (let i = 0; i < 300; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `one ${i}`);
     for (let i = 0; i < 20; i++) await writeFile(join(store.master, 'many/gone', `g${i}.txt`), `gone ${i}`);
-    for (let round = 0; round < 2; round++) {
-      const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-      assert.equal(record.result, 'ok');
-    }
+    for (let round = 0; round < 2; round++) await syncOk();
     await rm(join(store.master, 'many/gone'), { recursive: true });
     for (let i = 0; i < 300; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `two ${i}`);
     for (let i = 300; i < 320; i++) await writeFile(join(store.master, 'many', `f${i}.txt`), `two ${i}`);
     for (let round = 0; round < 2; round++) {
-      const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-      assert.equal(record.result, 'ok');
+      const record = await syncOk();
       assert.equal(record.mode, 'incremental');
       // the moment the sync returns, the copy just mounted holds no temp directory
       assert.deepEqual(await tempFilesIn(store.slots[record.to]), []);
