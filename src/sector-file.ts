@@ -20,8 +20,9 @@ const REPLACEABLE = new Set(['ENOENT', 'ELOOP', 'ENXIO']);
  * twice per sync (a copy starting, a copy done), on the path of every swap.
  * PostgreSQL keeps its control file within one sector for the same reason.
  *
- * Anything other than a regular file of exactly one sector (none yet, one
- * written by hand or by an older version, a link or a FIFO put there) is
+ * Anything other than a regular file of exactly one sector with one link
+ * (none yet, one written by hand or by an older version, a symbolic or hard
+ * link or a FIFO put there) is
  * replaced atomically (temp file, fsync, rename, fsync of the directory)
  * instead, and later writes go in place. A text of a sector or more is
  * always written that way.
@@ -46,7 +47,8 @@ export async function writeSectorFile(file: string, text: string): Promise<void>
   let inPlace = false;
   try {
     const st = await handle.stat();
-    inPlace = st.isFile() && st.size === SECTOR_BYTES;
+    // one link only: a hard link put in its place must not carry the write into another file
+    inPlace = st.isFile() && st.size === SECTOR_BYTES && st.nlink === 1;
     if (inPlace) {
       await handle.write(sector, 0, SECTOR_BYTES, 0);
       await handle.datasync();

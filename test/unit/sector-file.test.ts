@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -52,6 +52,17 @@ describe('writeSectorFile', () => {
     assert.equal(await readFile(victim, 'utf8'), 'x'.repeat(SECTOR_BYTES));
     assert.ok((await lstat(file)).isFile());
     assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), { seq: 3 });
+  });
+
+  it('never writes into another file through a hard link put in its place', async () => {
+    const victim = join(dir, 'hard-victim');
+    await writeFile(victim, 'v'.repeat(SECTOR_BYTES)); // one sector: would be written in place
+    const file = join(dir, 'hardlinked.json');
+    await link(victim, file);
+    await writeSectorFile(file, JSON.stringify({ seq: 9 }));
+    assert.equal(await readFile(victim, 'utf8'), 'v'.repeat(SECTOR_BYTES));
+    assert.equal((await stat(file)).nlink, 1);
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), { seq: 9 });
   });
 
   it('does not wait on a FIFO put in its place: replaces it', async () => {
