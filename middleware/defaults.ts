@@ -49,4 +49,8 @@ export const PROXY_DEFAULTS = Object.freeze({
   changeOrigin: false,
   trustProxy: false,
   fallthrough: true,
+  /** Request bodies up to this size are read whole before an upstream connection is taken (nginx buffers them too). */
+  requestBufferSize: 64 * 1024,
+  /** Bodies larger than that stream upstream, at most this many at once from one client address. */
+  streamedBodiesPerClient: 16,
 });

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { Counter } from 'prom-client';
 import { httpError } from '../src/errors.js';
 import type { SlotName } from '../src/store-layout.js';
-import { Forwarder } from './forwarder.js';
+import { Forwarder } from './proxy/forwarder.js';
 import { statusClass } from './metrics.js';
 import { type MountSurface, MountState, mountSurface } from './mount-state.js';
 import { PROXY_DEFAULTS } from './defaults.js';
@@ -39,6 +39,18 @@ export interface ProxyOptions extends MountOptions {
    * is in front). Default false: they are replaced, never passed on.
    */
   trustProxy?: boolean;
+  /**
+   * Request bodies up to this many bytes are read whole before an upstream
+   * connection is taken, so a slow sender costs the upstream nothing. Default:
+   * `PROXY_DEFAULTS.requestBufferSize` (64 KiB).
+   */
+  requestBufferSize?: number;
+  /**
+   * Bodies larger than requestBufferSize stream upstream, at most this many at
+   * once from one client address (the last X-Forwarded-For entry with
+   * trustProxy); past it, 503. Default: `PROXY_DEFAULTS.streamedBodiesPerClient` (16).
+   */
+  streamedBodiesPerClient?: number;
   /** Without a mounted slot: next() (true) or 503 (false). Default true. */
   fallthrough?: boolean;
 }
@@ -93,6 +105,18 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   const clientBodyTimeout = integerOption(options.clientBodyTimeout, 'clientBodyTimeout', idleTimeout, 1);
   const changeOrigin = booleanOption(options.changeOrigin, 'changeOrigin', PROXY_DEFAULTS.changeOrigin);
   const trustProxy = booleanOption(options.trustProxy, 'trustProxy', PROXY_DEFAULTS.trustProxy);
+  const requestBufferSize = integerOption(
+    options.requestBufferSize,
+    'requestBufferSize',
+    PROXY_DEFAULTS.requestBufferSize,
+    0,
+  );
+  const streamedBodiesPerClient = integerOption(
+    options.streamedBodiesPerClient,
+    'streamedBodiesPerClient',
+    PROXY_DEFAULTS.streamedBodiesPerClient,
+    1,
+  );
   const timers = new Set<NodeJS.Timeout>();
 
   const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {
@@ -147,6 +171,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     clientBodyTimeout,
     changeOrigin,
     trustProxy,
+    requestBufferSize,
+    streamedBodiesPerClient,
     onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });
 

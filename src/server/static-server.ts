@@ -1,7 +1,7 @@
 import { STATUS_CODES, type Server, createServer } from 'node:http';
 import { type MirrorStatic, mirrorStatic } from '../../middleware/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
-import { Forwarder } from '../../middleware/forwarder.js';
+import { Forwarder } from '../../middleware/proxy/forwarder.js';
 import { PROXY_DEFAULTS } from '../../middleware/defaults.js';
 import { requestPath } from '../../middleware/path-resolver.js';
 import { closeServer, listen } from './listen.js';

@@ -1,0 +1,102 @@
+import type { IncomingMessage } from 'node:http';
+import { PassThrough, type Readable } from 'node:stream';
+
+/**
+ * A request body as it goes upstream. Bodies up to the buffer size are read
+ * whole before any upstream connection is taken (nginx's
+ * `proxy_request_buffering on`), so a slow sender of a small body costs the
+ * upstream nothing; a larger one streams, its buffered head first.
+ */
+export type ClientBody =
+  | { kind: 'none' }
+  | { kind: 'buffered'; body: Buffer }
+  | { kind: 'streamed'; body: Readable; length: number | null };
+
+/** Why a body could not be read: the client went away, or went silent for longer than allowed. */
+export class ClientBodyError extends Error {
+  constructor(readonly outcome: 'client_closed' | 'client_timeout') {
+    super(outcome === 'client_timeout' ? 'the client stopped sending its request body' : 'the client went away');
+  }
+}
+
+/** True when the request carries a body: a chunked one, or a Content-Length other than 0. */
+export function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * Read the body up to `bufferSize` bytes, with at most `silence` ms between
+ * chunks. Resolves `buffered` when the body ended within the bound, else
+ * `streamed` with the rest still arriving (under the same silence bound);
+ * rejects with ClientBodyError.
+ */
+export function readClientBody(req: IncomingMessage, bufferSize: number, silence: number): Promise<ClientBody> {
+  if (!hasBody(req)) return Promise.resolve({ kind: 'none' });
+  const declared = req.headers['content-length'];
+  const length = declared === undefined ? null : Number(declared);
+  return new Promise<ClientBody>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let stream: PassThrough | null = null;
+    let over = false;
+    // silence while the upstream holds the body back (backpressure) is not the client's
+    const timer = setTimeout(function onSilence() {
+      if (over) return;
+      if (stream?.writableNeedDrain) timer.refresh();
+      else fault(new ClientBodyError('client_timeout'));
+    }, silence);
+    /** Stop listening and timing: the body is whole, failed, or no longer wanted. */
+    const stop = () => {
+      over = true;
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+    };
+    const fault = (err: ClientBodyError) => {
+      if (over) return;
+      stop();
+      // the caller answers (408, or nothing for a client gone) with Connection: close
+      req.unpipe();
+      req.pause();
+      if (stream) stream.destroy(err);
+      else reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      timer.refresh();
+      if (stream) return;
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > bufferSize) {
+        // past the bound: the head goes first, the rest follows as it arrives
+        const s = new PassThrough();
+        stream = s;
+        for (const c of chunks) s.write(c);
+        chunks.length = 0;
+        // the body given up downstream (the upstream failed, the proxy refused it): stop here too
+        s.once('close', () => {
+          if (!over) {
+            stop();
+            req.unpipe(s);
+          }
+        });
+        req.pipe(s, { end: false });
+        resolve({ kind: 'streamed', body: s, length });
+      }
+    };
+    const onEnd = () => {
+      stop();
+      if (stream) stream.end();
+      else resolve({ kind: 'buffered', body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks) });
+    };
+    const onClose = () => {
+      if (!over && !req.complete) fault(new ClientBodyError('client_closed'));
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    // for good: a client that aborts later makes node:http emit 'error' on the request
+    req.on('error', onClose);
+  });
+}
