@@ -1,95 +1,14 @@
 import assert from 'node:assert/strict';
 import { type IncomingMessage, request } from 'node:http';
-import { type AddressInfo, type Socket, connect, createServer as createNetServer } from 'node:net';
+import { type Socket, connect } from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../../middleware/mirror-proxy.js';
 import { memoryLogger } from '../helpers/app.js';
+import { type RawUpstream, rawUpstream } from '../helpers/raw-upstream.js';
 import { type Running, listen, rawGet } from '../helpers/server.js';
 import { type TempStore, tempStore } from '../helpers/store.js';
 import { waitFor } from '../helpers/wait.js';
-
-/** One request as a raw upstream parsed it, with the connection it came on. */
-interface SeenRequest {
-  conn: number;
-  method: string;
-  target: string;
-  headers: Map<string, string>;
-  body: string;
-}
-
-/** How a raw upstream answers one request: the bytes to write, now and later, and whether to end or die. */
-interface RawAnswer {
-  now?: string;
-  later?: { after: number; bytes: string };
-  afterwards?: 'keep' | 'end' | 'destroy' | 'stall';
-}
-
-/**
- * An upstream speaking HTTP/1.1 on raw sockets, so a test decides every byte
- * of an answer, misbehaving ones included. It frames requests by
- * Content-Length only (the proxy always sends framed bodies) and records each
- * with its connection number: what shared a connection is visible.
- */
-async function rawUpstream(answer: (req: SeenRequest) => RawAnswer) {
-  const seen: SeenRequest[] = [];
-  const sockets = new Set<Socket>();
-  let conns = 0;
-  const server = createNetServer((socket) => {
-    const conn = ++conns;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let buffer = Buffer.alloc(0);
-    let stopped = false;
-    socket.on('data', (d: Buffer) => {
-      buffer = Buffer.concat([buffer, d]);
-      for (;;) {
-        if (stopped) return;
-        const end = buffer.indexOf('\r\n\r\n');
-        if (end === -1) return;
-        const head = buffer.subarray(0, end).toString('latin1').split('\r\n');
-        const [method = '', target = ''] = (head[0] ?? '').split(' ');
-        const headers = new Map<string, string>();
-        for (const line of head.slice(1)) {
-          const colon = line.indexOf(':');
-          headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
-        }
-        const length = Number(headers.get('content-length') ?? 0);
-        if (buffer.length < end + 4 + length) return;
-        const body = buffer.subarray(end + 4, end + 4 + length).toString('latin1');
-        buffer = buffer.subarray(end + 4 + length);
-        const req = { conn, method, target, headers, body };
-        seen.push(req);
-        const a = answer(req);
-        if (a.now) socket.write(a.now);
-        const finish = () => {
-          if (a.afterwards === 'end') socket.end();
-          else if (a.afterwards === 'destroy') socket.destroy();
-          else if (a.afterwards === 'stall') stopped = true;
-        };
-        if (a.later) {
-          const { after: ms, bytes } = a.later;
-          setTimeout(() => {
-            if (!socket.destroyed) socket.write(bytes);
-            finish();
-          }, ms);
-        } else finish();
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    open: () => sockets.size,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
 
 const ok = (body: string, extra = '') =>
   `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
@@ -444,7 +363,7 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
 
 describe('mirrorProxy refuses what nginx refuses, and forwards the target it was given', () => {
   let store: TempStore;
-  let up: Awaited<ReturnType<typeof rawUpstream>>;
+  let up: RawUpstream;
   let proxy: MirrorProxy;
   let server: Running;
   before(async () => {
