@@ -22,6 +22,8 @@ import {
   parseJson,
 } from './fleet-keys.js';
 import { LeaseKeeper } from './lease.js';
+import { type MembershipStamp, writeMembership } from './membership.js';
+import { CoalescedRun } from '../../middleware/coalesced-run.js';
 import { type PullStats, pullSnapshot } from './pull.js';
 
 export interface HostAgentOptions {
@@ -120,6 +122,15 @@ export class HostAgent {
   #pulling: Pulling | null = null;
   #backstop: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
+  /** Until when etcd surely holds this host's lease (ms since the epoch); 0 while it holds none. */
+  #memberUntil = 0;
+  /** Why this host is not a fleet member now, for the stamp its servers read. */
+  #notMember: string | null = 'not registered in the fleet yet';
+  /** Writes of the membership stamp: one at a time, the last always with the latest state. */
+  readonly #stamps = new CoalescedRun(
+    () => this.#writeStamp(),
+    () => false,
+  );
 
   private constructor(
     opts: ResolvedHostOptions,
@@ -145,7 +156,14 @@ export class HostAgent {
       lost: (reason) => {
         // answers lived on the lease: a proposal still open must be answered again
         this.#answered.clear();
+        this.#leftFleet(`its etcd lease ended (${reason}): the fleet no longer counts it until it registers again`);
         opts.log.warn({ reason }, 'fleet host lease lost: re-registering');
+      },
+      renewed: (until) => {
+        if (this.#closed) return;
+        this.#memberUntil = until;
+        if (!this.#impostor) this.#notMember = null;
+        void this.#stamps.run();
       },
       error: (err) => {
         this.#etcdReachable = false;
@@ -245,6 +263,8 @@ export class HostAgent {
   #sawEpoch(epoch: FleetEpoch | null): void {
     if (!epoch || (this.#fleetEpoch && epoch.epoch <= this.#fleetEpoch.epoch)) return;
     this.#fleetEpoch = epoch;
+    // servers behind the committed epoch are not ready: tell them now, not at the next renewal
+    void this.#stamps.run();
     this.#supersede(epoch.snapshot, epoch.epoch, true);
     this.#kick();
   }
@@ -514,10 +534,12 @@ export class HostAgent {
       this.#impostor = null;
       return;
     }
+
     const holder = await this.#opts.etcd.get(key);
     const why = `host id ${this.host} is registered by another host agent (etcd lease ${holder?.lease ?? '?'}; or by this one before a restart, until that lease ends): give each host its own --host-id; this one follows the fleet but takes no part in its swaps`;
     if (this.#impostor !== why) this.#opts.log.error({ host: this.host }, why);
     this.#impostor = why;
+    this.#leftFleet(why);
   }
 
   async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
@@ -529,9 +551,44 @@ export class HostAgent {
     this.#slots = next;
   }
 
+  /** This host is out of the fleet: its servers say not ready from now on. */
+  #leftFleet(why: string): void {
+    this.#memberUntil = 0;
+    this.#notMember = why;
+    void this.#stamps.run();
+  }
+
+  /**
+   * Write what this host's servers judge their readiness by
+   * (`state/fleet-member.json`): whether it is a member, until when its lease
+   * surely holds, and the fleet's committed epoch. A failed write is logged;
+   * the stamp on disk then runs out by itself.
+   */
+  async #writeStamp(): Promise<void> {
+    const member = this.#notMember === null && this.#memberUntil > 0;
+    const stamp: MembershipStamp = {
+      format: 1,
+      fleet: this.#opts.fleet,
+      host: this.host,
+      pid: process.pid,
+      member,
+      until: member ? new Date(this.#memberUntil).toISOString() : null,
+      fleetEpoch: this.#fleetEpoch?.epoch ?? null,
+      reason: member ? null : (this.#notMember ?? 'no lease held'),
+      at: new Date().toISOString(),
+    };
+    try {
+      await writeMembership(this.#opts.layout.stateDir, stamp);
+    } catch (err) {
+      this.#opts.log.warn({ err: (err as Error).message }, 'cannot write the fleet membership stamp');
+    }
+  }
+
   /** Stop. `leave` gives the lease back, so the fleet stops counting this host at once. */
   async close(leave = true): Promise<void> {
     this.#closed = true;
+    this.#leftFleet('its host agent stopped');
+    await this.#stamps.settled();
     this.#pulling?.abort.abort();
     clearTimeout(this.#backstop);
     clearTimeout(this.#retry);
