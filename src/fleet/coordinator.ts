@@ -35,6 +35,12 @@ export interface CoordinatorOptions {
   prepareTimeoutMs: number;
   straggler: StragglerPolicy;
   onEvict?: string | undefined;
+  /**
+   * The quorum: a swap commits only if at least this many hosts prepared it
+   * (0: no floor). With `evict`, it bounds how many hosts a swap may leave
+   * behind; with either policy, no swap is proposed while fewer hosts are live.
+   */
+  minMembers?: number;
 }
 
 /** One host as the coordinator sees it, for status. */
@@ -230,7 +236,16 @@ export class FleetCoordinator {
   }): Promise<{ epoch: FleetEpoch; evicted: string[]; preparedMs: number }> {
     const fence = this.#fence();
     const current = await this.#etcd.get(this.keys.epoch);
-    const members = (await this.members()).map((m) => m.host);
+    const live = await this.members();
+    const members = live.map((m) => m.host);
+    const quorum = this.#opts.minMembers ?? 0;
+    if (members.length < quorum) {
+      const gone = this.#gone(live, parseJson<FleetEpoch>(current?.value)).map((g) => g.host);
+      throw new MirrorswapError(
+        'FLEET_QUORUM',
+        `the swap to epoch ${args.epoch} was not proposed, nothing switched: ${members.length} live host${members.length === 1 ? '' : 's'} (${members.join(', ') || 'none'}), fewer than --min-members ${quorum}${gone.length > 0 ? `; gone: ${gone.join(', ')}` : ''}`,
+      );
+    }
     const proposal: SwapProposal = {
       epoch: args.epoch,
       snapshot: args.snapshot,
@@ -254,6 +269,13 @@ export class FleetCoordinator {
         throw new MirrorswapError(
           'FLEET_PREPARE',
           `the swap to epoch ${args.epoch} was aborted, nothing switched: ${failed.map(why).join('; ')} (--straggler block)`,
+        );
+      }
+      // checked before any eviction: a swap that cannot commit takes nobody out
+      if (members.length - failed.length < quorum) {
+        throw new MirrorswapError(
+          'FLEET_QUORUM',
+          `the swap to epoch ${args.epoch} was aborted, nothing switched: ${members.length - failed.length} of ${members.length} hosts prepared it, fewer than --min-members ${quorum}: ${failed.map(why).join('; ')}`,
         );
       }
       for (const host of failed) await this.#evict(host, args.epoch, why(host));
