@@ -76,7 +76,7 @@ describe('fleet readiness: a web server whose host left the fleet says not ready
     let last: Readyz | undefined;
     while (Date.now() - stoppedAt < 4000) {
       const r = await readyz(h1);
-      assert.ok(r.ms < 500, `/readyz took ${r.ms} ms`);
+      assert.ok(r.ms < 750, `/readyz took ${r.ms} ms`);
       last = r.body;
       if (r.status === 503) {
         notReadyAt = Date.now();
@@ -85,7 +85,10 @@ describe('fleet readiness: a web server whose host left the fleet says not ready
       await delay(50);
     }
     assert.ok(notReadyAt > 0, `still ready 4 s after its host agent stopped: ${JSON.stringify(last)}`);
-    assert.ok(notReadyAt - stoppedAt <= 2300, `not ready only after ${notReadyAt - stoppedAt} ms (lease 2 s)`);
+    // the stamp never claims more than the lease from the last renewal, which came before the stop
+    const until = Date.parse(last?.fleet?.until ?? '');
+    assert.ok(until <= stoppedAt + 2000 + 20, `membership claimed until ${until - stoppedAt} ms after the stop`);
+    assert.ok(notReadyAt - until <= 700, `not ready only ${notReadyAt - until} ms after the lease could have ended`);
     assert.match(last?.reason ?? '', /fleet host h1's fleet membership lapsed/);
     // it keeps serving files meanwhile: only the load balancer's check changes
     assert.equal((await fetch(`${h1.web?.url}/v.txt`)).status, 200);
@@ -140,7 +143,7 @@ describe('fleet readiness: a web server whose host left the fleet says not ready
       timeout: 1500,
       step: 50,
     });
-    assert.ok(stopped.ms < 500);
+    assert.ok(stopped.ms < 750);
     assert.match((await readyz(h1)).body.reason ?? '', /not a member of its fleet: its host agent stopped/);
     await h1.restartAgent();
     await waitFor('h1 ready again', async () => (await readyz(h1)).status === 200, { timeout: 15_000, step: 50 });
@@ -150,6 +153,6 @@ describe('fleet readiness: a web server whose host left the fleet says not ready
       timeout: 3000,
       step: 50,
     });
-    assert.ok(Date.now() - killedAt <= 2300, `took ${Date.now() - killedAt} ms`);
+    assert.ok(Date.now() - killedAt <= 2700, `took ${Date.now() - killedAt} ms (lease 2 s)`);
   });
 });

@@ -40,24 +40,35 @@ describe("a web server's readiness follows its host's fleet membership stamp", (
       await mw.ready;
       // no stamp: a single host, ready once something is mounted
       assert.deepEqual({ ready: mw.readiness().ready, fleet: mw.readiness().fleet }, { ready: true, fleet: null });
+      // the stamp is read in the background every heartbeat interval: wait until this one is the one judged
       const judged = async (s: MembershipStamp | 'fifo' | 'gone') => {
         if (s === 'gone') await rm(membershipFile(store.stateDir), { force: true });
         else if (s === 'fifo') {
           await rm(membershipFile(store.stateDir), { force: true });
           execFileSync('mkfifo', [membershipFile(store.stateDir)]);
         } else await writeMembership(store.stateDir, s);
-        // read in the background every heartbeat interval: wait for this stamp to be the one judged
-        await new Promise((r) => setTimeout(r, 200));
-        return mw.readiness();
+        const want =
+          s === 'gone'
+            ? (r: ReturnType<typeof mw.readiness>) => /is gone/.test(r.reason ?? '')
+            : s === 'fifo'
+              ? (r: ReturnType<typeof mw.readiness>) => /cannot be read/.test(r.reason ?? '')
+              : (r: ReturnType<typeof mw.readiness>) =>
+                  r.fleet?.until === s.until && r.fleet?.member === s.member && r.fleet?.fleetEpoch === s.fleetEpoch;
+        return waitFor('the stamp to be read', () => {
+          const r = mw.readiness();
+          return want(r) ? r : null;
+        });
       };
       assert.equal((await judged(stamp({}))).ready, true);
       const lapsed = await judged(stamp({ until: new Date(Date.now() - 1).toISOString() }));
       assert.equal(lapsed.ready, false);
       assert.match(lapsed.reason ?? '', /fleet host web-3's fleet membership lapsed/);
       // a stamp that runs out while nobody rewrites it (a stopped host agent): judged by the clock alone
-      await judged(stamp({ until: new Date(Date.now() + 300).toISOString() }));
-      assert.equal(mw.readiness().ready, true);
-      await waitFor('the stamp to run out', () => !mw.readiness().ready, { timeout: 1000 });
+      const expiring = new Date(Date.now() + 1500).toISOString();
+      await judged(stamp({ until: expiring }));
+      if (Date.now() < Date.parse(expiring)) assert.equal(mw.readiness().ready, true);
+      await waitFor('the stamp to run out', () => !mw.readiness().ready, { timeout: 3000 });
+      assert.ok(Date.now() >= Date.parse(expiring), 'not before its time');
       const behind = await judged(stamp({ fleetEpoch: 3 }));
       assert.equal(behind.ready, false);
       assert.match(behind.reason ?? '', /serves epoch 2, behind the fleet's committed epoch 3/);
