@@ -68,6 +68,9 @@ export interface HostStatus {
   pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
   etcdReachable: boolean;
+  /** A fleet member now (its lease surely holds), and until when, unless renewed. */
+  member: boolean;
+  memberUntil: string | null;
 }
 
 /** A pull under way: what it is for, how to abandon it, and its counts once it has them. */
@@ -297,16 +300,24 @@ export class HostAgent {
     }
   }
 
-  /** Ready: this host's servers serve the fleet's committed epoch (what its /readyz says). */
+  /** Ready: this host's servers serve the fleet's committed epoch (what its member record says). */
   get ready(): boolean {
     return !this.#impostor && this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
+  }
+
+  /** Whether this host is a fleet member now: its lease surely holds (what its servers' stamp says). */
+  #memberNow(): boolean {
+    return this.#notMember === null && this.#memberUntil > Date.now();
   }
 
   status(): HostStatus {
     return {
       host: this.host,
       fleet: this.#opts.fleet,
-      ready: this.ready,
+      // what /readyz says: as its servers judge it, membership included (a host cut off from etcd is not)
+      ready: this.ready && this.#memberNow(),
+      member: this.#memberNow(),
+      memberUntil: this.#memberUntil > 0 ? new Date(this.#memberUntil).toISOString() : null,
       epoch: this.#local?.epoch ?? 0,
       mounted: this.#local?.mounted ?? null,
       fleetEpoch: this.#fleetEpoch?.epoch ?? null,
