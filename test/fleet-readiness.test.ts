@@ -101,9 +101,23 @@ describe('fleet readiness: a web server whose host left the fleet says not ready
 
     // the fleet commits without it; the coordinator names it as gone, out of rotation
     await put(coordinator, 2);
+    // a host that prepared the swap stays ready throughout it: never reported behind between the commit
+    // and its servers' switch
+    const flaps: string[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const r = await readyz(h2);
+        if (r.status !== 200) flaps.push(JSON.stringify(r.body));
+        await delay(5);
+      }
+    })();
     const second = await sync(coordinator);
+    sampling = false;
+    await sampler;
     assert.equal(second.status, 200, JSON.stringify(second.body));
     assert.deepEqual(second.body.fleet?.members, ['h2']);
+    assert.deepEqual(flaps, [], 'h2 said not ready during a swap it prepared');
     const shown = await cli(['status', '--agent', coordinator.url, '--token-file', f.tokenFile]);
     assert.match(shown.output, /gone \(lease ended; out of rotation until it registers again\): h1 \(last seen /);
     const gauges = await (await fetch(`${coordinator.url}/metrics`)).text();

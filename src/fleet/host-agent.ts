@@ -127,6 +127,13 @@ export class HostAgent {
   #retry: NodeJS.Timeout | undefined;
   /** Until when etcd surely holds this host's lease (ms since the epoch); 0 while it holds none. */
   #memberUntil = 0;
+  /**
+   * The committed epoch the stamp tells this host's servers to serve (or be
+   * not ready). Moved only once they switched to it, or when this host must
+   * catch up: a host that prepared a swap is never reported behind during the
+   * milliseconds between the commit and its servers' switch.
+   */
+  #stampEpoch: number | null = null;
   /** Why this host is not a fleet member now, for the stamp its servers read. */
   #notMember: string | null = 'not registered in the fleet yet';
   /** Writes of the membership stamp: one at a time, the last always with the latest state. */
@@ -266,8 +273,6 @@ export class HostAgent {
   #sawEpoch(epoch: FleetEpoch | null): void {
     if (!epoch || (this.#fleetEpoch && epoch.epoch <= this.#fleetEpoch.epoch)) return;
     this.#fleetEpoch = epoch;
-    // servers behind the committed epoch are not ready: tell them now, not at the next renewal
-    void this.#stamps.run();
     this.#supersede(epoch.snapshot, epoch.epoch, true);
     this.#kick();
   }
@@ -467,6 +472,9 @@ export class HostAgent {
     }
     if (slot === null) {
       this.#phase = 'catching_up';
+      // this host's servers are behind the fleet until it has caught up: they say so from now on
+      this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch.epoch);
+      await this.#stamps.run();
       this.#opts.log.warn(
         { epoch: epoch.epoch, snapshot: epoch.snapshot },
         `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
@@ -497,6 +505,8 @@ export class HostAgent {
       describe: (hb) => `is still at epoch ${hb.epoch}`,
     });
     this.#switched = epoch;
+    this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch);
+    void this.#stamps.run();
     await this.#putMember().catch(() => {});
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
@@ -584,7 +594,7 @@ export class HostAgent {
       pid: process.pid,
       member,
       until: member ? new Date(this.#memberUntil).toISOString() : null,
-      fleetEpoch: this.#fleetEpoch?.epoch ?? null,
+      fleetEpoch: this.#stampEpoch,
       reason: member ? null : (this.#notMember ?? 'no lease held'),
       at: new Date().toISOString(),
     };

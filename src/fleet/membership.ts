@@ -22,7 +22,11 @@ export interface MembershipStamp {
   readonly member: boolean;
   /** When the lease may end, unless renewed (ISO 8601); null when not a member. */
   readonly until: string | null;
-  /** The fleet's committed epoch, as the host agent last read it: servers behind it are not ready. */
+  /**
+   * The fleet's committed epoch this host's servers must serve to be ready:
+   * moved once they switched to it, or as soon as the host must catch up with
+   * it (evicted, or back from a gap). Null before the host agent knows one.
+   */
   readonly fleetEpoch: number | null;
   /** Why this host is not a member, when it is not. */
   readonly reason: string | null;
