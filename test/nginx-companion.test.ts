@@ -7,6 +7,7 @@ import { Agent, type Agent as HttpAgent, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { readHeartbeats } from '../src/heartbeat.js';
+import { writeMembership } from '../src/fleet/membership.js';
 import { NginxCompanion } from '../src/nginx/companion.js';
 import { memoryLogger } from './helpers/app.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
@@ -449,6 +450,38 @@ describe('mirrorswap nginx: nginx started with flags besides -c, -p and -g', () 
     await put(s, 'index.html', 'after-restart');
     assert.equal((await sync(s)).result, 'ok');
     assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-restart');
+  });
+});
+
+describe('mirrorswap nginx: readiness for a load balancer in front of nginx', () => {
+  let s: Setup;
+  before(async () => {
+    s = await setUp();
+  });
+  after(() => tearDown(s));
+
+  it("ready while nginx serves an epoch; on a fleet host, not once the host's membership lapsed", async () => {
+    assert.equal((await sync(s)).result, 'ok');
+    await waitFor('ready', () => s.companion.readiness().ready);
+    const stamp = (until: number) => ({
+      format: 1 as const,
+      fleet: 'www',
+      host: 'web-1',
+      pid: 1,
+      member: true,
+      until: new Date(until).toISOString(),
+      fleetEpoch: null,
+      reason: null,
+      at: new Date().toISOString(),
+    });
+    await writeMembership(s.store.stateDir, stamp(Date.now() - 1));
+    await waitFor('not ready', () => !s.companion.readiness().ready);
+    assert.match(s.companion.readiness().reason ?? '', /fleet host web-1's fleet membership lapsed/);
+    await writeMembership(s.store.stateDir, stamp(Date.now() + 60_000));
+    await waitFor('ready again', () => s.companion.readiness().ready);
+    await s.nginx.stop();
+    await waitFor('not ready with nginx stopped', () => !s.companion.readiness().ready, { timeout: 5000 });
+    assert.match(s.companion.readiness().reason ?? '', /nginx is not running/);
   });
 });
 

@@ -3,7 +3,9 @@ import { lstat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { EpochWatcher } from '../../middleware/epoch-watcher.js';
+import { FleetReadiness } from '../../middleware/fleet-readiness.js';
 import { HeartbeatWriter } from '../../middleware/heartbeat-writer.js';
+import type { ReadinessState } from '../../middleware/mount-state.js';
 import type { WatchMode } from '../../middleware/options.js';
 import { type EpochRecord, slotRoot } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
@@ -79,6 +81,8 @@ export class NginxCompanion {
   readonly registry = new Registry();
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
+  /** The host's fleet membership stamp, on a fleet host: what /readyz judges besides nginx itself. */
+  readonly #fleet: FleetReadiness;
   #wanted: EpochRecord | null = null;
   /** The epoch whose include is on disk: any nginx (re)started reads it. */
   #written: Served | null = null;
@@ -160,6 +164,7 @@ export class NginxCompanion {
       },
       onError: (err) => opts.logger.warn({ err: err.message }, 'could not write the heartbeat'),
     });
+    this.#fleet = new FleetReadiness(opts.layout.epochFile, opts.heartbeatInterval);
   }
 
   static async start(opts: NginxCompanionOptions): Promise<NginxCompanion> {
@@ -186,6 +191,7 @@ export class NginxCompanion {
     // each counting the other's retired workers as its own current ones.
     const lock = await StoreLock.acquire(`${opts.includeFile}.lock`, 'mirrorswap nginx companion');
     const companion = new NginxCompanion(opts, lock);
+    await companion.#fleet.start();
     await companion.#watcher.start();
     // the companion's own loop: it keeps the process alive until close()
     companion.#checkTimer = setInterval(() => void companion.#check(), NGINX_DEFAULTS.checkInterval);
@@ -230,6 +236,21 @@ export class NginxCompanion {
       retired: Object.fromEntries(this.#retired),
       lastError: this.#lastError,
     };
+  }
+
+  /**
+   * Whether nginx should take traffic (the companion's /readyz, for a load
+   * balancer in front of nginx): nginx runs and serves an epoch, and on a
+   * fleet host the host's membership holds and nginx serves the committed
+   * epoch. From memory and the clock: it never waits.
+   */
+  readiness(now = Date.now()): ReadinessState {
+    const served = this.#served;
+    const base = { epoch: served?.epoch ?? 0, slot: served?.slot ?? null, fleet: this.#fleet.view() };
+    if (this.#closed) return { ...base, ready: false, reason: 'the nginx companion is stopping' };
+    if (this.#master === null) return { ...base, ready: false, reason: 'nginx is not running' };
+    if (!served) return { ...base, ready: false, reason: 'nginx serves no epoch of the store yet' };
+    return { ...base, ...this.#fleet.judge(served.epoch, now) };
   }
 
   /** Resolves once no switch is under way (one may fail: see `status().lastError`). */
@@ -417,6 +438,7 @@ export class NginxCompanion {
     clearTimeout(this.#retryTimer);
     clearInterval(this.#checkTimer);
     clearTimeout(this.#warnTimer);
+    this.#fleet.close();
     await this.#watcher.close();
     await this.settled();
     const running = (await this.#findMaster().catch(() => null)) !== null;
