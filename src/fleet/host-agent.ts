@@ -555,7 +555,6 @@ export class HostAgent {
       this.#impostor = null;
       return;
     }
-
     const holder = await this.#opts.etcd.get(key);
     const why = `host id ${this.host} is registered by another host agent (etcd lease ${holder?.lease ?? '?'}; or by this one before a restart, until that lease ends): give each host its own --host-id; this one follows the fleet but takes no part in its swaps`;
     if (this.#impostor !== why) this.#opts.log.error({ host: this.host }, why);
