@@ -4,7 +4,9 @@ import { DEFAULT_LEASE_MS, type EpochRecord, slotRoot } from '../src/epoch-file.
 import { MirrorswapError } from '../src/errors.js';
 import type { Heartbeat } from '../src/heartbeat.js';
 import type { SlotName } from '../src/store-layout.js';
+import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
+import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
 import { ServerMetrics, metricsHandler } from './metrics.js';
 import type { ResolvedMountOptions } from './options.js';
@@ -64,6 +66,7 @@ export class MountState<T> {
   readonly #hooks: MountHooks<T>;
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
+  readonly #fleet: FleetReadiness;
   readonly #inflight: Record<SlotName, number> = { a: 0, b: 0 };
   #view: MountView<T> | null = null;
   #lastError = '';
@@ -107,6 +110,8 @@ export class MountState<T> {
         this.#renewedAt = Math.max(this.#renewedAt, at);
       },
     });
+    this.#fleet = new FleetReadiness(opts.epochFile, opts.heartbeatInterval);
+    this.#registerReadinessMetrics();
     this.ready = this.#start();
     // Callers that never await `ready` must not see an unhandled rejection; errors are logged.
     this.ready.catch(() => {});
@@ -116,6 +121,7 @@ export class MountState<T> {
     try {
       await this.#watcher.start();
       await this.#heartbeat.start();
+      await this.#fleet.start();
     } finally {
       this.#started = true;
     }
@@ -216,6 +222,47 @@ export class MountState<T> {
     else this.renew().then(serve, refuse);
   }
 
+  /**
+   * Whether this server should take traffic (what `/readyz` says): a copy is
+   * mounted, it is not closing, and on a fleet host its host agent's
+   * membership holds and it serves the fleet's committed epoch. Computed from
+   * memory and the clock: it never waits on a disk or a process.
+   */
+  readiness(now = Date.now()): ReadinessState {
+    const epoch = this.#view?.epoch ?? 0;
+    const fleet = this.#fleet.view();
+    const base = { epoch, slot: this.#view?.slot ?? null, fleet };
+    if (this.#closing) return { ...base, ready: false, reason: 'this server is shutting down' };
+    if (epoch === 0) return { ...base, ready: false, reason: 'no copy is mounted yet (the store has had no sync)' };
+    return { ...base, ...this.#fleet.judge(epoch, now) };
+  }
+
+  #registerReadinessMetrics(): void {
+    const registers = [this.metrics.registry];
+    const self = this;
+    new Gauge({
+      name: 'mirrorswap_server_ready',
+      help: 'Whether this server should take traffic (what /readyz says): 1 ready, 0 not',
+      registers,
+      collect() {
+        this.set(self.readiness().ready ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'mirrorswap_server_fleet_member',
+      help: "On a fleet host: 1 while its host agent's fleet membership holds, 0 once it lapsed or was lost",
+      labelNames: ['host'],
+      registers,
+      collect() {
+        this.reset();
+        const fleet = self.#fleet.view();
+        if (!fleet) return;
+        const until = fleet.until === null ? Number.NaN : Date.parse(fleet.until);
+        this.set({ host: fleet.host }, fleet.member && until > Date.now() ? 1 : 0);
+      },
+    });
+  }
+
   /** Re-read the epoch file now instead of waiting for the watcher. */
   refresh(): Promise<void> {
     return this.#watcher.check();
@@ -295,6 +342,7 @@ export class MountState<T> {
         }
       }
       await this.#heartbeat.close();
+      this.#fleet.close();
       if (this.#view) this.#hooks.onDrop?.(this.#view);
     })();
     return this.#closing;
@@ -380,6 +428,15 @@ class RequestPin<T> implements Pin<T> {
   };
 }
 
+/** What `readiness()` answers: whether to take traffic, why not, and the fleet membership it judged. */
+export interface ReadinessState {
+  ready: boolean;
+  reason: string | null;
+  epoch: number;
+  slot: SlotName | null;
+  fleet: FleetMembershipView | null;
+}
+
 /** What every mirrorswap middleware exposes about its mount, besides handling requests. */
 export interface MountSurface {
   /** Resolves once the epoch file has been read the first time and the heartbeat is written. */
@@ -397,6 +454,8 @@ export interface MountSurface {
   };
   /** Re-read the epoch file now. */
   refresh(): Promise<void>;
+  /** Whether to take traffic (a load balancer's check): see README, "Readiness". */
+  readiness(): ReadinessState;
 }
 
 export function mountSurface<T>(mount: MountState<T>): MountSurface {
@@ -413,5 +472,6 @@ export function mountSurface<T>(mount: MountState<T>): MountSurface {
       watch: mount.watchMode,
     }),
     refresh: () => mount.refresh(),
+    readiness: () => mount.readiness(),
   };
 }

@@ -7,6 +7,7 @@ import { Agent, type Agent as HttpAgent, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { readHeartbeats } from '../src/heartbeat.js';
+import { writeMembership } from '../src/fleet/membership.js';
 import { NginxCompanion } from '../src/nginx/companion.js';
 import { memoryLogger } from './helpers/app.js';
 import { type TestAgent, startTestAgent } from './helpers/agent.js';
@@ -48,11 +49,14 @@ interface Setup {
   logs: ReturnType<typeof memoryLogger>;
 }
 
-async function setUp(agentOptions: { drainTimeoutMs?: number } = {}): Promise<Setup> {
+async function setUp(
+  agentOptions: { drainTimeoutMs?: number } = {},
+  nginxOptions: Parameters<typeof startNginx>[0] = {},
+): Promise<Setup> {
   const store = await tempStore();
   await store.fill('master', { 'index.html': 'v1', 'big.bin': Buffer.alloc(64 * MB, 'A') });
   const agent = await startTestAgent(store, { serverTtlMs: 5000, ...agentOptions }, 128 * MB);
-  const nginx = await startNginx();
+  const nginx = await startNginx(nginxOptions);
   const logs = memoryLogger();
   // the companion first: it writes the include nginx's configuration needs
   const companion = await NginxCompanion.start({
@@ -375,6 +379,109 @@ describe('mirrorswap nginx as a process', () => {
     await waitFor('nginx to serve cmd-2', async () => (await get(s.nginx.port, '/index.html')).body === 'cmd-2', {
       timeout: 10_000,
     });
+  });
+});
+
+describe('mirrorswap nginx: nginx started with flags besides -c, -p and -g', () => {
+  let s: Setup;
+  before(async () => {
+    // -e (common in containers), and -g directives whose value holds spaces
+    s = await setUp({ drainTimeoutMs: 20_000 }, { args: ['-e', 'stderr', '-g', 'worker_rlimit_nofile 1024;'] });
+  });
+  after(() => tearDown(s));
+
+  it("started before nginx, as the guide says: no warning; a refused reload gives nginx's own reason; the log says the real retry interval", async () => {
+    assert.deepEqual(
+      s.logs.lines.filter((l) => l.level === 'warn' || l.level === 'error'),
+      [],
+      'nothing to warn about on the normal path',
+    );
+    assert.equal((await sync(s)).result, 'ok');
+    await s.nginx.breakConfig(true);
+    await put(s, 'index.html', 'v-broken');
+    const pending = sync(s);
+    await waitFor('the companion to say why', () => s.companion.status().lastError, { timeout: 10_000 });
+    const reason = s.companion.status().lastError ?? '';
+    assert.match(reason, /nginx refused the new configuration: .*unknown directive "this"/);
+    assert.doesNotMatch(reason, /open\(\)/, 'the check ran with the flags nginx was started with, not a mangled -c');
+    const failed = s.logs.lines.find((l) => l.level === 'error' && /did not switch/.test(l.msg));
+    // setUp's companion: --reload-timeout 1500 ms, --retry-interval 200 ms
+    assert.match(failed?.msg ?? '', /tried again in 200 ms .* up to 1500 ms .* a try every 1700 ms/);
+    await s.nginx.breakConfig(false);
+    const record = await pending;
+    assert.equal(record.result, 'ok', JSON.stringify(record));
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'v-broken');
+  });
+
+  it('a restarted companion reports the workers it found running as of unknown root, held on both slots', async () => {
+    const workers = s.companion.status().workers;
+    assert.ok(workers.length > 0);
+    // a download held on one of them keeps it alive past the reload the restarted companion makes
+    const download = heldDownload(s.nginx.port, '/big.bin');
+    await download.started;
+    await s.companion.close();
+    s.companion = await NginxCompanion.start({
+      layout: s.store,
+      includeFile: s.nginx.includeFile,
+      pidFile: s.nginx.pidFile,
+      reloadTimeout: 1500,
+      retryInterval: 200,
+      serverId: 'nginx-test',
+      heartbeatInterval: 200,
+      watch: 'native',
+      pollInterval: 1000,
+      logger: s.logs,
+    });
+    const retired = s.companion.status().retired;
+    assert.ok(Object.keys(retired).length > 0, 'the worker holding the download is retired');
+    for (const [pid, on] of Object.entries(retired)) {
+      assert.ok(workers.includes(Number(pid)), `${pid} was one of the workers running before`);
+      assert.equal(on, 'unknown', `worker ${pid}: ${JSON.stringify(retired)}`);
+    }
+    // until it exits, neither slot is reported free: its root is not known
+    await waitFor('the heartbeat to hold both slots', async () => {
+      const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      return hb && hb.inflight.a > 0 && hb.inflight.a === hb.inflight.b;
+    });
+    download.abort();
+    await waitFor('the old workers to exit', () => Object.keys(s.companion.status().retired).length === 0, {
+      timeout: 10_000,
+    });
+    await put(s, 'index.html', 'after-restart');
+    assert.equal((await sync(s)).result, 'ok');
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-restart');
+  });
+});
+
+describe('mirrorswap nginx: readiness for a load balancer in front of nginx', () => {
+  let s: Setup;
+  before(async () => {
+    s = await setUp();
+  });
+  after(() => tearDown(s));
+
+  it("ready while nginx serves an epoch; on a fleet host, not once the host's membership lapsed", async () => {
+    assert.equal((await sync(s)).result, 'ok');
+    await waitFor('ready', () => s.companion.readiness().ready);
+    const stamp = (until: number) => ({
+      format: 1 as const,
+      fleet: 'www',
+      host: 'web-1',
+      pid: 1,
+      member: true,
+      until: new Date(until).toISOString(),
+      fleetEpoch: null,
+      reason: null,
+      at: new Date().toISOString(),
+    });
+    await writeMembership(s.store.stateDir, stamp(Date.now() - 1));
+    await waitFor('not ready', () => !s.companion.readiness().ready);
+    assert.match(s.companion.readiness().reason ?? '', /fleet host web-1's fleet membership lapsed/);
+    await writeMembership(s.store.stateDir, stamp(Date.now() + 60_000));
+    await waitFor('ready again', () => s.companion.readiness().ready);
+    await s.nginx.stop();
+    await waitFor('not ready with nginx stopped', () => !s.companion.readiness().ready, { timeout: 5000 });
+    assert.match(s.companion.readiness().reason ?? '', /nginx is not running/);
   });
 });
 

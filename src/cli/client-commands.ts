@@ -263,6 +263,13 @@ function fleetLines(fleet: AgentStatus['fleet']): string[] {
     ...(fleet.evicted.length > 0
       ? [`  evicted: ${fleet.evicted.map((e) => `${e.host} from epoch ${e.epoch} at ${e.at}`).join('; ')}`]
       : []),
+    ...((fleet.gone ?? []).length > 0
+      ? [
+          `  gone (lease ended; out of rotation until it registers again): ${(fleet.gone ?? [])
+            .map((g) => `${g.host}${g.lastSeen ? ` (last seen ${g.lastSeen})` : ''}`)
+            .join('; ')}`,
+        ]
+      : []),
   ];
 }
 

@@ -15,6 +15,8 @@ export const FLEET_DEFAULTS = Object.freeze({
   /** Longest wait for every member to prepare a swap. */
   prepareTimeoutMs: 60_000,
   straggler: 'block' as StragglerPolicy,
+  /** The quorum of a swap: hosts that must prepare it for it to commit (0: no floor). */
+  minMembers: 0,
 });
 
 /** Reaching etcd: shared by the coordinator (`agent --etcd`) and `host`. */
@@ -90,6 +92,13 @@ export const COORDINATOR_FLAGS: FlagSpecs = {
     arg: 'DURATION',
     help: 'longest wait for every host to prepare a swap',
   },
+  'min-members': {
+    type: 'string',
+    env: 'MIRRORSWAP_MIN_MEMBERS',
+    default: String(FLEET_DEFAULTS.minMembers),
+    arg: 'N',
+    help: 'a swap commits only if at least N hosts prepared it; none is proposed while fewer are live (0: no floor)',
+  },
   'on-evict': {
     type: 'string',
     env: 'MIRRORSWAP_ON_EVICT',
@@ -155,6 +164,10 @@ export async function coordinatorFrom(
     throw new UsageError('--fleet-token-file is required with --etcd: hosts pull content with that token');
   const straggler = stringFlag(values, 'straggler') ?? FLEET_DEFAULTS.straggler;
   if (straggler !== 'block' && straggler !== 'evict') throw new UsageError(`--straggler ${straggler}: block or evict`);
+  const minMembersText = stringFlag(values, 'min-members') ?? String(FLEET_DEFAULTS.minMembers);
+  const minMembers = Number(minMembersText);
+  if (!/^\d+$/.test(minMembersText) || !Number.isSafeInteger(minMembers))
+    throw new UsageError(`--min-members ${minMembersText}: a whole number of hosts (0: no floor)`);
   let url = stringFlag(values, 'advertise');
   if (!url) {
     if (['0.0.0.0', '::', ''].includes(listen.host) || listen.port === 0)
@@ -172,6 +185,7 @@ export async function coordinatorFrom(
     leaseTtlSeconds: leaseSecondsFrom(values),
     prepareTimeoutMs: durationFlag(values, 'prepare-timeout', { min: 100 }) ?? FLEET_DEFAULTS.prepareTimeoutMs,
     straggler,
+    minMembers,
     onEvict: stringFlag(values, 'on-evict'),
   };
 }

@@ -35,6 +35,12 @@ export interface CoordinatorOptions {
   prepareTimeoutMs: number;
   straggler: StragglerPolicy;
   onEvict?: string | undefined;
+  /**
+   * The quorum: a swap commits only if at least this many hosts prepared it
+   * (0: no floor). With `evict`, it bounds how many hosts a swap may leave
+   * behind; with either policy, no swap is proposed while fewer hosts are live.
+   */
+  minMembers?: number;
 }
 
 /** One host as the coordinator sees it, for status. */
@@ -52,8 +58,17 @@ export interface FleetStatus {
   swap: SwapProposal | null;
   hosts: HostStatus[];
   evicted: { host: string; epoch: number; at: string }[];
+  /**
+   * Hosts that were members (seen live by this coordinator, or named by the
+   * committed epoch) and whose lease is gone: out of the fleet, and out of
+   * rotation (their servers' /readyz says 503), until they register again.
+   */
+  gone: { host: string; lastSeen: string | null }[];
   pulls: Record<SlotName, number>;
 }
+
+/** How long a host gone from the fleet is still named in status (a decommissioned host drops out after it). */
+const GONE_NAMED_MS = 24 * 3600_000;
 
 /** How often waits re-read etcd while they also watch it: a lost watch event costs at most this. */
 const BACKSTOP_MS = 250;
@@ -76,6 +91,8 @@ export class FleetCoordinator {
   #electedAt: number | null = null;
   #holder: string | null = null;
   #evicted: { host: string; epoch: number; at: string }[] = [];
+  /** Every host seen live since this coordinator started, and when last: one whose lease ended is named gone. */
+  readonly #seen = new Map<string, number>();
   #onElected: ((fleetEpoch: FleetEpoch | null) => Promise<void>) | undefined;
   #evictions: Counter<'fleet' | 'host'> | undefined;
   /** The revision of the last commit: acks come after it. */
@@ -219,7 +236,16 @@ export class FleetCoordinator {
   }): Promise<{ epoch: FleetEpoch; evicted: string[]; preparedMs: number }> {
     const fence = this.#fence();
     const current = await this.#etcd.get(this.keys.epoch);
-    const members = (await this.members()).map((m) => m.host);
+    const live = await this.members();
+    const members = live.map((m) => m.host);
+    const quorum = this.#opts.minMembers ?? 0;
+    if (members.length < quorum) {
+      const gone = this.#gone(live, parseJson<FleetEpoch>(current?.value)).map((g) => g.host);
+      throw new MirrorswapError(
+        'FLEET_QUORUM',
+        `the swap to epoch ${args.epoch} was not proposed, nothing switched: ${members.length} live host${members.length === 1 ? '' : 's'} (${members.join(', ') || 'none'}), fewer than --min-members ${quorum}${gone.length > 0 ? `; gone: ${gone.join(', ')}` : ''}`,
+      );
+    }
     const proposal: SwapProposal = {
       epoch: args.epoch,
       snapshot: args.snapshot,
@@ -243,6 +269,13 @@ export class FleetCoordinator {
         throw new MirrorswapError(
           'FLEET_PREPARE',
           `the swap to epoch ${args.epoch} was aborted, nothing switched: ${failed.map(why).join('; ')} (--straggler block)`,
+        );
+      }
+      // checked before any eviction: a swap that cannot commit takes nobody out
+      if (members.length - failed.length < quorum) {
+        throw new MirrorswapError(
+          'FLEET_QUORUM',
+          `the swap to epoch ${args.epoch} was aborted, nothing switched: ${members.length - failed.length} of ${members.length} hosts prepared it, fewer than --min-members ${quorum}: ${failed.map(why).join('; ')}`,
         );
       }
       for (const host of failed) await this.#evict(host, args.epoch, why(host));
@@ -449,7 +482,34 @@ export class FleetCoordinator {
   /** The live members (their keys are on their leases). */
   async members(): Promise<MemberRecord[]> {
     const { kvs } = await this.#etcd.getPrefix(this.keys.members);
-    return kvs.map((kv: KeyValue) => parseJson<MemberRecord>(kv.value)).filter((m): m is MemberRecord => m !== null);
+    const members = kvs
+      .map((kv: KeyValue) => parseJson<MemberRecord>(kv.value))
+      .filter((m): m is MemberRecord => m !== null);
+    this.#sawLive(members);
+    return members;
+  }
+
+  #sawLive(members: MemberRecord[]): void {
+    const now = Date.now();
+    for (const m of members) this.#seen.set(m.host, now);
+  }
+
+  /** Known hosts not live now: seen since this coordinator started, or members of the committed epoch. */
+  #gone(live: MemberRecord[], epoch: FleetEpoch | null): FleetStatus['gone'] {
+    const now = Date.now();
+    const liveHosts = new Set(live.map((m) => m.host));
+    const known = new Set([...this.#seen.keys(), ...(epoch?.members ?? [])]);
+    const gone: FleetStatus['gone'] = [];
+    for (const host of [...known].sort()) {
+      if (liveHosts.has(host)) continue;
+      const seen = this.#seen.get(host);
+      if (seen !== undefined && now - seen > GONE_NAMED_MS) {
+        this.#seen.delete(host);
+        continue;
+      }
+      gone.push({ host, lastSeen: seen === undefined ? null : new Date(seen).toISOString() });
+    }
+    return gone;
   }
 
   /** Every host's state, for status, the status page and metrics. */
@@ -472,6 +532,7 @@ export class FleetCoordinator {
         acked: parseJson<AckRecord>(value(this.keys.ack(m.host)))?.epoch ?? null,
         prepared: proposal ? parseJson<Prepared>(value(this.keys.preparedBy(proposal.snapshot, m.host))) : null,
       }));
+    this.#sawLive(hosts);
     return {
       fleet: this.#opts.fleet,
       coordinator: {
@@ -483,6 +544,7 @@ export class FleetCoordinator {
       swap: proposal,
       hosts,
       evicted: this.#evicted,
+      gone: this.#gone(hosts, epoch),
       pulls: this.snapshots.pulls(),
     };
   }

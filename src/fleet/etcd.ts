@@ -136,7 +136,7 @@ function rawCompare(c: Compare): object {
   return { ...base, target: 'VALUE', value: b64(c.value) };
 }
 
-/** The gateway client. Every unary call has a deadline and tries the next endpoint on a network failure. */
+/** The gateway client. Every unary call has a deadline per member and tries every member once before it fails. */
 export class EtcdGateway implements Etcd {
   readonly #endpoints: URL[];
   readonly #timeoutMs: number;
@@ -247,6 +247,8 @@ export class EtcdGateway implements Etcd {
     let request: http.ClientRequest | undefined;
     let next = opts.fromRevision ?? 0;
     let retryTimer: NodeJS.Timeout | undefined;
+    // this watch's own member: moving on from a failed one must not move where unary calls start
+    let member = this.#current;
     const start = () => {
       if (closed || this.#closed) return;
       const body = JSON.stringify({
@@ -256,7 +258,7 @@ export class EtcdGateway implements Etcd {
           ...(next > 0 ? { start_revision: String(next) } : {}),
         },
       });
-      const endpoint = this.#endpoints[this.#current];
+      const endpoint = this.#endpoints[member % this.#endpoints.length];
       let buffered = '';
       // A watch that hears nothing is fine; one whose connection died is noticed by the
       // socket's error or end, and by the progress-less deadline below (TCP keep-alive).
@@ -319,7 +321,7 @@ export class EtcdGateway implements Etcd {
       request?.destroy();
       if (err) {
         opts.onError?.(err);
-        this.#current = (this.#current + 1) % this.#endpoints.length;
+        member = (member + 1) % this.#endpoints.length;
       }
       retryTimer = setTimeout(
         () => {
@@ -340,12 +342,19 @@ export class EtcdGateway implements Etcd {
     };
   }
 
-  /** One unary call with a deadline, trying each endpoint in turn from the last one that answered. */
+  /**
+   * One unary call with a deadline per member, trying every member once, in
+   * turn from the last one that answered, before it fails. The starting
+   * point is read once: other calls move `#current` as they succeed, and an
+   * order recomputed from it mid-loop would try one member twice and skip a
+   * healthy one. The error names every member tried and what each answered.
+   */
   async #call(path: string, body: object, reauthenticated = false): Promise<unknown> {
     const payload = JSON.stringify(body);
     const errors: string[] = [];
+    const start = this.#current;
     for (let i = 0; i < this.#endpoints.length; i++) {
-      const index = (this.#current + i) % this.#endpoints.length;
+      const index = (start + i) % this.#endpoints.length;
       const endpoint = this.#endpoints[index];
       try {
         const answer = await this.#unary(endpoint, path, payload);

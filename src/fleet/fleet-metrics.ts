@@ -64,9 +64,30 @@ export function registerCoordinatorMetrics(
     });
   perHost('mirrorswap_fleet_host_epoch', 'Epoch each live host serves', (h) => h.epoch);
   perHost('mirrorswap_fleet_host_lag', "Epochs each live host is behind the fleet's committed one", (h) => h.lag);
-  perHost('mirrorswap_fleet_host_ready', "1 when the host serves the fleet's committed epoch", (h) =>
-    h.ready ? 1 : 0,
-  );
+  new Gauge({
+    name: 'mirrorswap_fleet_host_ready',
+    help: "1 when the host serves the fleet's committed epoch; 0 when it does not, or its lease is gone",
+    labelNames: ['fleet', 'host'],
+    registers,
+    async collect() {
+      this.reset();
+      const s = await read();
+      if (!s) return;
+      for (const h of s.hosts) this.set({ fleet: s.fleet, host: h.host }, h.ready ? 1 : 0);
+      for (const g of s.gone) this.set({ fleet: s.fleet, host: g.host }, 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_fleet_host_gone',
+    help: 'Hosts that were fleet members and whose lease is gone: out of the fleet and out of rotation',
+    labelNames: ['fleet', 'host'],
+    registers,
+    async collect() {
+      this.reset();
+      const s = await read();
+      for (const g of s?.gone ?? []) this.set({ fleet: s?.fleet ?? '', host: g.host }, 1);
+    },
+  });
   return new Counter({
     name: 'mirrorswap_fleet_evictions_total',
     help: 'Hosts evicted from a swap because they did not prepare it in time (--straggler evict)',

@@ -22,6 +22,8 @@ import {
   parseJson,
 } from './fleet-keys.js';
 import { LeaseKeeper } from './lease.js';
+import { type MembershipStamp, writeMembership } from './membership.js';
+import { CoalescedRun } from '../../middleware/coalesced-run.js';
 import { type PullStats, pullSnapshot } from './pull.js';
 
 export interface HostAgentOptions {
@@ -66,6 +68,9 @@ export interface HostStatus {
   pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
   etcdReachable: boolean;
+  /** A fleet member now (its lease surely holds), and until when, unless renewed. */
+  member: boolean;
+  memberUntil: string | null;
 }
 
 /** A pull under way: what it is for, how to abandon it, and its counts once it has them. */
@@ -120,6 +125,22 @@ export class HostAgent {
   #pulling: Pulling | null = null;
   #backstop: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
+  /** Until when etcd surely holds this host's lease (ms since the epoch); 0 while it holds none. */
+  #memberUntil = 0;
+  /**
+   * The committed epoch the stamp tells this host's servers to serve (or be
+   * not ready). Moved only once they switched to it, or when this host must
+   * catch up: a host that prepared a swap is never reported behind during the
+   * milliseconds between the commit and its servers' switch.
+   */
+  #stampEpoch: number | null = null;
+  /** Why this host is not a fleet member now, for the stamp its servers read. */
+  #notMember: string | null = 'not registered in the fleet yet';
+  /** Writes of the membership stamp: one at a time, the last always with the latest state. */
+  readonly #stamps = new CoalescedRun(
+    () => this.#writeStamp(),
+    () => false,
+  );
 
   private constructor(
     opts: ResolvedHostOptions,
@@ -145,7 +166,14 @@ export class HostAgent {
       lost: (reason) => {
         // answers lived on the lease: a proposal still open must be answered again
         this.#answered.clear();
+        this.#leftFleet(`its etcd lease ended (${reason}): the fleet no longer counts it until it registers again`);
         opts.log.warn({ reason }, 'fleet host lease lost: re-registering');
+      },
+      renewed: (until) => {
+        if (this.#closed) return;
+        this.#memberUntil = until;
+        if (!this.#impostor) this.#notMember = null;
+        void this.#stamps.run();
       },
       error: (err) => {
         this.#etcdReachable = false;
@@ -277,16 +305,24 @@ export class HostAgent {
     }
   }
 
-  /** Ready: this host's servers serve the fleet's committed epoch (what its /readyz says). */
+  /** Ready: this host's servers serve the fleet's committed epoch (what its member record says). */
   get ready(): boolean {
     return !this.#impostor && this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
+  }
+
+  /** Whether this host is a fleet member now: its lease surely holds (what its servers' stamp says). */
+  #memberNow(): boolean {
+    return this.#notMember === null && this.#memberUntil > Date.now();
   }
 
   status(): HostStatus {
     return {
       host: this.host,
       fleet: this.#opts.fleet,
-      ready: this.ready,
+      // what /readyz says: as its servers judge it, membership included (a host cut off from etcd is not)
+      ready: this.ready && this.#memberNow(),
+      member: this.#memberNow(),
+      memberUntil: this.#memberUntil > 0 ? new Date(this.#memberUntil).toISOString() : null,
       epoch: this.#local?.epoch ?? 0,
       mounted: this.#local?.mounted ?? null,
       fleetEpoch: this.#fleetEpoch?.epoch ?? null,
@@ -436,6 +472,9 @@ export class HostAgent {
     }
     if (slot === null) {
       this.#phase = 'catching_up';
+      // this host's servers are behind the fleet until it has caught up: they say so from now on
+      this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch.epoch);
+      await this.#stamps.run();
       this.#opts.log.warn(
         { epoch: epoch.epoch, snapshot: epoch.snapshot },
         `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
@@ -466,6 +505,8 @@ export class HostAgent {
       describe: (hb) => `is still at epoch ${hb.epoch}`,
     });
     this.#switched = epoch;
+    this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch);
+    void this.#stamps.run();
     await this.#putMember().catch(() => {});
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
@@ -518,6 +559,7 @@ export class HostAgent {
     const why = `host id ${this.host} is registered by another host agent (etcd lease ${holder?.lease ?? '?'}; or by this one before a restart, until that lease ends): give each host its own --host-id; this one follows the fleet but takes no part in its swaps`;
     if (this.#impostor !== why) this.#opts.log.error({ host: this.host }, why);
     this.#impostor = why;
+    this.#leftFleet(why);
   }
 
   async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
@@ -529,9 +571,44 @@ export class HostAgent {
     this.#slots = next;
   }
 
+  /** This host is out of the fleet: its servers say not ready from now on. */
+  #leftFleet(why: string): void {
+    this.#memberUntil = 0;
+    this.#notMember = why;
+    void this.#stamps.run();
+  }
+
+  /**
+   * Write what this host's servers judge their readiness by
+   * (`state/fleet-member.json`): whether it is a member, until when its lease
+   * surely holds, and the fleet's committed epoch. A failed write is logged;
+   * the stamp on disk then runs out by itself.
+   */
+  async #writeStamp(): Promise<void> {
+    const member = this.#notMember === null && this.#memberUntil > 0;
+    const stamp: MembershipStamp = {
+      format: 1,
+      fleet: this.#opts.fleet,
+      host: this.host,
+      pid: process.pid,
+      member,
+      until: member ? new Date(this.#memberUntil).toISOString() : null,
+      fleetEpoch: this.#stampEpoch,
+      reason: member ? null : (this.#notMember ?? 'no lease held'),
+      at: new Date().toISOString(),
+    };
+    try {
+      await writeMembership(this.#opts.layout.stateDir, stamp);
+    } catch (err) {
+      this.#opts.log.warn({ err: (err as Error).message }, 'cannot write the fleet membership stamp');
+    }
+  }
+
   /** Stop. `leave` gives the lease back, so the fleet stops counting this host at once. */
   async close(leave = true): Promise<void> {
     this.#closed = true;
+    this.#leftFleet('its host agent stopped');
+    await this.#stamps.settled();
     this.#pulling?.abort.abort();
     clearTimeout(this.#backstop);
     clearTimeout(this.#retry);

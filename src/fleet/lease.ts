@@ -6,6 +6,12 @@ export interface LeaseEvents {
   /** etcd said the lease is gone: everything on it is gone too. */
   lost(reason: string): void;
   error(err: Error): void;
+  /**
+   * etcd granted or renewed the lease: it holds at least until `until` (ms
+   * since the epoch), counted from before the request was sent, so never
+   * later than etcd's own deadline.
+   */
+  renewed?(until: number): void;
 }
 
 /**
@@ -38,6 +44,7 @@ export class LeaseKeeper {
 
   async #tick(): Promise<void> {
     if (this.#closed) return;
+    const asked = Date.now();
     try {
       if (this.#lease === null) {
         // held only once what lives on it is in place; a lease left over by a failure expires alone
@@ -49,6 +56,7 @@ export class LeaseKeeper {
         this.#events.lost('etcd says the lease expired');
         return this.#schedule(0);
       }
+      if (!this.#closed) this.#events.renewed?.(asked + this.#ttlSeconds * 1000);
     } catch (err) {
       this.#events.error(err as Error);
       return this.#schedule(250);

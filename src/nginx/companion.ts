@@ -1,15 +1,18 @@
 import { exec } from 'node:child_process';
+import { lstat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { EpochWatcher } from '../../middleware/epoch-watcher.js';
+import { FleetReadiness } from '../../middleware/fleet-readiness.js';
 import { HeartbeatWriter } from '../../middleware/heartbeat-writer.js';
+import type { ReadinessState } from '../../middleware/mount-state.js';
 import type { WatchMode } from '../../middleware/options.js';
 import { type EpochRecord, slotRoot } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
-import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
+import type { SlotName, StoreLayout } from '../store-layout.js';
 import { StoreLock } from '../agent/store-lock.js';
 import { writeInclude } from './include-file.js';
-import { configProblem, isWorker, masterNamedBy, readMasterPid, workersOf } from './nginx-processes.js';
+import { configProblem, isWorker, masterNamedBy, readMasterPid, runningMasters, workersOf } from './nginx-processes.js';
 
 export interface NginxCompanionOptions {
   layout: StoreLayout;
@@ -35,6 +38,8 @@ export const NGINX_DEFAULTS = {
   retryInterval: 5_000,
   /** How often retired workers and nginx's master are looked at. */
   checkInterval: 100,
+  /** A companion started before nginx warns only if no master is named after this long. */
+  missingMasterWarning: 30_000,
 } as const;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
@@ -50,6 +55,14 @@ interface Served {
 }
 
 class ReloadFailed extends Error {}
+
+/**
+ * The copy a retired worker may serve from: a slot, or `unknown` for a worker
+ * that was running before this companion knew what nginx had loaded (one it
+ * found at start). An unknown worker is counted in flight on both slots: it
+ * may serve either, so neither is reported free while it lives.
+ */
+export type RetiredOn = SlotName | 'unknown';
 
 /**
  * Makes a running nginx a web server of the store. On each new epoch it
@@ -68,6 +81,8 @@ export class NginxCompanion {
   readonly registry = new Registry();
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
+  /** The host's fleet membership stamp, on a fleet host: what /readyz judges besides nginx itself. */
+  readonly #fleet: FleetReadiness;
   #wanted: EpochRecord | null = null;
   /** The epoch whose include is on disk: any nginx (re)started reads it. */
   #written: Served | null = null;
@@ -75,7 +90,7 @@ export class NginxCompanion {
   /** Workers started on the include of `#served`. */
   #current = new Set<number>();
   /** Retired workers still alive, and the slot each may serve from. */
-  readonly #retired = new Map<number, SlotName>();
+  readonly #retired = new Map<number, RetiredOn>();
   #master: number | null = null;
   #lastError: string | null = null;
   #heartbeatStarted = false;
@@ -83,6 +98,7 @@ export class NginxCompanion {
   #again = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #checkTimer: NodeJS.Timeout | undefined;
+  #warnTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   readonly #metrics = {
@@ -138,30 +154,66 @@ export class NginxCompanion {
       kind: 'nginx',
       snapshot: () => {
         const inflight = { a: 0, b: 0 };
-        for (const slot of this.#retired.values()) inflight[slot]++;
+        for (const on of this.#retired.values()) {
+          if (on === 'unknown') {
+            inflight.a++;
+            inflight.b++;
+          } else inflight[on]++;
+        }
         return { epoch: this.#served?.epoch ?? 0, mounted: this.#served?.slot ?? null, inflight };
       },
       onError: (err) => opts.logger.warn({ err: err.message }, 'could not write the heartbeat'),
     });
+    this.#fleet = new FleetReadiness(opts.layout.epochFile, opts.heartbeatInterval);
   }
 
   static async start(opts: NginxCompanionOptions): Promise<NginxCompanion> {
-    if ((await readMasterPid(opts.pidFile)) === null && !(opts.reloadCmd && (await masterNamedBy(opts.reloadCmd)))) {
+    const missing =
+      (await readMasterPid(opts.pidFile)) === null && !(opts.reloadCmd && (await masterNamedBy(opts.reloadCmd)));
+    const pidFileThere = await lstat(opts.pidFile).then(
+      () => true,
+      () => false,
+    );
+    if (missing && pidFileThere) {
       // said loudly: a wrong --nginx-pid looks exactly like nginx stopped, which holds no copy
       opts.logger.warn(
         { pidFile: opts.pidFile },
-        `no running nginx master is named by ${opts.pidFile}: nginx is taken as stopped until one is; if nginx runs, --nginx-pid must name its pid file`,
+        `no running nginx master is named by ${opts.pidFile} (a pid file left by an nginx that died, or not nginx's): nginx is taken as stopped until one is; if nginx runs, --nginx-pid must name its pid file`,
+      );
+    } else if (missing) {
+      // the normal order (the companion first: it writes the include nginx's configuration needs)
+      opts.logger.info(
+        { pidFile: opts.pidFile },
+        `nginx is not running yet (there is no ${opts.pidFile}): it will serve the published epoch when it starts`,
       );
     }
     // One companion per include: a second would reload nginx and write the same heartbeat,
     // each counting the other's retired workers as its own current ones.
     const lock = await StoreLock.acquire(`${opts.includeFile}.lock`, 'mirrorswap nginx companion');
     const companion = new NginxCompanion(opts, lock);
+    await companion.#fleet.start();
     await companion.#watcher.start();
     // the companion's own loop: it keeps the process alive until close()
     companion.#checkTimer = setInterval(() => void companion.#check(), NGINX_DEFAULTS.checkInterval);
+    if (missing) companion.#warnIfStillMissing();
     await companion.settled();
     return companion;
+  }
+
+  /**
+   * Said loudly, but only once nginx has had time to start: a wrong
+   * --nginx-pid looks exactly like nginx stopped, which holds no copy.
+   */
+  #warnIfStillMissing(): void {
+    this.#warnTimer = setTimeout(async () => {
+      if (this.#closed || this.#master !== null || (await this.#findMaster()) !== null) return;
+      const others = await runningMasters().catch(() => []);
+      this.#opts.logger.warn(
+        { pidFile: this.#opts.pidFile, masters: others },
+        `no running nginx master has been named by ${this.#opts.pidFile} for ${NGINX_DEFAULTS.missingMasterWarning / 1000} s since the companion started${others.length > 0 ? `, but nginx masters run (pid ${others.join(', ')})` : ''}: nginx is taken as stopped; if nginx runs, --nginx-pid must name its pid file`,
+      );
+    }, NGINX_DEFAULTS.missingMasterWarning);
+    this.#warnTimer.unref();
   }
 
   /**
@@ -184,6 +236,21 @@ export class NginxCompanion {
       retired: Object.fromEntries(this.#retired),
       lastError: this.#lastError,
     };
+  }
+
+  /**
+   * Whether nginx should take traffic (the companion's /readyz, for a load
+   * balancer in front of nginx): nginx runs and serves an epoch, and on a
+   * fleet host the host's membership holds and nginx serves the committed
+   * epoch. From memory and the clock: it never waits.
+   */
+  readiness(now = Date.now()): ReadinessState {
+    const served = this.#served;
+    const base = { epoch: served?.epoch ?? 0, slot: served?.slot ?? null, fleet: this.#fleet.view() };
+    if (this.#closed) return { ...base, ready: false, reason: 'the nginx companion is stopping' };
+    if (this.#master === null) return { ...base, ready: false, reason: 'nginx is not running' };
+    if (!served) return { ...base, ready: false, reason: 'nginx serves no epoch of the store yet' };
+    return { ...base, ...this.#fleet.judge(served.epoch, now) };
   }
 
   /** Resolves once no switch is under way (one may fail: see `status().lastError`). */
@@ -222,7 +289,7 @@ export class NginxCompanion {
     this.#metrics.lastError.set(1);
     this.#opts.logger.error(
       { epoch: wanted.epoch, slot: wanted.mounted, serving: this.#served?.epoch ?? null, reason: err.message },
-      `nginx did not switch to epoch ${wanted.epoch}: it serves on from epoch ${this.#served?.epoch ?? 'unknown'}, and the agent's drain waits for it; tried again every ${this.#opts.retryInterval} ms`,
+      `nginx did not switch to epoch ${wanted.epoch}: it serves on from epoch ${this.#served?.epoch ?? 'unknown'}, and the agent's drain waits for it; tried again in ${this.#opts.retryInterval} ms (--retry-interval), each try waiting up to ${this.#opts.reloadTimeout} ms for new workers (--reload-timeout): a try every ${this.#opts.retryInterval + this.#opts.reloadTimeout} ms or so while it fails`,
     );
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => this.#converge(), this.#opts.retryInterval);
@@ -245,14 +312,17 @@ export class NginxCompanion {
       return;
     }
     this.#master = master;
-    const before = new Set([...this.#current, ...(await workersOf(master))]);
+    const known = new Set(this.#current);
+    // workers this companion did not see start (at its own start, all of them): their root is unknown
+    const found = (await workersOf(master)).filter((pid) => !known.has(pid) && !this.#retired.has(pid));
+    const before = new Set([...known, ...found]);
     const started = Date.now();
     if (this.#opts.reloadCmd) await runReloadCommand(this.#opts.reloadCmd);
     else process.kill(master, 'SIGHUP');
     const fresh = await this.#newWorkers(master, before, started);
-    // the workers from before may serve the old root (or, at start, an unknown one): the copy
-    // the agent may rewrite next is the one not mounted now
-    this.#retire(before, this.#served?.slot ?? otherSlot(slot));
+    // the workers from before serve the old root
+    this.#retire(known, this.#served?.slot ?? 'unknown');
+    this.#retire(found, 'unknown');
     this.#current = new Set(fresh);
     this.#metrics.reloads.inc();
     await this.#nowServing(this.#written, 'reload');
@@ -283,8 +353,8 @@ export class NginxCompanion {
     }
   }
 
-  #retire(pids: Iterable<number>, slot: SlotName | undefined): void {
-    for (const pid of pids) if (!this.#retired.has(pid)) this.#retired.set(pid, slot ?? 'a');
+  #retire(pids: Iterable<number>, on: RetiredOn | undefined): void {
+    for (const pid of pids) if (!this.#retired.has(pid)) this.#retired.set(pid, on ?? 'unknown');
     this.#countRetired();
   }
 
@@ -337,6 +407,14 @@ export class NginxCompanion {
         this.#opts.logger.warn({ previous }, 'nginx stopped');
       }
     }
+    // a reload is taken as done at its first new worker; the others start a moment later (and nginx
+    // respawns a worker that died with the same configuration): they serve what the last reload set
+    if (master !== null && master === this.#master && this.#served && !this.#converging) {
+      const workers = await workersOf(master);
+      if (!this.#converging && master === this.#master) {
+        for (const pid of workers) if (!this.#retired.has(pid)) this.#current.add(pid);
+      }
+    }
     if (changed) {
       this.#countRetired();
       await this.#heartbeat.writeNow();
@@ -344,10 +422,9 @@ export class NginxCompanion {
   }
 
   #countRetired(): void {
-    const counts = { a: 0, b: 0 };
-    for (const slot of this.#retired.values()) counts[slot]++;
-    this.#metrics.retired.set({ slot: 'a' }, counts.a);
-    this.#metrics.retired.set({ slot: 'b' }, counts.b);
+    const counts = { a: 0, b: 0, unknown: 0 };
+    for (const on of this.#retired.values()) counts[on]++;
+    for (const slot of ['a', 'b', 'unknown'] as const) this.#metrics.retired.set({ slot }, counts[slot]);
   }
 
   /**
@@ -360,6 +437,8 @@ export class NginxCompanion {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     clearInterval(this.#checkTimer);
+    clearTimeout(this.#warnTimer);
+    this.#fleet.close();
     await this.#watcher.close();
     await this.settled();
     const running = (await this.#findMaster().catch(() => null)) !== null;

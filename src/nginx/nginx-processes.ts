@@ -43,12 +43,79 @@ function stateOf(stat: string): string {
   return fieldsAfterName(stat)[0] ?? '';
 }
 
-async function cmdline(pid: number): Promise<string> {
+/** /proc/PID/cmdline as it is: NUL-separated arguments, or one string once a process set its title. */
+async function rawCmdline(pid: number): Promise<string> {
   try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '').replace(/\0/g, ' ');
+    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '');
   } catch {
     return '';
   }
+}
+
+/** The command line as one line of text: the process title, for telling masters and workers apart. */
+async function cmdline(pid: number): Promise<string> {
+  return (await rawCmdline(pid)).replace(/\0/g, ' ');
+}
+
+/** nginx's own options (nginx -h): those that take a value, and those that do not. */
+const VALUE_OPTIONS = new Set(['c', 'e', 'g', 'p', 's']);
+const BARE_OPTIONS = new Set(['?', 'h', 'v', 'V', 't', 'T', 'q']);
+
+/** Whether an argument is one of nginx's options, as nginx's own parser reads it. */
+function isNginxOption(arg: string): boolean {
+  if (arg.length < 2 || arg[0] !== '-') return false;
+  for (const ch of arg.slice(1)) {
+    if (VALUE_OPTIONS.has(ch)) return true; // the rest, or the next argument, is its value
+    if (!BARE_OPTIONS.has(ch)) return false;
+  }
+  return true;
+}
+
+/** The options nginx was started with that take a value, by letter (the last one given wins, as in nginx). */
+export type NginxOptions = Partial<Record<'c' | 'e' | 'g' | 'p' | 's', string>>;
+
+/**
+ * Read nginx's options from its arguments with nginx's own grammar: bare
+ * options may be grouped (`-tq`); an option that takes a value takes the rest
+ * of its argument (`-cFILE`) or the next one. `exact` says argument
+ * boundaries are known (a NUL-separated command line); when they are not (a
+ * master's title, where nginx joined its arguments with spaces), a value runs
+ * on to the next word that is an nginx option, so `-g "daemon off;"` or a
+ * path with a space is read whole.
+ */
+export function parseNginxArgs(args: string[], exact: boolean): NginxOptions {
+  const out: NginxOptions = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (!isNginxOption(arg)) continue;
+    for (let j = 1; j < arg.length; j++) {
+      const ch = arg[j] as string;
+      if (!VALUE_OPTIONS.has(ch)) continue;
+      const words: string[] = [];
+      const rest = arg.slice(j + 1);
+      if (rest) words.push(rest);
+      else if (i + 1 < args.length) words.push(args[++i] as string);
+      if (!exact) while (i + 1 < args.length && !isNginxOption(args[i + 1] as string)) words.push(args[++i] as string);
+      out[ch as keyof NginxOptions] = words.join(' ');
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * The options nginx's master `pid` was started with. nginx replaces its
+ * command line with its title ("nginx: master process /usr/sbin/nginx -c …"),
+ * so /proc/PID/cmdline is one string then; without a title (a build that
+ * keeps its arguments) it is NUL-separated, and each argument is exact.
+ */
+export async function masterOptions(pid: number): Promise<NginxOptions> {
+  const raw = await rawCmdline(pid);
+  const parts = raw.split('\0');
+  if (parts.length > 1) return parseNginxArgs(parts.slice(1), true);
+  const title = raw.replace(/^nginx: master process\s+/, '');
+  // the first word is the binary nginx was started as
+  return parseNginxArgs(title.split(' ').filter(Boolean).slice(1), false);
 }
 
 const isWorkerTitle = (title: string) => /^nginx: worker process/.test(title);
@@ -89,24 +156,39 @@ async function childrenByScan(parent: number): Promise<number[]> {
 }
 
 /**
+ * The arguments of `nginx -t` that check the configuration the way the
+ * running master reads it: its prefix (-p), file (-c) and directives (-g).
+ * Its error log (-e) is sent to stderr for the check, where the reason is
+ * read (and no log file is opened by the check): only when the master was
+ * given -e, so an nginx older than that option is never handed it.
+ */
+export function configTestArgs(options: NginxOptions): string[] {
+  const args = ['-t'];
+  if (options.p !== undefined) args.push('-p', options.p);
+  if (options.c !== undefined) args.push('-c', options.c);
+  if (options.g !== undefined) args.push('-g', options.g);
+  if (options.e !== undefined) args.push('-e', 'stderr');
+  return args;
+}
+
+/**
  * Ask nginx to check its configuration as the running master was started
- * (its binary and the -c, -p and -g it was given), to say why a reload was
+ * (its binary, working directory and options), to say why a reload was
  * refused. Returns nginx's own words, or null when the check passes.
  */
 export async function configProblem(master: number): Promise<string | null> {
   let exe: string;
+  let cwd: string | undefined;
   try {
     exe = await readlink(`/proc/${master}/exe`);
+    // relative -p and -c are read from where nginx was started
+    cwd = await readlink(`/proc/${master}/cwd`).catch(() => undefined);
   } catch {
     return null;
   }
-  // "nginx: master process /usr/sbin/nginx -c /etc/nginx/nginx.conf -g daemon off;"
-  const args = (await cmdline(master)).replace(/^nginx: master process\s+\S+\s*/, '');
-  const flags: string[] = [];
-  const re = /(-[cpg])\s+(.+?)(?=\s+-[cpg]\s|$)/g;
-  for (let m = re.exec(args); m; m = re.exec(args)) flags.push(m[1] as string, m[2] as string);
+  const args = configTestArgs(await masterOptions(master));
   return new Promise((resolve) => {
-    execFile(exe, ['-t', ...flags], { timeout: 10_000 }, (err, _stdout, stderr) => {
+    execFile(exe, args, { timeout: 10_000, cwd }, (err, _stdout, stderr) => {
       if (!err) resolve(null);
       else {
         const lines = stderr.split('\n').filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
@@ -114,6 +196,16 @@ export async function configProblem(master: number): Promise<string | null> {
       }
     });
   });
+}
+
+/** Every running nginx master on this host (by its title). */
+export async function runningMasters(): Promise<number[]> {
+  const masters: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    if (/^nginx: master process/.test(await cmdline(Number(name)))) masters.push(Number(name));
+  }
+  return masters;
 }
 
 /**
@@ -132,7 +224,7 @@ export async function masterNamedBy(reloadCmd: string): Promise<number | null> {
     const title = await cmdline(Number(name));
     if (!/^nginx: master process/.test(title)) continue;
     masters.push(Number(name));
-    const conf = /\s-c\s+(\S+)/.exec(title)?.[1];
+    const conf = (await masterOptions(Number(name))).c;
     if (conf !== undefined && confOfCmd !== undefined && conf === confOfCmd) matches.push(Number(name));
   }
   if (confOfCmd !== undefined && tokens.includes('-c')) return matches.length === 1 ? (matches[0] as number) : null;

@@ -16,7 +16,7 @@ export interface StaticServer {
 
 /**
  * The standalone web server (`mirrorswap serve`): the middleware on bare
- * node:http, plus `/healthz` and `/metrics`. Bare node:http rather than Express
+ * node:http, plus `/healthz`, `/readyz` and `/metrics`. Bare node:http rather than Express
  * because nothing here needs routing; see bench/README.md for the measurement.
  */
 export async function startStaticServer(
@@ -50,6 +50,16 @@ export async function startStaticServer(
       res.statusCode = state.epoch > 0 ? 200 : 503;
       res.setHeader('Content-Type', 'application/json');
       res.end(JSON.stringify({ ok: state.epoch > 0, epoch: state.epoch, slot: state.slot }));
+      return;
+    }
+    if (path === '/readyz') {
+      // what a load balancer checks: answered from memory and the clock, so it never waits on a
+      // disk or on the host agent (a stopped host agent's membership simply runs out)
+      const readiness = mw.readiness();
+      res.statusCode = readiness.ready ? 200 : 503;
+      res.setHeader('Content-Type', 'application/json');
+      res.setHeader('Cache-Control', 'no-store');
+      res.end(`${JSON.stringify(readiness)}\n`);
       return;
     }
     if (path === '/metrics') {

@@ -40,7 +40,7 @@ export interface TestNginx {
  * keep-alive are on, as in production: the tests show they do not carry the
  * old copy over a switch.
  */
-export async function startNginx(): Promise<TestNginx> {
+export async function startNginx(opts: { args?: string[]; server?: string } = {}): Promise<TestNginx> {
   const bin = nginxBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-nginx-'));
   const port = await freePort();
@@ -71,6 +71,7 @@ http {
     include ${includeFile};
     add_header X-Epoch $mirrorswap_epoch always;
     location ~ /\\. { return 404; }
+    ${opts.server ?? ''}
   }
 }
 `;
@@ -84,7 +85,7 @@ http {
     confFile,
     master: () => child?.pid,
     async start() {
-      child = spawn(bin, ['-c', confFile, '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = spawn(bin, ['-c', confFile, '-p', dir, ...(opts.args ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr?.on('data', (d: Buffer) => {
         stderr += d.toString();

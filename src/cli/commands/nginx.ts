@@ -70,7 +70,7 @@ export const NGINX_FLAGS: FlagSpecs = {
     type: 'string',
     env: 'MIRRORSWAP_NGINX_METRICS',
     arg: 'HOST:PORT',
-    help: 'serve /metrics (Prometheus) and /status (JSON) here',
+    help: 'serve /metrics (Prometheus), /status (JSON) and /readyz (for a load balancer) here',
   },
 };
 
@@ -117,7 +117,13 @@ export async function nginxCommand(values: FlagValues): Promise<number> {
     const serveMetrics = metricsHandler(companion.registry);
     metrics = createServer((req, res) => {
       if (req.url === '/metrics') serveMetrics(req, res);
-      else if (req.url === '/status') {
+      else if (req.url === '/readyz') {
+        const readiness = companion.readiness();
+        res.statusCode = readiness.ready ? 200 : 503;
+        res.setHeader('Content-Type', 'application/json');
+        res.setHeader('Cache-Control', 'no-store');
+        res.end(`${JSON.stringify(readiness)}\n`);
+      } else if (req.url === '/status') {
         res.setHeader('Content-Type', 'application/json');
         res.end(`${JSON.stringify(companion.status())}\n`);
       } else {
