@@ -1,15 +1,20 @@
-import { type Dirent, type Stats, readdirSync, readlinkSync } from 'node:fs';
+import { type Dirent, type Stats, accessSync, constants, readdirSync, readlinkSync } from 'node:fs';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { isDenied, treeMode } from '../tree-mode.js';
 import { lstatOrNullSync } from './lstat-or-null.js';
 import { planUnits, type WalkUnit } from './walk-units.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { walkPool } from './walk-pool.js';
 import { reportWalked } from './walk-report.js';
 
-/** One way the target differs from the source. */
+/**
+ * One way the target differs from the source. `unreadable`: an entry of the
+ * source this process may not read (a mode that shuts it out); what the
+ * target holds there is not compared, and a copy leaves it as it is.
+ */
 export interface Difference {
   path: string;
-  kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link';
+  kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link' | 'unreadable';
   /** For a missing entry: whether it is a directory, and a file's size. */
   dir?: boolean;
   size?: number;
@@ -25,13 +30,17 @@ export interface CompareSyncOptions {
   missingDirsWhole?: boolean;
 }
 
-function list(root: string, rel: string): Map<string, Dirent> {
+/** The entries of directory `rel` of `root`; null when this process may not read it (`denied` says so). */
+function list(root: string, rel: string, denied: null): Map<string, Dirent> | null;
+function list(root: string, rel: string): Map<string, Dirent>;
+function list(root: string, rel: string, denied?: null): Map<string, Dirent> | null {
   let entries: Dirent[];
   try {
     entries = readdirSync(rel === '' ? root : `${root}/${rel}`, { withFileTypes: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return new Map();
+    if (denied === null && isDenied(err)) return null;
     throw err;
   }
   const map = new Map<string, Dirent>();
@@ -40,6 +49,26 @@ function list(root: string, rel: string): Map<string, Dirent> {
 }
 
 const isDirectory = (path: string) => lstatOrNullSync(path)?.isDirectory() === true;
+
+/** Whether this process may list the directory at `path` and reach its entries. */
+function listable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK | constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The source entry's status; 'denied' when a parent's mode keeps this process from looking. */
+function lstatSource(path: string): Stats | null | 'denied' {
+  try {
+    return lstatOrNullSync(path);
+  } catch (err) {
+    if (isDenied(err)) return 'denied';
+    throw err;
+  }
+}
 
 const publishable = (st: Stats) => st.isFile() || st.isSymbolicLink() || st.isDirectory();
 
@@ -71,11 +100,19 @@ export function compareUnitSync(
   };
   const allMissing = (rel: string) => {
     if (opts.missingDirsWhole) return;
-    const names = list(source, rel);
+    const names = list(source, rel, null);
+    if (names === null) {
+      report(rel, 'unreadable');
+      return;
+    }
     reportWalked(names.size);
     for (const name of names.keys()) {
       const child = `${rel}/${name}`;
-      const st = lstatOrNullSync(at(source, child));
+      const st = lstatSource(at(source, child));
+      if (st === 'denied') {
+        report(child, 'unreadable');
+        continue;
+      }
       if (!st || !publishable(st)) continue;
       missing(child, st);
       if (st.isDirectory()) allMissing(child);
@@ -83,7 +120,12 @@ export function compareUnitSync(
   };
   const skip = new Set(unit.deep ? [] : unit.subunits);
   const walk = (rel: string, deep: boolean) => {
-    const src = list(source, rel);
+    const src = list(source, rel, null);
+    if (src === null) {
+      // what the target holds below is left as it is: nothing can be said of it
+      report(rel, 'unreadable');
+      return;
+    }
     const dst = list(target, rel);
     reportWalked(src.size);
     for (const [name, srcEnt] of src) {
@@ -91,11 +133,29 @@ export function compareUnitSync(
       const child = rel === '' ? name : `${rel}/${name}`;
       const dstEnt = dst.get(name);
       if (srcEnt.isDirectory() && dstEnt?.isDirectory()) {
+        const s = lstatSource(at(source, child));
+        const d = lstatOrNullSync(at(target, child));
+        if (s === 'denied') {
+          report(child, 'unreadable');
+          continue;
+        }
+        if (s?.isDirectory() && d?.isDirectory() && treeMode(s.mode, true) !== (d.mode & 0o7777)) {
+          // a directory whose mode shuts this process out keeps its copy as it is (mode included)
+          if (!listable(at(source, child))) {
+            report(child, 'unreadable');
+            continue;
+          }
+          report(child, 'mode');
+        }
         // a subdirectory that is a unit of its own is walked by whoever draws it
         if (deep || !skip.has(name)) walk(child, true);
         continue;
       }
-      const s = lstatOrNullSync(at(source, child));
+      const s = lstatSource(at(source, child));
+      if (s === 'denied') {
+        report(child, 'unreadable');
+        continue;
+      }
       if (!s || !publishable(s)) {
         if (dstEnt) report(child, 'extra'); // never published: nothing may stand there in a copy
         continue;
@@ -117,7 +177,7 @@ export function compareUnitSync(
         if (readlinkSync(at(source, child)) !== readlinkSync(at(target, child))) report(child, 'link');
       } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
         report(child, 'content');
-      } else if ((s.mode & 0o7777) !== (d.mode & 0o7777)) {
+      } else if (treeMode(s.mode, s.isDirectory()) !== (d.mode & 0o7777) && !s.isSymbolicLink()) {
         report(child, 'mode');
       }
     }
