@@ -46,4 +46,3 @@ export async function unlockTree(path: string): Promise<void> {
   const entries = await readdir(path, { withFileTypes: true }).catch(() => []);
   for (const e of entries) if (e.isDirectory()) await unlockTree(join(path, e.name));
 }
-
