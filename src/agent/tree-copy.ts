@@ -665,7 +665,8 @@ export class TreeCopier {
     if (dst && !dst.isDirectory()) await this.#remove(to);
     const final = treeMode(src.mode, true);
     const mode = fillable(final) ? final : fillingMode(final);
-    if (mode !== final) this.#dirs.setFinal(to, final);
+    // set again at the end in any case: an earlier write into it may have opened it, to give back its old mode
+    this.#dirs.setFinal(to, final);
     if (!dst?.isDirectory()) {
       await this.#dirs.open(dirname(to));
       // EEXIST: the same path listed twice

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chmod, lstat, mkdir, readFile, rm, unlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import express from 'express';
 import type { SwapRecord } from '../../src/agent/agent.js';
@@ -27,6 +27,13 @@ import type { TempStore } from './store.js';
 
 const RO = 0o555;
 
+/** Leave in `slot`'s temp directory what a clone cut short by a crash leaves: read-only directories. */
+async function crashLeftovers(slot: string): Promise<void> {
+  await fill(join(slot, '.mirrorswap-tmp'), { 'cut.0/ro/f.txt': 'f' });
+  await chmod(join(slot, '.mirrorswap-tmp/cut.0/ro'), RO);
+  await chmod(join(slot, '.mirrorswap-tmp/cut.0'), RO);
+}
+
 /** Write `files` under `root`, making parents as needed (all writable while being filled). */
 async function fill(root: string, files: Record<string, string>): Promise<void> {
   for (const [path, content] of Object.entries(files)) {
@@ -43,6 +50,19 @@ async function underReadOnly(root: string, dirs: string[], work: () => Promise<v
 }
 
 const modeOf = async (path: string) => (await lstat(path)).mode & 0o7777;
+
+/** Every entry below `root` (its temp directory and `except` left out) with its type and mode, walked here. */
+async function modesOf(root: string, except: string[], rel = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (path === '.mirrorswap-tmp' || except.includes(path)) continue;
+    const st = await lstat(join(root, path));
+    out.push(`${path} ${st.isDirectory() ? 'dir' : 'file'} ${(st.mode & 0o7777).toString(8)}`);
+    if (st.isDirectory()) out.push(...(await modesOf(root, except, path)));
+  }
+  return out.sort();
+}
 
 /** A master with read-only directories at several depths through init, journal and full syncs. */
 async function agentScenario(dir: string): Promise<void> {
@@ -62,7 +82,7 @@ async function agentScenario(dir: string): Promise<void> {
   for (const d of ['ro/deep/ro2/ro3', 'ro/deep/ro2', 'ro', 'empty-ro', 'gone/ro', 'gone']) await chmod(join(m, d), RO);
 
   // init copies master into both slots: it failed with EACCES on the first read-only directory
-  const agent = await startTestAgent({ ...layout } as TempStore, { auto: false });
+  let agent = await startTestAgent({ ...layout } as TempStore, { auto: false });
   const mounted = async () => {
     const epoch = await readEpochFile(layout.epochFile);
     assert.ok(epoch);
@@ -73,6 +93,7 @@ async function agentScenario(dir: string): Promise<void> {
       (d) => !except.some((p) => d.path === p || d.path.startsWith(`${p}/`)),
     );
     assert.deepEqual(diffs, [], `${why}: the mounted copy is master`);
+    assert.deepEqual(await modesOf(await mounted(), except), await modesOf(m, except), `${why}: modes`);
   };
   const sync = async (why: string, full = false): Promise<SwapRecord> => {
     const res = await agent.call('POST', `/v1/sync?wait=1${full ? '&full=1' : ''}`);
@@ -91,11 +112,19 @@ async function agentScenario(dir: string): Promise<void> {
     assert.equal(await modeOf(join(layout.slots.a, 'ro/deep/ro2/ro3')), RO);
     assert.equal(await modeOf(join(layout.slots.b, 'empty-ro')), RO);
 
+    // a restart over what a crash mid-clone left in both slots' temp directories
+    await agent.close();
+    await crashLeftovers(layout.slots.a);
+    await crashLeftovers(layout.slots.b);
+    agent = await startTestAgent({ ...layout } as TempStore, { auto: false });
+
     // a file changed under read-only directories, one added: journal syncs
     await underReadOnly(m, ['ro', 'ro/deep/ro2', 'ro/deep/ro2/ro3'], async () => {
       await writeFile(join(m, 'ro/a.txt'), 'a2');
       await writeFile(join(m, 'ro/deep/ro2/ro3/c.txt'), 'c2');
       await writeFile(join(m, 'ro/deep/ro2/new.txt'), 'new');
+      await fill(m, { 'ro/deep/ro2/newdir/x.txt': 'x' });
+      await chmod(join(m, 'ro/deep/ro2/newdir'), RO);
     });
     const journal = await syncBoth('a journal sync under read-only directories');
     assert.equal(journal[1]?.mode, 'incremental');
@@ -104,9 +133,14 @@ async function agentScenario(dir: string): Promise<void> {
     // the same by full compare
     await underReadOnly(m, ['ro'], async () => {
       await writeFile(join(m, 'ro/a.txt'), 'a3');
+      // a new tree under a read-only directory: cloned whole, and renamed into it
+      await fill(m, { 'ro/newtree/in/f.txt': 'f', 'ro/newtree/g.txt': 'g' });
+      await chmod(join(m, 'ro/newtree/in'), RO);
+      await chmod(join(m, 'ro/newtree'), RO);
     });
     const full = await syncBoth('a full sync under read-only directories', true);
     assert.equal(full[1]?.mode, 'full');
+    assert.equal(await modeOf(join(await mounted(), 'ro/newtree/in')), RO);
 
     // modes that change between syncs: a writable directory made read-only, and the reverse
     await chmod(join(m, 'open/x'), RO);
