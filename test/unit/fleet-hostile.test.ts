@@ -5,7 +5,9 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { frameHeader } from '../../src/fleet/fleet-api.js';
+import { readFile as readText } from 'node:fs/promises';
+import { MAX_PATHS_PER_REQUEST, frameHeader } from '../../src/fleet/fleet-api.js';
+import { PULL_LIMITS } from '../../src/fleet/fleet-limits.js';
 import type { ManifestEntry } from '../../src/fleet/manifest.js';
 import { type PullOptions, pullSnapshot } from '../../src/fleet/pull.js';
 import { tempDirs } from '../helpers/store.js';
@@ -314,5 +316,29 @@ describe('modes from a coordinator', () => {
     } finally {
       await c.close();
     }
+  });
+});
+
+describe('the bounds as docs/FLEET.md states them', () => {
+  it("each row of the table of what a host accepts is the code's bound", async () => {
+    const doc = await readText(new URL('../../../docs/FLEET.md', import.meta.url), 'utf8');
+    const row = (name: string) => {
+      const m = new RegExp(`^\\| ${name}\\s*\\| ([^|]+)\\|`, 'm').exec(doc);
+      assert.ok(m, `docs/FLEET.md has no row for ${name}`);
+      return (m[1] as string).replaceAll(',', '');
+    };
+    assert.equal(PULL_LIMITS.manifestBytes, 1024 ** 3);
+    assert.match(row('a manifest answer'), /^1 GiB /);
+    assert.match(row('entries of a manifest answer'), new RegExp(`^${PULL_LIMITS.manifestEntries} `));
+    assert.equal(PULL_LIMITS.frameHeaderBytes, 64 * 1024);
+    assert.match(row('a frame header'), /^64 KiB /);
+    assert.match(
+      row('a path'),
+      new RegExp(
+        `^${PULL_LIMITS.pathBytes} bytes .* ${PULL_LIMITS.pathDepth} segments each at most ${PULL_LIMITS.segmentBytes} bytes`,
+      ),
+    );
+    assert.match(row("a link's target"), new RegExp(`^${PULL_LIMITS.linkTargetBytes} bytes`));
+    assert.match(row('paths asked in one files request'), new RegExp(`^${MAX_PATHS_PER_REQUEST} `));
   });
 });
