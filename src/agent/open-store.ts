@@ -75,8 +75,14 @@ export async function openStore(
         'change journal was missing: the next sync of each slot compares whole trees',
       );
     }
-    const { created: initialised, recovered, record } = await initStore(layout, journal, slots, opts);
+    const { created: initialised, recovered, record, unreadable } = await initStore(layout, journal, slots, opts);
     if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
+    if (unreadable.length > 0) {
+      logger.error(
+        { unreadable: unreadable.slice(0, 20), count: unreadable.length },
+        `cannot read ${unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left out of both copies; give the agent's user read access`,
+      );
+    }
     if (recovered) {
       logger.warn(
         { epoch: record.epoch, mounted: record.mounted, recoveredFrom: recovered },

@@ -255,11 +255,11 @@ async function pullScenario(dir: string): Promise<void> {
     assert.equal(delta.full, false);
     assert.deepEqual(await treeOf(into), await treeOf(slots.b), 'a delta under read-only directories');
 
-    // a read-only tree removed, modes swapped: ro writable, other read-only
-    await version(slots.a, { 'ro/f.txt': 'f3', 'other/h.txt': 'h2' }, ['other']);
+    // a read-only tree replaced by a file, modes swapped: ro writable, other read-only
+    await version(slots.a, { 'ro/f.txt': 'f3', 'ro/sub': 'a file now', 'other/h.txt': 'h2' }, ['other']);
     const third = await snapshots.take('a');
     await pull(third, second);
-    assert.deepEqual(await treeOf(into), await treeOf(slots.a), 'a read-only tree removed');
+    assert.deepEqual(await treeOf(into), await treeOf(slots.a), 'a read-only tree replaced by a file');
 
     // a whole compare over a slot with read-only directories and strays under them
     await chmod(join(into, 'other'), 0o755);
