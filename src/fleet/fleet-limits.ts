@@ -7,7 +7,10 @@ import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../path-limits.js';
  * can hold. Each refusal names its bound. docs/FLEET.md lists them.
  */
 export interface PullLimits {
-  /** Bytes of one manifest answer (its JSON). A million files make some 200 MB. */
+  /**
+   * Bytes of one manifest answer (its JSON). A million files make some 200
+   * MB; V8 takes no string of more than 512 MiB, which the JSON must become.
+   */
   manifestBytes: number;
   /** Entries of one manifest answer, changed and removed together. */
   manifestEntries: number;
@@ -23,8 +26,8 @@ export interface PullLimits {
 }
 
 export const PULL_LIMITS: Readonly<PullLimits> = {
-  manifestBytes: 1024 * 1024 * 1024,
-  manifestEntries: 4_000_000,
+  manifestBytes: 500 * 1024 * 1024,
+  manifestEntries: 2_000_000,
   frameHeaderBytes: 64 * 1024,
   pathBytes: SYSTEM_PATH_BYTES,
   segmentBytes: SYSTEM_SEGMENT_BYTES,
