@@ -162,6 +162,10 @@ async function agentScenario(dir: string): Promise<void> {
     await chmod(join(m, 'new2/in'), RO);
     await chmod(join(m, 'new2'), RO);
     await syncBoth('a new read-only tree, full', true);
+    await chmod(join(m, 'new2/in'), 0o750);
+    await chmod(join(m, 'new2'), 0o751);
+    await chmod(join(m, 'open/x'), 0o755);
+    await syncBoth('directory modes changed, full', true);
 
     // a read-only tree deleted, a read-only directory replaced by a file, a file under one removed
     await underReadOnly(m, ['gone', 'gone/ro'], async () => {

@@ -225,4 +225,27 @@ describe('TreeCopier, modes', () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  it("a whole compare finds a directory whose mode changed, and the copy gives it master's", async () => {
+    const root = await mkdtemp(join(tmpdir(), 'mirrorswap-copy-modes-'));
+    try {
+      const source = join(root, 'src');
+      const target = join(root, 'dst');
+      await mkdir(join(source, 'a/b'), { recursive: true });
+      await mkdir(join(source, 'c'), { recursive: true });
+      await writeFile(join(source, 'a/b/f.txt'), 'f');
+      await mkdir(target);
+      await new TreeCopier(source, target, { durable: false }).mirrorAll();
+      await chmod(join(source, 'a/b'), 0o555);
+      await chmod(join(source, 'c'), 0o750);
+      const found = await new TreeCopier(source, target, { durable: false }).mirrorAll();
+      assert.deepEqual(found.sort(), ['a/b', 'c']);
+      assert.equal((await lstat(join(target, 'a/b'))).mode & 0o7777, 0o555);
+      assert.equal((await lstat(join(target, 'c'))).mode & 0o7777, 0o750);
+      await chmod(join(source, 'a/b'), 0o755);
+      await chmod(join(target, 'a/b'), 0o755);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
