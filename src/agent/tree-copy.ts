@@ -176,8 +176,7 @@ export class TreeCopier {
   /** Entries left out because the target cannot hold them. */
   readonly skipped: string[] = [];
   /** Entries of the source this process may not read: left as they are in the target. */
-  readonly unreadable: string[] = [];
-  readonly #unreadableSet = new Set<string>();
+  readonly #unreadable = new Set<string>();
   /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
   readonly #dirs = new WritableDirs();
   readonly stats: CopyStats = emptyStats();
@@ -215,15 +214,19 @@ export class TreeCopier {
     await rm(this.#tmpDir, { recursive: true, force: true });
   }
 
-  /** Note an entry of the source this process may not read: once per copy, a directory standing for its tree. */
+  /** Note an entry of the source this process may not read (once per copy). */
   #noteUnreadable(rel: string): void {
-    for (let i = rel.length; i > 0; i = rel.lastIndexOf('/', i - 1))
-      if (this.#unreadableSet.has(rel.slice(0, i))) return;
-    const under = `${rel}/`;
-    for (const known of this.#unreadableSet) if (known.startsWith(under)) this.#unreadableSet.delete(known);
-    this.#unreadableSet.add(rel);
-    this.unreadable.splice(0, this.unreadable.length, ...this.#unreadableSet);
-    this.stats.unreadable = this.#unreadableSet.size;
+    this.#unreadable.add(rel); // counted at the end (`#finish`), where a directory stands for its tree
+  }
+
+  /** Entries of the source this process may not read, left as they are: a directory stands for its tree. */
+  get unreadable(): string[] {
+    const within = (rel: string) => {
+      for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1))
+        if (this.#unreadable.has(rel.slice(0, i))) return true;
+      return false;
+    };
+    return [...this.#unreadable].filter((rel) => !within(rel));
   }
 
   /** The paths of `diffs` to copy: those the source lets this process read (the others are noted). */
@@ -470,6 +473,7 @@ export class TreeCopier {
   }
 
   async #finish(): Promise<void> {
+    this.stats.unreadable = this.unreadable.length;
     // every directory's own mode, now that nothing more lands in it
     for (const dir of await this.#dirs.settle()) this.#touchedDirs.add(dir);
     if (!this.#keepReplaced) await rm(this.#tmpDir, { recursive: true, force: true });
