@@ -186,7 +186,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     result.dirs++;
     copyEntries(fd, rel, dest, null);
     if (own) result.own = { rel, mode };
-    else if (mode !== 0o700) chmodSync(dest, mode);
+    else chmodSync(dest, mode); // also clears a setgid bit mkdir took from a setgid parent
   };
 
   // the unit's own path is checked once: none of its parents may be a link
