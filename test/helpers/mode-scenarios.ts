@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chmod, lstat, mkdir, readFile, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, rename, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import express from 'express';
 import type { SwapRecord } from '../../src/agent/agent.js';
@@ -203,12 +203,27 @@ async function agentScenario(dir: string): Promise<void> {
       'logged by path',
     );
     await writeFile(join(m, 'index.html'), 'home 2');
+    // nothing in a directory the agent may not read can be copied: not watching it is no gap in what
+    // the journal knows (its parent's watch sees its mode change), so syncs need not compare whole trees
+    const gaps = async () =>
+      /mirrorswap_agent_journal_gaps_total (\d+)/.exec(await (await agent.call('GET', '/metrics')).text())?.[1];
+    const gapsBefore = await gaps();
+    assert.match(gapsBefore ?? '', /^\d+$/);
+    // one made unreadable before it came under this name: never watched as it (the others were,
+    // before their chmod); a directory is moved within its parent without write on itself
+    await fill(m, { 'locked-soon/inside.txt': 'no' });
+    await chmod(join(m, 'locked-soon'), 0);
+    await rename(join(m, 'locked-soon'), join(m, 'locked2'));
+    unreadable.push('locked2');
     await syncBoth('a later change syncs', false, unreadable);
+    assert.equal(await gaps(), gapsBefore, 'no gap logged for a directory the agent may not read');
     await chmod(join(m, 'secret.txt'), 0o644);
     await chmod(join(m, 'locked'), 0o755);
+    await chmod(join(m, 'locked2'), 0o755);
     const readable = await syncBoth('readable again');
     assert.equal(readable[1]?.copied.unreadable, 0);
     assert.equal(await readFile(join(await mounted(), 'locked/inside.txt'), 'utf8'), 'no');
+    assert.equal(await readFile(join(await mounted(), 'locked2/inside.txt'), 'utf8'), 'no', 'seen once readable');
   } finally {
     await agent.close();
   }
