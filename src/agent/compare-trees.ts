@@ -50,10 +50,16 @@ function list(root: string, rel: string, denied?: null): Map<string, Dirent> | n
 
 const isDirectory = (path: string) => lstatOrNullSync(path)?.isDirectory() === true;
 
-/** Whether this process may list the directory at `path` and reach its entries. */
-function listable(path: string): boolean {
+/**
+ * Whether this process may read the source entry at `path` (of status
+ * `st`) as a copy must: a file's content, a directory's entries. A link is
+ * read by readlink, which takes no permission. Asked only of entries found
+ * different: one call each, not one per entry walked.
+ */
+function readable(path: string, st: Stats): boolean {
+  if (st.isSymbolicLink()) return true;
   try {
-    accessSync(path, constants.R_OK | constants.X_OK);
+    accessSync(path, st.isDirectory() ? constants.R_OK | constants.X_OK : constants.R_OK);
     return true;
   } catch {
     return false;
@@ -114,6 +120,10 @@ export function compareUnitSync(
         continue;
       }
       if (!st || !publishable(st)) continue;
+      if (!readable(at(source, child), st)) {
+        report(child, 'unreadable');
+        continue;
+      }
       missing(child, st);
       if (st.isDirectory()) allMissing(child);
     }
@@ -141,7 +151,7 @@ export function compareUnitSync(
         }
         if (s?.isDirectory() && d?.isDirectory() && treeMode(s.mode, true) !== (d.mode & 0o7777)) {
           // a directory whose mode shuts this process out keeps its copy as it is (mode included)
-          if (!listable(at(source, child))) {
+          if (!readable(at(source, child), s)) {
             report(child, 'unreadable');
             continue;
           }
@@ -161,7 +171,17 @@ export function compareUnitSync(
         continue;
       }
       const d = dstEnt ? lstatOrNullSync(at(target, child)) : null;
+      /** Report a difference, or that the source entry cannot be read to make it good. */
+      const differs = (kind: Difference['kind']): boolean => {
+        const ok = readable(at(source, child), s);
+        report(child, ok ? kind : 'unreadable');
+        return ok;
+      };
       if (d === null) {
+        if (!readable(at(source, child), s)) {
+          report(child, 'unreadable');
+          continue;
+        }
         missing(child, s);
         if (s.isDirectory()) allMissing(child);
         continue;
@@ -171,14 +191,13 @@ export function compareUnitSync(
         s.isSymbolicLink() !== d.isSymbolicLink() ||
         s.isFile() !== d.isFile()
       ) {
-        report(child, 'type');
-        if (s.isDirectory()) allMissing(child);
+        if (differs('type') && s.isDirectory()) allMissing(child);
       } else if (s.isSymbolicLink()) {
         if (readlinkSync(at(source, child)) !== readlinkSync(at(target, child))) report(child, 'link');
       } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
-        report(child, 'content');
-      } else if (treeMode(s.mode, s.isDirectory()) !== (d.mode & 0o7777) && !s.isSymbolicLink()) {
-        report(child, 'mode');
+        differs('content');
+      } else if (treeMode(s.mode, s.isDirectory()) !== (d.mode & 0o7777)) {
+        differs('mode');
       }
     }
     for (const name of dst.keys()) if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');
