@@ -30,17 +30,13 @@ export interface CompareSyncOptions {
   missingDirsWhole?: boolean;
 }
 
-/** The entries of directory `rel` of `root`; null when this process may not read it (`denied` says so). */
-function list(root: string, rel: string, denied: null): Map<string, Dirent> | null;
-function list(root: string, rel: string): Map<string, Dirent>;
-function list(root: string, rel: string, denied?: null): Map<string, Dirent> | null {
+function list(root: string, rel: string): Map<string, Dirent> {
   let entries: Dirent[];
   try {
     entries = readdirSync(rel === '' ? root : `${root}/${rel}`, { withFileTypes: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return new Map();
-    if (denied === null && isDenied(err)) return null;
     throw err;
   }
   const map = new Map<string, Dirent>();
@@ -49,6 +45,16 @@ function list(root: string, rel: string, denied?: null): Map<string, Dirent> | n
 }
 
 const isDirectory = (path: string) => lstatOrNullSync(path)?.isDirectory() === true;
+
+/** The entries of the source's directory `rel`; null when this process may not read it. */
+function listSource(source: string, rel: string): Map<string, Dirent> | null {
+  try {
+    return list(source, rel);
+  } catch (err) {
+    if (isDenied(err)) return null;
+    throw err;
+  }
+}
 
 /**
  * Whether this process may read the source entry at `path` (of status
@@ -61,8 +67,9 @@ function readable(path: string, st: Stats): boolean {
   try {
     accessSync(path, st.isDirectory() ? constants.R_OK | constants.X_OK : constants.R_OK);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    // gone or swapped meanwhile: the copy looks again and finds out
+    return !isDenied(err);
   }
 }
 
@@ -106,7 +113,7 @@ export function compareUnitSync(
   };
   const allMissing = (rel: string) => {
     if (opts.missingDirsWhole) return;
-    const names = list(source, rel, null);
+    const names = listSource(source, rel);
     if (names === null) {
       report(rel, 'unreadable');
       return;
@@ -130,7 +137,7 @@ export function compareUnitSync(
   };
   const skip = new Set(unit.deep ? [] : unit.subunits);
   const walk = (rel: string, deep: boolean) => {
-    const src = list(source, rel, null);
+    const src = listSource(source, rel);
     if (src === null) {
       // what the target holds below is left as it is: nothing can be said of it
       report(rel, 'unreadable');

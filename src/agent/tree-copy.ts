@@ -541,12 +541,22 @@ export class TreeCopier {
     const path = join(this.#source, rel);
     try {
       const st = await lstatOrNull(path);
-      if (st?.isDirectory()) await access(path, constants.R_OK | constants.X_OK);
+      if (st?.isDirectory()) await this.#mayList(path);
       return st;
     } catch (err) {
       if (!isDenied(err)) throw err;
       this.#noteUnreadable(rel);
       return 'denied';
+    }
+  }
+
+  /** Throws (EACCES) when this process may not list the directory at `path`; one gone meanwhile is not an error here. */
+  async #mayList(path: string): Promise<void> {
+    try {
+      await access(path, constants.R_OK | constants.X_OK);
+    } catch (err) {
+      // gone or swapped meanwhile (a writer racing the copy): the walk below finds out
+      if (!isGone(err)) throw err;
     }
   }
 
