@@ -126,7 +126,10 @@ async function applyDelta(
   };
 
   // 1. what went (deepest first); a path whose type changed goes too. A removal is a write:
-  // made only in a real directory of the slot, and of the entry itself, never where a link points
+  // made only in a real directory of the slot, and of the entry itself, never where a link points.
+  // Every removal's parents are checked before the first is made: one through a link refuses
+  // the pull with nothing removed.
+  for (const path of delta.removed) await parents.exists(path);
   for (const path of delta.removed) {
     if (!(await parents.exists(path))) continue; // a parent already gone: nothing there to remove
     await writable(path);

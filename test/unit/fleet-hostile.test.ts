@@ -79,6 +79,8 @@ async function slotBesidePrecious() {
   await writeFile(join(outside, 'tree/also.txt'), 'keep me too');
   await symlink(outside, join(into, 'link'));
   await writeFile(join(into, 'victim.txt'), 'in the slot');
+  await mkdir(join(into, 'in/the'), { recursive: true });
+  await writeFile(join(into, 'in/the/slot.txt'), 'in the slot');
   const intact = async () => {
     assert.equal(await readFile(join(outside, 'precious.txt'), 'utf8'), 'keep me');
     assert.equal(await readFile(join(outside, 'tree/also.txt'), 'utf8'), 'keep me too');
@@ -99,13 +101,20 @@ const pull = (url: string, into: string, extra: Partial<PullOptions> = {}) =>
   });
 
 describe('a hostile coordinator cannot change anything outside the slot', () => {
-  for (const removed of [['link/precious.txt'], ['link/tree'], ['link/tree/also.txt', 'link/tree']]) {
+  for (const removed of [
+    ['link/precious.txt'],
+    ['link/tree'],
+    ['link/tree/also.txt', 'link/tree'],
+    ['in/the/slot.txt', 'link/precious.txt'], // the first sorted first (deepest): checked, not removed
+  ]) {
     it(`removing ${JSON.stringify(removed)} through a link in the slot deletes nothing outside`, async () => {
       const s = await slotBesidePrecious();
       const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed }));
       try {
         await assert.rejects(pull(c.url, s.into), /not a directory/);
         await s.intact();
+        // refused before anything was removed, in the slot too
+        assert.equal(await readFile(join(s.into, 'in/the/slot.txt'), 'utf8'), 'in the slot');
       } finally {
         await c.close();
       }
