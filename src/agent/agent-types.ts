@@ -59,6 +59,8 @@ export interface SwapRecord {
   startedAt: string;
   phases: Partial<Record<SwapPhase, number>>;
   copied: CopyStats;
+  /** Paths of master the agent may not read (at most 100 of `copied.unreadable`): left as they were in the copy. */
+  unreadable?: string[];
   error?: { code: string; message: string };
   /** Servers dropped from a drain because their heartbeat went stale. */
   dropped: string[];

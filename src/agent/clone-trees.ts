@@ -20,6 +20,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
+import { isDenied, treeMode } from '../tree-mode.js';
 import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
 import type { WalkUnit } from './walk-units.js';
@@ -34,8 +35,10 @@ export interface CloneContext {
  * A unit of a clone: the source directory `rel` copied as the new directory
  * `dest` with everything below it (`deep`), or only its own entries into
  * `dest`, made beforehand, its subdirectories `subunits` being units of
- * their own. A shallow unit does not set its directory's mode: its subunits
- * may still be writing into it; it reports the mode (`shallow`) to set after.
+ * their own. No unit sets its own directory's mode: a shallow unit's
+ * subunits may still be writing into it, and a directory whose mode denies
+ * its owner write cannot be renamed to its place (its `..` is rewritten);
+ * each reports the mode (`own`) for the copier to set once all is placed.
  */
 export type CloneUnit = WalkUnit & {
   dest: string;
@@ -52,14 +55,16 @@ export interface CloneResult {
   missed: string[];
   /** Entries the target cannot hold (a name too long for its file system), left out. */
   skipped: string[];
+  /** Entries of the source this process may not read (its mode shuts it out), left out. */
+  unreadable: string[];
   /** The unit, when its directory was renamed to its `place`. */
   placed?: string;
-  /** A shallow unit's directory and its mode, to set once its subunits are done. */
-  shallow?: { dest: string; mode: number };
+  /** The unit's own directory and its mode (`treeMode`), to set once it is placed and its subunits are done. */
+  own?: { rel: string; mode: number };
 }
 
 export function emptyCloneResult(): CloneResult {
-  return { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [] };
+  return { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [], unreadable: [] };
 }
 
 /** Files up to this size are copied by one read and one write through their descriptors. */
@@ -125,6 +130,9 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
       work();
     } catch (err) {
       if (isUnplaceable(err)) result.skipped.push(rel);
+      // the clone writes only into directories it made (owner-writable until their last child
+      // is in): a refusal is the source's, an entry this process may not read
+      else if (isDenied(err)) result.unreadable.push(rel);
       else if (!isGone(err)) throw err; // gone or swapped meanwhile: the watcher reports it again
     }
   };
@@ -167,17 +175,29 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     }
   };
 
-  /** Copy the directory open as `fd` into the new directory `dest`. */
-  const copyDirectory = (fd: number, rel: string, dest: string): void => {
-    const st = fstatSync(fd);
+  /**
+   * Copy the directory open as `fd` into the new directory `dest`, writable
+   * until its last entry is in; then its own mode, unless it is the unit's
+   * (`own`: set by the copier once placed).
+   */
+  const copyDirectory = (fd: number, rel: string, dest: string, own = false): void => {
+    const mode = treeMode(fstatSync(fd).mode, true);
     mkdirSync(dest, { mode: 0o700 });
     result.dirs++;
     copyEntries(fd, rel, dest, null);
-    chmodSync(dest, st.mode & 0o7777);
+    if (own) result.own = { rel, mode };
+    else chmodSync(dest, mode); // also clears a setgid bit mkdir took from a setgid parent
   };
 
   // the unit's own path is checked once: none of its parents may be a link
-  const fd = openCheckedSync(source, unit.rel, constants.O_RDONLY | constants.O_DIRECTORY);
+  let fd: number | null;
+  try {
+    fd = openCheckedSync(source, unit.rel, constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch (err) {
+    if (!isDenied(err)) throw err;
+    result.unreadable.push(unit.rel);
+    return result;
+  }
   if (fd === null) {
     result.missed.push(unit.rel);
     return result;
@@ -186,7 +206,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     if (unit.deep) {
       let copied = false;
       guard(unit.rel, () => {
-        copyDirectory(fd, unit.rel, unit.dest);
+        copyDirectory(fd as number, unit.rel, unit.dest, true);
         copied = true;
       });
       if (copied && unit.place !== undefined) {
@@ -201,8 +221,9 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
         }
       }
     } else {
-      result.shallow = { dest: unit.dest, mode: fstatSync(fd).mode & 0o7777 };
-      guard(unit.rel, () => copyEntries(fd, unit.rel, unit.dest, new Set(unit.subunits)));
+      const dirFd = fd;
+      result.own = { rel: unit.rel, mode: treeMode(fstatSync(dirFd).mode, true) };
+      guard(unit.rel, () => copyEntries(dirFd, unit.rel, unit.dest, new Set(unit.subunits)));
     }
   } finally {
     closeSync(fd);
@@ -212,16 +233,17 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
 
 /**
  * Copy the regular file open as `fd` (whose status is `st`) to the new file
- * `dest`, with its mode and times; returns the bytes copied. A small file is one read and one write through the
+ * `dest`, with its mode (`treeMode`) and times; returns the bytes copied. A small file is one read and one write through the
  * descriptors, a large one `copy_file_range` in the kernel. Blocking calls,
  * for a walk thread.
  */
 export function copyOpenedFile(fd: number, st: Stats, dest: string): number {
-  const mode = st.mode & 0o7777;
+  const mode = treeMode(st.mode, false);
   if (st.size > SMALL_FILE) {
     copyFileSync(fdPath(fd), dest); // the path names the opened file
     const out = openSync(dest, constants.O_WRONLY);
     try {
+      fchmodSync(out, mode); // copyfile gave it the source's whole mode
       futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
     } finally {
       closeSync(out);
@@ -279,4 +301,5 @@ export function addCloneResult(all: CloneResult, part: CloneResult): void {
   all.dirs += part.dirs;
   all.missed.push(...part.missed);
   all.skipped.push(...part.skipped);
+  all.unreadable.push(...part.unreadable);
 }

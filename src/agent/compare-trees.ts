@@ -1,15 +1,20 @@
-import { type Dirent, type Stats, readdirSync, readlinkSync } from 'node:fs';
+import { type Dirent, type Stats, accessSync, constants, readdirSync, readlinkSync } from 'node:fs';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { isDenied, treeMode } from '../tree-mode.js';
 import { lstatOrNullSync } from './lstat-or-null.js';
 import { planUnits, type WalkUnit } from './walk-units.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { walkPool } from './walk-pool.js';
 import { reportWalked } from './walk-report.js';
 
-/** One way the target differs from the source. */
+/**
+ * One way the target differs from the source. `unreadable`: an entry of the
+ * source this process may not read (a mode that shuts it out); what the
+ * target holds there is not compared, and a copy leaves it as it is.
+ */
 export interface Difference {
   path: string;
-  kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link';
+  kind: 'missing' | 'extra' | 'type' | 'content' | 'mode' | 'link' | 'unreadable';
   /** For a missing entry: whether it is a directory, and a file's size. */
   dir?: boolean;
   size?: number;
@@ -41,6 +46,43 @@ function list(root: string, rel: string): Map<string, Dirent> {
 
 const isDirectory = (path: string) => lstatOrNullSync(path)?.isDirectory() === true;
 
+/** The entries of the source's directory `rel`; null when this process may not read it. */
+function listSource(source: string, rel: string): Map<string, Dirent> | null {
+  try {
+    return list(source, rel);
+  } catch (err) {
+    if (isDenied(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Whether this process may read the source entry at `path` (of status
+ * `st`) as a copy must: a file's content, a directory's entries. A link is
+ * read by readlink, which takes no permission. Asked only of entries found
+ * different: one call each, not one per entry walked.
+ */
+function readable(path: string, st: Stats): boolean {
+  if (st.isSymbolicLink()) return true;
+  try {
+    accessSync(path, st.isDirectory() ? constants.R_OK | constants.X_OK : constants.R_OK);
+    return true;
+  } catch (err) {
+    // gone or swapped meanwhile: the copy looks again and finds out
+    return !isDenied(err);
+  }
+}
+
+/** The source entry's status; 'denied' when a parent's mode keeps this process from looking. */
+function lstatSource(path: string): Stats | null | 'denied' {
+  try {
+    return lstatOrNullSync(path);
+  } catch (err) {
+    if (isDenied(err)) return 'denied';
+    throw err;
+  }
+}
+
 const publishable = (st: Stats) => st.isFile() || st.isSymbolicLink() || st.isDirectory();
 
 /**
@@ -71,19 +113,36 @@ export function compareUnitSync(
   };
   const allMissing = (rel: string) => {
     if (opts.missingDirsWhole) return;
-    const names = list(source, rel);
+    const names = listSource(source, rel);
+    if (names === null) {
+      report(rel, 'unreadable');
+      return;
+    }
     reportWalked(names.size);
     for (const name of names.keys()) {
       const child = `${rel}/${name}`;
-      const st = lstatOrNullSync(at(source, child));
+      const st = lstatSource(at(source, child));
+      if (st === 'denied') {
+        report(child, 'unreadable');
+        continue;
+      }
       if (!st || !publishable(st)) continue;
+      if (!readable(at(source, child), st)) {
+        report(child, 'unreadable');
+        continue;
+      }
       missing(child, st);
       if (st.isDirectory()) allMissing(child);
     }
   };
   const skip = new Set(unit.deep ? [] : unit.subunits);
   const walk = (rel: string, deep: boolean) => {
-    const src = list(source, rel);
+    const src = listSource(source, rel);
+    if (src === null) {
+      // what the target holds below is left as it is: nothing can be said of it
+      report(rel, 'unreadable');
+      return;
+    }
     const dst = list(target, rel);
     reportWalked(src.size);
     for (const [name, srcEnt] of src) {
@@ -91,17 +150,45 @@ export function compareUnitSync(
       const child = rel === '' ? name : `${rel}/${name}`;
       const dstEnt = dst.get(name);
       if (srcEnt.isDirectory() && dstEnt?.isDirectory()) {
+        const s = lstatSource(at(source, child));
+        const d = lstatOrNullSync(at(target, child));
+        if (s === 'denied') {
+          report(child, 'unreadable');
+          continue;
+        }
+        if (s?.isDirectory() && d?.isDirectory() && treeMode(s.mode, true) !== (d.mode & 0o7777)) {
+          // a directory whose mode shuts this process out keeps its copy as it is (mode included)
+          if (!readable(at(source, child), s)) {
+            report(child, 'unreadable');
+            continue;
+          }
+          report(child, 'mode');
+        }
         // a subdirectory that is a unit of its own is walked by whoever draws it
         if (deep || !skip.has(name)) walk(child, true);
         continue;
       }
-      const s = lstatOrNullSync(at(source, child));
+      const s = lstatSource(at(source, child));
+      if (s === 'denied') {
+        report(child, 'unreadable');
+        continue;
+      }
       if (!s || !publishable(s)) {
         if (dstEnt) report(child, 'extra'); // never published: nothing may stand there in a copy
         continue;
       }
       const d = dstEnt ? lstatOrNullSync(at(target, child)) : null;
+      /** Report a difference, or that the source entry cannot be read to make it good. */
+      const differs = (kind: Difference['kind']): boolean => {
+        const ok = readable(at(source, child), s);
+        report(child, ok ? kind : 'unreadable');
+        return ok;
+      };
       if (d === null) {
+        if (!readable(at(source, child), s)) {
+          report(child, 'unreadable');
+          continue;
+        }
         missing(child, s);
         if (s.isDirectory()) allMissing(child);
         continue;
@@ -111,14 +198,13 @@ export function compareUnitSync(
         s.isSymbolicLink() !== d.isSymbolicLink() ||
         s.isFile() !== d.isFile()
       ) {
-        report(child, 'type');
-        if (s.isDirectory()) allMissing(child);
+        if (differs('type') && s.isDirectory()) allMissing(child);
       } else if (s.isSymbolicLink()) {
         if (readlinkSync(at(source, child)) !== readlinkSync(at(target, child))) report(child, 'link');
       } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
-        report(child, 'content');
-      } else if ((s.mode & 0o7777) !== (d.mode & 0o7777)) {
-        report(child, 'mode');
+        differs('content');
+      } else if (treeMode(s.mode, s.isDirectory()) !== (d.mode & 0o7777)) {
+        differs('mode');
       }
     }
     for (const name of dst.keys()) if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');

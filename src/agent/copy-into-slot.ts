@@ -60,6 +60,14 @@ export async function copyIntoSlot(
         `left out ${copier.skipped.length} entries of master that slot ${slot}'s file system cannot hold (a name or path too long): rename them in master`,
       );
     }
+    if (copier.unreadable.length > 0) {
+      record.unreadable = copier.unreadable.slice(0, 100);
+      ctx.log.error(
+        { slot, unreadable: copier.unreadable.slice(0, 20), count: copier.unreadable.length },
+        `cannot read ${copier.unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left as they were in slot ${slot}; give the agent's user read access`,
+      );
+    }
+    ctx.metrics.unreadable.set(copier.unreadable.length);
     record.copied = { ...copier.stats };
     ctx.metrics.copiedFiles.inc(copier.stats.files);
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);

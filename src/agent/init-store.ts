@@ -19,6 +19,8 @@ export interface InitResult {
   /** The epoch file was missing from a store in use and was published again from what the store shows. */
   recovered: string | null;
   record: EpochRecord;
+  /** Entries of master the copies left out because this process may not read them (a new store only). */
+  unreadable: string[];
 }
 
 /**
@@ -89,14 +91,15 @@ export async function initStore(
     await mkdir(dir, { recursive: true });
   }
   const existing = await readEpochFile(layout.epochFile);
-  if (existing) return { created: false, recovered: null, record: existing };
+  if (existing) return { created: false, recovered: null, record: existing, unreadable: [] };
   const recovered = await recoverMount(layout);
   if (recovered) {
     const record = await publishEpoch(layout, recovered.epoch, recovered.mounted, opts.lease);
-    return { created: false, recovered: recovered.why, record };
+    return { created: false, recovered: recovered.why, record, unreadable: [] };
   }
   const seq = journal.lastSeq;
   const total = opts.withTotal ? await countTree(layout.master) : undefined;
+  const unreadable = new Set<string>();
   for (const slot of SLOTS) {
     // Made durable below, once for both: the second copy runs while the first is written back.
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
@@ -106,9 +109,11 @@ export async function initStore(
     await copier.clearTemp();
     await slots.set(slot, { seq: null, copying: true });
     await copier.mirrorAll();
+    for (const rel of copier.unreadable) unreadable.add(rel);
   }
   // one syncfs per file system holding a slot; only then is either copy said to be complete
   if (opts.durable ?? AGENT_DEFAULTS.durable) await syncFileSystems(SLOTS.map((slot) => layout.slots[slot]));
   for (const slot of SLOTS) await slots.set(slot, { seq, copying: false });
-  return { created: true, recovered: null, record: await publishEpoch(layout, 1, 'a', opts.lease) };
+  const record = await publishEpoch(layout, 1, 'a', opts.lease);
+  return { created: true, recovered: null, record, unreadable: [...unreadable] };
 }

@@ -1,6 +1,7 @@
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
+import { isDenied } from '../tree-mode.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
 import { forEachLimited } from './limiter.js';
 import { walkPool } from './walk-pool.js';
@@ -251,6 +252,10 @@ export class MasterWatcher {
       const code = (err as NodeJS.ErrnoException).code;
       // gone already, or too long a path for any call (so for the copy too: it is never published)
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return false;
+      // a directory the agent may not read: nothing in it can be copied either (each copy leaves
+      // it as it is, and reports it), so no change in it can be missed; the watch of its parent
+      // sees its mode change, and it is watched then
+      if (isDenied(err)) return false;
       this.#unwatchable.add(dir);
       this.#opts.onIncomplete(`cannot watch directory "${rel || '.'}" of master (${code ?? (err as Error).message})`);
       return false;

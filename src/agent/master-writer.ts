@@ -7,6 +7,8 @@ import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../atomic-write.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { unlockTree } from '../tree-mode.js';
+import { WritableDirs } from '../writable-dirs.js';
 import { writeStream } from '../write-all.js';
 import type { Journal, MasterOp } from './journal.js';
 import { entrySignature } from './master-watcher.js';
@@ -295,15 +297,48 @@ export class MasterWriter {
     }
   }
 
+  /**
+   * A directory of master whose mode denies its owner write (a read-only
+   * release written in by tools) is opened for the batch and given its mode
+   * back at its end (WritableDirs): a batch must never be left unfinished by
+   * a mode, or no write nor sync would run until someone changed it.
+   */
   async #applyOps(ops: MasterOp[], redo = false): Promise<void> {
+    const modes = new WritableDirs();
+    try {
+      await this.#applyOpsIn(ops, redo, modes);
+    } catch (err) {
+      await modes.settle().catch(() => {}); // what the batch opened gets its mode back; the batch is redone
+      throw err;
+    }
+    await modes.settle();
+  }
+
+  /** Open the deepest directory of master that holds `dir` now, for what mkdir -p makes in it. */
+  async #openNearest(dir: string, modes: WritableDirs): Promise<void> {
+    for (let d = dir; d.length >= this.#master.length; d = dirname(d)) {
+      const st = await lstat(d).catch(() => null);
+      if (st !== null) {
+        if (st.isDirectory()) await modes.open(d);
+        return;
+      }
+      if (dirname(d) === d) return;
+    }
+  }
+
+  async #applyOpsIn(ops: MasterOp[], redo: boolean, modes: WritableDirs): Promise<void> {
     const dirs = new Set<string>();
     for (const o of ops) {
       const target = join(this.#master, o.path);
       if (o.op === 'put') {
         let made = dirs.has(dirname(target));
         try {
-          if (!made) await mkdir(dirname(target), { recursive: true });
+          if (!made) {
+            await this.#openNearest(dirname(target), modes);
+            await mkdir(dirname(target), { recursive: true });
+          }
           made = true;
+          await modes.open(dirname(target));
           await rename(o.tmp, target);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
@@ -320,6 +355,9 @@ export class MasterWriter {
           throw err;
         }
       } else {
+        await modes.open(dirname(target));
+        await unlockTree(target); // a read-only directory below would stop the removal
+        modes.forget(target);
         await rm(target, { recursive: true, force: true });
       }
       dirs.add(dirname(target));

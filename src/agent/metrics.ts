@@ -14,6 +14,7 @@ export class AgentMetrics {
   readonly copiedFiles: Counter;
   readonly copiedBytes: Counter;
   readonly deletedFiles: Counter;
+  readonly unreadable: Gauge;
   readonly lastSuccess: Gauge;
   readonly writes: Counter<'op' | 'result'>;
   readonly hookFailures: Counter<'hook'>;
@@ -51,6 +52,11 @@ export class AgentMetrics {
     this.deletedFiles = new Counter({
       name: 'mirrorswap_agent_deleted_files_total',
       help: 'Entries deleted from a standby slot',
+      registers,
+    });
+    this.unreadable = new Gauge({
+      name: 'mirrorswap_agent_unreadable_entries',
+      help: 'Entries of master the agent may not read (their mode shuts it out), as the last copy found them: left as they were in the copy',
       registers,
     });
     this.lastSuccess = new Gauge({

@@ -4,6 +4,7 @@ import { type EpochRecord, readEpochFile } from '../epoch-file.js';
 import type { Logger } from '../logger.js';
 import { pathLimitsFor } from '../path-limits.js';
 import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
+import { unlockTree } from '../tree-mode.js';
 import { initStore } from './init-store.js';
 import { Journal } from './journal.js';
 import { MasterWriter } from './master-writer.js';
@@ -58,9 +59,14 @@ export async function openStore(
       await writer.redo(unfinished.seq, unfinished.ops);
     }
     await writer.clearTemp();
-    // what a swap killed before it freed it: entries a copy set aside, in either slot (never served)
+    // what a swap killed before it freed it: entries a copy set aside, in either slot (never served);
+    // a clone cut short may have left read-only directories there, made writable first
     await Promise.all(
-      SLOTS.map((slot) => rm(join(layout.slots[slot], TEMP_DIR_NAME), { recursive: true, force: true })),
+      SLOTS.map(async (slot) => {
+        const tmp = join(layout.slots[slot], TEMP_DIR_NAME);
+        await unlockTree(tmp);
+        await rm(tmp, { recursive: true, force: true });
+      }),
     );
     const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
     if (created && (await readEpochFile(layout.epochFile))) {
@@ -69,8 +75,14 @@ export async function openStore(
         'change journal was missing: the next sync of each slot compares whole trees',
       );
     }
-    const { created: initialised, recovered, record } = await initStore(layout, journal, slots, opts);
+    const { created: initialised, recovered, record, unreadable } = await initStore(layout, journal, slots, opts);
     if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
+    if (unreadable.length > 0) {
+      logger.error(
+        { unreadable: unreadable.slice(0, 20), count: unreadable.length },
+        `cannot read ${unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left out of both copies; give the agent's user read access`,
+      );
+    }
     if (recovered) {
       logger.warn(
         { epoch: record.epoch, mounted: record.mounted, recoveredFrom: recovered },

@@ -1,5 +1,6 @@
 import { closeSync, constants, fstatSync } from 'node:fs';
 import { copyOpenedFile, openCheckedSync } from './clone-trees.js';
+import { isDenied } from '../tree-mode.js';
 import { isGone } from './source-tree.js';
 
 /** What staging needs besides each file (sent to the walk threads). */
@@ -43,7 +44,14 @@ export interface Staged {
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
-  const fd = openCheckedSync(c.source, unit.rel, constants.O_RDONLY);
+  let fd: number | null;
+  try {
+    fd = openCheckedSync(c.source, unit.rel, constants.O_RDONLY);
+  } catch (err) {
+    // a file this process may not read: the copier looks at it again, and reports it
+    if (isDenied(err)) return notStaged;
+    throw err;
+  }
   if (fd === null) return notStaged;
   try {
     const st = fstatSync(fd);

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { type Stats, constants } from 'node:fs';
 import {
   type FileHandle,
+  access,
   chmod,
   copyFile,
   link,
@@ -18,6 +19,8 @@ import {
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../atomic-write.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { fillable, fillingMode, isDenied, treeMode, unlockTree } from '../tree-mode.js';
+import { WritableDirs } from '../writable-dirs.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import { addCloneResult, type CloneResult, type CloneUnit, emptyCloneResult } from './clone-trees.js';
 import { type Difference, compareTrees } from './compare-trees.js';
@@ -40,10 +43,12 @@ export interface CopyStats {
   dirs: number;
   /** Entries that cannot exist in the target (a name too long for its file system): left out, and reported. */
   skipped: number;
+  /** Entries of the source the agent may not read (a mode that shuts it out): left as they were, and reported. */
+  unreadable: number;
 }
 
 export function emptyStats(): CopyStats {
-  return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0 };
+  return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0, unreadable: 0 };
 }
 
 export interface CopyOptions {
@@ -170,6 +175,10 @@ export class TreeCopier {
   #sourceTree: Promise<SourceTree> | undefined;
   /** Entries left out because the target cannot hold them. */
   readonly skipped: string[] = [];
+  /** Entries of the source this process may not read: left as they are in the target. */
+  readonly #unreadable = new Set<string>();
+  /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
+  readonly #dirs = new WritableDirs();
   readonly stats: CopyStats = emptyStats();
 
   constructor(source: string, target: string, opts: CopyOptions = {}) {
@@ -200,7 +209,33 @@ export class TreeCopier {
         this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
       ),
     );
+    // an interrupted clone may have left read-only directories behind
+    await unlockTree(this.#tmpDir);
     await rm(this.#tmpDir, { recursive: true, force: true });
+  }
+
+  /** Note an entry of the source this process may not read (once per copy). */
+  #noteUnreadable(rel: string): void {
+    this.#unreadable.add(rel); // counted at the end (`#finish`), where a directory stands for its tree
+  }
+
+  /** Entries of the source this process may not read, left as they are: a directory stands for its tree. */
+  get unreadable(): string[] {
+    const within = (rel: string) => {
+      for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1))
+        if (this.#unreadable.has(rel.slice(0, i))) return true;
+      return false;
+    };
+    return [...this.#unreadable].filter((rel) => !within(rel));
+  }
+
+  /** The paths of `diffs` to copy: those the source lets this process read (the others are noted). */
+  #readable(diffs: Difference[]): Difference[] {
+    return diffs.filter((d) => {
+      if (d.kind !== 'unreadable') return true;
+      this.#noteUnreadable(d.path);
+      return false;
+    });
   }
 
   /**
@@ -217,15 +252,16 @@ export class TreeCopier {
       const dirs = await this.#copyLevels(list);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
-      const below = (await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked })).map(
-        (d) => d.path,
-      );
+      const below = this.#readable(
+        await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked }),
+      ).map((d) => d.path);
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
         found?.push(...below);
         await this.#copyLevels(below);
       }
     } catch (err) {
+      await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
       throw err;
     }
@@ -294,7 +330,7 @@ export class TreeCopier {
    * the end is the source's size in entries.
    */
   async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
-    const diffs = await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked });
+    const diffs = this.#readable(await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked }));
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
@@ -362,9 +398,10 @@ export class TreeCopier {
     }
     if (wholeTops.size > 0)
       units = [...units.filter((x) => !wholeTops.has(topOf(x.rel))), ...[...wholeTops].map(whole)];
-    const shallow = units.filter((u) => !u.deep);
-    const shallowRels = new Set(shallow.map((u) => u.rel));
+    const shallowRels = new Set(units.filter((u) => !u.deep).map((u) => u.rel));
     const modes = new Map<string, number>();
+    // a whole top directory is renamed into its parent by its thread: a read-only parent is opened first
+    for (const top of tops) await this.#dirs.open(dirname(join(this.#target, top)));
     const placed = new Set<string>();
     const cloned = emptyCloneResult();
     await walkPool.run<CloneUnit, CloneResult>(
@@ -377,7 +414,7 @@ export class TreeCopier {
           this.stats.files += part.files;
           this.stats.bytes += part.bytes;
           this.stats.dirs += part.dirs;
-          if (part.shallow) modes.set(part.shallow.dest, part.shallow.mode);
+          if (part.own) modes.set(part.own.rel, part.own.mode);
           if (part.placed !== undefined) placed.add(part.placed);
         }
         this.#onProgress?.(this.stats);
@@ -385,20 +422,18 @@ export class TreeCopier {
       },
       onWalked,
     );
-    // children before parents: a mode without write permission must not stop a child's
-    for (const u of [...shallow].reverse()) {
-      const mode = modes.get(u.dest);
-      if (mode !== undefined) await chmod(u.dest, mode);
-    }
     this.stats.skipped += cloned.skipped.length;
     this.skipped.push(...cloned.skipped);
+    for (const rel of cloned.unreadable) this.#noteUnreadable(rel);
     // A top directory that was not there to copy, or one split into units of which one was
     // not, is copied by path instead (compared whole); so is any other unit not there.
     const missedTops = new Set(cloned.missed.filter((rel) => destOfTop.has(rel) || shallowRels.has(rel)).map(topOf));
     const missed = [...missedTops, ...cloned.missed.filter((rel) => !missedTops.has(topOf(rel)))];
-    const skippedTops = new Set(cloned.skipped.filter((rel) => destOfTop.has(rel)));
+    const skippedTops = new Set([...cloned.skipped, ...cloned.unreadable].filter((rel) => destOfTop.has(rel)));
+    const placedTops = new Set<string>();
     for (const [rel, dest] of destOfTop) {
       if (missedTops.has(rel) || skippedTops.has(rel)) continue;
+      placedTops.add(rel);
       const to = join(this.#target, rel);
       if (placed.has(rel)) {
         this.#knownDirs.add(to);
@@ -406,6 +441,7 @@ export class TreeCopier {
         continue;
       }
       await this.#ensureParents(rel);
+      await this.#dirs.open(dirname(to));
       await rename(dest, to).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
         await this.#remove(to); // something appeared there meanwhile
@@ -414,6 +450,8 @@ export class TreeCopier {
       this.#knownDirs.add(to);
       this.#touchedDirs.add(dirname(to));
     }
+    // each unit's own directory gets its mode once the copy is done: writable until everything is in
+    for (const [rel, mode] of modes) if (placedTops.has(topOf(rel))) this.#dirs.setFinal(join(this.#target, rel), mode);
     return missed;
   }
 
@@ -435,6 +473,9 @@ export class TreeCopier {
   }
 
   async #finish(): Promise<void> {
+    this.stats.unreadable = this.unreadable.length;
+    // every directory's own mode, now that nothing more lands in it
+    for (const dir of await this.#dirs.settle()) this.#touchedDirs.add(dir);
     if (!this.#keepReplaced) await rm(this.#tmpDir, { recursive: true, force: true });
     if (this.#durable && this.#syncfsAtEnd) {
       await syncFileSystem(this.#target);
@@ -465,7 +506,8 @@ export class TreeCopier {
     if (await this.#placeStaged(rel, dst)) return false;
     // An entry swapped for another kind between the look and the copy is looked at again.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const src = await lstatOrNull(join(this.#source, rel));
+      const src = await this.#lookAtSource(rel);
+      if (src === 'denied') return false;
       if (src === null) {
         if (await lstatOrNull(dst)) await this.#remove(dst);
         return false;
@@ -481,11 +523,41 @@ export class TreeCopier {
         return true;
       }
       const tmp = `${this.#tmpPrefix}.${this.#tmpCount++}`;
-      if (!(await this.#copyEntry(rel, tmp))) continue;
+      const copied = await this.#copyEntry(rel, tmp);
+      if (copied === 'denied') return false;
+      if (!copied) continue;
       await this.#replaceWith(tmp, dst);
       return false;
     }
     return false; // still changing under us: the watcher reports it again, and the next sync copies it
+  }
+
+  /**
+   * The source entry at `rel`, or null when there is none; 'denied' (and
+   * noted) when this process may not read it: a parent it may not search,
+   * or a directory it may not list. The target's entry is then left as it is.
+   */
+  async #lookAtSource(rel: string): Promise<Stats | null | 'denied'> {
+    const path = join(this.#source, rel);
+    try {
+      const st = await lstatOrNull(path);
+      if (st?.isDirectory()) await this.#mayList(path);
+      return st;
+    } catch (err) {
+      if (!isDenied(err)) throw err;
+      this.#noteUnreadable(rel);
+      return 'denied';
+    }
+  }
+
+  /** Throws (EACCES) when this process may not list the directory at `path`; one gone meanwhile is not an error here. */
+  async #mayList(path: string): Promise<void> {
+    try {
+      await access(path, constants.R_OK | constants.X_OK);
+    } catch (err) {
+      // gone or swapped meanwhile (a writer racing the copy): the walk below finds out
+      if (!isGone(err)) throw err;
+    }
   }
 
   /**
@@ -522,9 +594,16 @@ export class TreeCopier {
    * descriptor (never by path after a check). False when there is no file or
    * link there now reached without following a link.
    */
-  async #copyEntry(rel: string, to: string): Promise<boolean> {
+  async #copyEntry(rel: string, to: string): Promise<boolean | 'denied'> {
     const tree = await this.#tree();
-    const file = await tree.openFile(rel);
+    let file: Awaited<ReturnType<SourceTree['openFile']>>;
+    try {
+      file = await tree.openFile(rel);
+    } catch (err) {
+      if (!isDenied(err)) throw err;
+      this.#noteUnreadable(rel); // a file whose mode shuts this process out
+      return 'denied';
+    }
     if (!file) {
       const target = await tree.readLink(rel);
       if (target === null) return false;
@@ -539,6 +618,9 @@ export class TreeCopier {
     } finally {
       await file.handle.close();
     }
+    // copyfile gave it the source's whole mode: setuid, setgid and sticky bits are not handed on
+    const mode = treeMode(file.stat.mode, false);
+    if ((file.stat.mode & 0o7777) !== mode) await chmod(to, mode);
     await utimes(to, msInside(file.stat.atimeMs), msInside(file.stat.mtimeMs));
     if (this.#durable && !this.#syncfsAtEnd) {
       const handle = await open(to, 'r');
@@ -552,6 +634,7 @@ export class TreeCopier {
 
   /** Rename a copied entry over the target path; a directory in the way goes first. */
   async #replaceWith(tmp: string, to: string): Promise<void> {
+    await this.#dirs.open(dirname(to));
     await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
       // a directory where the file goes: rename cannot replace it, so it goes first
       if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -574,6 +657,7 @@ export class TreeCopier {
         continue;
       }
       if (st) await this.#remove(dir);
+      await this.#dirs.open(dirname(dir));
       await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
@@ -583,13 +667,22 @@ export class TreeCopier {
     }
   }
 
-  /** Make the target's entry at `rel` a directory with the source's mode (its content is compared after). */
+  /**
+   * Make the target's entry at `rel` a directory with the source's mode (its
+   * content is compared after). A mode that denies its owner write is given
+   * at the end of the copy (`#finish`): until then the directory stays
+   * writable, for what is still to land in it.
+   */
   async #placeDirectory(rel: string, src: Stats): Promise<void> {
     const to = join(this.#target, rel);
     const dst = await lstatOrNull(to);
     if (dst && !dst.isDirectory()) await this.#remove(to);
-    const mode = src.mode & 0o7777;
+    const final = treeMode(src.mode, true);
+    const mode = fillable(final) ? final : fillingMode(final);
+    // set again at the end in any case: an earlier write into it may have opened it, to give back its old mode
+    this.#dirs.setFinal(to, final);
     if (!dst?.isDirectory()) {
+      await this.#dirs.open(dirname(to));
       // EEXIST: the same path listed twice
       const made = await mkdir(to, { mode }).then(
         () => true,
@@ -636,6 +729,10 @@ export class TreeCopier {
   }
 
   async #remove(path: string): Promise<void> {
+    await this.#dirs.open(dirname(path));
+    // a read-only directory anywhere in a tree stops its removal, and its move to another parent
+    await unlockTree(path);
+    this.#dirs.forget(path);
     // moved aside whole when kept (one rename, even for a directory), else removed here
     const kept = this.#keepReplaced ? await this.#replacedName().catch(() => null) : null;
     const moved =

@@ -127,7 +127,15 @@ function describeSwap(r: SwapRecord): string {
   const head = `${r.kind} to epoch ${r.epoch} (slot ${r.from} -> ${r.to}): ${r.result}`;
   const phases = `wait ${phaseMillis(r.phases.wait)}, copy ${phaseMillis(r.phases.copy)}, publish ${phaseMillis(r.phases.publish)}, drain ${phaseMillis(r.phases.drain)}`;
   const copied = `${r.mode} copy: ${r.copied.files} files, ${r.copied.bytes} bytes, ${r.copied.deleted} deleted`;
-  return [head, `  ${phases}`, `  ${copied}`, ...(r.error ? [`  error: ${r.error.message}`] : [])].join('\n');
+  // what master would not let the agent read: the copy left it as it was, every sync until it can
+  const unreadable = r.copied.unreadable
+    ? [
+        `  cannot read ${r.copied.unreadable} entries of master (left as they were): ${(r.unreadable ?? []).slice(0, 5).join(', ')}`,
+      ]
+    : [];
+  return [head, `  ${phases}`, `  ${copied}`, ...unreadable, ...(r.error ? [`  error: ${r.error.message}`] : [])].join(
+    '\n',
+  );
 }
 
 export async function syncCommand(values: FlagValues): Promise<number> {

@@ -4,6 +4,7 @@ import { type WalkUnit, planUnits } from '../agent/walk-units.js';
 import type { WalkedEntry } from './manifest-unit.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
+import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
 /**
  * One entry of a tree as a fleet host must reproduce it: what rsync's quick
@@ -163,13 +164,22 @@ export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
   return { changed, removed };
 }
 
-/** Why `path` may not be written into a slot (absolute, climbing, the temp directory), or null. */
-export function badPath(path: unknown): string | null {
+/**
+ * Why `path` may not be written into a slot (absolute, climbing, the temp
+ * directory, longer or deeper than a tree can hold: `PULL_LIMITS`), or null.
+ */
+export function badPath(path: unknown, limits: Readonly<PullLimits> = PULL_LIMITS): string | null {
   if (typeof path !== 'string' || path === '') return 'empty';
   if (path.includes('\0')) return 'a NUL byte';
   if (path.startsWith('/')) return 'absolute';
+  const bytes = Buffer.byteLength(path);
+  if (bytes > limits.pathBytes) return `${bytes} bytes long, over the bound of ${limits.pathBytes}`;
   const segments = path.split('/');
+  if (segments.length > limits.pathDepth)
+    return `${segments.length} segments deep, over the bound of ${limits.pathDepth}`;
   if (segments.some((s) => s === '' || s === '.' || s === '..')) return 'an empty, "." or ".." segment';
+  if (segments.some((s) => Buffer.byteLength(s) > limits.segmentBytes))
+    return `a segment over the bound of ${limits.segmentBytes} bytes`;
   if (segments[0] === TEMP_DIR_NAME) return `"${TEMP_DIR_NAME}" is reserved`;
   return null;
 }

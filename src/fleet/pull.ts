@@ -1,23 +1,20 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, lutimes, mkdir, open, rename, rm, symlink, chmod, utimes, unlink } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, open, rename, rm, symlink, utimes, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { msInside } from '../agent/copy-times.js';
 import { syncFileSystems } from '../agent/tree-copy.js';
 import { walkPool } from '../agent/walk-pool.js';
 import { fsyncDir } from '../atomic-write.js';
 import { MirrorswapError } from '../errors.js';
 import { TEMP_DIR_NAME } from '../store-layout.js';
-import {
-  type ManifestDelta,
-  type ManifestEntry,
-  badPath,
-  diffManifests,
-  hashLikelySame,
-  readManifest,
-} from './manifest.js';
+import { unlockTree } from '../tree-mode.js';
+import { WritableDirs } from '../writable-dirs.js';
+import { type ManifestDelta, type ManifestEntry, diffManifests, hashLikelySame, readManifest } from './manifest.js';
 import { MAX_PATHS_PER_REQUEST } from './fleet-api.js';
+import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
+import { checkFrameHeaderLength, checkManifestAnswer, parseFrameHeader, readCapped } from './pull-checks.js';
 
 export interface PullOptions {
   /** The coordinator's base URL. */
@@ -35,6 +32,8 @@ export interface PullOptions {
   signal?: AbortSignal;
   /** Hears the pull's counts once, as the object it keeps up to date (for status while it runs). */
   onStart?: (stats: Readonly<PullStats>) => void;
+  /** Bounds on what the coordinator may send (default `PULL_LIMITS`; tests lower them). */
+  limits?: Partial<PullLimits>;
 }
 
 export interface PullStats {
@@ -67,36 +66,46 @@ const BATCH_BYTES = 32 * 1024 * 1024;
  * files when it holds none known), remove what went, fetch what is new or
  * changed, each file written beside the tree, checked (size, SHA-256) and
  * renamed into place with its mode and time; directories last. Never writes
- * a file in place, never follows a link. The caller marks the slot
- * unfinished first and complete after.
+ * a file in place, never follows a link: every change, removals included,
+ * is made in a directory checked to be a real directory of the slot
+ * (`ParentCheck`). A directory whose mode denies its owner write is opened
+ * for the pull and given its mode back at the end (`WritableDirs`). What the
+ * coordinator sends is checked first (`pull-checks.ts`): its bounds, a delta
+ * only as the answer to the one asked for, modes masked. The caller marks
+ * the slot unfinished first and complete after.
  */
 export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false, totalFiles: 0, totalBytes: 0 };
   opts.onStart?.(stats);
+  const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
   const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
-  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`);
+  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`, limits.manifestBytes);
   stats.received += answer.bytes;
-  const body = answer.body as { base: string | null } & ManifestDelta;
-  if (!Array.isArray(body.changed) || !Array.isArray(body.removed))
-    throw new MirrorswapError('FLEET_PULL', 'the coordinator answered a malformed manifest');
+  const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
   let delta: ManifestDelta = body;
-  if (!body.base) {
+  if (body.base === null) {
     stats.full = true;
     // what the slot holds, by content where size and time alone would call it the same
     const local = await readManifest(opts.into);
     await hashLikelySame(opts.into, local, body.changed);
     delta = diffManifests(local, body.changed);
   }
-  for (const e of delta.changed) {
-    const bad = badPath(e.path);
-    if (bad)
-      throw new MirrorswapError('FLEET_PULL', `the coordinator sent an unsafe path ${JSON.stringify(e.path)}: ${bad}`);
+  const dirModes = new WritableDirs();
+  try {
+    return await applyDelta(opts, delta, stats, limits, dirModes);
+  } catch (err) {
+    await dirModes.settle().catch(() => {}); // modes given back; the slot stays marked unfinished
+    throw err;
   }
-  for (const p of delta.removed) {
-    const bad = badPath(p);
-    if (bad)
-      throw new MirrorswapError('FLEET_PULL', `the coordinator sent an unsafe path ${JSON.stringify(p)}: ${bad}`);
-  }
+}
+
+async function applyDelta(
+  opts: PullOptions,
+  delta: ManifestDelta,
+  stats: PullStats,
+  limits: Readonly<PullLimits>,
+  dirModes: WritableDirs,
+): Promise<PullStats> {
   const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= FSYNC_EACH_UP_TO;
   /** Directories whose entries changed: fsynced at the end when files are fsynced one by one. */
   const touched = new Set<string>();
@@ -110,24 +119,40 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   const parents = new ParentCheck(opts.into);
+  /** Check that `path`'s parents are real directories of the slot, and open its own for writing. */
+  const writable = async (path: string) => {
+    await parents.check(path);
+    await dirModes.open(dirname(join(opts.into, path)));
+  };
 
-  // 1. what went (deepest first); a path whose type changed goes too
+  // 1. what went (deepest first); a path whose type changed goes too. A removal is a write:
+  // made only in a real directory of the slot, and of the entry itself, never where a link points.
+  // Every removal's parents are checked before the first is made: one through a link refuses
+  // the pull with nothing removed.
+  for (const path of delta.removed) await parents.exists(path);
   for (const path of delta.removed) {
-    await rm(join(opts.into, path), { recursive: true, force: true });
+    if (!(await parents.exists(path))) continue; // a parent already gone: nothing there to remove
+    await writable(path);
+    const abs = join(opts.into, path);
+    await unlockTree(abs); // a read-only directory anywhere below would stop the removal
+    dirModes.forget(abs);
+    parents.forget(path);
+    await rm(abs, { recursive: true, force: true });
     stats.removed++;
   }
-  // 2. new directories, parents first (the manifest is sorted)
+  // 2. new directories, parents first (the manifest is sorted); their modes come last
   const dirs = delta.changed.filter((e) => e.type === 'dir');
   for (const d of dirs) {
-    await parents.check(d.path);
+    await writable(d.path);
     await mkdir(join(opts.into, d.path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
     await parents.isDirectory(d.path);
+    dirModes.setFinal(join(opts.into, d.path), d.mode);
   }
   // 3. links, by temp + rename
   for (const l of delta.changed.filter((e) => e.type === 'link')) {
-    await parents.check(l.path);
+    await writable(l.path);
     const temp = join(tmp, randomBytes(8).toString('hex'));
     await symlink(l.target ?? '', temp);
     await lutimes(temp, msInside(l.mtimeMs), msInside(l.mtimeMs)).catch(() => {});
@@ -149,13 +174,14 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
       batch.push(files[i++]);
     }
     opts.signal?.throwIfAborted();
-    for (const f of batch) await parents.check(f.path);
-    stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach);
+    for (const f of batch) await writable(f.path);
+    stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach, limits);
   }
-  // 5. directories' modes and times, deepest first (their children are in place)
+  // 5. directories' modes (and those of directories opened for the pull) and times, deepest
+  // first: their children are in place
+  await dirModes.settle();
   for (const d of [...dirs].reverse()) {
     const abs = join(opts.into, d.path);
-    await chmod(abs, d.mode);
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
   await rm(tmp, { recursive: true, force: true });
@@ -180,6 +206,25 @@ class ParentCheck {
     const cut = path.lastIndexOf('/');
     if (cut > 0) await this.isDirectory(path.slice(0, cut));
   }
+  /**
+   * Whether `path`'s parents are all there (then checked as `check` does:
+   * a link or a file among them is refused); false when one is missing.
+   */
+  async exists(path: string): Promise<boolean> {
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (this.#known.has(dir)) continue;
+      const st = await lstat(join(this.#root, dir)).catch(() => null);
+      if (st === null) return false;
+      await this.isDirectory(dir);
+    }
+    return true;
+  }
+  /** `path` was removed: it, and what was under it, are no longer known directories. */
+  forget(path: string): void {
+    for (const dir of this.#known) if (dir === path || dir.startsWith(`${path}/`)) this.#known.delete(dir);
+  }
   async isDirectory(dir: string): Promise<void> {
     if (this.#known.has(dir)) return;
     await this.check(dir);
@@ -200,6 +245,7 @@ async function fetchFiles(
   tmp: string,
   stats: PullStats,
   fsyncEach: boolean,
+  limits: Readonly<PullLimits>,
 ): Promise<number> {
   const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
     paths: batch.map((f) => f.path),
@@ -220,10 +266,8 @@ async function fetchFiles(
   try {
     for (const want of batch) {
       const lenBuf = await reader.read(4);
-      const header = JSON.parse((await reader.read(lenBuf.readUInt32BE(0))).toString('utf8')) as {
-        path: string;
-        size: number;
-      };
+      checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits);
+      const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)));
       if (header.path !== want.path || header.size !== want.size)
         throw new MirrorswapError(
           'FLEET_PULL',
@@ -333,12 +377,14 @@ class FrameReader {
   }
 }
 
-async function requestJson(opts: PullOptions, path: string): Promise<{ body: unknown; bytes: number }> {
+async function requestJson(opts: PullOptions, path: string, max: number): Promise<{ body: unknown; bytes: number }> {
   const res = await request(opts, path);
-  const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks);
-  return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+  const text = await readCapped(res, max, 'a manifest');
+  try {
+    return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+  } catch {
+    throw new MirrorswapError('FLEET_PULL', 'the coordinator sent a manifest that is not JSON');
+  }
 }
 
 /** One request to the coordinator, answered 200 within the timeout (an idle answer counts too), or an error naming why. */

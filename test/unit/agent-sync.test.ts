@@ -120,7 +120,7 @@ describe('agent sync and rollback through the API', () => {
     const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
     assert.equal(record.result, 'ok');
     assert.equal(record.mode, 'incremental');
-    assert.deepEqual(record.copied, { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0 });
+    assert.deepEqual(record.copied, { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0, unreadable: 0 });
     assert.equal((await readEpochFile(store.epochFile))?.mounted, record.to);
     assert.equal(await body('/page.html'), 'v2');
     const after = await stat(store.slotPositionsFile);

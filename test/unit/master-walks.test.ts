@@ -202,6 +202,7 @@ describe('walks of master count every entry once (the progress and ETA of full o
         deleted: 1,
         dirs: 0,
         skipped: 0,
+        unreadable: 0,
       }),
       'verify against slot b: 10 of ~100 entries, 10 entries/s, 10%, ETA 9s, copied 3 files, 1.0 MiB, deleted 1',
     );

@@ -188,3 +188,64 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     assert.deepEqual(await tempFilesIn(target), []);
   });
 });
+
+describe('TreeCopier, modes', () => {
+  it('copies permission bits only: setuid, setgid and sticky bits are masked off, by a full copy and by path', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'mirrorswap-copy-modes-'));
+    try {
+      const source = join(root, 'src');
+      const target = join(root, 'dst');
+      await mkdir(join(source, 'shared/group'), { recursive: true });
+      await mkdir(target);
+      const files = { 'setuid.sh': 0o4755, 'setgid.txt': 0o2644, 'shared/group/both': 0o6750 };
+      for (const [path, mode] of Object.entries(files)) {
+        await writeFile(join(source, path), path === 'shared/group/both' ? Buffer.alloc(2 * 1024 * 1024) : path);
+        await chmod(join(source, path), mode);
+      }
+      await chmod(join(source, 'shared'), 0o1777);
+      await chmod(join(source, 'shared/group'), 0o2755);
+      const modeOf = async (p: string) => (await lstat(join(target, p))).mode & 0o7777;
+      const expect = async () => {
+        assert.equal(await modeOf('setuid.sh'), 0o755);
+        assert.equal(await modeOf('setgid.txt'), 0o644);
+        assert.equal(await modeOf('shared/group/both'), 0o750);
+        assert.equal(await modeOf('shared'), 0o777);
+        assert.equal(await modeOf('shared/group'), 0o755);
+      };
+      await new TreeCopier(source, target, { durable: false }).mirrorAll();
+      await expect();
+      // the same paths copied again by name (a journal sync), over a tree that lost its modes
+      await rm(target, { recursive: true });
+      await mkdir(target);
+      await new TreeCopier(source, target, { durable: false }).copyPaths(['setuid.sh', 'setgid.txt', 'shared']);
+      await expect();
+      // and nothing is left for a comparison to find: the masked modes are what a copy must hold
+      assert.deepEqual(await new TreeCopier(source, target, { durable: false }).mirrorAll(), []);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it("a whole compare finds a directory whose mode changed, and the copy gives it master's", async () => {
+    const root = await mkdtemp(join(tmpdir(), 'mirrorswap-copy-modes-'));
+    try {
+      const source = join(root, 'src');
+      const target = join(root, 'dst');
+      await mkdir(join(source, 'a/b'), { recursive: true });
+      await mkdir(join(source, 'c'), { recursive: true });
+      await writeFile(join(source, 'a/b/f.txt'), 'f');
+      await mkdir(target);
+      await new TreeCopier(source, target, { durable: false }).mirrorAll();
+      await chmod(join(source, 'a/b'), 0o555);
+      await chmod(join(source, 'c'), 0o750);
+      const found = await new TreeCopier(source, target, { durable: false }).mirrorAll();
+      assert.deepEqual(found.sort(), ['a/b', 'c']);
+      assert.equal((await lstat(join(target, 'a/b'))).mode & 0o7777, 0o555);
+      assert.equal((await lstat(join(target, 'c'))).mode & 0o7777, 0o750);
+      await chmod(join(source, 'a/b'), 0o755);
+      await chmod(join(target, 'a/b'), 0o755);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
