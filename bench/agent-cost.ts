@@ -11,10 +11,10 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Pool } from 'undici';
-import { type AgentProc, startAgentProc } from '../test/helpers/cluster.js';
-import { tempStore } from '../test/helpers/store.js';
-import { FILES, TOKEN, batchTar, body } from '../test/soak/content.js';
-import { processCpuSeconds, threadSwitches } from '../test/soak/cpu.js';
+import { type AgentProc, startAgentProc } from '../testkit/cluster.js';
+import { tempStore } from '../testkit/store.js';
+import { FILES, TOKEN, batchTar, body } from '../testkit/soak/content.js';
+import { processCpuSeconds, threadSwitches } from '../testkit/soak/cpu.js';
 import { flag, machine } from './lib.js';
 
 const cycles = flag('cycles', 100);

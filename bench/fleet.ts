@@ -11,11 +11,11 @@
  *   node dist/bench/fleet.js [--swaps 30 --sizes 2,4,8]
  */
 import { randomBytes } from 'node:crypto';
-import { readEpochFile } from '../src/epoch-file.js';
+import { readEpochFile } from '../src/store/epoch-file.js';
 import { EtcdGateway } from '../src/fleet/etcd.js';
 import { fleetKeys } from '../src/fleet/fleet-keys.js';
-import { type EtcdCluster, startEtcdCluster } from '../test/helpers/etcd.js';
-import { type FleetHostProc, TestFleet } from '../test/helpers/fleet.js';
+import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
+import { type FleetHostProc, TestFleet } from '../testkit/fleet.js';
 import { flag, machine, percentile } from './lib.js';
 
 const swaps = flag('swaps', 30);

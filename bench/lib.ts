@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { mkdir, mkdtemp } from 'node:fs/promises';
-import { publishEpoch } from '../src/agent/publish.js';
-import { type SlotName, type StoreLayout, storeLayout } from '../src/store-layout.js';
+import { publishEpoch } from '../src/store/publish.js';
+import { type SlotName, type StoreLayout, storeLayout } from '../src/store/store-layout.js';
 import { fileURLToPath } from 'node:url';
 
 /** Start a bench target script (compiled, next to this file) and wait for the port it prints. */

@@ -11,9 +11,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { publishEpoch } from '../src/agent/publish.js';
+import { publishEpoch } from '../src/store/publish.js';
 import { NginxCompanion } from '../src/nginx/companion.js';
-import type { SlotName, StoreLayout } from '../src/store-layout.js';
+import type { SlotName, StoreLayout } from '../src/store/store-layout.js';
 import {
   benchStore,
   flag,

@@ -4,7 +4,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mirrorProxy } from '../middleware/mirror-proxy.js';
+import { mirrorProxy } from '../middleware/proxy/mirror-proxy.js';
 
 const [store, upstream] = process.argv.slice(2) as [string, string];
 const proxy = mirrorProxy({ store, upstreams: { a: upstream, b: upstream }, watch: 'native' });

@@ -15,8 +15,8 @@ import { Agent, get } from 'node:http';
 import { link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { publishEpoch } from '../src/agent/publish.js';
-import { storeLayout } from '../src/store-layout.js';
+import { publishEpoch } from '../src/store/publish.js';
+import { storeLayout } from '../src/store/store-layout.js';
 import { machine, rss, startTarget, stop } from './lib.js';
 
 function option(name: string, dflt: string): string {

@@ -8,7 +8,7 @@
 import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { fsyncDir } from '../src/atomic-write.js';
+import { fsyncDir } from '../src/store/atomic-write.js';
 import { benchStore, flag, machine, percentile, rss, startTarget, stop, wrk } from './lib.js';
 
 const duration = flag('duration', 10);

@@ -12,7 +12,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import express from 'express';
-import { mirrorStatic } from '../middleware/mirror-static.js';
+import { mirrorStatic } from '../middleware/static/mirror-static.js';
 
 const KINDS = ['static', 'mirror', 'mirror-node', 'ceiling', 'node-ceiling'];
 const [kind, store, cacheMaxBytes] = process.argv.slice(2);

@@ -20,7 +20,7 @@ import { mkdtemp, open, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { SwapRecord } from '../src/agent/agent.js';
-import { storeLayout } from '../src/store-layout.js';
+import { storeLayout } from '../src/store/store-layout.js';
 import { freePort, machine, requireCommand, rss, THIS_CLI, timed } from './lib.js';
 
 interface Shape {

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SwapRecord } from '../src/agent/agent.js';
-import { Limiter } from '../src/agent/limiter.js';
-import { TreeCopier } from '../src/agent/tree-copy.js';
+import { Limiter } from '../src/core/limiter.js';
+import { TreeCopier } from '../src/tree/tree-copy.js';
 import { flag, machine, requireCommand, rss, startTarget, stop, timed } from './lib.js';
 
 // as the CLI does (src/cli/bin.ts): the copier keeps many fs calls in flight

@@ -4,10 +4,10 @@ import type { ServerResponse } from 'node:http';
 import type { Stats } from 'node:fs';
 import ms from 'ms';
 import type { Registry } from 'prom-client';
-import { isIntegerAtLeast } from '../src/checks.js';
-import { SERVER_ID_PATTERN } from '../src/heartbeat.js';
-import type { MiddlewareLogger } from '../src/logger.js';
-import type { SlotName } from '../src/store-layout.js';
+import { isIntegerAtLeast } from '../src/core/checks.js';
+import { SERVER_ID_PATTERN } from '../src/store/heartbeat.js';
+import type { MiddlewareLogger } from '../src/core/logger.js';
+import type { SlotName } from '../src/store/store-layout.js';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
 
 export type WatchMode = 'auto' | 'native' | 'poll';

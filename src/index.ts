@@ -1,10 +1,10 @@
-export { mirrorStatic, type MirrorStatic, type PinnedMount } from '../middleware/mirror-static.js';
+export { mirrorStatic, type MirrorStatic, type PinnedMount } from '../middleware/static/mirror-static.js';
 export type { StaticOptions, MountOptions, WatchMode, DotfilesPolicy } from '../middleware/options.js';
 export { MOUNT_DEFAULTS, STATIC_DEFAULTS, PROXY_DEFAULTS } from '../middleware/defaults.js';
-export type { Logger, MiddlewareLogger } from './logger.js';
-export { metricsHandler } from '../middleware/metrics.js';
-export { mirrorProxy, type MirrorProxy, type ProxyOptions } from '../middleware/mirror-proxy.js';
-export { type EpochRecord, EPOCH_FORMAT, readEpochFile, parseEpochRecord } from './epoch-file.js';
-export { type Heartbeat, readHeartbeats } from './heartbeat.js';
-export { MirrorswapError } from './errors.js';
-export { type SlotName, type StoreLayout, storeLayout, DEFAULT_STORE } from './store-layout.js';
+export type { Logger, MiddlewareLogger } from './core/logger.js';
+export { metricsHandler } from '../middleware/mount/metrics.js';
+export { mirrorProxy, type MirrorProxy, type ProxyOptions } from '../middleware/proxy/mirror-proxy.js';
+export { type EpochRecord, EPOCH_FORMAT, readEpochFile, parseEpochRecord } from './store/epoch-file.js';
+export { type Heartbeat, readHeartbeats } from './store/heartbeat.js';
+export { MirrorswapError } from './core/errors.js';
+export { type SlotName, type StoreLayout, storeLayout, DEFAULT_STORE } from './store/store-layout.js';

@@ -1,14 +1,14 @@
-import type { EpochRecord } from '../epoch-file.js';
-import type { Logger } from '../logger.js';
-import type { FleetCoordinator } from '../fleet/coordinator.js';
-import type { StoreLayout } from '../store-layout.js';
+import type { EpochRecord } from '../store/epoch-file.js';
+import type { Logger } from '../core/logger.js';
+import type { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
+import type { StoreLayout } from '../store/store-layout.js';
 import type { ResolvedAgentOptions, SwapProgress } from './agent-types.js';
-import type { Journal } from './journal.js';
-import type { MasterWalks } from './master-walks.js';
-import type { MasterWatcher } from './master-watcher.js';
-import type { MasterWriter } from './master-writer.js';
-import type { AgentMetrics } from './metrics.js';
-import type { SlotPositions } from './slot-positions.js';
+import type { Journal } from './master/journal.js';
+import type { MasterWalks } from './master/master-walks.js';
+import type { MasterWatcher } from './master/master-watcher.js';
+import type { MasterWriter } from './master/master-writer.js';
+import type { AgentMetrics } from './api/metrics.js';
+import type { SlotPositions } from '../store/slot-positions.js';
 
 /**
  * What the agent's parts (the swap, the copy, the comparison with master)

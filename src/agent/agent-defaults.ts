@@ -1,3 +1,6 @@
+import { DRAIN_DEFAULTS } from '../store/drain.js';
+import { TREE_DEFAULTS } from '../tree/tree-defaults.js';
+
 /**
  * Every default of the agent, in one place: `Agent.start`, the CLI's flags
  * and their help, and the docs read them here. Durations in milliseconds,
@@ -5,9 +8,9 @@
  */
 export const AGENT_DEFAULTS = Object.freeze({
   /** Longest wait for servers to let go of a slot, before a copy and after a publish. */
-  drainTimeoutMs: 30_000,
+  drainTimeoutMs: DRAIN_DEFAULTS.drainTimeoutMs,
   /** A server whose heartbeat is older than this is dead; also the lease written into the epoch file. */
-  serverTtlMs: 10_000,
+  serverTtlMs: DRAIN_DEFAULTS.serverTtlMs,
   /** Sync this often when master has changes (0: never). */
   intervalMs: 0,
   /** Sync once changes to master have settled for `settleMs`. */
@@ -16,7 +19,7 @@ export const AGENT_DEFAULTS = Object.freeze({
   /** Watch master for changes made by tools writing to it directly. */
   watchMaster: true,
   /** fsync copied files before publishing them. */
-  durable: true,
+  durable: TREE_DEFAULTS.durable,
   /** Compare master with the mounted copy this often, to catch changes the journal missed (0: never). */
   verifyIntervalMs: 10 * 60_000,
 });

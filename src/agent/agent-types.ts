@@ -1,10 +1,10 @@
-import type { CoordinatorOptions, FleetStatus } from '../fleet/coordinator.js';
-import type { Heartbeat } from '../heartbeat.js';
-import type { Logger } from '../logger.js';
-import type { SlotName, StoreLayout } from '../store-layout.js';
-import type { SwapPhase, SwapResult } from './metrics.js';
-import type { CopyStats } from './tree-copy.js';
-import type { WalkProgress } from './master-walks.js';
+import type { CoordinatorOptions, FleetStatus } from '../fleet/coordinator/coordinator.js';
+import type { Heartbeat } from '../store/heartbeat.js';
+import type { Logger } from '../core/logger.js';
+import type { SlotName, StoreLayout } from '../store/store-layout.js';
+import type { SwapPhase, SwapResult } from './api/metrics.js';
+import type { CopyStats } from '../tree/tree-copy.js';
+import type { WalkProgress } from './master/master-walks.js';
 
 /** `Agent.start`'s options; each default is in `AGENT_DEFAULTS`. */
 export interface AgentOptions {

@@ -1,27 +1,27 @@
 import { join } from 'node:path';
-import type { EpochRecord } from '../epoch-file.js';
-import { FleetCoordinator } from '../fleet/coordinator.js';
-import { fleetRouter } from '../fleet/fleet-api.js';
+import type { EpochRecord } from '../store/epoch-file.js';
+import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
+import { fleetRouter } from '../fleet/coordinator/fleet-api.js';
 import type { Router } from 'express';
-import { isLive, readHeartbeats } from '../heartbeat.js';
-import { type SlotName, type StoreLayout, otherSlot } from '../store-layout.js';
+import { isLive, readHeartbeats } from '../store/heartbeat.js';
+import { type SlotName, type StoreLayout, otherSlot } from '../store/store-layout.js';
 import type { AgentContext } from './agent-context.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import type { AgentOptions, AgentStatus, ReconcileTrigger, ResolvedAgentOptions, SwapRecord } from './agent-types.js';
-import { compareTrees } from './compare-trees.js';
-import type { Journal } from './journal.js';
-import { MasterWatcher } from './master-watcher.js';
-import { MasterWalks } from './master-walks.js';
-import type { MasterWriter } from './master-writer.js';
-import { AgentMetrics } from './metrics.js';
+import { compareTrees } from '../tree/compare-trees.js';
+import type { Journal } from './master/journal.js';
+import { MasterWatcher } from './master/master-watcher.js';
+import { MasterWalks } from './master/master-walks.js';
+import type { MasterWriter } from './master/master-writer.js';
+import { AgentMetrics } from './api/metrics.js';
 import { type OpenedStore, openStore } from './open-store.js';
-import { type ReconcileResult, reconcileMaster } from './reconcile.js';
-import { followCommitted } from './fleet-truth.js';
-import { Schedule } from './schedule.js';
-import type { StoreLock } from './store-lock.js';
-import { runSwap } from './swap.js';
-import { SwapQueue } from './swap-queue.js';
-import type { Difference } from './tree-copy.js';
+import { type ReconcileResult, reconcileMaster } from './swap/reconcile.js';
+import { followCommitted } from './swap/fleet-truth.js';
+import { Schedule } from './swap/schedule.js';
+import type { StoreLock } from '../store/store-lock.js';
+import { runSwap } from './swap/swap.js';
+import { SwapQueue } from './swap/swap-queue.js';
+import type { Difference } from '../tree/tree-copy.js';
 
 export type {
   AgentOptions,

@@ -1,14 +1,14 @@
 import { mkdir, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { type EpochRecord, readEpochFile } from '../epoch-file.js';
-import { type Heartbeat, readHeartbeats } from '../heartbeat.js';
-import { SLOTS, type SlotName, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
-import type { Journal } from './journal.js';
-import { publishEpoch } from './publish.js';
+import { type EpochRecord, readEpochFile } from '../store/epoch-file.js';
+import { type Heartbeat, readHeartbeats } from '../store/heartbeat.js';
+import { SLOTS, type SlotName, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
+import type { Journal } from './master/journal.js';
+import { publishEpoch } from '../store/publish.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
-import { SlotPositions } from './slot-positions.js';
-import { type CopyStats, TreeCopier, syncFileSystems } from './tree-copy.js';
-import { countTree } from './count-tree.js';
+import { SlotPositions } from '../store/slot-positions.js';
+import { type CopyStats, TreeCopier, syncFileSystems } from '../tree/tree-copy.js';
+import { countTree } from '../tree/count-tree.js';
 
 /** How long a store that lost its epoch file waits for live servers to report what they mount. */
 const HEARTBEAT_GRACE_MS = 2500;

@@ -1,16 +1,16 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type EpochRecord, readEpochFile } from '../epoch-file.js';
-import type { Logger } from '../logger.js';
-import { pathLimitsFor } from '../path-limits.js';
-import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store-layout.js';
-import { unlockTree } from '../tree-mode.js';
-import { initStore } from './init-store.js';
-import { Journal } from './journal.js';
-import { MasterWriter } from './master-writer.js';
-import { FLOCK, SYNC, checkRuntimeTools } from './runtime-tools.js';
-import { SlotPositions } from './slot-positions.js';
-import { StoreLock } from './store-lock.js';
+import { type EpochRecord, readEpochFile } from '../store/epoch-file.js';
+import type { Logger } from '../core/logger.js';
+import { pathLimitsFor } from '../core/path-limits.js';
+import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { unlockTree } from '../tree/tree-mode.js';
+import { type InitResult, initStore } from './init-store.js';
+import { Journal } from './master/journal.js';
+import { MasterWriter } from './master/master-writer.js';
+import { FLOCK, SYNC, checkRuntimeTools } from '../store/runtime-tools.js';
+import { SlotPositions } from '../store/slot-positions.js';
+import { StoreLock } from '../store/store-lock.js';
 
 /** A store taken by this agent, with whatever a crash left half-done finished. */
 export interface OpenedStore {
@@ -21,20 +21,32 @@ export interface OpenedStore {
   readonly epoch: EpochRecord;
   /** The store was new: master was mirrored into both slots and epoch 1 published. */
   readonly initialised: boolean;
+  /** What initialising (or finding the store already made) found: `mirrorswap init` reports it. */
+  readonly init: InitResult;
+}
+
+export interface OpenStoreOptions {
+  durable: boolean;
+  lease?: number;
+  /** Progress of each slot's copy when the store is new (see `initStore`). */
+  onProgress?: Parameters<typeof initStore>[3] extends infer O
+    ? O extends { onProgress?: infer P }
+      ? P
+      : never
+    : never;
+  /** Count master first, so a new store's first copy shows a total. */
+  withTotal?: boolean;
 }
 
 /**
+ * The one start-up order of a store, for the agent and for `mirrorswap init`.
  * Take the store (one agent per store), then recover in this order: redo a
  * write batch a crash interrupted, clear staging left in master and the
  * slots' temp directories, load the
  * slot positions, and initialise the store (or publish its lost epoch file
  * again). On any failure the store is released.
  */
-export async function openStore(
-  layout: StoreLayout,
-  logger: Logger,
-  opts: { durable: boolean; lease: number },
-): Promise<OpenedStore> {
+export async function openStore(layout: StoreLayout, logger: Logger, opts: OpenStoreOptions): Promise<OpenedStore> {
   await checkRuntimeTools(opts.durable ? [FLOCK, SYNC] : [FLOCK]);
   await mkdir(layout.stateDir, { recursive: true });
   const lock = await StoreLock.acquire(layout.lockFile);
@@ -75,7 +87,8 @@ export async function openStore(
         'change journal was missing: the next sync of each slot compares whole trees',
       );
     }
-    const { created: initialised, recovered, record, unreadable } = await initStore(layout, journal, slots, opts);
+    const init = await initStore(layout, journal, slots, opts);
+    const { created: initialised, recovered, record, unreadable } = init;
     if (initialised) logger.info({ epoch: record.epoch, mounted: record.mounted }, 'store initialised');
     if (unreadable.length > 0) {
       logger.error(
@@ -90,7 +103,7 @@ export async function openStore(
       );
     }
     writer.limits = await pathLimitsFor([layout.master, layout.slots.a, layout.slots.b]);
-    return { lock, journal, slots, writer, epoch: record, initialised };
+    return { lock, journal, slots, writer, epoch: record, initialised, init };
   } catch (err) {
     // a library caller that goes on after a failed start must not keep the store's descriptors
     await journal?.close().catch(() => {});

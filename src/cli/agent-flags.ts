@@ -1,9 +1,9 @@
 import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS } from '../agent/agent-defaults.js';
 import type { AgentOptions } from '../agent/agent.js';
 import type { FleetAgentOptions } from '../agent/agent-types.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 import { type AgentServer, startAgentServer } from '../server/agent-server.js';
-import type { StoreLayout } from '../store-layout.js';
+import type { StoreLayout } from '../store/store-layout.js';
 import {
   type FlagSpecs,
   type FlagValues,

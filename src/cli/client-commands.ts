@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AgentStatus, SwapRecord } from '../agent/agent.js';
-import type { Difference } from '../agent/tree-copy.js';
+import type { Difference } from '../tree/tree-copy.js';
 import { CLIENT_FLAGS, layoutFrom, readToken, tokenFileFor } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
 import { RecentRate, describeProgress, describeWalk, progressLine } from './progress.js';

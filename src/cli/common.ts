@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
-import { DEFAULT_STORE, type StoreLayout, storeLayout } from '../store-layout.js';
+import { DEFAULT_STORE, type StoreLayout, storeLayout } from '../store/store-layout.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
 
 export const STORE_FLAGS: FlagSpecs = {

@@ -1,23 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import type { FleetAgentOptions } from '../agent/agent-types.js';
-import type { StragglerPolicy } from '../fleet/coordinator.js';
+import { FLEET_DEFAULTS } from '../fleet/fleet-defaults.js';
 import { EtcdGateway } from '../fleet/etcd.js';
 import { FLEET_NAME_PATTERN } from '../fleet/fleet-keys.js';
 import { readToken } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, durationFlag, formatDuration, stringFlag } from './flags.js';
 
-/** Fleet defaults, in one place (flags, help, README). */
-export const FLEET_DEFAULTS = Object.freeze({
-  /** Deadline of every etcd call. */
-  etcdTimeoutMs: 2000,
-  /** Lease of the coordinator's and each host's keys: a dead one drops out after this. */
-  leaseTtlMs: 5000,
-  /** Longest wait for every member to prepare a swap. */
-  prepareTimeoutMs: 60_000,
-  straggler: 'block' as StragglerPolicy,
-  /** The quorum of a swap: hosts that must prepare it for it to commit (0: no floor). */
-  minMembers: 0,
-});
+export { FLEET_DEFAULTS };
 
 /** Reaching etcd: shared by the coordinator (`agent --etcd`) and `host`. */
 export const ETCD_FLAGS: FlagSpecs = {

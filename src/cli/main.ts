@@ -1,4 +1,4 @@
-import { MirrorswapError } from '../errors.js';
+import { MirrorswapError } from '../core/errors.js';
 import {
   ROLLBACK_FLAGS,
   STATUS_FLAGS,

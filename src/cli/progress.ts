@@ -1,5 +1,5 @@
-import type { WalkProgress } from '../agent/master-walks.js';
-import type { CopyStats } from '../agent/tree-copy.js';
+import type { WalkProgress } from '../agent/master/master-walks.js';
+import type { CopyStats } from '../tree/tree-copy.js';
 
 /** What a long operation has done so far, and what it will do in all when that is known. */
 export interface ProgressCount {

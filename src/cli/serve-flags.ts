@@ -1,7 +1,7 @@
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
 import type { StaticOptions, WatchMode } from '../../middleware/options.js';
-import type { Logger } from '../logger.js';
-import type { StoreLayout } from '../store-layout.js';
+import type { Logger } from '../core/logger.js';
+import type { StoreLayout } from '../store/store-layout.js';
 import { type FlagSpecs, type FlagValues, UsageError, durationFlag, formatDuration, stringFlag } from './flags.js';
 
 /** The web server's listener, shared by `serve` and `up`. */

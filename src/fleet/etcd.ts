@@ -1,7 +1,8 @@
+import { FLEET_DEFAULTS } from './fleet-defaults.js';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { MirrorswapError } from '../errors.js';
+import { MirrorswapError } from '../core/errors.js';
 
 /**
  * What fleet mode needs of etcd, and no more: keys, leases, one transaction
@@ -161,7 +162,7 @@ export class EtcdGateway implements Etcd {
         throw new EtcdError(`etcd endpoint ${e} must be http:// or https://`);
       return url;
     });
-    this.#timeoutMs = opts.timeoutMs ?? 2000;
+    this.#timeoutMs = opts.timeoutMs ?? FLEET_DEFAULTS.etcdTimeoutMs;
     this.#tls = {
       ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}),
       ...(opts.certFile ? { cert: readFileSync(opts.certFile) } : {}),

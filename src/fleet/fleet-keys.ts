@@ -1,4 +1,4 @@
-import type { SlotName } from '../store-layout.js';
+import type { SlotName } from '../store/store-layout.js';
 
 /** A fleet's name: it becomes part of etcd keys. */
 export const FLEET_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -1,6 +1,6 @@
-import { writeFileAtomic } from '../atomic-write.js';
-import type { SlotName } from '../store-layout.js';
-import { TEMP_DIR_NAME } from '../store-layout.js';
+import { writeFileAtomic } from '../store/atomic-write.js';
+import type { SlotName } from '../store/store-layout.js';
+import { TEMP_DIR_NAME } from '../store/store-layout.js';
 
 /**
  * The nginx include the companion owns: placed inside a `server { }` block,

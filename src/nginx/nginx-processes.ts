@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile, readdir, readlink } from 'node:fs/promises';
-import { readSmallFile } from '../read-small-file.js';
+import { readSmallFile } from '../store/read-small-file.js';
 
 /**
  * What the companion reads of a running nginx, from /proc: its master's pid,

@@ -1,7 +1,7 @@
 import { type Server, createServer } from 'node:http';
 import { Agent, type AgentOptions } from '../agent/agent.js';
 import { API_DEFAULTS } from '../agent/agent-defaults.js';
-import { createApi } from '../agent/http-api.js';
+import { createApi } from '../agent/api/http-api.js';
 import { closeServer, listen } from './listen.js';
 
 export interface AgentServer {

@@ -1,9 +1,9 @@
 import { STATUS_CODES, type Server, createServer } from 'node:http';
-import { type MirrorStatic, mirrorStatic } from '../../middleware/mirror-static.js';
+import { type MirrorStatic, mirrorStatic } from '../../middleware/static/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
 import { Forwarder } from '../../middleware/proxy/forwarder.js';
 import { PROXY_DEFAULTS } from '../../middleware/defaults.js';
-import { requestPath } from '../../middleware/path-resolver.js';
+import { requestPath } from '../../middleware/static/path-resolver.js';
 import { closeServer, listen } from './listen.js';
 import { Counter } from 'prom-client';
 

@@ -1,10 +1,10 @@
 import { createServer } from 'node:http';
 import { Registry } from 'prom-client';
-import { metricsHandler } from '../../../middleware/metrics.js';
+import { metricsHandler } from '../../../middleware/mount/metrics.js';
 import { AGENT_DEFAULTS, AGENT_MINIMUMS } from '../../agent/agent-defaults.js';
-import { registerHostMetrics } from '../../fleet/fleet-metrics.js';
-import { HostAgent } from '../../fleet/host-agent.js';
-import { SERVER_ID_PATTERN } from '../../heartbeat.js';
+import { registerHostMetrics } from '../../fleet/host/host-metrics.js';
+import { HostAgent } from '../../fleet/host/host-agent.js';
+import { SERVER_ID_PATTERN } from '../../store/heartbeat.js';
 import { closeServer, listen } from '../../server/listen.js';
 import { SWAP_FLAGS } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';

@@ -1,51 +1,56 @@
-import { mkdir } from 'node:fs/promises';
-import { initStore } from '../../agent/init-store.js';
-import { Journal } from '../../agent/journal.js';
-import { FLOCK, SYNC, checkRuntimeTools } from '../../agent/runtime-tools.js';
-import { SlotPositions } from '../../agent/slot-positions.js';
-import { StoreLock } from '../../agent/store-lock.js';
-import type { CopyStats } from '../../agent/tree-copy.js';
+import { openStore } from '../../agent/open-store.js';
+import type { Logger } from '../../core/logger.js';
+import type { CopyStats } from '../../tree/tree-copy.js';
 import { STORE_FLAGS, layoutFrom } from '../common.js';
 import type { FlagSpecs, FlagValues } from '../flags.js';
 import { progressLine } from '../progress.js';
 
 export const INIT_FLAGS: FlagSpecs = { ...STORE_FLAGS };
 
+/**
+ * init reports what it did on its own lines (unreadable entries included);
+ * the store's recovery notes (a batch finished, a lost journal) go to stderr.
+ */
+const quietLogger: Logger = {
+  info: () => {},
+  warn: (_obj, msg) => console.error(msg),
+  error: (obj, msg) => {
+    if (!('unreadable' in obj)) console.error(msg);
+  },
+};
+
 /** `mirrorswap init`: create the store, mirror master into both slots, publish epoch 1. Idempotent. */
 export async function initCommand(values: FlagValues): Promise<number> {
   const layout = layoutFrom(values);
-  await checkRuntimeTools([FLOCK, SYNC]);
-  await mkdir(layout.stateDir, { recursive: true });
-  const lock = await StoreLock.acquire(layout.lockFile);
+  const progress = progressLine();
+  // On a terminal, master is counted first (one walk more) so the first copy shows an ETA too; the
+  // second slot's copy is as large as the first's.
+  let current = '';
+  let lastBytes = 0;
+  let firstSlotBytes: number | undefined;
+  if (progress.shown) progress.update('opening the store…');
+  // the agent's own start-up order: a batch a crash interrupted is finished, leftovers cleared, the lock held
+  const store = await openStore(layout, quietLogger, {
+    durable: true,
+    withTotal: progress.shown,
+    onProgress: (slot: string, s: CopyStats, counted?: { files: number; bytes: number }) => {
+      if (slot !== current) {
+        if (current) firstSlotBytes ??= lastBytes;
+        current = slot;
+        progress.restart();
+      }
+      lastBytes = s.bytes;
+      const total = firstSlotBytes ?? counted?.bytes;
+      progress.count(`slot ${slot}`, {
+        ...s,
+        ...(total !== undefined ? { totalBytes: total } : {}),
+        ...(counted ? { totalFiles: counted.files } : {}),
+      });
+    },
+  });
   try {
-    const { journal } = await Journal.open(layout.journalFile);
-    const slots = await SlotPositions.load(layout.slotPositionsFile, journal.id);
-    const progress = progressLine();
-    // On a terminal, master is counted first (one walk more) so the first copy shows an ETA too; the
-    // second slot's copy is as large as the first's.
-    let current = '';
-    let lastBytes = 0;
-    let firstSlotBytes: number | undefined;
-    if (progress.shown) progress.update('counting master…');
-    const { created, recovered, record, unreadable } = await initStore(layout, journal, slots, {
-      withTotal: progress.shown,
-      onProgress: (slot: string, s: CopyStats, counted?: { files: number; bytes: number }) => {
-        if (slot !== current) {
-          if (current) firstSlotBytes ??= lastBytes;
-          current = slot;
-          progress.restart();
-        }
-        lastBytes = s.bytes;
-        const total = firstSlotBytes ?? counted?.bytes;
-        progress.count(`slot ${slot}`, {
-          ...s,
-          ...(total !== undefined ? { totalBytes: total } : {}),
-          ...(counted ? { totalFiles: counted.files } : {}),
-        });
-      },
-    });
+    const { created, recovered, record, unreadable } = store.init;
     progress.done();
-    await journal.close();
     console.log(
       created
         ? `initialised ${layout.root}: master mirrored into slots a and b, epoch ${record.epoch} mounts slot ${record.mounted}`
@@ -61,6 +66,7 @@ export async function initCommand(values: FlagValues): Promise<number> {
     }
     return 0;
   } finally {
-    await lock.release();
+    await store.journal.close();
+    await store.lock.release();
   }
 }

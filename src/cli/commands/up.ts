@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../../atomic-write.js';
+import { writeFileAtomic } from '../../store/atomic-write.js';
 import { startStaticServer } from '../../server/static-server.js';
-import type { StoreLayout } from '../../store-layout.js';
+import type { StoreLayout } from '../../store/store-layout.js';
 import { AGENT_LISTEN_FLAG, SWAP_FLAGS, startAgentFrom } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
 import { type FlagSpecs, type FlagValues, listenFlag } from '../flags.js';

@@ -1,0 +1,164 @@
+import { type FSWatcher, watch as fsWatch } from 'node:fs';
+import { stat, statfs } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { type EpochRecord, readEpochFile } from '../../src/store/epoch-file.js';
+import { MirrorswapError } from '../../src/core/errors.js';
+import { CoalescedRun } from '../../src/core/coalesced-run.js';
+import type { WatchMode } from '../options.js';
+
+/**
+ * statfs magic numbers of file systems shared over a network, where inotify
+ * sees only this host's own changes: NFS, SMB/CIFS, FUSE, 9p, Ceph, Lustre,
+ * GFS2, OCFS2. `watch: "auto"` polls on these.
+ */
+const NETWORK_FS_TYPES = new Set([
+  0x6969, 0xff534d42, 0xfe534d42, 0x517b, 0x65735546, 0x01021997, 0x00c36400, 0x0bd00bd0, 0x01161970, 0x7461636f,
+]);
+
+/** Native watching still re-checks this often, in case an event was lost. */
+const NATIVE_BACKSTOP_MS = 1000;
+
+export interface EpochWatcherOptions {
+  epochFile: string;
+  mode: WatchMode;
+  pollInterval: number;
+  /** Called with each record whose epoch is higher than the last one accepted; a throw rejects it (retried on the next change). */
+  onAdvance: (record: EpochRecord) => Promise<void>;
+  onError: (err: Error) => void;
+}
+
+/**
+ * Follows the epoch file: native events (on the directory, since the file is
+ * replaced by rename) with a slow backstop poll, or polling alone. It only ever
+ * moves forward; a missing, partial or corrupt file keeps the last good epoch.
+ */
+export class EpochWatcher {
+  readonly #opts: EpochWatcherOptions;
+  #current: EpochRecord | null = null;
+  #signature = '';
+  readonly #checks = new CoalescedRun(
+    () => this.#checkOnce(),
+    () => this.#closed,
+  );
+  #closed = false;
+  #fsWatcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #mode: 'native' | 'poll' = 'poll';
+
+  constructor(opts: EpochWatcherOptions) {
+    this.#opts = opts;
+  }
+
+  get current(): EpochRecord | null {
+    return this.#current;
+  }
+
+  /** The mode in use once started: "native" or "poll". */
+  get mode(): 'native' | 'poll' {
+    return this.#mode;
+  }
+
+  async start(): Promise<void> {
+    this.#mode = await this.#pickMode();
+    if (this.#closed) return;
+    if (this.#mode === 'native') {
+      const name = basename(this.#opts.epochFile);
+      try {
+        this.#fsWatcher = fsWatch(dirname(this.#opts.epochFile), { persistent: false }, (_event, file) => {
+          if (file === null || file === name) this.check();
+        });
+        this.#fsWatcher.on('error', (err) => {
+          this.#opts.onError(
+            new MirrorswapError(
+              'EPOCH_WATCH',
+              `watching ${this.#opts.epochFile} failed, polling instead: ${err.message}`,
+            ),
+          );
+          this.#fsWatcher?.close();
+          this.#fsWatcher = undefined;
+          this.#startTimer(this.#opts.pollInterval);
+        });
+      } catch (err) {
+        if (this.#opts.mode === 'native') throw err;
+        this.#mode = 'poll';
+      }
+    }
+    this.#startTimer(
+      this.#mode === 'native' ? Math.max(NATIVE_BACKSTOP_MS, this.#opts.pollInterval) : this.#opts.pollInterval,
+    );
+    await this.check();
+  }
+
+  async #pickMode(): Promise<'native' | 'poll'> {
+    if (this.#opts.mode !== 'auto') return this.#opts.mode;
+    try {
+      const fs = await statfs(dirname(this.#opts.epochFile));
+      return NETWORK_FS_TYPES.has(fs.type) ? 'poll' : 'native';
+    } catch {
+      return 'native';
+    }
+  }
+
+  #startTimer(interval: number): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.check(), interval);
+    this.#timer.unref();
+  }
+
+  /** Re-read the file if it changed; coalesces calls made while a read runs. */
+  check(): Promise<void> {
+    return this.#checks.run();
+  }
+
+  async #checkOnce(): Promise<void> {
+    const file = this.#opts.epochFile;
+    let signature: string;
+    try {
+      const st = await stat(file, { bigint: true });
+      signature = `${st.ino}:${st.size}:${st.mtimeNs}`;
+    } catch (err) {
+      signature = (err as NodeJS.ErrnoException).code ?? 'ERR';
+    }
+    if (signature === this.#signature) return;
+    this.#signature = signature;
+    try {
+      const record = await readEpochFile(file);
+      if (record === null) {
+        if (this.#current !== null) {
+          throw new MirrorswapError(
+            'EPOCH_MISSING',
+            `epoch file ${file} disappeared; still serving epoch ${this.#current.epoch}`,
+          );
+        }
+        return;
+      }
+      const current = this.#current;
+      if (current !== null && record.epoch < current.epoch) {
+        throw new MirrorswapError(
+          'EPOCH_BACKWARDS',
+          `epoch file ${file} went back from epoch ${current.epoch} to ${record.epoch}; ignored (epochs only move forward)`,
+        );
+      }
+      if (current !== null && record.epoch === current.epoch) return;
+      try {
+        await this.#opts.onAdvance(record);
+      } catch (err) {
+        // Forget the signature so the next tick retries, e.g. once a missing slot root appears.
+        this.#signature = '';
+        throw err;
+      }
+      this.#current = record;
+    } catch (err) {
+      this.#opts.onError(err as Error);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#fsWatcher?.close();
+    this.#fsWatcher = undefined;
+    await this.#checks.settled();
+  }
+}

@@ -1,0 +1,228 @@
+import { isNotOfThatKind } from '../../src/core/nothing-there.js';
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import { type Stats, constants } from 'node:fs';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { extname, isAbsolute, join, posix, relative } from 'node:path';
+import etag from 'etag';
+import { contentType } from 'mime-types';
+import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../../src/core/path-limits.js';
+import { TEMP_DIR_NAME } from '../../src/store/store-layout.js';
+import type { ArenaBody, BodyArena } from './body-arena.js';
+import type { Entry, FileEntry, RefusedEntry } from './file-cache.js';
+import type { ResolvedStaticOptions } from '../options.js';
+
+const BAD_REQUEST: RefusedEntry = Object.freeze({ kind: 'refused', status: 400 });
+const FORBIDDEN: RefusedEntry = Object.freeze({ kind: 'refused', status: 403 });
+export const NOT_FOUND: RefusedEntry = Object.freeze({ kind: 'refused', status: 404 });
+export const REDIRECT = Object.freeze({ kind: 'redirect' as const });
+
+/**
+ * Whether `s` is longer than `max` bytes in UTF-8 (how the kernel counts):
+ * a UTF-16 unit is at most 3 bytes, so short strings need no count.
+ */
+function overBytes(s: string, max: number): boolean {
+  return s.length * 3 > max && Buffer.byteLength(s) > max;
+}
+
+/** The path part of a request target, still encoded: what the cache is keyed by. */
+export function requestPath(url: string | undefined): string {
+  if (!url) return '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+/** True when `child` is `root` or below it. Never a bare prefix test: /srv/a must not contain /srv/a2. */
+export function isInside(root: string, child: string): boolean {
+  const rel = relative(root, child);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+function isNotFound(err: unknown): boolean {
+  return isNotOfThatKind(err);
+}
+
+async function statOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await stat(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+export interface SlotRoots {
+  readonly root: string;
+  readonly realRoot: string;
+}
+
+/**
+ * Map a request path (still percent-encoded, without the query) to what the
+ * mounted copy holds there. Hostile input ends in 400, 403 or 404; only a
+ * file whose real path lies inside the slot root is ever returned.
+ */
+export async function resolveRequestPath(
+  rawPath: string,
+  slot: SlotRoots,
+  opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
+): Promise<Entry> {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(rawPath);
+  } catch {
+    return BAD_REQUEST;
+  }
+  // null bytes, backslashes (a Windows separator, never a name we publish), relative forms
+  if (decoded.includes('\0') || decoded.includes('\\') || !decoded.startsWith('/')) return BAD_REQUEST;
+  // longer than any path or name the system takes: 404 without touching the disk
+  if (overBytes(decoded, SYSTEM_PATH_BYTES)) return NOT_FOUND;
+  // Dot segments are resolved as send (serve-static's engine) does: "/users/../todo.txt" is
+  // "/todo.txt"; only a path that would climb above the root is refused.
+  const normalized = posix.normalize(`.${decoded}`);
+  if (normalized === '..' || normalized.startsWith('../')) return FORBIDDEN;
+  const segments = normalized.split('/').filter((s) => s !== '' && s !== '.');
+  if (segments.some((s) => overBytes(s, SYSTEM_SEGMENT_BYTES))) return NOT_FOUND;
+  if (segments[0] === TEMP_DIR_NAME) return NOT_FOUND;
+  if (opts.dotfiles !== 'allow' && segments.some((s) => s.startsWith('.'))) {
+    return opts.dotfiles === 'deny' ? FORBIDDEN : NOT_FOUND;
+  }
+
+  const target = join(slot.root, posix.join('/', ...segments));
+  if (!isInside(slot.root, target)) return FORBIDDEN;
+
+  if (decoded.endsWith('/')) {
+    for (const name of opts.index) {
+      const entry = await fileEntryAt(join(target, name), slot, opts, arena);
+      if (entry) return entry;
+    }
+    return NOT_FOUND;
+  }
+
+  const st = await statOrNull(target);
+  if (st?.isDirectory()) {
+    if (!opts.redirect) return NOT_FOUND;
+    const real = await realpath(target);
+    return isInside(slot.realRoot, real) ? REDIRECT : NOT_FOUND;
+  }
+  if (st?.isFile()) return (await fileEntryAt(target, slot, opts, arena, st)) ?? NOT_FOUND;
+  if (st === null && !extname(target)) {
+    for (const ext of opts.extensions) {
+      const entry = await fileEntryAt(`${target}.${ext}`, slot, opts, arena);
+      if (entry) return entry;
+    }
+  }
+  return NOT_FOUND;
+}
+
+/** A file entry for `path` if it is a regular file really inside the slot; null otherwise. */
+async function fileEntryAt(
+  path: string,
+  slot: SlotRoots,
+  opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
+  known?: Stats,
+): Promise<FileEntry | null> {
+  const st = known ?? (await statOrNull(path));
+  if (!st?.isFile()) return null;
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+  // a symlink that resolves outside the mounted copy (or into the other slot)
+  if (!isInside(slot.realRoot, real)) return null;
+  // Headers and body come from one descriptor: the stat the headers are built from is the file's
+  // whose bytes are kept, even if the path is renamed over meanwhile.
+  let handle: FileHandle;
+  try {
+    handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+  try {
+    return await describeFile(handle, path, real, opts, arena);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Where the read one byte past a file's end goes: only how many bytes came matters, so one buffer serves all. */
+const PAST_THE_END = Buffer.alloc(1);
+
+/**
+ * Read the whole file into room reserved in the arena; null when the arena
+ * has none now (the body is then streamed from disk). The read must match
+ * the stat: a mounted copy never changes, but a hand edit would.
+ */
+async function readIntoArena(
+  handle: FileHandle,
+  size: number,
+  real: string,
+  arena: BodyArena | null,
+): Promise<ArenaBody | null> {
+  const room = arena?.reserve(size);
+  if (!room) return null;
+  try {
+    const { bytesRead } = await handle.read(room.bytes, 0, size, 0);
+    // one byte more would mean it grew: the stat the headers come from is no longer the file's
+    const { bytesRead: more } = await handle.read(PAST_THE_END, 0, 1, size);
+    if (bytesRead !== size || more !== 0) throw new Error(`file changed while being read: ${real}`);
+    return room.body;
+  } finally {
+    room.done();
+  }
+}
+
+/** Header strings shared by every entry that has them, rather than one copy per entry. */
+const INTERNED = new Map<string, string>();
+function interned(s: string): string {
+  let shared = INTERNED.get(s);
+  if (shared === undefined) {
+    shared = s;
+    if (INTERNED.size < 1000) INTERNED.set(s, s);
+  }
+  return shared;
+}
+
+function contentTypeOf(path: string): string {
+  return interned(contentType(extname(path)) || 'application/octet-stream');
+}
+
+/** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
+async function describeFile(
+  handle: FileHandle,
+  path: string,
+  real: string,
+  opts: ResolvedStaticOptions,
+  arena: BodyArena | null,
+): Promise<FileEntry | null> {
+  const st = await handle.stat();
+  if (!st.isFile()) return null;
+  const tag = etag(st);
+  const lastModified = st.mtime.toUTCString();
+  const headers: OutgoingHttpHeaders = {
+    'Content-Type': contentTypeOf(path),
+    'Content-Length': String(st.size),
+  };
+  if (opts.acceptRanges) headers['Accept-Ranges'] = 'bytes';
+  if (opts.cacheControl) {
+    headers['Cache-Control'] = interned(`public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`);
+  }
+  if (opts.lastModified) headers['Last-Modified'] = lastModified;
+  if (opts.etag) headers.ETag = tag;
+  const body = st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, real, arena) : null;
+  return Object.freeze({
+    kind: 'file',
+    path: real,
+    identity: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs },
+    stats: opts.setHeaders ? st : null,
+    etag: tag,
+    lastModified,
+    lastModifiedMs: Math.floor(st.mtimeMs / 1000) * 1000,
+    headers: Object.freeze(headers),
+    body,
+  });
+}

@@ -1,0 +1,259 @@
+import { constants, createReadStream } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream';
+import fresh from 'fresh';
+import parseRange from 'range-parser';
+import type { BodyArena } from './body-arena.js';
+import type { FileEntry } from './file-cache.js';
+import type { Pin } from '../mount/mount-state.js';
+import type { ResolvedStaticOptions } from '../options.js';
+
+/** Read size for streamed files: fewer, larger reads than the 64 KiB default. */
+const STREAM_CHUNK = 256 * 1024;
+
+/** Split a list header (If-Match, If-None-Match) into its tags. */
+function parseTokenList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function parseHttpDate(value: string | undefined): number {
+  const t = value ? Date.parse(value) : Number.NaN;
+  return Number.isNaN(t) ? Number.NaN : t;
+}
+
+/** The validators the response carries: ours, or those an earlier middleware set (as send uses them). */
+interface Validators {
+  etag: string | undefined;
+  lastModifiedMs: number;
+}
+
+function validatorsOf(res: ServerResponse): Validators {
+  const etag = res.getHeader('ETag');
+  return {
+    etag: typeof etag === 'string' ? etag : undefined,
+    lastModifiedMs: parseHttpDate(res.getHeader('Last-Modified') as string | undefined),
+  };
+}
+
+/** RFC 9110 13.1.1 and 13.1.4: If-Match, then If-Unmodified-Since when there is no If-Match. */
+function preconditionFailed(req: IncomingMessage, v: Validators): boolean {
+  const ifMatch = req.headers['if-match'];
+  if (ifMatch) {
+    if (ifMatch.trim() === '*') return false;
+    if (v.etag === undefined) return true;
+    // weak comparison, as our validators are weak (size and mtime)
+    const bare = v.etag.replace(/^W\//, '');
+    return !parseTokenList(ifMatch).some((t) => t === v.etag || t === bare || t === `W/${bare}`);
+  }
+  const since = parseHttpDate(req.headers['if-unmodified-since']);
+  return !Number.isNaN(since) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs > since;
+}
+
+/** If-Range: the range applies only while the representation is unchanged. */
+function rangeStillValid(req: IncomingMessage, v: Validators): boolean {
+  const header = req.headers['if-range'];
+  if (!header) return true;
+  const ifRange = Array.isArray(header) ? header.join(',') : header;
+  if (ifRange.includes('"')) return v.etag !== undefined && parseTokenList(ifRange).includes(v.etag);
+  const date = parseHttpDate(ifRange);
+  return !Number.isNaN(date) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs <= date;
+}
+
+/** Headers of ours that an earlier middleware may have set: those it set stand, as with serve-static. */
+const YIELDING = ['content-type', 'cache-control', 'etag', 'last-modified', 'accept-ranges'] as const;
+
+/** True when an earlier middleware set a status or a header that this response must keep. */
+function presetByEarlier(res: ServerResponse): boolean {
+  if (res.statusCode !== 200) return true;
+  for (const name of YIELDING) if (res.hasHeader(name)) return true;
+  return false;
+}
+
+function applyHeaders(res: ServerResponse, entry: FileEntry, opts: ResolvedStaticOptions): void {
+  for (const [name, value] of Object.entries(entry.headers)) {
+    if (value === undefined || name === 'Content-Length') continue;
+    if (!res.hasHeader(name)) res.setHeader(name, value);
+  }
+  if (opts.setHeaders && entry.stats) opts.setHeaders(res, entry.path, entry.stats);
+}
+
+function notModified(res: ServerResponse): number {
+  for (const name of ['Content-Type', 'Content-Length', 'Content-Range']) res.removeHeader(name);
+  res.statusCode = 304;
+  res.end();
+  return 304;
+}
+
+/** True when a request asks for the whole file, unconditionally. */
+function isPlain(req: IncomingMessage): boolean {
+  const h = req.headers;
+  return (
+    h.range === undefined &&
+    h['if-none-match'] === undefined &&
+    h['if-modified-since'] === undefined &&
+    h['if-match'] === undefined &&
+    h['if-unmodified-since'] === undefined
+  );
+}
+
+/**
+ * Open the file an entry was built from, and check that it is that file:
+ * same device, inode, size and mtime as the stat the headers came from. Null
+ * when it is another (the copy was rewritten under this server) or gone.
+ */
+async function openSame(entry: FileEntry): Promise<FileHandle | null> {
+  let handle: FileHandle;
+  try {
+    // O_NONBLOCK: a FIFO swapped in for the file must not hold a thread of the pool (its fstat refuses it)
+    handle = await open(entry.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const st = await handle.stat();
+    const was = entry.identity;
+    if (st.dev === was.dev && st.ino === was.ino && st.size === was.size && st.mtimeMs === was.mtimeMs) return handle;
+  } catch {
+    // fall through: an entry that cannot be checked is not sent
+  }
+  await handle.close();
+  return null;
+}
+
+/**
+ * Answer a GET or HEAD for a file of the mounted copy; returns the status sent
+ * (or a promise of it, when the body is streamed from disk).
+ *
+ * Small files come from memory with headers computed once per epoch, from the
+ * same descriptor their bytes were read from. Large ones are streamed from a
+ * descriptor opened first and checked against the stat the headers were built
+ * from: a body is never sent under another file's headers, and `'changed'`
+ * (nothing sent) tells the caller the copy changed under it. The pin is
+ * released once the copy is no longer read: at once for a body in memory, at
+ * the end of the response for a stream; the arena's bytes are held until the
+ * response closes.
+ */
+export function sendFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  entry: FileEntry,
+  opts: ResolvedStaticOptions,
+  pin: Pin<unknown>,
+  arena: BodyArena,
+): number | Promise<number | 'changed'> {
+  const plain = isPlain(req);
+  // The body's bytes, held until the response closes (the socket may write from them until then);
+  // null when streamed, or when the arena reused its room since the entry was found. Never a copy,
+  // even for a response queued behind a reader that stalls: a connection that pipelines thousands
+  // of requests and reads nothing would make thousands of copies, where views cost nothing more
+  // than the arena already holds (it may pin the arena meanwhile; others' bodies are then streamed).
+  const body = entry.body && arena.take(entry.body, pin);
+  // fast path: an unconditional full response from memory, headers computed once per epoch
+  if (plain && opts.setHeaders === undefined && body !== null && !presetByEarlier(res)) {
+    res.writeHead(200, entry.headers);
+    res.end(req.method === 'HEAD' ? undefined : body);
+    pin.release();
+    return 200;
+  }
+  if (body !== null || req.method === 'HEAD') {
+    const { status } = respond(req, res, entry, opts, plain, null, body);
+    pin.release();
+    return status;
+  }
+  return openSame(entry).then((handle) => {
+    if (handle === null) {
+      pin.release();
+      return 'changed';
+    }
+    if (res.destroyed) {
+      // the client is gone: nothing to send, and the descriptor must not stay open
+      pin.release();
+      void handle.close();
+      return 499;
+    }
+    const { status, streaming } = respond(req, res, entry, opts, plain, handle, null);
+    if (!streaming) {
+      void handle.close();
+      pin.release();
+    }
+    return status;
+  });
+}
+
+function respond(
+  req: IncomingMessage,
+  res: ServerResponse,
+  entry: FileEntry,
+  opts: ResolvedStaticOptions,
+  plain: boolean,
+  handle: FileHandle | null,
+  body: Buffer | null,
+): { status: number; streaming: boolean } {
+  const h = req.headers;
+  const size = entry.identity.size;
+  applyHeaders(res, entry, opts);
+  const validators = validatorsOf(res);
+  if (preconditionFailed(req, validators)) {
+    res.removeHeader('Content-Length');
+    res.statusCode = 412;
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.end('Precondition Failed\n');
+    return { status: 412, streaming: false };
+  }
+  // A status an earlier middleware set other than 2xx (a 404 page, say) is answered as it is: no 304.
+  const cachable = (res.statusCode >= 200 && res.statusCode < 300) || res.statusCode === 304;
+  if (
+    !plain &&
+    cachable &&
+    fresh(h, {
+      etag: validators.etag,
+      'last-modified': res.getHeader('Last-Modified') as string | undefined,
+    })
+  ) {
+    return { status: notModified(res), streaming: false };
+  }
+
+  let start = 0;
+  let end = size - 1;
+  let status = res.statusCode;
+  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, validators)) {
+    const ranges = parseRange(size, h.range, { combine: true });
+    if (ranges === -1) {
+      res.statusCode = 416;
+      res.setHeader('Content-Range', `bytes */${size}`);
+      res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+      res.setHeader('Content-Length', '22');
+      res.end('Range Not Satisfiable\n');
+      return { status: 416, streaming: false };
+    }
+    // malformed ranges are ignored; several ranges get the whole file rather than multipart
+    if (ranges !== -2 && ranges.length === 1 && ranges.type === 'bytes') {
+      const range = ranges[0] as parseRange.Range;
+      start = range.start;
+      end = range.end;
+      status = 206;
+      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+    }
+  }
+  const length = size === 0 ? 0 : end - start + 1;
+  res.statusCode = status;
+  res.setHeader('Content-Length', String(length));
+  if (req.method === 'HEAD' || length === 0) {
+    res.end();
+    return { status, streaming: false };
+  }
+  if (body !== null) {
+    res.end(body.subarray(start, end + 1));
+    return { status, streaming: false };
+  }
+  if (handle === null) throw new Error(`no descriptor for a streamed body: ${entry.path}`);
+  const stream = createReadStream('', { fd: handle, start, end, highWaterMark: STREAM_CHUNK, autoClose: true });
+  // pipeline ends both ways: a client gone (even before this) destroys the stream and closes the
+  // descriptor, and a read error cuts the connection, since the headers are gone already
+  pipeline(stream, res, () => {});
+  return { status, streaming: true };
+}

@@ -1,0 +1,271 @@
+import { type ErrorCode, errorBody } from '../../core/errors.js';
+import { randomBytes } from 'node:crypto';
+import { tokenMatches } from '../../core/token-match.js';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { parseWritePath, WritePathError } from '../../store/write-path.js';
+import type { Logger } from '../../core/logger.js';
+import type { Agent, SwapRecord } from '../agent.js';
+import { stageJsonBatch } from '../master/json-batch.js';
+import { type StagedOp, WriteError, bodyTooLarge } from '../master/master-writer.js';
+import { statusPage } from './status-page.js';
+import { stageTarBatch } from '../master/tar-batch.js';
+import { stat } from 'node:fs/promises';
+import { withDeadline } from '../../core/deadline.js';
+
+export interface ApiOptions {
+  /** The agent once started; null while it is still starting (readyz answers 503). */
+  agent: () => Agent | null;
+  token: string;
+  /** Largest body the write API accepts, in bytes. */
+  maxBody: number;
+  logger: Logger;
+  /** Probed by /healthz: a stat of it must complete. */
+  stateDir: string;
+}
+
+/** How long /healthz waits for a file system call before it says the agent is unhealthy. */
+const HEALTH_PROBE_MS = 1000;
+
+function swapStatus(record: SwapRecord): number {
+  if (record.result === 'ok') return 200;
+  return record.result === 'drain_timeout' ? 504 : 503;
+}
+
+/** Body of an error answer: a stable code and a message meant for the writer, never an internal one. */
+function sendError(res: Response, status: number, code: ErrorCode, message: string): void {
+  res.status(status).json(errorBody(code, message));
+}
+
+function truthy(v: unknown): boolean {
+  return v === '1' || v === 'true' || v === true;
+}
+
+/**
+ * The agent's HTTP API: the write path of the authorization server, sync and
+ * rollback signals, status, and the unauthenticated health and metrics.
+ */
+export function createApi(opts: ApiOptions): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  const expected = opts.token;
+
+  const agentOr503 = (res: Response): Agent | null => {
+    const agent = opts.agent();
+    if (!agent) sendError(res, 503, 'NOT_READY', 'the agent is still starting');
+    return agent;
+  };
+
+  app.get('/', (_req, res) => {
+    const nonce = randomBytes(16).toString('base64');
+    res
+      .set({
+        'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'`,
+        'X-Content-Type-Options': 'nosniff',
+        'Referrer-Policy': 'no-referrer',
+        'Cache-Control': 'no-store',
+      })
+      .type('html')
+      .send(statusPage(nonce));
+  });
+
+  app.get('/healthz', async (_req, res) => {
+    // Healthy means able to serve the API: the event loop answers (this runs) and file system calls
+    // complete (the thread pool is not stuck on a hung mount or a blocking open).
+    try {
+      await withDeadline(stat(opts.stateDir), HEALTH_PROBE_MS, 'a file system call');
+      res.json({ ok: true });
+    } catch (err) {
+      res.status(503).json({ ok: false, ...errorBody('UNHEALTHY', (err as Error).message) });
+    }
+  });
+  app.get('/readyz', (_req, res) => {
+    const agent = opts.agent();
+    if (agent) res.json({ ready: true, epoch: agent.epoch.epoch });
+    else res.status(503).json({ ready: false });
+  });
+  app.get('/metrics', async (_req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      res.type(agent.metrics.registry.contentType).send(await agent.metrics.registry.metrics());
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  // fleet hosts pull content with the fleet token, not the write token
+  app.use('/v1/fleet', (req: Request, res: Response, next: NextFunction) => {
+    const api = opts.agent()?.fleetApi;
+    if (api) api(req, res, next);
+    else sendError(res, 404, 'NOT_A_FLEET', 'this agent coordinates no fleet (--etcd)');
+  });
+
+  // everything under /v1 needs the token
+  app.use('/v1', (req: Request, res: Response, next: NextFunction) => {
+    const header = req.headers.authorization ?? '';
+    const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    if (given === '' || !tokenMatches(given, expected)) {
+      res.setHeader('WWW-Authenticate', 'Bearer realm="mirrorswap"');
+      sendError(res, 401, 'UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required');
+      return;
+    }
+    next();
+  });
+
+  const count = (op: string, result: string) => opts.agent()?.metrics.writes.inc({ op, result });
+
+  // A plain prefix mount, not a route parameter: the path is validated here,
+  // from its raw form, rather than decoded by the router first.
+  app.use('/v1/files', (req, res, next) => {
+    if (req.method === 'PUT') putFile(req, res, next);
+    else if (req.method === 'DELETE') deleteFile(req, res, next);
+    else {
+      res.setHeader('Allow', 'PUT, DELETE');
+      sendError(res, 405, 'METHOD_NOT_ALLOWED', 'files take PUT and DELETE');
+    }
+  });
+
+  /** A streamed body whose declared length is over the limit is refused before a byte is read; the rest are counted as they come. */
+  function refuseDeclaredOversize(req: Request): void {
+    if (Number(req.headers['content-length'] ?? 0) > opts.maxBody) throw bodyTooLarge(opts.maxBody);
+  }
+
+  async function putFile(req: Request, res: Response, next: NextFunction): Promise<void> {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      refuseDeclaredOversize(req);
+      const staged = await agent.writer.stage(req, opts.maxBody);
+      const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
+      agent.changed();
+      count('put', 'ok');
+      res.status(201).json({ path, size: staged.size, seq });
+    } catch (err) {
+      count('put', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  }
+
+  async function deleteFile(req: Request, res: Response, next: NextFunction): Promise<void> {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      const seq = await agent.writer.apply([{ op: 'delete', path }]);
+      agent.changed();
+      count('delete', 'ok');
+      res.json({ path, deleted: true, seq });
+    } catch (err) {
+      count('delete', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  }
+
+  const jsonBody = express.raw({ type: 'application/json', limit: opts.maxBody });
+  app.post('/v1/batch', (req, res, next) => {
+    if (req.is('application/x-tar')) {
+      void batch(res, next, (agent) => {
+        refuseDeclaredOversize(req);
+        return stageTarBatch(req, agent.writer, opts.maxBody);
+      });
+    } else {
+      jsonBody(req, res, (err?: unknown) =>
+        err ? next(err) : void batch(res, next, (agent) => stageJsonBatch(req.body, agent.writer)),
+      );
+    }
+  });
+
+  /** Stage a batch (either format), apply it and answer; staged files are consumed or removed either way. */
+  async function batch(res: Response, next: NextFunction, stage: (agent: Agent) => Promise<StagedOp[]>) {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const staged = await stage(agent);
+      const seq = await agent.writer.apply(staged);
+      agent.changed();
+      count('batch', 'ok');
+      res.json({ applied: staged.length, seq });
+    } catch (err) {
+      count('batch', String((err as WriteError).status ?? 500));
+      next(err);
+    }
+  }
+
+  app.post('/v1/sync', async (req, res) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    const wait = truthy(req.query.wait);
+    const done = agent.requestSync({ reason: 'api', full: truthy(req.query.full) });
+    if (!wait) {
+      res.status(202).json({ accepted: true });
+      return;
+    }
+    const record = await done;
+    res.status(swapStatus(record)).json(record);
+  });
+
+  app.post('/v1/rollback', async (_req, res) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    const record = await agent.rollback();
+    res.status(swapStatus(record)).json(record);
+  });
+
+  app.get('/v1/status', async (_req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      res.json(await agent.status());
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.get('/v1/verify', async (req, res, next) => {
+    const agent = agentOr503(res);
+    if (!agent) return;
+    try {
+      const slot = req.query.slot === 'a' || req.query.slot === 'b' ? req.query.slot : undefined;
+      const differences = await agent.verify(slot);
+      res.json({ slot: slot ?? agent.epoch.mounted, epoch: agent.epoch.epoch, differences });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.use((_req, res) => sendError(res, 404, 'NOT_FOUND', 'no such endpoint'));
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof WriteError || err instanceof WritePathError) {
+      // the writer's mistakes are its own business; a full disk or an unfinished batch is the operator's
+      if (err instanceof WriteError && err.status >= 500) {
+        opts.logger.error({ code: err.code, method: req.method, url: req.originalUrl }, err.message);
+      }
+      if (err.status === 413) res.setHeader('Connection', 'close');
+      sendError(res, err.status, err instanceof WriteError ? err.code : 'BAD_PATH', err.message);
+      return;
+    }
+    const status = (err as { status?: number; type?: string }).status;
+    if (status === 413) {
+      res.setHeader('Connection', 'close');
+      sendError(res, 413, 'BODY_TOO_LARGE', bodyTooLarge(opts.maxBody).message);
+      return;
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      sendError(res, status, 'BAD_REQUEST', 'the request could not be parsed');
+      return;
+    }
+    opts.logger.error({ err: (err as Error).message, method: req.method, url: req.originalUrl }, 'request failed');
+    sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
+  });
+  return app;
+}
+
+/** The still-encoded part of the request path after `prefix`. */
+function rawTail(req: Request, prefix: string): string {
+  const url = req.originalUrl;
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  return path.startsWith(prefix) ? path.slice(prefix.length) : '';
+}

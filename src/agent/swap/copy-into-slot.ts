@@ -1,0 +1,103 @@
+import { type SlotName, otherSlot } from '../../store/store-layout.js';
+import type { AgentContext } from '../agent-context.js';
+import type { SwapRecord } from '../agent-types.js';
+import { logUnknownChanges } from './reconcile.js';
+import { TreeCopier } from '../../tree/tree-copy.js';
+
+/** Journal syncs of this many paths or more (and full syncs) keep what they replace until after the publish… */
+const KEEP_REPLACED_FROM = 256;
+/** …up to this many bytes of replaced files. */
+const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The copy step of a sync: bring `slot` to master's present state, from the
+ * journal when it can be trusted from the slot's position, else by comparing
+ * whole trees. The slot is marked mid-copy (its content mixed) until the copy
+ * is complete and durable; then the journal is compacted to what both slots
+ * still need. Returns what frees the entries the copy replaced or deleted,
+ * kept aside in the slot's temp directory: the swap calls it once it has
+ * published, so freeing them is not on the way to the publish.
+ */
+export async function copyIntoSlot(
+  ctx: AgentContext,
+  slot: SlotName,
+  full: boolean,
+  record: SwapRecord,
+): Promise<() => Promise<void>> {
+  // never a copy of half a batch: the writer finishes one a failure left first
+  return ctx.writer.exclusive(async () => {
+    // Every change made to master before this point must be in the journal before it is read.
+    if (ctx.watcher && !(await ctx.watcher.settle())) {
+      ctx.incomplete('the master watcher could not confirm it saw every change before a sync');
+    }
+    const pos = ctx.slots.get(slot);
+    const seq = ctx.journal.lastSeq;
+    // The journal is trusted only from positions no gap came after; else the trees are compared.
+    const incremental = !full && pos.seq !== null && ctx.journal.trusts(pos.seq);
+    const changed = incremental ? ctx.journal.changedSince(pos.seq as number) : [];
+    const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], {
+      durable: ctx.opts.durable,
+      // Freeing what a copy replaces waits until after the publish when there may be much
+      // of it; for a few files, a second pass to free them costs more than it saves.
+      keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
+    });
+    if (ctx.swapping) ctx.swapping.copied = copier.stats;
+    record.mode = incremental ? 'incremental' : 'full';
+    if (incremental && changed.length === 0 && !pos.copying) {
+      // Nothing to copy: the slot's content stands, so it is never marked as
+      // mixed; its position is written only if the journal moved on.
+      if (pos.seq !== seq) await ctx.slots.set(slot, { seq, copying: false });
+    } else {
+      await ctx.slots.set(slot, { seq: pos.seq, copying: true });
+      await copier.clearTemp();
+      if (incremental) await copier.copyPaths(changed);
+      else await passOn(ctx, slot, await ctx.walks.track('sync', slot, (onWalked) => copier.mirrorAll(onWalked)));
+      await ctx.slots.set(slot, { seq, copying: false });
+    }
+    if (copier.skipped.length > 0) {
+      ctx.log.error(
+        { slot, skipped: copier.skipped.slice(0, 20), count: copier.skipped.length },
+        `left out ${copier.skipped.length} entries of master that slot ${slot}'s file system cannot hold (a name or path too long): rename them in master`,
+      );
+    }
+    if (copier.unreadable.length > 0) {
+      record.unreadable = copier.unreadable.slice(0, 100);
+      ctx.log.error(
+        { slot, unreadable: copier.unreadable.slice(0, 20), count: copier.unreadable.length },
+        `cannot read ${copier.unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left as they were in slot ${slot}; give the agent's user read access`,
+      );
+    }
+    ctx.metrics.unreadable.set(copier.unreadable.length);
+    record.copied = { ...copier.stats };
+    ctx.metrics.copiedFiles.inc(copier.stats.files);
+    ctx.metrics.copiedBytes.inc(copier.stats.bytes);
+    ctx.metrics.deletedFiles.inc(copier.stats.deleted);
+    await compactJournal(ctx);
+    return () => copier.clearTemp();
+  });
+}
+
+/**
+ * A full compare of `slot` found `found` different. Whatever of it the
+ * journal did not name since the other slot's position is logged, so the
+ * other slot gets it too by its next sync (when it syncs from the journal;
+ * otherwise it is compared whole anyway).
+ */
+async function passOn(ctx: AgentContext, slot: SlotName, found: string[]): Promise<void> {
+  const other = ctx.slots.get(otherSlot(slot)).seq;
+  if (found.length === 0 || other === null || !ctx.journal.trusts(other)) return;
+  await logUnknownChanges(ctx, found, other, 'full_sync');
+}
+
+/** Drop the journal's entries both slots have. */
+async function compactJournal(ctx: AgentContext): Promise<void> {
+  const a = ctx.slots.get('a').seq;
+  const b = ctx.slots.get('b').seq;
+  if (a === null || b === null) return;
+  try {
+    await ctx.journal.compact(Math.min(a, b));
+  } catch (err) {
+    // housekeeping: the copy stands, and the journal is rewritten compact on a later try
+    ctx.log.warn({ err: (err as Error).message }, 'journal compaction failed; it is tried again later');
+  }
+}

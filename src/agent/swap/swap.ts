@@ -1,0 +1,292 @@
+import { type EpochRecord, readEpochFile } from '../../store/epoch-file.js';
+import { MirrorswapError } from '../../core/errors.js';
+import { type SlotName, otherSlot } from '../../store/store-layout.js';
+import { type AgentContext, setEpoch } from '../agent-context.js';
+import type { SwapKind, SwapRecord } from '../agent-types.js';
+import { copyIntoSlot } from './copy-into-slot.js';
+import { followCommitted } from './fleet-truth.js';
+import { type WaitForServersOptions, waitForServers } from '../../store/drain.js';
+import { runHook } from '../../store/hooks.js';
+import type { SwapPhase } from '../api/metrics.js';
+import { publishEpoch } from '../../store/publish.js';
+import { rollbackRefusal } from './swap-queue.js';
+import { emptyStats } from '../../tree/tree-copy.js';
+import type { FleetCoordinator } from '../../fleet/coordinator/coordinator.js';
+import type { FleetEpoch } from '../../fleet/fleet-keys.js';
+
+/**
+ * One swap, in the order of its phases:
+ *
+ * 0. take the epoch file's word over memory; for a rollback, check there is
+ *    an older release to mount;
+ * 1. **wait** until no live server mounts the standby or has requests on it;
+ * 2. **copy** master into it (a sync only);
+ * 3. **publish** the epoch that mounts it, once its recorded position vouches
+ *    for it; then the on-mount hook;
+ * 4. **drain**: wait until every live server has switched and has no request
+ *    left on the old copy; then the on-unmount hook.
+ *
+ * Never throws: a failure is in the record. `onPublished` is called the
+ * moment servers are told to switch (a swap can still fail after, in its
+ * drain).
+ */
+export async function runSwap(
+  ctx: AgentContext,
+  kind: SwapKind,
+  full: boolean,
+  onPublished: () => void = () => {},
+): Promise<SwapRecord> {
+  await readEpochTruth(ctx);
+  if (ctx.fleet?.elected) await followCommitted(ctx, await ctx.fleet.committed().catch(() => null));
+  const current = ctx.epoch;
+  const from = current.mounted;
+  const to = otherSlot(from);
+  const record: SwapRecord = {
+    kind,
+    result: 'failed',
+    epoch: current.epoch + 1,
+    from,
+    to,
+    mode: 'none',
+    startedAt: new Date().toISOString(),
+    phases: {},
+    copied: emptyStats(),
+    dropped: [],
+  };
+  ctx.swapping = { kind, phase: 'wait' };
+  let published = false;
+  /** Frees what the copy replaced in the standby; started once the publish is out of the way. */
+  let freeReplaced: (() => Promise<void>) | undefined;
+  let freeing: Promise<void> | undefined;
+  try {
+    // a fleet swap is only ever committed by the elected coordinator: fail before copying
+    ctx.fleet?.mustBeElected();
+    if (kind === 'rollback') {
+      const refusal = rollbackRefusal(to, ctx.slots.get(to), ctx.slots.get(from));
+      if (refusal) throw refusal;
+    }
+    // 1. the standby must be free: no live server still mounts it or has requests on it
+    const waited = await phase(ctx, record, 'wait', async () => {
+      // fleet hosts pulling from the standby finish first, and no new pull starts on it
+      if (kind === 'sync') await ctx.fleet?.snapshots.release(to, ctx.opts.drainTimeoutMs);
+      return waitForLiveServers(
+        ctx,
+        {
+          what: `slot ${to} to be free before copying into it`,
+          done: (hb) => hb.inflight[to] === 0 && hb.mounted !== to,
+          describe: (hb) =>
+            hb.mounted === to
+              ? `still mounts slot ${to} (epoch ${hb.epoch})`
+              : `still has ${hb.inflight[to]} requests in flight on slot ${to}`,
+        },
+        'server heartbeat went stale; no longer waiting for it',
+      );
+    });
+    record.dropped.push(...waited.dropped);
+    // 2. copy master into it (a sync) — under the master lock, so no batch is split
+    if (kind === 'sync') freeReplaced = await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, full, record));
+    await vouchFor(ctx, to);
+    // 3a. in a fleet: every host prepares the copy, and one etcd transaction commits it
+    const fleet = ctx.fleet ? await phase(ctx, record, 'prepare', () => commitToFleet(ctx, record, to)) : null;
+    // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
+    const next = await phase(ctx, record, 'publish', async () => {
+      if (!fleet) await vouchFor(ctx, to);
+      return publish(ctx, record.epoch, to);
+    });
+    published = true;
+    onPublished();
+    setEpoch(ctx, next);
+    // freed while servers switch and drain; the swap ends when both are done
+    freeing = free(ctx, freeReplaced);
+    await hook(ctx, 'mount', ctx.opts.onMount, next, to);
+    // 4. wait until every live server has switched and drained the old slot
+    const drained = await phase(ctx, record, 'drain', async () => {
+      const hosts = fleet ? ctx.fleet?.awaitDrained(fleet, ctx.opts.drainTimeoutMs) : undefined;
+      const local = await waitForLiveServers(
+        ctx,
+        {
+          what: `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
+          done: (hb) => hb.epoch >= next.epoch && hb.inflight[from] === 0,
+          describe: (hb) =>
+            hb.epoch < next.epoch
+              ? `is still at epoch ${hb.epoch}`
+              : `still has ${hb.inflight[from]} requests in flight on slot ${from}`,
+        },
+        'server died during the drain; no longer waiting for it',
+      );
+      const remote = await hosts;
+      return { dropped: [...local.dropped, ...(remote?.dropped.map((h) => `host ${h}`) ?? [])] };
+    });
+    record.dropped.push(...drained.dropped);
+    await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
+    record.result = 'ok';
+    ctx.metrics.lastSuccess.set(Date.now() / 1000);
+  } catch (err) {
+    const e = err as MirrorswapError;
+    record.result = published && e.code === 'DRAIN_TIMEOUT' ? 'drain_timeout' : 'failed';
+    record.error = { code: e.code ?? 'INTERNAL', message: e.message };
+  } finally {
+    await (freeing ?? free(ctx, freeReplaced));
+    ctx.swapping = null;
+  }
+  ctx.metrics.swaps.inc({ result: record.result, kind });
+  logSwap(ctx, record);
+  return record;
+}
+
+/** Free what a copy kept aside; a failure leaves it for the next copy into that slot to clear, and is logged. */
+async function free(ctx: AgentContext, freeReplaced: (() => Promise<void>) | undefined): Promise<void> {
+  try {
+    await freeReplaced?.();
+  } catch (err) {
+    ctx.log.warn(
+      { err: (err as Error).message },
+      'cannot remove what the copy replaced; the next copy into the slot tries again',
+    );
+  }
+}
+
+/**
+ * Make the swap a fleet one: the standby just copied becomes the snapshot
+ * hosts pull, its epoch follows the fleet's highest, and the fleet commits
+ * it (or the swap fails here, with nothing switched anywhere).
+ */
+async function commitToFleet(ctx: AgentContext, record: SwapRecord, slot: SlotName): Promise<FleetEpoch> {
+  const fleet = ctx.fleet as FleetCoordinator;
+  const snapshot = fleet.snapshots.idOf(slot) ?? (await fleet.snapshots.take(slot));
+  record.epoch = await fleet.nextEpoch(ctx.epoch.epoch);
+  const committed = await fleet.commit({ epoch: record.epoch, slot, seq: ctx.slots.get(slot).seq, snapshot });
+  record.fleet = { members: committed.epoch.members, evicted: committed.evicted };
+  return committed.epoch;
+}
+
+/** Run one phase of a swap, timing it into the record and the metrics. */
+async function phase<T>(ctx: AgentContext, record: SwapRecord, name: SwapPhase, work: () => Promise<T>): Promise<T> {
+  if (ctx.swapping) ctx.swapping.phase = name;
+  const start = performance.now();
+  try {
+    return await work();
+  } finally {
+    const seconds = (performance.now() - start) / 1000;
+    record.phases[name] = seconds;
+    ctx.metrics.phaseSeconds.observe({ phase: name }, seconds);
+  }
+}
+
+/**
+ * Take the epoch file's word over memory before a swap: a publish whose
+ * rename landed but whose directory fsync failed has servers on an epoch
+ * the agent did not record. Going on from memory would copy into the copy
+ * they mount.
+ */
+async function readEpochTruth(ctx: AgentContext): Promise<void> {
+  let onDisk: EpochRecord | null;
+  try {
+    onDisk = await readEpochFile(ctx.layout.epochFile);
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'cannot read the epoch file before a swap; going on from memory');
+    return;
+  }
+  const known = ctx.epoch;
+  if (!onDisk || (onDisk.epoch === known.epoch && onDisk.mounted === known.mounted)) return;
+  const seen = {
+    file: { epoch: onDisk.epoch, mounted: onDisk.mounted },
+    memory: { epoch: known.epoch, mounted: known.mounted },
+  };
+  if (onDisk.epoch > known.epoch) {
+    ctx.log.warn(
+      seen,
+      'the epoch file is ahead of what the agent recorded (a publish that failed after its rename?): following the file',
+    );
+    setEpoch(ctx, onDisk);
+  } else {
+    ctx.log.error(
+      seen,
+      'the epoch file was rewritten behind the agent with an older epoch, which servers ignore: the next publish supersedes it',
+    );
+  }
+}
+
+/**
+ * Refuse to mount a slot whose recorded state does not say it holds a
+ * complete copy at the position the agent meant: a copy that did not finish,
+ * a positions file rewritten or lost behind the agent's back.
+ */
+async function vouchFor(ctx: AgentContext, slot: SlotName): Promise<void> {
+  const meant = ctx.slots.get(slot);
+  const recorded = await ctx.slots.recorded(slot);
+  if (meant.seq !== null && !meant.copying && recorded?.seq === meant.seq && !recorded.copying) return;
+  throw new MirrorswapError(
+    'SLOT_NOT_VOUCHED',
+    `slot ${slot} is not mounted: its recorded state (${recorded ? JSON.stringify(recorded) : 'unreadable'}) does not say it holds the complete copy meant (journal position ${meant.seq}${meant.copying ? ', copy unfinished' : ''}); run mirrorswap sync --full`,
+  );
+}
+
+/** Write the epoch file; a rename that landed before a later step failed still counts, as servers follow it. */
+async function publish(ctx: AgentContext, epoch: number, slot: SlotName): Promise<EpochRecord> {
+  try {
+    return await publishEpoch(ctx.layout, epoch, slot, ctx.opts.serverTtlMs);
+  } catch (err) {
+    // The rename may have landed before what failed (the directory's fsync): then servers
+    // follow the new epoch, and so must the agent.
+    const onDisk = await readEpochFile(ctx.layout.epochFile).catch(() => null);
+    if (onDisk?.epoch !== epoch || onDisk.mounted !== slot) throw err;
+    ctx.log.error(
+      { err: (err as Error).message },
+      `epoch ${onDisk.epoch} is in place but could not be made durable; servers follow it, and so does the swap`,
+    );
+    return onDisk;
+  }
+}
+
+/** Wait on the live servers' heartbeats, bounded by --drain-timeout, logging each server dropped as dead. */
+function waitForLiveServers(
+  ctx: AgentContext,
+  check: Pick<WaitForServersOptions, 'what' | 'done' | 'describe'>,
+  droppedMessage: string,
+): Promise<{ waitedMs: number; dropped: string[] }> {
+  return waitForServers({
+    ...check,
+    serversDir: ctx.layout.serversDir,
+    ttlMs: ctx.opts.serverTtlMs,
+    timeoutMs: ctx.opts.drainTimeoutMs,
+    onDropped: (hb) => ctx.log.warn({ server: hb.id, host: hb.host, pid: hb.pid }, droppedMessage),
+  });
+}
+
+/** Run an operator hook; its failure is counted and logged, never fails the swap. */
+async function hook(
+  ctx: AgentContext,
+  name: 'mount' | 'unmount',
+  command: string | undefined,
+  epoch: EpochRecord,
+  slot: SlotName,
+): Promise<void> {
+  if (!command) return;
+  try {
+    await runHook(`on-${name}`, command, {
+      MIRRORSWAP_EPOCH: String(epoch.epoch),
+      MIRRORSWAP_SLOT: slot,
+      MIRRORSWAP_ROOT: ctx.layout.slots[slot],
+      MIRRORSWAP_STORE: ctx.layout.root,
+    });
+  } catch (err) {
+    ctx.metrics.hookFailures.inc({ hook: name });
+    ctx.log.error({ hook: name, err: (err as Error).message }, `on-${name} hook failed`);
+  }
+}
+
+function logSwap(ctx: AgentContext, record: SwapRecord): void {
+  const level = record.result === 'ok' ? 'info' : 'error';
+  ctx.log[level](
+    {
+      swap: {
+        ...record,
+        phases: Object.fromEntries(Object.entries(record.phases).map(([k, v]) => [k, Math.round(v * 1e6) / 1e6])),
+      },
+    },
+    record.result === 'ok'
+      ? `swap to epoch ${record.epoch} done`
+      : `swap to epoch ${record.epoch} ${record.result}: ${record.error?.message}`,
+  );
+}

@@ -1,0 +1,25 @@
+/**
+ * The one way to say "nothing there" of a file system error, and its one
+ * wider form. Callers that mean something else (an entry in the way, a
+ * directory not empty) say so with their own codes.
+ */
+
+/** Nothing is at the path now: no such entry, a parent that is not a directory, a path too long to reach. */
+const NOTHING_THERE: ReadonlySet<string> = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG']);
+
+/**
+ * Nothing of the kind asked for is there, for an open that never follows a
+ * final link: nothing there, a link (ELOOP under O_NOFOLLOW), a FIFO or socket
+ * (ENXIO), a directory where a file was wanted (EISDIR).
+ */
+const NOT_OF_THAT_KIND: ReadonlySet<string> = new Set([...NOTHING_THERE, 'ELOOP', 'ENXIO', 'EISDIR']);
+
+const codeOf = (err: unknown) => (err as NodeJS.ErrnoException | null)?.code ?? '';
+
+export function isNothingThere(err: unknown): boolean {
+  return NOTHING_THERE.has(codeOf(err));
+}
+
+export function isNotOfThatKind(err: unknown): boolean {
+  return NOT_OF_THAT_KIND.has(codeOf(err));
+}

@@ -1,0 +1,165 @@
+import { errorBody } from '../../core/errors.js';
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { readSmallFile } from '../../store/read-small-file.js';
+import { join } from 'node:path';
+import express, { type Request, type Response } from 'express';
+import { tokenMatches } from '../../core/token-match.js';
+import type { Logger } from '../../core/logger.js';
+import { type ManifestEntry, badPath } from '../../tree/manifest.js';
+import type { Snapshots } from './snapshots.js';
+
+/** Files at most this large are read whole and sent with the snapshot's hash. */
+const WHOLE_READ = 1024 * 1024;
+
+/** Most paths one files request may name: a host asks in batches. */
+export const MAX_PATHS_PER_REQUEST = 4096;
+
+/**
+ * Frame of one file in a files answer: a 4-byte big-endian header length,
+ * the header (JSON: path, size), the content, then its SHA-256 (32 bytes),
+ * computed as it was read. The host checks size and hash before it renames
+ * the file into place.
+ */
+export function frameHeader(path: string, size: number): Buffer {
+  const header = Buffer.from(JSON.stringify({ path, size }), 'utf8');
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(header.length);
+  return Buffer.concat([length, header]);
+}
+
+/**
+ * The coordinator's content endpoints, under /v1/fleet: a snapshot's
+ * manifest (or what changed in it since one the host holds) and the content
+ * of named files. Both need the fleet token; both read only a slot that
+ * holds the snapshot named, and count as pulls on it while they run.
+ */
+export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): express.Router {
+  const router = express.Router();
+  router.use((req, res, next) => {
+    const header = req.get('authorization') ?? '';
+    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (given === '' || !tokenMatches(given, token)) {
+      res.status(401).json(errorBody('UNAUTHORIZED', 'the fleet token is required'));
+      return;
+    }
+    next();
+  });
+
+  router.get('/manifest', (req: Request, res: Response) => {
+    const pull = snapshots.open(String(req.query.snapshot ?? ''), req.query.since ? String(req.query.since) : null);
+    if (!pull) {
+      res.status(410).json(errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
+      return;
+    }
+    try {
+      res.json(
+        pull.delta
+          ? { snapshot: req.query.snapshot, base: req.query.since, ...pull.delta }
+          : { snapshot: req.query.snapshot, base: null, changed: pull.manifest, removed: [] },
+      );
+    } finally {
+      pull.done();
+    }
+  });
+
+  router.post('/files', express.json({ limit: '4mb' }), async (req: Request, res: Response) => {
+    const paths = (req.body as { paths?: unknown })?.paths;
+    if (!Array.isArray(paths) || paths.length > MAX_PATHS_PER_REQUEST || paths.some((p) => badPath(p))) {
+      res
+        .status(400)
+        .json(errorBody('BAD_REQUEST', `paths: a list of at most ${MAX_PATHS_PER_REQUEST} relative paths`));
+      return;
+    }
+    // cut when the slot is to be rewritten: the host sees a cut answer and starts over
+    const pull = snapshots.open(String(req.query.snapshot ?? ''), null, () => res.destroy());
+    if (!pull) {
+      res.status(410).json(errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
+      return;
+    }
+    const files = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e]));
+    const unknown = (paths as string[]).find((p) => !files.has(p));
+    if (unknown !== undefined) {
+      pull.done();
+      res.status(400).json(errorBody('BAD_REQUEST', 'a path asked for is not a file of the snapshot'));
+      return;
+    }
+    res.once('close', pull.done);
+    res.setHeader('content-type', 'application/x-mirrorswap-files');
+    try {
+      for (const path of paths as string[]) {
+        const entry = files.get(path) as ManifestEntry;
+        const abs = join(pull.root, path);
+        if (!res.write(frameHeader(path, entry.size))) await drained(res);
+        if (entry.size <= WHOLE_READ && entry.hash) {
+          // small files in one read; the hash sent is the snapshot's, so a file changed under it
+          // arrives as damaged and is never taken
+          // never through a link, never blocked by a FIFO or a device put in its place
+          const data = await readSmallFile(abs, entry.size);
+          if (data?.length !== entry.size) throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+          res.write(data);
+          if (!res.write(Buffer.from(entry.hash, 'hex'))) await drained(res);
+          continue;
+        }
+        // the file checked is the file read: opened once, without following a link or waiting on a FIFO
+        const handle = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+        const hash = createHash('sha256');
+        let sent = 0;
+        try {
+          const st = await handle.stat();
+          if (!st.isFile() || st.size !== entry.size)
+            throw new Error(`${path} changed in slot ${pull.slot} under the snapshot`);
+          for await (const chunk of handle.createReadStream({
+            autoClose: false,
+            highWaterMark: 256 * 1024,
+            start: 0,
+            end: entry.size - 1,
+          })) {
+            hash.update(chunk as Buffer);
+            sent += (chunk as Buffer).length;
+            if (!res.write(chunk)) await drained(res);
+          }
+        } finally {
+          await handle.close();
+        }
+        if (sent !== entry.size) throw new Error(`${path} ended at ${sent} of ${entry.size} bytes`);
+        if (!res.write(hash.digest())) await drained(res);
+      }
+      res.end();
+    } catch (err) {
+      // the host sees a cut answer and fails its pull: never a wrong file. One it hung up on, or
+      // that was cut for a copy into its slot, is no fault of the coordinator's.
+      const gone = res.destroyed;
+      log[gone ? 'warn' : 'error'](
+        { err: (err as Error).message, slot: pull.slot },
+        gone ? 'a fleet host pull ended before its answer did' : 'a fleet host pull failed',
+      );
+      res.destroy();
+    } finally {
+      pull.done();
+    }
+  });
+  return router;
+}
+
+/**
+ * Wait until `res` takes more, or fail once it is closed (the host hung up,
+ * or the pull was cut): an answer nobody reads is not read on to its end.
+ */
+function drained(res: Response): Promise<void> {
+  if (res.destroyed) return Promise.reject(new Error('the answer was closed'));
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', closed);
+      resolve();
+    };
+    const closed = () => {
+      res.off('drain', done);
+      reject(new Error('the answer was closed'));
+    };
+    res.once('drain', done);
+    res.once('close', closed);
+  });
+}

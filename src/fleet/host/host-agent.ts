@@ -1,0 +1,641 @@
+import { FLEET_DEFAULTS, HOST_DEFAULTS } from '../fleet-defaults.js';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { writeFileAtomic } from '../../store/atomic-write.js';
+import { waitForServers } from '../../store/drain.js';
+import { publishEpoch } from '../../store/publish.js';
+import { StoreLock } from '../../store/store-lock.js';
+import { type EpochRecord, readEpochFile } from '../../store/epoch-file.js';
+import { MirrorswapError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { readSmallFile } from '../../store/read-small-file.js';
+import { type SlotName, type StoreLayout, otherSlot } from '../../store/store-layout.js';
+import type { Etcd } from '../etcd.js';
+import {
+  type AckRecord,
+  type CoordinatorRecord,
+  type FleetEpoch,
+  type FleetKeys,
+  type MemberRecord,
+  type Prepared,
+  type SwapProposal,
+  fleetKeys,
+  parseJson,
+} from '../fleet-keys.js';
+import { LeaseKeeper } from '../lease.js';
+import { type MembershipStamp, writeMembership } from '../../store/membership.js';
+import { CoalescedRun } from '../../core/coalesced-run.js';
+import { type PullStats, pullSnapshot } from './pull.js';
+
+export interface HostAgentOptions {
+  etcd: Etcd;
+  fleet: string;
+  hostId?: string | undefined;
+  /** The fleet token: what the coordinator's content endpoints ask for. */
+  token: string;
+  layout: StoreLayout;
+  log: Logger;
+  /** This host agent's status URL, for the coordinator's status (null when it does not listen). */
+  url?: string | null;
+  leaseTtlSeconds?: number;
+  serverTtlMs?: number;
+  /** Longest wait for this host's servers to let go of a slot. */
+  drainTimeoutMs?: number;
+  /** fsync pulled content before saying it is prepared. */
+  durable?: boolean;
+  /** How often etcd is read besides the watch: the most a lost watch event delays this host. */
+  backstopMs?: number;
+}
+
+/** What each slot of this host holds, in `state/fleet-slots.json`. */
+interface SlotRecord {
+  /** The coordinator's snapshot the slot holds complete; null when unknown. */
+  snapshot: string | null;
+  /** A pull into it started and did not finish: its content is mixed. */
+  copying: boolean;
+}
+
+export interface HostStatus {
+  host: string;
+  fleet: string;
+  ready: boolean;
+  epoch: number;
+  mounted: SlotName | null;
+  fleetEpoch: number | null;
+  slots: Record<SlotName, SlotRecord>;
+  phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
+  lastPull: (PullStats & { snapshot: string; ms: number }) | null;
+  /** The pull under way: into which slot, of which snapshot, since when, and its counts so far of its totals. */
+  pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
+  lastError: string | null;
+  etcdReachable: boolean;
+  /** A fleet member now (its lease surely holds), and until when, unless renewed. */
+  member: boolean;
+  memberUntil: string | null;
+}
+
+/** A pull under way: what it is for, how to abandon it, and its counts once it has them. */
+interface Pulling {
+  snapshot: string;
+  epoch: number;
+  forCommit: boolean;
+  abort: AbortController;
+  slot: SlotName;
+  startedAt: string;
+  stats?: Readonly<PullStats>;
+}
+
+const SLOTS_FILE_FORMAT = 1;
+
+type ResolvedHostOptions = Required<Omit<HostAgentOptions, 'hostId' | 'url'>> & { url: string | null };
+
+/**
+ * The host agent of one web host in a fleet: it owns the host's slots and
+ * epoch file (there is no master here). It prepares each proposed swap by
+ * pulling the coordinator's snapshot into its standby, switches its servers
+ * the moment the commit lands in etcd, acknowledges once they drained, and
+ * catches up by itself after any gap: whatever it missed, it makes its
+ * standby the committed snapshot by comparing what it holds with it.
+ */
+export class HostAgent {
+  readonly host: string;
+  readonly #opts: ResolvedHostOptions;
+  readonly #keys: FleetKeys;
+  readonly #lease: LeaseKeeper;
+  readonly #lock: StoreLock;
+  #slots: Record<SlotName, SlotRecord>;
+  #local: EpochRecord | null;
+  #fleetEpoch: FleetEpoch | null = null;
+  #proposal: SwapProposal | null = null;
+  /** Proposals answered (by epoch and snapshot), so one is prepared once. */
+  #answered = new Set<string>();
+  #acked = 0;
+  /** Set while another host agent holds this host id in etcd (see #putMember): why this one stands aside. */
+  #impostor: string | null = null;
+  /** The epoch every live server of this host was last seen serving. */
+  #switched = 0;
+  #phase: HostStatus['phase'] = 'idle';
+  #lastPull: HostStatus['lastPull'] = null;
+  #lastError: string | null = null;
+  #etcdReachable = true;
+  #running = false;
+  #again = false;
+  #closed = false;
+  #watches: { close(): void }[] = [];
+  /** The pull under way: abandoned when a newer proposal or commit names another snapshot. */
+  #pulling: Pulling | null = null;
+  #backstop: NodeJS.Timeout | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  /** Until when etcd surely holds this host's lease (ms since the epoch); 0 while it holds none. */
+  #memberUntil = 0;
+  /**
+   * The committed epoch the stamp tells this host's servers to serve (or be
+   * not ready). Moved only once they switched to it, or when this host must
+   * catch up: a host that prepared a swap is never reported behind during the
+   * milliseconds between the commit and its servers' switch.
+   */
+  #stampEpoch: number | null = null;
+  /** Why this host is not a fleet member now, for the stamp its servers read. */
+  #notMember: string | null = 'not registered in the fleet yet';
+  /** Writes of the membership stamp: one at a time, the last always with the latest state. */
+  readonly #stamps = new CoalescedRun(
+    () => this.#writeStamp(),
+    () => false,
+  );
+
+  private constructor(
+    opts: ResolvedHostOptions,
+    host: string,
+    lock: StoreLock,
+    slots: Record<SlotName, SlotRecord>,
+    local: EpochRecord | null,
+  ) {
+    this.#opts = opts;
+    this.host = host;
+    this.#lock = lock;
+    this.#slots = slots;
+    this.#local = local;
+    this.#keys = fleetKeys(opts.fleet);
+    this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
+      granted: async (lease) => {
+        await this.#putMember(lease);
+        // an ack lives on the lease too: a new lease must say it again
+        if (this.#acked > 0 && !this.#impostor)
+          await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(this.#acked)), lease);
+        this.#etcdReachable = true;
+      },
+      lost: (reason) => {
+        // answers lived on the lease: a proposal still open must be answered again
+        this.#answered.clear();
+        this.#leftFleet(`its etcd lease ended (${reason}): the fleet no longer counts it until it registers again`);
+        opts.log.warn({ reason }, 'fleet host lease lost: re-registering');
+      },
+      renewed: (until) => {
+        if (this.#closed) return;
+        this.#memberUntil = until;
+        if (!this.#impostor) this.#notMember = null;
+        void this.#stamps.run();
+      },
+      error: (err) => {
+        this.#etcdReachable = false;
+        opts.log.warn({ err: err.message }, 'cannot reach etcd; serving what this host has');
+      },
+    });
+  }
+
+  static async start(options: HostAgentOptions): Promise<HostAgent> {
+    const { layout } = options;
+    const host = options.hostId ?? hostname();
+    await mkdir(layout.stateDir, { recursive: true });
+    await mkdir(layout.serversDir, { recursive: true });
+    await mkdir(layout.slots.a, { recursive: true });
+    await mkdir(layout.slots.b, { recursive: true });
+    const lock = await StoreLock.acquire(layout.lockFile, `mirrorswap host agent (${host})`);
+    try {
+      const agent = new HostAgent(
+        {
+          etcd: options.etcd,
+          fleet: options.fleet,
+          token: options.token,
+          layout,
+          log: options.log,
+          url: options.url ?? null,
+          leaseTtlSeconds: options.leaseTtlSeconds ?? FLEET_DEFAULTS.leaseTtlMs / 1000,
+          serverTtlMs: options.serverTtlMs ?? HOST_DEFAULTS.serverTtlMs,
+          drainTimeoutMs: options.drainTimeoutMs ?? HOST_DEFAULTS.drainTimeoutMs,
+          durable: options.durable ?? HOST_DEFAULTS.durable,
+          backstopMs: options.backstopMs ?? HOST_DEFAULTS.backstopMs,
+        },
+        host,
+        lock,
+        await readSlots(layout),
+        await readEpochFile(layout.epochFile).catch(() => null),
+      );
+      agent.#begin();
+      return agent;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  #begin(): void {
+    const { etcd } = this.#opts;
+    this.#lease.start();
+    const onError = (err: Error) => this.#opts.log.warn({ err: err.message }, 'fleet watch interrupted; resuming');
+    this.#watches.push(
+      etcd.watch(this.#keys.epoch, {
+        onEvents: (events) => {
+          for (const e of events) if (e.type === 'put') this.#sawEpoch(parseJson<FleetEpoch>(e.kv.value));
+        },
+        onCompacted: () => void this.#readState(),
+        onError,
+      }),
+      etcd.watch(this.#keys.swap, {
+        onEvents: (events) => {
+          for (const e of events) this.#sawProposal(e.type === 'put' ? parseJson<SwapProposal>(e.kv.value) : null);
+        },
+        onCompacted: () => void this.#readState(),
+        onError,
+      }),
+    );
+    const backstop = () => {
+      if (this.#closed) return;
+      this.#backstop = setTimeout(async () => {
+        await this.#readState();
+        backstop();
+      }, this.#opts.backstopMs);
+      this.#backstop.unref();
+    };
+    void this.#readState();
+    backstop();
+  }
+
+  /** A linearizable read of the proposal and the committed epoch: the backstop against a lost watch. */
+  async #readState(): Promise<void> {
+    try {
+      const [swap, epoch] = await Promise.all([
+        this.#opts.etcd.get(this.#keys.swap),
+        this.#opts.etcd.get(this.#keys.epoch),
+      ]);
+      this.#etcdReachable = true;
+      if (this.#impostor) await this.#putMember();
+      this.#sawProposal(parseJson<SwapProposal>(swap?.value));
+      this.#sawEpoch(parseJson<FleetEpoch>(epoch?.value));
+    } catch (err) {
+      this.#etcdReachable = false;
+      this.#opts.log.warn(
+        { err: (err as Error).message },
+        'cannot read the fleet state from etcd; serving what this host has',
+      );
+    }
+  }
+
+  #sawEpoch(epoch: FleetEpoch | null): void {
+    if (!epoch || (this.#fleetEpoch && epoch.epoch <= this.#fleetEpoch.epoch)) return;
+    this.#fleetEpoch = epoch;
+    this.#supersede(epoch.snapshot, epoch.epoch, true);
+    this.#kick();
+  }
+
+  #sawProposal(proposal: SwapProposal | null): void {
+    this.#proposal = proposal;
+    if (proposal) {
+      this.#supersede(proposal.snapshot, proposal.epoch, false);
+      this.#kick();
+    }
+  }
+
+  /**
+   * A pull for a snapshot the fleet moved past is wasted (its coordinator
+   * may be gone): stop it. A pull that prepares a proposal gives way to a
+   * newer proposal or to any commit of another snapshot; a pull that
+   * catches up with a commit gives way only to a newer commit (a proposal
+   * may still be aborted, and the commit is what this host must serve).
+   */
+  #supersede(wanted: string, epoch: number, committed: boolean): void {
+    const p = this.#pulling;
+    if (!p || p.snapshot === wanted) return;
+    const moved = committed ? epoch >= p.epoch || !p.forCommit : !p.forCommit && epoch >= p.epoch;
+    if (moved) {
+      this.#opts.log.warn(
+        { abandoned: p.snapshot, wanted },
+        'abandoning a pull: the fleet moved on to another snapshot',
+      );
+      p.abort.abort();
+    }
+  }
+
+  /** Ready: this host's servers serve the fleet's committed epoch (what its member record says). */
+  get ready(): boolean {
+    return !this.#impostor && this.#fleetEpoch !== null && this.#switched >= this.#fleetEpoch.epoch;
+  }
+
+  /** Whether this host is a fleet member now: its lease surely holds (what its servers' stamp says). */
+  #memberNow(): boolean {
+    return this.#notMember === null && this.#memberUntil > Date.now();
+  }
+
+  status(): HostStatus {
+    return {
+      host: this.host,
+      fleet: this.#opts.fleet,
+      // what /readyz says: as its servers judge it, membership included (a host cut off from etcd is not)
+      ready: this.ready && this.#memberNow(),
+      member: this.#memberNow(),
+      memberUntil: this.#memberUntil > 0 ? new Date(this.#memberUntil).toISOString() : null,
+      epoch: this.#local?.epoch ?? 0,
+      mounted: this.#local?.mounted ?? null,
+      fleetEpoch: this.#fleetEpoch?.epoch ?? null,
+      slots: this.#slots,
+      phase: this.#phase,
+      lastPull: this.#lastPull,
+      pulling: this.#pulling?.stats
+        ? {
+            ...this.#pulling.stats,
+            slot: this.#pulling.slot,
+            snapshot: this.#pulling.snapshot,
+            startedAt: this.#pulling.startedAt,
+          }
+        : null,
+      lastError: this.#impostor ?? this.#lastError,
+      etcdReachable: this.#etcdReachable,
+    };
+  }
+
+  /** Run the next step, one at a time; a step asked for meanwhile runs after. */
+  #kick(): void {
+    if (this.#closed) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    void (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#step();
+        } while (this.#again && !this.#closed);
+      } finally {
+        this.#running = false;
+        this.#phase = 'idle';
+      }
+    })();
+  }
+
+  async #step(): Promise<void> {
+    try {
+      const committed = this.#fleetEpoch;
+      const local = this.#local?.epoch ?? 0;
+      if (committed && committed.epoch > local) {
+        await this.#follow(committed);
+      } else if (this.#impostor) {
+        // answers and acks in another host's name would be taken for its own
+        return;
+      } else if (this.#proposal && this.#proposal.epoch > local && !this.#answered.has(answerKey(this.#proposal))) {
+        await this.#prepare(this.#proposal);
+      } else if (committed && committed.epoch === local && this.#acked < local) {
+        await this.#drainAndAck(local);
+      } else return;
+      this.#lastError = null;
+      this.#again = true;
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      this.#opts.log.error({ err: this.#lastError }, 'fleet host step failed; retrying');
+      await this.#putMember().catch(() => {});
+      clearTimeout(this.#retry);
+      this.#retry = setTimeout(() => this.#kick(), 1000);
+      this.#retry.unref();
+    }
+  }
+
+  /** The slot to fill: the one this host's servers do not mount. */
+  #standby(): SlotName {
+    return this.#local ? otherSlot(this.#local.mounted) : 'a';
+  }
+
+  async #prepare(proposal: SwapProposal): Promise<void> {
+    this.#phase = 'preparing';
+    const key = answerKey(proposal);
+    let answer: Prepared;
+    try {
+      const slot = await this.#fill(this.#standby(), proposal.snapshot, proposal.url, proposal.epoch, false);
+      answer = { ok: true, slot, snapshot: proposal.snapshot };
+    } catch (err) {
+      answer = { ok: false, snapshot: proposal.snapshot, error: (err as Error).message };
+      this.#lastError = answer.error;
+    }
+    const lease = this.#lease.lease;
+    if (!lease) throw new MirrorswapError('FLEET_ETCD', 'no lease to answer the proposal on (etcd unreachable?)');
+    await this.#opts.etcd.put(this.#keys.preparedBy(proposal.snapshot, this.host), JSON.stringify(answer), lease);
+    this.#answered.add(key);
+    if (this.#answered.size > 64) this.#answered = new Set([...this.#answered].slice(-32));
+  }
+
+  /** Make `slot` hold `snapshot` (it may already): wait for this host's servers to let go of it, then pull. */
+  async #fill(slot: SlotName, snapshot: string, from: string, epoch: number, forCommit: boolean): Promise<SlotName> {
+    const held = this.#slots[slot];
+    if (held.snapshot === snapshot && !held.copying) return slot;
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to let go of slot ${slot} before pulling into it`,
+      done: (hb) => hb.inflight[slot] === 0 && hb.mounted !== slot,
+      describe: (hb) =>
+        hb.mounted === slot
+          ? `still mounts slot ${slot}`
+          : `still has ${hb.inflight[slot]} requests in flight on slot ${slot}`,
+    });
+    const base = held.copying ? null : held.snapshot;
+    await this.#recordSlot(slot, { snapshot: null, copying: true });
+    const started = performance.now();
+    const pulling: Pulling = {
+      snapshot,
+      epoch,
+      forCommit,
+      abort: new AbortController(),
+      slot,
+      startedAt: new Date().toISOString(),
+    };
+    this.#pulling = pulling;
+    let stats: PullStats;
+    try {
+      stats = await pullSnapshot({
+        from,
+        token: this.#opts.token,
+        snapshot,
+        base,
+        into: this.#opts.layout.slots[slot],
+        durable: this.#opts.durable,
+        timeoutMs: this.#opts.drainTimeoutMs,
+        signal: pulling.abort.signal,
+        onStart: (live) => {
+          pulling.stats = live;
+        },
+      });
+    } finally {
+      if (this.#pulling === pulling) this.#pulling = null;
+    }
+    await this.#recordSlot(slot, { snapshot, copying: false });
+    this.#lastPull = { ...stats, snapshot, ms: performance.now() - started };
+    this.#opts.log.info({ slot, snapshot, ...stats }, `pulled the coordinator's snapshot into slot ${slot}`);
+    return slot;
+  }
+
+  /** Switch this host to the committed epoch: at once when a slot holds it, else after catching up. */
+  async #follow(epoch: FleetEpoch): Promise<void> {
+    const mounted = this.#local?.mounted ?? null;
+    let slot: SlotName | null = null;
+    for (const s of [this.#standby(), mounted]) {
+      if (s && this.#slots[s].snapshot === epoch.snapshot && !this.#slots[s].copying) slot = s;
+    }
+    if (slot === null) {
+      this.#phase = 'catching_up';
+      // this host's servers are behind the fleet until it has caught up: they say so from now on
+      this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch.epoch);
+      await this.#stamps.run();
+      this.#opts.log.warn(
+        { epoch: epoch.epoch, snapshot: epoch.snapshot },
+        `this host does not hold epoch ${epoch.epoch}: catching up from the coordinator`,
+      );
+      // from the coordinator elected now: the one that committed may have moved or given way to another,
+      // which holds the committed copy again once it is elected
+      const current = parseJson<CoordinatorRecord>((await this.#opts.etcd.get(this.#keys.coordinator))?.value);
+      slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true);
+    }
+    this.#phase = 'switching';
+    this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);
+    this.#opts.log.info({ epoch: epoch.epoch, slot }, `switched to fleet epoch ${epoch.epoch}`);
+    await this.#putMember().catch(() => {});
+  }
+
+  async #drainAndAck(epoch: number): Promise<void> {
+    this.#phase = 'draining';
+    const local = this.#local;
+    if (!local) return;
+    const old = otherSlot(local.mounted);
+    // first every server of this host serves the epoch (the host is ready), then the old copy drains (the ack)
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to switch to epoch ${epoch}`,
+      done: (hb) => hb.epoch >= epoch,
+      describe: (hb) => `is still at epoch ${hb.epoch}`,
+    });
+    this.#switched = epoch;
+    this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, epoch);
+    void this.#stamps.run();
+    await this.#putMember().catch(() => {});
+    await waitForServers({
+      serversDir: this.#opts.layout.serversDir,
+      ttlMs: this.#opts.serverTtlMs,
+      timeoutMs: this.#opts.drainTimeoutMs,
+      what: `this host's servers to switch to epoch ${epoch} and drain slot ${old}`,
+      done: (hb) => hb.epoch >= epoch && hb.inflight[old] === 0,
+      describe: (hb) =>
+        hb.epoch < epoch
+          ? `is still at epoch ${hb.epoch}`
+          : `still has ${hb.inflight[old]} requests in flight on slot ${old}`,
+    });
+    const lease = this.#lease.lease;
+    if (!lease) throw new MirrorswapError('FLEET_ETCD', 'no lease to acknowledge on (etcd unreachable?)');
+    await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(epoch)), lease);
+    this.#acked = epoch;
+  }
+
+  /**
+   * Register (or update) this host's member key, on its lease. The key is
+   * only ever taken when free or already ours: a second host agent started
+   * with the same --host-id would otherwise answer proposals and acknowledge
+   * epochs in the first one's name. Such a one follows the fleet's commits
+   * for its own servers, but takes no part in swaps and is not ready.
+   */
+  async #putMember(lease = this.#lease.lease): Promise<void> {
+    if (!lease) return;
+    const record: MemberRecord = {
+      host: this.host,
+      url: this.#opts.url,
+      epoch: this.#local?.epoch ?? 0,
+      mounted: this.#local?.mounted ?? null,
+      slots: { a: this.#slots.a.snapshot, b: this.#slots.b.snapshot },
+      ready: this.ready,
+      lastError: this.#lastError,
+      at: new Date().toISOString(),
+    };
+    const key = this.#keys.member(this.host);
+    const put = [{ put: { key, value: JSON.stringify(record), lease } }];
+    const ours = await this.#opts.etcd.txn([{ key, target: 'lease', result: 'equal', lease }], put);
+    const taken =
+      ours.succeeded ||
+      (await this.#opts.etcd.txn([{ key, target: 'create', result: 'equal', createRevision: 0 }], put)).succeeded;
+    if (taken) {
+      if (this.#impostor) this.#opts.log.info({ host: this.host }, 'this host id is free again: taking part in swaps');
+      this.#impostor = null;
+      return;
+    }
+    const holder = await this.#opts.etcd.get(key);
+    const why = `host id ${this.host} is registered by another host agent (etcd lease ${holder?.lease ?? '?'}; or by this one before a restart, until that lease ends): give each host its own --host-id; this one follows the fleet but takes no part in its swaps`;
+    if (this.#impostor !== why) this.#opts.log.error({ host: this.host }, why);
+    this.#impostor = why;
+    this.#leftFleet(why);
+  }
+
+  async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
+    const next = { ...this.#slots, [slot]: record };
+    await writeFileAtomic(
+      slotsFile(this.#opts.layout),
+      `${JSON.stringify({ format: SLOTS_FILE_FORMAT, fleet: this.#opts.fleet, slots: next })}\n`,
+    );
+    this.#slots = next;
+  }
+
+  /** This host is out of the fleet: its servers say not ready from now on. */
+  #leftFleet(why: string): void {
+    this.#memberUntil = 0;
+    this.#notMember = why;
+    void this.#stamps.run();
+  }
+
+  /**
+   * Write what this host's servers judge their readiness by
+   * (`state/fleet-member.json`): whether it is a member, until when its lease
+   * surely holds, and the fleet's committed epoch. A failed write is logged;
+   * the stamp on disk then runs out by itself.
+   */
+  async #writeStamp(): Promise<void> {
+    const member = this.#notMember === null && this.#memberUntil > 0;
+    const stamp: MembershipStamp = {
+      format: 1,
+      fleet: this.#opts.fleet,
+      host: this.host,
+      pid: process.pid,
+      member,
+      until: member ? new Date(this.#memberUntil).toISOString() : null,
+      fleetEpoch: this.#stampEpoch,
+      reason: member ? null : (this.#notMember ?? 'no lease held'),
+      at: new Date().toISOString(),
+    };
+    try {
+      await writeMembership(this.#opts.layout.stateDir, stamp);
+    } catch (err) {
+      this.#opts.log.warn({ err: (err as Error).message }, 'cannot write the fleet membership stamp');
+    }
+  }
+
+  /** Stop. `leave` gives the lease back, so the fleet stops counting this host at once. */
+  async close(leave = true): Promise<void> {
+    this.#closed = true;
+    this.#leftFleet('its host agent stopped');
+    await this.#stamps.settled();
+    this.#pulling?.abort.abort();
+    clearTimeout(this.#backstop);
+    clearTimeout(this.#retry);
+    for (const w of this.#watches) w.close();
+    await this.#lease.close(leave);
+    for (let i = 0; i < 500 && this.#running; i++) await new Promise((r) => setTimeout(r, 10));
+    await this.#lock.release();
+  }
+}
+
+function answerKey(p: SwapProposal): string {
+  return `${p.epoch}/${p.snapshot}`;
+}
+
+function ackOf(epoch: number): AckRecord {
+  return { epoch, at: new Date().toISOString() };
+}
+
+function slotsFile(layout: StoreLayout): string {
+  return `${layout.stateDir}/fleet-slots.json`;
+}
+
+async function readSlots(layout: StoreLayout): Promise<Record<SlotName, SlotRecord>> {
+  const unknown: SlotRecord = { snapshot: null, copying: false };
+  const text = (await readSmallFile(slotsFile(layout), 64 * 1024).catch(() => null))?.toString('utf8');
+  const parsed = parseJson<{ format: number; slots: Record<SlotName, SlotRecord> }>(text);
+  if (parsed?.format !== SLOTS_FILE_FORMAT || !parsed.slots?.a || !parsed.slots?.b) return { a: unknown, b: unknown };
+  return parsed.slots;
+}

@@ -1,0 +1,145 @@
+import type http from 'node:http';
+import { MirrorswapError } from '../../core/errors.js';
+import { treeMode } from '../../tree/tree-mode.js';
+import type { PullLimits } from '../../tree/fleet-limits.js';
+import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/manifest.js';
+
+/**
+ * A host's checks of what its coordinator answers: nothing it is sent is
+ * trusted for its shape, its size or its modes. Each refusal is a
+ * FLEET_PULL error naming what was wrong, and the bound when one was passed.
+ */
+
+const refuse = (message: string) => new MirrorswapError('FLEET_PULL', `the coordinator sent ${message}`);
+
+/** The body of `res`, refused once it passes `max` bytes (announced or sent): never held beyond it. */
+export async function readCapped(res: http.IncomingMessage, max: number, what: string): Promise<Buffer> {
+  const announced = Number(res.headers['content-length']);
+  const tooLarge = (n: number) => {
+    res.destroy();
+    return refuse(`${what} of ${n} bytes or more, over the bound of ${max} bytes`);
+  };
+  if (Number.isFinite(announced) && announced > max) throw tooLarge(announced);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of res) {
+    length += (chunk as Buffer).length;
+    if (length > max) throw tooLarge(length);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, length);
+}
+
+const TYPES = new Set(['file', 'dir', 'link']);
+const HASH = /^[0-9a-f]{64}$/;
+
+/** One manifest entry as the host will use it: checked field by field, its mode masked (`treeMode`). */
+function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
+  if (typeof raw !== 'object' || raw === null) throw refuse('a manifest entry that is not an object');
+  const e = raw as Record<string, unknown>;
+  const bad = badPath(e.path, limits);
+  if (bad) throw refuse(`an unsafe path ${JSON.stringify(String(e.path).slice(0, 200))}: ${bad}`);
+  const path = e.path as string;
+  if (typeof e.type !== 'string' || !TYPES.has(e.type)) throw refuse(`${path} of an unknown type`);
+  const type = e.type as ManifestEntry['type'];
+  if (!Number.isInteger(e.mode) || (e.mode as number) < 0 || (e.mode as number) > 0o7777)
+    throw refuse(`${path} with a mode that is no permission bits`);
+  if (!Number.isSafeInteger(e.size) || (e.size as number) < 0) throw refuse(`${path} with a bad size`);
+  if (typeof e.mtimeMs !== 'number' || !Number.isFinite(e.mtimeMs)) throw refuse(`${path} with a bad time`);
+  const entry: ManifestEntry = {
+    path,
+    type,
+    // no setuid, setgid or sticky bit lands on a host: a web tree needs none
+    mode: treeMode(e.mode as number, type === 'dir'),
+    size: type === 'file' ? (e.size as number) : 0,
+    mtimeMs: Math.floor(e.mtimeMs),
+  };
+  if (type === 'link') {
+    const target = e.target;
+    if (typeof target !== 'string' || target === '' || target.includes('\0'))
+      throw refuse(`a link ${path} without a target`);
+    if (Buffer.byteLength(target) > limits.linkTargetBytes)
+      throw refuse(`a link ${path} whose target is over the bound of ${limits.linkTargetBytes} bytes`);
+    entry.target = target;
+  }
+  if (e.hash !== undefined) {
+    if (typeof e.hash !== 'string' || !HASH.test(e.hash)) throw refuse(`${path} with a hash that is no SHA-256`);
+    entry.hash = e.hash;
+  }
+  return entry;
+}
+
+/** A manifest answer, checked: the delta asked for, or the whole manifest (`base` null). */
+export interface CheckedAnswer extends ManifestDelta {
+  base: string | null;
+}
+
+/**
+ * Check a manifest answer against what was asked: `snapshot`, and a delta
+ * from `asked` (null: the whole manifest). A delta is taken only as the
+ * answer to the delta asked for: one from another base, or one when the
+ * whole manifest was asked for, would make the host apply changes to a tree
+ * they were not computed from. The coordinator may answer the whole
+ * manifest instead of a delta (it no longer knows the base).
+ */
+export function checkManifestAnswer(
+  body: unknown,
+  snapshot: string,
+  asked: string | null,
+  limits: Readonly<PullLimits>,
+): CheckedAnswer {
+  if (typeof body !== 'object' || body === null) throw refuse('a malformed manifest');
+  const b = body as Record<string, unknown>;
+  if (!Array.isArray(b.changed) || !Array.isArray(b.removed)) throw refuse('a malformed manifest');
+  if (b.snapshot !== undefined && b.snapshot !== snapshot)
+    throw refuse(`the manifest of snapshot ${JSON.stringify(b.snapshot)} where ${snapshot} was asked for`);
+  const base = b.base ?? null;
+  if (base !== null) {
+    if (typeof base !== 'string') throw refuse('a malformed manifest (its base)');
+    if (asked === null)
+      throw refuse(`a delta from snapshot ${JSON.stringify(base)} where the whole manifest was asked for`);
+    if (base !== asked)
+      throw refuse(`a delta from snapshot ${JSON.stringify(base)} where one from ${asked} was asked for`);
+  }
+  const count = b.changed.length + b.removed.length;
+  if (count > limits.manifestEntries)
+    throw refuse(`a manifest of ${count} entries, over the bound of ${limits.manifestEntries}`);
+  const seen = new Set<string>();
+  const changed = b.changed.map((raw) => {
+    const entry = checkEntry(raw, limits);
+    if (seen.has(entry.path)) throw refuse(`${entry.path} twice in one manifest`);
+    seen.add(entry.path);
+    return entry;
+  });
+  // a path sorts before every path under it: parents are made first, whatever order it came in
+  changed.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+  // a whole manifest is compared with the slot: whatever it says went is worked out here
+  const removed = base === null ? [] : (b.removed as unknown[]).map((p) => checkRemoved(p, limits));
+  // deepest first, so a directory is emptied before it goes
+  removed.sort((x, y) => y.split('/').length - x.split('/').length || (x < y ? 1 : -1));
+  return { base, changed, removed };
+}
+
+function checkRemoved(path: unknown, limits: Readonly<PullLimits>): string {
+  const bad = badPath(path, limits);
+  if (bad) throw refuse(`an unsafe path ${JSON.stringify(String(path).slice(0, 200))}: ${bad}`);
+  return path as string;
+}
+
+/** A frame's header, its length checked against the bound before a byte of it is read. */
+export function checkFrameHeaderLength(length: number, limits: Readonly<PullLimits>): void {
+  if (length > limits.frameHeaderBytes)
+    throw refuse(`a frame header of ${length} bytes, over the bound of ${limits.frameHeaderBytes}`);
+}
+
+export function parseFrameHeader(bytes: Buffer): { path: string; size: number } {
+  let header: unknown;
+  try {
+    header = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw refuse('a frame header that is not JSON');
+  }
+  const h = header as { path?: unknown; size?: unknown } | null;
+  if (typeof h?.path !== 'string' || !Number.isSafeInteger(h.size)) throw refuse('a malformed frame header');
+  return { path: h.path, size: h.size as number };
+}

@@ -1,0 +1,429 @@
+import type { PlacedFile } from '../../tree/manifest-entry.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { lstat, lutimes, mkdir, open, rename, rm, symlink, utimes, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { dirname, join } from 'node:path';
+import { msInside } from '../../tree/copy-times.js';
+import { syncFileSystems } from '../../tree/tree-copy.js';
+import { walkPool } from '../../tree/walk-pool.js';
+import { fsyncDir } from '../../store/atomic-write.js';
+import { MirrorswapError } from '../../core/errors.js';
+import { TEMP_DIR_NAME } from '../../store/store-layout.js';
+import { unlockTree } from '../../tree/tree-mode.js';
+import { WritableDirs } from '../../tree/writable-dirs.js';
+import {
+  type ManifestDelta,
+  type ManifestEntry,
+  diffManifests,
+  hashLikelySame,
+  readManifest,
+} from '../../tree/manifest.js';
+import { MAX_PATHS_PER_REQUEST } from '../coordinator/fleet-api.js';
+import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
+import { checkFrameHeaderLength, checkManifestAnswer, parseFrameHeader, readCapped } from './pull-checks.js';
+
+export interface PullOptions {
+  /** The coordinator's base URL. */
+  from: string;
+  token: string;
+  snapshot: string;
+  /** The snapshot the slot holds complete, if known: then only what changed since is asked for. */
+  base: string | null;
+  /** The slot's root on this host. */
+  into: string;
+  /** Make it durable (syncfs) before returning. */
+  durable: boolean;
+  timeoutMs: number;
+  /** Abandons the pull (the slot stays marked unfinished). */
+  signal?: AbortSignal;
+  /** Hears the pull's counts once, as the object it keeps up to date (for status while it runs). */
+  onStart?: (stats: Readonly<PullStats>) => void;
+  /** Bounds on what the coordinator may send (default `PULL_LIMITS`; tests lower them). */
+  limits?: Partial<PullLimits>;
+}
+
+export interface PullStats {
+  files: number;
+  bytes: number;
+  removed: number;
+  /** Bytes received, manifests included: what the coordinator sent. */
+  received: number;
+  /** Whether the whole manifest was compared with the slot (no base, or the coordinator forgot it). */
+  full: boolean;
+  /** The files and their bytes to fetch in all, once the manifest was compared (0 until then). */
+  totalFiles: number;
+  totalBytes: number;
+}
+
+/**
+ * Up to this many changed entries, a durable pull fsyncs each file and each
+ * directory it changed; above, one syncfs of the slot's file system is
+ * cheaper. A swap of a few files must not flush a whole disk (and every
+ * other writer's dirty pages with it).
+ */
+const FSYNC_EACH_UP_TO = 256;
+
+/** Largest answer one files request asks for, in content bytes. */
+const BATCH_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Make the tree at `into` the coordinator's snapshot: ask what changed since
+ * the snapshot it holds (or the whole manifest, compared with the slot's own
+ * files when it holds none known), remove what went, fetch what is new or
+ * changed, each file written beside the tree, checked (size, SHA-256) and
+ * renamed into place with its mode and time; directories last. Never writes
+ * a file in place, never follows a link: every change, removals included,
+ * is made in a directory checked to be a real directory of the slot
+ * (`ParentCheck`). A directory whose mode denies its owner write is opened
+ * for the pull and given its mode back at the end (`WritableDirs`). What the
+ * coordinator sends is checked first (`pull-checks.ts`): its bounds, a delta
+ * only as the answer to the one asked for, modes masked. The caller marks
+ * the slot unfinished first and complete after.
+ */
+export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
+  const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false, totalFiles: 0, totalBytes: 0 };
+  opts.onStart?.(stats);
+  const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
+  const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
+  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`, limits.manifestBytes);
+  stats.received += answer.bytes;
+  const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
+  let delta: ManifestDelta = body;
+  if (body.base === null) {
+    stats.full = true;
+    // what the slot holds, by content where size and time alone would call it the same
+    const local = await readManifest(opts.into);
+    await hashLikelySame(opts.into, local, body.changed);
+    delta = diffManifests(local, body.changed);
+  }
+  const dirModes = new WritableDirs();
+  try {
+    return await applyDelta(opts, delta, stats, limits, dirModes);
+  } catch (err) {
+    await dirModes.settle().catch(() => {}); // modes given back; the slot stays marked unfinished
+    throw err;
+  }
+}
+
+async function applyDelta(
+  opts: PullOptions,
+  delta: ManifestDelta,
+  stats: PullStats,
+  limits: Readonly<PullLimits>,
+  dirModes: WritableDirs,
+): Promise<PullStats> {
+  const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= FSYNC_EACH_UP_TO;
+  /** Directories whose entries changed: fsynced at the end when files are fsynced one by one. */
+  const touched = new Set<string>();
+  const touch = (path: string) => {
+    const cut = path.lastIndexOf('/');
+    touched.add(cut > 0 ? path.slice(0, cut) : '');
+  };
+  for (const e of delta.changed) touch(e.path);
+  for (const p of delta.removed) touch(p);
+  const tmp = join(opts.into, TEMP_DIR_NAME);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  const parents = new ParentCheck(opts.into);
+  /** Check that `path`'s parents are real directories of the slot, and open its own for writing. */
+  const writable = async (path: string) => {
+    await parents.check(path);
+    await dirModes.open(dirname(join(opts.into, path)));
+  };
+
+  // 1. what went (deepest first); a path whose type changed goes too. A removal is a write:
+  // made only in a real directory of the slot, and of the entry itself, never where a link points.
+  // Every removal's parents are checked before the first is made: one through a link refuses
+  // the pull with nothing removed.
+  for (const path of delta.removed) await parents.exists(path);
+  for (const path of delta.removed) {
+    if (!(await parents.exists(path))) continue; // a parent already gone: nothing there to remove
+    await writable(path);
+    const abs = join(opts.into, path);
+    await unlockTree(abs); // a read-only directory anywhere below would stop the removal
+    dirModes.forget(abs);
+    parents.forget(path);
+    await rm(abs, { recursive: true, force: true });
+    stats.removed++;
+  }
+  // 2. new directories, parents first (the manifest is sorted); their modes come last
+  const dirs = delta.changed.filter((e) => e.type === 'dir');
+  for (const d of dirs) {
+    await writable(d.path);
+    await mkdir(join(opts.into, d.path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await parents.isDirectory(d.path);
+    dirModes.setFinal(join(opts.into, d.path), d.mode);
+  }
+  // 3. links, by temp + rename
+  for (const l of delta.changed.filter((e) => e.type === 'link')) {
+    await writable(l.path);
+    const temp = join(tmp, randomBytes(8).toString('hex'));
+    await symlink(l.target ?? '', temp);
+    await lutimes(temp, msInside(l.mtimeMs), msInside(l.mtimeMs)).catch(() => {});
+    await rename(temp, join(opts.into, l.path));
+  }
+  // 4. files, in batches
+  const files = delta.changed.filter((e) => e.type === 'file');
+  stats.totalFiles = files.length;
+  stats.totalBytes = files.reduce((sum, f) => sum + f.size, 0);
+  for (let i = 0; i < files.length; ) {
+    const batch: ManifestEntry[] = [];
+    let bytes = 0;
+    while (
+      i < files.length &&
+      batch.length < MAX_PATHS_PER_REQUEST &&
+      (batch.length === 0 || bytes + files[i].size <= BATCH_BYTES)
+    ) {
+      bytes += files[i].size;
+      batch.push(files[i++]);
+    }
+    opts.signal?.throwIfAborted();
+    for (const f of batch) await writable(f.path);
+    stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach, limits);
+  }
+  // 5. directories' modes (and those of directories opened for the pull) and times, deepest
+  // first: their children are in place
+  await dirModes.settle();
+  for (const d of [...dirs].reverse()) {
+    const abs = join(opts.into, d.path);
+    await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
+  }
+  await rm(tmp, { recursive: true, force: true });
+  if (fsyncEach) {
+    for (const d of dirs) touched.add(d.path);
+    // deepest first: a new directory is durable before the entry naming it in its parent
+    for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
+  } else if (opts.durable) {
+    await syncFileSystems([opts.into]);
+  }
+  return stats;
+}
+
+/** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
+class ParentCheck {
+  readonly #root: string;
+  readonly #known = new Set<string>(['']);
+  constructor(root: string) {
+    this.#root = root;
+  }
+  async check(path: string): Promise<void> {
+    const cut = path.lastIndexOf('/');
+    if (cut > 0) await this.isDirectory(path.slice(0, cut));
+  }
+  /**
+   * Whether `path`'s parents are all there (then checked as `check` does:
+   * a link or a file among them is refused); false when one is missing.
+   */
+  async exists(path: string): Promise<boolean> {
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (this.#known.has(dir)) continue;
+      const st = await lstat(join(this.#root, dir)).catch(() => null);
+      if (st === null) return false;
+      await this.isDirectory(dir);
+    }
+    return true;
+  }
+  /** `path` was removed: it, and what was under it, are no longer known directories. */
+  forget(path: string): void {
+    for (const dir of this.#known) if (dir === path || dir.startsWith(`${path}/`)) this.#known.delete(dir);
+  }
+  async isDirectory(dir: string): Promise<void> {
+    if (this.#known.has(dir)) return;
+    await this.check(dir);
+    const st = await lstat(join(this.#root, dir)).catch(() => null);
+    if (!st?.isDirectory())
+      throw new MirrorswapError(
+        'FLEET_PULL',
+        `${dir} is not a directory in ${this.#root}: the pull would pass through it`,
+      );
+    this.#known.add(dir);
+  }
+}
+
+/** Fetch one batch of files into place; returns the bytes received. */
+async function fetchFiles(
+  opts: PullOptions,
+  batch: ManifestEntry[],
+  tmp: string,
+  stats: PullStats,
+  fsyncEach: boolean,
+  limits: Readonly<PullLimits>,
+): Promise<number> {
+  const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
+    paths: batch.map((f) => f.path),
+  });
+  const reader = new FrameReader(res);
+  let received = 0;
+  // small files are checked here and written by the walk threads, many at a time: one blocking
+  // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
+  let pending: PlacedFile[] = [];
+  let pendingBytes = 0;
+  const place = async () => {
+    if (pending.length === 0) return;
+    const units = pending;
+    pending = [];
+    pendingBytes = 0;
+    await walkPool.run<PlacedFile, true>('place', { into: opts.into, tmp, fsync: fsyncEach }, units, () => true);
+  };
+  try {
+    for (const want of batch) {
+      const lenBuf = await reader.read(4);
+      checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits);
+      const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)));
+      if (header.path !== want.path || header.size !== want.size)
+        throw new MirrorswapError(
+          'FLEET_PULL',
+          `the coordinator sent ${header.path} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
+        );
+      if (want.size <= SMALL_FILE) {
+        const data = await reader.read(want.size);
+        checkHash(want, createHash('sha256').update(data).digest(), await reader.read(32));
+        pending.push({ path: want.path, data: new Uint8Array(data), mode: want.mode, mtime: msInside(want.mtimeMs) });
+        pendingBytes += want.size;
+        if (pendingBytes >= PLACE_BATCH_BYTES || pending.length >= PLACE_BATCH_FILES) await place();
+      } else {
+        await receiveLarge(opts, want, reader, tmp, fsyncEach);
+      }
+      stats.files++;
+      stats.bytes += want.size;
+      received += 4 + lenBuf.readUInt32BE(0) + want.size + 32;
+    }
+    await place();
+  } finally {
+    res.destroy();
+  }
+  return received;
+}
+
+/** Files at most this large are read whole and placed by the walk threads. */
+const SMALL_FILE = 1024 * 1024;
+const PLACE_BATCH_BYTES = 16 * 1024 * 1024;
+const PLACE_BATCH_FILES = 512;
+
+function checkHash(want: ManifestEntry, got: Buffer, sent: Buffer): void {
+  if (!sent.equals(got))
+    throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
+  if (want.hash && got.toString('hex') !== want.hash)
+    throw new MirrorswapError(
+      'FLEET_PULL',
+      `${want.path} is not the content the manifest names: it changed on the coordinator`,
+    );
+}
+
+/** A large file, streamed to a temp file beside the slot, checked, then renamed into place. */
+async function receiveLarge(
+  opts: PullOptions,
+  want: ManifestEntry,
+  reader: FrameReader,
+  tmp: string,
+  fsyncEach: boolean,
+): Promise<void> {
+  const temp = join(tmp, randomBytes(8).toString('hex'));
+  const handle = await open(temp, 'wx', 0o600);
+  const hash = createHash('sha256');
+  try {
+    let left = want.size;
+    while (left > 0) {
+      const chunk = await reader.readUpTo(left);
+      hash.update(chunk);
+      await handle.write(chunk);
+      left -= chunk.length;
+    }
+    checkHash(want, hash.digest(), await reader.read(32));
+    await handle.chmod(want.mode);
+    await handle.utimes(msInside(want.mtimeMs), msInside(want.mtimeMs));
+    // after the mode and time: the fsync makes them durable with the content
+    if (fsyncEach) await handle.sync();
+    await handle.close();
+    await rename(temp, join(opts.into, want.path));
+  } catch (err) {
+    await handle.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}
+
+/** Reads exact byte counts from a response, failing on a cut one. */
+class FrameReader {
+  readonly #it: AsyncIterator<Buffer>;
+  #buffered: Buffer = Buffer.alloc(0);
+  constructor(res: http.IncomingMessage) {
+    this.#it = res[Symbol.asyncIterator]();
+  }
+  async #fill(): Promise<void> {
+    const next = await this.#it.next();
+    if (next.done)
+      throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
+    this.#buffered = this.#buffered.length ? Buffer.concat([this.#buffered, next.value]) : next.value;
+  }
+  async read(n: number): Promise<Buffer> {
+    while (this.#buffered.length < n) await this.#fill();
+    const out = this.#buffered.subarray(0, n);
+    this.#buffered = this.#buffered.subarray(n);
+    return out;
+  }
+  async readUpTo(n: number): Promise<Buffer> {
+    if (this.#buffered.length === 0) await this.#fill();
+    const out = this.#buffered.subarray(0, Math.min(n, this.#buffered.length));
+    this.#buffered = this.#buffered.subarray(out.length);
+    return out;
+  }
+}
+
+async function requestJson(opts: PullOptions, path: string, max: number): Promise<{ body: unknown; bytes: number }> {
+  const res = await request(opts, path);
+  const text = await readCapped(res, max, 'a manifest');
+  try {
+    return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+  } catch {
+    throw new MirrorswapError('FLEET_PULL', 'the coordinator sent a manifest that is not JSON');
+  }
+}
+
+/** One request to the coordinator, answered 200 within the timeout (an idle answer counts too), or an error naming why. */
+function request(opts: PullOptions, path: string, json?: object): Promise<http.IncomingMessage> {
+  const url = new URL(path, opts.from);
+  const lib = url.protocol === 'https:' ? https : http;
+  const payload = json ? JSON.stringify(json) : undefined;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(
+      url,
+      {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        method: payload ? 'POST' : 'GET',
+        headers: {
+          authorization: `Bearer ${opts.token}`,
+          ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+        },
+      },
+      (res) => {
+        if (res.statusCode === 200) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
+          const code = res.statusCode === 410 ? 'SNAPSHOT_GONE' : 'FLEET_PULL';
+          reject(new MirrorswapError(code, `the coordinator answered ${url.pathname} with ${res.statusCode}: ${text}`));
+        });
+      },
+    );
+    req.setTimeout(opts.timeoutMs, () =>
+      req.destroy(
+        new MirrorswapError('FLEET_PULL', `the coordinator at ${url.origin} sent nothing for ${opts.timeoutMs} ms`),
+      ),
+    );
+    req.on('error', (err) =>
+      reject(
+        err instanceof MirrorswapError
+          ? err
+          : new MirrorswapError('FLEET_PULL', `cannot reach the coordinator at ${url.origin}: ${err.message}`),
+      ),
+    );
+    req.end(payload);
+  });
+}

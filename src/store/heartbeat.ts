@@ -1,0 +1,88 @@
+import { isNothingThere } from '../core/nothing-there.js';
+import { isIntegerAtLeast } from '../core/checks.js';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readSmallFile } from './read-small-file.js';
+import type { SlotName } from './store-layout.js';
+
+/**
+ * What each web-server process reports in `state/servers/<id>.json`. The
+ * agent's drain waits on these: a server has let go of a slot once it reports
+ * an epoch at least the one published and zero requests in flight on the slot.
+ */
+export interface Heartbeat {
+  readonly format: 1;
+  readonly id: string;
+  readonly host: string;
+  readonly pid: number;
+  /** Epoch this server serves new requests from; 0 before it has mounted any. */
+  readonly epoch: number;
+  readonly mounted: SlotName | null;
+  readonly inflight: Readonly<Record<SlotName, number>>;
+  /** When this was written (ISO 8601). */
+  readonly at: string;
+  /** How often the server writes it, in milliseconds. */
+  readonly interval: number;
+  readonly kind: 'static' | 'proxy' | 'nginx';
+}
+
+export const SERVER_ID_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export function heartbeatFile(serversDir: string, id: string): string {
+  return join(serversDir, `${id}.json`);
+}
+
+function isHeartbeat(value: unknown): value is Heartbeat {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  const inflight = v.inflight as Record<string, unknown> | undefined;
+  return (
+    v.format === 1 &&
+    typeof v.id === 'string' &&
+    isIntegerAtLeast(v.epoch, 0) &&
+    typeof v.at === 'string' &&
+    typeof inflight === 'object' &&
+    inflight !== null &&
+    isIntegerAtLeast(inflight.a, 0) &&
+    isIntegerAtLeast(inflight.b, 0)
+  );
+}
+
+/** A heartbeat is a few hundred bytes; anything much larger is not one. */
+export const MAX_HEARTBEAT_BYTES = 64 * 1024;
+
+/**
+ * Every readable heartbeat. Anything else in the directory is skipped without
+ * blocking: a file half-written by hand, a FIFO, a device, a huge file or a
+ * link must never hang or wedge a swap, and a dead server's stale file is
+ * judged by its age, not here.
+ */
+export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
+  let names: string[];
+  try {
+    names = await readdir(serversDir);
+  } catch (err) {
+    if (isNothingThere(err)) return [];
+    throw err;
+  }
+  const out: Heartbeat[] = [];
+  await Promise.all(
+    names
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .map(async (name) => {
+        try {
+          const bytes = await readSmallFile(join(serversDir, name), MAX_HEARTBEAT_BYTES);
+          const parsed: unknown = bytes && JSON.parse(bytes.toString('utf8'));
+          if (isHeartbeat(parsed)) out.push(parsed);
+        } catch {
+          // gone, torn, half-written by hand, or not a heartbeat at all: skip
+        }
+      }),
+  );
+  return out.sort((x, y) => x.id.localeCompare(y.id));
+}
+
+/** A heartbeat is live while younger than `ttlMs`. */
+export function isLive(hb: Heartbeat, ttlMs: number, now = Date.now()): boolean {
+  return now - Date.parse(hb.at) <= ttlMs;
+}

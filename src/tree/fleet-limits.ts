@@ -1,0 +1,36 @@
+import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../core/path-limits.js';
+
+/**
+ * What a fleet host accepts from a coordinator, whatever it is sent: a
+ * coordinator (or whoever can write the fleet's keys in etcd and point hosts
+ * elsewhere) must not exhaust a host's memory or make it walk paths no tree
+ * can hold. Each refusal names its bound. docs/FLEET.md lists them.
+ */
+export interface PullLimits {
+  /**
+   * Bytes of one manifest answer (its JSON). A million files make some 200
+   * MB; V8 takes no string of more than 512 MiB, which the JSON must become.
+   */
+  manifestBytes: number;
+  /** Entries of one manifest answer, changed and removed together. */
+  manifestEntries: number;
+  /** Bytes of one frame's JSON header (`{path, size}`). */
+  frameHeaderBytes: number;
+  /** Bytes of a path (PATH_MAX less its NUL) and of each of its segments (NAME_MAX). */
+  pathBytes: number;
+  segmentBytes: number;
+  /** Segments of a path: what a path of `pathBytes` can have at most. */
+  pathDepth: number;
+  /** Bytes of a link's target. */
+  linkTargetBytes: number;
+}
+
+export const PULL_LIMITS: Readonly<PullLimits> = {
+  manifestBytes: 500 * 1024 * 1024,
+  manifestEntries: 2_000_000,
+  frameHeaderBytes: 64 * 1024,
+  pathBytes: SYSTEM_PATH_BYTES,
+  segmentBytes: SYSTEM_SEGMENT_BYTES,
+  pathDepth: (SYSTEM_PATH_BYTES + 1) / 2,
+  linkTargetBytes: SYSTEM_PATH_BYTES,
+};

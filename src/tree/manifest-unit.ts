@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import {
+  type Dirent,
+  closeSync,
+  constants,
+  fchmodSync,
+  fsyncSync,
+  futimesSync,
+  lstatSync,
+  openSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import type { WalkUnit } from './walk-units.js';
+import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import type { WalkedEntry } from './manifest-entry.js';
+
+/**
+ * The entries of one walk unit, with blocking calls (in a walk thread): the
+ * children of the unit's directory, and for a deep unit everything below
+ * them. A subdirectory of a shallow unit is listed as an entry here and
+ * walked as a unit of its own. Links are read, never followed.
+ */
+export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
+  const out: WalkedEntry[] = [];
+  const visit = (rel: string, descend: boolean) => {
+    let children: Dirent[];
+    try {
+      children = readdirSync(join(root, rel), { withFileTypes: true });
+    } catch (err) {
+      throw new Error(`cannot list ${join(root, rel)}: ${(err as Error).message}`);
+    }
+    for (const child of children) {
+      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      const path = rel === '' ? child.name : `${rel}/${child.name}`;
+      const abs = join(root, path);
+      const st = lstatSync(abs);
+      const base = {
+        path,
+        mode: st.mode & 0o7777,
+        size: 0,
+        mtimeMs: Math.floor(st.mtimeMs),
+        ino: st.ino,
+        ctimeMs: st.ctimeMs,
+      };
+      if (st.isDirectory()) {
+        out.push({ ...base, type: 'dir' });
+        if (descend) visit(path, true);
+      } else if (st.isSymbolicLink()) {
+        out.push({ ...base, type: 'link', target: readlinkSync(abs) });
+      } else if (st.isFile()) {
+        out.push({ ...base, type: 'file', size: st.size });
+      }
+      // sockets, FIFOs and devices are never copied into a slot, so never into a manifest
+    }
+  };
+  visit(unit.rel, unit.deep);
+  return out;
+}
+
+/** A file's SHA-256 (hex), read with blocking calls in a walk thread; never through a link. */
+export function hashFileSync(root: string, path: string): string {
+  const fd = openSync(join(root, path), constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+    }
+    return hash.digest('hex');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Write one pulled file beside the slot (its temp directory) and rename it
+ * into place, with its mode and time; fsync first when asked. Run in a walk
+ * thread: blocking calls, one thread-pool round trip less for each.
+ */
+export function placeFileSync(
+  c: { into: string; tmp: string; fsync: boolean },
+  file: { path: string; data: Uint8Array; mode: number; mtime: number },
+): true {
+  const temp = join(c.tmp, randomBytes(8).toString('hex'));
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    for (let off = 0; off < file.data.length; ) off += writeSync(fd, file.data, off);
+    fchmodSync(fd, file.mode);
+    futimesSync(fd, file.mtime, file.mtime);
+    if (c.fsync) fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    unlinkSync(temp);
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(temp, join(c.into, file.path));
+  return true;
+}
+
+/**
+ * The files and bytes of one walk unit (what an ETA needs), counted in a
+ * walk thread. Master is written while it is counted: an entry or directory
+ * gone between its listing and its look is skipped, not an error (a count
+ * is an estimate; failing `init` for it would not be). Links are not
+ * followed, nor read.
+ */
+export function countUnitSync(root: string, unit: WalkUnit): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  const visit = (rel: string, descend: boolean) => {
+    let children: Dirent[];
+    try {
+      children = readdirSync(join(root, rel), { withFileTypes: true });
+    } catch {
+      return; // gone, or no longer a directory
+    }
+    for (const child of children) {
+      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      const path = rel === '' ? child.name : `${rel}/${child.name}`;
+      if (child.isDirectory()) {
+        if (descend) visit(path, true);
+      } else if (child.isFile()) {
+        const st = lstatSync(join(root, path), { throwIfNoEntry: false });
+        if (!st?.isFile()) continue;
+        files++;
+        bytes += st.size;
+      }
+    }
+  };
+  visit(unit.rel, unit.deep);
+  return { files, bytes };
+}

@@ -1,0 +1,66 @@
+import { closeSync, constants, fstatSync } from 'node:fs';
+import { copyOpenedFile, openCheckedSync } from './clone-trees.js';
+import { isDenied } from './tree-mode.js';
+import { isGone } from './source-tree.js';
+
+/** What staging needs besides each file (sent to the walk threads). */
+export interface StageContext {
+  source: string;
+}
+
+/** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
+export interface StageUnit {
+  rel: string;
+  tmp: string;
+}
+
+/**
+ * Files larger than this are not staged: their copy costs what their bytes
+ * cost wherever it runs, and staging a batch of them would need room for
+ * all their copies at once.
+ */
+export const STAGE_MAX_BYTES = 1024 * 1024;
+
+/**
+ * A path staged: `bytes` copied to its temp file, or null when the path is
+ * not a regular file of at most `STAGE_MAX_BYTES` reached without a link now
+ * (gone, a directory, a link, a FIFO, a parent swapped for a link, a large
+ * file): the caller places it by path, looking again.
+ */
+export interface Staged {
+  rel: string;
+  tmp: string;
+  bytes: number | null;
+}
+
+/**
+ * Copy one file of the source to a temp file beside the target, with its
+ * mode and times, in a walk thread (blocking calls: a dozen system calls,
+ * not a dozen round trips through the thread pool). The file is opened
+ * without following a final link and checked against where the kernel says
+ * it is, so no parent swapped for a link is followed; it is read from the
+ * descriptor checked. The temp file is renamed into place by the caller,
+ * and made durable by it (with the directories it changed, in one round).
+ */
+export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
+  const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
+  let fd: number | null;
+  try {
+    fd = openCheckedSync(c.source, unit.rel, constants.O_RDONLY);
+  } catch (err) {
+    // a file this process may not read: the copier looks at it again, and reports it
+    if (isDenied(err)) return notStaged;
+    throw err;
+  }
+  if (fd === null) return notStaged;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > STAGE_MAX_BYTES) return notStaged;
+    return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
+  } catch (err) {
+    if (isGone(err)) return notStaged;
+    throw err;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,753 @@
+import { isNothingThere } from '../core/nothing-there.js';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { type Stats, constants } from 'node:fs';
+import {
+  type FileHandle,
+  access,
+  chmod,
+  copyFile,
+  link,
+  mkdir,
+  open,
+  rename,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fsyncDir } from '../store/atomic-write.js';
+import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
+import { WritableDirs } from './writable-dirs.js';
+import { TREE_DEFAULTS } from './tree-defaults.js';
+import { addCloneResult, type CloneResult, type CloneUnit, emptyCloneResult } from './clone-trees.js';
+import { type Difference, compareTrees } from './compare-trees.js';
+import { Limiter, forEachLimited } from '../core/limiter.js';
+import { lstatOrNull } from '../core/lstat-or-null.js';
+import { SourceTree, descriptorPath, isGone, isUnplaceable } from './source-tree.js';
+import { msInside } from './copy-times.js';
+import { walkPool } from './walk-pool.js';
+import { WALK_THREADS } from './walk-threads.js';
+import { planUnits } from './walk-units.js';
+import type { StageContext, StageUnit, Staged } from './stage-files.js';
+
+export type { Difference };
+
+/** What one copy did. */
+export interface CopyStats {
+  files: number;
+  bytes: number;
+  deleted: number;
+  dirs: number;
+  /** Entries that cannot exist in the target (a name too long for its file system): left out, and reported. */
+  skipped: number;
+  /** Entries of the source the agent may not read (a mode that shuts it out): left as they were, and reported. */
+  unreadable: number;
+}
+
+export function emptyStats(): CopyStats {
+  return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0, unreadable: 0 };
+}
+
+export interface CopyOptions {
+  /** fsync each copied file and every changed directory before returning (default `TREE_DEFAULTS.durable`, which the agent's default is). */
+  durable?: boolean;
+  concurrency?: number;
+  onProgress?: (stats: CopyStats) => void;
+  /**
+   * Keep what the copy replaces or deletes in the target, moved into the temp
+   * directory, until `clearTemp` (a swap calls it once it has published):
+   * replaced files up to this many bytes (a deleted tree is moved aside
+   * whole: it needs no room for anything new). Freeing a replaced file's
+   * blocks is most of what replacing it costs (about 200 µs a file on an ext4
+   * disk, against 50 µs for the rename), and none of it needs to happen before
+   * the publish; past the budget a file is freed as it is replaced, so a
+   * sync that rewrites a large tree never needs room for both versions of all
+   * of it. 0, the default: nothing is kept, and the copy leaves no temp
+   * directory behind.
+   */
+  keepReplacedBytes?: number;
+}
+
+/** The paths none of whose ancestors is also in the list. */
+function topmost(paths: string[]): string[] {
+  const set = new Set(paths);
+  return paths.filter((p) => {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) if (set.has(parts.slice(0, i).join('/'))) return false;
+    return true;
+  });
+}
+
+/** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
+const STAGED_PER_THREAD = 256;
+
+/** Paths staged at a time (each file staged is at most `STAGE_MAX_BYTES`, `stage-files.ts`). */
+const STAGE_BATCH = 1024;
+
+/** Copies of more files than this are made durable with one syncfs(2) at the end. */
+const PER_FILE_SYNC_LIMIT = 256;
+
+/**
+ * Flush the whole file system holding `path`: one syncfs(2), through
+ * coreutils' `sync -f` since Node has no binding for it. Far cheaper than an
+ * fsync per file when a copy wrote thousands of them.
+ */
+function syncFileSystem(path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('sync', ['-f', path], (err) => {
+      if (err) reject(new Error(`sync -f ${path} failed: ${err.message}`));
+      else resolve();
+    });
+  });
+}
+
+/** fsync the file at `path`; one gone (replaced again, or removed, later in the same copy) is skipped. */
+async function fsyncFile(path: string): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isGone(err)) return;
+    throw err;
+  }
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** syncFileSystem once for each file system holding one of `paths`. */
+export async function syncFileSystems(paths: readonly string[]): Promise<void> {
+  const seen = new Set<number>();
+  for (const path of paths) {
+    const dev = (await stat(path)).dev;
+    if (seen.has(dev)) continue;
+    seen.add(dev);
+    await syncFileSystem(path);
+  }
+}
+
+/**
+ * Copies master into a slot. Every file lands by rename from the slot's own
+ * temp directory, never written in place; mtimes and modes follow master, so
+ * an unchanged file keeps its ETag across a swap.
+ *
+ * A path to copy is made to match the source whatever it is: a file or link
+ * is replaced, a directory is compared whole (what a writer removed under it
+ * and wrote again, or a directory renamed in, must not keep old entries).
+ * The source is read through SourceTree: never through a link, whatever is
+ * swapped in during the copy.
+ */
+export class TreeCopier {
+  readonly #source: string;
+  readonly #target: string;
+  readonly #tmpDir: string;
+  /** Temp names are this plus a counter: unique without a random draw per file. */
+  readonly #tmpPrefix: string;
+  #tmpCount = 0;
+  readonly #durable: boolean;
+  readonly #keepReplaced: boolean;
+  readonly #keepBytes: number;
+  /** Where replaced and deleted entries wait for `clearTemp` (`keepReplacedBytes`). */
+  readonly #replacedDir: string;
+  #replacedDirMade = false;
+  #replacedCount = 0;
+  /** What is kept there: each name, and whether it may be a directory (else a file or link). */
+  #replaced: { path: string; tree: boolean }[] = [];
+  /** Bytes of the files kept there, as their replacements measure them. */
+  #keptBytes = 0;
+  /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
+  #syncfsAtEnd = false;
+  readonly #limiter: Limiter;
+  readonly #concurrency: number;
+  readonly #onProgress: ((s: CopyStats) => void) | undefined;
+  readonly #touchedDirs = new Set<string>();
+  /** Target directories known to exist during this copy (it is the slot's only writer). */
+  readonly #knownDirs = new Set<string>();
+  /** Files copied to temp files by `#stage`, each to be renamed into place. */
+  readonly #staged = new Map<string, { tmp: string; bytes: number }>();
+  /** Staged files placed, to fsync in `#finish` with the directories (when durable, file by file). */
+  readonly #placedUnsynced: string[] = [];
+  #sourceTree: Promise<SourceTree> | undefined;
+  /** Entries left out because the target cannot hold them. */
+  readonly skipped: string[] = [];
+  /** Entries of the source this process may not read: left as they are in the target. */
+  readonly #unreadable = new Set<string>();
+  /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
+  readonly #dirs = new WritableDirs();
+  readonly stats: CopyStats = emptyStats();
+
+  constructor(source: string, target: string, opts: CopyOptions = {}) {
+    this.#source = source;
+    this.#target = target;
+    this.#tmpDir = join(target, TEMP_DIR_NAME);
+    this.#tmpPrefix = join(this.#tmpDir, randomBytes(8).toString('hex'));
+    this.#durable = opts.durable ?? TREE_DEFAULTS.durable;
+    this.#keepBytes = opts.keepReplacedBytes ?? 0;
+    this.#keepReplaced = this.#keepBytes > 0;
+    this.#replacedDir = `${this.#tmpPrefix}.replaced`;
+    this.#concurrency = opts.concurrency ?? 32;
+    this.#limiter = new Limiter(this.#concurrency);
+    this.#onProgress = opts.onProgress;
+  }
+
+  #tree(): Promise<SourceTree> {
+    this.#sourceTree ??= SourceTree.open(this.#source);
+    return this.#sourceTree;
+  }
+
+  /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplacedBytes`). */
+  async clearTemp(): Promise<void> {
+    // what was kept, in parallel (freeing each is the kernel's work), then the rest
+    const kept = this.#replaced.splice(0);
+    await Promise.all(
+      kept.map(({ path, tree }) =>
+        this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
+      ),
+    );
+    // an interrupted clone may have left read-only directories behind
+    await unlockTree(this.#tmpDir);
+    await rm(this.#tmpDir, { recursive: true, force: true });
+  }
+
+  /** Note an entry of the source this process may not read (once per copy). */
+  #noteUnreadable(rel: string): void {
+    this.#unreadable.add(rel); // counted at the end (`#finish`), where a directory stands for its tree
+  }
+
+  /** Entries of the source this process may not read, left as they are: a directory stands for its tree. */
+  get unreadable(): string[] {
+    const within = (rel: string) => {
+      for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1))
+        if (this.#unreadable.has(rel.slice(0, i))) return true;
+      return false;
+    };
+    return [...this.#unreadable].filter((rel) => !within(rel));
+  }
+
+  /** The paths of `diffs` to copy: those the source lets this process read (the others are noted). */
+  #readable(diffs: Difference[]): Difference[] {
+    return diffs.filter((d) => {
+      if (d.kind !== 'unreadable') return true;
+      this.#noteUnreadable(d.path);
+      return false;
+    });
+  }
+
+  /**
+   * Make each listed path (relative, "/"-separated) in the target match the
+   * source, a directory with everything below it. Returns what it did; the
+   * paths it found different below listed directories are added to `found`,
+   * and `onWalked` hears how many entries below them were looked at.
+   */
+  async copyPaths(paths: Iterable<string>, found?: string[], onWalked?: (entries: number) => void): Promise<CopyStats> {
+    await mkdir(this.#tmpDir, { recursive: true });
+    const list = [...new Set(paths)];
+    this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
+    try {
+      const dirs = await this.#copyLevels(list);
+      // Each directory listed is compared whole: what differs below it is copied in turn.
+      // Its own entries were placed above, so a second round compares nothing twice.
+      const below = this.#readable(
+        await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked }),
+      ).map((d) => d.path);
+      if (below.length > 0) {
+        this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
+        found?.push(...below);
+        await this.#copyLevels(below);
+      }
+    } catch (err) {
+      await this.#dirs.settle().catch(() => {});
+      await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
+      throw err;
+    }
+    await this.#finish();
+    return this.stats;
+  }
+
+  /**
+   * Copy each listed path that is a small regular file in the source to a
+   * temp file of its own, in the walk threads (blocking calls, a few hundred
+   * microseconds a file), before the batch is placed: `#placePath` then only
+   * renames it into place. Anything else (a large file, a directory, a link,
+   * what is gone) is left to `#placePath`, which looks at it again. A thread
+   * already running takes a few files; more threads start for a few hundred.
+   */
+  async #stage(list: string[]): Promise<void> {
+    const units: StageUnit[] = list.map((rel) => ({ rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
+    await walkPool.run<StageUnit, Staged>(
+      'stage',
+      { source: this.#source } satisfies StageContext,
+      units,
+      (parts) => {
+        for (const part of parts)
+          if (part.bytes !== null) this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
+        return true;
+      },
+      undefined,
+      // a file's copy costs a few hundred µs, a message to a thread and back about as much
+      { startAtMost: Math.ceil(units.length / STAGED_PER_THREAD), minChunk: 64 },
+    );
+  }
+
+  /** Place each path, one depth at a time; returns those that are directories in the source. */
+  async #copyLevels(list: string[]): Promise<string[]> {
+    // One depth at a time, parents before children: a directory that replaces a
+    // file (or the reverse) must settle before anything lands under it, or its
+    // removal of what it found could take a child already copied in.
+    const levels = new Map<number, string[]>();
+    for (const p of list) {
+      const depth = p.split('/').length;
+      const level = levels.get(depth);
+      if (level) level.push(p);
+      else levels.set(depth, [p]);
+    }
+    const dirs: string[] = [];
+    for (const depth of [...levels.keys()].sort((x, y) => x - y)) {
+      const level = levels.get(depth) as string[];
+      // staged a batch at a time: the temp copies never hold more than a batch's files
+      for (let i = 0; i < level.length; i += STAGE_BATCH) {
+        const batch = level.slice(i, i + STAGE_BATCH);
+        await this.#stage(batch);
+        await forEachLimited(batch, this.#concurrency, async (p) => {
+          if (await this.#matchPath(p)) dirs.push(p);
+        });
+      }
+    }
+    return dirs;
+  }
+
+  /**
+   * Compare the whole tree and copy what differs, delete what the source
+   * lacks. Returns the paths found different (what a journal did not say, if
+   * it did not); a directory the target lacked stands for its tree.
+   * `onWalked` hears how many entries of the source were looked at since its
+   * last call (compared, or copied whole): every entry once, so the sum at
+   * the end is the source's size in entries.
+   */
+  async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
+    const diffs = this.#readable(await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked }));
+    // Whole directories the target lacks (every directory, on a first copy) are copied
+    // into the temp directory and renamed into place once each: no per-file rename.
+    const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
+    const topSet = new Set(tops);
+    const under = (p: string) => {
+      for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (topSet.has(p.slice(0, i))) return true;
+      return topSet.has(p);
+    };
+    let missed: string[] = [];
+    if (tops.length > 0) {
+      await mkdir(this.#tmpDir, { recursive: true });
+      this.#syncfsAtEnd = true;
+      try {
+        missed = await this.#cloneDirectories(tops, onWalked);
+      } catch (err) {
+        await this.clearTemp().catch(() => {});
+        throw err;
+      }
+    }
+    // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
+    // (a directory among them was not walked below yet: the compare does not go into a
+    // directory the target lacks or holds as another kind, so its walk counts here)
+    await this.copyPaths([...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed], undefined, onWalked);
+    return diffs.map((d) => d.path);
+  }
+
+  /**
+   * Copy whole directories the target lacks into the temp directory, in the
+   * walk threads, then rename each into place. A few large directories are
+   * cut into units (planUnits) so that every thread has work whatever the
+   * tree's shape. Returns those that were not there to copy (gone, or no
+   * longer a directory).
+   */
+  async #cloneDirectories(tops: string[], onWalked?: (entries: number) => void): Promise<string[]> {
+    const destOfTop = new Map(tops.map((rel) => [rel, `${this.#tmpPrefix}.${this.#tmpCount++}`]));
+    const topOf = (rel: string): string => {
+      for (let p = rel; ; p = p.slice(0, Math.max(0, p.lastIndexOf('/')))) if (destOfTop.has(p)) return p;
+    };
+    const whole = (top: string): CloneUnit => ({
+      rel: top,
+      deep: true,
+      dest: destOfTop.get(top) as string,
+      // A whole top directory is renamed into place by the thread that copied it. Its parent
+      // is in the target: the comparison found this directory missing there, not its parent.
+      place: join(this.#target, top),
+    });
+    let units: CloneUnit[] = planUnits(this.#source, tops, WALK_THREADS).map((u) => {
+      const top = topOf(u.rel);
+      return u.rel === top && u.deep ? whole(top) : { ...u, dest: `${destOfTop.get(top)}${u.rel.slice(top.length)}` };
+    });
+    // A shallow unit copies into a directory made here, parents first, so its subunits can
+    // start at once. One the temp directory cannot hold (a path too long) leaves its top
+    // directory in one piece, whose thread leaves out and reports what cannot be placed.
+    const wholeTops = new Set<string>();
+    for (const u of units.filter((x) => !x.deep)) {
+      const top = topOf(u.rel);
+      if (wholeTops.has(top)) continue;
+      try {
+        await mkdir(u.dest, { mode: 0o700 });
+      } catch (err) {
+        if (!isUnplaceable(err)) throw err;
+        wholeTops.add(top);
+        await rm(destOfTop.get(top) as string, { recursive: true, force: true });
+      }
+    }
+    if (wholeTops.size > 0)
+      units = [...units.filter((x) => !wholeTops.has(topOf(x.rel))), ...[...wholeTops].map(whole)];
+    const shallowRels = new Set(units.filter((u) => !u.deep).map((u) => u.rel));
+    const modes = new Map<string, number>();
+    // a whole top directory is renamed into its parent by its thread: a read-only parent is opened first
+    for (const top of tops) await this.#dirs.open(dirname(join(this.#target, top)));
+    const placed = new Set<string>();
+    const cloned = emptyCloneResult();
+    await walkPool.run<CloneUnit, CloneResult>(
+      'clone',
+      { source: this.#source },
+      units,
+      (parts) => {
+        for (const part of parts) {
+          addCloneResult(cloned, part);
+          this.stats.files += part.files;
+          this.stats.bytes += part.bytes;
+          this.stats.dirs += part.dirs;
+          if (part.own) modes.set(part.own.rel, part.own.mode);
+          if (part.placed !== undefined) placed.add(part.placed);
+        }
+        this.#onProgress?.(this.stats);
+        return true;
+      },
+      onWalked,
+    );
+    this.stats.skipped += cloned.skipped.length;
+    this.skipped.push(...cloned.skipped);
+    for (const rel of cloned.unreadable) this.#noteUnreadable(rel);
+    // A top directory that was not there to copy, or one split into units of which one was
+    // not, is copied by path instead (compared whole); so is any other unit not there.
+    const missedTops = new Set(cloned.missed.filter((rel) => destOfTop.has(rel) || shallowRels.has(rel)).map(topOf));
+    const missed = [...missedTops, ...cloned.missed.filter((rel) => !missedTops.has(topOf(rel)))];
+    const skippedTops = new Set([...cloned.skipped, ...cloned.unreadable].filter((rel) => destOfTop.has(rel)));
+    const placedTops = new Set<string>();
+    for (const [rel, dest] of destOfTop) {
+      if (missedTops.has(rel) || skippedTops.has(rel)) continue;
+      placedTops.add(rel);
+      const to = join(this.#target, rel);
+      if (placed.has(rel)) {
+        this.#knownDirs.add(to);
+        this.#touchedDirs.add(dirname(to));
+        continue;
+      }
+      await this.#ensureParents(rel);
+      await this.#dirs.open(dirname(to));
+      await rename(dest, to).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOTDIR') throw err;
+        await this.#remove(to); // something appeared there meanwhile
+        await rename(dest, to);
+      });
+      this.#knownDirs.add(to);
+      this.#touchedDirs.add(dirname(to));
+    }
+    // each unit's own directory gets its mode once the copy is done: writable until everything is in
+    for (const [rel, mode] of modes) if (placedTops.has(topOf(rel))) this.#dirs.setFinal(join(this.#target, rel), mode);
+    return missed;
+  }
+
+  /**
+   * Run `work` on the entry `rel`; if the target can never hold it (a name too
+   * long for its file system), leave it out, count it and go on: one entry
+   * must not fail every sync. False when it was left out.
+   */
+  async #unlessUnplaceable(rel: string, work: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await work();
+      return true;
+    } catch (err) {
+      if (!isUnplaceable(err)) throw err;
+      this.skipped.push(rel);
+      this.stats.skipped++;
+      return false;
+    }
+  }
+
+  async #finish(): Promise<void> {
+    this.stats.unreadable = this.unreadable.length;
+    // every directory's own mode, now that nothing more lands in it
+    for (const dir of await this.#dirs.settle()) this.#touchedDirs.add(dir);
+    if (!this.#keepReplaced) await rm(this.#tmpDir, { recursive: true, force: true });
+    if (this.#durable && this.#syncfsAtEnd) {
+      await syncFileSystem(this.#target);
+    } else if (this.#durable) {
+      // Staged files were renamed into place before their fsync: the slot is marked mid-copy
+      // until this returns, so a crash before it leaves a slot that is copied again, never
+      // mounted. Their fsyncs and the directories' then run in one round, not two in a row.
+      const files = this.#placedUnsynced.splice(0);
+      await Promise.all([
+        ...[...this.#touchedDirs].map((d) => this.#limiter.run(() => fsyncDir(d).catch(() => {}))),
+        ...files.map((f) => this.#limiter.run(() => fsyncFile(f))),
+      ]);
+    }
+    this.#touchedDirs.clear();
+  }
+
+  /** Make `rel` in the target match the source; true when it is a directory there. */
+  async #matchPath(rel: string): Promise<boolean> {
+    let isDir = false;
+    await this.#unlessUnplaceable(rel, async () => {
+      isDir = await this.#placePath(rel);
+    });
+    return isDir;
+  }
+
+  async #placePath(rel: string): Promise<boolean> {
+    const dst = join(this.#target, rel);
+    if (await this.#placeStaged(rel, dst)) return false;
+    // An entry swapped for another kind between the look and the copy is looked at again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const src = await this.#lookAtSource(rel);
+      if (src === 'denied') return false;
+      if (src === null) {
+        if (await lstatOrNull(dst)) await this.#remove(dst);
+        return false;
+      }
+      if (!src.isFile() && !src.isSymbolicLink() && !src.isDirectory()) {
+        // sockets, fifos, devices: never published, so nothing is there in the copy
+        if (await lstatOrNull(dst)) await this.#remove(dst);
+        return false;
+      }
+      await this.#ensureParents(rel);
+      if (src.isDirectory()) {
+        await this.#placeDirectory(rel, src);
+        return true;
+      }
+      const tmp = `${this.#tmpPrefix}.${this.#tmpCount++}`;
+      const copied = await this.#copyEntry(rel, tmp);
+      if (copied === 'denied') return false;
+      if (!copied) continue;
+      await this.#replaceWith(tmp, dst);
+      return false;
+    }
+    return false; // still changing under us: the watcher reports it again, and the next sync copies it
+  }
+
+  /**
+   * The source entry at `rel`, or null when there is none; 'denied' (and
+   * noted) when this process may not read it: a parent it may not search,
+   * or a directory it may not list. The target's entry is then left as it is.
+   */
+  async #lookAtSource(rel: string): Promise<Stats | null | 'denied'> {
+    const path = join(this.#source, rel);
+    try {
+      const st = await lstatOrNull(path);
+      if (st?.isDirectory()) await this.#mayList(path);
+      return st;
+    } catch (err) {
+      if (!isDenied(err)) throw err;
+      this.#noteUnreadable(rel);
+      return 'denied';
+    }
+  }
+
+  /** Throws (EACCES) when this process may not list the directory at `path`; one gone meanwhile is not an error here. */
+  async #mayList(path: string): Promise<void> {
+    try {
+      await access(path, constants.R_OK | constants.X_OK);
+    } catch (err) {
+      // gone or swapped meanwhile (a writer racing the copy): the walk below finds out
+      if (!isGone(err)) throw err;
+    }
+  }
+
+  /**
+   * Rename the staged copy of `rel` into place, if there is one, its parents
+   * made directories first (a link there is replaced, never followed). False
+   * when there is none, or when its parent went away meanwhile: then `rel` is
+   * looked at again by path.
+   */
+  async #placeStaged(rel: string, dst: string): Promise<boolean> {
+    const staged = this.#staged.get(rel);
+    if (!staged) return false;
+    this.#staged.delete(rel);
+    try {
+      await this.#ensureParents(rel);
+      if (this.#keptBytes + staged.bytes <= this.#keepBytes) {
+        this.#keptBytes += staged.bytes; // taken before the link: placements run side by side
+        if (!(await this.#keepAside(dst))) this.#keptBytes -= staged.bytes;
+      }
+      await this.#replaceWith(staged.tmp, dst);
+    } catch (err) {
+      if (!isNothingThere(err)) throw err;
+      return false; // the temp file is removed with the temp directory
+    }
+    if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(dst);
+    this.stats.bytes += staged.bytes;
+    this.stats.files++;
+    this.#onProgress?.(this.stats);
+    return true;
+  }
+
+  /**
+   * Copy the file or link at source `rel` to the new path `to`, through a
+   * descriptor (never by path after a check). False when there is no file or
+   * link there now reached without following a link.
+   */
+  async #copyEntry(rel: string, to: string): Promise<boolean | 'denied'> {
+    const tree = await this.#tree();
+    let file: Awaited<ReturnType<SourceTree['openFile']>>;
+    try {
+      file = await tree.openFile(rel);
+    } catch (err) {
+      if (!isDenied(err)) throw err;
+      this.#noteUnreadable(rel); // a file whose mode shuts this process out
+      return 'denied';
+    }
+    if (!file) {
+      const target = await tree.readLink(rel);
+      if (target === null) return false;
+      await symlink(target, to);
+      this.stats.files++;
+      this.#onProgress?.(this.stats);
+      return true;
+    }
+    try {
+      // libuv's copyfile also gives the copy the source's mode; the path names the opened file
+      await copyFile(descriptorPath(file.handle), to);
+    } finally {
+      await file.handle.close();
+    }
+    // copyfile gave it the source's whole mode: setuid, setgid and sticky bits are not handed on
+    const mode = treeMode(file.stat.mode, false);
+    if ((file.stat.mode & 0o7777) !== mode) await chmod(to, mode);
+    await utimes(to, msInside(file.stat.atimeMs), msInside(file.stat.mtimeMs));
+    if (this.#durable && !this.#syncfsAtEnd) {
+      const handle = await open(to, 'r');
+      await handle.sync().finally(() => handle.close());
+    }
+    this.stats.bytes += file.stat.size;
+    this.stats.files++;
+    this.#onProgress?.(this.stats);
+    return true;
+  }
+
+  /** Rename a copied entry over the target path; a directory in the way goes first. */
+  async #replaceWith(tmp: string, to: string): Promise<void> {
+    await this.#dirs.open(dirname(to));
+    await rename(tmp, to).catch(async (err: NodeJS.ErrnoException) => {
+      // a directory where the file goes: rename cannot replace it, so it goes first
+      if (err.code !== 'EISDIR' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+      await this.#remove(to);
+      await rename(tmp, to);
+    });
+    this.#touchedDirs.add(dirname(to));
+  }
+
+  /** Create missing parents in the target, replacing any non-directory in the way. */
+  async #ensureParents(rel: string): Promise<void> {
+    const parts = rel.split('/').slice(0, -1);
+    let dir = this.#target;
+    for (const part of parts) {
+      dir = join(dir, part);
+      if (this.#knownDirs.has(dir)) continue;
+      const st = await lstatOrNull(dir);
+      if (st?.isDirectory()) {
+        this.#knownDirs.add(dir);
+        continue;
+      }
+      if (st) await this.#remove(dir);
+      await this.#dirs.open(dirname(dir));
+      await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      this.#knownDirs.add(dir);
+      this.#touchedDirs.add(dirname(dir));
+      this.stats.dirs++;
+    }
+  }
+
+  /**
+   * Make the target's entry at `rel` a directory with the source's mode (its
+   * content is compared after). A mode that denies its owner write is given
+   * at the end of the copy (`#finish`): until then the directory stays
+   * writable, for what is still to land in it.
+   */
+  async #placeDirectory(rel: string, src: Stats): Promise<void> {
+    const to = join(this.#target, rel);
+    const dst = await lstatOrNull(to);
+    if (dst && !dst.isDirectory()) await this.#remove(to);
+    const final = treeMode(src.mode, true);
+    const mode = fillable(final) ? final : fillingMode(final);
+    // set again at the end in any case: an earlier write into it may have opened it, to give back its old mode
+    this.#dirs.setFinal(to, final);
+    if (!dst?.isDirectory()) {
+      await this.#dirs.open(dirname(to));
+      // EEXIST: the same path listed twice
+      const made = await mkdir(to, { mode }).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+          return false;
+        },
+      );
+      if (made) {
+        this.#touchedDirs.add(dirname(to));
+        this.stats.dirs++;
+      }
+      await chmod(to, mode); // mkdir's mode is cut by the umask
+    } else if ((dst.mode & 0o7777) !== mode) {
+      await chmod(to, mode);
+    }
+    this.#knownDirs.add(to);
+  }
+
+  /**
+   * Keep the file at `path`, about to be replaced, linked in the temp
+   * directory: the rename then frees nothing. False when there is nothing to
+   * keep (no file there, or a directory).
+   */
+  async #keepAside(path: string): Promise<boolean> {
+    const kept = await this.#replacedName().catch(() => null); // keeping is never worth failing a copy for
+    if (kept === null) return false;
+    return link(path, kept).then(
+      () => {
+        this.#replaced.push({ path: kept, tree: false });
+        return true;
+      },
+      () => false,
+    );
+  }
+
+  /** A new name in the temp directory for an entry the copy replaces or deletes (`keepReplacedBytes`). */
+  async #replacedName(): Promise<string> {
+    if (!this.#replacedDirMade) {
+      await mkdir(this.#replacedDir, { recursive: true });
+      this.#replacedDirMade = true;
+    }
+    return join(this.#replacedDir, String(this.#replacedCount++));
+  }
+
+  async #remove(path: string): Promise<void> {
+    await this.#dirs.open(dirname(path));
+    // a read-only directory anywhere in a tree stops its removal, and its move to another parent
+    await unlockTree(path);
+    this.#dirs.forget(path);
+    // moved aside whole when kept (one rename, even for a directory), else removed here
+    const kept = this.#keepReplaced ? await this.#replacedName().catch(() => null) : null;
+    const moved =
+      kept !== null &&
+      (await rename(path, kept).then(
+        () => {
+          this.#replaced.push({ path: kept, tree: true });
+          return true;
+        },
+        (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
+      ));
+    if (!moved) await rm(path, { recursive: true, force: true });
+    for (const known of this.#knownDirs)
+      if (known === path || known.startsWith(`${path}/`)) this.#knownDirs.delete(known);
+    this.#touchedDirs.add(dirname(path));
+    this.stats.deleted++;
+  }
+}

@@ -1,0 +1,53 @@
+import { parentPort } from 'node:worker_threads';
+import { type CloneContext, type CloneUnit, cloneUnitSync } from './clone-trees.js';
+import { type CompareContext, compareUnitSync } from './compare-trees.js';
+import { subdirectoriesWithIdentity } from './directory-identity.js';
+import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from './manifest-unit.js';
+import type { PlacedFile } from './manifest-entry.js';
+import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
+import type { UnitTask } from './walk-pool.js';
+import type { WalkUnit } from './walk-units.js';
+import { setWalkReporter } from './walk-report.js';
+
+/** A thread of the WalkPool: runs each chunk of units it is sent with blocking calls, and answers. */
+const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
+  compare: (c: CompareContext, unit: WalkUnit) => compareUnitSync(c.source, c.target, unit, c.opts),
+  clone: (c: CloneContext, unit: CloneUnit) => cloneUnitSync(c, unit),
+  list: (c: { skip: string }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
+  manifest: (c: { root: string }, unit: WalkUnit) => manifestUnitSync(c.root, unit),
+  hash: (c: { root: string }, unit: { i: number; path: string }) => ({
+    i: unit.i,
+    hash: hashFileSync(c.root, unit.path),
+  }),
+  place: (c: { into: string; tmp: string; fsync: boolean }, file: PlacedFile) => placeFileSync(c, file),
+  count: (c: { root: string }, unit: WalkUnit) => countUnitSync(c.root, unit),
+  stage: (c: StageContext, unit: StageUnit) => stageFileSync(c, unit),
+};
+
+/** Entries walked and not yet told to the pool; told at most every PROGRESS_MS, and before each answer. */
+let walked = 0;
+let toldAt = 0;
+const PROGRESS_MS = 100;
+const tell = () => {
+  if (walked === 0) return;
+  parentPort?.postMessage({ progress: walked });
+  walked = 0;
+  toldAt = Date.now();
+};
+setWalkReporter((entries) => {
+  walked += entries;
+  if (Date.now() - toldAt >= PROGRESS_MS) tell();
+});
+
+parentPort?.on('message', (msg: { task: UnitTask; context: never; units: never[] }) => {
+  try {
+    const run = tasks[msg.task];
+    const results = msg.units.map((u) => run(msg.context, u));
+    tell();
+    parentPort?.postMessage({ results });
+  } catch (err) {
+    walked = 0;
+    const e = err as NodeJS.ErrnoException;
+    parentPort?.postMessage({ error: e.message, ...(e.code ? { code: e.code } : {}) });
+  }
+});

@@ -1,0 +1,353 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { readFile as readText } from 'node:fs/promises';
+import { MAX_PATHS_PER_REQUEST, frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
+import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
+import type { ManifestEntry } from '../../../src/tree/manifest.js';
+import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { tempDirs } from '../../../testkit/store.js';
+
+// A coordinator is the source of truth for content, not for where a host writes: whatever
+// it answers, a host changes nothing outside its slot and holds no more than the bounds.
+const temp = tempDirs();
+after(() => temp.removeAll());
+const TOKEN = 'fleet-token-for-tests-0123456789';
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+/** A coordinator speaking the wire format with whatever answers the test gives it. */
+async function coordinator(manifest: Handler, files: Handler = (_q, res) => res.end()) {
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () =>
+      (req.url?.startsWith('/v1/fleet/manifest') ? manifest : files)(req, res, Buffer.concat(chunks)),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+const json =
+  (body: object): Handler =>
+  (_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(body));
+  };
+
+const entry = (path: string, type: ManifestEntry['type'], mode: number, size = 0, target?: string): ManifestEntry => ({
+  path,
+  type,
+  mode,
+  size,
+  mtimeMs: 1_700_000_000_000,
+  ...(target ? { target } : {}),
+});
+
+function frame(path: string, content: Buffer): Buffer {
+  return Buffer.concat([frameHeader(path, content.length), content, createHash('sha256').update(content).digest()]);
+}
+
+/** Frames for every path asked for, each file's content from `contents`. */
+const framesOf =
+  (contents: Record<string, Buffer>): Handler =>
+  (_req, res, body) => {
+    const { paths } = JSON.parse(body.toString()) as { paths: string[] };
+    res.end(Buffer.concat(paths.map((p) => frame(p, contents[p] ?? Buffer.alloc(0)))));
+  };
+
+/** A slot inside a directory of its own, beside a precious tree outside it that a link in the slot points to. */
+async function slotBesidePrecious() {
+  const root = await temp.make('mirrorswap-hostile-');
+  const into = join(root, 'slot');
+  const outside = join(root, 'outside');
+  await mkdir(into);
+  await mkdir(join(outside, 'tree'), { recursive: true });
+  await writeFile(join(outside, 'precious.txt'), 'keep me');
+  await writeFile(join(outside, 'tree/also.txt'), 'keep me too');
+  await symlink(outside, join(into, 'link'));
+  await writeFile(join(into, 'victim.txt'), 'in the slot');
+  await mkdir(join(into, 'in/the'), { recursive: true });
+  await writeFile(join(into, 'in/the/slot.txt'), 'in the slot');
+  const intact = async () => {
+    assert.equal(await readFile(join(outside, 'precious.txt'), 'utf8'), 'keep me');
+    assert.equal(await readFile(join(outside, 'tree/also.txt'), 'utf8'), 'keep me too');
+  };
+  return { into, outside, intact };
+}
+
+const pull = (url: string, into: string, extra: Partial<PullOptions> = {}) =>
+  pullSnapshot({
+    from: url,
+    token: TOKEN,
+    snapshot: 's2',
+    base: 's1',
+    into,
+    durable: false,
+    timeoutMs: 5000,
+    ...extra,
+  });
+
+describe('a hostile coordinator cannot change anything outside the slot', () => {
+  for (const removed of [
+    ['link/precious.txt'],
+    ['link/tree'],
+    ['link/tree/also.txt', 'link/tree'],
+    ['in/the/slot.txt', 'link/precious.txt'], // the first sorted first (deepest): checked, not removed
+  ]) {
+    it(`removing ${JSON.stringify(removed)} through a link in the slot deletes nothing outside`, async () => {
+      const s = await slotBesidePrecious();
+      const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed }));
+      try {
+        await assert.rejects(pull(c.url, s.into), /not a directory/);
+        await s.intact();
+        // refused before anything was removed, in the slot too
+        assert.equal(await readFile(join(s.into, 'in/the/slot.txt'), 'utf8'), 'in the slot');
+      } finally {
+        await c.close();
+      }
+    });
+  }
+
+  it('removing the link itself removes the link, never what it points to', async () => {
+    const s = await slotBesidePrecious();
+    const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['link'] }));
+    try {
+      await pull(c.url, s.into);
+      await assert.rejects(lstat(join(s.into, 'link')), { code: 'ENOENT' });
+      await s.intact();
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a removal below a file of the slot is refused', async () => {
+    const s = await slotBesidePrecious();
+    const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['victim.txt/x'] }));
+    try {
+      await assert.rejects(pull(c.url, s.into), /not a directory/);
+      assert.equal(await readFile(join(s.into, 'victim.txt'), 'utf8'), 'in the slot');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a delta is taken only as the answer to the delta asked for', async () => {
+    const s = await slotBesidePrecious();
+    const delta = (base: string) => json({ snapshot: 's2', base, changed: [], removed: ['victim.txt'] });
+    for (const [asked, answered] of [
+      [null, 's1'], // the whole manifest was asked for
+      ['s1', 's0'], // a delta from another base
+    ] as const) {
+      const c = await coordinator(delta(answered));
+      try {
+        await assert.rejects(pull(c.url, s.into, { base: asked }), /a delta from snapshot "s[01]" where/);
+        assert.equal(await readFile(join(s.into, 'victim.txt'), 'utf8'), 'in the slot', `asked ${asked}`);
+      } finally {
+        await c.close();
+      }
+    }
+    // the manifest of another snapshot than the one asked for
+    const c = await coordinator(json({ snapshot: 'other', base: 's1', changed: [], removed: ['victim.txt'] }));
+    try {
+      await assert.rejects(pull(c.url, s.into), /snapshot "other"/);
+    } finally {
+      await c.close();
+    }
+  });
+
+  const unsafe: [string, string, Partial<PullOptions['limits']>?][] = [
+    ['a climbing path', '../escape.txt'],
+    ['a climbing path inside', 'a/../../escape.txt'],
+    ['an absolute path', '/tmp/escape.txt'],
+    ['a NUL byte', 'a\0b'],
+    ['a path too long', `${'d/'.repeat(2100)}f`],
+    ['a segment too long', 'x'.repeat(300)],
+    ['a path deeper than the bound', 'a/b/c/d/e/f/g/h/i', { pathDepth: 8 }],
+    ['the temp directory', '.mirrorswap-tmp/x'],
+  ];
+  for (const [name, path, limits] of unsafe) {
+    it(`refuses ${name}, to write or to remove`, async () => {
+      const s = await slotBesidePrecious();
+      for (const body of [
+        { snapshot: 's2', base: 's1', changed: [entry(path, 'file', 0o644, 1)], removed: [] },
+        { snapshot: 's2', base: 's1', changed: [], removed: [path] },
+        { snapshot: 's2', base: null, changed: [entry(path, 'dir', 0o755)], removed: [] },
+      ]) {
+        const c = await coordinator(json(body), framesOf({ [path]: Buffer.from('!') }));
+        try {
+          await assert.rejects(pull(c.url, s.into, limits ? { limits } : {}), /unsafe path/);
+          await s.intact();
+          assert.deepEqual((await readdir(s.outside)).sort(), ['precious.txt', 'tree']);
+          assert.deepEqual(
+            (await readdir(join(s.into, '..'))).sort(),
+            ['outside', 'slot'],
+            'nothing written beside the slot',
+          );
+          assert.equal(await readFile(join(s.into, 'victim.txt'), 'utf8'), 'in the slot');
+        } finally {
+          await c.close();
+        }
+      }
+    });
+  }
+});
+
+describe('a hostile coordinator cannot exhaust a host', () => {
+  it('a manifest announced larger than the bound is refused before it is read', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024 * 1024) });
+      res.write('{"changed":[');
+    });
+    try {
+      await assert.rejects(
+        pull(c.url, into, { base: null }),
+        /manifest of \d+ bytes or more, over the bound of 524288000 bytes/,
+      );
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a manifest streamed past the bound is refused once it passes it', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    let sent = 0;
+    const c = await coordinator((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }); // chunked: no length announced
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const more = (): void => {
+        while (sent < 64 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) {
+            res.once('drain', more);
+            return;
+          }
+        }
+        res.end();
+      };
+      more();
+    });
+    try {
+      await assert.rejects(
+        pull(c.url, into, { base: null, limits: { manifestBytes: 1024 * 1024 } }),
+        /over the bound of 1048576 bytes/,
+      );
+      assert.ok(sent < 16 * 1024 * 1024, `the host stopped reading: ${sent} bytes sent`);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a manifest of more entries than the bound is refused', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const changed = Array.from({ length: 11 }, (_, i) => entry(`f${i}`, 'file', 0o644, 1));
+    const c = await coordinator(json({ snapshot: 's2', base: null, changed, removed: [] }));
+    try {
+      await assert.rejects(
+        pull(c.url, into, { base: null, limits: { manifestEntries: 10 } }),
+        /manifest of 11 entries, over the bound of 10/,
+      );
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a frame header longer than the bound is refused before it is read', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator(
+      json({ base: null, changed: [entry('a.txt', 'file', 0o644, 1)], removed: [] }),
+      (_req, res) => {
+        const length = Buffer.alloc(4);
+        length.writeUInt32BE(0xfffffff0);
+        res.write(length); // and never the rest: a host waiting for 4 GB of header would hang here
+      },
+    );
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        pull(c.url, into, { base: null }),
+        /frame header of 4294967280 bytes, over the bound of 65536/,
+      );
+      assert.ok(Date.now() - started < 3000);
+      await assert.rejects(lstat(join(into, 'a.txt')));
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('modes from a coordinator', () => {
+  it('setuid, setgid and sticky bits are masked off, small and large files and directories alike', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const big = Buffer.alloc(2 * 1024 * 1024, 7);
+    const c = await coordinator(
+      json({
+        base: null,
+        changed: [
+          entry('sticky', 'dir', 0o1777),
+          entry('sticky/setgid-dir', 'dir', 0o2755),
+          entry('sticky/setuid.sh', 'file', 0o4755, 2),
+          entry('setgid.txt', 'file', 0o2644, 2),
+          entry('big.bin', 'file', 0o6755, big.length),
+          entry('unreadable.txt', 'file', 0o000, 2),
+        ],
+        removed: [],
+      }),
+      framesOf({
+        'sticky/setuid.sh': Buffer.from('#!'),
+        'setgid.txt': Buffer.from('gg'),
+        'big.bin': big,
+        'unreadable.txt': Buffer.from('no'),
+      }),
+    );
+    try {
+      await pull(c.url, into, { base: null });
+      const modeOf = async (p: string) => (await lstat(join(into, p))).mode & 0o7777;
+      assert.equal(await modeOf('sticky'), 0o777);
+      assert.equal(await modeOf('sticky/setgid-dir'), 0o755);
+      assert.equal(await modeOf('sticky/setuid.sh'), 0o755);
+      assert.equal(await modeOf('setgid.txt'), 0o644);
+      assert.equal(await modeOf('big.bin'), 0o755);
+      assert.equal(await modeOf('unreadable.txt'), 0o400, 'always readable by the host itself');
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('the bounds as docs/FLEET.md states them', () => {
+  it("each row of the table of what a host accepts is the code's bound", async () => {
+    const doc = await readText(new URL('../../../../docs/FLEET.md', import.meta.url), 'utf8');
+    const row = (name: string) => {
+      const m = new RegExp(`^\\| ${name}\\s*\\| ([^|]+)\\|`, 'm').exec(doc);
+      assert.ok(m, `docs/FLEET.md has no row for ${name}`);
+      return (m[1] as string).replaceAll(',', '');
+    };
+    assert.equal(PULL_LIMITS.manifestBytes, 500 * 1024 ** 2);
+    assert.match(row('a manifest answer'), /^500 MiB /);
+    assert.match(row('entries of a manifest answer'), new RegExp(`^${PULL_LIMITS.manifestEntries} `));
+    assert.equal(PULL_LIMITS.frameHeaderBytes, 64 * 1024);
+    assert.match(row('a frame header'), /^64 KiB /);
+    assert.match(
+      row('a path'),
+      new RegExp(
+        `^${PULL_LIMITS.pathBytes} bytes .* ${PULL_LIMITS.pathDepth} segments each at most ${PULL_LIMITS.segmentBytes} bytes`,
+      ),
+    );
+    assert.match(row("a link's target"), new RegExp(`^${PULL_LIMITS.linkTargetBytes} bytes`));
+    assert.match(row('paths asked in one files request'), new RegExp(`^${MAX_PATHS_PER_REQUEST} `));
+  });
+});

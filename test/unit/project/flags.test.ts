@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MOUNT_DEFAULTS, STATIC_DEFAULTS } from '../../../middleware/defaults.js';
+import { AGENT_DEFAULTS, API_DEFAULTS } from '../../../src/agent/agent-defaults.js';
+import { SWAP_FLAGS, agentOptions } from '../../../src/cli/agent-flags.js';
+import { AGENT_FLAGS } from '../../../src/cli/commands/agent.js';
+import { SERVE_FLAGS } from '../../../src/cli/commands/serve.js';
+import { UP_FLAGS } from '../../../src/cli/commands/up.js';
+import { describeProgress } from '../../../src/cli/progress.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FLEET_DEFAULTS, coordinatorFrom } from '../../../src/cli/fleet-flags.js';
+import { cli } from '../../../testkit/proc.js';
+import {
+  UsageError,
+  durationFlag,
+  formatDuration,
+  formatSize,
+  helpText,
+  listenFlag,
+  parseFlags,
+  sizeFlag,
+} from '../../../src/cli/flags.js';
+import { staticOptions } from '../../../src/cli/serve-flags.js';
+import { storeLayout } from '../../../src/store/store-layout.js';
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+describe('flag parsing', () => {
+  it('takes a flag, then its environment twin, then the default; the flag wins', () => {
+    const specs = { settle: { type: 'string' as const, env: 'X_SETTLE', default: '1s', help: '' } };
+    assert.equal(parseFlags([], specs, {}).settle, '1s');
+    assert.equal(parseFlags([], specs, { X_SETTLE: '2s' }).settle, '2s');
+    assert.equal(parseFlags(['--settle', '3s'], specs, { X_SETTLE: '2s' }).settle, '3s');
+    // an empty twin is no value at all
+    assert.equal(parseFlags([], specs, { X_SETTLE: '' }).settle, '1s');
+  });
+
+  it('reads boolean twins strictly, and --no-X turns a flag off', () => {
+    const specs = { auto: { type: 'boolean' as const, env: 'X_AUTO', default: false, help: '' } };
+    assert.equal(parseFlags([], specs, { X_AUTO: 'yes' }).auto, true);
+    assert.equal(parseFlags([], specs, { X_AUTO: 'FALSE' }).auto, false);
+    assert.throws(() => parseFlags([], specs, { X_AUTO: 'maybe' }), /X_AUTO=maybe: must be true or false/);
+    assert.equal(parseFlags(['--no-auto'], specs, { X_AUTO: '1' }).auto, false);
+  });
+
+  it('refuses unknown flags and positionals as usage errors naming them', () => {
+    const specs = { store: { type: 'string' as const, help: '' } };
+    assert.throws(
+      () => parseFlags(['--stroe', 'x'], specs, {}),
+      (err: Error) => {
+        return err instanceof UsageError && /--stroe/.test(err.message);
+      },
+    );
+    assert.throws(() => parseFlags(['stray'], specs, {}), UsageError);
+  });
+
+  it('reads durations in units or plain milliseconds, and refuses nonsense and values under the minimum', () => {
+    assert.equal(durationFlag({ d: '250ms' }, 'd'), 250);
+    assert.equal(durationFlag({ d: '30s' }, 'd'), 30_000);
+    assert.equal(durationFlag({ d: '5m' }, 'd'), 300_000);
+    assert.equal(durationFlag({ d: '1500' }, 'd'), 1500);
+    assert.equal(durationFlag({}, 'd'), undefined);
+    assert.throws(() => durationFlag({ d: 'soon' }, 'd'), /--d soon: must be a duration/);
+    assert.throws(() => durationFlag({ d: '-1s' }, 'd'), UsageError);
+    assert.throws(() => durationFlag({ d: '50ms' }, 'd', { min: 100 }), /at least 100 ms/);
+  });
+
+  it('reads sizes in binary units and refuses zero and unknown units', () => {
+    assert.equal(sizeFlag({ s: '64MiB' }, 's'), 64 * 1024 * 1024);
+    assert.equal(sizeFlag({ s: '512k' }, 's'), 512 * 1024);
+    assert.equal(sizeFlag({ s: '100' }, 's'), 100);
+    assert.throws(() => sizeFlag({ s: '0' }, 's'), UsageError);
+    assert.throws(() => sizeFlag({ s: '5 parsecs' }, 's'), UsageError);
+  });
+
+  it('reads HOST:PORT, IPv6 in brackets, and refuses a port out of range', () => {
+    assert.deepEqual(listenFlag({ l: '127.0.0.1:7070' }, 'l'), { host: '127.0.0.1', port: 7070 });
+    assert.deepEqual(listenFlag({ l: '[::1]:0' }, 'l'), { host: '::1', port: 0 });
+    assert.throws(() => listenFlag({ l: '127.0.0.1:70000' }, 'l'), UsageError);
+    assert.throws(() => listenFlag({ l: '7070' }, 'l'), UsageError);
+  });
+
+  it('formats durations and sizes so that they read back to the same value', () => {
+    for (const millis of [0, 1, 250, 1000, 1500, 30_000, 600_000, 3_600_000, 5_400_000]) {
+      assert.equal(durationFlag({ d: formatDuration(millis) }, 'd'), millis, formatDuration(millis));
+    }
+    for (const bytes of [1, 1000, 1024, 512 * 1024, 64 * 1024 * 1024, 3 * 1024 ** 3]) {
+      assert.equal(sizeFlag({ s: formatSize(bytes) }, 's'), bytes, formatSize(bytes));
+    }
+  });
+});
+
+describe('defaults: one table per component', () => {
+  it("the agent's flags, left unset, give exactly the agent's default table", () => {
+    const values = parseFlags([], AGENT_FLAGS, {});
+    const opts = agentOptions(values, storeLayout('/tmp/x'), quiet);
+    assert.equal(opts.drainTimeoutMs, AGENT_DEFAULTS.drainTimeoutMs);
+    assert.equal(opts.serverTtlMs, AGENT_DEFAULTS.serverTtlMs);
+    assert.equal(opts.settleMs, AGENT_DEFAULTS.settleMs);
+    assert.equal(opts.verifyIntervalMs, AGENT_DEFAULTS.verifyIntervalMs);
+    assert.equal(opts.auto, AGENT_DEFAULTS.auto);
+    assert.equal(opts.watchMaster, AGENT_DEFAULTS.watchMaster);
+    assert.equal(opts.durable, AGENT_DEFAULTS.durable);
+    assert.equal(opts.intervalMs, undefined, 'no interval unless asked');
+    assert.equal(sizeFlag(values, 'max-body'), API_DEFAULTS.maxBodyBytes);
+    assert.equal(values.listen, API_DEFAULTS.listen);
+  });
+
+  it("the web server's flags, left unset, give exactly the middleware's default table", () => {
+    const opts = staticOptions(parseFlags([], SERVE_FLAGS, {}), storeLayout('/tmp/x'), quiet);
+    assert.equal(opts.watch, MOUNT_DEFAULTS.watch);
+    assert.equal(opts.pollInterval, MOUNT_DEFAULTS.pollInterval);
+    assert.equal(opts.heartbeatInterval, MOUNT_DEFAULTS.heartbeatInterval);
+    assert.equal(opts.maxAge, STATIC_DEFAULTS.maxAge);
+  });
+
+  it('help shows each default as the table holds it', () => {
+    const help = helpText('mirrorswap agent', 'the agent', AGENT_FLAGS);
+    assert.match(
+      help,
+      new RegExp(`--drain-timeout DURATION.*default ${formatDuration(AGENT_DEFAULTS.drainTimeoutMs)}\\)`),
+    );
+    assert.match(help, /--verify-interval DURATION.*default 10m\)/);
+    assert.match(help, /--max-body SIZE.*default 64MiB\)/);
+    assert.match(help, /--drain-timeout DURATION.*env MIRRORSWAP_DRAIN_TIMEOUT/);
+  });
+
+  it('up differs from agent only where it says so (--auto on)', () => {
+    assert.equal(parseFlags([], UP_FLAGS, {}).auto, true);
+    assert.equal(parseFlags([], SWAP_FLAGS, {}).auto, AGENT_DEFAULTS.auto);
+  });
+});
+
+describe('progress line', () => {
+  it('shows files, bytes, rates, and an ETA once the total is known', () => {
+    const line = describeProgress('slot b', { files: 500, bytes: 50 * 1048576, totalBytes: 200 * 1048576 }, 10);
+    assert.equal(line, 'slot b: 500 files, 50.0 MiB, 50 files/s, 5.0 MiB/s, 25%, ETA 30s');
+    const long = describeProgress('full', { files: 10, bytes: 1048576, totalBytes: 200 * 1048576 }, 1);
+    assert.match(long, /ETA 3m19s$/);
+    assert.equal(describeProgress('slot a', { files: 3, bytes: 0 }, 0), 'slot a: 3 files, 0.0 MiB');
+    assert.equal(
+      describeProgress('slot a', { files: 500, bytes: 50 * 1048576, totalBytes: 200 * 1048576, totalFiles: 2000 }, 10),
+      'slot a: 500 of 2000 files, 50.0 MiB, 50 files/s, 5.0 MiB/s, 25%, ETA 30s',
+    );
+  });
+});
+
+describe('mirrorswap nginx flags', () => {
+  it('refuses a missing --include, or one whose directory cannot be written, naming the fix', async () => {
+    const none = await cli(['nginx', '--store', '/nonexistent-store']);
+    assert.equal(none.code, 2);
+    assert.match(none.output, /--include FILE is required/);
+    const badDir = await cli(['nginx', '--include', '/nonexistent-dir/mirrorswap/root.conf']);
+    assert.equal(badDir.code, 2);
+    assert.match(badDir.output, /\/nonexistent-dir\/mirrorswap does not exist or is not writable: create it/);
+    const badWatch = await cli(['nginx', '--include', '/tmp/root.conf', '--watch', 'sometimes']);
+    assert.equal(badWatch.code, 2);
+    assert.match(badWatch.output, /--watch sometimes: must be auto, native or poll/);
+  });
+});
+
+describe('fleet flags', () => {
+  it('the host agent refuses what it cannot run with, naming the fix', async () => {
+    const noEtcd = await cli(['host', '--store', '/nonexistent-store']);
+    assert.equal(noEtcd.code, 2);
+    assert.match(noEtcd.output, /--etcd URL\[,URL…\] is required/);
+    const noFleet = await cli(['host', '--etcd', 'http://127.0.0.1:1']);
+    assert.equal(noFleet.code, 2);
+    assert.match(noFleet.output, /--fleet NAME is required with --etcd/);
+    const badFleet = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', '../web']);
+    assert.equal(badFleet.code, 2);
+    assert.match(badFleet.output, /--fleet \.\.\/web: letters, digits/);
+    const badUrl = await cli(['host', '--etcd', 'etcd.internal:2379', '--fleet', 'web']);
+    assert.equal(badUrl.code, 2);
+    assert.match(badUrl.output, /must be http:\/\/ or https:\/\//);
+    const noToken = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web']);
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.output, /--token-file is required/);
+    const shortLease = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web', '--fleet-lease', '1s']);
+    assert.equal(shortLease.code, 2);
+    assert.match(shortLease.output, /--fleet-lease/);
+  });
+
+  it('the coordinator needs the fleet token and a URL hosts can reach', async () => {
+    const common = ['agent', '--store', '/nonexistent-store', '--token-file', '/nonexistent-token'];
+    const noFleetToken = await cli([...common, '--etcd', 'http://127.0.0.1:1', '--fleet', 'web']);
+    assert.equal(noFleetToken.code, 2);
+    assert.match(
+      noFleetToken.output,
+      /--token-file \/nonexistent-token: cannot read it|--fleet-token-file is required/,
+    );
+    const listen = { host: '127.0.0.1', port: 7070 };
+    const base = ['--etcd', 'http://127.0.0.1:1', '--fleet', 'web', '--fleet-token-file', '/nonexistent-token'];
+    await assert.rejects(
+      coordinatorFrom(parseFlags(base.slice(0, 4), AGENT_FLAGS), listen),
+      /--fleet-token-file is required/,
+    );
+    await assert.rejects(
+      coordinatorFrom(parseFlags(base, AGENT_FLAGS), listen),
+      /--fleet-token-file \/nonexistent-token: cannot read it/,
+    );
+    const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-flags-'));
+    try {
+      const token = join(dir, 'token');
+      await writeFile(token, 'a-fleet-token-of-enough-length\n', { mode: 0o600 });
+      const ok = ['--etcd', 'http://127.0.0.1:1', '--fleet', 'web', '--fleet-token-file', token];
+      await assert.rejects(
+        coordinatorFrom(parseFlags([...ok, '--straggler', 'maybe'], AGENT_FLAGS), listen),
+        /--straggler maybe: block or evict/,
+      );
+      await assert.rejects(
+        coordinatorFrom(parseFlags(ok, AGENT_FLAGS), { host: '0.0.0.0', port: 7070 }),
+        /--advertise URL is required/,
+      );
+      const fleet = await coordinatorFrom(parseFlags(ok, AGENT_FLAGS), listen);
+      assert.equal(fleet?.url, 'http://127.0.0.1:7070');
+      assert.equal(fleet?.straggler, FLEET_DEFAULTS.straggler);
+      assert.equal(fleet?.prepareTimeoutMs, FLEET_DEFAULTS.prepareTimeoutMs);
+      assert.equal(fleet?.leaseTtlSeconds, FLEET_DEFAULTS.leaseTtlMs / 1000);
+      fleet?.etcd.close();
+      assert.equal(await coordinatorFrom(parseFlags([], AGENT_FLAGS), listen), undefined, 'no --etcd: no fleet');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
