@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -242,6 +243,8 @@ describe('status shows a full sync walking master, against the size the watcher 
         while (!done) {
           const s = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
           seen.push(...s.walks.filter((w) => w.purpose === 'sync'));
+          // a pause between looks: back-to-back status calls slowed the very walk they watch
+          await delay(10);
         }
       })();
       const record = (await (await agent.call('POST', '/v1/sync?wait=1&full=1')).json()) as SwapRecord;
