@@ -1,8 +1,7 @@
 import { join } from 'node:path';
 import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
-import { fleetRouter } from '../fleet/coordinator/fleet-api.js';
-import type { Router } from 'express';
+import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
 import { isLive, readHeartbeats } from '../store/heartbeat.js';
 import { type SlotName, type StoreLayout, otherSlot } from '../store/store-layout.js';
 import type { AgentContext } from './agent-context.js';
@@ -54,7 +53,7 @@ export class Agent {
   readonly metrics: AgentMetrics;
   readonly writer: MasterWriter;
   /** The fleet content endpoints (`/v1/fleet`), in fleet mode. */
-  readonly fleetApi: Router | undefined;
+  readonly fleetApi: FleetApi | undefined;
   readonly #ctx: AgentContext;
   readonly #lock: StoreLock;
   readonly #journal: Journal;

@@ -1,7 +1,8 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ErrorCode, errorBody } from '../../core/errors.js';
 import { randomBytes } from 'node:crypto';
 import { tokenMatches } from '../../core/token-match.js';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import { hasBodyOfType, queryOf, readBody, send, sendJson } from '../../core/http-io.js';
 import { parseWritePath, WritePathError } from '../../store/write-path.js';
 import type { Logger } from '../../core/logger.js';
 import type { Agent, SwapRecord } from '../agent.js';
@@ -11,6 +12,7 @@ import { statusPage } from './status-page.js';
 import { stageTarBatch } from '../master/tar-batch.js';
 import { stat } from 'node:fs/promises';
 import { withDeadline } from '../../core/deadline.js';
+import { type Next, Router, originalUrl } from './router.js';
 
 export interface ApiOptions {
   /** The agent once started; null while it is still starting (readyz answers 503). */
@@ -32,24 +34,27 @@ function swapStatus(record: SwapRecord): number {
 }
 
 /** Body of an error answer: a stable code and a message meant for the writer, never an internal one. */
-function sendError(res: Response, status: number, code: ErrorCode, message: string): void {
-  res.status(status).json(errorBody(code, message));
+function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string): void {
+  sendJson(res, status, errorBody(code, message));
 }
 
 function truthy(v: unknown): boolean {
   return v === '1' || v === 'true' || v === true;
 }
 
+type Req = IncomingMessage;
+type Res = ServerResponse;
+
 /**
  * The agent's HTTP API: the write path of the authorization server, sync and
- * rollback signals, status, and the unauthenticated health and metrics.
+ * rollback signals, status, and the unauthenticated health and metrics. A
+ * request listener for node:http.
  */
-export function createApi(opts: ApiOptions): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
+export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
+  const app = new Router();
   const expected = opts.token;
 
-  const agentOr503 = (res: Response): Agent | null => {
+  const agentOr503 = (res: Res): Agent | null => {
     const agent = opts.agent();
     if (!agent) sendError(res, 503, 'NOT_READY', 'the agent is still starting');
     return agent;
@@ -57,15 +62,14 @@ export function createApi(opts: ApiOptions): express.Express {
 
   app.get('/', (_req, res) => {
     const nonce = randomBytes(16).toString('base64');
-    res
-      .set({
-        'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'`,
-        'X-Content-Type-Options': 'nosniff',
-        'Referrer-Policy': 'no-referrer',
-        'Cache-Control': 'no-store',
-      })
-      .type('html')
-      .send(statusPage(nonce));
+    res.setHeader(
+      'Content-Security-Policy',
+      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'`,
+    );
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    res.setHeader('Cache-Control', 'no-store');
+    send(res, 200, statusPage(nonce), 'text/html; charset=utf-8');
   });
 
   app.get('/healthz', async (_req, res) => {
@@ -73,35 +77,31 @@ export function createApi(opts: ApiOptions): express.Express {
     // complete (the thread pool is not stuck on a hung mount or a blocking open).
     try {
       await withDeadline(stat(opts.stateDir), HEALTH_PROBE_MS, 'a file system call');
-      res.json({ ok: true });
+      sendJson(res, 200, { ok: true });
     } catch (err) {
-      res.status(503).json({ ok: false, ...errorBody('UNHEALTHY', (err as Error).message) });
+      sendJson(res, 503, { ok: false, ...errorBody('UNHEALTHY', (err as Error).message) });
     }
   });
   app.get('/readyz', (_req, res) => {
     const agent = opts.agent();
-    if (agent) res.json({ ready: true, epoch: agent.epoch.epoch });
-    else res.status(503).json({ ready: false });
+    if (agent) sendJson(res, 200, { ready: true, epoch: agent.epoch.epoch });
+    else sendJson(res, 503, { ready: false });
   });
-  app.get('/metrics', async (_req, res, next) => {
+  app.get('/metrics', async (_req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    try {
-      res.type(agent.metrics.registry.contentType).send(await agent.metrics.registry.metrics());
-    } catch (err) {
-      next(err);
-    }
+    send(res, 200, await agent.metrics.registry.metrics(), agent.metrics.registry.contentType);
   });
 
   // fleet hosts pull content with the fleet token, not the write token
-  app.use('/v1/fleet', (req: Request, res: Response, next: NextFunction) => {
+  app.use('/v1/fleet', (req, res, next) => {
     const api = opts.agent()?.fleetApi;
     if (api) api(req, res, next);
     else sendError(res, 404, 'NOT_A_FLEET', 'this agent coordinates no fleet (--etcd)');
   });
 
   // everything under /v1 needs the token
-  app.use('/v1', (req: Request, res: Response, next: NextFunction) => {
+  app.use('/v1', (req, res, next) => {
     const header = req.headers.authorization ?? '';
     const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
     if (given === '' || !tokenMatches(given, expected)) {
@@ -114,23 +114,20 @@ export function createApi(opts: ApiOptions): express.Express {
 
   const count = (op: string, result: string) => opts.agent()?.metrics.writes.inc({ op, result });
 
-  // A plain prefix mount, not a route parameter: the path is validated here,
-  // from its raw form, rather than decoded by the router first.
+  // A plain prefix rule, not a route parameter: the path is validated here, from its raw form.
   app.use('/v1/files', (req, res, next) => {
-    if (req.method === 'PUT') putFile(req, res, next);
-    else if (req.method === 'DELETE') deleteFile(req, res, next);
-    else {
-      res.setHeader('Allow', 'PUT, DELETE');
-      sendError(res, 405, 'METHOD_NOT_ALLOWED', 'files take PUT and DELETE');
-    }
+    if (req.method === 'PUT') return putFile(req, res, next);
+    if (req.method === 'DELETE') return deleteFile(req, res, next);
+    res.setHeader('Allow', 'PUT, DELETE');
+    return sendError(res, 405, 'METHOD_NOT_ALLOWED', 'files take PUT and DELETE');
   });
 
   /** A streamed body whose declared length is over the limit is refused before a byte is read; the rest are counted as they come. */
-  function refuseDeclaredOversize(req: Request): void {
+  function refuseDeclaredOversize(req: Req): void {
     if (Number(req.headers['content-length'] ?? 0) > opts.maxBody) throw bodyTooLarge(opts.maxBody);
   }
 
-  async function putFile(req: Request, res: Response, next: NextFunction): Promise<void> {
+  async function putFile(req: Req, res: Res, next: Next): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
@@ -140,14 +137,14 @@ export function createApi(opts: ApiOptions): express.Express {
       const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
       agent.changed();
       count('put', 'ok');
-      res.status(201).json({ path, size: staged.size, seq });
+      sendJson(res, 201, { path, size: staged.size, seq });
     } catch (err) {
       count('put', String((err as WriteError).status ?? 500));
       next(err);
     }
   }
 
-  async function deleteFile(req: Request, res: Response, next: NextFunction): Promise<void> {
+  async function deleteFile(req: Req, res: Res, next: Next): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
@@ -155,29 +152,27 @@ export function createApi(opts: ApiOptions): express.Express {
       const seq = await agent.writer.apply([{ op: 'delete', path }]);
       agent.changed();
       count('delete', 'ok');
-      res.json({ path, deleted: true, seq });
+      sendJson(res, 200, { path, deleted: true, seq });
     } catch (err) {
       count('delete', String((err as WriteError).status ?? 500));
       next(err);
     }
   }
 
-  const jsonBody = express.raw({ type: 'application/json', limit: opts.maxBody });
   app.post('/v1/batch', (req, res, next) => {
-    if (req.is('application/x-tar')) {
-      void batch(res, next, (agent) => {
+    if (hasBodyOfType(req, 'application/x-tar')) {
+      return batch(res, next, (agent) => {
         refuseDeclaredOversize(req);
         return stageTarBatch(req, agent.writer, opts.maxBody);
       });
-    } else {
-      jsonBody(req, res, (err?: unknown) =>
-        err ? next(err) : void batch(res, next, (agent) => stageJsonBatch(req.body, agent.writer)),
-      );
     }
+    // a JSON body is read whole (a body of another type is no body: the batch refuses it)
+    const body = hasBodyOfType(req, 'application/json') ? readBody(req, opts.maxBody) : Promise.resolve(undefined);
+    return body.then((bytes) => batch(res, next, (agent) => stageJsonBatch(bytes, agent.writer)));
   });
 
   /** Stage a batch (either format), apply it and answer; staged files are consumed or removed either way. */
-  async function batch(res: Response, next: NextFunction, stage: (agent: Agent) => Promise<StagedOp[]>) {
+  async function batch(res: Res, next: Next, stage: (agent: Agent) => Promise<StagedOp[]>): Promise<void> {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
@@ -185,7 +180,7 @@ export function createApi(opts: ApiOptions): express.Express {
       const seq = await agent.writer.apply(staged);
       agent.changed();
       count('batch', 'ok');
-      res.json({ applied: staged.length, seq });
+      sendJson(res, 200, { applied: staged.length, seq });
     } catch (err) {
       count('batch', String((err as WriteError).status ?? 500));
       next(err);
@@ -195,58 +190,52 @@ export function createApi(opts: ApiOptions): express.Express {
   app.post('/v1/sync', async (req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    const wait = truthy(req.query.wait);
-    const done = agent.requestSync({ reason: 'api', full: truthy(req.query.full) });
-    if (!wait) {
-      res.status(202).json({ accepted: true });
+    const query = queryOf(req);
+    const done = agent.requestSync({ reason: 'api', full: truthy(query.full) });
+    if (!truthy(query.wait)) {
+      sendJson(res, 202, { accepted: true });
       return;
     }
     const record = await done;
-    res.status(swapStatus(record)).json(record);
+    sendJson(res, swapStatus(record), record);
   });
 
   app.post('/v1/rollback', async (_req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
     const record = await agent.rollback();
-    res.status(swapStatus(record)).json(record);
+    sendJson(res, swapStatus(record), record);
   });
 
-  app.get('/v1/status', async (_req, res, next) => {
+  app.get('/v1/status', async (_req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    try {
-      res.json(await agent.status());
-    } catch (err) {
-      next(err);
-    }
+    sendJson(res, 200, await agent.status());
   });
 
-  app.get('/v1/verify', async (req, res, next) => {
+  app.get('/v1/verify', async (req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    try {
-      const slot = req.query.slot === 'a' || req.query.slot === 'b' ? req.query.slot : undefined;
-      const differences = await agent.verify(slot);
-      res.json({ slot: slot ?? agent.epoch.mounted, epoch: agent.epoch.epoch, differences });
-    } catch (err) {
-      next(err);
-    }
+    const asked = queryOf(req).slot;
+    const slot = asked === 'a' || asked === 'b' ? asked : undefined;
+    const differences = await agent.verify(slot);
+    sendJson(res, 200, { slot: slot ?? agent.epoch.mounted, epoch: agent.epoch.epoch, differences });
   });
 
-  app.use((_req, res) => sendError(res, 404, 'NOT_FOUND', 'no such endpoint'));
+  app.use('/', (_req, res) => sendError(res, 404, 'NOT_FOUND', 'no such endpoint'));
 
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  return app.listener((err, req, res) => {
     if (err instanceof WriteError || err instanceof WritePathError) {
       // the writer's mistakes are its own business; a full disk or an unfinished batch is the operator's
       if (err instanceof WriteError && err.status >= 500) {
-        opts.logger.error({ code: err.code, method: req.method, url: req.originalUrl }, err.message);
+        opts.logger.error({ code: err.code, method: req.method, url: req.url }, err.message);
       }
       if (err.status === 413) res.setHeader('Connection', 'close');
       sendError(res, err.status, err instanceof WriteError ? err.code : 'BAD_PATH', err.message);
       return;
     }
-    const status = (err as { status?: number; type?: string }).status;
+    // a body the API could not read (too large, cut, not decodable) carries its status
+    const status = (err as { status?: number } | null)?.status;
     if (status === 413) {
       res.setHeader('Connection', 'close');
       sendError(res, 413, 'BODY_TOO_LARGE', bodyTooLarge(opts.maxBody).message);
@@ -256,15 +245,14 @@ export function createApi(opts: ApiOptions): express.Express {
       sendError(res, status, 'BAD_REQUEST', 'the request could not be parsed');
       return;
     }
-    opts.logger.error({ err: (err as Error).message, method: req.method, url: req.originalUrl }, 'request failed');
+    opts.logger.error({ err: (err as Error)?.message, method: req.method, url: req.url }, 'request failed');
     sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
   });
-  return app;
 }
 
 /** The still-encoded part of the request path after `prefix`. */
-function rawTail(req: Request, prefix: string): string {
-  const url = req.originalUrl;
+function rawTail(req: Req, prefix: string): string {
+  const url = originalUrl(req);
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
   return path.startsWith(prefix) ? path.slice(prefix.length) : '';

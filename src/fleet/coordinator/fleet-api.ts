@@ -1,10 +1,12 @@
 import { errorBody } from '../../core/errors.js';
+import createError from 'http-errors';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { readSmallFile } from '../../store/read-small-file.js';
 import { join } from 'node:path';
-import express, { type Request, type Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hasBodyOfType, pathOf, queryOf, readBody, sendJson } from '../../core/http-io.js';
 import { tokenMatches } from '../../core/token-match.js';
 import type { Logger } from '../../core/logger.js';
 import { type ManifestEntry, badPath } from '../../tree/manifest.js';
@@ -29,60 +31,76 @@ export function frameHeader(path: string, size: number): Buffer {
   return Buffer.concat([length, header]);
 }
 
+/** Most bytes of a files request's JSON body. */
+const MAX_REQUEST_BODY = 4 * 1024 * 1024;
+
+/**
+ * A request handler for node:http mounted under `/v1/fleet`: `req.url` is the
+ * part below it. What it does not answer goes to `next()`; a body it cannot
+ * read goes to `next(err)`, with the error's status.
+ */
+export type FleetApi = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+
 /**
  * The coordinator's content endpoints, under /v1/fleet: a snapshot's
  * manifest (or what changed in it since one the host holds) and the content
  * of named files. Both need the fleet token; both read only a slot that
  * holds the snapshot named, and count as pulls on it while they run.
  */
-export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): express.Router {
-  const router = express.Router();
-  router.use((req, res, next) => {
-    const header = req.get('authorization') ?? '';
+export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): FleetApi {
+  return (req, res, next) => {
+    const header = req.headers.authorization ?? '';
     const given = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (given === '' || !tokenMatches(given, token)) {
-      res.status(401).json(errorBody('UNAUTHORIZED', 'the fleet token is required'));
+      sendJson(res, 401, errorBody('UNAUTHORIZED', 'the fleet token is required'));
       return;
     }
-    next();
-  });
+    const path = pathOf(req.url).toLowerCase();
+    if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/manifest' || path === '/manifest/')) {
+      manifest(req, res);
+    } else if (req.method === 'POST' && (path === '/files' || path === '/files/')) {
+      const body = hasBodyOfType(req, 'application/json') ? readJson(req) : Promise.resolve(undefined);
+      body.then((json) => files(req, res, json)).catch(next);
+    } else next();
+  };
 
-  router.get('/manifest', (req: Request, res: Response) => {
-    const pull = snapshots.open(String(req.query.snapshot ?? ''), req.query.since ? String(req.query.since) : null);
+  function manifest(req: IncomingMessage, res: ServerResponse): void {
+    const query = queryOf(req);
+    const pull = snapshots.open(String(query.snapshot ?? ''), query.since ? String(query.since) : null);
     if (!pull) {
-      res.status(410).json(errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
+      sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
       return;
     }
     try {
-      res.json(
+      sendJson(
+        res,
+        200,
         pull.delta
-          ? { snapshot: req.query.snapshot, base: req.query.since, ...pull.delta }
-          : { snapshot: req.query.snapshot, base: null, changed: pull.manifest, removed: [] },
+          ? { snapshot: query.snapshot, base: query.since, ...pull.delta }
+          : { snapshot: query.snapshot, base: null, changed: pull.manifest, removed: [] },
       );
     } finally {
       pull.done();
     }
-  });
+  }
 
-  router.post('/files', express.json({ limit: '4mb' }), async (req: Request, res: Response) => {
-    const paths = (req.body as { paths?: unknown })?.paths;
+  async function files(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+    const paths = (body as { paths?: unknown } | undefined)?.paths;
     if (!Array.isArray(paths) || paths.length > MAX_PATHS_PER_REQUEST || paths.some((p) => badPath(p))) {
-      res
-        .status(400)
-        .json(errorBody('BAD_REQUEST', `paths: a list of at most ${MAX_PATHS_PER_REQUEST} relative paths`));
+      sendJson(res, 400, errorBody('BAD_REQUEST', `paths: a list of at most ${MAX_PATHS_PER_REQUEST} relative paths`));
       return;
     }
     // cut when the slot is to be rewritten: the host sees a cut answer and starts over
-    const pull = snapshots.open(String(req.query.snapshot ?? ''), null, () => res.destroy());
+    const pull = snapshots.open(String(queryOf(req).snapshot ?? ''), null, () => res.destroy());
     if (!pull) {
-      res.status(410).json(errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
+      sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
       return;
     }
     const files = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e]));
     const unknown = (paths as string[]).find((p) => !files.has(p));
     if (unknown !== undefined) {
       pull.done();
-      res.status(400).json(errorBody('BAD_REQUEST', 'a path asked for is not a file of the snapshot'));
+      sendJson(res, 400, errorBody('BAD_REQUEST', 'a path asked for is not a file of the snapshot'));
       return;
     }
     res.once('close', pull.done);
@@ -139,15 +157,39 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): e
     } finally {
       pull.done();
     }
-  });
-  return router;
+  }
+}
+
+/**
+ * A JSON body of at most MAX_REQUEST_BODY bytes: an object or a list (none: `{}`), in UTF-8 or UTF-16.
+ * A body that is not one fails with status 400; one in another charset with 415.
+ */
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const charset =
+    /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(String(req.headers['content-type']))?.[1]?.toLowerCase() ?? 'utf-8';
+  if (!charset.startsWith('utf-')) throw createError(415, `unsupported charset "${charset.toUpperCase()}"`);
+  const bytes = await readBody(req, MAX_REQUEST_BODY);
+  let text: string;
+  try {
+    text = new TextDecoder(charset).decode(bytes);
+  } catch {
+    throw createError(415, `unsupported charset "${charset.toUpperCase()}"`);
+  }
+  if (bytes.length === 0) return {};
+  const first = text.trimStart()[0];
+  if (first !== '{' && first !== '[') throw createError(400, 'the body is not a JSON object or list');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw createError(400, (err as Error).message);
+  }
 }
 
 /**
  * Wait until `res` takes more, or fail once it is closed (the host hung up,
  * or the pull was cut): an answer nobody reads is not read on to its end.
  */
-function drained(res: Response): Promise<void> {
+function drained(res: ServerResponse): Promise<void> {
   if (res.destroyed) return Promise.reject(new Error('the answer was closed'));
   return new Promise((resolve, reject) => {
     const done = () => {

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
 import { type TestApp, startApp } from '../../../testkit/app.js';
@@ -114,5 +116,140 @@ describe('malformed and abusive HTTP against the web server and the agent', () =
     socket.destroy();
     await waitFor('the abandoned batch to be removed', async () => (await tempFilesIn(store.master)).length === 0);
     assert.ok(!(await readdir(store.master)).includes('slowtar'));
+  });
+});
+
+describe("the agent API's own routing and body reading, against raw clients", () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let port: number;
+  const LIMIT = 4096;
+
+  before(async () => {
+    store = await tempStore();
+    agent = await startTestAgent(store, { watchMaster: false }, LIMIT);
+    port = Number(new URL(agent.url).port);
+  });
+  after(async () => {
+    await agent.close();
+    await store.dispose();
+  });
+
+  const auth = () => `Authorization: Bearer ${agent.token}\r\n`;
+  const request = (line: string, headers = '', body = '') =>
+    `${line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${headers}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const statusOf = (reply: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1]);
+  const errorOf = (reply: string) =>
+    (JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error: string }).error;
+  const stillServing = async () => {
+    assert.equal((await rawGet(port, '/healthz')).status, 200);
+    assert.equal((await agent.call('PUT', '/v1/files/after.txt', { body: 'after' })).status, 201);
+  };
+
+  it('answers methods it has no rule for with 405 on /v1/files, 404 elsewhere, 401 before either without the token', async () => {
+    const cases: [string, boolean, number, string | null][] = [
+      ['PROPFIND /v1/files/x.txt', true, 405, 'METHOD_NOT_ALLOWED'],
+      ['PATCH /v1/files/x.txt', true, 405, 'METHOD_NOT_ALLOWED'],
+      ['GET /v1/files/x.txt', true, 405, 'METHOD_NOT_ALLOWED'],
+      ['PROPFIND /v1/files/x.txt', false, 401, 'UNAUTHORIZED'],
+      ['OPTIONS /v1/status', true, 404, 'NOT_FOUND'],
+      ['DELETE /v1/batch', true, 404, 'NOT_FOUND'],
+      ['PUT /v1/sync', true, 404, 'NOT_FOUND'],
+      ['TRACE /healthz', false, 404, 'NOT_FOUND'],
+      ['PUT /metrics', false, 404, 'NOT_FOUND'],
+      // not a method at all: node:http's parser refuses it before any rule sees it
+      ['BREW /v1/files/x.txt', true, 400, null],
+    ];
+    for (const [line, withToken, status, code] of cases) {
+      const reply = await rawExchange(port, request(line, withToken ? auth() : '', 'body'));
+      assert.equal(statusOf(reply), status, `${line}: ${reply.slice(0, 200)}`);
+      if (code) assert.equal(errorOf(reply), code, line);
+      if (status === 405) assert.match(reply, /\r\nAllow: PUT, DELETE\r\n/);
+      if (status === 401) assert.match(reply, /\r\nWWW-Authenticate: Bearer realm="mirrorswap"\r\n/);
+    }
+    assert.ok(!(await readdir(store.master)).includes('x.txt'));
+    await stillServing();
+  });
+
+  it('matches routes on the path as sent: dot segments and encoded slashes are never resolved into /v1/files', async () => {
+    const cases: [string, number, string][] = [
+      ['PUT /v1/files/../escape.txt', 400, 'BAD_PATH'],
+      ['PUT /v1/files/a/..%2F..%2Fescape.txt', 400, 'BAD_PATH'],
+      ['PUT /v1/files/%2e%2e%2fescape.txt', 400, 'BAD_PATH'],
+      ['PUT /v1/files/a%2Fb%2F..%2F..%2F..%2Fescape.txt', 400, 'BAD_PATH'],
+      ['PUT /v1/batch/../files/escape.txt', 404, 'NOT_FOUND'],
+      ['PUT /v1%2Ffiles/escape.txt', 404, 'NOT_FOUND'],
+      ['PUT /v1/%66iles/escape.txt', 404, 'NOT_FOUND'],
+      ['PUT /v1//files/escape.txt', 404, 'NOT_FOUND'],
+      ['DELETE /v1/files/..', 400, 'BAD_PATH'],
+      ['GET /healthz/..', 404, 'NOT_FOUND'],
+    ];
+    for (const [line, status, code] of cases) {
+      const reply = await rawExchange(port, request(line, auth(), 'payload'));
+      assert.equal(statusOf(reply), status, `${line}: ${reply.slice(0, 200)}`);
+      assert.equal(errorOf(reply), code, line);
+    }
+    assert.deepEqual(await tempFilesIn(store.master), []);
+    await assert.rejects(readdir(join(store.master, 'escape.txt')), { code: 'ENOENT' });
+    await assert.rejects(readdir(join(store.root, 'escape.txt')), { code: 'ENOENT' });
+    await stillServing();
+  });
+
+  it('refuses a JSON batch over the limit without a Content-Length (chunked) with 413, and one that inflates over it', async () => {
+    const body = JSON.stringify({ ops: [{ op: 'put', path: 'big.txt', content: 'x'.repeat(2 * LIMIT) }] });
+    const chunks = [body.slice(0, 1000), body.slice(1000)]
+      .map((c) => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`)
+      .join('');
+    const chunked = await rawExchange(
+      port,
+      `POST /v1/batch HTTP/1.1\r\nHost: x\r\n${auth()}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}0\r\n\r\n`,
+    );
+    assert.equal(statusOf(chunked), 413, chunked.slice(0, 200));
+    assert.equal(errorOf(chunked), 'BODY_TOO_LARGE');
+    assert.match(chunked, /\r\nConnection: close\r\n/);
+
+    const gzipped = gzipSync(body); // small on the wire, over the limit once inflated
+    assert.ok(gzipped.length < LIMIT);
+    const inflated = await rawExchange(
+      port,
+      Buffer.concat([
+        Buffer.from(
+          `POST /v1/batch HTTP/1.1\r\nHost: x\r\n${auth()}Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: ${gzipped.length}\r\n\r\n`,
+        ),
+        gzipped,
+      ]),
+    );
+    assert.equal(statusOf(inflated), 413, inflated.slice(0, 200));
+
+    const unknownCoding = await rawExchange(
+      port,
+      request('POST /v1/batch', `${auth()}Content-Type: application/json\r\nContent-Encoding: zip\r\n`, '{}'),
+    );
+    assert.equal(statusOf(unknownCoding), 415, unknownCoding.slice(0, 200));
+    assert.equal(errorOf(unknownCoding), 'BAD_REQUEST');
+    assert.ok(!(await readdir(store.master)).includes('big.txt'));
+    await stillServing();
+  });
+
+  it('stays up and applies nothing when a client hangs up in the middle of a body, whatever it was sending', async () => {
+    const starts = [
+      `POST /v1/batch HTTP/1.1\r\nHost: x\r\n${auth()}Content-Type: application/json\r\nContent-Length: 3000\r\n\r\n{"ops":[{"op":"put","path":"cut1.txt","content":"`,
+      `POST /v1/batch HTTP/1.1\r\nHost: x\r\n${auth()}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{"ops":[{"op":"put","path":"cut2`,
+      `PUT /v1/files/cut3.txt HTTP/1.1\r\nHost: x\r\n${auth()}Transfer-Encoding: chunked\r\n\r\n10\r\nhalf a chu`,
+      `POST /v1/batch HTTP/1.1\r\nHost: x\r\n${auth()}Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 3000\r\n\r\n`,
+    ];
+    for (const [i, start] of starts.entries()) {
+      const socket = connect({ host: '127.0.0.1', port });
+      socket.on('error', () => {});
+      await new Promise<void>((resolve) => socket.write(start, () => resolve()));
+      if (i === 3)
+        await new Promise<void>((resolve) => socket.write(gzipSync('x'.repeat(100)).subarray(0, 10), () => resolve()));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      socket.destroy();
+      await stillServing();
+    }
+    await waitFor('no staged file left', async () => (await tempFilesIn(store.master)).length === 0);
+    const names = await readdir(store.master);
+    for (const name of ['cut1.txt', 'cut2.txt', 'cut3.txt']) assert.ok(!names.includes(name), name);
   });
 });
