@@ -359,6 +359,157 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     );
     assert.ok(answer.endsWith('page'));
   });
+
+  it('relays only Link-bearing 103s, through the header policy, and a hint never changes the final answer', async () => {
+    const up = await rawUpstream(() => ({
+      now:
+        'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Private\r\nX-Private: secret\r\n' +
+        'Keep-Alive: timeout=9\r\nContent-Length: 5\r\nSet-Cookie: session=stolen\r\nX-Kept: yes\r\n\r\n' +
+        'HTTP/1.1 103 Early Hints\r\nX-No-Link: 1\r\n\r\n',
+      later: { after: 30, bytes: ok('page') },
+    }));
+    cleanups.push(up.close);
+    const { server } = await front(up.url);
+    const answer = await raw(server.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const hints = answer.split('\r\n\r\n').filter((part) => part.startsWith('HTTP/1.1 103'));
+    assert.equal(hints.length, 1, `hints relayed: ${JSON.stringify(answer)}`);
+    const hint = hints[0] as string;
+    assert.match(hint, /\r\nlink: <\/a\.css>; rel=preload/i);
+    assert.match(hint, /\r\nx-kept: yes/i);
+    for (const dropped of ['x-private', 'keep-alive', 'content-length', 'set-cookie', 'connection'])
+      assert.doesNotMatch(hint, new RegExp(`\r\n${dropped}:`, 'i'), `${dropped} in a hint: ${JSON.stringify(hint)}`);
+    assert.match(answer, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('page'));
+  });
+
+  it('relays a 204 that claims a length as a 204 without one, its stray body dropped', async () => {
+    const up = await rawUpstream((req) =>
+      req.target === '/204' ? { now: 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello' } : {},
+    );
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(server.port, 'GET /204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.match(answer, /\r\nX-A: 1\r\n/i);
+    assert.doesNotMatch(answer, /content-length/i);
+    assert.ok(answer.endsWith('\r\n\r\n'), JSON.stringify(answer));
+    await released(proxy);
+  });
+
+  it('pipelined requests on one connection go upstream one at a time, answered in order', async () => {
+    let open = 0;
+    let most = 0;
+    const up = await rawUpstream((req) => {
+      open++;
+      most = Math.max(most, open);
+      const body = `page ${req.target}`;
+      setTimeout(() => open--, 2);
+      return { later: { after: 2, bytes: ok(body) } };
+    });
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { idleTimeout: 10_000 });
+    const n = 300;
+    let pipeline = '';
+    for (let i = 0; i < n; i++) pipeline += `GET /p${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    cleanups.push(() => {
+      s.destroy();
+    });
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.write(pipeline);
+    await waitFor('every answer', () => (got.match(/HTTP\/1\.1 200 OK/g)?.length ?? 0) === n, { timeout: 20_000 });
+    const order = [...got.matchAll(/page \/p(\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(
+      order,
+      Array.from({ length: n }, (_, i) => i),
+    );
+    const conns = new Set(up.seen.map((r) => r.conn));
+    assert.ok(conns.size <= 2, `${conns.size} upstream connections for one client connection`);
+    assert.ok(most <= 1, `${most} upstream requests at once for one client connection`);
+    await released(proxy);
+  });
+
+  it('an upgrade pipelined behind a request waits for its answer, then is forwarded: nothing throws', async () => {
+    const up = await rawUpstream((req) =>
+      req.target === '/ws'
+        ? {
+            now: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+            afterwards: 'stall',
+          }
+        : { later: { after: 200, bytes: ok('slow') } },
+    );
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(
+      server.port,
+      'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      800,
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nslowHTTP\/1\.1 101 Switching Protocols\r\n/);
+    // the upgrade went upstream only after the answer before it was out, on a connection of its own
+    const ws = up.seen.find((r) => r.target === '/ws');
+    const slow = up.seen.find((r) => r.target === '/slow');
+    assert.ok(ws && slow && ws.conn !== slow.conn);
+    await released(proxy);
+    // and a client that leaves while its upgrade waits is released too
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(
+      'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    await delay(50);
+    s.destroy();
+    await released(proxy);
+  });
+
+  it('a declined upgrade to a client that never reads is cut after clientBodyTimeout', async () => {
+    const big = 'q'.repeat(8 * 1024 * 1024);
+    const up = await rawUpstream(() => ({ now: ok(big), afterwards: 'keep' }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { clientBodyTimeout: 300, idleTimeout: 60_000 });
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.pause(); // reads nothing
+    s.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    cleanups.push(() => {
+      s.destroy();
+    });
+    await waitFor('the upgrade to be taken', () => proxy.state().inflight.a === 1);
+    await waitFor('the stalled declined upgrade to be cut', () => proxy.state().inflight.a === 0, { timeout: 5000 });
+    await waitFor('the upstream connection to close', () => up.open() === 0);
+  });
+
+  it('an upgraded connection with no byte either way for idleTimeout is closed, both sides', async () => {
+    const up = await rawUpstream(() => ({
+      now: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+      afterwards: 'stall',
+    }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { idleTimeout: 400 });
+    const started = Date.now();
+    const answer = await raw(
+      server.port,
+      'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      5000,
+    );
+    assert.match(answer, /^HTTP\/1\.1 101 /);
+    const took = Date.now() - started;
+    assert.ok(took >= 350 && took < 3000, `closed after ${took} ms`);
+    await released(proxy);
+    await waitFor('the upstream connection to close', () => up.open() === 0);
+  });
+
+  it('forwards a Host with an unbalanced bracket as nginx does, never counted as an upstream error', async () => {
+    const up = await rawUpstream((req) => ({ now: ok(`seen ${req.headers.get('host')}`) }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(server.port, 'GET /b HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('seen [::1'), answer);
+    assert.doesNotMatch(await proxy.registry.metrics(), /^mirrorswap_proxy_upstream_errors_total\{/m);
+  });
 });
 
 describe('mirrorProxy refuses what nginx refuses, and forwards the target it was given', () => {
