@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type IncomingMessage, request } from 'node:http';
-import { type Socket, connect } from 'node:net';
+import { type Server, createServer as createHttpsServer } from 'node:https';
+import { type AddressInfo, type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { TLSSocket } from 'node:tls';
 import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../../middleware/mirror-proxy.js';
 import { memoryLogger } from '../helpers/app.js';
 import { type RawUpstream, rawUpstream } from '../helpers/raw-upstream.js';
@@ -509,6 +515,86 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
     assert.ok(answer.endsWith('seen [::1'), answer);
     assert.doesNotMatch(await proxy.registry.metrics(), /^mirrorswap_proxy_upstream_errors_total\{/m);
+  });
+});
+
+describe('mirrorProxy towards an https upstream', () => {
+  let store: TempStore;
+  let dir: string;
+  let upstream: Server;
+  let port: number;
+  let ca: string;
+  /** The TLS server name each request's connection carried (false: none). */
+  const names: (string | false | null)[] = [];
+  before(async () => {
+    store = await tempStore();
+    await store.publish(1, 'a');
+    dir = await mkdtemp(join(tmpdir(), 'mirrorswap-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        'up.key',
+        '-out',
+        'up.crt',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { cwd: dir, stdio: 'ignore' },
+    );
+    ca = await readFile(join(dir, 'up.crt'), 'utf8');
+    upstream = createHttpsServer({ key: await readFile(join(dir, 'up.key')), cert: ca }, (req, res) => {
+      names.push((req.socket as TLSSocket).servername);
+      res.end(`tls ${req.headers.host}`);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    port = (upstream.address() as AddressInfo).port;
+  });
+  after(async () => {
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+    await rm(dir, { recursive: true, force: true });
+    await store.dispose();
+  });
+
+  async function through(target: string, host: string) {
+    const proxy = mirrorProxy({
+      store: store.root,
+      upstreams: { a: target, b: target },
+      logger: memoryLogger(),
+      upstreamTls: { ca },
+    });
+    await proxy.ready;
+    const server = await listen((req, res) => proxy(req, res, () => res.end()));
+    try {
+      names.length = 0;
+      return await raw(server.port, `GET /t HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    } finally {
+      await server.close();
+      await proxy.close();
+    }
+  }
+
+  it("checks the upstream's certificate against the upstream's name, whatever Host the client sent", async () => {
+    const answer = await through(`https://localhost:${port}`, 'evil.example');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('tls evil.example'), answer);
+    assert.deepEqual(names, ['localhost'], 'the TLS server name sent upstream');
+  });
+
+  it('sends no server name to an upstream named by its IP address, and checks the certificate against the address', async () => {
+    const answer = await through(`https://127.0.0.1:${port}`, 'localhost');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.deepEqual(names, [false], 'the TLS server name sent upstream');
   });
 });
 
