@@ -631,6 +631,9 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
     ['TRACE /trace HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 405 /],
     ['GET http://user:pass@host/userinfo HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET http://ho..st/dots HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:0/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:65536/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:99999999999/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /../x HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /a/%2e%2e/%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /a%2f..%2f..%2fb HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
@@ -666,6 +669,15 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
     assert.equal(got?.target, '/a/./b/../c?q=%2e');
     assert.equal(got?.headers.get('host'), 'Site.Test:8080');
     assert.equal(got?.headers.get('x-forwarded-host'), 'Site.Test:8080');
+  });
+
+  it('drops an empty port from an absolute-form authority, keeps a valid one', async () => {
+    await raw(server.port, 'GET http://site.test:/e HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    assert.equal(up.seen.at(-1)?.target, '/e');
+    assert.equal(up.seen.at(-1)?.headers.get('host'), 'site.test');
+    await raw(server.port, 'GET http://[::1]:65535/v6 HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    assert.equal(up.seen.at(-1)?.target, '/v6');
+    assert.equal(up.seen.at(-1)?.headers.get('host'), '[::1]:65535');
   });
 
   it('forwards an origin-form path byte for byte, as req.url showed it', async () => {
