@@ -52,6 +52,12 @@ export interface ProxyOptions extends MountOptions {
    */
   streamedBodiesPerClient?: number;
   /**
+   * Bytes all buffered request bodies may hold in memory at once; past it a
+   * new body streams as a large one does (and counts against
+   * streamedBodiesPerClient). Default: `PROXY_DEFAULTS.requestBufferTotal` (64 MiB).
+   */
+  requestBufferTotal?: number;
+  /**
    * TLS towards https upstreams: `ca`, the certificate authorities to trust
    * instead of Node's bundled ones (an internal CA). The name checked, and
    * sent as SNI, is the upstream URL's host (none for an IP address), never
@@ -124,6 +130,12 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     PROXY_DEFAULTS.streamedBodiesPerClient,
     1,
   );
+  const requestBufferTotal = integerOption(
+    options.requestBufferTotal,
+    'requestBufferTotal',
+    PROXY_DEFAULTS.requestBufferTotal,
+    0,
+  );
   const upstreamTls = options.upstreamTls;
   if (upstreamTls !== undefined && (typeof upstreamTls !== 'object' || upstreamTls === null)) {
     throw new TypeError('upstreamTls option must be an object like { ca: PEM }');
@@ -184,6 +196,7 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     trustProxy,
     requestBufferSize,
     streamedBodiesPerClient,
+    requestBufferTotal,
     ...(upstreamTls === undefined ? {} : { upstreamTls }),
     onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });

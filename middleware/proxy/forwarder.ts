@@ -5,7 +5,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Agent, Client, type Dispatcher, buildConnector } from 'undici';
 import { PROXY_DEFAULTS } from '../defaults.js';
 import { type HeaderPolicy, clientAddress, clientResponseHeaders, upstreamRequestHeaders } from './header-policy.js';
-import { type ClientBody, ClientBodyError, readClientBody } from './request-body.js';
+import { type BufferBudget, type ClientBody, ClientBodyError, bufferBudget, readClientBody } from './request-body.js';
 import { type Refusal, isRefusal, requestRefusal, upstreamTarget } from './request-checks.js';
 
 /** TLS settings for https upstreams. */
@@ -36,6 +36,8 @@ export interface ForwarderOptions {
   requestBufferSize?: number;
   /** Larger bodies streamed upstream at once from one client address; past it, 503. */
   streamedBodiesPerClient?: number;
+  /** Bytes all buffered request bodies may hold at once; a body past it streams instead (and counts as streamed). */
+  requestBufferTotal?: number;
   /** Send the client's Host (false) or the upstream's (true). */
   changeOrigin: boolean;
   /**
@@ -247,6 +249,8 @@ export class Forwarder {
   readonly #upstreams = new Map<string, Upstream>();
   readonly #streaming = new Map<string, number>();
   readonly #upgrades = new Set<Client>();
+  /** The memory all buffered request bodies hold together. */
+  readonly #buffered: BufferBudget;
   /** Per client connection, the pipelined requests waiting for their turn: told when it closes. */
   readonly #waiting = new WeakMap<object, Set<() => void>>();
 
@@ -257,7 +261,9 @@ export class Forwarder {
       trustProxy: opts.trustProxy ?? false,
       requestBufferSize: opts.requestBufferSize ?? PROXY_DEFAULTS.requestBufferSize,
       streamedBodiesPerClient: opts.streamedBodiesPerClient ?? PROXY_DEFAULTS.streamedBodiesPerClient,
+      requestBufferTotal: opts.requestBufferTotal ?? PROXY_DEFAULTS.requestBufferTotal,
     };
+    this.#buffered = bufferBudget(this.#opts.requestBufferTotal);
     this.#policy = { changeOrigin: this.#opts.changeOrigin, trustProxy: this.#opts.trustProxy };
     const tls: ConnectionOptions = opts.upstreamTls?.ca === undefined ? {} : { ca: opts.upstreamTls.ca };
     const connector = buildConnector({ timeout: this.#opts.connectTimeout, ...tls });
@@ -376,9 +382,13 @@ export class Forwarder {
   #forward(req: IncomingMessage, res: ServerResponse, target: string, settled: ReturnType<typeof settleOnce>): void {
     let controller: Dispatcher.DispatchController | null = null;
     let streamSlot: string | null = null;
+    /** Bytes of the buffered body taken from the shared budget, given back when the exchange ends. */
+    let held = 0;
     const end = (o: Outcome) => {
       if (streamSlot !== null) this.#giveStreamSlot(streamSlot);
       streamSlot = null;
+      this.#buffered.give(held);
+      held = 0;
       settled.end(o);
     };
     const fail = (o: Outcome, status = statusFor(o)) => {
@@ -408,8 +418,10 @@ export class Forwarder {
     const send = (body: ClientBody) => {
       if (settled.outcome !== undefined) {
         if (body.kind === 'streamed') body.body.destroy();
+        if (body.kind === 'buffered') this.#buffered.give(body.held);
         return;
       }
+      if (body.kind === 'buffered') held = body.held;
       const options: Dispatcher.DispatchOptions = { ...plan };
       if (body.kind === 'buffered') options.body = body.body;
       else if (body.kind === 'streamed') {
@@ -428,7 +440,7 @@ export class Forwarder {
         this.#responseHandler(req, res, fail, end, (c) => (controller = c)),
       );
     };
-    readClientBody(req, this.#opts.requestBufferSize, this.#opts.clientBodyTimeout)
+    readClientBody(req, this.#opts.requestBufferSize, this.#opts.clientBodyTimeout, this.#buffered)
       .then(send, (err: unknown) => fail(err instanceof ClientBodyError ? err.outcome : 'other'))
       .catch(() => fail('other'));
   }

@@ -324,6 +324,42 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     assert.equal(whole.body.toString(), 'got 50000');
   });
 
+  it('buffered bodies together hold at most requestBufferTotal: past it a body streams, under the per-client bound', async () => {
+    const up = await rawUpstream((req) => (req.target === '/hold' ? {} : { now: ok(`got ${req.body.length}`) }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, {
+      requestBufferSize: 2048,
+      requestBufferTotal: 3000,
+      streamedBodiesPerClient: 1,
+    });
+    const body = 'b'.repeat(1500);
+    const held: Socket[] = [];
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+    });
+    // two bodies fill the budget and stay held (the upstream never answers), the third streams
+    for (let i = 0; i < 3; i++) {
+      const s = connect(server.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(`POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      held.push(s);
+      await waitFor('the body to go upstream', () => up.seen.length === i + 1);
+    }
+    // a fourth would stream too, and the client is at its bound
+    const fourth = await raw(
+      server.port,
+      `POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      1000,
+    );
+    assert.match(fourth, /^HTTP\/1\.1 503 /);
+    assert.equal(up.seen.length, 3);
+    // the budget comes back when the exchanges end
+    for (const s of held) s.destroy();
+    await released(proxy);
+    const after_ = await rawGet(server.port, '/after', {}, 'POST', body);
+    assert.equal(after_.body.toString(), `got ${body.length}`);
+  });
+
   it('a client that stops reading an answer frees the upstream connection after clientBodyTimeout', async () => {
     const chunk = 'z'.repeat(64 * 1024);
     const app = await listen((_req, res) => {
