@@ -425,7 +425,7 @@ export class Forwarder {
       const options: Dispatcher.DispatchOptions = { ...plan };
       if (body.kind === 'buffered') options.body = body.body;
       else if (body.kind === 'streamed') {
-        const client = clientAddress(req, this.#opts.trustProxy);
+        const client = streamKey(clientAddress(req, this.#opts.trustProxy));
         if (!this.#takeStreamSlot(client)) {
           body.body.destroy();
           fail('bad_request', 503);
@@ -710,4 +710,28 @@ function withoutContentLength(headers: string[]): string[] {
     if ((headers[i] as string).toLowerCase() !== 'content-length')
       kept.push(headers[i] as string, headers[i + 1] as string);
   return kept;
+}
+
+/**
+ * The key a client's streamed bodies are counted under: its IPv4 address, or
+ * the /64 of an IPv6 one (one subscriber usually holds a whole /64, and could
+ * otherwise take the bound once per address it picks).
+ */
+export function streamKey(address: string): string {
+  const bare = (address.split('%')[0] as string).toLowerCase();
+  if (isIP(bare) !== 6) return address;
+  if (bare.startsWith('::ffff:') && bare.includes('.')) return bare.slice(7); // IPv4-mapped
+  const halves = bare.split('::');
+  const head = halves[0] ? (halves[0] as string).split(':') : [];
+  let groups = head;
+  if (halves.length === 2) {
+    const tail = halves[1] ? (halves[1] as string).split(':') : [];
+    // an embedded IPv4 address at the end is two groups
+    const tailGroups = tail.length + (tail.at(-1)?.includes('.') ? 1 : 0);
+    groups = [...head, ...Array<string>(Math.max(0, 8 - head.length - tailGroups)).fill('0'), ...tail];
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }

@@ -10,6 +10,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../../middleware/mirror-proxy.js';
+import { streamKey } from '../../middleware/proxy/forwarder.js';
 import { memoryLogger } from '../helpers/app.js';
 import { type RawUpstream, rawUpstream } from '../helpers/raw-upstream.js';
 import { type Running, listen, rawGet } from '../helpers/server.js';
@@ -322,6 +323,45 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     await released(proxy);
     const whole = await rawGet(server.port, '/big', {}, 'POST', 'z'.repeat(50_000));
     assert.equal(whole.body.toString(), 'got 50000');
+  });
+
+  it('keys a client by its IPv4 address or its IPv6 /64', () => {
+    assert.equal(streamKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(streamKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(streamKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(streamKey('2001:DB8:0:0:ffff::1'), '2001:db8:0:0::/64');
+    assert.equal(streamKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(streamKey('::1'), '0:0:0:0::/64');
+    assert.equal(streamKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  });
+
+  it('counts streamed bodies per IPv6 /64, not per address: a client cannot multiply its bound', async () => {
+    const up = await rawUpstream(() => ({}));
+    cleanups.push(up.close);
+    const { server } = await front(up.url, { requestBufferSize: 100, streamedBodiesPerClient: 1, trustProxy: true });
+    const big = 'y'.repeat(200);
+    const held: Socket[] = [];
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+    });
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(`POST /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:2::1\r\nContent-Length: 100000\r\n\r\n${big}`);
+    held.push(s);
+    await waitFor('the first body upstream', () => up.seen.length === 0 && up.open() === 1);
+    const same64 = await raw(
+      server.port,
+      `POST /b HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:2:aaaa::2\r\nContent-Length: 100000\r\n\r\n${big}`,
+      800,
+    );
+    assert.match(same64, /^HTTP\/1\.1 503 /);
+    const other64 = connect(server.port, '127.0.0.1');
+    other64.on('error', () => {});
+    other64.write(
+      `POST /c HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:3::1\r\nContent-Length: 100000\r\n\r\n${big}`,
+    );
+    held.push(other64);
+    await waitFor('a body from another /64 upstream', () => up.open() === 2);
   });
 
   it('buffered bodies together hold at most requestBufferTotal: past it a body streams, under the per-client bound', async () => {
