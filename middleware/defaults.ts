@@ -53,4 +53,6 @@ export const PROXY_DEFAULTS = Object.freeze({
   requestBufferSize: 64 * 1024,
   /** Bodies larger than that stream upstream, at most this many at once from one client address. */
   streamedBodiesPerClient: 16,
+  /** Memory all buffered request bodies may hold at once; past it, a new body streams as a large one does. */
+  requestBufferTotal: 64 * 1024 * 1024,
 });

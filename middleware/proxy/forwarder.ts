@@ -1,11 +1,18 @@
 import { type IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { type Socket, isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Agent, Client, type Dispatcher } from 'undici';
+import type { ConnectionOptions } from 'node:tls';
+import { Agent, Client, type Dispatcher, buildConnector } from 'undici';
 import { PROXY_DEFAULTS } from '../defaults.js';
 import { type HeaderPolicy, clientAddress, clientResponseHeaders, upstreamRequestHeaders } from './header-policy.js';
-import { type ClientBody, ClientBodyError, readClientBody } from './request-body.js';
+import { type BufferBudget, type ClientBody, ClientBodyError, bufferBudget, readClientBody } from './request-body.js';
 import { type Refusal, isRefusal, requestRefusal, upstreamTarget } from './request-checks.js';
+
+/** TLS settings for https upstreams. */
+export interface UpstreamTls {
+  /** Certificate authorities to trust (PEM), in place of Node's bundled ones. */
+  ca?: string | Buffer | (string | Buffer)[];
+}
 
 /** Why an upstream request failed, as counted in metrics. */
 export type UpstreamErrorKind = 'refused' | 'connect_timeout' | 'idle_timeout' | 'reset' | 'bad_response' | 'other';
@@ -29,6 +36,8 @@ export interface ForwarderOptions {
   requestBufferSize?: number;
   /** Larger bodies streamed upstream at once from one client address; past it, 503. */
   streamedBodiesPerClient?: number;
+  /** Bytes all buffered request bodies may hold at once; a body past it streams instead (and counts as streamed). */
+  requestBufferTotal?: number;
   /** Send the client's Host (false) or the upstream's (true). */
   changeOrigin: boolean;
   /**
@@ -36,6 +45,12 @@ export interface ForwarderOptions {
    * to X-Forwarded-For and keep -Proto and -Host. Default false: replace them.
    */
   trustProxy?: boolean;
+  /**
+   * TLS towards an https upstream: the certificate authorities to trust
+   * instead of Node's own (an internal CA). The server name checked, and sent
+   * as SNI, is always the upstream URL's host, never the client's Host.
+   */
+  upstreamTls?: UpstreamTls;
   onError: (kind: UpstreamErrorKind, req: IncomingMessage) => void;
 }
 
@@ -116,18 +131,95 @@ function answer(res: ServerResponse, status: number, extra: Record<string, strin
   res.end(body);
 }
 
-/** The Link (and other) headers of a 103 from the upstream, for `writeEarlyHints`. */
-function earlyHints(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> | null {
-  if (headers.link === undefined) return null;
+/** A header name as RFC 9110 allows it (a token). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A header value node:http writes as it is: no control character but tab. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * The headers of a 103 from the upstream, for `writeEarlyHints`, through the
+ * same policy as a final answer's (no hop-by-hop header, none its Connection
+ * names) and without what a hint must not carry (Content-Length, Set-Cookie:
+ * a hint sets nothing). Only a hint with a Link is relayed, as its purpose is.
+ */
+function earlyHints(raw: readonly (Buffer | string)[]): Record<string, string | string[]> | null {
+  const kept = clientResponseHeaders(raw);
   const hints: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) if (value !== undefined) hints[name] = value;
-  return hints;
+  for (let i = 0; i < kept.length; i += 2) {
+    const name = (kept[i] as string).toLowerCase();
+    const value = kept[i + 1] as string;
+    if (name === 'content-length' || name === 'set-cookie') continue;
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) continue;
+    const prior = hints[name];
+    hints[name] = prior === undefined ? value : [...(Array.isArray(prior) ? prior : [prior]), value];
+  }
+  return hints.link === undefined ? null : hints;
+}
+
+/**
+ * A refusal written on the raw socket, fixed bytes, closing it: the upgrade
+ * path's answer before any response object owns the socket. A client that
+ * never reads it is cut after `timeout`.
+ */
+function endRaw(socket: Duplex, status: number, timeout: number): void {
+  const reason = REASONS[status] ?? 'Error';
+  const body = `${reason}\n`;
+  const timer = setTimeout(() => socket.destroy(), timeout);
+  socket.once('close', () => clearTimeout(timer));
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
+
+/** The response node:http is still writing on a client connection, if any. */
+function socketOwner(socket: Duplex): ServerResponse | null {
+  return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null;
+}
+
+/**
+ * Call `ready` once no earlier answer is still being written on `socket` (an
+ * upgrade pipelined behind ordinary requests: node:http hands it over at once,
+ * nginx takes it in turn), or `gone` if the connection closes first.
+ */
+export function whenSocketFree(socket: Duplex, ready: () => void, gone: () => void): void {
+  const owner = socketOwner(socket);
+  if (owner === null) {
+    if (socket.destroyed) gone();
+    else ready();
+    return;
+  }
+  const again = () => {
+    cleanup();
+    // node:http detaches the finished answer (and hands the socket to the next) in its own listener
+    setImmediate(() => whenSocketFree(socket, ready, gone));
+  };
+  const lost = () => {
+    cleanup();
+    gone();
+  };
+  const cleanup = () => {
+    owner.off('finish', again);
+    owner.off('close', again);
+    socket.off('close', lost);
+  };
+  owner.once('finish', again);
+  owner.once('close', again);
+  socket.once('close', lost);
+}
+
+/** The TLS server name for an upstream host: its name, none for an IP address (as nginx's `proxy_ssl_server_name off` checks the name from proxy_pass). */
+function serverName(hostname: string): string | undefined {
+  const bare = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
+  return bare === '' || isIP(bare) !== 0 ? undefined : bare;
 }
 
 interface Upstream {
   origin: string;
   base: string;
   host: string;
+  /** The upstream's hostname: one value per upstream, so undici never derives a TLS name from a client's Host. */
+  servername: string;
 }
 
 /**
@@ -151,12 +243,16 @@ interface Upstream {
  * - `done` is called exactly once per exchange, with how it ended.
  */
 export class Forwarder {
-  readonly #opts: Required<ForwarderOptions>;
+  readonly #opts: Required<Omit<ForwarderOptions, 'upstreamTls'>> & Pick<ForwarderOptions, 'upstreamTls'>;
   readonly #policy: HeaderPolicy;
   readonly #agent: Agent;
   readonly #upstreams = new Map<string, Upstream>();
   readonly #streaming = new Map<string, number>();
   readonly #upgrades = new Set<Client>();
+  /** The memory all buffered request bodies hold together. */
+  readonly #buffered: BufferBudget;
+  /** Per client connection, the pipelined requests waiting for their turn: told when it closes. */
+  readonly #waiting = new WeakMap<object, Set<() => void>>();
 
   constructor(opts: ForwarderOptions) {
     this.#opts = {
@@ -165,14 +261,23 @@ export class Forwarder {
       trustProxy: opts.trustProxy ?? false,
       requestBufferSize: opts.requestBufferSize ?? PROXY_DEFAULTS.requestBufferSize,
       streamedBodiesPerClient: opts.streamedBodiesPerClient ?? PROXY_DEFAULTS.streamedBodiesPerClient,
+      requestBufferTotal: opts.requestBufferTotal ?? PROXY_DEFAULTS.requestBufferTotal,
     };
+    this.#buffered = bufferBudget(this.#opts.requestBufferTotal);
     this.#policy = { changeOrigin: this.#opts.changeOrigin, trustProxy: this.#opts.trustProxy };
+    const tls: ConnectionOptions = opts.upstreamTls?.ca === undefined ? {} : { ca: opts.upstreamTls.ca };
+    const connector = buildConnector({ timeout: this.#opts.connectTimeout, ...tls });
+    // the TLS name (SNI and the certificate's check) is the upstream's own, whatever Host a client sent
+    this.#connect = (options, callback) =>
+      connector({ ...options, servername: serverName(options.hostname) ?? '' }, callback);
     this.#agent = new Agent(this.#clientOptions());
   }
 
+  readonly #connect: buildConnector.connector;
+
   #clientOptions(): Agent.Options {
     return {
-      connect: { timeout: this.#opts.connectTimeout },
+      connect: this.#connect,
       headersTimeout: this.#opts.idleTimeout,
       bodyTimeout: this.#opts.idleTimeout,
     };
@@ -183,7 +288,7 @@ export class Forwarder {
     let up = this.#upstreams.get(target);
     if (!up) {
       const url = new URL(target);
-      up = { origin: url.origin, base: url.pathname.replace(/\/$/, ''), host: url.host };
+      up = { origin: url.origin, base: url.pathname.replace(/\/$/, ''), host: url.host, servername: url.hostname };
       this.#upstreams.set(target, up);
     }
     return up;
@@ -196,12 +301,15 @@ export class Forwarder {
     const to = upstreamTarget(req.url);
     if (isRefusal(to)) return to;
     const up = this.#upstream(target);
-    return {
+    const plan: Dispatcher.DispatchOptions & { servername: string } = {
       origin: up.origin,
       path: `${up.base}${to.path}`,
       method: req.method ?? 'GET',
+      // undici would otherwise take the TLS name from the Host header: a client's choice, and a new connection per Host
+      servername: up.servername,
       headers: upstreamRequestHeaders(req, this.#policy, up.host, to.authority),
     };
+    return plan;
   }
 
   /** Count a streamed body against its client's bound; false when the client is at it. */
@@ -218,14 +326,69 @@ export class Forwarder {
     else this.#streaming.set(client, n);
   }
 
-  /** Forward one request; `done` is called exactly once, with how it ended. */
+  /**
+   * Forward one request; `done` is called exactly once, with how it ended.
+   * Pipelined requests on one client connection go upstream one at a time, in
+   * order, as nginx takes them: this one starts when node:http hands its
+   * response the connection, once every earlier answer on it is finished.
+   */
   web(req: IncomingMessage, res: ServerResponse, target: string, done: (outcome: Outcome) => void): void {
     const settled = settleOnce(done);
+    const socket = req.socket;
+    const start = () => {
+      cleanup();
+      try {
+        this.#forward(req, res, target, settled);
+      } catch {
+        // nothing of ours may throw into node:http; the client learns it as from any failure
+        if (!res.headersSent && !res.destroyed) answer(res, 502);
+        else res.destroy();
+        settled.end('other');
+      }
+    };
+    const handedOver = () => {
+      cleanup();
+      setImmediate(start);
+    };
+    const gone = () => {
+      cleanup();
+      settled.end('client_closed');
+    };
+    const cleanup = () => {
+      res.off('socket', handedOver);
+      res.off('close', gone);
+      this.#waiting.get(socket)?.delete(gone);
+    };
+    if (res.socket || res.destroyed || socket.destroyed) {
+      start();
+      return;
+    }
+    res.once('socket', handedOver);
+    res.once('close', gone);
+    // one listener per connection, however many requests wait on it
+    let waiting = this.#waiting.get(socket);
+    if (waiting === undefined) {
+      const set = new Set<() => void>();
+      waiting = set;
+      this.#waiting.set(socket, set);
+      socket.once('close', () => {
+        this.#waiting.delete(socket);
+        for (const left of [...set]) left();
+      });
+    }
+    waiting.add(gone);
+  }
+
+  #forward(req: IncomingMessage, res: ServerResponse, target: string, settled: ReturnType<typeof settleOnce>): void {
     let controller: Dispatcher.DispatchController | null = null;
     let streamSlot: string | null = null;
+    /** Bytes of the buffered body taken from the shared budget, given back when the exchange ends. */
+    let held = 0;
     const end = (o: Outcome) => {
       if (streamSlot !== null) this.#giveStreamSlot(streamSlot);
       streamSlot = null;
+      this.#buffered.give(held);
+      held = 0;
       settled.end(o);
     };
     const fail = (o: Outcome, status = statusFor(o)) => {
@@ -237,7 +400,7 @@ export class Forwarder {
       else res.destroy(); // the status is gone already: cutting the connection is the only honest signal
       end(o);
     };
-    if (res.destroyed) {
+    if (res.destroyed || req.socket.destroyed) {
       end('client_closed');
       return;
     }
@@ -255,12 +418,14 @@ export class Forwarder {
     const send = (body: ClientBody) => {
       if (settled.outcome !== undefined) {
         if (body.kind === 'streamed') body.body.destroy();
+        if (body.kind === 'buffered') this.#buffered.give(body.held);
         return;
       }
+      if (body.kind === 'buffered') held = body.held;
       const options: Dispatcher.DispatchOptions = { ...plan };
       if (body.kind === 'buffered') options.body = body.body;
       else if (body.kind === 'streamed') {
-        const client = clientAddress(req, this.#opts.trustProxy);
+        const client = streamKey(clientAddress(req, this.#opts.trustProxy));
         if (!this.#takeStreamSlot(client)) {
           body.body.destroy();
           fail('bad_request', 503);
@@ -275,9 +440,9 @@ export class Forwarder {
         this.#responseHandler(req, res, fail, end, (c) => (controller = c)),
       );
     };
-    readClientBody(req, this.#opts.requestBufferSize, this.#opts.clientBodyTimeout).then(send, (err: unknown) =>
-      fail(err instanceof ClientBodyError ? err.outcome : 'other'),
-    );
+    readClientBody(req, this.#opts.requestBufferSize, this.#opts.clientBodyTimeout, this.#buffered)
+      .then(send, (err: unknown) => fail(err instanceof ClientBodyError ? err.outcome : 'other'))
+      .catch(() => fail('other'));
   }
 
   /** The handler relaying undici's answer into `res`. */
@@ -290,15 +455,20 @@ export class Forwarder {
   ): Dispatcher.DispatchHandler {
     const sendTimeout = this.#opts.clientBodyTimeout;
     let stalled: NodeJS.Timeout | undefined;
+    let requestStarted = false;
+    /** The answer is whole already (a 204 or 304 ends at its headers): what undici reports later is not the client's business. */
+    let ended = false;
     return {
       onRequestStart(controller) {
+        requestStarted = true;
         started(controller);
         if (res.destroyed) controller.abort(new Aborted('client_closed'));
       },
-      onResponseStart(controller, statusCode, headers, statusMessage) {
+      onResponseStart(controller, statusCode, _headers, statusMessage) {
+        const raw = (controller.rawHeaders ?? []) as Buffer[];
         if (statusCode < 200) {
-          // 103 Early Hints go on to the client; other 1xx are the connection's business
-          const hints = statusCode === 103 ? earlyHints(headers) : null;
+          // 103 Early Hints go on to the client, through the header policy; other 1xx are the connection's business
+          const hints = statusCode === 103 ? earlyHints(raw) : null;
           if (hints && req.httpVersionMinor === 1) {
             try {
               res.writeEarlyHints(hints);
@@ -308,17 +478,25 @@ export class Forwarder {
           }
           return;
         }
+        const bodiless = statusCode === 204 || statusCode === 304;
+        let headers = clientResponseHeaders(raw);
+        // a 204 has no body, so no length (RFC 9110 8.6); what the upstream sent after its headers is dropped
+        if (statusCode === 204) headers = withoutContentLength(headers);
         try {
-          res.writeHead(statusCode, statusMessage, clientResponseHeaders((controller.rawHeaders ?? []) as Buffer[]));
+          res.writeHead(statusCode, statusMessage, headers);
         } catch {
           fail('bad_response'); // a status line or header node:http will not write
           return;
         }
         // the client is told the length or gets chunks: a body the upstream cuts short is cut here too
         res.once('finish', () => end('ok'));
+        if (bodiless) {
+          ended = true;
+          res.end();
+        }
       },
       onResponseData(controller, chunk) {
-        if (res.write(chunk)) return;
+        if (ended || res.write(chunk)) return;
         // a client that stops reading holds an upstream connection: bounded as its silences are
         controller.pause();
         stalled = setTimeout(() => fail('client_timeout'), sendTimeout);
@@ -329,46 +507,74 @@ export class Forwarder {
       },
       onResponseEnd() {
         clearTimeout(stalled);
-        res.end();
+        if (!ended) res.end();
       },
       onResponseError(_controller, err) {
         clearTimeout(stalled);
-        if (err instanceof Aborted) return;
-        fail(err instanceof ClientBodyError ? err.outcome : classify(err));
+        if (err instanceof Aborted || ended) return;
+        // undici refusing the request itself (before anything went upstream) is the client's input, never an upstream error
+        if (!requestStarted && (err as NodeJS.ErrnoException).code === 'UND_ERR_INVALID_ARG') fail('bad_request');
+        else fail(err instanceof ClientBodyError ? err.outcome : classify(err));
       },
     };
   }
 
   /**
    * Forward an upgrade (a WebSocket) on a connection of its own; `done` is
-   * called exactly once, when the exchange is over.
+   * called exactly once, when the exchange is over. Nothing throws out of
+   * here, into node:http's 'upgrade' event.
    */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: string, done: (outcome: Outcome) => void): void {
     const settled = settleOnce(done);
+    const guarded = (run: () => void) => {
+      try {
+        run();
+      } catch {
+        socket.destroy();
+        settled.end('other');
+      }
+    };
+    socket.on('error', () => {});
+    // an upgrade pipelined behind requests waits for their answers, as nginx takes requests in turn
+    guarded(() =>
+      whenSocketFree(
+        socket,
+        () => guarded(() => this.#upgrade(req, socket, head, target, settled)),
+        () => settled.end('client_closed'),
+      ),
+    );
+  }
+
+  #upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    target: string,
+    settled: ReturnType<typeof settleOnce>,
+  ): void {
+    const sendTimeout = this.#opts.clientBodyTimeout;
     let controller: Dispatcher.DispatchController | null = null;
     let upgraded = false;
-    const client = new Client(this.#upstream(target).origin, this.#clientOptions());
-    this.#upgrades.add(client);
+    let client: Client | null = null;
+    /** The declined answer's response object: the socket is ours alone by now. */
+    let out: ServerResponse | null = null;
+    let stalled: NodeJS.Timeout | undefined;
     const finish = (o: Outcome) => {
-      this.#upgrades.delete(client);
-      client.destroy().catch(() => {});
+      clearTimeout(stalled);
+      if (client !== null) {
+        this.#upgrades.delete(client);
+        client.destroy().catch(() => {});
+      }
       settled.end(o);
     };
-    // a response on the raw socket, framed by node:http as any other
-    const out = new ServerResponse(req);
-    out.assignSocket(socket as Socket);
-    out.shouldKeepAlive = false;
     const refuse = (o: Outcome, status = statusFor(o)) => {
       if (settled.outcome !== undefined) return;
       if (isUpstreamFailure(o)) this.#opts.onError(o, req);
       controller?.abort(new Aborted(o));
-      if (!out.headersSent && !socket.destroyed && socket.writable) {
-        answer(out, status);
-        out.once('finish', () => socket.destroy());
-      } else socket.destroy();
+      if (upgraded || out?.headersSent || socket.destroyed || !socket.writable) socket.destroy();
+      else endRaw(socket, status, sendTimeout);
       finish(o);
     };
-    socket.on('error', () => {});
     // a client gone, or half-closed, before the upstream answered ends the exchange
     const clientLeft = () => {
       if (upgraded || settled.outcome !== undefined) return;
@@ -378,17 +584,23 @@ export class Forwarder {
     };
     socket.once('end', clientLeft);
     socket.once('close', clientLeft);
-    if (socket.readableEnded || socket.destroyed) {
+    if (socket.readableEnded || socket.destroyed || !socket.writable) {
       clientLeft();
       return;
     }
+    // node:http's keep-alive timer, armed when an earlier answer on this connection finished, is not ours
+    (socket as Partial<Socket>).setTimeout?.(0);
     const plan = this.#plan(req, target, true);
     if ('status' in plan) {
       refuse('bad_request', plan.status);
       return;
     }
+    client = new Client(this.#upstream(target).origin, this.#clientOptions());
+    this.#upgrades.add(client);
+    let requestStarted = false;
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
+        requestStarted = true;
         controller = c;
       },
       onRequestUpgrade: (c, _status, _headers, upstream) => {
@@ -397,31 +609,50 @@ export class Forwarder {
           return;
         }
         upgraded = true;
-        out.detachSocket(socket as Socket);
-        this.#splice(socket, upstream as Socket, head, (c.rawHeaders ?? []) as Buffer[], finish);
+        try {
+          this.#splice(socket, upstream as Socket, head, (c.rawHeaders ?? []) as Buffer[], finish);
+        } catch {
+          upstream.destroy();
+          socket.destroy();
+          finish('other');
+        }
       },
       onResponseStart: (c, statusCode, _headers, statusMessage) => {
         if (statusCode < 200) return;
-        // declined: relayed as an ordinary answer, framed, on a connection that then closes
+        // declined: relayed as an ordinary answer, framed by node:http, on a connection that then closes
+        let headers = clientResponseHeaders((c.rawHeaders ?? []) as Buffer[]);
+        if (statusCode === 204) headers = withoutContentLength(headers);
         try {
-          out.writeHead(statusCode, statusMessage, clientResponseHeaders((c.rawHeaders ?? []) as Buffer[]));
+          const response = new ServerResponse(req);
+          response.shouldKeepAlive = false;
+          response.assignSocket(socket as Socket);
+          out = response;
+          response.writeHead(statusCode, statusMessage, headers);
         } catch {
           refuse('bad_response');
         }
       },
       onResponseData: (c, chunk) => {
-        if (!out.write(chunk)) {
-          c.pause();
-          out.once('drain', () => c.resume());
-        }
+        if (out === null || settled.outcome !== undefined || out.write(chunk)) return;
+        // a client that stops reading is cut after clientBodyTimeout, as on an ordinary answer
+        c.pause();
+        stalled = setTimeout(() => refuse('client_timeout'), sendTimeout);
+        out.once('drain', () => {
+          clearTimeout(stalled);
+          c.resume();
+        });
       },
       onResponseEnd: () => {
-        out.end(() => socket.destroy());
+        clearTimeout(stalled);
+        if (settled.outcome !== undefined) return;
+        if (out === null) socket.destroy();
+        else out.end(() => socket.destroy());
         finish('ok');
       },
       onResponseError: (_c, err) => {
         if (err instanceof Aborted) return;
-        refuse(classify(err));
+        if (!requestStarted && (err as NodeJS.ErrnoException).code === 'UND_ERR_INVALID_ARG') refuse('bad_request');
+        else refuse(classify(err));
       },
     };
     const upgrade = String(req.headers.upgrade ?? 'websocket');
@@ -429,10 +660,10 @@ export class Forwarder {
   }
 
   /**
-   * Join an upgraded client socket and the upstream's. No idle bound (a quiet
-   * WebSocket is normal; mirrorProxy's drain grace cuts it after a swap), but a
-   * half-closed pair is bounded: once either side ends, the other has
-   * idleTimeout to finish.
+   * Join an upgraded client socket and the upstream's. Bounded as nginx bounds
+   * a tunnel (proxy_read_timeout): idleTimeout with no byte either way closes
+   * both, and once either side ends, the other has idleTimeout to finish.
+   * mirrorProxy's drain grace cuts a tunnel on a slot no longer mounted.
    */
   #splice(socket: Duplex, upstream: Socket, head: Buffer, raw: Buffer[], finish: (o: Outcome) => void): void {
     const lines = ['HTTP/1.1 101 Switching Protocols'];
@@ -444,13 +675,18 @@ export class Forwarder {
     let closing: NodeJS.Timeout | undefined;
     const close = () => {
       clearTimeout(closing);
+      clearTimeout(idle);
       socket.destroy();
       upstream.destroy();
       finish('ok');
     };
+    const idle = setTimeout(close, this.#opts.idleTimeout);
+    const active = () => idle.refresh();
     const halfClosed = () => {
       closing ??= setTimeout(close, this.#opts.idleTimeout);
     };
+    socket.on('data', active);
+    upstream.on('data', active);
     socket.once('end', halfClosed);
     upstream.once('end', halfClosed);
     upstream.once('close', close);
@@ -465,4 +701,37 @@ export class Forwarder {
     for (const client of this.#upgrades) client.destroy().catch(() => {});
     this.#upgrades.clear();
   }
+}
+
+/** A header list without Content-Length. */
+function withoutContentLength(headers: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < headers.length; i += 2)
+    if ((headers[i] as string).toLowerCase() !== 'content-length')
+      kept.push(headers[i] as string, headers[i + 1] as string);
+  return kept;
+}
+
+/**
+ * The key a client's streamed bodies are counted under: its IPv4 address, or
+ * the /64 of an IPv6 one (one subscriber usually holds a whole /64, and could
+ * otherwise take the bound once per address it picks).
+ */
+export function streamKey(address: string): string {
+  const bare = (address.split('%')[0] as string).toLowerCase();
+  if (isIP(bare) !== 6) return address;
+  if (bare.startsWith('::ffff:') && bare.includes('.')) return bare.slice(7); // IPv4-mapped
+  const halves = bare.split('::');
+  const head = halves[0] ? (halves[0] as string).split(':') : [];
+  let groups = head;
+  if (halves.length === 2) {
+    const tail = halves[1] ? (halves[1] as string).split(':') : [];
+    // an embedded IPv4 address at the end is two groups
+    const tailGroups = tail.length + (tail.at(-1)?.includes('.') ? 1 : 0);
+    groups = [...head, ...Array<string>(Math.max(0, 8 - head.length - tailGroups)).fill('0'), ...tail];
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }

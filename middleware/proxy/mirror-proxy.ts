@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { Counter } from 'prom-client';
 import { httpError } from '../../src/core/errors.js';
 import type { SlotName } from '../../src/store/store-layout.js';
-import { Forwarder } from './forwarder.js';
+import { Forwarder, type UpstreamTls, whenSocketFree } from './forwarder.js';
 import { statusClass } from '../mount/metrics.js';
 import { type MountSurface, MountState, mountSurface } from '../mount/mount-state.js';
 import { PROXY_DEFAULTS } from '../defaults.js';
@@ -51,6 +51,19 @@ export interface ProxyOptions extends MountOptions {
    * trustProxy); past it, 503. Default: `PROXY_DEFAULTS.streamedBodiesPerClient` (16).
    */
   streamedBodiesPerClient?: number;
+  /**
+   * Bytes all buffered request bodies may hold in memory at once; past it a
+   * new body streams as a large one does (and counts against
+   * streamedBodiesPerClient). Default: `PROXY_DEFAULTS.requestBufferTotal` (64 MiB).
+   */
+  requestBufferTotal?: number;
+  /**
+   * TLS towards https upstreams: `ca`, the certificate authorities to trust
+   * instead of Node's bundled ones (an internal CA). The name checked, and
+   * sent as SNI, is the upstream URL's host (none for an IP address), never
+   * the client's Host.
+   */
+  upstreamTls?: UpstreamTls;
   /** Without a mounted slot: next() (true) or 503 (false). Default true. */
   fallthrough?: boolean;
 }
@@ -117,6 +130,16 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     PROXY_DEFAULTS.streamedBodiesPerClient,
     1,
   );
+  const requestBufferTotal = integerOption(
+    options.requestBufferTotal,
+    'requestBufferTotal',
+    PROXY_DEFAULTS.requestBufferTotal,
+    0,
+  );
+  const upstreamTls = options.upstreamTls;
+  if (upstreamTls !== undefined && (typeof upstreamTls !== 'object' || upstreamTls === null)) {
+    throw new TypeError('upstreamTls option must be an object like { ca: PEM }');
+  }
   const timers = new Set<NodeJS.Timeout>();
 
   const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {
@@ -173,6 +196,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     trustProxy,
     requestBufferSize,
     streamedBodiesPerClient,
+    requestBufferTotal,
+    ...(upstreamTls === undefined ? {} : { upstreamTls }),
     onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });
 
@@ -215,9 +240,16 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
 
   function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    mount.admit(
-      () => forwardUpgrade(req, socket, head),
-      () => refuseUpgrade(socket),
+    socket.on('error', () => {});
+    // an upgrade pipelined behind requests is taken once their answers are out, as nginx takes requests in turn
+    whenSocketFree(
+      socket,
+      () =>
+        mount.admit(
+          () => forwardUpgrade(req, socket, head),
+          () => refuseUpgrade(socket),
+        ),
+      () => {},
     );
   }
 

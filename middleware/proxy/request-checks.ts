@@ -37,11 +37,20 @@ function validHost(host: string): boolean {
   return name !== '' && name !== '.';
 }
 
-/** An authority in the request line: a host and an optional decimal port, as nginx's parser takes it. */
+/**
+ * An authority in the request line: a host and an optional decimal port, as
+ * nginx's parser takes it, but a port outside 1-65535 is refused (nginx passes
+ * `:0` or `:99999999999` on; no server has such a port, and the authority
+ * becomes the Host the upstream sees).
+ */
 function validAuthority(authority: string): boolean {
   if (authority.includes('@')) return false; // userinfo: nginx 400
   const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d*))?$/.exec(authority);
-  return m !== null && validHost(authority);
+  if (m === null || !validHost(authority)) return false;
+  const port = m[2];
+  if (port === undefined || port === '') return true;
+  const n = Number(port);
+  return port.length <= 5 && n >= 1 && n <= 65535;
 }
 
 const hex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
@@ -90,6 +99,8 @@ export function upstreamTarget(url: string | undefined): UpstreamTarget | Refusa
     if (!m) return { status: 400, reason: 'malformed request target' };
     authority = m[1] as string;
     if (!validAuthority(authority)) return { status: 400, reason: 'invalid authority in the request target' };
+    // an empty port is no port (RFC 3986 3.2.3): `site.test:` is sent upstream as `site.test`
+    if (authority.endsWith(':')) authority = authority.slice(0, -1);
     const rest = m[2] as string;
     path = rest.startsWith('/') ? rest : `/${rest}`;
   }

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type IncomingMessage, request } from 'node:http';
-import { type Socket, connect } from 'node:net';
+import { type Server, createServer as createHttpsServer } from 'node:https';
+import { type AddressInfo, type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { TLSSocket } from 'node:tls';
 import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../../../middleware/proxy/mirror-proxy.js';
+import { streamKey } from '../../../middleware/proxy/forwarder.js';
 import { memoryLogger } from '../../../testkit/app.js';
 import { type RawUpstream, rawUpstream } from '../../../testkit/raw-upstream.js';
 import { type Running, listen, rawGet } from '../../../testkit/server.js';
@@ -318,6 +325,81 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     assert.equal(whole.body.toString(), 'got 50000');
   });
 
+  it('keys a client by its IPv4 address or its IPv6 /64', () => {
+    assert.equal(streamKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(streamKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(streamKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(streamKey('2001:DB8:0:0:ffff::1'), '2001:db8:0:0::/64');
+    assert.equal(streamKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(streamKey('::1'), '0:0:0:0::/64');
+    assert.equal(streamKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  });
+
+  it('counts streamed bodies per IPv6 /64, not per address: a client cannot multiply its bound', async () => {
+    const up = await rawUpstream(() => ({}));
+    cleanups.push(up.close);
+    const { server } = await front(up.url, { requestBufferSize: 100, streamedBodiesPerClient: 1, trustProxy: true });
+    const big = 'y'.repeat(200);
+    const held: Socket[] = [];
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+    });
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(`POST /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:2::1\r\nContent-Length: 100000\r\n\r\n${big}`);
+    held.push(s);
+    await waitFor('the first body upstream', () => up.seen.length === 0 && up.open() === 1);
+    const same64 = await raw(
+      server.port,
+      `POST /b HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:2:aaaa::2\r\nContent-Length: 100000\r\n\r\n${big}`,
+      800,
+    );
+    assert.match(same64, /^HTTP\/1\.1 503 /);
+    const other64 = connect(server.port, '127.0.0.1');
+    other64.on('error', () => {});
+    other64.write(
+      `POST /c HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8:1:3::1\r\nContent-Length: 100000\r\n\r\n${big}`,
+    );
+    held.push(other64);
+    await waitFor('a body from another /64 upstream', () => up.open() === 2);
+  });
+
+  it('buffered bodies together hold at most requestBufferTotal: past it a body streams, under the per-client bound', async () => {
+    const up = await rawUpstream((req) => (req.target === '/hold' ? {} : { now: ok(`got ${req.body.length}`) }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, {
+      requestBufferSize: 2048,
+      requestBufferTotal: 3000,
+      streamedBodiesPerClient: 1,
+    });
+    const body = 'b'.repeat(1500);
+    const held: Socket[] = [];
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+    });
+    // two bodies fill the budget and stay held (the upstream never answers), the third streams
+    for (let i = 0; i < 3; i++) {
+      const s = connect(server.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(`POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      held.push(s);
+      await waitFor('the body to go upstream', () => up.seen.length === i + 1);
+    }
+    // a fourth would stream too, and the client is at its bound
+    const fourth = await raw(
+      server.port,
+      `POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      1000,
+    );
+    assert.match(fourth, /^HTTP\/1\.1 503 /);
+    assert.equal(up.seen.length, 3);
+    // the budget comes back when the exchanges end
+    for (const s of held) s.destroy();
+    await released(proxy);
+    const after_ = await rawGet(server.port, '/after', {}, 'POST', body);
+    assert.equal(after_.body.toString(), `got ${body.length}`);
+  });
+
   it('a client that stops reading an answer frees the upstream connection after clientBodyTimeout', async () => {
     const chunk = 'z'.repeat(64 * 1024);
     const app = await listen((_req, res) => {
@@ -359,6 +441,237 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     );
     assert.ok(answer.endsWith('page'));
   });
+
+  it('relays only Link-bearing 103s, through the header policy, and a hint never changes the final answer', async () => {
+    const up = await rawUpstream(() => ({
+      now:
+        'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Private\r\nX-Private: secret\r\n' +
+        'Keep-Alive: timeout=9\r\nContent-Length: 5\r\nSet-Cookie: session=stolen\r\nX-Kept: yes\r\n\r\n' +
+        'HTTP/1.1 103 Early Hints\r\nX-No-Link: 1\r\n\r\n',
+      later: { after: 30, bytes: ok('page') },
+    }));
+    cleanups.push(up.close);
+    const { server } = await front(up.url);
+    const answer = await raw(server.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const hints = answer.split('\r\n\r\n').filter((part) => part.startsWith('HTTP/1.1 103'));
+    assert.equal(hints.length, 1, `hints relayed: ${JSON.stringify(answer)}`);
+    const hint = hints[0] as string;
+    assert.match(hint, /\r\nlink: <\/a\.css>; rel=preload/i);
+    assert.match(hint, /\r\nx-kept: yes/i);
+    for (const dropped of ['x-private', 'keep-alive', 'content-length', 'set-cookie', 'connection'])
+      assert.doesNotMatch(hint, new RegExp(`\r\n${dropped}:`, 'i'), `${dropped} in a hint: ${JSON.stringify(hint)}`);
+    assert.match(answer, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('page'));
+  });
+
+  it('relays a 204 that claims a length as a 204 without one, its stray body dropped', async () => {
+    const up = await rawUpstream((req) =>
+      req.target === '/204' ? { now: 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello' } : {},
+    );
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(server.port, 'GET /204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.match(answer, /\r\nX-A: 1\r\n/i);
+    assert.doesNotMatch(answer, /content-length/i);
+    assert.ok(answer.endsWith('\r\n\r\n'), JSON.stringify(answer));
+    await released(proxy);
+  });
+
+  it('pipelined requests on one connection go upstream one at a time, answered in order', async () => {
+    let open = 0;
+    let most = 0;
+    const up = await rawUpstream((req) => {
+      open++;
+      most = Math.max(most, open);
+      const body = `page ${req.target}`;
+      setTimeout(() => open--, 2);
+      return { later: { after: 2, bytes: ok(body) } };
+    });
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { idleTimeout: 10_000 });
+    const n = 300;
+    let pipeline = '';
+    for (let i = 0; i < n; i++) pipeline += `GET /p${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    cleanups.push(() => {
+      s.destroy();
+    });
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.write(pipeline);
+    await waitFor('every answer', () => (got.match(/HTTP\/1\.1 200 OK/g)?.length ?? 0) === n, { timeout: 20_000 });
+    const order = [...got.matchAll(/page \/p(\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(
+      order,
+      Array.from({ length: n }, (_, i) => i),
+    );
+    const conns = new Set(up.seen.map((r) => r.conn));
+    assert.ok(conns.size <= 2, `${conns.size} upstream connections for one client connection`);
+    assert.ok(most <= 1, `${most} upstream requests at once for one client connection`);
+    await released(proxy);
+  });
+
+  it('an upgrade pipelined behind a request waits for its answer, then is forwarded: nothing throws', async () => {
+    const up = await rawUpstream((req) =>
+      req.target === '/ws'
+        ? {
+            now: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+            afterwards: 'stall',
+          }
+        : { later: { after: 200, bytes: ok('slow') } },
+    );
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(
+      server.port,
+      'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      800,
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nslowHTTP\/1\.1 101 Switching Protocols\r\n/);
+    // the upgrade went upstream only after the answer before it was out, on a connection of its own
+    const ws = up.seen.find((r) => r.target === '/ws');
+    const slow = up.seen.find((r) => r.target === '/slow');
+    assert.ok(ws && slow && ws.conn !== slow.conn);
+    await released(proxy);
+    // and a client that leaves while its upgrade waits is released too
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(
+      'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    await delay(50);
+    s.destroy();
+    await released(proxy);
+  });
+
+  it('a declined upgrade to a client that never reads is cut after clientBodyTimeout', async () => {
+    const big = 'q'.repeat(8 * 1024 * 1024);
+    const up = await rawUpstream(() => ({ now: ok(big), afterwards: 'keep' }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { clientBodyTimeout: 300, idleTimeout: 60_000 });
+    const s = connect(server.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.pause(); // reads nothing
+    s.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    cleanups.push(() => {
+      s.destroy();
+    });
+    await waitFor('the upgrade to be taken', () => proxy.state().inflight.a === 1);
+    await waitFor('the stalled declined upgrade to be cut', () => proxy.state().inflight.a === 0, { timeout: 5000 });
+    await waitFor('the upstream connection to close', () => up.open() === 0);
+  });
+
+  it('an upgraded connection with no byte either way for idleTimeout is closed, both sides', async () => {
+    const up = await rawUpstream(() => ({
+      now: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+      afterwards: 'stall',
+    }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url, { idleTimeout: 400 });
+    const started = Date.now();
+    const answer = await raw(
+      server.port,
+      'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      5000,
+    );
+    assert.match(answer, /^HTTP\/1\.1 101 /);
+    const took = Date.now() - started;
+    assert.ok(took >= 350 && took < 3000, `closed after ${took} ms`);
+    await released(proxy);
+    await waitFor('the upstream connection to close', () => up.open() === 0);
+  });
+
+  it('forwards a Host with an unbalanced bracket as nginx does, never counted as an upstream error', async () => {
+    const up = await rawUpstream((req) => ({ now: ok(`seen ${req.headers.get('host')}`) }));
+    cleanups.push(up.close);
+    const { proxy, server } = await front(up.url);
+    const answer = await raw(server.port, 'GET /b HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('seen [::1'), answer);
+    assert.doesNotMatch(await proxy.registry.metrics(), /^mirrorswap_proxy_upstream_errors_total\{/m);
+  });
+});
+
+describe('mirrorProxy towards an https upstream', () => {
+  let store: TempStore;
+  let dir: string;
+  let upstream: Server;
+  let port: number;
+  let ca: string;
+  /** The TLS server name each request's connection carried (false: none). */
+  const names: (string | false | null)[] = [];
+  before(async () => {
+    store = await tempStore();
+    await store.publish(1, 'a');
+    dir = await mkdtemp(join(tmpdir(), 'mirrorswap-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        'up.key',
+        '-out',
+        'up.crt',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { cwd: dir, stdio: 'ignore' },
+    );
+    ca = await readFile(join(dir, 'up.crt'), 'utf8');
+    upstream = createHttpsServer({ key: await readFile(join(dir, 'up.key')), cert: ca }, (req, res) => {
+      names.push((req.socket as TLSSocket).servername);
+      res.end(`tls ${req.headers.host}`);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    port = (upstream.address() as AddressInfo).port;
+  });
+  after(async () => {
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+    await rm(dir, { recursive: true, force: true });
+    await store.dispose();
+  });
+
+  async function through(target: string, host: string) {
+    const proxy = mirrorProxy({
+      store: store.root,
+      upstreams: { a: target, b: target },
+      logger: memoryLogger(),
+      upstreamTls: { ca },
+    });
+    await proxy.ready;
+    const server = await listen((req, res) => proxy(req, res, () => res.end()));
+    try {
+      names.length = 0;
+      return await raw(server.port, `GET /t HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    } finally {
+      await server.close();
+      await proxy.close();
+    }
+  }
+
+  it("checks the upstream's certificate against the upstream's name, whatever Host the client sent", async () => {
+    const answer = await through(`https://localhost:${port}`, 'evil.example');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.ok(answer.endsWith('tls evil.example'), answer);
+    assert.deepEqual(names, ['localhost'], 'the TLS server name sent upstream');
+  });
+
+  it('sends no server name to an upstream named by its IP address, and checks the certificate against the address', async () => {
+    const answer = await through(`https://127.0.0.1:${port}`, 'localhost');
+    assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.deepEqual(names, [false], 'the TLS server name sent upstream');
+  });
 });
 
 describe('mirrorProxy refuses what nginx refuses, and forwards the target it was given', () => {
@@ -394,6 +707,9 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
     ['TRACE /trace HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 405 /],
     ['GET http://user:pass@host/userinfo HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET http://ho..st/dots HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:0/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:65536/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['GET http://site.test:99999999999/port HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /../x HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /a/%2e%2e/%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['GET /a%2f..%2f..%2fb HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /],
@@ -429,6 +745,15 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
     assert.equal(got?.target, '/a/./b/../c?q=%2e');
     assert.equal(got?.headers.get('host'), 'Site.Test:8080');
     assert.equal(got?.headers.get('x-forwarded-host'), 'Site.Test:8080');
+  });
+
+  it('drops an empty port from an absolute-form authority, keeps a valid one', async () => {
+    await raw(server.port, 'GET http://site.test:/e HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    assert.equal(up.seen.at(-1)?.target, '/e');
+    assert.equal(up.seen.at(-1)?.headers.get('host'), 'site.test');
+    await raw(server.port, 'GET http://[::1]:65535/v6 HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    assert.equal(up.seen.at(-1)?.target, '/v6');
+    assert.equal(up.seen.at(-1)?.headers.get('host'), '[::1]:65535');
   });
 
   it('forwards an origin-form path byte for byte, as req.url showed it', async () => {
