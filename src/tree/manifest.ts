@@ -4,6 +4,7 @@ import { type WalkUnit, planUnits } from './walk-units.js';
 import type { ManifestEntry, WalkedEntry } from './manifest-entry.js';
 import { MirrorswapError } from '../core/errors.js';
 import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { pathCharacterProblem } from '../store/write-path.js';
 import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
 export type { ManifestEntry } from './manifest-entry.js';
@@ -146,12 +147,16 @@ export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
 }
 
 /**
- * Why `path` may not be written into a slot (absolute, climbing, the temp
- * directory, longer or deeper than a tree can hold: `PULL_LIMITS`), or null.
+ * Why `path` may not be written into a slot (characters the write API
+ * refuses too: a lone surrogate, a control character, a backslash; absolute,
+ * climbing, the temp directory, longer or deeper than a tree can hold:
+ * `PULL_LIMITS`), or null.
  */
 export function badPath(path: unknown, limits: Readonly<PullLimits> = PULL_LIMITS): string | null {
   if (typeof path !== 'string' || path === '') return 'empty';
-  if (path.includes('\0')) return 'a NUL byte';
+  // before anything is keyed on it: a well-formed string is its UTF-8 bytes one to one
+  const chars = pathCharacterProblem(path);
+  if (chars) return chars;
   if (path.startsWith('/')) return 'absolute';
   const bytes = Buffer.byteLength(path);
   if (bytes > limits.pathBytes) return `${bytes} bytes long, over the bound of ${limits.pathBytes}`;

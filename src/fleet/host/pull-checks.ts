@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import { MirrorswapError } from '../../core/errors.js';
 import { treeMode } from '../../tree/tree-mode.js';
+import { pathCharacterProblem } from '../../store/write-path.js';
 import type { PullLimits } from '../../tree/fleet-limits.js';
 import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/manifest.js';
 
@@ -56,8 +57,9 @@ function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   };
   if (type === 'link') {
     const target = e.target;
-    if (typeof target !== 'string' || target === '' || target.includes('\0'))
-      throw refuse(`a link ${path} without a target`);
+    if (typeof target !== 'string' || target === '') throw refuse(`a link ${path} without a target`);
+    const chars = pathCharacterProblem(target);
+    if (chars) throw refuse(`a link ${path} whose target holds ${chars}`);
     if (Buffer.byteLength(target) > limits.linkTargetBytes)
       throw refuse(`a link ${path} whose target is over the bound of ${limits.linkTargetBytes} bytes`);
     entry.target = target;
@@ -104,15 +106,14 @@ export function checkManifestAnswer(
   const count = b.changed.length + b.removed.length;
   if (count > limits.manifestEntries)
     throw refuse(`a manifest of ${count} entries, over the bound of ${limits.manifestEntries}`);
-  const seen = new Set<string>();
-  const changed = b.changed.map((raw) => {
-    const entry = checkEntry(raw, limits);
-    if (seen.has(entry.path)) throw refuse(`${entry.path} twice in one manifest`);
-    seen.add(entry.path);
-    return entry;
-  });
+  const changed = b.changed.map((raw) => checkEntry(raw, limits));
   // a path sorts before every path under it: parents are made first, whatever order it came in
   changed.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+  // a path named twice is refused, compared as the bytes it names on disk: sorted, twice is side by
+  // side (paths are well-formed by now, so equal bytes are equal strings)
+  for (let i = 1; i < changed.length; i++)
+    if (Buffer.from(changed[i - 1].path).equals(Buffer.from(changed[i].path)))
+      throw refuse(`${changed[i].path} twice in one manifest`);
   // a whole manifest is compared with the slot: whatever it says went is worked out here
   const removed = base === null ? [] : (b.removed as unknown[]).map((p) => checkRemoved(p, limits));
   // deepest first, so a directory is emptied before it goes
@@ -141,5 +142,7 @@ export function parseFrameHeader(bytes: Buffer): { path: string; size: number } 
   }
   const h = header as { path?: unknown; size?: unknown } | null;
   if (typeof h?.path !== 'string' || !Number.isSafeInteger(h.size)) throw refuse('a malformed frame header');
+  const chars = pathCharacterProblem(h.path);
+  if (chars) throw refuse(`a frame header whose path holds ${chars}`);
   return { path: h.path, size: h.size as number };
 }

@@ -97,7 +97,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     await hashLikelySame(opts.into, local, body.changed);
     delta = diffManifests(local, body.changed);
   }
-  const dirModes = new WritableDirs();
+  const dirModes = new WritableDirs(opts.into);
   try {
     return await applyDelta(opts, delta, stats, limits, dirModes);
   } catch (err) {
@@ -143,7 +143,9 @@ async function applyDelta(
     const abs = join(opts.into, path);
     await unlockTree(abs); // a read-only directory anywhere below would stop the removal
     dirModes.forget(abs);
-    parents.forget(path);
+    // every known directory is looked at again: this one may have been known under another
+    // spelling (a case-folding file system), and a link may be put where it was
+    parents.forgetAll();
     await rm(abs, { recursive: true, force: true });
     stats.removed++;
   }
@@ -228,9 +230,14 @@ class ParentCheck {
     }
     return true;
   }
-  /** `path` was removed: it, and what was under it, are no longer known directories. */
-  forget(path: string): void {
-    for (const dir of this.#known) if (dir === path || dir.startsWith(`${path}/`)) this.#known.delete(dir);
+  /**
+   * Something was removed: no directory is known any more. Only a removal
+   * turns a directory into something else (a link or file renamed onto a
+   * directory fails), so after each one every parent is looked at again.
+   */
+  forgetAll(): void {
+    this.#known.clear();
+    this.#known.add('');
   }
   async isDirectory(dir: string): Promise<void> {
     if (this.#known.has(dir)) return;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -10,6 +10,8 @@ import { MAX_PATHS_PER_REQUEST, frameHeader } from '../../../src/fleet/coordinat
 import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
+import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
 
 // A coordinator is the source of truth for content, not for where a host writes: whatever
@@ -177,6 +179,13 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
     ['a segment too long', 'x'.repeat(300)],
     ['a path deeper than the bound', 'a/b/c/d/e/f/g/h/i', { pathDepth: 8 }],
     ['the temp directory', '.mirrorswap-tmp/x'],
+    // each of these names on disk what another string names too, or what the write API refuses
+    ['a lone high surrogate', 'x\ud800'],
+    ['a lone low surrogate', 'd/x\udc00'],
+    ['a low surrogate before a high one', 'x\udc00\ud800'],
+    ['a control character', 'a\nb'],
+    ['DEL', 'a\x7fb'],
+    ['a backslash', 'a\\..\\b'],
   ];
   for (const [name, path, limits] of unsafe) {
     it(`refuses ${name}, to write or to remove`, async () => {
@@ -203,6 +212,82 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
       }
     });
   }
+});
+
+describe('two spellings of one name on disk', () => {
+  it('a lone surrogate cannot make a directory known under one spelling and a link under the other', async () => {
+    const s = await slotBesidePrecious();
+    const [a, b] = ['x\ud800', 'x\udc00']; // different strings, both written as "x\ufffd"
+    let c = await coordinator(
+      json({
+        snapshot: 's1',
+        base: null,
+        changed: [entry(a, 'dir', 0o755), entry(`${a}/y`, 'file', 0o644, 1)],
+        removed: [],
+      }),
+      framesOf({ [`${a}/y`]: Buffer.from('y') }),
+    );
+    try {
+      await assert.rejects(pull(c.url, s.into, { snapshot: 's1', base: null }), /unsafe path .*lone surrogate/);
+    } finally {
+      await c.close();
+    }
+    // as if the slot held that directory anyway
+    await mkdir(join(s.into, 'x\ufffd'));
+    await writeFile(join(s.into, 'x\ufffd/y'), 'y');
+    c = await coordinator(
+      json({
+        snapshot: 's2',
+        base: 's1',
+        removed: [`${a}/y`, b],
+        changed: [entry(b, 'link', 0o777, 0, s.outside), entry(`${a}/pwned`, 'file', 0o644, 6)],
+      }),
+      framesOf({ [`${a}/pwned`]: Buffer.from('pwned\n') }),
+    );
+    try {
+      await assert.rejects(pull(c.url, s.into), /unsafe path .*lone surrogate/);
+      await s.intact();
+      assert.deepEqual((await readdir(s.outside)).sort(), ['precious.txt', 'tree']);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a link target that is not well-formed, or holds a control character, is refused', async () => {
+    const s = await slotBesidePrecious();
+    for (const target of ['t\udc00', 'a\nb', 'a\\b']) {
+      const c = await coordinator(
+        json({ snapshot: 's2', base: 's1', changed: [entry('l', 'link', 0o777, 0, target)], removed: [] }),
+      );
+      try {
+        await assert.rejects(pull(c.url, s.into), /a link l whose target holds/);
+        await assert.rejects(lstat(join(s.into, 'l')), { code: 'ENOENT' });
+      } finally {
+        await c.close();
+      }
+    }
+  });
+
+  it("a frame header's path that is not well-formed is refused", () => {
+    assert.throws(() => parseFrameHeader(Buffer.from(JSON.stringify({ path: 'x\ud800', size: 0 }))), /lone surrogate/);
+    assert.throws(() => parseFrameHeader(Buffer.from(JSON.stringify({ path: 'a\tb', size: 0 }))), /control character/);
+  });
+
+  it('a directory replaced by a link after it was opened for writing: nothing the link leads to is chmodded', async () => {
+    const s = await slotBesidePrecious();
+    await mkdir(join(s.into, 'a/sub'), { recursive: true, mode: 0o755 });
+    await chmod(join(s.into, 'a/sub'), 0o555);
+    await mkdir(join(s.outside, 'sub'), { mode: 0o755 });
+    await chmod(join(s.outside, 'sub'), 0o755);
+    const dirs = new WritableDirs(s.into);
+    await dirs.open(join(s.into, 'a/sub'));
+    dirs.setFinal(join(s.into, 'a/sub'), 0o500);
+    // the directory goes under a spelling the copier did not forget, and a link takes its place
+    await rm(join(s.into, 'a'), { recursive: true });
+    await symlink(s.outside, join(s.into, 'a'));
+    await dirs.settle();
+    assert.equal((await lstat(join(s.outside, 'sub'))).mode & 0o7777, 0o755);
+  });
 });
 
 describe('a hostile coordinator cannot exhaust a host', () => {
