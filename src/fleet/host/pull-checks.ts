@@ -31,6 +31,62 @@ export async function readCapped(res: http.IncomingMessage, max: number, what: s
   return Buffer.concat(chunks, length);
 }
 
+/** The fields of a manifest answer and of an entry: anything else is refused, never held. */
+const ANSWER_FIELDS = new Set(['snapshot', 'base', 'changed', 'removed']);
+const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'hash']);
+
+/**
+ * The shape of a manifest answer's JSON, looked at byte by byte before it is
+ * parsed: one object whose values are strings, null or two arrays of
+ * entries, each entry an object of at most as many fields as an entry has,
+ * each field a string, a number or null. So parsing it makes no more values
+ * than its entries need (junk of many small values, `[{},{},...]`, would make
+ * 30 MB of JSON a gigabyte of objects), and its entries are counted before
+ * it is parsed. Only the shape: what the values are is checked once parsed.
+ */
+export function checkManifestShape(json: Buffer, limits: Readonly<PullLimits>): void {
+  const malformed = () => refuse('a manifest of another shape than a manifest (nested values, or extra fields)');
+  let depth = 0;
+  let arrays = 0;
+  let answerFields = 0;
+  let entryFields = 0; // of the entry being read
+  let elements = 0;
+  let expectElement = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i] as number;
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue;
+    if (expectElement && c !== 0x5d) {
+      expectElement = false;
+      if (++elements > limits.manifestEntries)
+        throw refuse(
+          `a manifest of more than ${limits.manifestEntries} entries, over the bound of ${limits.manifestEntries}`,
+        );
+    }
+    if (c === 0x22) {
+      // a string: skipped whole, escapes included
+      for (i++; i < json.length && json[i] !== 0x22; i++) if (json[i] === 0x5c) i++;
+      continue;
+    }
+    if (c === 0x7b) {
+      // the answer itself, or an entry of one of its arrays
+      if (depth !== 0 && depth !== 2) throw malformed();
+      depth++;
+      entryFields = 0;
+    } else if (c === 0x5b) {
+      if (depth !== 1 || ++arrays > 2) throw malformed();
+      depth++;
+      expectElement = true;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+      expectElement = false; // an empty array
+    } else if (c === 0x3a) {
+      if (depth === 1 ? ++answerFields > ANSWER_FIELDS.size : ++entryFields > ENTRY_FIELDS.size) throw malformed();
+    } else if (c === 0x2c && depth === 2) {
+      expectElement = true;
+    }
+  }
+}
+
 const TYPES = new Set(['file', 'dir', 'link']);
 const HASH = /^[0-9a-f]{64}$/;
 
@@ -38,6 +94,8 @@ const HASH = /^[0-9a-f]{64}$/;
 function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   if (typeof raw !== 'object' || raw === null) throw refuse('a manifest entry that is not an object');
   const e = raw as Record<string, unknown>;
+  for (const field in e)
+    if (!ENTRY_FIELDS.has(field)) throw refuse(`a manifest entry with a field ${JSON.stringify(field.slice(0, 50))}`);
   const bad = badPath(e.path, limits);
   if (bad) throw refuse(`an unsafe path ${JSON.stringify(String(e.path).slice(0, 200))}: ${bad}`);
   const path = e.path as string;
@@ -92,6 +150,8 @@ export function checkManifestAnswer(
 ): CheckedAnswer {
   if (typeof body !== 'object' || body === null) throw refuse('a malformed manifest');
   const b = body as Record<string, unknown>;
+  for (const field in b)
+    if (!ANSWER_FIELDS.has(field)) throw refuse(`a manifest with a field ${JSON.stringify(field.slice(0, 50))}`);
   if (!Array.isArray(b.changed) || !Array.isArray(b.removed)) throw refuse('a malformed manifest');
   if (b.snapshot !== undefined && b.snapshot !== snapshot)
     throw refuse(`the manifest of snapshot ${JSON.stringify(b.snapshot)} where ${snapshot} was asked for`);

@@ -21,7 +21,13 @@ import {
 } from '../../tree/manifest.js';
 import { MAX_PATHS_PER_REQUEST } from '../coordinator/fleet-api.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
-import { checkFrameHeaderLength, checkManifestAnswer, parseFrameHeader, readCapped } from './pull-checks.js';
+import {
+  checkFrameHeaderLength,
+  checkManifestAnswer,
+  checkManifestShape,
+  parseFrameHeader,
+  readCapped,
+} from './pull-checks.js';
 
 export interface PullOptions {
   /** The coordinator's base URL. */
@@ -86,7 +92,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
   const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
-  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`, limits.manifestBytes);
+  const answer = await requestManifest(opts, `/v1/fleet/manifest?${query}`, limits);
   stats.received += answer.bytes;
   const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
   let delta: ManifestDelta = body;
@@ -382,11 +388,17 @@ class FrameReader {
   }
 }
 
-async function requestJson(opts: PullOptions, path: string, max: number): Promise<{ body: unknown; bytes: number }> {
+/** The manifest answer, its shape checked before it is parsed (`checkManifestShape`). */
+async function requestManifest(
+  opts: PullOptions,
+  path: string,
+  limits: Readonly<PullLimits>,
+): Promise<{ body: unknown; bytes: number }> {
   const res = await request(opts, path);
-  const text = await readCapped(res, max, 'a manifest');
+  const json = await readCapped(res, limits.manifestBytes, 'a manifest');
+  checkManifestShape(json, limits);
   try {
-    return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+    return { body: JSON.parse(json.toString('utf8')), bytes: json.length };
   } catch {
     throw new MirrorswapError('FLEET_PULL', 'the coordinator sent a manifest that is not JSON');
   }

@@ -300,7 +300,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       await assert.rejects(
         pull(c.url, into, { base: null }),
-        /manifest of \d+ bytes or more, over the bound of 524288000 bytes/,
+        /manifest of \d+ bytes or more, over the bound of 268435456 bytes/,
       );
     } finally {
       await c.close();
@@ -343,12 +343,46 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       await assert.rejects(
         pull(c.url, into, { base: null, limits: { manifestEntries: 10 } }),
-        /manifest of 11 entries, over the bound of 10/,
+        /manifest of more than 10 entries, over the bound of 10/,
       );
     } finally {
       await c.close();
     }
   });
+
+  for (const [name, body, refusal] of [
+    [
+      'many small values under a junk field',
+      `{"changed":[],"removed":[],"junk":[${'{},'.repeat(10_000)}{}]}`,
+      /another shape/,
+    ],
+    [
+      'a nested value in an entry',
+      '{"changed":[{"path":"a","type":"dir","mode":493,"size":0,"mtimeMs":1,"x":[0,0]}],"removed":[]}',
+      /another shape/,
+    ],
+    [
+      'more fields in an entry than an entry has',
+      `{"changed":[{${Array.from({ length: 8 }, (_, i) => `"f${i}":0`).join(',')}}],"removed":[]}`,
+      /another shape/,
+    ],
+    ['an unknown field of the answer', '{"changed":[],"removed":[],"junk":"x"}', /a manifest with a field "junk"/],
+    [
+      'an unknown field of an entry',
+      '{"changed":[{"path":"a","type":"dir","mode":493,"size":0,"mtimeMs":1,"junk":0}],"removed":[]}',
+      /a manifest entry with a field "junk"/,
+    ],
+  ] as const) {
+    it(`a manifest with ${name} is refused${refusal.source.includes('shape') ? ' before it is parsed' : ''}`, async () => {
+      const into = await temp.make('mirrorswap-hostile-');
+      const c = await coordinator((_req, res) => res.end(body));
+      try {
+        await assert.rejects(pull(c.url, into, { base: null }), refusal);
+      } finally {
+        await c.close();
+      }
+    });
+  }
 
   it('a frame header longer than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
@@ -421,8 +455,8 @@ describe('the bounds as docs/FLEET.md states them', () => {
       assert.ok(m, `docs/FLEET.md has no row for ${name}`);
       return (m[1] as string).replaceAll(',', '');
     };
-    assert.equal(PULL_LIMITS.manifestBytes, 500 * 1024 ** 2);
-    assert.match(row('a manifest answer'), /^500 MiB /);
+    assert.equal(PULL_LIMITS.manifestBytes, 256 * 1024 ** 2);
+    assert.match(row('a manifest answer'), /^256 MiB /);
     assert.match(row('entries of a manifest answer'), new RegExp(`^${PULL_LIMITS.manifestEntries} `));
     assert.equal(PULL_LIMITS.frameHeaderBytes, 64 * 1024);
     assert.match(row('a frame header'), /^64 KiB /);
