@@ -30,6 +30,13 @@ export interface PullLimits {
   pathDepth: number;
   /** Bytes of a link's target. */
   linkTargetBytes: number;
+  /**
+   * The slowest a coordinator may send, in bytes a second on average over
+   * the time a host waits for it (its own writes not counted), past a grace
+   * of the pull's timeout: one that drips a byte now and then, never idle
+   * long enough for the idle timer, is given up on.
+   */
+  minBytesPerSecond: number;
 }
 
 export const PULL_LIMITS: Readonly<PullLimits> = {
@@ -40,4 +47,5 @@ export const PULL_LIMITS: Readonly<PullLimits> = {
   segmentBytes: SYSTEM_SEGMENT_BYTES,
   pathDepth: (SYSTEM_PATH_BYTES + 1) / 2,
   linkTargetBytes: SYSTEM_PATH_BYTES,
+  minBytesPerSecond: 64 * 1024,
 };

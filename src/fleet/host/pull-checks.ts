@@ -13,8 +13,41 @@ import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/mani
 
 const refuse = (message: string) => new MirrorswapError('FLEET_PULL', `the coordinator sent ${message}`);
 
+/**
+ * The pace of one answer: the time the host waits for its bytes (not what it
+ * spends on them) may pass `timeoutMs` only by what `minBytesPerSecond`
+ * allows for the bytes that came. A coordinator that sends a byte every
+ * half second is never idle long enough for the idle timer, and would hold a
+ * pull for ever.
+ */
+export class Pace {
+  #waited = 0;
+  #bytes = 0;
+  readonly #graceMs: number;
+  readonly #minBytesPerSecond: number;
+  constructor(graceMs: number, minBytesPerSecond: number) {
+    this.#graceMs = graceMs;
+    this.#minBytesPerSecond = minBytesPerSecond;
+  }
+  /** The next chunk of `it`, timed; refused when the answer has come too slowly so far. */
+  async next(it: AsyncIterator<Buffer>, res: http.IncomingMessage): Promise<IteratorResult<Buffer>> {
+    const started = performance.now();
+    const next = await it.next();
+    this.#waited += performance.now() - started;
+    if (!next.done) this.#bytes += next.value.length;
+    const allowedMs = this.#graceMs + (this.#bytes / this.#minBytesPerSecond) * 1000;
+    if (this.#waited > allowedMs) {
+      res.destroy();
+      throw refuse(
+        `${this.#bytes} bytes in ${Math.round(this.#waited)} ms of waiting, slower than the bound of ${this.#minBytesPerSecond} bytes a second past ${this.#graceMs} ms`,
+      );
+    }
+    return next;
+  }
+}
+
 /** The body of `res`, refused once it passes `max` bytes (announced or sent): never held beyond it. */
-export async function readCapped(res: http.IncomingMessage, max: number, what: string): Promise<Buffer> {
+export async function readCapped(res: http.IncomingMessage, max: number, what: string, pace: Pace): Promise<Buffer> {
   const announced = Number(res.headers['content-length']);
   const tooLarge = (n: number) => {
     res.destroy();
@@ -23,10 +56,11 @@ export async function readCapped(res: http.IncomingMessage, max: number, what: s
   if (Number.isFinite(announced) && announced > max) throw tooLarge(announced);
   const chunks: Buffer[] = [];
   let length = 0;
-  for await (const chunk of res) {
-    length += (chunk as Buffer).length;
+  const it = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  for (let next = await pace.next(it, res); !next.done; next = await pace.next(it, res)) {
+    length += next.value.length;
     if (length > max) throw tooLarge(length);
-    chunks.push(chunk as Buffer);
+    chunks.push(next.value);
   }
   return Buffer.concat(chunks, length);
 }

@@ -25,6 +25,7 @@ import {
   checkFrameHeaderLength,
   checkManifestAnswer,
   checkManifestShape,
+  Pace,
   parseFrameHeader,
   readCapped,
 } from './pull-checks.js';
@@ -270,7 +271,7 @@ async function fetchFiles(
   const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
     paths: batch.map((f) => f.path),
   });
-  const reader = new FrameReader(res);
+  const reader = new FrameReader(res, new Pace(opts.timeoutMs, limits.minBytesPerSecond));
   let received = 0;
   // small files are checked here and written by the walk threads, many at a time: one blocking
   // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
@@ -363,13 +364,17 @@ async function receiveLarge(
 
 /** Reads exact byte counts from a response, failing on a cut one. */
 class FrameReader {
+  readonly #res: http.IncomingMessage;
   readonly #it: AsyncIterator<Buffer>;
+  readonly #pace: Pace;
   #buffered: Buffer = Buffer.alloc(0);
-  constructor(res: http.IncomingMessage) {
+  constructor(res: http.IncomingMessage, pace: Pace) {
+    this.#res = res;
     this.#it = res[Symbol.asyncIterator]();
+    this.#pace = pace;
   }
   async #fill(): Promise<void> {
-    const next = await this.#it.next();
+    const next = await this.#pace.next(this.#it, this.#res);
     if (next.done)
       throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
     this.#buffered = this.#buffered.length ? Buffer.concat([this.#buffered, next.value]) : next.value;
@@ -395,7 +400,12 @@ async function requestManifest(
   limits: Readonly<PullLimits>,
 ): Promise<{ body: unknown; bytes: number }> {
   const res = await request(opts, path);
-  const json = await readCapped(res, limits.manifestBytes, 'a manifest');
+  const json = await readCapped(
+    res,
+    limits.manifestBytes,
+    'a manifest',
+    new Pace(opts.timeoutMs, limits.minBytesPerSecond),
+  );
   checkManifestShape(json, limits);
   try {
     return { body: JSON.parse(json.toString('utf8')), bytes: json.length };
@@ -404,7 +414,10 @@ async function requestManifest(
   }
 }
 
-/** One request to the coordinator, answered 200 within the timeout (an idle answer counts too), or an error naming why. */
+/**
+ * One request to the coordinator, answered 200 within the timeout (its head whole within it; an idle
+ * answer counts too), or an error naming why. Its body is read at a pace (`Pace`).
+ */
 function request(opts: PullOptions, path: string, json?: object): Promise<http.IncomingMessage> {
   const url = new URL(path, opts.from);
   const lib = url.protocol === 'https:' ? https : http;
@@ -431,6 +444,19 @@ function request(opts: PullOptions, path: string, json?: object): Promise<http.I
         });
       },
     );
+    // the answer's head within the timeout, however it trickles in (its body is paced: `Pace`)
+    const head = setTimeout(
+      () =>
+        req.destroy(
+          new MirrorswapError(
+            'FLEET_PULL',
+            `the coordinator at ${url.origin} did not answer within ${opts.timeoutMs} ms`,
+          ),
+        ),
+      opts.timeoutMs,
+    );
+    req.on('response', () => clearTimeout(head));
+    req.on('close', () => clearTimeout(head));
     req.setTimeout(opts.timeoutMs, () =>
       req.destroy(
         new MirrorswapError('FLEET_PULL', `the coordinator at ${url.origin} sent nothing for ${opts.timeoutMs} ms`),

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readFile as readText } from 'node:fs/promises';
@@ -384,6 +384,69 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     });
   }
 
+  /** A coordinator that sends `first`, then a byte every 50 ms: never idle long enough for the idle timer. */
+  const drip =
+    (first: string | Buffer, byte: string): Handler =>
+    (_req, res) => {
+      res.write(first);
+      const t = setInterval(() => res.write(byte), 50);
+      res.on('close', () => clearInterval(t));
+    };
+  /** `p`, or a failure once `ms` have passed: a pull that never ends fails the test instead of hanging it. */
+  const within = <T>(p: Promise<T>, ms: number) =>
+    Promise.race([
+      p,
+      new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms)),
+    ]);
+
+  it('a coordinator dripping its manifest is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator(drip('{"changed":[],"removed":[]', ' '));
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000),
+        /slower than the bound of 65536 bytes a second past 500 ms/,
+      );
+      assert.ok(Date.now() - started < 2000);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a coordinator dripping a file is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator(
+      json({ base: null, changed: [entry('a.txt', 'file', 0o644, 1_000_000)], removed: [] }),
+      (_req, res) => drip(frameHeader('a.txt', 1_000_000), 'x')(_req, res, Buffer.alloc(0)),
+    );
+    try {
+      await assert.rejects(within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000), /slower than the bound/);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a coordinator dripping the head of its answer is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const server = createNetServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\n');
+      const t = setInterval(() => socket.write('x'), 50);
+      socket.on('close', () => clearInterval(t));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      await assert.rejects(
+        within(pull(url, into, { base: null, timeoutMs: 500 }), 5000),
+        /did not answer within 500 ms/,
+      );
+    } finally {
+      server.close();
+    }
+  });
+
   it('a frame header longer than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
     const c = await coordinator(
@@ -467,6 +530,8 @@ describe('the bounds as docs/FLEET.md states them', () => {
       ),
     );
     assert.match(row("a link's target"), new RegExp(`^${PULL_LIMITS.linkTargetBytes} bytes`));
+    assert.equal(PULL_LIMITS.minBytesPerSecond, 64 * 1024);
+    assert.match(row("a coordinator's pace"), /^64 KiB a second /);
     assert.match(row('paths asked in one files request'), new RegExp(`^${MAX_PATHS_PER_REQUEST} `));
   });
 });
