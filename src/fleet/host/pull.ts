@@ -160,11 +160,19 @@ async function applyDelta(
   const dirs = delta.changed.filter((e) => e.type === 'dir');
   for (const d of dirs) {
     await writable(d.path);
-    await mkdir(join(opts.into, d.path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    const abs = join(opts.into, d.path);
+    // whatever else is there goes: a file or link the slot drifted to, or a FIFO, socket or device
+    // (no walk lists those, so no comparison would ever remove one, and every pull would fail here)
+    const there = await lstat(abs).catch(() => null);
+    if (there && !there.isDirectory()) {
+      await unlink(abs);
+      stats.removed++;
+    }
+    await mkdir(abs, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
     await parents.isDirectory(d.path);
-    dirModes.setFinal(join(opts.into, d.path), d.mode);
+    dirModes.setFinal(abs, d.mode);
   }
   // 3. links, by temp + rename
   for (const l of delta.changed.filter((e) => e.type === 'link')) {

@@ -290,6 +290,36 @@ describe('two spellings of one name on disk', () => {
   });
 });
 
+describe('what a slot drifted to', () => {
+  it('a socket, a file or a link where the snapshot has a directory is replaced, not a pull failed for ever', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    // a socket: no walk lists it, so no comparison removes it (a FIFO or a device the same)
+    const socket = createNetServer();
+    await new Promise<void>((r) => socket.listen(join(into, 'd'), r));
+    await writeFile(join(into, 'e'), 'a file');
+    await symlink('.', join(into, 'l'));
+    try {
+      assert.ok((await lstat(join(into, 'd'))).isSocket());
+      const changed = ['d', 'e', 'l'].flatMap((d) => [entry(d, 'dir', 0o755), entry(`${d}/f`, 'file', 0o644, 1)]);
+      const c = await coordinator(
+        json({ snapshot: 's2', base: null, changed, removed: [] }),
+        framesOf({ 'd/f': Buffer.from('f'), 'e/f': Buffer.from('f'), 'l/f': Buffer.from('f') }),
+      );
+      try {
+        await pull(c.url, into, { base: null });
+        for (const d of ['d', 'e', 'l']) {
+          assert.ok((await lstat(join(into, d))).isDirectory(), d);
+          assert.equal(await readFile(join(into, d, 'f'), 'utf8'), 'f');
+        }
+      } finally {
+        await c.close();
+      }
+    } finally {
+      socket.close();
+    }
+  });
+});
+
 describe('a hostile coordinator cannot exhaust a host', () => {
   it('a manifest announced larger than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
