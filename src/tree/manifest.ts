@@ -117,7 +117,10 @@ export async function hashLikelySame(root: string, local: Manifest, target: Mani
   const wanted = new Map(target.filter((e) => e.type === 'file' && e.hash).map((e) => [e.path, e]));
   const likely = local.filter((e) => {
     const t = wanted.get(e.path);
-    return e.type === 'file' && t !== undefined && t.size === e.size && t.mtimeMs === e.mtimeMs;
+    // a file its owner may not read differs by its mode anyway: it is fetched again, never read
+    return (
+      e.type === 'file' && (e.mode & 0o400) !== 0 && t !== undefined && t.size === e.size && t.mtimeMs === e.mtimeMs
+    );
   });
   const hashed = await hashInThreads(
     root,

@@ -254,7 +254,7 @@ export class TreeCopier {
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
       const below = this.#readable(
-        await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked }),
+        await compareTrees(this.#source, this.#target, { under: topmost(dirs), openTarget: true, onWalked }),
       ).map((d) => d.path);
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
@@ -331,7 +331,9 @@ export class TreeCopier {
    * the end is the source's size in entries.
    */
   async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
-    const diffs = this.#readable(await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked }));
+    const diffs = this.#readable(
+      await compareTrees(this.#source, this.#target, { missingDirsWhole: true, openTarget: true, onWalked }),
+    );
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));

@@ -99,8 +99,12 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   let delta: ManifestDelta = body;
   if (body.base === null) {
     stats.full = true;
-    // what the slot holds, by content where size and time alone would call it the same
-    const local = await readManifest(opts.into);
+    // what the slot holds, by content where size and time alone would call it the same; a
+    // directory of it whose mode shuts its owner out (drift) is opened and the walk made again
+    const local = await readManifest(opts.into).catch(async () => {
+      await unlockTree(opts.into);
+      return readManifest(opts.into);
+    });
     await hashLikelySame(opts.into, local, body.changed);
     delta = diffManifests(local, body.changed);
   }
@@ -130,6 +134,8 @@ async function applyDelta(
   for (const e of delta.changed) touch(e.path);
   for (const p of delta.removed) touch(p);
   const tmp = join(opts.into, TEMP_DIR_NAME);
+  // the slot's root too may deny its owner write (drift): opened before the temp directory is made
+  await dirModes.open(opts.into);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   const parents = new ParentCheck(opts.into);
@@ -203,12 +209,12 @@ async function applyDelta(
   }
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
+  await rm(tmp, { recursive: true, force: true }); // while the root is still writable
   await dirModes.settle();
   for (const d of [...dirs].reverse()) {
     const abs = join(opts.into, d.path);
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
-  await rm(tmp, { recursive: true, force: true });
   if (fsyncEach) {
     for (const d of dirs) touched.add(d.path);
     // deepest first: a new directory is durable before the entry naming it in its parent
