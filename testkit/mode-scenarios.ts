@@ -236,6 +236,12 @@ async function agentScenario(dir: string): Promise<void> {
     await rename(join(m, 'locked-soon'), join(m, 'locked2'));
     unreadable.push('locked2');
     await syncBoth('a later change syncs', false, unreadable);
+    // syncs that touch none of them still count and list every one still unreadable (a sync from the
+    // journal looks only at what it names)
+    await writeFile(join(m, 'index.html'), 'home 3');
+    const [, later] = await syncBoth('a change elsewhere syncs', false, unreadable);
+    assert.deepEqual([...(later?.unreadable ?? [])].sort(), [...unreadable].sort(), 'still listed');
+    assert.match(await (await agent.call('GET', '/metrics')).text(), /mirrorswap_agent_unreadable_entries 3/);
     assert.equal(await gaps(), gapsBefore, 'no gap logged for a directory the agent may not read');
     // the comparison a restart makes finds them different, but they are no change the journal missed
     await agent.close();
