@@ -376,12 +376,17 @@ async function receiveLarge(
   }
 }
 
-/** Reads exact byte counts from a response, failing on a cut one. */
-class FrameReader {
+/**
+ * Reads exact byte counts from a response, failing on a cut one. Chunks are
+ * kept as they came and joined once a read has enough: a coordinator sending
+ * a file in tiny writes costs one copy of it, not one copy per chunk.
+ */
+export class FrameReader {
   readonly #res: http.IncomingMessage;
   readonly #it: AsyncIterator<Buffer>;
   readonly #pace: Pace;
-  #buffered: Buffer = Buffer.alloc(0);
+  #chunks: Buffer[] = [];
+  #length = 0;
   constructor(res: http.IncomingMessage, pace: Pace) {
     this.#res = res;
     this.#it = res[Symbol.asyncIterator]();
@@ -391,19 +396,29 @@ class FrameReader {
     const next = await this.#pace.next(this.#it, this.#res);
     if (next.done)
       throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
-    this.#buffered = this.#buffered.length ? Buffer.concat([this.#buffered, next.value]) : next.value;
+    this.#chunks.push(next.value);
+    this.#length += next.value.length;
+  }
+  /** The first `n` buffered bytes (n at most what is buffered), taken off the buffer. */
+  #take(n: number): Buffer {
+    const first = this.#chunks[0] as Buffer;
+    const joined = first.length >= n ? first : Buffer.concat(this.#chunks, this.#length);
+    const out = joined.subarray(0, n);
+    const rest = joined.subarray(n);
+    if (joined === first) this.#chunks[0] = rest;
+    else this.#chunks = [rest];
+    if (rest.length === 0) this.#chunks.shift();
+    this.#length -= n;
+    return out;
   }
   async read(n: number): Promise<Buffer> {
-    while (this.#buffered.length < n) await this.#fill();
-    const out = this.#buffered.subarray(0, n);
-    this.#buffered = this.#buffered.subarray(n);
-    return out;
+    if (n === 0) return Buffer.alloc(0);
+    while (this.#length < n) await this.#fill();
+    return this.#take(n);
   }
   async readUpTo(n: number): Promise<Buffer> {
-    if (this.#buffered.length === 0) await this.#fill();
-    const out = this.#buffered.subarray(0, Math.min(n, this.#buffered.length));
-    this.#buffered = this.#buffered.subarray(out.length);
-    return out;
+    if (this.#length === 0) await this.#fill();
+    return this.#take(Math.min(n, (this.#chunks[0] as Buffer).length));
   }
 }
 

@@ -9,8 +9,9 @@ import { readFile as readText } from 'node:fs/promises';
 import { MAX_PATHS_PER_REQUEST, frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
 import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
-import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
-import { parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
+import { FrameReader, type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { Readable } from 'node:stream';
+import { Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
 import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
 
@@ -475,6 +476,24 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     } finally {
       server.close();
     }
+  });
+
+  it('a file sent in tiny writes is joined once, not once per chunk', async () => {
+    const chunks = Array.from({ length: 4096 }, (_, i) => Buffer.alloc(64, i));
+    const reader = new FrameReader(Readable.from(chunks) as unknown as IncomingMessage, new Pace(5000, 1));
+    const concat = Buffer.concat;
+    let joins = 0;
+    Buffer.concat = ((list: readonly Uint8Array[], total?: number) => {
+      joins++;
+      return concat(list, total);
+    }) as typeof Buffer.concat;
+    try {
+      const got = await reader.read(64 * 4096);
+      assert.ok(got.equals(concat(chunks)));
+    } finally {
+      Buffer.concat = concat;
+    }
+    assert.ok(joins <= 1, `${joins} joins for one read`);
   });
 
   it('a frame header longer than the bound is refused before it is read', async () => {
