@@ -354,6 +354,15 @@ async function driftScenario(dir: string): Promise<void> {
     const record = (await (await agent.call('POST', '/v1/sync?wait=1&full=1')).json()) as SwapRecord;
     assert.equal(record.result, 'ok', `a full sync over a 0000 directory: ${JSON.stringify(record.error ?? record)}`);
     assert.deepEqual(compareTreesSync(m, standby), [], 'the full sync repaired the slot');
+    // a slot root whose mode denies its owner write: journal and full syncs into it
+    const other = layout.slots[epoch.mounted];
+    await chmod(other, RO);
+    await writeFile(join(m, 'new.txt'), 'n');
+    for (const full of [false, true]) {
+      const r = (await (await agent.call('POST', `/v1/sync?wait=1${full ? '&full=1' : ''}`)).json()) as SwapRecord;
+      assert.equal(r.result, 'ok', `a sync into a 0555 slot root: ${JSON.stringify(r.error ?? r)}`);
+    }
+    assert.deepEqual(compareTreesSync(m, other), [], 'synced into a 0555 slot root');
   } finally {
     await agent.close();
   }
