@@ -236,6 +236,12 @@ async function agentScenario(dir: string): Promise<void> {
     await rename(join(m, 'locked-soon'), join(m, 'locked2'));
     unreadable.push('locked2');
     await syncBoth('a later change syncs', false, unreadable);
+    // syncs that touch none of them still count and list every one still unreadable (a sync from the
+    // journal looks only at what it names)
+    await writeFile(join(m, 'index.html'), 'home 3');
+    const [, later] = await syncBoth('a change elsewhere syncs', false, unreadable);
+    assert.deepEqual([...(later?.unreadable ?? [])].sort(), [...unreadable].sort(), 'still listed');
+    assert.match(await (await agent.call('GET', '/metrics')).text(), /mirrorswap_agent_unreadable_entries 3/);
     assert.equal(await gaps(), gapsBefore, 'no gap logged for a directory the agent may not read');
     // the comparison a restart makes finds them different, but they are no change the journal missed
     await agent.close();
@@ -327,7 +333,79 @@ async function pullScenario(dir: string): Promise<void> {
   }
 }
 
-const scenarios: Record<string, (dir: string) => Promise<void>> = { agent: agentScenario, pull: pullScenario };
+/**
+ * Slots whose modes drifted (an operator's chmod): a directory of mode 0000,
+ * a file of mode 0000, a slot root of 0555. A full sync and a whole pull
+ * repair them; a pull under a read-only root is not stopped by it.
+ */
+async function driftScenario(dir: string): Promise<void> {
+  const layout = storeLayout(join(dir, 'store'));
+  for (const d of [layout.master, layout.slots.a, layout.slots.b, layout.serversDir])
+    await mkdir(d, { recursive: true });
+  const m = layout.master;
+  await fill(m, { 'd/e/f.txt': 'f', 'g.txt': 'g' });
+  const agent = await startTestAgent({ ...layout } as TempStore, { auto: false });
+  try {
+    const epoch = await readEpochFile(layout.epochFile);
+    assert.ok(epoch);
+    const standby = layout.slots[epoch.mounted === 'a' ? 'b' : 'a'];
+    await chmod(join(standby, 'd/e'), 0o000);
+    await chmod(join(standby, 'g.txt'), 0o000);
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1&full=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok', `a full sync over a 0000 directory: ${JSON.stringify(record.error ?? record)}`);
+    assert.deepEqual(compareTreesSync(m, standby), [], 'the full sync repaired the slot');
+    // a slot root whose mode denies its owner write: journal and full syncs into it
+    const other = layout.slots[epoch.mounted];
+    await chmod(other, RO);
+    await writeFile(join(m, 'new.txt'), 'n');
+    for (const full of [false, true]) {
+      const r = (await (await agent.call('POST', `/v1/sync?wait=1${full ? '&full=1' : ''}`)).json()) as SwapRecord;
+      assert.equal(r.result, 'ok', `a sync into a 0555 slot root: ${JSON.stringify(r.error ?? r)}`);
+    }
+    assert.deepEqual(compareTreesSync(m, other), [], 'synced into a 0555 slot root');
+  } finally {
+    await agent.close();
+  }
+
+  // a host: a whole pull over a 0000 directory and file, then pulls under a read-only root
+  const token = 'fleet-token-for-tests-0123456789';
+  const slots = { a: join(dir, 'coord/a'), b: join(dir, 'coord/b') };
+  const into = join(dir, 'host/slot');
+  for (const d of [slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+  await fill(slots.a, { 'd/e/f.txt': 'f', 'g.txt': 'g' });
+  await fill(slots.b, { 'd/e/f.txt': 'f2', 'g.txt': 'g', 'h.txt': 'h' });
+  await fill(into, { 'd/e/f.txt': 'f', 'g.txt': 'g' });
+  await chmod(join(into, 'd/e'), 0o000);
+  await chmod(join(into, 'g.txt'), 0o000);
+  const snapshots = new Snapshots(slots);
+  const app = express();
+  app.use('/v1/fleet', fleetRouter(snapshots, token, memoryLogger()));
+  const server = createServer(app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const from = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const pull = (snapshot: string, base: string | null) =>
+    pullSnapshot({ from, token, snapshot, base, into, durable: false, timeoutMs: 10_000 });
+  try {
+    const first = await snapshots.take('a');
+    await pull(first, null);
+    assert.deepEqual(compareTreesSync(slots.a, into), [], 'a whole pull repaired the slot');
+    await chmod(into, RO);
+    const second = await snapshots.take('b');
+    await pull(second, first);
+    assert.deepEqual(compareTreesSync(slots.b, into), [], 'a delta under a read-only slot root');
+    assert.equal(await modeOf(into), RO, 'the root given its mode back');
+    await pull(second, null);
+    assert.deepEqual(compareTreesSync(slots.b, into), [], 'a whole pull under a read-only slot root');
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+}
+
+const scenarios: Record<string, (dir: string) => Promise<void>> = {
+  agent: agentScenario,
+  pull: pullScenario,
+  drift: driftScenario,
+};
 
 const [name, dir] = process.argv.slice(2);
 const run = name ? scenarios[name] : undefined;

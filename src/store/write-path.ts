@@ -10,13 +10,27 @@ export class WritePathError extends Error {
   }
 }
 
-/** C0 controls and DEL: legal in POSIX names, but never in a web path we publish. */
-function hasControl(s: string): boolean {
+/**
+ * Why the characters of `s` may not name anything in a tree, or null: a
+ * lone surrogate (not well-formed Unicode: two different strings would then
+ * name the same file, each lone surrogate written as U+FFFD), a C0 control
+ * or DEL (legal in POSIX names, but never in a web path we publish), or a
+ * backslash. The write API and a fleet host's checks of what a coordinator
+ * sends (paths, link targets, frame headers) refuse the same characters.
+ */
+export function pathCharacterProblem(s: string): string | null {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
+    if (c === 0) return 'a NUL byte';
+    if (c < 0x20 || c === 0x7f) return 'a control character';
+    if (c === 0x5c) return 'a backslash';
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = s.charCodeAt(i + 1); // NaN past the end
+      if (!(next >= 0xdc00 && next <= 0xdfff)) return 'a lone surrogate (not well-formed Unicode)';
+      i++;
+    } else if (c >= 0xdc00 && c <= 0xdfff) return 'a lone surrogate (not well-formed Unicode)';
   }
-  return false;
+  return null;
 }
 
 /**
@@ -31,9 +45,8 @@ export function parseWritePath(encoded: string): string {
   } catch {
     throw new WritePathError('path is not valid percent-encoding');
   }
-  if (path.includes('\0')) throw new WritePathError('path contains a NUL byte');
-  if (hasControl(path)) throw new WritePathError('path contains a control character');
-  if (path.includes('\\')) throw new WritePathError('path contains a backslash');
+  const bad = pathCharacterProblem(path);
+  if (bad) throw new WritePathError(`path contains ${bad}`);
   if (path === '') throw new WritePathError('path is empty');
   if (path.startsWith('/')) throw new WritePathError('path must be relative to master (no leading "/")');
   const segments = path.split('/');

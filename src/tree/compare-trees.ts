@@ -1,5 +1,5 @@
 import { isNothingThere } from '../core/nothing-there.js';
-import { type Dirent, type Stats, accessSync, constants, readdirSync, readlinkSync } from 'node:fs';
+import { type Dirent, type Stats, accessSync, chmodSync, constants, readdirSync, readlinkSync } from 'node:fs';
 import { TEMP_DIR_NAME } from '../store/store-layout.js';
 import { isDenied, treeMode } from './tree-mode.js';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
@@ -29,6 +29,33 @@ export interface CompareSyncOptions {
    * lists every entry.
    */
   missingDirsWhole?: boolean;
+  /**
+   * The target is a copy this process owns and is about to repair (a full
+   * copy): a directory of it whose mode shuts its owner out (drift: an
+   * operator's chmod) is given owner read and search before it is listed. Default false: `verify`
+   * changes nothing.
+   */
+  openTarget?: boolean;
+}
+
+/** What an owner needs of a directory to list it and look below it: read and search. */
+const LIST = 0o500;
+
+/**
+ * Give each directory of `target` from its root down to `rel` (itself
+ * included) its owner's read and search where its mode denies them, never
+ * through a link: a copy opens a directory it writes into the same way.
+ */
+function openTargetSync(target: string, rel: string): void {
+  const parts = rel === '' ? [] : rel.split('/');
+  for (let i = 0; i <= parts.length; i++) {
+    const path = i === 0 ? target : `${target}/${parts.slice(0, i).join('/')}`;
+    const st = lstatOrNullSync(path);
+    if (!st?.isDirectory()) return;
+    // only what listing needs: a directory's mode as a copy gives it always has these bits, so one
+    // opened here differs from its source's before and after, whichever the comparison saw
+    if ((st.mode & LIST) !== LIST) chmodSync(path, (st.mode & 0o7777) | LIST);
+  }
 }
 
 function list(root: string, rel: string): Map<string, Dirent> {
@@ -143,6 +170,7 @@ export function compareUnitSync(
       report(rel, 'unreadable');
       return;
     }
+    if (opts.openTarget) openTargetSync(target, rel);
     const dst = list(target, rel);
     reportWalked(src.size);
     for (const [name, srcEnt] of src) {
@@ -211,6 +239,7 @@ export function compareUnitSync(
   };
   // A unit below the walk's roots is compared only where it is a directory in both trees:
   // otherwise its parent's unit reports it (missing, or of another type).
+  if (opts.openTarget) openTargetSync(target, unit.rel);
   if (!unit.root && !(isDirectory(at(source, unit.rel)) && isDirectory(at(target, unit.rel)))) return diffs;
   walk(unit.rel, unit.deep);
   return diffs;
@@ -251,7 +280,11 @@ export async function compareTrees(source: string, target: string, opts: Compare
   if (roots.length === 0) return [];
   const units = planUnits(source, roots, WALK_THREADS);
   const all: Difference[] = [];
-  const context: CompareContext = { source, target, opts: { limit, missingDirsWhole: opts.missingDirsWhole === true } };
+  const context: CompareContext = {
+    source,
+    target,
+    opts: { limit, missingDirsWhole: opts.missingDirsWhole === true, openTarget: opts.openTarget === true },
+  };
   await walkPool.run<WalkUnit, Difference[]>(
     'compare',
     context,

@@ -8,8 +8,15 @@ import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../core/path-limits.js'
  */
 export interface PullLimits {
   /**
-   * Bytes of one manifest answer (its JSON). A million files make some 200
-   * MB; V8 takes no string of more than 512 MiB, which the JSON must become.
+   * Bytes of one manifest answer (its JSON): 256 MiB, what a host's heap
+   * parses safely. The JSON is held as bytes, then as a string (twice its
+   * bytes when it is not all ASCII), then as objects, then checked and
+   * compared: the largest answer admitted (some 1.7 million entries of 160
+   * bytes, not all ASCII) peaks at about 1.8 GiB of RSS, under Node's
+   * default heap limit of 2 to 4 GiB. A million files with their hashes
+   * make some 190 MB. Its shape is checked before it is parsed
+   * (`checkManifestShape`), so no bytes within the bound parse into more
+   * values than its entries need.
    */
   manifestBytes: number;
   /** Entries of one manifest answer, changed and removed together. */
@@ -23,14 +30,22 @@ export interface PullLimits {
   pathDepth: number;
   /** Bytes of a link's target. */
   linkTargetBytes: number;
+  /**
+   * The slowest a coordinator may send, in bytes a second on average over
+   * the time a host waits for it (its own writes not counted), past a grace
+   * of the pull's timeout: one that drips a byte now and then, never idle
+   * long enough for the idle timer, is given up on.
+   */
+  minBytesPerSecond: number;
 }
 
 export const PULL_LIMITS: Readonly<PullLimits> = {
-  manifestBytes: 500 * 1024 * 1024,
+  manifestBytes: 256 * 1024 * 1024,
   manifestEntries: 2_000_000,
   frameHeaderBytes: 64 * 1024,
   pathBytes: SYSTEM_PATH_BYTES,
   segmentBytes: SYSTEM_SEGMENT_BYTES,
   pathDepth: (SYSTEM_PATH_BYTES + 1) / 2,
   linkTargetBytes: SYSTEM_PATH_BYTES,
+  minBytesPerSecond: 64 * 1024,
 };

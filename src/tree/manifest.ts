@@ -4,6 +4,7 @@ import { type WalkUnit, planUnits } from './walk-units.js';
 import type { ManifestEntry, WalkedEntry } from './manifest-entry.js';
 import { MirrorswapError } from '../core/errors.js';
 import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { pathCharacterProblem } from '../store/write-path.js';
 import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
 export type { ManifestEntry } from './manifest-entry.js';
@@ -116,7 +117,10 @@ export async function hashLikelySame(root: string, local: Manifest, target: Mani
   const wanted = new Map(target.filter((e) => e.type === 'file' && e.hash).map((e) => [e.path, e]));
   const likely = local.filter((e) => {
     const t = wanted.get(e.path);
-    return e.type === 'file' && t !== undefined && t.size === e.size && t.mtimeMs === e.mtimeMs;
+    // a file its owner may not read differs by its mode anyway: it is fetched again, never read
+    return (
+      e.type === 'file' && (e.mode & 0o400) !== 0 && t !== undefined && t.size === e.size && t.mtimeMs === e.mtimeMs
+    );
   });
   const hashed = await hashInThreads(
     root,
@@ -146,12 +150,16 @@ export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
 }
 
 /**
- * Why `path` may not be written into a slot (absolute, climbing, the temp
- * directory, longer or deeper than a tree can hold: `PULL_LIMITS`), or null.
+ * Why `path` may not be written into a slot (characters the write API
+ * refuses too: a lone surrogate, a control character, a backslash; absolute,
+ * climbing, the temp directory, longer or deeper than a tree can hold:
+ * `PULL_LIMITS`), or null.
  */
 export function badPath(path: unknown, limits: Readonly<PullLimits> = PULL_LIMITS): string | null {
   if (typeof path !== 'string' || path === '') return 'empty';
-  if (path.includes('\0')) return 'a NUL byte';
+  // before anything is keyed on it: a well-formed string is its UTF-8 bytes one to one
+  const chars = pathCharacterProblem(path);
+  if (chars) return chars;
   if (path.startsWith('/')) return 'absolute';
   const bytes = Buffer.byteLength(path);
   if (bytes > limits.pathBytes) return `${bytes} bytes long, over the bound of ${limits.pathBytes}`;

@@ -201,8 +201,19 @@ export class TreeCopier {
     return this.#sourceTree;
   }
 
+  /**
+   * Give the target's root its owner's read, write and search if its mode
+   * denies them (drift: no copy gives the root a mode), and leave it so: the
+   * temp directory is made and removed in it, also after the copy.
+   */
+  async #openRoot(): Promise<void> {
+    const st = await lstatOrNull(this.#target);
+    if (st?.isDirectory() && !fillable(st.mode)) await chmod(this.#target, fillingMode(st.mode));
+  }
+
   /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplacedBytes`). */
   async clearTemp(): Promise<void> {
+    await this.#openRoot();
     // what was kept, in parallel (freeing each is the kernel's work), then the rest
     const kept = this.#replaced.splice(0);
     await Promise.all(
@@ -246,6 +257,7 @@ export class TreeCopier {
    * and `onWalked` hears how many entries below them were looked at.
    */
   async copyPaths(paths: Iterable<string>, found?: string[], onWalked?: (entries: number) => void): Promise<CopyStats> {
+    await this.#openRoot();
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...new Set(paths)];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
@@ -254,7 +266,7 @@ export class TreeCopier {
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
       const below = this.#readable(
-        await compareTrees(this.#source, this.#target, { under: topmost(dirs), onWalked }),
+        await compareTrees(this.#source, this.#target, { under: topmost(dirs), openTarget: true, onWalked }),
       ).map((d) => d.path);
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
@@ -331,7 +343,9 @@ export class TreeCopier {
    * the end is the source's size in entries.
    */
   async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
-    const diffs = this.#readable(await compareTrees(this.#source, this.#target, { missingDirsWhole: true, onWalked }));
+    const diffs = this.#readable(
+      await compareTrees(this.#source, this.#target, { missingDirsWhole: true, openTarget: true, onWalked }),
+    );
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
     const tops = topmost(diffs.filter((d) => d.kind === 'missing' && d.dir).map((d) => d.path));
@@ -342,6 +356,7 @@ export class TreeCopier {
     };
     let missed: string[] = [];
     if (tops.length > 0) {
+      await this.#openRoot();
       await mkdir(this.#tmpDir, { recursive: true });
       this.#syncfsAtEnd = true;
       try {

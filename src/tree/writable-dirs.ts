@@ -1,4 +1,5 @@
 import { chmod, lstat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { fillable, fillingMode } from './tree-mode.js';
 
 /**
@@ -20,13 +21,33 @@ export class WritableDirs {
   readonly #opened = new Map<string, Promise<number | null>>();
   /** Directories whose mode is to be set once the copy is done. */
   readonly #final = new Map<string, number>();
+  /** With a root, a directory's mode is changed only while each of its parents below it is a real directory. */
+  readonly #root: string | null;
+
+  constructor(root?: string) {
+    this.#root = root ?? null;
+  }
+
+  /** Whether every parent of `dir` below the root is a directory, none a link (true without a root). */
+  async #inside(dir: string): Promise<boolean> {
+    if (this.#root === null) return true;
+    const rel = relative(this.#root, dir);
+    if (rel === '') return true;
+    const parts = rel.split(sep);
+    if (parts[0] === '..') return false;
+    for (let i = 1; i < parts.length; i++) {
+      const st = await lstat(join(this.#root, ...parts.slice(0, i))).catch(() => null);
+      if (!st?.isDirectory()) return false;
+    }
+    return true;
+  }
 
   /** Make the directory at `dir` writable by its owner until `settle`; nothing there is not an error here. */
   open(dir: string): Promise<unknown> {
     let opened = this.#opened.get(dir);
     if (!opened) {
       opened = (async () => {
-        const st = await lstat(dir).catch(() => null);
+        const st = (await this.#inside(dir)) ? await lstat(dir).catch(() => null) : null;
         if (!st?.isDirectory()) {
           this.#opened.delete(dir); // looked at again once it is there
           return null;
@@ -68,8 +89,9 @@ export class WritableDirs {
     const depth = (p: string) => p.split('/').length;
     const changed: string[] = [];
     for (const dir of [...want.keys()].sort((x, y) => depth(y) - depth(x))) {
-      const st = await lstat(dir).catch(() => null);
-      // a path that is no longer a directory was replaced after it was named: it keeps its own mode
+      const st = (await this.#inside(dir)) ? await lstat(dir).catch(() => null) : null;
+      // a path that is no longer a directory (nor below real directories only) was replaced after
+      // it was named: it keeps its own mode, and nothing a link leads to is changed
       if (!st?.isDirectory() || (st.mode & 0o7777) === want.get(dir)) continue;
       await chmod(dir, want.get(dir) as number);
       changed.push(dir);

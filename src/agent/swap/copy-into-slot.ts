@@ -60,14 +60,15 @@ export async function copyIntoSlot(
         `left out ${copier.skipped.length} entries of master that slot ${slot}'s file system cannot hold (a name or path too long): rename them in master`,
       );
     }
-    if (copier.unreadable.length > 0) {
-      record.unreadable = copier.unreadable.slice(0, 100);
+    const unreadable = knownUnreadable(ctx, incremental ? changed : null, copier.unreadable);
+    if (unreadable.length > 0) {
+      record.unreadable = unreadable.slice(0, 100);
       ctx.log.error(
-        { slot, unreadable: copier.unreadable.slice(0, 20), count: copier.unreadable.length },
-        `cannot read ${copier.unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left as they were in slot ${slot}; give the agent's user read access`,
+        { slot, unreadable: unreadable.slice(0, 20), count: unreadable.length },
+        `cannot read ${unreadable.length} entries of master (their mode, or a parent directory's, shuts the agent out): left as they were in slot ${slot}; give the agent's user read access`,
       );
     }
-    ctx.metrics.unreadable.set(copier.unreadable.length);
+    ctx.metrics.unreadable.set(unreadable.length);
     record.copied = { ...copier.stats };
     ctx.metrics.copiedFiles.inc(copier.stats.files);
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);
@@ -75,6 +76,34 @@ export async function copyIntoSlot(
     await compactJournal(ctx);
     return () => copier.clearTemp();
   });
+}
+
+/** The entries of master last known unreadable, by agent. */
+const unreadableOf = new WeakMap<AgentContext, Set<string>>();
+
+/**
+ * The entries of master the agent may not read, as far as it knows after a
+ * sync: a full one (`touched` null) walked master and found `found`; an
+ * incremental one looked only at what the journal `touched`, so what it
+ * knew before stands for every other path (a `0000` file no later change
+ * named is still unreadable and still missing from the copy). A path
+ * touched, or under one touched, leaves the set unless found again.
+ */
+function knownUnreadable(ctx: AgentContext, touched: readonly string[] | null, found: readonly string[]): string[] {
+  let known = unreadableOf.get(ctx);
+  if (!known || touched === null) {
+    known = new Set();
+    unreadableOf.set(ctx, known);
+  } else if (touched.length > 0 && known.size > 0) {
+    const paths = new Set(touched);
+    const isTouched = (p: string) => {
+      for (let i = p.length; i > 0; i = p.lastIndexOf('/', i - 1)) if (paths.has(p.slice(0, i))) return true;
+      return false;
+    };
+    for (const p of known) if (isTouched(p)) known.delete(p);
+  }
+  for (const p of found) known.add(p);
+  return [...known].sort();
 }
 
 /**

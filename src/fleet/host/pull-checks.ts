@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import { MirrorswapError } from '../../core/errors.js';
 import { treeMode } from '../../tree/tree-mode.js';
+import { pathCharacterProblem } from '../../store/write-path.js';
 import type { PullLimits } from '../../tree/fleet-limits.js';
 import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/manifest.js';
 
@@ -12,8 +13,41 @@ import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/mani
 
 const refuse = (message: string) => new MirrorswapError('FLEET_PULL', `the coordinator sent ${message}`);
 
+/**
+ * The pace of one answer: the time the host waits for its bytes (not what it
+ * spends on them) may pass `timeoutMs` only by what `minBytesPerSecond`
+ * allows for the bytes that came. A coordinator that sends a byte every
+ * half second is never idle long enough for the idle timer, and would hold a
+ * pull for ever.
+ */
+export class Pace {
+  #waited = 0;
+  #bytes = 0;
+  readonly #graceMs: number;
+  readonly #minBytesPerSecond: number;
+  constructor(graceMs: number, minBytesPerSecond: number) {
+    this.#graceMs = graceMs;
+    this.#minBytesPerSecond = minBytesPerSecond;
+  }
+  /** The next chunk of `it`, timed; refused when the answer has come too slowly so far. */
+  async next(it: AsyncIterator<Buffer>, res: http.IncomingMessage): Promise<IteratorResult<Buffer>> {
+    const started = performance.now();
+    const next = await it.next();
+    this.#waited += performance.now() - started;
+    if (!next.done) this.#bytes += next.value.length;
+    const allowedMs = this.#graceMs + (this.#bytes / this.#minBytesPerSecond) * 1000;
+    if (this.#waited > allowedMs) {
+      res.destroy();
+      throw refuse(
+        `${this.#bytes} bytes in ${Math.round(this.#waited)} ms of waiting, slower than the bound of ${this.#minBytesPerSecond} bytes a second past ${this.#graceMs} ms`,
+      );
+    }
+    return next;
+  }
+}
+
 /** The body of `res`, refused once it passes `max` bytes (announced or sent): never held beyond it. */
-export async function readCapped(res: http.IncomingMessage, max: number, what: string): Promise<Buffer> {
+export async function readCapped(res: http.IncomingMessage, max: number, what: string, pace: Pace): Promise<Buffer> {
   const announced = Number(res.headers['content-length']);
   const tooLarge = (n: number) => {
     res.destroy();
@@ -22,12 +56,69 @@ export async function readCapped(res: http.IncomingMessage, max: number, what: s
   if (Number.isFinite(announced) && announced > max) throw tooLarge(announced);
   const chunks: Buffer[] = [];
   let length = 0;
-  for await (const chunk of res) {
-    length += (chunk as Buffer).length;
+  const it = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  for (let next = await pace.next(it, res); !next.done; next = await pace.next(it, res)) {
+    length += next.value.length;
     if (length > max) throw tooLarge(length);
-    chunks.push(chunk as Buffer);
+    chunks.push(next.value);
   }
   return Buffer.concat(chunks, length);
+}
+
+/** The fields of a manifest answer and of an entry: anything else is refused, never held. */
+const ANSWER_FIELDS = new Set(['snapshot', 'base', 'changed', 'removed']);
+const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'hash']);
+
+/**
+ * The shape of a manifest answer's JSON, looked at byte by byte before it is
+ * parsed: one object whose values are strings, null or two arrays of
+ * entries, each entry an object of at most as many fields as an entry has,
+ * each field a string, a number or null. So parsing it makes no more values
+ * than its entries need (junk of many small values, `[{},{},...]`, would make
+ * 30 MB of JSON a gigabyte of objects), and its entries are counted before
+ * it is parsed. Only the shape: what the values are is checked once parsed.
+ */
+export function checkManifestShape(json: Buffer, limits: Readonly<PullLimits>): void {
+  const malformed = () => refuse('a manifest of another shape than a manifest (nested values, or extra fields)');
+  let depth = 0;
+  let arrays = 0;
+  let answerFields = 0;
+  let entryFields = 0; // of the entry being read
+  let elements = 0;
+  let expectElement = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i] as number;
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue;
+    if (expectElement && c !== 0x5d) {
+      expectElement = false;
+      if (++elements > limits.manifestEntries)
+        throw refuse(
+          `a manifest of more than ${limits.manifestEntries} entries, over the bound of ${limits.manifestEntries}`,
+        );
+    }
+    if (c === 0x22) {
+      // a string: skipped whole, escapes included
+      for (i++; i < json.length && json[i] !== 0x22; i++) if (json[i] === 0x5c) i++;
+      continue;
+    }
+    if (c === 0x7b) {
+      // the answer itself, or an entry of one of its arrays
+      if (depth !== 0 && depth !== 2) throw malformed();
+      depth++;
+      entryFields = 0;
+    } else if (c === 0x5b) {
+      if (depth !== 1 || ++arrays > 2) throw malformed();
+      depth++;
+      expectElement = true;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+      expectElement = false; // an empty array
+    } else if (c === 0x3a) {
+      if (depth === 1 ? ++answerFields > ANSWER_FIELDS.size : ++entryFields > ENTRY_FIELDS.size) throw malformed();
+    } else if (c === 0x2c && depth === 2) {
+      expectElement = true;
+    }
+  }
 }
 
 const TYPES = new Set(['file', 'dir', 'link']);
@@ -37,6 +128,8 @@ const HASH = /^[0-9a-f]{64}$/;
 function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   if (typeof raw !== 'object' || raw === null) throw refuse('a manifest entry that is not an object');
   const e = raw as Record<string, unknown>;
+  for (const field in e)
+    if (!ENTRY_FIELDS.has(field)) throw refuse(`a manifest entry with a field ${JSON.stringify(field.slice(0, 50))}`);
   const bad = badPath(e.path, limits);
   if (bad) throw refuse(`an unsafe path ${JSON.stringify(String(e.path).slice(0, 200))}: ${bad}`);
   const path = e.path as string;
@@ -56,8 +149,9 @@ function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   };
   if (type === 'link') {
     const target = e.target;
-    if (typeof target !== 'string' || target === '' || target.includes('\0'))
-      throw refuse(`a link ${path} without a target`);
+    if (typeof target !== 'string' || target === '') throw refuse(`a link ${path} without a target`);
+    const chars = pathCharacterProblem(target);
+    if (chars) throw refuse(`a link ${path} whose target holds ${chars}`);
     if (Buffer.byteLength(target) > limits.linkTargetBytes)
       throw refuse(`a link ${path} whose target is over the bound of ${limits.linkTargetBytes} bytes`);
     entry.target = target;
@@ -90,6 +184,8 @@ export function checkManifestAnswer(
 ): CheckedAnswer {
   if (typeof body !== 'object' || body === null) throw refuse('a malformed manifest');
   const b = body as Record<string, unknown>;
+  for (const field in b)
+    if (!ANSWER_FIELDS.has(field)) throw refuse(`a manifest with a field ${JSON.stringify(field.slice(0, 50))}`);
   if (!Array.isArray(b.changed) || !Array.isArray(b.removed)) throw refuse('a malformed manifest');
   if (b.snapshot !== undefined && b.snapshot !== snapshot)
     throw refuse(`the manifest of snapshot ${JSON.stringify(b.snapshot)} where ${snapshot} was asked for`);
@@ -104,15 +200,14 @@ export function checkManifestAnswer(
   const count = b.changed.length + b.removed.length;
   if (count > limits.manifestEntries)
     throw refuse(`a manifest of ${count} entries, over the bound of ${limits.manifestEntries}`);
-  const seen = new Set<string>();
-  const changed = b.changed.map((raw) => {
-    const entry = checkEntry(raw, limits);
-    if (seen.has(entry.path)) throw refuse(`${entry.path} twice in one manifest`);
-    seen.add(entry.path);
-    return entry;
-  });
+  const changed = b.changed.map((raw) => checkEntry(raw, limits));
   // a path sorts before every path under it: parents are made first, whatever order it came in
   changed.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+  // a path named twice is refused, compared as the bytes it names on disk: sorted, twice is side by
+  // side (paths are well-formed by now, so equal bytes are equal strings)
+  for (let i = 1; i < changed.length; i++)
+    if (Buffer.from(changed[i - 1].path).equals(Buffer.from(changed[i].path)))
+      throw refuse(`${changed[i].path} twice in one manifest`);
   // a whole manifest is compared with the slot: whatever it says went is worked out here
   const removed = base === null ? [] : (b.removed as unknown[]).map((p) => checkRemoved(p, limits));
   // deepest first, so a directory is emptied before it goes
@@ -141,5 +236,7 @@ export function parseFrameHeader(bytes: Buffer): { path: string; size: number } 
   }
   const h = header as { path?: unknown; size?: unknown } | null;
   if (typeof h?.path !== 'string' || !Number.isSafeInteger(h.size)) throw refuse('a malformed frame header');
+  const chars = pathCharacterProblem(h.path);
+  if (chars) throw refuse(`a frame header whose path holds ${chars}`);
   return { path: h.path, size: h.size as number };
 }

@@ -21,7 +21,14 @@ import {
 } from '../../tree/manifest.js';
 import { MAX_PATHS_PER_REQUEST } from '../coordinator/fleet-api.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
-import { checkFrameHeaderLength, checkManifestAnswer, parseFrameHeader, readCapped } from './pull-checks.js';
+import {
+  checkFrameHeaderLength,
+  checkManifestAnswer,
+  checkManifestShape,
+  Pace,
+  parseFrameHeader,
+  readCapped,
+} from './pull-checks.js';
 
 export interface PullOptions {
   /** The coordinator's base URL. */
@@ -86,18 +93,22 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
   const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
-  const answer = await requestJson(opts, `/v1/fleet/manifest?${query}`, limits.manifestBytes);
+  const answer = await requestManifest(opts, `/v1/fleet/manifest?${query}`, limits);
   stats.received += answer.bytes;
   const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
   let delta: ManifestDelta = body;
   if (body.base === null) {
     stats.full = true;
-    // what the slot holds, by content where size and time alone would call it the same
-    const local = await readManifest(opts.into);
+    // what the slot holds, by content where size and time alone would call it the same; a
+    // directory of it whose mode shuts its owner out (drift) is opened and the walk made again
+    const local = await readManifest(opts.into).catch(async () => {
+      await unlockTree(opts.into);
+      return readManifest(opts.into);
+    });
     await hashLikelySame(opts.into, local, body.changed);
     delta = diffManifests(local, body.changed);
   }
-  const dirModes = new WritableDirs();
+  const dirModes = new WritableDirs(opts.into);
   try {
     return await applyDelta(opts, delta, stats, limits, dirModes);
   } catch (err) {
@@ -123,6 +134,8 @@ async function applyDelta(
   for (const e of delta.changed) touch(e.path);
   for (const p of delta.removed) touch(p);
   const tmp = join(opts.into, TEMP_DIR_NAME);
+  // the slot's root too may deny its owner write (drift): opened before the temp directory is made
+  await dirModes.open(opts.into);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   const parents = new ParentCheck(opts.into);
@@ -143,7 +156,9 @@ async function applyDelta(
     const abs = join(opts.into, path);
     await unlockTree(abs); // a read-only directory anywhere below would stop the removal
     dirModes.forget(abs);
-    parents.forget(path);
+    // every known directory is looked at again: this one may have been known under another
+    // spelling (a case-folding file system), and a link may be put where it was
+    parents.forgetAll();
     await rm(abs, { recursive: true, force: true });
     stats.removed++;
   }
@@ -151,11 +166,19 @@ async function applyDelta(
   const dirs = delta.changed.filter((e) => e.type === 'dir');
   for (const d of dirs) {
     await writable(d.path);
-    await mkdir(join(opts.into, d.path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    const abs = join(opts.into, d.path);
+    // whatever else is there goes: a file or link the slot drifted to, or a FIFO, socket or device
+    // (no walk lists those, so no comparison would ever remove one, and every pull would fail here)
+    const there = await lstat(abs).catch(() => null);
+    if (there && !there.isDirectory()) {
+      await unlink(abs);
+      stats.removed++;
+    }
+    await mkdir(abs, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
     await parents.isDirectory(d.path);
-    dirModes.setFinal(join(opts.into, d.path), d.mode);
+    dirModes.setFinal(abs, d.mode);
   }
   // 3. links, by temp + rename
   for (const l of delta.changed.filter((e) => e.type === 'link')) {
@@ -186,12 +209,12 @@ async function applyDelta(
   }
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
+  await rm(tmp, { recursive: true, force: true }); // while the root is still writable
   await dirModes.settle();
   for (const d of [...dirs].reverse()) {
     const abs = join(opts.into, d.path);
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
-  await rm(tmp, { recursive: true, force: true });
   if (fsyncEach) {
     for (const d of dirs) touched.add(d.path);
     // deepest first: a new directory is durable before the entry naming it in its parent
@@ -228,9 +251,14 @@ class ParentCheck {
     }
     return true;
   }
-  /** `path` was removed: it, and what was under it, are no longer known directories. */
-  forget(path: string): void {
-    for (const dir of this.#known) if (dir === path || dir.startsWith(`${path}/`)) this.#known.delete(dir);
+  /**
+   * Something was removed: no directory is known any more. Only a removal
+   * turns a directory into something else (a link or file renamed onto a
+   * directory fails), so after each one every parent is looked at again.
+   */
+  forgetAll(): void {
+    this.#known.clear();
+    this.#known.add('');
   }
   async isDirectory(dir: string): Promise<void> {
     if (this.#known.has(dir)) return;
@@ -257,7 +285,7 @@ async function fetchFiles(
   const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
     paths: batch.map((f) => f.path),
   });
-  const reader = new FrameReader(res);
+  const reader = new FrameReader(res, new Pace(opts.timeoutMs, limits.minBytesPerSecond));
   let received = 0;
   // small files are checked here and written by the walk threads, many at a time: one blocking
   // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
@@ -348,44 +376,77 @@ async function receiveLarge(
   }
 }
 
-/** Reads exact byte counts from a response, failing on a cut one. */
-class FrameReader {
+/**
+ * Reads exact byte counts from a response, failing on a cut one. Chunks are
+ * kept as they came and joined once a read has enough: a coordinator sending
+ * a file in tiny writes costs one copy of it, not one copy per chunk.
+ */
+export class FrameReader {
+  readonly #res: http.IncomingMessage;
   readonly #it: AsyncIterator<Buffer>;
-  #buffered: Buffer = Buffer.alloc(0);
-  constructor(res: http.IncomingMessage) {
+  readonly #pace: Pace;
+  #chunks: Buffer[] = [];
+  #length = 0;
+  constructor(res: http.IncomingMessage, pace: Pace) {
+    this.#res = res;
     this.#it = res[Symbol.asyncIterator]();
+    this.#pace = pace;
   }
   async #fill(): Promise<void> {
-    const next = await this.#it.next();
+    const next = await this.#pace.next(this.#it, this.#res);
     if (next.done)
       throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
-    this.#buffered = this.#buffered.length ? Buffer.concat([this.#buffered, next.value]) : next.value;
+    this.#chunks.push(next.value);
+    this.#length += next.value.length;
+  }
+  /** The first `n` buffered bytes (n at most what is buffered), taken off the buffer. */
+  #take(n: number): Buffer {
+    const first = this.#chunks[0] as Buffer;
+    const joined = first.length >= n ? first : Buffer.concat(this.#chunks, this.#length);
+    const out = joined.subarray(0, n);
+    const rest = joined.subarray(n);
+    if (joined === first) this.#chunks[0] = rest;
+    else this.#chunks = [rest];
+    if (rest.length === 0) this.#chunks.shift();
+    this.#length -= n;
+    return out;
   }
   async read(n: number): Promise<Buffer> {
-    while (this.#buffered.length < n) await this.#fill();
-    const out = this.#buffered.subarray(0, n);
-    this.#buffered = this.#buffered.subarray(n);
-    return out;
+    if (n === 0) return Buffer.alloc(0);
+    while (this.#length < n) await this.#fill();
+    return this.#take(n);
   }
   async readUpTo(n: number): Promise<Buffer> {
-    if (this.#buffered.length === 0) await this.#fill();
-    const out = this.#buffered.subarray(0, Math.min(n, this.#buffered.length));
-    this.#buffered = this.#buffered.subarray(out.length);
-    return out;
+    if (this.#length === 0) await this.#fill();
+    return this.#take(Math.min(n, (this.#chunks[0] as Buffer).length));
   }
 }
 
-async function requestJson(opts: PullOptions, path: string, max: number): Promise<{ body: unknown; bytes: number }> {
+/** The manifest answer, its shape checked before it is parsed (`checkManifestShape`). */
+async function requestManifest(
+  opts: PullOptions,
+  path: string,
+  limits: Readonly<PullLimits>,
+): Promise<{ body: unknown; bytes: number }> {
   const res = await request(opts, path);
-  const text = await readCapped(res, max, 'a manifest');
+  const json = await readCapped(
+    res,
+    limits.manifestBytes,
+    'a manifest',
+    new Pace(opts.timeoutMs, limits.minBytesPerSecond),
+  );
+  checkManifestShape(json, limits);
   try {
-    return { body: JSON.parse(text.toString('utf8')), bytes: text.length };
+    return { body: JSON.parse(json.toString('utf8')), bytes: json.length };
   } catch {
     throw new MirrorswapError('FLEET_PULL', 'the coordinator sent a manifest that is not JSON');
   }
 }
 
-/** One request to the coordinator, answered 200 within the timeout (an idle answer counts too), or an error naming why. */
+/**
+ * One request to the coordinator, answered 200 within the timeout (its head whole within it; an idle
+ * answer counts too), or an error naming why. Its body is read at a pace (`Pace`).
+ */
 function request(opts: PullOptions, path: string, json?: object): Promise<http.IncomingMessage> {
   const url = new URL(path, opts.from);
   const lib = url.protocol === 'https:' ? https : http;
@@ -412,6 +473,19 @@ function request(opts: PullOptions, path: string, json?: object): Promise<http.I
         });
       },
     );
+    // the answer's head within the timeout, however it trickles in (its body is paced: `Pace`)
+    const head = setTimeout(
+      () =>
+        req.destroy(
+          new MirrorswapError(
+            'FLEET_PULL',
+            `the coordinator at ${url.origin} did not answer within ${opts.timeoutMs} ms`,
+          ),
+        ),
+      opts.timeoutMs,
+    );
+    req.on('response', () => clearTimeout(head));
+    req.on('close', () => clearTimeout(head));
     req.setTimeout(opts.timeoutMs, () =>
       req.destroy(
         new MirrorswapError('FLEET_PULL', `the coordinator at ${url.origin} sent nothing for ${opts.timeoutMs} ms`),

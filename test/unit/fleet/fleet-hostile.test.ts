@@ -1,15 +1,18 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readFile as readText } from 'node:fs/promises';
 import { MAX_PATHS_PER_REQUEST, frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
 import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
-import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { FrameReader, type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { Readable } from 'node:stream';
+import { Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
+import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
 
 // A coordinator is the source of truth for content, not for where a host writes: whatever
@@ -177,6 +180,13 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
     ['a segment too long', 'x'.repeat(300)],
     ['a path deeper than the bound', 'a/b/c/d/e/f/g/h/i', { pathDepth: 8 }],
     ['the temp directory', '.mirrorswap-tmp/x'],
+    // each of these names on disk what another string names too, or what the write API refuses
+    ['a lone high surrogate', 'x\ud800'],
+    ['a lone low surrogate', 'd/x\udc00'],
+    ['a low surrogate before a high one', 'x\udc00\ud800'],
+    ['a control character', 'a\nb'],
+    ['DEL', 'a\x7fb'],
+    ['a backslash', 'a\\..\\b'],
   ];
   for (const [name, path, limits] of unsafe) {
     it(`refuses ${name}, to write or to remove`, async () => {
@@ -205,6 +215,112 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
   }
 });
 
+describe('two spellings of one name on disk', () => {
+  it('a lone surrogate cannot make a directory known under one spelling and a link under the other', async () => {
+    const s = await slotBesidePrecious();
+    const [a, b] = ['x\ud800', 'x\udc00']; // different strings, both written as "x\ufffd"
+    let c = await coordinator(
+      json({
+        snapshot: 's1',
+        base: null,
+        changed: [entry(a, 'dir', 0o755), entry(`${a}/y`, 'file', 0o644, 1)],
+        removed: [],
+      }),
+      framesOf({ [`${a}/y`]: Buffer.from('y') }),
+    );
+    try {
+      await assert.rejects(pull(c.url, s.into, { snapshot: 's1', base: null }), /unsafe path .*lone surrogate/);
+    } finally {
+      await c.close();
+    }
+    // as if the slot held that directory anyway
+    await mkdir(join(s.into, 'x\ufffd'));
+    await writeFile(join(s.into, 'x\ufffd/y'), 'y');
+    c = await coordinator(
+      json({
+        snapshot: 's2',
+        base: 's1',
+        removed: [`${a}/y`, b],
+        changed: [entry(b, 'link', 0o777, 0, s.outside), entry(`${a}/pwned`, 'file', 0o644, 6)],
+      }),
+      framesOf({ [`${a}/pwned`]: Buffer.from('pwned\n') }),
+    );
+    try {
+      await assert.rejects(pull(c.url, s.into), /unsafe path .*lone surrogate/);
+      await s.intact();
+      assert.deepEqual((await readdir(s.outside)).sort(), ['precious.txt', 'tree']);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a link target that is not well-formed, or holds a control character, is refused', async () => {
+    const s = await slotBesidePrecious();
+    for (const target of ['t\udc00', 'a\nb', 'a\\b']) {
+      const c = await coordinator(
+        json({ snapshot: 's2', base: 's1', changed: [entry('l', 'link', 0o777, 0, target)], removed: [] }),
+      );
+      try {
+        await assert.rejects(pull(c.url, s.into), /a link l whose target holds/);
+        await assert.rejects(lstat(join(s.into, 'l')), { code: 'ENOENT' });
+      } finally {
+        await c.close();
+      }
+    }
+  });
+
+  it("a frame header's path that is not well-formed is refused", () => {
+    assert.throws(() => parseFrameHeader(Buffer.from(JSON.stringify({ path: 'x\ud800', size: 0 }))), /lone surrogate/);
+    assert.throws(() => parseFrameHeader(Buffer.from(JSON.stringify({ path: 'a\tb', size: 0 }))), /control character/);
+  });
+
+  it('a directory replaced by a link after it was opened for writing: nothing the link leads to is chmodded', async () => {
+    const s = await slotBesidePrecious();
+    await mkdir(join(s.into, 'a/sub'), { recursive: true, mode: 0o755 });
+    await chmod(join(s.into, 'a/sub'), 0o555);
+    await mkdir(join(s.outside, 'sub'), { mode: 0o755 });
+    await chmod(join(s.outside, 'sub'), 0o755);
+    const dirs = new WritableDirs(s.into);
+    await dirs.open(join(s.into, 'a/sub'));
+    dirs.setFinal(join(s.into, 'a/sub'), 0o500);
+    // the directory goes under a spelling the copier did not forget, and a link takes its place
+    await rm(join(s.into, 'a'), { recursive: true });
+    await symlink(s.outside, join(s.into, 'a'));
+    await dirs.settle();
+    assert.equal((await lstat(join(s.outside, 'sub'))).mode & 0o7777, 0o755);
+  });
+});
+
+describe('what a slot drifted to', () => {
+  it('a socket, a file or a link where the snapshot has a directory is replaced, not a pull failed for ever', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    // a socket: no walk lists it, so no comparison removes it (a FIFO or a device the same)
+    const socket = createNetServer();
+    await new Promise<void>((r) => socket.listen(join(into, 'd'), r));
+    await writeFile(join(into, 'e'), 'a file');
+    await symlink('.', join(into, 'l'));
+    try {
+      assert.ok((await lstat(join(into, 'd'))).isSocket());
+      const changed = ['d', 'e', 'l'].flatMap((d) => [entry(d, 'dir', 0o755), entry(`${d}/f`, 'file', 0o644, 1)]);
+      const c = await coordinator(
+        json({ snapshot: 's2', base: null, changed, removed: [] }),
+        framesOf({ 'd/f': Buffer.from('f'), 'e/f': Buffer.from('f'), 'l/f': Buffer.from('f') }),
+      );
+      try {
+        await pull(c.url, into, { base: null });
+        for (const d of ['d', 'e', 'l']) {
+          assert.ok((await lstat(join(into, d))).isDirectory(), d);
+          assert.equal(await readFile(join(into, d, 'f'), 'utf8'), 'f');
+        }
+      } finally {
+        await c.close();
+      }
+    } finally {
+      socket.close();
+    }
+  });
+});
+
 describe('a hostile coordinator cannot exhaust a host', () => {
   it('a manifest announced larger than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
@@ -215,7 +331,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       await assert.rejects(
         pull(c.url, into, { base: null }),
-        /manifest of \d+ bytes or more, over the bound of 524288000 bytes/,
+        /manifest of \d+ bytes or more, over the bound of 268435456 bytes/,
       );
     } finally {
       await c.close();
@@ -258,11 +374,126 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       await assert.rejects(
         pull(c.url, into, { base: null, limits: { manifestEntries: 10 } }),
-        /manifest of 11 entries, over the bound of 10/,
+        /manifest of more than 10 entries, over the bound of 10/,
       );
     } finally {
       await c.close();
     }
+  });
+
+  for (const [name, body, refusal] of [
+    [
+      'many small values under a junk field',
+      `{"changed":[],"removed":[],"junk":[${'{},'.repeat(10_000)}{}]}`,
+      /another shape/,
+    ],
+    [
+      'a nested value in an entry',
+      '{"changed":[{"path":"a","type":"dir","mode":493,"size":0,"mtimeMs":1,"x":[0,0]}],"removed":[]}',
+      /another shape/,
+    ],
+    [
+      'more fields in an entry than an entry has',
+      `{"changed":[{${Array.from({ length: 8 }, (_, i) => `"f${i}":0`).join(',')}}],"removed":[]}`,
+      /another shape/,
+    ],
+    ['an unknown field of the answer', '{"changed":[],"removed":[],"junk":"x"}', /a manifest with a field "junk"/],
+    [
+      'an unknown field of an entry',
+      '{"changed":[{"path":"a","type":"dir","mode":493,"size":0,"mtimeMs":1,"junk":0}],"removed":[]}',
+      /a manifest entry with a field "junk"/,
+    ],
+  ] as const) {
+    it(`a manifest with ${name} is refused${refusal.source.includes('shape') ? ' before it is parsed' : ''}`, async () => {
+      const into = await temp.make('mirrorswap-hostile-');
+      const c = await coordinator((_req, res) => res.end(body));
+      try {
+        await assert.rejects(pull(c.url, into, { base: null }), refusal);
+      } finally {
+        await c.close();
+      }
+    });
+  }
+
+  /** A coordinator that sends `first`, then a byte every 50 ms: never idle long enough for the idle timer. */
+  const drip =
+    (first: string | Buffer, byte: string): Handler =>
+    (_req, res) => {
+      res.write(first);
+      const t = setInterval(() => res.write(byte), 50);
+      res.on('close', () => clearInterval(t));
+    };
+  /** `p`, or a failure once `ms` have passed: a pull that never ends fails the test instead of hanging it. */
+  const within = <T>(p: Promise<T>, ms: number) =>
+    Promise.race([
+      p,
+      new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms)),
+    ]);
+
+  it('a coordinator dripping its manifest is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator(drip('{"changed":[],"removed":[]', ' '));
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000),
+        /slower than the bound of 65536 bytes a second past 500 ms/,
+      );
+      assert.ok(Date.now() - started < 2000);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a coordinator dripping a file is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const c = await coordinator(
+      json({ base: null, changed: [entry('a.txt', 'file', 0o644, 1_000_000)], removed: [] }),
+      (_req, res) => drip(frameHeader('a.txt', 1_000_000), 'x')(_req, res, Buffer.alloc(0)),
+    );
+    try {
+      await assert.rejects(within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000), /slower than the bound/);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a coordinator dripping the head of its answer is given up on', async () => {
+    const into = await temp.make('mirrorswap-hostile-');
+    const server = createNetServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\n');
+      const t = setInterval(() => socket.write('x'), 50);
+      socket.on('close', () => clearInterval(t));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      await assert.rejects(
+        within(pull(url, into, { base: null, timeoutMs: 500 }), 5000),
+        /did not answer within 500 ms/,
+      );
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a file sent in tiny writes is joined once, not once per chunk', async () => {
+    const chunks = Array.from({ length: 4096 }, (_, i) => Buffer.alloc(64, i));
+    const reader = new FrameReader(Readable.from(chunks) as unknown as IncomingMessage, new Pace(5000, 1));
+    const concat = Buffer.concat;
+    let joins = 0;
+    Buffer.concat = ((list: readonly Uint8Array[], total?: number) => {
+      joins++;
+      return concat(list, total);
+    }) as typeof Buffer.concat;
+    try {
+      const got = await reader.read(64 * 4096);
+      assert.ok(got.equals(concat(chunks)));
+    } finally {
+      Buffer.concat = concat;
+    }
+    assert.ok(joins <= 1, `${joins} joins for one read`);
   });
 
   it('a frame header longer than the bound is refused before it is read', async () => {
@@ -336,8 +567,8 @@ describe('the bounds as docs/FLEET.md states them', () => {
       assert.ok(m, `docs/FLEET.md has no row for ${name}`);
       return (m[1] as string).replaceAll(',', '');
     };
-    assert.equal(PULL_LIMITS.manifestBytes, 500 * 1024 ** 2);
-    assert.match(row('a manifest answer'), /^500 MiB /);
+    assert.equal(PULL_LIMITS.manifestBytes, 256 * 1024 ** 2);
+    assert.match(row('a manifest answer'), /^256 MiB /);
     assert.match(row('entries of a manifest answer'), new RegExp(`^${PULL_LIMITS.manifestEntries} `));
     assert.equal(PULL_LIMITS.frameHeaderBytes, 64 * 1024);
     assert.match(row('a frame header'), /^64 KiB /);
@@ -348,6 +579,8 @@ describe('the bounds as docs/FLEET.md states them', () => {
       ),
     );
     assert.match(row("a link's target"), new RegExp(`^${PULL_LIMITS.linkTargetBytes} bytes`));
+    assert.equal(PULL_LIMITS.minBytesPerSecond, 64 * 1024);
+    assert.match(row("a coordinator's pace"), /^64 KiB a second /);
     assert.match(row('paths asked in one files request'), new RegExp(`^${MAX_PATHS_PER_REQUEST} `));
   });
 });

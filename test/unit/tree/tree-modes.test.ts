@@ -29,4 +29,8 @@ describe('trees of any mode, copied by an unprivileged agent', () => {
   it('a host slot with read-only directories takes later pulls under them, deltas and whole compares alike', async () => {
     await runUnprivileged('pull', await temp('mirrorswap-modes-pull-'));
   });
+
+  it('slots whose modes drifted (a 0000 directory or file, a 0555 root) are repaired by a full sync and a whole pull, and pulled into', async () => {
+    await runUnprivileged('drift', await temp('mirrorswap-modes-drift-'));
+  });
 });
