@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { REPO_ROOT, sourceFiles } from '../../../testkit/source-files.js';
 
 /**
  * The house rules, drawn from the sources' own imports: every room is a
@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
  * itself back through others, type imports included.
  */
 
-const ROOT = resolve(fileURLToPath(new URL('../../../../', import.meta.url)));
+const ROOT = REPO_ROOT;
+const sources = sourceFiles;
 
 /** Rooms, lowest first: a file may import its own room and lower ranks only. */
 const ROOMS: [prefix: string, rank: number][] = [
@@ -31,16 +32,6 @@ function roomOf(file: string): [string, number] {
   const room = ROOMS.find(([prefix]) => file.startsWith(prefix));
   if (!room) throw new Error(`${file} lies in no room: put it in one of ${ROOMS.map(([p]) => p).join(', ')}`);
   return room;
-}
-
-function sources(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const path = join(dir, name);
-    if (statSync(join(ROOT, path)).isDirectory()) out.push(...sources(path));
-    else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path);
-  }
-  return out;
 }
 
 const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)['"](\.{1,2}\/[^'"]+)['"]/g;

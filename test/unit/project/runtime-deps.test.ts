@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { REPO_ROOT, sourceFiles } from '../../../testkit/source-files.js';
 
 /**
  * What an application installs with mirrorswap is `dependencies` and nothing
@@ -12,17 +12,8 @@ import { fileURLToPath } from 'node:url';
  * must not be one of them (an application brings its own, or none).
  */
 
-const ROOT = resolve(fileURLToPath(new URL('../../../../', import.meta.url)));
-
-function sources(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const path = join(dir, name);
-    if (statSync(join(ROOT, path)).isDirectory()) out.push(...sources(path));
-    else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path);
-  }
-  return out;
-}
+const ROOT = REPO_ROOT;
+const sources = sourceFiles;
 
 /** `import … from 'x'` and `export … from 'x'` statements: what they bring in, and the specifier. */
 const FROM = /^[ \t]*(import|export)\b([^'";]*?)\bfrom\s*['"]([^'"]+)['"]/gm;
