@@ -5,7 +5,14 @@ import type { ConnectionOptions } from 'node:tls';
 import { Agent, Client, type Dispatcher, buildConnector } from 'undici';
 import { PROXY_DEFAULTS } from '../defaults.js';
 import { type HeaderPolicy, clientAddress, clientResponseHeaders, upstreamRequestHeaders } from './header-policy.js';
-import { type BufferBudget, type ClientBody, ClientBodyError, bufferBudget, readClientBody } from './request-body.js';
+import {
+  type BufferBudget,
+  type ClientBody,
+  ClientBodyError,
+  bufferBudget,
+  hasBody,
+  readClientBody,
+} from './request-body.js';
 import { type Refusal, isRefusal, requestRefusal, upstreamTarget } from './request-checks.js';
 
 /** TLS settings for https upstreams. */
@@ -440,6 +447,11 @@ export class Forwarder {
         this.#responseHandler(req, res, fail, end, (c) => (controller = c)),
       );
     };
+    // most requests carry no body: sent at once, without a promise's turn
+    if (!hasBody(req)) {
+      send({ kind: 'none' });
+      return;
+    }
     readClientBody(req, this.#opts.requestBufferSize, this.#opts.clientBodyTimeout, this.#buffered)
       .then(send, (err: unknown) => fail(err instanceof ClientBodyError ? err.outcome : 'other'))
       .catch(() => fail('other'));

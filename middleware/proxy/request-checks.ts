@@ -65,6 +65,8 @@ const hex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >=
 function pathRefusal(path: string): string | null {
   const end = path.search(/[?#]/);
   const raw = end === -1 ? path : path.slice(0, end);
+  // the common path: nothing escaped and no dot segment, so nothing to decode or climb
+  if (!raw.includes('%') && !raw.includes('/.')) return null;
   let decoded = '';
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
