@@ -3,7 +3,7 @@ import { createConnection } from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { publishEpoch } from '../src/store/publish.js';
 import { type SlotName, type StoreLayout, storeLayout } from '../src/store/store-layout.js';
 import { fileURLToPath } from 'node:url';
@@ -165,4 +165,33 @@ export function timed(label: string, fn: () => void, indent = '  '): number {
   const ms = performance.now() - t;
   console.error(`${indent}${label}: ${ms.toFixed(0)} ms`);
   return ms;
+}
+
+/**
+ * nginx as the benchmarks run it (one worker in the foreground, sendfile,
+ * open_file_cache, its temp files under `prefix`), with `server` as its
+ * server blocks; `PORT` in them is replaced by a free port.
+ */
+export async function startBenchNginx(prefix: string, server: string): Promise<{ child: ChildProcess; port: number }> {
+  requireCommand('nginx');
+  const port = await freePort();
+  await mkdir(join(prefix, 'tmp'), { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  open_file_cache max=10000 inactive=60s; open_file_cache_valid 60s;
+  client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp;
+  uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;
+  types { text/html html; }
+  ${server.replace('PORT', String(port))}
+}
+`,
+  );
+  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
+  await waitForPort(port);
+  return { child, port };
 }

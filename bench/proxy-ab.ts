@@ -9,38 +9,14 @@
  *   npm run bench:proxy -- [--a /path/to/old/dist/bench/proxy-target.js] [--rounds 3] [--duration 5]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchStore, flag, freePort, machine, requireCommand, stop, waitForPort, wrk } from './lib.js';
+import { benchStore, flag, machine, startBenchNginx, stop, wrk } from './lib.js';
 
 function option(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? undefined : process.argv[i + 1];
-}
-
-async function nginx(prefix: string, server: string): Promise<{ child: ChildProcess; port: number }> {
-  requireCommand('nginx');
-  const port = await freePort();
-  await mkdir(join(prefix, 'tmp'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  await writeFile(
-    conf,
-    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; sendfile on; keepalive_requests 100000;
-  open_file_cache max=10000 inactive=60s; open_file_cache_valid 60s;
-  client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp;
-  uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;
-  types { text/html html; }
-  ${server.replace('PORT', String(port))}
-}
-`,
-  );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
-  await waitForPort(port);
-  return { child, port };
 }
 
 /** A proxy-target.js (this build's, or another's) in front of `upstream`. */
@@ -62,8 +38,11 @@ async function main(): Promise<void> {
   });
   const root = layout.root;
   const paths = Array.from({ length: 500 }, (_, i) => `/f${i}.html`);
-  const origin = await nginx(join(root, 'origin'), `server { listen 127.0.0.1:PORT; root ${layout.slots.a}; }`);
-  const front = await nginx(
+  const origin = await startBenchNginx(
+    join(root, 'origin'),
+    `server { listen 127.0.0.1:PORT; root ${layout.slots.a}; }`,
+  );
+  const front = await startBenchNginx(
     join(root, 'front'),
     `upstream app { server 127.0.0.1:${origin.port}; keepalive 64; }
   server { listen 127.0.0.1:PORT; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,

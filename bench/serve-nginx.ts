@@ -7,48 +7,17 @@
  *
  *   npm run bench:nginx [-- --duration 10 --rounds 2]
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  benchStore,
-  flag,
-  freePort,
-  machine,
-  requireCommand,
-  startServe,
-  startTarget,
-  stop,
-  waitForPort,
-  wrk,
-} from './lib.js';
+import { benchStore, flag, machine, startBenchNginx, startServe, startTarget, stop, wrk } from './lib.js';
 
 const duration = flag('duration', 10);
 const rounds = flag('rounds', 2);
 
-async function startNginx(root: string, slotRoot: string): Promise<{ child: ChildProcess; port: number }> {
-  requireCommand('nginx');
-  const port = await freePort();
-  const prefix = join(root, 'nginx');
-  await mkdir(join(prefix, 'tmp'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  await writeFile(
-    conf,
-    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
-  open_file_cache max=10000 inactive=60s; open_file_cache_valid 60s;
-  client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp;
-  uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;
-  types { text/html html; }
-  server { listen 127.0.0.1:${port}; root ${slotRoot}; }
-}
-`,
-  );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
-  await waitForPort(port);
-  return { child, port };
+/** nginx serving the slot, its own files beside the store. */
+function startNginx(root: string, slotRoot: string): Promise<{ child: ChildProcess; port: number }> {
+  return startBenchNginx(join(root, 'nginx'), `server { listen 127.0.0.1:PORT; root ${slotRoot}; }`);
 }
 
 async function main(): Promise<void> {
