@@ -10,7 +10,7 @@ import {
   type ClientBody,
   ClientBodyError,
   bufferBudget,
-  hasBody,
+  carriesBody,
   readClientBody,
 } from './request-body.js';
 import { type Refusal, isRefusal, requestRefusal, upstreamTarget } from './request-checks.js';
@@ -58,7 +58,6 @@ export interface ForwarderOptions {
    * as SNI, is always the upstream URL's host, never the client's Host.
    */
   upstreamTls?: UpstreamTls;
-  onError: (kind: UpstreamErrorKind, req: IncomingMessage) => void;
 }
 
 const REASONS: Record<number, string> = {
@@ -75,7 +74,8 @@ const REASONS: Record<number, string> = {
 /** Outcomes of the client's own doing: never counted as an upstream failure. */
 const CLIENT_OUTCOMES: ReadonlySet<Outcome> = new Set(['ok', 'client_closed', 'client_timeout', 'bad_request']);
 
-function isUpstreamFailure(outcome: Outcome): outcome is UpstreamErrorKind {
+/** An outcome that is the upstream's failure: what a caller counts as an upstream error. */
+export function isUpstreamFailure(outcome: Outcome): outcome is UpstreamErrorKind {
   return !CLIENT_OUTCOMES.has(outcome);
 }
 
@@ -168,7 +168,7 @@ function earlyHints(raw: readonly (Buffer | string)[]): Record<string, string | 
  * path's answer before any response object owns the socket. A client that
  * never reads it is cut after `timeout`.
  */
-function endRaw(socket: Duplex, status: number, timeout: number): void {
+export function endRaw(socket: Duplex, status: number, timeout: number): void {
   const reason = REASONS[status] ?? 'Error';
   const body = `${reason}\n`;
   const timer = setTimeout(() => socket.destroy(), timeout);
@@ -342,16 +342,14 @@ export class Forwarder {
   web(req: IncomingMessage, res: ServerResponse, target: string, done: (outcome: Outcome) => void): void {
     const settled = settleOnce(done);
     const socket = req.socket;
+    // the common case: not pipelined behind another answer, so nothing to wait for
+    if (res.socket || res.destroyed || socket.destroyed) {
+      this.#forwardGuarded(req, res, target, settled);
+      return;
+    }
     const start = () => {
       cleanup();
-      try {
-        this.#forward(req, res, target, settled);
-      } catch {
-        // nothing of ours may throw into node:http; the client learns it as from any failure
-        if (!res.headersSent && !res.destroyed) answer(res, 502);
-        else res.destroy();
-        settled.end('other');
-      }
+      this.#forwardGuarded(req, res, target, settled);
     };
     const handedOver = () => {
       cleanup();
@@ -366,10 +364,6 @@ export class Forwarder {
       res.off('close', gone);
       this.#waiting.get(socket)?.delete(gone);
     };
-    if (res.socket || res.destroyed || socket.destroyed) {
-      start();
-      return;
-    }
     res.once('socket', handedOver);
     res.once('close', gone);
     // one listener per connection, however many requests wait on it
@@ -386,6 +380,17 @@ export class Forwarder {
     waiting.add(gone);
   }
 
+  /** `#forward`, with nothing of ours ever thrown into node:http: the client learns it as from any failure. */
+  #forwardGuarded(req: IncomingMessage, res: ServerResponse, target: string, settled: ReturnType<typeof settleOnce>) {
+    try {
+      this.#forward(req, res, target, settled);
+    } catch {
+      if (!res.headersSent && !res.destroyed) answer(res, 502);
+      else res.destroy();
+      settled.end('other');
+    }
+  }
+
   #forward(req: IncomingMessage, res: ServerResponse, target: string, settled: ReturnType<typeof settleOnce>): void {
     let controller: Dispatcher.DispatchController | null = null;
     let streamSlot: string | null = null;
@@ -400,7 +405,6 @@ export class Forwarder {
     };
     const fail = (o: Outcome, status = statusFor(o)) => {
       if (settled.outcome !== undefined) return;
-      if (isUpstreamFailure(o)) this.#opts.onError(o, req);
       controller?.abort(new Aborted(o));
       // Connection: close on the answer, so a body left unread never reads as the next request
       if (!res.headersSent && !res.destroyed) answer(res, status);
@@ -429,7 +433,7 @@ export class Forwarder {
         return;
       }
       if (body.kind === 'buffered') held = body.held;
-      const options: Dispatcher.DispatchOptions = { ...plan };
+      const options = plan; // made for this request alone: filled in, not copied
       if (body.kind === 'buffered') options.body = body.body;
       else if (body.kind === 'streamed') {
         const client = streamKey(clientAddress(req, this.#opts.trustProxy));
@@ -448,7 +452,7 @@ export class Forwarder {
       );
     };
     // most requests carry no body: sent at once, without a promise's turn
-    if (!hasBody(req)) {
+    if (!carriesBody(req)) {
       send({ kind: 'none' });
       return;
     }
@@ -581,7 +585,6 @@ export class Forwarder {
     };
     const refuse = (o: Outcome, status = statusFor(o)) => {
       if (settled.outcome !== undefined) return;
-      if (isUpstreamFailure(o)) this.#opts.onError(o, req);
       controller?.abort(new Aborted(o));
       if (upgraded || out?.headersSent || socket.destroyed || !socket.writable) socket.destroy();
       else endRaw(socket, status, sendTimeout);

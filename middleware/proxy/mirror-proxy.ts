@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { Counter } from 'prom-client';
 import { httpError } from '../../src/core/errors.js';
 import type { SlotName } from '../../src/store/store-layout.js';
-import { Forwarder, type UpstreamTls, whenSocketFree } from './forwarder.js';
+import { Forwarder, type Outcome, type UpstreamTls, endRaw, isUpstreamFailure, whenSocketFree } from './forwarder.js';
 import { statusClass } from '../mount/metrics.js';
 import { type MountSurface, MountState, mountSurface } from '../mount/mount-state.js';
 import { PROXY_DEFAULTS } from '../defaults.js';
@@ -187,7 +187,6 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     labelNames: ['kind'],
     registers: [registry],
   });
-  const slotOf = new WeakMap<IncomingMessage, SlotName>();
   const forwarder = new Forwarder({
     connectTimeout,
     idleTimeout,
@@ -198,8 +197,11 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     streamedBodiesPerClient,
     requestBufferTotal,
     ...(upstreamTls === undefined ? {} : { upstreamTls }),
-    onError: (kind, req) => upstreamErrors.inc({ slot: slotOf.get(req) ?? 'a', kind }),
   });
+  /** Upstream failures counted from how each exchange ended, on the slot it was pinned to. */
+  const countFailure = (slot: SlotName, outcome: Outcome) => {
+    if (isUpstreamFailure(outcome)) upstreamErrors.inc({ slot, kind: outcome });
+  };
 
   const unavailable = (next: Next) => {
     if (fallthrough) next();
@@ -213,11 +215,11 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
       return;
     }
     const { view } = pin;
-    slotOf.set(req, view.slot);
     view.data.responses.add(res);
     forwarder.web(req, res, view.data.target, (outcome) => {
       view.data.responses.delete(res);
       pin.release();
+      countFailure(view.slot, outcome);
       requests.inc({
         slot: view.slot,
         upstream: view.data.label,
@@ -236,8 +238,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
     );
   } as MirrorProxy;
 
-  const refuseUpgrade = (socket: Duplex) =>
-    socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  // the same fixed-bytes refusal the forwarder writes, with its bound on a client that never reads it
+  const refuseUpgrade = (socket: Duplex) => endRaw(socket, 503, clientBodyTimeout);
 
   function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
@@ -260,11 +262,11 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
       return;
     }
     const { view } = pin;
-    slotOf.set(req, view.slot);
     view.data.upgraded.add(socket);
-    forwarder.ws(req, socket, head, view.data.target, () => {
+    forwarder.ws(req, socket, head, view.data.target, (outcome) => {
       view.data.upgraded.delete(socket);
       pin.release();
+      countFailure(view.slot, outcome);
     });
   }
 

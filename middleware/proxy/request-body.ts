@@ -29,12 +29,9 @@ export interface BufferBudget {
 }
 
 /** A budget of `limit` bytes. */
-export function bufferBudget(limit: number): BufferBudget & { readonly held: number } {
+export function bufferBudget(limit: number): BufferBudget {
   let held = 0;
   return {
-    get held() {
-      return held;
-    },
     take(bytes) {
       if (held + bytes > limit) return false;
       held += bytes;
@@ -46,8 +43,11 @@ export function bufferBudget(limit: number): BufferBudget & { readonly held: num
   };
 }
 
-/** True when the request carries a body: a chunked one, or a Content-Length other than 0. */
-export function hasBody(req: IncomingMessage): boolean {
+/**
+ * True when the request carries bytes to read: a chunked body, or a Content-Length other
+ * than 0 (unlike core/http-io.ts's hasBody, an empty body counts as none: nothing to buffer).
+ */
+export function carriesBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
@@ -66,7 +66,7 @@ export function readClientBody(
   silence: number,
   budget?: BufferBudget,
 ): Promise<ClientBody> {
-  if (!hasBody(req)) return Promise.resolve({ kind: 'none' });
+  if (!carriesBody(req)) return Promise.resolve({ kind: 'none' });
   const declared = req.headers['content-length'];
   const length = declared === undefined ? null : Number(declared);
   return new Promise<ClientBody>((resolve, reject) => {

@@ -10,3 +10,13 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
+
+/**
+ * Whether a request's `Authorization: Bearer <token>` carries `expected`: the
+ * one reading of the header for every API (surrounding blanks ignored).
+ */
+export function bearerMatches(authorization: string | undefined, expected: string): boolean {
+  const header = authorization ?? '';
+  const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+  return given !== '' && tokenMatches(given, expected);
+}

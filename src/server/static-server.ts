@@ -1,10 +1,11 @@
 import { STATUS_CODES, type Server, createServer } from 'node:http';
 import { type MirrorStatic, mirrorStatic } from '../../middleware/static/mirror-static.js';
 import type { StaticOptions } from '../../middleware/options.js';
-import { Forwarder } from '../../middleware/proxy/forwarder.js';
+import { Forwarder, type Outcome, isUpstreamFailure } from '../../middleware/proxy/forwarder.js';
 import { PROXY_DEFAULTS } from '../../middleware/defaults.js';
 import { requestPath } from '../../middleware/static/path-resolver.js';
 import { closeServer, listen } from './listen.js';
+import { sendReadiness } from './send-readiness.js';
 import { Counter } from 'prom-client';
 
 export interface StaticServer {
@@ -40,9 +41,11 @@ export async function startStaticServer(
         connectTimeout: app.connectTimeout ?? PROXY_DEFAULTS.connectTimeout,
         idleTimeout: app.idleTimeout ?? PROXY_DEFAULTS.idleTimeout,
         changeOrigin: false,
-        onError: (kind) => upstreamErrors?.inc({ kind }),
       })
     : null;
+  const countFailure = (outcome: Outcome) => {
+    if (isUpstreamFailure(outcome)) upstreamErrors?.inc({ kind: outcome });
+  };
   const server = createServer((req, res) => {
     const path = requestPath(req.url);
     if (path === '/healthz') {
@@ -55,11 +58,7 @@ export async function startStaticServer(
     if (path === '/readyz') {
       // what a load balancer checks: answered from memory and the clock, so it never waits on a
       // disk or on the host agent (a stopped host agent's membership simply runs out)
-      const readiness = mw.readiness();
-      res.statusCode = readiness.ready ? 200 : 503;
-      res.setHeader('Content-Type', 'application/json');
-      res.setHeader('Cache-Control', 'no-store');
-      res.end(`${JSON.stringify(readiness)}\n`);
+      sendReadiness(res, mw.readiness());
       return;
     }
     if (path === '/metrics') {
@@ -72,7 +71,7 @@ export async function startStaticServer(
         return;
       }
       if (forwarder && app && err === undefined) {
-        forwarder.web(req, res, app.upstream, () => {});
+        forwarder.web(req, res, app.upstream, countFailure);
         return;
       }
       const status = (err as { status?: number } | undefined)?.status ?? (err ? 500 : 404);
@@ -83,7 +82,7 @@ export async function startStaticServer(
   });
   // WebSockets and other upgrades go to the application, untouched by the static side
   server.on('upgrade', (req, socket, head: Buffer) => {
-    if (forwarder && app) forwarder.ws(req, socket, head, app.upstream, () => {});
+    if (forwarder && app) forwarder.ws(req, socket, head, app.upstream, countFailure);
     else socket.destroy();
   });
   await mw.ready;

@@ -88,8 +88,12 @@ const STAGED_PER_THREAD = 256;
 /** Paths staged at a time (each file staged is at most `STAGE_MAX_BYTES`, `stage-files.ts`). */
 const STAGE_BATCH = 1024;
 
-/** Copies of more files than this are made durable with one syncfs(2) at the end. */
-const PER_FILE_SYNC_LIMIT = 256;
+/**
+ * Copies of more files than this are made durable with one syncfs(2) at the
+ * end; up to it, each file and changed directory is fsynced (a fleet pull
+ * follows the same rule).
+ */
+export const PER_FILE_SYNC_LIMIT = 256;
 
 /**
  * Flush the whole file system holding `path`: one syncfs(2), through

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ErrorCode, errorBody } from '../../core/errors.js';
 import { randomBytes } from 'node:crypto';
-import { tokenMatches } from '../../core/token-match.js';
-import { hasBodyOfType, queryOf, readBody, send, sendJson } from '../../core/http-io.js';
+import { bearerMatches } from '../../core/token-match.js';
+import { hasBodyOfType, pathOf, queryOf, readBody, send, sendJson } from '../../core/http-io.js';
 import { parseWritePath, WritePathError } from '../../store/write-path.js';
 import type { Logger } from '../../core/logger.js';
 import type { Agent, SwapRecord } from '../agent.js';
@@ -12,7 +12,7 @@ import { statusPage } from './status-page.js';
 import { stageTarBatch } from '../master/tar-batch.js';
 import { stat } from 'node:fs/promises';
 import { withDeadline } from '../../core/deadline.js';
-import { type Next, Router, originalUrl } from './router.js';
+import { type Next, Router } from './router.js';
 
 export interface ApiOptions {
   /** The agent once started; null while it is still starting (readyz answers 503). */
@@ -102,9 +102,7 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
 
   // everything under /v1 needs the token
   app.use('/v1', (req, res, next) => {
-    const header = req.headers.authorization ?? '';
-    const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
-    if (given === '' || !tokenMatches(given, expected)) {
+    if (!bearerMatches(req.headers.authorization, expected)) {
       res.setHeader('WWW-Authenticate', 'Bearer realm="mirrorswap"');
       sendError(res, 401, 'UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required');
       return;
@@ -131,7 +129,7 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
-      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      const path = parseWritePath(pathOf(req.url).slice(1));
       refuseDeclaredOversize(req);
       const staged = await agent.writer.stage(req, opts.maxBody);
       const seq = await agent.writer.apply([{ op: 'put', path, tmp: staged.tmp, size: staged.size }]);
@@ -148,7 +146,7 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     const agent = agentOr503(res);
     if (!agent) return;
     try {
-      const path = parseWritePath(rawTail(req, '/v1/files/'));
+      const path = parseWritePath(pathOf(req.url).slice(1));
       const seq = await agent.writer.apply([{ op: 'delete', path }]);
       agent.changed();
       count('delete', 'ok');
@@ -248,12 +246,4 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     opts.logger.error({ err: (err as Error)?.message, method: req.method, url: req.url }, 'request failed');
     sendError(res, 500, 'INTERNAL', 'internal error; see the agent log');
   });
-}
-
-/** The still-encoded part of the request path after `prefix`. */
-function rawTail(req: Req, prefix: string): string {
-  const url = originalUrl(req);
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  return path.startsWith(prefix) ? path.slice(prefix.length) : '';
 }

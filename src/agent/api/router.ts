@@ -7,13 +7,6 @@ export type Next = (err?: unknown) => void;
 export type Handler = (req: IncomingMessage, res: ServerResponse, next: Next) => unknown;
 export type ErrorHandler = (err: unknown, req: IncomingMessage, res: ServerResponse) => void;
 
-const originals = new WeakMap<IncomingMessage, string>();
-
-/** The request target as it arrived, before a `use` rule cut its prefix off `req.url`. */
-export function originalUrl(req: IncomingMessage): string {
-  return originals.get(req) ?? req.url ?? '/';
-}
-
 interface Rule {
   /** null: any method. */
   method: string | null;
@@ -53,7 +46,6 @@ export class Router {
   listener(onError: ErrorHandler): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => {
       const url = req.url ?? '/';
-      originals.set(req, url);
       const path = pathOf(url);
       const q = url.indexOf('?');
       const query = q === -1 ? '' : url.slice(q);

@@ -1,3 +1,5 @@
+import { pathOf } from '../../core/http-io.js';
+import { sendReadiness } from '../../server/send-readiness.js';
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -116,14 +118,10 @@ export async function nginxCommand(values: FlagValues): Promise<number> {
     const { host, port } = listenFlag(values, 'metrics');
     const serveMetrics = metricsHandler(companion.registry);
     metrics = createServer((req, res) => {
-      if (req.url === '/metrics') serveMetrics(req, res);
-      else if (req.url === '/readyz') {
-        const readiness = companion.readiness();
-        res.statusCode = readiness.ready ? 200 : 503;
-        res.setHeader('Content-Type', 'application/json');
-        res.setHeader('Cache-Control', 'no-store');
-        res.end(`${JSON.stringify(readiness)}\n`);
-      } else if (req.url === '/status') {
+      const path = pathOf(req.url);
+      if (path === '/metrics') serveMetrics(req, res);
+      else if (path === '/readyz') sendReadiness(res, companion.readiness());
+      else if (path === '/status') {
         res.setHeader('Content-Type', 'application/json');
         res.end(`${JSON.stringify(companion.status())}\n`);
       } else {

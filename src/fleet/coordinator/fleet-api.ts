@@ -7,7 +7,7 @@ import { readSmallFile } from '../../store/read-small-file.js';
 import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hasBodyOfType, pathOf, queryOf, readBody, sendJson } from '../../core/http-io.js';
-import { tokenMatches } from '../../core/token-match.js';
+import { bearerMatches } from '../../core/token-match.js';
 import type { Logger } from '../../core/logger.js';
 import { type ManifestEntry, badPath } from '../../tree/manifest.js';
 import type { Snapshots } from './snapshots.js';
@@ -47,11 +47,25 @@ export type FleetApi = (req: IncomingMessage, res: ServerResponse, next: (err?: 
  * of named files. Both need the fleet token; both read only a slot that
  * holds the snapshot named, and count as pulls on it while they run.
  */
+/**
+ * A snapshot's files by path, made once per manifest (a manifest never
+ * changes once read): a host asks in batches, and a large snapshot would
+ * otherwise be indexed again for every batch of every host.
+ */
+const fileIndexes = new WeakMap<readonly ManifestEntry[], Map<string, ManifestEntry>>();
+function filesOf(manifest: readonly ManifestEntry[]): Map<string, ManifestEntry> {
+  let index = fileIndexes.get(manifest);
+  if (!index) {
+    index = new Map();
+    for (const e of manifest) if (e.type === 'file') index.set(e.path, e);
+    fileIndexes.set(manifest, index);
+  }
+  return index;
+}
+
 export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): FleetApi {
   return (req, res, next) => {
-    const header = req.headers.authorization ?? '';
-    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (given === '' || !tokenMatches(given, token)) {
+    if (!bearerMatches(req.headers.authorization, token)) {
       sendJson(res, 401, errorBody('UNAUTHORIZED', 'the fleet token is required'));
       return;
     }
@@ -96,7 +110,7 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): F
       sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
       return;
     }
-    const files = new Map(pull.manifest.filter((e) => e.type === 'file').map((e) => [e.path, e]));
+    const files = filesOf(pull.manifest);
     const unknown = (paths as string[]).find((p) => !files.has(p));
     if (unknown !== undefined) {
       pull.done();

@@ -5,7 +5,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { dirname, join } from 'node:path';
 import { msInside } from '../../tree/copy-times.js';
-import { syncFileSystems } from '../../tree/tree-copy.js';
+import { PER_FILE_SYNC_LIMIT, syncFileSystems } from '../../tree/tree-copy.js';
 import { walkPool } from '../../tree/walk-pool.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
@@ -63,14 +63,6 @@ export interface PullStats {
   totalBytes: number;
 }
 
-/**
- * Up to this many changed entries, a durable pull fsyncs each file and each
- * directory it changed; above, one syncfs of the slot's file system is
- * cheaper. A swap of a few files must not flush a whole disk (and every
- * other writer's dirty pages with it).
- */
-const FSYNC_EACH_UP_TO = 256;
-
 /** Largest answer one files request asks for, in content bytes. */
 const BATCH_BYTES = 32 * 1024 * 1024;
 
@@ -124,7 +116,7 @@ async function applyDelta(
   limits: Readonly<PullLimits>,
   dirModes: WritableDirs,
 ): Promise<PullStats> {
-  const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= FSYNC_EACH_UP_TO;
+  const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= PER_FILE_SYNC_LIMIT; // as the agent's copies: a swap of a few files must not flush a whole disk
   /** Directories whose entries changed: fsynced at the end when files are fsynced one by one. */
   const touched = new Set<string>();
   const touch = (path: string) => {
