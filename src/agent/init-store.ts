@@ -57,11 +57,9 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
   }
   if (!positions) return null;
   const complete = SLOTS.filter((s) => positions[s].seq !== null && !positions[s].copying);
-  if (complete.length === 0) {
-    // Neither copy is known complete: serve the one not being written when the state was last saved.
-    const notCopying = SLOTS.find((s) => !positions[s].copying) ?? 'a';
-    return { epoch: 1, mounted: notCopying, why: 'from the slot positions: no copy is known complete' };
-  }
+  // Neither copy is known complete (a first `init` killed during its copy, say) and no server
+  // mounts either: nothing may be published from them. The store is made anew, copies and all.
+  if (complete.length === 0) return null;
   const best = complete.reduce((x, y) => ((positions[y].seq ?? -1) > (positions[x].seq ?? -1) ? y : x));
   return { epoch: 1, mounted: best, why: `from the slot positions: slot ${best} was synced last` };
 }

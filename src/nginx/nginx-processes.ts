@@ -21,7 +21,32 @@ export async function readMasterPid(pidFile: string): Promise<number | null> {
   }
   const pid = Number(bytes?.toString('utf8').trim());
   if (!Number.isInteger(pid) || pid <= 1) return null;
-  return (await isAlive(pid)) ? pid : null;
+  // a pid file left by a dead nginx may name a pid the kernel gave to anyone since
+  return (await isAlive(pid)) && (await isTrustedMaster(pid)) ? pid : null;
+}
+
+/**
+ * Whether `pid` is an nginx master this companion may signal and whose binary
+ * and options it may run `nginx -t` with: its title says so, and it runs as
+ * root or as the companion's own user. A process of another user can set any
+ * title; trusting it would let that user pick the binary a root companion
+ * runs, or have an unrelated process signalled.
+ */
+export async function isTrustedMaster(pid: number): Promise<boolean> {
+  const raw = await rawCmdline(pid);
+  // its title, or (a build that keeps its arguments) a program named nginx
+  const named = /^nginx: master process/.test(raw) || /(^|\/)nginx$/.test(raw.split('\0')[0] ?? '');
+  if (!named) return false;
+  let status: string;
+  try {
+    status = await readFile(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return false;
+  }
+  // every uid of the process (real, effective, saved, file system) is root's or ours
+  const uids = /^Uid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/).map(Number) ?? [];
+  const own = process.getuid?.() ?? 0;
+  return uids.length > 0 && uids.every((uid) => uid === 0 || uid === own);
 }
 
 async function isAlive(pid: number): Promise<boolean> {
@@ -177,6 +202,8 @@ export function configTestArgs(options: NginxOptions): string[] {
  * refused. Returns nginx's own words, or null when the check passes.
  */
 export async function configProblem(master: number): Promise<string | null> {
+  // the binary and options run are the master's own: only ever those of a master we trust
+  if (!(await isTrustedMaster(master))) return null;
   let exe: string;
   let cwd: string | undefined;
   try {
@@ -198,12 +225,12 @@ export async function configProblem(master: number): Promise<string | null> {
   });
 }
 
-/** Every running nginx master on this host (by its title). */
+/** Every running nginx master on this host this companion may trust (`isTrustedMaster`). */
 export async function runningMasters(): Promise<number[]> {
   const masters: number[] = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    if (/^nginx: master process/.test(await cmdline(Number(name)))) masters.push(Number(name));
+    if (await isTrustedMaster(Number(name))) masters.push(Number(name));
   }
   return masters;
 }
@@ -215,18 +242,11 @@ export async function runningMasters(): Promise<number[]> {
  * or more than one could be meant.
  */
 export async function masterNamedBy(reloadCmd: string): Promise<number | null> {
-  const tokens = reloadCmd.split(/\s+/);
-  const confOfCmd = tokens[tokens.indexOf('-c') + 1];
+  // the command's own configuration, read by nginx's grammar (`-c FILE` and `-cFILE` alike)
+  const confOfCmd = parseNginxArgs(reloadCmd.split(/\s+/).filter(Boolean).slice(1), true).c;
+  const masters = await runningMasters();
+  if (confOfCmd === undefined) return masters.length === 1 ? (masters[0] as number) : null;
   const matches: number[] = [];
-  const masters: number[] = [];
-  for (const name of await readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const title = await cmdline(Number(name));
-    if (!/^nginx: master process/.test(title)) continue;
-    masters.push(Number(name));
-    const conf = (await masterOptions(Number(name))).c;
-    if (conf !== undefined && confOfCmd !== undefined && conf === confOfCmd) matches.push(Number(name));
-  }
-  if (confOfCmd !== undefined && tokens.includes('-c')) return matches.length === 1 ? (matches[0] as number) : null;
-  return masters.length === 1 ? (masters[0] as number) : null;
+  for (const pid of masters) if ((await masterOptions(pid)).c === confOfCmd) matches.push(pid);
+  return matches.length === 1 ? (matches[0] as number) : null;
 }

@@ -97,7 +97,8 @@ export class MasterWriter {
     });
     // The body is piped by hand, not through pipeline(): on a refusal the
     // request must stay open so the writer gets its 413 instead of a reset.
-    body.on('error', (err) => counter.destroy(err));
+    // a request's error before its end is its client going away (node:http's "aborted"): the writer's doing, a 400
+    body.on('error', (err) => counter.destroy(body.readableEnded ? err : bodyAborted()));
     body.once('close', () => {
       if (!body.readableEnded) counter.destroy(bodyAborted());
     });

@@ -88,7 +88,9 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     });
     url = await listen(server, host, port);
   }
-  agent = await HostAgent.start({
+  // a start that fails (another agent holds the store, say) must not leave a listener answering
+  // /healthz 200 for an agent that is not running: everything opened so far is closed, and the error stands
+  const started = HostAgent.start({
     etcd: reached.etcd,
     fleet: reached.fleet,
     hostId,
@@ -101,6 +103,13 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     drainTimeoutMs,
     durable: values.fsync !== false,
   });
+  try {
+    agent = await started;
+  } catch (err) {
+    if (server) await closeServer(server, 'all');
+    reached.etcd.close();
+    throw err;
+  }
   log.info({ host: agent.host, fleet: reached.fleet, store: layout.root, url }, 'fleet host agent running');
   log.info({ signal: await stopSignal() }, 'shutting down');
   if (server) await closeServer(server, 'all');

@@ -251,5 +251,8 @@ describe("the agent API's own routing and body reading, against raw clients", ()
     await waitFor('no staged file left', async () => (await tempFilesIn(store.master)).length === 0);
     const names = await readdir(store.master);
     for (const name of ['cut1.txt', 'cut2.txt', 'cut3.txt']) assert.ok(!names.includes(name), name);
+    // a client that went away is its own doing: never counted (nor logged) as the agent's failure
+    const metrics = await (await agent.call('GET', '/metrics')).text();
+    assert.doesNotMatch(metrics, /mirrorswap_agent_writes_total\{op="put",result="500"\}/);
   });
 });

@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { EtcdGateway } from '../../../src/fleet/etcd.js';
 import { HostAgent } from '../../../src/fleet/host/host-agent.js';
+import { StoreLock } from '../../../src/store/store-lock.js';
 import { storeLayout } from '../../../src/store/store-layout.js';
 import { memoryLogger } from '../../../testkit/app.js';
 import { freePort } from '../../../testkit/server.js';
-import { tempDirs } from '../../../testkit/store.js';
+import { runCli } from '../../../testkit/proc.js';
+import { tempDirs, tempStore } from '../../../testkit/store.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
@@ -41,5 +46,40 @@ describe('the fleet host agent', () => {
       etcd: new EtcdGateway({ endpoints: ['http://127.0.0.1:9'], timeoutMs: 200 }),
     });
     await again.close();
+  });
+});
+
+describe('mirrorswap host when another agent holds the store', () => {
+  it('exits naming the holder, and leaves no listener answering /healthz for an agent that is not running', async () => {
+    const store = await tempStore();
+    const tokenFile = join(store.root, 'fleet-token');
+    await writeFile(tokenFile, 'a-fleet-token-of-32-characters!!\n', { mode: 0o600 });
+    await mkdir(store.stateDir, { recursive: true });
+    const lock = await StoreLock.acquire(store.lockFile, 'the test, standing in for another agent');
+    const port = await freePort();
+    const host = runCli([
+      'host',
+      '--store',
+      store.root,
+      '--etcd',
+      'http://127.0.0.1:1',
+      '--fleet',
+      'web',
+      '--token-file',
+      tokenFile,
+      '--listen',
+      `127.0.0.1:${port}`,
+    ]);
+    try {
+      const code = await Promise.race([host.exited(), delay(15_000).then(() => 'still running')]);
+      assert.notEqual(code, 'still running', `the host agent kept running without its store:\n${host.output()}`);
+      assert.notEqual(code, 0);
+      assert.match(host.output(), /the test, standing in for another agent/);
+      await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`), 'a listener was left open');
+    } finally {
+      await host.kill('SIGKILL');
+      await lock.release();
+      await store.dispose();
+    }
   });
 });
