@@ -1,0 +1,228 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isNotOfThatKind } from '../core/nothing-there.js';
+import { TEMP_DIR_NAME } from './store-layout.js';
+
+/**
+ * The content index of a copy: for each directory of a slot, what the agent
+ * learnt of its files when it copied them: a hash of the content (for strong
+ * ETags that are the same for the same bytes in every copy, release and
+ * host) and the precompressed variants beside each file (`app.js.br`,
+ * `app.js.gz`), made by the agent or found in master.
+ *
+ * Written into a copy only while it is the standby, before it is published,
+ * and only by rename (a reader sees a whole index or the one before); read by
+ * the servers. Every record carries the stamp of the file it describes
+ * (inode, size, mtime), and of each variant (inode, size): a reader uses a
+ * record only when the stamps match what it opened. Files in a copy are never
+ * written in place, so a stale index (a crash between a file's rename and its
+ * index's) costs a strong ETag or a variant, never a wrong answer.
+ *
+ * One index per directory, at `<slot>/.mirrorswap-meta/index/<hash of the
+ * directory's path>.json`: a sync that changes ten files rewrites the indexes
+ * of their directories only, and a lookup reads one small file.
+ */
+
+/** Directory at the root of each slot holding what the agent derives from a copy. Never served, copied or compared. */
+export const META_DIR_NAME = '.mirrorswap-meta';
+
+/** Version of the index format; a reader ignores (treats as absent) an index of another. */
+export const CONTENT_INDEX_VERSION = 1;
+
+/** Content codings a variant may have, in the server's order of preference when the client weighs them equally. */
+export const VARIANT_ENCODINGS = ['br', 'gzip'] as const;
+export type VariantEncoding = (typeof VARIANT_ENCODINGS)[number];
+
+/** A variant's file name is its original's plus this suffix, as nginx's `gzip_static` and `brotli_static` expect. */
+export const VARIANT_SUFFIX: Readonly<Record<VariantEncoding, string>> = Object.freeze({ br: '.br', gzip: '.gz' });
+
+/** What identifies one file of a copy: a file replaced by rename gets a new inode. */
+export interface FileStamp {
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/** A variant beside a file: its stamp, the hash of its own bytes, and who made it. */
+export interface VariantRecord {
+  readonly ino: number;
+  readonly size: number;
+  /** base64url SHA-256 of the variant's bytes (its ETag). */
+  readonly sha256: string;
+  /** True when the agent made it; false for a sibling master holds itself (then it is master's file, kept on delete). */
+  readonly made: boolean;
+}
+
+/** What the index says of one file. */
+export interface FileRecord extends FileStamp {
+  /** base64url SHA-256 of the file's bytes. */
+  readonly sha256: string;
+  readonly variants?: Readonly<Partial<Record<VariantEncoding, VariantRecord>>>;
+}
+
+/** One directory's index. `dir` is the directory's path in the copy ('' for the root, no leading or trailing slash). */
+export interface DirectoryIndex {
+  readonly v: typeof CONTENT_INDEX_VERSION;
+  readonly dir: string;
+  readonly files: Readonly<Record<string, FileRecord>>;
+}
+
+/** Where the index of `relDir` ('' for the root) lives in the copy at `slotRoot`. */
+export function directoryIndexPath(slotRoot: string, relDir: string): string {
+  const name = createHash('sha256').update(relDir).digest('hex').slice(0, 32);
+  return join(slotRoot, META_DIR_NAME, 'index', `${name}.json`);
+}
+
+/** The SHA-256 of `bytes`, base64url: how the index writes hashes. */
+export function contentHash(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('base64url');
+}
+
+/**
+ * A strong ETag from a base64url SHA-256: its first 22 characters (132 bits),
+ * quoted. The same bytes give the same tag in every copy, release and host.
+ */
+export function strongEtag(sha256: string): string {
+  return `"${sha256.slice(0, 22)}"`;
+}
+
+/** True when `record` describes the file whose status is `st`. */
+export function stampMatches(record: FileStamp, st: FileStamp): boolean {
+  return record.ino === st.ino && record.size === st.size && record.mtimeMs === st.mtimeMs;
+}
+
+/** True when `variant` describes the file whose status is `st`. */
+export function variantMatches(variant: VariantRecord, st: { ino: number; size: number }): boolean {
+  return variant.ino === st.ino && variant.size === st.size;
+}
+
+const HASH = /^[A-Za-z0-9_-]{43}$/;
+
+function isNumber(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+}
+
+function validVariant(v: unknown): v is VariantRecord {
+  const r = v as VariantRecord;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    isNumber(r.ino) &&
+    isNumber(r.size) &&
+    typeof r.sha256 === 'string' &&
+    HASH.test(r.sha256) &&
+    typeof r.made === 'boolean'
+  );
+}
+
+function validRecord(v: unknown): v is FileRecord {
+  const r = v as FileRecord;
+  if (typeof r !== 'object' || r === null) return false;
+  if (!isNumber(r.ino) || !isNumber(r.size) || !isNumber(r.mtimeMs)) return false;
+  if (typeof r.sha256 !== 'string' || !HASH.test(r.sha256)) return false;
+  if (r.variants === undefined) return true;
+  if (typeof r.variants !== 'object' || r.variants === null) return false;
+  for (const [encoding, variant] of Object.entries(r.variants)) {
+    if (!(VARIANT_ENCODINGS as readonly string[]).includes(encoding) || !validVariant(variant)) return false;
+  }
+  return true;
+}
+
+/**
+ * The index parsed from `text`, or null when it is not one of this version
+ * for `relDir` (torn, hand-edited, another directory's): a reader then knows
+ * nothing of the directory, which is safe. Records that are malformed are
+ * left out, one by one.
+ */
+export function parseDirectoryIndex(text: string, relDir: string): DirectoryIndex | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const index = parsed as DirectoryIndex;
+  if (typeof index !== 'object' || index === null || index.v !== CONTENT_INDEX_VERSION || index.dir !== relDir) {
+    return null;
+  }
+  if (typeof index.files !== 'object' || index.files === null) return null;
+  const files: Record<string, FileRecord> = Object.create(null);
+  for (const [name, record] of Object.entries(index.files)) {
+    if (name !== '' && !name.includes('/') && validRecord(record)) files[name] = record;
+  }
+  return { v: CONTENT_INDEX_VERSION, dir: relDir, files };
+}
+
+/** The index of `relDir` in the copy at `slotRoot`; null when there is none (or none readable). For servers. */
+export async function readDirectoryIndex(slotRoot: string, relDir: string): Promise<DirectoryIndex | null> {
+  let text: string;
+  try {
+    text = await readFile(directoryIndexPath(slotRoot, relDir), 'utf8');
+  } catch (err) {
+    if (isNotOfThatKind(err)) return null;
+    throw err;
+  }
+  return parseDirectoryIndex(text, relDir);
+}
+
+/** As `readDirectoryIndex`, with blocking calls: for the agent's walk threads. */
+export function readDirectoryIndexSync(slotRoot: string, relDir: string): DirectoryIndex | null {
+  let text: string;
+  try {
+    text = readFileSync(directoryIndexPath(slotRoot, relDir), 'utf8');
+  } catch (err) {
+    if (isNotOfThatKind(err)) return null;
+    throw err;
+  }
+  return parseDirectoryIndex(text, relDir);
+}
+
+/**
+ * Replace the index of `relDir` in the copy at `slotRoot` by rename (through
+ * the slot's temp directory, which must exist), or remove it when `files` is
+ * empty. Not made durable here: the copy's writer syncs the whole copy before
+ * it publishes it, as it does for the files themselves. Blocking calls, for a
+ * walk thread; one writer per directory at a time.
+ */
+export function writeDirectoryIndexSync(
+  slotRoot: string,
+  relDir: string,
+  files: Readonly<Record<string, FileRecord>>,
+): void {
+  const path = directoryIndexPath(slotRoot, relDir);
+  if (Object.keys(files).length === 0) {
+    try {
+      unlinkSync(path);
+    } catch (err) {
+      if (!isNotOfThatKind(err)) throw err;
+    }
+    return;
+  }
+  const index: DirectoryIndex = { v: CONTENT_INDEX_VERSION, dir: relDir, files };
+  const tmp = join(slotRoot, TEMP_DIR_NAME, `index-${randomBytes(8).toString('hex')}.json`);
+  const fd = openSync(tmp, 'wx', 0o644);
+  try {
+    const data = Buffer.from(JSON.stringify(index));
+    for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    try {
+      renameSync(tmp, path);
+    } catch (err) {
+      if (!isNotOfThatKind(err)) throw err;
+      mkdirSync(join(slotRoot, META_DIR_NAME, 'index'), { recursive: true, mode: 0o755 });
+      renameSync(tmp, path);
+    }
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // gone already: nothing is left behind
+    }
+    throw err;
+  }
+}
