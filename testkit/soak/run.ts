@@ -55,6 +55,7 @@ const wrong =
 console.log(
   `${report.requests} requests, ${report.swaps} swaps, ${report.writes} write batches; errors ${report.errors}, torn ${report.torn}, ` +
     `ETag mismatches ${report.etagMismatches}, regressions ${report.regressions}, failed swaps ${report.failedSwaps}; ` +
+    `precompressed answers decoded and checked: br ${report.encoded.br}, gzip ${report.encoded.gzip}; ` +
     `${report.aborted} aborted requests, ${report.stalls} stalls past the lease (${report.stalledServerRequests} requests to that server), leaked counts ${report.leakedCounts}; ` +
     `throughput during swaps ${report.ratio.toFixed(2)} of steady (${report.swappingRps.toFixed(0)} / ${report.steadyRps.toFixed(0)} req/s, ` +
     `${report.windows} pairs of ${report.windowMs / 1000} s windows, pairs say ${report.ratioInterval.map((r) => r.toFixed(2)).join('–')}; quiet windows of the second half / first half: ${report.quietRatio.toFixed(2)}); ` +
