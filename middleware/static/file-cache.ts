@@ -102,6 +102,11 @@ export class FileCache implements BodyHolder {
     return this.#entries.get(key);
   }
 
+  /** True while a lookup of `key` is under way (a request for it then waits for that one). */
+  isPending(key: string): boolean {
+    return this.#pending.has(key);
+  }
+
   /** Look up `key`, resolving it at most once however many requests ask at the same time. */
   resolve(key: string, lookup: () => Promise<Entry>): Promise<Entry> {
     let pending = this.#pending.get(key);

@@ -69,32 +69,49 @@ function atBareMountPoint(req: IncomingMessage, key: string): boolean {
   return !(q === -1 ? original : original.slice(0, q)).endsWith('/');
 }
 
-/** At most this many lookups, for at most this long, are made ahead of a switch. */
+/** At most this many of the old copy's paths are looked up again in the new one, around a switch. */
 const WARM_MAX_KEYS = 1000;
-const WARM_BUDGET_MS = 100;
+/**
+ * How long a switch waits for those lookups: a short head start, so the
+ * hottest paths are in memory when the first requests arrive, but never most
+ * of the time from an epoch's publish to serving it (a fleet commits to every
+ * web server at once, and waits for the slowest).
+ */
+const WARM_AHEAD_MS = 10;
+/** How long the rest may go on after the switch, in the background, among the requests. */
+const WARM_AFTER_MS = 100;
 const WARM_CONCURRENCY = 4;
 
 /**
- * Look up in the new copy the paths found in the old one, before the switch:
- * the first requests after it are then answered from memory instead of all
- * waiting on the same cold lookups. Bounded in keys and time, so a huge cache
- * cannot hold a switch back; what is left is looked up on demand as before.
+ * Look up in the new copy the paths found in the old one: for `WARM_AHEAD_MS`
+ * before the switch (requests keep going to the old copy meanwhile), then, not
+ * awaited, for up to `WARM_AFTER_MS` after it while the new copy is still the
+ * one mounted. A request for a path still being looked up waits for that one
+ * lookup (the cache coalesces them), never for the whole warm-up. Bounded in
+ * keys and time, so a huge cache cannot hold a switch back.
  */
 async function warmCache(
   next: MountView<FileCache>,
   keys: string[],
   opts: ResolvedStaticOptions,
   arena: BodyArena,
+  stillMounted: () => boolean,
 ): Promise<void> {
-  const deadline = performance.now() + WARM_BUDGET_MS;
   let i = 0;
-  const worker = async () => {
-    while (i < keys.length && performance.now() < deadline) {
+  const lookUp = async (until: number, keepGoing: () => boolean) => {
+    while (i < keys.length && performance.now() < until && keepGoing()) {
       const key = keys[i++] as string;
       await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena)).catch(() => {});
     }
   };
-  await Promise.all(Array.from({ length: WARM_CONCURRENCY }, worker));
+  const ahead = performance.now() + WARM_AHEAD_MS;
+  await Promise.all(Array.from({ length: WARM_CONCURRENCY }, () => lookUp(ahead, () => true)));
+  if (i >= keys.length) return;
+  const after = performance.now() + WARM_AFTER_MS;
+  // once switched (the caller mounts `next` as soon as this returns); stops if another epoch came
+  setImmediate(() => {
+    for (let w = 0; w < WARM_CONCURRENCY; w++) void lookUp(after, stillMounted);
+  });
 }
 
 /**
@@ -113,7 +130,8 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   const mount: MountState<FileCache> = new MountState<FileCache>(opts, 'static', {
     makeData: () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }, arena),
     onDrop: (old) => old.data.clear(),
-    warm: (next, previous) => warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena),
+    warm: (next, previous) =>
+      warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena, () => mount.view === next),
   });
   const registry = mount.metrics.registry;
   const requests = new RequestCounter(
@@ -123,7 +141,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   );
   const cacheHits = new HotCounter(
     'mirrorswap_server_cache_hits_total',
-    'Path lookups answered from the per-epoch cache',
+    'Path lookups answered from the per-epoch cache (or by a lookup of the same path under way)',
     registry,
   );
   const cacheMisses = new HotCounter(
@@ -284,7 +302,9 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       answer(req, res, next, pin, cached, again);
       return;
     }
-    cacheMisses.inc();
+    // a path the warm-up is looking up already is answered by that lookup: not a second trip to the disk
+    if (view.data.isPending(key)) cacheHits.inc();
+    else cacheMisses.inc();
     view.data
       .resolve(key, () => resolveRequestPath(key, view, opts, arena))
       .then(

@@ -78,7 +78,7 @@ describe('mirrorStatic metrics', () => {
   });
 });
 
-describe('mirrorStatic warms the new copy before switching', () => {
+describe('mirrorStatic warms the new copy around the switch', () => {
   let store: TempStore;
   let app: TestApp;
   const registry = new Registry();
@@ -107,7 +107,7 @@ describe('mirrorStatic warms the new copy before switching', () => {
     assert.equal(
       await metric('mirrorswap_server_cache_misses_total'),
       3,
-      'found paths were looked up before the switch',
+      'found paths were looked up by the warm-up, not by these requests',
     );
     // a path refused in the old copy is not carried over: looked up on demand, and found now
     assert.equal((await rawGet(app.port, '/missing.txt')).body.toString(), 'now here');
