@@ -40,5 +40,5 @@ export interface AgentContext {
 /** Record the epoch the servers now follow, in memory and in the metric. */
 export function setEpoch(ctx: AgentContext, record: EpochRecord): void {
   ctx.epoch = record;
-  ctx.metrics.epoch.set(record.epoch);
+  ctx.metrics.mounted(record);
 }

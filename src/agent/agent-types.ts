@@ -66,6 +66,8 @@ export interface SwapRecord {
   dropped: string[];
   /** In a fleet: the hosts that switched with it, and those evicted from it. */
   fleet?: { members: string[]; evicted: string[] };
+  /** The release id of what it mounts: given at sync, or the earlier release a rollback mounts again. */
+  release?: string;
 }
 
 /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
@@ -89,6 +91,13 @@ export interface AgentStatus {
   epoch: number;
   mounted: SlotName | null;
   publishedAt: string | null;
+  /** The mounted release's id, when its sync named one. */
+  release?: string;
+  /**
+   * The release mounted before (its epoch and id), and whether the standby
+   * still holds it: what `rollback` (or `rollback --to` it) mounts again.
+   */
+  previous?: { epoch: number; release?: string; retained: boolean };
   /** `syncing` is true while a copy into the standby is unfinished (its content is mixed). */
   standby: { slot: SlotName; seq: number | null; syncing: boolean } | null;
   journalSeq: number;

@@ -19,7 +19,7 @@ import { followCommitted } from './swap/fleet-truth.js';
 import { Schedule } from './swap/schedule.js';
 import type { StoreLock } from '../store/store-lock.js';
 import { runSwap } from './swap/swap.js';
-import { SwapQueue } from './swap/swap-queue.js';
+import { SwapQueue, rollbackRefusal } from './swap/swap-queue.js';
 import type { Difference } from '../tree/tree-copy.js';
 
 export type {
@@ -77,7 +77,7 @@ export class Agent {
         return { live, stale: hbs.length - live };
       },
     });
-    this.metrics.epoch.set(store.epoch.epoch);
+    this.metrics.mounted(store.epoch);
     const fleet = opts.fleet
       ? new FleetCoordinator({ ...opts.fleet, slotRoots: opts.layout.slots, log: opts.logger })
       : undefined;
@@ -99,8 +99,8 @@ export class Agent {
       incomplete: (reason) => this.#incomplete(reason),
     };
     this.#queue = new SwapQueue({
-      swap: async (kind, full, onPublished) => {
-        const record = await runSwap(this.#ctx, kind, full, onPublished);
+      swap: async (kind, full, onPublished, asked) => {
+        const record = await runSwap(this.#ctx, kind, full, onPublished, asked);
         this.#history = [record, ...this.#history].slice(0, HISTORY);
         return record;
       },
@@ -216,7 +216,7 @@ export class Agent {
    * swap; every caller gets the record of the swap that covered its request.
    * An explicit request (not auto or interval) lifts a pause left by rollback.
    */
-  requestSync(opts: { reason: string; full?: boolean }): Promise<SwapRecord> {
+  requestSync(opts: { reason: string; full?: boolean; release?: string | undefined }): Promise<SwapRecord> {
     return this.#queue.requestSync(opts);
   }
 
@@ -224,10 +224,12 @@ export class Agent {
    * Mount the standby again, when it still holds an older release than the
    * mounted copy, and pause automatic syncs. Refused (NO_ROLLBACK, pausing
    * nothing) when nothing older is retained: right after another rollback
-   * the standby holds the release just rolled back from.
+   * the standby holds the release just rolled back from. With `to` (a
+   * release id or an epoch number), refused too unless that is what the
+   * standby holds.
    */
-  rollback(): Promise<SwapRecord> {
-    return this.#queue.rollback();
+  rollback(to?: string): Promise<SwapRecord> {
+    return this.#queue.rollback(to);
   }
 
   /** Compare master with the mounted slot (or the given one) without changing anything. */
@@ -254,6 +256,15 @@ export class Agent {
       epoch: epoch.epoch,
       mounted: epoch.mounted,
       publishedAt: epoch.publishedAt,
+      ...(epoch.release !== undefined ? { release: epoch.release } : {}),
+      ...(epoch.previous
+        ? {
+            previous: {
+              ...epoch.previous,
+              retained: rollbackRefusal(standby, standbyAt, slots.get(epoch.mounted)) === null,
+            },
+          }
+        : {}),
       standby: { slot: standby, seq: standbyAt.seq, syncing: standbyAt.copying },
       journalSeq: this.#journal.lastSeq,
       pendingChanges: this.pendingChanges(),

@@ -92,7 +92,7 @@ export async function initStore(
   if (existing) return { created: false, recovered: null, record: existing, unreadable: [] };
   const recovered = await recoverMount(layout);
   if (recovered) {
-    const record = await publishEpoch(layout, recovered.epoch, recovered.mounted, opts.lease);
+    const record = await publishEpoch(layout, recovered.epoch, recovered.mounted, { lease: opts.lease });
     return { created: false, recovered: recovered.why, record, unreadable: [] };
   }
   const seq = journal.lastSeq;
@@ -112,6 +112,6 @@ export async function initStore(
   // one syncfs per file system holding a slot; only then is either copy said to be complete
   if (opts.durable ?? AGENT_DEFAULTS.durable) await syncFileSystems(SLOTS.map((slot) => layout.slots[slot]));
   for (const slot of SLOTS) await slots.set(slot, { seq, copying: false });
-  const record = await publishEpoch(layout, 1, 'a', opts.lease);
+  const record = await publishEpoch(layout, 1, 'a', { lease: opts.lease });
   return { created: true, recovered: null, record, unreadable: [...unreadable] };
 }

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AgentStatus, SwapRecord } from '../agent/agent.js';
 import type { Difference } from '../tree/tree-copy.js';
+import { releaseIdProblem } from '../store/epoch-file.js';
 import { CLIENT_FLAGS, layoutFrom, readToken, tokenFileFor } from './common.js';
 import { type FlagSpecs, type FlagValues, UsageError, stringFlag } from './flags.js';
 import { RecentRate, describeProgress, describeWalk, progressLine } from './progress.js';
@@ -10,12 +11,32 @@ export const SYNC_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
   wait: { type: 'boolean', default: false, help: 'wait until the swap is done and print what it did' },
   full: { type: 'boolean', default: false, help: 'compare whole trees instead of using the change journal' },
+  release: {
+    type: 'string',
+    arg: 'ID',
+    help: 'name the release (a git SHA, a deployment id): shown in status, logs, metrics and the epoch file',
+  },
 };
 export const STATUS_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
   json: { type: 'boolean', default: false, help: 'print JSON' },
 };
-export const ROLLBACK_FLAGS: FlagSpecs = { ...CLIENT_FLAGS };
+export const ROLLBACK_FLAGS: FlagSpecs = {
+  ...CLIENT_FLAGS,
+  to: {
+    type: 'string',
+    arg: 'ID|EPOCH',
+    help: 'mount this release (its id or epoch) again: refused unless it is the one before the mounted one',
+  },
+};
+
+/** A release id flag, checked here so a mistake is a usage error, not a round trip. */
+function releaseFlag(values: FlagValues, name: string): string | undefined {
+  const value = stringFlag(values, name);
+  const problem = value === undefined ? null : releaseIdProblem(value);
+  if (problem) throw new UsageError(`--${name}: ${problem}`);
+  return value;
+}
 export const VERIFY_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
   json: { type: 'boolean', default: false, help: 'print JSON' },
@@ -124,7 +145,7 @@ const phaseMillis = (seconds: number | undefined) =>
   seconds === undefined ? '-' : `${(seconds * 1000).toFixed(1)} ms`;
 
 function describeSwap(r: SwapRecord): string {
-  const head = `${r.kind} to epoch ${r.epoch} (slot ${r.from} -> ${r.to}): ${r.result}`;
+  const head = `${r.kind} to epoch ${r.epoch}${r.release === undefined ? '' : `, release ${r.release}`} (slot ${r.from} -> ${r.to}): ${r.result}`;
   const phases = `wait ${phaseMillis(r.phases.wait)}, copy ${phaseMillis(r.phases.copy)}, publish ${phaseMillis(r.phases.publish)}, drain ${phaseMillis(r.phases.drain)}`;
   const copied = `${r.mode} copy: ${r.copied.files} files, ${r.copied.bytes} bytes, ${r.copied.deleted} deleted`;
   // what master would not let the agent read: the copy left it as it was, every sync until it can
@@ -140,7 +161,8 @@ function describeSwap(r: SwapRecord): string {
 
 export async function syncCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
-  const query = `?wait=${values.wait ? 1 : 0}${values.full ? '&full=1' : ''}`;
+  const release = releaseFlag(values, 'release');
+  const query = `?wait=${values.wait ? 1 : 0}${values.full ? '&full=1' : ''}${release ? `&release=${encodeURIComponent(release)}` : ''}`;
   if (!values.wait) {
     const { status } = await call('POST', `/v1/sync${query}`);
     console.log(status === 202 ? 'sync requested' : `agent answered ${status}`);
@@ -164,7 +186,8 @@ export async function syncCommand(values: FlagValues): Promise<number> {
 
 export async function rollbackCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
-  const { body } = await call<SwapRecord>('POST', '/v1/rollback');
+  const to = releaseFlag(values, 'to');
+  const { body } = await call<SwapRecord>('POST', `/v1/rollback${to ? `?to=${encodeURIComponent(to)}` : ''}`);
   console.log(describeSwap(body));
   return body.result === 'ok' ? 0 : 1;
 }
@@ -198,7 +221,12 @@ export async function statusCommand(values: FlagValues): Promise<number> {
     : '-';
   console.log(
     [
-      `epoch ${s.epoch}, slot ${s.mounted} mounted since ${s.publishedAt}`,
+      `epoch ${s.epoch}${s.release === undefined ? '' : `, release ${s.release}`}, slot ${s.mounted} mounted since ${s.publishedAt}`,
+      ...(s.previous
+        ? [
+            `before it: epoch ${s.previous.epoch}${s.previous.release === undefined ? '' : `, release ${s.previous.release}`} (${s.previous.retained ? 'held by the standby: rollback mounts it again' : 'no longer held'})`,
+          ]
+        : []),
       `standby: ${standby}`,
       `pending changes: ${s.pendingChanges ?? 'unknown (next sync compares whole trees)'}${s.paused ? ' (automatic syncs paused by rollback)' : ''}`,
       `swapping: ${s.swapping ? `${s.swapping.kind}, ${s.swapping.phase}` : 'no'}`,

@@ -62,13 +62,13 @@ const COMMANDS: Record<string, Command> = {
     run: nginxCommand,
   },
   sync: {
-    usage: 'mirrorswap sync [--wait] [--full]',
+    usage: 'mirrorswap sync [--wait] [--full] [--release ID]',
     summary: 'Ask the running agent to copy master to the standby and swap.',
     flags: SYNC_FLAGS,
     run: syncCommand,
   },
   rollback: {
-    usage: 'mirrorswap rollback',
+    usage: 'mirrorswap rollback [--to ID|EPOCH]',
     summary: 'Mount the previous copy again and pause automatic syncs until the next explicit sync.',
     flags: ROLLBACK_FLAGS,
     run: rollbackCommand,

@@ -25,7 +25,9 @@ export const ERROR_CODES = Object.freeze({
   DISK_FULL: 'master has no space left; nothing was written',
   BATCH_UNFINISHED: 'a batch failed after it was logged and partly applied; writes and syncs wait until it is finished',
   DRAIN_TIMEOUT: 'servers still held a slot at --drain-timeout',
-  NO_ROLLBACK: 'the standby holds no complete release older than the mounted one',
+  NO_ROLLBACK:
+    'the standby holds no complete release older than the mounted one, or rollback --to names a release the standby does not hold',
+  BAD_RELEASE: 'a release id (sync --release, rollback --to) breaks its rules: 1 to 128 of A-Z a-z 0-9 . _ : + @ -',
   SLOT_NOT_VOUCHED: 'the copy about to be mounted is not recorded as holding what the swap meant',
   STORE_LOCKED: 'another agent holds the store',
   STORE_LOCK: 'the lock file cannot be opened or is not a regular file',

@@ -52,6 +52,8 @@ export interface FleetEpoch {
   /** Hosts that prepared it; others follow it by catching up. */
   members: string[];
   committedAt: string;
+  /** The release id given at sync, if one was: every host publishes it with the epoch. */
+  release?: string;
 }
 
 /** `prepared/<snapshot>/<host>`: a host's answer to a proposal, on its lease. */

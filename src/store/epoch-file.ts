@@ -28,6 +28,35 @@ export interface EpochRecord {
    * going that long without renewing (optional: readers assume 10 s).
    */
   readonly lease?: number;
+  /** The release id given at sync (`sync --release ID`: a git SHA, a deployment id), when one was. */
+  readonly release?: string;
+  /**
+   * What the other slot held when this was published: the epoch (and release)
+   * mounted before. A rollback mounts it again while that slot still holds it.
+   */
+  readonly previous?: PreviousRelease;
+}
+
+/** The release the other slot held at a publish. */
+export interface PreviousRelease {
+  readonly epoch: number;
+  readonly release?: string;
+}
+
+/**
+ * What a release id may be: 1 to 128 of letters, digits and `. _ : + @ -`,
+ * starting with a letter or digit. A git SHA, `v1.2.3+build.5` or a
+ * framework's deployment id (`dpl_8f2c…`) fit; it goes into headers, metric
+ * labels and URLs, so nothing that needs quoting does.
+ */
+export const RELEASE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}$/;
+
+/** Why `value` is not a release id, or null when it is one. */
+export function releaseIdProblem(value: unknown): string | null {
+  if (typeof value !== 'string' || value === '') return 'a release id must be a non-empty string';
+  if (!RELEASE_ID_PATTERN.test(value))
+    return `release id ${JSON.stringify(value.slice(0, 140))} is not 1-128 of A-Z a-z 0-9 . _ : + @ - starting with a letter or digit`;
+  return null;
 }
 
 /** The lease readers assume when the epoch file does not state one. */
@@ -71,6 +100,14 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
   if (obj.lease !== undefined && !isIntegerAtLeast(obj.lease, 1)) {
     bad('lease', 'a positive integer of milliseconds');
   }
+  if (obj.release !== undefined && releaseIdProblem(obj.release)) bad('release', 'a release id (RELEASE_ID_PATTERN)');
+  const previous = obj.previous as Record<string, unknown> | undefined;
+  if (previous !== undefined) {
+    if (typeof previous !== 'object' || previous === null) bad('previous', 'an object with "epoch"');
+    const p = previous as Record<string, unknown>;
+    if (!isIntegerAtLeast(p.epoch, 1)) bad('previous.epoch', 'a positive integer');
+    if (p.release !== undefined && releaseIdProblem(p.release)) bad('previous.release', 'a release id');
+  }
   const r = roots as Record<SlotName, string>;
   return Object.freeze({
     format: EPOCH_FORMAT,
@@ -79,6 +116,15 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
     roots: Object.freeze({ a: r.a, b: r.b }),
     publishedAt: obj.publishedAt as string,
     ...(obj.lease !== undefined ? { lease: obj.lease as number } : {}),
+    ...(obj.release !== undefined ? { release: obj.release as string } : {}),
+    ...(previous !== undefined
+      ? {
+          previous: Object.freeze({
+            epoch: previous.epoch as number,
+            ...(previous.release !== undefined ? { release: previous.release as string } : {}),
+          }),
+        }
+      : {}),
   });
 }
 

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { bearerMatches } from '../../core/token-match.js';
 import { hasBodyOfType, pathOf, queryOf, readBody, send, sendJson } from '../../core/http-io.js';
 import { parseWritePath, WritePathError } from '../../store/write-path.js';
+import { releaseIdProblem } from '../../store/epoch-file.js';
 import type { Logger } from '../../core/logger.js';
 import type { Agent, SwapRecord } from '../agent.js';
 import { stageJsonBatch } from '../master/json-batch.js';
@@ -36,6 +37,11 @@ function swapStatus(record: SwapRecord): number {
 /** Body of an error answer: a stable code and a message meant for the writer, never an internal one. */
 function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string): void {
   sendJson(res, status, errorBody(code, message));
+}
+
+/** A query parameter given once; a parameter given twice is taken as malformed (an array), never as either. */
+function oneValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(',') : v;
 }
 
 function truthy(v: unknown): boolean {
@@ -189,7 +195,10 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     const agent = agentOr503(res);
     if (!agent) return;
     const query = queryOf(req);
-    const done = agent.requestSync({ reason: 'api', full: truthy(query.full) });
+    const release = oneValue(query.release);
+    const problem = release === undefined ? null : releaseIdProblem(release);
+    if (problem) return sendError(res, 400, 'BAD_RELEASE', `release: ${problem}`);
+    const done = agent.requestSync({ reason: 'api', full: truthy(query.full), release });
     if (!truthy(query.wait)) {
       sendJson(res, 202, { accepted: true });
       return;
@@ -198,10 +207,14 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     sendJson(res, swapStatus(record), record);
   });
 
-  app.post('/v1/rollback', async (_req, res) => {
+  app.post('/v1/rollback', async (req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    const record = await agent.rollback();
+    const to = oneValue(queryOf(req).to);
+    // a target is a release id or an epoch number: both fit the release id's rules
+    const problem = to === undefined ? null : releaseIdProblem(to);
+    if (problem) return sendError(res, 400, 'BAD_RELEASE', `to: ${problem}`);
+    const record = await agent.rollback(to);
     sendJson(res, swapStatus(record), record);
   });
 

@@ -18,14 +18,28 @@ export class AgentMetrics {
   readonly lastSuccess: Gauge;
   readonly writes: Counter<'op' | 'result'>;
   readonly hookFailures: Counter<'hook'>;
+  readonly release: Gauge<'release' | 'epoch'>;
   readonly repairs: Counter<'trigger'>;
   readonly knowledgeGaps: Counter;
   readonly reconcileSeconds: Histogram;
+
+  /** What the metrics say of the epoch published: its number, and its release as an info metric. */
+  mounted(record: { epoch: number; release?: string | undefined }): void {
+    this.epoch.set(record.epoch);
+    this.release.reset();
+    this.release.set({ release: record.release ?? '', epoch: String(record.epoch) }, 1);
+  }
 
   constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: number; stale: number }> }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mirrorswap_agent_' });
     this.epoch = new Gauge({ name: 'mirrorswap_agent_epoch', help: 'Epoch currently published', registers });
+    this.release = new Gauge({
+      name: 'mirrorswap_agent_release_info',
+      help: 'The release mounted (1): its id (empty when its sync named none) and epoch',
+      labelNames: ['release', 'epoch'],
+      registers,
+    });
     this.swaps = new Counter({
       name: 'mirrorswap_agent_swaps_total',
       help: 'Swaps attempted, by result (ok, failed, drain_timeout) and kind (sync, rollback)',

@@ -27,7 +27,14 @@ export async function followCommitted(ctx: AgentContext, committed: FleetEpoch |
       { fleetEpoch: committed.epoch, local: ctx.epoch.epoch, slot },
       'the fleet committed an epoch this store had not published (its coordinator stopped after the commit): publishing it',
     );
-    setEpoch(ctx, await publishEpoch(ctx.layout, committed.epoch, slot, ctx.opts.serverTtlMs));
+    setEpoch(
+      ctx,
+      await publishEpoch(ctx.layout, committed.epoch, slot, {
+        lease: ctx.opts.serverTtlMs,
+        release: committed.release,
+        current: ctx.epoch,
+      }),
+    );
   }
   if (ctx.epoch.mounted === slot && fleet.snapshots.idOf(slot) !== committed.snapshot)
     await fleet.snapshots.adopt(slot, committed.snapshot);

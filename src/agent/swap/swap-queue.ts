@@ -2,17 +2,26 @@ import { MirrorswapError } from '../../core/errors.js';
 import type { SlotName } from '../../store/store-layout.js';
 import type { ReconcileTrigger, SwapKind, SwapRecord } from '../agent-types.js';
 import type { SlotPosition } from '../../store/slot-positions.js';
+import type { EpochRecord } from '../../store/epoch-file.js';
 
 /** What the queue runs, one job at a time. */
 export interface QueueWork {
   /** Run one swap, calling `onPublished` the moment its epoch is published. */
-  swap(kind: SwapKind, full: boolean, onPublished: () => void): Promise<SwapRecord>;
+  swap(kind: SwapKind, full: boolean, onPublished: () => void, asked: SwapAsked): Promise<SwapRecord>;
   /** Compare master with the mounted copy; a failure is the work's to report. */
   reconcile(trigger: ReconcileTrigger): Promise<void>;
 }
 
+/** What a swap was asked for besides its kind. */
+export interface SwapAsked {
+  /** A sync's release id (`sync --release ID`). */
+  release?: string | undefined;
+  /** A rollback's target: the release id or epoch number it must mount (`rollback --to`). */
+  to?: string | undefined;
+}
+
 type Job =
-  | { kind: SwapKind; full: boolean; resolve: (r: SwapRecord) => void }
+  | { kind: SwapKind; full: boolean; asked: SwapAsked; resolve: (r: SwapRecord) => void }
   | { kind: 'reconcile'; trigger: ReconcileTrigger; resolve: () => void };
 
 /** Requests that come from the agent's own schedule, not from an operator. */
@@ -49,11 +58,13 @@ export class SwapQueue {
   }
 
   /** Ask for a sync; `reason` is "auto" or "interval" for the schedule's own requests. */
-  requestSync(opts: { reason: string; full?: boolean }): Promise<SwapRecord> {
+  requestSync(opts: { reason: string; full?: boolean; release?: string | undefined }): Promise<SwapRecord> {
     if (!SCHEDULED.has(opts.reason)) this.#paused = false;
     const last = this.#jobs.at(-1);
     if (last?.kind === 'sync') {
       last.full ||= opts.full ?? false;
+      // one swap covers both requests: it publishes master as of the later one, so its release
+      if (opts.release !== undefined) last.asked.release = opts.release;
       return new Promise((resolve) => {
         const previous = last.resolve;
         last.resolve = (r) => {
@@ -62,12 +73,12 @@ export class SwapQueue {
         };
       });
     }
-    return this.#enqueueSwap('sync', opts.full ?? false);
+    return this.#enqueueSwap('sync', opts.full ?? false, { release: opts.release });
   }
 
-  /** Ask for a rollback (see `rollbackRefusal` for when one is refused). */
-  rollback(): Promise<SwapRecord> {
-    return this.#enqueueSwap('rollback', false);
+  /** Ask for a rollback, to `to` if given (see `rollbackRefusal` for when one is refused). */
+  rollback(to?: string): Promise<SwapRecord> {
+    return this.#enqueueSwap('rollback', false, { to });
   }
 
   /** Queue a comparison of master, unless one waits already. Resolves when it ran (or was dropped). */
@@ -77,8 +88,8 @@ export class SwapQueue {
     return new Promise((resolve) => this.#push({ kind: 'reconcile', trigger, resolve }));
   }
 
-  #enqueueSwap(kind: SwapKind, full: boolean): Promise<SwapRecord> {
-    return new Promise((resolve) => this.#push({ kind, full, resolve }));
+  #enqueueSwap(kind: SwapKind, full: boolean, asked: SwapAsked): Promise<SwapRecord> {
+    return new Promise((resolve) => this.#push({ kind, full, asked, resolve }));
   }
 
   #push(job: Job): void {
@@ -97,7 +108,7 @@ export class SwapQueue {
         }
         // A rollback pauses from its publish on, so no scheduled sync comes in during its drain.
         const onPublished = job.kind === 'rollback' ? () => (this.#paused = true) : () => {};
-        job.resolve(await this.#work.swap(job.kind, job.full, onPublished));
+        job.resolve(await this.#work.swap(job.kind, job.full, onPublished, job.asked));
       }
     } finally {
       // cleared in the same tick as the last look at the jobs: a job pushed after it starts a new run
@@ -141,4 +152,27 @@ export function rollbackRefusal(
     );
   }
   return null;
+}
+
+/** How a release is named in messages: its epoch, and its id when it has one. */
+function nameOf(r: { epoch: number; release?: string | undefined }): string {
+  return r.release === undefined ? `epoch ${r.epoch}` : `epoch ${r.epoch} (release ${r.release})`;
+}
+
+/**
+ * Why a rollback to `target` (a release id, or an epoch number) would not
+ * mount it, or null when the standby holds it: the release mounted before
+ * the current one. A store keeps two copies, so that is the only one.
+ */
+export function rollbackTargetRefusal(target: string, current: EpochRecord): MirrorswapError | null {
+  const names = (r: { epoch: number; release?: string | undefined }) =>
+    r.release === target || (/^[1-9][0-9]*$/.test(target) && Number(target) === r.epoch);
+  if (names(current)) {
+    return new MirrorswapError('NO_ROLLBACK', `${nameOf(current)} is the one mounted; nothing to roll back to`);
+  }
+  if (current.previous && names(current.previous)) return null;
+  return new MirrorswapError(
+    'NO_ROLLBACK',
+    `${target} is not retained: this store keeps two copies, ${nameOf(current)} mounted${current.previous ? ` and ${nameOf(current.previous)} before it` : ''}; roll back to the one before, or publish the release again with sync`,
+  );
 }

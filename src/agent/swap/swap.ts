@@ -9,7 +9,7 @@ import { type WaitForServersOptions, waitForServers } from '../../store/drain.js
 import { runHook } from '../../store/hooks.js';
 import type { SwapPhase } from '../api/metrics.js';
 import { publishEpoch } from '../../store/publish.js';
-import { rollbackRefusal } from './swap-queue.js';
+import { type SwapAsked, rollbackRefusal, rollbackTargetRefusal } from './swap-queue.js';
 import { emptyStats } from '../../tree/tree-copy.js';
 import type { FleetCoordinator } from '../../fleet/coordinator/coordinator.js';
 import type { FleetEpoch } from '../../fleet/fleet-keys.js';
@@ -35,6 +35,7 @@ export async function runSwap(
   kind: SwapKind,
   full: boolean,
   onPublished: () => void = () => {},
+  asked: SwapAsked = {},
 ): Promise<SwapRecord> {
   await readEpochTruth(ctx);
   if (ctx.fleet?.elected) await followCommitted(ctx, await ctx.fleet.committed().catch(() => null));
@@ -53,6 +54,9 @@ export async function runSwap(
     copied: emptyStats(),
     dropped: [],
   };
+  // a rollback mounts again the release the other slot held when the mounted one was published
+  const release = kind === 'sync' ? asked.release : current.previous?.release;
+  if (release !== undefined) record.release = release;
   ctx.swapping = { kind, phase: 'wait' };
   let published = false;
   /** Frees what the copy replaced in the standby; started once the publish is out of the way. */
@@ -62,7 +66,9 @@ export async function runSwap(
     // a fleet swap is only ever committed by the elected coordinator: fail before copying
     ctx.fleet?.mustBeElected();
     if (kind === 'rollback') {
-      const refusal = rollbackRefusal(to, ctx.slots.get(to), ctx.slots.get(from));
+      const refusal =
+        rollbackRefusal(to, ctx.slots.get(to), ctx.slots.get(from)) ??
+        (asked.to === undefined ? null : rollbackTargetRefusal(asked.to, current));
       if (refusal) throw refusal;
     }
     // 1. the standby must be free: no live server still mounts it or has requests on it
@@ -91,7 +97,7 @@ export async function runSwap(
     // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
     const next = await phase(ctx, record, 'publish', async () => {
       if (!fleet) await vouchFor(ctx, to);
-      return publish(ctx, record.epoch, to);
+      return publish(ctx, record.epoch, to, record.release);
     });
     published = true;
     onPublished();
@@ -155,7 +161,13 @@ async function commitToFleet(ctx: AgentContext, record: SwapRecord, slot: SlotNa
   const fleet = ctx.fleet as FleetCoordinator;
   const snapshot = fleet.snapshots.idOf(slot) ?? (await fleet.snapshots.take(slot));
   record.epoch = await fleet.nextEpoch(ctx.epoch.epoch);
-  const committed = await fleet.commit({ epoch: record.epoch, slot, seq: ctx.slots.get(slot).seq, snapshot });
+  const committed = await fleet.commit({
+    epoch: record.epoch,
+    slot,
+    seq: ctx.slots.get(slot).seq,
+    snapshot,
+    release: record.release,
+  });
   record.fleet = { members: committed.epoch.members, evicted: committed.evicted };
   return committed.epoch;
 }
@@ -223,9 +235,14 @@ async function vouchFor(ctx: AgentContext, slot: SlotName): Promise<void> {
 }
 
 /** Write the epoch file; a rename that landed before a later step failed still counts, as servers follow it. */
-async function publish(ctx: AgentContext, epoch: number, slot: SlotName): Promise<EpochRecord> {
+async function publish(
+  ctx: AgentContext,
+  epoch: number,
+  slot: SlotName,
+  release: string | undefined,
+): Promise<EpochRecord> {
   try {
-    return await publishEpoch(ctx.layout, epoch, slot, ctx.opts.serverTtlMs);
+    return await publishEpoch(ctx.layout, epoch, slot, { lease: ctx.opts.serverTtlMs, release, current: ctx.epoch });
   } catch (err) {
     // The rename may have landed before what failed (the directory's fsync): then servers
     // follow the new epoch, and so must the agent.
@@ -286,7 +303,12 @@ function logSwap(ctx: AgentContext, record: SwapRecord): void {
       },
     },
     record.result === 'ok'
-      ? `swap to epoch ${record.epoch} done`
-      : `swap to epoch ${record.epoch} ${record.result}: ${record.error?.message}`,
+      ? `swap to epoch ${record.epoch}${named(record)} done`
+      : `swap to epoch ${record.epoch}${named(record)} ${record.result}: ${record.error?.message}`,
   );
+}
+
+/** ", release ID" when the swap's release has one. */
+function named(record: SwapRecord): string {
+  return record.release === undefined ? '' : `, release ${record.release}`;
 }

@@ -213,6 +213,7 @@ export class FleetCoordinator {
     slot: SlotName;
     seq: number | null;
     snapshot: string;
+    release?: string | undefined;
   }): Promise<{ epoch: FleetEpoch; evicted: string[]; preparedMs: number }> {
     const fence = this.#fence();
     const current = await this.#etcd.get(this.keys.epoch);
@@ -267,6 +268,7 @@ export class FleetCoordinator {
         coordinatorSeq: args.seq,
         members: members.filter((h) => !failed.includes(h)),
         committedAt: new Date().toISOString(),
+        ...(args.release !== undefined ? { release: args.release } : {}),
       };
       const epochUnmoved = current
         ? { key: this.keys.epoch, target: 'mod' as const, result: 'equal' as const, modRevision: current.modRevision }

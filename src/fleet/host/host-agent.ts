@@ -486,7 +486,11 @@ export class HostAgent {
       slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true);
     }
     this.#phase = 'switching';
-    this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, this.#opts.serverTtlMs);
+    this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, {
+      lease: this.#opts.serverTtlMs,
+      release: epoch.release,
+      current: this.#local,
+    });
     this.#opts.log.info({ epoch: epoch.epoch, slot }, `switched to fleet epoch ${epoch.epoch}`);
     await this.#putMember().catch(() => {});
   }
