@@ -77,8 +77,11 @@ async function put(coordinator: FleetCoordinatorProc, version: number): Promise<
   assert.equal(res.status, 201, JSON.stringify(res.body));
 }
 
-async function sync(coordinator: FleetCoordinatorProc): Promise<{ status: number; body: SwapRecord }> {
-  return coordinator.api<SwapRecord>('POST', '/v1/sync?wait=1');
+async function sync(
+  coordinator: FleetCoordinatorProc,
+  release?: string,
+): Promise<{ status: number; body: SwapRecord }> {
+  return coordinator.api<SwapRecord>('POST', `/v1/sync?wait=1${release ? `&release=${release}` : ''}`);
 }
 
 interface FleetStatusBody {
@@ -148,10 +151,15 @@ describe('fleet mode', { timeout: 300_000 }, () => {
     try {
       for (let version = 2; version <= 5; version++) {
         await put(coordinator, version);
-        const res = await sync(coordinator);
+        const res = await sync(coordinator, `v${version}`);
         assert.equal(res.status, 200, JSON.stringify(res.body));
-        for (const h of hosts)
+        for (const h of hosts) {
           assert.equal(await served(h), version, `${h.id} serves version ${version} once sync returns`);
+          // the release named at the coordinator is in every host's epoch file
+          const local = await readEpochFile(h.store.epochFile);
+          assert.equal(local?.release, `v${version}`, h.id);
+          assert.equal(local?.previous?.release, version > 2 ? `v${version - 1}` : undefined, h.id);
+        }
         const status = await fleetStatus(coordinator);
         const committedAt = Date.parse(status.fleet.epoch?.committedAt ?? '');
         const switches = await Promise.all(
