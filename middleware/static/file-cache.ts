@@ -1,5 +1,6 @@
 import type { Stats } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
+import type { DirectoryIndex, VariantEncoding } from '../../src/store/content-index.js';
 import type { ArenaBody, BodyArena, BodyHolder } from './body-arena.js';
 
 /** What a response needs of a file's stat, and what checks a reopened file is still that one. */
@@ -10,21 +11,34 @@ export interface FileIdentity {
   readonly mtimeMs: number;
 }
 
-/** A file found in the mounted copy, with everything needed to answer for it. */
-export interface FileEntry {
-  readonly kind: 'file';
-  /** Real path of the file (symlinks resolved, inside the slot root). */
+/** One representation of a file (the file as it is, or a precompressed variant): what a response sends. */
+export interface Representation {
+  /** Real path of the file sent (symlinks resolved, inside the slot root). */
   readonly path: string;
   readonly identity: FileIdentity;
+  /** Headers of a full 200 response, computed once per epoch. */
+  readonly headers: OutgoingHttpHeaders;
+  /** The whole body in the arena when small enough and there was room; else streamed from disk. */
+  readonly body: ArenaBody | null;
+}
+
+/** A precompressed sibling (`app.js.br`) the content index lists, found as it says. */
+export interface VariantEntry extends Representation {
+  readonly encoding: VariantEncoding;
+}
+
+/** A file found in the mounted copy, with everything needed to answer for it. */
+export interface FileEntry extends Representation {
+  readonly kind: 'file';
   /** The whole stat, kept only when a `setHeaders` callback wants it. */
   readonly stats: Stats | null;
   readonly etag: string;
   readonly lastModified: string;
   readonly lastModifiedMs: number;
-  /** Headers of a full 200 response, computed once per epoch. */
-  readonly headers: OutgoingHttpHeaders;
-  /** The whole body in the arena when small enough and there was room; else streamed from disk. */
-  readonly body: ArenaBody | null;
+  /** Its variants, indexed as VARIANT_ENCODINGS (null where there is none); null when it has none at all. */
+  readonly variants: readonly (VariantEntry | null)[] | null;
+  /** Bit i set when `variants[i]` is there: what negotiation chooses among. */
+  readonly variantMask: number;
 }
 
 export interface RedirectEntry {
@@ -52,11 +66,59 @@ export interface CacheLimits {
  * the real path are added at their length (one byte a character, as paths
  * nearly always are).
  */
-export const ENTRY_COST = Object.freeze({ negative: 210, redirect: 210, file: 870 });
+export const ENTRY_COST = Object.freeze({ negative: 210, redirect: 210, file: 870, variant: 600 });
+
+/**
+ * What a parsed directory index costs: per record (the object, its stamp
+ * numbers, its hash string and its name) and per variant record, measured
+ * as the entries are. Its name is added at its length.
+ */
+export const INDEX_COST = Object.freeze({ index: 400, record: 260, variant: 200 });
 
 function costOf(key: string, entry: Entry): number {
   if (entry.kind !== 'file') return ENTRY_COST[entry.kind === 'refused' ? 'negative' : 'redirect'] + key.length;
-  return ENTRY_COST.file + key.length + entry.path.length;
+  let cost = ENTRY_COST.file + key.length + entry.path.length;
+  if (entry.variants) {
+    for (const variant of entry.variants) if (variant) cost += ENTRY_COST.variant + variant.path.length;
+  }
+  return cost;
+}
+
+function indexCost(relDir: string, index: DirectoryIndex | null): number {
+  let cost = INDEX_COST.index + relDir.length;
+  if (index === null) return cost;
+  for (const [name, record] of Object.entries(index.files)) {
+    cost += INDEX_COST.record + name.length;
+    if (record.variants) cost += INDEX_COST.variant * Object.keys(record.variants).length;
+  }
+  return cost;
+}
+
+/** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
+export interface IndexSource {
+  directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null>;
+}
+
+/** The bodies an entry holds in the arena: the file's and its variants'. */
+function bodiesOf(entry: FileEntry): ArenaBody[] {
+  const bodies: ArenaBody[] = [];
+  if (entry.body) bodies.push(entry.body);
+  if (entry.variants) for (const variant of entry.variants) if (variant?.body) bodies.push(variant.body);
+  return bodies;
+}
+
+/** `entry` without the bodies whose segment was reused before it was stored: those are streamed from disk. */
+function withoutReusedBodies(entry: FileEntry): FileEntry {
+  const live = (body: ArenaBody | null) => body !== null && body.segment.generation === body.generation;
+  const stale = bodiesOf(entry).some((body) => !live(body));
+  if (!stale) return entry;
+  return Object.freeze({
+    ...entry,
+    body: live(entry.body) ? entry.body : null,
+    variants:
+      entry.variants &&
+      Object.freeze(entry.variants.map((v) => (v === null || live(v.body) ? v : Object.freeze({ ...v, body: null })))),
+  });
 }
 
 /**
@@ -69,8 +131,11 @@ function costOf(key: string, entry: Entry): number {
  * allocation) plus each entry's cost. Entries are evicted while the two
  * together exceed it; bodies go with their segment when the arena reuses it.
  */
-export class FileCache implements BodyHolder {
+export class FileCache implements BodyHolder, IndexSource {
   readonly #entries = new Map<string, Entry>();
+  /** Parsed content indexes by directory, oldest first, with what each costs. */
+  readonly #indexes = new Map<string, { index: Promise<DirectoryIndex | null>; cost: number }>();
+  #indexBytes = 0;
   readonly #pending = new Map<string, Promise<Entry>>();
   readonly #limits: CacheLimits;
   readonly #arena: BodyArena;
@@ -84,9 +149,43 @@ export class FileCache implements BodyHolder {
     this.#arena = arena;
   }
 
-  /** What the entries cost, bodies aside. */
+  /** What the entries (and the content indexes kept) cost, bodies aside. */
   get entryBytes(): number {
-    return this.#entryBytes;
+    return this.#entryBytes + this.#indexBytes;
+  }
+
+  /**
+   * The content index of `relDir`, read at most once per epoch while it is
+   * kept: indexes take at most an eighth of the budget, oldest dropped first
+   * (a lookup in its directory then reads it again).
+   */
+  directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null> {
+    const kept = this.#indexes.get(relDir);
+    if (kept !== undefined) return kept.index;
+    if (this.#dropped) return read();
+    const slot = { index: read(), cost: indexCost(relDir, null) };
+    this.#indexes.set(relDir, slot);
+    this.#indexBytes += slot.cost;
+    slot.index.then(
+      (index) => {
+        if (this.#indexes.get(relDir) !== slot) return;
+        const cost = indexCost(relDir, index);
+        this.#indexBytes += cost - slot.cost;
+        slot.cost = cost;
+        for (const [dir, old] of this.#indexes) {
+          if (this.#indexBytes <= this.#limits.maxBytes / 8 || old === slot) break;
+          this.#indexes.delete(dir);
+          this.#indexBytes -= old.cost;
+        }
+      },
+      () => {
+        // not kept: the next lookup in the directory tries again
+        if (this.#indexes.get(relDir) !== slot) return;
+        this.#indexes.delete(relDir);
+        this.#indexBytes -= slot.cost;
+      },
+    );
+    return slot.index;
   }
 
   get size(): number {
@@ -125,7 +224,7 @@ export class FileCache implements BodyHolder {
   /** The arena reused the segment holding `body`: the entry goes, and its next request reads the file again. */
   evictBody(key: string, body: ArenaBody): void {
     const entry = this.#entries.get(key);
-    if (entry?.kind === 'file' && entry.body === body) this.#delete(key, entry);
+    if (entry?.kind === 'file' && bodiesOf(entry).includes(body)) this.#delete(key, entry);
   }
 
   #store(key: string, entry: Entry): void {
@@ -133,16 +232,17 @@ export class FileCache implements BodyHolder {
     const previous = this.#entries.get(key);
     if (previous) this.#delete(key, previous);
     let stored = entry;
-    if (entry.kind === 'file' && entry.body) {
-      if (entry.body.segment.generation === entry.body.generation) this.#arena.hold(this, key, entry.body);
-      else stored = { ...entry, body: null }; // reused before it was stored: streamed from disk instead
+    if (entry.kind === 'file') {
+      // a body whose segment was reused before it was stored is streamed from disk instead
+      stored = withoutReusedBodies(entry);
+      for (const body of bodiesOf(stored)) this.#arena.hold(this, key, body);
     }
     this.#entries.set(key, stored);
     this.#entryBytes += costOf(key, stored);
     this.#counts[kindOf(stored)]++;
     for (const [oldKey, old] of this.#entries) {
       if (
-        this.#entryBytes + this.#arena.bytes <= this.#limits.maxBytes &&
+        this.entryBytes + this.#arena.bytes <= this.#limits.maxBytes &&
         this.#entries.size <= this.#limits.maxEntries
       ) {
         break;
@@ -169,6 +269,8 @@ export class FileCache implements BodyHolder {
     this.#dropped = true;
     this.#entries.clear();
     this.#entryBytes = 0;
+    this.#indexes.clear();
+    this.#indexBytes = 0;
     this.#counts.file = this.#counts.redirect = this.#counts.negative = 0;
     this.#arena.release(this);
   }

@@ -91,7 +91,7 @@ async function warmCache(
   const worker = async () => {
     while (i < keys.length && performance.now() < deadline) {
       const key = keys[i++] as string;
-      await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena)).catch(() => {});
+      await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena, next.data)).catch(() => {});
     }
   };
   await Promise.all(Array.from({ length: WARM_CONCURRENCY }, worker));
@@ -286,7 +286,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
     cacheMisses.inc();
     view.data
-      .resolve(key, () => resolveRequestPath(key, view, opts, arena))
+      .resolve(key, () => resolveRequestPath(key, view, opts, arena, view.data))
       .then(
         (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {

@@ -17,6 +17,8 @@ function file(body: ArenaBody | null): FileEntry {
     lastModifiedMs: 0,
     headers: {},
     body,
+    variants: null,
+    variantMask: 0,
   };
 }
 
