@@ -102,6 +102,9 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
         'fifo/app.js',
       ]);
       writeVariantsFor(store.slots[slot], ['hashonly/app.js'], []);
+      // a file that changed between the two copies' syncs: each copy has its own variants
+      await store.fill(slot, { 'changes.js': Buffer.concat([JS, Buffer.from(`// release ${slot}\n`)]) });
+      writeVariantsFor(store.slots[slot], ['changes.js']);
     }
     const a = store.slots.a;
     // gone: both variants deleted after the index was written
@@ -343,8 +346,10 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     assert.equal((await rawGet(s.port, '/app.js')).status, 200);
   });
 
-  it('the same bytes have the same strong ETag in both copies', async () => {
+  it('the same bytes have the same strong ETag in both copies; a changed file, its own variants', async () => {
     const s = await start();
+    const changedA = await rawGet(s.port, '/changes.js', { 'accept-encoding': 'br' });
+    assert.deepEqual(decoded(changedA), Buffer.concat([JS, Buffer.from('// release a\n')]));
     const tagsA = await Promise.all(
       ['br', 'gzip', 'identity'].map(
         async (ae) => (await rawGet(s.port, '/css/site.css', { 'accept-encoding': ae })).headers.etag,
@@ -361,6 +366,10 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
       ),
     );
     assert.deepEqual(tagsB, tagsA);
+    // a file that changed: the variant follows its copy, and its tag changes with its bytes
+    const changedB = await rawGet(s.port, '/changes.js', { 'accept-encoding': 'br' });
+    assert.deepEqual(decoded(changedB), Buffer.concat([JS, Buffer.from('// release b\n')]));
+    assert.notEqual(changedB.headers.etag, changedA.headers.etag);
     await store.publish(3, 'a');
     while (s.mw.state().slot !== 'a' && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 20));
   });
