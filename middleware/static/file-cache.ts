@@ -95,6 +95,9 @@ function indexCost(relDir: string, index: DirectoryIndex | null): number {
   return cost;
 }
 
+/** What remembering a path missed while the cache was full costs (a Set slot), its length aside. */
+const SEEN_COST = 40;
+
 /** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
 export interface IndexSource {
   directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null>;
@@ -138,6 +141,11 @@ export class FileCache implements BodyHolder, IndexSource {
   readonly #indexes = new Map<string, { index: Promise<DirectoryIndex | null>; cost: number }>();
   #indexBytes = 0;
   readonly #pending = new Map<string, Promise<Entry>>();
+  /** Paths missed while the cache was full, oldest first: one is admitted at its second miss. */
+  readonly #seen = new Set<string>();
+  #seenBytes = 0;
+  /** Set once the cache first had to let an entry go: from then on, admission is by second miss. */
+  #full = false;
   readonly #limits: CacheLimits;
   readonly #arena: BodyArena;
   #entryBytes = 0;
@@ -152,7 +160,7 @@ export class FileCache implements BodyHolder, IndexSource {
 
   /** What the entries (and the content indexes kept) cost, bodies aside. */
   get entryBytes(): number {
-    return this.#entryBytes + this.#indexBytes;
+    return this.#entryBytes + this.#indexBytes + this.#seenBytes;
   }
 
   /**
@@ -202,14 +210,19 @@ export class FileCache implements BodyHolder, IndexSource {
     return this.#entries.get(key);
   }
 
-  /** Look up `key`, resolving it at most once however many requests ask at the same time. */
-  resolve(key: string, lookup: () => Promise<Entry>): Promise<Entry> {
+  /**
+   * Look up `key`, resolving it at most once however many requests ask at
+   * the same time. `lookup` is told whether its entry will be kept: one
+   * that will not must not take room in the arena (its body is streamed).
+   */
+  resolve(key: string, lookup: (admitted: boolean) => Promise<Entry>): Promise<Entry> {
     let pending = this.#pending.get(key);
     if (pending === undefined) {
-      pending = lookup().then(
+      const admitted = this.#admits(key);
+      pending = lookup(admitted).then(
         (entry) => {
           this.#pending.delete(key);
-          this.#store(key, entry);
+          if (admitted) this.#store(key, entry);
           return entry;
         },
         (err: unknown) => {
@@ -222,8 +235,36 @@ export class FileCache implements BodyHolder, IndexSource {
     return pending;
   }
 
+  /**
+   * Whether a lookup of `key` is kept. Until the cache is full, every one
+   * is. Once it is, a path is kept only at its second miss among the last
+   * ones (as many as the cache has entries, in at most a 32nd of the
+   * budget, counted with the entries): a sweep over more distinct paths
+   * than the cache holds (a crawler, a scan of missing paths, a benchmark)
+   * then leaves what the cache holds in place, rather than turning it all
+   * over, each entry it evicts left for the garbage collector to find late.
+   */
+  #admits(key: string): boolean {
+    if (!this.#full) return true;
+    if (this.#seen.delete(key)) {
+      this.#seenBytes -= SEEN_COST + key.length;
+      return true;
+    }
+    this.#seen.add(key);
+    this.#seenBytes += SEEN_COST + key.length;
+    // as many as the cache has entries, in at most a 32nd of the budget
+    const limit = Math.max(this.#entries.size, 64);
+    for (const old of this.#seen) {
+      if (this.#seen.size <= limit && this.#seenBytes <= this.#limits.maxBytes / 32) break;
+      this.#seen.delete(old);
+      this.#seenBytes -= SEEN_COST + old.length;
+    }
+    return false;
+  }
+
   /** The arena reused the segment holding `body`: the entry goes, and its next request reads the file again. */
   evictBody(key: string, body: ArenaBody): void {
+    this.#full = true;
     const entry = this.#entries.get(key);
     if (entry?.kind === 'file' && bodiesOf(entry).includes(body)) this.#delete(key, entry);
   }
@@ -248,6 +289,7 @@ export class FileCache implements BodyHolder, IndexSource {
       ) {
         break;
       }
+      this.#full = true;
       this.#delete(oldKey, old);
     }
   }
@@ -272,6 +314,8 @@ export class FileCache implements BodyHolder, IndexSource {
     this.#entryBytes = 0;
     this.#indexes.clear();
     this.#indexBytes = 0;
+    this.#seen.clear();
+    this.#seenBytes = 0;
     this.#counts.file = this.#counts.redirect = this.#counts.negative = 0;
     this.#arena.release(this);
   }

@@ -91,7 +91,9 @@ async function warmCache(
   const worker = async () => {
     while (i < keys.length && performance.now() < deadline) {
       const key = keys[i++] as string;
-      await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena, next.data)).catch(() => {});
+      await next.data
+        .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
+        .catch(() => {});
     }
   };
   await Promise.all(Array.from({ length: WARM_CONCURRENCY }, worker));
@@ -286,7 +288,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     }
     cacheMisses.inc();
     view.data
-      .resolve(key, () => resolveRequestPath(key, view, opts, arena, view.data))
+      .resolve(key, (admitted) => resolveRequestPath(key, view, opts, admitted ? arena : null, view.data))
       .then(
         (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {
