@@ -60,6 +60,45 @@ async function measure(files: number, variants: boolean): Promise<{ heap: number
   return { heap: (after - before) / files, counted: counted / files };
 }
 
+/**
+ * The heap under churn: a cache of `budgetMib` (entries only) looking up
+ * `rounds` times more distinct keys than it holds, as a sweep over many
+ * files makes it do. Evicted entries are garbage the collector finds only
+ * later: the heap's peak growth (sampled, never forced) over what the cache
+ * counts is what entries really cost while a cache turns over.
+ */
+async function churn(files: number, budgetMib: number, rounds: number): Promise<{ peak: number; counted: number }> {
+  const root = await mkdtemp(join(tmpdir(), 'mirrorswap-entry-churn-'));
+  const rels: string[] = [];
+  for (let d = 0; d * 1000 < files; d++) await mkdir(join(root, `d${d}`));
+  for (let i = 0; i < files; i++) {
+    const rel = `d${Math.floor(i / 1000)}/file-${i}.js`;
+    await writeFile(join(root, rel), 'x');
+    rels.push(rel);
+  }
+  const opts = resolveStaticOptions({ store: root });
+  const arena = new BodyArena({ maxBodyBytes: 0, room: () => 0 });
+  const cache = new FileCache({ maxBytes: budgetMib * 2 ** 20, maxEntries: 10 ** 7 }, arena);
+  const slot = { root, realRoot: root };
+  const base = heap();
+  let peak = 0;
+  let counted = 0;
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < rels.length; i++) {
+      const path = `/${rels[i]}`;
+      // a distinct key each round: the cache turns over as under a sweep of distinct files
+      await cache.resolve(`${path}?${round}`, () => resolveRequestPath(path, slot, opts, arena, cache));
+      if (i % 500 === 0) {
+        peak = Math.max(peak, process.memoryUsage().heapUsed - base);
+        counted = Math.max(counted, cache.entryBytes);
+      }
+    }
+  }
+  cache.clear();
+  await rm(root, { recursive: true, force: true });
+  return { peak, counted };
+}
+
 async function main(): Promise<void> {
   const files = flag('files', 20_000);
   console.log(`# cache entry cost, ${machine()}; ${files} files (ENTRY_COST ${JSON.stringify(ENTRY_COST)})\n`);
@@ -71,6 +110,11 @@ async function main(): Promise<void> {
       `| file${variants ? ' with br and gzip variants' : ''} | ${m.heap.toFixed(0)} B | ${m.counted.toFixed(0)} B |`,
     );
   }
+  const budget = flag('churn-budget-mib', 16);
+  const c = await churn(files, budget, flag('churn-rounds', 5));
+  console.log(
+    `\nunder churn (a ${budget} MiB cache of entries, ${files} files looked up again under new keys): the heap's peak growth ${(c.peak / 2 ** 20).toFixed(1)} MiB for ${(c.counted / 2 ** 20).toFixed(1)} MiB counted (${(c.peak / c.counted).toFixed(2)}x)`,
+  );
 }
 
 main().catch((err: unknown) => {
