@@ -76,27 +76,42 @@ export const ENTRY_COST = Object.freeze({ negative: 210, redirect: 210, file: 89
  */
 export const INDEX_COST = Object.freeze({ index: 400, record: 260, variant: 200 });
 
+/**
+ * What a byte of live heap really costs in resident memory while the cache
+ * turns over: V8 lets its heap run to a multiple of its live size between
+ * full collections, and every entry evicted is garbage until the next one.
+ * Measured by `bench/entry-cost.ts` (the heap's peak growth under churn over
+ * what the entries hold: 2.2x with second-miss admission) and by the
+ * serving sweep of `bench/serve-memory.ts`, rounded up. Entries are counted
+ * in the budget at their heap size times this; bodies (in the arena, outside
+ * the heap) at their size.
+ */
+export const HEAP_HEADROOM = 2.5;
+
 function costOf(key: string, entry: Entry): number {
-  if (entry.kind !== 'file') return ENTRY_COST[entry.kind === 'refused' ? 'negative' : 'redirect'] + key.length;
+  if (entry.kind !== 'file') {
+    return HEAP_HEADROOM * (ENTRY_COST[entry.kind === 'refused' ? 'negative' : 'redirect'] + key.length);
+  }
   let cost = ENTRY_COST.file + key.length + entry.path.length;
   if (entry.variants) {
     for (const variant of entry.variants) if (variant) cost += ENTRY_COST.variant + variant.path.length;
   }
-  return cost;
+  return HEAP_HEADROOM * cost;
 }
 
 function indexCost(relDir: string, index: DirectoryIndex | null): number {
   let cost = INDEX_COST.index + relDir.length;
-  if (index === null) return cost;
-  for (const [name, record] of Object.entries(index.files)) {
-    cost += INDEX_COST.record + name.length;
-    if (record.variants) cost += INDEX_COST.variant * Object.keys(record.variants).length;
+  if (index !== null) {
+    for (const [name, record] of Object.entries(index.files)) {
+      cost += INDEX_COST.record + name.length;
+      if (record.variants) cost += INDEX_COST.variant * Object.keys(record.variants).length;
+    }
   }
-  return cost;
+  return HEAP_HEADROOM * cost;
 }
 
 /** What remembering a path missed while the cache was full costs (a Set slot), its length aside. */
-const SEEN_COST = 40;
+const SEEN_COST = 40 * HEAP_HEADROOM;
 
 /** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
 export interface IndexSource {
@@ -247,17 +262,17 @@ export class FileCache implements BodyHolder, IndexSource {
   #admits(key: string): boolean {
     if (!this.#full) return true;
     if (this.#seen.delete(key)) {
-      this.#seenBytes -= SEEN_COST + key.length;
+      this.#seenBytes -= SEEN_COST + HEAP_HEADROOM * key.length;
       return true;
     }
     this.#seen.add(key);
-    this.#seenBytes += SEEN_COST + key.length;
+    this.#seenBytes += SEEN_COST + HEAP_HEADROOM * key.length;
     // as many as the cache has entries, in at most a 32nd of the budget
     const limit = Math.max(this.#entries.size, 64);
     for (const old of this.#seen) {
       if (this.#seen.size <= limit && this.#seenBytes <= this.#limits.maxBytes / 32) break;
       this.#seen.delete(old);
-      this.#seenBytes -= SEEN_COST + old.length;
+      this.#seenBytes -= SEEN_COST + HEAP_HEADROOM * old.length;
     }
     return false;
   }

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type ArenaBody, BodyArena } from '../../../middleware/static/body-arena.js';
-import { ENTRY_COST, type Entry, FileCache, type FileEntry } from '../../../middleware/static/file-cache.js';
+import {
+  ENTRY_COST,
+  type Entry,
+  FileCache,
+  type FileEntry,
+  HEAP_HEADROOM,
+} from '../../../middleware/static/file-cache.js';
 
 const MB = 1024 * 1024;
 const missing: Entry = { kind: 'refused', status: 404 };
@@ -62,7 +68,7 @@ describe('FileCache', () => {
   });
 
   it('counts what entries cost and keeps them within the budget; once full, a path is kept at its second miss', async () => {
-    const budget = 100 * (ENTRY_COST.negative + 10);
+    const budget = 100 * HEAP_HEADROOM * (ENTRY_COST.negative + 10);
     const cache = new FileCache({ maxBytes: budget, maxEntries: 10_000 }, arenaOf(0));
     const key = (i: number) => `/missing${String(i).padStart(4, '0')}`;
     for (let i = 0; i < 1000; i++) await cache.resolve(key(i), async () => missing);
