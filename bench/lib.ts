@@ -70,7 +70,7 @@ export function requireCommand(command: string, pkg = command): void {
 export async function wrk(
   url: string,
   paths: string[],
-  opts: { connections: number; duration: number },
+  opts: { connections: number; duration: number; headers?: Record<string, string> },
 ): Promise<{ rps: number; p99: number; errors: number }> {
   requireCommand('wrk');
   const dir = mkdtempSync(join(tmpdir(), 'mirrorswap-wrk-'));
@@ -78,7 +78,10 @@ export async function wrk(
   writeFileSync(
     script,
     `local paths = {${paths.map((p) => JSON.stringify(p)).join(',')}}\nlocal i = 0\n` +
-      'request = function()\n  i = i % #paths + 1\n  return wrk.format("GET", paths[i])\nend\n',
+      `local headers = {${Object.entries(opts.headers ?? {})
+        .map(([k, v]) => `[${JSON.stringify(k)}]=${JSON.stringify(v)}`)
+        .join(',')}}\n` +
+      'request = function()\n  i = i % #paths + 1\n  return wrk.format("GET", paths[i], headers)\nend\n',
   );
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn('wrk', ['-t1', `-c${opts.connections}`, `-d${opts.duration}s`, '--latency', '-s', script, url]);

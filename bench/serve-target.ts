@@ -6,15 +6,18 @@
  * request with one 2 KB buffer made at start and the headers mirrorStatic
  * sends: the most any static middleware can do under Express here.
  * "node-ceiling" does the same on bare node:http: the most any server on
- * Node's HTTP stack can do here. Prints its port on stdout.
+ * Node's HTTP stack can do here. "compression" is express.static behind the
+ * `compression` middleware, compressing every answer as it goes (what users
+ * of express.static run today for compressed answers). Prints its port on stdout.
  */
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import compression from 'compression';
 import express from 'express';
 import { mirrorStatic } from '../middleware/static/mirror-static.js';
 
-const KINDS = ['static', 'mirror', 'mirror-node', 'ceiling', 'node-ceiling'];
+const KINDS = ['static', 'mirror', 'mirror-node', 'ceiling', 'node-ceiling', 'compression'];
 const [kind, store, cacheMaxBytes] = process.argv.slice(2);
 if (!kind || !KINDS.includes(kind) || !store) {
   console.error(`usage: serve-target.js <${KINDS.join('|')}> <store> [cacheMaxBytes]`);
@@ -57,6 +60,9 @@ if (kind === 'node-ceiling') {
 } else {
   const app = express();
   if (kind === 'static') {
+    app.use(express.static(join(store, 'a')));
+  } else if (kind === 'compression') {
+    app.use(compression());
     app.use(express.static(join(store, 'a')));
   } else if (kind === 'ceiling') {
     app.use(fixedAnswer());

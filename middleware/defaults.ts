@@ -31,6 +31,8 @@ export const STATIC_DEFAULTS = Object.freeze({
   extensions: Object.freeze([]) as readonly string[],
   fallthrough: true,
   redirect: true,
+  /** Serve the precompressed variants the copy's content index lists. */
+  precompressed: true,
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes: 64 * 1024 * 1024,
   /** Largest file whose body is cached. */

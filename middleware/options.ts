@@ -9,6 +9,9 @@ import { SERVER_ID_PATTERN } from '../src/store/heartbeat.js';
 import type { MiddlewareLogger } from '../src/core/logger.js';
 import type { SlotName } from '../src/store/store-layout.js';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
+import { type CacheRule, type ResolvedCacheRule, resolveCacheRules } from './static/cache-rules.js';
+
+export type { CacheRule } from './static/cache-rules.js';
 
 export type WatchMode = 'auto' | 'native' | 'poll';
 export type DotfilesPolicy = 'allow' | 'deny' | 'ignore';
@@ -37,7 +40,12 @@ export interface MountOptions {
 export interface StaticOptions extends MountOptions {
   index?: string | readonly string[] | false;
   dotfiles?: DotfilesPolicy;
-  etag?: boolean;
+  /**
+   * `true`: a strong ETag from the content hash where the copy's content
+   * index knows the file, serve-static's weak one otherwise; `'weak'`:
+   * serve-static's weak one always; `false`: none.
+   */
+  etag?: boolean | 'weak';
   lastModified?: boolean;
   maxAge?: number | string;
   /** serve-static's lowercase alias of `maxAge` (used when `maxAge` is not given). */
@@ -49,6 +57,10 @@ export interface StaticOptions extends MountOptions {
   fallthrough?: boolean;
   redirect?: boolean;
   setHeaders?: (res: ServerResponse, path: string, stat: Stats) => void;
+  /** Serve the precompressed variants (`X.br`, `X.gz`) the copy's content index lists, by `Accept-Encoding`. */
+  precompressed?: boolean;
+  /** Path patterns mapped to Cache-Control, first match wins; resolved once per cache entry. */
+  cacheRules?: readonly CacheRule[];
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes?: number;
   /** Largest file whose body is cached. */
@@ -73,7 +85,8 @@ export interface ResolvedMountOptions {
 export interface ResolvedStaticOptions extends ResolvedMountOptions {
   readonly index: readonly string[];
   readonly dotfiles: DotfilesPolicy;
-  readonly etag: boolean;
+  /** 'content': strong from the content index where it knows the file, weak otherwise. */
+  readonly etag: 'content' | 'weak' | false;
   readonly lastModified: boolean;
   /** Seconds, as sent in Cache-Control. */
   readonly maxAgeSeconds: number;
@@ -84,6 +97,8 @@ export interface ResolvedStaticOptions extends ResolvedMountOptions {
   readonly fallthrough: boolean;
   readonly redirect: boolean;
   readonly setHeaders: StaticOptions['setHeaders'];
+  readonly precompressed: boolean;
+  readonly cacheRules: readonly ResolvedCacheRule[];
   readonly cacheMaxBytes: number;
   readonly cacheMaxFileSize: number;
   readonly cacheMaxEntries: number;
@@ -233,6 +248,8 @@ const STATIC_OPTIONS = new Set([
   'fallthrough',
   'redirect',
   'setHeaders',
+  'precompressed',
+  'cacheRules',
   'cacheMaxBytes',
   'cacheMaxFileSize',
   'cacheMaxEntries',
@@ -261,6 +278,13 @@ function stringList(value: unknown, name: string, dflt: readonly string[]): read
   return Object.freeze([...list]);
 }
 
+function resolveEtag(value: unknown): ResolvedStaticOptions['etag'] {
+  const etag = value ?? STATIC_DEFAULTS.etag;
+  if (etag === true) return 'content';
+  if (etag === 'weak' || etag === false) return etag;
+  return fail('etag option must be true, false, or "weak"');
+}
+
 export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions {
   const mount = resolveMountOptions(opts);
   warnUnknownOptions(opts);
@@ -278,7 +302,7 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     ...mount,
     index: stringList(opts.index, 'index', STATIC_DEFAULTS.index),
     dotfiles,
-    etag: booleanOption(opts.etag, 'etag', STATIC_DEFAULTS.etag),
+    etag: resolveEtag(opts.etag),
     lastModified: booleanOption(opts.lastModified, 'lastModified', STATIC_DEFAULTS.lastModified),
     maxAgeSeconds:
       opts.maxAge !== undefined ? resolveMaxAge(opts.maxAge, 'maxAge') : resolveMaxAge(opts.maxage, 'maxage'),
@@ -289,6 +313,8 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     fallthrough: booleanOption(opts.fallthrough, 'fallthrough', STATIC_DEFAULTS.fallthrough),
     redirect: booleanOption(opts.redirect, 'redirect', STATIC_DEFAULTS.redirect),
     setHeaders: opts.setHeaders,
+    precompressed: booleanOption(opts.precompressed, 'precompressed', STATIC_DEFAULTS.precompressed),
+    cacheRules: resolveCacheRules(opts.cacheRules),
     cacheMaxBytes: integerOption(opts.cacheMaxBytes, 'cacheMaxBytes', STATIC_DEFAULTS.cacheMaxBytes, 0),
     cacheMaxFileSize: integerOption(opts.cacheMaxFileSize, 'cacheMaxFileSize', STATIC_DEFAULTS.cacheMaxFileSize, 0),
     cacheMaxEntries: integerOption(opts.cacheMaxEntries, 'cacheMaxEntries', STATIC_DEFAULTS.cacheMaxEntries, 1),

@@ -40,7 +40,7 @@ export interface TestNginx {
  * keep-alive are on, as in production: the tests show they do not carry the
  * old copy over a switch.
  */
-export async function startNginx(opts: { args?: string[]; server?: string } = {}): Promise<TestNginx> {
+export async function startNginx(opts: { args?: string[]; server?: string; main?: string } = {}): Promise<TestNginx> {
   const bin = nginxBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-nginx-'));
   const port = await freePort();
@@ -49,6 +49,7 @@ export async function startNginx(opts: { args?: string[]; server?: string } = {}
   const confFile = join(dir, 'nginx.conf');
   const user = process.getuid?.() === 0 ? 'user root;' : '';
   const conf = `${user}
+${opts.main ?? ''}
 worker_processes 2;
 daemon off;
 pid ${pidFile};

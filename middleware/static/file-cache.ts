@@ -1,5 +1,6 @@
 import type { Stats } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
+import type { DirectoryIndex, VariantEncoding } from '../../src/store/content-index.js';
 import type { ArenaBody, BodyArena, BodyHolder } from './body-arena.js';
 
 /** What a response needs of a file's stat, and what checks a reopened file is still that one. */
@@ -10,21 +11,34 @@ export interface FileIdentity {
   readonly mtimeMs: number;
 }
 
-/** A file found in the mounted copy, with everything needed to answer for it. */
-export interface FileEntry {
-  readonly kind: 'file';
-  /** Real path of the file (symlinks resolved, inside the slot root). */
+/** One representation of a file (the file as it is, or a precompressed variant): what a response sends. */
+export interface Representation {
+  /** Real path of the file sent (symlinks resolved, inside the slot root). */
   readonly path: string;
   readonly identity: FileIdentity;
+  /** Headers of a full 200 response, computed once per epoch. */
+  readonly headers: OutgoingHttpHeaders;
+  /** The whole body in the arena when small enough and there was room; else streamed from disk. */
+  readonly body: ArenaBody | null;
+}
+
+/** A precompressed sibling (`app.js.br`) the content index lists, found as it says. */
+export interface VariantEntry extends Representation {
+  readonly encoding: VariantEncoding;
+}
+
+/** A file found in the mounted copy, with everything needed to answer for it. */
+export interface FileEntry extends Representation {
+  readonly kind: 'file';
   /** The whole stat, kept only when a `setHeaders` callback wants it. */
   readonly stats: Stats | null;
   readonly etag: string;
   readonly lastModified: string;
   readonly lastModifiedMs: number;
-  /** Headers of a full 200 response, computed once per epoch. */
-  readonly headers: OutgoingHttpHeaders;
-  /** The whole body in the arena when small enough and there was room; else streamed from disk. */
-  readonly body: ArenaBody | null;
+  /** Its variants, indexed as VARIANT_ENCODINGS (null where there is none); null when it has none at all. */
+  readonly variants: readonly (VariantEntry | null)[] | null;
+  /** Bit i set when `variants[i]` is there: what negotiation chooses among. */
+  readonly variantMask: number;
 }
 
 export interface RedirectEntry {
@@ -47,16 +61,83 @@ export interface CacheLimits {
 /**
  * What an entry costs besides its body, in bytes: the Map slot, the entry
  * object and, for a file, its identity, headers object, ETag and
- * Last-Modified strings. Measured on Node 20 (64-bit) as the V8 heap's growth
- * over 50,000 entries between two forced collections, rounded up. The key and
- * the real path are added at their length (one byte a character, as paths
- * nearly always are).
+ * Last-Modified strings; for each variant, its own object, identity and
+ * headers. Measured on Node 20 (64-bit) as the V8 heap's growth over 20,000
+ * entries between two forced collections, rounded up (`bench/entry-cost.ts`).
+ * The key and the real paths are added at their length (one byte a
+ * character, as paths nearly always are).
  */
-export const ENTRY_COST = Object.freeze({ negative: 210, redirect: 210, file: 870 });
+export const ENTRY_COST = Object.freeze({ negative: 210, redirect: 210, file: 890, variant: 720 });
+
+/**
+ * What a parsed directory index costs: per record (the object, its stamp
+ * numbers, its hash string and its name) and per variant record, measured
+ * as the entries are. Its name is added at its length.
+ */
+export const INDEX_COST = Object.freeze({ index: 400, record: 260, variant: 200 });
+
+/**
+ * What a byte of live heap really costs in resident memory while the cache
+ * turns over: V8 lets its heap run to a multiple of its live size between
+ * full collections, and every entry evicted is garbage until the next one.
+ * Measured by `bench/entry-cost.ts` (the heap's peak growth under churn over
+ * what the entries hold: 2.2x with second-miss admission) and by the
+ * serving sweep of `bench/serve-memory.ts`, rounded up. Entries are counted
+ * in the budget at their heap size times this; bodies (in the arena, outside
+ * the heap) at their size.
+ */
+export const HEAP_HEADROOM = 2.5;
 
 function costOf(key: string, entry: Entry): number {
-  if (entry.kind !== 'file') return ENTRY_COST[entry.kind === 'refused' ? 'negative' : 'redirect'] + key.length;
-  return ENTRY_COST.file + key.length + entry.path.length;
+  if (entry.kind !== 'file') {
+    return HEAP_HEADROOM * (ENTRY_COST[entry.kind === 'refused' ? 'negative' : 'redirect'] + key.length);
+  }
+  let cost = ENTRY_COST.file + key.length + entry.path.length;
+  if (entry.variants) {
+    for (const variant of entry.variants) if (variant) cost += ENTRY_COST.variant + variant.path.length;
+  }
+  return HEAP_HEADROOM * cost;
+}
+
+function indexCost(relDir: string, index: DirectoryIndex | null): number {
+  let cost = INDEX_COST.index + relDir.length;
+  if (index !== null) {
+    for (const [name, record] of Object.entries(index.files)) {
+      cost += INDEX_COST.record + name.length;
+      if (record.variants) cost += INDEX_COST.variant * Object.keys(record.variants).length;
+    }
+  }
+  return HEAP_HEADROOM * cost;
+}
+
+/** What remembering a path missed while the cache was full costs (a Set slot), its length aside. */
+const SEEN_COST = 40 * HEAP_HEADROOM;
+
+/** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
+export interface IndexSource {
+  directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null>;
+}
+
+/** The bodies an entry holds in the arena: the file's and its variants'. */
+function bodiesOf(entry: FileEntry): ArenaBody[] {
+  const bodies: ArenaBody[] = [];
+  if (entry.body) bodies.push(entry.body);
+  if (entry.variants) for (const variant of entry.variants) if (variant?.body) bodies.push(variant.body);
+  return bodies;
+}
+
+/** `entry` without the bodies whose segment was reused before it was stored: those are streamed from disk. */
+function withoutReusedBodies(entry: FileEntry): FileEntry {
+  const live = (body: ArenaBody | null) => body !== null && body.segment.generation === body.generation;
+  const stale = bodiesOf(entry).some((body) => !live(body));
+  if (!stale) return entry;
+  return Object.freeze({
+    ...entry,
+    body: live(entry.body) ? entry.body : null,
+    variants:
+      entry.variants &&
+      Object.freeze(entry.variants.map((v) => (v === null || live(v.body) ? v : Object.freeze({ ...v, body: null })))),
+  });
 }
 
 /**
@@ -69,9 +150,17 @@ function costOf(key: string, entry: Entry): number {
  * allocation) plus each entry's cost. Entries are evicted while the two
  * together exceed it; bodies go with their segment when the arena reuses it.
  */
-export class FileCache implements BodyHolder {
+export class FileCache implements BodyHolder, IndexSource {
   readonly #entries = new Map<string, Entry>();
+  /** Parsed content indexes by directory, oldest first, with what each costs. */
+  readonly #indexes = new Map<string, { index: Promise<DirectoryIndex | null>; cost: number }>();
+  #indexBytes = 0;
   readonly #pending = new Map<string, Promise<Entry>>();
+  /** Paths missed while the cache was full, oldest first: one is admitted at its second miss. */
+  readonly #seen = new Set<string>();
+  #seenBytes = 0;
+  /** Set once the cache first had to let an entry go: from then on, admission is by second miss. */
+  #full = false;
   readonly #limits: CacheLimits;
   readonly #arena: BodyArena;
   #entryBytes = 0;
@@ -84,9 +173,43 @@ export class FileCache implements BodyHolder {
     this.#arena = arena;
   }
 
-  /** What the entries cost, bodies aside. */
+  /** What the entries (and the content indexes kept) cost, bodies aside. */
   get entryBytes(): number {
-    return this.#entryBytes;
+    return this.#entryBytes + this.#indexBytes + this.#seenBytes;
+  }
+
+  /**
+   * The content index of `relDir`, read at most once per epoch while it is
+   * kept: indexes take at most an eighth of the budget, oldest dropped first
+   * (a lookup in its directory then reads it again).
+   */
+  directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null> {
+    const kept = this.#indexes.get(relDir);
+    if (kept !== undefined) return kept.index;
+    if (this.#dropped) return read();
+    const slot = { index: read(), cost: indexCost(relDir, null) };
+    this.#indexes.set(relDir, slot);
+    this.#indexBytes += slot.cost;
+    slot.index.then(
+      (index) => {
+        if (this.#indexes.get(relDir) !== slot) return;
+        const cost = indexCost(relDir, index);
+        this.#indexBytes += cost - slot.cost;
+        slot.cost = cost;
+        for (const [dir, old] of this.#indexes) {
+          if (this.#indexBytes <= this.#limits.maxBytes / 8 || old === slot) break;
+          this.#indexes.delete(dir);
+          this.#indexBytes -= old.cost;
+        }
+      },
+      () => {
+        // not kept: the next lookup in the directory tries again
+        if (this.#indexes.get(relDir) !== slot) return;
+        this.#indexes.delete(relDir);
+        this.#indexBytes -= slot.cost;
+      },
+    );
+    return slot.index;
   }
 
   get size(): number {
@@ -107,14 +230,19 @@ export class FileCache implements BodyHolder {
     return this.#pending.has(key);
   }
 
-  /** Look up `key`, resolving it at most once however many requests ask at the same time. */
-  resolve(key: string, lookup: () => Promise<Entry>): Promise<Entry> {
+  /**
+   * Look up `key`, resolving it at most once however many requests ask at
+   * the same time. `lookup` is told whether its entry will be kept: one
+   * that will not must not take room in the arena (its body is streamed).
+   */
+  resolve(key: string, lookup: (admitted: boolean) => Promise<Entry>): Promise<Entry> {
     let pending = this.#pending.get(key);
     if (pending === undefined) {
-      pending = lookup().then(
+      const admitted = this.#admits(key);
+      pending = lookup(admitted).then(
         (entry) => {
           this.#pending.delete(key);
-          this.#store(key, entry);
+          if (admitted) this.#store(key, entry);
           return entry;
         },
         (err: unknown) => {
@@ -127,10 +255,38 @@ export class FileCache implements BodyHolder {
     return pending;
   }
 
+  /**
+   * Whether a lookup of `key` is kept. Until the cache is full, every one
+   * is. Once it is, a path is kept only at its second miss among the last
+   * ones (as many as the cache has entries, in at most a 32nd of the
+   * budget, counted with the entries): a sweep over more distinct paths
+   * than the cache holds (a crawler, a scan of missing paths, a benchmark)
+   * then leaves what the cache holds in place, rather than turning it all
+   * over, each entry it evicts left for the garbage collector to find late.
+   */
+  #admits(key: string): boolean {
+    if (!this.#full) return true;
+    if (this.#seen.delete(key)) {
+      this.#seenBytes -= SEEN_COST + HEAP_HEADROOM * key.length;
+      return true;
+    }
+    this.#seen.add(key);
+    this.#seenBytes += SEEN_COST + HEAP_HEADROOM * key.length;
+    // as many as the cache has entries, in at most a 32nd of the budget
+    const limit = Math.max(this.#entries.size, 64);
+    for (const old of this.#seen) {
+      if (this.#seen.size <= limit && this.#seenBytes <= this.#limits.maxBytes / 32) break;
+      this.#seen.delete(old);
+      this.#seenBytes -= SEEN_COST + HEAP_HEADROOM * old.length;
+    }
+    return false;
+  }
+
   /** The arena reused the segment holding `body`: the entry goes, and its next request reads the file again. */
   evictBody(key: string, body: ArenaBody): void {
+    this.#full = true;
     const entry = this.#entries.get(key);
-    if (entry?.kind === 'file' && entry.body === body) this.#delete(key, entry);
+    if (entry?.kind === 'file' && bodiesOf(entry).includes(body)) this.#delete(key, entry);
   }
 
   #store(key: string, entry: Entry): void {
@@ -138,20 +294,22 @@ export class FileCache implements BodyHolder {
     const previous = this.#entries.get(key);
     if (previous) this.#delete(key, previous);
     let stored = entry;
-    if (entry.kind === 'file' && entry.body) {
-      if (entry.body.segment.generation === entry.body.generation) this.#arena.hold(this, key, entry.body);
-      else stored = { ...entry, body: null }; // reused before it was stored: streamed from disk instead
+    if (entry.kind === 'file') {
+      // a body whose segment was reused before it was stored is streamed from disk instead
+      stored = withoutReusedBodies(entry);
+      for (const body of bodiesOf(stored)) this.#arena.hold(this, key, body);
     }
     this.#entries.set(key, stored);
     this.#entryBytes += costOf(key, stored);
     this.#counts[kindOf(stored)]++;
     for (const [oldKey, old] of this.#entries) {
       if (
-        this.#entryBytes + this.#arena.bytes <= this.#limits.maxBytes &&
+        this.entryBytes + this.#arena.bytes <= this.#limits.maxBytes &&
         this.#entries.size <= this.#limits.maxEntries
       ) {
         break;
       }
+      this.#full = true;
       this.#delete(oldKey, old);
     }
   }
@@ -174,6 +332,10 @@ export class FileCache implements BodyHolder {
     this.#dropped = true;
     this.#entries.clear();
     this.#entryBytes = 0;
+    this.#indexes.clear();
+    this.#indexBytes = 0;
+    this.#seen.clear();
+    this.#seenBytes = 0;
     this.#counts.file = this.#counts.redirect = this.#counts.negative = 0;
     this.#arena.release(this);
   }

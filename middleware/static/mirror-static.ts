@@ -101,7 +101,9 @@ async function warmCache(
   const lookUp = async (until: number, keepGoing: () => boolean) => {
     while (i < keys.length && performance.now() < until && keepGoing()) {
       const key = keys[i++] as string;
-      await next.data.resolve(key, () => resolveRequestPath(key, next, opts, arena)).catch(() => {});
+      await next.data
+        .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
+        .catch(() => {});
     }
   };
   const ahead = performance.now() + WARM_AHEAD_MS;
@@ -306,7 +308,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     if (view.data.isPending(key)) cacheHits.inc();
     else cacheMisses.inc();
     view.data
-      .resolve(key, () => resolveRequestPath(key, view, opts, arena))
+      .resolve(key, (admitted) => resolveRequestPath(key, view, opts, admitted ? arena : null, view.data))
       .then(
         (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {

@@ -2,13 +2,24 @@ import { isNotOfThatKind } from '../../src/core/nothing-there.js';
 import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { type Stats, constants } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
-import { extname, isAbsolute, join, posix, relative } from 'node:path';
+import { basename, dirname, extname, isAbsolute, join, posix, relative, sep } from 'node:path';
 import etag from 'etag';
 import { contentType } from 'mime-types';
 import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../../src/core/path-limits.js';
+import {
+  type FileRecord,
+  META_DIR_NAME,
+  VARIANT_ENCODINGS,
+  VARIANT_SUFFIX,
+  readDirectoryIndex,
+  stampMatches,
+  strongEtag,
+  variantMatches,
+} from '../../src/store/content-index.js';
 import { TEMP_DIR_NAME } from '../../src/store/store-layout.js';
 import type { ArenaBody, BodyArena } from './body-arena.js';
-import type { Entry, FileEntry, RefusedEntry } from './file-cache.js';
+import { cacheControlFor } from './cache-rules.js';
+import type { Entry, FileEntry, IndexSource, RefusedEntry, VariantEntry } from './file-cache.js';
 import type { ResolvedStaticOptions } from '../options.js';
 
 const BAD_REQUEST: RefusedEntry = Object.freeze({ kind: 'refused', status: 400 });
@@ -65,7 +76,9 @@ export async function resolveRequestPath(
   slot: SlotRoots,
   opts: ResolvedStaticOptions,
   arena: BodyArena | null,
+  indexes: IndexSource | null = null,
 ): Promise<Entry> {
+  const lookup: Lookup = { slot, opts, arena, indexes };
   let decoded: string;
   try {
     decoded = decodeURIComponent(rawPath);
@@ -82,7 +95,8 @@ export async function resolveRequestPath(
   if (normalized === '..' || normalized.startsWith('../')) return FORBIDDEN;
   const segments = normalized.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.some((s) => overBytes(s, SYSTEM_SEGMENT_BYTES))) return NOT_FOUND;
-  if (segments[0] === TEMP_DIR_NAME) return NOT_FOUND;
+  // the copier's temp directory and the agent's content index are never served, whatever `dotfiles` says
+  if (segments[0] === TEMP_DIR_NAME || segments[0] === META_DIR_NAME) return NOT_FOUND;
   if (opts.dotfiles !== 'allow' && segments.some((s) => s.startsWith('.'))) {
     return opts.dotfiles === 'deny' ? FORBIDDEN : NOT_FOUND;
   }
@@ -92,7 +106,7 @@ export async function resolveRequestPath(
 
   if (decoded.endsWith('/')) {
     for (const name of opts.index) {
-      const entry = await fileEntryAt(join(target, name), slot, opts, arena);
+      const entry = await fileEntryAt(join(target, name), lookup);
       if (entry) return entry;
     }
     return NOT_FOUND;
@@ -104,24 +118,27 @@ export async function resolveRequestPath(
     const real = await realpath(target);
     return isInside(slot.realRoot, real) ? REDIRECT : NOT_FOUND;
   }
-  if (st?.isFile()) return (await fileEntryAt(target, slot, opts, arena, st)) ?? NOT_FOUND;
+  if (st?.isFile()) return (await fileEntryAt(target, lookup, st)) ?? NOT_FOUND;
   if (st === null && !extname(target)) {
     for (const ext of opts.extensions) {
-      const entry = await fileEntryAt(`${target}.${ext}`, slot, opts, arena);
+      const entry = await fileEntryAt(`${target}.${ext}`, lookup);
       if (entry) return entry;
     }
   }
   return NOT_FOUND;
 }
 
+/** What one lookup works with. */
+interface Lookup {
+  readonly slot: SlotRoots;
+  readonly opts: ResolvedStaticOptions;
+  readonly arena: BodyArena | null;
+  readonly indexes: IndexSource | null;
+}
+
 /** A file entry for `path` if it is a regular file really inside the slot; null otherwise. */
-async function fileEntryAt(
-  path: string,
-  slot: SlotRoots,
-  opts: ResolvedStaticOptions,
-  arena: BodyArena | null,
-  known?: Stats,
-): Promise<FileEntry | null> {
+async function fileEntryAt(path: string, lookup: Lookup, known?: Stats): Promise<FileEntry | null> {
+  const { slot } = lookup;
   const st = known ?? (await statOrNull(path));
   if (!st?.isFile()) return null;
   let real: string;
@@ -143,7 +160,7 @@ async function fileEntryAt(
     throw err;
   }
   try {
-    return await describeFile(handle, path, real, opts, arena);
+    return await describeFile(handle, path, real, lookup);
   } finally {
     await handle.close();
   }
@@ -191,28 +208,117 @@ function contentTypeOf(path: string): string {
   return interned(contentType(extname(path)) || 'application/octet-stream');
 }
 
-/** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
-async function describeFile(
-  handle: FileHandle,
-  path: string,
-  real: string,
-  opts: ResolvedStaticOptions,
-  arena: BodyArena | null,
-): Promise<FileEntry | null> {
-  const st = await handle.stat();
-  if (!st.isFile()) return null;
-  const tag = etag(st);
-  const lastModified = st.mtime.toUTCString();
-  const headers: OutgoingHttpHeaders = {
-    'Content-Type': contentTypeOf(path),
-    'Content-Length': String(st.size),
-  };
+/** A path below `root`, with forward slashes ('' for the root itself). */
+function relativePosix(root: string, path: string): string {
+  const rel = relative(root, path);
+  return sep === '/' ? rel : rel.split(sep).join('/');
+}
+
+/**
+ * What the copy's content index says of the file open as `real` with status
+ * `st`: its record when the record's stamp is this file's, else null (the
+ * index is absent, unreadable, torn, another directory's, or older than the
+ * file: the server then knows nothing of it).
+ */
+async function recordOf(real: string, st: Stats, lookup: Lookup): Promise<FileRecord | null> {
+  const { slot, opts, indexes } = lookup;
+  if (indexes === null || (opts.etag !== 'content' && !opts.precompressed)) return null;
+  const relDir = relativePosix(slot.realRoot, dirname(real));
+  // never a record for the agent's own files (they are not served anyway)
+  if (relDir === META_DIR_NAME || relDir.startsWith(`${META_DIR_NAME}/`)) return null;
+  const index = await indexes.directoryIndex(relDir, () =>
+    // an index that cannot be read is one the server knows nothing from
+    readDirectoryIndex(slot.realRoot, relDir).catch(() => null),
+  );
+  const record = index?.files[basename(real)];
+  return record !== undefined && stampMatches(record, st) ? record : null;
+}
+
+/** Headers every representation of a file shares, in serve-static's order. */
+function sharedHeaders(path: string, lookup: Lookup, lastModified: string): OutgoingHttpHeaders {
+  const { slot, opts } = lookup;
+  const headers: OutgoingHttpHeaders = { 'Content-Type': contentTypeOf(path), 'Content-Length': '0' };
   if (opts.acceptRanges) headers['Accept-Ranges'] = 'bytes';
-  if (opts.cacheControl) {
+  const ruled =
+    opts.cacheRules.length > 0 ? cacheControlFor(opts.cacheRules, `/${relativePosix(slot.root, path)}`) : undefined;
+  if (ruled !== undefined) headers['Cache-Control'] = interned(ruled);
+  else if (opts.cacheControl) {
     headers['Cache-Control'] = interned(`public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`);
   }
   if (opts.lastModified) headers['Last-Modified'] = lastModified;
+  return headers;
+}
+
+/**
+ * The variant of `real` in `encoding` when it is there as `expected` says: a
+ * regular file (not a symlink, a FIFO or a directory) with the inode and size
+ * the index recorded. Null otherwise: the file is then sent as it is.
+ */
+async function variantAt(
+  real: string,
+  encoding: (typeof VARIANT_ENCODINGS)[number],
+  expected: NonNullable<FileRecord['variants']>[typeof encoding],
+  shared: OutgoingHttpHeaders,
+  lookup: Lookup,
+): Promise<VariantEntry | null> {
+  if (expected === undefined) return null;
+  const { opts, arena } = lookup;
+  const path = real + VARIANT_SUFFIX[encoding];
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile() || !variantMatches(expected, st)) return null;
+    const headers: OutgoingHttpHeaders = { ...shared, 'Content-Length': String(st.size), 'Content-Encoding': encoding };
+    if (opts.etag === 'content') headers.ETag = strongEtag(expected.sha256);
+    else if (opts.etag === 'weak') headers.ETag = etag(st);
+    headers.Vary = VARY;
+    const body = st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, path, arena) : null;
+    return Object.freeze({
+      encoding,
+      path,
+      identity: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs },
+      headers: Object.freeze(headers),
+      body,
+    });
+  } catch {
+    // a variant that cannot be read as its stat says is one the file does without
+    return null;
+  } finally {
+    await handle.close();
+  }
+}
+
+const VARY = 'Accept-Encoding';
+
+/** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
+async function describeFile(handle: FileHandle, path: string, real: string, lookup: Lookup): Promise<FileEntry | null> {
+  const { opts, arena } = lookup;
+  const st = await handle.stat();
+  if (!st.isFile()) return null;
+  const record = await recordOf(real, st, lookup);
+  const tag = record !== null && opts.etag === 'content' ? strongEtag(record.sha256) : etag(st);
+  const lastModified = st.mtime.toUTCString();
+  const shared = sharedHeaders(path, lookup, lastModified);
+  let variants: (VariantEntry | null)[] | null = null;
+  let variantMask = 0;
+  if (opts.precompressed && record?.variants) {
+    const found = await Promise.all(
+      VARIANT_ENCODINGS.map((encoding) => variantAt(real, encoding, record.variants?.[encoding], shared, lookup)),
+    );
+    found.forEach((variant, i) => {
+      if (variant) variantMask |= 1 << i;
+    });
+    if (variantMask !== 0) variants = found;
+  }
+  const headers: OutgoingHttpHeaders = { ...shared, 'Content-Length': String(st.size) };
   if (opts.etag) headers.ETag = tag;
+  // every answer for a file that has variants depends on Accept-Encoding, its identity answers too
+  if (variantMask !== 0) headers.Vary = VARY;
   const body = st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, real, arena) : null;
   return Object.freeze({
     kind: 'file',
@@ -224,5 +330,7 @@ async function describeFile(
     lastModifiedMs: Math.floor(st.mtimeMs / 1000) * 1000,
     headers: Object.freeze(headers),
     body,
+    variants: variants && Object.freeze(variants),
+    variantMask,
   });
 }

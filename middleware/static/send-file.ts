@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream';
 import fresh from 'fresh';
 import parseRange from 'range-parser';
 import type { BodyArena } from './body-arena.js';
-import type { FileEntry } from './file-cache.js';
+import type { FileEntry, Representation } from './file-cache.js';
+import { chooseEncoding } from './negotiate.js';
 import type { Pin } from '../mount/mount-state.js';
 import type { ResolvedStaticOptions } from '../options.js';
 
@@ -45,9 +46,12 @@ function preconditionFailed(req: IncomingMessage, v: Validators): boolean {
   if (ifMatch) {
     if (ifMatch.trim() === '*') return false;
     if (v.etag === undefined) return true;
-    // weak comparison, as our validators are weak (size and mtime)
-    const bare = v.etag.replace(/^W\//, '');
-    return !parseTokenList(ifMatch).some((t) => t === v.etag || t === bare || t === `W/${bare}`);
+    const tags = parseTokenList(ifMatch);
+    // a strong tag (from the content hash) is compared strongly, as RFC 9110 13.1.1 says: only the same strong tag
+    if (!v.etag.startsWith('W/')) return !tags.includes(v.etag);
+    // a weak one (size and mtime) weakly, as serve-static does
+    const bare = v.etag.slice(2);
+    return !tags.some((t) => t === v.etag || t === bare);
   }
   const since = parseHttpDate(req.headers['if-unmodified-since']);
   return !Number.isNaN(since) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs > since;
@@ -58,6 +62,7 @@ function rangeStillValid(req: IncomingMessage, v: Validators): boolean {
   const header = req.headers['if-range'];
   if (!header) return true;
   const ifRange = Array.isArray(header) ? header.join(',') : header;
+  // a strong tag must be the same strong tag (RFC 9110 13.1.5); a weak one is compared as serve-static does
   if (ifRange.includes('"')) return v.etag !== undefined && parseTokenList(ifRange).includes(v.etag);
   const date = parseHttpDate(ifRange);
   return !Number.isNaN(date) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs <= date;
@@ -73,16 +78,36 @@ function presetByEarlier(res: ServerResponse): boolean {
   return false;
 }
 
-function applyHeaders(res: ServerResponse, entry: FileEntry, opts: ResolvedStaticOptions): void {
-  for (const [name, value] of Object.entries(entry.headers)) {
+/** Add `Accept-Encoding` to the Vary an earlier middleware set, unless it is there already (or `*`). */
+function mergeVary(res: ServerResponse, vary: string): void {
+  const existing = res.getHeader('Vary');
+  if (existing === undefined) {
+    res.setHeader('Vary', vary);
+    return;
+  }
+  const text = Array.isArray(existing) ? existing.join(', ') : String(existing);
+  const names = text.split(',').map((s) => s.trim().toLowerCase());
+  if (names.includes('*') || names.includes(vary.toLowerCase())) return;
+  res.setHeader('Vary', text.trim() === '' ? vary : `${text}, ${vary}`);
+}
+
+function applyHeaders(res: ServerResponse, entry: FileEntry, rep: Representation, opts: ResolvedStaticOptions): void {
+  for (const [name, value] of Object.entries(rep.headers)) {
     if (value === undefined || name === 'Content-Length') continue;
-    if (!res.hasHeader(name)) res.setHeader(name, value);
+    if (name === 'Vary') mergeVary(res, value as string);
+    // the coding is the body's: never left to what an earlier middleware said
+    else if (name === 'Content-Encoding' || !res.hasHeader(name)) res.setHeader(name, value);
   }
   if (opts.setHeaders && entry.stats) opts.setHeaders(res, entry.path, entry.stats);
 }
 
+/** Headers that describe a body, dropped from an answer that has none of it (304) or another (412, 416). */
+function dropBodyHeaders(res: ServerResponse, rep: Representation): void {
+  if (rep.headers['Content-Encoding'] !== undefined) res.removeHeader('Content-Encoding');
+}
+
 function notModified(res: ServerResponse): number {
-  for (const name of ['Content-Type', 'Content-Length', 'Content-Range']) res.removeHeader(name);
+  for (const name of ['Content-Type', 'Content-Length', 'Content-Range', 'Content-Encoding']) res.removeHeader(name);
   res.statusCode = 304;
   res.end();
   return 304;
@@ -105,7 +130,7 @@ function isPlain(req: IncomingMessage): boolean {
  * same device, inode, size and mtime as the stat the headers came from. Null
  * when it is another (the copy was rewritten under this server) or gone.
  */
-async function openSame(entry: FileEntry): Promise<FileHandle | null> {
+async function openSame(entry: Representation): Promise<FileHandle | null> {
   let handle: FileHandle;
   try {
     // O_NONBLOCK: a FIFO swapped in for the file must not hold a thread of the pool (its fstat refuses it)
@@ -146,25 +171,36 @@ export function sendFile(
   arena: BodyArena,
 ): number | Promise<number | 'changed'> {
   const plain = isPlain(req);
+  // the representation sent: the file as it is, or the variant the request's Accept-Encoding prefers
+  const rep: Representation =
+    entry.variantMask === 0
+      ? entry
+      : (entry.variants?.[chooseEncoding(req.headers['accept-encoding'], entry.variantMask)] ?? entry);
   // The body's bytes, held until the response closes (the socket may write from them until then);
   // null when streamed, or when the arena reused its room since the entry was found. Never a copy,
   // even for a response queued behind a reader that stalls: a connection that pipelines thousands
   // of requests and reads nothing would make thousands of copies, where views cost nothing more
   // than the arena already holds (it may pin the arena meanwhile; others' bodies are then streamed).
-  const body = entry.body && arena.take(entry.body, pin);
+  const body = rep.body && arena.take(rep.body, pin);
   // fast path: an unconditional full response from memory, headers computed once per epoch
-  if (plain && opts.setHeaders === undefined && body !== null && !presetByEarlier(res)) {
-    res.writeHead(200, entry.headers);
+  if (
+    plain &&
+    opts.setHeaders === undefined &&
+    body !== null &&
+    !presetByEarlier(res) &&
+    (entry.variantMask === 0 || !res.hasHeader('vary'))
+  ) {
+    res.writeHead(200, rep.headers);
     res.end(req.method === 'HEAD' ? undefined : body);
     pin.release();
     return 200;
   }
   if (body !== null || req.method === 'HEAD') {
-    const { status } = respond(req, res, entry, opts, plain, null, body);
+    const { status } = respond(req, res, entry, rep, opts, plain, null, body);
     pin.release();
     return status;
   }
-  return openSame(entry).then((handle) => {
+  return openSame(rep).then((handle) => {
     if (handle === null) {
       pin.release();
       return 'changed';
@@ -175,7 +211,7 @@ export function sendFile(
       void handle.close();
       return 499;
     }
-    const { status, streaming } = respond(req, res, entry, opts, plain, handle, null);
+    const { status, streaming } = respond(req, res, entry, rep, opts, plain, handle, null);
     if (!streaming) {
       void handle.close();
       pin.release();
@@ -188,17 +224,19 @@ function respond(
   req: IncomingMessage,
   res: ServerResponse,
   entry: FileEntry,
+  rep: Representation,
   opts: ResolvedStaticOptions,
   plain: boolean,
   handle: FileHandle | null,
   body: Buffer | null,
 ): { status: number; streaming: boolean } {
   const h = req.headers;
-  const size = entry.identity.size;
-  applyHeaders(res, entry, opts);
+  const size = rep.identity.size;
+  applyHeaders(res, entry, rep, opts);
   const validators = validatorsOf(res);
   if (preconditionFailed(req, validators)) {
     res.removeHeader('Content-Length');
+    dropBodyHeaders(res, rep);
     res.statusCode = 412;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.end('Precondition Failed\n');
@@ -224,6 +262,7 @@ function respond(
     const ranges = parseRange(size, h.range, { combine: true });
     if (ranges === -1) {
       res.statusCode = 416;
+      dropBodyHeaders(res, rep);
       res.setHeader('Content-Range', `bytes */${size}`);
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.setHeader('Content-Length', '22');
@@ -250,7 +289,7 @@ function respond(
     res.end(body.subarray(start, end + 1));
     return { status, streaming: false };
   }
-  if (handle === null) throw new Error(`no descriptor for a streamed body: ${entry.path}`);
+  if (handle === null) throw new Error(`no descriptor for a streamed body: ${rep.path}`);
   const stream = createReadStream('', { fd: handle, start, end, highWaterMark: STREAM_CHUNK, autoClose: true });
   // pipeline ends both ways: a client gone (even before this) destroys the stream and closes the
   // descriptor, and a read error cuts the connection, since the headers are gone already

@@ -17,6 +17,11 @@ export interface FlagSpec {
   help: string;
   /** Placeholder shown in help, e.g. DIR or DURATION. */
   arg?: string;
+  /**
+   * A string flag that may be given more than once: its values are joined
+   * by newlines (its environment twin gives one value a line).
+   */
+  multiple?: boolean;
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
@@ -24,8 +29,10 @@ export type FlagValues = Record<string, string | boolean | undefined>;
 
 /** Parse argv against the specs; environment twins fill gaps; unknown flags are errors naming the flag. */
 export function parseFlags(argv: string[], specs: FlagSpecs, env: NodeJS.ProcessEnv = process.env): FlagValues {
-  const options: Record<string, { type: 'string' | 'boolean' }> = {};
-  for (const [name, spec] of Object.entries(specs)) options[name] = { type: spec.type };
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    options[name] = spec.multiple ? { type: spec.type, multiple: true } : { type: spec.type };
+  }
   options.help = { type: 'boolean' };
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -35,7 +42,8 @@ export function parseFlags(argv: string[], specs: FlagSpecs, env: NodeJS.Process
   }
   const values: FlagValues = { help: parsed.values.help as boolean | undefined };
   for (const [name, spec] of Object.entries(specs)) {
-    let value = parsed.values[name] as string | boolean | undefined;
+    const given = parsed.values[name] as string | boolean | string[] | undefined;
+    let value = Array.isArray(given) ? given.join('\n') : given;
     if (value === undefined && spec.env !== undefined && env[spec.env] !== undefined && env[spec.env] !== '') {
       const raw = env[spec.env] as string;
       if (spec.type === 'boolean') {
@@ -135,7 +143,8 @@ export function stringFlag(values: FlagValues, name: string): string | undefined
 export function helpText(usage: string, summary: string, specs: FlagSpecs): string {
   const lines = [`usage: ${usage}`, '', summary, '', 'options:'];
   for (const [name, spec] of Object.entries(specs)) {
-    const flag = spec.type === 'string' ? `--${name} ${spec.arg ?? 'VALUE'}` : `--${name}`;
+    const flag =
+      spec.type === 'string' ? `--${name} ${spec.arg ?? 'VALUE'}${spec.multiple ? ' ...' : ''}` : `--${name}`;
     const extras = [
       spec.env ? `env ${spec.env}` : '',
       spec.default !== undefined ? `default ${String(spec.default)}` : '',

@@ -1,5 +1,5 @@
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
-import type { StaticOptions, WatchMode } from '../../middleware/options.js';
+import type { CacheRule, StaticOptions, WatchMode } from '../../middleware/options.js';
 import type { Logger } from '../core/logger.js';
 import type { StoreLayout } from '../store/store-layout.js';
 import { type FlagSpecs, type FlagValues, UsageError, durationFlag, formatDuration, stringFlag } from './flags.js';
@@ -44,9 +44,61 @@ export const MOUNT_FLAGS: FlagSpecs = {
     arg: 'DURATION',
     help: 'Cache-Control max-age',
   },
+  'cache-rule': {
+    type: 'string',
+    multiple: true,
+    env: 'MIRRORSWAP_CACHE_RULES',
+    arg: 'PATTERN=VALUE',
+    help: 'Cache-Control VALUE for files matching PATTERN (a glob, or re:REGEXP); repeatable, first match wins',
+  },
+  precompressed: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_PRECOMPRESSED',
+    default: STATIC_DEFAULTS.precompressed,
+    help: 'serve the precompressed variants the content index lists (--no-precompressed: never)',
+  },
+  etag: {
+    type: 'string',
+    env: 'MIRRORSWAP_ETAG',
+    default: 'content',
+    arg: 'MODE',
+    help: 'content (strong from the content hash where known, else weak), weak, or off',
+  },
 };
 
+/** `--cache-rule` values (one a line): PATTERN=VALUE, the first `=` ending the pattern; `re:` makes it a RegExp. */
+export function cacheRulesFlag(values: FlagValues): CacheRule[] | undefined {
+  const raw = stringFlag(values, 'cache-rule');
+  if (raw === undefined) return undefined;
+  return raw
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const eq = line.indexOf('=');
+      if (eq <= 0 || eq === line.length - 1) {
+        throw new UsageError(`--cache-rule ${line}: must be PATTERN=VALUE, like '*.html=no-cache'`);
+      }
+      const pattern = line.slice(0, eq).trim();
+      const cacheControl = line.slice(eq + 1).trim();
+      if (!pattern.startsWith('re:')) return { match: pattern, cacheControl };
+      try {
+        return { match: new RegExp(pattern.slice(3)), cacheControl };
+      } catch (err) {
+        throw new UsageError(`--cache-rule ${line}: ${(err as Error).message}`);
+      }
+    });
+}
+
+const ETAG_MODES: Record<string, StaticOptions['etag']> = { content: true, weak: 'weak', off: false };
+
 const WATCH_MODES: readonly WatchMode[] = ['auto', 'native', 'poll'];
+
+function etagFlag(values: FlagValues): StaticOptions['etag'] {
+  const raw = stringFlag(values, 'etag');
+  if (raw === undefined) return undefined;
+  if (!Object.hasOwn(ETAG_MODES, raw)) throw new UsageError(`--etag ${raw}: must be content, weak or off`);
+  return ETAG_MODES[raw];
+}
 
 /** mirrorStatic's options from the flags; what a flag leaves unset takes the middleware's default. */
 export function staticOptions(values: FlagValues, layout: StoreLayout, logger: Logger): StaticOptions {
@@ -60,6 +112,9 @@ export function staticOptions(values: FlagValues, layout: StoreLayout, logger: L
     pollInterval: durationFlag(values, 'poll-interval', { min: MOUNT_MINIMUMS.pollInterval }),
     heartbeatInterval: durationFlag(values, 'heartbeat-interval', { min: MOUNT_MINIMUMS.heartbeatInterval }),
     maxAge: durationFlag(values, 'max-age'),
+    cacheRules: cacheRulesFlag(values),
+    precompressed: values.precompressed === undefined ? undefined : values.precompressed === true,
+    etag: etagFlag(values),
     logger,
     serverId: stringFlag(values, 'server-id'),
   };

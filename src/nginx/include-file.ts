@@ -1,6 +1,7 @@
 import { writeFileAtomic } from '../store/atomic-write.js';
 import type { SlotName } from '../store/store-layout.js';
 import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { META_DIR_NAME } from '../store/content-index.js';
 
 /**
  * The nginx include the companion owns: placed inside a `server { }` block,
@@ -18,8 +19,13 @@ export function renderInclude(epoch: number, slot: SlotName, root: string): stri
     `root ${root};`,
     `set $mirrorswap_epoch ${epoch};`,
     `set $mirrorswap_slot ${slot};`,
-    // the copier's temp directory is never served, whatever the rest of the configuration says
+    // the copier's temp directory and the agent's content index are never served, whatever the rest says
     `location ^~ /${TEMP_DIR_NAME}/ { return 404; }`,
+    `location ^~ /${META_DIR_NAME}/ { return 404; }`,
+    // the precompressed siblings the agent made at sync (app.js.gz), sent to clients that accept gzip,
+    // with Vary: Accept-Encoding; brotli_static needs a module nginx may not have: see the README
+    'gzip_static on;',
+    'gzip_vary on;',
     '',
   ].join('\n');
 }

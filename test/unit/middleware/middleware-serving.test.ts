@@ -311,7 +311,7 @@ describe('mirrorStatic options validation', () => {
     // a negative maxAge counts as 0, as send reads it (serve-static-parity.test.ts); garbage still throws
     ['bad maxage alias', { maxage: 'soon' } as Partial<StaticOptions>, /maxage option/],
     ['bad index', { index: ['../x'] }, /index option/],
-    ['bad etag', { etag: 'yes' as never }, /etag option must be a boolean/],
+    ['bad etag', { etag: 'yes' as never }, /etag option must be true, false, or "weak"/],
     ['bad serverId', { serverId: '../evil' }, /serverId option/],
     ['bad pollInterval', { pollInterval: 0 }, /pollInterval option must be an integer >= 10/],
     ['bad roots key', { roots: { c: '/x' } as never }, /roots option keys must be "a" or "b"/],

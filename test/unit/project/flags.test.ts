@@ -114,6 +114,54 @@ describe('defaults: one table per component', () => {
     assert.equal(opts.pollInterval, MOUNT_DEFAULTS.pollInterval);
     assert.equal(opts.heartbeatInterval, MOUNT_DEFAULTS.heartbeatInterval);
     assert.equal(opts.maxAge, STATIC_DEFAULTS.maxAge);
+    assert.equal(opts.precompressed, STATIC_DEFAULTS.precompressed);
+    assert.equal(opts.etag, STATIC_DEFAULTS.etag);
+    assert.equal(opts.cacheRules, undefined);
+  });
+
+  it('--cache-rule is repeatable (its twin one rule a line), --etag and --no-precompressed', () => {
+    const layout = storeLayout('/tmp/x');
+    const opts = staticOptions(
+      parseFlags(
+        [
+          '--cache-rule',
+          're:\\.[0-9a-f]{8}\\.js$=public, max-age=31536000, immutable',
+          '--cache-rule',
+          '*.html = no-cache',
+          '--etag',
+          'weak',
+          '--no-precompressed',
+        ],
+        SERVE_FLAGS,
+        {},
+      ),
+      layout,
+      quiet,
+    );
+    assert.deepEqual(opts.cacheRules, [
+      { match: /\.[0-9a-f]{8}\.js$/, cacheControl: 'public, max-age=31536000, immutable' },
+      { match: '*.html', cacheControl: 'no-cache' },
+    ]);
+    assert.equal(opts.etag, 'weak');
+    assert.equal(opts.precompressed, false);
+    const fromEnv = staticOptions(
+      parseFlags([], SERVE_FLAGS, { MIRRORSWAP_CACHE_RULES: '*.css=no-store\n/a/**=private', MIRRORSWAP_ETAG: 'off' }),
+      layout,
+      quiet,
+    );
+    assert.deepEqual(fromEnv.cacheRules, [
+      { match: '*.css', cacheControl: 'no-store' },
+      { match: '/a/**', cacheControl: 'private' },
+    ]);
+    assert.equal(fromEnv.etag, false);
+    for (const bad of [
+      ['--cache-rule', 'no-equals'],
+      ['--cache-rule', '=x'],
+      ['--cache-rule', 're:(=x'],
+      ['--etag', 'strong'],
+    ]) {
+      assert.throws(() => staticOptions(parseFlags(bad, SERVE_FLAGS, {}), layout, quiet), UsageError, bad.join(' '));
+    }
   });
 
   it('help shows each default as the table holds it', () => {
