@@ -33,6 +33,8 @@ export const STATIC_DEFAULTS = Object.freeze({
   redirect: true,
   /** Serve the precompressed variants the copy's content index lists. */
   precompressed: true,
+  /** The response header naming the release a file came from (false: none). */
+  releaseHeader: false as string | false,
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes: 64 * 1024 * 1024,
   /** Largest file whose body is cached. */

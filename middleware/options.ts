@@ -59,6 +59,12 @@ export interface StaticOptions extends MountOptions {
   setHeaders?: (res: ServerResponse, path: string, stat: Stats) => void;
   /** Serve the precompressed variants (`X.br`, `X.gz`) the copy's content index lists, by `Accept-Encoding`. */
   precompressed?: boolean;
+  /**
+   * A response header naming the release each file was served from: its
+   * release id (`sync --release`), or its epoch number when its sync named
+   * none. `false` (the default) sends none.
+   */
+  releaseHeader?: string | false;
   /** Path patterns mapped to Cache-Control, first match wins; resolved once per cache entry. */
   cacheRules?: readonly CacheRule[];
   /** Bytes of file bodies kept in memory per epoch. */
@@ -98,6 +104,7 @@ export interface ResolvedStaticOptions extends ResolvedMountOptions {
   readonly redirect: boolean;
   readonly setHeaders: StaticOptions['setHeaders'];
   readonly precompressed: boolean;
+  readonly releaseHeader: string | false;
   readonly cacheRules: readonly ResolvedCacheRule[];
   readonly cacheMaxBytes: number;
   readonly cacheMaxFileSize: number;
@@ -249,6 +256,7 @@ const STATIC_OPTIONS = new Set([
   'redirect',
   'setHeaders',
   'precompressed',
+  'releaseHeader',
   'cacheRules',
   'cacheMaxBytes',
   'cacheMaxFileSize',
@@ -276,6 +284,33 @@ function stringList(value: unknown, name: string, dflt: readonly string[]): read
     fail(`${name} option must be false, a file name, or an array of file names`);
   }
   return Object.freeze([...list]);
+}
+
+/** An HTTP field name (RFC 9110 5.1: a token), and none that framing or our own headers use. */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
+const TAKEN_FIELDS = new Set([
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'content-range',
+  'transfer-encoding',
+  'connection',
+  'etag',
+  'last-modified',
+  'cache-control',
+  'accept-ranges',
+  'vary',
+  'location',
+  'set-cookie',
+]);
+
+function resolveReleaseHeader(value: unknown): string | false {
+  const header = value ?? STATIC_DEFAULTS.releaseHeader;
+  if (header === false) return false;
+  if (typeof header !== 'string' || !FIELD_NAME.test(header) || TAKEN_FIELDS.has(header.toLowerCase())) {
+    return fail('releaseHeader option must be false or a header name of its own (a token, such as "X-Release")');
+  }
+  return header;
 }
 
 function resolveEtag(value: unknown): ResolvedStaticOptions['etag'] {
@@ -314,6 +349,7 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     redirect: booleanOption(opts.redirect, 'redirect', STATIC_DEFAULTS.redirect),
     setHeaders: opts.setHeaders,
     precompressed: booleanOption(opts.precompressed, 'precompressed', STATIC_DEFAULTS.precompressed),
+    releaseHeader: resolveReleaseHeader(opts.releaseHeader),
     cacheRules: resolveCacheRules(opts.cacheRules),
     cacheMaxBytes: integerOption(opts.cacheMaxBytes, 'cacheMaxBytes', STATIC_DEFAULTS.cacheMaxBytes, 0),
     cacheMaxFileSize: integerOption(opts.cacheMaxFileSize, 'cacheMaxFileSize', STATIC_DEFAULTS.cacheMaxFileSize, 0),

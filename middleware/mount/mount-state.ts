@@ -15,6 +15,8 @@ import type { ResolvedMountOptions } from '../options.js';
 export interface MountView<T> {
   readonly epoch: number;
   readonly slot: SlotName;
+  /** The release id the epoch's sync named, if any. */
+  readonly release?: string | undefined;
   /** The slot root as configured. */
   readonly root: string;
   /** The same root with symlinks resolved: containment checks compare against it. */
@@ -281,7 +283,7 @@ export class MountState<T> {
       );
     }
     this.#lease = record.lease ?? DEFAULT_LEASE_MS;
-    const base = { epoch: record.epoch, slot: record.mounted, root, realRoot };
+    const base = { epoch: record.epoch, slot: record.mounted, release: record.release, root, realRoot };
     const previous = this.#view;
     const next = { ...base, data: this.#hooks.makeData(base) };
     // Requests keep going to the old copy while the new one warms: none of

@@ -57,6 +57,12 @@ export const MOUNT_FLAGS: FlagSpecs = {
     default: STATIC_DEFAULTS.precompressed,
     help: 'serve the precompressed variants the content index lists (--no-precompressed: never)',
   },
+  'release-header': {
+    type: 'string',
+    env: 'MIRRORSWAP_RELEASE_HEADER',
+    arg: 'NAME',
+    help: 'send this response header naming the release each file came from (its id, or its epoch)',
+  },
   etag: {
     type: 'string',
     env: 'MIRRORSWAP_ETAG',
@@ -115,6 +121,7 @@ export function staticOptions(values: FlagValues, layout: StoreLayout, logger: L
     cacheRules: cacheRulesFlag(values),
     precompressed: values.precompressed === undefined ? undefined : values.precompressed === true,
     etag: etagFlag(values),
+    releaseHeader: stringFlag(values, 'release-header'),
     logger,
     serverId: stringFlag(values, 'server-id'),
   };

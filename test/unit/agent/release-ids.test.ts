@@ -11,14 +11,22 @@ describe('release ids', () => {
   let store: TempStore;
   let agent: TestAgent;
   let web: TestApp;
+  let named: TestApp;
 
   before(async () => {
     store = await tempStore();
     await store.fill('master', { 'app.js': 'one' });
     agent = await startTestAgent(store);
     web = await startApp({ store: store.root, serverId: 'web-release', heartbeatInterval: 100 });
+    named = await startApp({
+      store: store.root,
+      serverId: 'web-release-header',
+      heartbeatInterval: 100,
+      releaseHeader: 'X-Release',
+    });
   });
   after(async () => {
+    await named.close();
     await web.close();
     await agent.close();
     await store.dispose();
@@ -57,6 +65,10 @@ describe('release ids', () => {
     // one info series at a time: the mounted release's
     assert.equal((await metrics()).match(/^mirrorswap_agent_release_info\{/gm)?.length, 1);
     assert.equal(await body('/app.js'), 'three');
+    // the header names the release the file came from; a server without the option sends none
+    const answer = await rawGet(named.port, '/app.js');
+    assert.equal(answer.headers['x-release'], 'dpl_8f2c.v1+build');
+    assert.equal((await rawGet(web.port, '/app.js')).headers['x-release'], undefined);
   });
 
   it('refuses a release id that breaks the rules, before anything is queued', async () => {
@@ -102,6 +114,19 @@ describe('release ids', () => {
     assert.equal(plain.body.release, undefined);
     assert.equal((await readEpochFile(store.epochFile))?.release, undefined);
     assert.match(await metrics(), /mirrorswap_agent_release_info\{release="",epoch="\d+"\} 1/);
+    // a release without an id is named by its epoch
+    const unnamed = (await readEpochFile(store.epochFile))?.epoch;
+    assert.equal((await rawGet(named.port, '/app.js')).headers['x-release'], String(unnamed));
+  });
+
+  it('refuses a release header that is not a field name of its own', async () => {
+    for (const bad of ['', 'X Release', 'ETag', 'content-length', 'Vary', 'x'.repeat(65), 7, true]) {
+      await assert.rejects(
+        startApp({ store: store.root, releaseHeader: bad as string }),
+        /releaseHeader option/,
+        String(bad),
+      );
+    }
   });
 });
 
