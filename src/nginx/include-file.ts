@@ -1,6 +1,6 @@
 import { writeFileAtomic } from '../store/atomic-write.js';
 import type { SlotName } from '../store/store-layout.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { RESERVED_ROOT_NAMES } from '../store/store-layout.js';
 
 /**
  * The nginx include the companion owns: placed inside a `server { }` block,
@@ -18,8 +18,8 @@ export function renderInclude(epoch: number, slot: SlotName, root: string): stri
     `root ${root};`,
     `set $mirrorswap_epoch ${epoch};`,
     `set $mirrorswap_slot ${slot};`,
-    // the copier's temp directory is never served, whatever the rest of the configuration says
-    `location ^~ /${TEMP_DIR_NAME}/ { return 404; }`,
+    // the copier's temp directory and the content index are never served, whatever the rest of the configuration says
+    ...RESERVED_ROOT_NAMES.map((name) => `location ^~ /${name}/ { return 404; }`),
     '',
   ].join('\n');
 }

@@ -1,5 +1,5 @@
 import { readdirSync } from 'node:fs';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { isReservedRootName } from '../store/store-layout.js';
 
 /**
  * A piece of a tree walk that one worker thread does in one go: a directory
@@ -53,7 +53,7 @@ export function planUnits(source: string, roots: readonly string[], workers: num
 function subdirectories(source: string, rel: string): string[] {
   try {
     return readdirSync(rel === '' ? source : `${source}/${rel}`, { withFileTypes: true })
-      .filter((e) => e.isDirectory() && !(rel === '' && e.name === TEMP_DIR_NAME))
+      .filter((e) => e.isDirectory() && !(rel === '' && isReservedRootName(e.name)))
       .map((e) => e.name);
   } catch {
     return []; // gone or not a directory now: the unit itself finds out
