@@ -19,7 +19,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME } from '../store/store-layout.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -33,6 +33,15 @@ import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { planUnits } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
+import type { VariantSettings } from './compressible.js';
+import {
+  type DeriveContext,
+  type DeriveResult,
+  type DeriveStats,
+  type DeriveUnit,
+  addDeriveStats,
+  emptyDeriveStats,
+} from './derive-variants.js';
 
 export type { Difference };
 
@@ -70,6 +79,15 @@ export interface CopyOptions {
    * directory behind.
    */
   keepReplacedBytes?: number;
+  /**
+   * Precompressed variants and the content index (derive-variants.ts): made,
+   * with these settings, for what the copy changed, before the copy is made
+   * durable (`other`, the other copy, is read for variants to reuse). Null:
+   * none; the copy's index is removed, and variants the agent made are
+   * extra like any file master lacks. Unset: neither made nor removed (what
+   * the copy changes is compared as any file).
+   */
+  variants?: { settings: VariantSettings; other: string | null } | null;
 }
 
 /** The paths none of whose ancestors is also in the list. */
@@ -185,6 +203,12 @@ export class TreeCopier {
   /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
   readonly #dirs = new WritableDirs();
   readonly stats: CopyStats = emptyStats();
+  readonly #variants: { settings: VariantSettings; other: string | null } | null | undefined;
+  /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
+  readonly #changed = new Set<string>();
+  readonly #changedDirs = new Set<string>();
+  /** What the derive steps of this copy did. */
+  readonly variantStats: DeriveStats = emptyDeriveStats();
 
   constructor(source: string, target: string, opts: CopyOptions = {}) {
     this.#source = source;
@@ -198,6 +222,7 @@ export class TreeCopier {
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
+    this.#variants = opts.variants;
   }
 
   #tree(): Promise<SourceTree> {
@@ -265,18 +290,28 @@ export class TreeCopier {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...new Set(paths)];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
+    for (const p of list) this.#changed.add(p);
     try {
+      if (this.#variants === null) await this.#dropIndex();
       const dirs = await this.#copyLevels(list);
+      for (const d of dirs) this.#changedDirs.add(d);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
       const below = this.#readable(
-        await compareTrees(this.#source, this.#target, { under: topmost(dirs), openTarget: true, onWalked }),
+        await compareTrees(this.#source, this.#target, {
+          under: topmost(dirs),
+          openTarget: true,
+          onWalked,
+          variants: Boolean(this.#variants),
+        }),
       ).map((d) => d.path);
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
         found?.push(...below);
-        await this.#copyLevels(below);
+        for (const p of below) this.#changed.add(p);
+        for (const d of await this.#copyLevels(below)) this.#changedDirs.add(d);
       }
+      if (this.#variants) await this.#derive(this.#variants);
     } catch (err) {
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
@@ -348,7 +383,12 @@ export class TreeCopier {
    */
   async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
     const diffs = this.#readable(
-      await compareTrees(this.#source, this.#target, { missingDirsWhole: true, openTarget: true, onWalked }),
+      await compareTrees(this.#source, this.#target, {
+        missingDirsWhole: true,
+        openTarget: true,
+        onWalked,
+        variants: Boolean(this.#variants),
+      }),
     );
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
@@ -359,6 +399,10 @@ export class TreeCopier {
       return topSet.has(p);
     };
     let missed: string[] = [];
+    for (const top of tops) {
+      this.#changed.add(top);
+      this.#changedDirs.add(top);
+    }
     if (tops.length > 0) {
       await this.#openRoot();
       await mkdir(this.#tmpDir, { recursive: true });
@@ -489,6 +533,69 @@ export class TreeCopier {
       this.skipped.push(rel);
       this.stats.skipped++;
       return false;
+    }
+  }
+
+  /** Remove the copy's content index: made variants go as extra entries, and no stale record is left. */
+  async #dropIndex(): Promise<void> {
+    const meta = join(this.#target, META_DIR_NAME);
+    if (!(await lstatOrNull(meta))) return;
+    await unlockTree(meta);
+    await rm(meta, { recursive: true, force: true });
+    this.#touchedDirs.add(this.#target);
+  }
+
+  /**
+   * Bring the variants and the content index up to date for what this copy
+   * changed (derive-variants.ts), in the walk threads: one unit per changed
+   * directory's tree (cut by planUnits when large) and one per directory of
+   * changed files, so each directory's index has one writer. What it writes
+   * is made durable with the copy's own files (`#finish`).
+   */
+  async #derive(variants: { settings: VariantSettings; other: string | null }): Promise<void> {
+    // a copy with no index yet (its first, or variants just turned on) is derived whole
+    const meta = join(this.#target, META_DIR_NAME);
+    const indexed = (await lstatOrNull(meta)) !== null;
+    const paths = indexed ? topmost([...this.#changed]) : [''];
+    this.#changed.clear();
+    const listed = new Set(paths);
+    const dirs = indexed ? new Set([...this.#changedDirs].filter((d) => listed.has(d))) : listed;
+    this.#changedDirs.clear();
+    const byParent = new Map<string, string[]>();
+    for (const p of paths) {
+      if (dirs.has(p)) continue;
+      const cut = p.lastIndexOf('/');
+      const parent = cut === -1 ? '' : p.slice(0, cut);
+      const names = byParent.get(parent);
+      if (names) names.push(p.slice(cut + 1));
+      else byParent.set(parent, [p.slice(cut + 1)]);
+    }
+    const units: DeriveUnit[] = [
+      ...planUnits(this.#target, [...dirs], WALK_THREADS).map(
+        (u): DeriveUnit =>
+          u.deep ? { dir: u.rel, names: null, deep: true } : { dir: u.rel, names: null, skip: u.subunits },
+      ),
+      ...[...byParent].map(([dir, names]): DeriveUnit => ({ dir, names })),
+    ];
+    if (units.length === 0) return;
+    const context: DeriveContext = {
+      slot: this.#target,
+      other: variants.other,
+      source: this.#source,
+      settings: variants.settings,
+    };
+    await walkPool.run<DeriveUnit, DeriveResult>('derive', context, units, (parts) => {
+      for (const part of parts) {
+        addDeriveStats(this.variantStats, part.stats);
+        if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...part.written);
+        for (const d of part.dirs) this.#touchedDirs.add(d);
+      }
+      return true;
+    });
+    if (!indexed && (await lstatOrNull(meta))) {
+      // made now: the entries naming it and its index directory are made durable too
+      this.#touchedDirs.add(this.#target);
+      this.#touchedDirs.add(meta);
     }
   }
 
