@@ -33,7 +33,7 @@ export interface AgentOptions {
    * counted and synced like any other change.
    */
   verifyIntervalMs?: number;
-  /** Make precompressed variants of the files each sync copies, and their content index (docs/VARIANTS.md). */
+  /** Make precompressed variants of the files each sync copies, and their content index (docs/CONTRACT.md). */
   variants?: boolean;
   /** Codings of the variants, among `VARIANT_ENCODINGS`. */
   variantEncodings?: readonly VariantEncoding[];

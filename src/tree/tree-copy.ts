@@ -20,6 +20,7 @@ import {
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { VARIANT_SUFFIX } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -312,6 +313,7 @@ export class TreeCopier {
         for (const d of await this.#copyLevels(below)) this.#changedDirs.add(d);
       }
       if (this.#variants) await this.#derive(this.#variants);
+      else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
@@ -543,6 +545,26 @@ export class TreeCopier {
     await unlockTree(meta);
     await rm(meta, { recursive: true, force: true });
     this.#touchedDirs.add(this.#target);
+  }
+
+  /**
+   * Without variants, those made beside a file this copy changed go with it:
+   * nginx's `gzip_static` would serve one of the old content. (A directory
+   * changed is compared whole, where made variants are extra entries.)
+   */
+  async #dropMadeVariants(): Promise<void> {
+    const paths = [...this.#changed].filter((p) => !this.#changedDirs.has(p));
+    this.#changed.clear();
+    this.#changedDirs.clear();
+    await forEachLimited(paths, this.#concurrency, async (rel) => {
+      for (const suffix of Object.values(VARIANT_SUFFIX)) {
+        const there = await lstatOrNull(join(this.#target, rel + suffix));
+        if (!there?.isFile()) continue;
+        // master's own sibling stays (one master does not let this process see is left too)
+        if (await lstatOrNull(join(this.#source, rel + suffix)).catch(() => true)) continue;
+        await this.#remove(join(this.#target, rel + suffix));
+      }
+    });
   }
 
   /**

@@ -84,6 +84,13 @@ describe('the agent makes variants at sync', () => {
   it('with variants off, a full sync removes the variants and the index', async () => {
     await agent.close();
     agent = await startTestAgent(store, { auto: false, watchMaster: false, variants: false });
+    // a journal sync takes the variants of what it changes with it (nginx would serve them), and the index
+    await agent.call('PUT', '/v1/files/site/p1.js', { body: text('off') });
+    const record = await sync(agent);
+    assert.equal(record.mode, 'incremental');
+    const mounted = store.slots[(await readEpochFile(store.epochFile))?.mounted ?? 'a'];
+    assert.equal(await lstatOrNull(join(mounted, 'site/p1.js.br')), null);
+    assert.equal(await lstatOrNull(join(mounted, '.mirrorswap-meta')), null);
     for (let n = 0; n < 2; n++) await sync(agent, '&full=1');
     for (const slot of ['a', 'b'] as const) {
       assert.equal(await lstatOrNull(join(store.slots[slot], 'site/p0.js.br')), null, slot);
