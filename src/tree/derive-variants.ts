@@ -34,6 +34,7 @@ import {
 import { TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
 import { type VariantSettings, isCompressible, variantOf } from './compressible.js';
 import { isDenied } from './tree-mode.js';
+import { msInside } from './copy-times.js';
 
 /**
  * The derive step of a copy: once files have landed in a copy, bring the
@@ -501,7 +502,7 @@ function reuse(
     }
     const fd = openSync(tmp, 'r+');
     try {
-      futimesSync(fd, fst.atime, fst.mtime);
+      futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
     } finally {
       closeSync(fd);
     }
@@ -533,7 +534,7 @@ function makeVariant(
   let vst: Stats;
   try {
     for (let written = 0; written < out.length; ) written += writeSync(fd, out, written, out.length - written);
-    futimesSync(fd, fst.atime, fst.mtime);
+    futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
     vst = fstatSync(fd);
   } catch (err) {
     closeSync(fd);
