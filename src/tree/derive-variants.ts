@@ -56,7 +56,13 @@ export interface DeriveContext {
   slot: string;
   /** The other copy, read only (its index and variants are reused by content hash); null when there is none. */
   other: string | null;
-  /** Master's root, looked at to tell its own siblings from made ones; null when `unit.held` says instead. */
+  /**
+   * Master's root, looked at to tell its own siblings from made ones. Null
+   * for a fleet host's copy, pulled from a snapshot of the agent's copy:
+   * every entry of it is the snapshot's (variants the agent made included),
+   * so a sibling is recorded as a variant when it decodes to its original,
+   * and nothing is compressed or removed here.
+   */
   source: string | null;
   settings: VariantSettings;
 }
@@ -73,8 +79,6 @@ export interface DeriveUnit {
   names: string[] | null;
   deep?: boolean;
   skip?: string[];
-  /** Without a source: the variant names master holds in `dir` (a fleet pull knows them from its manifest). */
-  held?: string[];
 }
 
 /** What a derive did, summed over its units. */
@@ -188,7 +192,7 @@ export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult
   const result: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const skip = new Set(unit.skip ?? []);
   const walk = (dir: string, names: string[] | null, deep: boolean) => {
-    const subdirs = deriveDirectory(c, dir, names, dir === unit.dir ? unit.held : undefined, result);
+    const subdirs = deriveDirectory(c, dir, names, result);
     for (const name of subdirs) {
       if (dir === unit.dir && skip.has(name)) continue;
       // a directory named as changed is derived whole; below a deep unit, every directory is
@@ -204,13 +208,7 @@ export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult
  * entries); returns the subdirectories among them (all of them when
  * `names` is null), for the caller to go into.
  */
-function deriveDirectory(
-  c: DeriveContext,
-  dir: string,
-  names: string[] | null,
-  held: string[] | undefined,
-  result: DeriveResult,
-): string[] {
+function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, result: DeriveResult): string[] {
   const abs = dir === '' ? c.slot : join(c.slot, dir);
   const old = readDirectoryIndexSync(c.slot, dir);
   const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
@@ -248,7 +246,7 @@ function deriveDirectory(
   }
   const otherIndex = c.other ? lazyOther(c.other, dir) : () => null;
   const masterHolds = (name: string): boolean => {
-    if (c.source === null) return held?.includes(name) ?? false;
+    if (c.source === null) return true; // a host's copy: all of it is the snapshot's
     return lstatOrNull(join(c.source, dir, name)) !== null; // anything master holds there is its own
   };
   const statOf = new Map<string, Stats | null>();

@@ -32,17 +32,11 @@ import { SourceTree, descriptorPath, isGone, isUnplaceable } from './source-tree
 import { msInside } from './copy-times.js';
 import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
-import { planUnits } from './walk-units.js';
+import { planUnits, topmost } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
 import type { VariantSettings } from './compressible.js';
-import {
-  type DeriveContext,
-  type DeriveResult,
-  type DeriveStats,
-  type DeriveUnit,
-  addDeriveStats,
-  emptyDeriveStats,
-} from './derive-variants.js';
+import { type DeriveStats, addDeriveStats, emptyDeriveStats } from './derive-variants.js';
+import { deriveCopy } from './derive-copy.js';
 
 export type { Difference };
 
@@ -89,16 +83,6 @@ export interface CopyOptions {
    * the copy changes is compared as any file).
    */
   variants?: { settings: VariantSettings; other: string | null } | null;
-}
-
-/** The paths none of whose ancestors is also in the list. */
-function topmost(paths: string[]): string[] {
-  const set = new Set(paths);
-  return paths.filter((p) => {
-    const parts = p.split('/');
-    for (let i = 1; i < parts.length; i++) if (set.has(parts.slice(0, i).join('/'))) return false;
-    return true;
-  });
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -569,56 +553,20 @@ export class TreeCopier {
 
   /**
    * Bring the variants and the content index up to date for what this copy
-   * changed (derive-variants.ts), in the walk threads: one unit per changed
-   * directory's tree (cut by planUnits when large) and one per directory of
-   * changed files, so each directory's index has one writer. What it writes
-   * is made durable with the copy's own files (`#finish`).
+   * changed (derive-copy.ts), before the copy is made durable: what it writes
+   * is synced with the copy's own files (`#finish`).
    */
   async #derive(variants: { settings: VariantSettings; other: string | null }): Promise<void> {
-    // a copy with no index yet (its first, or variants just turned on) is derived whole
-    const meta = join(this.#target, META_DIR_NAME);
-    const indexed = (await lstatOrNull(meta)) !== null;
-    const paths = indexed ? topmost([...this.#changed]) : [''];
+    const done = await deriveCopy(
+      { slot: this.#target, other: variants.other, source: this.#source, settings: variants.settings },
+      this.#changed,
+      this.#changedDirs,
+    );
     this.#changed.clear();
-    const listed = new Set(paths);
-    const dirs = indexed ? new Set([...this.#changedDirs].filter((d) => listed.has(d))) : listed;
     this.#changedDirs.clear();
-    const byParent = new Map<string, string[]>();
-    for (const p of paths) {
-      if (dirs.has(p)) continue;
-      const cut = p.lastIndexOf('/');
-      const parent = cut === -1 ? '' : p.slice(0, cut);
-      const names = byParent.get(parent);
-      if (names) names.push(p.slice(cut + 1));
-      else byParent.set(parent, [p.slice(cut + 1)]);
-    }
-    const units: DeriveUnit[] = [
-      ...planUnits(this.#target, [...dirs], WALK_THREADS).map(
-        (u): DeriveUnit =>
-          u.deep ? { dir: u.rel, names: null, deep: true } : { dir: u.rel, names: null, skip: u.subunits },
-      ),
-      ...[...byParent].map(([dir, names]): DeriveUnit => ({ dir, names })),
-    ];
-    if (units.length === 0) return;
-    const context: DeriveContext = {
-      slot: this.#target,
-      other: variants.other,
-      source: this.#source,
-      settings: variants.settings,
-    };
-    await walkPool.run<DeriveUnit, DeriveResult>('derive', context, units, (parts) => {
-      for (const part of parts) {
-        addDeriveStats(this.variantStats, part.stats);
-        if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...part.written);
-        for (const d of part.dirs) this.#touchedDirs.add(d);
-      }
-      return true;
-    });
-    if (!indexed && (await lstatOrNull(meta))) {
-      // made now: the entries naming it and its index directory are made durable too
-      this.#touchedDirs.add(this.#target);
-      this.#touchedDirs.add(meta);
-    }
+    addDeriveStats(this.variantStats, done.stats);
+    if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
+    for (const d of done.dirs) this.#touchedDirs.add(d);
   }
 
   async #finish(): Promise<void> {

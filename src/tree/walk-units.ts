@@ -10,6 +10,16 @@ export type WalkUnit =
   | { rel: string; deep: true; root?: boolean }
   | { rel: string; deep: false; subunits: string[]; root?: boolean };
 
+/** The paths none of whose ancestors is also in the list (a directory path stands for its tree). */
+export function topmost(paths: string[]): string[] {
+  const set = new Set(paths);
+  return paths.filter((p) => {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) if (set.has(parts.slice(0, i).join('/'))) return false;
+    return true;
+  });
+}
+
 /** Units per worker thread the plan aims for: enough that no thread waits long for the last one. */
 const UNITS_PER_WORKER = 16;
 /** Directories the plan may list to find them: it runs in the main thread, before the walk. */
