@@ -182,9 +182,10 @@ export function readDirectoryIndexSync(slotRoot: string, relDir: string): Direct
 /**
  * Replace the index of `relDir` in the copy at `slotRoot` by rename (through
  * the slot's temp directory, which must exist), or remove it when `files` is
- * empty. Not made durable here: the copy's writer syncs the whole copy before
- * it publishes it, as it does for the files themselves. Blocking calls, for a
- * walk thread; one writer per directory at a time.
+ * empty. Not made durable here, nor need it be: a stale, torn or lost index
+ * costs an ETag or a variant, never a wrong answer (a large copy's syncfs
+ * covers it anyway). Blocking calls, for a walk thread; one writer per
+ * directory at a time.
  */
 export function writeDirectoryIndexSync(
   slotRoot: string,

@@ -12,6 +12,9 @@ import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { planUnits, topmost } from './walk-units.js';
 
+/** Changed files to derive per walk thread started (a thread start costs 70 to 90 ms, a file's variants 1 to 3). */
+const FILES_PER_THREAD = 64;
+
 /**
  * Run the derive step (derive-variants.ts) over what a copy changed, in the
  * walk threads: one unit per changed directory's tree (cut by planUnits when
@@ -19,8 +22,8 @@ import { planUnits, topmost } from './walk-units.js';
  * has one writer. `changed` are the paths placed, removed or found
  * different; `dirs` those of them known to be directories. A copy with no
  * index yet (its first, or variants just turned on) is derived whole.
- * Returns what was written, for the caller's durability round (a new meta
- * directory adds the slot's root and itself).
+ * Returns the variants written and their directories, for the caller's
+ * durability round (indexes need none: content-index.ts).
  */
 export async function deriveCopy(
   context: DeriveContext,
@@ -50,14 +53,21 @@ export async function deriveCopy(
     ),
     ...[...byParent].map(([dir, names]): DeriveUnit => ({ dir, names })),
   ];
-  await walkPool.run<DeriveUnit, DeriveResult>('derive', context, units, (parts) => {
-    for (const part of parts) {
-      addDeriveStats(done.stats, part.stats);
-      done.written.push(...part.written);
-      done.dirs.push(...part.dirs);
-    }
-    return true;
-  });
-  if (!indexed && (await lstatOrNull(meta))) done.dirs.push(context.slot, meta);
+  await walkPool.run<DeriveUnit, DeriveResult>(
+    'derive',
+    context,
+    units,
+    (parts) => {
+      for (const part of parts) {
+        addDeriveStats(done.stats, part.stats);
+        done.written.push(...part.written);
+        done.dirs.push(...part.dirs);
+      }
+      return true;
+    },
+    undefined,
+    // a journal sync's few files go to the threads running: starting one costs what tens of compressions do
+    { startAtMost: trees.length > 0 ? WALK_THREADS : Math.ceil(paths.length / FILES_PER_THREAD) },
+  );
   return done;
 }

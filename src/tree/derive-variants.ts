@@ -14,7 +14,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
 import { isNothingThere } from '../core/nothing-there.js';
 import {
@@ -25,7 +25,6 @@ import {
   type VariantEncoding,
   type VariantRecord,
   contentHash,
-  directoryIndexPath,
   readDirectoryIndexSync,
   stampMatches,
   variantMatches,
@@ -305,11 +304,10 @@ function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, 
     }
   }
   if (changed) {
+    // not made durable: a stale, torn or lost index costs an ETag or a variant, never a wrong
+    // answer, and the copy is derived again after a crash (it is marked unfinished until synced)
     writeDirectoryIndexSync(c.slot, dir, files);
     result.stats.indexes++;
-    const path = directoryIndexPath(c.slot, dir);
-    if (Object.keys(files).length > 0) result.written.push(path);
-    noteDir(result, dirname(path));
   }
   return subdirs;
 }
