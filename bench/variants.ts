@@ -10,7 +10,7 @@
  * 3. A journal sync of 10 changed text files (a whole swap over the API) by
  *    an agent with variants and one without, in turns: medians and ratio.
  *
- *   node dist/bench/variants.js [--files 4000] [--rounds 7] [--journal-rounds 15]
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-only]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -54,24 +54,24 @@ function corpus(max = 48 * 1024 * 1024): Buffer[] {
 function compressionTable(): void {
   const files = corpus();
   const bytes = files.reduce((s, f) => s + f.length, 0);
-  console.log(`\n## Compression on one thread: ${files.length} files, ${(bytes / 2 ** 20).toFixed(1)} MiB of JS, CSS, JSON, SVG\n`);
+  console.log(
+    `\n## Compression on one thread: ${files.length} files, ${(bytes / 2 ** 20).toFixed(1)} MiB of JS, CSS, JSON, SVG\n`,
+  );
   console.log('| coding | level | s per GiB | variant / original |');
   console.log('| ------ | ----- | --------- | ------------------ |');
   const cases: [string, number, (b: Buffer) => Buffer][] = [
-    ...[1, 4, 5, 6, 9, 11].map(
-      (q): [string, number, (b: Buffer) => Buffer] => [
-        'br',
-        q,
-        (b) =>
-          brotliCompressSync(b, {
-            params: {
-              [zlib.BROTLI_PARAM_QUALITY]: q,
-              [zlib.BROTLI_PARAM_SIZE_HINT]: b.length,
-              [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
-            },
-          }),
-      ],
-    ),
+    ...[1, 4, 5, 6, 9, 11].map((q): [string, number, (b: Buffer) => Buffer] => [
+      'br',
+      q,
+      (b) =>
+        brotliCompressSync(b, {
+          params: {
+            [zlib.BROTLI_PARAM_QUALITY]: q,
+            [zlib.BROTLI_PARAM_SIZE_HINT]: b.length,
+            [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+          },
+        }),
+    ]),
     ...[1, 6, 9].map((l): [string, number, (b: Buffer) => Buffer] => ['gzip', l, (b) => gzipSync(b, { level: l })]),
   ];
   for (const [coding, level, fn] of cases) {
@@ -82,7 +82,9 @@ function compressionTable(): void {
     const t = performance.now();
     for (const f of sample) out += fn(f).length;
     const s = (performance.now() - t) / 1000;
-    console.log(`| ${coding} | ${level} | ${((s * 2 ** 30) / sampleBytes).toFixed(0)} | ${(out / sampleBytes).toFixed(3)} |`);
+    console.log(
+      `| ${coding} | ${level} | ${((s * 2 ** 30) / sampleBytes).toFixed(0)} | ${(out / sampleBytes).toFixed(3)} |`,
+    );
   }
 }
 
@@ -136,7 +138,9 @@ async function fullCopies(root: string): Promise<void> {
   }
   const none = median(times.none);
   const mib = bytes / 2 ** 20;
-  console.log(`\n## Full copy of ${FILES} text files (${mib.toFixed(0)} MiB) into an empty slot, durable, medians of ${ROUNDS}\n`);
+  console.log(
+    `\n## Full copy of ${FILES} text files (${mib.toFixed(0)} MiB) into an empty slot, durable, medians of ${ROUNDS}\n`,
+  );
   console.log('| copy | ms | ratio to no variants | added s per GiB |');
   console.log('| ---- | -- | -------------------- | --------------- |');
   for (const kind of ['none', 'variants', 'reused'] as const) {
@@ -165,13 +169,26 @@ async function startSide(root: string, variants: boolean): Promise<Side> {
   const port = await freePort();
   const agent: ChildProcess = spawn(
     process.execPath,
-    [THIS_CLI, 'agent', '--store', store, '--listen', `127.0.0.1:${port}`, '--token-file', join(root, 'token'), ...flagSet],
+    [
+      THIS_CLI,
+      'agent',
+      '--store',
+      store,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--token-file',
+      join(root, 'token'),
+      ...flagSet,
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' } },
   );
   process.once('exit', () => agent.kill('SIGKILL'));
   const base = `http://127.0.0.1:${port}`;
   const sync = async (): Promise<SwapRecord> => {
-    const res = await fetch(`${base}/v1/sync?wait=1`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const res = await fetch(`${base}/v1/sync?wait=1`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
     if (!res.ok) throw new Error(`sync: ${res.status} ${await res.text()}`);
     return (await res.json()) as SwapRecord;
   };
@@ -221,10 +238,11 @@ async function journalSyncs(root: string): Promise<void> {
 
 async function main(): Promise<void> {
   console.log(`# Variants: ${machine()}`);
-  compressionTable();
+  const journalOnly = process.argv.includes('--journal-only');
+  if (!journalOnly) compressionTable();
   const root = await mkdtemp(join(tmpdir(), 'mirrorswap-variants-bench-'));
   try {
-    await fullCopies(join(root, 'full'));
+    if (!journalOnly) await fullCopies(join(root, 'full'));
     await walkPool.close();
     await journalSyncs(join(root, 'journal'));
   } finally {
