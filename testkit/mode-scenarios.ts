@@ -20,7 +20,7 @@ import { fleetRouter } from '../src/fleet/coordinator/fleet-api.js';
 import { readManifest } from '../src/tree/manifest.js';
 import { pullSnapshot } from '../src/fleet/host/pull.js';
 import { Snapshots } from '../src/fleet/coordinator/snapshots.js';
-import { storeLayout } from '../src/store/store-layout.js';
+import { isReservedRootName, storeLayout } from '../src/store/store-layout.js';
 import { startTestAgent } from './agent.js';
 import { memoryLogger } from './app.js';
 import type { TempStore } from './store.js';
@@ -51,12 +51,12 @@ async function underReadOnly(root: string, dirs: string[], work: () => Promise<v
 
 const modeOf = async (path: string) => (await lstat(path)).mode & 0o7777;
 
-/** Every entry below `root` (its temp directory and `except` left out) with its type and mode, walked here. */
+/** Every entry below `root` (its reserved entries and `except` left out) with its type and mode, walked here. */
 async function modesOf(root: string, except: string[], rel = ''): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
     const path = rel === '' ? e.name : `${rel}/${e.name}`;
-    if (path === '.mirrorswap-tmp' || except.includes(path)) continue;
+    if (isReservedRootName(path) || except.includes(path)) continue;
     const st = await lstat(join(root, path));
     out.push(`${path} ${st.isDirectory() ? 'dir' : 'file'} ${(st.mode & 0o7777).toString(8)}`);
     if (st.isDirectory()) out.push(...(await modesOf(root, except, path)));

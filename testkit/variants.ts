@@ -1,16 +1,66 @@
+import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import {
   type FileRecord,
   VARIANT_SUFFIX,
   type VariantEncoding,
   type VariantRecord,
   contentHash,
+  readDirectoryIndex,
   readDirectoryIndexSync,
+  stampMatches,
+  variantMatches,
   writeDirectoryIndexSync,
 } from '../src/store/content-index.js';
-import { TEMP_DIR_NAME } from '../src/store/store-layout.js';
+import { TEMP_DIR_NAME, isReservedRootName } from '../src/store/store-layout.js';
+
+/** Text that compresses well, different for each seed: a file worth a variant. */
+export function compressibleText(seed: string, bytes = 8192): string {
+  let out = '';
+  for (let i = 0; out.length < bytes; i++) out += `function ${seed}_${i}(a, b) { return a + b * ${i}; }\n`;
+  return out.slice(0, bytes);
+}
+
+/**
+ * Check the copy at `root` as a server would trust it: every record whose
+ * stamp matches its file has that file's hash, and every variant it names
+ * whose stamp matches has its hash and decodes to exactly the file; every
+ * `X.br`/`X.gz` file beside a file `X` that the index names as a made
+ * variant decodes to X. Returns how many variants were checked.
+ */
+export async function checkCopyIndex(root: string, dir = ''): Promise<number> {
+  let checked = 0;
+  const index = await readDirectoryIndex(root, dir);
+  const entries = await readdir(join(root, dir), { withFileTypes: true });
+  for (const e of entries) {
+    if (dir === '' && isReservedRootName(e.name)) continue;
+    const rel = dir === '' ? e.name : `${dir}/${e.name}`;
+    if (e.isDirectory()) {
+      checked += await checkCopyIndex(root, rel);
+      continue;
+    }
+    const record = index?.files[e.name];
+    if (!record || !e.isFile()) continue;
+    const st = await stat(join(root, rel));
+    if (!stampMatches(record, st)) continue; // stale: a reader ignores it
+    const bytes = await readFile(join(root, rel));
+    assert.equal(record.sha256, contentHash(bytes), `${rel}: a current record has the file's hash`);
+    for (const [encoding, variant] of Object.entries(record.variants ?? {})) {
+      const vpath = join(root, rel + VARIANT_SUFFIX[encoding as VariantEncoding]);
+      const vst = await stat(vpath).catch(() => null);
+      if (!vst || !variantMatches(variant, vst)) continue;
+      const vbytes = await readFile(vpath);
+      assert.equal(variant.sha256, contentHash(vbytes), `${rel}: ${encoding} hash`);
+      const decoded = encoding === 'br' ? brotliDecompressSync(vbytes) : gunzipSync(vbytes);
+      assert.ok(decoded.equals(bytes), `${rel}.${encoding} decodes to ${rel}`);
+      checked++;
+    }
+  }
+  return checked;
+}
 
 const COMPRESS: Record<VariantEncoding, (b: Buffer) => Buffer> = {
   br: (b) => brotliCompressSync(b),

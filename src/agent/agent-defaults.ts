@@ -22,6 +22,18 @@ export const AGENT_DEFAULTS = Object.freeze({
   durable: TREE_DEFAULTS.durable,
   /** Compare master with the mounted copy this often, to catch changes the journal missed (0: never). */
   verifyIntervalMs: 10 * 60_000,
+  /** Make precompressed variants (and the content index) of what each sync copies. */
+  variants: TREE_DEFAULTS.variants,
+  /** Codings of the variants made. */
+  variantEncodings: TREE_DEFAULTS.variantSettings.encodings,
+  brotliQuality: TREE_DEFAULTS.variantSettings.brotliQuality,
+  gzipLevel: TREE_DEFAULTS.variantSettings.gzipLevel,
+  /** Files smaller than this get no variant. */
+  variantMinSize: TREE_DEFAULTS.variantSettings.minSize,
+  /** A variant is kept only when it is this many percent smaller than its original. */
+  variantMinSaving: TREE_DEFAULTS.variantSettings.minSavingPercent,
+  /** Extensions of the files compressed. */
+  variantTypes: TREE_DEFAULTS.variantSettings.types,
 });
 
 /** The smallest values taken, where a smaller one would be a mistake rather than a choice. */

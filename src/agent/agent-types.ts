@@ -4,6 +4,8 @@ import type { Logger } from '../core/logger.js';
 import type { SlotName, StoreLayout } from '../store/store-layout.js';
 import type { SwapPhase, SwapResult } from './api/metrics.js';
 import type { CopyStats } from '../tree/tree-copy.js';
+import type { VariantEncoding } from '../store/content-index.js';
+import type { DeriveStats } from '../tree/derive-variants.js';
 import type { WalkProgress } from './master/master-walks.js';
 
 /** `Agent.start`'s options; each default is in `AGENT_DEFAULTS`. */
@@ -31,6 +33,20 @@ export interface AgentOptions {
    * counted and synced like any other change.
    */
   verifyIntervalMs?: number;
+  /** Make precompressed variants of the files each sync copies, and their content index (docs/CONTRACT.md). */
+  variants?: boolean;
+  /** Codings of the variants, among `VARIANT_ENCODINGS`. */
+  variantEncodings?: readonly VariantEncoding[];
+  /** Brotli quality, 0 to 11. */
+  brotliQuality?: number;
+  /** gzip level, 1 to 9. */
+  gzipLevel?: number;
+  /** Files smaller than this many bytes get no variant. */
+  variantMinSize?: number;
+  /** Keep a variant only when it is at least this many percent smaller. */
+  variantMinSaving?: number;
+  /** Extensions (no dot) of the files to compress. */
+  variantTypes?: readonly string[];
   /** Coordinate a fleet of hosts through etcd (`--etcd`, `--fleet`): see docs/FLEET.md. */
   fleet?: FleetAgentOptions | undefined;
 }
@@ -59,6 +75,8 @@ export interface SwapRecord {
   startedAt: string;
   phases: Partial<Record<SwapPhase, number>>;
   copied: CopyStats;
+  /** What the copy's derive step did (variants made, reused, removed), when variants are on. */
+  variants?: DeriveStats;
   /** Paths of master the agent may not read (at most 100 of `copied.unreadable`): left as they were in the copy. */
   unreadable?: string[];
   error?: { code: string; message: string };

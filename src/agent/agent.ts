@@ -21,6 +21,7 @@ import type { StoreLock } from '../store/store-lock.js';
 import { runSwap } from './swap/swap.js';
 import { SwapQueue, rollbackRefusal } from './swap/swap-queue.js';
 import type { Difference } from '../tree/tree-copy.js';
+import { variantSettings } from './variant-settings.js';
 
 export type {
   AgentOptions,
@@ -123,7 +124,11 @@ export class Agent {
    */
   static async start(options: AgentOptions): Promise<Agent> {
     const opts: ResolvedAgentOptions = { ...AGENT_DEFAULTS, ...withoutUndefined(options) };
-    const store = await openStore(opts.layout, opts.logger, { durable: opts.durable, lease: opts.serverTtlMs });
+    const store = await openStore(opts.layout, opts.logger, {
+      durable: opts.durable,
+      lease: opts.serverTtlMs,
+      variants: variantSettings(opts),
+    });
     const agent = new Agent(opts, store);
     try {
       // Whatever happened to master while no agent watched it is unknown: until master is
@@ -237,7 +242,12 @@ export class Agent {
     return this.#ctx.walks.track(
       'verify',
       slot,
-      (onWalked) => compareTrees(this.layout.master, this.layout.slots[slot], { limit, onWalked }),
+      (onWalked) =>
+        compareTrees(this.layout.master, this.layout.slots[slot], {
+          limit,
+          onWalked,
+          variants: variantSettings(this.#ctx.opts) !== null,
+        }),
       (found) => found.length < limit,
     );
   }

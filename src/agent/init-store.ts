@@ -2,12 +2,14 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type EpochRecord, readEpochFile } from '../store/epoch-file.js';
 import { type Heartbeat, readHeartbeats } from '../store/heartbeat.js';
-import { SLOTS, type SlotName, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { SLOTS, type SlotName, type StoreLayout, isReservedRootName, otherSlot } from '../store/store-layout.js';
 import type { Journal } from './master/journal.js';
 import { publishEpoch } from '../store/publish.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import { SlotPositions } from '../store/slot-positions.js';
 import { type CopyStats, TreeCopier, syncFileSystems } from '../tree/tree-copy.js';
+import type { VariantSettings } from '../tree/compressible.js';
+import { defaultVariantSettings } from './variant-settings.js';
 import { countTree } from '../tree/count-tree.js';
 
 /** How long a store that lost its epoch file waits for live servers to report what they mount. */
@@ -36,7 +38,7 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
   const slotsHoldSomething = async () => {
     for (const slot of SLOTS) {
       const names = await readdir(layout.slots[slot]).catch(() => []);
-      if (names.some((n) => n !== TEMP_DIR_NAME)) return true;
+      if (names.some((n) => !isReservedRootName(n))) return true;
     }
     return false;
   };
@@ -78,6 +80,8 @@ export async function initStore(
   slots: SlotPositions,
   opts: {
     durable?: boolean;
+    /** How the copies' variants are made (null: none); default the agent's (`AGENT_DEFAULTS`). */
+    variants?: VariantSettings | null;
     lease?: number;
     /** Progress of each slot's copy, with master's totals when counted (see `withTotal`). */
     onProgress?: (slot: string, stats: CopyStats, total?: { files: number; bytes: number }) => void;
@@ -100,8 +104,11 @@ export async function initStore(
   const unreadable = new Set<string>();
   for (const slot of SLOTS) {
     // Made durable below, once for both: the second copy runs while the first is written back.
+    const settings = opts.variants === undefined ? defaultVariantSettings() : opts.variants;
     const copier = new TreeCopier(layout.master, layout.slots[slot], {
       durable: false,
+      // the second copy reuses the first's variants: one compression per file in all
+      variants: settings && { settings, other: layout.slots[otherSlot(slot)] },
       onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s, total)),
     });
     await copier.clearTemp();

@@ -6,6 +6,7 @@ import { pathLimitsFor } from '../core/path-limits.js';
 import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
 import { unlockTree } from '../tree/tree-mode.js';
 import { type InitResult, initStore } from './init-store.js';
+import type { VariantSettings } from '../tree/compressible.js';
 import { Journal } from './master/journal.js';
 import { MasterWriter } from './master/master-writer.js';
 import { FLOCK, SYNC, checkRuntimeTools } from '../store/runtime-tools.js';
@@ -36,6 +37,8 @@ export interface OpenStoreOptions {
     : never;
   /** Count master first, so a new store's first copy shows a total. */
   withTotal?: boolean;
+  /** How a new store's copies get their variants (null: none); default the agent's. */
+  variants?: VariantSettings | null;
 }
 
 /**

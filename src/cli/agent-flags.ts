@@ -7,13 +7,18 @@ import type { StoreLayout } from '../store/store-layout.js';
 import {
   type FlagSpecs,
   type FlagValues,
+  UsageError,
   durationFlag,
   formatDuration,
   formatSize,
+  integerFlag,
+  listFlag,
   listenFlag,
   sizeFlag,
   stringFlag,
 } from './flags.js';
+import { VARIANT_ENCODINGS, type VariantEncoding } from '../store/content-index.js';
+import { parseEncodings } from '../tree/compressible.js';
 
 /** The agent API's listener, shared by `agent` and `up`. */
 export const AGENT_LISTEN_FLAG: FlagSpecs[string] = {
@@ -97,7 +102,66 @@ export const SWAP_FLAGS: FlagSpecs = {
     default: AGENT_DEFAULTS.durable,
     help: 'fsync copied files before publishing (--no-fsync: faster, not crash-safe)',
   },
+  variants: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_VARIANTS',
+    default: AGENT_DEFAULTS.variants,
+    help: 'make precompressed variants (X.br, X.gz) and the content index of what each sync copies (--no-variants to turn off)',
+  },
+  'variant-encodings': {
+    type: 'string',
+    env: 'MIRRORSWAP_VARIANT_ENCODINGS',
+    default: AGENT_DEFAULTS.variantEncodings.join(','),
+    arg: 'LIST',
+    help: `codings of the variants made, among ${VARIANT_ENCODINGS.join(',')}`,
+  },
+  'brotli-quality': {
+    type: 'string',
+    env: 'MIRRORSWAP_BROTLI_QUALITY',
+    default: String(AGENT_DEFAULTS.brotliQuality),
+    arg: '0-11',
+    help: 'brotli quality of the br variants',
+  },
+  'gzip-level': {
+    type: 'string',
+    env: 'MIRRORSWAP_GZIP_LEVEL',
+    default: String(AGENT_DEFAULTS.gzipLevel),
+    arg: '1-9',
+    help: 'gzip level of the gz variants',
+  },
+  'variant-min-size': {
+    type: 'string',
+    env: 'MIRRORSWAP_VARIANT_MIN_SIZE',
+    default: formatSize(AGENT_DEFAULTS.variantMinSize),
+    arg: 'SIZE',
+    help: 'files smaller than this get no variant',
+  },
+  'variant-min-saving': {
+    type: 'string',
+    env: 'MIRRORSWAP_VARIANT_MIN_SAVING',
+    default: String(AGENT_DEFAULTS.variantMinSaving),
+    arg: 'PERCENT',
+    help: 'keep a variant only when it is at least this many percent smaller',
+  },
+  'variant-types': {
+    type: 'string',
+    env: 'MIRRORSWAP_VARIANT_TYPES',
+    default: AGENT_DEFAULTS.variantTypes.join(','),
+    arg: 'LIST',
+    help: 'extensions of the files compressed',
+  },
 };
+
+/** `--variant-encodings`, checked against the codings the agent makes. */
+function encodingsFlag(values: FlagValues): VariantEncoding[] | undefined {
+  const list = listFlag(values, 'variant-encodings');
+  if (list === undefined) return undefined;
+  try {
+    return parseEncodings(list.join(','));
+  } catch (err) {
+    throw new UsageError(`--variant-encodings ${list.join(',')}: ${(err as Error).message}`);
+  }
+}
 
 /** The agent's options from its flags; what a flag leaves unset takes the agent's default. */
 export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Logger): AgentOptions {
@@ -115,6 +179,13 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     watchMaster: boolean('watch-master'),
     durable: boolean('fsync'),
     verifyIntervalMs: durationFlag(values, 'verify-interval'),
+    variants: boolean('variants'),
+    variantEncodings: encodingsFlag(values),
+    brotliQuality: integerFlag(values, 'brotli-quality', 0, 11),
+    gzipLevel: integerFlag(values, 'gzip-level', 1, 9),
+    variantMinSize: sizeFlag(values, 'variant-min-size'),
+    variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
+    variantTypes: listFlag(values, 'variant-types'),
   };
 }
 

@@ -99,6 +99,27 @@ export function sizeFlag(values: FlagValues, name: string): number | undefined {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** A whole-number flag within `min`..`max`. */
+export function integerFlag(values: FlagValues, name: string, min: number, max: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = /^\d+$/.test(String(raw)) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} ${String(raw)}: must be a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/** A comma-separated list flag (`a,b,c`), blanks dropped. */
+export function listFlag(values: FlagValues, name: string): string[] | undefined {
+  const raw = values[name];
+  if (typeof raw !== 'string') return undefined;
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
 /** Milliseconds as a flag value: the largest whole unit ("10m", "30s", "250ms"), so help shows what one would type. */
 export function formatDuration(millis: number): string {
   if (millis === 0) return '0';

@@ -1,7 +1,6 @@
 import { writeFileAtomic } from '../store/atomic-write.js';
 import type { SlotName } from '../store/store-layout.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
-import { META_DIR_NAME } from '../store/content-index.js';
+import { RESERVED_ROOT_NAMES } from '../store/store-layout.js';
 
 /**
  * The nginx include the companion owns: placed inside a `server { }` block,
@@ -20,8 +19,7 @@ export function renderInclude(epoch: number, slot: SlotName, root: string): stri
     `set $mirrorswap_epoch ${epoch};`,
     `set $mirrorswap_slot ${slot};`,
     // the copier's temp directory and the agent's content index are never served, whatever the rest says
-    `location ^~ /${TEMP_DIR_NAME}/ { return 404; }`,
-    `location ^~ /${META_DIR_NAME}/ { return 404; }`,
+    ...RESERVED_ROOT_NAMES.map((name) => `location ^~ /${name}/ { return 404; }`),
     // the precompressed siblings the agent made at sync (app.js.gz), sent to clients that accept gzip,
     // with Vary: Accept-Encoding; brotli_static needs a module nginx may not have: see the README
     'gzip_static on;',

@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, w
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
-import { TEMP_DIR_NAME } from './store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
 
 /**
  * The content index of a copy: for each directory of a slot, what the agent
@@ -25,8 +25,8 @@ import { TEMP_DIR_NAME } from './store-layout.js';
  * of their directories only, and a lookup reads one small file.
  */
 
-/** Directory at the root of each slot holding what the agent derives from a copy. Never served, copied or compared. */
-export const META_DIR_NAME = '.mirrorswap-meta';
+/** Directory at the root of each slot holding what the agent derives from a copy (store-layout.ts reserves it). */
+export { META_DIR_NAME };
 
 /** Version of the index format; a reader ignores (treats as absent) an index of another. */
 export const CONTENT_INDEX_VERSION = 1;
@@ -182,9 +182,10 @@ export function readDirectoryIndexSync(slotRoot: string, relDir: string): Direct
 /**
  * Replace the index of `relDir` in the copy at `slotRoot` by rename (through
  * the slot's temp directory, which must exist), or remove it when `files` is
- * empty. Not made durable here: the copy's writer syncs the whole copy before
- * it publishes it, as it does for the files themselves. Blocking calls, for a
- * walk thread; one writer per directory at a time.
+ * empty. Not made durable here, nor need it be: a stale, torn or lost index
+ * costs an ETag or a variant, never a wrong answer (a large copy's syncfs
+ * covers it anyway). Blocking calls, for a walk thread; one writer per
+ * directory at a time.
  */
 export function writeDirectoryIndexSync(
   slotRoot: string,

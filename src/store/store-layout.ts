@@ -15,6 +15,27 @@ export function otherSlot(slot: SlotName): SlotName {
  */
 export const TEMP_DIR_NAME = '.mirrorswap-tmp';
 
+/**
+ * Name of the directory, at the root of each slot, holding what the agent
+ * derives from a copy (the content index: content-index.ts). Reserved in
+ * master as the temp directory is, so no file of master can stand there.
+ */
+export const META_DIR_NAME = '.mirrorswap-meta';
+
+/** Names at the root of master and of each slot that belong to mirrorswap: never written, served, copied or compared. */
+export const RESERVED_ROOT_NAMES: readonly string[] = Object.freeze([TEMP_DIR_NAME, META_DIR_NAME]);
+
+/** True when `name`, an entry at the root of master or of a slot, is one of `RESERVED_ROOT_NAMES`. */
+export function isReservedRootName(name: string): boolean {
+  return name === TEMP_DIR_NAME || name === META_DIR_NAME;
+}
+
+/** True when the relative path `rel` is a reserved root entry or lies below one. */
+export function isReservedPath(rel: string): boolean {
+  const slash = rel.indexOf('/');
+  return isReservedRootName(slash === -1 ? rel : rel.slice(0, slash));
+}
+
 /** Every path of a store, resolved once. */
 export interface StoreLayout {
   readonly root: string;

@@ -1,5 +1,5 @@
 import { SYSTEM_LIMITS, pathTooLong } from '../core/path-limits.js';
-import { TEMP_DIR_NAME } from './store-layout.js';
+import { isReservedRootName } from './store-layout.js';
 
 /** Why a path given to the write API was refused; the message is safe to show the writer. */
 export class WritePathError extends Error {
@@ -57,6 +57,6 @@ export function parseWritePath(encoded: string): string {
   // the system's own limits here; the writer checks the store's file systems' before logging anything
   const tooLong = pathTooLong(path, SYSTEM_LIMITS);
   if (tooLong) throw new WritePathError(tooLong);
-  if (segments[0] === TEMP_DIR_NAME) throw new WritePathError(`"${TEMP_DIR_NAME}" is reserved`);
+  if (isReservedRootName(segments[0] as string)) throw new WritePathError(`"${segments[0]}" is reserved`);
   return path;
 }

@@ -1,7 +1,8 @@
 import { isNothingThere } from '../core/nothing-there.js';
 import { type Dirent, type Stats, accessSync, chmodSync, constants, readdirSync, readlinkSync } from 'node:fs';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { isReservedRootName } from '../store/store-layout.js';
 import { isDenied, treeMode } from './tree-mode.js';
+import { variantOf } from './compressible.js';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { planUnits, type WalkUnit } from './walk-units.js';
 import { WALK_THREADS } from './walk-threads.js';
@@ -36,6 +37,13 @@ export interface CompareSyncOptions {
    * changes nothing.
    */
   openTarget?: boolean;
+  /**
+   * The target holds precompressed variants the agent made (derive-variants.ts):
+   * a file `X.br` or `X.gz` of the target beside a file `X` of the source,
+   * where the source has no such sibling, is the agent's and no difference.
+   * Default false: every entry the source lacks is extra.
+   */
+  variants?: boolean;
 }
 
 /** What an owner needs of a directory to list it and look below it: read and search. */
@@ -67,7 +75,7 @@ function list(root: string, rel: string): Map<string, Dirent> {
     throw err;
   }
   const map = new Map<string, Dirent>();
-  for (const e of entries) if (!(rel === '' && e.name === TEMP_DIR_NAME)) map.set(e.name, e);
+  for (const e of entries) if (!(rel === '' && isReservedRootName(e.name))) map.set(e.name, e);
   return map;
 }
 
@@ -235,7 +243,14 @@ export function compareUnitSync(
         differs('mode');
       }
     }
-    for (const name of dst.keys()) if (!src.has(name)) report(rel === '' ? name : `${rel}/${name}`, 'extra');
+    for (const [name, dstEnt] of dst) {
+      if (src.has(name)) continue;
+      if (opts.variants && dstEnt.isFile()) {
+        const v = variantOf(name);
+        if (v && src.get(v.base)?.isFile()) continue; // a variant the agent made of the file beside it
+      }
+      report(rel === '' ? name : `${rel}/${name}`, 'extra');
+    }
   };
   // A unit below the walk's roots is compared only where it is a directory in both trees:
   // otherwise its parent's unit reports it (missing, or of another type).
@@ -283,7 +298,12 @@ export async function compareTrees(source: string, target: string, opts: Compare
   const context: CompareContext = {
     source,
     target,
-    opts: { limit, missingDirsWhole: opts.missingDirsWhole === true, openTarget: opts.openTarget === true },
+    opts: {
+      limit,
+      missingDirsWhole: opts.missingDirsWhole === true,
+      openTarget: opts.openTarget === true,
+      variants: opts.variants === true,
+    },
   };
   await walkPool.run<WalkUnit, Difference[]>(
     'compare',

@@ -9,10 +9,10 @@ export function directoryIdentity(st: Pick<Stats, 'dev' | 'ino' | 'birthtimeMs'>
 
 /**
  * The subdirectories of `dir` (as `join(dir, name)`), each with its identity,
- * but `skip`; for the master watcher's start, in a walk thread. What cannot
+ * but those in `skip`; for the master watcher's start, in a walk thread. What cannot
  * be listed or looked at is left out, as the watcher's own walk does.
  */
-export function subdirectoriesWithIdentity(dir: string, skip: string): [string, string][] {
+export function subdirectoriesWithIdentity(dir: string, skip: readonly string[]): [string, string][] {
   let entries: import('node:fs').Dirent[];
   try {
     entries = readdirSync(dir, { withFileTypes: true });
@@ -24,7 +24,7 @@ export function subdirectoriesWithIdentity(dir: string, skip: string): [string, 
   for (const e of entries) {
     if (!e.isDirectory()) continue;
     const path = join(dir, e.name);
-    if (path === skip) continue;
+    if (skip.includes(path)) continue;
     try {
       const st = lstatSync(path, { throwIfNoEntry: false });
       if (st?.isDirectory()) out.push([path, directoryIdentity(st)]);

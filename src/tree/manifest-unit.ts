@@ -18,7 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { WalkUnit } from './walk-units.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { isReservedRootName } from '../store/store-layout.js';
 import type { WalkedEntry } from './manifest-entry.js';
 
 /**
@@ -37,7 +37,7 @@ export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
       throw new Error(`cannot list ${join(root, rel)}: ${(err as Error).message}`);
     }
     for (const child of children) {
-      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      if (rel === '' && isReservedRootName(child.name)) continue;
       const path = rel === '' ? child.name : `${rel}/${child.name}`;
       const abs = join(root, path);
       const st = lstatSync(abs);
@@ -125,7 +125,7 @@ export function countUnitSync(root: string, unit: WalkUnit): { files: number; by
       return; // gone, or no longer a directory
     }
     for (const child of children) {
-      if (rel === '' && child.name === TEMP_DIR_NAME) continue;
+      if (rel === '' && isReservedRootName(child.name)) continue;
       const path = rel === '' ? child.name : `${rel}/${child.name}`;
       if (child.isDirectory()) {
         if (descend) visit(path, true);

@@ -3,7 +3,7 @@ import { WALK_THREADS } from './walk-threads.js';
 import { type WalkUnit, planUnits } from './walk-units.js';
 import type { ManifestEntry, WalkedEntry } from './manifest-entry.js';
 import { MirrorswapError } from '../core/errors.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { isReservedRootName } from '../store/store-layout.js';
 import { pathCharacterProblem } from '../store/write-path.js';
 import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
@@ -169,6 +169,6 @@ export function badPath(path: unknown, limits: Readonly<PullLimits> = PULL_LIMIT
   if (segments.some((s) => s === '' || s === '.' || s === '..')) return 'an empty, "." or ".." segment';
   if (segments.some((s) => Buffer.byteLength(s) > limits.segmentBytes))
     return `a segment over the bound of ${limits.segmentBytes} bytes`;
-  if (segments[0] === TEMP_DIR_NAME) return `"${TEMP_DIR_NAME}" is reserved`;
+  if (isReservedRootName(segments[0] as string)) return `"${segments[0]}" is reserved`;
   return null;
 }

@@ -19,7 +19,8 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { VARIANT_SUFFIX } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -31,8 +32,11 @@ import { SourceTree, descriptorPath, isGone, isUnplaceable } from './source-tree
 import { msInside } from './copy-times.js';
 import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
-import { planUnits } from './walk-units.js';
+import { planUnits, topmost } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
+import type { VariantSettings } from './compressible.js';
+import { type DeriveStats, addDeriveStats, emptyDeriveStats } from './derive-variants.js';
+import { deriveCopy } from './derive-copy.js';
 
 export type { Difference };
 
@@ -70,16 +74,15 @@ export interface CopyOptions {
    * directory behind.
    */
   keepReplacedBytes?: number;
-}
-
-/** The paths none of whose ancestors is also in the list. */
-function topmost(paths: string[]): string[] {
-  const set = new Set(paths);
-  return paths.filter((p) => {
-    const parts = p.split('/');
-    for (let i = 1; i < parts.length; i++) if (set.has(parts.slice(0, i).join('/'))) return false;
-    return true;
-  });
+  /**
+   * Precompressed variants and the content index (derive-variants.ts): made,
+   * with these settings, for what the copy changed, before the copy is made
+   * durable (`other`, the other copy, is read for variants to reuse). Null:
+   * none; the copy's index is removed, and variants the agent made are
+   * extra like any file master lacks. Unset: neither made nor removed (what
+   * the copy changes is compared as any file).
+   */
+  variants?: { settings: VariantSettings; other: string | null } | null;
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -185,6 +188,12 @@ export class TreeCopier {
   /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
   readonly #dirs = new WritableDirs();
   readonly stats: CopyStats = emptyStats();
+  readonly #variants: { settings: VariantSettings; other: string | null } | null | undefined;
+  /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
+  readonly #changed = new Set<string>();
+  readonly #changedDirs = new Set<string>();
+  /** What the derive steps of this copy did. */
+  readonly variantStats: DeriveStats = emptyDeriveStats();
 
   constructor(source: string, target: string, opts: CopyOptions = {}) {
     this.#source = source;
@@ -198,6 +207,7 @@ export class TreeCopier {
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
+    this.#variants = opts.variants;
   }
 
   #tree(): Promise<SourceTree> {
@@ -265,18 +275,29 @@ export class TreeCopier {
     await mkdir(this.#tmpDir, { recursive: true });
     const list = [...new Set(paths)];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
+    for (const p of list) this.#changed.add(p);
     try {
+      if (this.#variants === null) await this.#dropIndex();
       const dirs = await this.#copyLevels(list);
+      for (const d of dirs) this.#changedDirs.add(d);
       // Each directory listed is compared whole: what differs below it is copied in turn.
       // Its own entries were placed above, so a second round compares nothing twice.
       const below = this.#readable(
-        await compareTrees(this.#source, this.#target, { under: topmost(dirs), openTarget: true, onWalked }),
+        await compareTrees(this.#source, this.#target, {
+          under: topmost(dirs),
+          openTarget: true,
+          onWalked,
+          variants: Boolean(this.#variants),
+        }),
       ).map((d) => d.path);
       if (below.length > 0) {
         this.#syncfsAtEnd ||= below.length > PER_FILE_SYNC_LIMIT;
         found?.push(...below);
-        await this.#copyLevels(below);
+        for (const p of below) this.#changed.add(p);
+        for (const d of await this.#copyLevels(below)) this.#changedDirs.add(d);
       }
+      if (this.#variants) await this.#derive(this.#variants);
+      else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
@@ -348,7 +369,12 @@ export class TreeCopier {
    */
   async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
     const diffs = this.#readable(
-      await compareTrees(this.#source, this.#target, { missingDirsWhole: true, openTarget: true, onWalked }),
+      await compareTrees(this.#source, this.#target, {
+        missingDirsWhole: true,
+        openTarget: true,
+        onWalked,
+        variants: Boolean(this.#variants),
+      }),
     );
     // Whole directories the target lacks (every directory, on a first copy) are copied
     // into the temp directory and renamed into place once each: no per-file rename.
@@ -359,6 +385,10 @@ export class TreeCopier {
       return topSet.has(p);
     };
     let missed: string[] = [];
+    for (const top of tops) {
+      this.#changed.add(top);
+      this.#changedDirs.add(top);
+    }
     if (tops.length > 0) {
       await this.#openRoot();
       await mkdir(this.#tmpDir, { recursive: true });
@@ -490,6 +520,53 @@ export class TreeCopier {
       this.stats.skipped++;
       return false;
     }
+  }
+
+  /** Remove the copy's content index: made variants go as extra entries, and no stale record is left. */
+  async #dropIndex(): Promise<void> {
+    const meta = join(this.#target, META_DIR_NAME);
+    if (!(await lstatOrNull(meta))) return;
+    await unlockTree(meta);
+    await rm(meta, { recursive: true, force: true });
+    this.#touchedDirs.add(this.#target);
+  }
+
+  /**
+   * Without variants, those made beside a file this copy changed go with it:
+   * nginx's `gzip_static` would serve one of the old content. (A directory
+   * changed is compared whole, where made variants are extra entries.)
+   */
+  async #dropMadeVariants(): Promise<void> {
+    const paths = [...this.#changed].filter((p) => !this.#changedDirs.has(p));
+    this.#changed.clear();
+    this.#changedDirs.clear();
+    await forEachLimited(paths, this.#concurrency, async (rel) => {
+      for (const suffix of Object.values(VARIANT_SUFFIX)) {
+        const there = await lstatOrNull(join(this.#target, rel + suffix));
+        if (!there?.isFile()) continue;
+        // master's own sibling stays (one master does not let this process see is left too)
+        if (await lstatOrNull(join(this.#source, rel + suffix)).catch(() => true)) continue;
+        await this.#remove(join(this.#target, rel + suffix));
+      }
+    });
+  }
+
+  /**
+   * Bring the variants and the content index up to date for what this copy
+   * changed (derive-copy.ts), before the copy is made durable: what it writes
+   * is synced with the copy's own files (`#finish`).
+   */
+  async #derive(variants: { settings: VariantSettings; other: string | null }): Promise<void> {
+    const done = await deriveCopy(
+      { slot: this.#target, other: variants.other, source: this.#source, settings: variants.settings },
+      this.#changed,
+      this.#changedDirs,
+    );
+    this.#changed.clear();
+    this.#changedDirs.clear();
+    addDeriveStats(this.variantStats, done.stats);
+    if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
+    for (const d of done.dirs) this.#touchedDirs.add(d);
   }
 
   async #finish(): Promise<void> {

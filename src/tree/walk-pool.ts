@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { WALK_THREADS } from './walk-threads.js';
 
 /** The kinds of work the pool's threads know (walk-worker.ts). */
-export type UnitTask = 'compare' | 'clone' | 'list' | 'manifest' | 'hash' | 'place' | 'count' | 'stage';
+export type UnitTask = 'compare' | 'clone' | 'list' | 'manifest' | 'hash' | 'place' | 'count' | 'stage' | 'derive';
 
 interface Job {
   task: UnitTask;

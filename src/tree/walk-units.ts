@@ -1,5 +1,5 @@
 import { readdirSync } from 'node:fs';
-import { TEMP_DIR_NAME } from '../store/store-layout.js';
+import { isReservedRootName } from '../store/store-layout.js';
 
 /**
  * A piece of a tree walk that one worker thread does in one go: a directory
@@ -9,6 +9,16 @@ import { TEMP_DIR_NAME } from '../store/store-layout.js';
 export type WalkUnit =
   | { rel: string; deep: true; root?: boolean }
   | { rel: string; deep: false; subunits: string[]; root?: boolean };
+
+/** The paths none of whose ancestors is also in the list (a directory path stands for its tree). */
+export function topmost(paths: string[]): string[] {
+  const set = new Set(paths);
+  return paths.filter((p) => {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) if (set.has(parts.slice(0, i).join('/'))) return false;
+    return true;
+  });
+}
 
 /** Units per worker thread the plan aims for: enough that no thread waits long for the last one. */
 const UNITS_PER_WORKER = 16;
@@ -53,7 +63,7 @@ export function planUnits(source: string, roots: readonly string[], workers: num
 function subdirectories(source: string, rel: string): string[] {
   try {
     return readdirSync(rel === '' ? source : `${source}/${rel}`, { withFileTypes: true })
-      .filter((e) => e.isDirectory() && !(rel === '' && e.name === TEMP_DIR_NAME))
+      .filter((e) => e.isDirectory() && !(rel === '' && isReservedRootName(e.name)))
       .map((e) => e.name);
   } catch {
     return []; // gone or not a directory now: the unit itself finds out

@@ -1,6 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import { type CloneContext, type CloneUnit, cloneUnitSync } from './clone-trees.js';
 import { type CompareContext, compareUnitSync } from './compare-trees.js';
+import { type DeriveContext, type DeriveUnit, deriveUnitSync } from './derive-variants.js';
 import { subdirectoriesWithIdentity } from './directory-identity.js';
 import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from './manifest-unit.js';
 import type { PlacedFile } from './manifest-entry.js';
@@ -13,7 +14,7 @@ import { setWalkReporter } from './walk-report.js';
 const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   compare: (c: CompareContext, unit: WalkUnit) => compareUnitSync(c.source, c.target, unit, c.opts),
   clone: (c: CloneContext, unit: CloneUnit) => cloneUnitSync(c, unit),
-  list: (c: { skip: string }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
+  list: (c: { skip: string[] }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
   manifest: (c: { root: string }, unit: WalkUnit) => manifestUnitSync(c.root, unit),
   hash: (c: { root: string }, unit: { i: number; path: string }) => ({
     i: unit.i,
@@ -22,6 +23,7 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   place: (c: { into: string; tmp: string; fsync: boolean }, file: PlacedFile) => placeFileSync(c, file),
   count: (c: { root: string }, unit: WalkUnit) => countUnitSync(c.root, unit),
   stage: (c: StageContext, unit: StageUnit) => stageFileSync(c, unit),
+  derive: (c: DeriveContext, unit: DeriveUnit) => deriveUnitSync(c, unit),
 };
 
 /** Entries walked and not yet told to the pool; told at most every PROGRESS_MS, and before each answer. */

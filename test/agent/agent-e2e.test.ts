@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { META_DIR_NAME } from '../../src/store/store-layout.js';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -270,7 +271,11 @@ describe('the CLI', () => {
     );
     assert.equal(await readFile(join(root, 'index.html'), 'utf8'), 'one');
     assert.match((await cli(['status'], env)).output, /automatic syncs paused by rollback/);
-    assert.deepEqual(await readdir(store.slots.a).then((l) => l.filter((n) => n.startsWith('.'))), []);
+    // nothing hidden left behind but the copy's content index
+    assert.deepEqual(
+      await readdir(store.slots.a).then((l) => l.filter((n) => n.startsWith('.') && n !== META_DIR_NAME)),
+      [],
+    );
   });
 
   it('sync --wait and verify end, with an error, when the agent is killed under them (with and without a terminal)', async () => {

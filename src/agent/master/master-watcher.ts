@@ -3,7 +3,7 @@ import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { isDenied } from '../../tree/tree-mode.js';
-import { TEMP_DIR_NAME } from '../../store/store-layout.js';
+import { RESERVED_ROOT_NAMES, isReservedPath, isReservedRootName } from '../../store/store-layout.js';
 import { forEachLimited } from '../../core/limiter.js';
 import { walkPool } from '../../tree/walk-pool.js';
 import { directoryIdentity } from '../../tree/directory-identity.js';
@@ -184,7 +184,7 @@ export class MasterWatcher {
   /** Watch one directory, then list it; returns its subdirectories. */
   async #watchDirectory(dir: string, report: boolean): Promise<string[]> {
     if (this.#closed || this.#watches.has(dir)) return [];
-    if (this.#rel(dir) === TEMP_DIR_NAME) return [];
+    if (isReservedRootName(this.#rel(dir))) return [];
     // The identity is read before the watch is made: if the path is swapped in between, the
     // event of that swap finds another identity and watches again, never the reverse.
     const st = await lstat(dir).catch(() => null);
@@ -222,7 +222,7 @@ export class MasterWatcher {
       const next: [string, string][] = [];
       await walkPool.run<string, [string, string][]>(
         'list',
-        { skip: join(root, TEMP_DIR_NAME) },
+        { skip: RESERVED_ROOT_NAMES.map((name) => join(root, name)) },
         watched.map(([dir]) => dir),
         (parts) => {
           for (const part of parts) for (const sub of part) next.push(sub);
@@ -283,7 +283,7 @@ export class MasterWatcher {
 
   async #seen(path: string): Promise<void> {
     const rel = this.#rel(path);
-    if (rel === '' || rel.startsWith('..') || rel === TEMP_DIR_NAME || rel.startsWith(`${TEMP_DIR_NAME}/`)) return;
+    if (rel === '' || rel.startsWith('..') || isReservedPath(rel)) return;
     const st = await lstat(path).catch(() => null);
     const watched = this.#watches.get(path);
     if (st?.isDirectory()) {

@@ -3,6 +3,7 @@ import type { AgentContext } from '../agent-context.js';
 import type { SwapRecord } from '../agent-types.js';
 import { logUnknownChanges } from './reconcile.js';
 import { TreeCopier } from '../../tree/tree-copy.js';
+import { variantSettings } from '../variant-settings.js';
 
 /** Journal syncs of this many paths or more (and full syncs) keep what they replace until after the publish… */
 const KEEP_REPLACED_FROM = 256;
@@ -35,8 +36,11 @@ export async function copyIntoSlot(
     // The journal is trusted only from positions no gap came after; else the trees are compared.
     const incremental = !full && pos.seq !== null && ctx.journal.trusts(pos.seq);
     const changed = incremental ? ctx.journal.changedSince(pos.seq as number) : [];
+    const settings = variantSettings(ctx.opts);
     const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], {
       durable: ctx.opts.durable,
+      // variants of what changes, reusing the mounted copy's for the same content (read only)
+      variants: settings && { settings, other: ctx.layout.slots[otherSlot(slot)] },
       // Freeing what a copy replaces waits until after the publish when there may be much
       // of it; for a few files, a second pass to free them costs more than it saves.
       keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
@@ -70,6 +74,7 @@ export async function copyIntoSlot(
     }
     ctx.metrics.unreadable.set(unreadable.length);
     record.copied = { ...copier.stats };
+    if (settings) record.variants = { ...copier.variantStats };
     ctx.metrics.copiedFiles.inc(copier.stats.files);
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);
     ctx.metrics.deletedFiles.inc(copier.stats.deleted);

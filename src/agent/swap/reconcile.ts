@@ -1,6 +1,7 @@
 import type { AgentContext } from '../agent-context.js';
 import type { ReconcileTrigger, RepairTrigger } from '../agent-types.js';
 import { compareTrees } from '../../tree/compare-trees.js';
+import { variantSettings } from '../variant-settings.js';
 
 /** The last comparison of master, for status. */
 export interface ReconcileResult {
@@ -34,7 +35,10 @@ export async function reconcileMaster(ctx: AgentContext, trigger: ReconcileTrigg
   const through = ctx.journal.lastSeq;
   const started = performance.now();
   const diffs = await ctx.walks.track('compare', slot, (onWalked) =>
-    compareTrees(ctx.layout.master, ctx.layout.slots[slot], { onWalked }),
+    compareTrees(ctx.layout.master, ctx.layout.slots[slot], {
+      onWalked,
+      variants: variantSettings(ctx.opts) !== null,
+    }),
   );
   // Changes made during the walk reach the journal by the watcher; wait for them to be recorded.
   if (ctx.watcher && !(await ctx.watcher.settle())) {

@@ -1,11 +1,12 @@
 import { openStore } from '../../agent/open-store.js';
 import type { Logger } from '../../core/logger.js';
 import type { CopyStats } from '../../tree/tree-copy.js';
+import { SWAP_FLAGS } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom } from '../common.js';
 import type { FlagSpecs, FlagValues } from '../flags.js';
 import { progressLine } from '../progress.js';
 
-export const INIT_FLAGS: FlagSpecs = { ...STORE_FLAGS };
+export const INIT_FLAGS: FlagSpecs = { ...STORE_FLAGS, variants: SWAP_FLAGS.variants as FlagSpecs[string] };
 
 /**
  * init reports what it did on its own lines (unreadable entries included);
@@ -33,6 +34,8 @@ export async function initCommand(values: FlagValues): Promise<number> {
   const store = await openStore(layout, quietLogger, {
     durable: true,
     withTotal: progress.shown,
+    // the copies get the agent's default variants, or none
+    ...(values.variants === false ? { variants: null } : {}),
     onProgress: (slot: string, s: CopyStats, counted?: { files: number; bytes: number }) => {
       if (slot !== current) {
         if (current) firstSlotBytes ??= lastBytes;

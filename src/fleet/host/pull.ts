@@ -7,6 +7,8 @@ import { dirname, join } from 'node:path';
 import { msInside } from '../../tree/copy-times.js';
 import { PER_FILE_SYNC_LIMIT, syncFileSystems } from '../../tree/tree-copy.js';
 import { walkPool } from '../../tree/walk-pool.js';
+import { deriveCopy } from '../../tree/derive-copy.js';
+import { TREE_DEFAULTS } from '../../tree/tree-defaults.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
 import { TEMP_DIR_NAME } from '../../store/store-layout.js';
@@ -48,6 +50,13 @@ export interface PullOptions {
   onStart?: (stats: Readonly<PullStats>) => void;
   /** Bounds on what the coordinator may send (default `PULL_LIMITS`; tests lower them). */
   limits?: Partial<PullLimits>;
+  /**
+   * Bring the slot's content index up to date for what the pull changed
+   * (default true): each file's hash, and the variants the snapshot holds
+   * beside it (the agent made them in its copy) that decode to it. Nothing
+   * is compressed on a host.
+   */
+  contentIndex?: boolean;
 }
 
 export interface PullStats {
@@ -199,6 +208,15 @@ async function applyDelta(
     for (const f of batch) await writable(f.path);
     stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach, limits);
   }
+  // 4b. the content index of what changed, while the temp directory is there and before the sync
+  const derived =
+    opts.contentIndex === false
+      ? null
+      : await deriveCopy(
+          { slot: opts.into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings },
+          [...delta.changed.map((e) => e.path), ...delta.removed],
+          new Set(dirs.map((d) => d.path)),
+        );
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
   await rm(tmp, { recursive: true, force: true }); // while the root is still writable
@@ -211,10 +229,21 @@ async function applyDelta(
     for (const d of dirs) touched.add(d.path);
     // deepest first: a new directory is durable before the entry naming it in its parent
     for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
+    if (derived) {
+      for (const file of derived.written) await fsyncPath(file);
+      for (const dir of [...new Set(derived.dirs)].sort((x, y) => y.length - x.length)) await fsyncDir(dir);
+    }
   } else if (opts.durable) {
     await syncFileSystems([opts.into]);
   }
   return stats;
+}
+
+/** fsync the file at `path` (an index the pull's derive step wrote); one gone meanwhile is skipped. */
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r').catch(() => null);
+  if (!handle) return;
+  await handle.sync().finally(() => handle.close());
 }
 
 /** Checks, once per directory, that a path's parents are real directories of the slot (never links). */

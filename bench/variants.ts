@@ -1,0 +1,253 @@
+/**
+ * What precompressed variants cost, side by side in one run:
+ *
+ * 1. Compression alone, per coding and level, on the JS, CSS, JSON and SVG
+ *    of the packages in node_modules (one thread): seconds per GiB of
+ *    originals, and the size of the variants against the originals.
+ * 2. A full copy (TreeCopier.mirrorAll, durable, into an empty slot) of a
+ *    tree of text files without variants, with them, and with them reusing
+ *    the other copy's (the second copy of `init`): times and ratios.
+ * 3. A journal sync of 10 changed text files (a whole swap over the API) by
+ *    an agent with variants and one without, in turns: medians and ratio.
+ *
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-only]
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
+import { brotliCompressSync, constants as zlib, gzipSync } from 'node:zlib';
+import type { SwapRecord } from '../src/agent/agent.js';
+import { TREE_DEFAULTS } from '../src/tree/tree-defaults.js';
+import { TreeCopier } from '../src/tree/tree-copy.js';
+import { walkPool } from '../src/tree/walk-pool.js';
+import { flag, freePort, machine, stop, THIS_CLI } from './lib.js';
+
+const FILES = flag('files', 4000);
+const ROUNDS = flag('rounds', 5);
+const JOURNAL_ROUNDS = flag('journal-rounds', 15);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+/** The text assets of the installed packages, up to `max` bytes. */
+function corpus(max = 48 * 1024 * 1024): Buffer[] {
+  const out: Buffer[] = [];
+  let total = 0;
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (total >= max) return;
+      const path = join(dir, e.name);
+      if (e.isDirectory()) walk(path);
+      else if (e.isFile() && ['.js', '.css', '.json', '.svg', '.mjs', '.map'].includes(extname(e.name))) {
+        const size = statSync(path).size;
+        if (size < 1024 || size > 4 * 1024 * 1024) continue;
+        out.push(readFileSync(path));
+        total += size;
+      }
+    }
+  };
+  walk(new URL('../../node_modules', import.meta.url).pathname);
+  return out;
+}
+
+function compressionTable(): void {
+  const files = corpus();
+  const bytes = files.reduce((s, f) => s + f.length, 0);
+  console.log(
+    `\n## Compression on one thread: ${files.length} files, ${(bytes / 2 ** 20).toFixed(1)} MiB of JS, CSS, JSON, SVG\n`,
+  );
+  console.log('| coding | level | s per GiB | variant / original |');
+  console.log('| ------ | ----- | --------- | ------------------ |');
+  const cases: [string, number, (b: Buffer) => Buffer][] = [
+    ...[1, 4, 5, 6, 9, 11].map((q): [string, number, (b: Buffer) => Buffer] => [
+      'br',
+      q,
+      (b) =>
+        brotliCompressSync(b, {
+          params: {
+            [zlib.BROTLI_PARAM_QUALITY]: q,
+            [zlib.BROTLI_PARAM_SIZE_HINT]: b.length,
+            [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+          },
+        }),
+    ]),
+    ...[1, 6, 9].map((l): [string, number, (b: Buffer) => Buffer] => ['gzip', l, (b) => gzipSync(b, { level: l })]),
+  ];
+  for (const [coding, level, fn] of cases) {
+    // quality 10 and 11 are slow: a tenth of the corpus is enough to time them
+    const sample = level >= 10 ? files.slice(0, Math.ceil(files.length / 10)) : files;
+    const sampleBytes = sample.reduce((s, f) => s + f.length, 0);
+    let out = 0;
+    const t = performance.now();
+    for (const f of sample) out += fn(f).length;
+    const s = (performance.now() - t) / 1000;
+    console.log(
+      `| ${coding} | ${level} | ${((s * 2 ** 30) / sampleBytes).toFixed(0)} | ${(out / sampleBytes).toFixed(3)} |`,
+    );
+  }
+}
+
+/** A master of `FILES` text files of 2 to 30 KiB in 40 directories, and a few images. */
+function makeMaster(master: string): number {
+  let bytes = 0;
+  for (let i = 0; i < FILES; i++) {
+    const dir = join(master, `d${i % 40}`);
+    mkdirSync(dir, { recursive: true });
+    const size = 2048 + ((i * 7919) % 28) * 1024;
+    let text = '';
+    for (let k = 0; text.length < size; k++) text += `export function f${i}_${k}(a) { return a * ${k} + "${i}"; }\n`;
+    writeFileSync(join(dir, `m${i}.${['js', 'css', 'json', 'html'][i % 4]}`), text.slice(0, size));
+    bytes += size;
+    if (i % 10 === 0) writeFileSync(join(dir, `i${i}.png`), randomBytes(size));
+  }
+  return bytes;
+}
+
+async function fullCopies(root: string): Promise<void> {
+  const master = join(root, 'master');
+  const bytes = makeMaster(master);
+  const settings = TREE_DEFAULTS.variantSettings;
+  const times = { none: [] as number[], variants: [] as number[], reused: [] as number[] };
+  for (let r = 0; r < ROUNDS; r++) {
+    const dirs = { none: join(root, `none${r}`), variants: join(root, `v${r}`), reused: join(root, `r${r}`) };
+    for (const d of Object.values(dirs)) mkdirSync(d);
+    const run = async (kind: keyof typeof times) => {
+      const copier = new TreeCopier(master, dirs[kind], {
+        durable: true,
+        ...(kind === 'none' ? { variants: null } : {}),
+        ...(kind === 'variants' ? { variants: { settings, other: null } } : {}),
+        ...(kind === 'reused' ? { variants: { settings, other: dirs.variants } } : {}),
+      });
+      const t = performance.now();
+      await copier.mirrorAll();
+      times[kind].push(performance.now() - t);
+      if (kind === 'reused' && copier.variantStats.compressed > 0) throw new Error('the reusing copy compressed');
+    };
+    // the copy without variants first and last in turns; the reusing one needs the other made first
+    if (r % 2 === 0) {
+      await run('none');
+      await run('variants');
+      await run('reused');
+    } else {
+      await run('variants');
+      await run('reused');
+      await run('none');
+    }
+    for (const d of Object.values(dirs)) await rm(d, { recursive: true, force: true });
+  }
+  const none = median(times.none);
+  const mib = bytes / 2 ** 20;
+  console.log(
+    `\n## Full copy of ${FILES} text files (${mib.toFixed(0)} MiB) into an empty slot, durable, medians of ${ROUNDS}\n`,
+  );
+  console.log('| copy | ms | ratio to no variants | added s per GiB |');
+  console.log('| ---- | -- | -------------------- | --------------- |');
+  for (const kind of ['none', 'variants', 'reused'] as const) {
+    const t = median(times[kind]);
+    console.log(
+      `| ${kind} | ${t.toFixed(0)} | **${(t / none).toFixed(2)}x** | ${(((t - none) / 1000) * (1024 / mib)).toFixed(1)} |`,
+    );
+  }
+}
+
+interface Side {
+  master: string;
+  sync(): Promise<SwapRecord>;
+  stop(): Promise<void>;
+}
+
+async function startSide(root: string, variants: boolean): Promise<Side> {
+  const store = join(root, 'store');
+  const master = join(store, 'master');
+  makeMaster(master);
+  const flagSet = variants ? [] : ['--no-variants'];
+  const r = spawnSync(process.execPath, [THIS_CLI, 'init', '--store', store, ...flagSet], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('init failed');
+  const token = randomBytes(24).toString('hex');
+  writeFileSync(join(root, 'token'), token, { mode: 0o600 });
+  const port = await freePort();
+  const agent: ChildProcess = spawn(
+    process.execPath,
+    [
+      THIS_CLI,
+      'agent',
+      '--store',
+      store,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--token-file',
+      join(root, 'token'),
+      ...flagSet,
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' } },
+  );
+  process.once('exit', () => agent.kill('SIGKILL'));
+  const base = `http://127.0.0.1:${port}`;
+  const sync = async (): Promise<SwapRecord> => {
+    const res = await fetch(`${base}/v1/sync?wait=1`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    if (!res.ok) throw new Error(`sync: ${res.status} ${await res.text()}`);
+    return (await res.json()) as SwapRecord;
+  };
+  for (;;) {
+    if (agent.exitCode !== null) throw new Error(`the agent exited with ${agent.exitCode}`);
+    const ok = await fetch(`${base}/readyz`).then(
+      (res) => res.ok,
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  await sync();
+  await sync();
+  return { master, sync, stop: () => stop(agent) };
+}
+
+async function journalSyncs(root: string): Promise<void> {
+  const sides = { on: await startSide(join(root, 'on'), true), off: await startSide(join(root, 'off'), false) };
+  const times = { on: [] as number[], off: [] as number[] };
+  let compressed = 0;
+  for (let r = 0; r < JOURNAL_ROUNDS; r++) {
+    const order = r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const);
+    for (const kind of order) {
+      const side = sides[kind];
+      for (let k = 0; k < 10; k++) {
+        const i = (r * 10 + k) * 4; // JS files only
+        let text = '';
+        for (let n = 0; text.length < 20_000; n++) text += `export const v${r}_${n} = ${i * n}; // round ${r}\n`;
+        writeFileSync(join(side.master, `d${i % 40}`, `m${i}.js`), text);
+      }
+      await new Promise((res) => setTimeout(res, 200)); // the watcher's events, as a writer's pause would give
+      const t = performance.now();
+      const record = await side.sync();
+      times[kind].push(performance.now() - t);
+      if (kind === 'on') compressed = record.variants?.compressed ?? 0;
+    }
+  }
+  for (const side of Object.values(sides)) await side.stop();
+  const on = median(times.on);
+  const off = median(times.off);
+  console.log(`\n## Journal sync of 10 changed JS files of 20 KB (a whole swap), medians of ${JOURNAL_ROUNDS}\n`);
+  console.log('| variants off | variants on | ratio | variants compressed per sync |');
+  console.log('| ------------ | ----------- | ----- | ---------------------------- |');
+  console.log(`| ${off.toFixed(1)} ms | ${on.toFixed(1)} ms | **${(on / off).toFixed(2)}x** | ${compressed} |`);
+}
+
+async function main(): Promise<void> {
+  console.log(`# Variants: ${machine()}`);
+  const journalOnly = process.argv.includes('--journal-only');
+  if (!journalOnly) compressionTable();
+  const root = await mkdtemp(join(tmpdir(), 'mirrorswap-variants-bench-'));
+  try {
+    if (!journalOnly) await fullCopies(join(root, 'full'));
+    await walkPool.close();
+    await journalSyncs(join(root, 'journal'));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();

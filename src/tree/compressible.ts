@@ -1,0 +1,92 @@
+import { extname } from 'node:path';
+import { VARIANT_ENCODINGS, VARIANT_SUFFIX, type VariantEncoding } from '../store/content-index.js';
+
+/**
+ * Extensions of the files worth precompressing: text and the formats built
+ * of it (markup, scripts, styles, data, source maps, SVG), WebAssembly, and
+ * the font formats that are not compressed inside (TrueType, OpenType,
+ * Embedded OpenType, icons). Not the formats that are compressed already
+ * (images other than SVG and BMP, WOFF and WOFF2, archives, audio, video):
+ * brotli saves them nothing and costs a read and a compression each.
+ */
+export const COMPRESSIBLE_EXTENSIONS: readonly string[] = Object.freeze([
+  'html',
+  'htm',
+  'xhtml',
+  'css',
+  'js',
+  'mjs',
+  'cjs',
+  'jsx',
+  'ts',
+  'json',
+  'jsonld',
+  'webmanifest',
+  'map',
+  'xml',
+  'rss',
+  'atom',
+  'svg',
+  'txt',
+  'text',
+  'md',
+  'csv',
+  'tsv',
+  'ics',
+  'vtt',
+  'wasm',
+  'ttf',
+  'otf',
+  'eot',
+  'ico',
+  'bmp',
+  'glsl',
+  'yaml',
+  'yml',
+  'toml',
+]);
+
+/** How the agent makes variants: the settings of the derive step (defaults in `TREE_DEFAULTS.variants`). */
+export interface VariantSettings {
+  /** Codings to make, in `VARIANT_ENCODINGS`' order. */
+  readonly encodings: readonly VariantEncoding[];
+  /** Brotli quality, 0 to 11. */
+  readonly brotliQuality: number;
+  /** gzip level, 1 to 9. */
+  readonly gzipLevel: number;
+  /** Files smaller than this many bytes get no variant. */
+  readonly minSize: number;
+  /** A variant is kept only when it is at least this many percent smaller than its original. */
+  readonly minSavingPercent: number;
+  /** Extensions (lower case, no dot) of the files to compress. */
+  readonly types: readonly string[];
+}
+
+/** True when a file named `name` of `size` bytes is one to make variants of under `settings`. */
+export function isCompressible(name: string, size: number, settings: VariantSettings): boolean {
+  if (size < settings.minSize || size === 0) return false;
+  const ext = extname(name).slice(1).toLowerCase();
+  return ext !== '' && settings.types.includes(ext);
+}
+
+/** The original a variant name stands for, with its coding (`app.js.br` → `app.js`, br); null for other names. */
+export function variantOf(name: string): { base: string; encoding: VariantEncoding } | null {
+  for (const encoding of VARIANT_ENCODINGS) {
+    const suffix = VARIANT_SUFFIX[encoding];
+    if (name.length > suffix.length && name.endsWith(suffix)) return { base: name.slice(0, -suffix.length), encoding };
+  }
+  return null;
+}
+
+/** Codings from a comma-separated list (`br,gzip`); throws on an unknown one. */
+export function parseEncodings(list: string): VariantEncoding[] {
+  const wanted = list
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '');
+  for (const w of wanted) {
+    if (!(VARIANT_ENCODINGS as readonly string[]).includes(w))
+      throw new Error(`unknown variant encoding "${w}" (known: ${VARIANT_ENCODINGS.join(', ')})`);
+  }
+  return VARIANT_ENCODINGS.filter((e) => wanted.includes(e));
+}

@@ -1,0 +1,545 @@
+import {
+  type Stats,
+  closeSync,
+  constants,
+  copyFileSync,
+  fstatSync,
+  futimesSync,
+  linkSync,
+  lstatSync,
+  openSync,
+  readSync,
+  readdirSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
+import { isNothingThere } from '../core/nothing-there.js';
+import {
+  type DirectoryIndex,
+  type FileRecord,
+  VARIANT_ENCODINGS,
+  VARIANT_SUFFIX,
+  type VariantEncoding,
+  type VariantRecord,
+  contentHash,
+  readDirectoryIndexSync,
+  stampMatches,
+  variantMatches,
+  writeDirectoryIndexSync,
+} from '../store/content-index.js';
+import { TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
+import { type VariantSettings, isCompressible, variantOf } from './compressible.js';
+import { isDenied } from './tree-mode.js';
+import { msInside } from './copy-times.js';
+
+/**
+ * The derive step of a copy: once files have landed in a copy, bring the
+ * precompressed variants beside them (`X.br`, `X.gz`) and their directory's
+ * content index (content-index.ts) up to date, for the paths the copy
+ * changed only. Runs in the walk threads, one unit per directory (or per
+ * subtree), so a single thread owns each directory's index.
+ *
+ * It reads the copy, never master: master is only looked at (lstat) to know
+ * which siblings are its own. A variant is made in the slot's temp
+ * directory, given its original's mtime (nginx's `gzip_static` and others
+ * compare them), and renamed beside it; the index is written after its
+ * variants are in place, so a record never names a file not yet there.
+ */
+
+/** What a derive unit needs besides itself (sent to the walk threads). */
+export interface DeriveContext {
+  /** The copy being written. */
+  slot: string;
+  /** The other copy, read only (its index and variants are reused by content hash); null when there is none. */
+  other: string | null;
+  /**
+   * Master's root, looked at to tell its own siblings from made ones. Null
+   * for a fleet host's copy, pulled from a snapshot of the agent's copy:
+   * every entry of it is the snapshot's (variants the agent made included),
+   * so a sibling is recorded as a variant when it decodes to its original,
+   * and nothing is compressed or removed here.
+   */
+  source: string | null;
+  settings: VariantSettings;
+}
+
+/**
+ * One directory's part of a derive: the names in it that changed (`names`),
+ * or every entry (null); names that are directories are derived whole, with
+ * everything below. With `deep`, its subdirectories are derived whole too
+ * (a unit of a tree planned by planUnits); `skip` names subdirectories
+ * that are units of their own.
+ */
+export interface DeriveUnit {
+  dir: string;
+  names: string[] | null;
+  deep?: boolean;
+  skip?: string[];
+}
+
+/** What a derive did, summed over its units. */
+export interface DeriveStats {
+  /** Files read and hashed (their record was not current). */
+  hashed: number;
+  /** Variants made by compressing. */
+  compressed: number;
+  /** Variants taken from the other copy (a link, or a copy when the times differ). */
+  reused: number;
+  /** Variants (and records) that stood as they were. */
+  kept: number;
+  /** Made variants removed (their original gone, changed, too small, or not saving enough). */
+  removed: number;
+  /** Indexes written or removed. */
+  indexes: number;
+  /** Variants not made because their directory may not be written (a mode denying it). */
+  denied: number;
+}
+
+export function emptyDeriveStats(): DeriveStats {
+  return { hashed: 0, compressed: 0, reused: 0, kept: 0, removed: 0, indexes: 0, denied: 0 };
+}
+
+export function addDeriveStats(into: DeriveStats, part: DeriveStats): void {
+  for (const key of Object.keys(into) as (keyof DeriveStats)[]) into[key] += part[key];
+}
+
+/** A unit's answer: its counts, and the files and directories it wrote, for the copy's durability round. */
+export interface DeriveResult {
+  stats: DeriveStats;
+  written: string[];
+  dirs: string[];
+}
+
+/** Unique temp names in this thread. */
+let tmpCount = 0;
+const tmpTag = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if (isNothingThere(err)) return null;
+    throw err;
+  }
+}
+
+/** The whole file at `path`, read through a descriptor opened without following a link; null if no regular file is there. */
+function readRegular(path: string): { bytes: Buffer; st: Stats } | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isNothingThere(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') return null;
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return null;
+    const bytes = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    while (got < st.size) {
+      const n = readSync(fd, bytes, got, st.size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return { bytes: got === st.size ? bytes : bytes.subarray(0, got), st };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function compress(encoding: VariantEncoding, bytes: Buffer, settings: VariantSettings): Buffer {
+  if (encoding === 'br') {
+    return brotliCompressSync(bytes, {
+      params: {
+        [zlibConstants.BROTLI_PARAM_QUALITY]: settings.brotliQuality,
+        [zlibConstants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
+        [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT,
+      },
+    });
+  }
+  return gzipSync(bytes, { level: settings.gzipLevel });
+}
+
+/** True when `variant` decodes to exactly `original` (a bound on the output: a hostile file cannot blow up memory). */
+function decodesTo(encoding: VariantEncoding, variant: Buffer, original: Buffer): boolean {
+  try {
+    const opts = { maxOutputLength: Math.max(1, original.length + 1) };
+    const out = encoding === 'br' ? brotliDecompressSync(variant, opts) : gunzipSync(variant, opts);
+    return out.equals(original);
+  } catch {
+    return false; // not of that coding, truncated, or larger than the original: not its variant
+  }
+}
+
+/** Remove the file at `path`; false when it was not there, or its directory may not be written (a mode denying it). */
+function unlinkIfThere(path: string): boolean {
+  try {
+    unlinkSync(path);
+    return true;
+  } catch (err) {
+    if (isNothingThere(err) || isDenied(err)) return false;
+    throw err;
+  }
+}
+
+/** The derive of one unit, with blocking calls (a walk thread). */
+export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult {
+  const result: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
+  const skip = new Set(unit.skip ?? []);
+  const walk = (dir: string, names: string[] | null, deep: boolean) => {
+    const subdirs = deriveDirectory(c, dir, names, result);
+    for (const name of subdirs) {
+      if (dir === unit.dir && skip.has(name)) continue;
+      // a directory named as changed is derived whole; below a deep unit, every directory is
+      if (deep || names !== null) walk(dir === '' ? name : `${dir}/${name}`, null, true);
+    }
+  };
+  walk(unit.dir, unit.names, unit.deep === true);
+  return result;
+}
+
+/**
+ * Derive the directory `dir` of the copy for `names` (null: all its
+ * entries); returns the subdirectories among them (all of them when
+ * `names` is null), for the caller to go into.
+ */
+function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, result: DeriveResult): string[] {
+  const abs = dir === '' ? c.slot : join(c.slot, dir);
+  const old = readDirectoryIndexSync(c.slot, dir);
+  const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
+  let changed = false;
+  const subdirs: string[] = [];
+  // the entries to look at: each name given, with the original of a variant name (its variant changed)
+  let entries: string[];
+  if (names === null) {
+    let listed: string[];
+    try {
+      listed = readdirSync(abs);
+    } catch (err) {
+      if (!isNothingThere(err)) throw err;
+      listed = [];
+    }
+    if (dir === '') listed = listed.filter((n) => !isReservedRootName(n));
+    // records of names gone are pruned
+    const present = new Set(listed);
+    for (const name of Object.keys(files)) {
+      if (!present.has(name)) {
+        delete files[name];
+        changed = true;
+      }
+    }
+    entries = listed;
+  } else {
+    const set = new Set<string>();
+    for (const name of names) {
+      if (dir === '' && isReservedRootName(name)) continue;
+      set.add(name);
+      const v = variantOf(name);
+      if (v) set.add(v.base);
+    }
+    entries = [...set];
+  }
+  const otherIndex = c.other ? lazyOther(c.other, dir) : () => null;
+  const masterHolds = (name: string): boolean => {
+    if (c.source === null) return true; // a host's copy: all of it is the snapshot's
+    return lstatOrNull(join(c.source, dir, name)) !== null; // anything master holds there is its own
+  };
+  const statOf = new Map<string, Stats | null>();
+  const stat = (name: string) => {
+    if (!statOf.has(name)) statOf.set(name, lstatOrNull(join(abs, name)));
+    return statOf.get(name) ?? null;
+  };
+  /** A name that is a made variant of a regular file beside it: derived with that file, no record of its own. */
+  const isMadeVariant = (name: string) => {
+    const v = variantOf(name);
+    return v !== null && stat(v.base)?.isFile() === true && !masterHolds(name);
+  };
+  for (const name of entries) {
+    const st = stat(name);
+    if (st?.isDirectory()) {
+      subdirs.push(name);
+      if (files[name]) {
+        delete files[name];
+        changed = true;
+      }
+      continue;
+    }
+    if (isMadeVariant(name)) {
+      if (files[name]) {
+        delete files[name];
+        changed = true;
+      }
+      continue; // its original is among the entries too, and says what becomes of it
+    }
+    const v = variantOf(name);
+    if (v && !st && !masterHolds(name)) continue; // a made variant already gone
+    if (!st?.isFile()) {
+      if (files[name]) {
+        delete files[name];
+        changed = true;
+      }
+      // its made variants go with it (a variant master holds is master's, and stays)
+      for (const encoding of VARIANT_ENCODINGS) {
+        const vname = name + VARIANT_SUFFIX[encoding];
+        if (stat(vname)?.isFile() && !masterHolds(vname) && unlinkIfThere(join(abs, vname))) {
+          result.stats.removed++;
+          noteDir(result, abs);
+        }
+      }
+      continue;
+    }
+    const record = deriveFile(c, dir, abs, name, st, files[name], otherIndex, masterHolds, stat, result);
+    if (record === null) {
+      if (files[name]) {
+        delete files[name];
+        changed = true;
+      }
+    } else if (record !== files[name]) {
+      files[name] = record;
+      changed = true;
+    }
+  }
+  if (changed) {
+    // not made durable: a stale, torn or lost index costs an ETag or a variant, never a wrong
+    // answer, and the copy is derived again after a crash (it is marked unfinished until synced)
+    writeDirectoryIndexSync(c.slot, dir, files);
+    result.stats.indexes++;
+  }
+  return subdirs;
+}
+
+function noteDir(result: DeriveResult, dir: string): void {
+  if (!result.dirs.includes(dir)) result.dirs.push(dir);
+}
+
+/** The other copy's index of `dir`, read on first use. */
+function lazyOther(other: string, dir: string): () => DirectoryIndex | null {
+  let read = false;
+  let index: DirectoryIndex | null = null;
+  return () => {
+    if (!read) {
+      read = true;
+      try {
+        index = readDirectoryIndexSync(other, dir);
+      } catch {
+        index = null; // the other copy is only a source of reuse: anything amiss there costs a compression
+      }
+    }
+    return index;
+  };
+}
+
+/** The record of the regular file `name` (status `st`) after bringing its variants up to date. */
+function deriveFile(
+  c: DeriveContext,
+  dir: string,
+  abs: string,
+  name: string,
+  st: Stats,
+  old: FileRecord | undefined,
+  otherIndex: () => DirectoryIndex | null,
+  masterHolds: (name: string) => boolean,
+  stat: (name: string) => Stats | null,
+  result: DeriveResult,
+): FileRecord | null {
+  // the record stands if the file and every variant it names are as it says
+  if (old && stampMatches(old, st)) {
+    let current = true;
+    for (const [encoding, variant] of Object.entries(old.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
+      const vst = stat(name + VARIANT_SUFFIX[encoding]);
+      if (
+        !vst?.isFile() ||
+        !variantMatches(variant, vst) ||
+        variant.made === masterHolds(name + VARIANT_SUFFIX[encoding])
+      )
+        current = false;
+    }
+    if (current) {
+      result.stats.kept++;
+      return old;
+    }
+  }
+  const read = readRegular(join(abs, name));
+  if (!read) return null; // swapped meanwhile (the copier is the slot's only writer: not expected); no record
+  const { bytes } = read;
+  const fst = read.st;
+  const sha256 = contentHash(bytes);
+  result.stats.hashed++;
+  const variants: Partial<Record<VariantEncoding, VariantRecord>> = {};
+  for (const encoding of VARIANT_ENCODINGS) {
+    const vname = name + VARIANT_SUFFIX[encoding];
+    const vpath = join(abs, vname);
+    const vst = stat(vname);
+    if (masterHolds(vname)) {
+      // master's own sibling: never replaced; named as a variant only if it decodes to this file
+      if (vst?.isFile()) {
+        const vread = readRegular(vpath);
+        if (vread && decodesTo(encoding, vread.bytes, bytes)) {
+          variants[encoding] = {
+            ino: vread.st.ino,
+            size: vread.st.size,
+            sha256: contentHash(vread.bytes),
+            made: false,
+          };
+        }
+      }
+      continue;
+    }
+    if (vst && !vst.isFile()) continue; // a directory or link named so (not master's: drift); left to the copy's compare
+    const wanted = c.settings.encodings.includes(encoding) && isCompressible(name, fst.size, c.settings);
+    if (!wanted) {
+      if (vst && unlinkIfThere(vpath)) {
+        result.stats.removed++;
+        noteDir(result, abs);
+      }
+      continue;
+    }
+    // the variant there stands if it was made from these same bytes, and has this file's time
+    const was = old?.variants?.[encoding];
+    if (
+      vst &&
+      was?.made &&
+      old?.sha256 === sha256 &&
+      variantMatches(was, vst) &&
+      Math.floor(vst.mtimeMs) === Math.floor(fst.mtimeMs)
+    ) {
+      variants[encoding] = was;
+      result.stats.kept++;
+      continue;
+    }
+    const made =
+      reuse(c, dir, abs, vname, encoding, sha256, fst, otherIndex, result) ??
+      makeVariant(c, abs, vname, encoding, bytes, fst, result);
+    if (made === 'denied') {
+      result.stats.denied++;
+      continue;
+    }
+    if (made) {
+      variants[encoding] = made;
+      noteDir(result, abs);
+    } else if (vst && unlinkIfThere(vpath)) {
+      result.stats.removed++; // it no longer saves enough
+      noteDir(result, abs);
+    }
+  }
+  const record: FileRecord = {
+    ino: fst.ino,
+    size: fst.size,
+    mtimeMs: fst.mtimeMs,
+    sha256,
+    ...(Object.keys(variants).length > 0 ? { variants } : {}),
+  };
+  return record;
+}
+
+function tempPath(slot: string): string {
+  return join(slot, TEMP_DIR_NAME, `variant-${tmpTag}-${tmpCount++}`);
+}
+
+/** Rename `tmp` to `to`; 'denied' (and `tmp` removed) when the directory may not be written. */
+function place(tmp: string, to: string): true | 'denied' {
+  try {
+    renameSync(tmp, to);
+    return true;
+  } catch (err) {
+    unlinkIfThere(tmp);
+    if (isDenied(err)) return 'denied';
+    throw err;
+  }
+}
+
+/**
+ * The variant of `name` taken from the other copy: one it made from the
+ * same bytes (same hash), still as its index says. A link when it already
+ * has this file's time (the other copy's inode is never changed, as it may
+ * be mounted), else a copy given this file's time. Null when there is none.
+ */
+function reuse(
+  c: DeriveContext,
+  dir: string,
+  abs: string,
+  vname: string,
+  encoding: VariantEncoding,
+  sha256: string,
+  fst: Stats,
+  otherIndex: () => DirectoryIndex | null,
+  result: DeriveResult,
+): VariantRecord | 'denied' | null {
+  if (!c.other) return null;
+  const index = otherIndex();
+  if (!index) return null;
+  // the file of the same name in the same directory: what a copy of the same release holds
+  const rec = index.files[vname.slice(0, -VARIANT_SUFFIX[encoding].length)];
+  const variant = rec?.sha256 === sha256 ? rec.variants?.[encoding] : undefined;
+  if (!variant) return null;
+  const from = join(c.other, dir, vname);
+  const ost = lstatOrNull(from);
+  if (!ost?.isFile() || !variantMatches(variant, ost)) return null;
+  const tmp = tempPath(c.slot);
+  let linked = false;
+  if (Math.floor(ost.mtimeMs) === Math.floor(fst.mtimeMs)) {
+    try {
+      linkSync(from, tmp);
+      linked = true;
+    } catch {
+      // another file system (EXDEV), or links not allowed: copied instead
+    }
+  }
+  if (!linked) {
+    try {
+      copyFileSync(from, tmp, constants.COPYFILE_EXCL);
+    } catch {
+      unlinkIfThere(tmp);
+      return null; // gone meanwhile (the other copy was being written): compressed instead
+    }
+    const fd = openSync(tmp, 'r+');
+    try {
+      futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  // a copy has an inode of its own: the record is the copy's, with the same bytes and hash
+  const tst = lstatSync(tmp);
+  const placed = place(tmp, join(abs, vname));
+  if (placed === 'denied') return 'denied';
+  result.stats.reused++;
+  if (!linked) result.written.push(join(abs, vname));
+  return { ino: tst.ino, size: tst.size, sha256: variant.sha256, made: true };
+}
+
+/** Compress `bytes` into a variant beside its original; null when it would not save enough. */
+function makeVariant(
+  c: DeriveContext,
+  abs: string,
+  vname: string,
+  encoding: VariantEncoding,
+  bytes: Buffer,
+  fst: Stats,
+  result: DeriveResult,
+): VariantRecord | 'denied' | null {
+  const out = compress(encoding, bytes, c.settings);
+  result.stats.compressed++;
+  if (out.length > bytes.length * (1 - c.settings.minSavingPercent / 100)) return null;
+  const tmp = tempPath(c.slot);
+  const fd = openSync(tmp, 'wx', fst.mode & 0o666);
+  let vst: Stats;
+  try {
+    for (let written = 0; written < out.length; ) written += writeSync(fd, out, written, out.length - written);
+    futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
+    vst = fstatSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    unlinkIfThere(tmp);
+    throw err;
+  }
+  closeSync(fd);
+  const placed = place(tmp, join(abs, vname));
+  if (placed === 'denied') return 'denied';
+  result.written.push(join(abs, vname));
+  return { ino: vst.ino, size: vst.size, sha256: contentHash(out), made: true };
+}

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import express from 'express';
+import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
+import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
+import { pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { readDirectoryIndex } from '../../../src/store/content-index.js';
+import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
+import { TreeCopier } from '../../../src/tree/tree-copy.js';
+import { memoryLogger } from '../../../testkit/app.js';
+import { tempDirs } from '../../../testkit/store.js';
+import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
+
+const temp = tempDirs();
+after(() => temp.removeAll());
+const TOKEN = 'fleet-token-for-tests-0123456789';
+
+describe('a fleet pull indexes what it pulled', () => {
+  it("records each file's hash and the snapshot's variants that decode to it, the same hashes as the agent's copy", async () => {
+    const root = await temp.make('mirrorswap-fleet-index-');
+    const master = join(root, 'master');
+    const slots = { a: join(root, 'a'), b: join(root, 'b') };
+    const into = join(root, 'host');
+    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    await mkdir(join(master, 'js'));
+    for (let i = 0; i < 5; i++) await writeFile(join(master, `js/m${i}.js`), text(`m${i}`));
+    await writeFile(join(master, 'own.js'), text('own'));
+    await writeFile(join(master, 'own.js.gz'), 'master says this is gzip; it is not');
+    const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
+    await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
+    const snapshots = new Snapshots(slots);
+    const app = express();
+    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+    const server: Server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const pull = (snapshot: string, base: string | null) =>
+        pullSnapshot({ from: url, token: TOKEN, snapshot, base, into, durable: true, timeoutMs: 5000 });
+      const first = await snapshots.take('a');
+      await pull(first, null);
+      // 5 files with two variants each, and own.js's br: checked to decode to their originals
+      assert.equal(await checkCopyIndex(into), 11);
+      const [agentIndex, hostIndex] = [await readDirectoryIndex(slots.a, 'js'), await readDirectoryIndex(into, 'js')];
+      assert.equal(hostIndex?.files['m3.js']?.sha256, agentIndex?.files['m3.js']?.sha256, 'the same strong ETag');
+      const own = (await readDirectoryIndex(into, ''))?.files['own.js'];
+      assert.equal(own?.variants?.gzip, undefined, "master's own .gz that is no gzip of it is no variant");
+      // a change and a delete reach the host's index by the next (incremental) pull
+      await writeFile(join(master, 'js/m0.js'), text('changed'));
+      await rm(join(master, 'js/m1.js'));
+      await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['js/m0.js', 'js/m1.js']);
+      const second = await snapshots.take('a');
+      await pull(second, first);
+      const after = await readDirectoryIndex(into, 'js');
+      assert.equal(after?.files['m1.js'], undefined);
+      assert.equal(after?.files['m0.js']?.sha256, (await readDirectoryIndex(slots.a, 'js'))?.files['m0.js']?.sha256);
+      assert.ok(after?.files['m0.js']?.variants?.br);
+      assert.equal(await checkCopyIndex(into), 9);
+      assert.equal(await readFile(join(into, 'own.js.gz'), 'utf8'), 'master says this is gzip; it is not');
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

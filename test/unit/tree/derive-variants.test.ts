@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
+import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
+import {
+  contentHash,
+  readDirectoryIndex,
+  stampMatches,
+  variantMatches,
+  VARIANT_SUFFIX,
+  type VariantEncoding,
+} from '../../../src/store/content-index.js';
+import { compareTrees } from '../../../src/tree/compare-trees.js';
+import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
+import { TreeCopier } from '../../../src/tree/tree-copy.js';
+
+const settings = TREE_DEFAULTS.variantSettings;
+
+/** Text that compresses well, different for each seed. */
+function text(seed: string, bytes = 8192): string {
+  let out = '';
+  for (let i = 0; out.length < bytes; i++) out += `function ${seed}_${i}(a, b) { return a + b * ${i}; }\n`;
+  return out.slice(0, bytes);
+}
+
+/** Every variant in `root` decodes to exactly the file beside it; returns how many there are. */
+async function checkVariants(root: string, dir = ''): Promise<number> {
+  let count = 0;
+  for (const e of await readdir(join(root, dir), { withFileTypes: true })) {
+    const rel = dir === '' ? e.name : `${dir}/${e.name}`;
+    if (dir === '' && e.name.startsWith('.mirrorswap-')) continue;
+    if (e.isDirectory()) count += await checkVariants(root, rel);
+    else if (e.isFile() && (e.name.endsWith('.br') || e.name.endsWith('.gz'))) {
+      const base = rel.slice(0, -3);
+      const original = await readFile(join(root, base)).catch(() => null);
+      if (original === null) continue; // a file of its own
+      const bytes = await readFile(join(root, rel));
+      const decoded = e.name.endsWith('.br') ? brotliDecompressSync(bytes) : gunzipSync(bytes);
+      assert.ok(decoded.equals(original), `${rel} decodes to ${base}`);
+      count++;
+    }
+  }
+  return count;
+}
+
+/** The index of `rel`'s directory agrees with the files: stamps, hashes and variants. */
+async function checkRecord(root: string, rel: string): Promise<void> {
+  const cut = rel.lastIndexOf('/');
+  const dir = cut === -1 ? '' : rel.slice(0, cut);
+  const name = rel.slice(cut + 1);
+  const index = await readDirectoryIndex(root, dir);
+  const record = index?.files[name];
+  assert.ok(record, `a record of ${rel}`);
+  const st = await stat(join(root, rel));
+  assert.ok(stampMatches(record, st), `the record of ${rel} matches it`);
+  assert.equal(record.sha256, contentHash(await readFile(join(root, rel))));
+  for (const [encoding, variant] of Object.entries(record.variants ?? {})) {
+    const vpath = join(root, rel + VARIANT_SUFFIX[encoding as VariantEncoding]);
+    assert.ok(variantMatches(variant, await stat(vpath)), `${rel}'s ${encoding} record matches its file`);
+    assert.equal(variant.sha256, contentHash(await readFile(vpath)));
+  }
+}
+
+describe('variants made at copy', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'mirrorswap-variants-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const setup = async (name: string) => {
+    const master = join(root, name, 'master');
+    const a = join(root, name, 'a');
+    const b = join(root, name, 'b');
+    for (const d of [master, a, b]) await mkdir(d, { recursive: true });
+    return { master, a, b };
+  };
+  const copier = (master: string, slot: string, other: string | null, over: Partial<typeof settings> = {}) =>
+    new TreeCopier(master, slot, { durable: false, variants: { settings: { ...settings, ...over }, other } });
+
+  it('makes variants for compressible files above the floor, not for png or tiny files; every one decodes', async () => {
+    const { master, a } = await setup('basic');
+    await mkdir(join(master, 'js'));
+    await writeFile(join(master, 'js/app.js'), text('app'));
+    await writeFile(join(master, 'index.html'), text('html'));
+    await writeFile(join(master, 'tiny.css'), 'a{}');
+    await writeFile(join(master, 'logo.png'), text('png'));
+    const c = copier(master, a, null);
+    await c.mirrorAll();
+    for (const p of ['js/app.js.br', 'js/app.js.gz', 'index.html.br', 'index.html.gz'])
+      assert.ok(await lstatOrNull(join(a, p)), p);
+    for (const p of ['tiny.css.br', 'tiny.css.gz', 'logo.png.br', 'logo.png.gz'])
+      assert.equal(await lstatOrNull(join(a, p)), null, p);
+    assert.equal(await checkVariants(a), 4);
+    for (const p of ['js/app.js', 'index.html', 'tiny.css', 'logo.png']) await checkRecord(a, p);
+    assert.equal(c.variantStats.compressed, 4);
+    // the variant has its original's time
+    const [orig, br] = [await stat(join(a, 'js/app.js')), await stat(join(a, 'js/app.js.br'))];
+    assert.equal(Math.floor(br.mtimeMs), Math.floor(orig.mtimeMs));
+    // master untouched; a compare that knows of variants finds nothing, one that does not finds them extra
+    assert.deepEqual((await readdir(master)).sort(), ['index.html', 'js', 'logo.png', 'tiny.css']);
+    assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
+    assert.equal((await compareTrees(master, a)).filter((d) => d.kind === 'extra').length, 4);
+  });
+
+  it('follows a change, a deletion, a shrink and a file that stops saving; reuses the other copy', async () => {
+    const { master, a, b } = await setup('changes');
+    for (let i = 0; i < 10; i++) await writeFile(join(master, `f${i}.js`), text(`f${i}`));
+    await copier(master, a, b).mirrorAll();
+    // a second full copy compresses nothing: every variant comes from the other copy
+    const second = copier(master, b, a);
+    await second.mirrorAll();
+    assert.equal(second.variantStats.compressed, 0);
+    assert.equal(second.variantStats.reused, 20);
+    assert.equal(await checkVariants(b), 20);
+    for (let i = 0; i < 10; i++) await checkRecord(b, `f${i}.js`);
+    // changes, as a journal sync of slot a sees them
+    await writeFile(join(master, 'f0.js'), text('changed'));
+    await unlink(join(master, 'f1.js'));
+    await writeFile(join(master, 'f2.js'), 'tiny');
+    // random bytes: no coding saves 10%
+    const random = Buffer.alloc(4096);
+    for (let i = 0; i < random.length; i++) random[i] = (i * 2654435761) >>> 24;
+    await writeFile(join(master, 'f3.js'), random);
+    const sync = copier(master, a, b);
+    await sync.copyPaths(['f0.js', 'f1.js', 'f2.js', 'f3.js']);
+    assert.equal(brotliDecompressSync(await readFile(join(a, 'f0.js.br'))).toString(), text('changed'));
+    await checkRecord(a, 'f0.js');
+    for (const p of ['f1.js.br', 'f1.js.gz', 'f2.js.br', 'f2.js.gz'])
+      assert.equal(await lstatOrNull(join(a, p)), null, p);
+    const index = await readDirectoryIndex(a, '');
+    assert.equal(index?.files['f1.js'], undefined, 'the record of a deleted file goes');
+    assert.equal(index?.files['f2.js']?.variants, undefined);
+    assert.equal(await checkVariants(a), await countVariantFiles(a));
+    // a 10-file sync compresses 10 files (two codings each), and nothing else
+    for (let i = 0; i < 10; i++) await writeFile(join(master, `g${i}.js`), text(`g${i}`));
+    const ten = copier(master, a, b);
+    await ten.copyPaths(Array.from({ length: 10 }, (_, i) => `g${i}.js`));
+    assert.equal(ten.variantStats.compressed, 20);
+    assert.equal(ten.variantStats.hashed, 10);
+  });
+
+  it("keeps master's own X.gz, never overwritten, recorded only when it decodes to X", async () => {
+    const { master, a } = await setup('own');
+    await writeFile(join(master, 'good.js'), text('good'));
+    await writeFile(join(master, 'good.js.gz'), gzipSync(text('good')));
+    await writeFile(join(master, 'bad.js'), text('bad'));
+    await writeFile(join(master, 'bad.js.gz'), 'not gzip at all, but master says so');
+    await writeFile(join(master, 'bomb.js'), text('bomb'));
+    await writeFile(join(master, 'bomb.js.br'), brotliCompressSync(`${text('bomb')}more`));
+    await copier(master, a, null).mirrorAll();
+    const index = await readDirectoryIndex(a, '');
+    assert.equal(index?.files['good.js']?.variants?.gzip?.made, false);
+    assert.equal(index?.files['good.js']?.variants?.br?.made, true);
+    assert.equal(index?.files['bad.js']?.variants?.gzip, undefined);
+    assert.equal(await readFile(join(a, 'bad.js.gz'), 'utf8'), 'not gzip at all, but master says so');
+    assert.equal(index?.files['bomb.js']?.variants?.br, undefined);
+    assert.ok(await lstatOrNull(join(a, 'bomb.js.gz')), 'a gzip variant is made beside master br');
+    // master's siblings are files of their own, recorded as such
+    assert.ok(index?.files['bad.js.gz']);
+    assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
+  });
+
+  it('is not fooled by hostile names: a variant-named file, a link, a directory named X.br, newlines', async () => {
+    const { master, a } = await setup('hostile');
+    const outside = join(root, 'hostile', 'outside.txt');
+    await writeFile(outside, 'secret');
+    await writeFile(join(master, 'x.js'), text('x'));
+    await symlink(outside, join(master, 'x.js.br'));
+    await writeFile(join(master, 'y.css'), text('y'));
+    await mkdir(join(master, 'y.css.br'));
+    await writeFile(join(master, 'y.css.br/inner.js'), text('inner'));
+    await writeFile(join(master, 'line\nbreak.js'), text('nl'));
+    await writeFile(join(master, 'lonely.js.br'), 'a file named as a variant, with no original');
+    await copier(master, a, null).mirrorAll();
+    assert.ok((await lstat(join(a, 'x.js.br'))).isSymbolicLink(), "master's link stays a link");
+    assert.equal(await readFile(outside, 'utf8'), 'secret');
+    assert.ok((await lstat(join(a, 'y.css.br'))).isDirectory());
+    assert.ok(await lstatOrNull(join(a, 'y.css.br/inner.js.br')));
+    assert.ok(await lstatOrNull(join(a, 'line\nbreak.js.br')));
+    await checkRecord(a, 'line\nbreak.js');
+    const index = await readDirectoryIndex(a, '');
+    assert.equal(index?.files['x.js']?.variants?.br, undefined);
+    assert.ok(index?.files['x.js']?.variants?.gzip);
+    assert.equal(await readFile(join(a, 'lonely.js.br'), 'utf8'), 'a file named as a variant, with no original');
+    assert.equal(await checkVariants(a), await countVariantFiles(a));
+    assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
+  });
+
+  it('variants off: made variants and the index are removed by the next full copy', async () => {
+    const { master, a } = await setup('off');
+    await writeFile(join(master, 'app.js'), text('app'));
+    await copier(master, a, null).mirrorAll();
+    assert.ok(await lstatOrNull(join(a, 'app.js.br')));
+    await new TreeCopier(master, a, { durable: false, variants: null }).mirrorAll();
+    assert.equal(await lstatOrNull(join(a, 'app.js.br')), null);
+    assert.equal(await lstatOrNull(join(a, '.mirrorswap-meta')), null);
+    assert.deepEqual(await compareTrees(master, a), []);
+    // on again: the whole copy is derived, not only what changed
+    const on = copier(master, a, null);
+    await on.mirrorAll();
+    assert.ok(await lstatOrNull(join(a, 'app.js.br')));
+    await checkRecord(a, 'app.js');
+  });
+});
+
+async function countVariantFiles(root: string, dir = ''): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(join(root, dir), { withFileTypes: true })) {
+    const rel = dir === '' ? e.name : `${dir}/${e.name}`;
+    if (dir === '' && e.name.startsWith('.mirrorswap-')) continue;
+    if (e.isDirectory()) n += await countVariantFiles(root, rel);
+    else if (e.isFile() && /\.(br|gz)$/.test(e.name) && (await lstatOrNull(join(root, rel.slice(0, -3))))?.isFile())
+      n++;
+  }
+  return n;
+}
