@@ -1,6 +1,7 @@
 import type { Logger } from '../../core/logger.js';
 import type { Etcd, Watch } from '../etcd.js';
 import { type FleetKeys, type MemberRecord, type Prepared, parseJson } from '../fleet-keys.js';
+import type { PeerAvoided } from './pull.js';
 
 export interface PeerFinderOptions {
   etcd: Etcd;
@@ -36,8 +37,8 @@ export class PeerFinder {
   readonly #opts: PeerFinderOptions;
   /** Peers by host: their URL. */
   readonly #peers = new Map<string, string>();
-  /** Seeds that answered the proposal with a failure, or whose lease is gone. */
-  readonly #failedSeeds = new Set<string>();
+  /** Hosts that answered the proposal (ok or not), or whose lease is gone: no more peers to wait for from them. */
+  readonly #answered = new Set<string>();
   #watch: Watch | null = null;
   #started = false;
   #lastRead = 0;
@@ -54,14 +55,16 @@ export class PeerFinder {
     return [...this.#peers.values()];
   }
 
-  async pick(avoid: (url: string) => boolean, signal?: AbortSignal): Promise<string | null> {
+  async pick(avoid: (url: string) => PeerAvoided, signal?: AbortSignal): Promise<string | null> {
     if (!this.#started) await this.#start();
     for (;;) {
       signal?.throwIfAborted();
       if (this.#closed) return null;
-      const candidates = [...this.#peers.values()].filter((url) => !avoid(url));
+      const known = [...this.#peers.values()];
+      const candidates = known.filter((url) => avoid(url) === null);
       if (candidates.length > 0) return candidates[Math.floor(Math.random() * candidates.length)] as string;
-      if (this.#hopeless() || this.#waited >= this.#opts.waitMs) return null;
+      if (this.#hopeless(known.every((url) => avoid(url) === 'failed')) || this.#waited >= this.#opts.waitMs)
+        return null;
       const started = performance.now();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, Math.min(LOOK_MS, this.#opts.waitMs - this.#waited));
@@ -87,11 +90,17 @@ export class PeerFinder {
     this.#wake?.();
   }
 
-  /** Nothing to wait for: no seed is left to prepare (a proposal), or no member holds it (a catch-up). */
-  #hopeless(): boolean {
-    if (this.#peers.size > 0) return false;
+  /**
+   * Nothing to wait for: a catch-up finds no member that serves the commit
+   * (or none that has not failed), or a proposal's seeds have all answered
+   * (or left) and every peer known failed: hosts still pulling may yet become
+   * peers, but they may be held up by the same failures; the coordinator
+   * is sure.
+   */
+  #hopeless(allFailed: boolean): boolean {
+    if (!allFailed) return false;
     if (this.#opts.from === 'members') return true;
-    return this.#opts.seeds.length > 0 && this.#opts.seeds.every((s) => this.#failedSeeds.has(s));
+    return this.#opts.seeds.every((s) => this.#answered.has(s));
   }
 
   async #start(): Promise<void> {
@@ -139,8 +148,8 @@ export class PeerFinder {
       for (const kv of kvs) this.#saw(kv.key.slice(prefix.length), parseJson<Prepared>(kv.value));
       // a seed that never answers because it is gone (its lease ended) is failed too
       for (const seed of this.#opts.seeds) {
-        if (this.#failedSeeds.has(seed) || kvs.some((kv) => kv.key === keys.preparedBy(snapshot, seed))) continue;
-        if ((await etcd.get(keys.member(seed))) === null) this.#failedSeeds.add(seed);
+        if (this.#answered.has(seed)) continue;
+        if ((await etcd.get(keys.member(seed))) === null) this.#answered.add(seed);
       }
       return revision;
     } catch (err) {
@@ -151,11 +160,9 @@ export class PeerFinder {
 
   #saw(host: string, answer: Prepared | null): void {
     if (!answer || answer.snapshot !== this.#opts.snapshot || host === this.#opts.self) return;
+    this.#answered.add(host);
     if (answer.ok && validUrl(answer.peer)) this.#peers.set(host, answer.peer as string);
-    else {
-      this.#peers.delete(host);
-      if (!answer.ok) this.#failedSeeds.add(host);
-    }
+    else this.#peers.delete(host);
   }
 }
 

@@ -59,6 +59,9 @@ export interface PullOptions {
  * file must have the manifest's SHA-256 (one without is fetched from the
  * coordinator), so a peer can cost a retry, never a wrong byte.
  */
+/** Why a pull passes a peer over: it failed an answer (for the rest of the pull), or it said it was busy (a moment). */
+export type PeerAvoided = 'failed' | 'busy' | null;
+
 export interface PeerPull {
   /**
    * A peer's base URL to fetch from now, one `avoid` does not name, waiting
@@ -67,7 +70,7 @@ export interface PeerPull {
    * failed). Each call waits for a peer within what is left of one bound,
    * counted over the whole pull.
    */
-  pick(avoid: (url: string) => boolean, signal?: AbortSignal): Promise<string | null>;
+  pick(avoid: (url: string) => PeerAvoided, signal?: AbortSignal): Promise<string | null>;
   /** The head of a peer's answer within this, and no silence longer. */
   timeoutMs: number;
   /** The slowest a peer may send, past a grace of `timeoutMs` (`Pace`). */
@@ -366,7 +369,8 @@ class Sources {
     const peers = this.#opts.peers;
     for (let rest = left(); rest.length > 0; rest = left()) {
       this.#opts.signal?.throwIfAborted();
-      const avoid = (url: string) => this.#failed.has(url) || (this.#busy.get(url) ?? 0) > Date.now();
+      const avoid = (url: string): PeerAvoided =>
+        this.#failed.has(url) ? 'failed' : (this.#busy.get(url) ?? 0) > Date.now() ? 'busy' : null;
       const url = this.#coordinatorOnly || !peers ? null : await peers.pick(avoid, this.#opts.signal);
       if (url === null || !peers) {
         this.#coordinatorOnly = true;
