@@ -44,6 +44,8 @@ export interface SwapProposal {
    * its fallback. Absent: every member pulls from the coordinator.
    */
   seeds?: string[];
+  /** How long the coordinator waits for every member to prepare: a member waits for peers a quarter of it at most. */
+  prepareTimeoutMs?: number;
   proposedAt: string;
 }
 

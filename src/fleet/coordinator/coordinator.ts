@@ -240,7 +240,7 @@ export class FleetCoordinator {
       snapshot: args.snapshot,
       url: this.#opts.url,
       members,
-      ...(seeds ? { seeds } : {}),
+      ...(seeds ? { seeds, prepareTimeoutMs: this.#opts.prepareTimeoutMs } : {}),
       proposedAt: new Date().toISOString(),
     };
     const proposed = await this.#etcd.txn(fence, [{ put: { key: this.keys.swap, value: JSON.stringify(proposal) } }]);

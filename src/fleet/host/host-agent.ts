@@ -456,7 +456,14 @@ export class HostAgent {
         proposal.url,
         proposal.epoch,
         false,
-        fromPeers ? { from: 'prepared', seeds: fromPeers } : null,
+        fromPeers
+          ? {
+              from: 'prepared',
+              seeds: fromPeers,
+              // waiting for peers never costs the swap: a quarter of the coordinator's prepare timeout at most
+              waitMs: Math.min(this.#opts.peerWaitMs, (proposal.prepareTimeoutMs ?? Number.POSITIVE_INFINITY) / 4),
+            }
+          : null,
       );
       const peer = this.#peerUrl;
       answer = { ok: true, slot, snapshot: proposal.snapshot, ...(peer ? { peer } : {}) };
@@ -482,7 +489,7 @@ export class HostAgent {
     from: string,
     epoch: number,
     forCommit: boolean,
-    peers: { from: 'prepared' | 'members'; seeds: readonly string[] } | null,
+    peers: { from: 'prepared' | 'members'; seeds: readonly string[]; waitMs: number } | null,
   ): Promise<SlotName> {
     const held = this.#slots[slot];
     if (held.snapshot === snapshot && !held.copying) return slot;
@@ -519,8 +526,7 @@ export class HostAgent {
           self: this.host,
           from: peers.from,
           seeds: peers.seeds,
-          // a host catching up asks the members that hold the commit, and waits for none
-          waitMs: peers.from === 'prepared' ? this.#opts.peerWaitMs : this.#opts.peerTimeoutMs,
+          waitMs: peers.waitMs,
           backstopMs: this.#opts.backstopMs,
           log: this.#opts.log,
         })
@@ -585,6 +591,8 @@ export class HostAgent {
       slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true, {
         from: 'members',
         seeds: [],
+        // a host catching up asks the members that hold the commit, and waits for none
+        waitMs: this.#opts.peerTimeoutMs,
       });
     }
     this.#phase = 'switching';
