@@ -6,7 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import express from 'express';
+import { pickSeeds } from '../../../src/fleet/coordinator/coordinator.js';
 import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
+import type { MemberRecord } from '../../../src/fleet/fleet-keys.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { PeerServer } from '../../../src/fleet/host/peer-serve.js';
 import { type PeerPull, type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
@@ -394,5 +396,44 @@ describe('a pull from peers', () => {
       await liar.close();
       await c.close();
     }
+  });
+});
+
+describe('the seeds of a swap', () => {
+  const member = (host: string, peer: string | null): MemberRecord => ({
+    host,
+    url: null,
+    peer,
+    epoch: 1,
+    mounted: 'a',
+    slots: { a: null, b: null },
+    ready: true,
+    lastError: null,
+    at: '',
+  });
+  const live = Array.from({ length: 10 }, (_, i) => member(`h${i}`, i % 3 === 0 ? null : `http://10.0.0.${i}:7071`));
+
+  it('are the first members that serve peers in an order of the snapshot id: others each swap', () => {
+    const one = pickSeeds(live, 'snapshot-1', 2);
+    assert.equal(one?.length, 2);
+    for (const h of one ?? []) assert.ok(live.find((m) => m.host === h)?.peer, `${h} serves peers`);
+    assert.deepEqual(pickSeeds([...live].reverse(), 'snapshot-1', 2), one, 'whatever the order members are read in');
+    const seen = new Set<string>();
+    for (let i = 0; i < 40; i++) for (const h of pickSeeds(live, `snapshot-${i}`, 2) ?? []) seen.add(h);
+    assert.ok(seen.size >= 5, `the seeds move from swap to swap: ${[...seen].join(', ')}`);
+  });
+
+  it('are none when peers would not help: 0 asked, no member serves, or every member would be one', () => {
+    assert.equal(pickSeeds(live, 's', 0), undefined);
+    assert.equal(
+      pickSeeds(
+        live.map((m) => ({ ...m, peer: null })),
+        's',
+        2,
+      ),
+      undefined,
+    );
+    assert.equal(pickSeeds(live.slice(1, 3), 's', 2), undefined);
+    assert.deepEqual(pickSeeds(live.slice(0, 3), 's', 2)?.length, 2);
   });
 });
