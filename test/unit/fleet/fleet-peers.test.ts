@@ -222,7 +222,7 @@ describe('a host serving its peers', () => {
       await waitFor('the pull to be served', async () => host.peers.stats().active === 1, { timeout: 5000 });
       const started = Date.now();
       await host.peers.release('a');
-      assert.ok(Date.now() - started < 3000, 'the release waited no longer than its grace and the cut');
+      assert.ok(Date.now() - started < 5000, 'the release waited no longer than its grace and the cut');
       assert.equal(host.peers.stats().active, 0, 'no pull reads the slot any more');
       assert.equal(host.peers.stats().cut, 1);
       // read on: the answer ends cut, far short of the 40 files asked for
@@ -391,7 +391,8 @@ describe('a pull from peers', () => {
       });
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.match(peers.failures.join('; '), /sent big\.bin with other content than the coordinator's manifest names/);
-      assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+      // one failed answer, then the coordinator: no wait on the way (the bound is loose: a loaded machine)
+      assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
     } finally {
       await liar.close();
       await c.close();
