@@ -5,7 +5,8 @@
  * host switched (its epoch file published) and to the last web server
  * serving the new copy, commit to every host drained (its ack), p50 and p99
  * over `--swaps` swaps of one changed 4 KiB file; the bytes the coordinator
- * sent per swap against the bytes that changed; and the time to evict a
+ * sent per swap (its own count, `fleet.sent`) against the bytes that changed (with the default
+ * `--seeds 2`, hosts other than the seeds take the file from peers); and the time to evict a
  * host killed just before a swap (`--straggler evict`).
  *
  *   node dist/bench/fleet.js [--swaps 30 --sizes 2,4,8]
@@ -15,7 +16,7 @@ import { readEpochFile } from '../src/store/epoch-file.js';
 import { EtcdGateway } from '../src/fleet/etcd.js';
 import { fleetKeys } from '../src/fleet/fleet-keys.js';
 import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
-import { type FleetHostProc, TestFleet } from '../testkit/fleet.js';
+import { type FleetCoordinatorProc, type FleetHostProc, TestFleet } from '../testkit/fleet.js';
 import { flag, machine, percentile } from './lib.js';
 
 const swaps = flag('swaps', 30);
@@ -28,6 +29,11 @@ interface SwapBody {
   epoch: number;
   phases: Record<string, number>;
   error?: { message: string };
+}
+
+async function coordinatorSent(coordinator: FleetCoordinatorProc): Promise<{ files: number; manifests: number }> {
+  const res = await coordinator.api<{ fleet: { sent: { files: number; manifests: number } } }>('GET', '/v1/status');
+  return res.body.fleet.sent;
 }
 
 async function servedEpoch(host: FleetHostProc): Promise<string> {
@@ -68,6 +74,7 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     for (let s = 0; s < swaps; s++) {
       const marker = `swap-${s}`;
       await coordinator.api('PUT', '/v1/files/which.txt', marker.padEnd(FILE_BYTES, '.'));
+      const sentBefore = await coordinatorSent(coordinator);
       const asked = Date.now();
       // poll every web server until each serves the new copy, while the sync runs
       const served = hosts.map(async (h) => {
@@ -106,8 +113,9 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
       commitToDrained.push(
         Math.max(...acks.filter((a) => a.epoch === committed.epoch).map((a) => Date.parse(a.at))) - commitAt,
       );
-      const pulled = await Promise.all(hosts.map(async (h) => (await h.status()).lastPull?.received ?? 0));
-      sentPerSwap.push(pulled.reduce((x, y) => x + y, 0));
+      // what the coordinator sent (hosts not seeds took the file from peers: see bench/fleet-peers.ts)
+      const sentAfter = await coordinatorSent(coordinator);
+      sentPerSwap.push(sentAfter.files + sentAfter.manifests - sentBefore.files - sentBefore.manifests);
     }
     // a host killed just before a swap: the time until the swap commits without it
     const victim = hosts[hosts.length - 1] as FleetHostProc;
@@ -133,7 +141,7 @@ async function main(): Promise<void> {
   const etcd = new EtcdGateway({ endpoints: cluster.endpoints.split(',') });
   try {
     console.log(
-      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving | commit→all drained | bytes sent per swap (all hosts) / changed | evict a killed host | first two swaps (full pulls of 2,000 files, 8 MiB)',
+      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving | commit→all drained | bytes the coordinator sent per swap / changed | evict a killed host | first two swaps (full pulls of 2,000 files, 8 MiB)',
     );
     for (const n of sizes) {
       const r = await runSize(cluster, etcd, n);

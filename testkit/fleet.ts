@@ -36,7 +36,19 @@ export interface HostStatusBody {
   fleetEpoch: number | null;
   phase: string;
   lastError: string | null;
-  lastPull: { received: number; bytes: number; files: number; full: boolean } | null;
+  lastPull: {
+    received: number;
+    bytes: number;
+    files: number;
+    full: boolean;
+    fromPeers: number;
+    fromCoordinator: number;
+    peerFailures: number;
+    peerBusy: number;
+    seed: boolean;
+    snapshot: string;
+  } | null;
+  peers: { url: string | null; active: number; pulls: number; bytes: number; busy: number; cut: number };
 }
 
 /** A fleet test: one etcd cluster, a coordinator beside master and hosts, each with its own store and web server. */
@@ -94,7 +106,7 @@ export class TestFleet {
   }
 
   /** Start a host agent and a web server on its store. */
-  async addHost(id: string, opts: { web?: boolean } = {}): Promise<FleetHostProc> {
+  async addHost(id: string, opts: { web?: boolean; args?: string[] } = {}): Promise<FleetHostProc> {
     const store = await tempStore(`mirrorswap-fleet-${id}-`);
     this.#stores.push(store);
     const start = () =>
@@ -120,6 +132,9 @@ export class TestFleet {
         '1500ms',
         '--drain-timeout',
         '6s',
+        '--peer-timeout',
+        '1s',
+        ...(opts.args ?? []),
       ]);
     let agent = start();
     const urlOf = async (p: CliProcess) =>

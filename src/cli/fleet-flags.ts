@@ -88,6 +88,13 @@ export const COORDINATOR_FLAGS: FlagSpecs = {
     arg: 'N',
     help: 'a swap commits only if at least N hosts prepared it; none is proposed while fewer are live (0: no floor)',
   },
+  seeds: {
+    type: 'string',
+    env: 'MIRRORSWAP_SEEDS',
+    default: String(FLEET_DEFAULTS.seeds),
+    arg: 'N',
+    help: "hosts that pull a swap's files from this agent; the others pull them from peers (0: all from this agent)",
+  },
   'on-evict': {
     type: 'string',
     env: 'MIRRORSWAP_ON_EVICT',
@@ -157,6 +164,10 @@ export async function coordinatorFrom(
   const minMembers = Number(minMembersText);
   if (!/^\d+$/.test(minMembersText) || !Number.isSafeInteger(minMembers))
     throw new UsageError(`--min-members ${minMembersText}: a whole number of hosts (0: no floor)`);
+  const seedsText = stringFlag(values, 'seeds') ?? String(FLEET_DEFAULTS.seeds);
+  const seeds = Number(seedsText);
+  if (!/^\d+$/.test(seedsText) || !Number.isSafeInteger(seeds))
+    throw new UsageError(`--seeds ${seedsText}: a whole number of hosts (0: every host pulls from this agent)`);
   let url = stringFlag(values, 'advertise');
   if (!url) {
     if (['0.0.0.0', '::', ''].includes(listen.host) || listen.port === 0)
@@ -175,6 +186,7 @@ export async function coordinatorFrom(
     prepareTimeoutMs: durationFlag(values, 'prepare-timeout', { min: 100 }) ?? FLEET_DEFAULTS.prepareTimeoutMs,
     straggler,
     minMembers,
+    seeds,
     onEvict: stringFlag(values, 'on-evict'),
   };
 }

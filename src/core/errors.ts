@@ -52,7 +52,8 @@ export const ERROR_CODES = Object.freeze({
   FLEET_ETCD: 'fleet mode: a host agent holds no lease to answer a proposal on (etcd unreachable)',
   FLEET_PULL: "fleet mode: a host's pull failed, or the coordinator's answer broke a bound or a rule",
   FLEET_MANIFEST: 'fleet mode: a copy cannot be read to make its manifest',
-  SNAPSHOT_GONE: 'fleet mode: no slot of the coordinator holds the snapshot asked for any more',
+  SNAPSHOT_GONE: 'fleet mode: no slot of the coordinator (or of the peer asked) holds the snapshot asked for any more',
+  PEER_BUSY: 'fleet mode: a host serves as many peer pulls as --peer-serve allows, or serves none: ask another',
 });
 
 export type ErrorCode = keyof typeof ERROR_CODES;

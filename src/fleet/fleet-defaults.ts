@@ -20,6 +20,8 @@ export const FLEET_DEFAULTS = Object.freeze({
   straggler: 'block' as StragglerPolicy,
   /** The quorum of a swap: hosts that must prepare it for it to commit (0: no floor). */
   minMembers: 0,
+  /** Hosts that pull a swap's files from the coordinator; the others pull them from peers (0: all from it). */
+  seeds: 2,
 });
 
 /** The host agent's (`mirrorswap host`): its servers are drained as the sync agent drains its own. */
@@ -29,4 +31,16 @@ export const HOST_DEFAULTS = Object.freeze({
   durable: TREE_DEFAULTS.durable,
   /** How often waits re-read etcd while they also watch it: a lost watch event costs at most this. */
   backstopMs: 1000,
+  /** Peer pulls this host serves at once (more are answered 503: the peer asks another); 0 serves none. */
+  peerServe: 4,
+  /** A peer's answer: its head within this, and no silence longer; past it the pull asks another peer. */
+  peerTimeoutMs: 2000,
+  /** Longest a pull waits, in all, for a peer to hold the snapshot before it fetches from the coordinator. */
+  peerWaitMs: 30_000,
+  /** Failed peer answers (not busy ones) before a pull fetches the rest from the coordinator. */
+  peerFailures: 3,
+  /** The slowest a peer may send, on average past a grace of the peer timeout: a slower one is left. */
+  peerMinBytesPerSecond: 1024 * 1024,
+  /** How long pulls of a slot about to be rewritten may run on before they are cut. */
+  peerCutGraceMs: 500,
 });

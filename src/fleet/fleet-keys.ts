@@ -38,6 +38,14 @@ export interface SwapProposal {
   url: string;
   /** Hosts that must prepare (the live members when it was proposed). */
   members: string[];
+  /**
+   * Members that pull the snapshot's files from the coordinator; every other
+   * member pulls them from members that prepared it (peers), the coordinator
+   * its fallback. Absent: every member pulls from the coordinator.
+   */
+  seeds?: string[];
+  /** How long the coordinator waits for every member to prepare: a member waits for peers a quarter of it at most. */
+  prepareTimeoutMs?: number;
   proposedAt: string;
 }
 
@@ -57,13 +65,23 @@ export interface FleetEpoch {
 }
 
 /** `prepared/<snapshot>/<host>`: a host's answer to a proposal, on its lease. */
-export type Prepared = { ok: true; slot: SlotName; snapshot: string } | { ok: false; snapshot: string; error: string };
+export type Prepared =
+  | {
+      ok: true;
+      slot: SlotName;
+      snapshot: string;
+      /** Where peers pull the snapshot's files from this host, when it serves them. */
+      peer?: string;
+    }
+  | { ok: false; snapshot: string; error: string };
 
 /** `members/<host>`: a live host, on its lease. */
 export interface MemberRecord {
   host: string;
   /** Its own status endpoint, if it listens. */
   url: string | null;
+  /** Where peers pull files of the snapshots its slots hold (`--advertise`), when it serves them. */
+  peer?: string | null;
   epoch: number;
   mounted: SlotName | null;
   slots: Record<SlotName, string | null>;

@@ -10,7 +10,16 @@ import { SWAP_FLAGS } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
 import { stopSignal } from '../run-until-signal.js';
 import { ETCD_FLAGS, etcdFrom, leaseSecondsFrom } from '../fleet-flags.js';
-import { type FlagSpecs, type FlagValues, UsageError, durationFlag, listenFlag, stringFlag } from '../flags.js';
+import {
+  type FlagSpecs,
+  type FlagValues,
+  UsageError,
+  durationFlag,
+  formatDuration,
+  listenFlag,
+  stringFlag,
+} from '../flags.js';
+import { HOST_DEFAULTS } from '../../fleet/fleet-defaults.js';
 
 export const HOST_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
@@ -32,6 +41,33 @@ export const HOST_FLAGS: FlagSpecs = {
     env: 'MIRRORSWAP_HOST_LISTEN',
     arg: 'HOST:PORT',
     help: 'serve /healthz, /readyz, /status (JSON) and /metrics here',
+  },
+  advertise: {
+    type: 'string',
+    env: 'MIRRORSWAP_ADVERTISE',
+    arg: 'URL',
+    help: 'where peers reach this host agent to pull files of what it holds (default: http://<--listen>)',
+  },
+  'peer-serve': {
+    type: 'string',
+    env: 'MIRRORSWAP_PEER_SERVE',
+    default: String(HOST_DEFAULTS.peerServe),
+    arg: 'N',
+    help: 'peer pulls this host serves at once, more are answered 503 (0: serve none; needs --listen)',
+  },
+  'peer-timeout': {
+    type: 'string',
+    env: 'MIRRORSWAP_PEER_TIMEOUT',
+    default: formatDuration(HOST_DEFAULTS.peerTimeoutMs),
+    arg: 'DURATION',
+    help: "a peer's answer: its head within this and no silence longer, or another peer is asked",
+  },
+  'peer-wait': {
+    type: 'string',
+    env: 'MIRRORSWAP_PEER_WAIT',
+    default: formatDuration(HOST_DEFAULTS.peerWaitMs),
+    arg: 'DURATION',
+    help: 'longest a pull waits for a peer to hold the snapshot before it pulls from the coordinator',
   },
   // the agent's own: on a host they mean the same for the host's servers
   'drain-timeout': SWAP_FLAGS['drain-timeout'] as FlagSpecs[string],
@@ -59,6 +95,22 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   const hostId = stringFlag(values, 'host-id');
   if (hostId !== undefined && !SERVER_ID_PATTERN.test(hostId))
     throw new UsageError(`--host-id ${hostId}: letters, digits, '.', '_' and '-' only (at most 128)`);
+  const peerServeText = stringFlag(values, 'peer-serve') ?? String(HOST_DEFAULTS.peerServe);
+  const peerServe = Number(peerServeText);
+  if (!/^\d+$/.test(peerServeText) || peerServe > 1024)
+    throw new UsageError(`--peer-serve ${peerServeText}: a whole number of peer pulls, at most 1024 (0: serve none)`);
+  const peerTimeoutMs = durationFlag(values, 'peer-timeout', { min: 100 }) ?? HOST_DEFAULTS.peerTimeoutMs;
+  const peerWaitMs = durationFlag(values, 'peer-wait', { min: 0 }) ?? HOST_DEFAULTS.peerWaitMs;
+  let advertise = stringFlag(values, 'advertise') ?? null;
+  if (advertise !== null) {
+    let parsed: URL | null = null;
+    try {
+      parsed = new URL(advertise);
+    } catch {}
+    if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:'))
+      throw new UsageError(`--advertise ${advertise}: an http:// or https:// URL`);
+    advertise = advertise.replace(/\/+$/, '');
+  }
   const log = makeLogger();
   let server: ReturnType<typeof createServer> | null = null;
   let url: string | null = null;
@@ -75,7 +127,10 @@ export async function hostCommand(values: FlagValues): Promise<number> {
         res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' });
         res.end(`${JSON.stringify(body)}\n`);
       };
-      if (req.url === '/healthz') json(200, { ok: true });
+      if (req.url?.startsWith('/v1/fleet/')) {
+        if (agent?.servePeer(req, res)) return;
+        json(agent ? 404 : 503, { error: agent ? 'NOT_FOUND' : 'PEER_BUSY' });
+      } else if (req.url === '/healthz') json(200, { ok: true });
       else if (req.url === '/readyz')
         json(status?.ready ? 200 : 503, {
           ready: status?.ready ?? false,
@@ -87,6 +142,12 @@ export async function hostCommand(values: FlagValues): Promise<number> {
       else json(404, { error: 'NOT_FOUND' });
     });
     url = await listen(server, host, port);
+    // peers reach it where it listens, unless that is no single address they can reach
+    if (advertise === null && !['0.0.0.0', '::', ''].includes(host)) advertise = url;
+    if (advertise === null && peerServe > 0)
+      log.warn({ listen: url }, 'serving no peers: --listen names no single address peers can reach; give --advertise');
+  } else if (advertise !== null) {
+    throw new UsageError('--advertise needs --listen: peers pull from the host agent where it listens');
   }
   // a start that fails (another agent holds the store, say) must not leave a listener answering
   // /healthz 200 for an agent that is not running: everything opened so far is closed, and the error stands
@@ -102,6 +163,10 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     serverTtlMs,
     drainTimeoutMs,
     durable: values.fsync !== false,
+    advertise,
+    peerServe,
+    peerTimeoutMs,
+    peerWaitMs,
   });
   try {
     agent = await started;

@@ -30,6 +30,18 @@ export function registerCoordinatorMetrics(
     },
   });
   new Gauge({
+    name: 'mirrorswap_fleet_sent_bytes',
+    help: 'Bytes this coordinator sent hosts since it started: manifest answers (kind=manifests) and files (kind=files)',
+    labelNames: ['fleet', 'kind'],
+    registers,
+    async collect() {
+      const s = await read();
+      if (!s) return;
+      this.set({ fleet: s.fleet, kind: 'manifests' }, s.sent.manifests);
+      this.set({ fleet: s.fleet, kind: 'files' }, s.sent.files);
+    },
+  });
+  new Gauge({
     name: 'mirrorswap_fleet_epoch',
     help: "The fleet's committed epoch",
     labelNames: ['fleet'],

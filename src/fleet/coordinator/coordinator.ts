@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { runHook } from '../../store/hooks.js';
 import { MirrorswapError } from '../../core/errors.js';
@@ -17,7 +18,7 @@ import {
 } from '../fleet-keys.js';
 import { LeaseKeeper } from '../lease.js';
 import { Snapshots } from './snapshots.js';
-import type { StragglerPolicy } from '../fleet-defaults.js';
+import { FLEET_DEFAULTS, type StragglerPolicy } from '../fleet-defaults.js';
 import type { Counter, Registry } from 'prom-client';
 import { registerCoordinatorMetrics } from './coordinator-metrics.js';
 import type { FleetStatus, MemberStatus } from './fleet-status.js';
@@ -45,6 +46,12 @@ export interface CoordinatorOptions {
    * behind; with either policy, no swap is proposed while fewer hosts are live.
    */
   minMembers?: number;
+  /**
+   * Hosts that pull each swap's files from this coordinator (the seeds); the
+   * other members pull them from hosts that prepared it (peers), this
+   * coordinator their fallback. 0: every host pulls from the coordinator.
+   */
+  seeds?: number;
 }
 
 /** How long a host gone from the fleet is still named in status (a decommissioned host drops out after it). */
@@ -227,11 +234,13 @@ export class FleetCoordinator {
         `the swap to epoch ${args.epoch} was not proposed, nothing switched: ${members.length} live host${members.length === 1 ? '' : 's'} (${members.join(', ') || 'none'}), fewer than --min-members ${quorum}${gone.length > 0 ? `; gone: ${gone.join(', ')}` : ''}`,
       );
     }
+    const seeds = pickSeeds(live, args.snapshot, this.#opts.seeds ?? FLEET_DEFAULTS.seeds);
     const proposal: SwapProposal = {
       epoch: args.epoch,
       snapshot: args.snapshot,
       url: this.#opts.url,
       members,
+      ...(seeds ? { seeds, prepareTimeoutMs: this.#opts.prepareTimeoutMs } : {}),
       proposedAt: new Date().toISOString(),
     };
     const proposed = await this.#etcd.txn(fence, [{ put: { key: this.keys.swap, value: JSON.stringify(proposal) } }]);
@@ -528,6 +537,7 @@ export class FleetCoordinator {
       evicted: this.#evicted,
       gone: this.#gone(hosts, epoch),
       pulls: this.snapshots.pulls(),
+      sent: this.snapshots.sent(),
     };
   }
 }
@@ -563,4 +573,21 @@ function describeMember(m: MemberRecord | undefined, epoch: number): string {
   if (!m) return 'is gone';
   if (m.epoch < epoch) return `is still at epoch ${m.epoch}${m.lastError ? ` (${m.lastError})` : ''}`;
   return 'has switched but not yet drained its old copy';
+}
+
+/**
+ * The seeds of a swap: the first `count` members that serve peers, in an
+ * order made from the snapshot id (each swap seeds other hosts: no host
+ * carries every first pull). Undefined when peers would not help: no seeds
+ * asked for, no member serves peers, or every member would be a seed.
+ */
+export function pickSeeds(live: readonly MemberRecord[], snapshot: string, count: number): string[] | undefined {
+  if (count <= 0) return undefined;
+  const rank = (host: string) => createHash('sha256').update(`${snapshot}/${host}`).digest('hex');
+  const serving = live
+    .filter((m) => typeof m.peer === 'string' && m.peer !== '')
+    .map((m) => ({ host: m.host, rank: rank(m.host) }))
+    .sort((x, y) => (x.rank < y.rank ? -1 : x.rank > y.rank ? 1 : 0));
+  if (serving.length === 0 || live.length <= count) return undefined;
+  return serving.slice(0, count).map((m) => m.host);
 }

@@ -29,4 +29,6 @@ export interface FleetStatus {
    */
   gone: { host: string; lastSeen: string | null }[];
   pulls: Record<SlotName, number>;
+  /** Bytes this coordinator sent hosts since it started: manifest answers, and files answers. */
+  sent: { manifests: number; files: number };
 }

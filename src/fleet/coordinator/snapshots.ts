@@ -43,6 +43,8 @@ export class Snapshots {
     b: { id: null, manifest: null, pulls: new Set(), hashed: new Map() },
   };
   readonly #past = new Map<string, Manifest>();
+  /** Bytes sent to hosts since start: manifest answers, and files answers (frames included). */
+  readonly #sent = { manifests: 0, files: 0 };
 
   constructor(roots: Readonly<Record<SlotName, string>>) {
     this.#roots = roots;
@@ -130,6 +132,21 @@ export class Snapshots {
         state.pulls.delete(entry);
       },
     };
+  }
+
+  /** Count bytes of a manifest answer sent. */
+  sentManifest(bytes: number): void {
+    this.#sent.manifests += bytes;
+  }
+
+  /** Count bytes of a files answer sent. */
+  sentFiles(bytes: number): void {
+    this.#sent.files += bytes;
+  }
+
+  /** Bytes sent to hosts since start (what peers save shows here). */
+  sent(): { manifests: number; files: number } {
+    return { ...this.#sent };
   }
 
   /** Pulls under way on each slot, for status. */

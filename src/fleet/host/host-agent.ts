@@ -25,7 +25,10 @@ import {
 import { LeaseKeeper } from '../lease.js';
 import { type MembershipStamp, writeMembership } from '../../store/membership.js';
 import { CoalescedRun } from '../../core/coalesced-run.js';
-import { type PullStats, pullSnapshot } from './pull.js';
+import { type PeerPull, type PullStats, pullSnapshot } from './pull.js';
+import { PeerFinder } from './peer-finder.js';
+import { PeerServer, type PeerServeStats } from './peer-serve.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export interface HostAgentOptions {
   etcd: Etcd;
@@ -45,6 +48,17 @@ export interface HostAgentOptions {
   durable?: boolean;
   /** How often etcd is read besides the watch: the most a lost watch event delays this host. */
   backstopMs?: number;
+  /**
+   * Where peers reach this host agent to pull files of the snapshots it
+   * holds (default its `url`); null, or `peerServe` 0, serves no peers.
+   */
+  advertise?: string | null;
+  /** Peer pulls served at once (beyond: 503); 0 serves none. */
+  peerServe?: number;
+  /** A peer's answer: its head within this, and no silence longer. */
+  peerTimeoutMs?: number;
+  /** Longest a pull waits, in all, for peers before it fetches from the coordinator. */
+  peerWaitMs?: number;
 }
 
 /** What each slot of this host holds, in `state/fleet-slots.json`. */
@@ -64,7 +78,10 @@ export interface HostStatus {
   fleetEpoch: number | null;
   slots: Record<SlotName, SlotRecord>;
   phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
-  lastPull: (PullStats & { snapshot: string; ms: number }) | null;
+  /** The last pull: its counts, bytes from the coordinator and from peers included, and whether it was a seed's. */
+  lastPull: (PullStats & { snapshot: string; ms: number; seed: boolean }) | null;
+  /** This host as a peer: where peers reach it (null: it serves none) and what it served them. */
+  peers: PeerServeStats & { url: string | null };
   /** The pull under way: into which slot, of which snapshot, since when, and its counts so far of its totals. */
   pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
@@ -87,7 +104,10 @@ interface Pulling {
 
 const SLOTS_FILE_FORMAT = 1;
 
-type ResolvedHostOptions = Required<Omit<HostAgentOptions, 'hostId' | 'url'>> & { url: string | null };
+type ResolvedHostOptions = Required<Omit<HostAgentOptions, 'hostId' | 'url' | 'advertise'>> & {
+  url: string | null;
+  advertise: string | null;
+};
 
 /**
  * The host agent of one web host in a fleet: it owns the host's slots and
@@ -103,6 +123,8 @@ export class HostAgent {
   readonly #keys: FleetKeys;
   readonly #lease: LeaseKeeper;
   readonly #lock: StoreLock;
+  /** This host's side of peers sharing the bytes: serves the snapshots its slots hold whole. */
+  readonly #peerServer: PeerServer;
   #slots: Record<SlotName, SlotRecord>;
   #local: EpochRecord | null;
   #fleetEpoch: FleetEpoch | null = null;
@@ -156,6 +178,14 @@ export class HostAgent {
     this.#slots = slots;
     this.#local = local;
     this.#keys = fleetKeys(opts.fleet);
+    this.#peerServer = new PeerServer({
+      token: opts.token,
+      roots: opts.layout.slots,
+      limit: opts.advertise ? opts.peerServe : 0,
+      graceMs: HOST_DEFAULTS.peerCutGraceMs,
+      log: opts.log,
+    });
+    for (const slot of ['a', 'b'] as const) if (!slots[slot].copying) this.#peerServer.hold(slot, slots[slot].snapshot);
     this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
       granted: async (lease) => {
         await this.#putMember(lease);
@@ -205,6 +235,10 @@ export class HostAgent {
           drainTimeoutMs: options.drainTimeoutMs ?? HOST_DEFAULTS.drainTimeoutMs,
           durable: options.durable ?? HOST_DEFAULTS.durable,
           backstopMs: options.backstopMs ?? HOST_DEFAULTS.backstopMs,
+          advertise: options.advertise ?? options.url ?? null,
+          peerServe: options.peerServe ?? HOST_DEFAULTS.peerServe,
+          peerTimeoutMs: options.peerTimeoutMs ?? HOST_DEFAULTS.peerTimeoutMs,
+          peerWaitMs: options.peerWaitMs ?? HOST_DEFAULTS.peerWaitMs,
         },
         host,
         lock,
@@ -330,6 +364,7 @@ export class HostAgent {
       slots: this.#slots,
       phase: this.#phase,
       lastPull: this.#lastPull,
+      peers: { ...this.#peerServer.stats(), url: this.#peerUrl },
       pulling: this.#pulling?.stats
         ? {
             ...this.#pulling.stats,
@@ -341,6 +376,19 @@ export class HostAgent {
       lastError: this.#impostor ?? this.#lastError,
       etcdReachable: this.#etcdReachable,
     };
+  }
+
+  /** Where peers reach this host, when it serves them. */
+  get #peerUrl(): string | null {
+    return this.#peerServer.serving ? this.#opts.advertise : null;
+  }
+
+  /**
+   * Answer a peer's request for files (`POST /v1/fleet/files`) on the host
+   * agent's listener: true when `req` was one.
+   */
+  servePeer(req: IncomingMessage, res: ServerResponse): boolean {
+    return this.#peerServer.handle(req, res);
   }
 
   /** Run the next step, one at a time; a step asked for meanwhile runs after. */
@@ -400,8 +448,25 @@ export class HostAgent {
     const key = answerKey(proposal);
     let answer: Prepared;
     try {
-      const slot = await this.#fill(this.#standby(), proposal.snapshot, proposal.url, proposal.epoch, false);
-      answer = { ok: true, slot, snapshot: proposal.snapshot };
+      // a member the proposal does not name a seed pulls the files from peers that prepared it
+      const fromPeers = proposal.seeds && !proposal.seeds.includes(this.host) ? proposal.seeds : null;
+      const slot = await this.#fill(
+        this.#standby(),
+        proposal.snapshot,
+        proposal.url,
+        proposal.epoch,
+        false,
+        fromPeers
+          ? {
+              from: 'prepared',
+              seeds: fromPeers,
+              // waiting for peers never costs the swap: a quarter of the coordinator's prepare timeout at most
+              waitMs: Math.min(this.#opts.peerWaitMs, (proposal.prepareTimeoutMs ?? Number.POSITIVE_INFINITY) / 4),
+            }
+          : null,
+      );
+      const peer = this.#peerUrl;
+      answer = { ok: true, slot, snapshot: proposal.snapshot, ...(peer ? { peer } : {}) };
     } catch (err) {
       answer = { ok: false, snapshot: proposal.snapshot, error: (err as Error).message };
       this.#lastError = answer.error;
@@ -413,8 +478,19 @@ export class HostAgent {
     if (this.#answered.size > 64) this.#answered = new Set([...this.#answered].slice(-32));
   }
 
-  /** Make `slot` hold `snapshot` (it may already): wait for this host's servers to let go of it, then pull. */
-  async #fill(slot: SlotName, snapshot: string, from: string, epoch: number, forCommit: boolean): Promise<SlotName> {
+  /**
+   * Make `slot` hold `snapshot` (it may already): wait for this host's
+   * servers and its peers' pulls to let go of it, then pull; the files from
+   * peers when `peers` says where to find them, the coordinator the fallback.
+   */
+  async #fill(
+    slot: SlotName,
+    snapshot: string,
+    from: string,
+    epoch: number,
+    forCommit: boolean,
+    peers: { from: 'prepared' | 'members'; seeds: readonly string[]; waitMs: number } | null,
+  ): Promise<SlotName> {
     const held = this.#slots[slot];
     if (held.snapshot === snapshot && !held.copying) return slot;
     await waitForServers({
@@ -429,6 +505,8 @@ export class HostAgent {
           : `still has ${hb.inflight[slot]} requests in flight on slot ${slot}`,
     });
     const base = held.copying ? null : held.snapshot;
+    // peers pulling what the slot held are cut first: nothing reads a copy being rewritten
+    await this.#peerServer.release(slot);
     await this.#recordSlot(slot, { snapshot: null, copying: true });
     const started = performance.now();
     const pulling: Pulling = {
@@ -440,6 +518,19 @@ export class HostAgent {
       startedAt: new Date().toISOString(),
     };
     this.#pulling = pulling;
+    const finder = peers
+      ? new PeerFinder({
+          etcd: this.#opts.etcd,
+          keys: this.#keys,
+          snapshot,
+          self: this.host,
+          from: peers.from,
+          seeds: peers.seeds,
+          waitMs: peers.waitMs,
+          backstopMs: this.#opts.backstopMs,
+          log: this.#opts.log,
+        })
+      : null;
     let stats: PullStats;
     try {
       stats = await pullSnapshot({
@@ -454,12 +545,26 @@ export class HostAgent {
         onStart: (live) => {
           pulling.stats = live;
         },
+        ...(finder
+          ? {
+              peers: {
+                pick: (avoid, signal) => finder.pick(avoid, signal),
+                timeoutMs: this.#opts.peerTimeoutMs,
+                minBytesPerSecond: HOST_DEFAULTS.peerMinBytesPerSecond,
+                maxFailures: HOST_DEFAULTS.peerFailures,
+                onFailure: (peer, err) =>
+                  this.#opts.log.warn({ peer, snapshot, err: err.message }, 'a peer failed a pull: asking another'),
+              } satisfies PeerPull,
+            }
+          : {}),
       });
     } finally {
+      finder?.close();
       if (this.#pulling === pulling) this.#pulling = null;
     }
     await this.#recordSlot(slot, { snapshot, copying: false });
-    this.#lastPull = { ...stats, snapshot, ms: performance.now() - started };
+    this.#peerServer.hold(slot, snapshot);
+    this.#lastPull = { ...stats, snapshot, ms: performance.now() - started, seed: finder === null };
     this.#opts.log.info({ slot, snapshot, ...stats }, `pulled the coordinator's snapshot into slot ${slot}`);
     return slot;
   }
@@ -483,7 +588,12 @@ export class HostAgent {
       // from the coordinator elected now: the one that committed may have moved or given way to another,
       // which holds the committed copy again once it is elected
       const current = parseJson<CoordinatorRecord>((await this.#opts.etcd.get(this.#keys.coordinator))?.value);
-      slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true);
+      slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true, {
+        from: 'members',
+        seeds: [],
+        // a host catching up asks the members that hold the commit, and waits for none
+        waitMs: this.#opts.peerTimeoutMs,
+      });
     }
     this.#phase = 'switching';
     this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, {
@@ -542,6 +652,7 @@ export class HostAgent {
     const record: MemberRecord = {
       host: this.host,
       url: this.#opts.url,
+      peer: this.#peerUrl,
       epoch: this.#local?.epoch ?? 0,
       mounted: this.#local?.mounted ?? null,
       slots: { a: this.#slots.a.snapshot, b: this.#slots.b.snapshot },

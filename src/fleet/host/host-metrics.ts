@@ -37,10 +37,34 @@ export function registerHostMetrics(registry: Registry, status: () => HostStatus
   });
   new Gauge({
     name: 'mirrorswap_host_last_pull_bytes',
-    help: 'Bytes the last pull from the coordinator received',
+    help: 'Bytes the last pull received, from the coordinator and from peers',
     registers: [registry],
     collect() {
       this.set(status()?.lastPull?.received ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_last_pull_peer_bytes',
+    help: 'Bytes the last pull received from peers (the rest of mirrorswap_host_last_pull_bytes came from the coordinator)',
+    registers: [registry],
+    collect() {
+      this.set(status()?.lastPull?.fromPeers ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_peer_served_bytes',
+    help: 'Bytes this host sent to peers pulling from it, since it started',
+    registers: [registry],
+    collect() {
+      this.set(status()?.peers.bytes ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mirrorswap_host_peer_pulls',
+    help: 'Peer pulls this host serves now',
+    registers: [registry],
+    collect() {
+      this.set(status()?.peers.active ?? 0);
     },
   });
 }

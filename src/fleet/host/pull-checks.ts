@@ -11,7 +11,9 @@ import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/mani
  * FLEET_PULL error naming what was wrong, and the bound when one was passed.
  */
 
-const refuse = (message: string) => new MirrorswapError('FLEET_PULL', `the coordinator sent ${message}`);
+/** `who`: the coordinator, or a peer (named by its URL) for a files answer from one. */
+const refuse = (message: string, who = 'the coordinator') =>
+  new MirrorswapError('FLEET_PULL', `${who} sent ${message}`);
 
 /**
  * The pace of one answer: the time the host waits for its bytes (not what it
@@ -25,14 +27,32 @@ export class Pace {
   #bytes = 0;
   readonly #graceMs: number;
   readonly #minBytesPerSecond: number;
-  constructor(graceMs: number, minBytesPerSecond: number) {
+  readonly #who: string;
+  constructor(graceMs: number, minBytesPerSecond: number, who = 'the coordinator') {
     this.#graceMs = graceMs;
     this.#minBytesPerSecond = minBytesPerSecond;
+    this.#who = who;
   }
-  /** The next chunk of `it`, timed; refused when the answer has come too slowly so far. */
+  /**
+   * The next chunk of `it`, timed; refused when the answer has come too
+   * slowly so far, or when nothing came for the grace (the time counted is
+   * the host's wait for bytes, never what it spends writing them).
+   */
   async next(it: AsyncIterator<Buffer>, res: http.IncomingMessage): Promise<IteratorResult<Buffer>> {
     const started = performance.now();
-    const next = await it.next();
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        res.destroy();
+        reject(new MirrorswapError('FLEET_PULL', `${this.#who} sent nothing for ${this.#graceMs} ms`));
+      }, this.#graceMs);
+    });
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await Promise.race([it.next(), silent]);
+    } finally {
+      clearTimeout(timer);
+    }
     this.#waited += performance.now() - started;
     if (!next.done) this.#bytes += next.value.length;
     const allowedMs = this.#graceMs + (this.#bytes / this.#minBytesPerSecond) * 1000;
@@ -40,6 +60,7 @@ export class Pace {
       res.destroy();
       throw refuse(
         `${this.#bytes} bytes in ${Math.round(this.#waited)} ms of waiting, slower than the bound of ${this.#minBytesPerSecond} bytes a second past ${this.#graceMs} ms`,
+        this.#who,
       );
     }
     return next;
@@ -222,21 +243,21 @@ function checkRemoved(path: unknown, limits: Readonly<PullLimits>): string {
 }
 
 /** A frame's header, its length checked against the bound before a byte of it is read. */
-export function checkFrameHeaderLength(length: number, limits: Readonly<PullLimits>): void {
+export function checkFrameHeaderLength(length: number, limits: Readonly<PullLimits>, who?: string): void {
   if (length > limits.frameHeaderBytes)
-    throw refuse(`a frame header of ${length} bytes, over the bound of ${limits.frameHeaderBytes}`);
+    throw refuse(`a frame header of ${length} bytes, over the bound of ${limits.frameHeaderBytes}`, who);
 }
 
-export function parseFrameHeader(bytes: Buffer): { path: string; size: number } {
+export function parseFrameHeader(bytes: Buffer, who?: string): { path: string; size: number } {
   let header: unknown;
   try {
     header = JSON.parse(bytes.toString('utf8'));
   } catch {
-    throw refuse('a frame header that is not JSON');
+    throw refuse('a frame header that is not JSON', who);
   }
   const h = header as { path?: unknown; size?: unknown } | null;
-  if (typeof h?.path !== 'string' || !Number.isSafeInteger(h.size)) throw refuse('a malformed frame header');
+  if (typeof h?.path !== 'string' || !Number.isSafeInteger(h.size)) throw refuse('a malformed frame header', who);
   const chars = pathCharacterProblem(h.path);
-  if (chars) throw refuse(`a frame header whose path holds ${chars}`);
+  if (chars) throw refuse(`a frame header whose path holds ${chars}`, who);
   return { path: h.path, size: h.size as number };
 }

@@ -21,7 +21,7 @@ import {
   hashLikelySame,
   readManifest,
 } from '../../tree/manifest.js';
-import { MAX_PATHS_PER_REQUEST } from '../coordinator/fleet-api.js';
+import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
 import {
   checkFrameHeaderLength,
@@ -57,6 +57,37 @@ export interface PullOptions {
    * is compressed on a host.
    */
   contentIndex?: boolean;
+  /** Fetch the files from peers that hold the snapshot, the coordinator the fallback (absent: from the coordinator). */
+  peers?: PeerPull;
+}
+
+/**
+ * Where a pull finds peers: hosts that hold the snapshot whole and serve
+ * its files. The manifest always comes from the coordinator; a peer's
+ * answer is checked against it exactly as the coordinator's is, and each
+ * file must have the manifest's SHA-256 (one without is fetched from the
+ * coordinator), so a peer can cost a retry, never a wrong byte.
+ */
+/** Why a pull passes a peer over: it failed an answer (for the rest of the pull), or it said it was busy (a moment). */
+export type PeerAvoided = 'failed' | 'busy' | null;
+
+export interface PeerPull {
+  /**
+   * A peer's base URL to fetch from now, one `avoid` does not name, waiting
+   * for one to hold the snapshot if need be; null once the pull should fetch
+   * from the coordinator instead (none came within the wait, or the seeds
+   * failed). Each call waits for a peer within what is left of one bound,
+   * counted over the whole pull.
+   */
+  pick(avoid: (url: string) => PeerAvoided, signal?: AbortSignal): Promise<string | null>;
+  /** The head of a peer's answer within this, and no silence longer. */
+  timeoutMs: number;
+  /** The slowest a peer may send, past a grace of `timeoutMs` (`Pace`). */
+  minBytesPerSecond: number;
+  /** Failed answers from peers (refused, cut, late, damaged: not busy) before the rest comes from the coordinator. */
+  maxFailures: number;
+  /** Hears each failed answer (the pull goes on with another peer, or the coordinator). */
+  onFailure?: (peer: string, err: Error) => void;
 }
 
 export interface PullStats {
@@ -70,6 +101,12 @@ export interface PullStats {
   /** The files and their bytes to fetch in all, once the manifest was compared (0 until then). */
   totalFiles: number;
   totalBytes: number;
+  /** Of `received`: what came from the coordinator (manifests included), and from peers. */
+  fromCoordinator: number;
+  fromPeers: number;
+  /** Answers from peers that failed (each cost a retry elsewhere), and that said the peer was busy. */
+  peerFailures: number;
+  peerBusy: number;
 }
 
 /** Largest answer one files request asks for, in content bytes. */
@@ -90,12 +127,25 @@ const BATCH_BYTES = 32 * 1024 * 1024;
  * the slot unfinished first and complete after.
  */
 export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
-  const stats: PullStats = { files: 0, bytes: 0, removed: 0, received: 0, full: false, totalFiles: 0, totalBytes: 0 };
+  const stats: PullStats = {
+    files: 0,
+    bytes: 0,
+    removed: 0,
+    received: 0,
+    full: false,
+    totalFiles: 0,
+    totalBytes: 0,
+    fromCoordinator: 0,
+    fromPeers: 0,
+    peerFailures: 0,
+    peerBusy: 0,
+  };
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
   const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
   const answer = await requestManifest(opts, `/v1/fleet/manifest?${query}`, limits);
   stats.received += answer.bytes;
+  stats.fromCoordinator += answer.bytes;
   const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
   let delta: ManifestDelta = body;
   if (body.base === null) {
@@ -189,10 +239,12 @@ async function applyDelta(
     await lutimes(temp, msInside(l.mtimeMs), msInside(l.mtimeMs)).catch(() => {});
     await rename(temp, join(opts.into, l.path));
   }
-  // 4. files, in batches
-  const files = delta.changed.filter((e) => e.type === 'file');
-  stats.totalFiles = files.length;
-  stats.totalBytes = files.reduce((sum, f) => sum + f.size, 0);
+  // 4. files, in batches; from peers when asked (`PeerPull`): only files the manifest names a SHA-256 for
+  const all = delta.changed.filter((e) => e.type === 'file');
+  stats.totalFiles = all.length;
+  stats.totalBytes = all.reduce((sum, f) => sum + f.size, 0);
+  const sources = new Sources(opts, limits, stats);
+  const files = opts.peers ? [...all.filter((f) => !f.hash), ...all.filter((f) => f.hash)] : all;
   for (let i = 0; i < files.length; ) {
     const batch: ManifestEntry[] = [];
     let bytes = 0;
@@ -206,7 +258,7 @@ async function applyDelta(
     }
     opts.signal?.throwIfAborted();
     for (const f of batch) await writable(f.path);
-    stats.received += await fetchFiles(opts, batch, tmp, stats, fsyncEach, limits);
+    await sources.fetch(batch, tmp, fsyncEach);
   }
   // 4b. the content index of what changed, while the temp directory is there and before the sync
   const derived =
@@ -294,59 +346,167 @@ class ParentCheck {
   }
 }
 
-/** Fetch one batch of files into place; returns the bytes received. */
+/** Where one files request goes: the coordinator or a peer, with its own timeout and pace. */
+interface FileSource {
+  url: string;
+  /** Named in errors: "the coordinator", or the peer. */
+  who: string;
+  peer: boolean;
+  timeoutMs: number;
+  minBytesPerSecond: number;
+}
+
+/** How long a peer that answered busy (503) is passed over. */
+const BUSY_BACKOFF_MS = 200;
+
+/**
+ * Fetches batches of files: from peers when the pull has them (each failed
+ * answer costs a retry of the files not yet placed, from another peer, then
+ * from the coordinator), else from the coordinator.
+ */
+class Sources {
+  readonly #opts: PullOptions;
+  readonly #limits: Readonly<PullLimits>;
+  readonly #stats: PullStats;
+  readonly #failed = new Set<string>();
+  readonly #busy = new Map<string, number>();
+  /** Set once the pull gave up on peers: the rest comes from the coordinator. */
+  #coordinatorOnly: boolean;
+  constructor(opts: PullOptions, limits: Readonly<PullLimits>, stats: PullStats) {
+    this.#opts = opts;
+    this.#limits = limits;
+    this.#stats = stats;
+    this.#coordinatorOnly = !opts.peers;
+  }
+
+  get #coordinator(): FileSource {
+    return {
+      url: this.#opts.from,
+      who: 'the coordinator',
+      peer: false,
+      timeoutMs: this.#opts.timeoutMs,
+      minBytesPerSecond: this.#limits.minBytesPerSecond,
+    };
+  }
+
+  async fetch(batch: ManifestEntry[], tmp: string, fsyncEach: boolean): Promise<void> {
+    const done = new Set<string>();
+    const left = () => batch.filter((f) => !done.has(f.path));
+    const unhashed = batch.filter((f) => !f.hash);
+    if (unhashed.length > 0)
+      await fetchFiles(this.#opts, this.#coordinator, unhashed, tmp, this.#stats, fsyncEach, this.#limits, done);
+    const peers = this.#opts.peers;
+    for (let rest = left(); rest.length > 0; rest = left()) {
+      this.#opts.signal?.throwIfAborted();
+      const avoid = (url: string): PeerAvoided =>
+        this.#failed.has(url) ? 'failed' : (this.#busy.get(url) ?? 0) > Date.now() ? 'busy' : null;
+      const url = this.#coordinatorOnly || !peers ? null : await peers.pick(avoid, this.#opts.signal);
+      if (url === null || !peers) {
+        this.#coordinatorOnly = true;
+        await fetchFiles(this.#opts, this.#coordinator, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
+        return;
+      }
+      const peer: FileSource = {
+        url,
+        who: `peer ${url}`,
+        peer: true,
+        timeoutMs: peers.timeoutMs,
+        minBytesPerSecond: peers.minBytesPerSecond,
+      };
+      try {
+        await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
+      } catch (err) {
+        if (this.#opts.signal?.aborted) throw err;
+        if ((err as MirrorswapError).code === 'PEER_BUSY') {
+          this.#stats.peerBusy++;
+          this.#busy.set(url, Date.now() + BUSY_BACKOFF_MS + Math.random() * BUSY_BACKOFF_MS);
+          continue;
+        }
+        this.#stats.peerFailures++;
+        this.#failed.add(url);
+        peers.onFailure?.(url, err as Error);
+        if (this.#stats.peerFailures >= peers.maxFailures) this.#coordinatorOnly = true;
+      }
+    }
+  }
+}
+
+/**
+ * Fetch files from one source into place, each added to `done` once it is
+ * in place (a failed answer leaves the rest to fetch elsewhere); counts the
+ * bytes received.
+ */
 async function fetchFiles(
   opts: PullOptions,
+  from: FileSource,
   batch: ManifestEntry[],
   tmp: string,
   stats: PullStats,
   fsyncEach: boolean,
   limits: Readonly<PullLimits>,
-): Promise<number> {
-  const res = await request(opts, `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`, {
-    paths: batch.map((f) => f.path),
-  });
-  const reader = new FrameReader(res, new Pace(opts.timeoutMs, limits.minBytesPerSecond));
-  let received = 0;
+  done: Set<string>,
+): Promise<void> {
+  const res = await request(
+    { ...opts, from: from.url, timeoutMs: from.timeoutMs },
+    `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`,
+    { paths: batch.map((f) => f.path) },
+    from.who,
+  );
+  const reader = new FrameReader(res, new Pace(from.timeoutMs, from.minBytesPerSecond, from.who), from.who);
+  const fromPeer = from.peer;
+  const received = (n: number) => {
+    stats.received += n;
+    if (fromPeer) stats.fromPeers += n;
+    else stats.fromCoordinator += n;
+  };
+  const placed = (f: ManifestEntry) => {
+    done.add(f.path);
+    stats.files++;
+    stats.bytes += f.size;
+  };
   // small files are checked here and written by the walk threads, many at a time: one blocking
   // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
   let pending: PlacedFile[] = [];
+  let pendingEntries: ManifestEntry[] = [];
   let pendingBytes = 0;
   const place = async () => {
     if (pending.length === 0) return;
     const units = pending;
+    const entries = pendingEntries;
     pending = [];
+    pendingEntries = [];
     pendingBytes = 0;
     await walkPool.run<PlacedFile, true>('place', { into: opts.into, tmp, fsync: fsyncEach }, units, () => true);
+    for (const f of entries) placed(f);
   };
   try {
     for (const want of batch) {
       const lenBuf = await reader.read(4);
-      checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits);
-      const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)));
+      checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits, from.who);
+      const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)), from.who);
       if (header.path !== want.path || header.size !== want.size)
         throw new MirrorswapError(
           'FLEET_PULL',
-          `the coordinator sent ${header.path} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
+          `${from.who} sent ${JSON.stringify(header.path.slice(0, 200))} (${header.size} bytes) where ${want.path} (${want.size} bytes) was due`,
         );
       if (want.size <= SMALL_FILE) {
         const data = await reader.read(want.size);
-        checkHash(want, createHash('sha256').update(data).digest(), await reader.read(32));
+        checkHash(want, createHash('sha256').update(data).digest(), await reader.read(32), from);
         pending.push({ path: want.path, data: new Uint8Array(data), mode: want.mode, mtime: msInside(want.mtimeMs) });
+        pendingEntries.push(want);
         pendingBytes += want.size;
+        received(4 + lenBuf.readUInt32BE(0) + want.size + 32);
         if (pendingBytes >= PLACE_BATCH_BYTES || pending.length >= PLACE_BATCH_FILES) await place();
       } else {
-        await receiveLarge(opts, want, reader, tmp, fsyncEach);
+        await receiveLarge(opts, want, reader, tmp, fsyncEach, from);
+        received(4 + lenBuf.readUInt32BE(0) + want.size + 32);
+        placed(want);
       }
-      stats.files++;
-      stats.bytes += want.size;
-      received += 4 + lenBuf.readUInt32BE(0) + want.size + 32;
     }
     await place();
   } finally {
     res.destroy();
   }
-  return received;
 }
 
 /** Files at most this large are read whole and placed by the walk threads. */
@@ -354,13 +514,19 @@ const SMALL_FILE = 1024 * 1024;
 const PLACE_BATCH_BYTES = 16 * 1024 * 1024;
 const PLACE_BATCH_FILES = 512;
 
-function checkHash(want: ManifestEntry, got: Buffer, sent: Buffer): void {
+function checkHash(want: ManifestEntry, got: Buffer, sent: Buffer, from: FileSource): void {
   if (!sent.equals(got))
-    throw new MirrorswapError('FLEET_PULL', `${want.path} arrived damaged (its SHA-256 is not what was sent)`);
-  if (want.hash && got.toString('hex') !== want.hash)
     throw new MirrorswapError(
       'FLEET_PULL',
-      `${want.path} is not the content the manifest names: it changed on the coordinator`,
+      `${want.path} arrived damaged from ${from.who} (its SHA-256 is not what was sent)`,
+    );
+  // from a peer, the manifest's hash is the only word that counts: it is always there (Sources)
+  if ((want.hash || from.peer) && got.toString('hex') !== want.hash)
+    throw new MirrorswapError(
+      'FLEET_PULL',
+      from.peer
+        ? `${from.who} sent ${want.path} with other content than the coordinator's manifest names`
+        : `${want.path} is not the content the manifest names: it changed on the coordinator`,
     );
 }
 
@@ -371,6 +537,7 @@ async function receiveLarge(
   reader: FrameReader,
   tmp: string,
   fsyncEach: boolean,
+  from: FileSource,
 ): Promise<void> {
   const temp = join(tmp, randomBytes(8).toString('hex'));
   const handle = await open(temp, 'wx', 0o600);
@@ -383,7 +550,7 @@ async function receiveLarge(
       await handle.write(chunk);
       left -= chunk.length;
     }
-    checkHash(want, hash.digest(), await reader.read(32));
+    checkHash(want, hash.digest(), await reader.read(32), from);
     await handle.chmod(want.mode);
     await handle.utimes(msInside(want.mtimeMs), msInside(want.mtimeMs));
     // after the mode and time: the fsync makes them durable with the content
@@ -406,17 +573,23 @@ export class FrameReader {
   readonly #res: http.IncomingMessage;
   readonly #it: AsyncIterator<Buffer>;
   readonly #pace: Pace;
+  readonly #who: string;
   #chunks: Buffer[] = [];
   #length = 0;
-  constructor(res: http.IncomingMessage, pace: Pace) {
+  constructor(res: http.IncomingMessage, pace: Pace, who = 'the coordinator') {
     this.#res = res;
     this.#it = res[Symbol.asyncIterator]();
     this.#pace = pace;
+    this.#who = who;
   }
   async #fill(): Promise<void> {
-    const next = await this.#pace.next(this.#it, this.#res);
+    const next = await this.#pace.next(this.#it, this.#res).catch((err: Error) => {
+      throw err instanceof MirrorswapError
+        ? err
+        : new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (${err.message})`);
+    });
     if (next.done)
-      throw new MirrorswapError('FLEET_PULL', 'the coordinator cut its answer short (its copy changed, or it stopped)');
+      throw new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (its copy changed, or it stopped)`);
     this.#chunks.push(next.value);
     this.#length += next.value.length;
   }
@@ -465,13 +638,20 @@ async function requestManifest(
 }
 
 /**
- * One request to the coordinator, answered 200 within the timeout (its head whole within it; an idle
- * answer counts too), or an error naming why. Its body is read at a pace (`Pace`).
+ * One request to the coordinator (or a peer: `who`), answered 200 within the timeout (its head whole
+ * within it; an idle answer counts too), or an error naming why: `SNAPSHOT_GONE` for 410, `PEER_BUSY`
+ * for a peer's 503. Its body is read at a pace (`Pace`).
  */
-function request(opts: PullOptions, path: string, json?: object): Promise<http.IncomingMessage> {
+function request(
+  opts: PullOptions,
+  path: string,
+  json?: object,
+  who = 'the coordinator',
+): Promise<http.IncomingMessage> {
   const url = new URL(path, opts.from);
   const lib = url.protocol === 'https:' ? https : http;
   const payload = json ? JSON.stringify(json) : undefined;
+  const peer = who !== 'the coordinator';
   return new Promise((resolve, reject) => {
     const req = lib.request(
       url,
@@ -485,38 +665,50 @@ function request(opts: PullOptions, path: string, json?: object): Promise<http.I
       },
       (res) => {
         if (res.statusCode === 200) return resolve(res);
+        // an error's body: its first KiB at most, within the timeout, never more (a peer may drip one for ever)
         const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
+        let length = 0;
+        const fail = () => {
+          clearTimeout(cap);
+          res.destroy();
           const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
-          const code = res.statusCode === 410 ? 'SNAPSHOT_GONE' : 'FLEET_PULL';
-          reject(new MirrorswapError(code, `the coordinator answered ${url.pathname} with ${res.statusCode}: ${text}`));
+          const code =
+            res.statusCode === 410 ? 'SNAPSHOT_GONE' : peer && res.statusCode === 503 ? 'PEER_BUSY' : 'FLEET_PULL';
+          reject(new MirrorswapError(code, `${who} answered ${url.pathname} with ${res.statusCode}: ${text}`));
+        };
+        const cap = setTimeout(fail, opts.timeoutMs);
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          length += c.length;
+          if (length >= 1024) fail();
         });
+        res.on('end', fail);
+        res.on('error', fail);
       },
     );
     // the answer's head within the timeout, however it trickles in (its body is paced: `Pace`)
     const head = setTimeout(
       () =>
         req.destroy(
-          new MirrorswapError(
-            'FLEET_PULL',
-            `the coordinator at ${url.origin} did not answer within ${opts.timeoutMs} ms`,
-          ),
+          new MirrorswapError('FLEET_PULL', `${who} at ${url.origin} did not answer within ${opts.timeoutMs} ms`),
         ),
       opts.timeoutMs,
     );
-    req.on('response', () => clearTimeout(head));
+    // the body's silences are timed by its reader (`Pace`): only while it waits for bytes, not while
+    // it writes them out (a slow disk is no fault of the sender's)
+    req.on('response', () => {
+      clearTimeout(head);
+      req.setTimeout(0);
+    });
     req.on('close', () => clearTimeout(head));
     req.setTimeout(opts.timeoutMs, () =>
-      req.destroy(
-        new MirrorswapError('FLEET_PULL', `the coordinator at ${url.origin} sent nothing for ${opts.timeoutMs} ms`),
-      ),
+      req.destroy(new MirrorswapError('FLEET_PULL', `${who} at ${url.origin} sent nothing for ${opts.timeoutMs} ms`)),
     );
     req.on('error', (err) =>
       reject(
         err instanceof MirrorswapError
           ? err
-          : new MirrorswapError('FLEET_PULL', `cannot reach the coordinator at ${url.origin}: ${err.message}`),
+          : new MirrorswapError('FLEET_PULL', `cannot reach ${who} at ${url.origin}: ${err.message}`),
       ),
     );
     req.end(payload);

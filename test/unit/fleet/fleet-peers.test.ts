@@ -1,0 +1,440 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, type Server, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import express from 'express';
+import { pickSeeds } from '../../../src/fleet/coordinator/coordinator.js';
+import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
+import type { MemberRecord } from '../../../src/fleet/fleet-keys.js';
+import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
+import { PeerServer } from '../../../src/fleet/host/peer-serve.js';
+import { type PeerPull, type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { readManifest } from '../../../src/tree/manifest.js';
+import { memoryLogger } from '../../../testkit/app.js';
+import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../../testkit/hostile-peer.js';
+import { tempDirs } from '../../../testkit/store.js';
+import { waitFor } from '../../../testkit/wait.js';
+
+// Peers share the bytes: a host serves the snapshots it holds to other hosts, and a host pulling
+// from a peer checks every file against the coordinator's manifest. A slow or lying peer costs a
+// retry, never a wrong byte, never a write outside the slot, never a hung pull.
+const temp = tempDirs();
+after(() => temp.removeAll());
+const TOKEN = 'fleet-token-for-tests-0123456789';
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function treeOf(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readManifest(root)) {
+    const content = e.type === 'file' ? (await readFile(join(root, e.path))).toString('hex') : (e.target ?? '');
+    out.push(`${e.type} ${e.path} ${e.mode.toString(8)} ${e.type === 'link' ? '' : e.mtimeMs} ${content}`);
+  }
+  return out;
+}
+
+async function write(root: string, files: Record<string, string | Buffer>) {
+  const mtime = new Date('2026-01-02T03:04:05Z');
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(join(root, path, '..'), { recursive: true });
+    await writeFile(join(root, path), content);
+    await utimes(join(root, path), mtime, mtime);
+  }
+}
+
+/** A coordinator over two slots, counting what it sends, with a snapshot of a small tree and a large file. */
+async function coordinator() {
+  const root = await temp.make('mirrorswap-peers-coord-');
+  const slots = { a: join(root, 'a'), b: join(root, 'b') };
+  await mkdir(slots.a);
+  await mkdir(slots.b);
+  await write(slots.a, {
+    'index.html': 'home',
+    'css/site.css': 'body{}',
+    'deep/er/page.html': 'p'.repeat(50_000),
+    'big.bin': randomBytes(3 * 1024 * 1024),
+    empty: '',
+  });
+  await symlink('index.html', join(slots.a, 'home.html'));
+  const snapshots = new Snapshots(slots);
+  const snapshot = await snapshots.take('a');
+  const app = express();
+  app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+  const server = createServer(app);
+  const url = await listen(server);
+  return {
+    slots,
+    snapshots,
+    snapshot,
+    url,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/** A host serving peers: a PeerServer on its own listener over two slot roots. */
+async function peerHost(roots: { a: string; b: string }, limit = 4) {
+  const log = memoryLogger();
+  const peers = new PeerServer({ token: TOKEN, roots, limit, graceMs: 100, log });
+  const server = createServer((req, res) => {
+    if (!peers.handle(req, res)) {
+      res.statusCode = 404;
+      res.end();
+    }
+  });
+  const url = await listen(server);
+  return {
+    peers,
+    url,
+    log,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/** Peers picked in order, each at most as `avoid` allows; null once none is left. */
+function peersIn(urls: string[], over: Partial<PeerPull> = {}): PeerPull & { failures: string[] } {
+  const failures: string[] = [];
+  return {
+    pick: async (avoid) => urls.find((u) => !avoid(u)) ?? null,
+    timeoutMs: 400,
+    minBytesPerSecond: 64 * 1024,
+    maxFailures: 20,
+    onFailure: (peer, err) => failures.push(`${peer}: ${err.message}`),
+    failures,
+    ...over,
+  };
+}
+
+function post(url: string, body: unknown, token: string | null = TOKEN) {
+  return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+    const payload = JSON.stringify(body);
+    const req = httpRequest(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+describe('a host serving its peers', () => {
+  it('serves the files of a snapshot its slot holds, with the fleet token only; 410 for one it does not hold', async () => {
+    const c = await coordinator();
+    const host = await peerHost(c.slots);
+    try {
+      host.peers.hold('a', c.snapshot);
+      const files = `${host.url}/v1/fleet/files?snapshot=${c.snapshot}`;
+      assert.equal((await post(files, { paths: ['index.html'] }, null)).status, 401);
+      assert.equal((await post(files, { paths: ['index.html'] }, 'not-the-fleet-token-at-all')).status, 401);
+      assert.equal((await post(`${host.url}/v1/fleet/files?snapshot=other`, { paths: ['index.html'] })).status, 410);
+      assert.equal((await post(files, { paths: ['../outside'] })).status, 400);
+      const ok = await post(files, { paths: ['index.html', 'css/site.css'] });
+      assert.equal(ok.status, 200);
+      assert.ok(ok.body.includes(Buffer.from('body{}')));
+      // a path through a link of the slot reads nothing the link points to: the answer is cut
+      const outside = await temp.make('mirrorswap-peers-outside-');
+      await writeFile(join(outside, 'secret.txt'), 'not for peers');
+      await symlink(outside, join(c.slots.a, 'out'));
+      const through = await post(files, { paths: ['out/secret.txt'] }).catch(() => ({
+        status: -1,
+        body: Buffer.alloc(0),
+      }));
+      assert.ok(!through.body.includes(Buffer.from('not for peers')), 'nothing outside the slot was sent');
+      const link = await post(files, { paths: ['home.html'] }).catch(() => ({ status: -1, body: Buffer.alloc(0) }));
+      assert.ok(!link.body.includes(Buffer.from('home')), 'a link itself is never followed');
+      assert.equal(host.peers.stats().active, 0);
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  it('beyond --peer-serve pulls at once answers 503; with 0 it serves none', async () => {
+    const c = await coordinator();
+    const none = await peerHost(c.slots, 0);
+    const one = await peerHost(c.slots, 1);
+    try {
+      none.peers.hold('a', c.snapshot);
+      one.peers.hold('a', c.snapshot);
+      const res = await post(`${none.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+      assert.equal(res.status, 503);
+      assert.match(res.body.toString(), /PEER_BUSY/);
+      // one pull held open (its reader does not read), the next is refused
+      const held = httpRequest(`${one.url}/v1/fleet/files?snapshot=${c.snapshot}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      });
+      held.on('error', () => {});
+      held.on('response', (r) => r.pause());
+      held.end(JSON.stringify({ paths: Array(40).fill('big.bin') }));
+      await waitFor('the first pull to be served', async () => one.peers.stats().active === 1, { timeout: 5000 });
+      const busy = await post(`${one.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+      assert.equal(busy.status, 503);
+      assert.equal(one.peers.stats().busy, 1);
+      held.destroy();
+    } finally {
+      await none.close();
+      await one.close();
+      await c.close();
+    }
+  });
+
+  it('before its slot is rewritten: new pulls are refused (410) and those under way are cut', async () => {
+    const c = await coordinator();
+    const host = await peerHost(c.slots);
+    try {
+      host.peers.hold('a', c.snapshot);
+      let response: IncomingMessage | null = null;
+      const held = httpRequest(`${host.url}/v1/fleet/files?snapshot=${c.snapshot}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      });
+      held.on('error', () => {});
+      held.on('response', (r) => {
+        r.pause(); // a reader that stopped: the answer waits on it
+        r.on('error', () => {});
+        response = r;
+      });
+      held.end(JSON.stringify({ paths: Array(40).fill('big.bin') }));
+      await waitFor('the pull to be served', async () => host.peers.stats().active === 1, { timeout: 5000 });
+      const started = Date.now();
+      await host.peers.release('a');
+      assert.ok(Date.now() - started < 5000, 'the release waited no longer than its grace and the cut');
+      assert.equal(host.peers.stats().active, 0, 'no pull reads the slot any more');
+      assert.equal(host.peers.stats().cut, 1);
+      // read on: the answer ends cut, far short of the 40 files asked for
+      const r = response as IncomingMessage | null;
+      assert.ok(r);
+      let got = 0;
+      r.on('data', (chunk: Buffer) => {
+        got += chunk.length;
+      });
+      r.resume();
+      await new Promise((resolve) => r.once('close', resolve));
+      assert.equal(r.complete, false, 'the answer was cut');
+      assert.ok(got < 40 * 3 * 1024 * 1024, `${got} bytes`);
+      const after = await post(`${host.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+      assert.equal(after.status, 410, 'a slot being rewritten serves nobody');
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+});
+
+describe('a pull from peers', () => {
+  it('takes the files from a peer that holds the snapshot: the coordinator sends the manifest only', async () => {
+    const c = await coordinator();
+    const host = await peerHost(c.slots);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      host.peers.hold('a', c.snapshot);
+      const before = c.snapshots.sent();
+      const stats = await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: c.snapshot,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+        peers: peersIn([host.url]),
+      });
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      const sent = c.snapshots.sent();
+      assert.equal(sent.files - before.files, 0, 'no file came from the coordinator');
+      assert.equal(stats.fromCoordinator, sent.manifests - before.manifests, 'the manifest only');
+      assert.ok(stats.fromPeers > 3 * 1024 * 1024, `from peers: ${stats.fromPeers}`);
+      assert.equal(stats.fromPeers, host.peers.stats().bytes, 'what the peer sent is what was received');
+      assert.equal(stats.peerFailures, 0);
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  for (const mode of HOSTILE_MODES) {
+    it(`a peer answering ${mode}: the pull asks another, and every file is the coordinator's`, async () => {
+      const c = await coordinator();
+      const good = await peerHost(c.slots);
+      const bad: HostilePeer = await startHostilePeer(mode, c.slots.a);
+      const into = await temp.make('mirrorswap-peers-into-');
+      try {
+        good.peers.hold('a', c.snapshot);
+        const peers = peersIn([bad.url, good.url]);
+        const started = Date.now();
+        const stats: PullStats = await pullSnapshot({
+          from: c.url,
+          token: TOKEN,
+          snapshot: c.snapshot,
+          base: null,
+          into,
+          durable: false,
+          timeoutMs: 5000,
+          peers,
+        });
+        assert.deepEqual(await treeOf(into), await treeOf(c.slots.a), 'the tree is the coordinator snapshot');
+        assert.ok(bad.requests >= 1, 'the hostile peer was asked');
+        if (mode === 'busy') assert.ok(stats.peerBusy >= 1);
+        else assert.equal(stats.peerFailures, 1, peers.failures.join('; '));
+        assert.equal(c.snapshots.sent().files, 0, 'the good peer, not the coordinator, sent the files');
+        assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
+        assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'no temp file left');
+      } finally {
+        await bad.close();
+        await good.close();
+        await c.close();
+      }
+    });
+  }
+
+  it('every peer lying or failing: after the bound of failures the coordinator sends the rest', async () => {
+    const c = await coordinator();
+    const bad = await Promise.all(
+      (['damaged', 'other-path', 'hang'] as const).map((mode) => startHostilePeer(mode, c.slots.a)),
+    );
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      const peers = peersIn(
+        bad.map((b) => b.url),
+        { maxFailures: 3 },
+      );
+      const stats = await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: c.snapshot,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+        peers,
+      });
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(stats.peerFailures, 3, peers.failures.join('; '));
+      assert.ok(c.snapshots.sent().files > 3 * 1024 * 1024, 'the coordinator sent the files');
+    } finally {
+      for (const b of bad) await b.close();
+      await c.close();
+    }
+  });
+
+  it('no peer ever holds it: the wait ends and the coordinator sends the files', async () => {
+    const c = await coordinator();
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      const stats = await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: c.snapshot,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+        peers: peersIn([]),
+      });
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(stats.fromPeers, 0);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a peer holding another tree under the same snapshot id lands nothing of it', async () => {
+    const c = await coordinator();
+    const otherRoot = await temp.make('mirrorswap-peers-other-');
+    // the same paths and sizes, other bytes
+    await write(otherRoot, {
+      'index.html': 'evil',
+      'css/site.css': 'evil{}',
+      'deep/er/page.html': 'e'.repeat(50_000),
+      'big.bin': randomBytes(3 * 1024 * 1024),
+      empty: '',
+    });
+    const liar = await peerHost({ a: otherRoot, b: otherRoot });
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      liar.peers.hold('a', c.snapshot);
+      const peers = peersIn([liar.url]);
+      const started = Date.now();
+      await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: c.snapshot,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+        peers,
+      });
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.match(peers.failures.join('; '), /sent big\.bin with other content than the coordinator's manifest names/);
+      // one failed answer, then the coordinator: no wait on the way (the bound is loose: a loaded machine)
+      assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
+    } finally {
+      await liar.close();
+      await c.close();
+    }
+  });
+});
+
+describe('the seeds of a swap', () => {
+  const member = (host: string, peer: string | null): MemberRecord => ({
+    host,
+    url: null,
+    peer,
+    epoch: 1,
+    mounted: 'a',
+    slots: { a: null, b: null },
+    ready: true,
+    lastError: null,
+    at: '',
+  });
+  const live = Array.from({ length: 10 }, (_, i) => member(`h${i}`, i % 3 === 0 ? null : `http://10.0.0.${i}:7071`));
+
+  it('are the first members that serve peers in an order of the snapshot id: others each swap', () => {
+    const one = pickSeeds(live, 'snapshot-1', 2);
+    assert.equal(one?.length, 2);
+    for (const h of one ?? []) assert.ok(live.find((m) => m.host === h)?.peer, `${h} serves peers`);
+    assert.deepEqual(pickSeeds([...live].reverse(), 'snapshot-1', 2), one, 'whatever the order members are read in');
+    const seen = new Set<string>();
+    for (let i = 0; i < 40; i++) for (const h of pickSeeds(live, `snapshot-${i}`, 2) ?? []) seen.add(h);
+    assert.ok(seen.size >= 5, `the seeds move from swap to swap: ${[...seen].join(', ')}`);
+  });
+
+  it('are none when peers would not help: 0 asked, no member serves, or every member would be one', () => {
+    assert.equal(pickSeeds(live, 's', 0), undefined);
+    assert.equal(
+      pickSeeds(
+        live.map((m) => ({ ...m, peer: null })),
+        's',
+        2,
+      ),
+      undefined,
+    );
+    assert.equal(pickSeeds(live.slice(1, 3), 's', 2), undefined);
+    assert.deepEqual(pickSeeds(live.slice(0, 3), 's', 2)?.length, 2);
+  });
+});
