@@ -111,7 +111,10 @@ async function measure(kind: 'mirror-node' | 'static', store: string, paths: str
   const idle = rss(target.pid);
   const rps = await sweep(target.port, paths);
   const afterPass = rss(target.pid);
-  const heap = (await memory(target.port)).heapUsed;
+  const usage = await memory(target.port);
+  const heap = usage.heapUsed;
+  // under --expose-gc (NODE_OPTIONS) the target also says what is live after a full collection
+  if ('liveHeap' in usage) console.error(`# ${kind}: ${JSON.stringify(usage)}`);
   let afterSwap: number | null = null;
   if (kind === 'mirror-node') {
     await publishEpoch(storeLayout(store), 2, 'b');

@@ -13,6 +13,7 @@
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 import compression from 'compression';
 import express from 'express';
 import { mirrorStatic } from '../middleware/static/mirror-static.js';
@@ -77,12 +78,27 @@ if (kind === 'node-ceiling') {
   }
   handler = app;
 }
-// `GET /__memory` answers process.memoryUsage(), for the memory benchmark
+/**
+ * `GET /__memory` answers process.memoryUsage(), for the memory benchmark.
+ * Under `--expose-gc` it also answers the heap after a full collection
+ * (`liveHeap`: what is really held, against what V8 keeps); with
+ * `MIRRORSWAP_HEAP_SNAPSHOT=<dir>` it writes a heap snapshot there first
+ * (read with `bench/heap-summary.js`).
+ */
 const served = handler;
+const snapshotDir = process.env.MIRRORSWAP_HEAP_SNAPSHOT;
 const withMemory = (req: IncomingMessage, res: ServerResponse) => {
   if (req.url === '/__memory') {
+    const usage: Record<string, number | string> = { ...process.memoryUsage() };
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc) {
+      gc();
+      usage.liveHeap = process.memoryUsage().heapUsed;
+      usage.heapLimit = getHeapStatistics().total_heap_size;
+    }
+    if (snapshotDir) usage.snapshot = writeHeapSnapshot(join(snapshotDir, `${kind}-${process.pid}.heapsnapshot`));
     res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify(process.memoryUsage()));
+    res.end(JSON.stringify(usage));
     return;
   }
   served(req, res);

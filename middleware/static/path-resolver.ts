@@ -254,6 +254,19 @@ function sharedHeaders(path: string, lookup: Lookup, lastModified: string): Outg
 }
 
 /**
+ * A copy of `shared` with its Content-Length set, key by key in the same
+ * order. Not a spread (`{ ...shared }`): V8 gives every object a spread
+ * makes from a fresh source a hidden class of its own (its map, descriptors
+ * and enum cache: about 440 bytes a cached entry, as much as the rest of
+ * its headers), where objects built key by key share one.
+ */
+function withLength(shared: OutgoingHttpHeaders, length: number): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  for (const key of Object.keys(shared)) headers[key] = key === 'Content-Length' ? String(length) : shared[key];
+  return headers;
+}
+
+/**
  * The variant of `real` in `encoding` when it is there as `expected` says: a
  * regular file (not a symlink, a FIFO or a directory) with the inode and size
  * the index recorded. Null otherwise: the file is then sent as it is.
@@ -277,7 +290,8 @@ async function variantAt(
   try {
     const st = await handle.stat();
     if (!st.isFile() || !variantMatches(expected, st)) return null;
-    const headers: OutgoingHttpHeaders = { ...shared, 'Content-Length': String(st.size), 'Content-Encoding': encoding };
+    const headers = withLength(shared, st.size);
+    headers['Content-Encoding'] = encoding;
     if (opts.etag === 'content') headers.ETag = strongEtag(expected.sha256);
     else if (opts.etag === 'weak') headers.ETag = etag(st);
     headers.Vary = VARY;
@@ -319,7 +333,7 @@ async function describeFile(handle: FileHandle, path: string, real: string, look
     });
     if (variantMask !== 0) variants = found;
   }
-  const headers: OutgoingHttpHeaders = { ...shared, 'Content-Length': String(st.size) };
+  const headers = withLength(shared, st.size);
   if (opts.etag) headers.ETag = tag;
   // every answer for a file that has variants depends on Accept-Encoding, its identity answers too
   if (variantMask !== 0) headers.Vary = VARY;
