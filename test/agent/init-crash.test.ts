@@ -3,9 +3,9 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cli, runCli } from '../../../testkit/proc.js';
-import { tempStore } from '../../../testkit/store.js';
-import { waitFor } from '../../../testkit/wait.js';
+import { cli, runCli } from '../../testkit/proc.js';
+import { tempStore } from '../../testkit/store.js';
+import { waitFor } from '../../testkit/wait.js';
 
 async function countFiles(dir: string): Promise<number> {
   let n = 0;
