@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
@@ -231,10 +231,16 @@ describe('RecentRate (the ETA of a walk that slows down)', () => {
 describe('status shows a full sync walking master, against the size the watcher found at start', () => {
   it('reports the walk while it runs (entries never going back), and none once it is done', async () => {
     const store = await tempStore();
-    const files: Record<string, string> = {};
-    for (let d = 0; d < 60; d++) for (let f = 0; f < 100; f++) files[`d${d}/f${f}.txt`] = `${d}/${f}`;
-    await store.fill('master', files);
+    // 6,000 files for the walk to take its time over; each directory's are hard links to its first:
+    // as many entries to walk and copy, not as many inodes to create (each one of those costs a
+    // busy machine's kernel the better part of a millisecond, and this fill took most of the test)
+    for (let d = 0; d < 60; d++) {
+      await store.fill('master', { [`d${d}/f0.txt`]: `${d}` });
+      for (let f = 1; f < 100; f++)
+        await link(join(store.master, `d${d}`, 'f0.txt'), join(store.master, `d${d}`, `f${f}.txt`));
+    }
     const entries = await countEntries(store.master);
+    assert.equal(entries, 6060);
     const agent = await startTestAgent(store, { watchMaster: true });
     try {
       let done = false;
