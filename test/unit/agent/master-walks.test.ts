@@ -1,16 +1,16 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import assert from 'node:assert/strict';
-import { link, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { MasterWalks, type WalkProgress } from '../../../src/agent/master/master-walks.js';
 import { MasterWatcher } from '../../../src/agent/master/master-watcher.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { RecentRate, describeWalk } from '../../../src/cli/progress.js';
-import { startTestAgent } from '../../../testkit/agent.js';
-import { tempDirs, tempStore } from '../../../testkit/store.js';
+import { tempDirs } from '../../../testkit/store.js';
+
+// How status shows a full sync's walk, through a live agent over 6,000 files, is in the full tier:
+// test/agent/master-walks.test.ts.
 
 const temp = tempDirs();
 after(() => temp.removeAll());
@@ -225,48 +225,5 @@ describe('RecentRate (the ETA of a walk that slows down)', () => {
     assert.equal(Math.round(last ?? 0), 10_000, 'the average since the start would say 28,000');
     assert.equal(rate.add(15_200, 10), undefined, 'a new walk');
     assert.equal(Math.round(rate.add(16_200, 1010) ?? 0), 1000);
-  });
-});
-
-describe('status shows a full sync walking master, against the size the watcher found at start', () => {
-  it('reports the walk while it runs (entries never going back), and none once it is done', async () => {
-    const store = await tempStore();
-    // 6,000 files for the walk to take its time over; each directory's are hard links to its first:
-    // as many entries to walk and copy, not as many inodes to create (each one of those costs a
-    // busy machine's kernel the better part of a millisecond, and this fill took most of the test)
-    for (let d = 0; d < 60; d++) {
-      await store.fill('master', { [`d${d}/f0.txt`]: `${d}` });
-      for (let f = 1; f < 100; f++)
-        await link(join(store.master, `d${d}`, 'f0.txt'), join(store.master, `d${d}`, `f${f}.txt`));
-    }
-    const entries = await countEntries(store.master);
-    assert.equal(entries, 6060);
-    const agent = await startTestAgent(store, { watchMaster: true });
-    try {
-      let done = false;
-      const seen: WalkProgress[] = [];
-      const poll = (async () => {
-        while (!done) {
-          const s = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
-          seen.push(...s.walks.filter((w) => w.purpose === 'sync'));
-          // a pause between looks: back-to-back status calls slowed the very walk they watch
-          await delay(10);
-        }
-      })();
-      const record = (await (await agent.call('POST', '/v1/sync?wait=1&full=1')).json()) as SwapRecord;
-      done = true;
-      await poll;
-      assert.equal(record.result, 'ok');
-      assert.ok(seen.length > 0, 'no status showed the full sync walking master');
-      for (const w of seen) assert.equal(w.expected, entries, 'the watcher listed master at start');
-      for (let i = 1; i < seen.length; i++)
-        assert.ok((seen[i]?.entries ?? 0) >= (seen[i - 1]?.entries ?? 0), 'a walk went backwards');
-      assert.ok((seen.at(-1)?.entries ?? 0) <= entries);
-      const after = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
-      assert.deepEqual(after.walks, []);
-    } finally {
-      await agent.close();
-      await store.dispose();
-    }
   });
 });
