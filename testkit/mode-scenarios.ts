@@ -1,5 +1,5 @@
 /**
- * Scenarios about the modes of a tree, run by test/unit/tree/tree-modes.test.ts
+ * Scenarios about the modes of a tree, run by test/tree/tree-modes.test.ts
  * in a child process as an unprivileged user (runUnprivileged): the kernel
  * checks permissions only for such a user. Each scenario throws (and the
  * process exits non-zero) on the first thing that is not as it must be.

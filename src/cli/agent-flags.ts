@@ -2,7 +2,7 @@ import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS } from '../agent/agent-def
 import type { AgentOptions } from '../agent/agent.js';
 import type { FleetAgentOptions } from '../agent/agent-types.js';
 import type { Logger } from '../core/logger.js';
-import { type AgentServer, startAgentServer } from '../server/agent-server.js';
+import type { AgentServer } from '../server/agent-server.js';
 import type { StoreLayout } from '../store/store-layout.js';
 import {
   type FlagSpecs,
@@ -189,8 +189,11 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
   };
 }
 
-/** Start the agent behind its API, as the flags say. */
-export function startAgentFrom(
+/**
+ * Start the agent behind its API, as the flags say. The agent is imported here, not with the flags:
+ * `mirrorswap host` shares these flags and runs no sync agent.
+ */
+export async function startAgentFrom(
   values: FlagValues,
   layout: StoreLayout,
   token: string,
@@ -198,6 +201,7 @@ export function startAgentFrom(
   fleet?: FleetAgentOptions,
 ): Promise<AgentServer> {
   const { host, port } = listenFlag(values, 'listen');
+  const { startAgentServer } = await import('../server/agent-server.js');
   return startAgentServer({
     host,
     port,

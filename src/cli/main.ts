@@ -1,89 +1,96 @@
 import { MirrorswapError } from '../core/errors.js';
-import {
-  ROLLBACK_FLAGS,
-  STATUS_FLAGS,
-  SYNC_FLAGS,
-  VERIFY_FLAGS,
-  rollbackCommand,
-  statusCommand,
-  syncCommand,
-  verifyCommand,
-} from './client-commands.js';
-import { AGENT_FLAGS, agentCommand } from './commands/agent.js';
-import { HOST_FLAGS, hostCommand } from './commands/host.js';
-import { INIT_FLAGS, initCommand } from './commands/init.js';
-import { NGINX_FLAGS, nginxCommand } from './commands/nginx.js';
-import { SERVE_FLAGS, serveCommand } from './commands/serve.js';
-import { UP_FLAGS, upCommand } from './commands/up.js';
 import { type FlagSpecs, type FlagValues, UsageError, helpText, parseFlags } from './flags.js';
 
 interface Command {
   usage: string;
   summary: string;
-  flags: FlagSpecs;
-  run: (values: FlagValues) => Promise<number>;
+  /**
+   * The command's flags and code, imported when it is the one run: `mirrorswap status` need not load
+   * the agent, the fleet, nginx's companion and the middleware before it can ask the agent anything.
+   */
+  load: () => Promise<{ flags: FlagSpecs; run: (values: FlagValues) => Promise<number> }>;
 }
 
 const COMMANDS: Record<string, Command> = {
   up: {
     usage: 'mirrorswap up [options]',
     summary: 'Run the agent and one web server on the embedded store, seeded with sample content when empty.',
-    flags: UP_FLAGS,
-    run: upCommand,
+    load: async () => {
+      const { UP_FLAGS, upCommand } = await import('./commands/up.js');
+      return { flags: UP_FLAGS, run: upCommand };
+    },
   },
   init: {
     usage: 'mirrorswap init --store DIR',
     summary: 'Create the store layout; mirror master into both slots and publish epoch 1. Idempotent.',
-    flags: INIT_FLAGS,
-    run: initCommand,
+    load: async () => {
+      const { INIT_FLAGS, initCommand } = await import('./commands/init.js');
+      return { flags: INIT_FLAGS, run: initCommand };
+    },
   },
   agent: {
     usage: 'mirrorswap agent --store DIR --token-file FILE [options]',
     summary: 'Run the sync agent: write API, syncs and swaps with drain.',
-    flags: AGENT_FLAGS,
-    run: agentCommand,
+    load: async () => {
+      const { AGENT_FLAGS, agentCommand } = await import('./commands/agent.js');
+      return { flags: AGENT_FLAGS, run: agentCommand };
+    },
   },
   host: {
     usage: 'mirrorswap host --store DIR --etcd URL[,URL…] --fleet NAME --token-file FILE [options]',
     summary: "Run a fleet host's agent: its slots follow the fleet's coordinator, switched in lockstep through etcd.",
-    flags: HOST_FLAGS,
-    run: hostCommand,
+    load: async () => {
+      const { HOST_FLAGS, hostCommand } = await import('./commands/host.js');
+      return { flags: HOST_FLAGS, run: hostCommand };
+    },
   },
   serve: {
     usage: 'mirrorswap serve --store DIR [options]',
     summary: 'Run a standalone web server on the mounted copy, with /healthz and /metrics.',
-    flags: SERVE_FLAGS,
-    run: serveCommand,
+    load: async () => {
+      const { SERVE_FLAGS, serveCommand } = await import('./commands/serve.js');
+      return { flags: SERVE_FLAGS, run: serveCommand };
+    },
   },
   nginx: {
     usage: 'mirrorswap nginx --store DIR --include FILE [--nginx-pid FILE | --reload-cmd CMD] [options]',
     summary: 'Make a running nginx a web server of the store: its root follows the epoch, its reloads drain.',
-    flags: NGINX_FLAGS,
-    run: nginxCommand,
+    load: async () => {
+      const { NGINX_FLAGS, nginxCommand } = await import('./commands/nginx.js');
+      return { flags: NGINX_FLAGS, run: nginxCommand };
+    },
   },
   sync: {
     usage: 'mirrorswap sync [--wait] [--full] [--release ID]',
     summary: 'Ask the running agent to copy master to the standby and swap.',
-    flags: SYNC_FLAGS,
-    run: syncCommand,
+    load: async () => {
+      const { SYNC_FLAGS, syncCommand } = await import('./client-commands.js');
+      return { flags: SYNC_FLAGS, run: syncCommand };
+    },
   },
   rollback: {
     usage: 'mirrorswap rollback [--to ID|EPOCH]',
     summary: 'Mount the previous copy again and pause automatic syncs until the next explicit sync.',
-    flags: ROLLBACK_FLAGS,
-    run: rollbackCommand,
+    load: async () => {
+      const { ROLLBACK_FLAGS, rollbackCommand } = await import('./client-commands.js');
+      return { flags: ROLLBACK_FLAGS, run: rollbackCommand };
+    },
   },
   status: {
     usage: 'mirrorswap status [--json]',
     summary: 'Show the epoch, both slots, every server and the last swaps.',
-    flags: STATUS_FLAGS,
-    run: statusCommand,
+    load: async () => {
+      const { STATUS_FLAGS, statusCommand } = await import('./client-commands.js');
+      return { flags: STATUS_FLAGS, run: statusCommand };
+    },
   },
   verify: {
     usage: 'mirrorswap verify [--json]',
     summary: 'Compare master with the mounted copy and list the differences (exit 1 if any).',
-    flags: VERIFY_FLAGS,
-    run: verifyCommand,
+    load: async () => {
+      const { VERIFY_FLAGS, verifyCommand } = await import('./client-commands.js');
+      return { flags: VERIFY_FLAGS, run: verifyCommand };
+    },
   },
 };
 
@@ -110,13 +117,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`mirrorswap: unknown command "${name}"\n\n${mainHelp()}`);
     return 2;
   }
+  const { flags, run } = await command.load();
   try {
-    const values = parseFlags(rest, command.flags);
+    const values = parseFlags(rest, flags);
     if (values.help) {
-      process.stdout.write(helpText(command.usage, command.summary, command.flags));
+      process.stdout.write(helpText(command.usage, command.summary, flags));
       return 0;
     }
-    return await command.run(values);
+    return await run(values);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`mirrorswap ${name}: ${err.message}\n(see mirrorswap ${name} --help)\n`);

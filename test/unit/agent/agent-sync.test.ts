@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../../src/agent/agent.js';
@@ -164,9 +164,13 @@ describe('agent sync and rollback through the API', () => {
 describe('agent readiness', () => {
   it('answers /readyz 503 while the store is still being initialised, then 200', async () => {
     const store = await tempStore();
-    const files: Record<string, string> = {};
-    for (let i = 0; i < 2000; i++) files[`f/${i % 50}/${i}.txt`] = `file ${i}`;
-    await store.fill('master', files);
+    // 2,000 files for the init to take its time over, each directory's hard links to its first one:
+    // the init copies every one into both slots, without the test creating 2,000 inodes first
+    for (let d = 0; d < 50; d++) {
+      await store.fill('master', { [`f/${d}/${d}.txt`]: `file ${d}` });
+      for (let i = d + 50; i < 2000; i += 50)
+        await link(join(store.master, 'f', `${d}`, `${d}.txt`), join(store.master, 'f', `${d}`, `${i}.txt`));
+    }
     const { startAgentServer } = await import('../../../src/server/agent-server.js');
     const { memoryLogger } = await import('../../../testkit/app.js');
     const server = await startAgentServer({

@@ -1,16 +1,16 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { MasterWalks, type WalkProgress } from '../../../src/agent/master/master-walks.js';
 import { MasterWatcher } from '../../../src/agent/master/master-watcher.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { RecentRate, describeWalk } from '../../../src/cli/progress.js';
-import { startTestAgent } from '../../../testkit/agent.js';
-import { tempDirs, tempStore } from '../../../testkit/store.js';
+import { tempDirs } from '../../../testkit/store.js';
+
+// How status shows a full sync's walk, through a live agent over 6,000 files, is in the full tier:
+// test/agent/master-walks.test.ts.
 
 const temp = tempDirs();
 after(() => temp.removeAll());
@@ -225,42 +225,5 @@ describe('RecentRate (the ETA of a walk that slows down)', () => {
     assert.equal(Math.round(last ?? 0), 10_000, 'the average since the start would say 28,000');
     assert.equal(rate.add(15_200, 10), undefined, 'a new walk');
     assert.equal(Math.round(rate.add(16_200, 1010) ?? 0), 1000);
-  });
-});
-
-describe('status shows a full sync walking master, against the size the watcher found at start', () => {
-  it('reports the walk while it runs (entries never going back), and none once it is done', async () => {
-    const store = await tempStore();
-    const files: Record<string, string> = {};
-    for (let d = 0; d < 60; d++) for (let f = 0; f < 100; f++) files[`d${d}/f${f}.txt`] = `${d}/${f}`;
-    await store.fill('master', files);
-    const entries = await countEntries(store.master);
-    const agent = await startTestAgent(store, { watchMaster: true });
-    try {
-      let done = false;
-      const seen: WalkProgress[] = [];
-      const poll = (async () => {
-        while (!done) {
-          const s = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
-          seen.push(...s.walks.filter((w) => w.purpose === 'sync'));
-          // a pause between looks: back-to-back status calls slowed the very walk they watch
-          await delay(10);
-        }
-      })();
-      const record = (await (await agent.call('POST', '/v1/sync?wait=1&full=1')).json()) as SwapRecord;
-      done = true;
-      await poll;
-      assert.equal(record.result, 'ok');
-      assert.ok(seen.length > 0, 'no status showed the full sync walking master');
-      for (const w of seen) assert.equal(w.expected, entries, 'the watcher listed master at start');
-      for (let i = 1; i < seen.length; i++)
-        assert.ok((seen[i]?.entries ?? 0) >= (seen[i - 1]?.entries ?? 0), 'a walk went backwards');
-      assert.ok((seen.at(-1)?.entries ?? 0) <= entries);
-      const after = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
-      assert.deepEqual(after.walks, []);
-    } finally {
-      await agent.close();
-      await store.dispose();
-    }
   });
 });

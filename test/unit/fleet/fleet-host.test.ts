@@ -71,7 +71,12 @@ describe('mirrorswap host when another agent holds the store', () => {
       `127.0.0.1:${port}`,
     ]);
     try {
-      const code = await Promise.race([host.exited(), delay(15_000).then(() => 'still running')]);
+      // the bound is let go once the race is decided: a timer left running kept this file alive 15 s
+      const bound = new AbortController();
+      const code = await Promise.race([
+        host.exited(),
+        delay(15_000, 'still running' as const, { signal: bound.signal }).catch(() => 'still running' as const),
+      ]).finally(() => bound.abort());
       assert.notEqual(code, 'still running', `the host agent kept running without its store:\n${host.output()}`);
       assert.notEqual(code, 0);
       assert.match(host.output(), /the test, standing in for another agent/);

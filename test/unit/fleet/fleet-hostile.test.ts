@@ -424,11 +424,15 @@ describe('a hostile coordinator cannot exhaust a host', () => {
       res.on('close', () => clearInterval(t));
     };
   /** `p`, or a failure once `ms` have passed: a pull that never ends fails the test instead of hanging it. */
-  const within = <T>(p: Promise<T>, ms: number) =>
-    Promise.race([
+  const within = <T>(p: Promise<T>, ms: number) => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
       p,
-      new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms)),
-    ]);
+      new Promise<T>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms);
+      }),
+    ]).finally(() => clearTimeout(timer)); // a bound left running kept the file alive for its whole 5 s
+  };
 
   it('a coordinator dripping its manifest is given up on', async () => {
     const into = await temp.make('mirrorswap-hostile-');

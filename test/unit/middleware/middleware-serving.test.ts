@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
 import type { StaticOptions } from '../../../middleware/options.js';
 import { otherSlot, type SlotName } from '../../../src/store/store-layout.js';
@@ -62,8 +62,12 @@ for (const { slot, acrossSwap } of VARIANTS) {
       );
       await store.publish(1, slot);
     });
+    // each test's servers are closed when it ends: left open, every one of them followed each later
+    // test's publishes (two per server started across a swap), and wrote its heartbeat every second
+    afterEach(async () => {
+      await Promise.all(apps.splice(0).map((a) => a.close()));
+    });
     after(async () => {
-      await Promise.all(apps.map((a) => a.close()));
       await store.dispose();
     });
 

@@ -197,13 +197,16 @@ describe('progress line', () => {
 
 describe('mirrorswap nginx flags', () => {
   it('refuses a missing --include, or one whose directory cannot be written, naming the fix', async () => {
-    const none = await cli(['nginx', '--store', '/nonexistent-store']);
+    // the processes run at once: each is a second of a loaded machine's wall time, one after the other
+    const [none, badDir, badWatch] = await Promise.all([
+      cli(['nginx', '--store', '/nonexistent-store']),
+      cli(['nginx', '--include', '/nonexistent-dir/mirrorswap/root.conf']),
+      cli(['nginx', '--include', '/tmp/root.conf', '--watch', 'sometimes']),
+    ]);
     assert.equal(none.code, 2);
     assert.match(none.output, /--include FILE is required/);
-    const badDir = await cli(['nginx', '--include', '/nonexistent-dir/mirrorswap/root.conf']);
     assert.equal(badDir.code, 2);
     assert.match(badDir.output, /\/nonexistent-dir\/mirrorswap does not exist or is not writable: create it/);
-    const badWatch = await cli(['nginx', '--include', '/tmp/root.conf', '--watch', 'sometimes']);
     assert.equal(badWatch.code, 2);
     assert.match(badWatch.output, /--watch sometimes: must be auto, native or poll/);
   });
@@ -211,22 +214,24 @@ describe('mirrorswap nginx flags', () => {
 
 describe('fleet flags', () => {
   it('the host agent refuses what it cannot run with, naming the fix', async () => {
-    const noEtcd = await cli(['host', '--store', '/nonexistent-store']);
+    const [noEtcd, noFleet, badFleet, badUrl, noToken, shortLease] = await Promise.all([
+      cli(['host', '--store', '/nonexistent-store']),
+      cli(['host', '--etcd', 'http://127.0.0.1:1']),
+      cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', '../web']),
+      cli(['host', '--etcd', 'etcd.internal:2379', '--fleet', 'web']),
+      cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web']),
+      cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web', '--fleet-lease', '1s']),
+    ]);
     assert.equal(noEtcd.code, 2);
     assert.match(noEtcd.output, /--etcd URL\[,URL…\] is required/);
-    const noFleet = await cli(['host', '--etcd', 'http://127.0.0.1:1']);
     assert.equal(noFleet.code, 2);
     assert.match(noFleet.output, /--fleet NAME is required with --etcd/);
-    const badFleet = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', '../web']);
     assert.equal(badFleet.code, 2);
     assert.match(badFleet.output, /--fleet \.\.\/web: letters, digits/);
-    const badUrl = await cli(['host', '--etcd', 'etcd.internal:2379', '--fleet', 'web']);
     assert.equal(badUrl.code, 2);
     assert.match(badUrl.output, /must be http:\/\/ or https:\/\//);
-    const noToken = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web']);
     assert.equal(noToken.code, 2);
     assert.match(noToken.output, /--token-file is required/);
-    const shortLease = await cli(['host', '--etcd', 'http://127.0.0.1:1', '--fleet', 'web', '--fleet-lease', '1s']);
     assert.equal(shortLease.code, 2);
     assert.match(shortLease.output, /--fleet-lease/);
   });

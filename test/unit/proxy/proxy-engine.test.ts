@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type IncomingMessage, request } from 'node:http';
 import { type Server, createServer as createHttpsServer } from 'node:https';
@@ -20,22 +21,36 @@ import { waitFor } from '../../../testkit/wait.js';
 const ok = (body: string, extra = '') =>
   `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
 
-/** Send raw bytes and collect what comes back until the connection closes or `ms` pass. */
-function raw(port: number, text: string, ms = 1500, halfClose = false): Promise<string> {
+/**
+ * Send raw bytes and collect what comes back until the connection closes or `ms` pass, or, given
+ * `until`, as soon as what came back satisfies it (a kept-alive connection is not waited out).
+ */
+function raw(port: number, text: string, ms = 1500, until?: (got: string) => boolean): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     let got = '';
-    socket.on('data', (d) => (got += d.toString('latin1')));
-    const done = () => resolve(got);
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(got);
+    };
+    const timer = setTimeout(done, ms);
+    socket.on('data', (d) => {
+      got += d.toString('latin1');
+      if (until?.(got)) done();
+    });
     socket.on('close', done);
     socket.on('error', () => {});
     socket.write(text);
-    if (halfClose) socket.end();
-    setTimeout(() => {
-      socket.destroy();
-      done();
-    }, ms);
   });
+}
+
+/** Whether `got` holds a whole answer framed by its Content-Length, as the upstreams here frame theirs. */
+function wholeAnswer(got: string): boolean {
+  const end = got.indexOf('\r\n\r\n');
+  if (end < 0) return false;
+  const length = /\r\ncontent-length: *(\d+)\r\n/i.exec(got.slice(0, end + 2));
+  return length !== null && got.length - (end + 4) >= Number(length[1]);
 }
 
 /** GET through Node's client, which checks framing: `complete` says whether the body arrived whole. */
@@ -203,9 +218,11 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     cleanups.push(up.close);
     const { proxy, server } = await front(up.url, { idleTimeout: 60_000 });
     const clients: Socket[] = [];
+    const closed: Promise<unknown>[] = [];
     for (let i = 0; i < 40; i++) {
       const s = connect(server.port, '127.0.0.1');
       s.on('error', () => {});
+      closed.push(once(s, 'close'));
       s.write(`GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
       s.end();
       clients.push(s);
@@ -213,10 +230,13 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
     cleanups.push(() => {
       for (const s of clients) s.destroy();
     });
-    await released(proxy);
-    await delay(400); // past the upstream's 101
-    assert.deepEqual(proxy.state().inflight, { a: 0, b: 0 });
+    // every client let go (the proxy ends an exchange on its client's FIN), then every upstream socket
+    // closed: no 101 can reach the proxy after that, and nothing may be left counted in flight.
+    // (Waiting for "released" first passed at once, before the proxy had taken any client in.)
+    await Promise.all(closed);
     await waitFor('the upstream sockets to close', () => up.open() === 0);
+    await released(proxy);
+    assert.deepEqual(proxy.state().inflight, { a: 0, b: 0 });
   });
 
   it('a declined upgrade is relayed framed: an upstream dying mid-body leaves the client an incomplete answer', async () => {
@@ -528,6 +548,7 @@ describe('mirrorProxy on undici: no smuggling, no poisoned pool, no held sockets
       server.port,
       'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
       800,
+      (got) => /HTTP\/1\.1 101 [\s\S]*?\r\n\r\n/.test(got), // the upgrade's head: the tunnel then stalls
     );
     assert.match(answer, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nslowHTTP\/1\.1 101 Switching Protocols\r\n/);
     // the upgrade went upstream only after the answer before it was out, on a connection of its own
@@ -739,7 +760,12 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
   }
 
   it("forwards an absolute-form target's path unchanged, with its authority as Host (RFC 9112 3.2.2)", async () => {
-    const answer = await raw(server.port, 'GET http://Site.Test:8080/a/./b/../c?q=%2e HTTP/1.1\r\nHost: other\r\n\r\n');
+    const answer = await raw(
+      server.port,
+      'GET http://Site.Test:8080/a/./b/../c?q=%2e HTTP/1.1\r\nHost: other\r\n\r\n',
+      1500,
+      wholeAnswer,
+    );
     assert.match(answer, /seen \/a\/\.\/b\/\.\.\/c\?q=%2e$/);
     const got = up.seen.at(-1);
     assert.equal(got?.target, '/a/./b/../c?q=%2e');
@@ -748,17 +774,17 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
   });
 
   it('drops an empty port from an absolute-form authority, keeps a valid one', async () => {
-    await raw(server.port, 'GET http://site.test:/e HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    await raw(server.port, 'GET http://site.test:/e HTTP/1.1\r\nHost: other\r\n\r\n', 500, wholeAnswer);
     assert.equal(up.seen.at(-1)?.target, '/e');
     assert.equal(up.seen.at(-1)?.headers.get('host'), 'site.test');
-    await raw(server.port, 'GET http://[::1]:65535/v6 HTTP/1.1\r\nHost: other\r\n\r\n', 500);
+    await raw(server.port, 'GET http://[::1]:65535/v6 HTTP/1.1\r\nHost: other\r\n\r\n', 500, wholeAnswer);
     assert.equal(up.seen.at(-1)?.target, '/v6');
     assert.equal(up.seen.at(-1)?.headers.get('host'), '[::1]:65535');
   });
 
   it('forwards an origin-form path byte for byte, as req.url showed it', async () => {
     for (const path of ['//a/../b', '/a/./b/../c', '/x%2Fy', '/%41%42', '/a?../../x', '/q?%zz']) {
-      await raw(server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`, 500);
+      await raw(server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`, 500, wholeAnswer);
       assert.equal(up.seen.at(-1)?.target, path);
     }
   });
@@ -768,6 +794,7 @@ describe('mirrorProxy refuses what nginx refuses, and forwards the target it was
       server.port,
       'GET /names HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX.Real.Ip: 6.6.6.6\r\nX-Kept: 1\r\n\r\n',
       500,
+      wholeAnswer,
     );
     const got = up.seen.at(-1);
     assert.equal(got?.target, '/names');

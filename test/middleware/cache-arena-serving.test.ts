@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { Agent, get } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { publishEpoch } from '../../../src/store/publish.js';
-import { type TestApp, startApp } from '../../../testkit/app.js';
-import { seeded } from '../../../testkit/seeded.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { waitFor } from '../../../testkit/wait.js';
+import { publishEpoch } from '../../src/store/publish.js';
+import { type TestApp, startApp } from '../../testkit/app.js';
+import { seeded } from '../../testkit/seeded.js';
+import { type TempStore, tempStore } from '../../testkit/store.js';
+import { waitFor } from '../../testkit/wait.js';
 
 const MIB = 1024 * 1024;
 const FILES = 1500;

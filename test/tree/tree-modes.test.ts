@@ -2,8 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { unlockTree } from '../../../src/tree/tree-mode.js';
-import { runUnprivileged } from '../../../testkit/unprivileged.js';
+import { unlockTree } from '../../src/tree/tree-mode.js';
+import { runUnprivileged } from '../../testkit/unprivileged.js';
 
 // Each case runs as an unprivileged user (see runUnprivileged): as root, every
 // permission check passes and a read-only directory wedges nothing.

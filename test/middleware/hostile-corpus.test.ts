@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
-import { type TestApp, startApp } from '../../../testkit/app.js';
-import { rawGet } from '../../../testkit/server.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
+import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
+import { type TestApp, startApp } from '../../testkit/app.js';
+import { rawGet } from '../../testkit/server.js';
+import { type TempStore, tempStore } from '../../testkit/store.js';
 
 const SECRET = 'SECRET-OUTSIDE-THE-COPY';
 

@@ -3,10 +3,10 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { isReservedRootName } from '../../../src/store/store-layout.js';
-import { cli, runCli } from '../../../testkit/proc.js';
-import { tempStore } from '../../../testkit/store.js';
-import { waitFor } from '../../../testkit/wait.js';
+import { isReservedRootName } from '../../src/store/store-layout.js';
+import { cli, runCli } from '../../testkit/proc.js';
+import { tempStore } from '../../testkit/store.js';
+import { waitFor } from '../../testkit/wait.js';
 
 /** Files of a copy (its reserved entries, the content index among them, left out). */
 async function countFiles(dir: string, top = true): Promise<number> {

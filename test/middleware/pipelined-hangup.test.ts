@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { type MirrorProxy, mirrorProxy } from '../../../middleware/proxy/mirror-proxy.js';
-import { type TestApp, memoryLogger, startApp } from '../../../testkit/app.js';
-import { type Running, listen } from '../../../testkit/server.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { waitFor } from '../../../testkit/wait.js';
+import { type MirrorProxy, mirrorProxy } from '../../middleware/proxy/mirror-proxy.js';
+import { type TestApp, memoryLogger, startApp } from '../../testkit/app.js';
+import { type Running, listen } from '../../testkit/server.js';
+import { type TempStore, tempStore } from '../../testkit/store.js';
+import { waitFor } from '../../testkit/wait.js';
 
 const SMALL = Buffer.alloc(2048, 's'); // cached in the arena
 const BIG = Buffer.alloc(300 * 1024, 'b'); // over cacheMaxFileSize: streamed from a descriptor
