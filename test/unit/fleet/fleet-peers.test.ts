@@ -245,7 +245,8 @@ describe('a host serving its peers', () => {
   });
 });
 
-describe('a pull from peers', () => {
+// each test has its own coordinator, peers and target: they run side by side (the hostile ones wait out timeouts)
+describe('a pull from peers', { concurrency: true }, () => {
   it('takes the files from a peer that holds the snapshot: the coordinator sends the manifest only', async () => {
     const c = await coordinator();
     const host = await peerHost(c.slots);

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { SwapRecord } from '../../../src/agent/agent.js';
-import { startAgentProc, writeTokenFile } from '../../../testkit/cluster.js';
-import { tempStore } from '../../../testkit/store.js';
-import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
+import type { SwapRecord } from '../../src/agent/agent.js';
+import { startAgentProc, writeTokenFile } from '../../testkit/cluster.js';
+import { tempStore } from '../../testkit/store.js';
+import { checkCopyIndex, compressibleText as text } from '../../testkit/variants.js';
 
 describe('an agent killed mid-sync', () => {
   it('leaves the next sync producing a consistent copy: every current record true, every variant its original', async () => {
