@@ -1,3 +1,4 @@
+import { contentHash, strongEtag } from '../../src/store/content-index.js';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -209,6 +210,8 @@ describe('a server that stalls past its lease never serves a rewritten copy', ()
         return tagOf(await stat(join(store.master, 'big.bin')));
       };
       const tags = new Map<string, number>([[tagOf(await stat(join(store.master, 'big.bin'))), 1]]);
+      // the copy's content index gives each version a strong tag of its bytes too: either must match the body
+      for (const v of [1, 2, 3]) tags.set(strongEtag(contentHash(version(v))), v);
       const sync = async () => (await agent.api<SwapRecord>('POST', '/v1/sync?wait=1')).body;
       // the server caches the entry of version 1 (its stat, hence its headers)
       assert.equal((await rawGet(web.port, '/big.bin')).status, 200);
