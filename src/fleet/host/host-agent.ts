@@ -192,6 +192,14 @@ export class HostAgent {
         // an ack lives on the lease too: a new lease must say it again
         if (this.#acked > 0 && !this.#impostor)
           await this.#opts.etcd.put(this.#keys.ack(this.host), JSON.stringify(ackOf(this.#acked)), lease);
+        // A host back from a lost lease (stopped, cut off) may have missed commits: before the renewal
+        // says it is a member again, the stamp names the epoch the fleet is at now, so its servers
+        // say not ready until they serve it (a watch event about it may still be on its way).
+        const committed = parseJson<FleetEpoch>((await this.#opts.etcd.get(this.#keys.epoch))?.value);
+        if (committed) {
+          this.#stampEpoch = Math.max(this.#stampEpoch ?? 0, committed.epoch);
+          this.#sawEpoch(committed);
+        }
         this.#etcdReachable = true;
       },
       lost: (reason) => {
