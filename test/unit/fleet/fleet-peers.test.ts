@@ -245,8 +245,7 @@ describe('a host serving its peers', () => {
   });
 });
 
-// each test has its own coordinator, peers and target: they run side by side (the hostile ones wait out timeouts)
-describe('a pull from peers', { concurrency: true }, () => {
+describe('a pull from peers', () => {
   it('takes the files from a peer that holds the snapshot: the coordinator sends the manifest only', async () => {
     const c = await coordinator();
     const host = await peerHost(c.slots);
