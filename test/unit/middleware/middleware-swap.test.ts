@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
@@ -7,7 +7,7 @@ import type { Heartbeat } from '../../../src/store/heartbeat.js';
 import { heartbeatFile } from '../../../src/store/heartbeat.js';
 import { type TestApp, memoryLogger, startApp } from '../../../testkit/app.js';
 import { rawGet } from '../../../testkit/server.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
+import { type TempStore, tempDirs, tempStore } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
 
 async function readHeartbeat(store: TempStore, app: TestApp): Promise<Heartbeat> {
@@ -16,6 +16,33 @@ async function readHeartbeat(store: TempStore, app: TestApp): Promise<Heartbeat>
 
 async function bodyOf(app: TestApp, path: string): Promise<string> {
   return (await rawGet(app.port, path)).body.toString();
+}
+
+const BIG_SIZE = 50 * 1024 * 1024;
+const bigDirs = tempDirs();
+after(() => bigDirs.removeAll());
+let bigFiles: Promise<{ a: string; b: string }> | undefined;
+/**
+ * A 50 MB file of 'A' and one of 'B', written once for the file in 1 MiB writes and hard-linked into
+ * each case's slots: two 50 MB buffers made and written per case cost more CPU than the download.
+ */
+function bigFilesOnce(): Promise<{ a: string; b: string }> {
+  bigFiles ??= (async () => {
+    const dir = await bigDirs.make('mirrorswap-big-');
+    const make = async (name: string, byte: number) => {
+      const file = join(dir, name);
+      const chunk = Buffer.alloc(1024 * 1024, byte);
+      const handle = await open(file, 'w');
+      try {
+        for (let at = 0; at < BIG_SIZE; at += chunk.length) await handle.write(chunk);
+      } finally {
+        await handle.close();
+      }
+      return file;
+    };
+    return { a: await make('a.bin', 0x41), b: await make('b.bin', 0x42) };
+  })();
+  return bigFiles;
 }
 
 /** Everything here runs once with native watching and once with polling. */
@@ -109,11 +136,10 @@ for (const watch of ['native', 'poll'] as const) {
 
     it('serves a 50 MB download started before a swap entirely from the old copy, and reports its drain', async () => {
       const { store, app } = await setup();
-      const size = 50 * 1024 * 1024;
-      // filled with byte values ('A', 'B'): filled from one-character strings, the two buffers took
-      // about 0.6 s of CPU to make
-      await writeFile(join(store.slots.a, 'big.bin'), Buffer.alloc(size, 0x41));
-      await writeFile(join(store.slots.b, 'big.bin'), Buffer.alloc(size, 0x42));
+      const size = BIG_SIZE;
+      const big = await bigFilesOnce();
+      await link(big.a, join(store.slots.a, 'big.bin'));
+      await link(big.b, join(store.slots.b, 'big.bin'));
       // each chunk is looked through for a 'B' as it comes, rather than 50 MB joined up at the end
       let total = 0;
       let leaked = -1;
