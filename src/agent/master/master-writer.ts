@@ -103,14 +103,18 @@ export class MasterWriter {
       if (!body.readableEnded) counter.destroy(bodyAborted());
     });
     body.pipe(counter);
+    const out = createWriteStream(tmp, { flags: 'wx', mode: 0o644 });
     try {
-      await pipeline(counter, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+      await pipeline(counter, out);
       const handle = await open(tmp, 'r');
       await handle.sync().finally(() => handle.close());
       return { tmp, size };
     } catch (err) {
       body.unpipe(counter);
       body.resume(); // discard the rest of a refused body
+      // a write stream destroyed before its open lands still makes its file when it does: removed
+      // before the stream has closed, a refused body's temp file could be left behind
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
       await unlink(tmp).catch(() => {});
       throw mapFsError(err);
     }
