@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type AgentServer, startAgentServer } from '../src/server/agent-server.js';
 import type { AgentOptions } from '../src/agent/agent.js';
-import { memoryLogger } from './app.js';
+import { memoryLogger } from './logger.js';
 import type { TempStore } from './store.js';
 
 export interface TestAgent extends AgentServer {

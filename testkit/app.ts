@@ -2,18 +2,14 @@ import express from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import { type MirrorStatic, mirrorStatic } from '../middleware/static/mirror-static.js';
 import type { StaticOptions } from '../middleware/options.js';
+import { memoryLogger } from './logger.js';
 import { type Running, listen } from './server.js';
 
 export interface TestApp extends Running {
   readonly mw: MirrorStatic;
 }
 
-/** Quiet logger that remembers what it was told. */
-export function memoryLogger() {
-  const lines: { level: string; msg: string; obj: object }[] = [];
-  const at = (level: string) => (obj: object, msg: string) => lines.push({ level, msg, obj });
-  return { lines, warn: at('warn'), error: at('error'), info: at('info') };
-}
+export { memoryLogger };
 
 /**
  * An Express app with mirrorStatic in front, an app 404 behind it (to see

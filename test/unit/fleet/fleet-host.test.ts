@@ -7,7 +7,7 @@ import { EtcdGateway } from '../../../src/fleet/etcd.js';
 import { HostAgent } from '../../../src/fleet/host/host-agent.js';
 import { StoreLock } from '../../../src/store/store-lock.js';
 import { storeLayout } from '../../../src/store/store-layout.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { freePort } from '../../../testkit/server.js';
 import { runCli } from '../../../testkit/proc.js';
 import { tempDirs, tempStore } from '../../../testkit/store.js';

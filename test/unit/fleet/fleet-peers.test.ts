@@ -13,7 +13,7 @@ import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { PeerServer } from '../../../src/fleet/host/peer-serve.js';
 import { type PeerPull, type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { readManifest } from '../../../src/tree/manifest.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../../testkit/hostile-peer.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';

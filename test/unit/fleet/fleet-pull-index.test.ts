@@ -11,7 +11,7 @@ import { pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { readDirectoryIndex } from '../../../src/store/content-index.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
 

@@ -10,7 +10,7 @@ import { frameHeader, fleetRouter } from '../../../src/fleet/coordinator/fleet-a
 import { type ManifestEntry, diffManifests, readManifest } from '../../../src/tree/manifest.js';
 import { type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
 

@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import { mirrorStatic } from '../../../middleware/static/mirror-static.js';
 import { type MembershipStamp, membershipFile, writeMembership } from '../../../src/store/membership.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
 

@@ -9,7 +9,7 @@ import express from 'express';
 import type { StaticOptions } from '../../../middleware/options.js';
 import { mirrorStatic } from '../../../middleware/static/mirror-static.js';
 import { contentHash, directoryIndexPath, strongEtag } from '../../../src/store/content-index.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { type RawResponse, type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { writeVariantsFor } from '../../../testkit/variants.js';

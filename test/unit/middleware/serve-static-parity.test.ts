@@ -6,7 +6,7 @@ import createError from 'http-errors';
 import serveStatic from 'serve-static';
 import { mirrorStatic } from '../../../middleware/static/mirror-static.js';
 import type { StaticOptions } from '../../../middleware/options.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { type RawResponse, type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 

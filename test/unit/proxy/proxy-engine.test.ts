@@ -12,7 +12,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import { type MirrorProxy, type ProxyOptions, mirrorProxy } from '../../../middleware/proxy/mirror-proxy.js';
 import { streamKey } from '../../../middleware/proxy/forwarder.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { type RawUpstream, rawUpstream } from '../../../testkit/raw-upstream.js';
 import { type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';

@@ -8,7 +8,7 @@ import { type MirrorProxy, mirrorProxy } from '../../../middleware/proxy/mirror-
 import type { Heartbeat } from '../../../src/store/heartbeat.js';
 import { readHeartbeats } from '../../../src/store/heartbeat.js';
 import { startStaticServer } from '../../../src/server/static-server.js';
-import { memoryLogger } from '../../../testkit/app.js';
+import { memoryLogger } from '../../../testkit/logger.js';
 import { type Running, acceptQueueLength, hangUpAtFirstByte, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
