@@ -6,17 +6,17 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import express from 'express';
-import { pickSeeds } from '../../../src/fleet/coordinator/coordinator.js';
-import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
-import type { MemberRecord } from '../../../src/fleet/fleet-keys.js';
-import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
-import { PeerServer } from '../../../src/fleet/host/peer-serve.js';
-import { type PeerPull, type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
-import { readManifest } from '../../../src/tree/manifest.js';
-import { memoryLogger } from '../../../testkit/logger.js';
-import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../../testkit/hostile-peer.js';
-import { tempDirs } from '../../../testkit/store.js';
-import { waitFor } from '../../../testkit/wait.js';
+import { pickSeeds } from '../../src/fleet/coordinator/coordinator.js';
+import { fleetRouter } from '../../src/fleet/coordinator/fleet-api.js';
+import type { MemberRecord } from '../../src/fleet/fleet-keys.js';
+import { Snapshots } from '../../src/fleet/coordinator/snapshots.js';
+import { PeerServer } from '../../src/fleet/host/peer-serve.js';
+import { type PeerPull, type PullStats, pullSnapshot } from '../../src/fleet/host/pull.js';
+import { readManifest } from '../../src/tree/manifest.js';
+import { memoryLogger } from '../../testkit/logger.js';
+import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../testkit/hostile-peer.js';
+import { tempDirs } from '../../testkit/store.js';
+import { waitFor } from '../../testkit/wait.js';
 
 // Peers share the bytes: a host serves the snapshots it holds to other hosts, and a host pulling
 // from a peer checks every file against the coordinator's manifest. A slow or lying peer costs a
