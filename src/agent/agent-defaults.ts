@@ -34,6 +34,8 @@ export const AGENT_DEFAULTS = Object.freeze({
   variantMinSaving: TREE_DEFAULTS.variantSettings.minSavingPercent,
   /** Extensions of the files compressed. */
   variantTypes: TREE_DEFAULTS.variantSettings.types,
+  /** Walk threads that may compress at once (0: all): the cores a full copy's compression may take. */
+  variantThreads: TREE_DEFAULTS.variantSettings.threads,
 });
 
 /** The smallest values taken, where a smaller one would be a mistake rather than a choice. */

@@ -47,6 +47,8 @@ export interface AgentOptions {
   variantMinSaving?: number;
   /** Extensions (no dot) of the files to compress. */
   variantTypes?: readonly string[];
+  /** Walk threads that may compress at once (0: all of them): a CPU budget for full copies. */
+  variantThreads?: number;
   /** Coordinate a fleet of hosts through etcd (`--etcd`, `--fleet`): see docs/FLEET.md. */
   fleet?: FleetAgentOptions | undefined;
 }

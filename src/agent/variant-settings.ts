@@ -11,6 +11,7 @@ type VariantOptions = Pick<
   | 'variantMinSize'
   | 'variantMinSaving'
   | 'variantTypes'
+  | 'variantThreads'
 >;
 
 /** The derive step's settings from the agent's options; null when variants are off (or no coding is wanted). */
@@ -23,6 +24,7 @@ export function variantSettings(opts: VariantOptions): VariantSettings | null {
     minSize: opts.variantMinSize,
     minSavingPercent: opts.variantMinSaving,
     types: opts.variantTypes.map((t) => t.toLowerCase().replace(/^\./, '')),
+    threads: opts.variantThreads,
   };
 }
 

@@ -150,6 +150,13 @@ export const SWAP_FLAGS: FlagSpecs = {
     arg: 'LIST',
     help: 'extensions of the files compressed',
   },
+  'variant-threads': {
+    type: 'string',
+    env: 'MIRRORSWAP_VARIANT_THREADS',
+    default: String(AGENT_DEFAULTS.variantThreads),
+    arg: 'N',
+    help: 'walk threads that may compress at once, the cores a full copy may take from the web servers (0: all)',
+  },
 };
 
 /** `--variant-encodings`, checked against the codings the agent makes. */
@@ -186,6 +193,7 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     variantMinSize: sizeFlag(values, 'variant-min-size'),
     variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
     variantTypes: listFlag(values, 'variant-types'),
+    variantThreads: integerFlag(values, 'variant-threads', 0, 64),
   };
 }
 

@@ -60,6 +60,11 @@ export interface VariantSettings {
   readonly minSavingPercent: number;
   /** Extensions (lower case, no dot) of the files to compress. */
   readonly types: readonly string[];
+  /**
+   * The walk threads a derive may use at once (0: all of them): the cores a
+   * full copy's compression may take from the web servers on the same host.
+   */
+  readonly threads: number;
 }
 
 /** True when a file named `name` of `size` bytes is one to make variants of under `settings`. */

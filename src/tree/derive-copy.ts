@@ -67,7 +67,10 @@ export async function deriveCopy(
     },
     undefined,
     // a journal sync's few files go to the threads running: starting one costs what tens of compressions do
-    { startAtMost: trees.length > 0 ? WALK_THREADS : Math.ceil(paths.length / FILES_PER_THREAD) },
+    {
+      startAtMost: trees.length > 0 ? WALK_THREADS : Math.ceil(paths.length / FILES_PER_THREAD),
+      ...(context.settings.threads > 0 ? { maxThreads: context.settings.threads } : {}),
+    },
   );
   return done;
 }

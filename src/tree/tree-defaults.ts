@@ -16,7 +16,8 @@ export const TREE_DEFAULTS = Object.freeze({
    * well as 9 at a twentieth of the time, and 11 saves a tenth more for
    * forty times the cost; gzip 6 is zlib's own default, within a percent of
    * 9. Below 1 KiB a response fits one packet whatever its coding, and the
-   * coding's headers eat most of the saving.
+   * coding's headers eat most of the saving. Threads 0: every walk thread
+   * may compress (one per core, at most 4).
    */
   variantSettings: Object.freeze({
     encodings: Object.freeze(['br', 'gzip'] as const),
@@ -25,5 +26,6 @@ export const TREE_DEFAULTS = Object.freeze({
     minSize: 1024,
     minSavingPercent: 10,
     types: COMPRESSIBLE_EXTENSIONS,
+    threads: 0,
   }) satisfies VariantSettings,
 });

@@ -13,6 +13,7 @@ interface Job {
   onResult: (results: unknown[]) => boolean;
   onProgress: ((entries: number) => void) | undefined;
   minChunk: number;
+  maxThreads: number;
   stopped: boolean;
   failed?: Error;
   resolve: () => void;
@@ -25,6 +26,8 @@ export interface JobSizing {
   startAtMost?: number;
   /** Send at least this many units at a time: for units so small that a message costs more than one. */
   minChunk?: number;
+  /** Run its units in at most this many threads at once (a CPU budget); the others take other jobs meanwhile. */
+  maxThreads?: number;
 }
 
 interface Thread {
@@ -101,11 +104,15 @@ export class WalkPool {
         onResult: onResult as (results: unknown[]) => boolean,
         onProgress,
         minChunk: sizing.minChunk ?? 1,
+        maxThreads: Math.max(1, sizing.maxThreads ?? this.#size),
         stopped: false,
         resolve,
         reject,
       });
-      const want = Math.min(this.#size, Math.max(1, sizing.startAtMost ?? this.#size, this.#threads.length));
+      const want = Math.min(
+        this.#size,
+        Math.max(1, Math.min(sizing.startAtMost ?? this.#size, sizing.maxThreads ?? this.#size), this.#threads.length),
+      );
       while (this.#threads.length < want) this.#threads.push(this.#start());
       for (const thread of this.#threads) if (!thread.job) this.#dispatch(thread);
     });
@@ -186,15 +193,21 @@ export class WalkPool {
 
   #dispatch(thread: Thread): void {
     if (thread.job) return;
-    const job = this.#jobs.find((j) => !j.stopped && j.next < j.units.length);
+    const job = this.#jobs.find((j) => !j.stopped && j.next < j.units.length && j.running < j.maxThreads);
     if (!job) return;
-    const size = Math.max(job.minChunk, Math.ceil((job.units.length - job.next) / (this.#threads.length * 4)));
+    const threads = Math.min(this.#threads.length, job.maxThreads);
+    const size = Math.max(job.minChunk, Math.ceil((job.units.length - job.next) / (threads * 4)));
     const units = job.units.slice(job.next, job.next + size);
     job.next += units.length;
     job.running++;
     thread.job = job;
     thread.worker.ref(); // a chunk under way keeps the process alive until it answers
     thread.worker.postMessage({ task: job.task, context: job.context, units });
+  }
+
+  /** Threads working on a chunk now. */
+  get busyThreads(): number {
+    return this.#threads.filter((t) => t.job !== null).length;
   }
 
   /** Stop all threads but one, with no walk under way. */

@@ -18,6 +18,7 @@ import {
   sizeFlag,
 } from '../../../src/cli/flags.js';
 import { staticOptions } from '../../../src/cli/serve-flags.js';
+import { variantSettings } from '../../../src/agent/variant-settings.js';
 import { storeLayout } from '../../../src/store/store-layout.js';
 
 const quiet = { info() {}, warn() {}, error() {} };
@@ -99,8 +100,21 @@ describe('defaults: one table per component', () => {
     assert.equal(opts.watchMaster, AGENT_DEFAULTS.watchMaster);
     assert.equal(opts.durable, AGENT_DEFAULTS.durable);
     assert.equal(opts.intervalMs, undefined, 'no interval unless asked');
+    assert.equal(opts.variantThreads, AGENT_DEFAULTS.variantThreads);
     assert.equal(sizeFlag(values, 'max-body'), API_DEFAULTS.maxBodyBytes);
     assert.equal(values.listen, API_DEFAULTS.listen);
+  });
+
+  it('--variant-threads caps the threads that compress, 0 for all; nonsense is a usage error', () => {
+    const agentFlags = (...argv: string[]) =>
+      agentOptions(parseFlags(argv, AGENT_FLAGS, {}), storeLayout('/tmp/x'), quiet);
+    assert.equal(variantSettings({ ...AGENT_DEFAULTS, ...agentFlags('--variant-threads', '1') })?.threads, 1);
+    assert.equal(variantSettings({ ...AGENT_DEFAULTS, ...agentFlags() })?.threads, 0);
+    for (const bad of ['-1', 'two', '1.5'])
+      assert.throws(
+        () => agentFlags('--variant-threads', bad),
+        (err: unknown) => err instanceof UsageError && /--variant-threads/.test((err as Error).message),
+      );
   });
 
   it("the web server's flags, left unset, give exactly the middleware's default table", () => {

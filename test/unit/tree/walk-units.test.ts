@@ -198,6 +198,31 @@ describe('WalkPool', () => {
     }
   });
 
+  it('runs a job capped by maxThreads in that many threads at once, leaving the others to other jobs', async () => {
+    const pool = new WalkPool(2);
+    try {
+      const root = await dirs.make();
+      for (let i = 0; i < 8; i++) {
+        await mkdir(join(root, `d${i}`));
+        await writeFile(join(root, `d${i}`, 'x'), `${i}`);
+      }
+      const units = (n: number) =>
+        Array.from({ length: 8 }, (_, i) => ({ rel: `d${i}`, deep: true, dest: join(root, `c${n}-${i}`) }));
+      const capped = pool.run('clone', { source: root }, units(0), () => true, undefined, { maxThreads: 1 });
+      // chunks are handed out as the job starts: one thread has one, the other waits
+      assert.equal(pool.busyThreads, 1);
+      const other = pool.run('clone', { source: root }, units(1), () => true);
+      assert.equal(pool.busyThreads, 2, 'the idle thread takes the uncapped job meanwhile');
+      await Promise.all([capped, other]);
+      const free = pool.run('clone', { source: root }, units(2), () => true);
+      assert.equal(pool.busyThreads, 2, 'uncapped, a job takes both');
+      await free;
+      for (const n of [0, 1, 2]) assert.equal(await readFile(join(root, `c${n}-7`, 'x'), 'utf8'), '7');
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('does not keep a process alive once its walks are done', async () => {
     const script = `
       import { compareTrees } from ${JSON.stringify(new URL('../../../src/tree/compare-trees.js', import.meta.url).href)};
