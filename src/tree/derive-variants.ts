@@ -1,5 +1,6 @@
 import {
   type Stats,
+  accessSync,
   closeSync,
   constants,
   copyFileSync,
@@ -156,7 +157,8 @@ function readRegular(path: string): { bytes: Buffer; st: Stats } | null {
  */
 function brotliWindowFor(size: number): number {
   const { BROTLI_MIN_WINDOW_BITS: min, BROTLI_DEFAULT_WINDOW: max } = zlibConstants;
-  return Math.min(max, Math.max(min, Math.ceil(Math.log2(size + 1))));
+  // a window of 2^w bytes holds 2^w - 16 of input
+  return Math.min(max, Math.max(min, Math.ceil(Math.log2(size + 16))));
 }
 
 function compress(encoding: VariantEncoding, bytes: Buffer, settings: VariantSettings): Buffer {
@@ -468,6 +470,16 @@ function clearPlace(path: string, spot: Spot): true | 'denied' {
   return true;
 }
 
+/** Whether this process may create entries in `dir`. */
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a variant's name is taken in the copy (by the variant it replaces), as last seen. */
 interface Spot {
   occupied: boolean;
@@ -508,24 +520,31 @@ function reuse(
     try {
       linkSync(from, to);
       linked = true;
-    } catch (err) {
-      if (isDenied(err)) return 'denied';
-      // another file system (EXDEV), or links not allowed: copied instead
+    } catch {
+      // another file system (EXDEV), links not allowed (EPERM), or the directory denied: the copy
+      // below is tried, and its failure says which
     }
   }
   if (!linked) {
     try {
       copyFileSync(from, to, constants.COPYFILE_EXCL);
-      const fd = openSync(to, 'r+');
+    } catch (err) {
+      unlinkIfThere(to);
+      // nothing can be placed in a directory that may not be written; any other failure (the other
+      // copy's file gone or unreadable meanwhile) costs a compression instead
+      return isDenied(err) && !writable(abs) ? 'denied' : null;
+    }
+    try {
+      // a read-only descriptor: the owner may set the times of a file its mode makes read-only
+      const fd = openSync(to, 'r');
       try {
         futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
       } finally {
         closeSync(fd);
       }
-    } catch (err) {
+    } catch {
       unlinkIfThere(to);
-      if (isDenied(err)) return 'denied';
-      return null; // gone meanwhile (the other copy was being written): compressed instead
+      return null; // compressed instead
     }
   }
   // a copy has an inode of its own: the record is the copy's, with the same bytes and hash
@@ -564,8 +583,11 @@ function makeVariant(
     futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
     vst = fstatSync(fd);
   } catch (err) {
-    closeSync(fd);
-    unlinkIfThere(to); // a variant cut short (a full disk) is never left under its name
+    try {
+      closeSync(fd);
+    } finally {
+      unlinkIfThere(to); // a variant cut short (a full disk) is never left under its name
+    }
     throw err;
   }
   closeSync(fd);

@@ -1,5 +1,18 @@
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -143,6 +156,32 @@ describe('variants made at copy', () => {
     await ten.copyPaths(Array.from({ length: 10 }, (_, i) => `g${i}.js`));
     assert.equal(ten.variantStats.compressed, 20);
     assert.equal(ten.variantStats.hashed, 10);
+  });
+
+  it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
+    const { master, a, b } = await setup('read-only');
+    await writeFile(join(master, 'ro.js'), text('ro'));
+    await chmod(join(master, 'ro.js'), 0o444);
+    await copier(master, a, null).mirrorAll();
+    // the same bytes with another time: b takes a's variants by copy (a link would carry a's time)
+    await utimes(join(master, 'ro.js'), new Date(2001, 0, 1), new Date(2001, 0, 1));
+    const second = copier(master, b, a);
+    await second.mirrorAll();
+    assert.deepEqual(
+      {
+        compressed: second.variantStats.compressed,
+        reused: second.variantStats.reused,
+        denied: second.variantStats.denied,
+      },
+      { compressed: 0, reused: 2, denied: 0 },
+    );
+    const mtime = Math.floor((await stat(join(b, 'ro.js'))).mtimeMs);
+    for (const suffix of ['.br', '.gz']) {
+      const st = await stat(join(b, `ro.js${suffix}`));
+      assert.equal(Math.floor(st.mtimeMs), mtime, `ro.js${suffix} has its original's time`);
+      assert.notEqual(st.ino, (await stat(join(a, `ro.js${suffix}`))).ino, 'a copy, not a link to the other copy');
+    }
+    await checkRecord(b, 'ro.js');
   });
 
   it("keeps master's own X.gz, never overwritten, recorded only when it decodes to X", async () => {
