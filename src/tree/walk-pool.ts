@@ -151,11 +151,13 @@ export class WalkPool {
       job.running--;
       this.#fail(job, err);
     }
-    if (this.#jobs.some((j) => !j.stopped && j.next < j.units.length)) {
+    if (!this.#jobs.some((j) => !j.stopped && j.next < j.units.length)) return;
+    // a replacement only if no thread is idle (a job's maxThreads can leave some idle with work left)
+    if (this.#threads.every((t) => t.job)) {
       const fresh = this.#start();
       this.#threads.push(fresh);
       this.#dispatch(fresh);
-    }
+    } else for (const t of this.#threads) this.#dispatch(t);
   }
 
   #settle(job: Job, reply: Answer): void {
