@@ -1,21 +1,22 @@
 import { setTimeout as delay } from 'node:timers/promises';
 
 /**
- * Wait until `check` returns a truthy value (or stops throwing), polling every
- * `step` ms at first, then less often (the pause doubles up to 20 ms, or to
- * `step` if larger): a check is often an HTTP request, and a wait of seconds
- * at 5 ms was most of the CPU some tests spent. Fail with `what` after
- * `timeout` ms. Tests wait with this for a condition to hold rather than sleep
- * for a guessed time.
+ * Wait until `check` returns a truthy value (or stops throwing); fail with
+ * `what` after `timeout` ms. Tests wait with this for a condition to hold
+ * rather than sleep for a guessed time. With a `step`, it checks every `step`
+ * ms (a caller waiting for a state that holds only briefly gives one); without,
+ * every 5 ms at first, then less often (the pause doubles up to 20 ms): a
+ * check is often an HTTP request, and seconds of waiting at 5 ms were a large
+ * part of some tests' CPU.
  */
 export async function waitFor<T>(
   what: string,
   check: () => T | Promise<T>,
-  { timeout = 5000, step = 5 }: { timeout?: number; step?: number } = {},
+  { timeout = 5000, step }: { timeout?: number; step?: number } = {},
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeout;
   let last: unknown;
-  let pause = step;
+  let pause = step ?? 5;
   for (;;) {
     try {
       const value = await check();
@@ -27,7 +28,7 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${timeout} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     }
     await delay(pause);
-    pause = Math.min(pause * 2, Math.max(step, 20));
+    if (step === undefined) pause = Math.min(pause * 2, 20);
   }
 }
 
