@@ -98,3 +98,9 @@ export async function acceptQueueLength(port: number): Promise<number | null> {
   }
   return null;
 }
+
+/** Start `server` on a free loopback port; its base URL. */
+export async function listenUrl(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { link, readdir } from 'node:fs/promises';
+import { link } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -7,6 +7,7 @@ import type { AgentStatus, SwapRecord } from '../../src/agent/agent.js';
 import type { WalkProgress } from '../../src/agent/master/master-walks.js';
 import { startTestAgent } from '../../testkit/agent.js';
 import { tempStore } from '../../testkit/store.js';
+import { countEntries } from '../../testkit/trees.js';
 
 /*
  * The walk of a full sync seen through the agent's status API, on a master of 6,000 files: an agent
@@ -14,16 +15,6 @@ import { tempStore } from '../../testkit/store.js';
  * counting itself (compares, copies, the watcher's listing, walks at once, the ETA) is unit-tested in
  * test/unit/agent/master-walks.test.ts.
  */
-
-/** Every entry under `root` (files, links, directories; not the root itself), counted the plain way. */
-async function countEntries(root: string): Promise<number> {
-  let n = 0;
-  for (const e of await readdir(root, { withFileTypes: true })) {
-    n++;
-    if (e.isDirectory()) n += await countEntries(join(root, e.name));
-  }
-  return n;
-}
 
 describe('status shows a full sync walking master, against the size the watcher found at start', () => {
   it('reports the walk while it runs (entries never going back), and none once it is done', async () => {

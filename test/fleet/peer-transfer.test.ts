@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, createServer, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import express from 'express';
@@ -12,11 +11,12 @@ import type { MemberRecord } from '../../src/fleet/fleet-keys.js';
 import { Snapshots } from '../../src/fleet/coordinator/snapshots.js';
 import { PeerServer } from '../../src/fleet/host/peer-serve.js';
 import { type PeerPull, type PullStats, pullSnapshot } from '../../src/fleet/host/pull.js';
-import { readManifest } from '../../src/tree/manifest.js';
 import { memoryLogger } from '../../testkit/logger.js';
 import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../testkit/hostile-peer.js';
 import { tempDirs } from '../../testkit/store.js';
 import { waitFor } from '../../testkit/wait.js';
+import { listenUrl } from '../../testkit/server.js';
+import { treeOf } from '../../testkit/trees.js';
 
 // Peers share the bytes: a host serves the snapshots it holds to other hosts, and a host pulling
 // from a peer checks every file against the coordinator's manifest. A slow or lying peer costs a
@@ -24,20 +24,6 @@ import { waitFor } from '../../testkit/wait.js';
 const temp = tempDirs();
 after(() => temp.removeAll());
 const TOKEN = 'fleet-token-for-tests-0123456789';
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-async function treeOf(root: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readManifest(root)) {
-    const content = e.type === 'file' ? (await readFile(join(root, e.path))).toString('hex') : (e.target ?? '');
-    out.push(`${e.type} ${e.path} ${e.mode.toString(8)} ${e.type === 'link' ? '' : e.mtimeMs} ${content}`);
-  }
-  return out;
-}
 
 async function write(root: string, files: Record<string, string | Buffer>) {
   const mtime = new Date('2026-01-02T03:04:05Z');
@@ -67,7 +53,7 @@ async function coordinator() {
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
   const server = createServer(app);
-  const url = await listen(server);
+  const url = await listenUrl(server);
   return {
     slots,
     snapshots,
@@ -90,7 +76,7 @@ async function peerHost(roots: { a: string; b: string }, limit = 4) {
       res.end();
     }
   });
-  const url = await listen(server);
+  const url = await listenUrl(server);
   return {
     peers,
     url,
@@ -114,6 +100,20 @@ function peersIn(urls: string[], over: Partial<PeerPull> = {}): PeerPull & { fai
     failures,
     ...over,
   };
+}
+
+/** Pull the coordinator's snapshot into `into`, whole (no base), taking files from `peers`. */
+function pullInto(c: { url: string; snapshot: string }, into: string, peers: PeerPull): Promise<PullStats> {
+  return pullSnapshot({
+    from: c.url,
+    token: TOKEN,
+    snapshot: c.snapshot,
+    base: null,
+    into,
+    durable: false,
+    timeoutMs: 5000,
+    peers,
+  });
 }
 
 function post(url: string, body: unknown, token: string | null = TOKEN) {
@@ -253,16 +253,7 @@ describe('a pull from peers', () => {
     try {
       host.peers.hold('a', c.snapshot);
       const before = c.snapshots.sent();
-      const stats = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: c.snapshot,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-        peers: peersIn([host.url]),
-      });
+      const stats = await pullInto(c, into, peersIn([host.url]));
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       const sent = c.snapshots.sent();
       assert.equal(sent.files - before.files, 0, 'no file came from the coordinator');
@@ -286,16 +277,7 @@ describe('a pull from peers', () => {
         good.peers.hold('a', c.snapshot);
         const peers = peersIn([bad.url, good.url]);
         const started = Date.now();
-        const stats: PullStats = await pullSnapshot({
-          from: c.url,
-          token: TOKEN,
-          snapshot: c.snapshot,
-          base: null,
-          into,
-          durable: false,
-          timeoutMs: 5000,
-          peers,
-        });
+        const stats: PullStats = await pullInto(c, into, peers);
         assert.deepEqual(await treeOf(into), await treeOf(c.slots.a), 'the tree is the coordinator snapshot');
         assert.ok(bad.requests >= 1, 'the hostile peer was asked');
         if (mode === 'busy') assert.ok(stats.peerBusy >= 1);
@@ -322,16 +304,7 @@ describe('a pull from peers', () => {
         bad.map((b) => b.url),
         { maxFailures: 3 },
       );
-      const stats = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: c.snapshot,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-        peers,
-      });
+      const stats = await pullInto(c, into, peers);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.equal(stats.peerFailures, 3, peers.failures.join('; '));
       assert.ok(c.snapshots.sent().files > 3 * 1024 * 1024, 'the coordinator sent the files');
@@ -345,16 +318,7 @@ describe('a pull from peers', () => {
     const c = await coordinator();
     const into = await temp.make('mirrorswap-peers-into-');
     try {
-      const stats = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: c.snapshot,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-        peers: peersIn([]),
-      });
+      const stats = await pullInto(c, into, peersIn([]));
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.equal(stats.fromPeers, 0);
     } finally {
@@ -379,16 +343,7 @@ describe('a pull from peers', () => {
       liar.peers.hold('a', c.snapshot);
       const peers = peersIn([liar.url]);
       const started = Date.now();
-      await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: c.snapshot,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-        peers,
-      });
+      await pullInto(c, into, peers);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.match(peers.failures.join('; '), /sent big\.bin with other content than the coordinator's manifest names/);
       // one failed answer, then the coordinator: no wait on the way (the bound is loose: a loaded machine)

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
@@ -8,22 +8,13 @@ import { MasterWatcher } from '../../../src/agent/master/master-watcher.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { RecentRate, describeWalk } from '../../../src/cli/progress.js';
 import { tempDirs } from '../../../testkit/store.js';
+import { countEntries } from '../../../testkit/trees.js';
 
 // How status shows a full sync's walk, through a live agent over 6,000 files, is in the full tier:
 // test/agent/master-walks.test.ts.
 
 const temp = tempDirs();
 after(() => temp.removeAll());
-
-/** Every entry under `root` (files, links, directories; not the root itself), counted the plain way. */
-async function countEntries(root: string): Promise<number> {
-  let n = 0;
-  for (const e of await readdir(root, { withFileTypes: true })) {
-    n++;
-    if (e.isDirectory()) n += await countEntries(join(root, e.name));
-  }
-  return n;
-}
 
 /**
  * A tree of every shape a walk cuts differently: one deep top directory

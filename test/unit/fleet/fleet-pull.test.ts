@@ -1,38 +1,23 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { type Server, createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import express from 'express';
 import { frameHeader, fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
-import { type ManifestEntry, diffManifests, readManifest } from '../../../src/tree/manifest.js';
+import { type ManifestEntry, diffManifests } from '../../../src/tree/manifest.js';
 import { type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { memoryLogger } from '../../../testkit/logger.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
+import { listenUrl } from '../../../testkit/server.js';
+import { treeOf } from '../../../testkit/trees.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
 const TOKEN = 'fleet-token-for-tests-0123456789';
-
-/** A tree's entries and content, temp directory left out: what two copies must agree on. */
-async function treeOf(root: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readManifest(root)) {
-    const content = e.type === 'file' ? (await readFile(join(root, e.path))).toString('hex') : (e.target ?? '');
-    // a link's own time is never served (its target's is)
-    out.push(`${e.type} ${e.path} ${e.mode.toString(8)} ${e.type === 'link' ? '' : e.mtimeMs} ${content}`);
-  }
-  return out;
-}
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 /** A coordinator's content endpoints over two slot directories, on loopback. */
 async function coordinator() {
@@ -44,7 +29,7 @@ async function coordinator() {
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
   const server = createServer(app);
-  const url = await listen(server);
+  const url = await listenUrl(server);
   return { slots, snapshots, url, close: () => new Promise((r) => server.close(r)) };
 }
 
@@ -280,7 +265,7 @@ async function hostile(manifest: ManifestEntry[], frames: (paths: string[]) => B
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => res.end(frames((JSON.parse(Buffer.concat(chunks).toString()) as { paths: string[] }).paths)));
   });
-  const url = await listen(server);
+  const url = await listenUrl(server);
   return { url, close: () => new Promise((r) => server.close(r)) };
 }
 
