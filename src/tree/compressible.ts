@@ -67,9 +67,17 @@ export interface VariantSettings {
   readonly threads: number;
 }
 
+/**
+ * Files above this size get no variant, and a sibling of theirs is not
+ * checked as one: the derive never holds such a file whole in memory (it
+ * hashes it as a stream), and one compression of it would hold a walk thread
+ * for seconds. Web bundles are far below it.
+ */
+export const VARIANT_MAX_BYTES = 64 * 1024 * 1024;
+
 /** True when a file named `name` of `size` bytes is one to make variants of under `settings`. */
 export function isCompressible(name: string, size: number, settings: VariantSettings): boolean {
-  if (size < settings.minSize || size === 0) return false;
+  if (size < settings.minSize || size === 0 || size > VARIANT_MAX_BYTES) return false;
   const ext = extname(name).slice(1).toLowerCase();
   return ext !== '' && settings.types.includes(ext);
 }

@@ -14,9 +14,11 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
-import { isNothingThere } from '../core/nothing-there.js';
+import { lstatOrNullSync } from '../core/lstat-or-null.js';
+import { isNotOfThatKind, isNothingThere } from '../core/nothing-there.js';
 import {
   type DirectoryIndex,
   type FileRecord,
@@ -31,7 +33,7 @@ import {
   writeDirectoryIndexSync,
 } from '../store/content-index.js';
 import { isReservedRootName } from '../store/store-layout.js';
-import { type VariantSettings, isCompressible, variantOf } from './compressible.js';
+import { VARIANT_MAX_BYTES, type VariantSettings, isCompressible, variantOf } from './compressible.js';
 import { isDenied } from './tree-mode.js';
 import { msInside } from './copy-times.js';
 
@@ -115,39 +117,53 @@ export interface DeriveResult {
   dirs: string[];
 }
 
-function lstatOrNull(path: string): Stats | null {
-  try {
-    return lstatSync(path);
-  } catch (err) {
-    if (isNothingThere(err)) return null;
-    throw err;
-  }
-}
-
-/** The whole file at `path`, read through a descriptor opened without following a link; null if no regular file is there. */
-function readRegular(path: string): { bytes: Buffer; st: Stats } | null {
+/**
+ * The file at `path`, through a descriptor opened without following a link:
+ * its status, its SHA-256, and its bytes when `whole(st)` says they are
+ * needed (to compress it, or to check a sibling decodes to it); otherwise it
+ * is hashed as a stream, so a file of any size costs a fixed buffer. Null if
+ * no regular file is there.
+ */
+function readRegular(
+  path: string,
+  whole: (st: Stats) => boolean,
+): { bytes: Buffer | null; st: Stats; sha256: string } | null {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if (isNothingThere(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') return null;
+    if (isNotOfThatKind(err)) return null;
     throw err;
   }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
-    const bytes = Buffer.allocUnsafe(st.size);
-    let got = 0;
-    while (got < st.size) {
-      const n = readSync(fd, bytes, got, st.size - got, got);
-      if (n === 0) break;
-      got += n;
+    if (whole(st)) {
+      const bytes = Buffer.allocUnsafe(st.size);
+      let got = 0;
+      while (got < st.size) {
+        const n = readSync(fd, bytes, got, st.size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+      const all = got === st.size ? bytes : bytes.subarray(0, got);
+      return { bytes: all, st, sha256: contentHash(all) };
     }
-    return { bytes: got === st.size ? bytes : bytes.subarray(0, got), st };
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(Math.min(st.size, STREAM_CHUNK) || 1);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+    }
+    return { bytes: null, st, sha256: hash.digest('base64url') };
   } finally {
     closeSync(fd);
   }
 }
+
+/** The read size of a file hashed as a stream. */
+const STREAM_CHUNK = 1024 * 1024;
 
 /**
  * The smallest brotli window that holds the whole input (brotli's default,
@@ -257,11 +273,11 @@ function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, 
   const otherIndex = c.other ? lazyOther(c.other, dir) : () => null;
   const masterHolds = (name: string): boolean => {
     if (c.source === null) return true; // a host's copy: all of it is the snapshot's
-    return lstatOrNull(join(c.source, dir, name)) !== null; // anything master holds there is its own
+    return lstatOrNullSync(join(c.source, dir, name)) !== null; // anything master holds there is its own
   };
   const statOf = new Map<string, Stats | null>();
   const stat = (name: string) => {
-    if (!statOf.has(name)) statOf.set(name, lstatOrNull(join(abs, name)));
+    if (!statOf.has(name)) statOf.set(name, lstatOrNullSync(join(abs, name)));
     return statOf.get(name) ?? null;
   };
   /** A name that is a made variant of a regular file beside it: derived with that file, no record of its own. */
@@ -374,11 +390,14 @@ function deriveFile(
       return old;
     }
   }
-  const read = readRegular(join(abs, name));
+  // its bytes are held only when compressed, or when a sibling of master's is checked against them
+  const masterSibling = (st: Stats) =>
+    st.size <= VARIANT_MAX_BYTES &&
+    VARIANT_ENCODINGS.some((e) => stat(name + VARIANT_SUFFIX[e])?.isFile() && masterHolds(name + VARIANT_SUFFIX[e]));
+  const read = readRegular(join(abs, name), (st) => isCompressible(name, st.size, c.settings) || masterSibling(st));
   if (!read) return null; // swapped meanwhile (the copier is the slot's only writer: not expected); no record
-  const { bytes } = read;
+  const { bytes, sha256 } = read;
   const fst = read.st;
-  const sha256 = contentHash(bytes);
   result.stats.hashed++;
   const variants: Partial<Record<VariantEncoding, VariantRecord>> = {};
   for (const encoding of VARIANT_ENCODINGS) {
@@ -386,22 +405,32 @@ function deriveFile(
     const vpath = join(abs, vname);
     const vst = stat(vname);
     if (masterHolds(vname)) {
+      const was = old?.variants?.[encoding];
+      if (vst?.isFile() && was?.made === true && variantMatches(was, vst)) {
+        // still the variant this agent made (its inode and size): master's sibling was not copied over
+        // it (unreadable to the agent, or it came after the copy looked). It is not master's, and
+        // stands only while made from these very bytes: a variant of an older release is never left
+        if (old?.sha256 === sha256) {
+          variants[encoding] = was;
+          result.stats.kept++;
+        } else if (unlinkIfThere(vpath)) {
+          result.stats.removed++;
+          noteDir(result, abs);
+        }
+        continue;
+      }
       // master's own sibling: never replaced; named as a variant only if it decodes to this file
-      if (vst?.isFile()) {
-        const vread = readRegular(vpath);
-        if (vread && decodesTo(encoding, vread.bytes, bytes)) {
-          variants[encoding] = {
-            ino: vread.st.ino,
-            size: vread.st.size,
-            sha256: contentHash(vread.bytes),
-            made: false,
-          };
+      if (vst?.isFile() && bytes !== null && vst.size <= VARIANT_MAX_BYTES) {
+        const vread = readRegular(vpath, () => true);
+        if (vread?.bytes && decodesTo(encoding, vread.bytes, bytes)) {
+          variants[encoding] = { ino: vread.st.ino, size: vread.st.size, sha256: vread.sha256, made: false };
         }
       }
       continue;
     }
     if (vst && !vst.isFile()) continue; // a directory or link named so (not master's: drift); left to the copy's compare
-    const wanted = c.settings.encodings.includes(encoding) && isCompressible(name, fst.size, c.settings);
+    const wanted =
+      c.settings.encodings.includes(encoding) && bytes !== null && isCompressible(name, fst.size, c.settings);
     if (!wanted) {
       if (vst && unlinkIfThere(vpath)) {
         result.stats.removed++;
@@ -507,11 +536,16 @@ function reuse(
   const index = otherIndex();
   if (!index) return null;
   // the file of the same name in the same directory: what a copy of the same release holds
-  const rec = index.files[vname.slice(0, -VARIANT_SUFFIX[encoding].length)];
+  const base = vname.slice(0, -VARIANT_SUFFIX[encoding].length);
+  const rec = index.files[base];
   const variant = rec?.sha256 === sha256 ? rec.variants?.[encoding] : undefined;
   if (!variant) return null;
+  // and only from a record still current for the other copy's original: an index left stale there
+  // (a crash between its variants and its index) could name an inode number a new file took since
+  const original = lstatOrNullSync(join(c.other, dir, base));
+  if (!original || !stampMatches(rec as FileRecord, original)) return null;
   const from = join(c.other, dir, vname);
-  const ost = lstatOrNull(from);
+  const ost = lstatOrNullSync(from);
   if (!ost?.isFile() || !variantMatches(variant, ost)) return null;
   const to = join(abs, vname);
   if (clearPlace(to, spot) === 'denied') return 'denied';
@@ -547,8 +581,9 @@ function reuse(
       return null; // compressed instead
     }
   }
-  // a copy has an inode of its own: the record is the copy's, with the same bytes and hash
-  const tst = lstatSync(to);
+  // a link is the other copy's inode, as looked at (had it been swapped meanwhile, the record's
+  // inode would name no file there: a variant lost, never a wrong one); a copy has one of its own
+  const tst = linked ? ost : lstatSync(to);
   result.stats.reused++;
   if (!linked) result.written.push(to);
   return { ino: tst.ino, size: tst.size, sha256: variant.sha256, made: true };

@@ -9,6 +9,7 @@ import {
   rm,
   stat,
   symlink,
+  truncate,
   unlink,
   utimes,
   writeFile,
@@ -26,6 +27,7 @@ import {
   VARIANT_SUFFIX,
   type VariantEncoding,
 } from '../../../src/store/content-index.js';
+import { VARIANT_MAX_BYTES } from '../../../src/tree/compressible.js';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
@@ -182,6 +184,37 @@ describe('variants made at copy', () => {
       assert.notEqual(st.ino, (await stat(join(a, `ro.js${suffix}`))).ino, 'a copy, not a link to the other copy');
     }
     await checkRecord(b, 'ro.js');
+  });
+
+  it('a file over VARIANT_MAX_BYTES gets no variant, and its record the hash of all its bytes (read as a stream)', async () => {
+    const { master, a } = await setup('large');
+    const big = join(master, 'huge.js');
+    await writeFile(big, 'export const x = 1;\n');
+    await truncate(big, VARIANT_MAX_BYTES + 1); // sparse: cheap to make and to read
+    await writeFile(join(master, 'huge.js.gz'), gzipSync(await readFile(big)));
+    const copy = copier(master, a, null);
+    await copy.mirrorAll();
+    assert.equal(copy.variantStats.compressed, 0);
+    assert.equal(await lstatOrNull(join(a, 'huge.js.br')), null);
+    const record = (await readDirectoryIndex(a, ''))?.files['huge.js'];
+    assert.equal(record?.sha256, contentHash(await readFile(join(a, 'huge.js'))));
+    assert.equal(record?.variants, undefined, "master's huge.js.gz is not checked, so not named");
+  });
+
+  it("a made variant master's new sibling was not copied over (unreadable, or late) never outlives its original", async () => {
+    const { master, a } = await setup('late-sibling');
+    await writeFile(join(master, 'x.js'), text('v1'));
+    await copier(master, a, null).mirrorAll();
+    assert.equal(gunzipSync(await readFile(join(a, 'x.js.gz'))).toString(), text('v1'));
+    // master's x.js changes and master gains an x.js.gz of its own, which this copy does not take
+    // (as for a file the agent cannot read): only x.js is copied
+    await writeFile(join(master, 'x.js'), text('v2'));
+    await writeFile(join(master, 'x.js.gz'), 'not a gzip of anything');
+    const sync = copier(master, a, null);
+    await sync.copyPaths(['x.js']);
+    assert.equal(await lstatOrNull(join(a, 'x.js.gz')), null, "the v1 variant is gone, not left as master's");
+    assert.equal(brotliDecompressSync(await readFile(join(a, 'x.js.br'))).toString(), text('v2'));
+    assert.equal((await readDirectoryIndex(a, ''))?.files['x.js']?.variants?.gzip, undefined);
   });
 
   it("keeps master's own X.gz, never overwritten, recorded only when it decodes to X", async () => {
