@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, createServer, request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import express from 'express';
@@ -67,9 +68,16 @@ async function coordinator() {
 }
 
 /** A host serving peers: a PeerServer on its own listener over two slot roots. */
-async function peerHost(roots: { a: string; b: string }, limit = 4) {
+async function peerHost(roots: { a: string; b: string }, limit = 4, requestTimeoutMs?: number) {
   const log = memoryLogger();
-  const peers = new PeerServer({ token: TOKEN, roots, limit, graceMs: 100, log });
+  const peers = new PeerServer({
+    token: TOKEN,
+    roots,
+    limit,
+    graceMs: 100,
+    log,
+    ...(requestTimeoutMs ? { requestTimeoutMs } : {}),
+  });
   const server = createServer((req, res) => {
     if (!peers.handle(req, res)) {
       res.statusCode = 404;
@@ -197,6 +205,35 @@ describe('a host serving its peers', () => {
       held.destroy();
     } finally {
       await none.close();
+      await one.close();
+      await c.close();
+    }
+  });
+
+  it('a request sent a byte now and then loses its place at the request deadline, to the next peer', async () => {
+    const c = await coordinator();
+    const one = await peerHost(c.slots, 1, 500);
+    const slow = connect(Number(new URL(one.url).port), '127.0.0.1');
+    try {
+      one.peers.hold('a', c.snapshot);
+      slow.on('error', () => {});
+      slow.write(
+        `POST /v1/fleet/files?snapshot=${c.snapshot} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+          'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"paths":[',
+      );
+      await waitFor('the slow request to hold the one place', () => one.peers.stats().active === 1);
+      const drip = setInterval(() => slow.write(' '), 100); // never idle, never done
+      try {
+        const busy = await post(`${one.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+        assert.equal(busy.status, 503, 'the place is held while the deadline runs');
+        await waitFor('the slow request to be cut', () => one.peers.stats().active === 0, { timeout: 3000 });
+        const served = await post(`${one.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+        assert.equal(served.status, 200);
+      } finally {
+        clearInterval(drip);
+      }
+    } finally {
+      slow.destroy();
       await one.close();
       await c.close();
     }

@@ -15,6 +15,8 @@ export interface PeerServeOptions {
   limit: number;
   /** How long pulls of a slot about to be rewritten run on before they are cut. */
   graceMs: number;
+  /** How long a peer may take to send its request (a short list of paths); default `PEER_REQUEST_MS`. */
+  requestTimeoutMs?: number;
   log: Logger;
 }
 
@@ -32,6 +34,14 @@ export interface PeerServeStats {
 
 /** A peer whose answer takes nothing for this long is cut (its place goes to another). */
 const PEER_IDLE_MS = 15_000;
+
+/**
+ * The whole time a peer has to send its request: a list of at most
+ * MAX_PATHS_PER_REQUEST paths, about a megabyte at most. A request sent a
+ * byte now and then is never idle long enough for a socket timeout, and
+ * would hold one of the `limit` places for as long as Node's own (5 min).
+ */
+const PEER_REQUEST_MS = 10_000;
 
 interface SlotState {
   /** The snapshot the slot holds whole, served to peers; null while it is being rewritten or unknown. */
@@ -135,12 +145,15 @@ export class PeerServer {
     const cut = () => res.destroy();
     try {
       let paths: string[] | null;
+      const requestDeadline = setTimeout(cut, this.#opts.requestTimeoutMs ?? PEER_REQUEST_MS);
       try {
         paths = await readFilesRequest(req);
       } catch (err) {
         const status = (err as { status?: number }).status ?? 400;
         sendJson(res, status, errorBody('BAD_REQUEST', (err as Error).message));
         return;
+      } finally {
+        clearTimeout(requestDeadline);
       }
       if (paths === null) {
         sendJson(res, 400, errorBody('BAD_REQUEST', BAD_PATHS));
