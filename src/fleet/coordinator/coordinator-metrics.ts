@@ -29,16 +29,18 @@ export function registerCoordinatorMetrics(
       if (s) this.set({ fleet: s.fleet }, s.coordinator.elected ? 1 : 0);
     },
   });
-  new Gauge({
-    name: 'mirrorswap_fleet_sent_bytes',
+  // a count that only grows while the process lives: a counter, read from the coordinator's own tally
+  new Counter({
+    name: 'mirrorswap_fleet_sent_bytes_total',
     help: 'Bytes this coordinator sent hosts since it started: manifest answers (kind=manifests) and files (kind=files)',
     labelNames: ['fleet', 'kind'],
     registers,
     async collect() {
       const s = await read();
       if (!s) return;
-      this.set({ fleet: s.fleet, kind: 'manifests' }, s.sent.manifests);
-      this.set({ fleet: s.fleet, kind: 'files' }, s.sent.files);
+      this.reset();
+      this.inc({ fleet: s.fleet, kind: 'manifests' }, s.sent.manifests);
+      this.inc({ fleet: s.fleet, kind: 'files' }, s.sent.files);
     },
   });
   new Gauge({

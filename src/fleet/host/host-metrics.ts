@@ -1,4 +1,4 @@
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { HostStatus } from './host-agent.js';
 
 /** The host agent's gauges, read from its status at each scrape. */
@@ -51,12 +51,13 @@ export function registerHostMetrics(registry: Registry, status: () => HostStatus
       this.set(status()?.lastPull?.fromPeers ?? 0);
     },
   });
-  new Gauge({
-    name: 'mirrorswap_host_peer_served_bytes',
+  new Counter({
+    name: 'mirrorswap_host_peer_served_bytes_total',
     help: 'Bytes this host sent to peers pulling from it, since it started',
     registers: [registry],
     collect() {
-      this.set(status()?.peers.bytes ?? 0);
+      this.reset();
+      this.inc(status()?.peers.bytes ?? 0);
     },
   });
   new Gauge({
