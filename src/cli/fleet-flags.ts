@@ -4,7 +4,15 @@ import { FLEET_DEFAULTS } from '../fleet/fleet-defaults.js';
 import { EtcdGateway } from '../fleet/etcd.js';
 import { FLEET_NAME_PATTERN } from '../fleet/fleet-keys.js';
 import { readToken } from './common.js';
-import { type FlagSpecs, type FlagValues, UsageError, durationFlag, formatDuration, stringFlag } from './flags.js';
+import {
+  type FlagSpecs,
+  type FlagValues,
+  UsageError,
+  durationFlag,
+  formatDuration,
+  integerFlag,
+  stringFlag,
+} from './flags.js';
 
 export { FLEET_DEFAULTS };
 
@@ -160,14 +168,8 @@ export async function coordinatorFrom(
     throw new UsageError('--fleet-token-file is required with --etcd: hosts pull content with that token');
   const straggler = stringFlag(values, 'straggler') ?? FLEET_DEFAULTS.straggler;
   if (straggler !== 'block' && straggler !== 'evict') throw new UsageError(`--straggler ${straggler}: block or evict`);
-  const minMembersText = stringFlag(values, 'min-members') ?? String(FLEET_DEFAULTS.minMembers);
-  const minMembers = Number(minMembersText);
-  if (!/^\d+$/.test(minMembersText) || !Number.isSafeInteger(minMembers))
-    throw new UsageError(`--min-members ${minMembersText}: a whole number of hosts (0: no floor)`);
-  const seedsText = stringFlag(values, 'seeds') ?? String(FLEET_DEFAULTS.seeds);
-  const seeds = Number(seedsText);
-  if (!/^\d+$/.test(seedsText) || !Number.isSafeInteger(seeds))
-    throw new UsageError(`--seeds ${seedsText}: a whole number of hosts (0: every host pulls from this agent)`);
+  const minMembers = integerFlag(values, 'min-members', 0, Number.MAX_SAFE_INTEGER) ?? FLEET_DEFAULTS.minMembers;
+  const seeds = integerFlag(values, 'seeds', 0, Number.MAX_SAFE_INTEGER) ?? FLEET_DEFAULTS.seeds;
   let url = stringFlag(values, 'advertise');
   if (!url) {
     if (['0.0.0.0', '::', ''].includes(listen.host) || listen.port === 0)

@@ -16,6 +16,7 @@ import {
   UsageError,
   durationFlag,
   formatDuration,
+  integerFlag,
   listenFlag,
   stringFlag,
 } from '../flags.js';
@@ -95,10 +96,7 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   const hostId = stringFlag(values, 'host-id');
   if (hostId !== undefined && !SERVER_ID_PATTERN.test(hostId))
     throw new UsageError(`--host-id ${hostId}: letters, digits, '.', '_' and '-' only (at most 128)`);
-  const peerServeText = stringFlag(values, 'peer-serve') ?? String(HOST_DEFAULTS.peerServe);
-  const peerServe = Number(peerServeText);
-  if (!/^\d+$/.test(peerServeText) || peerServe > 1024)
-    throw new UsageError(`--peer-serve ${peerServeText}: a whole number of peer pulls, at most 1024 (0: serve none)`);
+  const peerServe = integerFlag(values, 'peer-serve', 0, 1024) ?? HOST_DEFAULTS.peerServe;
   const peerTimeoutMs = durationFlag(values, 'peer-timeout', { min: 100 }) ?? HOST_DEFAULTS.peerTimeoutMs;
   const peerWaitMs = durationFlag(values, 'peer-wait', { min: 0 }) ?? HOST_DEFAULTS.peerWaitMs;
   let advertise = stringFlag(values, 'advertise') ?? null;

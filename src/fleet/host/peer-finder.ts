@@ -50,11 +50,6 @@ export class PeerFinder {
     this.#opts = opts;
   }
 
-  /** Peers known now (for tests and status). */
-  known(): string[] {
-    return [...this.#peers.values()];
-  }
-
   async pick(avoid: (url: string) => PeerAvoided, signal?: AbortSignal): Promise<string | null> {
     if (!this.#started) await this.#start();
     for (;;) {

@@ -260,15 +260,16 @@ async function applyDelta(
     for (const f of batch) await writable(f.path);
     await sources.fetch(batch, tmp, fsyncEach);
   }
-  // 4b. the content index of what changed, while the temp directory is there and before the sync
-  const derived =
-    opts.contentIndex === false
-      ? null
-      : await deriveCopy(
-          { slot: opts.into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings },
-          [...delta.changed.map((e) => e.path), ...delta.removed],
-          new Set(dirs.map((d) => d.path)),
-        );
+  // 4b. the content index of what changed, while the temp directory is there and before the sync.
+  // With no source it only reads and indexes (every sibling is the snapshot's): nothing to make
+  // durable, as an index needs no fsync (content-index.ts)
+  if (opts.contentIndex !== false) {
+    await deriveCopy(
+      { slot: opts.into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings },
+      [...delta.changed.map((e) => e.path), ...delta.removed],
+      new Set(dirs.map((d) => d.path)),
+    );
+  }
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
   await rm(tmp, { recursive: true, force: true }); // while the root is still writable
@@ -281,21 +282,10 @@ async function applyDelta(
     for (const d of dirs) touched.add(d.path);
     // deepest first: a new directory is durable before the entry naming it in its parent
     for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
-    if (derived) {
-      for (const file of derived.written) await fsyncPath(file);
-      for (const dir of [...new Set(derived.dirs)].sort((x, y) => y.length - x.length)) await fsyncDir(dir);
-    }
   } else if (opts.durable) {
     await syncFileSystems([opts.into]);
   }
   return stats;
-}
-
-/** fsync the file at `path` (an index the pull's derive step wrote); one gone meanwhile is skipped. */
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, 'r').catch(() => null);
-  if (!handle) return;
-  await handle.sync().finally(() => handle.close());
 }
 
 /** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
