@@ -5,6 +5,8 @@
  */
 
 /** Options every middleware shares: how the epoch file is followed and the heartbeat written. */
+import { HASHED_ASSET } from './static/release-pins.js';
+
 export const MOUNT_DEFAULTS = Object.freeze({
   watch: 'auto' as const,
   pollInterval: 250,
@@ -35,6 +37,12 @@ export const STATIC_DEFAULTS = Object.freeze({
   precompressed: true,
   /** The response header naming the release a file came from (false: none). */
   releaseHeader: false as string | false,
+  /** Skew protection: where a request names its release (Next.js's `?dpl=` and `x-deployment-id`, and a cookie). */
+  pinQuery: 'dpl' as string | false,
+  pinHeader: 'x-deployment-id' as string | false,
+  pinCookie: '__dpl' as string | false,
+  /** Skew protection for requests naming no release: hashed asset names the mounted release lacks. */
+  assetFallback: HASHED_ASSET as RegExp | false,
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes: 64 * 1024 * 1024,
   /** Largest file whose body is cached. */

@@ -10,6 +10,7 @@ import type { MiddlewareLogger } from '../src/core/logger.js';
 import type { SlotName } from '../src/store/store-layout.js';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
 import { type CacheRule, type ResolvedCacheRule, resolveCacheRules } from './static/cache-rules.js';
+import type { ReleasePinSources } from './static/release-pins.js';
 
 export type { CacheRule } from './static/cache-rules.js';
 
@@ -67,6 +68,22 @@ export interface StaticOptions extends MountOptions {
   releaseHeader?: string | false;
   /** Path patterns mapped to Cache-Control, first match wins; resolved once per cache entry. */
   cacheRules?: readonly CacheRule[];
+  /**
+   * Skew protection: the query parameter, header and cookie by which a
+   * request names the release it belongs to (its id, or the epoch that
+   * published it). A request naming a release the store retains is served
+   * whole from it; one naming none (or one no longer retained) is served from
+   * the mounted release. `false` turns a source off.
+   */
+  pinQuery?: string | false;
+  pinHeader?: string | false;
+  pinCookie?: string | false;
+  /**
+   * Skew protection for requests that name no release: a GET of a path the
+   * mounted release lacks, matching this pattern, is served from the newest
+   * retained release that has it. Default: hashed asset names (`HASHED_ASSET`).
+   */
+  assetFallback?: RegExp | false;
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes?: number;
   /** Largest file whose body is cached. */
@@ -106,6 +123,8 @@ export interface ResolvedStaticOptions extends ResolvedMountOptions {
   readonly precompressed: boolean;
   readonly releaseHeader: string | false;
   readonly cacheRules: readonly ResolvedCacheRule[];
+  readonly pins: ReleasePinSources;
+  readonly assetFallback: RegExp | false;
   readonly cacheMaxBytes: number;
   readonly cacheMaxFileSize: number;
   readonly cacheMaxEntries: number;
@@ -258,6 +277,10 @@ const STATIC_OPTIONS = new Set([
   'precompressed',
   'releaseHeader',
   'cacheRules',
+  'pinQuery',
+  'pinHeader',
+  'pinCookie',
+  'assetFallback',
   'cacheMaxBytes',
   'cacheMaxFileSize',
   'cacheMaxEntries',
@@ -313,6 +336,21 @@ function resolveReleaseHeader(value: unknown): string | false {
   return header;
 }
 
+/** A pin source's name: `pattern` (a token of its kind), or false; the default when not given. */
+function pinSource(value: unknown, name: string, dflt: string | false, pattern: RegExp): string | false {
+  const v = value ?? dflt;
+  if (v === false) return false;
+  if (typeof v !== 'string' || !pattern.test(v))
+    return fail(`${name} option must be false or a name matching ${pattern}`);
+  return name === 'pinHeader' ? v.toLowerCase() : v;
+}
+
+function resolveAssetFallback(value: unknown): RegExp | false {
+  const v = value ?? STATIC_DEFAULTS.assetFallback;
+  if (v === false || v instanceof RegExp) return v;
+  return fail('assetFallback option must be false or a RegExp tested against the request path');
+}
+
 function resolveEtag(value: unknown): ResolvedStaticOptions['etag'] {
   const etag = value ?? STATIC_DEFAULTS.etag;
   if (etag === true) return 'content';
@@ -351,6 +389,12 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     precompressed: booleanOption(opts.precompressed, 'precompressed', STATIC_DEFAULTS.precompressed),
     releaseHeader: resolveReleaseHeader(opts.releaseHeader),
     cacheRules: resolveCacheRules(opts.cacheRules),
+    pins: Object.freeze({
+      query: pinSource(opts.pinQuery, 'pinQuery', STATIC_DEFAULTS.pinQuery, /^[A-Za-z0-9._~-]{1,64}$/),
+      header: pinSource(opts.pinHeader, 'pinHeader', STATIC_DEFAULTS.pinHeader, FIELD_NAME),
+      cookie: pinSource(opts.pinCookie, 'pinCookie', STATIC_DEFAULTS.pinCookie, FIELD_NAME),
+    }),
+    assetFallback: resolveAssetFallback(opts.assetFallback),
     cacheMaxBytes: integerOption(opts.cacheMaxBytes, 'cacheMaxBytes', STATIC_DEFAULTS.cacheMaxBytes, 0),
     cacheMaxFileSize: integerOption(opts.cacheMaxFileSize, 'cacheMaxFileSize', STATIC_DEFAULTS.cacheMaxFileSize, 0),
     cacheMaxEntries: integerOption(opts.cacheMaxEntries, 'cacheMaxEntries', STATIC_DEFAULTS.cacheMaxEntries, 1),

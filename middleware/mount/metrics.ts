@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { SlotName } from '../../src/store/store-layout.js';
+import { ALL_SLOTS, type SlotMap, type SlotName } from '../../src/store/store-layout.js';
+
+const SLOT_INDEX = Object.fromEntries(ALL_SLOTS.map((s, i) => [s, i])) as Record<SlotName, number>;
 
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
@@ -20,8 +22,10 @@ export class ServerMetrics {
   readonly switchLag: Histogram;
   readonly epochReadErrors: Counter;
   readonly switches: Counter;
+  /** Requests that named a release (skew protection), by what came of it. */
+  readonly pins: Counter<'result'>;
 
-  constructor(registry: Registry | undefined, inflight: () => Readonly<Record<SlotName, number>>) {
+  constructor(registry: Registry | undefined, inflight: () => Readonly<SlotMap<number>>) {
     this.registry = registry ?? new Registry();
     const registers = [this.registry];
     this.epoch = new Gauge({
@@ -35,9 +39,7 @@ export class ServerMetrics {
       labelNames: ['slot'],
       registers,
       collect() {
-        const counts = inflight();
-        this.set({ slot: 'a' }, counts.a);
-        this.set({ slot: 'b' }, counts.b);
+        for (const [slot, n] of Object.entries(inflight())) this.set({ slot }, n);
       },
     });
     this.switchLag = new Histogram({
@@ -54,6 +56,12 @@ export class ServerMetrics {
     this.switches = new Counter({
       name: 'mirrorswap_server_switches_total',
       help: 'Epoch switches made by this server',
+      registers,
+    });
+    this.pins = new Counter({
+      name: 'mirrorswap_server_pinned_requests_total',
+      help: 'Requests served from a retained release (result "pinned": named it; "fallback": an asset the mounted release lacks) or that named one not retained ("unknown", "expired": served from the mounted release)',
+      labelNames: ['result'],
       registers,
     });
   }
@@ -88,20 +96,24 @@ export class HotCounter {
 
 /** Requests by slot and status class, counted the same way as HotCounter. */
 export class RequestCounter {
-  readonly #counts = new Float64Array(10);
+  readonly #counts = new Float64Array(ALL_SLOTS.length * 5);
 
   constructor(name: string, help: string, registry: Registry) {
     const counts = this.#counts;
-    const reported = new Float64Array(10);
+    const reported = new Float64Array(counts.length);
     new Counter({
       name,
       help,
       labelNames: ['slot', 'status_class'],
       registers: [registry],
       collect() {
-        for (let i = 0; i < 10; i++) {
+        for (let i = 0; i < counts.length; i++) {
           const delta = counts[i] - reported[i];
-          if (delta > 0) this.inc({ slot: i < 5 ? 'a' : 'b', status_class: STATUS_CLASSES[i % 5] as string }, delta);
+          if (delta > 0)
+            this.inc(
+              { slot: ALL_SLOTS[Math.floor(i / 5)] as string, status_class: STATUS_CLASSES[i % 5] as string },
+              delta,
+            );
           reported[i] = counts[i];
         }
       },
@@ -109,7 +121,7 @@ export class RequestCounter {
   }
 
   inc(slot: SlotName, status: number): void {
-    this.#counts[(slot === 'a' ? 0 : 5) + statusClassIndex(status)]++;
+    this.#counts[SLOT_INDEX[slot] * 5 + statusClassIndex(status)]++;
   }
 }
 

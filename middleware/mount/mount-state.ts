@@ -1,9 +1,9 @@
 import type { ServerResponse } from 'node:http';
 import { realpath } from 'node:fs/promises';
-import { DEFAULT_LEASE_MS, type EpochRecord, slotRoot } from '../../src/store/epoch-file.js';
+import { DEFAULT_LEASE_MS, type EpochRecord, releaseEpochOf, slotRoot } from '../../src/store/epoch-file.js';
 import { MirrorswapError } from '../../src/core/errors.js';
 import type { Heartbeat } from '../../src/store/heartbeat.js';
-import type { SlotName } from '../../src/store/store-layout.js';
+import type { SlotMap, SlotName } from '../../src/store/store-layout.js';
 import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
 import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
@@ -17,6 +17,14 @@ export interface MountView<T> {
   readonly slot: SlotName;
   /** The release id the epoch's sync named, if any. */
   readonly release?: string | undefined;
+  /** The epoch that published this release: what a pin names it by when it has no id. */
+  readonly releaseEpoch: number;
+  /**
+   * Set for a retained release (skew protection): served only to requests
+   * pinned to it, or as an asset fallback; until this time (ms since 1970;
+   * Infinity when `--skew-max-age` sets no end).
+   */
+  readonly retainedUntil?: number;
   /** The slot root as configured. */
   readonly root: string;
   /** The same root with symlinks resolved: containment checks compare against it. */
@@ -69,8 +77,10 @@ export class MountState<T> {
   readonly #watcher: EpochWatcher;
   readonly #heartbeat: HeartbeatWriter;
   readonly #fleet: FleetReadiness;
-  readonly #inflight: Record<SlotName, number> = { a: 0, b: 0 };
+  readonly #inflight: SlotMap<number> = { a: 0, b: 0 };
   #view: MountView<T> | null = null;
+  /** Views of the releases the epoch file retains, newest first (skew protection). */
+  #retained: MountView<T>[] = [];
   #lastError = '';
   #closing: Promise<void> | undefined;
   /** Set while close() waits for the requests in flight to finish. */
@@ -141,8 +151,43 @@ export class MountState<T> {
     return this.#watcher.mode;
   }
 
-  inflight(): Readonly<Record<SlotName, number>> {
+  inflight(): Readonly<SlotMap<number>> {
     return { ...this.#inflight };
+  }
+
+  /** The retained releases' views, newest first (expired ones included: see `pinned`). */
+  get retained(): readonly MountView<T>[] {
+    return this.#retained;
+  }
+
+  /**
+   * The view of the release `name` names (its id, or the epoch that published
+   * it): the mounted one or a retained one still servable. 'expired' for a
+   * retained one past its `--skew-max-age`; null for none.
+   */
+  pinned(name: string, now = Date.now()): MountView<T> | 'expired' | null {
+    const names = (v: MountView<T>) => v.release === name || String(v.releaseEpoch) === name;
+    const view = this.#view;
+    if (view === null) return null;
+    if (names(view)) return view;
+    for (const r of this.#retained) {
+      if (!names(r)) continue;
+      return (r.retainedUntil ?? Number.POSITIVE_INFINITY) >= now ? r : 'expired';
+    }
+    return null;
+  }
+
+  /** Whether `view` may still be served from: the mounted one, or one retained and not expired. */
+  servable(view: MountView<T>, now = Date.now()): boolean {
+    if (view === this.#view) return true;
+    return this.#retained.includes(view) && (view.retainedUntil ?? Number.POSITIVE_INFINITY) >= now;
+  }
+
+  /** Requests in flight on every slot. */
+  #inflightTotal(): number {
+    let total = 0;
+    for (const n of Object.values(this.#inflight)) total += n;
+    return total;
   }
 
   /**
@@ -150,10 +195,14 @@ export class MountState<T> {
    * while closing). The pin is released when `res` (the response, or an
    * upgraded socket) finishes or closes, even if it already has.
    */
-  acquire(res: NodeJS.EventEmitter & (NodeJS.WritableStream | NodeJS.ReadableStream)): Pin<T> | null {
-    const view = this.#view;
+  acquire(
+    res: NodeJS.EventEmitter & (NodeJS.WritableStream | NodeJS.ReadableStream),
+    pinnedTo?: MountView<T>,
+  ): Pin<T> | null {
+    // a view other than the mounted one only while servable (`pinned`, `servable`: checked by the caller in the same turn)
+    const view = pinnedTo !== undefined && this.servable(pinnedTo) ? pinnedTo : this.#view;
     if (view === null || this.#closing) return null;
-    this.#inflight[view.slot] += 1;
+    this.#inflight[view.slot] = (this.#inflight[view.slot] ?? 0) + 1;
     const pin = new RequestPin(view, () => this.#release(view));
     // One listener, not stream.finished(): a response emits 'close' however it ends (finished,
     // client gone, destroyed), and one already closed is released at once. finished() would add
@@ -168,9 +217,13 @@ export class MountState<T> {
 
   /** Unpin; when a slot no longer mounted drains to zero, tell the agent at once. */
   #release(view: MountView<T>): void {
-    const left = --this.#inflight[view.slot];
-    if (left === 0 && this.#view?.slot !== view.slot) void this.#heartbeat.writeNow();
-    if (this.#drained && this.#inflight.a + this.#inflight.b === 0) this.#drained();
+    const left = (this.#inflight[view.slot] ?? 1) - 1;
+    this.#inflight[view.slot] = left;
+    // the agent may be waiting for this slot: one neither mounted nor retained any more
+    if (left === 0 && this.#view?.slot !== view.slot && !this.#retained.some((r) => r.slot === view.slot)) {
+      void this.#heartbeat.writeNow();
+    }
+    if (this.#drained && this.#inflightTotal() === 0) this.#drained();
   }
 
   /**
@@ -283,20 +336,65 @@ export class MountState<T> {
       );
     }
     this.#lease = record.lease ?? DEFAULT_LEASE_MS;
-    const base = { epoch: record.epoch, slot: record.mounted, release: record.release, root, realRoot };
+    const base = {
+      epoch: record.epoch,
+      slot: record.mounted,
+      release: record.release,
+      releaseEpoch: releaseEpochOf(record),
+      root,
+      realRoot,
+    };
     const previous = this.#view;
-    const next = { ...base, data: this.#hooks.makeData(base) };
+    // The same release mounted again (a publish that only retires a retained copy): the copy
+    // was not written meanwhile, so its per-epoch data (the cache) stays.
+    const same = previous !== null && previous.slot === base.slot && previous.releaseEpoch === base.releaseEpoch;
+    const next = same ? { ...base, data: previous.data } : { ...base, data: this.#hooks.makeData(base) };
+    const retained = await this.#retainedViews(record);
     // Requests keep going to the old copy while the new one warms: none of
     // them waits on a cold lookup, and the agent waits for the heartbeat anyway.
-    if (previous && this.#hooks.warm) await this.#hooks.warm(next, previous).catch(() => {});
+    if (previous && !same && this.#hooks.warm) await this.#hooks.warm(next, previous).catch(() => {});
+    const dropped = this.#retained.filter((v) => !retained.includes(v));
     this.#view = next;
-    if (previous) this.#hooks.onDrop?.(previous);
+    this.#retained = retained;
+    if (previous && !same) this.#hooks.onDrop?.(previous);
+    for (const v of dropped) this.#hooks.onDrop?.(v);
     this.#lastError = '';
     this.metrics.epoch.set(record.epoch);
     this.metrics.switches.inc();
     const lag = (Date.now() - Date.parse(record.publishedAt)) / 1000;
     if (previous !== null && lag >= 0) this.metrics.switchLag.observe(lag);
     await this.#heartbeat.writeNow();
+  }
+
+  /**
+   * The views of the releases `record` retains: the ones this server has for
+   * the same release kept (their caches with them), the others made. One whose
+   * root cannot be opened is left out (pinned requests then get the mounted
+   * release), never failing the switch.
+   */
+  async #retainedViews(record: EpochRecord): Promise<MountView<T>[]> {
+    const out: MountView<T>[] = [];
+    for (const r of record.retained ?? []) {
+      const until = r.until === undefined ? Number.POSITIVE_INFINITY : Date.parse(r.until);
+      const had = this.#retained.find((v) => v.slot === r.slot && v.releaseEpoch === r.epoch);
+      if (had) {
+        out.push(had.retainedUntil === until ? had : { ...had, retainedUntil: until });
+        continue;
+      }
+      const root = this.#opts.roots[r.slot] ?? slotRoot(record, this.#opts.epochFile, r.slot);
+      let realRoot: string;
+      try {
+        realRoot = await realpath(root);
+      } catch (err) {
+        this.#log('warn', { slot: r.slot, root, err: (err as Error).message }, 'a retained release cannot be opened');
+        continue;
+      }
+      // a release new to the list (the mounted one of a moment ago, say): a fresh cache of its own
+      const base = { epoch: r.epoch, slot: r.slot, release: r.release, releaseEpoch: r.epoch, root, realRoot };
+      const withEnd = { ...base, retainedUntil: until };
+      out.push({ ...withEnd, data: this.#hooks.makeData(withEnd) });
+    }
+    return out;
   }
 
   #reportEpochError(err: Error): void {
@@ -323,7 +421,7 @@ export class MountState<T> {
     this.#closing ??= (async () => {
       await this.ready.catch(() => {});
       await this.#watcher.close();
-      if (this.#inflight.a + this.#inflight.b > 0) {
+      if (this.#inflightTotal() > 0) {
         let timer: NodeJS.Timeout | undefined;
         // armed before anything is awaited: a release that lands meanwhile must end the wait
         const drained = new Promise<void>((resolve) => {
@@ -331,10 +429,10 @@ export class MountState<T> {
           timer = setTimeout(resolve, this.#opts.closeTimeout);
         });
         await this.#heartbeat.writeNow(); // the agent sees what is still in flight now, not a second later
-        if (this.#inflight.a + this.#inflight.b > 0) await drained;
+        if (this.#inflightTotal() > 0) await drained;
         clearTimeout(timer);
         this.#drained = undefined;
-        const left = this.#inflight.a + this.#inflight.b;
+        const left = this.#inflightTotal();
         if (left > 0) {
           this.#log(
             'warn',
@@ -346,6 +444,7 @@ export class MountState<T> {
       await this.#heartbeat.close();
       this.#fleet.close();
       if (this.#view) this.#hooks.onDrop?.(this.#view);
+      for (const v of this.#retained) this.#hooks.onDrop?.(v);
     })();
     return this.#closing;
   }
@@ -451,7 +550,7 @@ export interface MountSurface {
     serverId: string;
     epoch: number;
     slot: SlotName | null;
-    inflight: Record<SlotName, number>;
+    inflight: SlotMap<number>;
     watch: 'native' | 'poll';
   };
   /** Re-read the epoch file now. */

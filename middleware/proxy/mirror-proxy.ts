@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Counter } from 'prom-client';
-import { httpError } from '../../src/core/errors.js';
-import type { SlotName } from '../../src/store/store-layout.js';
+import { MirrorswapError, httpError } from '../../src/core/errors.js';
+import { ALL_SLOTS, type SlotMap, type SlotName } from '../../src/store/store-layout.js';
 import { Forwarder, type Outcome, type UpstreamTls, endRaw, isUpstreamFailure, whenSocketFree } from './forwarder.js';
 import { statusClass } from '../mount/metrics.js';
 import { type MountSurface, MountState, mountSurface } from '../mount/mount-state.js';
@@ -13,7 +13,7 @@ type Next = (err?: unknown) => void;
 
 export interface ProxyOptions extends MountOptions {
   /** The upstream serving each slot, e.g. `{ a: 'http://10.0.0.5:8081', b: 'http://10.0.0.5:8082' }`. */
-  upstreams: Record<SlotName, string>;
+  upstreams: SlotMap<string>;
   /** Longest wait for a connection to an upstream, in ms. Default: `PROXY_DEFAULTS.connectTimeout` (5 s). */
   connectTimeout?: number;
   /** Longest silence from an upstream, in ms. Default: `PROXY_DEFAULTS.idleTimeout` (60 s). */
@@ -95,9 +95,15 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   if (typeof options.upstreams !== 'object' || options.upstreams === null) {
     throw new TypeError('upstreams option must be an object like { a: URL, b: URL }');
   }
-  const upstreams = {
+  const upstreams: SlotMap<string> = {
     a: checkHttpUrl(options.upstreams.a, 'upstreams.a'),
     b: checkHttpUrl(options.upstreams.b, 'upstreams.b'),
+    // a store keeping more releases has more slots: each needs its upstream
+    ...Object.fromEntries(
+      ALL_SLOTS.slice(2)
+        .filter((s) => options.upstreams[s] !== undefined)
+        .map((s) => [s, checkHttpUrl(options.upstreams[s], `upstreams.${s}`)]),
+    ),
   };
   // every option is checked before anything starts watching or writing
   const upgradeDrainTimeout = integerOption(
@@ -144,8 +150,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
 
   const mount = new MountState<SlotUpstream>(mountOpts, 'proxy', {
     makeData: (view) => ({
-      target: upstreams[view.slot],
-      label: new URL(upstreams[view.slot]).host,
+      target: upstreamOf(upstreams, view.slot),
+      label: new URL(upstreamOf(upstreams, view.slot)).host,
       upgraded: new Set(),
       responses: new Set(),
     }),
@@ -279,4 +285,16 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
       forwarder.close();
     },
   });
+}
+
+/** The upstream serving `slot`; a slot without one cannot be mounted (the previous epoch keeps serving). */
+function upstreamOf(upstreams: SlotMap<string>, slot: SlotName): string {
+  const target = upstreams[slot];
+  if (target === undefined) {
+    throw new MirrorswapError(
+      'SLOT_ROOT',
+      `the epoch mounts slot ${slot}, which has no upstream (give upstreams.${slot}); still serving the previous epoch`,
+    );
+  }
+  return target;
 }

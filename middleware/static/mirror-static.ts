@@ -11,6 +11,7 @@ import { type MountSurface, type MountView, MountState, type Pin, mountSurface }
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from '../options.js';
 import { NOT_FOUND, REDIRECT, requestPath, resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
+import { pinOf } from './release-pins.js';
 
 type Next = (err?: unknown) => void;
 
@@ -67,6 +68,15 @@ function atBareMountPoint(req: IncomingMessage, key: string): boolean {
   if (original === undefined) return false;
   const q = original.indexOf('?');
   return !(q === -1 ? original : original.slice(0, q)).endsWith('/');
+}
+
+/** What a retained release's cache remembers: paths and their headers, never bodies. */
+const RETAINED_CACHE_BYTES = 4 * 1024 * 1024;
+const RETAINED_CACHE_ENTRIES = 5000;
+
+/** Bodies are cached for the mounted release only (`arena` when the cache admitted the path). */
+function arenaFor(view: MountView<FileCache>, admitted: boolean, arena: BodyArena): BodyArena | null {
+  return admitted && view.retainedUntil === undefined ? arena : null;
 }
 
 /** At most this many of the old copy's paths are looked up again in the new one, around a switch. */
@@ -130,7 +140,12 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     room: () => opts.cacheMaxBytes - Math.max(mount.view?.data.entryBytes ?? 0, opts.cacheMaxBytes / 4),
   });
   const mount: MountState<FileCache> = new MountState<FileCache>(opts, 'static', {
-    makeData: () => new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }, arena),
+    // a retained release (skew protection) remembers paths but keeps no bodies: pinned
+    // requests are few, and its bodies must not crowd out the mounted release's
+    makeData: (view) =>
+      view.retainedUntil === undefined
+        ? new FileCache({ maxBytes: opts.cacheMaxBytes, maxEntries: opts.cacheMaxEntries }, arena)
+        : new FileCache({ maxBytes: RETAINED_CACHE_BYTES, maxEntries: RETAINED_CACHE_ENTRIES }, arena),
     onDrop: (old) => old.data.clear(),
     warm: (next, previous) =>
       warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena, () => mount.view === next),
@@ -208,7 +223,8 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
   ): void {
     const { view } = pin;
     if (entry.kind === 'refused') {
-      pass(res, pin, entry.status, next);
+      if (entry.status === 404 && fallsBack(req, view)) fallBack(req, res, next, pin, again, 0);
+      else pass(res, pin, entry.status, next);
       return;
     }
     if (entry.kind === 'redirect') {
@@ -242,6 +258,82 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
         else next(err);
       },
     );
+  }
+
+  /** Whether a 404 of the mounted release may be answered from a retained one (`assetFallback`). */
+  function fallsBack(req: IncomingMessage, view: MountView<FileCache>): boolean {
+    return (
+      opts.assetFallback !== false &&
+      view === mount.view &&
+      mount.retained.length > 0 &&
+      opts.assetFallback.test(requestPath(req.url))
+    );
+  }
+
+  /**
+   * Skew protection for a request that names no release: the path the mounted
+   * release lacks, from the newest retained release that has it (from `i` on).
+   * Each is looked up under a pin of its own, so the agent cannot reuse the
+   * copy while it is read; none has it: the mounted release's 404.
+   */
+  function fallBack(
+    req: IncomingMessage,
+    res: ServerResponse,
+    next: Next,
+    mounted: Pin<FileCache>,
+    again: boolean,
+    i: number,
+  ): void {
+    const retained = mount.retained;
+    for (; i < retained.length; i++) {
+      const view = retained[i] as MountView<FileCache>;
+      if (!mount.servable(view)) continue;
+      const pin = mount.acquire(res, view);
+      if (pin === null) break;
+      if (pin.view !== view) {
+        pin.release();
+        continue;
+      }
+      const key = requestPath(req.url);
+      const from = i;
+      view.data
+        .resolve(key, (admitted) => resolveRequestPath(key, view, opts, arenaFor(view, admitted, arena), view.data))
+        .then(
+          (entry) =>
+            guarded(res, next, () => {
+              if (entry.kind !== 'file') {
+                pin.release();
+                fallBack(req, res, next, mounted, again, from + 1);
+                return;
+              }
+              mounted.release();
+              mount.metrics.pins.inc({ result: 'fallback' });
+              answer(req, res, next, pin, entry, again);
+            }),
+          (err: unknown) => {
+            pin.release();
+            mounted.release();
+            next(err);
+          },
+        );
+      return;
+    }
+    pass(res, mounted, 404, next);
+  }
+
+  /** The view a request's pin names (skew protection), counted; undefined for the mounted release. */
+  function pinnedView(req: IncomingMessage): MountView<FileCache> | undefined {
+    if (mount.retained.length === 0) return undefined;
+    const name = pinOf(req, opts.pins);
+    if (name === null) return undefined;
+    const found = mount.pinned(name);
+    if (found === null) mount.metrics.pins.inc({ result: 'unknown' });
+    else if (found === 'expired') mount.metrics.pins.inc({ result: 'expired' });
+    else if (found !== mount.view) {
+      mount.metrics.pins.inc({ result: 'pinned' });
+      return found;
+    }
+    return undefined;
   }
 
   /**
@@ -286,7 +378,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.end();
       return;
     }
-    const pin = mount.acquire(res);
+    const pin = mount.acquire(res, pinnedView(req));
     if (pin === null) {
       refuse(503, next);
       return;
@@ -308,7 +400,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     if (view.data.isPending(key)) cacheHits.inc();
     else cacheMisses.inc();
     view.data
-      .resolve(key, (admitted) => resolveRequestPath(key, view, opts, admitted ? arena : null, view.data))
+      .resolve(key, (admitted) => resolveRequestPath(key, view, opts, arenaFor(view, admitted, arena), view.data))
       .then(
         (entry) => guarded(res, next, () => answer(req, res, next, pin, entry, again)),
         (err: unknown) => {

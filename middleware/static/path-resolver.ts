@@ -64,8 +64,8 @@ async function statOrNull(path: string): Promise<Stats | null> {
 export interface SlotRoots {
   readonly root: string;
   readonly realRoot: string;
-  /** The epoch mounting it, and its release id: what `releaseHeader` names. */
-  readonly epoch?: number;
+  /** The epoch that published it, and its release id: what `releaseHeader` names (and a pin may name). */
+  readonly releaseEpoch?: number;
   readonly release?: string | undefined;
 }
 
@@ -249,7 +249,7 @@ function sharedHeaders(path: string, lookup: Lookup, lastModified: string): Outg
     headers['Cache-Control'] = interned(`public, max-age=${opts.maxAgeSeconds}${opts.immutable ? ', immutable' : ''}`);
   }
   if (opts.lastModified) headers['Last-Modified'] = lastModified;
-  if (opts.releaseHeader !== false) headers[opts.releaseHeader] = slot.release ?? String(slot.epoch ?? '');
+  if (opts.releaseHeader !== false) headers[opts.releaseHeader] = slot.release ?? String(slot.releaseEpoch ?? '');
   return headers;
 }
 

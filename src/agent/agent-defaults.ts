@@ -36,6 +36,10 @@ export const AGENT_DEFAULTS = Object.freeze({
   variantTypes: TREE_DEFAULTS.variantSettings.types,
   /** Walk threads that may compress at once (0: all): the cores a full copy's compression may take. */
   variantThreads: TREE_DEFAULTS.variantSettings.threads,
+  /** Releases kept, one copy each: the seed's two. */
+  keep: 2,
+  /** How long a replaced release stays servable to pinned requests (0: until its copy is reused). */
+  skewMaxAgeMs: 24 * 60 * 60_000,
 });
 
 /** The smallest values taken, where a smaller one would be a mistake rather than a choice. */

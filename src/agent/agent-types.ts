@@ -49,6 +49,16 @@ export interface AgentOptions {
   variantTypes?: readonly string[];
   /** Walk threads that may compress at once (0: all of them): a CPU budget for full copies. */
   variantThreads?: number;
+  /**
+   * Releases kept, one copy each (`--keep`, 2 to 8): the mounted one and the
+   * ones before it, servable to requests pinned to them (skew protection) and
+   * for rollback. 2, the default: the seed's two copies, as ever.
+   */
+  keep?: number;
+  /** How long a replaced release stays servable to pinned requests, in ms (`--skew-max-age`; 0: until its copy is reused). */
+  skewMaxAgeMs?: number;
+  /** Copies share unchanged files by hard link (`--share-files`); default: when keeping more than two releases. */
+  shareFiles?: boolean;
   /** Coordinate a fleet of hosts through etcd (`--etcd`, `--fleet`): see docs/FLEET.md. */
   fleet?: FleetAgentOptions | undefined;
 }
@@ -77,6 +87,8 @@ export interface SwapRecord {
   startedAt: string;
   phases: Partial<Record<SwapPhase, number>>;
   copied: CopyStats;
+  /** With `--share-files`: how many of `copied.files` were hard-linked from the mounted copy instead of copied. */
+  shared?: number;
   /** What the copy's derive step did (variants made, reused, removed), when variants are on. */
   variants?: DeriveStats;
   /** Paths of master the agent may not read (at most 100 of `copied.unreadable`): left as they were in the copy. */
@@ -88,6 +100,12 @@ export interface SwapRecord {
   fleet?: { members: string[]; evicted: string[] };
   /** The release id of what it mounts: given at sync, or the earlier release a rollback mounts again. */
   release?: string;
+  /**
+   * Keeping more than two releases: the retained release whose copy this
+   * sync reused (retired from the epoch file, then drained, before the copy),
+   * and whether it was younger than `--skew-max-age` (reused early).
+   */
+  reused?: { epoch: number; release?: string; early: boolean };
 }
 
 /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
@@ -95,6 +113,20 @@ export interface SwapProgress {
   kind: SwapKind;
   phase: SwapPhase;
   copied?: CopyStats;
+}
+
+/** A retained release, as status shows it. */
+export interface RetainedStatus {
+  slot: SlotName;
+  epoch: number;
+  release?: string;
+  replacedAt: string;
+  /** Seconds since it was replaced. */
+  ageSeconds: number;
+  /** When pinned requests stop being served from it (null: when its copy is reused). */
+  until: string | null;
+  /** Requests in flight on its copy, summed over the live servers' heartbeats. */
+  inflight: number;
 }
 
 export interface ServerStatus extends Heartbeat {
@@ -118,6 +150,10 @@ export interface AgentStatus {
    * still holds it: what `rollback` (or `rollback --to` it) mounts again.
    */
   previous?: { epoch: number; release?: string; retained: boolean };
+  /** Releases kept (`--keep`). */
+  keep: number;
+  /** Keeping more than two: the releases other copies hold, servable to pinned requests, newest first. */
+  retained: RetainedStatus[];
   /** `syncing` is true while a copy into the standby is unfinished (its content is mixed). */
   standby: { slot: SlotName; seq: number | null; syncing: boolean } | null;
   journalSeq: number;

@@ -2,11 +2,19 @@ import { join } from 'node:path';
 import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
 import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
-import { isLive, readHeartbeats } from '../store/heartbeat.js';
-import { type SlotName, type StoreLayout, otherSlot } from '../store/store-layout.js';
+import { inflightOn, isLive, readHeartbeats } from '../store/heartbeat.js';
+import { MAX_KEEP, type SlotName, type StoreLayout, isSeed, otherSlot } from '../store/store-layout.js';
+import { chooseStandby } from './swap/retention.js';
 import type { AgentContext } from './agent-context.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
-import type { AgentOptions, AgentStatus, ReconcileTrigger, ResolvedAgentOptions, SwapRecord } from './agent-types.js';
+import type {
+  AgentOptions,
+  AgentStatus,
+  ReconcileTrigger,
+  ResolvedAgentOptions,
+  RetainedStatus,
+  SwapRecord,
+} from './agent-types.js';
 import { compareTrees } from '../tree/compare-trees.js';
 import type { Journal } from './master/journal.js';
 import { MasterWatcher } from './master/master-watcher.js';
@@ -123,11 +131,15 @@ export class Agent {
    * half-done, initialise the store if needed, and start watching.
    */
   static async start(options: AgentOptions): Promise<Agent> {
-    const opts: ResolvedAgentOptions = { ...AGENT_DEFAULTS, ...withoutUndefined(options) };
+    const given = withoutUndefined(options);
+    const keep = given.keep ?? AGENT_DEFAULTS.keep;
+    const opts: ResolvedAgentOptions = { ...AGENT_DEFAULTS, shareFiles: keep > 2, ...given };
+    keepRefusal(opts);
     const store = await openStore(opts.layout, opts.logger, {
       durable: opts.durable,
       lease: opts.serverTtlMs,
       variants: variantSettings(opts),
+      share: opts.shareFiles,
     });
     const agent = new Agent(opts, store);
     try {
@@ -253,13 +265,27 @@ export class Agent {
   }
 
   async status(): Promise<AgentStatus> {
-    const { epoch, slots, swapping, watcher } = this.#ctx;
-    const standby = otherSlot(epoch.mounted);
+    const { epoch, slots, swapping, watcher, opts } = this.#ctx;
+    const keeping = opts.keep > 2;
+    // the copy the next sync writes into
+    const standby =
+      keeping || !isSeed(epoch.mounted)
+        ? chooseStandby(keeping ? epoch : { ...epoch, retained: [] }, opts.keep, (s) => slots.get(s)).slot
+        : otherSlot(epoch.mounted);
     const standbyAt = slots.get(standby);
     const now = Date.now();
     const servers = (await readHeartbeats(this.layout.serversDir)).map((hb) => ({
       ...hb,
-      live: isLive(hb, this.#ctx.opts.serverTtlMs, now),
+      live: isLive(hb, opts.serverTtlMs, now),
+    }));
+    const retained: RetainedStatus[] = (epoch.retained ?? []).map((r) => ({
+      slot: r.slot,
+      epoch: r.epoch,
+      ...(r.release !== undefined ? { release: r.release } : {}),
+      replacedAt: r.replacedAt,
+      ageSeconds: Math.max(0, Math.round((now - Date.parse(r.replacedAt)) / 1000)),
+      until: r.until ?? null,
+      inflight: servers.filter((hb) => hb.live).reduce((n, hb) => n + inflightOn(hb, r.slot), 0),
     }));
     return {
       ready: true,
@@ -271,10 +297,14 @@ export class Agent {
         ? {
             previous: {
               ...epoch.previous,
-              retained: rollbackRefusal(standby, standbyAt, slots.get(epoch.mounted)) === null,
+              retained: keeping
+                ? retained.some((r) => r.epoch === epoch.previous?.epoch)
+                : rollbackRefusal(standby, standbyAt, slots.get(epoch.mounted)) === null,
             },
           }
         : {}),
+      keep: opts.keep,
+      retained,
       standby: { slot: standby, seq: standbyAt.seq, syncing: standbyAt.copying },
       journalSeq: this.#journal.lastSeq,
       pendingChanges: this.pendingChanges(),
@@ -312,4 +342,19 @@ export class Agent {
 /** The options given, without those set to undefined: they take their default. */
 function withoutUndefined<T extends object>(options: T): T {
   return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as T;
+}
+
+/** Refuse what keeping more than two releases does not go with yet, naming the way out. */
+function keepRefusal(opts: ResolvedAgentOptions): void {
+  if (!Number.isInteger(opts.keep) || opts.keep < 2 || opts.keep > MAX_KEEP) {
+    throw new TypeError(`keep option must be an integer from 2 to ${MAX_KEEP}, not ${opts.keep}`);
+  }
+  if (opts.keep > 2 && opts.fleet) {
+    throw new TypeError(
+      'fleet mode keeps two copies per host: --keep above 2 is for a single host for now; drop --keep or --etcd',
+    );
+  }
+  if (!Number.isInteger(opts.skewMaxAgeMs) || opts.skewMaxAgeMs < 0) {
+    throw new TypeError(`skewMaxAgeMs option must be a whole number of ms, 0 or more, not ${opts.skewMaxAgeMs}`);
+  }
 }

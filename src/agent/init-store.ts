@@ -2,7 +2,14 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type EpochRecord, readEpochFile } from '../store/epoch-file.js';
 import { type Heartbeat, readHeartbeats } from '../store/heartbeat.js';
-import { SLOTS, type SlotName, type StoreLayout, isReservedRootName, otherSlot } from '../store/store-layout.js';
+import {
+  ALL_SLOTS,
+  SLOTS,
+  type SlotName,
+  type StoreLayout,
+  isReservedRootName,
+  otherSlot,
+} from '../store/store-layout.js';
 import type { Journal } from './master/journal.js';
 import { publishEpoch } from '../store/publish.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
@@ -36,7 +43,7 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
   const mounting = (hbs: Heartbeat[]) => hbs.filter((hb) => hb.mounted !== null && hb.epoch > 0);
   let heartbeats = mounting(await readHeartbeats(layout.serversDir));
   const slotsHoldSomething = async () => {
-    for (const slot of SLOTS) {
+    for (const slot of ALL_SLOTS) {
       const names = await readdir(layout.slots[slot]).catch(() => []);
       if (names.some((n) => !isReservedRootName(n))) return true;
     }
@@ -58,7 +65,7 @@ async function recoverMount(layout: StoreLayout): Promise<{ epoch: number; mount
     };
   }
   if (!positions) return null;
-  const complete = SLOTS.filter((s) => positions[s].seq !== null && !positions[s].copying);
+  const complete = ALL_SLOTS.filter((s) => positions[s].seq !== null && !positions[s].copying);
   // Neither copy is known complete (a first `init` killed during its copy, say) and no server
   // mounts either: nothing may be published from them. The store is made anew, copies and all.
   if (complete.length === 0) return null;
@@ -87,6 +94,8 @@ export async function initStore(
     onProgress?: (slot: string, stats: CopyStats, total?: { files: number; bytes: number }) => void;
     /** Count master first, so the first copy's progress has a total (an ETA): one walk of master more. */
     withTotal?: boolean;
+    /** The second copy hard-links the first's files instead of copying them (`--share-files`). */
+    share?: boolean;
   } = {},
 ): Promise<InitResult> {
   for (const dir of [layout.master, layout.slots.a, layout.slots.b, layout.stateDir, layout.serversDir]) {
@@ -109,6 +118,7 @@ export async function initStore(
       durable: false,
       // the second copy reuses the first's variants: one compression per file in all
       variants: settings && { settings, other: layout.slots[otherSlot(slot)] },
+      share: opts.share ? layout.slots[otherSlot(slot)] : null,
       onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s, total)),
     });
     await copier.clearTemp();

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { type EpochRecord, readEpochFile } from '../store/epoch-file.js';
 import type { Logger } from '../core/logger.js';
 import { pathLimitsFor } from '../core/path-limits.js';
-import { SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { ALL_SLOTS, type StoreLayout, TEMP_DIR_NAME } from '../store/store-layout.js';
 import { unlockTree } from '../tree/tree-mode.js';
 import { type InitResult, initStore } from './init-store.js';
 import type { VariantSettings } from '../tree/compressible.js';
@@ -39,6 +39,8 @@ export interface OpenStoreOptions {
   withTotal?: boolean;
   /** How a new store's copies get their variants (null: none); default the agent's. */
   variants?: VariantSettings | null;
+  /** A new store's second copy links the first's files (`--share-files`). */
+  share?: boolean;
 }
 
 /**
@@ -77,7 +79,7 @@ export async function openStore(layout: StoreLayout, logger: Logger, opts: OpenS
     // what a swap killed before it freed it: entries a copy set aside, in either slot (never served);
     // a clone cut short may have left read-only directories there, made writable first
     await Promise.all(
-      SLOTS.map(async (slot) => {
+      ALL_SLOTS.map(async (slot) => {
         const tmp = join(layout.slots[slot], TEMP_DIR_NAME);
         await unlockTree(tmp);
         await rm(tmp, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import type { AgentOptions } from '../agent/agent.js';
 import type { FleetAgentOptions } from '../agent/agent-types.js';
 import type { Logger } from '../core/logger.js';
 import type { AgentServer } from '../server/agent-server.js';
-import type { StoreLayout } from '../store/store-layout.js';
+import { MAX_KEEP, type StoreLayout } from '../store/store-layout.js';
 import {
   type FlagSpecs,
   type FlagValues,
@@ -150,6 +150,25 @@ export const SWAP_FLAGS: FlagSpecs = {
     arg: 'LIST',
     help: 'extensions of the files compressed',
   },
+  keep: {
+    type: 'string',
+    env: 'MIRRORSWAP_KEEP',
+    default: String(AGENT_DEFAULTS.keep),
+    arg: 'K',
+    help: `releases kept, one copy each (2 to ${MAX_KEEP}): more than two serve requests pinned to an older release (skew protection) and allow rollback to any of them`,
+  },
+  'skew-max-age': {
+    type: 'string',
+    env: 'MIRRORSWAP_SKEW_MAX_AGE',
+    default: formatDuration(AGENT_DEFAULTS.skewMaxAgeMs),
+    arg: 'DURATION',
+    help: 'how long a replaced release stays servable to pinned requests (0: until its copy is reused); a sync never waits for it',
+  },
+  'share-files': {
+    type: 'boolean',
+    env: 'MIRRORSWAP_SHARE_FILES',
+    help: 'copies on one file system share unchanged files by hard link (default: on when --keep is above 2; --no-share-files to turn off)',
+  },
   'variant-threads': {
     type: 'string',
     env: 'MIRRORSWAP_VARIANT_THREADS',
@@ -194,6 +213,9 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
     variantTypes: listFlag(values, 'variant-types'),
     variantThreads: integerFlag(values, 'variant-threads', 0, 64),
+    keep: integerFlag(values, 'keep', 2, MAX_KEEP),
+    skewMaxAgeMs: durationFlag(values, 'skew-max-age'),
+    shareFiles: boolean('share-files'),
   };
 }
 

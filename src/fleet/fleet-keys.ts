@@ -1,4 +1,4 @@
-import type { SlotName } from '../store/store-layout.js';
+import type { SeedSlot } from '../store/store-layout.js';
 
 /** A fleet's name: it becomes part of etcd keys. */
 export const FLEET_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -55,7 +55,7 @@ export interface FleetEpoch {
   snapshot: string;
   url: string;
   /** The coordinator's slot holding it, and that slot's journal position: how a restarted coordinator knows it. */
-  coordinatorSlot: SlotName;
+  coordinatorSlot: SeedSlot;
   coordinatorSeq: number | null;
   /** Hosts that prepared it; others follow it by catching up. */
   members: string[];
@@ -68,7 +68,7 @@ export interface FleetEpoch {
 export type Prepared =
   | {
       ok: true;
-      slot: SlotName;
+      slot: SeedSlot;
       snapshot: string;
       /** Where peers pull the snapshot's files from this host, when it serves them. */
       peer?: string;
@@ -83,8 +83,8 @@ export interface MemberRecord {
   /** Where peers pull files of the snapshots its slots hold (`--advertise`), when it serves them. */
   peer?: string | null;
   epoch: number;
-  mounted: SlotName | null;
-  slots: Record<SlotName, string | null>;
+  mounted: SeedSlot | null;
+  slots: Record<SeedSlot, string | null>;
   /** Serving the fleet's committed epoch. */
   ready: boolean;
   lastError: string | null;

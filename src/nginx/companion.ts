@@ -9,7 +9,7 @@ import type { ReadinessState } from '../../middleware/mount/mount-state.js';
 import type { WatchMode } from '../../middleware/options.js';
 import { type EpochRecord, slotRoot } from '../store/epoch-file.js';
 import type { Logger } from '../core/logger.js';
-import type { SlotName, StoreLayout } from '../store/store-layout.js';
+import { type SeedSlot, type StoreLayout, seedSlot } from '../store/store-layout.js';
 import { StoreLock } from '../store/store-lock.js';
 import { writeInclude } from './include-file.js';
 import { configProblem, isWorker, masterNamedBy, readMasterPid, runningMasters, workersOf } from './nginx-processes.js';
@@ -50,7 +50,7 @@ export function defaultNginxServerId(): string {
 /** What the companion knows nginx serves. */
 interface Served {
   epoch: number;
-  slot: SlotName;
+  slot: SeedSlot;
   publishedAt: string;
 }
 
@@ -62,7 +62,7 @@ class ReloadFailed extends Error {}
  * found at start). An unknown worker is counted in flight on both slots: it
  * may serve either, so neither is reported free while it lives.
  */
-export type RetiredOn = SlotName | 'unknown';
+export type RetiredOn = SeedSlot | 'unknown';
 
 /**
  * Makes a running nginx a web server of the store. On each new epoch it
@@ -297,7 +297,7 @@ export class NginxCompanion {
   }
 
   async #switchTo(record: EpochRecord): Promise<void> {
-    const slot = record.mounted;
+    const slot = seedSlot(record.mounted); // the companion is refused for a store keeping more than two
     const root = slotRoot(record, this.#opts.layout.epochFile, slot);
     // every nginx (re)started from here on reads the new root
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root);

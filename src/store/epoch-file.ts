@@ -2,10 +2,15 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic-write.js';
 import { isIntegerAtLeast } from '../core/checks.js';
 import { MirrorswapError } from '../core/errors.js';
-import type { SlotName } from './store-layout.js';
+import { ALL_SLOTS, MAX_KEEP, type SlotMap, type SlotName, isSlotName } from './store-layout.js';
 import { readSmallFile } from './read-small-file.js';
 
-/** The format this version writes and the only one it reads. */
+/**
+ * The format this version writes and the only one it reads. A store keeping
+ * more than two releases adds optional fields (`retained`, `since`) and
+ * mounts slots past b: a reader older than that keeps its last good epoch
+ * and reports EPOCH_CORRUPT for slot c, so upgrade web servers first.
+ */
 export const EPOCH_FORMAT = 1;
 
 /**
@@ -19,7 +24,7 @@ export interface EpochRecord {
   /** The slot every web server must serve from. */
   readonly mounted: SlotName;
   /** Slot roots; a relative root is resolved against the epoch file's directory. */
-  readonly roots: Readonly<Record<SlotName, string>>;
+  readonly roots: Readonly<SlotMap<string>>;
   readonly publishedAt: string;
   /**
    * The agent's server lease (its --server-ttl), in ms: a server whose last
@@ -35,6 +40,36 @@ export interface EpochRecord {
    * mounted before. A rollback mounts it again while that slot still holds it.
    */
   readonly previous?: PreviousRelease;
+  /**
+   * Keeping more than two releases: the releases other copies hold that a request pinned to one may
+   * still be served from (skew protection), newest first. A copy the agent
+   * is about to reuse leaves this list first, by a publish of its own, and is
+   * written only once every live server reports it drained.
+   */
+  readonly retained?: readonly RetainedRelease[];
+  /**
+   * Keeping more than two releases: the epoch that published what `mounted` holds, when an earlier
+   * one did (a publish that only retires a retained copy mounts the same
+   * release again under a new epoch). Servers keep their cache across it,
+   * and a pin names the release by this epoch.
+   */
+  readonly since?: number;
+}
+
+/** The epoch that published the release `record` mounts. */
+export function releaseEpochOf(record: EpochRecord): number {
+  return record.since ?? record.epoch;
+}
+
+/** A release a copy still holds, servable to requests pinned to it. */
+export interface RetainedRelease {
+  readonly slot: SlotName;
+  readonly epoch: number;
+  readonly release?: string;
+  /** When a newer release replaced it as the mounted one (ISO 8601). */
+  readonly replacedAt: string;
+  /** After this (ISO 8601), pinned requests are no longer served from it (`--skew-max-age`); none: until it leaves the list. */
+  readonly until?: string;
 }
 
 /** The release the other slot held at a publish. */
@@ -87,13 +122,17 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
   if (!isIntegerAtLeast(obj.epoch, 1)) {
     bad('epoch', 'a positive integer');
   }
-  if (obj.mounted !== 'a' && obj.mounted !== 'b') bad('mounted', '"a" or "b"');
   const roots = obj.roots as Record<string, unknown> | undefined;
   if (typeof roots !== 'object' || roots === null) bad('roots', 'an object with "a" and "b"');
-  for (const slot of ['a', 'b'] as const) {
+  const r: Record<string, string> = {};
+  for (const slot of ALL_SLOTS) {
     const root = (roots as Record<string, unknown>)[slot];
+    if (root === undefined && slot !== 'a' && slot !== 'b') continue;
     if (typeof root !== 'string' || root === '' || root.includes('\0')) bad(`roots.${slot}`, 'a non-empty path');
+    r[slot] = root as string;
   }
+  const named = (slot: unknown) => isSlotName(slot) && r[slot] !== undefined;
+  if (!named(obj.mounted)) bad('mounted', '"a", "b", or another slot named in "roots"');
   if (typeof obj.publishedAt !== 'string' || Number.isNaN(Date.parse(obj.publishedAt))) {
     bad('publishedAt', 'an ISO 8601 timestamp');
   }
@@ -108,12 +147,43 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
     if (!isIntegerAtLeast(p.epoch, 1)) bad('previous.epoch', 'a positive integer');
     if (p.release !== undefined && releaseIdProblem(p.release)) bad('previous.release', 'a release id');
   }
-  const r = roots as Record<SlotName, string>;
+  if (obj.since !== undefined && (!isIntegerAtLeast(obj.since, 1) || (obj.since as number) > (obj.epoch as number))) {
+    bad('since', 'a positive integer not above "epoch"');
+  }
+  let retained: RetainedRelease[] | undefined;
+  if (obj.retained !== undefined) {
+    if (!Array.isArray(obj.retained) || obj.retained.length >= MAX_KEEP) {
+      bad('retained', `a list of at most ${MAX_KEEP - 1} releases`);
+    }
+    retained = (obj.retained as unknown[]).map((item, i) => {
+      const it = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
+      if (!named(it.slot) || it.slot === obj.mounted)
+        bad(`retained[${i}].slot`, 'a slot named in "roots", not the mounted one');
+      if (!isIntegerAtLeast(it.epoch, 1) || (it.epoch as number) >= (obj.epoch as number)) {
+        bad(`retained[${i}].epoch`, 'a positive integer below "epoch"');
+      }
+      if (it.release !== undefined && releaseIdProblem(it.release)) bad(`retained[${i}].release`, 'a release id');
+      if (typeof it.replacedAt !== 'string' || Number.isNaN(Date.parse(it.replacedAt))) {
+        bad(`retained[${i}].replacedAt`, 'an ISO 8601 timestamp');
+      }
+      if (it.until !== undefined && (typeof it.until !== 'string' || Number.isNaN(Date.parse(it.until)))) {
+        bad(`retained[${i}].until`, 'an ISO 8601 timestamp');
+      }
+      return Object.freeze({
+        slot: it.slot as SlotName,
+        epoch: it.epoch as number,
+        ...(it.release !== undefined ? { release: it.release as string } : {}),
+        replacedAt: it.replacedAt as string,
+        ...(it.until !== undefined ? { until: it.until as string } : {}),
+      });
+    });
+    if (new Set(retained.map((x) => x.slot)).size !== retained.length) bad('retained', 'one entry per slot');
+  }
   return Object.freeze({
     format: EPOCH_FORMAT,
     epoch: obj.epoch as number,
     mounted: obj.mounted as SlotName,
-    roots: Object.freeze({ a: r.a, b: r.b }),
+    roots: Object.freeze(r) as SlotMap<string>,
     publishedAt: obj.publishedAt as string,
     ...(obj.lease !== undefined ? { lease: obj.lease as number } : {}),
     ...(obj.release !== undefined ? { release: obj.release as string } : {}),
@@ -125,6 +195,8 @@ export function parseEpochRecord(text: string, source: string): EpochRecord {
           }),
         }
       : {}),
+    ...(retained !== undefined ? { retained: Object.freeze(retained) } : {}),
+    ...(obj.since !== undefined ? { since: obj.since as number } : {}),
   });
 }
 
@@ -151,5 +223,8 @@ export async function writeEpochFile(file: string, record: EpochRecord): Promise
 /** The absolute root of a slot as named by the record. */
 export function slotRoot(record: EpochRecord, epochFile: string, slot: SlotName = record.mounted): string {
   const root = record.roots[slot];
+  if (root === undefined) {
+    throw new MirrorswapError('EPOCH_CORRUPT', `${epochFile}: names slot ${slot}, which its "roots" lack`);
+  }
   return isAbsolute(root) ? root : resolve(dirname(epochFile), root);
 }

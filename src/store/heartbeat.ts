@@ -3,7 +3,7 @@ import { isIntegerAtLeast } from '../core/checks.js';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSmallFile } from './read-small-file.js';
-import type { SlotName } from './store-layout.js';
+import { ALL_SLOTS, type SlotMap, type SlotName } from './store-layout.js';
 
 /**
  * What each web-server process reports in `state/servers/<id>.json`. The
@@ -18,7 +18,8 @@ export interface Heartbeat {
   /** Epoch this server serves new requests from; 0 before it has mounted any. */
   readonly epoch: number;
   readonly mounted: SlotName | null;
-  readonly inflight: Readonly<Record<SlotName, number>>;
+  /** Requests in flight per slot: a and b always, any other slot the server holds requests on. */
+  readonly inflight: Readonly<SlotMap<number>>;
   /** When this was written (ISO 8601). */
   readonly at: string;
   /** How often the server writes it, in milliseconds. */
@@ -44,7 +45,8 @@ function isHeartbeat(value: unknown): value is Heartbeat {
     typeof inflight === 'object' &&
     inflight !== null &&
     isIntegerAtLeast(inflight.a, 0) &&
-    isIntegerAtLeast(inflight.b, 0)
+    isIntegerAtLeast(inflight.b, 0) &&
+    ALL_SLOTS.every((s) => inflight[s] === undefined || isIntegerAtLeast(inflight[s], 0))
   );
 }
 
@@ -85,4 +87,9 @@ export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
 /** A heartbeat is live while younger than `ttlMs`. */
 export function isLive(hb: Heartbeat, ttlMs: number, now = Date.now()): boolean {
   return now - Date.parse(hb.at) <= ttlMs;
+}
+
+/** Requests `hb` has in flight on `slot` (none reported: none). */
+export function inflightOn(hb: Heartbeat, slot: SlotName): number {
+  return hb.inflight[slot] ?? 0;
 }

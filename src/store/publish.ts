@@ -1,18 +1,24 @@
 import { relative, sep } from 'node:path';
-import { type EpochRecord, type PreviousRelease, writeEpochFile } from './epoch-file.js';
-import type { SlotName, StoreLayout } from './store-layout.js';
+import {
+  EPOCH_FORMAT,
+  type EpochRecord,
+  type PreviousRelease,
+  type RetainedRelease,
+  writeEpochFile,
+} from './epoch-file.js';
+import { ALL_SLOTS, type SlotMap, type SlotName, type StoreLayout, isSeed, keptSlots } from './store-layout.js';
 
 /**
  * Slot roots as written into the epoch file: relative to the state directory
  * when the slot lives inside the store (so a store mounted at another path on
  * another host still resolves), absolute otherwise.
  */
-export function epochRoots(layout: StoreLayout): Record<SlotName, string> {
+export function epochRoots(layout: StoreLayout, keep = 2): SlotMap<string> {
   const rel = (p: string) => {
     const r = relative(layout.stateDir, p);
     return relative(layout.root, p).startsWith('..') ? p : r.split(sep).join('/');
   };
-  return { a: rel(layout.slots.a), b: rel(layout.slots.b) };
+  return Object.fromEntries(keptSlots(keep).map((s) => [s, rel(layout.slots[s])])) as SlotMap<string>;
 }
 
 /** What a publish says besides the epoch and slot. */
@@ -23,6 +29,12 @@ export interface PublishOptions {
   release?: string | undefined;
   /** The record published before (null: none): the other slot's release is named from it. */
   current?: EpochRecord | null | undefined;
+  /** How many releases the store keeps (`--keep`, default 2): more than two adds `retained`. */
+  keep?: number | undefined;
+  /** Keeping more than two: the releases other copies hold that pinned requests may still be served from. */
+  retained?: readonly RetainedRelease[] | undefined;
+  /** Keeping more than two: the epoch that published what `slot` holds, when it is mounted again as it was (a retirement). */
+  since?: number | undefined;
 }
 
 /**
@@ -44,15 +56,20 @@ export async function publishEpoch(
   opts: PublishOptions = {},
 ): Promise<EpochRecord> {
   const previous = previousRelease(opts.current, slot);
+  const keep = opts.keep ?? 2;
+  // the fields of a store keeping more releases, only there: a store of two writes what it always did
+  const more = keep > 2 || !isSeed(slot);
   const record: EpochRecord = {
-    format: 1,
+    format: EPOCH_FORMAT,
     epoch,
     mounted: slot,
-    roots: epochRoots(layout),
+    roots: epochRoots(layout, Math.max(keep, ALL_SLOTS.indexOf(slot) + 1)),
     publishedAt: new Date().toISOString(),
     ...(opts.lease !== undefined ? { lease: opts.lease } : {}),
     ...(opts.release !== undefined ? { release: opts.release } : {}),
     ...(previous !== undefined ? { previous } : {}),
+    ...(keep > 2 ? { retained: opts.retained ?? [] } : {}),
+    ...(more && opts.since !== undefined && opts.since !== epoch ? { since: opts.since } : {}),
   };
   await writeEpochFile(layout.epochFile, record);
   return record;

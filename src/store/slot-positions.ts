@@ -1,6 +1,6 @@
 import { readSmallFile } from './read-small-file.js';
 import { writeSectorFile } from './sector-file.js';
-import type { SlotName } from './store-layout.js';
+import { ALL_SLOTS, type SlotMap, type SlotName } from './store-layout.js';
 
 /** What the agent knows of one slot's content. */
 export interface SlotPosition {
@@ -18,7 +18,7 @@ interface PositionsFile {
   readonly format: 1;
   /** Journal the positions refer to; positions against another journal are void. */
   readonly journal: string;
-  readonly slots: Readonly<Record<SlotName, { readonly seq: number | null; readonly syncing: boolean }>>;
+  readonly slots: Readonly<SlotMap<{ readonly seq: number | null; readonly syncing: boolean }>>;
 }
 
 /** The positions file is a few hundred bytes. */
@@ -40,8 +40,15 @@ async function readPositions(file: string, journalId: string | null): Promise<Po
 }
 
 function fromFile(stored: PositionsFile['slots'][SlotName]): SlotPosition {
-  return { seq: stored.seq, copying: stored.syncing };
+  return stored ? { seq: stored.seq, copying: stored.syncing } : UNKNOWN;
 }
+
+/** Every slot's position the file records (a slot it does not name is unknown). */
+function allFromFile(stored: PositionsFile): Record<SlotName, SlotPosition> {
+  return Object.fromEntries(ALL_SLOTS.map((s) => [s, fromFile(stored.slots[s])])) as Record<SlotName, SlotPosition>;
+}
+
+const ALL_UNKNOWN = Object.fromEntries(ALL_SLOTS.map((s) => [s, UNKNOWN])) as Record<SlotName, SlotPosition>;
 
 /**
  * Each slot's journal position, crash-safe: every change is durable before
@@ -62,11 +69,7 @@ export class SlotPositions {
   /** Load positions; any that refer to another journal (or none) are treated as unknown. */
   static async load(file: string, journalId: string): Promise<SlotPositions> {
     const stored = await readPositions(file, journalId);
-    return new SlotPositions(
-      file,
-      journalId,
-      stored ? { a: fromFile(stored.slots.a), b: fromFile(stored.slots.b) } : { a: UNKNOWN, b: UNKNOWN },
-    );
+    return new SlotPositions(file, journalId, stored ? allFromFile(stored) : { ...ALL_UNKNOWN });
   }
 
   /**
@@ -75,7 +78,7 @@ export class SlotPositions {
    */
   static async lastWritten(file: string): Promise<Record<SlotName, SlotPosition> | null> {
     const stored = await readPositions(file, null);
-    return stored ? { a: fromFile(stored.slots.a), b: fromFile(stored.slots.b) } : null;
+    return stored ? allFromFile(stored) : null;
   }
 
   /**
@@ -96,7 +99,13 @@ export class SlotPositions {
     const file: PositionsFile = {
       format: 1,
       journal: this.#journalId,
-      slots: { a: { seq: next.a.seq, syncing: next.a.copying }, b: { seq: next.b.seq, syncing: next.b.copying } },
+      // the seed's two always; another slot once it was ever written (its position known or mid-copy)
+      slots: Object.fromEntries(
+        ALL_SLOTS.filter((s) => s === 'a' || s === 'b' || next[s].seq !== null || next[s].copying).map((s) => [
+          s,
+          { seq: next[s].seq, syncing: next[s].copying },
+        ]),
+      ) as PositionsFile['slots'],
     };
     // compact, so it fits the one sector that is rewritten in place
     await writeSectorFile(this.#file, JSON.stringify(file));

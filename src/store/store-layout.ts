@@ -1,10 +1,52 @@
 import { join, resolve } from 'node:path';
 
-export type SlotName = 'a' | 'b';
-export const SLOTS: readonly SlotName[] = ['a', 'b'];
+/**
+ * A copy of the store. Every store has the seed's two, a and b; one that
+ * keeps more releases (`--keep K`) has the next letters too, up to h.
+ */
+export type SlotName = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h';
+/** One of the seed's two copies: what every store has, and all a store of `--keep 2` (the default) uses. */
+export type SeedSlot = 'a' | 'b';
+export const SLOTS: readonly SeedSlot[] = ['a', 'b'];
+/** Every slot a store may have, in order: a store keeping K releases uses the first K. */
+export const ALL_SLOTS: readonly SlotName[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+/** The most releases a store keeps (`--keep`). */
+export const MAX_KEEP = ALL_SLOTS.length;
 
-export function otherSlot(slot: SlotName): SlotName {
+/**
+ * Something per slot: always for the seed's two, for the others of a store
+ * keeping more releases when it has them.
+ */
+export type SlotMap<T> = { a: T; b: T } & { [K in SlotName]?: T };
+
+/** True when `value` names a slot. */
+export function isSlotName(value: unknown): value is SlotName {
+  return typeof value === 'string' && (ALL_SLOTS as readonly string[]).includes(value);
+}
+
+/** The slots of a store keeping `keep` releases. */
+export function keptSlots(keep: number): readonly SlotName[] {
+  return ALL_SLOTS.slice(0, Math.max(2, Math.min(keep, MAX_KEEP)));
+}
+
+/** True for a and b. */
+export function isSeed(slot: SlotName): slot is SeedSlot {
+  return slot === 'a' || slot === 'b';
+}
+
+/** The other seed slot: a store of two copies swaps between a and b. */
+export function otherSlot(slot: SlotName): SeedSlot {
   return slot === 'a' ? 'b' : 'a';
+}
+
+/**
+ * `slot` as one of the seed's two, for what works with two copies only (fleet
+ * mode, the nginx companion, the proxy's two upstreams): they refuse a store
+ * keeping more at start, so meeting another slot here is a broken promise.
+ */
+export function seedSlot(slot: SlotName): SeedSlot {
+  if (slot === 'a' || slot === 'b') return slot;
+  throw new Error(`slot ${slot} is not one of a and b; this part of mirrorswap works with two copies only`);
 }
 
 /**
@@ -66,7 +108,12 @@ export function storeLayout(root: string, overrides: StoreLayoutOverrides = {}):
   return Object.freeze({
     root: abs,
     master: resolve(abs, overrides.master ?? 'master'),
-    slots: Object.freeze({ a: resolve(abs, overrides.a ?? 'a'), b: resolve(abs, overrides.b ?? 'b') }),
+    // every slot a store may have: those past b are used only by a store keeping more releases
+    slots: Object.freeze(
+      Object.fromEntries(
+        ALL_SLOTS.map((s) => [s, resolve(abs, (s === 'a' || s === 'b' ? overrides[s] : undefined) ?? s)]),
+      ),
+    ) as Readonly<Record<SlotName, string>>,
     stateDir,
     epochFile: join(stateDir, 'epoch.json'),
     serversDir: join(stateDir, 'servers'),

@@ -12,7 +12,6 @@ import {
   readFileSync,
   readlinkSync,
   renameSync,
-  realpathSync,
   symlinkSync,
   writeSync,
   chmodSync,
@@ -25,10 +24,14 @@ import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
 import type { WalkUnit } from './walk-units.js';
 import { reportWalked } from './walk-report.js';
+import { shareFileSync } from './share-files.js';
+import { NO_FOLLOW, fdPath, openCheckedSync } from './open-checked.js';
 
 /** What a clone unit needs besides itself (sent to the walk threads). */
 export interface CloneContext {
   source: string;
+  /** Another copy to hard-link unchanged files from (`share-files.ts`); none: every file is copied. */
+  share?: string | undefined;
 }
 
 /**
@@ -50,6 +53,8 @@ export type CloneUnit = WalkUnit & {
 export interface CloneResult {
   files: number;
   bytes: number;
+  /** Files linked from the copy shared with (`CloneContext.share`) rather than copied; their bytes are not in `bytes`. */
+  shared: number;
   dirs: number;
   /** Units whose source was not a directory reached without a link (copied by path instead). */
   missed: string[];
@@ -64,50 +69,11 @@ export interface CloneResult {
 }
 
 export function emptyCloneResult(): CloneResult {
-  return { files: 0, bytes: 0, dirs: 0, missed: [], skipped: [], unreadable: [] };
+  return { files: 0, bytes: 0, shared: 0, dirs: 0, missed: [], skipped: [], unreadable: [] };
 }
 
 /** Files up to this size are copied by one read and one write through their descriptors. */
 const SMALL_FILE = 1024 * 1024;
-const NO_FOLLOW = constants.O_NOFOLLOW | constants.O_NONBLOCK;
-
-const fdPath = (fd: number) => `/proc/self/fd/${fd}`;
-
-const realSources = new Map<string, string>();
-
-/** The real path of a source root, looked up once per thread. */
-function realSourceOf(source: string): string {
-  let real = realSources.get(source);
-  if (real === undefined) {
-    real = realpathSync(source);
-    realSources.set(source, real);
-  }
-  return real;
-}
-
-/**
- * Open `rel` below the source root with blocking calls, without following a
- * final link, and check it is where the kernel says it is (none of its
- * parents a link): the descriptor, or null when there is no such entry
- * reached without a link now. The caller closes it.
- */
-export function openCheckedSync(source: string, rel: string, flags: number): number | null {
-  let fd: number;
-  try {
-    fd = openSync(join(source, rel), flags | NO_FOLLOW);
-  } catch (err) {
-    if (isGone(err)) return null;
-    throw err;
-  }
-  try {
-    if (readlinkSync(fdPath(fd)) === join(realSourceOf(source), rel)) return fd;
-  } catch (err) {
-    closeSync(fd);
-    throw err;
-  }
-  closeSync(fd);
-  return null;
-}
 
 /**
  * Copy one unit of a source tree with blocking calls, in the thread that
@@ -137,12 +103,13 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     }
   };
 
-  const copyFile = (parentFd: number, name: string, dest: string): void => {
+  const copyFile = (parentFd: number, name: string, dest: string, rel: string): void => {
     const fd = openSync(join(fdPath(parentFd), name), constants.O_RDONLY | NO_FOLLOW);
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) return;
-      result.bytes += copyOpenedFile(fd, st, dest);
+      if (context.share !== undefined && shareFileSync(context.share, rel, fd, st, dest)) result.shared++;
+      else result.bytes += copyOpenedFile(fd, st, dest);
       result.files++;
     } finally {
       closeSync(fd);
@@ -156,7 +123,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     for (const e of entries) {
       const child = rel === '' ? e.name : `${rel}/${e.name}`;
       const to = `${dest}/${e.name}`;
-      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to));
+      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
           symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
@@ -298,6 +265,7 @@ function sharedBuffer(): Buffer {
 export function addCloneResult(all: CloneResult, part: CloneResult): void {
   all.files += part.files;
   all.bytes += part.bytes;
+  all.shared += part.shared;
   all.dirs += part.dirs;
   all.missed.push(...part.missed);
   all.skipped.push(...part.skipped);

@@ -1,11 +1,15 @@
 import { closeSync, constants, fstatSync } from 'node:fs';
-import { copyOpenedFile, openCheckedSync } from './clone-trees.js';
+import { copyOpenedFile } from './clone-trees.js';
+import { openCheckedSync } from './open-checked.js';
 import { isDenied } from './tree-mode.js';
 import { isGone } from './source-tree.js';
+import { shareFileSync } from './share-files.js';
 
 /** What staging needs besides each file (sent to the walk threads). */
 export interface StageContext {
   source: string;
+  /** Another copy to hard-link unchanged files from (`share-files.ts`). */
+  share?: string | undefined;
 }
 
 /** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
@@ -31,6 +35,8 @@ export interface Staged {
   rel: string;
   tmp: string;
   bytes: number | null;
+  /** Linked from the copy shared with, not copied (`bytes` is then 0). */
+  shared?: boolean;
 }
 
 /**
@@ -56,6 +62,9 @@ export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.size > STAGE_MAX_BYTES) return notStaged;
+    if (c.share !== undefined && shareFileSync(c.share, unit.rel, fd, st, unit.tmp)) {
+      return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
+    }
     return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
   } catch (err) {
     if (isGone(err)) return notStaged;

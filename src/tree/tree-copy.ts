@@ -24,7 +24,14 @@ import { VARIANT_SUFFIX } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
-import { addCloneResult, type CloneResult, type CloneUnit, emptyCloneResult } from './clone-trees.js';
+import {
+  addCloneResult,
+  type CloneContext,
+  type CloneResult,
+  type CloneUnit,
+  emptyCloneResult,
+} from './clone-trees.js';
+import { shareFile } from './share-files.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from '../core/limiter.js';
 import { lstatOrNull } from '../core/lstat-or-null.js';
@@ -83,6 +90,12 @@ export interface CopyOptions {
    * the copy changes is compared as any file).
    */
   variants?: { settings: VariantSettings; other: string | null } | null;
+  /**
+   * Another copy (on the same file system, for a link to work) whose files
+   * the copy hard-links instead of copying where they hold the same bytes,
+   * mode and mtime (`share-files.ts`). Null or unset: every file is copied.
+   */
+  share?: string | null;
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -188,7 +201,10 @@ export class TreeCopier {
   /** Target directories written into or given a mode: writable until `#finish` gives them their modes. */
   readonly #dirs = new WritableDirs();
   readonly stats: CopyStats = emptyStats();
+  /** Files hard-linked from the copy shared with (`CopyOptions.share`) rather than copied: in `stats.files`, not in `stats.bytes`. */
+  sharedFiles = 0;
   readonly #variants: { settings: VariantSettings; other: string | null } | null | undefined;
+  readonly #share: string | undefined;
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
   readonly #changed = new Set<string>();
   readonly #changedDirs = new Set<string>();
@@ -208,6 +224,7 @@ export class TreeCopier {
     this.#limiter = new Limiter(this.#concurrency);
     this.#onProgress = opts.onProgress;
     this.#variants = opts.variants;
+    this.#share = opts.share ?? undefined;
   }
 
   #tree(): Promise<SourceTree> {
@@ -319,11 +336,14 @@ export class TreeCopier {
     const units: StageUnit[] = list.map((rel) => ({ rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
     await walkPool.run<StageUnit, Staged>(
       'stage',
-      { source: this.#source } satisfies StageContext,
+      { source: this.#source, share: this.#share } satisfies StageContext,
       units,
       (parts) => {
-        for (const part of parts)
-          if (part.bytes !== null) this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
+        for (const part of parts) {
+          if (part.bytes === null) continue;
+          this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
+          if (part.shared) this.sharedFiles++;
+        }
         return true;
       },
       undefined,
@@ -456,13 +476,14 @@ export class TreeCopier {
     const cloned = emptyCloneResult();
     await walkPool.run<CloneUnit, CloneResult>(
       'clone',
-      { source: this.#source },
+      { source: this.#source, share: this.#share } satisfies CloneContext,
       units,
       (parts) => {
         for (const part of parts) {
           addCloneResult(cloned, part);
           this.stats.files += part.files;
           this.stats.bytes += part.bytes;
+          this.sharedFiles += part.shared;
           this.stats.dirs += part.dirs;
           if (part.own) modes.set(part.own.rel, part.own.mode);
           if (part.placed !== undefined) placed.add(part.placed);
@@ -709,6 +730,12 @@ export class TreeCopier {
       return true;
     }
     try {
+      if (this.#share !== undefined && (await shareFile(this.#share, rel, file.handle, file.stat, to))) {
+        this.sharedFiles++;
+        this.stats.files++;
+        this.#onProgress?.(this.stats);
+        return true;
+      }
       // libuv's copyfile also gives the copy the source's mode; the path names the opened file
       await copyFile(descriptorPath(file.handle), to);
     } finally {

@@ -332,7 +332,7 @@ describe('what is served is a published state of master, whatever path a change 
   it('a direct entry that a copy cannot hold is left out and reported, and wedges nothing', async () => {
     // Slots reached by a much longer path than master: a name that fits master can be too long for them.
     const deep = join(store.root, ...Array.from({ length: 4 }, () => 'x'.repeat(250)));
-    const layout = { ...store, slots: { a: join(deep, 'a'), b: join(deep, 'b') } };
+    const layout = { ...store, slots: { ...store.slots, a: join(deep, 'a'), b: join(deep, 'b') } };
     const logger = memoryLogger();
     const logs = () => logger.lines.map((l) => l.msg);
     await writeFile(join(store.master, 'index.html'), 'v1');

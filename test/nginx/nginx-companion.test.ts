@@ -128,7 +128,7 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     assert.equal(v2.epoch, String(first.epoch + 1));
     await waitFor('the heartbeat to report the retired workers', async () => {
       const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
-      return hb && hb.epoch === first.epoch + 1 && hb.inflight[first.to] > 0;
+      return hb && hb.epoch === first.epoch + 1 && (hb.inflight[first.to] ?? 0) > 0;
     });
     assert.equal(answered, false, 'sync?wait=1 answered while an old worker still served the old copy');
     assert.ok(oldWorkers.some((pid) => Object.keys(s.companion.status().retired).includes(String(pid))));

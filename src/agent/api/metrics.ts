@@ -1,8 +1,9 @@
+import type { RetainedRelease } from '../../store/epoch-file.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const SWAP_RESULTS = ['ok', 'failed', 'drain_timeout'] as const;
 export type SwapResult = (typeof SWAP_RESULTS)[number];
-export const SWAP_PHASES = ['wait', 'copy', 'prepare', 'publish', 'drain'] as const;
+export const SWAP_PHASES = ['retire', 'wait', 'copy', 'prepare', 'publish', 'drain'] as const;
 export type SwapPhase = (typeof SWAP_PHASES)[number];
 
 /** The agent's metrics, in their own registry. */
@@ -22,12 +23,16 @@ export class AgentMetrics {
   readonly repairs: Counter<'trigger'>;
   readonly knowledgeGaps: Counter;
   readonly reconcileSeconds: Histogram;
+  readonly earlyReuse: Counter;
+  /** The retained releases of the epoch published last (skew protection). */
+  #retained: readonly RetainedRelease[] = [];
 
-  /** What the metrics say of the epoch published: its number, and its release as an info metric. */
-  mounted(record: { epoch: number; release?: string | undefined }): void {
+  /** What the metrics say of the epoch published: its number, its release as an info metric, the releases retained. */
+  mounted(record: { epoch: number; release?: string | undefined; retained?: readonly RetainedRelease[] }): void {
     this.epoch.set(record.epoch);
     this.release.reset();
     this.release.set({ release: record.release ?? '', epoch: String(record.epoch) }, 1);
+    this.#retained = record.retained ?? [];
   }
 
   constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: number; stale: number }> }) {
@@ -106,6 +111,28 @@ export class AgentMetrics {
       help: 'Duration of each background comparison of master with the mounted copy (at start, after a lost event, every --verify-interval)',
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers,
+    });
+    this.earlyReuse = new Counter({
+      name: 'mirrorswap_agent_early_reuses_total',
+      help: 'Syncs that reused the copy of a retained release younger than --skew-max-age (every copy held one): requests pinned to it get the mounted release from then on',
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: 'mirrorswap_agent_retained_release_age_seconds',
+      help: 'Releases other copies hold, servable to requests pinned to them (--keep above 2): seconds since each was replaced, by slot, epoch and release id',
+      labelNames: ['slot', 'epoch', 'release'],
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const r of self.#retained) {
+          this.set(
+            { slot: r.slot, epoch: String(r.epoch), release: r.release ?? '' },
+            (now - Date.parse(r.replacedAt)) / 1000,
+          );
+        }
+      },
     });
     new Gauge({
       name: 'mirrorswap_agent_pending_changes',

@@ -1,4 +1,5 @@
-import { type SlotName, otherSlot } from '../../store/store-layout.js';
+import { mkdir } from 'node:fs/promises';
+import { type SlotName, isSeed, keptSlots } from '../../store/store-layout.js';
 import type { AgentContext } from '../agent-context.js';
 import type { SwapRecord } from '../agent-types.js';
 import { logUnknownChanges } from './reconcile.js';
@@ -22,6 +23,7 @@ const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
 export async function copyIntoSlot(
   ctx: AgentContext,
   slot: SlotName,
+  mounted: SlotName,
   full: boolean,
   record: SwapRecord,
 ): Promise<() => Promise<void>> {
@@ -37,10 +39,14 @@ export async function copyIntoSlot(
     const incremental = !full && pos.seq !== null && ctx.journal.trusts(pos.seq);
     const changed = incremental ? ctx.journal.changedSince(pos.seq as number) : [];
     const settings = variantSettings(ctx.opts);
+    // a copy past the seed's two is made the first time a sync writes into it
+    if (!isSeed(slot)) await mkdir(ctx.layout.slots[slot], { recursive: true });
     const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], {
       durable: ctx.opts.durable,
       // variants of what changes, reusing the mounted copy's for the same content (read only)
-      variants: settings && { settings, other: ctx.layout.slots[otherSlot(slot)] },
+      variants: settings && { settings, other: ctx.layout.slots[mounted] },
+      // unchanged files linked from the mounted copy, never written there (share-files.ts)
+      share: ctx.opts.shareFiles ? ctx.layout.slots[mounted] : null,
       // Freeing what a copy replaces waits until after the publish when there may be much
       // of it; for a few files, a second pass to free them costs more than it saves.
       keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
@@ -74,6 +80,7 @@ export async function copyIntoSlot(
     }
     ctx.metrics.unreadable.set(unreadable.length);
     record.copied = { ...copier.stats };
+    if (ctx.opts.shareFiles) record.shared = copier.sharedFiles;
     if (settings) record.variants = { ...copier.variantStats };
     ctx.metrics.copiedFiles.inc(copier.stats.files);
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);
@@ -118,18 +125,21 @@ function knownUnreadable(ctx: AgentContext, touched: readonly string[] | null, f
  * otherwise it is compared whole anyway).
  */
 async function passOn(ctx: AgentContext, slot: SlotName, found: string[]): Promise<void> {
-  const other = ctx.slots.get(otherSlot(slot)).seq;
-  if (found.length === 0 || other === null || !ctx.journal.trusts(other)) return;
-  await logUnknownChanges(ctx, found, other, 'full_sync');
+  // from the furthest-behind position of the store's other copies the journal still trusts
+  const others = keptSlots(ctx.opts.keep)
+    .filter((s) => s !== slot)
+    .map((s) => ctx.slots.get(s).seq)
+    .filter((seq): seq is number => seq !== null && ctx.journal.trusts(seq));
+  if (found.length === 0 || others.length === 0) return;
+  await logUnknownChanges(ctx, found, Math.min(...others), 'full_sync');
 }
 
-/** Drop the journal's entries both slots have. */
+/** Drop the journal's entries every copy of the store has. */
 async function compactJournal(ctx: AgentContext): Promise<void> {
-  const a = ctx.slots.get('a').seq;
-  const b = ctx.slots.get('b').seq;
-  if (a === null || b === null) return;
+  const seqs = keptSlots(ctx.opts.keep).map((s) => ctx.slots.get(s).seq);
+  if (seqs.some((seq) => seq === null)) return;
   try {
-    await ctx.journal.compact(Math.min(a, b));
+    await ctx.journal.compact(Math.min(...(seqs as number[])));
   } catch (err) {
     // housekeeping: the copy stands, and the journal is rewritten compact on a later try
     ctx.log.warn({ err: (err as Error).message }, 'journal compaction failed; it is tried again later');

@@ -1,6 +1,8 @@
-import { type EpochRecord, readEpochFile } from '../../store/epoch-file.js';
+import { type EpochRecord, type RetainedRelease, readEpochFile, releaseEpochOf } from '../../store/epoch-file.js';
 import { MirrorswapError } from '../../core/errors.js';
-import { type SlotName, otherSlot } from '../../store/store-layout.js';
+import { type SlotName, isSeed, otherSlot, seedSlot } from '../../store/store-layout.js';
+import { inflightOn } from '../../store/heartbeat.js';
+import { type StandbyChoice, chooseStandby, retainedAfter, rollbackChoice, without } from './retention.js';
 import { type AgentContext, setEpoch } from '../agent-context.js';
 import type { SwapKind, SwapRecord } from '../agent-types.js';
 import { copyIntoSlot } from './copy-into-slot.js';
@@ -8,7 +10,7 @@ import { followCommitted } from './fleet-truth.js';
 import { type WaitForServersOptions, waitForServers } from '../../store/drain.js';
 import { runHook } from '../../store/hooks.js';
 import type { SwapPhase } from '../api/metrics.js';
-import { publishEpoch } from '../../store/publish.js';
+import { type PublishOptions, publishEpoch } from '../../store/publish.js';
 import { type SwapAsked, rollbackRefusal, rollbackTargetRefusal } from './swap-queue.js';
 import { emptyStats } from '../../tree/tree-copy.js';
 import type { FleetCoordinator } from '../../fleet/coordinator/coordinator.js';
@@ -41,7 +43,25 @@ export async function runSwap(
   if (ctx.fleet?.elected) await followCommitted(ctx, await ctx.fleet.committed().catch(() => null));
   const current = ctx.epoch;
   const from = current.mounted;
-  const to = otherSlot(from);
+  const keeping = ctx.opts.keep > 2;
+  // Two copies: the other one. More: a free copy, else the oldest retained release's
+  // (retired first); a rollback mounts a retained release as it is.
+  let choice: StandbyChoice | null = null;
+  let rollbackTo: RetainedRelease | null = null;
+  let to: SlotName = otherSlot(from);
+  let refusal: unknown = null;
+  try {
+    if (keeping && kind === 'rollback') rollbackTo = rollbackChoice(current, asked.to);
+    // (a store back to two copies from more may mount c or later: a or b, whichever is further along)
+    else if (keeping || !isSeed(from)) {
+      const seen = keeping ? current : { ...current, retained: [] };
+      choice = chooseStandby(seen, ctx.opts.keep, (s) => ctx.slots.get(s));
+    }
+  } catch (err) {
+    refusal = err;
+  }
+  if (rollbackTo) to = rollbackTo.slot;
+  else if (choice) to = choice.slot;
   const record: SwapRecord = {
     kind,
     result: 'failed',
@@ -55,7 +75,7 @@ export async function runSwap(
     dropped: [],
   };
   // a rollback mounts again the release the other slot held when the mounted one was published
-  const release = kind === 'sync' ? asked.release : current.previous?.release;
+  const release = kind === 'sync' ? asked.release : rollbackTo ? rollbackTo.release : current.previous?.release;
   if (release !== undefined) record.release = release;
   ctx.swapping = { kind, phase: 'wait' };
   let published = false;
@@ -63,41 +83,70 @@ export async function runSwap(
   let freeReplaced: (() => Promise<void>) | undefined;
   let freeing: Promise<void> | undefined;
   try {
+    if (refusal) throw refusal;
     // a fleet swap is only ever committed by the elected coordinator: fail before copying
     ctx.fleet?.mustBeElected();
-    if (kind === 'rollback') {
-      const refusal =
+    if (kind === 'rollback' && !keeping) {
+      const refused =
         rollbackRefusal(to, ctx.slots.get(to), ctx.slots.get(from)) ??
         (asked.to === undefined ? null : rollbackTargetRefusal(asked.to, current));
-      if (refusal) throw refusal;
+      if (refused) throw refused;
     }
+    // 0. a retained release whose copy is reused leaves the epoch file first: pinned requests
+    // stop going to it, and the copy is written once the servers say they let go of it
+    // (a store back to two copies from more retires every retained release at once)
+    const retiring = choice?.retire ?? null;
+    const mustRetire = keeping ? retiring !== null : kind === 'sync' && (current.retained?.length ?? 0) > 0;
+    if (mustRetire) {
+      await phase(ctx, record, 'retire', async () => {
+        if (retiring) noteReuse(ctx, record, retiring, choice?.early ?? false);
+        const retired = await publish(ctx, current.epoch + 1, from, current.release, {
+          since: releaseEpochOf(current),
+          retained: without(current.retained, to),
+        });
+        setEpoch(ctx, retired);
+        record.epoch = retired.epoch + 1;
+      });
+    }
+    const letGo = ctx.epoch.epoch;
     // 1. the standby must be free: no live server still mounts it or has requests on it
-    const waited = await phase(ctx, record, 'wait', async () => {
-      // fleet hosts pulling from the standby finish first, and no new pull starts on it
-      if (kind === 'sync') await ctx.fleet?.snapshots.release(to, ctx.opts.drainTimeoutMs);
-      return waitForLiveServers(
-        ctx,
-        {
-          what: `slot ${to} to be free before copying into it`,
-          done: (hb) => hb.inflight[to] === 0 && hb.mounted !== to,
-          describe: (hb) =>
-            hb.mounted === to
-              ? `still mounts slot ${to} (epoch ${hb.epoch})`
-              : `still has ${hb.inflight[to]} requests in flight on slot ${to}`,
-        },
-        'server heartbeat went stale; no longer waiting for it',
-      );
-    });
+    // (a rollback of a store keeping more releases mounts a copy that stays as it is: no wait)
+    const waited = rollbackTo
+      ? { dropped: [] }
+      : await phase(ctx, record, 'wait', async () => {
+          // fleet hosts pulling from the standby finish first, and no new pull starts on it
+          if (kind === 'sync' && ctx.fleet) await ctx.fleet.snapshots.release(seedSlot(to), ctx.opts.drainTimeoutMs);
+          return waitForLiveServers(
+            ctx,
+            {
+              what: `slot ${to} to be free before copying into it`,
+              done: (hb) => inflightOn(hb, to) === 0 && hb.mounted !== to && (!mustRetire || hb.epoch >= letGo),
+              describe: (hb) =>
+                hb.mounted === to
+                  ? `still mounts slot ${to} (epoch ${hb.epoch})`
+                  : mustRetire && hb.epoch < letGo
+                    ? `is still at epoch ${hb.epoch}, which serves slot ${to} to pinned requests`
+                    : `still has ${inflightOn(hb, to)} requests in flight on slot ${to}`,
+            },
+            'server heartbeat went stale; no longer waiting for it',
+          );
+        });
+    if (keeping && retiring) await hook(ctx, 'unmount', ctx.opts.onUnmount, ctx.epoch, to);
     record.dropped.push(...waited.dropped);
     // 2. copy master into it (a sync) — under the master lock, so no batch is split
-    if (kind === 'sync') freeReplaced = await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, full, record));
+    if (kind === 'sync')
+      freeReplaced = await phase(ctx, record, 'copy', () => copyIntoSlot(ctx, to, from, full, record));
     await vouchFor(ctx, to);
     // 3a. in a fleet: every host prepares the copy, and one etcd transaction commits it
     const fleet = ctx.fleet ? await phase(ctx, record, 'prepare', () => commitToFleet(ctx, record, to)) : null;
     // 3. publish the epoch that mounts it, once its recorded state says it holds what was meant
     const next = await phase(ctx, record, 'publish', async () => {
       if (!fleet) await vouchFor(ctx, to);
-      return publish(ctx, record.epoch, to, record.release);
+      // keeping more releases: the one mounted until now stays servable to pinned requests
+      const retention = keeping
+        ? { retained: retainedAfter(ctx.epoch, to, ctx.opts.skewMaxAgeMs), since: rollbackTo?.epoch }
+        : {};
+      return publish(ctx, record.epoch, to, record.release, retention);
     });
     published = true;
     onPublished();
@@ -105,18 +154,21 @@ export async function runSwap(
     // freed while servers switch and drain; the swap ends when both are done
     freeing = free(ctx, freeReplaced);
     await hook(ctx, 'mount', ctx.opts.onMount, next, to);
-    // 4. wait until every live server has switched and drained the old slot
+    // 4. wait until every live server has switched and drained the old slot (keeping more
+    // releases, the old slot stays retained: switched is enough)
     const drained = await phase(ctx, record, 'drain', async () => {
       const hosts = fleet ? ctx.fleet?.awaitDrained(fleet, ctx.opts.drainTimeoutMs) : undefined;
       const local = await waitForLiveServers(
         ctx,
         {
-          what: `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
-          done: (hb) => hb.epoch >= next.epoch && hb.inflight[from] === 0,
+          what: keeping
+            ? `servers to switch to epoch ${next.epoch}`
+            : `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
+          done: (hb) => hb.epoch >= next.epoch && (keeping || inflightOn(hb, from) === 0),
           describe: (hb) =>
             hb.epoch < next.epoch
               ? `is still at epoch ${hb.epoch}`
-              : `still has ${hb.inflight[from]} requests in flight on slot ${from}`,
+              : `still has ${inflightOn(hb, from)} requests in flight on slot ${from}`,
         },
         'server died during the drain; no longer waiting for it',
       );
@@ -124,7 +176,7 @@ export async function runSwap(
       return { dropped: [...local.dropped, ...(remote?.dropped.map((h) => `host ${h}`) ?? [])] };
     });
     record.dropped.push(...drained.dropped);
-    await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
+    if (!keeping) await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
     record.result = 'ok';
     ctx.metrics.lastSuccess.set(Date.now() / 1000);
   } catch (err) {
@@ -159,11 +211,12 @@ async function free(ctx: AgentContext, freeReplaced: (() => Promise<void>) | und
  */
 async function commitToFleet(ctx: AgentContext, record: SwapRecord, slot: SlotName): Promise<FleetEpoch> {
   const fleet = ctx.fleet as FleetCoordinator;
-  const snapshot = fleet.snapshots.idOf(slot) ?? (await fleet.snapshots.take(slot));
+  const seed = seedSlot(slot); // fleet mode keeps two copies (refused with --keep at start)
+  const snapshot = fleet.snapshots.idOf(seed) ?? (await fleet.snapshots.take(seed));
   record.epoch = await fleet.nextEpoch(ctx.epoch.epoch);
   const committed = await fleet.commit({
     epoch: record.epoch,
-    slot,
+    slot: seed,
     seq: ctx.slots.get(slot).seq,
     snapshot,
     release: record.release,
@@ -240,9 +293,16 @@ async function publish(
   epoch: number,
   slot: SlotName,
   release: string | undefined,
+  retention: Pick<PublishOptions, 'retained' | 'since'> = {},
 ): Promise<EpochRecord> {
   try {
-    return await publishEpoch(ctx.layout, epoch, slot, { lease: ctx.opts.serverTtlMs, release, current: ctx.epoch });
+    return await publishEpoch(ctx.layout, epoch, slot, {
+      lease: ctx.opts.serverTtlMs,
+      release,
+      current: ctx.epoch,
+      keep: ctx.opts.keep,
+      ...retention,
+    });
   } catch (err) {
     // The rename may have landed before what failed (the directory's fsync): then servers
     // follow the new epoch, and so must the agent.
@@ -254,6 +314,21 @@ async function publish(
     );
     return onDisk;
   }
+}
+
+/** A retained release's copy is about to be reused: say so in the record, and when early, log and count it. */
+function noteReuse(ctx: AgentContext, record: SwapRecord, retiring: RetainedRelease, early: boolean): void {
+  record.reused = {
+    epoch: retiring.epoch,
+    ...(retiring.release !== undefined ? { release: retiring.release } : {}),
+    early,
+  };
+  if (!early) return;
+  ctx.metrics.earlyReuse.inc();
+  ctx.log.warn(
+    { slot: retiring.slot, epoch: retiring.epoch, release: retiring.release, until: retiring.until },
+    `every copy holds a release younger than --skew-max-age: reusing the oldest (epoch ${retiring.epoch}) anyway; requests pinned to it get the mounted release from now on (keep more releases with --keep)`,
+  );
 }
 
 /** Wait on the live servers' heartbeats, bounded by --drain-timeout, logging each server dropped as dead. */

@@ -3,7 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { runHook } from '../../store/hooks.js';
 import { MirrorswapError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
-import type { SlotName } from '../../store/store-layout.js';
+import type { SeedSlot } from '../../store/store-layout.js';
 import type { Compare, Etcd, KeyValue, Op } from '../etcd.js';
 import {
   type AckRecord,
@@ -34,7 +34,7 @@ export interface CoordinatorOptions {
   id: string;
   /** Where hosts reach this coordinator's content endpoints. */
   url: string;
-  slotRoots: Readonly<Record<SlotName, string>>;
+  slotRoots: Readonly<Record<SeedSlot, string>>;
   log: Logger;
   leaseTtlSeconds: number;
   prepareTimeoutMs: number;
@@ -217,7 +217,7 @@ export class FleetCoordinator {
    */
   async commit(args: {
     epoch: number;
-    slot: SlotName;
+    slot: SeedSlot;
     seq: number | null;
     snapshot: string;
     release?: string | undefined;

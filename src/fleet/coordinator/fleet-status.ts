@@ -1,4 +1,4 @@
-import type { SlotName } from '../../store/store-layout.js';
+import type { SeedSlot } from '../../store/store-layout.js';
 import type { FleetEpoch, MemberRecord, Prepared, SwapProposal } from '../fleet-keys.js';
 
 /**
@@ -28,7 +28,7 @@ export interface FleetStatus {
    * rotation (their servers' /readyz says 503), until they register again.
    */
   gone: { host: string; lastSeen: string | null }[];
-  pulls: Record<SlotName, number>;
+  pulls: Record<SeedSlot, number>;
   /** Bytes this coordinator sent hosts since it started: manifest answers, and files answers. */
   sent: { manifests: number; files: number };
 }

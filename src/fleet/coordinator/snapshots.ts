@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorswapError } from '../../core/errors.js';
-import { SLOTS, type SlotName } from '../../store/store-layout.js';
+import { SLOTS, type SeedSlot } from '../../store/store-layout.js';
 import {
   type HashedFile,
   type Manifest,
@@ -37,8 +37,8 @@ const KEPT = 4;
  * from the current one).
  */
 export class Snapshots {
-  readonly #roots: Readonly<Record<SlotName, string>>;
-  readonly #slots: Record<SlotName, SlotSnapshot> = {
+  readonly #roots: Readonly<Record<SeedSlot, string>>;
+  readonly #slots: Record<SeedSlot, SlotSnapshot> = {
     a: { id: null, manifest: null, pulls: new Set(), hashed: new Map() },
     b: { id: null, manifest: null, pulls: new Set(), hashed: new Map() },
   };
@@ -46,17 +46,17 @@ export class Snapshots {
   /** Bytes sent to hosts since start: manifest answers, and files answers (frames included). */
   readonly #sent = { manifests: 0, files: 0 };
 
-  constructor(roots: Readonly<Record<SlotName, string>>) {
+  constructor(roots: Readonly<Record<SeedSlot, string>>) {
     this.#roots = roots;
   }
 
   /** The snapshot `slot` holds, or null. */
-  idOf(slot: SlotName): string | null {
+  idOf(slot: SeedSlot): string | null {
     return this.#slots[slot].id;
   }
 
   /** Name what `slot` holds now, after a copy into it: its manifest is read here, once. */
-  async take(slot: SlotName): Promise<string> {
+  async take(slot: SeedSlot): Promise<string> {
     const manifest = await this.#read(slot);
     const id = randomUUID();
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
@@ -68,7 +68,7 @@ export class Snapshots {
    * Say that `slot` holds snapshot `id` (a coordinator restarted: its mounted
    * copy is the fleet's committed one, as its recorded position showed).
    */
-  async adopt(slot: SlotName, id: string): Promise<void> {
+  async adopt(slot: SeedSlot, id: string): Promise<void> {
     const manifest = await this.#read(slot);
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
     this.#remember(id, manifest);
@@ -83,7 +83,7 @@ export class Snapshots {
    * current snapshot. Fails only if a cut pull still has not ended by
    * `timeoutMs`.
    */
-  async release(slot: SlotName, timeoutMs: number, graceMs = PULL_GRACE_MS): Promise<void> {
+  async release(slot: SeedSlot, timeoutMs: number, graceMs = PULL_GRACE_MS): Promise<void> {
     const state = this.#slots[slot];
     state.id = null;
     state.manifest = null;
@@ -114,7 +114,7 @@ export class Snapshots {
     id: string,
     since: string | null,
     cut: () => void = () => {},
-  ): { slot: SlotName; root: string; manifest: Manifest; delta: ManifestDelta | null; done: () => void } | null {
+  ): { slot: SeedSlot; root: string; manifest: Manifest; delta: ManifestDelta | null; done: () => void } | null {
     const slot = SLOTS.find((s) => this.#slots[s].id === id);
     const manifest = slot ? this.#slots[slot].manifest : null;
     if (!slot || !manifest) return null;
@@ -150,12 +150,12 @@ export class Snapshots {
   }
 
   /** Pulls under way on each slot, for status. */
-  pulls(): Record<SlotName, number> {
+  pulls(): Record<SeedSlot, number> {
     return { a: this.#slots.a.pulls.size, b: this.#slots.b.pulls.size };
   }
 
   /** The slot's manifest with every file's hash, reading only files written since the last walk. */
-  async #read(slot: SlotName): Promise<Manifest> {
+  async #read(slot: SeedSlot): Promise<Manifest> {
     const seen: Hashed = new Map();
     const manifest = await readManifest(this.#roots[slot], { cache: this.#slots[slot].hashed, seen });
     this.#slots[slot].hashed = seen;

@@ -3,13 +3,14 @@ import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { writeFileAtomic } from '../../store/atomic-write.js';
 import { waitForServers } from '../../store/drain.js';
+import { inflightOn } from '../../store/heartbeat.js';
 import { publishEpoch } from '../../store/publish.js';
 import { StoreLock } from '../../store/store-lock.js';
 import { type EpochRecord, readEpochFile } from '../../store/epoch-file.js';
 import { MirrorswapError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { readSmallFile } from '../../store/read-small-file.js';
-import { type SlotName, type StoreLayout, otherSlot } from '../../store/store-layout.js';
+import { type SeedSlot, type StoreLayout, otherSlot, seedSlot } from '../../store/store-layout.js';
 import type { Etcd } from '../etcd.js';
 import {
   type AckRecord,
@@ -74,16 +75,16 @@ export interface HostStatus {
   fleet: string;
   ready: boolean;
   epoch: number;
-  mounted: SlotName | null;
+  mounted: SeedSlot | null;
   fleetEpoch: number | null;
-  slots: Record<SlotName, SlotRecord>;
+  slots: Record<SeedSlot, SlotRecord>;
   phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
   /** The last pull: its counts, bytes from the coordinator and from peers included, and whether it was a seed's. */
   lastPull: (PullStats & { snapshot: string; ms: number; seed: boolean }) | null;
   /** This host as a peer: where peers reach it (null: it serves none) and what it served them. */
   peers: PeerServeStats & { url: string | null };
   /** The pull under way: into which slot, of which snapshot, since when, and its counts so far of its totals. */
-  pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
+  pulling: (PullStats & { slot: SeedSlot; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
   etcdReachable: boolean;
   /** A fleet member now (its lease surely holds), and until when, unless renewed. */
@@ -97,7 +98,7 @@ interface Pulling {
   epoch: number;
   forCommit: boolean;
   abort: AbortController;
-  slot: SlotName;
+  slot: SeedSlot;
   startedAt: string;
   stats?: Readonly<PullStats>;
 }
@@ -125,7 +126,7 @@ export class HostAgent {
   readonly #lock: StoreLock;
   /** This host's side of peers sharing the bytes: serves the snapshots its slots hold whole. */
   readonly #peerServer: PeerServer;
-  #slots: Record<SlotName, SlotRecord>;
+  #slots: Record<SeedSlot, SlotRecord>;
   #local: EpochRecord | null;
   #fleetEpoch: FleetEpoch | null = null;
   #proposal: SwapProposal | null = null;
@@ -169,7 +170,7 @@ export class HostAgent {
     opts: ResolvedHostOptions,
     host: string,
     lock: StoreLock,
-    slots: Record<SlotName, SlotRecord>,
+    slots: Record<SeedSlot, SlotRecord>,
     local: EpochRecord | null,
   ) {
     this.#opts = opts;
@@ -367,7 +368,7 @@ export class HostAgent {
       member: this.#memberNow(),
       memberUntil: this.#memberUntil > 0 ? new Date(this.#memberUntil).toISOString() : null,
       epoch: this.#local?.epoch ?? 0,
-      mounted: this.#local?.mounted ?? null,
+      mounted: this.#local ? seedSlot(this.#local.mounted) : null,
       fleetEpoch: this.#fleetEpoch?.epoch ?? null,
       slots: this.#slots,
       phase: this.#phase,
@@ -447,7 +448,7 @@ export class HostAgent {
   }
 
   /** The slot to fill: the one this host's servers do not mount. */
-  #standby(): SlotName {
+  #standby(): SeedSlot {
     return this.#local ? otherSlot(this.#local.mounted) : 'a';
   }
 
@@ -492,13 +493,13 @@ export class HostAgent {
    * peers when `peers` says where to find them, the coordinator the fallback.
    */
   async #fill(
-    slot: SlotName,
+    slot: SeedSlot,
     snapshot: string,
     from: string,
     epoch: number,
     forCommit: boolean,
     peers: { from: 'prepared' | 'members'; seeds: readonly string[]; waitMs: number } | null,
-  ): Promise<SlotName> {
+  ): Promise<SeedSlot> {
     const held = this.#slots[slot];
     if (held.snapshot === snapshot && !held.copying) return slot;
     await waitForServers({
@@ -506,7 +507,7 @@ export class HostAgent {
       ttlMs: this.#opts.serverTtlMs,
       timeoutMs: this.#opts.drainTimeoutMs,
       what: `this host's servers to let go of slot ${slot} before pulling into it`,
-      done: (hb) => hb.inflight[slot] === 0 && hb.mounted !== slot,
+      done: (hb) => inflightOn(hb, slot) === 0 && hb.mounted !== slot,
       describe: (hb) =>
         hb.mounted === slot
           ? `still mounts slot ${slot}`
@@ -579,8 +580,8 @@ export class HostAgent {
 
   /** Switch this host to the committed epoch: at once when a slot holds it, else after catching up. */
   async #follow(epoch: FleetEpoch): Promise<void> {
-    const mounted = this.#local?.mounted ?? null;
-    let slot: SlotName | null = null;
+    const mounted = this.#local ? seedSlot(this.#local.mounted) : null;
+    let slot: SeedSlot | null = null;
     for (const s of [this.#standby(), mounted]) {
       if (s && this.#slots[s].snapshot === epoch.snapshot && !this.#slots[s].copying) slot = s;
     }
@@ -662,7 +663,7 @@ export class HostAgent {
       url: this.#opts.url,
       peer: this.#peerUrl,
       epoch: this.#local?.epoch ?? 0,
-      mounted: this.#local?.mounted ?? null,
+      mounted: this.#local ? seedSlot(this.#local.mounted) : null,
       slots: { a: this.#slots.a.snapshot, b: this.#slots.b.snapshot },
       ready: this.ready,
       lastError: this.#lastError,
@@ -686,7 +687,7 @@ export class HostAgent {
     this.#leftFleet(why);
   }
 
-  async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
+  async #recordSlot(slot: SeedSlot, record: SlotRecord): Promise<void> {
     const next = { ...this.#slots, [slot]: record };
     await writeFileAtomic(
       slotsFile(this.#opts.layout),
@@ -755,10 +756,10 @@ function slotsFile(layout: StoreLayout): string {
   return `${layout.stateDir}/fleet-slots.json`;
 }
 
-async function readSlots(layout: StoreLayout): Promise<Record<SlotName, SlotRecord>> {
+async function readSlots(layout: StoreLayout): Promise<Record<SeedSlot, SlotRecord>> {
   const unknown: SlotRecord = { snapshot: null, copying: false };
   const text = (await readSmallFile(slotsFile(layout), 64 * 1024).catch(() => null))?.toString('utf8');
-  const parsed = parseJson<{ format: number; slots: Record<SlotName, SlotRecord> }>(text);
+  const parsed = parseJson<{ format: number; slots: Record<SeedSlot, SlotRecord> }>(text);
   if (parsed?.format !== SLOTS_FILE_FORMAT || !parsed.slots?.a || !parsed.slots?.b) return { a: unknown, b: unknown };
   return parsed.slots;
 }

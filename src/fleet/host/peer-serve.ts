@@ -4,13 +4,13 @@ import { errorBody } from '../../core/errors.js';
 import { pathOf, queryOf, sendJson } from '../../core/http-io.js';
 import type { Logger } from '../../core/logger.js';
 import { bearerMatches } from '../../core/token-match.js';
-import { SLOTS, type SlotName } from '../../store/store-layout.js';
+import { SLOTS, type SeedSlot } from '../../store/store-layout.js';
 import { BAD_PATHS, readFilesRequest, writeFrames } from '../fleet-files.js';
 
 export interface PeerServeOptions {
   /** The fleet token: what peers give, as they give the coordinator. */
   token: string;
-  roots: Readonly<Record<SlotName, string>>;
+  roots: Readonly<Record<SeedSlot, string>>;
   /** Peer pulls served at once; more are answered 503. 0 serves none. */
   limit: number;
   /** How long pulls of a slot about to be rewritten run on before they are cut. */
@@ -62,7 +62,7 @@ interface SlotState {
  */
 export class PeerServer {
   readonly #opts: PeerServeOptions;
-  readonly #slots: Record<SlotName, SlotState> = {
+  readonly #slots: Record<SeedSlot, SlotState> = {
     a: { id: null, pulls: new Set() },
     b: { id: null, pulls: new Set() },
   };
@@ -82,7 +82,7 @@ export class PeerServer {
   }
 
   /** The snapshot `slot` holds whole now (after a pull into it, or as recorded at start): served from now on. */
-  hold(slot: SlotName, id: string | null): void {
+  hold(slot: SeedSlot, id: string | null): void {
     this.#slots[slot].id = id;
   }
 
@@ -91,7 +91,7 @@ export class PeerServer {
    * under way get `graceMs`, then are cut; resolves once they ended (a cut
    * answer ends at once; at most a few seconds are waited in all).
    */
-  async release(slot: SlotName): Promise<void> {
+  async release(slot: SeedSlot): Promise<void> {
     const state = this.#slots[slot];
     state.id = null;
     const started = Date.now();
