@@ -5,8 +5,6 @@
  */
 
 /** Options every middleware shares: how the epoch file is followed and the heartbeat written. */
-import { HASHED_ASSET } from './static/release-pins.js';
-
 export const MOUNT_DEFAULTS = Object.freeze({
   watch: 'auto' as const,
   pollInterval: 250,
@@ -41,8 +39,8 @@ export const STATIC_DEFAULTS = Object.freeze({
   pinQuery: 'dpl' as string | false,
   pinHeader: 'x-deployment-id' as string | false,
   pinCookie: '__dpl' as string | false,
-  /** Skew protection for requests naming no release: hashed asset names the mounted release lacks. */
-  assetFallback: HASHED_ASSET as RegExp | false,
+  /** Skew protection for requests naming no release: hashed asset names (`HASHED_ASSET`) the mounted release lacks. */
+  assetFallback: 'hashed' as RegExp | 'hashed' | false,
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes: 64 * 1024 * 1024,
   /** Largest file whose body is cached. */

@@ -10,7 +10,7 @@ import type { MiddlewareLogger } from '../src/core/logger.js';
 import type { SlotName } from '../src/store/store-layout.js';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
 import { type CacheRule, type ResolvedCacheRule, resolveCacheRules } from './static/cache-rules.js';
-import type { ReleasePinSources } from './static/release-pins.js';
+import { HASHED_ASSET, type ReleasePinSources } from './static/release-pins.js';
 
 export type { CacheRule } from './static/cache-rules.js';
 
@@ -81,9 +81,10 @@ export interface StaticOptions extends MountOptions {
   /**
    * Skew protection for requests that name no release: a GET of a path the
    * mounted release lacks, matching this pattern, is served from the newest
-   * retained release that has it. Default: hashed asset names (`HASHED_ASSET`).
+   * retained release that has it. `'hashed'` (the default): hashed asset
+   * names, as bundlers write them (`HASHED_ASSET`).
    */
-  assetFallback?: RegExp | false;
+  assetFallback?: RegExp | 'hashed' | false;
   /** Bytes of file bodies kept in memory per epoch. */
   cacheMaxBytes?: number;
   /** Largest file whose body is cached. */
@@ -347,8 +348,9 @@ function pinSource(value: unknown, name: string, dflt: string | false, pattern: 
 
 function resolveAssetFallback(value: unknown): RegExp | false {
   const v = value ?? STATIC_DEFAULTS.assetFallback;
+  if (v === 'hashed') return HASHED_ASSET;
   if (v === false || v instanceof RegExp) return v;
-  return fail('assetFallback option must be false or a RegExp tested against the request path');
+  return fail('assetFallback option must be "hashed", false, or a RegExp tested against the request path');
 }
 
 function resolveEtag(value: unknown): ResolvedStaticOptions['etag'] {

@@ -63,6 +63,34 @@ export const MOUNT_FLAGS: FlagSpecs = {
     arg: 'NAME',
     help: 'send this response header naming the release each file came from (its id, or its epoch)',
   },
+  'pin-query': {
+    type: 'string',
+    env: 'MIRRORSWAP_PIN_QUERY',
+    default: String(STATIC_DEFAULTS.pinQuery),
+    arg: 'NAME',
+    help: 'skew protection: the query parameter naming the release a request belongs to (off: none)',
+  },
+  'pin-header': {
+    type: 'string',
+    env: 'MIRRORSWAP_PIN_HEADER',
+    default: String(STATIC_DEFAULTS.pinHeader),
+    arg: 'NAME',
+    help: 'skew protection: the request header naming it (off: none)',
+  },
+  'pin-cookie': {
+    type: 'string',
+    env: 'MIRRORSWAP_PIN_COOKIE',
+    default: String(STATIC_DEFAULTS.pinCookie),
+    arg: 'NAME',
+    help: 'skew protection: the cookie naming it, ignored on navigations (off: none)',
+  },
+  'asset-fallback': {
+    type: 'string',
+    env: 'MIRRORSWAP_ASSET_FALLBACK',
+    default: String(STATIC_DEFAULTS.assetFallback),
+    arg: 'MODE',
+    help: 'skew protection for requests naming no release: hashed (asset names as bundlers write them), re:REGEXP, or off',
+  },
   etag: {
     type: 'string',
     env: 'MIRRORSWAP_ETAG',
@@ -106,6 +134,25 @@ function etagFlag(values: FlagValues): StaticOptions['etag'] {
   return ETAG_MODES[raw];
 }
 
+/** A pin source's name, `off` for none. */
+function pinFlag(values: FlagValues, name: string): string | false | undefined {
+  const raw = stringFlag(values, name);
+  return raw === 'off' ? false : raw;
+}
+
+/** `--asset-fallback`: hashed, off, or re:REGEXP. */
+function assetFallbackFlag(values: FlagValues): StaticOptions['assetFallback'] {
+  const raw = stringFlag(values, 'asset-fallback');
+  if (raw === undefined || raw === 'hashed') return raw;
+  if (raw === 'off') return false;
+  if (!raw.startsWith('re:')) throw new UsageError(`--asset-fallback ${raw}: must be hashed, off or re:REGEXP`);
+  try {
+    return new RegExp(raw.slice(3));
+  } catch (err) {
+    throw new UsageError(`--asset-fallback ${raw}: ${(err as Error).message}`);
+  }
+}
+
 /** mirrorStatic's options from the flags; what a flag leaves unset takes the middleware's default. */
 export function staticOptions(values: FlagValues, layout: StoreLayout, logger: Logger): StaticOptions {
   const watch = stringFlag(values, 'watch');
@@ -122,6 +169,10 @@ export function staticOptions(values: FlagValues, layout: StoreLayout, logger: L
     precompressed: values.precompressed === undefined ? undefined : values.precompressed === true,
     etag: etagFlag(values),
     releaseHeader: stringFlag(values, 'release-header'),
+    pinQuery: pinFlag(values, 'pin-query'),
+    pinHeader: pinFlag(values, 'pin-header'),
+    pinCookie: pinFlag(values, 'pin-cookie'),
+    assetFallback: assetFallbackFlag(values),
     logger,
     serverId: stringFlag(values, 'server-id'),
   };

@@ -45,6 +45,65 @@ describe('epoch file', () => {
       });
     }
 
+    // a store keeping more releases (--keep above 2)
+    const kept = {
+      ...good,
+      epoch: 9,
+      mounted: 'c',
+      roots: { a: '/srv/a', b: '/srv/b', c: '/srv/c', d: '/srv/d' },
+      since: 8,
+      retained: [
+        {
+          slot: 'a',
+          epoch: 7,
+          release: 'v7',
+          replacedAt: '2026-11-25T10:00:00.000Z',
+          until: '2026-11-26T10:00:00.000Z',
+        },
+        { slot: 'b', epoch: 5, replacedAt: '2026-11-24T10:00:00.000Z' },
+      ],
+    };
+
+    it('accepts a store keeping more releases: a slot past b, retained releases, since', () => {
+      const r = parseEpochRecord(JSON.stringify(kept), 'x');
+      assert.equal(r.mounted, 'c');
+      assert.equal(r.roots.d, '/srv/d');
+      assert.equal(r.since, 8);
+      assert.deepEqual(
+        r.retained?.map((x) => [x.slot, x.epoch, x.release, x.until]),
+        [
+          ['a', 7, 'v7', '2026-11-26T10:00:00.000Z'],
+          ['b', 5, undefined, undefined],
+        ],
+      );
+      assert.ok(Object.isFrozen(r.retained) && Object.isFrozen(r.retained?.[0]));
+    });
+
+    const retainedBroken: [string, unknown][] = [
+      ['a mounted slot without a root', { ...kept, mounted: 'e' }],
+      ['a slot name past h', { ...kept, mounted: 'i', roots: { ...kept.roots, i: '/srv/i' } }],
+      ['an empty root', { ...kept, roots: { ...kept.roots, d: '' } }],
+      ['retained not a list', { ...kept, retained: { slot: 'a' } }],
+      ['the mounted slot retained', { ...kept, retained: [{ ...kept.retained[0], slot: 'c' }] }],
+      ['a retained slot without a root', { ...kept, retained: [{ ...kept.retained[0], slot: 'f' }] }],
+      ['one slot retained twice', { ...kept, retained: [kept.retained[0], { ...kept.retained[1], slot: 'a' }] }],
+      ['a retained epoch not below the epoch', { ...kept, retained: [{ ...kept.retained[0], epoch: 9 }] }],
+      ['a retained release id that needs quoting', { ...kept, retained: [{ ...kept.retained[0], release: 'a b' }] }],
+      ['a retained bad date', { ...kept, retained: [{ ...kept.retained[0], replacedAt: 'soon' }] }],
+      ['a retained bad until', { ...kept, retained: [{ ...kept.retained[0], until: 42 }] }],
+      ['more retained than copies', { ...kept, retained: Array.from({ length: 8 }, () => kept.retained[1]) }],
+      ['since above the epoch', { ...kept, since: 10 }],
+      ['since zero', { ...kept, since: 0 }],
+    ];
+    for (const [name, value] of retainedBroken) {
+      it(`rejects ${name} with EPOCH_CORRUPT`, () => {
+        assert.throws(
+          () => parseEpochRecord(JSON.stringify(value), 'epoch.json'),
+          (err: MirrorswapError) => err.code === 'EPOCH_CORRUPT',
+        );
+      });
+    }
+
     it('names an upgrade when the format is newer', () => {
       assert.throws(() => parseEpochRecord(JSON.stringify({ ...good, format: 2 }), 'e'), /newer mirrorswap/);
     });

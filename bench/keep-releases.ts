@@ -1,0 +1,124 @@
+/**
+ * What keeping more releases costs (`--keep`): the same tree and the same
+ * changes in a store keeping 2 releases (today's two copies, full copies)
+ * and one keeping 5 (copies sharing unchanged files by hard link), side by
+ * side in one run. A tree of `--files` files of 2 KiB (not compressible:
+ * no variants) in directories of 100; `--releases` releases, each rewriting
+ * `--changed` percent of the files in master, then one sync each (the agent
+ * in this process, durable as by default). Reports:
+ *
+ * - init: mirroring master into the store's first two copies;
+ * - sync: the median of the last releases' syncs (copy to publish and the
+ *   drain, no web server), once every copy holds a release;
+ * - disk: every copy of the store counted once per inode (`du -s -B1` of all
+ *   of them in one call), against one tree plus what the retained releases
+ *   changed.
+ *
+ *   node dist/bench/keep-releases.js [--files 100000] [--changed 1] [--releases 10]
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent } from '../src/agent/agent.js';
+import { type StoreLayout, keptSlots, storeLayout } from '../src/store/store-layout.js';
+import { memoryLogger } from '../testkit/logger.js';
+import { flag, machine } from './lib.js';
+
+const FILES = flag('files', 100_000);
+const CHANGED_PCT = flag('changed', 1);
+const RELEASES = flag('releases', 10);
+const PER_DIR = 100;
+const FILE_BYTES = 2048;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+/** Bytes on disk of every path given, each inode counted once. */
+function diskBytes(paths: string[]): number {
+  const r = spawnSync('du', ['-s', '-c', '-B1', ...paths], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`du: ${r.stderr}`);
+  const total = r.stdout.trim().split('\n').at(-1) as string;
+  return Number(total.split(/\s+/)[0]);
+}
+
+function writeTree(master: string): void {
+  for (let i = 0; i < FILES; i++) {
+    const dir = join(master, `d${Math.floor(i / PER_DIR)}`);
+    if (i % PER_DIR === 0) mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `f${i % PER_DIR}.dat`), randomBytes(FILE_BYTES));
+  }
+}
+
+/** Rewrite a different `CHANGED_PCT` percent of the files each release (so changes of releases add up). */
+function change(master: string, release: number): number {
+  const n = Math.round((FILES * CHANGED_PCT) / 100);
+  for (let k = 0; k < n; k++) {
+    const i = (release * n + k) % FILES;
+    writeFileSync(join(master, `d${Math.floor(i / PER_DIR)}`, `f${i % PER_DIR}.dat`), randomBytes(FILE_BYTES));
+  }
+  return n;
+}
+
+interface Result {
+  keep: number;
+  initMs: number;
+  syncMs: number[];
+  disk: number;
+  oneTree: number;
+  changedBytes: number;
+}
+
+async function side(keep: number): Promise<Result> {
+  const root = await mkdtemp(join(tmpdir(), `mirrorswap-keep${keep}-`));
+  try {
+    const layout: StoreLayout = storeLayout(join(root, 'store'));
+    writeTree(layout.master);
+    const started = performance.now();
+    const agent = await Agent.start({ layout, logger: memoryLogger(), keep, verifyIntervalMs: 0 });
+    const initMs = performance.now() - started;
+    const syncMs: number[] = [];
+    let changedFiles = 0;
+    try {
+      for (let r = 1; r <= RELEASES; r++) {
+        const n = change(layout.master, r);
+        const t = performance.now();
+        const record = await agent.requestSync({ reason: 'bench', release: `r${r}` });
+        if (record.result !== 'ok') throw new Error(`keep ${keep}: sync ${r}: ${JSON.stringify(record.error)}`);
+        syncMs.push(performance.now() - t);
+        // the releases the copies hold: the mounted one and keep-1 before it
+        if (r > RELEASES - keep) changedFiles += n;
+      }
+    } finally {
+      await agent.close();
+    }
+    const slots = keptSlots(keep).map((s) => layout.slots[s]);
+    return {
+      keep,
+      initMs,
+      syncMs: syncMs.slice(keep + 1),
+      disk: diskBytes(slots),
+      oneTree: diskBytes([layout.master]),
+      changedBytes: changedFiles * 4096, // each 2 KiB file takes a 4 KiB block
+    };
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+console.log(`# keep-releases: ${FILES} files of 2 KiB, ${CHANGED_PCT}% changed per release, ${RELEASES} releases`);
+console.log(`# ${machine()}`);
+const two = await side(2);
+const five = await side(5);
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+for (const r of [two, five]) {
+  console.log(
+    `keep ${r.keep}: init ${(r.initMs / 1000).toFixed(1)} s, sync median ${median(r.syncMs).toFixed(0)} ms (of ${r.syncMs.length}), disk ${mib(r.disk)} for ${r.keep} copies (one tree ${mib(r.oneTree)}, changed in the releases kept ${mib(r.changedBytes)})`,
+  );
+}
+console.log(`init keep 5 / keep 2: ${(five.initMs / two.initMs).toFixed(2)}x`);
+console.log(`sync keep 5 / keep 2: ${(median(five.syncMs) / median(two.syncMs)).toFixed(2)}x`);
+console.log(
+  `disk keep 5 / (one tree + changed bytes kept): ${(five.disk / (five.oneTree + five.changedBytes)).toFixed(3)}x; keep 2 / one tree: ${(two.disk / two.oneTree).toFixed(2)}x`,
+);
