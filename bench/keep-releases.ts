@@ -65,6 +65,8 @@ interface Result {
   keep: number;
   initMs: number;
   syncMs: number[];
+  /** Each phase's median over the same syncs, ms. */
+  phases: Record<string, number>;
   disk: number;
   oneTree: number;
   changedBytes: number;
@@ -75,10 +77,13 @@ async function side(keep: number): Promise<Result> {
   try {
     const layout: StoreLayout = storeLayout(join(root, 'store'));
     writeTree(layout.master);
+    // the tree's writeback is not the init's to pay, nor the other side's
+    spawnSync('sync');
     const started = performance.now();
     const agent = await Agent.start({ layout, logger: memoryLogger(), keep, verifyIntervalMs: 0 });
     const initMs = performance.now() - started;
     const syncMs: number[] = [];
+    const phases: Record<string, number>[] = [];
     let changedFiles = 0;
     try {
       for (let r = 1; r <= RELEASES; r++) {
@@ -87,6 +92,7 @@ async function side(keep: number): Promise<Result> {
         const record = await agent.requestSync({ reason: 'bench', release: `r${r}` });
         if (record.result !== 'ok') throw new Error(`keep ${keep}: sync ${r}: ${JSON.stringify(record.error)}`);
         syncMs.push(performance.now() - t);
+        phases.push(Object.fromEntries(Object.entries(record.phases).map(([k, v]) => [k, (v as number) * 1000])));
         // the releases the copies hold: the mounted one and keep-1 before it
         if (r > RELEASES - keep) changedFiles += n;
       }
@@ -98,6 +104,9 @@ async function side(keep: number): Promise<Result> {
       keep,
       initMs,
       syncMs: syncMs.slice(keep + 1),
+      phases: Object.fromEntries(
+        Object.keys(phases.at(-1) ?? {}).map((k) => [k, median(phases.slice(keep + 1).map((p) => p[k] ?? 0))]),
+      ),
       disk: diskBytes(slots),
       oneTree: diskBytes([layout.master]),
       changedBytes: changedFiles * 4096, // each 2 KiB file takes a 4 KiB block
@@ -114,7 +123,13 @@ const five = await side(5);
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 for (const r of [two, five]) {
   console.log(
-    `keep ${r.keep}: init ${(r.initMs / 1000).toFixed(1)} s, sync median ${median(r.syncMs).toFixed(0)} ms (of ${r.syncMs.length}), disk ${mib(r.disk)} for ${r.keep} copies (one tree ${mib(r.oneTree)}, changed in the releases kept ${mib(r.changedBytes)})`,
+    `keep ${r.keep}: init ${(r.initMs / 1000).toFixed(1)} s, sync median ${median(r.syncMs).toFixed(0)} ms (of ${r.syncMs.length}: ${Object.entries(
+      r.phases,
+    )
+      .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+      .join(
+        ', ',
+      )}), disk ${mib(r.disk)} for ${r.keep} copies (one tree ${mib(r.oneTree)}, changed in the releases kept ${mib(r.changedBytes)})`,
   );
 }
 console.log(`init keep 5 / keep 2: ${(five.initMs / two.initMs).toFixed(2)}x`);

@@ -1,5 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
@@ -180,6 +193,35 @@ export function readDirectoryIndexSync(slotRoot: string, relDir: string): Direct
 }
 
 /**
+ * Link `to` (a new name) to the file at `path` when it holds exactly `data`;
+ * false (nothing made) otherwise. Indexes are only ever replaced by rename,
+ * never written in place, so two copies may share one.
+ */
+function linkSameSync(path: string, data: Buffer, to: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size !== data.length) return false;
+    const there = Buffer.allocUnsafe(data.length);
+    if (readSync(fd, there, 0, data.length, 0) !== data.length || !there.equals(data)) return false;
+    linkSync(path, to);
+    // the name linked is the file compared
+    if (lstatSync(to).ino === st.ino) return true;
+    unlinkSync(to);
+    return false;
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Replace the index of `relDir` in the copy at `slotRoot` by rename (through
  * the slot's temp directory, which must exist), or remove it when `files` is
  * empty. Not made durable here, nor need it be: a stale, torn or lost index
@@ -191,6 +233,8 @@ export function writeDirectoryIndexSync(
   slotRoot: string,
   relDir: string,
   files: Readonly<Record<string, FileRecord>>,
+  /** Another copy whose index of `relDir`, when byte for byte the one to write, is hard-linked instead (copies sharing files share their indexes too). */
+  shareFrom: string | null = null,
 ): void {
   const path = directoryIndexPath(slotRoot, relDir);
   if (Object.keys(files).length === 0) {
@@ -201,14 +245,22 @@ export function writeDirectoryIndexSync(
     }
     return;
   }
-  const index: DirectoryIndex = { v: CONTENT_INDEX_VERSION, dir: relDir, files };
+  // names in order: the same records make the same bytes in every copy, so a shared index can be linked
+  const sorted = Object.fromEntries(
+    Object.keys(files)
+      .sort()
+      .map((name) => [name, files[name] as FileRecord]),
+  );
+  const index: DirectoryIndex = { v: CONTENT_INDEX_VERSION, dir: relDir, files: sorted };
+  const data = Buffer.from(JSON.stringify(index));
   const tmp = join(slotRoot, TEMP_DIR_NAME, `index-${randomBytes(8).toString('hex')}.json`);
-  const fd = openSync(tmp, 'wx', 0o644);
-  try {
-    const data = Buffer.from(JSON.stringify(index));
-    for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
-  } finally {
-    closeSync(fd);
+  if (!(shareFrom !== null && linkSameSync(directoryIndexPath(shareFrom, relDir), data, tmp))) {
+    const fd = openSync(tmp, 'wx', 0o644);
+    try {
+      for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
+    } finally {
+      closeSync(fd);
+    }
   }
   try {
     try {

@@ -333,7 +333,7 @@ function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, 
   if (changed) {
     // not made durable: a stale, torn or lost index costs an ETag or a variant, never a wrong
     // answer, and the copy is derived again after a crash (it is marked unfinished until synced)
-    writeDirectoryIndexSync(c.slot, dir, files);
+    writeDirectoryIndexSync(c.slot, dir, files, c.other);
     result.stats.indexes++;
   }
   return subdirs;
