@@ -2,15 +2,19 @@
  * Two builds of mirrorswap side by side, for a change that must cost nothing
  * (a refactor, a new check on the hot path): `mirrorswap serve` of each on the
  * same store under wrk, in interleaved rounds (ABAB...), and `mirrorswap init`
- * of each on the same tree, alternating. Prints the ratios B/A.
+ * of each on the same tree, alternating. Prints the ratios B/A. With
+ * `--retained`, the store keeps an older release besides the mounted one
+ * (as `--keep 3` does): B then serves with skew protection armed (pins
+ * looked for, the asset fallback ready), the requests naming none.
  *
  *   node dist/bench/ab-builds.js --a /path/to/old/dist/src/cli/bin.js [--b this build] \
- *     [--rounds 3] [--seconds 6] [--files 500] [--tree-files 20000]
+ *     [--rounds 3] [--seconds 6] [--files 500] [--tree-files 20000] [--retained]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { publishEpoch } from '../src/store/publish.js';
 import { THIS_CLI, benchStore, flag, machine, startServe, stop, wrk } from './lib.js';
 
 function option(name: string, dflt: string | undefined): string | undefined {
@@ -45,6 +49,10 @@ async function main(): Promise<void> {
   const layout = await benchStore('mirrorswap-ab-', async (dir) => {
     for (let i = 0; i < files; i++) await writeFile(join(dir, `f${i}.html`), body);
   });
+  if (process.argv.includes('--retained')) {
+    const replacedAt = new Date().toISOString();
+    await publishEpoch(layout, 2, 'a', { keep: 3, retained: [{ slot: 'b', epoch: 1, replacedAt }] });
+  }
   const paths = Array.from({ length: files }, (_, i) => `/f${i}.html`);
   const rps: Record<'A' | 'B', number[]> = { A: [], B: [] };
   for (let round = 0; round < rounds; round++) {

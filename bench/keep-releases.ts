@@ -24,12 +24,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../src/agent/agent.js';
 import { type StoreLayout, keptSlots, storeLayout } from '../src/store/store-layout.js';
+import { startApp } from '../testkit/app.js';
 import { memoryLogger } from '../testkit/logger.js';
-import { flag, machine } from './lib.js';
+import { rawGet } from '../testkit/server.js';
+import { flag, machine, percentile } from './lib.js';
 
 const FILES = flag('files', 100_000);
 const CHANGED_PCT = flag('changed', 1);
 const RELEASES = flag('releases', 10);
+const ROLLBACKS = flag('rollbacks', 30);
 const PER_DIR = 100;
 const FILE_BYTES = 2048;
 
@@ -61,12 +64,46 @@ function change(master: string, release: number): number {
   return n;
 }
 
+/**
+ * Roll back and forth between the two newest releases, `ROLLBACKS` times:
+ * from the request to the first answer a web server (mirrorStatic, polling
+ * as fast as it answers) gives from the release rolled back to.
+ */
+async function rollbacks(agent: Agent, layout: StoreLayout): Promise<number[]> {
+  const web = await startApp({
+    store: layout.root,
+    serverId: 'bench-web',
+    heartbeatInterval: 100,
+    releaseHeader: 'X-Release',
+  });
+  const out: number[] = [];
+  try {
+    for (let i = 0; i < ROLLBACKS; i++) {
+      const to = `r${i % 2 === 0 ? RELEASES - 1 : RELEASES}`;
+      const t = performance.now();
+      const done = agent.rollback(to);
+      for (;;) {
+        const res = await rawGet(web.port, '/d0/f0.dat');
+        if (res.headers['x-release'] === to) break;
+      }
+      out.push(performance.now() - t);
+      const record = await done;
+      if (record.result !== 'ok') throw new Error(`rollback to ${to}: ${JSON.stringify(record.error)}`);
+    }
+  } finally {
+    await web.close();
+  }
+  return out;
+}
+
 interface Result {
   keep: number;
   initMs: number;
   syncMs: number[];
   /** Each phase's median over the same syncs, ms. */
   phases: Record<string, number>;
+  /** Rollback to a retained release: the request to the first response from it, ms. */
+  rollbackMs: number[];
   disk: number;
   oneTree: number;
   changedBytes: number;
@@ -84,6 +121,7 @@ async function side(keep: number): Promise<Result> {
     const initMs = performance.now() - started;
     const syncMs: number[] = [];
     const phases: Record<string, number>[] = [];
+    const rollbackMs: number[] = [];
     let changedFiles = 0;
     try {
       for (let r = 1; r <= RELEASES; r++) {
@@ -96,6 +134,7 @@ async function side(keep: number): Promise<Result> {
         // the releases the copies hold: the mounted one and keep-1 before it
         if (r > RELEASES - keep) changedFiles += n;
       }
+      if (keep > 2) rollbackMs.push(...(await rollbacks(agent, layout)));
     } finally {
       await agent.close();
     }
@@ -107,6 +146,7 @@ async function side(keep: number): Promise<Result> {
       phases: Object.fromEntries(
         Object.keys(phases.at(-1) ?? {}).map((k) => [k, median(phases.slice(keep + 1).map((p) => p[k] ?? 0))]),
       ),
+      rollbackMs,
       disk: diskBytes(slots),
       oneTree: diskBytes([layout.master]),
       changedBytes: changedFiles * 4096, // each 2 KiB file takes a 4 KiB block
@@ -132,6 +172,10 @@ for (const r of [two, five]) {
       )}), disk ${mib(r.disk)} for ${r.keep} copies (one tree ${mib(r.oneTree)}, changed in the releases kept ${mib(r.changedBytes)})`,
   );
 }
+const rb = [...five.rollbackMs].sort((x, y) => x - y);
+console.log(
+  `rollback to a retained release (keep 5), request to the first answer from it: p50 ${percentile(rb, 50).toFixed(1)} ms, p99 ${percentile(rb, 99).toFixed(1)} ms, max ${(rb.at(-1) ?? 0).toFixed(1)} ms (${rb.length})`,
+);
 console.log(`init keep 5 / keep 2: ${(five.initMs / two.initMs).toFixed(2)}x`);
 console.log(`sync keep 5 / keep 2: ${(median(five.syncMs) / median(two.syncMs)).toFixed(2)}x`);
 console.log(

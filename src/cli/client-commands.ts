@@ -26,7 +26,7 @@ export const ROLLBACK_FLAGS: FlagSpecs = {
   to: {
     type: 'string',
     arg: 'ID|EPOCH',
-    help: 'mount this release (its id or epoch) again: refused unless it is the one before the mounted one',
+    help: 'mount this release (its id or epoch) again: with --keep above 2 any retained release, else only the one before the mounted one',
   },
 };
 
@@ -222,12 +222,21 @@ export async function statusCommand(values: FlagValues): Promise<number> {
   console.log(
     [
       `epoch ${s.epoch}${s.release === undefined ? '' : `, release ${s.release}`}, slot ${s.mounted} mounted since ${s.publishedAt}`,
-      ...(s.previous
+      ...(s.previous && !(s.keep > 2)
         ? [
             `before it: epoch ${s.previous.epoch}${s.previous.release === undefined ? '' : `, release ${s.previous.release}`} (${s.previous.retained ? 'held by the standby: rollback mounts it again' : 'no longer held'})`,
           ]
         : []),
-      `standby: ${standby}`,
+      ...(s.keep > 2
+        ? [
+            `retained (--keep ${s.keep}): ${s.retained.length === 0 ? 'none yet' : ''}`,
+            ...s.retained.map(
+              (r) =>
+                `  epoch ${r.epoch}${r.release === undefined ? '' : `, release ${r.release}`}: slot ${r.slot}, replaced ${r.ageSeconds} s ago, ${r.until ? `servable to pinned requests until ${r.until}` : 'servable until its copy is reused'}, ${r.inflight} in flight`,
+            ),
+          ]
+        : []),
+      `${s.keep > 2 ? 'next sync copies into' : 'standby'}: ${standby}`,
       `pending changes: ${s.pendingChanges ?? 'unknown (next sync compares whole trees)'}${s.paused ? ' (automatic syncs paused by rollback)' : ''}`,
       `swapping: ${s.swapping ? `${s.swapping.kind}, ${s.swapping.phase}` : 'no'}`,
       ...(s.walks ?? []).map(
@@ -238,15 +247,28 @@ export async function statusCommand(values: FlagValues): Promise<number> {
       s.servers.length === 0
         ? '  (none)'
         : table([
-            ['  id', 'host', 'pid', 'epoch', 'mounted', 'in-flight a', 'in-flight b', 'state'],
+            [
+              '  id',
+              'host',
+              'pid',
+              'epoch',
+              'mounted',
+              ...(s.keep > 2 ? ['in-flight'] : ['in-flight a', 'in-flight b']),
+              'state',
+            ],
             ...s.servers.map((h) => [
               `  ${h.id}`,
               h.host,
               String(h.pid),
               String(h.epoch),
               h.mounted ?? '-',
-              String(h.inflight.a),
-              String(h.inflight.b),
+              ...(s.keep > 2
+                ? [
+                    Object.entries(h.inflight)
+                      .map(([slot, n]) => `${slot} ${n}`)
+                      .join(', '),
+                  ]
+                : [String(h.inflight.a), String(h.inflight.b)]),
               h.live ? 'live' : 'stale',
             ]),
           ]),
