@@ -9,7 +9,7 @@ import type { ReadinessState } from '../../middleware/mount/mount-state.js';
 import type { WatchMode } from '../../middleware/options.js';
 import { type EpochRecord, slotRoot } from '../store/epoch-file.js';
 import type { Logger } from '../core/logger.js';
-import { type SeedSlot, type StoreLayout, seedSlot } from '../store/store-layout.js';
+import type { SlotMap, SlotName, StoreLayout } from '../store/store-layout.js';
 import { StoreLock } from '../store/store-lock.js';
 import { writeInclude } from './include-file.js';
 import { configProblem, isWorker, masterNamedBy, readMasterPid, runningMasters, workersOf } from './nginx-processes.js';
@@ -50,19 +50,22 @@ export function defaultNginxServerId(): string {
 /** What the companion knows nginx serves. */
 interface Served {
   epoch: number;
-  slot: SeedSlot;
+  slot: SlotName;
   publishedAt: string;
+  /** Every copy the include lets a request reach: the mounted one, and the retained ones pins reach. */
+  slots: readonly SlotName[];
 }
 
 class ReloadFailed extends Error {}
 
 /**
- * The copy a retired worker may serve from: a slot, or `unknown` for a worker
- * that was running before this companion knew what nginx had loaded (one it
- * found at start). An unknown worker is counted in flight on both slots: it
- * may serve either, so neither is reported free while it lives.
+ * The copies a retired worker may serve from (the mounted one of its
+ * configuration, and the retained ones its pins reach), or `unknown` for a
+ * worker that was running before this companion knew what nginx had loaded
+ * (one it found at start). An unknown worker is counted in flight on every
+ * slot: it may serve any, so none is reported free while it lives.
  */
-export type RetiredOn = SeedSlot | 'unknown';
+export type RetiredOn = readonly SlotName[] | 'unknown';
 
 /**
  * Makes a running nginx a web server of the store. On each new epoch it
@@ -152,16 +155,11 @@ export class NginxCompanion {
       id: opts.serverId,
       interval: opts.heartbeatInterval,
       kind: 'nginx',
-      snapshot: () => {
-        const inflight = { a: 0, b: 0 };
-        for (const on of this.#retired.values()) {
-          if (on === 'unknown') {
-            inflight.a++;
-            inflight.b++;
-          } else inflight[on]++;
-        }
-        return { epoch: this.#served?.epoch ?? 0, mounted: this.#served?.slot ?? null, inflight };
-      },
+      snapshot: () => ({
+        epoch: this.#served?.epoch ?? 0,
+        mounted: this.#served?.slot ?? null,
+        inflight: this.#inflight(),
+      }),
       onError: (err) => opts.logger.warn({ err: err.message }, 'could not write the heartbeat'),
     });
     this.#fleet = new FleetReadiness(opts.layout.epochFile, opts.heartbeatInterval);
@@ -226,6 +224,27 @@ export class NginxCompanion {
     return masterNamedBy(this.#opts.reloadCmd);
   }
 
+  /**
+   * What the heartbeat reports in flight: one per retired worker still alive
+   * on each copy its configuration reached (on every slot for an unknown one),
+   * and, for a retained copy the include lets pins reach, every current worker.
+   * nginx's requests are not counted one by one; no copy is reported free
+   * while a worker that may serve it lives.
+   */
+  #inflight(): SlotMap<number> {
+    const inflight: SlotMap<number> = { a: 0, b: 0 };
+    const add = (slot: SlotName, n: number) => {
+      inflight[slot] = (inflight[slot] ?? 0) + n;
+    };
+    const every = Object.keys(this.#wanted?.roots ?? { a: '', b: '' }) as SlotName[];
+    for (const on of this.#retired.values()) for (const slot of on === 'unknown' ? every : on) add(slot, 1);
+    const served = this.#served;
+    if (served && this.#current.size > 0) {
+      for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
+    }
+    return inflight;
+  }
+
   /** What the companion knows: for `status`, tests and the log. */
   status() {
     return {
@@ -233,7 +252,8 @@ export class NginxCompanion {
       served: this.#served,
       master: this.#master,
       workers: [...this.#current],
-      retired: Object.fromEntries(this.#retired),
+      // one slot as its name (a store of two copies), several joined by commas
+      retired: Object.fromEntries([...this.#retired].map(([pid, on]) => [pid, on === 'unknown' ? on : on.join(',')])),
       lastError: this.#lastError,
     };
   }
@@ -297,16 +317,27 @@ export class NginxCompanion {
   }
 
   async #switchTo(record: EpochRecord): Promise<void> {
-    const slot = seedSlot(record.mounted); // the companion is refused for a store keeping more than two
+    const slot = record.mounted;
     const root = slotRoot(record, this.#opts.layout.epochFile, slot);
+    // a store keeping more releases: pinned requests reach the retained copies
+    const retained = (record.retained ?? []).map((r) => ({
+      slot: r.slot,
+      root: slotRoot(record, this.#opts.layout.epochFile, r.slot),
+      names: [String(r.epoch), ...(r.release !== undefined ? [r.release] : [])],
+    }));
     // every nginx (re)started from here on reads the new root
-    await writeInclude(this.#opts.includeFile, record.epoch, slot, root);
-    this.#written = { epoch: record.epoch, slot, publishedAt: record.publishedAt };
+    await writeInclude(this.#opts.includeFile, record.epoch, slot, root, retained);
+    this.#written = {
+      epoch: record.epoch,
+      slot,
+      publishedAt: record.publishedAt,
+      slots: [slot, ...retained.map((r) => r.slot)],
+    };
     const master = await this.#findMaster();
     if (master === null) {
       // nginx is not running: it serves nothing now, and will start on this root
       this.#master = null;
-      this.#retire(this.#current, this.#served?.slot);
+      this.#retire(this.#current, this.#served?.slots);
       this.#current = new Set();
       await this.#nowServing(this.#written, 'down');
       return;
@@ -321,7 +352,7 @@ export class NginxCompanion {
     else process.kill(master, 'SIGHUP');
     const fresh = await this.#newWorkers(master, before, started);
     // the workers from before serve the old root
-    this.#retire(known, this.#served?.slot ?? 'unknown');
+    this.#retire(known, this.#served?.slots ?? 'unknown');
     this.#retire(found, 'unknown');
     this.#current = new Set(fresh);
     this.#metrics.reloads.inc();
@@ -399,7 +430,7 @@ export class NginxCompanion {
       this.#master = master;
       if (master !== null && this.#written) {
         // a new master read the include as it is: it serves what was last written
-        this.#retire(this.#current, this.#served?.slot);
+        this.#retire(this.#current, this.#served?.slots);
         this.#current = new Set(await workersOf(master));
         await this.#nowServing(this.#written, 'started');
         changed = false;
@@ -422,9 +453,11 @@ export class NginxCompanion {
   }
 
   #countRetired(): void {
-    const counts = { a: 0, b: 0, unknown: 0 };
-    for (const on of this.#retired.values()) counts[on]++;
-    for (const slot of ['a', 'b', 'unknown'] as const) this.#metrics.retired.set({ slot }, counts[slot]);
+    const counts: Record<string, number> = { a: 0, b: 0, unknown: 0 };
+    for (const on of this.#retired.values()) {
+      for (const slot of on === 'unknown' ? ['unknown'] : on) counts[slot] = (counts[slot] ?? 0) + 1;
+    }
+    for (const [slot, n] of Object.entries(counts)) this.#metrics.retired.set({ slot }, n);
   }
 
   /**

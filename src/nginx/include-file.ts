@@ -8,14 +8,22 @@ import { RESERVED_ROOT_NAMES } from '../store/store-layout.js';
  * rename, on each epoch; nginx reads it only when it (re)loads its
  * configuration, so a worker serves one copy from start to end.
  */
-export function renderInclude(epoch: number, slot: SlotName, root: string): string {
-  if (/[;{}"'\\\s$]/.test(root)) {
-    // a root nginx would read as more than one token (or as a variable) is refused, not quoted
-    throw new Error(`slot ${slot}'s root "${root}" holds a character nginx would misread: move the store`);
+export function renderInclude(
+  epoch: number,
+  slot: SlotName,
+  root: string,
+  retained: readonly IncludedRelease[] = [],
+  pins: ReleasePinNames = NGINX_PIN_NAMES,
+): string {
+  for (const [s, r] of [[slot, root] as const, ...retained.map((x) => [x.slot, x.root] as const)]) {
+    if (/[;{}"'\\\s$]/.test(r)) {
+      // a root nginx would read as more than one token (or as a variable) is refused, not quoted
+      throw new Error(`slot ${s}'s root "${r}" holds a character nginx would misread: move the store`);
+    }
   }
   return [
     `# Written by mirrorswap nginx: epoch ${epoch} mounts slot ${slot}. Do not edit: it is rewritten on every swap.`,
-    `root ${root};`,
+    ...(retained.length === 0 ? [`root ${root};`] : pinnedRoot(root, retained, pins)),
     `set $mirrorswap_epoch ${epoch};`,
     `set $mirrorswap_slot ${slot};`,
     // the copier's temp directory and the agent's content index are never served, whatever the rest says
@@ -28,7 +36,60 @@ export function renderInclude(epoch: number, slot: SlotName, root: string): stri
   ].join('\n');
 }
 
+/** A release the store retains, as the include names it: its copy's root, and what a pin may call it. */
+export interface IncludedRelease {
+  readonly slot: SlotName;
+  readonly root: string;
+  /** Its release id and the epoch that published it. */
+  readonly names: readonly string[];
+}
+
+/** Where a request names its release: the middleware's defaults (`?dpl=`, `x-deployment-id`, the `__dpl` cookie). */
+export interface ReleasePinNames {
+  readonly query: string;
+  readonly header: string;
+  readonly cookie: string;
+}
+
+export const NGINX_PIN_NAMES: ReleasePinNames = Object.freeze({
+  query: 'dpl',
+  header: 'x-deployment-id',
+  cookie: '__dpl',
+});
+
+/**
+ * Skew protection in nginx's own terms: `$mirrorswap_root` is the mounted
+ * copy's root unless the request names a retained release, by the query
+ * parameter, the header or the cookie (the cookie never on a navigation),
+ * the query winning over the header, the header over the cookie. `if` with
+ * `set` only, at server level: the one use of `if` nginx keeps safe. A name
+ * is matched whole against the release ids and epochs the include lists, so
+ * a request can only ever choose among the retained copies.
+ */
+function pinnedRoot(root: string, retained: readonly IncludedRelease[], pins: ReleasePinNames): string[] {
+  const variable = (prefix: string, name: string) => `$${prefix}${name.toLowerCase().replace(/-/g, '_')}`;
+  const lines = [
+    `set $mirrorswap_root ${root};`,
+    'set $mirrorswap_pin "";',
+    `if ($http_sec_fetch_mode != "navigate") { set $mirrorswap_pin ${variable('cookie_', pins.cookie)}; }`,
+    `if (${variable('http_', pins.header)}) { set $mirrorswap_pin ${variable('http_', pins.header)}; }`,
+    `if (${variable('arg_', pins.query)}) { set $mirrorswap_pin ${variable('arg_', pins.query)}; }`,
+  ];
+  for (const r of retained) {
+    // release ids and epochs are made of characters nginx reads as one token (RELEASE_ID_PATTERN)
+    for (const name of r.names) lines.push(`if ($mirrorswap_pin = "${name}") { set $mirrorswap_root ${r.root}; }`);
+  }
+  lines.push('root $mirrorswap_root;');
+  return lines;
+}
+
 /** Write the include atomically (temp file, fsync, rename, fsync of the directory). */
-export async function writeInclude(file: string, epoch: number, slot: SlotName, root: string): Promise<void> {
-  await writeFileAtomic(file, renderInclude(epoch, slot, root), { durable: true, mode: 0o644 });
+export async function writeInclude(
+  file: string,
+  epoch: number,
+  slot: SlotName,
+  root: string,
+  retained: readonly IncludedRelease[] = [],
+): Promise<void> {
+  await writeFileAtomic(file, renderInclude(epoch, slot, root, retained), { durable: true, mode: 0o644 });
 }
