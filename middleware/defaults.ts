@@ -10,6 +10,10 @@ export const MOUNT_DEFAULTS = Object.freeze({
   pollInterval: 250,
   heartbeatInterval: 1000,
   closeTimeout: 30_000,
+  /** Skew protection: where a request names its release (Next.js's `?dpl=` and `x-deployment-id`, and a cookie). */
+  pinQuery: 'dpl' as string | false,
+  pinHeader: 'x-deployment-id' as string | false,
+  pinCookie: '__dpl' as string | false,
 });
 
 /** The smallest values taken: below them a server would spend itself on polling or heartbeats. */
@@ -35,10 +39,6 @@ export const STATIC_DEFAULTS = Object.freeze({
   precompressed: true,
   /** The response header naming the release a file came from (false: none). */
   releaseHeader: false as string | false,
-  /** Skew protection: where a request names its release (Next.js's `?dpl=` and `x-deployment-id`, and a cookie). */
-  pinQuery: 'dpl' as string | false,
-  pinHeader: 'x-deployment-id' as string | false,
-  pinCookie: '__dpl' as string | false,
   /** Skew protection for requests naming no release: hashed asset names (`HASHED_ASSET`) the mounted release lacks. */
   assetFallback: 'hashed' as RegExp | 'hashed' | false,
   /** Bytes of file bodies kept in memory per epoch. */

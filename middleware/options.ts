@@ -10,7 +10,7 @@ import type { MiddlewareLogger } from '../src/core/logger.js';
 import type { SlotName } from '../src/store/store-layout.js';
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from './defaults.js';
 import { type CacheRule, type ResolvedCacheRule, resolveCacheRules } from './static/cache-rules.js';
-import { HASHED_ASSET, type ReleasePinSources } from './static/release-pins.js';
+import { HASHED_ASSET, type ReleasePinSources } from './mount/release-pins.js';
 
 export type { CacheRule } from './static/cache-rules.js';
 
@@ -36,6 +36,16 @@ export interface MountOptions {
   closeTimeout?: number;
   registry?: Registry;
   logger?: MiddlewareLogger;
+  /**
+   * Skew protection: the query parameter, header and cookie by which a
+   * request names the release it belongs to (its id, or the epoch that
+   * published it). A request naming a release the store retains is served
+   * whole from it; one naming none (or one no longer retained) is served from
+   * the mounted release. `false` turns a source off.
+   */
+  pinQuery?: string | false;
+  pinHeader?: string | false;
+  pinCookie?: string | false;
 }
 
 export interface StaticOptions extends MountOptions {
@@ -69,16 +79,6 @@ export interface StaticOptions extends MountOptions {
   /** Path patterns mapped to Cache-Control, first match wins; resolved once per cache entry. */
   cacheRules?: readonly CacheRule[];
   /**
-   * Skew protection: the query parameter, header and cookie by which a
-   * request names the release it belongs to (its id, or the epoch that
-   * published it). A request naming a release the store retains is served
-   * whole from it; one naming none (or one no longer retained) is served from
-   * the mounted release. `false` turns a source off.
-   */
-  pinQuery?: string | false;
-  pinHeader?: string | false;
-  pinCookie?: string | false;
-  /**
    * Skew protection for requests that name no release: a GET of a path the
    * mounted release lacks, matching this pattern, is served from the newest
    * retained release that has it. `'hashed'` (the default): hashed asset
@@ -104,6 +104,8 @@ export interface ResolvedMountOptions {
   readonly closeTimeout: number;
   readonly registry: Registry | undefined;
   readonly logger: MiddlewareLogger | undefined;
+  /** Where a request names its release (skew protection). */
+  readonly pins: ReleasePinSources;
 }
 
 export interface ResolvedStaticOptions extends ResolvedMountOptions {
@@ -124,7 +126,6 @@ export interface ResolvedStaticOptions extends ResolvedMountOptions {
   readonly precompressed: boolean;
   readonly releaseHeader: string | false;
   readonly cacheRules: readonly ResolvedCacheRule[];
-  readonly pins: ReleasePinSources;
   readonly assetFallback: RegExp | false;
   readonly cacheMaxBytes: number;
   readonly cacheMaxFileSize: number;
@@ -188,6 +189,7 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
   if (opts.roots !== undefined) {
     if (typeof opts.roots !== 'object' || opts.roots === null) fail('roots option must be an object like { a, b }');
     for (const [key, value] of Object.entries(opts.roots)) {
+      // slots past b (a store keeping more releases) follow the epoch file's roots
       if (key !== 'a' && key !== 'b') fail(`roots option keys must be "a" or "b", got "${key}"`);
       if (typeof value !== 'string' || value === '') fail(`roots.${key} option must be a path string`);
       roots[key] = resolve(value);
@@ -214,6 +216,11 @@ export function resolveMountOptions(opts: MountOptions): ResolvedMountOptions {
     epochFile,
     serversDir: join(dirname(epochFile), 'servers'),
     roots: Object.freeze(roots),
+    pins: Object.freeze({
+      query: pinSource(opts.pinQuery, 'pinQuery', MOUNT_DEFAULTS.pinQuery, /^[A-Za-z0-9._~-]{1,64}$/),
+      header: pinSource(opts.pinHeader, 'pinHeader', MOUNT_DEFAULTS.pinHeader, FIELD_NAME),
+      cookie: pinSource(opts.pinCookie, 'pinCookie', MOUNT_DEFAULTS.pinCookie, FIELD_NAME),
+    }),
     serverId,
     watch,
     pollInterval: integerOption(
@@ -391,11 +398,6 @@ export function resolveStaticOptions(opts: StaticOptions): ResolvedStaticOptions
     precompressed: booleanOption(opts.precompressed, 'precompressed', STATIC_DEFAULTS.precompressed),
     releaseHeader: resolveReleaseHeader(opts.releaseHeader),
     cacheRules: resolveCacheRules(opts.cacheRules),
-    pins: Object.freeze({
-      query: pinSource(opts.pinQuery, 'pinQuery', STATIC_DEFAULTS.pinQuery, /^[A-Za-z0-9._~-]{1,64}$/),
-      header: pinSource(opts.pinHeader, 'pinHeader', STATIC_DEFAULTS.pinHeader, FIELD_NAME),
-      cookie: pinSource(opts.pinCookie, 'pinCookie', STATIC_DEFAULTS.pinCookie, FIELD_NAME),
-    }),
     assetFallback: resolveAssetFallback(opts.assetFallback),
     cacheMaxBytes: integerOption(opts.cacheMaxBytes, 'cacheMaxBytes', STATIC_DEFAULTS.cacheMaxBytes, 0),
     cacheMaxFileSize: integerOption(opts.cacheMaxFileSize, 'cacheMaxFileSize', STATIC_DEFAULTS.cacheMaxFileSize, 0),

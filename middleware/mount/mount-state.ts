@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { realpath } from 'node:fs/promises';
 import { DEFAULT_LEASE_MS, type EpochRecord, releaseEpochOf, slotRoot } from '../../src/store/epoch-file.js';
 import { MirrorswapError } from '../../src/core/errors.js';
@@ -8,6 +8,7 @@ import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
 import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
+import { pinOf } from './release-pins.js';
 import { ServerMetrics, metricsHandler } from './metrics.js';
 import type { ResolvedMountOptions } from '../options.js';
 
@@ -175,6 +176,26 @@ export class MountState<T> {
       return (r.retainedUntil ?? Number.POSITIVE_INFINITY) >= now ? r : 'expired';
     }
     return null;
+  }
+
+  /**
+   * The retained release a request names (skew protection: `pinQuery`,
+   * `pinHeader`, `pinCookie`), counted in `mirrorswap_server_pinned_requests_total`;
+   * undefined for the mounted release (named, or nothing named, or one not
+   * retained). To be passed to `acquire` in the same turn.
+   */
+  pinnedFor(req: IncomingMessage): MountView<T> | undefined {
+    if (this.#retained.length === 0) return undefined;
+    const name = pinOf(req, this.#opts.pins);
+    if (name === null) return undefined;
+    const found = this.pinned(name);
+    if (found === null) this.metrics.pins.inc({ result: 'unknown' });
+    else if (found === 'expired') this.metrics.pins.inc({ result: 'expired' });
+    else if (found !== this.#view) {
+      this.metrics.pins.inc({ result: 'pinned' });
+      return found;
+    }
+    return undefined;
   }
 
   /** Whether `view` may still be served from: the mounted one, or one retained and not expired. */
@@ -392,7 +413,12 @@ export class MountState<T> {
       // a release new to the list (the mounted one of a moment ago, say): a fresh cache of its own
       const base = { epoch: r.epoch, slot: r.slot, release: r.release, releaseEpoch: r.epoch, root, realRoot };
       const withEnd = { ...base, retainedUntil: until };
-      out.push({ ...withEnd, data: this.#hooks.makeData(withEnd) });
+      try {
+        out.push({ ...withEnd, data: this.#hooks.makeData(withEnd) });
+      } catch (err) {
+        // a proxy with no upstream for that slot, say: pins to it get the mounted release
+        this.#log('warn', { slot: r.slot, err: (err as Error).message }, 'a retained release cannot be served');
+      }
     }
     return out;
   }

@@ -215,7 +215,8 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, next: Next): void => {
-    const pin = mount.acquire(res);
+    // a request naming a retained release goes to that slot's upstream (skew protection)
+    const pin = mount.acquire(res, mount.pinnedFor(req));
     if (pin === null) {
       unavailable(next);
       return;
@@ -262,7 +263,7 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   }
 
   function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const pin = mount.acquire(socket);
+    const pin = mount.acquire(socket, mount.pinnedFor(req));
     if (pin === null) {
       refuseUpgrade(socket);
       return;

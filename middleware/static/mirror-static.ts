@@ -11,7 +11,6 @@ import { type MountSurface, type MountView, MountState, type Pin, mountSurface }
 import { type ResolvedStaticOptions, type StaticOptions, resolveStaticOptions } from '../options.js';
 import { NOT_FOUND, REDIRECT, requestPath, resolveRequestPath } from './path-resolver.js';
 import { sendFile } from './send-file.js';
-import { pinOf } from './release-pins.js';
 
 type Next = (err?: unknown) => void;
 
@@ -321,21 +320,6 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     pass(res, mounted, 404, next);
   }
 
-  /** The view a request's pin names (skew protection), counted; undefined for the mounted release. */
-  function pinnedView(req: IncomingMessage): MountView<FileCache> | undefined {
-    if (mount.retained.length === 0) return undefined;
-    const name = pinOf(req, opts.pins);
-    if (name === null) return undefined;
-    const found = mount.pinned(name);
-    if (found === null) mount.metrics.pins.inc({ result: 'unknown' });
-    else if (found === 'expired') mount.metrics.pins.inc({ result: 'expired' });
-    else if (found !== mount.view) {
-      mount.metrics.pins.inc({ result: 'pinned' });
-      return found;
-    }
-    return undefined;
-  }
-
   /**
    * Run a step of the request path; whatever it throws (an input no check
    * foresaw) ends in `next(err)`, or a cut connection once headers are out:
@@ -378,7 +362,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.end();
       return;
     }
-    const pin = mount.acquire(res, pinnedView(req));
+    const pin = mount.acquire(res, mount.pinnedFor(req));
     if (pin === null) {
       refuse(503, next);
       return;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { describe, it } from 'node:test';
 import { resolveStaticOptions } from '../../../middleware/options.js';
-import { HASHED_ASSET, pinOf } from '../../../middleware/static/release-pins.js';
+import { HASHED_ASSET, pinOf } from '../../../middleware/mount/release-pins.js';
 
 const sources = { query: 'dpl', header: 'x-deployment-id', cookie: '__dpl' } as const;
 const req = (url: string, headers: Record<string, string> = {}) => ({ url, headers }) as unknown as IncomingMessage;

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { type MirrorProxy, mirrorProxy } from '../../../middleware/proxy/mirror-proxy.js';
+import { publishEpoch } from '../../../src/store/publish.js';
+import { memoryLogger } from '../../../testkit/logger.js';
+import { type Running, listen, rawGet } from '../../../testkit/server.js';
+import { type TempStore, tempStore } from '../../../testkit/store.js';
+import { waitFor } from '../../../testkit/wait.js';
+
+/** An upstream that answers with its name. */
+const named = (name: string) => listen((_req, res) => res.end(name));
+
+describe('mirrorProxy with a store keeping releases', () => {
+  let store: TempStore;
+  let upstreams: Running[];
+  let proxy: MirrorProxy;
+  let front: Running;
+  const logger = memoryLogger();
+
+  before(async () => {
+    store = await tempStore();
+    upstreams = [await named('a'), await named('b')];
+    await mkdir(store.slots.c, { recursive: true });
+    const replacedAt = new Date().toISOString();
+    // slot b holds release v1 (epoch 1); slot c (v0), which the proxy has no upstream for
+    await publishEpoch(store, 3, 'a', {
+      keep: 3,
+      release: 'v2',
+      retained: [
+        { slot: 'b', epoch: 2, release: 'v1', replacedAt },
+        { slot: 'c', epoch: 1, release: 'v0', replacedAt },
+      ],
+    });
+    proxy = mirrorProxy({
+      store: store.root,
+      upstreams: { a: upstreams[0]?.url as string, b: upstreams[1]?.url as string },
+      serverId: 'proxy-pins',
+      heartbeatInterval: 100,
+      logger,
+    });
+    await proxy.ready;
+    front = await listen((req, res) => proxy(req, res, () => res.end('no mount')));
+  });
+  after(async () => {
+    await front.close();
+    await proxy.close();
+    for (const u of upstreams) await u.close();
+    await store.dispose();
+  });
+
+  it('forwards a request pinned to a retained release to its slot’s upstream, the rest to the mounted one', async () => {
+    assert.equal((await rawGet(front.port, '/x?dpl=v1')).body.toString(), 'b');
+    assert.equal((await rawGet(front.port, '/x', { 'x-deployment-id': '2' })).body.toString(), 'b');
+    assert.equal((await rawGet(front.port, '/x')).body.toString(), 'a');
+    assert.equal((await rawGet(front.port, '/x?dpl=v2')).body.toString(), 'a');
+  });
+
+  it('a retained slot with no upstream is left out, said once, and its pins get the mounted release', async () => {
+    assert.equal(proxy.state().epoch, 3, 'the epoch was taken all the same');
+    assert.equal((await rawGet(front.port, '/x?dpl=v0')).body.toString(), 'a');
+    await waitFor('the warning', () => logger.lines.some((l) => /retained release cannot be served/.test(l.msg)));
+  });
+});
