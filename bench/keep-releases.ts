@@ -7,7 +7,9 @@
  * `--changed` percent of the files in master, then one sync each (the agent
  * in this process, durable as by default). Reports:
  *
- * - init: mirroring master into the store's first two copies;
+ * - init: mirroring master into the store's first two copies, `--init-rounds`
+ *   times per side, the sides in turns (the disk's writeback of one must not
+ *   fall on the other), the tree copied anew and synced before each;
  * - sync: the median of the last releases' syncs (copy to publish and the
  *   drain, no web server), once every copy holds a release;
  * - disk: every copy of the store counted once per inode (`du -s -B1` of all
@@ -33,6 +35,7 @@ const FILES = flag('files', 100_000);
 const CHANGED_PCT = flag('changed', 1);
 const RELEASES = flag('releases', 10);
 const ROLLBACKS = flag('rollbacks', 30);
+const INIT_ROUNDS = flag('init-rounds', 3);
 const PER_DIR = 100;
 const FILE_BYTES = 2048;
 
@@ -109,6 +112,25 @@ interface Result {
   changedBytes: number;
 }
 
+/** Time `Agent.start` of a new store of `keep` over a copy of `tree` (its init), the tree's writeback done first. */
+async function initTime(keep: number, tree: string): Promise<number> {
+  const root = await mkdtemp(join(tmpdir(), `mirrorswap-init${keep}-`));
+  try {
+    const layout = storeLayout(join(root, 'store'));
+    mkdirSync(layout.root, { recursive: true });
+    spawnSync('cp', ['-a', tree, layout.master]);
+    spawnSync('sync');
+    const started = performance.now();
+    const agent = await Agent.start({ layout, logger: memoryLogger(), keep, verifyIntervalMs: 0 });
+    const ms = performance.now() - started;
+    await agent.close();
+    return ms;
+  } finally {
+    await rm(root, { recursive: true, force: true });
+    spawnSync('sync');
+  }
+}
+
 async function side(keep: number): Promise<Result> {
   const root = await mkdtemp(join(tmpdir(), `mirrorswap-keep${keep}-`));
   try {
@@ -158,8 +180,17 @@ async function side(keep: number): Promise<Result> {
 
 console.log(`# keep-releases: ${FILES} files of 2 KiB, ${CHANGED_PCT}% changed per release, ${RELEASES} releases`);
 console.log(`# ${machine()}`);
+const tree = await mkdtemp(join(tmpdir(), 'mirrorswap-keep-tree-'));
+writeTree(tree);
+const inits: Record<number, number[]> = { 2: [], 5: [] };
+for (let round = 0; round < INIT_ROUNDS; round++) {
+  for (const keep of round % 2 === 0 ? [2, 5] : [5, 2]) inits[keep]?.push(await initTime(keep, tree));
+}
+await rm(tree, { recursive: true, force: true });
 const two = await side(2);
 const five = await side(5);
+two.initMs = median(inits[2] ?? []);
+five.initMs = median(inits[5] ?? []);
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 for (const r of [two, five]) {
   console.log(
@@ -175,6 +206,9 @@ for (const r of [two, five]) {
 const rb = [...five.rollbackMs].sort((x, y) => x - y);
 console.log(
   `rollback to a retained release (keep 5), request to the first answer from it: p50 ${percentile(rb, 50).toFixed(1)} ms, p99 ${percentile(rb, 99).toFixed(1)} ms, max ${(rb.at(-1) ?? 0).toFixed(1)} ms (${rb.length})`,
+);
+console.log(
+  `init (median of ${INIT_ROUNDS}, in turns) keep 2: ${(inits[2] ?? []).map((x) => (x / 1000).toFixed(1)).join(', ')} s; keep 5: ${(inits[5] ?? []).map((x) => (x / 1000).toFixed(1)).join(', ')} s`,
 );
 console.log(`init keep 5 / keep 2: ${(five.initMs / two.initMs).toFixed(2)}x`);
 console.log(`sync keep 5 / keep 2: ${(median(five.syncMs) / median(two.syncMs)).toFixed(2)}x`);
