@@ -11,12 +11,13 @@
  *   times per side, the sides in turns (the disk's writeback of one must not
  *   fall on the other), the tree copied anew and synced before each;
  * - sync: the median of the last releases' syncs (copy to publish and the
- *   drain, no web server), once every copy holds a release;
+ *   drain, no web server), once every copy holds a release; the two stores
+ *   take each release in turns, so the pairs compare like with like;
  * - disk: every copy of the store counted once per inode (`du -s -B1` of all
  *   of them in one call), against one tree plus what the retained releases
  *   changed.
  *
- *   node dist/bench/keep-releases.js [--files 100000] [--changed 1] [--releases 10]
+ *   node dist/bench/keep-releases.js [--files 100000] [--changed 1] [--releases 12] [--init-rounds 3]
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -33,7 +34,7 @@ import { flag, machine, percentile } from './lib.js';
 
 const FILES = flag('files', 100_000);
 const CHANGED_PCT = flag('changed', 1);
-const RELEASES = flag('releases', 10);
+const RELEASES = Math.max(8, flag('releases', 12));
 const ROLLBACKS = flag('rollbacks', 30);
 const INIT_ROUNDS = flag('init-rounds', 3);
 const PER_DIR = 100;
@@ -131,51 +132,60 @@ async function initTime(keep: number, tree: string): Promise<number> {
   }
 }
 
-async function side(keep: number): Promise<Result> {
+/** One store under test: its agent, and what its syncs took. */
+interface Side {
+  keep: number;
+  root: string;
+  layout: StoreLayout;
+  agent: Agent;
+  syncMs: number[];
+  phases: Record<string, number>[];
+  changedFiles: number;
+}
+
+async function openSide(keep: number): Promise<Side> {
   const root = await mkdtemp(join(tmpdir(), `mirrorswap-keep${keep}-`));
-  try {
-    const layout: StoreLayout = storeLayout(join(root, 'store'));
-    writeTree(layout.master);
-    // the tree's writeback is not the init's to pay, nor the other side's
-    spawnSync('sync');
-    const started = performance.now();
-    const agent = await Agent.start({ layout, logger: memoryLogger(), keep, verifyIntervalMs: 0 });
-    const initMs = performance.now() - started;
-    const syncMs: number[] = [];
-    const phases: Record<string, number>[] = [];
-    const rollbackMs: number[] = [];
-    let changedFiles = 0;
-    try {
-      for (let r = 1; r <= RELEASES; r++) {
-        const n = change(layout.master, r);
-        const t = performance.now();
-        const record = await agent.requestSync({ reason: 'bench', release: `r${r}` });
-        if (record.result !== 'ok') throw new Error(`keep ${keep}: sync ${r}: ${JSON.stringify(record.error)}`);
-        syncMs.push(performance.now() - t);
-        phases.push(Object.fromEntries(Object.entries(record.phases).map(([k, v]) => [k, (v as number) * 1000])));
-        // the releases the copies hold: the mounted one and keep-1 before it
-        if (r > RELEASES - keep) changedFiles += n;
-      }
-      if (keep > 2) rollbackMs.push(...(await rollbacks(agent, layout)));
-    } finally {
-      await agent.close();
-    }
-    const slots = keptSlots(keep).map((s) => layout.slots[s]);
-    return {
-      keep,
-      initMs,
-      syncMs: syncMs.slice(keep + 1),
-      phases: Object.fromEntries(
-        Object.keys(phases.at(-1) ?? {}).map((k) => [k, median(phases.slice(keep + 1).map((p) => p[k] ?? 0))]),
-      ),
-      rollbackMs,
-      disk: diskBytes(slots),
-      oneTree: diskBytes([layout.master]),
-      changedBytes: changedFiles * 4096, // each 2 KiB file takes a 4 KiB block
-    };
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  const layout: StoreLayout = storeLayout(join(root, 'store'));
+  writeTree(layout.master);
+  // the tree's writeback is not the init's to pay, nor the other side's
+  spawnSync('sync');
+  const agent = await Agent.start({ layout, logger: memoryLogger(), keep, verifyIntervalMs: 0 });
+  return { keep, root, layout, agent, syncMs: [], phases: [], changedFiles: 0 };
+}
+
+/** Release `r` on `side`: the same files rewritten as on the other side, then one sync. */
+async function releaseOn(side: Side, r: number): Promise<void> {
+  const n = change(side.layout.master, r);
+  const t = performance.now();
+  const record = await side.agent.requestSync({ reason: 'bench', release: `r${r}` });
+  if (record.result !== 'ok') throw new Error(`keep ${side.keep}: sync ${r}: ${JSON.stringify(record.error)}`);
+  side.syncMs.push(performance.now() - t);
+  side.phases.push(Object.fromEntries(Object.entries(record.phases).map(([k, v]) => [k, (v as number) * 1000])));
+  // the releases the copies hold: the mounted one and keep-1 before it
+  if (r > RELEASES - side.keep) side.changedFiles += n;
+}
+
+async function closeSide(side: Side): Promise<Result> {
+  const { keep, layout } = side;
+  const rollbackMs = keep > 2 ? await rollbacks(side.agent, layout) : [];
+  await side.agent.close();
+  const slots = keptSlots(keep).map((s) => layout.slots[s]);
+  // syncs once every copy of the keep-5 side holds a release (the same ones on both sides)
+  const steady = (xs: number[]) => xs.slice(6);
+  const result: Result = {
+    keep,
+    initMs: 0,
+    syncMs: steady(side.syncMs),
+    phases: Object.fromEntries(
+      Object.keys(side.phases.at(-1) ?? {}).map((k) => [k, median(steady(side.phases.map((p) => p[k] ?? 0)))]),
+    ),
+    rollbackMs,
+    disk: diskBytes(slots),
+    oneTree: diskBytes([layout.master]),
+    changedBytes: side.changedFiles * 4096, // each 2 KiB file takes a 4 KiB block
+  };
+  await rm(side.root, { recursive: true, force: true });
+  return result;
 }
 
 console.log(`# keep-releases: ${FILES} files of 2 KiB, ${CHANGED_PCT}% changed per release, ${RELEASES} releases`);
@@ -187,8 +197,14 @@ for (let round = 0; round < INIT_ROUNDS; round++) {
   for (const keep of round % 2 === 0 ? [2, 5] : [5, 2]) inits[keep]?.push(await initTime(keep, tree));
 }
 await rm(tree, { recursive: true, force: true });
-const two = await side(2);
-const five = await side(5);
+// both stores take the same releases in turns (who goes first alternating): one's writeback and the
+// machine's drift fall on both alike
+const sides = [await openSide(2), await openSide(5)];
+for (let r = 1; r <= RELEASES; r++) {
+  for (const side of r % 2 === 0 ? sides : [...sides].reverse()) await releaseOn(side, r);
+}
+const two = await closeSide(sides[0] as Side);
+const five = await closeSide(sides[1] as Side);
 two.initMs = median(inits[2] ?? []);
 five.initMs = median(inits[5] ?? []);
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
@@ -211,7 +227,10 @@ console.log(
   `init (median of ${INIT_ROUNDS}, in turns) keep 2: ${(inits[2] ?? []).map((x) => (x / 1000).toFixed(1)).join(', ')} s; keep 5: ${(inits[5] ?? []).map((x) => (x / 1000).toFixed(1)).join(', ')} s`,
 );
 console.log(`init keep 5 / keep 2: ${(five.initMs / two.initMs).toFixed(2)}x`);
-console.log(`sync keep 5 / keep 2: ${(median(five.syncMs) / median(two.syncMs)).toFixed(2)}x`);
+const pairs = five.syncMs.map((x, i) => x / (two.syncMs[i] ?? Number.NaN));
+console.log(
+  `sync keep 5 / keep 2: ${(median(five.syncMs) / median(two.syncMs)).toFixed(2)}x (medians); the same release's syncs paired: ${pairs.map((x) => x.toFixed(2)).join(', ')}`,
+);
 console.log(
   `disk keep 5 / (one tree + changed bytes kept): ${(five.disk / (five.oneTree + five.changedBytes)).toFixed(3)}x; keep 2 / one tree: ${(two.disk / two.oneTree).toFixed(2)}x`,
 );

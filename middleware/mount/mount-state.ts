@@ -167,13 +167,18 @@ export class MountState<T> {
    * retained one past its `--skew-max-age`; null for none.
    */
   pinned(name: string, now = Date.now()): MountView<T> | 'expired' | null {
-    const names = (v: MountView<T>) => v.release === name || String(v.releaseEpoch) === name;
     const view = this.#view;
     if (view === null) return null;
-    if (names(view)) return view;
-    for (const r of this.#retained) {
-      if (!names(r)) continue;
-      return (r.retainedUntil ?? Number.POSITIVE_INFINITY) >= now ? r : 'expired';
+    // a release id first: one made of digits must not be taken for another release's epoch
+    for (const names of [
+      (v: MountView<T>) => v.release === name,
+      (v: MountView<T>) => String(v.releaseEpoch) === name,
+    ]) {
+      if (names(view)) return view;
+      for (const r of this.#retained) {
+        if (!names(r)) continue;
+        return (r.retainedUntil ?? Number.POSITIVE_INFINITY) >= now ? r : 'expired';
+      }
     }
     return null;
   }
@@ -182,17 +187,21 @@ export class MountState<T> {
    * The retained release a request names (skew protection: `pinQuery`,
    * `pinHeader`, `pinCookie`), counted in `mirrorswap_server_pinned_requests_total`;
    * undefined for the mounted release (named, or nothing named, or one not
-   * retained). To be passed to `acquire` in the same turn.
+   * retained). To be passed to `acquire` in the same turn. An answer pinned by
+   * the header or the cookie is marked `Cache-Control: private, no-cache` on
+   * `res`: the URL alone does not say which release it is.
    */
-  pinnedFor(req: IncomingMessage): MountView<T> | undefined {
+  pinnedFor(req: IncomingMessage, res?: ServerResponse): MountView<T> | undefined {
     if (this.#retained.length === 0) return undefined;
-    const name = pinOf(req, this.#opts.pins);
-    if (name === null) return undefined;
-    const found = this.pinned(name);
+    const pin = pinOf(req, this.#opts.pins);
+    if (pin === null) return undefined;
+    const found = this.pinned(pin.name);
     if (found === null) this.metrics.pins.inc({ result: 'unknown' });
     else if (found === 'expired') this.metrics.pins.inc({ result: 'expired' });
     else if (found !== this.#view) {
       this.metrics.pins.inc({ result: 'pinned' });
+      // named outside the URL: a shared cache keyed by the URL must not keep this answer for others
+      if (res !== undefined && pin.via !== 'query') res.setHeader('Cache-Control', 'private, no-cache');
       return found;
     }
     return undefined;

@@ -29,41 +29,53 @@ export const HASHED_ASSET =
 /** Longest value taken as a release name: a release id's limit. */
 const MAX_NAME = 128;
 
-/** The release a request names, or null when it names none (or nothing that can be a release id or epoch). */
-export function pinOf(req: IncomingMessage, sources: ReleasePinSources): string | null {
+/** Where a request named its release: the query is part of the URL, the header and cookie are not. */
+export type PinSource = 'query' | 'header' | 'cookie';
+
+/** The release a request names and where, or null when it names none (or nothing that can be a release id or epoch). */
+export function pinOf(req: IncomingMessage, sources: ReleasePinSources): { name: string; via: PinSource } | null {
   const url = req.url;
   if (sources.query !== false && url !== undefined) {
     const q = url.indexOf('?');
     if (q !== -1) {
       const value = queryValue(url.slice(q + 1), sources.query);
-      if (value !== null) return nameOrNull(value);
+      if (value !== null) return named(value, 'query');
     }
   }
   if (sources.header !== false) {
     const value = req.headers[sources.header];
-    if (typeof value === 'string') return nameOrNull(value.trim());
+    if (typeof value === 'string') return named(value.trim(), 'header');
   }
   if (sources.cookie !== false && req.headers['sec-fetch-mode'] !== 'navigate') {
     const cookie = req.headers.cookie;
     if (cookie !== undefined) {
       const value = cookieValue(cookie, sources.cookie);
-      if (value !== null) return nameOrNull(value);
+      if (value !== null) return named(value, 'cookie');
     }
   }
   return null;
+}
+
+function named(value: string, via: PinSource): { name: string; via: PinSource } | null {
+  const name = nameOrNull(value);
+  return name === null ? null : { name, via };
 }
 
 function nameOrNull(value: string): string | null {
   return value.length <= MAX_NAME && RELEASE_ID_PATTERN.test(value) ? value : null;
 }
 
-/** The first value of `name` in a query string, decoded; null when absent or malformed. */
+/**
+ * The first value of `name` in a query string, percent-decoded; null when
+ * absent or malformed. A `+` stays a `+` (a release id may hold one, and none
+ * holds a space), as nginx's `$arg_` leaves it.
+ */
 function queryValue(query: string, name: string): string | null {
   for (const part of query.split('&')) {
     const eq = part.indexOf('=');
     if (eq === -1 || part.slice(0, eq) !== name) continue;
     try {
-      return decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+      return decodeURIComponent(part.slice(eq + 1));
     } catch {
       return null;
     }

@@ -362,7 +362,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
       res.end();
       return;
     }
-    const pin = mount.acquire(res, mount.pinnedFor(req));
+    const pin = mount.acquire(res, mount.pinnedFor(req, res));
     if (pin === null) {
       refuse(503, next);
       return;

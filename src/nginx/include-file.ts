@@ -76,8 +76,10 @@ function pinnedRoot(root: string, retained: readonly IncludedRelease[], pins: Re
     `if (${variable('arg_', pins.query)}) { set $mirrorswap_pin ${variable('arg_', pins.query)}; }`,
   ];
   for (const r of retained) {
-    // release ids and epochs are made of characters nginx reads as one token (RELEASE_ID_PATTERN)
-    for (const name of r.names) lines.push(`if ($mirrorswap_pin = "${name}") { set $mirrorswap_root ${r.root}; }`);
+    // release ids and epochs are made of characters nginx reads as one token (RELEASE_ID_PATTERN);
+    // nginx compares a pin as sent, so an id's percent-encoded form (`:`, `+`, `@`) is listed too
+    const names = new Set(r.names.flatMap((name) => [name, encodeURIComponent(name)]));
+    for (const name of names) lines.push(`if ($mirrorswap_pin = "${name}") { set $mirrorswap_root ${r.root}; }`);
   }
   lines.push('root $mirrorswap_root;');
   return lines;

@@ -4,6 +4,7 @@ import {
   type EpochRecord,
   type PreviousRelease,
   type RetainedRelease,
+  releaseEpochOf,
   writeEpochFile,
 } from './epoch-file.js';
 import { ALL_SLOTS, type SlotMap, type SlotName, type StoreLayout, isSeed, keptSlots } from './store-layout.js';
@@ -45,7 +46,8 @@ export interface PublishOptions {
 export function previousRelease(current: EpochRecord | null | undefined, slot: SlotName): PreviousRelease | undefined {
   if (!current) return undefined;
   if (current.mounted === slot) return current.previous;
-  return { epoch: current.epoch, ...(current.release !== undefined ? { release: current.release } : {}) };
+  // the epoch that published it (a retirement republishes the same release under a new epoch)
+  return { epoch: releaseEpochOf(current), ...(current.release !== undefined ? { release: current.release } : {}) };
 }
 
 /** Publish `epoch` mounting `slot`: the one moment web servers are told to switch. */
@@ -63,7 +65,11 @@ export async function publishEpoch(
     format: EPOCH_FORMAT,
     epoch,
     mounted: slot,
-    roots: epochRoots(layout, Math.max(keep, ALL_SLOTS.indexOf(slot) + 1)),
+    // every slot the record names: those kept, the mounted one, and any retained (a --keep lowered)
+    roots: epochRoots(
+      layout,
+      Math.max(keep, ...[slot, ...(opts.retained ?? []).map((r) => r.slot)].map((s) => ALL_SLOTS.indexOf(s) + 1)),
+    ),
     publishedAt: new Date().toISOString(),
     ...(opts.lease !== undefined ? { lease: opts.lease } : {}),
     ...(opts.release !== undefined ? { release: opts.release } : {}),

@@ -91,6 +91,12 @@ describe('keeping more releases: retained copies, pins, the asset fallback, roll
       const page = await get(path.replace(chunkOf(2), 'index.html'), headers);
       assert.match(page.body.toString(), /release 2$/);
     }
+    // pinned outside the URL: no shared cache may keep it for others; by the query (part of the URL) it may
+    assert.equal(
+      (await get(`/${chunkOf(2)}`, { 'x-deployment-id': 'r2' })).headers['cache-control'],
+      'private, no-cache',
+    );
+    assert.notEqual((await get(`/${chunkOf(2)}?dpl=r2`)).headers['cache-control'], 'private, no-cache');
     // by the epoch that published it, too
     const byEpoch = await get(`/index.html?dpl=${records.get(1)?.epoch}`);
     assert.match(byEpoch.body.toString(), /release 1$/);

@@ -119,5 +119,9 @@ describe('the nginx companion with a store keeping releases', () => {
   it('refuses a retained root nginx would misread, and renders none when nothing is retained', () => {
     assert.throws(() => renderInclude(3, 'a', '/srv/a', [{ slot: 'b', root: '/srv/b;evil', names: ['2'] }]), /misread/);
     assert.match(renderInclude(3, 'a', '/srv/a'), /^root \/srv\/a;$/m);
+    // nginx compares a pin as sent: an id with + is listed percent-encoded too
+    const include = renderInclude(3, 'a', '/srv/a', [{ slot: 'b', root: '/srv/b', names: ['2', 'v1+b'] }]);
+    assert.match(include, /= "v1\+b"\)/);
+    assert.match(include, /= "v1%2Bb"\)/);
   });
 });

@@ -1,6 +1,6 @@
 import { type EpochRecord, type RetainedRelease, readEpochFile, releaseEpochOf } from '../../store/epoch-file.js';
 import { MirrorswapError } from '../../core/errors.js';
-import { type SlotName, isSeed, otherSlot, seedSlot } from '../../store/store-layout.js';
+import { type SlotName, isSeed, keptSlots, otherSlot, seedSlot } from '../../store/store-layout.js';
 import { inflightOn } from '../../store/heartbeat.js';
 import { type StandbyChoice, chooseStandby, retainedAfter, rollbackChoice, without } from './retention.js';
 import { type AgentContext, setEpoch } from '../agent-context.js';
@@ -54,7 +54,10 @@ export async function runSwap(
     if (keeping && kind === 'rollback') rollbackTo = rollbackChoice(current, asked.to);
     // (a store back to two copies from more may mount c or later: a or b, whichever is further along)
     else if (keeping || !isSeed(from)) {
-      const seen = keeping ? current : { ...current, retained: [] };
+      // releases retained on slots past --keep (it was lowered) are retired, never reused in place
+      const seen = keeping
+        ? { ...current, retained: inKept(current.retained, ctx.opts.keep) }
+        : { ...current, retained: [] };
       choice = chooseStandby(seen, ctx.opts.keep, (s) => ctx.slots.get(s));
     }
   } catch (err) {
@@ -96,19 +99,25 @@ export async function runSwap(
     // stop going to it, and the copy is written once the servers say they let go of it
     // (a store back to two copies from more retires every retained release at once)
     const retiring = choice?.retire ?? null;
-    const mustRetire = keeping ? retiring !== null : kind === 'sync' && (current.retained?.length ?? 0) > 0;
+    const outside = (current.retained?.length ?? 0) - inKept(current.retained, ctx.opts.keep).length;
+    const mustRetire =
+      kind === 'sync' && (keeping ? retiring !== null || outside > 0 : (current.retained?.length ?? 0) > 0);
     if (mustRetire) {
       await phase(ctx, record, 'retire', async () => {
         if (retiring) noteReuse(ctx, record, retiring, choice?.early ?? false);
         const retired = await publish(ctx, current.epoch + 1, from, current.release, {
           since: releaseEpochOf(current),
-          retained: without(current.retained, to),
+          retained: inKept(without(current.retained, to), ctx.opts.keep),
         });
         setEpoch(ctx, retired);
         record.epoch = retired.epoch + 1;
       });
     }
+    // Keeping releases, every live server must have read an epoch that does not retain the standby
+    // (this sync's retire publish, or an earlier one that a failed or killed sync left behind):
+    // one still on an older epoch may pin new requests to it at any moment.
     const letGo = ctx.epoch.epoch;
+    const mustFollow = mustRetire || keeping;
     // 1. the standby must be free: no live server still mounts it or has requests on it
     // (a rollback of a store keeping more releases mounts a copy that stays as it is: no wait)
     const waited = rollbackTo
@@ -120,11 +129,11 @@ export async function runSwap(
             ctx,
             {
               what: `slot ${to} to be free before copying into it`,
-              done: (hb) => inflightOn(hb, to) === 0 && hb.mounted !== to && (!mustRetire || hb.epoch >= letGo),
+              done: (hb) => inflightOn(hb, to) === 0 && hb.mounted !== to && (!mustFollow || hb.epoch >= letGo),
               describe: (hb) =>
                 hb.mounted === to
                   ? `still mounts slot ${to} (epoch ${hb.epoch})`
-                  : mustRetire && hb.epoch < letGo
+                  : mustFollow && hb.epoch < letGo
                     ? `is still at epoch ${hb.epoch}, which serves slot ${to} to pinned requests`
                     : `still has ${inflightOn(hb, to)} requests in flight on slot ${to}`,
             },
@@ -144,7 +153,10 @@ export async function runSwap(
       if (!fleet) await vouchFor(ctx, to);
       // keeping more releases: the one mounted until now stays servable to pinned requests
       const retention = keeping
-        ? { retained: retainedAfter(ctx.epoch, to, ctx.opts.skewMaxAgeMs), since: rollbackTo?.epoch }
+        ? {
+            retained: inKept(retainedAfter(ctx.epoch, to, ctx.opts.skewMaxAgeMs), ctx.opts.keep),
+            since: rollbackTo?.epoch,
+          }
         : {};
       return publish(ctx, record.epoch, to, record.release, retention);
     });
@@ -155,16 +167,18 @@ export async function runSwap(
     freeing = free(ctx, freeReplaced);
     await hook(ctx, 'mount', ctx.opts.onMount, next, to);
     // 4. wait until every live server has switched and drained the old slot (keeping more
-    // releases, the old slot stays retained: switched is enough)
+    // releases, the old slot stays retained: switched is enough; unless it is a slot past
+    // --keep, lowered since it was mounted)
+    const keepsOld = keeping && keptSlots(ctx.opts.keep).includes(from);
     const drained = await phase(ctx, record, 'drain', async () => {
       const hosts = fleet ? ctx.fleet?.awaitDrained(fleet, ctx.opts.drainTimeoutMs) : undefined;
       const local = await waitForLiveServers(
         ctx,
         {
-          what: keeping
+          what: keepsOld
             ? `servers to switch to epoch ${next.epoch}`
             : `servers to switch to epoch ${next.epoch} and drain slot ${from}`,
-          done: (hb) => hb.epoch >= next.epoch && (keeping || inflightOn(hb, from) === 0),
+          done: (hb) => hb.epoch >= next.epoch && (keepsOld || inflightOn(hb, from) === 0),
           describe: (hb) =>
             hb.epoch < next.epoch
               ? `is still at epoch ${hb.epoch}`
@@ -176,7 +190,7 @@ export async function runSwap(
       return { dropped: [...local.dropped, ...(remote?.dropped.map((h) => `host ${h}`) ?? [])] };
     });
     record.dropped.push(...drained.dropped);
-    if (!keeping) await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
+    if (!keepsOld) await hook(ctx, 'unmount', ctx.opts.onUnmount, next, from);
     record.result = 'ok';
     ctx.metrics.lastSuccess.set(Date.now() / 1000);
   } catch (err) {
@@ -314,6 +328,12 @@ async function publish(
     );
     return onDisk;
   }
+}
+
+/** The releases of `retained` on slots a store keeping `keep` uses. */
+function inKept(retained: readonly RetainedRelease[] | undefined, keep: number): RetainedRelease[] {
+  const kept = keptSlots(keep);
+  return (retained ?? []).filter((r) => kept.includes(r.slot));
 }
 
 /** A retained release's copy is about to be reused: say so in the record, and when early, log and count it. */

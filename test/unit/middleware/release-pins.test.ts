@@ -8,14 +8,16 @@ const sources = { query: 'dpl', header: 'x-deployment-id', cookie: '__dpl' } as 
 const req = (url: string, headers: Record<string, string> = {}) => ({ url, headers }) as unknown as IncomingMessage;
 
 describe('release pins (skew protection)', () => {
-  it('takes the release from the query, the header or the cookie, in that order', () => {
-    assert.equal(pinOf(req('/a.js?dpl=v1'), sources), 'v1');
-    assert.equal(pinOf(req('/a.js?x=1&dpl=dpl_8f2c&y'), sources), 'dpl_8f2c');
-    assert.equal(pinOf(req('/a.js', { 'x-deployment-id': ' 42 ' }), sources), '42');
-    assert.equal(pinOf(req('/a.js', { cookie: 'a=b; __dpl="v3"; c=d' }), sources), 'v3');
-    assert.equal(pinOf(req('/a.js?dpl=q', { 'x-deployment-id': 'h', cookie: '__dpl=c' }), sources), 'q');
-    assert.equal(pinOf(req('/a.js', { 'x-deployment-id': 'h', cookie: '__dpl=c' }), sources), 'h');
-    assert.equal(pinOf(req('/a.js?dpl=v%2B1'), sources), 'v+1');
+  it('takes the release from the query, the header or the cookie, in that order, and says which', () => {
+    assert.deepEqual(pinOf(req('/a.js?dpl=v1'), sources), { name: 'v1', via: 'query' });
+    assert.equal(pinOf(req('/a.js?x=1&dpl=dpl_8f2c&y'), sources)?.name, 'dpl_8f2c');
+    assert.deepEqual(pinOf(req('/a.js', { 'x-deployment-id': ' 42 ' }), sources), { name: '42', via: 'header' });
+    assert.deepEqual(pinOf(req('/a.js', { cookie: 'a=b; __dpl="v3"; c=d' }), sources), { name: 'v3', via: 'cookie' });
+    assert.equal(pinOf(req('/a.js?dpl=q', { 'x-deployment-id': 'h', cookie: '__dpl=c' }), sources)?.name, 'q');
+    assert.equal(pinOf(req('/a.js', { 'x-deployment-id': 'h', cookie: '__dpl=c' }), sources)?.name, 'h');
+    // percent-encoded or not, and a + is a + (release ids hold no space), as nginx's $arg_ reads it
+    assert.equal(pinOf(req('/a.js?dpl=v%2B1'), sources)?.name, 'v+1');
+    assert.equal(pinOf(req('/a.js?dpl=v1+build.5'), sources)?.name, 'v1+build.5');
   });
 
   it('names nothing for what cannot be a release id: hostile, huge or malformed values', () => {
@@ -39,7 +41,7 @@ describe('release pins (skew protection)', () => {
   it('a cookie never pins a navigation; the query and header still do', () => {
     const nav = { 'sec-fetch-mode': 'navigate' };
     assert.equal(pinOf(req('/', { ...nav, cookie: '__dpl=v1' }), sources), null);
-    assert.equal(pinOf(req('/?dpl=v1', nav), sources), 'v1');
+    assert.equal(pinOf(req('/?dpl=v1', nav), sources)?.name, 'v1');
   });
 
   it('a source set to false is not looked at', () => {
