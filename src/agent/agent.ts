@@ -3,7 +3,9 @@ import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
 import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
 import { inflightOn, isLive, readHeartbeats } from '../store/heartbeat.js';
-import { MAX_KEEP, type SlotName, type StoreLayout, isSeed, otherSlot } from '../store/store-layout.js';
+import { MAX_KEEP, type SlotName, type StoreLayout, isSeed, keptSlots, otherSlot } from '../store/store-layout.js';
+import { copiesDiskUsage } from '../tree/copies-disk-usage.js';
+import { existsSync } from 'node:fs';
 import { chooseStandby } from './swap/retention.js';
 import type { AgentContext } from './agent-context.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
@@ -262,6 +264,16 @@ export class Agent {
         }),
       (found) => found.length < limit,
     );
+  }
+
+  /**
+   * Each copy's disk bytes, split into what it shares with the store's other
+   * copies (files linked into several, `--share-files`) and what it owns, and
+   * all of them together, each inode once. Walks every copy: on demand.
+   */
+  diskUsage(): ReturnType<typeof copiesDiskUsage> {
+    const slots = keptSlots(this.#ctx.opts.keep).filter((s) => existsSync(this.layout.slots[s]));
+    return copiesDiskUsage(slots.map((s) => ({ name: s, root: this.layout.slots[s] })));
   }
 
   async status(): Promise<AgentStatus> {

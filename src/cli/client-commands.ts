@@ -20,6 +20,11 @@ export const SYNC_FLAGS: FlagSpecs = {
 export const STATUS_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
   json: { type: 'boolean', default: false, help: 'print JSON' },
+  disk: {
+    type: 'boolean',
+    default: false,
+    help: "each copy's disk bytes, shared with the other copies and its own (walks every copy)",
+  },
 };
 export const ROLLBACK_FLAGS: FlagSpecs = {
   ...CLIENT_FLAGS,
@@ -184,6 +189,11 @@ export async function syncCommand(values: FlagValues): Promise<number> {
   return body.result === 'ok' ? 0 : 1;
 }
 
+type DiskUsage = Awaited<ReturnType<typeof import('../tree/copies-disk-usage.js').copiesDiskUsage>>;
+
+const mib = (bytes: number) =>
+  bytes < 2 ** 20 ? `${Math.round(bytes / 1024)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
 export async function rollbackCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
   const to = releaseFlag(values, 'to');
@@ -206,7 +216,10 @@ function table(rows: string[][]): string {
 
 export async function statusCommand(values: FlagValues): Promise<number> {
   const call = await client(values);
-  const { status, body } = await call<AgentStatus>('GET', '/v1/status');
+  const { status, body } = await call<AgentStatus & { disk?: DiskUsage }>(
+    'GET',
+    `/v1/status${values.disk ? '?disk=1' : ''}`,
+  );
   if (status !== 200) {
     console.error(`agent answered ${status}`);
     return 1;
@@ -229,7 +242,7 @@ export async function statusCommand(values: FlagValues): Promise<number> {
         : []),
       ...(s.keep > 2
         ? [
-            `retained (--keep ${s.keep}): ${s.retained.length === 0 ? 'none yet' : ''}`,
+            `retained (--keep ${s.keep}):${s.retained.length === 0 ? ' none yet' : ''}`,
             ...s.retained.map(
               (r) =>
                 `  epoch ${r.epoch}${r.release === undefined ? '' : `, release ${r.release}`}: slot ${r.slot}, replaced ${r.ageSeconds} s ago, ${r.until ? `servable to pinned requests until ${r.until}` : 'servable until its copy is reused'}, ${r.inflight} in flight`,
@@ -237,6 +250,15 @@ export async function statusCommand(values: FlagValues): Promise<number> {
           ]
         : []),
       `${s.keep > 2 ? 'next sync copies into' : 'standby'}: ${standby}`,
+      ...(s.disk
+        ? [
+            `disk: ${mib(s.disk.total)} in all`,
+            ...s.disk.copies.map(
+              (c) =>
+                `  slot ${c.name}: ${mib(c.bytes)} (${mib(c.shared)} shared with other copies, ${mib(c.owned)} its own)`,
+            ),
+          ]
+        : []),
       `pending changes: ${s.pendingChanges ?? 'unknown (next sync compares whole trees)'}${s.paused ? ' (automatic syncs paused by rollback)' : ''}`,
       `swapping: ${s.swapping ? `${s.swapping.kind}, ${s.swapping.phase}` : 'no'}`,
       ...(s.walks ?? []).map(

@@ -200,6 +200,16 @@ describe('keeping more releases: retained copies, pins, the asset fallback, roll
       assert.equal(r.inflight, 0);
       assert.ok(r.until);
     }
+    // the copies' disk: the large file once in all, shared by every copy
+    const disk = (
+      (await (await agent.call('GET', '/v1/status?disk=1')).json()) as {
+        disk: { copies: { name: string; bytes: number; shared: number; owned: number }[]; total: number };
+      }
+    ).disk;
+    assert.deepEqual(disk.copies.map((c) => c.name).sort(), ['a', 'b', 'c', 'd']);
+    for (const c of disk.copies) assert.ok(c.shared >= BIG, `slot ${c.name} shares the large file`);
+    const sum = disk.copies.reduce((n, c) => n + c.bytes, 0);
+    assert.ok(disk.total >= BIG && disk.total < sum - 2 * BIG, 'shared files counted once in the total');
   });
 
   it('rollback --to any retained release mounts its copy as it is, with no copy; the one it replaces stays retained', async () => {

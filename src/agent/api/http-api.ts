@@ -218,10 +218,12 @@ export function createApi(opts: ApiOptions): (req: Req, res: Res) => void {
     sendJson(res, swapStatus(record), record);
   });
 
-  app.get('/v1/status', async (_req, res) => {
+  app.get('/v1/status', async (req, res) => {
     const agent = agentOr503(res);
     if (!agent) return;
-    sendJson(res, 200, await agent.status());
+    // ?disk=1: each copy's disk bytes, shared and owned (a walk of every copy: on demand only)
+    const disk = oneValue(queryOf(req).disk) === '1';
+    sendJson(res, 200, { ...(await agent.status()), ...(disk ? { disk: await agent.diskUsage() } : {}) });
   });
 
   app.get('/v1/verify', async (req, res) => {
