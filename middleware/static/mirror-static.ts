@@ -284,6 +284,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
     i: number,
   ): void {
     const retained = mount.retained;
+    const key = requestPath(req.url);
     for (; i < retained.length; i++) {
       const view = retained[i] as MountView<FileCache>;
       if (!mount.servable(view)) continue;
@@ -293,7 +294,6 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
         pin.release();
         continue;
       }
-      const key = requestPath(req.url);
       const from = i;
       view.data
         .resolve(key, (admitted) => resolveRequestPath(key, view, opts, arenaFor(view, admitted, arena), view.data))

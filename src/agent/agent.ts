@@ -3,10 +3,10 @@ import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
 import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
 import { inflightOn, isLive, readHeartbeats } from '../store/heartbeat.js';
-import { MAX_KEEP, type SlotName, type StoreLayout, isSeed, keptSlots, otherSlot } from '../store/store-layout.js';
+import { MAX_KEEP, type SlotName, type StoreLayout, keptSlots } from '../store/store-layout.js';
 import { copiesDiskUsage } from '../tree/copies-disk-usage.js';
 import { existsSync } from 'node:fs';
-import { chooseStandby } from './swap/retention.js';
+import { nextStandby } from './swap/retention.js';
 import type { AgentContext } from './agent-context.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import type {
@@ -280,10 +280,7 @@ export class Agent {
     const { epoch, slots, swapping, watcher, opts } = this.#ctx;
     const keeping = opts.keep > 2;
     // the copy the next sync writes into
-    const standby =
-      keeping || !isSeed(epoch.mounted)
-        ? chooseStandby(keeping ? epoch : { ...epoch, retained: [] }, opts.keep, (s) => slots.get(s)).slot
-        : otherSlot(epoch.mounted);
+    const standby = nextStandby(epoch, opts.keep, (s) => slots.get(s)).slot;
     const standbyAt = slots.get(standby);
     const now = Date.now();
     const servers = (await readHeartbeats(this.layout.serversDir)).map((hb) => ({

@@ -43,6 +43,28 @@ export function chooseStandby(
   return { slot: oldest.slot, retire: oldest, early: until > now };
 }
 
+/**
+ * The copy the next sync writes into, as `chooseStandby` picks it once
+ * releases retained on slots past `--keep` (it was lowered) are set aside:
+ * they are retired, never reused in place. With two copies nothing is
+ * retained: the other copy, or, for a store back to two from more that
+ * mounts c or later, a or b, whichever is further along.
+ */
+export function nextStandby(
+  current: EpochRecord,
+  keep: number,
+  position: (slot: SlotName) => SlotPosition,
+): StandbyChoice {
+  const retained = keep > 2 ? inKept(current.retained, keep) : [];
+  return chooseStandby({ ...current, retained }, keep, position);
+}
+
+/** The releases of `retained` on slots a store keeping `keep` uses. */
+export function inKept(retained: readonly RetainedRelease[] | undefined, keep: number): RetainedRelease[] {
+  const kept = keptSlots(keep);
+  return (retained ?? []).filter((r) => kept.includes(r.slot));
+}
+
 /** The retained list once `slot` leaves it. */
 export function without(retained: readonly RetainedRelease[] | undefined, slot: SlotName): RetainedRelease[] {
   return (retained ?? []).filter((r) => r.slot !== slot);

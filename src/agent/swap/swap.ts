@@ -2,7 +2,7 @@ import { type EpochRecord, type RetainedRelease, readEpochFile, releaseEpochOf }
 import { MirrorswapError } from '../../core/errors.js';
 import { type SlotName, isSeed, keptSlots, otherSlot, seedSlot } from '../../store/store-layout.js';
 import { inflightOn } from '../../store/heartbeat.js';
-import { type StandbyChoice, chooseStandby, retainedAfter, rollbackChoice, without } from './retention.js';
+import { type StandbyChoice, inKept, nextStandby, retainedAfter, rollbackChoice, without } from './retention.js';
 import { type AgentContext, setEpoch } from '../agent-context.js';
 import type { SwapKind, SwapRecord } from '../agent-types.js';
 import { copyIntoSlot } from './copy-into-slot.js';
@@ -52,14 +52,7 @@ export async function runSwap(
   let refusal: unknown = null;
   try {
     if (keeping && kind === 'rollback') rollbackTo = rollbackChoice(current, asked.to);
-    // (a store back to two copies from more may mount c or later: a or b, whichever is further along)
-    else if (keeping || !isSeed(from)) {
-      // releases retained on slots past --keep (it was lowered) are retired, never reused in place
-      const seen = keeping
-        ? { ...current, retained: inKept(current.retained, ctx.opts.keep) }
-        : { ...current, retained: [] };
-      choice = chooseStandby(seen, ctx.opts.keep, (s) => ctx.slots.get(s));
-    }
+    else if (keeping || !isSeed(from)) choice = nextStandby(current, ctx.opts.keep, (s) => ctx.slots.get(s));
   } catch (err) {
     refusal = err;
   }
@@ -328,12 +321,6 @@ async function publish(
     );
     return onDisk;
   }
-}
-
-/** The releases of `retained` on slots a store keeping `keep` uses. */
-function inKept(retained: readonly RetainedRelease[] | undefined, keep: number): RetainedRelease[] {
-  const kept = keptSlots(keep);
-  return (retained ?? []).filter((r) => kept.includes(r.slot));
 }
 
 /** A retained release's copy is about to be reused: say so in the record, and when early, log and count it. */

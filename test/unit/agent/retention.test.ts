@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chooseStandby, retainedAfter, rollbackChoice } from '../../../src/agent/swap/retention.js';
+import { chooseStandby, nextStandby, retainedAfter, rollbackChoice } from '../../../src/agent/swap/retention.js';
 import type { EpochRecord } from '../../../src/store/epoch-file.js';
 import type { SlotName } from '../../../src/store/store-layout.js';
 
@@ -40,6 +40,25 @@ describe('which copy a sync reuses, and what stays retained', () => {
     assert.equal(young.retire?.epoch, 6);
     assert.equal(young.early, true);
     assert.equal(chooseStandby(r, 4, known({}), now + 2000).early, false);
+  });
+
+  it('--keep lowered: a release retained past the slots kept is never the copy reused; two copies retain nothing', () => {
+    const r = record({
+      mounted: 'a',
+      retained: [
+        { slot: 'd', epoch: 4, replacedAt: at },
+        { slot: 'c', epoch: 9, replacedAt: at },
+        { slot: 'b', epoch: 8, replacedAt: at },
+      ],
+    });
+    const three = nextStandby(r, 3, known({}));
+    assert.equal(three.slot, 'b', 'the oldest among the kept slots, not d');
+    assert.equal(three.retire?.epoch, 8);
+    assert.deepEqual(nextStandby(record({ mounted: 'c', retained: r.retained }), 2, known({ a: 1, b: 3 })), {
+      slot: 'b',
+      retire: null,
+      early: false,
+    });
   });
 
   it('the release replaced joins the retained list, newest first; the copy mounted leaves it', () => {
