@@ -83,6 +83,41 @@ export function shareFileSync(shareRoot: string, rel: string, fd: number, st: St
   }
 }
 
+/**
+ * Link `dest` (a new name) to the regular file `rel` of the copy at
+ * `shareRoot`, without reading master or comparing bytes: for a path the
+ * journal shows master has not changed since that copy was made at it
+ * (`CopyOptions.settled`), so that copy's file is what a copy of master's
+ * would be, by the same trust an incremental copy puts in the journal. The
+ * file is opened without following a link anywhere on its path, and the name
+ * linked is checked to be the file opened. False leaves `dest` absent: the
+ * path is then staged as any other. Blocking calls, for a walk thread.
+ */
+export function linkSettledSync(shareRoot: string, rel: string, dest: string): boolean {
+  let other: number | null;
+  try {
+    other = openCheckedSync(shareRoot, rel, constants.O_RDONLY);
+  } catch {
+    return false; // a link (ELOOP), a directory it may not read: looked at as any path
+  }
+  if (other === null) return false;
+  try {
+    const ost = fstatSync(other);
+    if (!ost.isFile()) return false;
+    try {
+      linkSync(join(shareRoot, rel), dest);
+    } catch {
+      return false;
+    }
+    const linked = lstatSync(dest);
+    if (linked.ino === ost.ino && linked.dev === ost.dev) return true;
+    unlinkSync(dest);
+    return false;
+  } finally {
+    closeSync(other);
+  }
+}
+
 /** `shareFileSync` for the main thread: the same checks through the thread pool (large files). */
 export async function shareFile(
   shareRoot: string,

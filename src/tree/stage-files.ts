@@ -3,7 +3,7 @@ import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
 import { isDenied } from './tree-mode.js';
 import { isGone } from './source-tree.js';
-import { shareFileSync } from './share-files.js';
+import { linkSettledSync, shareFileSync } from './share-files.js';
 
 /** What staging needs besides each file (sent to the walk threads). */
 export interface StageContext {
@@ -16,6 +16,8 @@ export interface StageContext {
 export interface StageUnit {
   rel: string;
   tmp: string;
+  /** Master has not changed this path since the copy shared with was made at it: linked from there unread. */
+  settled?: true;
 }
 
 /**
@@ -50,6 +52,9 @@ export interface Staged {
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
+  if (unit.settled && c.share !== undefined && linkSettledSync(c.share, unit.rel, unit.tmp)) {
+    return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
+  }
   let fd: number | null;
   try {
     fd = openCheckedSync(c.source, unit.rel, constants.O_RDONLY);

@@ -96,6 +96,13 @@ export interface CopyOptions {
    * mode and mtime (`share-files.ts`). Null or unset: every file is copied.
    */
   share?: string | null;
+  /**
+   * Paths master has not changed since the copy shared with (`share`) was
+   * made at them, as its journal shows: a regular file of that copy at one
+   * of them is linked without reading master or comparing bytes. What is
+   * not a regular file there is copied as any path.
+   */
+  settled?: ReadonlySet<string>;
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -205,6 +212,7 @@ export class TreeCopier {
   sharedFiles = 0;
   readonly #variants: { settings: VariantSettings; other: string | null } | null | undefined;
   readonly #share: string | undefined;
+  readonly #settled: ReadonlySet<string> | undefined;
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
   readonly #changed = new Set<string>();
   readonly #changedDirs = new Set<string>();
@@ -225,6 +233,7 @@ export class TreeCopier {
     this.#onProgress = opts.onProgress;
     this.#variants = opts.variants;
     this.#share = opts.share ?? undefined;
+    this.#settled = this.#share === undefined ? undefined : opts.settled;
   }
 
   #tree(): Promise<SourceTree> {
@@ -333,7 +342,12 @@ export class TreeCopier {
    * already running takes a few files; more threads start for a few hundred.
    */
   async #stage(list: string[]): Promise<void> {
-    const units: StageUnit[] = list.map((rel) => ({ rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` }));
+    const settled = this.#settled;
+    const units: StageUnit[] = list.map((rel) => {
+      const unit: StageUnit = { rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` };
+      if (settled?.has(rel)) unit.settled = true;
+      return unit;
+    });
     await walkPool.run<StageUnit, Staged>(
       'stage',
       { source: this.#source, share: this.#share } satisfies StageContext,

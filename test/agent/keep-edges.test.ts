@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { writeFileAtomic } from '../../src/store/atomic-write.js';
@@ -8,6 +8,7 @@ import { type EpochRecord, readEpochFile, slotRoot } from '../../src/store/epoch
 import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
 import { type TempStore, tempStore } from '../../testkit/store.js';
 import { treeOf } from '../../testkit/trees.js';
+import { compareTreesSync } from '../../src/tree/compare-trees.js';
 
 const sync = async (agent: TestAgent, release: string) =>
   (await (await agent.call('POST', `/v1/sync?wait=1&release=${release}`)).json()) as SwapRecord;
@@ -99,5 +100,50 @@ describe('keeping releases at the edges', () => {
     }
     const status = (await (await agent.call('GET', '/v1/status')).json()) as { previous?: { retained: boolean } };
     assert.equal(status.previous?.retained, true, 'the release before is retained, and status says so');
+  });
+
+  it('a copy reused releases behind links from the mounted copy what master kept since, never what a directory renamed over replaced', async () => {
+    const store = await tempStore();
+    stores.push(store);
+    await store.fill('master', { 'page.txt': 'v0', 'd/c.txt': 'zero-000' });
+    const agent = await startTestAgent(store, { keep: 3 });
+    agents.push(agent);
+    const slotPath = async (rel: string) =>
+      join(slotRoot((await readEpochFile(store.epochFile)) as EpochRecord, store.epochFile), rel);
+    // releases 1 and 2 change d/c.txt; release 3 reuses the copy of release 0, two releases behind
+    for (const [r, body] of [
+      ['r1', 'one-1111'],
+      ['r2', 'two-2222'],
+    ] as const) {
+      await writeFile(join(store.master, 'd/c.txt'), body);
+      assert.equal((await sync(agent, r)).result, 'ok');
+    }
+    const r2Copy = await slotPath('d/c.txt');
+    await put(agent, 'r3');
+    const r3 = await sync(agent, 'r3');
+    assert.equal(r3.result, 'ok', JSON.stringify(r3.error));
+    assert.ok(r3.reused, 'release 3 went into a reused copy');
+    // d/c.txt, unchanged since release 2's copy, is that copy's file: one inode
+    const r3Copy = await slotPath('d/c.txt');
+    assert.notEqual(r3Copy, r2Copy);
+    assert.equal((await stat(r3Copy)).ino, (await stat(r2Copy)).ino);
+    assert.equal(await readFile(r3Copy, 'utf8'), 'two-2222');
+
+    // A deploy renames a build over d: its c.txt has the same size and mtime as the one it
+    // replaces, other bytes. Release 4 reuses the copy of release 1 (d/c.txt changed since);
+    // the mounted copy's d/c.txt is not what master holds now.
+    const old = await stat(join(store.master, 'd/c.txt'));
+    await mkdir(join(store.root, 'build'));
+    await writeFile(join(store.root, 'build/c.txt'), 'XXX-XXXX');
+    await utimes(join(store.root, 'build/c.txt'), old.atime, old.mtime);
+    await rename(join(store.master, 'd'), join(store.master, 'd.old'));
+    await rename(join(store.root, 'build'), join(store.master, 'd'));
+    await rm(join(store.master, 'd.old'), { recursive: true });
+    const r4 = await sync(agent, 'r4');
+    assert.equal(r4.result, 'ok', JSON.stringify(r4.error));
+    assert.equal(await readFile(await slotPath('d/c.txt'), 'utf8'), 'XXX-XXXX');
+    assert.deepEqual(compareTreesSync(store.master, await slotPath('')), []);
+    // the release before keeps its bytes
+    assert.equal(await readFile(r3Copy, 'utf8'), 'two-2222');
   });
 });

@@ -47,6 +47,7 @@ export async function copyIntoSlot(
       variants: settings && { settings, other: ctx.layout.slots[mounted] },
       // unchanged files linked from the mounted copy, never written there (share-files.ts)
       share: ctx.opts.shareFiles ? ctx.layout.slots[mounted] : null,
+      settled: ctx.opts.shareFiles && incremental ? settledPaths(ctx, changed, mounted) : undefined,
       // Freeing what a copy replaces waits until after the publish when there may be much
       // of it; for a few files, a second pass to free them costs more than it saves.
       keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
@@ -90,6 +91,35 @@ export async function copyIntoSlot(
   });
 }
 
+/**
+ * Of `changed` (what master changed since the slot's position), the paths
+ * it has not changed since the mounted copy's position: that copy's entry
+ * there is what a copy of master's would be now, by the journal the copy
+ * trusts anyway. A copy reused four releases behind (`--keep 5`) takes four
+ * releases' paths; all but the last release's are then linked from the
+ * mounted copy unread, so its sync reads from master what a sync into a
+ * copy one release behind reads. Empty when the mounted copy is mixed, is
+ * not ahead of the slot, or the journal does not trust its position. A path
+ * under one changed since (a directory renamed over it) and a known
+ * unreadable path (left stale in every copy) are never settled.
+ */
+function settledPaths(ctx: AgentContext, changed: readonly string[], mounted: SlotName): Set<string> | undefined {
+  const at = ctx.slots.get(mounted);
+  if (at.copying || at.seq === null || !ctx.journal.trusts(at.seq)) return undefined;
+  const since = new Set(ctx.journal.changedSince(at.seq));
+  const unreadable = unreadableOf.get(ctx);
+  const settled = new Set<string>();
+  // a path under one changed since (a directory renamed over, say) may hold other bytes now
+  for (const p of changed) if (!unreadable?.has(p) && !atOrUnder(since, p)) settled.add(p);
+  return settled.size > 0 ? settled : undefined;
+}
+
+/** Whether `paths` holds the path `p` or a directory above it. */
+function atOrUnder(paths: ReadonlySet<string>, p: string): boolean {
+  for (let i = p.length; i > 0; i = p.lastIndexOf('/', i - 1)) if (paths.has(p.slice(0, i))) return true;
+  return false;
+}
+
 /** The entries of master last known unreadable, by agent. */
 const unreadableOf = new WeakMap<AgentContext, Set<string>>();
 
@@ -108,11 +138,7 @@ function knownUnreadable(ctx: AgentContext, touched: readonly string[] | null, f
     unreadableOf.set(ctx, known);
   } else if (touched.length > 0 && known.size > 0) {
     const paths = new Set(touched);
-    const isTouched = (p: string) => {
-      for (let i = p.length; i > 0; i = p.lastIndexOf('/', i - 1)) if (paths.has(p.slice(0, i))) return true;
-      return false;
-    };
-    for (const p of known) if (isTouched(p)) known.delete(p);
+    for (const p of known) if (atOrUnder(paths, p)) known.delete(p);
   }
   for (const p of found) known.add(p);
   return [...known].sort();

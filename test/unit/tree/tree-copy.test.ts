@@ -189,6 +189,83 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
   });
 });
 
+describe("TreeCopier, sharing another copy's files", () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'mirrorswap-share-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** A source, a copy to share with and an empty target, each file given the same mtime. */
+  async function trees(name: string, files: Record<string, [source: string, share: string]>) {
+    const [source, share, target] = ['source', 'share', 'target'].map((t) => join(root, name, t)) as [
+      string,
+      string,
+      string,
+    ];
+    const when = new Date('2026-01-02T03:04:05Z');
+    for (const [rel, [a, b]] of Object.entries(files)) {
+      for (const [dir, body] of [
+        [source, a],
+        [share, b],
+      ] as const) {
+        await mkdir(join(dir, rel, '..'), { recursive: true });
+        await writeFile(join(dir, rel), body);
+        await utimes(join(dir, rel), when, when);
+      }
+    }
+    await mkdir(target, { recursive: true });
+    return { source, share, target };
+  }
+  const sameFile = async (a: string, b: string) => (await stat(a)).ino === (await stat(b)).ino;
+
+  it('links a file of the same bytes; copies one whose bytes differ though size and mtime agree', async () => {
+    const { source, share, target } = await trees('compared', {
+      'same.txt': ['abc', 'abc'],
+      'other.txt': ['abc', 'xyz'],
+    });
+    const copier = new TreeCopier(source, target, { durable: false, share });
+    await copier.copyPaths(['same.txt', 'other.txt']);
+    assert.ok(await sameFile(join(target, 'same.txt'), join(share, 'same.txt')));
+    assert.ok(!(await sameFile(join(target, 'other.txt'), join(share, 'other.txt'))));
+    assert.equal(await readFile(join(target, 'other.txt'), 'utf8'), 'abc');
+    assert.equal(copier.sharedFiles, 1);
+  });
+
+  it('a settled path is linked from the shared copy without reading master; what is no regular file there comes from master', async () => {
+    // master's file differs here only to show it is not read: a settled path is one the journal
+    // shows master left as it was when the shared copy was made at it
+    const { source, share, target } = await trees('settled', {
+      'kept.txt': ['master', 'shared'],
+      'gone.txt': ['from master', 'x'],
+      'escape/inner.txt': ['from master', 'x'],
+    });
+    await rm(join(share, 'gone.txt'));
+    // a link in the shared copy, where master has a directory: never followed
+    const outside = join(root, 'settled', 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'inner.txt'), 'outside');
+    await rm(join(share, 'escape'), { recursive: true });
+    await symlink(outside, join(share, 'escape'));
+    const settled = new Set(['kept.txt', 'gone.txt', 'escape/inner.txt']);
+    const copier = new TreeCopier(source, target, { durable: false, share, settled });
+    await copier.copyPaths([...settled]);
+    assert.ok(await sameFile(join(target, 'kept.txt'), join(share, 'kept.txt')));
+    assert.equal(await readFile(join(target, 'gone.txt'), 'utf8'), 'from master');
+    assert.equal(await readFile(join(target, 'escape/inner.txt'), 'utf8'), 'from master');
+    assert.ok(!(await sameFile(join(target, 'escape/inner.txt'), join(outside, 'inner.txt'))));
+    assert.equal(copier.sharedFiles, 1);
+  });
+
+  it('settled paths without a copy to share with are copied from master', async () => {
+    const { source, target } = await trees('unshared', { 'a.txt': ['master', 'shared'] });
+    await new TreeCopier(source, target, { durable: false, settled: new Set(['a.txt']) }).copyPaths(['a.txt']);
+    assert.equal(await readFile(join(target, 'a.txt'), 'utf8'), 'master');
+  });
+});
+
 describe('TreeCopier, modes', () => {
   it('copies permission bits only: setuid, setgid and sticky bits are masked off, by a full copy and by path', async () => {
     const root = await mkdtemp(join(tmpdir(), 'mirrorswap-copy-modes-'));
