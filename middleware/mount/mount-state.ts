@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { realpath } from 'node:fs/promises';
 import { DEFAULT_LEASE_MS, type EpochRecord, releaseEpochOf, slotRoot } from '../../src/store/epoch-file.js';
 import { MirrorswapError } from '../../src/core/errors.js';
-import type { Heartbeat } from '../../src/store/heartbeat.js';
+import type { Heartbeat, ServedCounts } from '../../src/store/heartbeat.js';
 import type { SlotMap, SlotName } from '../../src/store/store-layout.js';
 import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
@@ -82,6 +82,8 @@ export class MountState<T> {
   #view: MountView<T> | null = null;
   /** Views of the releases the epoch file retains, newest first (skew protection). */
   #retained: MountView<T>[] = [];
+  /** Requests served from each retained release (by the epoch that published it), for the heartbeat. */
+  readonly #served = new Map<number, ServedCounts>();
   #lastError = '';
   #closing: Promise<void> | undefined;
   /** Set while close() waits for the requests in flight to finish. */
@@ -117,6 +119,7 @@ export class MountState<T> {
         epoch: this.#view?.epoch ?? 0,
         mounted: this.#view?.slot ?? null,
         inflight: { ...this.#inflight },
+        ...(this.#served.size > 0 ? { served: Object.fromEntries(this.#served) } : {}),
       }),
       onError: (err) => this.#log('warn', { err: err.message, file: this.#heartbeat.file }, 'heartbeat write failed'),
       onWritten: (at) => {
@@ -199,12 +202,27 @@ export class MountState<T> {
     if (found === null) this.metrics.pins.inc({ result: 'unknown' });
     else if (found === 'expired') this.metrics.pins.inc({ result: 'expired' });
     else if (found !== this.#view) {
-      this.metrics.pins.inc({ result: 'pinned' });
+      this.countServed(found, 'pinned');
       // named outside the URL: a shared cache keyed by the URL must not keep this answer for others
       if (res !== undefined && pin.via !== 'query') res.setHeader('Cache-Control', 'private, no-cache');
       return found;
     }
     return undefined;
+  }
+
+  /**
+   * Count a request served from the retained release `view`: named by a pin,
+   * or as an asset the mounted release lacks (`mirrorswap_server_pinned_requests_total`,
+   * and per release in the heartbeat, which status sums over the servers).
+   */
+  countServed(view: MountView<T>, how: keyof ServedCounts): void {
+    this.metrics.pins.inc({ result: how });
+    let counts = this.#served.get(view.releaseEpoch);
+    if (counts === undefined) {
+      counts = { pinned: 0, fallback: 0 };
+      this.#served.set(view.releaseEpoch, counts);
+    }
+    counts[how]++;
   }
 
   /** Whether `view` may still be served from: the mounted one, or one retained and not expired. */
@@ -386,6 +404,9 @@ export class MountState<T> {
     const dropped = this.#retained.filter((v) => !retained.includes(v));
     this.#view = next;
     this.#retained = retained;
+    // counts of releases no longer retained leave the heartbeat (a release mounted again is not counted)
+    for (const epoch of this.#served.keys())
+      if (!retained.some((v) => v.releaseEpoch === epoch)) this.#served.delete(epoch);
     if (previous && !same) this.#hooks.onDrop?.(previous);
     for (const v of dropped) this.#hooks.onDrop?.(v);
     this.#lastError = '';

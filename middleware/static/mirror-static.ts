@@ -306,7 +306,7 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
                 return;
               }
               mounted.release();
-              mount.metrics.pins.inc({ result: 'fallback' });
+              mount.countServed(view, 'fallback');
               answer(req, res, next, pin, entry, again);
             }),
           (err: unknown) => {

@@ -1,5 +1,5 @@
 import type { CoordinatorOptions, FleetStatus } from '../fleet/coordinator/coordinator.js';
-import type { Heartbeat } from '../store/heartbeat.js';
+import type { Heartbeat, ServedCounts } from '../store/heartbeat.js';
 import type { Logger } from '../core/logger.js';
 import type { SlotName, StoreLayout } from '../store/store-layout.js';
 import type { SwapPhase, SwapResult } from './api/metrics.js';
@@ -127,6 +127,12 @@ export interface RetainedStatus {
   until: string | null;
   /** Requests in flight on its copy, summed over the live servers' heartbeats. */
   inflight: number;
+  /**
+   * Requests served from it, pinned to it or as an asset fallback, summed over
+   * the live servers' heartbeats: each counts from its own start, or from when
+   * it first held the release retained (nginx counts none).
+   */
+  served: ServedCounts;
 }
 
 export interface ServerStatus extends Heartbeat {

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
 import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
-import { inflightOn, isLive, readHeartbeats } from '../store/heartbeat.js';
+import { inflightOn, isLive, readHeartbeats, servedFrom } from '../store/heartbeat.js';
 import { MAX_KEEP, type SlotName, type StoreLayout, keptSlots } from '../store/store-layout.js';
 import { copiesDiskUsage } from '../tree/copies-disk-usage.js';
 import { existsSync } from 'node:fs';
@@ -287,6 +287,7 @@ export class Agent {
       ...hb,
       live: isLive(hb, opts.serverTtlMs, now),
     }));
+    const live = servers.filter((hb) => hb.live);
     const retained: RetainedStatus[] = (epoch.retained ?? []).map((r) => ({
       slot: r.slot,
       epoch: r.epoch,
@@ -294,7 +295,14 @@ export class Agent {
       replacedAt: r.replacedAt,
       ageSeconds: Math.max(0, Math.round((now - Date.parse(r.replacedAt)) / 1000)),
       until: r.until ?? null,
-      inflight: servers.filter((hb) => hb.live).reduce((n, hb) => n + inflightOn(hb, r.slot), 0),
+      inflight: live.reduce((n, hb) => n + inflightOn(hb, r.slot), 0),
+      served: live.reduce(
+        (sum, hb) => {
+          const got = servedFrom(hb, r.epoch);
+          return { pinned: sum.pinned + got.pinned, fallback: sum.fallback + got.fallback };
+        },
+        { pinned: 0, fallback: 0 },
+      ),
     }));
     return {
       ready: true,
@@ -360,7 +368,7 @@ function keepRefusal(opts: ResolvedAgentOptions): void {
   }
   if (opts.keep > 2 && opts.fleet) {
     throw new TypeError(
-      'fleet mode keeps two copies per host: --keep above 2 is for a single host for now; drop --keep or --etcd',
+      'the fleet coordinator keeps two copies: give --keep to each host agent (mirrorswap host --keep K), which serve the pins; drop --keep here',
     );
   }
   if (!Number.isInteger(opts.skewMaxAgeMs) || opts.skewMaxAgeMs < 0) {

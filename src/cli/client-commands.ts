@@ -245,7 +245,7 @@ export async function statusCommand(values: FlagValues): Promise<number> {
             `retained (--keep ${s.keep}):${s.retained.length === 0 ? ' none yet' : ''}`,
             ...s.retained.map(
               (r) =>
-                `  epoch ${r.epoch}${r.release === undefined ? '' : `, release ${r.release}`}: slot ${r.slot}, replaced ${r.ageSeconds} s ago, ${r.until ? `servable to pinned requests until ${r.until}` : 'servable until its copy is reused'}, ${r.inflight} in flight`,
+                `  epoch ${r.epoch}${r.release === undefined ? '' : `, release ${r.release}`}: slot ${r.slot}, replaced ${r.ageSeconds} s ago, ${r.until ? `servable to pinned requests until ${r.until}` : 'servable until its copy is reused'}, ${r.inflight} in flight, served ${r.served.pinned} pinned and ${r.served.fallback} by fallback`,
             ),
           ]
         : []),

@@ -25,6 +25,18 @@ export interface Heartbeat {
   /** How often the server writes it, in milliseconds. */
   readonly interval: number;
   readonly kind: 'static' | 'proxy' | 'nginx';
+  /**
+   * Keeping releases: the requests served from each retained release since
+   * this server started, keyed by the epoch that published the release
+   * (`servedFrom`). Only releases the server still holds; absent, none.
+   */
+  readonly served?: Readonly<Record<string, ServedCounts>>;
+}
+
+/** Requests served from a retained release: named by a pin, or as an asset the mounted release lacks. */
+export interface ServedCounts {
+  pinned: number;
+  fallback: number;
 }
 
 export const SERVER_ID_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
@@ -87,6 +99,19 @@ export async function readHeartbeats(serversDir: string): Promise<Heartbeat[]> {
 /** A heartbeat is live while younger than `ttlMs`. */
 export function isLive(hb: Heartbeat, ttlMs: number, now = Date.now()): boolean {
   return now - Date.parse(hb.at) <= ttlMs;
+}
+
+/**
+ * What `hb` says it served from the release published at `epoch`. An
+ * optional field read leniently: a malformed one counts nothing, and never
+ * makes the heartbeat unread (the drain waits on the rest of it).
+ */
+export function servedFrom(hb: Heartbeat, epoch: number): ServedCounts {
+  const got = (hb.served as Record<string, unknown> | undefined)?.[String(epoch)] as
+    | Record<string, unknown>
+    | undefined;
+  const count = (n: unknown) => (isIntegerAtLeast(n, 0) ? n : 0);
+  return { pinned: count(got?.pinned), fallback: count(got?.fallback) };
 }
 
 /** Requests `hb` has in flight on `slot` (none reported: none). */

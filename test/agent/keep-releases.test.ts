@@ -200,6 +200,19 @@ describe('keeping more releases: retained copies, pins, the asset fallback, roll
       assert.equal(r.inflight, 0);
       assert.ok(r.until);
     }
+    // what each retained release served, pinned or by fallback, counted by the web server's heartbeat
+    const servedOf = async (release: string) =>
+      ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).retained.find(
+        (r) => r.release === release,
+      )?.served;
+    const before = (await servedOf('r5')) as { pinned: number; fallback: number };
+    for (let i = 0; i < 3; i++) assert.equal((await get('/index.html?dpl=r5')).status, 200);
+    // release 5's chunk, deleted by release 6: served to a request naming no release from r5's copy
+    assert.equal((await get(`/${chunkOf(5)}`)).headers['x-release'], 'r5');
+    await waitFor('three pinned requests and one fallback counted for r5', async () => {
+      const now = await servedOf('r5');
+      return now?.pinned === before.pinned + 3 && now.fallback === before.fallback + 1;
+    });
     // the copies' disk: the large file once in all, shared by every copy
     const disk = (
       (await (await agent.call('GET', '/v1/status?disk=1')).json()) as {

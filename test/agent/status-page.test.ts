@@ -88,6 +88,8 @@ describe('the agent status page in a real browser', () => {
     const hostile = await page.textContent('#servers');
     assert.ok(hostile?.includes('<img src=x onerror="window.pwned=1">'), 'hostile text was not shown as text');
     assert.equal(await page.evaluate(() => (globalThis as { pwned?: number }).pwned), undefined);
+    // two copies, no release retained: no table of them
+    assert.equal(await page.isVisible('#releases'), false);
   });
 
   it('updates after a swap started from its Sync button, and records the swap with its phases', async () => {
@@ -109,5 +111,46 @@ describe('the agent status page in a real browser', () => {
     await waitText('#message', /^rollback: ok/);
     await waitText('#mounted', /^a$/);
     assert.match((await page.textContent('#pending')) ?? '', /paused/);
+  });
+
+  it('keeping releases: lists each retained one with the requests it served pinned', async () => {
+    const keepStore = await tempStore();
+    await keepStore.fill('master', { 'index.html': 'r0' });
+    const keeping = await startTestAgent(keepStore, { keep: 3 });
+    const web = await startApp({ store: keepStore.root, serverId: 'web-keep', heartbeatInterval: 100 });
+    const keepPage = await browser.newPage();
+    try {
+      for (const r of ['r1', 'r2']) {
+        await keeping.call('PUT', '/v1/files/index.html', { body: r });
+        const res = await keeping.call('POST', `/v1/sync?wait=1&release=${r}`);
+        assert.equal(((await res.json()) as { result: string }).result, 'ok');
+      }
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`http://127.0.0.1:${web.port}/index.html?dpl=r1`);
+        assert.equal(await res.text(), 'r1');
+      }
+      await keepPage.goto(`${keeping.url}/`);
+      await keepPage.fill('#token', keeping.token);
+      await keepPage.click('#auth button');
+      await keepPage.locator('#retained').filter({ hasText: /r1/ }).waitFor({ timeout: 10_000 });
+      assert.equal(await keepPage.textContent('#keep'), '3');
+      const rows = await keepPage.locator('#retained tr').allTextContents();
+      assert.equal(rows.length, 2, rows.join('\n'));
+      // slot, epoch, release, age, until, in flight, served pinned, by fallback
+      const cells = await keepPage.locator('#retained tr').first().locator('td').allTextContents();
+      assert.equal(cells[2], 'r1');
+      await keepPage
+        .locator('#retained tr')
+        .first()
+        .locator('td')
+        .nth(6)
+        .filter({ hasText: /^2$/ })
+        .waitFor({ timeout: 10_000 });
+    } finally {
+      await keepPage.close();
+      await web.close();
+      await keeping.close();
+      await keepStore.dispose();
+    }
   });
 });

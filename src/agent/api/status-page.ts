@@ -43,8 +43,12 @@ export function statusPage(nonce: string): string {
     <div class="card">swap under way<b id="swapping">-</b></div>
   </div>
   <div id="actions"><button id="sync" type="button">Sync now</button><button id="rollback" type="button">Roll back</button></div>
+  <section id="releases" hidden>
+  <h2>Retained releases (keep <span id="keep"></span>)</h2>
+  <table><thead><tr><th>slot</th><th>epoch</th><th>release</th><th>replaced</th><th>servable until</th><th>in flight</th><th>served pinned</th><th>served by fallback</th></tr></thead><tbody id="retained"></tbody></table>
+  </section>
   <h2>Servers</h2>
-  <table><thead><tr><th>id</th><th>host</th><th>pid</th><th>kind</th><th>epoch</th><th>mounted</th><th>in flight a</th><th>in flight b</th><th>state</th></tr></thead><tbody id="servers"></tbody></table>
+  <table><thead><tr><th>id</th><th>host</th><th>pid</th><th>kind</th><th>epoch</th><th>mounted</th><th>in flight a</th><th>in flight b</th><th>in flight, other copies</th><th>state</th></tr></thead><tbody id="servers"></tbody></table>
   <section id="fleet" hidden>
   <h2>Fleet <span id="fleet-name"></span></h2>
   <p id="fleet-summary"></p>
@@ -78,7 +82,12 @@ export function statusPage(nonce: string): string {
     $('standby').textContent = s.standby ? s.standby.slot + (s.standby.syncing ? ' (mid-sync)' : s.standby.seq === null ? ' (unknown)' : ' (ready)') : '-';
     $('pending').textContent = (s.pendingChanges === null ? 'unknown' : s.pendingChanges) + (s.paused ? ' (paused)' : '');
     $('swapping').textContent = (s.swapping ? s.swapping.kind + ': ' + s.swapping.phase : 'no') + (s.walks || []).map((w) => '; ' + w.purpose + ' walking master against slot ' + w.slot + ': ' + w.entries + (w.expected ? ' of ~' + w.expected + ' entries (' + Math.min(99, Math.floor(100 * w.entries / w.expected)) + '%)' : ' entries')).join('');
-    $('servers').replaceChildren(...s.servers.map((h) => row([h.id, h.host, h.pid, h.kind, h.epoch, h.mounted ?? '-', h.inflight.a, h.inflight.b, h.live ? 'live' : 'stale'], h.live ? '' : 'stale')));
+    const others = (inflight) => Object.entries(inflight).filter(([slot, n]) => slot !== 'a' && slot !== 'b' && n > 0).map(([slot, n]) => slot + ': ' + n).join(', ') || '-';
+    $('servers').replaceChildren(...s.servers.map((h) => row([h.id, h.host, h.pid, h.kind, h.epoch, h.mounted ?? '-', h.inflight.a, h.inflight.b, others(h.inflight), h.live ? 'live' : 'stale'], h.live ? '' : 'stale')));
+    const retained = s.retained || [];
+    $('releases').hidden = !(s.keep > 2 || retained.length > 0);
+    $('keep').textContent = s.keep;
+    $('retained').replaceChildren(...retained.map((r) => row([r.slot, r.epoch, r.release ?? '-', r.ageSeconds + ' s ago', r.until ?? 'until its copy is reused', r.inflight, r.served ? r.served.pinned : '-', r.served ? r.served.fallback : '-'])));
     const f = s.fleet;
     $('fleet').hidden = !f;
     if (f && f.error) $('fleet-summary').textContent = 'cannot read the fleet from etcd: ' + f.error;

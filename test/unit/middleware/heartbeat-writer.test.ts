@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { tempDirs } from '../../../testkit/store.js';
 import { HeartbeatWriter, type HeartbeatState } from '../../../middleware/mount/heartbeat-writer.js';
-import { readHeartbeats } from '../../../src/store/heartbeat.js';
+import { readHeartbeats, servedFrom } from '../../../src/store/heartbeat.js';
+import { writeFile } from 'node:fs/promises';
 
 const dirs = tempDirs();
 after(() => dirs.removeAll());
@@ -39,6 +40,61 @@ describe('HeartbeatWriter', () => {
     assert.equal(hb?.inflight.a, 3);
     assert.equal(written.length, 2);
     await writer.close();
+  });
+
+  it('carries what each retained release served; a malformed count is read as none, the heartbeat still read', async () => {
+    const dir = await serversDir();
+    const writer = new HeartbeatWriter({
+      serversDir: dir,
+      id: 'web-1',
+      interval: 60_000,
+      kind: 'static',
+      snapshot: () => ({
+        epoch: 5,
+        mounted: 'c',
+        inflight: { a: 0, b: 0 },
+        served: { '3': { pinned: 4, fallback: 1 } },
+      }),
+      onError: (err) => assert.fail(err),
+    });
+    await writer.start();
+    const [hb] = await readHeartbeats(dir);
+    assert.ok(hb);
+    assert.deepEqual(servedFrom(hb, 3), { pinned: 4, fallback: 1 });
+    assert.deepEqual(servedFrom(hb, 4), { pinned: 0, fallback: 0 });
+    await writer.close();
+    // hand-written or from another version: whatever `served` holds, the rest of the heartbeat counts
+    for (const served of [
+      'lots',
+      null,
+      [1, 2],
+      { '3': 'x' },
+      { '3': { pinned: -1, fallback: 1.5 } },
+      { '3': { pinned: 2 ** 60 } },
+    ]) {
+      const at = new Date().toISOString();
+      const body = {
+        format: 1,
+        id: 'odd',
+        host: 'h',
+        pid: 1,
+        epoch: 5,
+        mounted: 'a',
+        inflight: { a: 2, b: 0 },
+        at,
+        interval: 1000,
+        kind: 'static',
+        served,
+      };
+      await writeFile(join(dir, 'odd.json'), JSON.stringify(body));
+      const [odd] = await readHeartbeats(dir);
+      assert.equal(odd?.inflight.a, 2, JSON.stringify(served));
+      assert.deepEqual(
+        servedFrom(odd as NonNullable<typeof odd>, 3),
+        { pinned: 0, fallback: 0 },
+        JSON.stringify(served),
+      );
+    }
   });
 
   it('folds requests made during a write into one more write, which carries the latest state', async () => {
