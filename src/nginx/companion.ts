@@ -42,6 +42,9 @@ export const NGINX_DEFAULTS = {
   missingMasterWarning: 30_000,
 } as const;
 
+/** The longest delay a Node timer holds (2^31 - 1 ms, 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
   return `nginx-${hostname().replace(/[^A-Za-z0-9._-]/g, '_')}`.slice(0, 128);
@@ -102,6 +105,11 @@ export class NginxCompanion {
   #retryTimer: NodeJS.Timeout | undefined;
   #checkTimer: NodeJS.Timeout | undefined;
   #warnTimer: NodeJS.Timeout | undefined;
+  /** Fires when the next release the include lists reaches its `until`. */
+  #expiryTimer: NodeJS.Timeout | undefined;
+  /** Times a listed release reached its `until`, and how many of them a written include has taken in. */
+  #expiries = 0;
+  #expiriesTaken = 0;
   #closed = false;
 
   readonly #metrics = {
@@ -288,9 +296,13 @@ export class NginxCompanion {
       do {
         this.#again = false;
         const wanted = this.#wanted;
-        if (!wanted || this.#closed || (this.#served && this.#served.epoch >= wanted.epoch)) continue;
+        // the same epoch again once a release it retains reached its end: the include drops it
+        const expiries = this.#expiries;
+        if (!wanted || this.#closed) continue;
+        if (this.#served && this.#served.epoch >= wanted.epoch && expiries === this.#expiriesTaken) continue;
         try {
           await this.#switchTo(wanted);
+          this.#expiriesTaken = expiries;
           if (this.#lastError !== null) this.#opts.logger.info({ epoch: wanted.epoch }, 'nginx reloads again');
           this.#lastError = null;
           this.#metrics.lastError.set(0);
@@ -301,6 +313,27 @@ export class NginxCompanion {
     })().finally(() => {
       this.#converging = null;
     });
+  }
+
+  /**
+   * Have the include written again, and nginx reloaded, when the first of
+   * `listed` reaches its `until` (`--skew-max-age`): pins to it then get the
+   * mounted release, as mirrorStatic's do. Workers of the reload before keep
+   * counting in flight on its copy until they exit, so the agent reuses it
+   * only after them. A time past what a timer holds (24.8 days) is looked at
+   * again then, at the cost of one reload.
+   */
+  #expireAt(listed: readonly { until?: string }[], now: number): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    const ends = listed.flatMap((r) => (r.until === undefined ? [] : [Date.parse(r.until)]));
+    if (ends.length === 0) return;
+    const wait = Math.min(Math.max(0, Math.min(...ends) - now) + 1, MAX_TIMER_MS);
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiries++;
+      this.#converge();
+    }, wait);
+    this.#expiryTimer.unref();
   }
 
   #failed(wanted: EpochRecord, err: Error): void {
@@ -319,8 +352,11 @@ export class NginxCompanion {
   async #switchTo(record: EpochRecord): Promise<void> {
     const slot = record.mounted;
     const root = slotRoot(record, this.#opts.layout.epochFile, slot);
-    // a store keeping more releases: pinned requests reach the retained copies
-    const retained = (record.retained ?? []).map((r) => ({
+    // a store keeping more releases: pinned requests reach the retained copies, each until its `until`
+    const now = Date.now();
+    const servable = (record.retained ?? []).filter((r) => r.until === undefined || Date.parse(r.until) > now);
+    this.#expireAt(servable, now);
+    const retained = servable.map((r) => ({
       slot: r.slot,
       root: slotRoot(record, this.#opts.layout.epochFile, r.slot),
       names: [String(r.epoch), ...(r.release !== undefined ? [r.release] : [])],
@@ -356,7 +392,7 @@ export class NginxCompanion {
     this.#retire(found, 'unknown');
     this.#current = new Set(fresh);
     this.#metrics.reloads.inc();
-    await this.#nowServing(this.#written, 'reload');
+    await this.#nowServing(this.#written, this.#served?.epoch === record.epoch ? 'expired' : 'reload');
   }
 
   /**
@@ -389,7 +425,7 @@ export class NginxCompanion {
     this.#countRetired();
   }
 
-  async #nowServing(served: Served, how: 'reload' | 'down' | 'started'): Promise<void> {
+  async #nowServing(served: Served, how: 'reload' | 'expired' | 'down' | 'started'): Promise<void> {
     const viaReload = how === 'reload';
     this.#served = served;
     this.#metrics.epoch.set(served.epoch);
@@ -398,6 +434,7 @@ export class NginxCompanion {
       { epoch: served.epoch, slot: served.slot, retired: this.#retired.size, nginx: this.#master },
       {
         reload: 'nginx serves the new epoch',
+        expired: 'nginx reloaded without the retained releases past their --skew-max-age',
         down: 'nginx is not running: it will serve this epoch when it starts',
         started: 'nginx started on this epoch',
       }[how],
@@ -471,6 +508,7 @@ export class NginxCompanion {
     clearTimeout(this.#retryTimer);
     clearInterval(this.#checkTimer);
     clearTimeout(this.#warnTimer);
+    clearTimeout(this.#expiryTimer);
     this.#fleet.close();
     await this.#watcher.close();
     await this.settled();

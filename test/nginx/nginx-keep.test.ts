@@ -116,6 +116,26 @@ describe('the nginx companion with a store keeping releases', () => {
     assert.equal((await get(nginx.port, '/page.txt?dpl=r2')).body, 'release 2');
   });
 
+  it('a retained release past its --skew-max-age: the companion reloads nginx without it, the others still served', async () => {
+    await agent.close();
+    agent = await startTestAgent(store, { keep: 3, serverTtlMs: 5000, skewMaxAgeMs: 4000 }, 128 * MB);
+    await release(4);
+    // release 3 is retained for 4 s more; release 2 (retained under the default) for a day
+    assert.equal((await get(nginx.port, '/page.txt?dpl=r3')).body, 'release 3');
+    assert.equal((await get(nginx.port, '/page.txt?dpl=r2')).body, 'release 2');
+    const e = await readEpochFile(store.epochFile);
+    const r3 = e?.retained?.find((r) => r.release === 'r3');
+    assert.ok(r3?.until);
+    await waitFor(
+      'nginx to stop serving pins to release 3',
+      async () => (await get(nginx.port, '/page.txt?dpl=r3')).body === 'release 4',
+      { timeout: 20_000 },
+    );
+    assert.ok(Date.now() >= Date.parse(r3.until), 'not before its end');
+    assert.equal((await get(nginx.port, '/page.txt?dpl=r2')).body, 'release 2');
+    assert.equal(companion.status().served?.epoch, e?.epoch, 'the same epoch, its include written again');
+  });
+
   it('refuses a retained root nginx would misread, and renders none when nothing is retained', () => {
     assert.throws(() => renderInclude(3, 'a', '/srv/a', [{ slot: 'b', root: '/srv/b;evil', names: ['2'] }]), /misread/);
     assert.match(renderInclude(3, 'a', '/srv/a'), /^root \/srv\/a;$/m);
