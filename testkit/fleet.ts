@@ -25,7 +25,8 @@ export interface FleetHostProc {
   /** Stop the host agent (SIGSTOP: it holds its lease no longer, as if cut off) and resume it. */
   pause(): void;
   resume(): void;
-  restartAgent(): Promise<void>;
+  /** Kill -9 the host agent and start it again, with other flags when given. */
+  restartAgent(args?: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -109,6 +110,7 @@ export class TestFleet {
   async addHost(id: string, opts: { web?: boolean; args?: string[] } = {}): Promise<FleetHostProc> {
     const store = await tempStore(`mirrorswap-fleet-${id}-`);
     this.#stores.push(store);
+    let extra = opts.args ?? [];
     const start = () =>
       runCli([
         'host',
@@ -134,7 +136,7 @@ export class TestFleet {
         '6s',
         '--peer-timeout',
         '1s',
-        ...(opts.args ?? []),
+        ...extra,
       ]);
     let agent = start();
     const urlOf = async (p: CliProcess) =>
@@ -161,8 +163,9 @@ export class TestFleet {
       resume() {
         agent.child.kill('SIGCONT');
       },
-      async restartAgent() {
+      async restartAgent(args?: string[]) {
         await agent.kill('SIGKILL');
+        if (args) extra = args;
         agent = start();
         statusUrl = await urlOf(agent);
       },

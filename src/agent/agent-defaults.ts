@@ -1,5 +1,6 @@
 import { DRAIN_DEFAULTS } from '../store/drain.js';
 import { TREE_DEFAULTS } from '../tree/tree-defaults.js';
+import { RETENTION_DEFAULTS } from '../store/retained-releases.js';
 
 /**
  * Every default of the agent, in one place: `Agent.start`, the CLI's flags
@@ -39,7 +40,7 @@ export const AGENT_DEFAULTS = Object.freeze({
   /** Releases kept, one copy each: the seed's two. */
   keep: 2,
   /** How long a replaced release stays servable to pinned requests (0: until its copy is reused). */
-  skewMaxAgeMs: 24 * 60 * 60_000,
+  skewMaxAgeMs: RETENTION_DEFAULTS.skewMaxAgeMs,
 });
 
 /** The smallest values taken, where a smaller one would be a mistake rather than a choice. */

@@ -1,4 +1,4 @@
-import type { SeedSlot } from '../store/store-layout.js';
+import type { SeedSlot, SlotMap, SlotName } from '../store/store-layout.js';
 
 /** A fleet's name: it becomes part of etcd keys. */
 export const FLEET_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -68,7 +68,7 @@ export interface FleetEpoch {
 export type Prepared =
   | {
       ok: true;
-      slot: SeedSlot;
+      slot: SlotName;
       snapshot: string;
       /** Where peers pull the snapshot's files from this host, when it serves them. */
       peer?: string;
@@ -83,8 +83,9 @@ export interface MemberRecord {
   /** Where peers pull files of the snapshots its slots hold (`--advertise`), when it serves them. */
   peer?: string | null;
   epoch: number;
-  mounted: SeedSlot | null;
-  slots: Record<SeedSlot, string | null>;
+  mounted: SlotName | null;
+  /** What each of its copies holds: a and b, and c… on a host keeping releases. */
+  slots: SlotMap<string | null>;
   /** Serving the fleet's committed epoch. */
   ready: boolean;
   lastError: string | null;

@@ -65,33 +65,6 @@ export function inKept(retained: readonly RetainedRelease[] | undefined, keep: n
   return (retained ?? []).filter((r) => kept.includes(r.slot));
 }
 
-/** The retained list once `slot` leaves it. */
-export function without(retained: readonly RetainedRelease[] | undefined, slot: SlotName): RetainedRelease[] {
-  return (retained ?? []).filter((r) => r.slot !== slot);
-}
-
-/**
- * The retained list once `to` is mounted in place of what `current` mounts:
- * the release mounted until now joins it (servable for `maxAgeMs` more, 0:
- * until its copy is reused), and `to` leaves it. Newest first.
- */
-export function retainedAfter(
-  current: EpochRecord,
-  to: SlotName,
-  maxAgeMs: number,
-  now = Date.now(),
-): RetainedRelease[] {
-  const replaced: RetainedRelease = {
-    slot: current.mounted,
-    epoch: releaseEpochOf(current),
-    ...(current.release !== undefined ? { release: current.release } : {}),
-    replacedAt: new Date(now).toISOString(),
-    ...(maxAgeMs > 0 ? { until: new Date(now + maxAgeMs).toISOString() } : {}),
-  };
-  const list = current.mounted === to ? without(current.retained, to) : [replaced, ...without(current.retained, to)];
-  return list.sort((x, y) => y.epoch - x.epoch);
-}
-
 /**
  * The retained release a rollback mounts: the one `to` names (its id, or the
  * epoch that published it), else the newest. Refused, naming what is kept,

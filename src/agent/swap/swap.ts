@@ -2,7 +2,8 @@ import { type EpochRecord, type RetainedRelease, readEpochFile, releaseEpochOf }
 import { MirrorswapError } from '../../core/errors.js';
 import { type SlotName, isSeed, keptSlots, otherSlot, seedSlot } from '../../store/store-layout.js';
 import { inflightOn } from '../../store/heartbeat.js';
-import { type StandbyChoice, inKept, nextStandby, retainedAfter, rollbackChoice, without } from './retention.js';
+import { type StandbyChoice, inKept, nextStandby, rollbackChoice } from './retention.js';
+import { retainedAfter, without } from '../../store/retained-releases.js';
 import { type AgentContext, setEpoch } from '../agent-context.js';
 import type { SwapKind, SwapRecord } from '../agent-types.js';
 import { copyIntoSlot } from './copy-into-slot.js';

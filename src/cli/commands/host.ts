@@ -21,6 +21,7 @@ import {
   stringFlag,
 } from '../flags.js';
 import { HOST_DEFAULTS } from '../../fleet/fleet-defaults.js';
+import { MAX_KEEP } from '../../store/store-layout.js';
 
 export const HOST_FLAGS: FlagSpecs = {
   ...STORE_FLAGS,
@@ -72,6 +73,11 @@ export const HOST_FLAGS: FlagSpecs = {
   },
   // the agent's own: on a host they mean the same for the host's servers
   'drain-timeout': SWAP_FLAGS['drain-timeout'] as FlagSpecs[string],
+  keep: {
+    ...(SWAP_FLAGS.keep as FlagSpecs[string]),
+    help: `copies this host keeps (2 to ${MAX_KEEP}): above 2, the releases the fleet committed before stay servable to requests pinned to them, up to K-2 besides the mounted one (one copy stays free for the next pull)`,
+  },
+  'skew-max-age': SWAP_FLAGS['skew-max-age'] as FlagSpecs[string],
   'server-ttl': SWAP_FLAGS['server-ttl'] as FlagSpecs[string],
   fsync: {
     type: 'boolean',
@@ -97,6 +103,8 @@ export async function hostCommand(values: FlagValues): Promise<number> {
   if (hostId !== undefined && !SERVER_ID_PATTERN.test(hostId))
     throw new UsageError(`--host-id ${hostId}: letters, digits, '.', '_' and '-' only (at most 128)`);
   const peerServe = integerFlag(values, 'peer-serve', 0, 1024) ?? HOST_DEFAULTS.peerServe;
+  const keep = integerFlag(values, 'keep', 2, MAX_KEEP);
+  const skewMaxAgeMs = durationFlag(values, 'skew-max-age');
   const peerTimeoutMs = durationFlag(values, 'peer-timeout', { min: 100 }) ?? HOST_DEFAULTS.peerTimeoutMs;
   const peerWaitMs = durationFlag(values, 'peer-wait', { min: 0 }) ?? HOST_DEFAULTS.peerWaitMs;
   let advertise = stringFlag(values, 'advertise') ?? null;
@@ -165,6 +173,8 @@ export async function hostCommand(values: FlagValues): Promise<number> {
     peerServe,
     peerTimeoutMs,
     peerWaitMs,
+    ...(keep !== undefined ? { keep } : {}),
+    ...(skewMaxAgeMs !== undefined ? { skewMaxAgeMs } : {}),
   });
   try {
     agent = await started;

@@ -6,11 +6,20 @@ import { waitForServers } from '../../store/drain.js';
 import { inflightOn } from '../../store/heartbeat.js';
 import { publishEpoch } from '../../store/publish.js';
 import { StoreLock } from '../../store/store-lock.js';
-import { type EpochRecord, readEpochFile } from '../../store/epoch-file.js';
+import { type EpochRecord, type RetainedRelease, readEpochFile, releaseEpochOf } from '../../store/epoch-file.js';
 import { MirrorswapError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { readSmallFile } from '../../store/read-small-file.js';
-import { type SeedSlot, type StoreLayout, otherSlot, seedSlot } from '../../store/store-layout.js';
+import {
+  ALL_SLOTS,
+  MAX_KEEP,
+  type SlotMap,
+  type SlotName,
+  type StoreLayout,
+  isSlotName,
+  keptSlots,
+} from '../../store/store-layout.js';
+import { RETENTION_DEFAULTS, retainedAfter } from '../../store/retained-releases.js';
 import type { Etcd } from '../etcd.js';
 import {
   type AckRecord,
@@ -60,6 +69,15 @@ export interface HostAgentOptions {
   peerTimeoutMs?: number;
   /** Longest a pull waits, in all, for peers before it fetches from the coordinator. */
   peerWaitMs?: number;
+  /**
+   * Copies this host keeps (2 to 8, default 2). Above 2, the releases the
+   * fleet committed before stay servable to requests pinned to them: the
+   * mounted one, up to `keep - 2` retained, and one copy always free for the
+   * next pull (`#freeSlots`).
+   */
+  keep?: number;
+  /** Keeping releases: how long a replaced one stays servable to pinned requests (0: until its copy is reused). */
+  skewMaxAgeMs?: number;
 }
 
 /** What each slot of this host holds, in `state/fleet-slots.json`. */
@@ -75,16 +93,19 @@ export interface HostStatus {
   fleet: string;
   ready: boolean;
   epoch: number;
-  mounted: SeedSlot | null;
+  mounted: SlotName | null;
   fleetEpoch: number | null;
-  slots: Record<SeedSlot, SlotRecord>;
+  /** Copies kept (`--keep`), and the releases other copies hold, servable to pinned requests, newest first. */
+  keep: number;
+  retained: readonly RetainedRelease[];
+  slots: SlotMap<SlotRecord>;
   phase: 'idle' | 'preparing' | 'switching' | 'catching_up' | 'draining';
   /** The last pull: its counts, bytes from the coordinator and from peers included, and whether it was a seed's. */
   lastPull: (PullStats & { snapshot: string; ms: number; seed: boolean }) | null;
   /** This host as a peer: where peers reach it (null: it serves none) and what it served them. */
   peers: PeerServeStats & { url: string | null };
   /** The pull under way: into which slot, of which snapshot, since when, and its counts so far of its totals. */
-  pulling: (PullStats & { slot: SeedSlot; snapshot: string; startedAt: string }) | null;
+  pulling: (PullStats & { slot: SlotName; snapshot: string; startedAt: string }) | null;
   lastError: string | null;
   etcdReachable: boolean;
   /** A fleet member now (its lease surely holds), and until when, unless renewed. */
@@ -98,7 +119,7 @@ interface Pulling {
   epoch: number;
   forCommit: boolean;
   abort: AbortController;
-  slot: SeedSlot;
+  slot: SlotName;
   startedAt: string;
   stats?: Readonly<PullStats>;
 }
@@ -126,7 +147,7 @@ export class HostAgent {
   readonly #lock: StoreLock;
   /** This host's side of peers sharing the bytes: serves the snapshots its slots hold whole. */
   readonly #peerServer: PeerServer;
-  #slots: Record<SeedSlot, SlotRecord>;
+  #slots: SlotMap<SlotRecord>;
   #local: EpochRecord | null;
   #fleetEpoch: FleetEpoch | null = null;
   #proposal: SwapProposal | null = null;
@@ -170,7 +191,7 @@ export class HostAgent {
     opts: ResolvedHostOptions,
     host: string,
     lock: StoreLock,
-    slots: Record<SeedSlot, SlotRecord>,
+    slots: SlotMap<SlotRecord>,
     local: EpochRecord | null,
   ) {
     this.#opts = opts;
@@ -186,7 +207,7 @@ export class HostAgent {
       graceMs: HOST_DEFAULTS.peerCutGraceMs,
       log: opts.log,
     });
-    for (const slot of ['a', 'b'] as const) if (!slots[slot].copying) this.#peerServer.hold(slot, slots[slot].snapshot);
+    for (const [slot, held] of slotEntries(slots)) if (!held.copying) this.#peerServer.hold(slot, held.snapshot);
     this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
       granted: async (lease) => {
         await this.#putMember(lease);
@@ -225,6 +246,14 @@ export class HostAgent {
   static async start(options: HostAgentOptions): Promise<HostAgent> {
     const { layout } = options;
     const host = options.hostId ?? hostname();
+    const keep = options.keep ?? 2;
+    if (!Number.isInteger(keep) || keep < 2 || keep > MAX_KEEP) {
+      throw new TypeError(`keep option must be an integer from 2 to ${MAX_KEEP}, not ${keep}`);
+    }
+    const skewMaxAgeMs = options.skewMaxAgeMs ?? RETENTION_DEFAULTS.skewMaxAgeMs;
+    if (!Number.isInteger(skewMaxAgeMs) || skewMaxAgeMs < 0) {
+      throw new TypeError(`skewMaxAgeMs option must be a whole number of ms, 0 or more, not ${skewMaxAgeMs}`);
+    }
     await mkdir(layout.stateDir, { recursive: true });
     await mkdir(layout.serversDir, { recursive: true });
     await mkdir(layout.slots.a, { recursive: true });
@@ -248,6 +277,8 @@ export class HostAgent {
           peerServe: options.peerServe ?? HOST_DEFAULTS.peerServe,
           peerTimeoutMs: options.peerTimeoutMs ?? HOST_DEFAULTS.peerTimeoutMs,
           peerWaitMs: options.peerWaitMs ?? HOST_DEFAULTS.peerWaitMs,
+          keep,
+          skewMaxAgeMs,
         },
         host,
         lock,
@@ -368,8 +399,10 @@ export class HostAgent {
       member: this.#memberNow(),
       memberUntil: this.#memberUntil > 0 ? new Date(this.#memberUntil).toISOString() : null,
       epoch: this.#local?.epoch ?? 0,
-      mounted: this.#local ? seedSlot(this.#local.mounted) : null,
+      mounted: this.#local?.mounted ?? null,
       fleetEpoch: this.#fleetEpoch?.epoch ?? null,
+      keep: this.#opts.keep,
+      retained: this.#local?.retained ?? [],
       slots: this.#slots,
       phase: this.#phase,
       lastPull: this.#lastPull,
@@ -447,9 +480,44 @@ export class HostAgent {
     }
   }
 
-  /** The slot to fill: the one this host's servers do not mount. */
-  #standby(): SeedSlot {
-    return this.#local ? otherSlot(this.#local.mounted) : 'a';
+  /**
+   * The copies free to pull into: neither mounted nor retained by the epoch
+   * in force. With two copies, the one not mounted. Keeping K, a commit
+   * retains at most K - 2 releases, so one kept copy is always free, and no
+   * retained release ever has to leave the epoch file before a pull (which
+   * would take an epoch of this host's own: its epochs are the fleet's).
+   * After `--keep` was lowered, the epoch in force may use every kept copy:
+   * then a free copy past them, until the next commit retains fewer.
+   */
+  #freeSlots(): SlotName[] {
+    const local = this.#local;
+    const used = new Set<SlotName>(local ? [local.mounted, ...(local.retained ?? []).map((r) => r.slot)] : []);
+    const kept = keptSlots(this.#opts.keep).filter((s) => !used.has(s));
+    return kept.length > 0 ? kept : ALL_SLOTS.filter((s) => !used.has(s));
+  }
+
+  /** Whether `slot` holds `snapshot` whole. */
+  #holds(slot: SlotName | null | undefined, snapshot: string): slot is SlotName {
+    const held = slot ? this.#slots[slot] : undefined;
+    return held !== undefined && held.snapshot === snapshot && !held.copying;
+  }
+
+  /** The copy to pull `snapshot` into: a free one, the one holding it if any, else one holding a whole snapshot. */
+  #standby(snapshot: string): SlotName {
+    const free = this.#freeSlots();
+    const whole = (s: SlotName) => this.#slots[s]?.snapshot != null && !this.#slots[s]?.copying;
+    return free.find((s) => this.#holds(s, snapshot)) ?? free.find(whole) ?? (free[0] as SlotName);
+  }
+
+  /**
+   * Keeping releases: the copy that holds `snapshot` whole, if any, the
+   * mounted one first, then the retained ones (a rollback mounts one as it
+   * is), then the free ones; none is written.
+   */
+  #holding(snapshot: string): SlotName | null {
+    const local = this.#local;
+    const order = [local?.mounted, ...(local?.retained ?? []).map((r) => r.slot), ...this.#freeSlots()];
+    return order.find((s) => this.#holds(s, snapshot)) ?? null;
   }
 
   async #prepare(proposal: SwapProposal): Promise<void> {
@@ -459,21 +527,24 @@ export class HostAgent {
     try {
       // a member the proposal does not name a seed pulls the files from peers that prepared it
       const fromPeers = proposal.seeds && !proposal.seeds.includes(this.host) ? proposal.seeds : null;
-      const slot = await this.#fill(
-        this.#standby(),
-        proposal.snapshot,
-        proposal.url,
-        proposal.epoch,
-        false,
-        fromPeers
-          ? {
-              from: 'prepared',
-              seeds: fromPeers,
-              // waiting for peers never costs the swap: a quarter of the coordinator's prepare timeout at most
-              waitMs: Math.min(this.#opts.peerWaitMs, (proposal.prepareTimeoutMs ?? Number.POSITIVE_INFINITY) / 4),
-            }
-          : null,
-      );
+      // keeping releases, a copy already holding it answers (a rollback to a retained release)
+      const slot =
+        (this.#opts.keep > 2 ? this.#holding(proposal.snapshot) : null) ??
+        (await this.#fill(
+          this.#standby(proposal.snapshot),
+          proposal.snapshot,
+          proposal.url,
+          proposal.epoch,
+          false,
+          fromPeers
+            ? {
+                from: 'prepared',
+                seeds: fromPeers,
+                // waiting for peers never costs the swap: a quarter of the coordinator's prepare timeout at most
+                waitMs: Math.min(this.#opts.peerWaitMs, (proposal.prepareTimeoutMs ?? Number.POSITIVE_INFINITY) / 4),
+              }
+            : null,
+        ));
       const peer = this.#peerUrl;
       answer = { ok: true, slot, snapshot: proposal.snapshot, ...(peer ? { peer } : {}) };
     } catch (err) {
@@ -493,26 +564,32 @@ export class HostAgent {
    * peers when `peers` says where to find them, the coordinator the fallback.
    */
   async #fill(
-    slot: SeedSlot,
+    slot: SlotName,
     snapshot: string,
     from: string,
     epoch: number,
     forCommit: boolean,
     peers: { from: 'prepared' | 'members'; seeds: readonly string[]; waitMs: number } | null,
-  ): Promise<SeedSlot> {
-    const held = this.#slots[slot];
-    if (held.snapshot === snapshot && !held.copying) return slot;
+  ): Promise<SlotName> {
+    const held = this.#slots[slot] ?? UNKNOWN_SLOT;
+    if (this.#holds(slot, snapshot)) return slot;
+    // Keeping releases, a server still on an epoch before the one in force may take pinned
+    // requests to a release that epoch retained on this copy: it must be past it first.
+    const inForce = this.#opts.keep > 2 ? (this.#local?.epoch ?? 0) : 0;
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
       ttlMs: this.#opts.serverTtlMs,
       timeoutMs: this.#opts.drainTimeoutMs,
       what: `this host's servers to let go of slot ${slot} before pulling into it`,
-      done: (hb) => inflightOn(hb, slot) === 0 && hb.mounted !== slot,
+      done: (hb) => inflightOn(hb, slot) === 0 && hb.mounted !== slot && hb.epoch >= inForce,
       describe: (hb) =>
         hb.mounted === slot
           ? `still mounts slot ${slot}`
-          : `still has ${hb.inflight[slot]} requests in flight on slot ${slot}`,
+          : hb.epoch < inForce
+            ? `is still at epoch ${hb.epoch}, which may retain slot ${slot}`
+            : `still has ${hb.inflight[slot]} requests in flight on slot ${slot}`,
     });
+    await mkdir(this.#opts.layout.slots[slot], { recursive: true });
     const base = held.copying ? null : held.snapshot;
     // peers pulling what the slot held are cut first: nothing reads a copy being rewritten
     await this.#peerServer.release(slot);
@@ -548,6 +625,10 @@ export class HostAgent {
         snapshot,
         base,
         into: this.#opts.layout.slots[slot],
+        // keeping releases, copies share what did not change: linked from the mounted one
+        ...(this.#opts.keep > 2 && this.#local && this.#local.mounted !== slot
+          ? { share: this.#opts.layout.slots[this.#local.mounted] }
+          : {}),
         durable: this.#opts.durable,
         timeoutMs: this.#opts.drainTimeoutMs,
         signal: pulling.abort.signal,
@@ -580,10 +661,11 @@ export class HostAgent {
 
   /** Switch this host to the committed epoch: at once when a slot holds it, else after catching up. */
   async #follow(epoch: FleetEpoch): Promise<void> {
-    const mounted = this.#local ? seedSlot(this.#local.mounted) : null;
-    let slot: SeedSlot | null = null;
-    for (const s of [this.#standby(), mounted]) {
-      if (s && this.#slots[s].snapshot === epoch.snapshot && !this.#slots[s].copying) slot = s;
+    const keeping = this.#opts.keep > 2;
+    const mounted = this.#local?.mounted ?? null;
+    let slot: SlotName | null = keeping ? this.#holding(epoch.snapshot) : null;
+    if (!keeping) {
+      for (const s of [this.#standby(epoch.snapshot), mounted]) if (this.#holds(s, epoch.snapshot)) slot = s;
     }
     if (slot === null) {
       this.#phase = 'catching_up';
@@ -597,18 +679,44 @@ export class HostAgent {
       // from the coordinator elected now: the one that committed may have moved or given way to another,
       // which holds the committed copy again once it is elected
       const current = parseJson<CoordinatorRecord>((await this.#opts.etcd.get(this.#keys.coordinator))?.value);
-      slot = await this.#fill(this.#standby(), epoch.snapshot, current?.url ?? epoch.url, epoch.epoch, true, {
-        from: 'members',
-        seeds: [],
-        // a host catching up asks the members that hold the commit, and waits for none
-        waitMs: this.#opts.peerTimeoutMs,
-      });
+      slot = await this.#fill(
+        this.#standby(epoch.snapshot),
+        epoch.snapshot,
+        current?.url ?? epoch.url,
+        epoch.epoch,
+        true,
+        {
+          from: 'members',
+          seeds: [],
+          // a host catching up asks the members that hold the commit, and waits for none
+          waitMs: this.#opts.peerTimeoutMs,
+        },
+      );
     }
     this.#phase = 'switching';
+    // a retained release mounted again (a rollback) keeps the epoch that published it: pins name it so
+    const local = this.#local;
+    const again =
+      !keeping || !local
+        ? undefined
+        : local.mounted === slot
+          ? releaseEpochOf(local)
+          : local.retained?.find((r) => r.slot === slot)?.epoch;
     this.#local = await publishEpoch(this.#opts.layout, epoch.epoch, slot, {
       lease: this.#opts.serverTtlMs,
       release: epoch.release,
       current: this.#local,
+      ...(keeping
+        ? {
+            keep: this.#opts.keep,
+            // the release mounted until now joins the retained ones, the oldest past keep - 2 leave:
+            // their copies are free for the next pulls once this host's servers let go of them
+            retained: this.#local
+              ? retainedAfter(this.#local, slot, this.#opts.skewMaxAgeMs).slice(0, this.#opts.keep - 2)
+              : [],
+            ...(again !== undefined ? { since: again } : {}),
+          }
+        : {}),
     });
     this.#opts.log.info({ epoch: epoch.epoch, slot }, `switched to fleet epoch ${epoch.epoch}`);
     await this.#putMember().catch(() => {});
@@ -618,7 +726,10 @@ export class HostAgent {
     this.#phase = 'draining';
     const local = this.#local;
     if (!local) return;
-    const old = otherSlot(local.mounted);
+    // the copies the epoch neither mounts nor retains: the one mounted before, with two copies
+    const used = new Set([local.mounted, ...(local.retained ?? []).map((r) => r.slot)]);
+    const freed = ALL_SLOTS.filter((s) => !used.has(s));
+    const old = freed.filter((s) => keptSlots(this.#opts.keep).includes(s)).join(', ');
     // first every server of this host serves the epoch (the host is ready), then the old copy drains (the ack)
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
@@ -637,11 +748,11 @@ export class HostAgent {
       ttlMs: this.#opts.serverTtlMs,
       timeoutMs: this.#opts.drainTimeoutMs,
       what: `this host's servers to switch to epoch ${epoch} and drain slot ${old}`,
-      done: (hb) => hb.epoch >= epoch && hb.inflight[old] === 0,
+      done: (hb) => hb.epoch >= epoch && freed.every((s) => inflightOn(hb, s) === 0),
       describe: (hb) =>
         hb.epoch < epoch
           ? `is still at epoch ${hb.epoch}`
-          : `still has ${hb.inflight[old]} requests in flight on slot ${old}`,
+          : `still has ${freed.reduce((n, s) => n + inflightOn(hb, s), 0)} requests in flight on slot ${old}`,
     });
     const lease = this.#lease.lease;
     if (!lease) throw new MirrorswapError('FLEET_ETCD', 'no lease to acknowledge on (etcd unreachable?)');
@@ -663,8 +774,10 @@ export class HostAgent {
       url: this.#opts.url,
       peer: this.#peerUrl,
       epoch: this.#local?.epoch ?? 0,
-      mounted: this.#local ? seedSlot(this.#local.mounted) : null,
-      slots: { a: this.#slots.a.snapshot, b: this.#slots.b.snapshot },
+      mounted: this.#local?.mounted ?? null,
+      slots: Object.fromEntries(slotEntries(this.#slots).map(([s, held]) => [s, held.snapshot])) as SlotMap<
+        string | null
+      >,
       ready: this.ready,
       lastError: this.#lastError,
       at: new Date().toISOString(),
@@ -687,7 +800,7 @@ export class HostAgent {
     this.#leftFleet(why);
   }
 
-  async #recordSlot(slot: SeedSlot, record: SlotRecord): Promise<void> {
+  async #recordSlot(slot: SlotName, record: SlotRecord): Promise<void> {
     const next = { ...this.#slots, [slot]: record };
     await writeFileAtomic(
       slotsFile(this.#opts.layout),
@@ -756,10 +869,30 @@ function slotsFile(layout: StoreLayout): string {
   return `${layout.stateDir}/fleet-slots.json`;
 }
 
-async function readSlots(layout: StoreLayout): Promise<Record<SeedSlot, SlotRecord>> {
-  const unknown: SlotRecord = { snapshot: null, copying: false };
+/** A slot whose content is not known: it is compared whole with the next snapshot pulled into it. */
+const UNKNOWN_SLOT: SlotRecord = { snapshot: null, copying: false };
+
+/** The slots `slots` has a record of, in order. */
+function slotEntries(slots: SlotMap<SlotRecord>): [SlotName, SlotRecord][] {
+  return ALL_SLOTS.flatMap((s) => (slots[s] ? [[s, slots[s]] as [SlotName, SlotRecord]] : []));
+}
+
+async function readSlots(layout: StoreLayout): Promise<SlotMap<SlotRecord>> {
   const text = (await readSmallFile(slotsFile(layout), 64 * 1024).catch(() => null))?.toString('utf8');
-  const parsed = parseJson<{ format: number; slots: Record<SeedSlot, SlotRecord> }>(text);
-  if (parsed?.format !== SLOTS_FILE_FORMAT || !parsed.slots?.a || !parsed.slots?.b) return { a: unknown, b: unknown };
-  return parsed.slots;
+  const parsed = parseJson<{ format: number; slots: Record<string, unknown> }>(text);
+  const out: SlotMap<SlotRecord> = { a: UNKNOWN_SLOT, b: UNKNOWN_SLOT };
+  if (parsed?.format !== SLOTS_FILE_FORMAT || typeof parsed.slots !== 'object' || parsed.slots === null) return out;
+  for (const [slot, held] of Object.entries(parsed.slots)) {
+    const r = held as Partial<SlotRecord> | null;
+    // a record of another shape is not trusted: that copy is compared whole when next pulled into
+    if (
+      isSlotName(slot) &&
+      r &&
+      (typeof r.snapshot === 'string' || r.snapshot === null) &&
+      typeof r.copying === 'boolean'
+    ) {
+      out[slot] = { snapshot: r.snapshot, copying: r.copying };
+    }
+  }
+  return out;
 }

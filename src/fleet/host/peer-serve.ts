@@ -4,13 +4,13 @@ import { errorBody } from '../../core/errors.js';
 import { pathOf, queryOf, sendJson } from '../../core/http-io.js';
 import type { Logger } from '../../core/logger.js';
 import { bearerMatches } from '../../core/token-match.js';
-import { SLOTS, type SeedSlot } from '../../store/store-layout.js';
+import type { SlotMap, SlotName } from '../../store/store-layout.js';
 import { BAD_PATHS, readFilesRequest, writeFrames } from '../fleet-files.js';
 
 export interface PeerServeOptions {
   /** The fleet token: what peers give, as they give the coordinator. */
   token: string;
-  roots: Readonly<Record<SeedSlot, string>>;
+  roots: Readonly<SlotMap<string>>;
   /** Peer pulls served at once; more are answered 503. 0 serves none. */
   limit: number;
   /** How long pulls of a slot about to be rewritten run on before they are cut. */
@@ -62,10 +62,8 @@ interface SlotState {
  */
 export class PeerServer {
   readonly #opts: PeerServeOptions;
-  readonly #slots: Record<SeedSlot, SlotState> = {
-    a: { id: null, pulls: new Set() },
-    b: { id: null, pulls: new Set() },
-  };
+  /** Each slot the host has held a snapshot in (a and b, and c… on a host keeping releases). */
+  readonly #slots = new Map<SlotName, SlotState>();
   readonly #stats: PeerServeStats = { active: 0, pulls: 0, bytes: 0, busy: 0, cut: 0 };
 
   constructor(opts: PeerServeOptions) {
@@ -82,8 +80,17 @@ export class PeerServer {
   }
 
   /** The snapshot `slot` holds whole now (after a pull into it, or as recorded at start): served from now on. */
-  hold(slot: SeedSlot, id: string | null): void {
-    this.#slots[slot].id = id;
+  hold(slot: SlotName, id: string | null): void {
+    this.#state(slot).id = id;
+  }
+
+  #state(slot: SlotName): SlotState {
+    let state = this.#slots.get(slot);
+    if (state === undefined) {
+      state = { id: null, pulls: new Set() };
+      this.#slots.set(slot, state);
+    }
+    return state;
   }
 
   /**
@@ -91,8 +98,8 @@ export class PeerServer {
    * under way get `graceMs`, then are cut; resolves once they ended (a cut
    * answer ends at once; at most a few seconds are waited in all).
    */
-  async release(slot: SeedSlot): Promise<void> {
-    const state = this.#slots[slot];
+  async release(slot: SlotName): Promise<void> {
+    const state = this.#state(slot);
     state.id = null;
     const started = Date.now();
     let cut = false;
@@ -139,7 +146,7 @@ export class PeerServer {
       return;
     }
     const snapshot = String(queryOf(req).snapshot ?? '');
-    const slotOf = () => (snapshot === '' ? undefined : SLOTS.find((s) => this.#slots[s].id === snapshot));
+    const slotOf = () => (snapshot === '' ? undefined : [...this.#slots].find(([, s]) => s.id === snapshot)?.[0]);
     this.#stats.active++;
     let state: SlotState | null = null;
     const cut = () => res.destroy();
@@ -161,11 +168,12 @@ export class PeerServer {
       }
       // looked up once the body is read: the slot may have been released meanwhile
       const slot = slotOf();
-      if (slot === undefined) {
+      const root = slot === undefined ? undefined : this.#opts.roots[slot];
+      if (slot === undefined || root === undefined) {
         sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot of this host holds that snapshot (now)'));
         return;
       }
-      state = this.#slots[slot];
+      state = this.#state(slot);
       state.pulls.add(cut);
       // a peer that stops reading (stopped, cut off) does not hold a place for ever
       res.setTimeout(PEER_IDLE_MS, cut);
@@ -173,7 +181,7 @@ export class PeerServer {
       res.setHeader('content-type', 'application/x-mirrorswap-files');
       await writeFrames(
         res,
-        this.#opts.roots[slot],
+        root,
         paths.map((path) => ({ path })),
         {
           realParents: true,

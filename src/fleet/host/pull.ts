@@ -22,6 +22,7 @@ import {
   readManifest,
 } from '../../tree/manifest.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
+import { linkFromCopy } from './pull-share.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
 import {
   checkFrameHeaderLength,
@@ -59,6 +60,12 @@ export interface PullOptions {
   contentIndex?: boolean;
   /** Fetch the files from peers that hold the snapshot, the coordinator the fallback (absent: from the coordinator). */
   peers?: PeerPull;
+  /**
+   * Another copy of this host (the mounted one, on a host keeping releases):
+   * a file it holds with the same content, mode and time is hard-linked from
+   * it, not fetched (`pull-share.ts`).
+   */
+  share?: string;
 }
 
 /**
@@ -107,6 +114,8 @@ export interface PullStats {
   /** Answers from peers that failed (each cost a retry elsewhere), and that said the peer was busy. */
   peerFailures: number;
   peerBusy: number;
+  /** Files hard-linked from another copy of this host (`PullOptions.share`), not fetched (not in `files` nor `bytes`). */
+  linked: number;
 }
 
 /** Largest answer one files request asks for, in content bytes. */
@@ -139,6 +148,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     fromPeers: 0,
     peerFailures: 0,
     peerBusy: 0,
+    linked: 0,
   };
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
@@ -240,7 +250,13 @@ async function applyDelta(
     await rename(temp, join(opts.into, l.path));
   }
   // 4. files, in batches; from peers when asked (`PeerPull`): only files the manifest names a SHA-256 for
-  const all = delta.changed.filter((e) => e.type === 'file');
+  let all = delta.changed.filter((e) => e.type === 'file');
+  if (opts.share) {
+    // 4a. what another copy of this host holds the same: linked, never fetched
+    const linked = await linkFromCopy(opts.share, opts.into, tmp, all, writable);
+    stats.linked = linked.size;
+    all = all.filter((f) => !linked.has(f.path));
+  }
   stats.totalFiles = all.length;
   stats.totalBytes = all.reduce((sum, f) => sum + f.size, 0);
   const sources = new Sources(opts, limits, stats);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chooseStandby, nextStandby, retainedAfter, rollbackChoice } from '../../../src/agent/swap/retention.js';
+import { chooseStandby, nextStandby, rollbackChoice } from '../../../src/agent/swap/retention.js';
+import { retainedAfter } from '../../../src/store/retained-releases.js';
 import type { EpochRecord } from '../../../src/store/epoch-file.js';
 import type { SlotName } from '../../../src/store/store-layout.js';
 
