@@ -146,6 +146,14 @@ describe('the agent status page in a real browser', () => {
         .nth(6)
         .filter({ hasText: /^2$/ })
         .waitFor({ timeout: 10_000 });
+      // the copies' disk use, on demand: each copy, and all of them with each file once
+      await keepPage.click('#disk');
+      await keepPage
+        .locator('#disk-total')
+        .filter({ hasText: /^all copies: [0-9.]+ MiB/ })
+        .waitFor({ timeout: 10_000 });
+      const copies = await keepPage.locator('#copies tr td:first-child').allTextContents();
+      assert.deepEqual(copies.sort(), ['a', 'b', 'c']);
     } finally {
       await keepPage.close();
       await web.close();

@@ -46,6 +46,8 @@ export function statusPage(nonce: string): string {
   <section id="releases" hidden>
   <h2>Retained releases (keep <span id="keep"></span>)</h2>
   <table><thead><tr><th>slot</th><th>epoch</th><th>release</th><th>replaced</th><th>servable until</th><th>in flight</th><th>served pinned</th><th>served by fallback</th></tr></thead><tbody id="retained"></tbody></table>
+  <p><button id="disk" type="button">Disk use of the copies</button> <span id="disk-total"></span></p>
+  <table id="disk-table" hidden><thead><tr><th>copy</th><th>bytes</th><th>shared with other copies</th><th>its own</th></tr></thead><tbody id="copies"></tbody></table>
   </section>
   <h2>Servers</h2>
   <table><thead><tr><th>id</th><th>host</th><th>pid</th><th>kind</th><th>epoch</th><th>mounted</th><th>in flight a</th><th>in flight b</th><th>in flight, other copies</th><th>state</th></tr></thead><tbody id="servers"></tbody></table>
@@ -113,6 +115,18 @@ export function statusPage(nonce: string): string {
   $('auth').addEventListener('submit', (e) => { e.preventDefault(); token = $('token').value.trim(); sessionStorage.setItem('mirrorswap-token', token); say(''); start(); });
   $('sync').addEventListener('click', () => act('/v1/sync?wait=1', 'sync'));
   $('rollback').addEventListener('click', () => act('/v1/rollback', 'rollback'));
+  // on demand only: it walks every copy
+  $('disk').addEventListener('click', async () => {
+    say('disk use…');
+    try {
+      const { body } = await call('GET', '/v1/status?disk=1');
+      const mib = (n) => (n / 1048576).toFixed(1) + ' MiB';
+      $('copies').replaceChildren(...body.disk.copies.map((c) => row([c.name, mib(c.bytes), mib(c.shared), mib(c.owned)])));
+      $('disk-table').hidden = false;
+      $('disk-total').textContent = 'all copies: ' + mib(body.disk.total) + ' (each file once)';
+      say('');
+    } catch (err) { say(err.message); }
+  });
   if (token) start();
 })();
 </script>
