@@ -84,8 +84,8 @@ export class Agent {
       pendingChanges: () => this.pendingChanges() ?? -1,
       servers: async () => {
         const hbs = await readHeartbeats(this.layout.serversDir);
-        const live = hbs.filter((h) => isLive(h, opts.serverTtlMs)).length;
-        return { live, stale: hbs.length - live };
+        const live = hbs.filter((h) => isLive(h, opts.serverTtlMs));
+        return { live, stale: hbs.length - live.length };
       },
     });
     this.metrics.mounted(store.epoch);

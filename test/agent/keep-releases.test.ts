@@ -213,6 +213,16 @@ describe('keeping more releases: retained copies, pins, the asset fallback, roll
       const now = await servedOf('r5');
       return now?.pinned === before.pinned + 3 && now.fallback === before.fallback + 1;
     });
+    // and in the agent's metrics, per retained release
+    const served = (await servedOf('r5')) as { pinned: number; fallback: number };
+    const metrics = await (await agent.call('GET', '/metrics')).text();
+    const r5 = (kind: string) =>
+      new RegExp(
+        `mirrorswap_agent_retained_release_requests\\{slot="[a-h]",epoch="\\d+",release="r5",kind="${kind}"\\} (\\d+)`,
+      ).exec(metrics)?.[1];
+    assert.equal(r5('pinned'), String(served.pinned));
+    assert.equal(r5('fallback'), String(served.fallback));
+    assert.equal(r5('inflight'), '0');
     // the copies' disk: the large file once in all, shared by every copy
     const disk = (
       (await (await agent.call('GET', '/v1/status?disk=1')).json()) as {

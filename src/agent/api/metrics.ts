@@ -1,4 +1,5 @@
 import type { RetainedRelease } from '../../store/epoch-file.js';
+import { type Heartbeat, inflightOn, servedFrom } from '../../store/heartbeat.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const SWAP_RESULTS = ['ok', 'failed', 'drain_timeout'] as const;
@@ -35,7 +36,7 @@ export class AgentMetrics {
     this.#retained = record.retained ?? [];
   }
 
-  constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: number; stale: number }> }) {
+  constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: Heartbeat[]; stale: number }> }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mirrorswap_agent_' });
     this.epoch = new Gauge({ name: 'mirrorswap_agent_epoch', help: 'Epoch currently published', registers });
@@ -135,6 +136,32 @@ export class AgentMetrics {
       },
     });
     new Gauge({
+      name: 'mirrorswap_agent_retained_release_requests',
+      help: 'Requests of each retained release, summed over the live servers\' heartbeats, by slot, epoch, release id and kind: "inflight" now, "pinned" and "fallback" served since each server started (nginx counts only in flight)',
+      labelNames: ['slot', 'epoch', 'release', 'kind'],
+      registers,
+      async collect() {
+        this.reset();
+        if (self.#retained.length === 0) return;
+        const { live } = await sources.servers();
+        for (const r of self.#retained) {
+          const labels = { slot: r.slot, epoch: String(r.epoch), release: r.release ?? '' };
+          let inflight = 0;
+          let pinned = 0;
+          let fallback = 0;
+          for (const hb of live) {
+            inflight += inflightOn(hb, r.slot);
+            const served = servedFrom(hb, r.epoch);
+            pinned += served.pinned;
+            fallback += served.fallback;
+          }
+          this.set({ ...labels, kind: 'inflight' }, inflight);
+          this.set({ ...labels, kind: 'pinned' }, pinned);
+          this.set({ ...labels, kind: 'fallback' }, fallback);
+        }
+      },
+    });
+    new Gauge({
       name: 'mirrorswap_agent_pending_changes',
       help: 'Master paths changed since the mounted slot was synced',
       registers,
@@ -149,7 +176,7 @@ export class AgentMetrics {
       registers,
       async collect() {
         const { live, stale } = await sources.servers();
-        this.set({ state: 'live' }, live);
+        this.set({ state: 'live' }, live.length);
         this.set({ state: 'stale' }, stale);
       },
     });
