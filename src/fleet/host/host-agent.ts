@@ -149,6 +149,12 @@ export class HostAgent {
   readonly #peerServer: PeerServer;
   #slots: SlotMap<SlotRecord>;
   #local: EpochRecord | null;
+  /**
+   * The store kept releases when this host agent started (its epoch file
+   * retains some), whatever `keep` is now: a server still on such an epoch
+   * may take pinned requests to a copy it retains.
+   */
+  readonly #keptReleases: boolean;
   #fleetEpoch: FleetEpoch | null = null;
   #proposal: SwapProposal | null = null;
   /** Proposals answered (by epoch and snapshot), so one is prepared once. */
@@ -199,6 +205,7 @@ export class HostAgent {
     this.#lock = lock;
     this.#slots = slots;
     this.#local = local;
+    this.#keptReleases = (local?.retained?.length ?? 0) > 0;
     this.#keys = fleetKeys(opts.fleet);
     this.#peerServer = new PeerServer({
       token: opts.token,
@@ -573,9 +580,10 @@ export class HostAgent {
   ): Promise<SlotName> {
     const held = this.#slots[slot] ?? UNKNOWN_SLOT;
     if (this.#holds(slot, snapshot)) return slot;
-    // Keeping releases, a server still on an epoch before the one in force may take pinned
-    // requests to a release that epoch retained on this copy: it must be past it first.
-    const inForce = this.#opts.keep > 2 ? (this.#local?.epoch ?? 0) : 0;
+    // Keeping releases (or having kept them: --keep lowered to 2), a server still on an epoch
+    // before the one in force may take pinned requests to a release that epoch retained on this
+    // copy: it must be past it first. With two copies only, mounting it or requests on it hold it.
+    const inForce = this.#opts.keep > 2 || this.#keptReleases ? (this.#local?.epoch ?? 0) : 0;
     await waitForServers({
       serversDir: this.#opts.layout.serversDir,
       ttlMs: this.#opts.serverTtlMs,
