@@ -59,6 +59,40 @@ function sameBytesSync(a: number, b: number, size: number): boolean {
  * Blocking calls, for a walk thread.
  */
 export function shareFileSync(shareRoot: string, rel: string, fd: number, st: Stats, dest: string): boolean {
+  return linkCheckedSync(
+    shareRoot,
+    rel,
+    dest,
+    (other, ost) => looksTheSame(ost, st) && sameBytesSync(fd, other, st.size),
+  );
+}
+
+/**
+ * Link `dest` (a new name) to the regular file `rel` of the copy at
+ * `shareRoot`, without reading master or comparing bytes: for a path the
+ * journal shows master has not changed since that copy was made at it
+ * (`CopyOptions.settled`), so that copy's file is what a copy of master's
+ * would be, by the same trust an incremental copy puts in the journal. False
+ * leaves `dest` absent: the path is then staged as any other. Blocking
+ * calls, for a walk thread.
+ */
+export function linkSettledSync(shareRoot: string, rel: string, dest: string): boolean {
+  return linkCheckedSync(shareRoot, rel, dest, (_, ost) => ost.isFile());
+}
+
+/**
+ * Link `dest` to the file `rel` of the copy at `shareRoot` if `fits` says so
+ * of it (open, and its status). The file is opened without following a link
+ * anywhere on its path, and the name linked is checked to be the file looked
+ * at. False, with `dest` absent, for anything else: not there, a link (ELOOP),
+ * refused, another file system (EXDEV), the link limit (EMLINK).
+ */
+function linkCheckedSync(
+  shareRoot: string,
+  rel: string,
+  dest: string,
+  fits: (fd: number, st: Stats) => boolean,
+): boolean {
   let other: number | null;
   try {
     other = openCheckedSync(shareRoot, rel, constants.O_RDONLY);
@@ -68,7 +102,7 @@ export function shareFileSync(shareRoot: string, rel: string, fd: number, st: St
   if (other === null) return false;
   try {
     const ost = fstatSync(other);
-    if (!looksTheSame(ost, st) || !sameBytesSync(fd, other, st.size)) return false;
+    if (!fits(other, ost)) return false;
     try {
       linkSync(join(shareRoot, rel), dest);
     } catch {
@@ -77,41 +111,6 @@ export function shareFileSync(shareRoot: string, rel: string, fd: number, st: St
     const linked = lstatSync(dest);
     if (linked.ino === ost.ino && linked.dev === ost.dev) return true;
     unlinkSync(dest); // something else stood at that name by the time of the link
-    return false;
-  } finally {
-    closeSync(other);
-  }
-}
-
-/**
- * Link `dest` (a new name) to the regular file `rel` of the copy at
- * `shareRoot`, without reading master or comparing bytes: for a path the
- * journal shows master has not changed since that copy was made at it
- * (`CopyOptions.settled`), so that copy's file is what a copy of master's
- * would be, by the same trust an incremental copy puts in the journal. The
- * file is opened without following a link anywhere on its path, and the name
- * linked is checked to be the file opened. False leaves `dest` absent: the
- * path is then staged as any other. Blocking calls, for a walk thread.
- */
-export function linkSettledSync(shareRoot: string, rel: string, dest: string): boolean {
-  let other: number | null;
-  try {
-    other = openCheckedSync(shareRoot, rel, constants.O_RDONLY);
-  } catch {
-    return false; // a link (ELOOP), a directory it may not read: looked at as any path
-  }
-  if (other === null) return false;
-  try {
-    const ost = fstatSync(other);
-    if (!ost.isFile()) return false;
-    try {
-      linkSync(join(shareRoot, rel), dest);
-    } catch {
-      return false;
-    }
-    const linked = lstatSync(dest);
-    if (linked.ino === ost.ino && linked.dev === ost.dev) return true;
-    unlinkSync(dest);
     return false;
   } finally {
     closeSync(other);
