@@ -326,6 +326,7 @@ export class NginxCompanion {
   #expireAt(listed: readonly { until?: string }[], now: number): void {
     clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
+    if (this.#closed) return; // a switch that ran on past close() arms nothing
     const ends = listed.flatMap((r) => (r.until === undefined ? [] : [Date.parse(r.until)]));
     if (ends.length === 0) return;
     const wait = Math.min(Math.max(0, Math.min(...ends) - now) + 1, MAX_TIMER_MS);

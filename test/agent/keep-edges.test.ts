@@ -146,4 +146,42 @@ describe('keeping releases at the edges', () => {
     // the release before keeps its bytes
     assert.equal(await readFile(r3Copy, 'utf8'), 'two-2222');
   });
+
+  it('a change the journal missed, found by a full sync, reaches a newer copy too: a rollback to it, then a reuse, publishes master', async () => {
+    const store = await tempStore();
+    stores.push(store);
+    await store.fill('master', { 'x.txt': 'x0', 'p.txt': 'p0' });
+    // no watcher: a tool writing master directly is seen only by a comparison (a full sync here)
+    const agent = await startTestAgent(store, { keep: 3, watchMaster: false });
+    agents.push(agent);
+    const served = async (rel: string) => {
+      const e = (await readEpochFile(store.epochFile)) as EpochRecord;
+      return readFile(join(slotRoot(e, store.epochFile), rel), 'utf8');
+    };
+    const put = async (path: string, body: string) =>
+      assert.equal((await agent.call('PUT', `/v1/files/${path}`, { body })).status, 201);
+    const syncAs = async (query: string) => {
+      const record = (await (await agent.call('POST', `/v1/sync?wait=1&${query}`)).json()) as SwapRecord;
+      assert.equal(record.result, 'ok', JSON.stringify(record.error));
+      return record;
+    };
+    await put('x.txt', 'x1');
+    await syncAs('release=rA');
+    await put('x.txt', 'x2');
+    await syncAs('release=rB');
+    await put('p.txt', 'v1');
+    await syncAs('release=rC');
+    await writeFile(join(store.master, 'p.txt'), 'v2-by-a-tool');
+    await syncAs('release=rD&full=1');
+    assert.equal(await served('p.txt'), 'v2-by-a-tool');
+    // back to rC's copy (p at v1): the next sync reuses the oldest copy and must publish master's p
+    const back = (await (await agent.call('POST', '/v1/rollback?to=rC')).json()) as SwapRecord;
+    assert.equal(back.result, 'ok', JSON.stringify(back.error));
+    assert.equal(await served('p.txt'), 'v1');
+    await put('q.txt', 'q');
+    await syncAs('release=rE');
+    assert.equal(await served('p.txt'), 'v2-by-a-tool');
+    const e = (await readEpochFile(store.epochFile)) as EpochRecord;
+    assert.deepEqual(compareTreesSync(store.master, slotRoot(e, store.epochFile)), []);
+  });
 });

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { type SlotName, isSeed, keptSlots } from '../../store/store-layout.js';
 import type { AgentContext } from '../agent-context.js';
 import type { SwapRecord } from '../agent-types.js';
-import { logUnknownChanges } from './reconcile.js';
+import { logUnknownChanges, newestTrustedPosition } from './reconcile.js';
 import { TreeCopier } from '../../tree/tree-copy.js';
 import { variantSettings } from '../variant-settings.js';
 
@@ -110,7 +110,7 @@ function settledPaths(ctx: AgentContext, changed: readonly string[], mounted: Sl
   const unreadable = unreadableOf.get(ctx);
   const settled = new Set<string>();
   // a path under one changed since (a directory renamed over, say) may hold other bytes now
-  for (const p of changed) if (!unreadable?.has(p) && !atOrUnder(since, p)) settled.add(p);
+  for (const p of changed) if (!(unreadable && atOrUnder(unreadable, p)) && !atOrUnder(since, p)) settled.add(p);
   return settled.size > 0 ? settled : undefined;
 }
 
@@ -151,13 +151,14 @@ function knownUnreadable(ctx: AgentContext, touched: readonly string[] | null, f
  * otherwise it is compared whole anyway).
  */
 async function passOn(ctx: AgentContext, slot: SlotName, found: string[]): Promise<void> {
-  // from the furthest-behind position of the store's other copies the journal still trusts
-  const others = keptSlots(ctx.opts.keep)
-    .filter((s) => s !== slot)
-    .map((s) => ctx.slots.get(s).seq)
-    .filter((seq): seq is number => seq !== null && ctx.journal.trusts(seq));
-  if (found.length === 0 || others.length === 0) return;
-  await logUnknownChanges(ctx, found, Math.min(...others), 'full_sync');
+  // against the newest position of the store's other copies the journal trusts: named since
+  // it is named since every older one (newestTrustedPosition)
+  const newest = newestTrustedPosition(
+    ctx,
+    keptSlots(ctx.opts.keep).filter((s) => s !== slot),
+  );
+  if (found.length === 0 || newest === null) return;
+  await logUnknownChanges(ctx, found, newest, 'full_sync');
 }
 
 /** Drop the journal's entries every copy of the store has. */

@@ -2,6 +2,7 @@ import type { AgentContext } from '../agent-context.js';
 import type { ReconcileTrigger, RepairTrigger } from '../agent-types.js';
 import { compareTrees } from '../../tree/compare-trees.js';
 import { variantSettings } from '../variant-settings.js';
+import { type SlotName, keptSlots } from '../../store/store-layout.js';
 
 /** The last comparison of master, for status. */
 export interface ReconcileResult {
@@ -49,12 +50,33 @@ export async function reconcileMaster(ctx: AgentContext, trigger: ReconcileTrigg
     ctx,
     // an entry the agent may not read is no change the journal missed: no copy can take it yet
     diffs.filter((d) => d.kind !== 'unreadable').map((d) => d.path),
-    position,
+    // a copy newer than the mounted one (one a rollback left retained) must get them too
+    newestTrustedPosition(ctx, keptSlots(ctx.opts.keep)) ?? position,
     trigger,
   );
   await ctx.journal.logReconciled(position, through);
   ctx.metrics.reconcileSeconds.observe((performance.now() - started) / 1000);
   return { at: new Date().toISOString(), trigger, found };
+}
+
+/**
+ * The newest position of `slots` the journal trusts, null for none. What the
+ * journal names since it, it names since every older position too: a
+ * comparison's finds logged unless named since it reach every copy. Logged
+ * unless named since the oldest, a find the journal names between the two
+ * would never reach the newer copy: its next sync would leave it stale, and a
+ * copy reused from it would take it stale (settled paths link from it).
+ */
+export function newestTrustedPosition(ctx: AgentContext, slots: readonly SlotName[]): number | null {
+  let newest: number | null = null;
+  for (const s of slots) {
+    const at = ctx.slots.get(s);
+    // a copy mid-copy too: its next sync takes the journal from its position again
+    if (at.seq !== null && ctx.journal.trusts(at.seq) && (newest === null || at.seq > newest)) {
+      newest = at.seq;
+    }
+  }
+  return newest;
 }
 
 /**

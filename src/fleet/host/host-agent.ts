@@ -512,6 +512,13 @@ export class HostAgent {
   /** The copy to pull `snapshot` into: a free one, the one holding it if any, else one holding a whole snapshot. */
   #standby(snapshot: string): SlotName {
     const free = this.#freeSlots();
+    if (free.length === 0) {
+      // only an epoch file from a single-host store keeping 8 releases uses every slot
+      throw new MirrorswapError(
+        'FLEET_PULL',
+        `every copy of this host (${ALL_SLOTS.join(', ')}) is mounted or retained by its epoch file: none is free to pull into; start this host on a store of its own`,
+      );
+    }
     const whole = (s: SlotName) => this.#slots[s]?.snapshot != null && !this.#slots[s]?.copying;
     return free.find((s) => this.#holds(s, snapshot)) ?? free.find(whole) ?? (free[0] as SlotName);
   }
