@@ -236,7 +236,9 @@ export function compareUnitSync(
       ) {
         if (differs('type') && s.isDirectory()) allMissing(child);
       } else if (s.isSymbolicLink()) {
-        if (readlinkSync(at(source, child)) !== readlinkSync(at(target, child))) report(child, 'link');
+        const was = linkTarget(at(source, child));
+        // a link gone or replaced since it was listed (a writer racing the walk) differs: the copy looks again
+        if (was === null || was !== linkTarget(at(target, child))) report(child, 'link');
       } else if (s.size !== d.size || Math.floor(s.mtimeMs) !== Math.floor(d.mtimeMs)) {
         differs('content');
       } else if (treeMode(s.mode, s.isDirectory()) !== (d.mode & 0o7777)) {
@@ -316,4 +318,14 @@ export async function compareTrees(source: string, target: string, opts: Compare
     opts.onWalked,
   );
   return Number.isFinite(limit) ? all.slice(0, limit) : all;
+}
+
+/** The target of the link at `path`; null when it is gone or no longer a link (changed since it was listed). */
+function linkTarget(path: string): string | null {
+  try {
+    return readlinkSync(path);
+  } catch (err) {
+    if (isNothingThere(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return null;
+    throw err;
+  }
 }
