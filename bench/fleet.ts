@@ -65,6 +65,17 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     // hosts evicted from a warm-up swap (their full pull outlasting --prepare-timeout) catch up first
     const status = await coordinator.api<{ fleet: { epoch: { epoch: number } } }>('GET', '/v1/status');
     await f.converged(status.body.fleet.epoch.epoch, hosts, 120_000);
+    // and until a swap commits with every host: a standby filled by a catch-up may hold a snapshot the
+    // coordinator forgot, so its next pull compares the whole tree (past --prepare-timeout on this machine)
+    for (let round = 0; round < 3; round++) {
+      await coordinator.api('PUT', '/v1/files/which.txt', `settle-${round}`.padEnd(FILE_BYTES, '.'));
+      const res = await coordinator.api<SwapBody & { fleet?: { evicted: string[]; members: string[] } }>(
+        'POST',
+        '/v1/sync?wait=1',
+      );
+      await f.converged(res.body.epoch, hosts, 120_000);
+      if (res.body.fleet?.evicted.length === 0) break;
+    }
     const keys = fleetKeys(f.name);
     const requestToCommit: number[] = [];
     const commitToSwitch: number[] = [];
