@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { EpochRecord } from '../store/epoch-file.js';
 import { FleetCoordinator } from '../fleet/coordinator/coordinator.js';
 import { type FleetApi, fleetRouter } from '../fleet/coordinator/fleet-api.js';
-import { inflightOn, isLive, readHeartbeats, servedFrom } from '../store/heartbeat.js';
+import { isLive, readHeartbeats, retainedRequests } from '../store/heartbeat.js';
 import { MAX_KEEP, type SlotName, type StoreLayout, keptSlots } from '../store/store-layout.js';
 import { copiesDiskUsage } from '../tree/copies-disk-usage.js';
 import { existsSync } from 'node:fs';
@@ -288,22 +288,19 @@ export class Agent {
       live: isLive(hb, opts.serverTtlMs, now),
     }));
     const live = servers.filter((hb) => hb.live);
-    const retained: RetainedStatus[] = (epoch.retained ?? []).map((r) => ({
-      slot: r.slot,
-      epoch: r.epoch,
-      ...(r.release !== undefined ? { release: r.release } : {}),
-      replacedAt: r.replacedAt,
-      ageSeconds: Math.max(0, Math.round((now - Date.parse(r.replacedAt)) / 1000)),
-      until: r.until ?? null,
-      inflight: live.reduce((n, hb) => n + inflightOn(hb, r.slot), 0),
-      served: live.reduce(
-        (sum, hb) => {
-          const got = servedFrom(hb, r.epoch);
-          return { pinned: sum.pinned + got.pinned, fallback: sum.fallback + got.fallback };
-        },
-        { pinned: 0, fallback: 0 },
-      ),
-    }));
+    const retained: RetainedStatus[] = (epoch.retained ?? []).map((r) => {
+      const { inflight, pinned, fallback } = retainedRequests(live, r);
+      return {
+        slot: r.slot,
+        epoch: r.epoch,
+        ...(r.release !== undefined ? { release: r.release } : {}),
+        replacedAt: r.replacedAt,
+        ageSeconds: Math.max(0, Math.round((now - Date.parse(r.replacedAt)) / 1000)),
+        until: r.until ?? null,
+        inflight,
+        served: { pinned, fallback },
+      };
+    });
     return {
       ready: true,
       epoch: epoch.epoch,

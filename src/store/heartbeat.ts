@@ -114,6 +114,25 @@ export function servedFrom(hb: Heartbeat, epoch: number): ServedCounts {
   return { pinned: count(got?.pinned), fallback: count(got?.fallback) };
 }
 
+/**
+ * A retained release's requests over `servers` (the live ones): in flight on
+ * its copy `slot` now, and served from it pinned or by fallback (`servedFrom`
+ * of the epoch that published it). What status and the metrics both show.
+ */
+export function retainedRequests(
+  servers: readonly Heartbeat[],
+  release: { slot: SlotName; epoch: number },
+): ServedCounts & { inflight: number } {
+  const out = { inflight: 0, pinned: 0, fallback: 0 };
+  for (const hb of servers) {
+    out.inflight += inflightOn(hb, release.slot);
+    const served = servedFrom(hb, release.epoch);
+    out.pinned += served.pinned;
+    out.fallback += served.fallback;
+  }
+  return out;
+}
+
 /** Requests `hb` has in flight on `slot` (none reported: none). */
 export function inflightOn(hb: Heartbeat, slot: SlotName): number {
   return hb.inflight[slot] ?? 0;

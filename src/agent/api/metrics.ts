@@ -1,5 +1,5 @@
 import type { RetainedRelease } from '../../store/epoch-file.js';
-import { type Heartbeat, inflightOn, servedFrom } from '../../store/heartbeat.js';
+import { type Heartbeat, retainedRequests } from '../../store/heartbeat.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const SWAP_RESULTS = ['ok', 'failed', 'drain_timeout'] as const;
@@ -146,18 +146,7 @@ export class AgentMetrics {
         const { live } = await sources.servers();
         for (const r of self.#retained) {
           const labels = { slot: r.slot, epoch: String(r.epoch), release: r.release ?? '' };
-          let inflight = 0;
-          let pinned = 0;
-          let fallback = 0;
-          for (const hb of live) {
-            inflight += inflightOn(hb, r.slot);
-            const served = servedFrom(hb, r.epoch);
-            pinned += served.pinned;
-            fallback += served.fallback;
-          }
-          this.set({ ...labels, kind: 'inflight' }, inflight);
-          this.set({ ...labels, kind: 'pinned' }, pinned);
-          this.set({ ...labels, kind: 'fallback' }, fallback);
+          for (const [kind, n] of Object.entries(retainedRequests(live, r))) this.set({ ...labels, kind }, n);
         }
       },
     });
