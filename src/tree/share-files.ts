@@ -72,12 +72,24 @@ export function shareFileSync(shareRoot: string, rel: string, fd: number, st: St
  * `shareRoot`, without reading master or comparing bytes: for a path the
  * journal shows master has not changed since that copy was made at it
  * (`CopyOptions.settled`), so that copy's file is what a copy of master's
- * would be, by the same trust an incremental copy puts in the journal. False
- * leaves `dest` absent: the path is then staged as any other. Blocking
- * calls, for a walk thread.
+ * would be, by the same trust an incremental copy puts in the journal; master's
+ * file is only looked at (`source`): one file with one name, its size, mtime
+ * and mode those of the other copy's. False leaves `dest` absent: the path is
+ * then staged as any other. Blocking calls, for a walk thread.
  */
-export function linkSettledSync(shareRoot: string, rel: string, dest: string): boolean {
-  return linkCheckedSync(shareRoot, rel, dest, (_, ost) => ost.isFile());
+export function linkSettledSync(shareRoot: string, source: string, rel: string, dest: string): boolean {
+  let st: Stats | null;
+  try {
+    st = lstatSync(join(source, rel));
+  } catch {
+    return false;
+  }
+  // A file of master with other names (a tree made with `cp -al`) changes when written through any of
+  // them, and the journal names only the one written: such a file is compared, never settled. So is one
+  // whose size, mtime or mode is not the other copy's: the journal missed something.
+  if (!st.isFile() || st.nlink !== 1) return false;
+  const masterSt = st;
+  return linkCheckedSync(shareRoot, rel, dest, (_, ost) => looksTheSame(ost, masterSt));
 }
 
 /**

@@ -52,7 +52,7 @@ export interface Staged {
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
-  if (unit.settled && c.share !== undefined && linkSettledSync(c.share, unit.rel, unit.tmp)) {
+  if (unit.settled && c.share !== undefined && linkSettledSync(c.share, c.source, unit.rel, unit.tmp)) {
     return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
   }
   let fd: number | null;

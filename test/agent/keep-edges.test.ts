@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { writeFileAtomic } from '../../src/store/atomic-write.js';
@@ -183,5 +183,31 @@ describe('keeping releases at the edges', () => {
     assert.equal(await served('p.txt'), 'v2-by-a-tool');
     const e = (await readEpochFile(store.epochFile)) as EpochRecord;
     assert.deepEqual(compareTreesSync(store.master, slotRoot(e, store.epochFile)), []);
+  });
+
+  it('a file of master with two names, written through the other name, is published with its new bytes', async () => {
+    const store = await tempStore();
+    stores.push(store);
+    await store.fill('master', { 'p.txt': 'v0', 'page.txt': 'v0' });
+    // a tree made with `cp -al`: a write through q.txt changes p.txt too, and the journal names q.txt only
+    await link(join(store.master, 'p.txt'), join(store.master, 'q.txt'));
+    const agent = await startTestAgent(store, { keep: 3 });
+    agents.push(agent);
+    const served = async (rel: string) => {
+      const e = (await readEpochFile(store.epochFile)) as EpochRecord;
+      return readFile(join(slotRoot(e, store.epochFile), rel), 'utf8');
+    };
+    for (const r of ['r1', 'r2', 'r3']) {
+      await put(agent, r);
+      assert.equal((await sync(agent, r)).result, 'ok');
+    }
+    await writeFile(join(store.master, 'p.txt'), 'v1');
+    await put(agent, 'r4');
+    assert.equal((await sync(agent, 'r4')).result, 'ok');
+    assert.deepEqual([await served('p.txt'), await served('q.txt')], ['v1', 'v1']);
+    await writeFile(join(store.master, 'q.txt'), 'v2');
+    await put(agent, 'r5');
+    assert.equal((await sync(agent, 'r5')).result, 'ok');
+    assert.deepEqual([await served('p.txt'), await served('q.txt')], ['v2', 'v2']);
   });
 });
