@@ -15,7 +15,8 @@ export async function lstatOrNull(path: string): Promise<Stats | null> {
 /** lstat(2), or null when nothing is at `path`; for the tree walks of worker threads. */
 export function lstatOrNullSync(path: string): Stats | null {
   try {
-    return lstatSync(path);
+    // no exception for what is most often missing (a thrown ENOENT costs four times the call)
+    return lstatSync(path, { throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if (isNothingThere(err)) return null;
     throw err;
