@@ -8,7 +8,9 @@
  *    tree of text files without variants, with them, and with them reusing
  *    the other copy's (the second copy of `init`): times and ratios.
  * 3. A journal sync of 10 changed text files (a whole swap over the API) by
- *    an agent with variants and one without, in turns: medians and ratio.
+ *    an agent without variants, one compressing at sync (--no-precompress)
+ *    and one compressing as files land in master (the default), in turns:
+ *    medians and ratios.
  *
  *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-only]
  */
@@ -157,12 +159,12 @@ interface Side {
   stop(): Promise<void>;
 }
 
-async function startSide(root: string, variants: boolean): Promise<Side> {
+async function startSide(root: string, flagSet: string[]): Promise<Side> {
   const store = join(root, 'store');
   const master = join(store, 'master');
   makeMaster(master);
-  const flagSet = variants ? [] : ['--no-variants'];
-  const r = spawnSync(process.execPath, [THIS_CLI, 'init', '--store', store, ...flagSet], { stdio: 'inherit' });
+  const initFlags = flagSet.filter((f) => f !== '--no-precompress'); // an agent's flag
+  const r = spawnSync(process.execPath, [THIS_CLI, 'init', '--store', store, ...initFlags], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error('init failed');
   const token = randomBytes(24).toString('hex');
   writeFileSync(join(root, 'token'), token, { mode: 0o600 });
@@ -206,12 +208,26 @@ async function startSide(root: string, variants: boolean): Promise<Side> {
   return { master, sync, stop: () => stop(agent) };
 }
 
+/** The agents compared: without variants, compressing at sync, and compressing as files land in master. */
+const JOURNAL_SIDES = {
+  off: ['--no-variants'],
+  'at sync': ['--no-precompress'],
+  precompressed: [],
+} as const;
+type JournalSide = keyof typeof JOURNAL_SIDES;
+
 async function journalSyncs(root: string): Promise<void> {
-  const sides = { on: await startSide(join(root, 'on'), true), off: await startSide(join(root, 'off'), false) };
-  const times = { on: [] as number[], off: [] as number[] };
-  let compressed = 0;
+  const kinds = Object.keys(JOURNAL_SIDES) as JournalSide[];
+  const sides = {} as Record<JournalSide, Side>;
+  for (const kind of kinds) sides[kind] = await startSide(join(root, kind.replace(' ', '-')), [...JOURNAL_SIDES[kind]]);
+  const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
+  const made = Object.fromEntries(kinds.map((k) => [k, { compressed: 0, cached: 0, reused: 0 }])) as Record<
+    JournalSide,
+    { compressed: number; cached: number; reused: number }
+  >;
   for (let r = 0; r < JOURNAL_ROUNDS; r++) {
-    const order = r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const);
+    // each side goes first in turn
+    const order = kinds.map((_, i) => kinds[(i + r) % kinds.length] as JournalSide);
     for (const kind of order) {
       const side = sides[kind];
       for (let k = 0; k < 10; k++) {
@@ -224,16 +240,27 @@ async function journalSyncs(root: string): Promise<void> {
       const t = performance.now();
       const record = await side.sync();
       times[kind].push(performance.now() - t);
-      if (kind === 'on') compressed = record.variants?.compressed ?? 0;
+      made[kind] = {
+        compressed: record.variants?.compressed ?? 0,
+        cached: record.variants?.cached ?? 0,
+        reused: record.variants?.reused ?? 0,
+      };
     }
   }
   for (const side of Object.values(sides)) await side.stop();
-  const on = median(times.on);
   const off = median(times.off);
-  console.log(`\n## Journal sync of 10 changed JS files of 20 KB (a whole swap), medians of ${JOURNAL_ROUNDS}\n`);
-  console.log('| variants off | variants on | ratio | variants compressed per sync |');
-  console.log('| ------------ | ----------- | ----- | ---------------------------- |');
-  console.log(`| ${off.toFixed(1)} ms | ${on.toFixed(1)} ms | **${(on / off).toFixed(2)}x** | ${compressed} |`);
+  console.log(
+    `\n## Journal sync of 10 changed JS files of 20 KB in 10 directories (a whole swap), medians of ${JOURNAL_ROUNDS}\n`,
+  );
+  console.log('| agent | ms | of no variants | variants compressed / from the cache / reused, last sync |');
+  console.log('| ----- | -- | -------------- | --------------------------------------------------------- |');
+  for (const kind of kinds) {
+    const ms = median(times[kind]);
+    const m = made[kind];
+    console.log(
+      `| ${kind} | ${ms.toFixed(1)} | **${(ms / off).toFixed(2)}x** | ${kind === 'off' ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`} |`,
+    );
+  }
 }
 
 async function main(): Promise<void> {

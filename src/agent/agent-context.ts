@@ -7,6 +7,7 @@ import type { Journal } from './master/journal.js';
 import type { MasterWalks } from './master/master-walks.js';
 import type { MasterWatcher } from './master/master-watcher.js';
 import type { MasterWriter } from './master/master-writer.js';
+import type { Precompress } from './master/precompress.js';
 import type { AgentMetrics } from './api/metrics.js';
 import type { SlotPositions } from '../store/slot-positions.js';
 
@@ -23,6 +24,8 @@ export interface AgentContext {
   readonly journal: Journal;
   readonly slots: SlotPositions;
   readonly writer: MasterWriter;
+  /** Variants compressed as files land in master (`--precompress`); undefined when off. */
+  readonly precompress: Precompress | undefined;
   /** The watcher of master; undefined when master is not watched (or not yet). */
   watcher: MasterWatcher | undefined;
   /** The epoch published last, as the agent knows it. */

@@ -37,6 +37,8 @@ export const AGENT_DEFAULTS = Object.freeze({
   variantTypes: TREE_DEFAULTS.variantSettings.types,
   /** Walk threads that may compress at once (0: all): the cores a full copy's compression may take. */
   variantThreads: TREE_DEFAULTS.variantSettings.threads,
+  /** Compress variants as files land in master, not at sync. */
+  precompress: true,
   /** Releases kept, one copy each: the seed's two. */
   keep: 2,
   /** How long a replaced release stays servable to pinned requests (0: until its copy is reused). */

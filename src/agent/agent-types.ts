@@ -50,6 +50,12 @@ export interface AgentOptions {
   /** Walk threads that may compress at once (0: all of them): a CPU budget for full copies. */
   variantThreads?: number;
   /**
+   * Compress the variants of what the write API and the watcher see land in
+   * master as it lands, into the variant cache, so a sync links them
+   * instead of compressing on its way to the publish (master/precompress.ts).
+   */
+  precompress?: boolean;
+  /**
    * Releases kept, one copy each (`--keep`, 2 to 8): the mounted one and the
    * ones before it, servable to requests pinned to them (skew protection) and
    * for rollback. 2, the default: the seed's two copies, as ever.
@@ -106,6 +112,22 @@ export interface SwapRecord {
    * and whether it was younger than `--skew-max-age` (reused early).
    */
   reused?: { epoch: number; release?: string; early: boolean };
+}
+
+/** What the agent compressed as files landed in master (master/precompress.ts), since it started. */
+export interface PrecompressStatus {
+  /** Files whose variants were made. */
+  files: number;
+  /** Variants made into the cache. */
+  variants: number;
+  /** Paths left to the sync's own compression: the queue was full, or a sync began. */
+  dropped: number;
+  /** Files that could not be compressed (a full disk, say). */
+  failed: number;
+  /** Entries the cache holds now. */
+  entries: number;
+  /** Paths waiting. */
+  queued: number;
 }
 
 /** The swap under way: its phase, and during the copy the files and bytes copied so far. */
@@ -181,6 +203,8 @@ export interface AgentStatus {
   walks: WalkProgress[];
   servers: ServerStatus[];
   lastSwaps: SwapRecord[];
+  /** With `--precompress` (the default with variants): what was compressed as files landed in master. */
+  precompress?: PrecompressStatus;
   /** In fleet mode: every host, the proposal under way and the committed epoch. */
   fleet?: FleetStatus | { error: string };
 }

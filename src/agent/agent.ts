@@ -21,6 +21,7 @@ import { compareTrees } from '../tree/compare-trees.js';
 import type { Journal } from './master/journal.js';
 import { MasterWatcher } from './master/master-watcher.js';
 import { MasterWalks } from './master/master-walks.js';
+import { Precompress } from './master/precompress.js';
 import type { MasterWriter } from './master/master-writer.js';
 import { AgentMetrics } from './api/metrics.js';
 import { type OpenedStore, openStore } from './open-store.js';
@@ -94,8 +95,20 @@ export class Agent {
       : undefined;
     fleet?.registerMetrics(this.metrics.registry);
     this.fleetApi = fleet && opts.fleet ? fleetRouter(fleet.snapshots, opts.fleet.token, opts.logger) : undefined;
+    const settings = variantSettings(opts);
+    const precompress =
+      settings && opts.precompress
+        ? new Precompress({
+            master: opts.layout.master,
+            cache: opts.layout.variantCacheDir,
+            settings,
+            log: opts.logger,
+          })
+        : undefined;
+    if (precompress) store.writer.onApplied = (paths) => precompress.add(paths);
     this.#ctx = {
       fleet,
+      precompress,
       layout: opts.layout,
       opts,
       log: opts.logger,
@@ -113,6 +126,10 @@ export class Agent {
       swap: async (kind, full, onPublished, asked) => {
         const record = await runSwap(this.#ctx, kind, full, onPublished, asked);
         this.#history = [record, ...this.#history].slice(0, HISTORY);
+        // the entries the copy took are its own now; off the swap's path
+        this.#ctx.precompress?.prune().catch((err: Error) => {
+          this.#ctx.log.warn({ err: err.message }, 'could not prune the variant cache');
+        });
         return record;
       },
       reconcile: (trigger) => this.#reconcile(trigger),
@@ -166,7 +183,10 @@ export class Agent {
       fenceDir: join(this.layout.stateDir, 'watch-fence'),
       onChanges: (paths) =>
         this.#journal.logTouched(paths).then(
-          () => this.changed(),
+          () => {
+            this.#ctx.precompress?.add(paths);
+            this.changed();
+          },
           (err: Error) => {
             // the paths are known in memory; a restart would not know them, and logs a gap anyway
             this.#ctx.log.error({ err: err.message }, 'could not record changes seen in master');
@@ -332,6 +352,7 @@ export class Agent {
       walks: this.#ctx.walks.list(),
       servers,
       lastSwaps: this.#history,
+      ...(this.#ctx.precompress ? { precompress: this.#ctx.precompress.status() } : {}),
       ...(this.#ctx.fleet
         ? { fleet: await this.#ctx.fleet.status().catch((err: Error) => ({ error: err.message })) }
         : {}),
@@ -348,6 +369,7 @@ export class Agent {
     await this.#queue.close();
     await this.#ctx.fleet?.close();
     await this.#ctx.watcher?.close();
+    await this.#ctx.precompress?.pause();
     await this.#journal.close();
     await this.#lock.release();
   }

@@ -176,6 +176,12 @@ export const SWAP_FLAGS: FlagSpecs = {
     arg: 'N',
     help: 'walk threads that may compress at once, the cores a full copy may take from the web servers (0: all)',
   },
+  precompress: {
+    type: 'boolean',
+    env: 'MIRRORSWAP_PRECOMPRESS',
+    default: AGENT_DEFAULTS.precompress,
+    help: 'compress the variants of files as the write API and the watcher see them land in master, so a sync links them in (--no-precompress: each sync compresses what it copies)',
+  },
 };
 
 /** `--variant-encodings`, checked against the codings the agent makes. */
@@ -213,6 +219,7 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
     variantTypes: listFlag(values, 'variant-types'),
     variantThreads: integerFlag(values, 'variant-threads', 0, 64),
+    precompress: boolean('precompress'),
     keep: integerFlag(values, 'keep', 2, MAX_KEEP),
     skewMaxAgeMs: durationFlag(values, 'skew-max-age'),
     shareFiles: boolean('share-files'),

@@ -90,6 +90,8 @@ export interface StoreLayout {
   /** Each slot's journal position (`SlotPositions`). */
   readonly slotPositionsFile: string;
   readonly lockFile: string;
+  /** Variants compressed as files land in master, for syncs to link (`tree/variant-cache.ts`). */
+  readonly variantCacheDir: string;
 }
 
 export interface StoreLayoutOverrides {
@@ -120,5 +122,6 @@ export function storeLayout(root: string, overrides: StoreLayoutOverrides = {}):
     journalFile: join(stateDir, 'journal.jsonl'),
     slotPositionsFile: join(stateDir, 'slots.json'),
     lockFile: join(stateDir, 'agent.lock'),
+    variantCacheDir: join(stateDir, 'variant-cache'),
   });
 }

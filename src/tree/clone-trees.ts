@@ -204,7 +204,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
  * descriptors, a large one `copy_file_range` in the kernel. Blocking calls,
  * for a walk thread.
  */
-export function copyOpenedFile(fd: number, st: Stats, dest: string): number {
+export function copyOpenedFile(fd: number, st: Stats, dest: string, onBytes?: (bytes: Buffer) => void): number {
   const mode = treeMode(st.mode, false);
   if (st.size > SMALL_FILE) {
     copyFileSync(fdPath(fd), dest); // the path names the opened file
@@ -229,6 +229,7 @@ export function copyOpenedFile(fd: number, st: Stats, dest: string): number {
       if (n < want) break;
     }
     for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
+    onBytes?.(buffer.subarray(0, length));
     if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
     futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
     return length;

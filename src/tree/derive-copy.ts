@@ -5,6 +5,7 @@ import {
   type DeriveContext,
   type DeriveResult,
   type DeriveUnit,
+  type StagedHash,
   addDeriveStats,
   emptyDeriveStats,
 } from './derive-variants.js';
@@ -12,6 +13,8 @@ import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { planUnits, topmost } from './walk-units.js';
 
+/** A derive of at most this many units sends them in one chunk per thread. */
+const FEW_UNITS = 64;
 /** Changed files to derive per walk thread started (a thread start costs 70 to 90 ms, a file's variants 1 to 3). */
 const FILES_PER_THREAD = 64;
 
@@ -29,6 +32,8 @@ export async function deriveCopy(
   context: DeriveContext,
   changed: Iterable<string>,
   dirs: ReadonlySet<string>,
+  /** What the copy learnt of files as it staged them, by path (the derive then need not read them). */
+  hashes: ReadonlyMap<string, StagedHash> = new Map(),
 ): Promise<DeriveResult> {
   const done: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const meta = join(context.slot, META_DIR_NAME);
@@ -51,7 +56,20 @@ export async function deriveCopy(
       (u): DeriveUnit =>
         u.deep ? { dir: u.rel, names: null, deep: true } : { dir: u.rel, names: null, skip: u.subunits },
     ),
-    ...[...byParent].map(([dir, names]): DeriveUnit => ({ dir, names })),
+    ...[...byParent].map(([dir, names]): DeriveUnit => {
+      const unit: DeriveUnit = { dir, names };
+      const known: Record<string, StagedHash> = Object.create(null); // a name may be __proto__
+      let any = false;
+      for (const name of names) {
+        const hash = hashes.get(dir === '' ? name : `${dir}/${name}`);
+        if (hash) {
+          known[name] = hash;
+          any = true;
+        }
+      }
+      if (any) unit.hashes = known;
+      return unit;
+    }),
   ];
   await walkPool.run<DeriveUnit, DeriveResult>(
     'derive',
@@ -69,6 +87,9 @@ export async function deriveCopy(
     // a journal sync's few files go to the threads running: starting one costs what tens of compressions do
     {
       startAtMost: trees.length > 0 ? WALK_THREADS : Math.ceil(paths.length / FILES_PER_THREAD),
+      // a journal sync's few units go out in one message per thread running: each message and its
+      // answer cost about what a unit does (a large derive is cut finer, for the threads to share it)
+      ...(units.length <= FEW_UNITS ? { minChunk: Math.ceil(units.length / WALK_THREADS) } : {}),
       ...(context.settings.threads > 0 ? { maxThreads: context.settings.threads } : {}),
     },
   );

@@ -15,13 +15,14 @@ import {
   writeSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
-import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
+import { dirname, join } from 'node:path';
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { isNotOfThatKind, isNothingThere } from '../core/nothing-there.js';
 import {
   type DirectoryIndex,
   type FileRecord,
+  type FileStamp,
   VARIANT_ENCODINGS,
   VARIANT_SUFFIX,
   type VariantEncoding,
@@ -33,9 +34,16 @@ import {
   writeDirectoryIndexSync,
 } from '../store/content-index.js';
 import { isReservedRootName } from '../store/store-layout.js';
-import { VARIANT_MAX_BYTES, type VariantSettings, isCompressible, variantOf } from './compressible.js';
+import {
+  VARIANT_MAX_BYTES,
+  type VariantSettings,
+  compressionOptions,
+  isCompressible,
+  variantOf,
+} from './compressible.js';
 import { isDenied } from './tree-mode.js';
 import { msInside } from './copy-times.js';
+import { type CacheView, cachedVariantSync } from './variant-cache.js';
 
 /**
  * The derive step of a copy: once files have landed in a copy, bring the
@@ -68,6 +76,12 @@ export interface DeriveContext {
    */
   source: string | null;
   settings: VariantSettings;
+  /**
+   * The variant cache (variant-cache.ts), looked at first for a variant
+   * made from the same bytes as they landed in master, with what it holds;
+   * null when it holds nothing.
+   */
+  cache?: CacheView | null;
 }
 
 /**
@@ -80,18 +94,27 @@ export interface DeriveContext {
 export interface DeriveUnit {
   dir: string;
   names: string[] | null;
+  /** What the copy learnt of named files as it staged them: their hash, for the file it wrote. */
+  hashes?: Record<string, StagedHash>;
   deep?: boolean;
   skip?: string[];
 }
 
+/** A file's stamp as the copy wrote it, with the SHA-256 (base64url) of the bytes it wrote. */
+export interface StagedHash extends FileStamp {
+  sha256: string;
+}
+
 /** What a derive did, summed over its units. */
 export interface DeriveStats {
-  /** Files read and hashed (their record was not current). */
+  /** Files hashed (their record was not current): as the copy staged them, or read here. */
   hashed: number;
   /** Variants made by compressing. */
   compressed: number;
   /** Variants taken from the other copy (a link, or a copy when the times differ). */
   reused: number;
+  /** Variants taken from the variant cache, compressed as their original landed in master. */
+  cached: number;
   /** Variants (and records) that stood as they were. */
   kept: number;
   /** Made variants removed (their original gone, changed, too small, or not saving enough). */
@@ -103,7 +126,7 @@ export interface DeriveStats {
 }
 
 export function emptyDeriveStats(): DeriveStats {
-  return { hashed: 0, compressed: 0, reused: 0, kept: 0, removed: 0, indexes: 0, denied: 0 };
+  return { hashed: 0, compressed: 0, reused: 0, cached: 0, kept: 0, removed: 0, indexes: 0, denied: 0 };
 }
 
 export function addDeriveStats(into: DeriveStats, part: DeriveStats): void {
@@ -165,30 +188,9 @@ function readRegular(
 /** The read size of a file hashed as a stream. */
 const STREAM_CHUNK = 1024 * 1024;
 
-/**
- * The smallest brotli window that holds the whole input (brotli's default,
- * 4 MiB, beyond it). A window larger than the input finds nothing more, yet
- * each call allocates and touches it: for a 20 KB file the default window
- * made a compression cost 0.6 to 3 ms instead of 0.3.
- */
-function brotliWindowFor(size: number): number {
-  const { BROTLI_MIN_WINDOW_BITS: min, BROTLI_DEFAULT_WINDOW: max } = zlibConstants;
-  // a window of 2^w bytes holds 2^w - 16 of input
-  return Math.min(max, Math.max(min, Math.ceil(Math.log2(size + 16))));
-}
-
 function compress(encoding: VariantEncoding, bytes: Buffer, settings: VariantSettings): Buffer {
-  if (encoding === 'br') {
-    return brotliCompressSync(bytes, {
-      params: {
-        [zlibConstants.BROTLI_PARAM_QUALITY]: settings.brotliQuality,
-        [zlibConstants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
-        [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT,
-        [zlibConstants.BROTLI_PARAM_LGWIN]: brotliWindowFor(bytes.length),
-      },
-    });
-  }
-  return gzipSync(bytes, { level: settings.gzipLevel });
+  const options = compressionOptions(encoding, bytes.length, settings);
+  return encoding === 'br' ? brotliCompressSync(bytes, options) : gzipSync(bytes, options);
 }
 
 /** True when `variant` decodes to exactly `original` (a bound on the output: a hostile file cannot blow up memory). */
@@ -218,7 +220,7 @@ export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult
   const result: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const skip = new Set(unit.skip ?? []);
   const walk = (dir: string, names: string[] | null, deep: boolean) => {
-    const subdirs = deriveDirectory(c, dir, names, result);
+    const subdirs = deriveDirectory(c, dir, names, result, dir === unit.dir ? unit.hashes : undefined);
     for (const name of subdirs) {
       if (dir === unit.dir && skip.has(name)) continue;
       // a directory named as changed is derived whole; below a deep unit, every directory is
@@ -234,7 +236,13 @@ export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult
  * entries); returns the subdirectories among them (all of them when
  * `names` is null), for the caller to go into.
  */
-function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, result: DeriveResult): string[] {
+function deriveDirectory(
+  c: DeriveContext,
+  dir: string,
+  names: string[] | null,
+  result: DeriveResult,
+  hints: Record<string, StagedHash> | undefined,
+): string[] {
   const abs = dir === '' ? c.slot : join(c.slot, dir);
   const old = readDirectoryIndexSync(c.slot, dir);
   const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
@@ -319,7 +327,8 @@ function deriveDirectory(c: DeriveContext, dir: string, names: string[] | null, 
       }
       continue;
     }
-    const record = deriveFile(c, dir, abs, name, st, files[name], otherIndex, masterHolds, stat, result);
+    const hint = hints && Object.hasOwn(hints, name) ? hints[name] : undefined;
+    const record = deriveFile(c, dir, abs, name, st, files[name], otherIndex, masterHolds, stat, result, hint);
     if (record === null) {
       if (files[name]) {
         delete files[name];
@@ -372,6 +381,7 @@ function deriveFile(
   masterHolds: (name: string) => boolean,
   stat: (name: string) => Stats | null,
   result: DeriveResult,
+  hint: StagedHash | undefined,
 ): FileRecord | null {
   // the record stands if the file and every variant it names are as it says
   if (old && stampMatches(old, st)) {
@@ -390,15 +400,36 @@ function deriveFile(
       return old;
     }
   }
-  // its bytes are held only when compressed, or when a sibling of master's is checked against them
-  const masterSibling = (st: Stats) =>
-    st.size <= VARIANT_MAX_BYTES &&
-    VARIANT_ENCODINGS.some((e) => stat(name + VARIANT_SUFFIX[e])?.isFile() && masterHolds(name + VARIANT_SUFFIX[e]));
-  const read = readRegular(join(abs, name), (st) => isCompressible(name, st.size, c.settings) || masterSibling(st));
-  if (!read) return null; // swapped meanwhile (the copier is the slot's only writer: not expected); no record
-  const { bytes, sha256 } = read;
-  const fst = read.st;
-  result.stats.hashed++;
+  const path = join(abs, name);
+  let sha256: string;
+  let fst: Stats;
+  // its bytes, read when needed: to compress it, or to check a sibling of master's decodes to it
+  let bytes: Buffer | null | undefined;
+  const known = hint && stampMatches(hint, st) ? hint : null;
+  if (known) {
+    // hashed as the copy staged it (this very file: same inode, size and time): not read again
+    sha256 = known.sha256;
+    fst = st;
+    result.stats.hashed++;
+  } else {
+    const masterSibling = (st: Stats) =>
+      st.size <= VARIANT_MAX_BYTES &&
+      VARIANT_ENCODINGS.some((e) => stat(name + VARIANT_SUFFIX[e])?.isFile() && masterHolds(name + VARIANT_SUFFIX[e]));
+    const read = readRegular(path, (st) => isCompressible(name, st.size, c.settings) || masterSibling(st));
+    if (!read) return null; // swapped meanwhile (the copier is the slot's only writer: not expected); no record
+    sha256 = read.sha256;
+    fst = read.st;
+    bytes = read.bytes;
+    result.stats.hashed++;
+  }
+  const bytesOf = (): Buffer | null => {
+    if (bytes === undefined) {
+      const read = readRegular(path, (st) => st.size <= VARIANT_MAX_BYTES);
+      // the same file as hashed, or nothing is made from it
+      bytes = read?.bytes && read.st.ino === fst.ino && read.sha256 === sha256 ? read.bytes : null;
+    }
+    return bytes;
+  };
   const variants: Partial<Record<VariantEncoding, VariantRecord>> = {};
   for (const encoding of VARIANT_ENCODINGS) {
     const vname = name + VARIANT_SUFFIX[encoding];
@@ -420,17 +451,18 @@ function deriveFile(
         continue;
       }
       // master's own sibling: never replaced; named as a variant only if it decodes to this file
-      if (vst?.isFile() && bytes !== null && vst.size <= VARIANT_MAX_BYTES) {
+      const original =
+        vst?.isFile() && fst.size <= VARIANT_MAX_BYTES && vst.size <= VARIANT_MAX_BYTES ? bytesOf() : null;
+      if (vst && original) {
         const vread = readRegular(vpath, () => true);
-        if (vread?.bytes && decodesTo(encoding, vread.bytes, bytes)) {
+        if (vread?.bytes && decodesTo(encoding, vread.bytes, original)) {
           variants[encoding] = { ino: vread.st.ino, size: vread.st.size, sha256: vread.sha256, made: false };
         }
       }
       continue;
     }
     if (vst && !vst.isFile()) continue; // a directory or link named so (not master's: drift); left to the copy's compare
-    const wanted =
-      c.settings.encodings.includes(encoding) && bytes !== null && isCompressible(name, fst.size, c.settings);
+    const wanted = c.settings.encodings.includes(encoding) && isCompressible(name, fst.size, c.settings);
     if (!wanted) {
       if (vst && unlinkIfThere(vpath)) {
         result.stats.removed++;
@@ -453,8 +485,9 @@ function deriveFile(
     }
     const spot: Spot = { occupied: vst !== null };
     const made =
+      fromCache(c, abs, vname, encoding, sha256, fst, result, spot) ??
       reuse(c, dir, abs, vname, encoding, sha256, fst, otherIndex, result, spot) ??
-      makeVariant(c, abs, vname, encoding, bytes, fst, result, spot);
+      makeVariant(c, abs, vname, encoding, bytesOf(), fst, result, spot);
     if (made === 'denied') {
       result.stats.denied++;
       continue;
@@ -547,7 +580,52 @@ function reuse(
   const from = join(c.other, dir, vname);
   const ost = lstatOrNullSync(from);
   if (!ost?.isFile() || !variantMatches(variant, ost)) return null;
-  const to = join(abs, vname);
+  const placed = placeVariant(from, ost, join(abs, vname), fst, spot, result);
+  if (placed === 'denied' || placed === null) return placed;
+  result.stats.reused++;
+  return { ino: placed.ino, size: placed.size, sha256: variant.sha256, made: true };
+}
+
+/**
+ * The variant of `vname` from the variant cache: made from the same bytes
+ * (its name says so) as they landed in master. Null when there is none.
+ */
+function fromCache(
+  c: DeriveContext,
+  abs: string,
+  vname: string,
+  encoding: VariantEncoding,
+  sha256: string,
+  fst: Stats,
+  result: DeriveResult,
+  spot: Spot,
+): VariantRecord | 'denied' | null {
+  if (!c.cache) return null;
+  const entry = cachedVariantSync(c.cache, sha256, encoding, c.settings);
+  // one that would not save enough is not taken (the compression below says the same)
+  if (!entry || entry.size > fst.size * (1 - c.settings.minSavingPercent / 100)) return null;
+  const placed = placeVariant(entry.path, entry.st, join(abs, vname), fst, spot, result);
+  if (placed === 'denied' || placed === null) return placed;
+  result.stats.cached++;
+  return { ino: placed.ino, size: placed.size, sha256: entry.sha256, made: true };
+}
+
+/**
+ * Put the file `from` (status `ost`: another copy's variant, or a cache
+ * entry) at `to` as the variant of the file whose status is `fst`: a link
+ * when it already has that file's time (its inode is never changed:
+ * another copy, perhaps mounted, may hold it), else a copy given it. The status of what was placed; null when nothing could be (the
+ * caller compresses instead), 'denied' when the directory may not be
+ * written.
+ */
+function placeVariant(
+  from: string,
+  ost: Stats,
+  to: string,
+  fst: Stats,
+  spot: Spot,
+  result: DeriveResult,
+): Stats | 'denied' | null {
   if (clearPlace(to, spot) === 'denied') return 'denied';
   let linked = false;
   if (Math.floor(ost.mtimeMs) === Math.floor(fst.mtimeMs)) {
@@ -564,9 +642,9 @@ function reuse(
       copyFileSync(from, to, constants.COPYFILE_EXCL);
     } catch (err) {
       unlinkIfThere(to);
-      // nothing can be placed in a directory that may not be written; any other failure (the other
-      // copy's file gone or unreadable meanwhile) costs a compression instead
-      return isDenied(err) && !writable(abs) ? 'denied' : null;
+      // nothing can be placed in a directory that may not be written; any other failure (the
+      // source gone or unreadable meanwhile) costs a compression instead
+      return isDenied(err) && !writable(dirname(to)) ? 'denied' : null;
     }
     try {
       // a read-only descriptor: the owner may set the times of a file its mode makes read-only
@@ -581,12 +659,11 @@ function reuse(
       return null; // compressed instead
     }
   }
-  // a link is the other copy's inode, as looked at (had it been swapped meanwhile, the record's
+  // a link is the source's inode, as looked at (had it been swapped meanwhile, the record's
   // inode would name no file there: a variant lost, never a wrong one); a copy has one of its own
-  const tst = linked ? ost : lstatSync(to);
-  result.stats.reused++;
-  if (!linked) result.written.push(to);
-  return { ino: tst.ino, size: tst.size, sha256: variant.sha256, made: true };
+  if (linked) return ost;
+  result.written.push(to);
+  return lstatSync(to);
 }
 
 /** Compress `bytes` into a variant beside its original; null when it would not save enough. */
@@ -595,11 +672,12 @@ function makeVariant(
   abs: string,
   vname: string,
   encoding: VariantEncoding,
-  bytes: Buffer,
+  bytes: Buffer | null,
   fst: Stats,
   result: DeriveResult,
   spot: Spot,
 ): VariantRecord | 'denied' | null {
+  if (bytes === null) return null; // the file is no longer the one hashed: no variant of it is made
   const out = compress(encoding, bytes, c.settings);
   result.stats.compressed++;
   if (out.length > bytes.length * (1 - c.settings.minSavingPercent / 100)) return null;

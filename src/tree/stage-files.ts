@@ -1,4 +1,6 @@
-import { closeSync, constants, fstatSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync } from 'node:fs';
+import { contentHash } from '../store/content-index.js';
+import type { StagedHash } from './derive-variants.js';
 import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
 import { isDenied } from './tree-mode.js';
@@ -10,6 +12,8 @@ export interface StageContext {
   source: string;
   /** Another copy to hard-link unchanged files from (`share-files.ts`). */
   share?: string | undefined;
+  /** Hash what is copied, for the derive step (derive-variants.ts) not to read it again. */
+  hash?: boolean;
 }
 
 /** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
@@ -39,6 +43,8 @@ export interface Staged {
   bytes: number | null;
   /** Linked from the copy shared with, not copied (`bytes` is then 0). */
   shared?: boolean;
+  /** With `hash`: the stamp of the temp file written and the hash of its bytes (it keeps both when renamed into place). */
+  hash?: StagedHash;
 }
 
 /**
@@ -70,7 +76,14 @@ export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
     if (c.share !== undefined && shareFileSync(c.share, unit.rel, fd, st, unit.tmp)) {
       return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
     }
-    return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
+    if (!c.hash) return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
+    let sha256 = '';
+    const bytes = copyOpenedFile(fd, st, unit.tmp, (b) => {
+      sha256 = contentHash(b);
+    });
+    if (sha256 === '') return { rel: unit.rel, tmp: unit.tmp, bytes }; // copied by the kernel: the derive reads it
+    const { ino, size, mtimeMs } = lstatSync(unit.tmp);
+    return { rel: unit.rel, tmp: unit.tmp, bytes, hash: { ino, size, mtimeMs, sha256 } };
   } catch (err) {
     if (isGone(err)) return notStaged;
     throw err;

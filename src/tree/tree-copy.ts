@@ -42,8 +42,9 @@ import { WALK_THREADS } from './walk-threads.js';
 import { planUnits, topmost } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
 import type { VariantSettings } from './compressible.js';
-import { type DeriveStats, addDeriveStats, emptyDeriveStats } from './derive-variants.js';
+import { type DeriveStats, type StagedHash, addDeriveStats, emptyDeriveStats } from './derive-variants.js';
 import { deriveCopy } from './derive-copy.js';
+import type { CacheView } from './variant-cache.js';
 
 export type { Difference };
 
@@ -61,6 +62,13 @@ export interface CopyStats {
 
 export function emptyStats(): CopyStats {
   return { files: 0, bytes: 0, deleted: 0, dirs: 0, skipped: 0, unreadable: 0 };
+}
+
+/** What a copy's derive step needs: the settings, the copy to reuse variants from, the variant cache. */
+export interface CopyVariants {
+  settings: VariantSettings;
+  other: string | null;
+  cache?: CacheView | null;
 }
 
 export interface CopyOptions {
@@ -89,7 +97,7 @@ export interface CopyOptions {
    * extra like any file master lacks. Unset: neither made nor removed (what
    * the copy changes is compared as any file).
    */
-  variants?: { settings: VariantSettings; other: string | null } | null;
+  variants?: CopyVariants | null;
   /**
    * Another copy (on the same file system, for a link to work) whose files
    * the copy hard-links instead of copying where they hold the same bytes,
@@ -198,6 +206,8 @@ export class TreeCopier {
   readonly #knownDirs = new Set<string>();
   /** Files copied to temp files by `#stage`, each to be renamed into place. */
   readonly #staged = new Map<string, { tmp: string; bytes: number }>();
+  /** What staging learnt of the files it copied (their hash), for the next derive. */
+  readonly #stagedHashes = new Map<string, StagedHash>();
   /** Staged files placed, to fsync in `#finish` with the directories (when durable, file by file). */
   readonly #placedUnsynced: string[] = [];
   #sourceTree: Promise<SourceTree> | undefined;
@@ -210,7 +220,7 @@ export class TreeCopier {
   readonly stats: CopyStats = emptyStats();
   /** Files hard-linked from the copy shared with (`CopyOptions.share`) rather than copied: in `stats.files`, not in `stats.bytes`. */
   sharedFiles = 0;
-  readonly #variants: { settings: VariantSettings; other: string | null } | null | undefined;
+  readonly #variants: CopyVariants | null | undefined;
   readonly #share: string | undefined;
   readonly #settled: ReadonlySet<string> | undefined;
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
@@ -302,6 +312,7 @@ export class TreeCopier {
     const list = [...new Set(paths)];
     this.#syncfsAtEnd ||= list.length > PER_FILE_SYNC_LIMIT;
     for (const p of list) this.#changed.add(p);
+    let syncing: Promise<void> | undefined;
     try {
       if (this.#variants === null) await this.#dropIndex();
       const dirs = await this.#copyLevels(list);
@@ -322,9 +333,16 @@ export class TreeCopier {
         for (const p of below) this.#changed.add(p);
         for (const d of await this.#copyLevels(below)) this.#changedDirs.add(d);
       }
-      if (this.#variants) await this.#derive(this.#variants);
-      else if (this.#variants === null) await this.#dropMadeVariants();
+      if (this.#variants) {
+        // the placed files' data is flushed while the derive runs: it only reads them. The
+        // directories wait for the derive, which removes and links variants in them
+        syncing = this.#syncPlacedFiles();
+        syncing.catch(() => {}); // handled: awaited below, after the derive (or on its failure)
+        await this.#derive(this.#variants);
+        await syncing;
+      } else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {
+      await syncing?.catch(() => {});
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
       throw err;
@@ -350,12 +368,13 @@ export class TreeCopier {
     });
     await walkPool.run<StageUnit, Staged>(
       'stage',
-      { source: this.#source, share: this.#share } satisfies StageContext,
+      { source: this.#source, share: this.#share, hash: Boolean(this.#variants) } satisfies StageContext,
       units,
       (parts) => {
         for (const part of parts) {
           if (part.bytes === null) continue;
           this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
+          if (part.hash) this.#stagedHashes.set(part.rel, part.hash);
           if (part.shared) this.sharedFiles++;
         }
         return true;
@@ -591,17 +610,35 @@ export class TreeCopier {
    * changed (derive-copy.ts), before the copy is made durable: what it writes
    * is synced with the copy's own files (`#finish`).
    */
-  async #derive(variants: { settings: VariantSettings; other: string | null }): Promise<void> {
+  async #derive(variants: CopyVariants): Promise<void> {
     const done = await deriveCopy(
-      { slot: this.#target, other: variants.other, source: this.#source, settings: variants.settings },
+      {
+        slot: this.#target,
+        other: variants.other,
+        source: this.#source,
+        settings: variants.settings,
+        cache: variants.cache ?? null,
+      },
       this.#changed,
       this.#changedDirs,
+      this.#stagedHashes,
     );
     this.#changed.clear();
     this.#changedDirs.clear();
+    this.#stagedHashes.clear();
     addDeriveStats(this.variantStats, done.stats);
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
     for (const d of done.dirs) this.#touchedDirs.add(d);
+  }
+
+  /**
+   * Flush the data of the files placed so far (none when the copy ends with
+   * one syncfs, or is not durable); their directories are left to #finish.
+   */
+  async #syncPlacedFiles(): Promise<void> {
+    if (!this.#durable || this.#syncfsAtEnd) return;
+    const files = this.#placedUnsynced.splice(0);
+    await Promise.all(files.map((f) => this.#limiter.run(() => fsyncFile(f))));
   }
 
   async #finish(): Promise<void> {

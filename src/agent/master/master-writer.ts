@@ -60,6 +60,8 @@ export class MasterWriter {
   readonly #mutex = new Mutex();
   /** Identity of each entry this writer last changed, so the master watcher does not log it twice. */
   readonly ownWrites = new Map<string, string>();
+  /** Told the paths a batch put into master, once it is applied (the agent precompresses them: precompress.ts). */
+  onApplied: ((paths: string[]) => void) | undefined;
   /** A batch logged and partly applied when its application failed: finished before anything else. */
   #unfinished: { seq: number; ops: MasterOp[] } | null = null;
   /** What every tree of the store can hold: a path past it is refused before it is logged. */
@@ -215,6 +217,7 @@ export class MasterWriter {
         try {
           await this.#applyOps(logOps);
           await this.#journal.logDone(seq);
+          this.onApplied?.(logOps.flatMap((o) => (o.op === 'put' ? [o.path] : [])));
         } catch (err) {
           // Part of the batch may be in master already, and it cannot be taken back: it must be
           // finished (from its staged files, kept for that) before anything else runs, or a sync

@@ -27,6 +27,22 @@ export async function copyIntoSlot(
   full: boolean,
   record: SwapRecord,
 ): Promise<() => Promise<void>> {
+  // the copy has the cores; entries being made are finished first, for the copy to link
+  await ctx.precompress?.pause();
+  try {
+    return await copyExclusive(ctx, slot, mounted, full, record);
+  } finally {
+    ctx.precompress?.resume();
+  }
+}
+
+async function copyExclusive(
+  ctx: AgentContext,
+  slot: SlotName,
+  mounted: SlotName,
+  full: boolean,
+  record: SwapRecord,
+): Promise<() => Promise<void>> {
   // never a copy of half a batch: the writer finishes one a failure left first
   return ctx.writer.exclusive(async () => {
     // Every change made to master before this point must be in the journal before it is read.
@@ -44,7 +60,8 @@ export async function copyIntoSlot(
     const copier = new TreeCopier(ctx.layout.master, ctx.layout.slots[slot], {
       durable: ctx.opts.durable,
       // variants of what changes, reusing the mounted copy's for the same content (read only)
-      variants: settings && { settings, other: ctx.layout.slots[mounted] },
+      // (and the variant cache's, compressed as files landed in master: precompress.ts)
+      variants: settings && { settings, other: ctx.layout.slots[mounted], cache: ctx.precompress?.cacheForSync },
       // unchanged files linked from the mounted copy, never written there (share-files.ts)
       share: ctx.opts.shareFiles ? ctx.layout.slots[mounted] : null,
       settled: ctx.opts.shareFiles && incremental ? settledPaths(ctx, changed, mounted) : undefined,
