@@ -12,7 +12,7 @@
  *    and one compressing as files land in master (the default), in turns:
  *    medians and ratios.
  *
- *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-only]
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,6 +30,8 @@ import { flag, freePort, machine, stop, THIS_CLI } from './lib.js';
 const FILES = flag('files', 4000);
 const ROUNDS = flag('rounds', 5);
 const JOURNAL_ROUNDS = flag('journal-rounds', 15);
+/** The directories (of the 40, 100 files each) a journal sync's 10 files are spread over: 10, or 1. */
+const JOURNAL_DIRS = flag('journal-dirs', 10);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** The text assets of the installed packages, up to `max` bytes. */
@@ -231,7 +233,8 @@ async function journalSyncs(root: string): Promise<void> {
     for (const kind of order) {
       const side = sides[kind];
       for (let k = 0; k < 10; k++) {
-        const i = (r * 10 + k) * 4; // JS files only
+        // JS files only (every fourth), in 10 directories or in d0 alone
+        const i = (r * 10 + k) * (JOURNAL_DIRS === 1 ? 40 : 4);
         let text = '';
         for (let n = 0; text.length < 20_000; n++) text += `export const v${r}_${n} = ${i * n}; // round ${r}\n`;
         writeFileSync(join(side.master, `d${i % 40}`, `m${i}.js`), text);
@@ -250,7 +253,7 @@ async function journalSyncs(root: string): Promise<void> {
   for (const side of Object.values(sides)) await side.stop();
   const off = median(times.off);
   console.log(
-    `\n## Journal sync of 10 changed JS files of 20 KB in 10 directories (a whole swap), medians of ${JOURNAL_ROUNDS}\n`,
+    `\n## Journal sync of 10 changed JS files of 20 KB in ${JOURNAL_DIRS === 1 ? 'one directory' : '10 directories'} (a whole swap), medians of ${JOURNAL_ROUNDS}\n`,
   );
   console.log('| agent | ms | of no variants | variants compressed / from the cache / reused, last sync |');
   console.log('| ----- | -- | -------------- | --------------------------------------------------------- |');

@@ -82,6 +82,13 @@ export interface DeriveContext {
    * null when it holds nothing.
    */
   cache?: CacheView | null;
+  /**
+   * The copy and `other` share files by link (share-files.ts): an index
+   * may then be byte for byte the other's, and is linked, not written.
+   * Without it their inodes differ, so no index can be (and none is read
+   * to find out).
+   */
+  indexesShared?: boolean;
 }
 
 /**
@@ -342,7 +349,7 @@ function deriveDirectory(
   if (changed) {
     // not made durable: a stale, torn or lost index costs an ETag or a variant, never a wrong
     // answer, and the copy is derived again after a crash (it is marked unfinished until synced)
-    writeDirectoryIndexSync(c.slot, dir, files, c.other);
+    writeDirectoryIndexSync(c.slot, dir, files, c.indexesShared ? c.other : null);
     result.stats.indexes++;
   }
   return subdirs;

@@ -618,6 +618,7 @@ export class TreeCopier {
         source: this.#source,
         settings: variants.settings,
         cache: variants.cache ?? null,
+        indexesShared: this.#share !== undefined,
       },
       this.#changed,
       this.#changedDirs,

@@ -21,6 +21,7 @@ import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from '
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
 import {
   contentHash,
+  directoryIndexPath,
   readDirectoryIndex,
   stampMatches,
   variantMatches,
@@ -262,6 +263,21 @@ describe('variants made at copy', () => {
     assert.equal(await readFile(join(a, 'lonely.js.br'), 'utf8'), 'a file named as a variant, with no original');
     assert.equal(await checkVariants(a), await countVariantFiles(a));
     assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
+  });
+
+  it('copies sharing files by link share their indexes; copies that do not write their own', async () => {
+    const { master, a, b } = await setup('shared-index');
+    const c = join(root, 'shared-index', 'c');
+    await mkdir(c);
+    for (let i = 0; i < 4; i++) await writeFile(join(master, `s${i}.js`), text(`s${i}`));
+    await copier(master, a, null).mirrorAll();
+    await new TreeCopier(master, b, { durable: false, share: a, variants: { settings, other: a } }).mirrorAll();
+    await copier(master, c, a).mirrorAll();
+    const indexOf = (slot: string) => stat(directoryIndexPath(slot, ''));
+    assert.equal((await indexOf(b)).ino, (await indexOf(a)).ino, 'the same records: one index, linked');
+    assert.notEqual((await indexOf(c)).ino, (await indexOf(a)).ino, 'other inodes: an index of its own');
+    await checkRecord(b, 's1.js');
+    await checkRecord(c, 's1.js');
   });
 
   it('variants off: made variants and the index are removed by the next full copy', async () => {
