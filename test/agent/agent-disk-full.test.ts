@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { SwapRecord } from '../../src/agent/agent.js';
+import type { AgentStatus, SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile } from '../../src/store/epoch-file.js';
 import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
 import { type TempStore, tempFilesIn, tempStore } from '../../testkit/store.js';
 import { mountTmpfs } from '../../testkit/tools.js';
 import { tarOf } from '../../testkit/tar.js';
+import { checkCopyIndex, compressibleText } from '../../testkit/variants.js';
+import { waitFor } from '../../testkit/wait.js';
 
 describe('agent on a full disk', () => {
   let store: TempStore;
@@ -113,5 +116,56 @@ describe('a write batch that fails half applied', () => {
     assert.equal(synced.result, 'ok', JSON.stringify(synced.error));
     assert.equal(await readFile(join(store.slots[synced.to], 'fresh/b.txt'), 'utf8'), 'B');
     assert.equal(await readFile(join(store.slots[synced.to], 'old/new.txt'), 'utf8'), 'A');
+  });
+});
+
+describe('the variant cache on a full disk of its own', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  let unmount: (() => void) | undefined;
+
+  before(async () => {
+    store = await tempStore();
+    // the cache on a 256 KiB tmpfs: a real ENOSPC, and another file system than the copies' (no link)
+    await mkdir(store.variantCacheDir, { recursive: true });
+    unmount = mountTmpfs(store.variantCacheDir, '256k');
+    await store.fill('master', { 'site/small.js': compressibleText('small0') });
+    agent = await startTestAgent(store, { auto: false, watchMaster: false }, 8 * 1024 * 1024);
+  });
+  after(async () => {
+    await agent?.close();
+    unmount?.();
+    await store.dispose();
+  });
+
+  const precompressStatus = async () =>
+    ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).precompress;
+
+  it('a full cache costs the sync its compressions, never a variant, and leaves no temp file', async () => {
+    assert.equal((await agent.call('PUT', '/v1/files/site/small.js', { body: compressibleText('small1') })).status, 201);
+    await waitFor('small.js precompressed', async () => ((await precompressStatus())?.files ?? 0) >= 1);
+    // text that compresses to about three quarters: four of them overflow the cache
+    for (let i = 0; i < 4; i++) {
+      const body = randomBytes(240 * 1024).toString('base64');
+      assert.equal((await agent.call('PUT', `/v1/files/site/big${i}.js`, { body })).status, 201);
+    }
+    const done = await waitFor('the cache full', async () => {
+      const s = await precompressStatus();
+      return s && s.queued === 0 && s.failed >= 1 ? s : null;
+    });
+    assert.ok(done.files < 5, 'not every file fitted');
+    assert.equal(agent.logs.lines.filter((l) => l.msg.startsWith('could not precompress')).length, 1, 'said once');
+    const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
+    assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
+    assert.ok((record.variants?.cached ?? 0) >= 2, 'what fitted is taken');
+    assert.ok((record.variants?.compressed ?? 0) >= 2, 'what did not is compressed by the sync');
+    const mounted = store.slots[(await readEpochFile(store.epochFile))?.mounted ?? 'a'];
+    assert.equal(await checkCopyIndex(mounted), 10, 'every variant decodes to its original');
+    assert.equal((await stat(join(mounted, 'site/small.js.br'))).nlink, 1, 'another file system: a copy, not a link');
+    assert.deepEqual(
+      (await readdir(store.variantCacheDir)).filter((n) => n.startsWith('.tmp-')),
+      [],
+      'no temp file in the cache',
+    );
   });
 });
