@@ -64,6 +64,8 @@ export class Precompress {
   #ready: Promise<void>;
   /** The entries this agent made, by name: what a sync's derive may take (variant-cache.ts `CacheView`). */
   readonly #entries = new Map<string, CacheEntry>();
+  /** Entries being written now (a prune listing the cache may not see them yet). */
+  readonly #writing = new Set<string>();
   /** What was made, for status. */
   readonly #stats = { files: 0, variants: 0, dropped: 0, failed: 0 };
 
@@ -121,7 +123,7 @@ export class Precompress {
   /** Remove entries the copies took or no sync took in time (tree/variant-cache.ts `pruneCache`). */
   async prune(): Promise<void> {
     const left = await pruneCache(this.#cache, CACHE_MAX_AGE_MS, (name) => this.#entries.has(name));
-    for (const name of this.#entries.keys()) if (!left.has(name)) this.#entries.delete(name);
+    for (const name of this.#entries.keys()) if (!left.has(name) && !this.#writing.has(name)) this.#entries.delete(name);
   }
 
   #pump(): void {
@@ -160,8 +162,17 @@ export class Precompress {
       const options = compressionOptions(encoding, read.bytes.length, this.#settings);
       const out = encoding === 'br' ? await brotliAsync(read.bytes, options) : await gzipAsync(read.bytes, options);
       if (out.length > read.bytes.length * (1 - this.#settings.minSavingPercent / 100)) continue;
-      await putCacheEntry(this.#cache, name, out, like);
+      // known before it is there: a prune running meanwhile must not take it for an earlier agent's
       this.#entries.set(name, { size: out.length, sha256: contentHash(out) });
+      this.#writing.add(name);
+      try {
+        await putCacheEntry(this.#cache, name, out, like);
+      } catch (err) {
+        this.#entries.delete(name);
+        throw err;
+      } finally {
+        this.#writing.delete(name);
+      }
       made++;
     }
     this.#stats.variants += made;
