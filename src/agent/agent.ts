@@ -369,7 +369,7 @@ export class Agent {
     await this.#queue.close();
     await this.#ctx.fleet?.close();
     await this.#ctx.watcher?.close();
-    await this.#ctx.precompress?.pause();
+    await this.#ctx.precompress?.close();
     await this.#journal.close();
     await this.#lock.release();
   }

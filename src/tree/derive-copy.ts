@@ -80,6 +80,10 @@ export async function deriveCopy(
         addDeriveStats(done.stats, part.stats);
         done.written.push(...part.written);
         done.dirs.push(...part.dirs);
+        if (part.taken) {
+          done.taken ??= [];
+          done.taken.push(...part.taken);
+        }
       }
       return true;
     },

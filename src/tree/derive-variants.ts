@@ -4,6 +4,7 @@ import {
   closeSync,
   constants,
   copyFileSync,
+  fchmodSync,
   fstatSync,
   futimesSync,
   linkSync,
@@ -43,7 +44,7 @@ import {
 } from './compressible.js';
 import { isDenied } from './tree-mode.js';
 import { msInside } from './copy-times.js';
-import { type CacheView, cachedVariantSync } from './variant-cache.js';
+import { type CacheView, cacheEntryName, cachedVariantSync } from './variant-cache.js';
 
 /**
  * The derive step of a copy: once files have landed in a copy, bring the
@@ -145,6 +146,8 @@ export interface DeriveResult {
   stats: DeriveStats;
   written: string[];
   dirs: string[];
+  /** Names of the variant cache's entries the copy took (linked or copied): the cache lets them go once every copy has. */
+  taken?: string[];
 }
 
 /**
@@ -484,7 +487,9 @@ function deriveFile(
       was?.made &&
       old?.sha256 === sha256 &&
       variantMatches(was, vst) &&
-      Math.floor(vst.mtimeMs) === Math.floor(fst.mtimeMs)
+      Math.floor(vst.mtimeMs) === Math.floor(fst.mtimeMs) &&
+      // and is no more readable than its original (a file made private since keeps no open variant)
+      (vst.mode & 0o777 & ~fst.mode) === 0
     ) {
       variants[encoding] = was;
       result.stats.kept++;
@@ -614,6 +619,8 @@ function fromCache(
   const placed = placeVariant(entry.path, entry.st, join(abs, vname), fst, spot, result);
   if (placed === 'denied' || placed === null) return placed;
   result.stats.cached++;
+  result.taken ??= [];
+  result.taken.push(cacheEntryName(sha256, encoding, c.settings));
   return { ino: placed.ino, size: placed.size, sha256: entry.sha256, made: true };
 }
 
@@ -635,7 +642,10 @@ function placeVariant(
 ): Stats | 'denied' | null {
   if (clearPlace(to, spot) === 'denied') return 'denied';
   let linked = false;
-  if (Math.floor(ost.mtimeMs) === Math.floor(fst.mtimeMs)) {
+  // a variant has its original's mode (as makeVariant gives it): the source's may be another's
+  // (a cache entry made before its original's chmod, another copy's made before one)
+  const mode = fst.mode & 0o666;
+  if (Math.floor(ost.mtimeMs) === Math.floor(fst.mtimeMs) && (ost.mode & 0o777) === mode) {
     try {
       linkSync(from, to);
       linked = true;
@@ -657,6 +667,7 @@ function placeVariant(
       // a read-only descriptor: the owner may set the times of a file its mode makes read-only
       const fd = openSync(to, 'r');
       try {
+        fchmodSync(fd, mode);
         futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
       } finally {
         closeSync(fd);
@@ -700,6 +711,7 @@ function makeVariant(
   let vst: Stats;
   try {
     for (let written = 0; written < out.length; ) written += writeSync(fd, out, written, out.length - written);
+    fchmodSync(fd, fst.mode & 0o666); // its original's, not cut by the umask: what placeVariant gives too
     futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
     vst = fstatSync(fd);
   } catch (err) {

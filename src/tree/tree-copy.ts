@@ -220,6 +220,8 @@ export class TreeCopier {
   readonly stats: CopyStats = emptyStats();
   /** Files hard-linked from the copy shared with (`CopyOptions.share`) rather than copied: in `stats.files`, not in `stats.bytes`. */
   sharedFiles = 0;
+  /** Entries of the variant cache this copy's derives took. */
+  readonly cacheTaken: string[] = [];
   readonly #variants: CopyVariants | null | undefined;
   readonly #share: string | undefined;
   readonly #settled: ReadonlySet<string> | undefined;
@@ -628,6 +630,7 @@ export class TreeCopier {
     this.#changedDirs.clear();
     this.#stagedHashes.clear();
     addDeriveStats(this.variantStats, done.stats);
+    if (done.taken) this.cacheTaken.push(...done.taken);
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
     for (const d of done.dirs) this.#touchedDirs.add(d);
   }

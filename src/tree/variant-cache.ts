@@ -130,6 +130,8 @@ export async function pruneCache(
   maxAgeMs: number,
   known: (name: string) => boolean,
   now = Date.now(),
+  /** Entries every copy has taken, by a copy rather than a link (another file system): as good as TAKEN_LINKS. */
+  takenByAll: (name: string) => boolean = () => false,
 ): Promise<Set<string>> {
   const left = new Set<string>();
   let names: string[];
@@ -148,7 +150,7 @@ export async function pruneCache(
     const temp = name.startsWith(TEMP_PREFIX);
     const gone = temp
       ? age > TEMP_MAX_AGE_MS // a write cut short; one under way is younger
-      : !known(name) || !st.isFile() || st.nlink >= TAKEN_LINKS || age > maxAgeMs;
+      : !known(name) || !st.isFile() || st.nlink >= TAKEN_LINKS || takenByAll(name) || age > maxAgeMs;
     if (gone) await unlink(path).catch(() => {});
     else if (!temp) left.add(name);
   }

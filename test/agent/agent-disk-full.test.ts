@@ -142,7 +142,10 @@ describe('the variant cache on a full disk of its own', () => {
     ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).precompress;
 
   it('a full cache costs the sync its compressions, never a variant, and leaves no temp file', async () => {
-    assert.equal((await agent.call('PUT', '/v1/files/site/small.js', { body: compressibleText('small1') })).status, 201);
+    assert.equal(
+      (await agent.call('PUT', '/v1/files/site/small.js', { body: compressibleText('small1') })).status,
+      201,
+    );
     await waitFor('small.js precompressed', async () => ((await precompressStatus())?.files ?? 0) >= 1);
     // text that compresses to about three quarters: four of them overflow the cache
     for (let i = 0; i < 4; i++) {

@@ -1,5 +1,6 @@
 import { type Stats, closeSync, constants, fstatSync, readSync } from 'node:fs';
-import { basename } from 'node:path';
+import { lstat, unlink } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, gzip } from 'node:zlib';
 import type { Logger } from '../../core/logger.js';
@@ -35,6 +36,8 @@ const CONCURRENCY = 2;
  * walk threads with each derive): past it, changes are compressed at sync.
  */
 export const CACHE_MAX_ENTRIES = 20_000;
+/** Bytes of entries held at most (the cache shares the state directory's disk with the journal). */
+export const CACHE_MAX_BYTES = 256 * 1024 * 1024;
 /** An entry no sync took within this is removed (its file changed again, or no sync came). */
 export const CACHE_MAX_AGE_MS = 60 * 60 * 1000;
 
@@ -66,10 +69,22 @@ export class Precompress {
   readonly #entries = new Map<string, CacheEntry>();
   /** Entries being written now (a prune listing the cache may not see them yet). */
   readonly #writing = new Set<string>();
+  /** The hash each path was last compressed from: its older entries are superseded (`#supersede`). */
+  readonly #latest = new Map<string, string>();
+  /** The copies (slots) that took each entry: two of them, and it has done its work, linked or not. */
+  readonly #takenBy = new Map<string, Set<string>>();
+  /** Prunes under way, awaited by close. */
+  readonly #prunes = new Set<Promise<void>>();
+  #closed = false;
+  /** Bytes of the entries known. */
+  #bytes = 0;
   /** What was made, for status. */
   readonly #stats = { files: 0, variants: 0, dropped: 0, failed: 0 };
 
-  constructor(opts: { master: string; cache: string; settings: VariantSettings; log: Logger }) {
+  readonly #maxBytes: number;
+
+  constructor(opts: { master: string; cache: string; settings: VariantSettings; log: Logger; maxBytes?: number }) {
+    this.#maxBytes = opts.maxBytes ?? CACHE_MAX_BYTES;
     this.#master = opts.master;
     this.#cache = opts.cache;
     this.#settings = opts.settings;
@@ -93,7 +108,7 @@ export class Precompress {
     for (const rel of paths) {
       // the name alone rules most paths out; the size is known once the file is open
       if (!isCompressible(basename(rel), Math.max(1, this.#settings.minSize), this.#settings)) continue;
-      if (this.#queue.size >= PRECOMPRESS_QUEUE_MAX || this.#entries.size >= CACHE_MAX_ENTRIES) {
+      if (this.#queue.size >= PRECOMPRESS_QUEUE_MAX || this.#full()) {
         this.#stats.dropped++;
         continue;
       }
@@ -120,10 +135,74 @@ export class Precompress {
     this.#pump();
   }
 
+  /** A sync's copy into `slot` took these entries (by link or by copy: tree/derive-variants.ts `fromCache`). */
+  taken(slot: string, names: readonly string[]): void {
+    for (const name of names) {
+      if (!this.#entries.has(name)) continue;
+      const slots = this.#takenBy.get(name) ?? new Set<string>();
+      slots.add(slot);
+      this.#takenBy.set(name, slots);
+    }
+  }
+
+  /** Stop for good: what runs is finished, and so is any prune under way (none then runs after close). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.pause();
+    await this.#ready;
+    await Promise.all([...this.#prunes].map((p) => p.catch(() => {})));
+  }
+
   /** Remove entries the copies took or no sync took in time (tree/variant-cache.ts `pruneCache`). */
-  async prune(): Promise<void> {
-    const left = await pruneCache(this.#cache, CACHE_MAX_AGE_MS, (name) => this.#entries.has(name));
-    for (const name of this.#entries.keys()) if (!left.has(name) && !this.#writing.has(name)) this.#entries.delete(name);
+  prune(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    const run = this.#prune();
+    this.#prunes.add(run);
+    void run.catch(() => {}).finally(() => this.#prunes.delete(run));
+    return run;
+  }
+
+  async #prune(): Promise<void> {
+    // only what was known as the prune began: an entry made while it runs (after its listing) stays known
+    const before = [...this.#entries.keys()];
+    const left = await pruneCache(
+      this.#cache,
+      CACHE_MAX_AGE_MS,
+      (name) => this.#entries.has(name),
+      Date.now(),
+      (name) => (this.#takenBy.get(name)?.size ?? 0) >= 2,
+    );
+    for (const name of before) {
+      if (!left.has(name) && !this.#writing.has(name)) {
+        this.#forget(name);
+        this.#takenBy.delete(name);
+      }
+    }
+    for (const [rel, sha256] of this.#latest) {
+      if (!this.#settings.encodings.some((e) => this.#entries.has(cacheEntryName(sha256, e, this.#settings))))
+        this.#latest.delete(rel);
+    }
+  }
+
+  /**
+   * The entries of the bytes `rel` held before `sha256`, when no copy took them (one link) and no
+   * other path holds those bytes: a file rewritten before any sync leaves only its latest entries.
+   * Runs only while no sync copies (paused then): no derive is taking them.
+   */
+  async #supersede(rel: string, sha256: string): Promise<void> {
+    const prev = this.#latest.get(rel);
+    this.#latest.set(rel, sha256);
+    if (prev === undefined || prev === sha256) return;
+    for (const other of this.#latest.values()) if (other === prev) return;
+    for (const encoding of this.#settings.encodings) {
+      const name = cacheEntryName(prev, encoding, this.#settings);
+      if (!this.#entries.has(name)) continue;
+      const st = await lstat(join(this.#cache, name)).catch(() => null);
+      if (st && st.nlink > 1) continue; // a copy holds it
+      await unlink(join(this.#cache, name)).catch(() => {});
+      this.#forget(name);
+      this.#takenBy.delete(name);
+    }
   }
 
   #pump(): void {
@@ -150,7 +229,24 @@ export class Precompress {
     }
   }
 
+  /** Whether the cache holds what it may: past it, changes are compressed by the sync. */
+  #full(): boolean {
+    return this.#entries.size >= CACHE_MAX_ENTRIES || this.#bytes >= this.#maxBytes;
+  }
+
+  /** Drop an entry from what is known (its file is gone, or is being removed). */
+  #forget(name: string): void {
+    const entry = this.#entries.get(name);
+    if (!entry) return;
+    this.#bytes -= entry.size;
+    this.#entries.delete(name);
+  }
+
   async #one(rel: string): Promise<void> {
+    if (this.#full()) {
+      this.#stats.dropped++;
+      return;
+    }
     const read = readWhole(this.#master, rel);
     if (!read || !isCompressible(basename(rel), read.bytes.length, this.#settings)) return;
     const sha256 = contentHash(read.bytes);
@@ -164,17 +260,21 @@ export class Precompress {
       if (out.length > read.bytes.length * (1 - this.#settings.minSavingPercent / 100)) continue;
       // known before it is there: a prune running meanwhile must not take it for an earlier agent's
       this.#entries.set(name, { size: out.length, sha256: contentHash(out) });
+      this.#bytes += out.length;
       this.#writing.add(name);
       try {
         await putCacheEntry(this.#cache, name, out, like);
       } catch (err) {
-        this.#entries.delete(name);
+        this.#forget(name);
         throw err;
       } finally {
         this.#writing.delete(name);
       }
       made++;
     }
+    // only a path that has (or had) entries is remembered: the map never outgrows the cache
+    const has = this.#settings.encodings.some((e) => this.#entries.has(cacheEntryName(sha256, e, this.#settings)));
+    if (has || this.#latest.has(rel)) await this.#supersede(rel, sha256);
     this.#stats.variants += made;
     if (made > 0) this.#stats.files++;
   }

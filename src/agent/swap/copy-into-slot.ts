@@ -100,6 +100,7 @@ async function copyExclusive(
     record.copied = { ...copier.stats };
     if (ctx.opts.shareFiles) record.shared = copier.sharedFiles;
     if (settings) record.variants = { ...copier.variantStats };
+    ctx.precompress?.taken(slot, copier.cacheTaken);
     ctx.metrics.copiedFiles.inc(copier.stats.files);
     ctx.metrics.copiedBytes.inc(copier.stats.bytes);
     ctx.metrics.deletedFiles.inc(copier.stats.deleted);
