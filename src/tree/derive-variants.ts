@@ -288,7 +288,7 @@ function deriveDirectory(
     }
     entries = [...set];
   }
-  const otherIndex = c.other ? lazyOther(c.other, dir) : () => null;
+  const otherDir = lazyOther(c.other, dir);
   const masterHolds = (name: string): boolean => {
     if (c.source === null) return true; // a host's copy: all of it is the snapshot's
     return lstatOrNullSync(join(c.source, dir, name)) !== null; // anything master holds there is its own
@@ -338,7 +338,7 @@ function deriveDirectory(
       continue;
     }
     const hint = hints && Object.hasOwn(hints, name) ? hints[name] : undefined;
-    const record = deriveFile(c, dir, abs, name, st, files[name], otherIndex, masterHolds, stat, result, hint);
+    const record = deriveFile(c, dir, abs, name, st, files[name], otherDir, masterHolds, stat, result, hint);
     if (record === null) {
       if (files[name]) {
         delete files[name];
@@ -362,20 +362,34 @@ function noteDir(result: DeriveResult, dir: string): void {
   if (!result.dirs.includes(dir)) result.dirs.push(dir);
 }
 
-/** The other copy's index of `dir`, read on first use. */
-function lazyOther(other: string, dir: string): () => DirectoryIndex | null {
+/** The other copy's directory `dir`, as the derive looks at it: its index and its entries, each read once, on first use. */
+interface OtherDir {
+  index(): DirectoryIndex | null;
+  stat(name: string): Stats | null;
+}
+
+function lazyOther(other: string | null, dir: string): OtherDir {
   let read = false;
   let index: DirectoryIndex | null = null;
-  return () => {
-    if (!read) {
-      read = true;
-      try {
-        index = readDirectoryIndexSync(other, dir);
-      } catch {
-        index = null; // the other copy is only a source of reuse: anything amiss there costs a compression
+  const stats = new Map<string, Stats | null>();
+  return {
+    index: () => {
+      if (other !== null && !read) {
+        read = true;
+        try {
+          index = readDirectoryIndexSync(other, dir);
+        } catch {
+          index = null; // the other copy is only a source of reuse: anything amiss there costs a compression
+        }
       }
-    }
-    return index;
+      return index;
+    },
+    // an original's two variants look at it once
+    stat: (name) => {
+      if (other === null) return null;
+      if (!stats.has(name)) stats.set(name, lstatOrNullSync(join(other, dir, name)));
+      return stats.get(name) ?? null;
+    },
   };
 }
 
@@ -387,7 +401,7 @@ function deriveFile(
   name: string,
   st: Stats,
   old: FileRecord | undefined,
-  otherIndex: () => DirectoryIndex | null,
+  otherDir: OtherDir,
   masterHolds: (name: string) => boolean,
   stat: (name: string) => Stats | null,
   result: DeriveResult,
@@ -498,7 +512,7 @@ function deriveFile(
     const spot: Spot = { occupied: vst !== null };
     const made =
       fromCache(c, abs, vname, encoding, sha256, fst, result, spot) ??
-      reuse(c, dir, abs, vname, encoding, sha256, fst, otherIndex, result, spot) ??
+      reuse(c, dir, abs, vname, encoding, sha256, fst, otherDir, result, spot) ??
       makeVariant(c, abs, vname, encoding, bytesOf(), fst, result, spot);
     if (made === 'denied') {
       result.stats.denied++;
@@ -573,12 +587,12 @@ function reuse(
   encoding: VariantEncoding,
   sha256: string,
   fst: Stats,
-  otherIndex: () => DirectoryIndex | null,
+  other: OtherDir,
   result: DeriveResult,
   spot: Spot,
 ): VariantRecord | 'denied' | null {
   if (!c.other) return null;
-  const index = otherIndex();
+  const index = other.index();
   if (!index) return null;
   // the file of the same name in the same directory: what a copy of the same release holds
   const base = vname.slice(0, -VARIANT_SUFFIX[encoding].length);
@@ -587,12 +601,11 @@ function reuse(
   if (!variant) return null;
   // and only from a record still current for the other copy's original: an index left stale there
   // (a crash between its variants and its index) could name an inode number a new file took since
-  const original = lstatOrNullSync(join(c.other, dir, base));
+  const original = other.stat(base);
   if (!original || !stampMatches(rec as FileRecord, original)) return null;
-  const from = join(c.other, dir, vname);
-  const ost = lstatOrNullSync(from);
+  const ost = other.stat(vname);
   if (!ost?.isFile() || !variantMatches(variant, ost)) return null;
-  const placed = placeVariant(from, ost, join(abs, vname), fst, spot, result);
+  const placed = placeVariant(join(c.other, dir, vname), ost, join(abs, vname), fst, spot, result);
   if (placed === 'denied' || placed === null) return placed;
   result.stats.reused++;
   return { ino: placed.ino, size: placed.size, sha256: variant.sha256, made: true };
