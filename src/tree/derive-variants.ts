@@ -44,6 +44,7 @@ import {
 } from './compressible.js';
 import { isDenied } from './tree-mode.js';
 import { msInside } from './copy-times.js';
+import { readOpenedSync } from './open-checked.js';
 import { type CacheView, cacheEntryName, cachedVariantSync } from './variant-cache.js';
 
 /**
@@ -172,15 +173,8 @@ function readRegular(
     const st = fstatSync(fd);
     if (!st.isFile()) return null;
     if (whole(st)) {
-      const bytes = Buffer.allocUnsafe(st.size);
-      let got = 0;
-      while (got < st.size) {
-        const n = readSync(fd, bytes, got, st.size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
-      const all = got === st.size ? bytes : bytes.subarray(0, got);
-      return { bytes: all, st, sha256: contentHash(all) };
+      const bytes = readOpenedSync(fd, st.size);
+      return { bytes, st, sha256: contentHash(bytes) };
     }
     const hash = createHash('sha256');
     const buf = Buffer.allocUnsafe(Math.min(st.size, STREAM_CHUNK) || 1);

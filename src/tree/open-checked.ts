@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { isGone } from './source-tree.js';
 
@@ -42,4 +42,20 @@ export function openCheckedSync(source: string, rel: string, flags: number): num
   }
   closeSync(fd);
   return null;
+}
+
+/**
+ * The bytes of the opened regular file `fd`, whose size was `size` when
+ * looked at: fewer when it shrank since (a file grown since is read up to
+ * `size`). For a file held whole in memory: the caller bounds `size`.
+ */
+export function readOpenedSync(fd: number, size: number): Buffer {
+  const bytes = Buffer.allocUnsafe(size);
+  let got = 0;
+  while (got < size) {
+    const n = readSync(fd, bytes, got, size - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got === size ? bytes : bytes.subarray(0, got);
 }

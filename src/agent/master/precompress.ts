@@ -1,4 +1,4 @@
-import { type Stats, closeSync, constants, fstatSync, readSync } from 'node:fs';
+import { type Stats, closeSync, constants, fstatSync } from 'node:fs';
 import { lstat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -7,7 +7,7 @@ import type { Logger } from '../../core/logger.js';
 import type { PrecompressStatus } from '../agent-types.js';
 import { contentHash } from '../../store/content-index.js';
 import { type VariantSettings, compressionOptions, isCompressible } from '../../tree/compressible.js';
-import { openCheckedSync } from '../../tree/open-checked.js';
+import { openCheckedSync, readOpenedSync } from '../../tree/open-checked.js';
 import { treeMode } from '../../tree/tree-mode.js';
 import {
   type CacheEntry,
@@ -296,14 +296,7 @@ function readWhole(master: string, rel: string): { bytes: Buffer; st: Stats } | 
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.size > PRECOMPRESS_MAX_BYTES) return null;
-    const bytes = Buffer.allocUnsafe(st.size);
-    let got = 0;
-    while (got < st.size) {
-      const n = readSync(fd, bytes, got, st.size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return { bytes: got === st.size ? bytes : bytes.subarray(0, got), st };
+    return { bytes: readOpenedSync(fd, st.size), st };
   } finally {
     closeSync(fd);
   }
