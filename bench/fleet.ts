@@ -3,7 +3,9 @@
  * host agents (separate processes and stores, each with one web server), all
  * on loopback. For each fleet size: request to commit, commit to the last
  * host switched (its epoch file published) and to the last web server
- * serving the new copy, commit to every host drained (its ack), p50 and p99
+ * serving the new copy (seen in turns by two observers: requests to every
+ * server every 5 ms, and a look at the host's epoch file before requests,
+ * which adds less load), commit to every host drained (its ack), p50 and p99
  * over `--swaps` swaps of one changed 4 KiB file; the bytes the coordinator
  * sent per swap (its own count, `fleet.sent`) against the bytes that changed (with the default
  * `--seeds 2`, hosts other than the seeds take the file from peers); and the time to evict a
@@ -12,6 +14,7 @@
  *   node dist/bench/fleet.js [--swaps 30 --sizes 2,4,8]
  */
 import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { readEpochFile } from '../src/store/epoch-file.js';
 import { EtcdGateway } from '../src/fleet/etcd.js';
 import { fleetKeys } from '../src/fleet/fleet-keys.js';
@@ -39,6 +42,30 @@ async function coordinatorSent(coordinator: FleetCoordinatorProc): Promise<{ fil
 async function servedEpoch(host: FleetHostProc): Promise<string> {
   const res = await fetch(`${host.web?.url}/which.txt`);
   return res.text();
+}
+
+/** How the bench sees a web server serve the new copy (both ask the server; they differ in the load they add). */
+type Observer = 'requests' | 'epoch file';
+
+/** When `host`'s web server first answers with `marker`'s content, as `observer` sees it. */
+async function observeServing(host: FleetHostProc, marker: string, observer: Observer): Promise<number> {
+  const serves = async () => (await servedEpoch(host).catch(() => '')).startsWith(`${marker}.`);
+  if (observer === 'epoch file') {
+    // the web server cannot switch before its host publishes: until then, a stat, not a request
+    const ino = () => {
+      try {
+        return statSync(host.store.epochFile).ino;
+      } catch {
+        return -1;
+      }
+    };
+    const before = ino();
+    while (ino() === before) await new Promise((r) => setTimeout(r, 2));
+  }
+  for (;;) {
+    if (await serves()) return Date.now();
+    await new Promise((r) => setTimeout(r, observer === 'requests' ? 5 : 2));
+  }
 }
 
 async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
@@ -79,7 +106,7 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     const keys = fleetKeys(f.name);
     const requestToCommit: number[] = [];
     const commitToSwitch: number[] = [];
-    const commitToServed: number[] = [];
+    const commitToServed: Record<Observer, number[]> = { requests: [], 'epoch file': [] };
     const commitToDrained: number[] = [];
     const sentPerSwap: number[] = [];
     for (let s = 0; s < swaps; s++) {
@@ -87,13 +114,12 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
       await coordinator.api('PUT', '/v1/files/which.txt', marker.padEnd(FILE_BYTES, '.'));
       const sentBefore = await coordinatorSent(coordinator);
       const asked = Date.now();
-      // poll every web server until each serves the new copy, while the sync runs
-      const served = hosts.map(async (h) => {
-        for (;;) {
-          if ((await servedEpoch(h).catch(() => '')).startsWith(`${marker}.`)) return Date.now();
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      });
+      // poll every web server until each serves the new copy, while the sync runs. Two observers, in
+      // turns: requests to every server every 5 ms from the start (8 servers: 1,600 requests a second
+      // on the machine under test), or a look at the host's epoch file (a stat) every 2 ms, then
+      // requests every 2 ms once it changed: both see a server serving by asking it
+      const observer: Observer = s % 2 === 0 ? 'requests' : 'epoch file';
+      const served = hosts.map((h) => observeServing(h, marker, observer));
       const res = await coordinator.api<SwapBody>('POST', '/v1/sync?wait=1');
       if (res.status !== 200) throw new Error(`sync failed: ${JSON.stringify(res.body)}`);
       const servedAt = await Promise.all(served);
@@ -120,7 +146,7 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
           }),
         );
       commitToSwitch.push(Math.max(...switches) - commitAt);
-      commitToServed.push(Math.max(...servedAt) - commitAt);
+      commitToServed[observer].push(Math.max(...servedAt) - commitAt);
       commitToDrained.push(
         Math.max(...acks.filter((a) => a.epoch === committed.epoch).map((a) => Date.parse(a.at))) - commitAt,
       );
@@ -128,6 +154,16 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
       const sentAfter = await coordinatorSent(coordinator);
       sentPerSwap.push(sentAfter.files + sentAfter.manifests - sentBefore.files - sentBefore.manifests);
     }
+    // each web server's own count of its switches' lag, from its host's publish to its switch
+    const lags = await Promise.all(
+      hosts.map(async (h) => {
+        const text = await (await fetch(`${h.web?.url}/metrics`)).text();
+        const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+        return (
+          (num('mirrorswap_server_switch_lag_seconds_sum') / num('mirrorswap_server_switch_lag_seconds_count')) * 1000
+        );
+      }),
+    );
     // a host killed just before a swap: the time until the swap commits without it
     const victim = hosts[hosts.length - 1] as FleetHostProc;
     await coordinator.api('PUT', '/v1/files/which.txt', 'evict'.padEnd(FILE_BYTES, '.'));
@@ -137,7 +173,7 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     const evictMs = Date.now() - killed;
     if (!evicted.body.fleet?.evicted.includes(victim.id))
       throw new Error(`not evicted: ${JSON.stringify(evicted.body)}`);
-    return { requestToCommit, commitToSwitch, commitToServed, commitToDrained, sentPerSwap, evictMs, warmUp };
+    return { requestToCommit, commitToSwitch, commitToServed, commitToDrained, sentPerSwap, evictMs, warmUp, lags };
   } finally {
     await f.stop();
   }
@@ -152,14 +188,15 @@ async function main(): Promise<void> {
   const etcd = new EtcdGateway({ endpoints: cluster.endpoints.split(',') });
   try {
     console.log(
-      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving | commit→all drained | bytes the coordinator sent per swap / changed | evict a killed host | first two swaps (full pulls of 2,000 files, 8 MiB)',
+      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving (seen by requests every 5 ms / by the epoch file, then requests) | commit→all drained | bytes the coordinator sent per swap / changed | evict a killed host | host publish→server switched, mean per server (its metric) | first two swaps (full pulls of 2,000 files, 8 MiB)',
     );
     for (const n of sizes) {
       const r = await runSize(cluster, etcd, n);
       const sort = (a: number[]) => [...a].sort((x, y) => x - y);
       const sent = percentile(sort(r.sentPerSwap), 50);
+      const lag = `${Math.min(...r.lags).toFixed(0)} to ${Math.max(...r.lags).toFixed(0)} ms`;
       console.log(
-        `${String(n).padStart(5)} | ${ms(sort(r.requestToCommit))} | ${ms(sort(r.commitToSwitch))} | ${ms(sort(r.commitToServed))} | ${ms(sort(r.commitToDrained))} | ${sent} B = ${(sent / n).toFixed(0)} B/host / ${FILE_BYTES} B | ${r.evictMs} ms | ${r.warmUp.map((w) => `${(w / 1000).toFixed(1)} s`).join(', ')}`,
+        `${String(n).padStart(5)} | ${ms(sort(r.requestToCommit))} | ${ms(sort(r.commitToSwitch))} | ${ms(sort(r.commitToServed.requests))} / ${ms(sort(r.commitToServed['epoch file']))} | ${ms(sort(r.commitToDrained))} | ${sent} B = ${(sent / n).toFixed(0)} B/host / ${FILE_BYTES} B | ${r.evictMs} ms | ${lag} | ${r.warmUp.map((w) => `${(w / 1000).toFixed(1)} s`).join(', ')}`,
       );
     }
   } finally {
