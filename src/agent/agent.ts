@@ -83,6 +83,7 @@ export class Agent {
     this.#journal = store.journal;
     this.metrics = new AgentMetrics({
       pendingChanges: () => this.pendingChanges() ?? -1,
+      precompress: () => this.#ctx?.precompress?.status(),
       servers: async () => {
         const hbs = await readHeartbeats(this.layout.serversDir);
         const live = hbs.filter((h) => isLive(h, opts.serverTtlMs));

@@ -36,7 +36,12 @@ export class AgentMetrics {
     this.#retained = record.retained ?? [];
   }
 
-  constructor(sources: { pendingChanges: () => number; servers: () => Promise<{ live: Heartbeat[]; stale: number }> }) {
+  constructor(sources: {
+    pendingChanges: () => number;
+    servers: () => Promise<{ live: Heartbeat[]; stale: number }>;
+    /** What was compressed as files landed in master (master/precompress.ts); undefined when it is off. */
+    precompress?: () => { files: number; dropped: number; failed: number; entries: number } | undefined;
+  }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mirrorswap_agent_' });
     this.epoch = new Gauge({ name: 'mirrorswap_agent_epoch', help: 'Epoch currently published', registers });
@@ -148,6 +153,37 @@ export class AgentMetrics {
           const labels = { slot: r.slot, epoch: String(r.epoch), release: r.release ?? '' };
           for (const [kind, n] of Object.entries(retainedRequests(live, r))) this.set({ ...labels, kind }, n);
         }
+      },
+    });
+    // counters read from the precompress's own counts (monotonic since the agent started)
+    const counted: Record<string, number> = { compressed: 0, dropped: 0, failed: 0 };
+    new Counter({
+      name: 'mirrorswap_agent_precompress_files_total',
+      help: 'Files of master whose variants were to be compressed as they landed, by result: "compressed" into the variant cache, "dropped" (left to the sync: the cache full, or a sync began), "failed" (a full disk, say)',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const status = sources.precompress?.();
+        if (!status) return;
+        const now: Record<string, number> = {
+          compressed: status.files,
+          dropped: status.dropped,
+          failed: status.failed,
+        };
+        for (const [result, n] of Object.entries(now)) {
+          // every result shown, 0 included, so a rate of failures has a series to start from
+          this.inc({ result }, Math.max(0, n - (counted[result] ?? 0)));
+          counted[result] = n;
+        }
+      },
+    });
+    new Gauge({
+      name: 'mirrorswap_agent_variant_cache_entries',
+      help: 'Variants the variant cache holds, compressed as their files landed in master and not yet taken by both copies',
+      registers,
+      collect() {
+        const status = sources.precompress?.();
+        if (status) this.set(status.entries);
       },
     });
     new Gauge({

@@ -68,6 +68,12 @@ describe('variants compressed as files land in master', () => {
     const record2 = (await readDirectoryIndex(mounted, 'site'))?.files['p2.js'];
     const name = cacheEntryName(record2?.sha256 ?? '', 'br', settings);
     assert.equal((await stat(join(cache, name))).ino, (await stat(join(mounted, 'site/p2.js.br'))).ino);
+    // and Prometheus sees it
+    const metrics = await (await agent.call('GET', '/metrics', { auth: false })).text();
+    const value = (line: string) => Number(new RegExp(`^${line} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    assert.equal(value('mirrorswap_agent_precompress_files_total\\{result="compressed"\\}'), 4);
+    assert.equal(value('mirrorswap_agent_precompress_files_total\\{result="failed"\\}'), 0);
+    assert.equal(value('mirrorswap_agent_variant_cache_entries'), 8);
   });
 
   it('the other copy takes them too, and then the cache lets them go', async () => {
