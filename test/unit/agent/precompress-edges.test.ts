@@ -37,6 +37,8 @@ describe('Precompress in isolation', () => {
     const cache = join(root, name, 'cache');
     await mkdir(master, { recursive: true });
     const p = new Precompress({ master, cache, settings, log: memoryLogger() as unknown as Logger });
+    // the cache is made in the background, as the agent starts
+    await waitFor('the cache made', async () => (await lstat(cache).catch(() => null)) !== null);
     return { master, cache, p };
   };
   const idle = (p: Precompress, files: number) =>
