@@ -45,7 +45,7 @@ export async function startAgentProc(
     {},
     run,
   );
-  const url = await listeningUrl(proc);
+  const url = await listeningUrl(proc, run.listenTimeoutMs);
   return {
     proc,
     url,

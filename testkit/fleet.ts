@@ -5,7 +5,7 @@ import { readEpochFile } from '../src/store/epoch-file.js';
 import { readManifest } from '../src/tree/manifest.js';
 import { type AgentProc, startAgentProc, startWebProc, writeTokenFile } from './cluster.js';
 import type { EtcdCluster } from './etcd.js';
-import { type CliProcess, runCli } from './proc.js';
+import { type CliProcess, type RunOptions, runCli } from './proc.js';
 import { freePort } from './server.js';
 import { type TempStore, tempStore } from './store.js';
 import { waitFor } from './wait.js';
@@ -77,7 +77,7 @@ export class TestFleet {
   }
 
   /** Start a coordinator (a second one on its own store, when one runs already). */
-  async startCoordinator(extra: string[] = [], store?: TempStore): Promise<FleetCoordinatorProc> {
+  async startCoordinator(extra: string[] = [], store?: TempStore, run: RunOptions = {}): Promise<FleetCoordinatorProc> {
     const own = store ?? (await tempStore('mirrorswap-fleet-coord-'));
     if (!store) this.#stores.push(own);
     const port = await freePort();
@@ -100,14 +100,17 @@ export class TestFleet {
       '6s',
       ...extra,
     ];
-    const proc = await startAgentProc(own, this.tokenFile, this.token, args);
+    const proc = await startAgentProc(own, this.tokenFile, this.token, args, run);
     const coordinator = { ...proc, store: own, args };
     this.coordinator ??= coordinator;
     return coordinator;
   }
 
   /** Start a host agent and a web server on its store. */
-  async addHost(id: string, opts: { web?: boolean; args?: string[] } = {}): Promise<FleetHostProc> {
+  async addHost(
+    id: string,
+    opts: { web?: boolean; args?: string[]; startTimeoutMs?: number } = {},
+  ): Promise<FleetHostProc> {
     const store = await tempStore(`mirrorswap-fleet-${id}-`);
     this.#stores.push(store);
     let extra = opts.args ?? [];
@@ -140,7 +143,7 @@ export class TestFleet {
       ]);
     let agent = start();
     const urlOf = async (p: CliProcess) =>
-      (JSON.parse(await p.waitForLine(/"msg":"fleet host agent running"/)) as { url: string }).url;
+      (JSON.parse(await p.waitForLine(/"msg":"fleet host agent running"/, opts.startTimeoutMs)) as { url: string }).url;
     let statusUrl = await urlOf(agent);
     const web = opts.web === false ? null : await startWebProc(store, `web-${id}`);
     const host: FleetHostProc = {

@@ -272,7 +272,7 @@ async function pullScenario(dir: string): Promise<void> {
   const slots = { a: join(dir, 'coord/a'), b: join(dir, 'coord/b') };
   const into = join(dir, 'host/slot');
   for (const d of [slots.a, slots.b, into]) await mkdir(d, { recursive: true });
-  const snapshots = new Snapshots(slots);
+  const snapshots = new Snapshots(slots, join(dir, 'coord/manifests'));
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, token, memoryLogger()));
   const server = createServer(app);
@@ -377,7 +377,7 @@ async function driftScenario(dir: string): Promise<void> {
   await fill(into, { 'd/e/f.txt': 'f', 'g.txt': 'g' });
   await chmod(join(into, 'd/e'), 0o000);
   await chmod(join(into, 'g.txt'), 0o000);
-  const snapshots = new Snapshots(slots);
+  const snapshots = new Snapshots(slots, join(dir, 'coord/manifests'));
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, token, memoryLogger()));
   const server = createServer(app);

@@ -23,6 +23,8 @@ export interface RunOptions {
    * and its arguments): to set limits or namespaces first.
    */
   through?: string;
+  /** How long to wait for the "listening" line (a large store takes a while to start): 15 s by default. */
+  listenTimeoutMs?: number;
 }
 
 export function runCli(args: string[], env: Record<string, string> = {}, opts: RunOptions = {}): CliProcess {
@@ -92,7 +94,7 @@ export async function cli(
 }
 
 /** The URL an agent or web server logged when it started listening. */
-export async function listeningUrl(p: CliProcess): Promise<string> {
-  const line = await p.waitForLine(/"msg":"(agent|web server) listening"/);
+export async function listeningUrl(p: CliProcess, timeoutMs?: number): Promise<string> {
+  const line = await p.waitForLine(/"msg":"(agent|web server) listening"/, timeoutMs);
   return (JSON.parse(line) as { url: string }).url;
 }

@@ -70,7 +70,7 @@ export interface AgentOptions {
 }
 
 /** The coordinator's options; the agent adds its slots and logger. */
-export type FleetAgentOptions = Omit<CoordinatorOptions, 'slotRoots' | 'log'> & {
+export type FleetAgentOptions = Omit<CoordinatorOptions, 'slotRoots' | 'manifestsDir' | 'log'> & {
   /** The token hosts give to pull content. */
   token: string;
 };

@@ -92,7 +92,12 @@ export class Agent {
     });
     this.metrics.mounted(store.epoch);
     const fleet = opts.fleet
-      ? new FleetCoordinator({ ...opts.fleet, slotRoots: opts.layout.slots, log: opts.logger })
+      ? new FleetCoordinator({
+          ...opts.fleet,
+          slotRoots: opts.layout.slots,
+          manifestsDir: opts.layout.fleetManifestsDir,
+          log: opts.logger,
+        })
       : undefined;
     fleet?.registerMetrics(this.metrics.registry);
     this.fleetApi = fleet && opts.fleet ? fleetRouter(fleet.snapshots, opts.fleet.token, opts.logger) : undefined;

@@ -92,6 +92,8 @@ export interface StoreLayout {
   readonly lockFile: string;
   /** Variants compressed as files land in master, for syncs to link (`tree/variant-cache.ts`). */
   readonly variantCacheDir: string;
+  /** A fleet coordinator's manifests of its snapshots and the answers made of them (`tree/manifest-file.ts`). */
+  readonly fleetManifestsDir: string;
 }
 
 export interface StoreLayoutOverrides {
@@ -123,5 +125,6 @@ export function storeLayout(root: string, overrides: StoreLayoutOverrides = {}):
     slotPositionsFile: join(stateDir, 'slots.json'),
     lockFile: join(stateDir, 'agent.lock'),
     variantCacheDir: join(stateDir, 'variant-cache'),
+    fleetManifestsDir: join(stateDir, 'fleet-manifests'),
   });
 }

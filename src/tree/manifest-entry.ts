@@ -1,4 +1,4 @@
-/** The types a manifest is made of, apart from the code that makes and reads them (no import circle). */
+/** The types a manifest is made of, and how two entries compare, apart from the code that makes and reads them (no import circle). */
 
 /**
  * One entry of a tree as a fleet host must reproduce it: what rsync's quick
@@ -19,6 +19,16 @@ export interface ManifestEntry {
    * millisecond), so manifests that say what changed compare content.
    */
   hash?: string;
+}
+
+/** Whether two entries of a path describe the same thing (rsync's quick check, then content when both know it). */
+export function same(x: ManifestEntry, y: ManifestEntry): boolean {
+  if (x.type !== y.type || x.mode !== y.mode) return false;
+  if (x.type === 'link') return x.target === y.target;
+  if (x.type === 'dir') return x.mtimeMs === y.mtimeMs;
+  if (x.size !== y.size || x.mtimeMs !== y.mtimeMs) return false;
+  // content decides when both sides know it
+  return x.hash === undefined || y.hash === undefined || x.hash === y.hash;
 }
 
 /** An entry as a walk thread reads it: what identifies the file's content for the hash cache too. */

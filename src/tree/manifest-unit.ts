@@ -20,6 +20,8 @@ import { join } from 'node:path';
 import type { WalkUnit } from './walk-units.js';
 import { isReservedRootName } from '../store/store-layout.js';
 import type { WalkedEntry } from './manifest-entry.js';
+import { walkedLine } from './manifest-line.js';
+import { LineWriter } from './line-cursor.js';
 
 /**
  * The entries of one walk unit, with blocking calls (in a walk thread): the
@@ -64,16 +66,46 @@ export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
   return out;
 }
 
+/**
+ * Walk a group of units into one run of a manifest file (`manifest-line.ts`
+ * says the format): their lines, sorted, written to `<runsDir>/run-<i>`, in
+ * the walk thread. Nothing per entry crosses to the main thread, whose young
+ * generation would grow with the walk's garbage. A file's hash is not known
+ * yet. Returns the run's file, or null when the units hold no entry.
+ */
+export function manifestRunSync(
+  c: { root: string; runsDir: string },
+  group: { i: number; units: WalkUnit[] },
+): string | null {
+  const lines: string[] = [];
+  for (const unit of group.units) for (const e of manifestUnitSync(c.root, unit)) lines.push(walkedLine(e));
+  if (lines.length === 0) return null;
+  lines.sort();
+  const file = join(c.runsDir, `run-${group.i}`);
+  const out = new LineWriter(file);
+  try {
+    for (const line of lines) out.add(`${line}\n`);
+    out.end();
+  } finally {
+    out.close();
+  }
+  return file;
+}
+
+/** The read buffer of this thread's hashes: a call runs to its end before the next starts. */
+let hashBuffer: Buffer | undefined;
+
 /** A file's SHA-256 (hex), read with blocking calls in a walk thread; never through a link. */
 export function hashFileSync(root: string, path: string): string {
   const fd = openSync(join(root, path), constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(1024 * 1024);
+    // one buffer for every file: a fresh megabyte for each of a million small files was most of a walk's cost
+    hashBuffer ??= Buffer.allocUnsafe(1024 * 1024);
     for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
+      const n = readSync(fd, hashBuffer, 0, hashBuffer.length, null);
       if (n === 0) break;
-      hash.update(buf.subarray(0, n));
+      hash.update(hashBuffer.subarray(0, n));
     }
     return hash.digest('hex');
   } finally {

@@ -1,13 +1,17 @@
 import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { type WalkUnit, planUnits } from './walk-units.js';
-import type { ManifestEntry, WalkedEntry } from './manifest-entry.js';
+import { type ManifestEntry, type WalkedEntry, same } from './manifest-entry.js';
 import { MirrorswapError } from '../core/errors.js';
 import { isReservedRootName } from '../store/store-layout.js';
 import { pathCharacterProblem } from '../store/write-path.js';
 import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
+/** Walk units a thread walks and answers at a time: each is a directory, or one with its tree. */
+export const MANIFEST_CHUNK_UNITS = 4;
+
 export type { ManifestEntry } from './manifest-entry.js';
+export { same } from './manifest-entry.js';
 
 /** A file as last hashed: one with the same inode, change time and size still has that content. */
 export interface HashedFile {
@@ -49,10 +53,17 @@ export async function readManifest(
   // several times its own work (2,000 files: 150 ms one by one, 18 ms blocking)
   const walked: WalkedEntry[] = [];
   try {
-    await walkPool.run<WalkUnit, WalkedEntry[]>('manifest', { root }, planUnits(root, [''], WALK_THREADS), (parts) => {
-      for (const part of parts) for (const e of part) walked.push(e);
-      return true;
-    });
+    await walkPool.run<WalkUnit, WalkedEntry[]>(
+      'manifest',
+      { root },
+      planUnits(root, [''], WALK_THREADS),
+      (parts) => {
+        for (const part of parts) for (const e of part) walked.push(e);
+        return true;
+      },
+      undefined,
+      { maxChunk: MANIFEST_CHUNK_UNITS },
+    );
   } catch (err) {
     throw new MirrorswapError('FLEET_MANIFEST', `cannot read ${root}: ${(err as Error).message}`, { cause: err });
   }
@@ -85,7 +96,7 @@ export async function readManifest(
 }
 
 /** The SHA-256 of each of `paths` under `root`, hashed in the walk threads. */
-async function hashInThreads(root: string, paths: readonly string[]): Promise<string[]> {
+export async function hashInThreads(root: string, paths: readonly string[]): Promise<string[]> {
   const out: string[] = new Array(paths.length);
   await walkPool.run<{ i: number; path: string }, { i: number; hash: string }>(
     'hash',
@@ -97,15 +108,6 @@ async function hashInThreads(root: string, paths: readonly string[]): Promise<st
     },
   );
   return out;
-}
-
-function same(x: ManifestEntry, y: ManifestEntry): boolean {
-  if (x.type !== y.type || x.mode !== y.mode) return false;
-  if (x.type === 'link') return x.target === y.target;
-  if (x.type === 'dir') return x.mtimeMs === y.mtimeMs;
-  if (x.size !== y.size || x.mtimeMs !== y.mtimeMs) return false;
-  // content decides when both sides know it
-  return x.hash === undefined || y.hash === undefined || x.hash === y.hash;
 }
 
 /**

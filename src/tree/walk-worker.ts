@@ -3,8 +3,9 @@ import { type CloneContext, type CloneUnit, cloneUnitSync } from './clone-trees.
 import { type CompareContext, compareUnitSync } from './compare-trees.js';
 import { type DeriveContext, type DeriveUnit, deriveUnitSync } from './derive-variants.js';
 import { subdirectoriesWithIdentity } from './directory-identity.js';
-import { countUnitSync, hashFileSync, manifestUnitSync, placeFileSync } from './manifest-unit.js';
+import { countUnitSync, hashFileSync, manifestRunSync, manifestUnitSync, placeFileSync } from './manifest-unit.js';
 import type { PlacedFile } from './manifest-entry.js';
+import { type AnswerJob, type MergeJob, mergeRunsSync, writeAnswerSync } from './manifest-merge.js';
 import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
@@ -16,6 +17,10 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   clone: (c: CloneContext, unit: CloneUnit) => cloneUnitSync(c, unit),
   list: (c: { skip: string[] }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
   manifest: (c: { root: string }, unit: WalkUnit) => manifestUnitSync(c.root, unit),
+  'manifest-run': (c: { root: string; runsDir: string }, group: { i: number; units: WalkUnit[] }) =>
+    manifestRunSync(c, group),
+  'manifest-merge': (_: null, job: MergeJob) => mergeRunsSync(job),
+  'manifest-answer': (_: null, job: AnswerJob) => writeAnswerSync(job),
   hash: (c: { root: string }, unit: { i: number; path: string }) => ({
     i: unit.i,
     hash: hashFileSync(c.root, unit.path),

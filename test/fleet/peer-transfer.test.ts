@@ -49,7 +49,7 @@ async function coordinator() {
     empty: '',
   });
   await symlink('index.html', join(slots.a, 'home.html'));
-  const snapshots = new Snapshots(slots);
+  const snapshots = new Snapshots(slots, join(root, 'manifests'));
   const snapshot = await snapshots.take('a');
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));

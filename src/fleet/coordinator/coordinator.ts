@@ -35,6 +35,8 @@ export interface CoordinatorOptions {
   /** Where hosts reach this coordinator's content endpoints. */
   url: string;
   slotRoots: Readonly<Record<SeedSlot, string>>;
+  /** Where the snapshots' manifests are kept (emptied at start). */
+  manifestsDir: string;
   log: Logger;
   leaseTtlSeconds: number;
   prepareTimeoutMs: number;
@@ -93,7 +95,7 @@ export class FleetCoordinator {
     this.#opts = opts;
     this.#etcd = opts.etcd;
     this.keys = fleetKeys(opts.fleet);
-    this.snapshots = new Snapshots(opts.slotRoots);
+    this.snapshots = new Snapshots(opts.slotRoots, opts.manifestsDir);
     this.#lease = new LeaseKeeper(opts.etcd, opts.leaseTtlSeconds, {
       granted: (lease) => this.#campaignOnce(lease),
       lost: (reason) => {

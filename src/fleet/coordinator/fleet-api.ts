@@ -1,9 +1,10 @@
 import { errorBody } from '../../core/errors.js';
+import { createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pathOf, queryOf, send, sendJson } from '../../core/http-io.js';
+import { pipeline } from 'node:stream/promises';
+import { pathOf, queryOf, sendJson } from '../../core/http-io.js';
 import { bearerMatches } from '../../core/token-match.js';
 import type { Logger } from '../../core/logger.js';
-import type { ManifestEntry } from '../../tree/manifest.js';
 import { BAD_PATHS, readFilesRequest, writeFrames } from '../fleet-files.js';
 import type { Snapshots } from './snapshots.js';
 
@@ -22,22 +23,6 @@ export type FleetApi = (req: IncomingMessage, res: ServerResponse, next: (err?: 
  * of named files. Both need the fleet token; both read only a slot that
  * holds the snapshot named, and count as pulls on it while they run.
  */
-/**
- * A snapshot's files by path, made once per manifest (a manifest never
- * changes once read): a host asks in batches, and a large snapshot would
- * otherwise be indexed again for every batch of every host.
- */
-const fileIndexes = new WeakMap<readonly ManifestEntry[], Map<string, ManifestEntry>>();
-function filesOf(manifest: readonly ManifestEntry[]): Map<string, ManifestEntry> {
-  let index = fileIndexes.get(manifest);
-  if (!index) {
-    index = new Map();
-    for (const e of manifest) if (e.type === 'file') index.set(e.path, e);
-    fileIndexes.set(manifest, index);
-  }
-  return index;
-}
-
 export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): FleetApi {
   return (req, res, next) => {
     if (!bearerMatches(req.headers.authorization, token)) {
@@ -60,34 +45,55 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): F
 
   function manifest(req: IncomingMessage, res: ServerResponse): void {
     const query = queryOf(req);
-    const pull = snapshots.open(String(query.snapshot ?? ''), query.since ? String(query.since) : null);
+    const snapshot = String(query.snapshot ?? '');
+    // cut, as a files answer, when the slot is to be rewritten: the host starts over
+    const pull = snapshots.open(snapshot, () => res.destroy());
     if (!pull) {
       sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
       return;
     }
-    try {
-      const body = Buffer.from(
-        JSON.stringify(
-          pull.delta
-            ? { snapshot: query.snapshot, base: query.since, ...pull.delta }
-            : { snapshot: query.snapshot, base: null, changed: pull.manifest, removed: [] },
-        ),
-      );
-      snapshots.sentManifest(body.length);
-      send(res, 200, body, 'application/json; charset=utf-8');
-    } finally {
-      pull.done();
-    }
+    res.once('close', pull.done);
+    snapshots
+      .answer(snapshot, query.since ? String(query.since) : null)
+      .then(async ({ file, bytes }) => {
+        // made once, on disk: sent as it is, never held whole in memory
+        const body = createReadStream(file);
+        await new Promise<void>((resolve, reject) => body.once('open', () => resolve()).once('error', reject));
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': bytes });
+        if (req.method === 'HEAD') {
+          body.destroy();
+          res.end();
+          return;
+        }
+        await pipeline(body, res);
+        snapshots.sentManifest(bytes);
+      })
+      .catch((err: Error) => {
+        if (res.headersSent || res.destroyed) {
+          log.warn({ err: err.message, slot: pull.slot }, 'a fleet host manifest answer ended early');
+          res.destroy();
+          return;
+        }
+        log.error({ err: err.message, slot: pull.slot }, 'a fleet manifest answer could not be made');
+        sendJson(res, 500, errorBody('FLEET_MANIFEST', err.message));
+      })
+      .finally(pull.done);
   }
 
   async function files(req: IncomingMessage, res: ServerResponse, paths: string[]): Promise<void> {
     // cut when the slot is to be rewritten: the host sees a cut answer and starts over
-    const pull = snapshots.open(String(queryOf(req).snapshot ?? ''), null, () => res.destroy());
+    const pull = snapshots.open(String(queryOf(req).snapshot ?? ''), () => res.destroy());
     if (!pull) {
       sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot holds that snapshot any more'));
       return;
     }
-    const files = filesOf(pull.manifest);
+    const files = await pull.manifest.files(paths).catch((err: Error) => err);
+    if (files instanceof Error) {
+      pull.done();
+      log.error({ err: files.message, slot: pull.slot }, 'a fleet manifest could not be read');
+      sendJson(res, 500, errorBody('FLEET_MANIFEST', files.message));
+      return;
+    }
     const unknown = paths.find((p) => !files.has(p));
     if (unknown !== undefined) {
       pull.done();
@@ -101,7 +107,7 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): F
         res,
         pull.root,
         paths.map((path) => {
-          const entry = files.get(path) as ManifestEntry;
+          const entry = files.get(path) as { size: number; hash: string };
           return { path, size: entry.size, hash: entry.hash };
         }),
         { realParents: false, where: `slot ${pull.slot}`, sent: (n) => snapshots.sentFiles(n) },

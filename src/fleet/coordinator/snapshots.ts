@@ -1,25 +1,26 @@
 import { randomUUID } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorswapError } from '../../core/errors.js';
 import { SLOTS, type SeedSlot } from '../../store/store-layout.js';
-import {
-  type HashedFile,
-  type Manifest,
-  type ManifestDelta,
-  diffManifests,
-  readManifest,
-} from '../../tree/manifest.js';
-
-type Hashed = Map<string, HashedFile>;
+import { ManifestFile, writeManifestAnswer } from '../../tree/manifest-file.js';
 
 interface SlotSnapshot {
   /** Names the content the slot holds now; null while it is being rewritten or unknown. */
   id: string | null;
-  manifest: Manifest | null;
+  manifest: ManifestFile | null;
   /** Host pulls reading the slot right now, each with how to cut it. */
   pulls: Set<() => void>;
-  /** Each file's hash as last read in this slot: the next walk reads only files rewritten since. */
-  hashed: Hashed;
+  /** The slot's last manifest: the next walk reads only files rewritten since (same inode, time, size). */
+  hashed: ManifestFile | null;
+}
+
+/** A manifest answer written to disk, sent as it is to every host that asks for it. */
+export interface ManifestAnswer {
+  file: string;
+  bytes: number;
 }
 
 /** How long pulls of a slot about to be rewritten may run on before they are cut. */
@@ -30,7 +31,11 @@ const KEPT = 4;
 
 /**
  * The coordinator's side of content transfer: which snapshot each of its
- * slots holds, their manifests, and the host pulls reading them. A slot is
+ * slots holds, their manifests, and the host pulls reading them. Manifests
+ * and the answers made of them live in files under `dir` (sorted, merged
+ * to compare: `ManifestFile`), so memory holds a bounded part of each
+ * whatever the tree's size; `dir` is emptied at start (what an earlier
+ * process left names snapshots no one will ask for). A slot is
  * a snapshot from the end of a copy into it until the next copy starts; the
  * copy lets pulls on it finish, for a moment, then cuts them (`release`); a pull that
  * names a snapshot no slot holds any more is refused (the host starts over
@@ -38,16 +43,22 @@ const KEPT = 4;
  */
 export class Snapshots {
   readonly #roots: Readonly<Record<SeedSlot, string>>;
+  readonly #dir: string;
   readonly #slots: Record<SeedSlot, SlotSnapshot> = {
-    a: { id: null, manifest: null, pulls: new Set(), hashed: new Map() },
-    b: { id: null, manifest: null, pulls: new Set(), hashed: new Map() },
+    a: { id: null, manifest: null, pulls: new Set(), hashed: null },
+    b: { id: null, manifest: null, pulls: new Set(), hashed: null },
   };
-  readonly #past = new Map<string, Manifest>();
+  readonly #past = new Map<string, ManifestFile>();
+  /** Answers made, by `<snapshot> <since>`, while both snapshots are known. */
+  readonly #answers = new Map<string, Promise<ManifestAnswer>>();
   /** Bytes sent to hosts since start: manifest answers, and files answers (frames included). */
   readonly #sent = { manifests: 0, files: 0 };
 
-  constructor(roots: Readonly<Record<SeedSlot, string>>) {
+  constructor(roots: Readonly<Record<SeedSlot, string>>, dir: string) {
     this.#roots = roots;
+    this.#dir = dir;
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
   /** The snapshot `slot` holds, or null. */
@@ -57,8 +68,8 @@ export class Snapshots {
 
   /** Name what `slot` holds now, after a copy into it: its manifest is read here, once. */
   async take(slot: SeedSlot): Promise<string> {
-    const manifest = await this.#read(slot);
     const id = randomUUID();
+    const manifest = await this.#read(slot, id);
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
     this.#remember(id, manifest);
     return id;
@@ -69,7 +80,7 @@ export class Snapshots {
    * copy is the fleet's committed one, as its recorded position showed).
    */
   async adopt(slot: SeedSlot, id: string): Promise<void> {
-    const manifest = await this.#read(slot);
+    const manifest = await this.#read(slot, id);
     this.#slots[slot] = { ...this.#slots[slot], id, manifest };
     this.#remember(id, manifest);
   }
@@ -106,19 +117,17 @@ export class Snapshots {
   }
 
   /**
-   * Begin a pull of snapshot `id`: its slot, its manifest or the delta from
-   * `since` (when that snapshot's manifest is still known), and `done` to
-   * call when the pull's request ends. Null when no slot holds `id`.
+   * Begin a pull of snapshot `id`: its slot and manifest, and `done` to call
+   * when the pull's request ends (`cut` is called instead, if the slot is to
+   * be rewritten first). Null when no slot holds `id`.
    */
   open(
     id: string,
-    since: string | null,
     cut: () => void = () => {},
-  ): { slot: SeedSlot; root: string; manifest: Manifest; delta: ManifestDelta | null; done: () => void } | null {
+  ): { slot: SeedSlot; root: string; manifest: ManifestFile; done: () => void } | null {
     const slot = SLOTS.find((s) => this.#slots[s].id === id);
     const manifest = slot ? this.#slots[slot].manifest : null;
     if (!slot || !manifest) return null;
-    const base = since ? this.#past.get(since) : undefined;
     const state = this.#slots[slot];
     // a pull's own entry: the same `cut` given twice still counts twice
     const entry = () => cut();
@@ -127,11 +136,35 @@ export class Snapshots {
       slot,
       root: this.#roots[slot],
       manifest,
-      delta: base ? diffManifests(base, manifest) : null,
       done: () => {
         state.pulls.delete(entry);
       },
     };
+  }
+
+  /**
+   * The manifest answer for snapshot `id`: what changed since `since` when
+   * that snapshot is still known, the whole manifest otherwise. Made once
+   * (the first host to ask waits for it; the others share it), then kept
+   * while both snapshots are.
+   */
+  answer(id: string, since: string | null): Promise<ManifestAnswer> {
+    const manifest = this.#past.get(id);
+    if (!manifest) return Promise.reject(new MirrorswapError('FLEET_MANIFEST', `snapshot ${id} is not known`));
+    const base = since === null ? undefined : this.#past.get(since);
+    const key = base ? `${id} ${since}` : `${id} `;
+    let made = this.#answers.get(key);
+    if (!made) {
+      const file = join(this.#dir, `answer-${this.#answers.size}-${randomUUID().slice(0, 8)}.json`);
+      made = writeManifestAnswer(file, id, manifest, base ? { id: since as string, manifest: base } : null).then(
+        (bytes) => ({ file, bytes }),
+      );
+      this.#answers.set(key, made);
+      made.catch(() => {
+        if (this.#answers.get(key) === made) this.#answers.delete(key);
+      });
+    }
+    return made;
   }
 
   /** Count bytes of a manifest answer sent. */
@@ -154,19 +187,39 @@ export class Snapshots {
     return { a: this.#slots.a.pulls.size, b: this.#slots.b.pulls.size };
   }
 
-  /** The slot's manifest with every file's hash, reading only files written since the last walk. */
-  async #read(slot: SeedSlot): Promise<Manifest> {
-    const seen: Hashed = new Map();
-    const manifest = await readManifest(this.#roots[slot], { cache: this.#slots[slot].hashed, seen });
-    this.#slots[slot].hashed = seen;
+  /** The slot's manifest with every file's hash, reading only files written since its last walk. */
+  async #read(slot: SeedSlot, id: string): Promise<ManifestFile> {
+    const state = this.#slots[slot];
+    const manifest = await ManifestFile.write(
+      this.#roots[slot],
+      join(this.#dir, `${id}-${randomUUID().slice(0, 8)}.manifest`),
+      state.hashed,
+    );
+    const before = state.hashed;
+    state.hashed = manifest;
+    if (before) await this.#forget(before);
     return manifest;
   }
 
-  #remember(id: string, manifest: Manifest): void {
+  #remember(id: string, manifest: ManifestFile): void {
     this.#past.set(id, manifest);
     while (this.#past.size > KEPT) {
-      const oldest = this.#past.keys().next().value as string;
+      const [oldest, file] = this.#past.entries().next().value as [string, ManifestFile];
       this.#past.delete(oldest);
+      void this.#forget(file);
+      for (const [key, answer] of this.#answers) {
+        if (!key.split(' ').includes(oldest)) continue;
+        this.#answers.delete(key);
+        // an answer being sent reads on: its file goes with its last descriptor
+        answer.then((a) => rm(a.file, { force: true })).catch(() => {});
+      }
     }
+  }
+
+  /** Remove a manifest's file once nothing refers to it: not a known snapshot, nor a slot's last walk. */
+  async #forget(file: ManifestFile): Promise<void> {
+    if ([...this.#past.values()].includes(file)) return;
+    if (SLOTS.some((s) => this.#slots[s].hashed === file || this.#slots[s].manifest === file)) return;
+    await file.remove().catch(() => {});
   }
 }

@@ -32,7 +32,7 @@ describe('a fleet pull indexes what it pulled', () => {
     await writeFile(join(master, 'own.js.gz'), 'master says this is gzip; it is not');
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const snapshots = new Snapshots(slots);
+    const snapshots = new Snapshots(slots, join(root, 'manifests'));
     const app = express();
     app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
     const server: Server = createServer(app);

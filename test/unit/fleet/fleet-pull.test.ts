@@ -25,7 +25,7 @@ async function coordinator() {
   const slots = { a: join(root, 'a'), b: join(root, 'b') };
   await mkdir(slots.a);
   await mkdir(slots.b);
-  const snapshots = new Snapshots(slots);
+  const snapshots = new Snapshots(slots, join(root, 'manifests'));
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
   const server = createServer(app);
@@ -179,7 +179,7 @@ describe('fleet content transfer', () => {
     try {
       await write(c.slots.a, { 'a.txt': 'A' });
       const id = await c.snapshots.take('a');
-      const pull = c.snapshots.open(id, null);
+      const pull = c.snapshots.open(id);
       assert.ok(pull);
       let released = false;
       const release = c.snapshots.release('a', 5000).then(() => {
@@ -187,7 +187,7 @@ describe('fleet content transfer', () => {
       });
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(released, false, 'waits for the pull under way');
-      assert.equal(c.snapshots.open(id, null), null, 'no new pull starts');
+      assert.equal(c.snapshots.open(id), null, 'no new pull starts');
       pull.done();
       await release;
       assert.equal(c.snapshots.idOf('a'), null, 'the slot holds no snapshot while it is rewritten');
