@@ -30,13 +30,33 @@ export interface ManifestSizing {
 
 const SIZING: ManifestSizing = { unitsPerRun: 8 };
 
-/** Run one job alone in a walk thread, and give back its one result. */
-async function inThread<J, R>(task: 'manifest-merge' | 'manifest-answer', job: J): Promise<R> {
+/**
+ * Run one job alone in a walk thread, and give back its one result; on a
+ * failure (a thread that died too), what it was writing is removed.
+ */
+async function inThread<J, R>(
+  task: 'manifest-merge' | 'manifest-answer',
+  job: J & { temp: string },
+  first = false,
+): Promise<R> {
   let result: R | undefined;
-  await walkPool.run<J, R>(task, null, [job], ([r]) => {
-    result = r;
-    return true;
-  });
+  try {
+    await walkPool.run<J, R>(
+      task,
+      null,
+      [job],
+      ([r]) => {
+        result = r;
+        return true;
+      },
+      undefined,
+      { first },
+    );
+  } catch (err) {
+    await rm(job.temp, { force: true });
+    await rm(`${job.temp}.removed`, { force: true });
+    throw err;
+  }
   return result as R;
 }
 
@@ -190,11 +210,16 @@ export function writeManifestAnswer(
   target: ManifestFile,
   base: { id: string; manifest: ManifestFile } | null,
 ): Promise<number> {
-  return inThread<AnswerJob, number>('manifest-answer', {
-    into,
-    temp: `${into}.${randomUUID().slice(0, 8)}.tmp`,
-    snapshot,
-    target: target.file,
-    base: base ? { id: base.id, file: base.manifest.file } : null,
-  });
+  // a host waits for it: before the jobs waiting, a copy's walk among them
+  return inThread<AnswerJob, number>(
+    'manifest-answer',
+    {
+      into,
+      temp: `${into}.${randomUUID().slice(0, 8)}.tmp`,
+      snapshot,
+      target: target.file,
+      base: base ? { id: base.id, file: base.manifest.file } : null,
+    },
+    true,
+  );
 }

@@ -47,6 +47,12 @@ export interface JobSizing {
    * RSS for a walk that keeps a few MB.
    */
   maxChunk?: number;
+  /**
+   * Go before the jobs waiting: for a short job someone is waiting on (a
+   * fleet host's manifest answer), which must not wait for a copy's walk to
+   * hand out all its units first.
+   */
+  first?: boolean;
   /** Run its units in at most this many threads at once (a CPU budget); the others take other jobs meanwhile. */
   maxThreads?: number;
 }
@@ -116,7 +122,7 @@ export class WalkPool {
     if (units.length === 0) return Promise.resolve();
     clearTimeout(this.#idleTimer);
     return new Promise<void>((resolve, reject) => {
-      this.#jobs.push({
+      this.#jobs[sizing.first ? 'unshift' : 'push']({
         task,
         context,
         units,

@@ -49,6 +49,8 @@ export class Snapshots {
     b: { id: null, manifest: null, pulls: new Set(), hashed: null },
   };
   readonly #past = new Map<string, ManifestFile>();
+  /** Manifests an answer is being made from, and how many answers: not removed until they are done. */
+  readonly #inUse = new Map<ManifestFile, number>();
   /** Answers made, by `<snapshot> <since>`, while both snapshots are known. */
   readonly #answers = new Map<string, Promise<ManifestAnswer>>();
   /** Bytes sent to hosts since start: manifest answers, and files answers (frames included). */
@@ -155,10 +157,20 @@ export class Snapshots {
     const key = base ? `${id} ${since}` : `${id} `;
     let made = this.#answers.get(key);
     if (!made) {
-      const file = join(this.#dir, `answer-${this.#answers.size}-${randomUUID().slice(0, 8)}.json`);
-      made = writeManifestAnswer(file, id, manifest, base ? { id: since as string, manifest: base } : null).then(
-        (bytes) => ({ file, bytes }),
-      );
+      const file = join(this.#dir, `answer-${randomUUID()}.json`);
+      // both manifests stay on disk until the merge is done, whatever is taken meanwhile
+      const using = base ? [manifest, base] : [manifest];
+      for (const m of using) this.#inUse.set(m, (this.#inUse.get(m) ?? 0) + 1);
+      made = writeManifestAnswer(file, id, manifest, base ? { id: since as string, manifest: base } : null)
+        .then((bytes) => ({ file, bytes }))
+        .finally(() => {
+          for (const m of using) {
+            const left = (this.#inUse.get(m) ?? 1) - 1;
+            if (left > 0) this.#inUse.set(m, left);
+            else this.#inUse.delete(m);
+            void this.#forget(m);
+          }
+        });
       this.#answers.set(key, made);
       made.catch(() => {
         if (this.#answers.get(key) === made) this.#answers.delete(key);
@@ -202,24 +214,40 @@ export class Snapshots {
   }
 
   #remember(id: string, manifest: ManifestFile): void {
+    // a snapshot named again (adopted anew): its newest manifest, at the end of the order
+    const before = this.#past.get(id);
+    if (before) {
+      this.#past.delete(id);
+      this.#dropAnswers(id);
+    }
     this.#past.set(id, manifest);
+    if (before && before !== manifest) void this.#forget(before);
     while (this.#past.size > KEPT) {
       const [oldest, file] = this.#past.entries().next().value as [string, ManifestFile];
       this.#past.delete(oldest);
       void this.#forget(file);
-      for (const [key, answer] of this.#answers) {
-        if (!key.split(' ').includes(oldest)) continue;
-        this.#answers.delete(key);
-        // an answer being sent reads on: its file goes with its last descriptor
-        answer.then((a) => rm(a.file, { force: true })).catch(() => {});
-      }
+      this.#dropAnswers(oldest);
     }
   }
 
-  /** Remove a manifest's file once nothing refers to it: not a known snapshot, nor a slot's last walk. */
+  /** Forget the answers made from or to snapshot `id`, and remove their files. */
+  #dropAnswers(id: string): void {
+    for (const [key, answer] of this.#answers) {
+      if (!key.split(' ').includes(id)) continue;
+      this.#answers.delete(key);
+      // an answer being sent reads on: its file goes with its last descriptor
+      answer.then((a) => rm(a.file, { force: true })).catch(() => {});
+    }
+  }
+
+  /**
+   * Remove a manifest's file once nothing refers to it: not a known
+   * snapshot, nor a slot's last walk, nor an answer being made from it.
+   */
   async #forget(file: ManifestFile): Promise<void> {
     if ([...this.#past.values()].includes(file)) return;
     if (SLOTS.some((s) => this.#slots[s].hashed === file || this.#slots[s].manifest === file)) return;
+    if (this.#inUse.has(file)) return;
     await file.remove().catch(() => {});
   }
 }
