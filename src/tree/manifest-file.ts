@@ -36,7 +36,7 @@ const SIZING: ManifestSizing = { unitsPerRun: 8 };
  */
 async function inThread<J, R>(
   task: 'manifest-merge' | 'manifest-answer',
-  job: J & { temp: string },
+  job: J & { temp: string; removedTemp?: string },
   first = false,
 ): Promise<R> {
   let result: R | undefined;
@@ -53,8 +53,7 @@ async function inThread<J, R>(
       { first },
     );
   } catch (err) {
-    await rm(job.temp, { force: true });
-    await rm(`${job.temp}.removed`, { force: true });
+    for (const temp of [job.temp, job.removedTemp]) if (temp) await rm(temp, { force: true });
     throw err;
   }
   return result as R;
@@ -211,11 +210,13 @@ export function writeManifestAnswer(
   base: { id: string; manifest: ManifestFile } | null,
 ): Promise<number> {
   // a host waits for it: before the jobs waiting, a copy's walk among them
+  const temp = `${into}.${randomUUID().slice(0, 8)}.tmp`;
   return inThread<AnswerJob, number>(
     'manifest-answer',
     {
       into,
-      temp: `${into}.${randomUUID().slice(0, 8)}.tmp`,
+      temp,
+      removedTemp: `${temp}.removed`,
       snapshot,
       target: target.file,
       base: base ? { id: base.id, file: base.manifest.file } : null,

@@ -109,6 +109,8 @@ function openOrNull(file: string): LineCursor | null {
 export interface AnswerJob {
   into: string;
   temp: string;
+  /** Where the removed paths gather before they are appended: removed after. */
+  removedTemp: string;
   snapshot: string;
   target: string;
   base: { id: string; file: string } | null;
@@ -120,7 +122,7 @@ export interface AnswerJob {
  * another type: one merge of the two files). Returns its size.
  */
 export function writeAnswerSync(job: AnswerJob): number {
-  const removedFile = `${job.temp}.removed`;
+  const removedFile = job.removedTemp;
   const cursors: LineCursor[] = [];
   const writers: LineWriter[] = [];
   try {

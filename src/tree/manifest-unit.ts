@@ -87,7 +87,7 @@ export function manifestRunSync(
     for (const line of lines) out.add(`${line}\n`);
     out.end();
   } finally {
-    out.close();
+    out.close(); // after a failure: closed without writing the rest
   }
   return file;
 }

@@ -8,10 +8,9 @@ import { pathCharacterProblem } from '../store/write-path.js';
 import { PULL_LIMITS, type PullLimits } from './fleet-limits.js';
 
 /** Walk units a thread walks and answers at a time: each is a directory, or one with its tree. */
-export const MANIFEST_CHUNK_UNITS = 4;
+const MANIFEST_CHUNK_UNITS = 4;
 
 export type { ManifestEntry } from './manifest-entry.js';
-export { same } from './manifest-entry.js';
 
 /** A file as last hashed: one with the same inode, change time and size still has that content. */
 export interface HashedFile {
@@ -96,7 +95,7 @@ export async function readManifest(
 }
 
 /** The SHA-256 of each of `paths` under `root`, hashed in the walk threads. */
-export async function hashInThreads(root: string, paths: readonly string[]): Promise<string[]> {
+async function hashInThreads(root: string, paths: readonly string[]): Promise<string[]> {
   const out: string[] = new Array(paths.length);
   await walkPool.run<{ i: number; path: string }, { i: number; hash: string }>(
     'hash',
