@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { MirrorswapError } from '../core/errors.js';
 import type { ManifestEntry } from './manifest-entry.js';
 import { entryOf, isFileLine, keyOf } from './manifest-line.js';
@@ -107,7 +108,9 @@ export class ManifestFile {
       return new ManifestFile(await inThread<MergeJob, MergedManifest>('manifest-merge', job));
     } catch (err) {
       await rm(file, { force: true });
-      throw new MirrorswapError('FLEET_MANIFEST', `cannot read ${root}: ${(err as Error).message}`, { cause: err });
+      // the walk reads the slot; the runs and the merge also write beside `file`: both are named
+      const where = `cannot make the manifest of ${root} in ${dirname(file)}`;
+      throw new MirrorswapError('FLEET_MANIFEST', `${where}: ${(err as Error).message}`, { cause: err });
     } finally {
       await rm(runsDir, { recursive: true, force: true });
     }

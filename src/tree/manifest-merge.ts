@@ -61,7 +61,9 @@ export function mergeRunsSync(job: MergeJob): MergedManifest {
           if (c !== null && stampOf(c) === stampOf(line) && isFileLine(c, key)) known = hashOfLine(c);
         }
         if (known === null) {
-          known = hashFileSync(job.root, (JSON.parse(entryOf(line)) as ManifestEntry).path);
+          const [, ino, , size] = line.split('\t', 4);
+          const path = (JSON.parse(entryOf(line)) as ManifestEntry).path;
+          known = hashFileSync(job.root, path, { ino: Number(ino), size: Number(size) });
           hashed++;
         }
         line = withHash(line, known);

@@ -5,6 +5,7 @@ import {
   closeSync,
   constants,
   fchmodSync,
+  fstatSync,
   fsyncSync,
   futimesSync,
   lstatSync,
@@ -22,6 +23,7 @@ import { isReservedRootName } from '../store/store-layout.js';
 import type { WalkedEntry } from './manifest-entry.js';
 import { walkedLine } from './manifest-line.js';
 import { LineWriter } from './line-cursor.js';
+import { openCheckedSync } from './open-checked.js';
 
 /**
  * The entries of one walk unit, with blocking calls (in a walk thread): the
@@ -95,10 +97,21 @@ export function manifestRunSync(
 /** The read buffer of this thread's hashes: a call runs to its end before the next starts. */
 let hashBuffer: Buffer | undefined;
 
-/** A file's SHA-256 (hex), read with blocking calls in a walk thread; never through a link. */
-export function hashFileSync(root: string, path: string): string {
-  const fd = openSync(join(root, path), constants.O_RDONLY | constants.O_NOFOLLOW);
+/**
+ * A file's SHA-256 (hex), read with blocking calls in a walk thread; never
+ * through a link (its own or a parent's), never from a FIFO or a device put
+ * in its place since it was walked (the open does not wait on a FIFO; the
+ * read would, for ever); with `walked`, only the very file the walk saw.
+ */
+export function hashFileSync(root: string, path: string, walked?: { ino: number; size: number }): string {
+  const fd = openCheckedSync(root, path, constants.O_RDONLY);
+  if (fd === null) throw new Error(`${join(root, path)} is gone, or reached through a link, since it was walked`);
   try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${join(root, path)} is no longer a regular file`);
+    // another file put there since the walk: its hash would go beside the walked one's size
+    if (walked && (st.ino !== walked.ino || st.size !== walked.size))
+      throw new Error(`${join(root, path)} was replaced since it was walked`);
     const hash = createHash('sha256');
     // one buffer for every file: a fresh megabyte for each of a million small files was most of a walk's cost
     hashBuffer ??= Buffer.allocUnsafe(1024 * 1024);

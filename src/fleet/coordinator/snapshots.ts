@@ -151,9 +151,9 @@ export class Snapshots {
    * while both snapshots are.
    */
   answer(id: string, since: string | null): Promise<ManifestAnswer> {
-    const manifest = this.#past.get(id);
+    const manifest = this.#manifestOf(id);
     if (!manifest) return Promise.reject(new MirrorswapError('FLEET_MANIFEST', `snapshot ${id} is not known`));
-    const base = since === null ? undefined : this.#past.get(since);
+    const base = since === null ? undefined : this.#manifestOf(since);
     const key = base ? `${id} ${since}` : `${id} `;
     let made = this.#answers.get(key);
     if (!made) {
@@ -177,6 +177,16 @@ export class Snapshots {
       });
     }
     return made;
+  }
+
+  /**
+   * The manifest of snapshot `id`: a slot's, while it holds it (however many
+   * snapshots were taken of the other slot since: syncs whose fleet commit
+   * failed take the standby again and again), or a past one's.
+   */
+  #manifestOf(id: string): ManifestFile | undefined {
+    const slot = SLOTS.find((s) => this.#slots[s].id === id);
+    return (slot ? this.#slots[slot].manifest : null) ?? this.#past.get(id);
   }
 
   /** Count bytes of a manifest answer sent. */

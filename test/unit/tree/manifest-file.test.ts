@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, rename, symlink, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { ManifestFile, writeManifestAnswer } from '../../../src/tree/manifest-file.js';
+import { hashFileSync } from '../../../src/tree/manifest-unit.js';
 import { type Manifest, type ManifestEntry, diffManifests, readManifest } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
 
@@ -140,6 +143,29 @@ describe('manifests on disk', () => {
     const found = await file.files([...asked, 'd', 'a"', 'missing', 'd/f1/under', '', '\u0000']);
     assert.equal(found.size, files.length, 'every file, none of the rest (a directory, a path not there)');
     for (const e of files) assert.deepEqual(found.get(e.path), { size: e.size, hash: e.hash }, e.path);
+  });
+});
+
+describe('hashing a file the walk saw', () => {
+  it('refuses a FIFO or a link put in its place, or a parent made a link, at once (never waits on a FIFO)', async () => {
+    const dir = await temp.make('mirrorswap-manifest-hash-');
+    const root = join(dir, 'tree');
+    await mkdir(join(root, 'real'), { recursive: true });
+    await writeFile(join(root, 'real', 'f'), 'bytes');
+    execFileSync('mkfifo', [join(root, 'fifo')]);
+    await symlink('real', join(root, 'linked'));
+    await symlink('real/f', join(root, 'flink'));
+    assert.equal(hashFileSync(root, 'real/f'), createHash('sha256').update('bytes').digest('hex'));
+    assert.throws(() => hashFileSync(root, 'fifo'), /no longer a regular file/);
+    assert.throws(() => hashFileSync(root, 'linked/f'), /through a link/);
+    assert.throws(() => hashFileSync(root, 'flink'), /through a link/);
+    assert.throws(() => hashFileSync(root, 'gone'), /is gone/);
+    // another file renamed over the walked one: not hashed as if it were the one walked
+    const { ino, size } = await stat(join(root, 'real', 'f'));
+    assert.equal(hashFileSync(root, 'real/f', { ino, size }).length, 64);
+    await writeFile(join(root, 'real', 'g'), 'other');
+    await rename(join(root, 'real', 'g'), join(root, 'real', 'f'));
+    assert.throws(() => hashFileSync(root, 'real/f', { ino, size }), /replaced since it was walked/);
   });
 });
 
