@@ -1,4 +1,5 @@
 import { errorBody } from '../../core/errors.js';
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
@@ -56,12 +57,17 @@ export function fleetRouter(snapshots: Snapshots, token: string, log: Logger): F
     snapshots
       .answer(snapshot, query.since ? String(query.since) : null)
       .then(async ({ file, bytes }) => {
+        // a host that hung up while its answer was made: nothing to open, nothing to send
+        if (res.destroyed) return;
         // made once, on disk: sent as it is, never held whole in memory
         const body = createReadStream(file);
-        await new Promise<void>((resolve, reject) => body.once('open', () => resolve()).once('error', reject));
+        // the file is closed with the response, however the response ends: a pipeline
+        // handed a response already gone is not trusted to close its source
+        res.once('close', () => body.destroy());
+        await once(body, 'open');
+        if (res.destroyed) return;
         res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': bytes });
         if (req.method === 'HEAD') {
-          body.destroy();
           res.end();
           return;
         }

@@ -73,7 +73,12 @@ describe('manifests on disk, attacked', () => {
       const id = await c.snapshots.take('a');
       // the answer takes a while to make (a large manifest, a busy walk pool)
       const answer = c.snapshots.answer.bind(c.snapshots);
-      c.snapshots.answer = (s, since) => delay(300).then(() => answer(s, since));
+      let made: Promise<unknown> = Promise.resolve();
+      c.snapshots.answer = (s, since) => {
+        const p = delay(300).then(() => answer(s, since));
+        made = p;
+        return p;
+      };
       const { port } = new URL(c.url);
       await new Promise<void>((resolve) => {
         const req = httpRequest({ host: '127.0.0.1', port, path: `/v1/fleet/manifest?snapshot=${id}`, headers: AUTH });
@@ -84,7 +89,9 @@ describe('manifests on disk, attacked', () => {
           resolve();
         }, 50);
       });
-      await delay(1000);
+      // however slow the machine, the answer is made after the hang-up; then the handler has its turn
+      await made;
+      await delay(200);
       assert.deepEqual(c.snapshots.pulls(), { a: 0, b: 0 });
       assert.deepEqual(openUnder(c.dir), [], 'the answer file is still held open by a request long gone');
     } finally {
