@@ -95,9 +95,11 @@ const WARM_CONCURRENCY = 4;
  * Look up in the new copy the paths found in the old one: for `WARM_AHEAD_MS`
  * before the switch (requests keep going to the old copy meanwhile), then, not
  * awaited, for up to `WARM_AFTER_MS` after it while the new copy is still the
- * one mounted. A request for a path still being looked up waits for that one
- * lookup (the cache coalesces them), never for the whole warm-up. Bounded in
- * keys and time, so a huge cache cannot hold a switch back.
+ * one mounted. The head start is a timer, not the lookups: a lookup still
+ * under way when it ends (a slow disk, a busy machine) finishes after the
+ * switch, and a request for its path waits for that one lookup (the cache
+ * coalesces them), never for the whole warm-up. Bounded in keys and time, so
+ * neither a huge cache nor a slow disk can hold a switch back.
  */
 async function warmCache(
   next: MountView<FileCache>,
@@ -107,22 +109,32 @@ async function warmCache(
   stillMounted: () => boolean,
 ): Promise<void> {
   let i = 0;
-  const lookUp = async (until: number, keepGoing: () => boolean) => {
-    while (i < keys.length && performance.now() < until && keepGoing()) {
-      const key = keys[i++] as string;
-      await next.data
-        .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
-        .catch(() => {});
+  let running = 0;
+  let until = performance.now() + WARM_AHEAD_MS;
+  let keepGoing = () => true;
+  const worker = async () => {
+    running++;
+    try {
+      while (i < keys.length && performance.now() < until && keepGoing()) {
+        const key = keys[i++] as string;
+        await next.data
+          .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
+          .catch(() => {});
+      }
+    } finally {
+      running--;
     }
   };
-  const ahead = performance.now() + WARM_AHEAD_MS;
-  await Promise.all(Array.from({ length: WARM_CONCURRENCY }, () => lookUp(ahead, () => true)));
+  // as many workers as are not running already (counted once: a worker with nothing to do ends at once)
+  const spawn = () => Promise.all(Array.from({ length: WARM_CONCURRENCY - running }, worker));
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([spawn(), new Promise<void>((resolve) => (timer = setTimeout(resolve, WARM_AHEAD_MS)))]);
+  clearTimeout(timer);
   if (i >= keys.length) return;
-  const after = performance.now() + WARM_AFTER_MS;
   // once switched (the caller mounts `next` as soon as this returns); stops if another epoch came
-  setImmediate(() => {
-    for (let w = 0; w < WARM_CONCURRENCY; w++) void lookUp(after, stillMounted);
-  });
+  until = performance.now() + WARM_AFTER_MS;
+  keepGoing = stillMounted;
+  setImmediate(() => void spawn());
 }
 
 /**
