@@ -1,7 +1,7 @@
-import { type FSWatcher, watch as fsWatch } from 'node:fs';
+import { type FSWatcher, watch as fsWatch, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { type EpochRecord, readEpochFile } from '../../src/store/epoch-file.js';
+import { type EpochRecord, readEpochFile, readEpochFileSync } from '../../src/store/epoch-file.js';
 import { MirrorswapError } from '../../src/core/errors.js';
 import { CoalescedRun } from '../../src/core/coalesced-run.js';
 import type { WatchMode } from '../options.js';
@@ -44,6 +44,8 @@ export class EpochWatcher {
   #fsWatcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #mode: 'native' | 'poll' = 'poll';
+  /** The file is on a local disk (statfs says so): read in this thread, not through libuv's pool. */
+  #local = false;
 
   constructor(opts: EpochWatcherOptions) {
     this.#opts = opts;
@@ -90,13 +92,14 @@ export class EpochWatcher {
   }
 
   async #pickMode(): Promise<'native' | 'poll'> {
-    if (this.#opts.mode !== 'auto') return this.#opts.mode;
+    let network: boolean | null = null;
     try {
       const fs = await statfs(dirname(this.#opts.epochFile));
-      return NETWORK_FS_TYPES.has(fs.type) ? 'poll' : 'native';
-    } catch {
-      return 'native';
-    }
+      network = NETWORK_FS_TYPES.has(fs.type);
+    } catch {}
+    this.#local = network === false;
+    if (this.#opts.mode !== 'auto') return this.#opts.mode;
+    return network ? 'poll' : 'native';
   }
 
   #startTimer(interval: number): void {
@@ -112,9 +115,13 @@ export class EpochWatcher {
 
   async #checkOnce(): Promise<void> {
     const file = this.#opts.epochFile;
+    // On a local disk, a stat and a read of a small file take microseconds in this thread; through the
+    // pool, each call waits for a thread of it to be scheduled, which at a switch, with every process
+    // of the machine woken at once, cost milliseconds per call. A network file system may block: the pool.
+    const local = this.#local;
     let signature: string;
     try {
-      const st = await stat(file, { bigint: true });
+      const st = local ? statSync(file, { bigint: true }) : await stat(file, { bigint: true });
       signature = `${st.ino}:${st.size}:${st.mtimeNs}`;
     } catch (err) {
       signature = (err as NodeJS.ErrnoException).code ?? 'ERR';
@@ -122,7 +129,7 @@ export class EpochWatcher {
     if (signature === this.#signature) return;
     this.#signature = signature;
     try {
-      const record = await readEpochFile(file);
+      const record = local ? readEpochFileSync(file) : await readEpochFile(file);
       if (record === null) {
         if (this.#current !== null) {
           throw new MirrorswapError(

@@ -3,7 +3,7 @@ import { writeFileAtomic } from './atomic-write.js';
 import { isIntegerAtLeast } from '../core/checks.js';
 import { MirrorswapError } from '../core/errors.js';
 import { ALL_SLOTS, MAX_KEEP, type SlotMap, type SlotName, isSlotName } from './store-layout.js';
-import { readSmallFile } from './read-small-file.js';
+import { readSmallFile, readSmallFileSync } from './read-small-file.js';
 
 /**
  * The format this version writes and the only one it reads. A store keeping
@@ -209,11 +209,24 @@ export async function readEpochFile(file: string): Promise<EpochRecord | null> {
   try {
     bytes = await readSmallFile(file, MAX_EPOCH_FILE_BYTES);
   } catch (err) {
-    throw new MirrorswapError('EPOCH_READ', `cannot read epoch file ${file}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw epochReadError(file, err);
   }
   return bytes === null ? null : parseEpochRecord(bytes.toString('utf8'), file);
+}
+
+/** `readEpochFile` in the calling thread: for an epoch file on a local disk (see `readSmallFileSync`). */
+export function readEpochFileSync(file: string): EpochRecord | null {
+  let bytes: Buffer | null;
+  try {
+    bytes = readSmallFileSync(file, MAX_EPOCH_FILE_BYTES);
+  } catch (err) {
+    throw epochReadError(file, err);
+  }
+  return bytes === null ? null : parseEpochRecord(bytes.toString('utf8'), file);
+}
+
+function epochReadError(file: string, err: unknown): MirrorswapError {
+  return new MirrorswapError('EPOCH_READ', `cannot read epoch file ${file}: ${(err as Error).message}`, { cause: err });
 }
 
 export async function writeEpochFile(file: string, record: EpochRecord): Promise<void> {

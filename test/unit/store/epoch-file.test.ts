@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readdir, rename, rmdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { parseEpochRecord, readEpochFile, writeEpochFile } from '../../../src/store/epoch-file.js';
+import { parseEpochRecord, readEpochFile, readEpochFileSync, writeEpochFile } from '../../../src/store/epoch-file.js';
 import type { MirrorswapError } from '../../../src/core/errors.js';
 import { tempStore } from '../../../testkit/store.js';
 
@@ -128,5 +130,33 @@ describe('epoch file', () => {
       assert.equal((await readEpochFile(store.epochFile))?.epoch, 8);
       assert.deepEqual((await readdir(store.stateDir)).sort(), ['epoch.json', 'servers']);
     });
+
+    // the same guards in the pool and in the calling thread (web servers read a local epoch file in theirs)
+    const readers = { readEpochFile, readEpochFileSync: async (f: string) => readEpochFileSync(f) };
+    for (const [name, read] of Object.entries(readers)) {
+      it(`${name}: reads the record, and refuses a link, a FIFO, a directory or an oversized file in its place`, async () => {
+        const store = await tempStore();
+        stores.push(store);
+        const written = await store.publish(4, 'b');
+        assert.deepEqual(await read(store.epochFile), written);
+        const elsewhere = join(store.root, 'elsewhere.json');
+        await rename(store.epochFile, elsewhere);
+        assert.equal(await read(store.epochFile), null, 'missing');
+        await symlink(elsewhere, store.epochFile);
+        await assert.rejects(read(store.epochFile), /EPOCH_READ|symbolic link/);
+        await unlink(store.epochFile);
+        execFileSync('mkfifo', [store.epochFile]);
+        // opened without waiting for a writer: an error at once, not a hang
+        await assert.rejects(read(store.epochFile), /not a regular file/);
+        await unlink(store.epochFile);
+        await mkdir(store.epochFile);
+        await assert.rejects(read(store.epochFile), /not a regular file|EISDIR/);
+        await rmdir(store.epochFile);
+        await writeFile(store.epochFile, ' '.repeat(1024 * 1024));
+        await assert.rejects(read(store.epochFile), /more than the/);
+        await writeFile(store.epochFile, '{"format":1,"epo');
+        await assert.rejects(read(store.epochFile), (err: MirrorswapError) => err.code === 'EPOCH_CORRUPT');
+      });
+    }
   });
 });
