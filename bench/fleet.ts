@@ -5,7 +5,9 @@
  * host switched (its epoch file published) and to the last web server
  * serving the new copy (seen in turns by two observers: requests to every
  * server every 5 ms, and a look at the host's epoch file before requests,
- * which adds less load), commit to every host drained (its ack), p50 and p99
+ * which adds less load), commit to the last web server switched by its own
+ * stamp (its heartbeat's `switchedAt`, in every swap, and in a third of the
+ * swaps no observer asks anything), commit to every host drained (its ack), p50 and p99
  * over `--swaps` swaps of one changed 4 KiB file; the bytes the coordinator
  * sent per swap (its own count, `fleet.sent`) against the bytes that changed (with the default
  * `--seeds 2`, hosts other than the seeds take the file from peers); and the time to evict a
@@ -15,7 +17,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
+import { Agent as HttpAgent, get as httpGet } from 'node:http';
 import { readEpochFile } from '../src/store/epoch-file.js';
+import { readHeartbeats } from '../src/store/heartbeat.js';
 import { EtcdGateway } from '../src/fleet/etcd.js';
 import { fleetKeys } from '../src/fleet/fleet-keys.js';
 import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
@@ -39,16 +43,33 @@ async function coordinatorSent(coordinator: FleetCoordinatorProc): Promise<{ fil
   return res.body.fleet.sent;
 }
 
-async function servedEpoch(host: FleetHostProc): Promise<string> {
-  const res = await fetch(`${host.web?.url}/which.txt`);
-  return res.text();
+// node:http over kept-alive sockets, not fetch: the observer's own cost per request is a part of what it
+// measures (fetch cost several times as much CPU per request in the bench process, on the same two cores)
+const observerAgent = new HttpAgent({ keepAlive: true, maxSockets: 4 });
+
+function servedEpoch(host: FleetHostProc): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(`${host.web?.url}/which.txt`, { agent: observerAgent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
 }
 
-/** How the bench sees a web server serve the new copy (both ask the server; they differ in the load they add). */
-type Observer = 'requests' | 'epoch file';
+/**
+ * How the bench sees a web server serve the new copy: asking it (two ways, which differ in the load they
+ * add), or not at all (`quiet`: the servers' own stamps only, read from their heartbeats afterwards).
+ */
+type Observer = 'requests' | 'epoch file' | 'quiet';
+const OBSERVERS: Observer[] = ['requests', 'epoch file', 'quiet'];
 
 /** When `host`'s web server first answers with `marker`'s content, as `observer` sees it. */
 async function observeServing(host: FleetHostProc, marker: string, observer: Observer): Promise<number> {
+  if (observer === 'quiet') return Number.NaN;
   const serves = async () => (await servedEpoch(host).catch(() => '')).startsWith(`${marker}.`);
   if (observer === 'epoch file') {
     // the web server cannot switch before its host publishes: until then, a stat, not a request
@@ -106,7 +127,9 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     const keys = fleetKeys(f.name);
     const requestToCommit: number[] = [];
     const commitToSwitch: number[] = [];
-    const commitToServed: Record<Observer, number[]> = { requests: [], 'epoch file': [] };
+    const commitToServed: Record<Observer, number[]> = { requests: [], 'epoch file': [], quiet: [] };
+    // by each web server's own stamp (its heartbeat's switchedAt): when its new requests went to the new copy
+    const commitToServerSwitch: Record<Observer, number[]> = { requests: [], 'epoch file': [], quiet: [] };
     const commitToDrained: number[] = [];
     const sentPerSwap: number[] = [];
     for (let s = 0; s < swaps; s++) {
@@ -118,7 +141,7 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
       // turns: requests to every server every 5 ms from the start (8 servers: 1,600 requests a second
       // on the machine under test), or a look at the host's epoch file (a stat) every 2 ms, then
       // requests every 2 ms once it changed: both see a server serving by asking it
-      const observer: Observer = s % 2 === 0 ? 'requests' : 'epoch file';
+      const observer = OBSERVERS[s % OBSERVERS.length] as Observer;
       const served = hosts.map((h) => observeServing(h, marker, observer));
       const res = await coordinator.api<SwapBody>('POST', '/v1/sync?wait=1');
       if (res.status !== 200) throw new Error(`sync failed: ${JSON.stringify(res.body)}`);
@@ -137,16 +160,29 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
       requestToCommit.push(commitAt - asked);
       if (process.env.MIRRORSWAP_BENCH_DEBUG && (res.body as { fleet?: { evicted: string[] } }).fleet?.evicted.length)
         console.log(hosts[0]?.agent.output().split('\n').slice(-12).join('\n'));
+      commitToSwitch.push(Math.max(...switches) - commitAt);
+      if (observer !== 'quiet') commitToServed[observer].push(Math.max(...servedAt) - commitAt);
+      // the sync returned after every host drained: every server has switched and written its heartbeat
+      const stamps = (await Promise.all(hosts.map((h) => readHeartbeats(h.store.serversDir))))
+        .flat()
+        .filter((hb) => hb.epoch === committed.epoch)
+        .map((hb) => Date.parse(hb.switchedAt ?? ''));
+      if (stamps.length !== hosts.length || stamps.some(Number.isNaN))
+        throw new Error(`epoch ${committed.epoch}: ${stamps.length} of ${hosts.length} servers stamped their switch`);
+      commitToServerSwitch[observer].push(Math.max(...stamps) - commitAt);
       if (process.env.MIRRORSWAP_BENCH_DEBUG)
         console.log(
           JSON.stringify({
             phases: res.body.phases,
             fleet: (res.body as { fleet?: unknown }).fleet,
+            epoch: committed.epoch,
+            commitAt,
             switches: switches.map((x) => x - commitAt),
+            served: servedAt.map((x) => x - commitAt),
+            serverSwitched: stamps.map((x) => x - commitAt),
+            observer,
           }),
         );
-      commitToSwitch.push(Math.max(...switches) - commitAt);
-      commitToServed[observer].push(Math.max(...servedAt) - commitAt);
       commitToDrained.push(
         Math.max(...acks.filter((a) => a.epoch === committed.epoch).map((a) => Date.parse(a.at))) - commitAt,
       );
@@ -173,7 +209,17 @@ async function runSize(cluster: EtcdCluster, etcd: EtcdGateway, n: number) {
     const evictMs = Date.now() - killed;
     if (!evicted.body.fleet?.evicted.includes(victim.id))
       throw new Error(`not evicted: ${JSON.stringify(evicted.body)}`);
-    return { requestToCommit, commitToSwitch, commitToServed, commitToDrained, sentPerSwap, evictMs, warmUp, lags };
+    return {
+      requestToCommit,
+      commitToSwitch,
+      commitToServed,
+      commitToServerSwitch,
+      commitToDrained,
+      sentPerSwap,
+      evictMs,
+      warmUp,
+      lags,
+    };
   } finally {
     await f.stop();
   }
@@ -188,7 +234,7 @@ async function main(): Promise<void> {
   const etcd = new EtcdGateway({ endpoints: cluster.endpoints.split(',') });
   try {
     console.log(
-      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving (seen by requests every 5 ms / by the epoch file, then requests) | commit→all drained | bytes the coordinator sent per swap / changed | evict a killed host | host publish→server switched, mean per server (its metric) | first two swaps (full pulls of 2,000 files, 8 MiB)',
+      'hosts | request→commit p50/p99 ms | commit→last host switched | commit→last server serving (seen by requests every 5 ms / by the epoch file, then requests) | commit→last server switched, its own stamp (all swaps / quiet swaps) | commit→all drained | bytes the coordinator sent per swap / changed | evict a killed host | host publish→server switched, mean per server (its metric) | first two swaps (full pulls of 2,000 files, 8 MiB)',
     );
     for (const n of sizes) {
       const r = await runSize(cluster, etcd, n);
@@ -196,11 +242,12 @@ async function main(): Promise<void> {
       const sent = percentile(sort(r.sentPerSwap), 50);
       const lag = `${Math.min(...r.lags).toFixed(0)} to ${Math.max(...r.lags).toFixed(0)} ms`;
       console.log(
-        `${String(n).padStart(5)} | ${ms(sort(r.requestToCommit))} | ${ms(sort(r.commitToSwitch))} | ${ms(sort(r.commitToServed.requests))} / ${ms(sort(r.commitToServed['epoch file']))} | ${ms(sort(r.commitToDrained))} | ${sent} B = ${(sent / n).toFixed(0)} B/host / ${FILE_BYTES} B | ${r.evictMs} ms | ${lag} | ${r.warmUp.map((w) => `${(w / 1000).toFixed(1)} s`).join(', ')}`,
+        `${String(n).padStart(5)} | ${ms(sort(r.requestToCommit))} | ${ms(sort(r.commitToSwitch))} | ${ms(sort(r.commitToServed.requests))} / ${ms(sort(r.commitToServed['epoch file']))} | ${ms(sort(Object.values(r.commitToServerSwitch).flat()))} / ${ms(sort(r.commitToServerSwitch.quiet))} | ${ms(sort(r.commitToDrained))} | ${sent} B = ${(sent / n).toFixed(0)} B/host / ${FILE_BYTES} B | ${r.evictMs} ms | ${lag} | ${r.warmUp.map((w) => `${(w / 1000).toFixed(1)} s`).join(', ')}`,
       );
     }
   } finally {
     etcd.close();
+    observerAgent.destroy();
     await cluster.stop();
   }
 }

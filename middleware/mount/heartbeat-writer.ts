@@ -5,7 +5,7 @@ import { type Heartbeat, heartbeatFile } from '../../src/store/heartbeat.js';
 import { CoalescedRun } from '../../src/core/coalesced-run.js';
 
 /** The part of a heartbeat that changes: what the server serves and holds. */
-export type HeartbeatState = Pick<Heartbeat, 'epoch' | 'mounted' | 'inflight' | 'served'>;
+export type HeartbeatState = Pick<Heartbeat, 'epoch' | 'mounted' | 'inflight' | 'served' | 'switchedAt'>;
 
 /**
  * Writes one server's heartbeat file on an interval and at once when asked.

@@ -78,63 +78,37 @@ function arenaFor(view: MountView<FileCache>, admitted: boolean, arena: BodyAren
   return admitted && view.retainedUntil === undefined ? arena : null;
 }
 
-/** At most this many of the old copy's paths are looked up again in the new one, around a switch. */
+/** At most this many of the old copy's paths are looked up again in the new one, after a switch. */
 const WARM_MAX_KEYS = 1000;
-/**
- * How long a switch waits for those lookups: a short head start, so the
- * hottest paths are in memory when the first requests arrive, but never most
- * of the time from an epoch's publish to serving it (a fleet commits to every
- * web server at once, and waits for the slowest).
- */
-const WARM_AHEAD_MS = 10;
-/** How long the rest may go on after the switch, in the background, among the requests. */
+/** How long the lookups may go on after the switch, in the background, among the requests. */
 const WARM_AFTER_MS = 100;
 const WARM_CONCURRENCY = 4;
 
 /**
- * Look up in the new copy the paths found in the old one: for `WARM_AHEAD_MS`
- * before the switch (requests keep going to the old copy meanwhile), then, not
- * awaited, for up to `WARM_AFTER_MS` after it while the new copy is still the
- * one mounted. The head start is a timer, not the lookups: a lookup still
- * under way when it ends (a slow disk, a busy machine) finishes after the
- * switch, and a request for its path waits for that one lookup (the cache
- * coalesces them), never for the whole warm-up. Bounded in keys and time, so
- * neither a huge cache nor a slow disk can hold a switch back.
+ * Look up in the new copy the paths found in the old one, from the switch
+ * on, for up to `WARM_AFTER_MS` while the new copy is still the one mounted.
+ * The switch never waits for it: a request for a path being looked up waits
+ * for that one lookup (the cache coalesces them), never for the warm-up.
+ * Bounded in keys and time, so a huge cache cannot load a server for long.
  */
-async function warmCache(
+function warmCache(
   next: MountView<FileCache>,
   keys: string[],
   opts: ResolvedStaticOptions,
   arena: BodyArena,
   stillMounted: () => boolean,
-): Promise<void> {
+): void {
   let i = 0;
-  let running = 0;
-  let until = performance.now() + WARM_AHEAD_MS;
-  let keepGoing = () => true;
+  const until = performance.now() + WARM_AFTER_MS;
   const worker = async () => {
-    running++;
-    try {
-      while (i < keys.length && performance.now() < until && keepGoing()) {
-        const key = keys[i++] as string;
-        await next.data
-          .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
-          .catch(() => {});
-      }
-    } finally {
-      running--;
+    while (i < keys.length && performance.now() < until && stillMounted()) {
+      const key = keys[i++] as string;
+      await next.data
+        .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
+        .catch(() => {});
     }
   };
-  // as many workers as are not running already (counted once: a worker with nothing to do ends at once)
-  const spawn = () => Promise.all(Array.from({ length: WARM_CONCURRENCY - running }, worker));
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([spawn(), new Promise<void>((resolve) => (timer = setTimeout(resolve, WARM_AHEAD_MS)))]);
-  clearTimeout(timer);
-  if (i >= keys.length) return;
-  // once switched (the caller mounts `next` as soon as this returns); stops if another epoch came
-  until = performance.now() + WARM_AFTER_MS;
-  keepGoing = stillMounted;
-  setImmediate(() => void spawn());
+  for (let w = 0; w < WARM_CONCURRENCY; w++) void worker();
 }
 
 /**

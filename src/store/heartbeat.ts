@@ -22,6 +22,11 @@ export interface Heartbeat {
   readonly inflight: Readonly<SlotMap<number>>;
   /** When this was written (ISO 8601). */
   readonly at: string;
+  /**
+   * When this server began serving `epoch` (ISO 8601): the moment its new
+   * requests went to the copy the epoch mounts. Absent before its first mount.
+   */
+  readonly switchedAt?: string;
   /** How often the server writes it, in milliseconds. */
   readonly interval: number;
   readonly kind: 'static' | 'proxy' | 'nginx';

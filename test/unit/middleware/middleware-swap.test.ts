@@ -75,16 +75,23 @@ for (const watch of ['native', 'poll'] as const) {
     it('switches new requests to the new slot soon after a publish', async () => {
       const { store, app } = await setup();
       assert.equal(await bodyOf(app, '/v.txt'), 'version A');
+      const first = (await readHeartbeat(store, app)).switchedAt;
+      assert.ok(first !== undefined, 'the heartbeat says when the server began serving epoch 1');
+      const published = Date.now();
       await store.publish(2, 'b');
       await waitFor('the switch to slot b', async () => (await bodyOf(app, '/v.txt')) === 'version B', {
         timeout: 2000,
       });
+      const seen = Date.now();
       assert.equal(app.mw.state().epoch, 2);
       const hb = await waitFor('heartbeat at epoch 2', async () => {
         const h = await readHeartbeat(store, app);
         return h.epoch === 2 ? h : null;
       });
       assert.equal(hb.mounted, 'b');
+      // the moment new requests went to the new copy: after the publish, before a request saw it
+      const switchedAt = Date.parse(hb.switchedAt ?? '');
+      assert.ok(switchedAt >= published && switchedAt <= seen, `switchedAt ${hb.switchedAt}`);
     });
 
     it('keeps the ETag of an unchanged file across a swap', async () => {
