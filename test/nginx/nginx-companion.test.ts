@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Agent, type Agent as HttpAgent, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../src/agent/agent.js';
+import { readEpochFile } from '../../src/store/epoch-file.js';
 import { readHeartbeats } from '../../src/store/heartbeat.js';
 import { writeMembership } from '../../src/store/membership.js';
 import { NginxCompanion } from '../../src/nginx/companion.js';
@@ -125,11 +126,17 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
       const r = await get(s.nginx.port, '/index.html');
       return r.body === 'v2' ? r : null;
     });
+    const seen = Date.now();
     assert.equal(v2.epoch, String(first.epoch + 1));
-    await waitFor('the heartbeat to report the retired workers', async () => {
+    const hb = await waitFor('the heartbeat to report the retired workers', async () => {
       const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
-      return hb && hb.epoch === first.epoch + 1 && (hb.inflight[first.to] ?? 0) > 0;
+      return hb && hb.epoch === first.epoch + 1 && (hb.inflight[first.to] ?? 0) > 0 ? hb : null;
     });
+    // when nginx began serving the epoch, as the companion saw its new workers: after the publish, and
+    // about when a request saw it (the companion may see the workers a little after they answer)
+    const published = Date.parse((await readEpochFile(s.store.epochFile))?.publishedAt ?? '');
+    const switchedAt = Date.parse(hb.switchedAt ?? '');
+    assert.ok(switchedAt >= published && switchedAt <= seen + 5000, `switchedAt ${hb.switchedAt}`);
     assert.equal(answered, false, 'sync?wait=1 answered while an old worker still served the old copy');
     assert.ok(oldWorkers.some((pid) => Object.keys(s.companion.status().retired).includes(String(pid))));
 
