@@ -9,16 +9,23 @@
  * peers, and publish (the sync request) to the last web server serving the
  * new content; p50 and max over `--swaps`.
  *
- *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --seeds 2]
+ * With `--rate MBIT` (root, iproute2) the coordinator and each host agent run
+ * in their own network namespace, on a bridge, each with a link shaped by
+ * `tc` to MBIT each way (testkit/netns.ts); etcd, the web servers and the
+ * bench stay on the bridge's side, unshaped.
+ *
+ *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --seeds 2 --rate 100]
  */
 import { randomBytes } from 'node:crypto';
 import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
+import { NetLinks } from '../testkit/netns.js';
 import { type FleetCoordinatorProc, type FleetHostProc, TestFleet } from '../testkit/fleet.js';
 import { flag, machine, percentile } from './lib.js';
 
 const swaps = flag('swaps', 5);
 const change = flag('change', 4 * 1024 * 1024);
 const seeds = flag('seeds', 2);
+const rate = flag('rate', 0);
 const sizesAt = process.argv.indexOf('--sizes');
 const sizes = (sizesAt > 0 ? (process.argv[sizesAt + 1] ?? '') : '8,16').split(',').map(Number);
 const FILE = 'changed.bin';
@@ -67,8 +74,8 @@ async function servedMarker(host: FleetHostProc): Promise<string> {
     .split('\n')[0] as string;
 }
 
-async function run(cluster: EtcdCluster, n: number, seedCount: number) {
-  const f = await TestFleet.create(cluster, `peers-bench-${n}-${seedCount}-${randomBytes(3).toString('hex')}`);
+async function run(cluster: EtcdCluster, n: number, seedCount: number, net: NetLinks | undefined) {
+  const f = await TestFleet.create(cluster, `peers-bench-${n}-${seedCount}-${randomBytes(3).toString('hex')}`, net);
   try {
     const coordinator = await f.startCoordinator([
       '--seeds',
@@ -118,9 +125,14 @@ const mib = (b: number) => `${(b / 1024 / 1024).toFixed(2)} MiB`;
 
 async function main(): Promise<void> {
   console.log(
-    `fleet peers bench: ${machine()}; ${swaps} swaps of one changed ${mib(change)} file per fleet size and mode; --seeds ${seeds} for peers`,
+    `fleet peers bench: ${machine()}; ${swaps} swaps of one changed ${mib(change)} file per fleet size and mode; --seeds ${seeds} for peers; ${rate > 0 ? `each process on its own ${rate} Mbit/s link (tc)` : 'on loopback'}`,
   );
-  const cluster = await startEtcdCluster(1);
+  // node 0 the coordinator, then one per host of the largest fleet
+  const net = rate > 0 ? NetLinks.create(1 + Math.max(...sizes), rate) : undefined;
+  const cluster = await startEtcdCluster(1, net ? { clientHost: net.bridgeIp } : {}).catch((err: unknown) => {
+    net?.remove();
+    throw err;
+  });
   try {
     console.log(
       'hosts | mode | coordinator bytes out per swap p50 (files + manifests) | × the change | from peers per swap p50 | publish → last host serving p50 / max ms',
@@ -130,7 +142,7 @@ async function main(): Promise<void> {
         ['coordinator only', 0],
         [`peers, ${seeds} seeds`, seeds],
       ] as const) {
-        const r = await run(cluster, n, seedCount);
+        const r = await run(cluster, n, seedCount, net);
         const sort = (a: number[]) => [...a].sort((x, y) => x - y);
         const out = percentile(sort(r.map((x) => x.files + x.manifests)), 50);
         const peers = percentile(sort(r.map((x) => x.fromPeers)), 50);
@@ -142,6 +154,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await cluster.stop();
+    net?.remove();
   }
 }
 

@@ -41,13 +41,17 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-/** A cluster of `size` members on loopback, fast elections by default (tests kill leaders). */
+/**
+ * A cluster of `size` members on loopback, fast elections by default (tests kill leaders). `clientHost`:
+ * the address clients reach it on (a bridge's, for hosts in network namespaces); loopback by default.
+ */
 export async function startEtcdCluster(
   size = 3,
-  timing: { heartbeatMs?: number; electionTimeoutMs?: number } = {},
+  timing: { heartbeatMs?: number; electionTimeoutMs?: number; clientHost?: string } = {},
   tls?: EtcdTls,
 ): Promise<EtcdCluster> {
   const scheme = tls ? 'https' : 'http';
+  const clientHost = timing.clientHost ?? '127.0.0.1';
   const binary = etcdBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-etcd-'));
   const ports: { client: number; peer: number }[] = [];
@@ -64,9 +68,9 @@ export async function startEtcdCluster(
         '--data-dir',
         join(dir, names[i]),
         '--listen-client-urls',
-        `${scheme}://127.0.0.1:${ports[i].client}`,
+        `${scheme}://${clientHost}:${ports[i].client}`,
         '--advertise-client-urls',
-        `${scheme}://127.0.0.1:${ports[i].client}`,
+        `${scheme}://${clientHost}:${ports[i].client}`,
         ...(tls
           ? [
               '--cert-file',
@@ -104,7 +108,7 @@ export async function startEtcdCluster(
   for (let i = 0; i < names.length; i++) start(i, 'new');
   const members: EtcdMember[] = names.map((name, i) => ({
     name,
-    clientUrl: `${scheme}://127.0.0.1:${ports[i].client}`,
+    clientUrl: `${scheme}://${clientHost}:${ports[i].client}`,
     get running() {
       const c = children.get(name);
       return c !== undefined && c.exitCode === null && c.signalCode === null;
@@ -123,7 +127,7 @@ export async function startEtcdCluster(
     },
     async restart() {
       start(i, 'existing');
-      await healthy(`${scheme}://127.0.0.1:${ports[i].client}`, tls);
+      await healthy(`${scheme}://${clientHost}:${ports[i].client}`, tls);
     },
   }));
   const cluster: EtcdCluster = {

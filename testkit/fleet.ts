@@ -5,6 +5,7 @@ import { readEpochFile } from '../src/store/epoch-file.js';
 import { readManifest } from '../src/tree/manifest.js';
 import { type AgentProc, startAgentProc, startWebProc, writeTokenFile } from './cluster.js';
 import type { EtcdCluster } from './etcd.js';
+import type { NetLinks } from './netns.js';
 import { type CliProcess, type RunOptions, runCli } from './proc.js';
 import { freePort } from './server.js';
 import { type TempStore, tempStore } from './store.js';
@@ -61,8 +62,19 @@ export class TestFleet {
   readonly hosts: FleetHostProc[] = [];
   coordinator: FleetCoordinatorProc | undefined;
   readonly #stores: TempStore[] = [];
+  /** Each process on its own shaped link (node 0 the coordinator, then the hosts in turn); loopback without. */
+  readonly #net: NetLinks | undefined;
+  #nextNode = 1;
 
-  private constructor(cluster: EtcdCluster, name: string, tokenFile: string, token: string, tokenStore: TempStore) {
+  private constructor(
+    cluster: EtcdCluster,
+    name: string,
+    tokenFile: string,
+    token: string,
+    tokenStore: TempStore,
+    net: NetLinks | undefined,
+  ) {
+    this.#net = net;
     this.cluster = cluster;
     this.name = name;
     this.tokenFile = tokenFile;
@@ -70,10 +82,11 @@ export class TestFleet {
     this.#stores.push(tokenStore);
   }
 
-  static async create(cluster: EtcdCluster, name: string): Promise<TestFleet> {
+  /** `net`: run the coordinator and each host in its own network namespace (the cluster on its bridge). */
+  static async create(cluster: EtcdCluster, name: string, net?: NetLinks): Promise<TestFleet> {
     const tokenStore = await tempStore('mirrorswap-fleet-token-');
     const { file, token } = await writeTokenFile(tokenStore);
-    return new TestFleet(cluster, name, file, token, tokenStore);
+    return new TestFleet(cluster, name, file, token, tokenStore, net);
   }
 
   /** Start a coordinator (a second one on its own store, when one runs already). */
@@ -83,7 +96,7 @@ export class TestFleet {
     const port = await freePort();
     const args = [
       '--listen',
-      `127.0.0.1:${port}`,
+      `${this.#net?.ip(0) ?? '127.0.0.1'}:${port}`,
       '--etcd',
       this.cluster.endpoints,
       '--fleet',
@@ -100,7 +113,13 @@ export class TestFleet {
       '6s',
       ...extra,
     ];
-    const proc = await startAgentProc(own, this.tokenFile, this.token, args, run);
+    const proc = await startAgentProc(
+      own,
+      this.tokenFile,
+      this.token,
+      args,
+      this.#net ? { ...run, through: this.#net.through(0) } : run,
+    );
     const coordinator = { ...proc, store: own, args };
     this.coordinator ??= coordinator;
     return coordinator;
@@ -114,33 +133,39 @@ export class TestFleet {
     const store = await tempStore(`mirrorswap-fleet-${id}-`);
     this.#stores.push(store);
     let extra = opts.args ?? [];
+    const node = this.#net ? this.#nextNode++ : 0;
+    const through = this.#net?.through(node);
     const start = () =>
-      runCli([
-        'host',
-        '--store',
-        store.root,
-        '--etcd',
-        this.cluster.endpoints,
-        '--fleet',
-        this.name,
-        '--token-file',
-        this.tokenFile,
-        '--host-id',
-        id,
-        '--listen',
-        '127.0.0.1:0',
-        '--fleet-lease',
-        '2s',
-        '--etcd-timeout',
-        '1s',
-        '--server-ttl',
-        '1500ms',
-        '--drain-timeout',
-        '6s',
-        '--peer-timeout',
-        '1s',
-        ...extra,
-      ]);
+      runCli(
+        [
+          'host',
+          '--store',
+          store.root,
+          '--etcd',
+          this.cluster.endpoints,
+          '--fleet',
+          this.name,
+          '--token-file',
+          this.tokenFile,
+          '--host-id',
+          id,
+          '--listen',
+          `${this.#net?.ip(node) ?? '127.0.0.1'}:0`,
+          '--fleet-lease',
+          '2s',
+          '--etcd-timeout',
+          '1s',
+          '--server-ttl',
+          '1500ms',
+          '--drain-timeout',
+          '6s',
+          '--peer-timeout',
+          '1s',
+          ...extra,
+        ],
+        {},
+        through === undefined ? {} : { through },
+      );
     let agent = start();
     const urlOf = async (p: CliProcess) =>
       (JSON.parse(await p.waitForLine(/"msg":"fleet host agent running"/, opts.startTimeoutMs)) as { url: string }).url;
