@@ -129,6 +129,12 @@ async function main(): Promise<void> {
   );
   // node 0 the coordinator, then one per host of the largest fleet
   const net = rate > 0 ? NetLinks.create(1 + Math.max(...sizes), rate) : undefined;
+  // interrupted: the namespaces and the bridge go with the run (the processes in them die with it)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      net?.remove();
+      process.exit(130);
+    });
   const cluster = await startEtcdCluster(1, net ? { clientHost: net.bridgeIp } : {}).catch((err: unknown) => {
     net?.remove();
     throw err;

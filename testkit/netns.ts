@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 
 /**
  * Machines of one network on this one: a Linux bridge in this namespace
@@ -7,7 +8,10 @@ import { execFileSync } from 'node:child_process';
  * `tc` to `rateMbit` (the node's uplink and its downlink). A process run
  * `through` node i has only that link: bytes between two nodes cross both
  * their links, as between two machines on a switch. Needs root and
- * iproute2 (`ip`, `tc`); `remove()` undoes all of it.
+ * iproute2 (`ip`, `tc`); `remove()` undoes all of it. One at a time on a
+ * machine (its subnet is 10.79.0.0/16); where br_netfilter and a FORWARD
+ * policy of DROP (Docker's) filter bridged traffic, the nodes cannot reach
+ * each other.
  */
 export class NetLinks {
   readonly bridgeIp: string;
@@ -25,8 +29,10 @@ export class NetLinks {
   /** The bridge and `count` nodes (at most 250) with links of `rateMbit`. */
   static create(count: number, rateMbit: number): NetLinks {
     if (count > 250) throw new Error('NetLinks: at most 250 nodes');
-    // short and unique to this process: interface names have at most 15 characters
-    const links = new NetLinks(`ms${process.pid % 10000}`, count, rateMbit);
+    const used = execFileSync('ip', ['-o', 'addr', 'show', 'to', '10.79.0.0/16']).toString().trim();
+    if (used !== '') throw new Error(`NetLinks: 10.79.0.0/16 is in use here already (another run?): ${used}`);
+    // short and unique: interface names have at most 15 characters
+    const links = new NetLinks(`ms${randomBytes(2).toString('hex')}`, count, rateMbit);
     try {
       links.#setUp();
     } catch (err) {
@@ -48,7 +54,11 @@ export class NetLinks {
 
   /** Remove the namespaces and the bridge (their veth pairs go with them); idempotent. */
   remove(): void {
-    for (let i = 0; i < this.#count; i++) run('ip', ['netns', 'del', this.#ns(i)], true);
+    for (let i = 0; i < this.#count; i++) {
+      run('ip', ['netns', 'del', this.#ns(i)], true);
+      // a pair whose end never reached its namespace stays here: deleting one end deletes both
+      run('ip', ['link', 'del', `${this.#prefix}v${i}`], true);
+    }
     run('ip', ['link', 'del', this.#bridge], true);
   }
 

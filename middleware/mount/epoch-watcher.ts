@@ -15,6 +15,18 @@ const NETWORK_FS_TYPES = new Set([
   0x6969, 0xff534d42, 0xfe534d42, 0x517b, 0x65735546, 0x01021997, 0x00c36400, 0x0bd00bd0, 0x01161970, 0x7461636f,
 ]);
 
+/**
+ * statfs magic numbers of local disk file systems, where a stat and a read of
+ * a small file take microseconds: the epoch file is read in the server's own
+ * thread only on these (ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, ZFS, F2FS,
+ * ramfs, bcachefs, JFS, ReiserFS). Anything else, known or not, goes through
+ * libuv's pool, where a hung server cannot stall the event loop.
+ */
+const LOCAL_FS_TYPES = new Set([
+  0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010, 0x858458f6, 0xca451a4e, 0x3153464a,
+  0x52654973,
+]);
+
 /** Native watching still re-checks this often, in case an event was lost. */
 const NATIVE_BACKSTOP_MS = 1000;
 
@@ -44,7 +56,7 @@ export class EpochWatcher {
   #fsWatcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #mode: 'native' | 'poll' = 'poll';
-  /** The file is on a local disk (statfs says so): read in this thread, not through libuv's pool. */
+  /** The file is on a local disk (statfs names one of LOCAL_FS_TYPES): read in this thread, not through libuv's pool. */
   #local = false;
 
   constructor(opts: EpochWatcherOptions) {
@@ -92,14 +104,13 @@ export class EpochWatcher {
   }
 
   async #pickMode(): Promise<'native' | 'poll'> {
-    let network: boolean | null = null;
+    let type: number | null = null;
     try {
-      const fs = await statfs(dirname(this.#opts.epochFile));
-      network = NETWORK_FS_TYPES.has(fs.type);
+      type = (await statfs(dirname(this.#opts.epochFile))).type;
     } catch {}
-    this.#local = network === false;
+    this.#local = type !== null && LOCAL_FS_TYPES.has(type);
     if (this.#opts.mode !== 'auto') return this.#opts.mode;
-    return network ? 'poll' : 'native';
+    return type !== null && NETWORK_FS_TYPES.has(type) ? 'poll' : 'native';
   }
 
   #startTimer(interval: number): void {

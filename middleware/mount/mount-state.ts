@@ -57,7 +57,8 @@ export interface MountHooks<T> {
   onDrop?: (view: MountView<T>) => void;
   /**
    * Called as `next` is mounted, before `previous` is dropped: start what makes
-   * the new view fast (in the background: the switch never waits on it).
+   * the new view fast (in the background: the switch never waits on it). A
+   * throw is ignored.
    */
   warm?: (next: MountView<T>, previous: MountView<T>) => void;
 }
@@ -415,7 +416,11 @@ export class MountState<T> {
     // at a fleet's commit, a head start of lookups held the last server's switch by tens of ms, to
     // spare its first requests lookups they now share with the warm-up (the cache coalesces them).
     if (previous && !same) {
-      this.#hooks.warm?.(next, previous);
+      try {
+        this.#hooks.warm?.(next, previous);
+      } catch {
+        // a warm-up is only ever a head start: the switch is done, and the old view must still be dropped
+      }
       this.#hooks.onDrop?.(previous);
     }
     for (const v of dropped) this.#hooks.onDrop?.(v);

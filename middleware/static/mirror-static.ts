@@ -104,7 +104,10 @@ function warmCache(
     while (i < keys.length && performance.now() < until && stillMounted()) {
       const key = keys[i++] as string;
       await next.data
-        .resolve(key, (admitted) => resolveRequestPath(key, next, opts, admitted ? arena : null, next.data))
+        // a body read for a cache already let go (another epoch came) would only take the arena's room
+        .resolve(key, (admitted) =>
+          resolveRequestPath(key, next, opts, admitted && stillMounted() ? arena : null, next.data),
+        )
         .catch(() => {});
     }
   };
@@ -133,7 +136,8 @@ export function mirrorStatic(options: StaticOptions): MirrorStatic {
         : new FileCache({ maxBytes: RETAINED_CACHE_BYTES, maxEntries: RETAINED_CACHE_ENTRIES }, arena),
     onDrop: (old) => old.data.clear(),
     warm: (next, previous) =>
-      warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena, () => mount.view === next),
+      // the same cache may be mounted again under a new view (a publish that only retires a release)
+      warmCache(next, previous.data.foundKeys(WARM_MAX_KEYS), opts, arena, () => mount.view?.data === next.data),
   });
   const registry = mount.metrics.registry;
   const requests = new RequestCounter(

@@ -1,4 +1,4 @@
-import { renameSync, rmSync } from 'node:fs';
+import { renameSync, rmSync, statSync } from 'node:fs';
 import { type ManifestEntry, same } from './manifest-entry.js';
 import { entryOf, hashOfLine, isFileLine, keyOf, stampOf, withHash } from './manifest-line.js';
 import { hashFileSync } from './manifest-unit.js';
@@ -51,6 +51,8 @@ export function mergeRunsSync(job: MergeJob): MergedManifest {
     const offsets: number[] = [];
     let entries = 0;
     let hashed = 0;
+    // the copy's device, for the hashes' check of the walked file (stat'ed once, when the first is needed)
+    let rootDev: number | undefined;
     for (let line = merged.line; line !== null; line = merged.next()) {
       const key = keyOf(line);
       if (isFileLine(line, key)) {
@@ -63,7 +65,8 @@ export function mergeRunsSync(job: MergeJob): MergedManifest {
         if (known === null) {
           const [, ino, , size] = line.split('\t', 4);
           const path = (JSON.parse(entryOf(line)) as ManifestEntry).path;
-          known = hashFileSync(job.root, path, { ino: Number(ino), size: Number(size) });
+          rootDev ??= statSync(job.root).dev;
+          known = hashFileSync(job.root, path, { ino: Number(ino), size: Number(size), rootDev });
           hashed++;
         }
         line = withHash(line, known);

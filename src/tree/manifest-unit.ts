@@ -112,19 +112,33 @@ let hashBuffer: Buffer | undefined;
  * A file's SHA-256 (hex), read with blocking calls in a walk thread, never
  * from a FIFO or a device put in its place since it was walked (the open
  * does not wait on a FIFO; the read would, for ever). With `walked`, only
- * the very file the walk saw: its inode and size, however it is reached. A
- * parent link to that same inode reads the same bytes, so the open need not
- * check its parents, which costs a `readlink` per file (a first manifest of
- * a million small files took 1.4 times as long). Without it, no link is
- * followed, its own or a parent's.
+ * the very file the walk saw: its inode and size on the root's device,
+ * however it is reached. A parent link to that same inode of the same file
+ * system reads the same bytes, so the open need not check its parents, which
+ * costs a `readlink` per file (a first manifest of a million small files
+ * took 1.4 times as long). A file on another device (a parent swapped for a
+ * link to another file system, where the inode number names another file;
+ * or a mount inside the copy) is opened again refusing parent links.
+ * Without `walked`, no link is followed, its own or a parent's.
  */
-export function hashFileSync(root: string, path: string, walked?: { ino: number; size: number }): string {
-  const fd = walked
+export function hashFileSync(
+  root: string,
+  path: string,
+  walked?: { ino: number; size: number; rootDev: number },
+): string {
+  let fd = walked
     ? openOrNullSync(join(root, path), constants.O_RDONLY | NO_FOLLOW)
     : openCheckedSync(root, path, constants.O_RDONLY);
-  if (fd === null) throw new Error(`${join(root, path)} is gone, or reached through a link, since it was walked`);
   try {
-    const st = fstatSync(fd);
+    if (fd === null) throw new Error(`${join(root, path)} is gone, or reached through a link, since it was walked`);
+    let st = fstatSync(fd);
+    if (walked && st.dev !== walked.rootDev) {
+      closeSync(fd);
+      fd = null;
+      fd = openCheckedSync(root, path, constants.O_RDONLY);
+      if (fd === null) throw new Error(`${join(root, path)} is gone, or reached through a link, since it was walked`);
+      st = fstatSync(fd);
+    }
     if (!st.isFile()) throw new Error(`${join(root, path)} is no longer a regular file`);
     // another file put there since the walk: its hash would go beside the walked one's size
     if (walked && (st.ino !== walked.ino || st.size !== walked.size))
@@ -139,7 +153,7 @@ export function hashFileSync(root: string, path: string, walked?: { ino: number;
     }
     return hash.digest('hex');
   } finally {
-    closeSync(fd);
+    if (fd !== null) closeSync(fd);
   }
 }
 

@@ -73,24 +73,23 @@ describe('manifests on disk, attacked', () => {
       const id = await c.snapshots.take('a');
       // the answer takes a while to make (a large manifest, a busy walk pool)
       const answer = c.snapshots.answer.bind(c.snapshots);
-      let made: Promise<unknown> = Promise.resolve();
+      let made: Promise<unknown> | undefined;
+      let asked!: () => void;
+      const answerAsked = new Promise<void>((resolve) => (asked = resolve));
       c.snapshots.answer = (s, since) => {
-        const p = delay(300).then(() => answer(s, since));
-        made = p;
-        return p;
+        made = delay(300).then(() => answer(s, since));
+        asked();
+        return made as ReturnType<typeof answer>;
       };
       const { port } = new URL(c.url);
-      await new Promise<void>((resolve) => {
-        const req = httpRequest({ host: '127.0.0.1', port, path: `/v1/fleet/manifest?snapshot=${id}`, headers: AUTH });
-        req.on('error', () => resolve());
-        req.end();
-        setTimeout(() => {
-          req.destroy();
-          resolve();
-        }, 50);
-      });
-      // however slow the machine, the answer is made after the hang-up; then the handler has its turn
+      const req = httpRequest({ host: '127.0.0.1', port, path: `/v1/fleet/manifest?snapshot=${id}`, headers: AUTH });
+      req.on('error', () => {});
+      req.end();
+      // the host hangs up once the coordinator has begun its answer, however slow the machine
+      await answerAsked;
+      req.destroy();
       await made;
+      // then the handler has its turn with the answer made for a host gone
       await delay(200);
       assert.deepEqual(c.snapshots.pulls(), { a: 0, b: 0 });
       assert.deepEqual(openUnder(c.dir), [], 'the answer file is still held open by a request long gone');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
@@ -162,10 +162,33 @@ describe('hashing a file the walk saw', () => {
     assert.throws(() => hashFileSync(root, 'gone'), /is gone/);
     // another file renamed over the walked one: not hashed as if it were the one walked
     const { ino, size } = await stat(join(root, 'real', 'f'));
-    assert.equal(hashFileSync(root, 'real/f', { ino, size }).length, 64);
+    const rootDev = (await stat(root)).dev;
+    assert.equal(hashFileSync(root, 'real/f', { ino, size, rootDev }).length, 64);
     await writeFile(join(root, 'real', 'g'), 'other');
     await rename(join(root, 'real', 'g'), join(root, 'real', 'f'));
-    assert.throws(() => hashFileSync(root, 'real/f', { ino, size }), /replaced since it was walked/);
+    assert.throws(() => hashFileSync(root, 'real/f', { ino, size, rootDev }), /replaced since it was walked/);
+  });
+
+  it('refuses a file reached through a parent swapped for a link to another file system, whatever its inode', async (t) => {
+    const dir = await temp.make('mirrorswap-manifest-hash-dev-');
+    const root = join(dir, 'tree');
+    await mkdir(root, { recursive: true });
+    // another file system: an inode number there names another file than the same number here
+    const elsewhere = await mkdtemp(join('/dev/shm', 'mirrorswap-other-fs-')).catch(() => null);
+    if (elsewhere === null || (await stat(elsewhere)).dev === (await stat(root)).dev) {
+      t.skip('no second file system to link to');
+      return;
+    }
+    try {
+      await writeFile(join(elsewhere, 'f'), 'secret');
+      await symlink(elsewhere, join(root, 'dir'));
+      // the walk saw dir/f with this inode and size (as if a file of the tree had them): still refused
+      const { ino, size } = await stat(join(elsewhere, 'f'));
+      const rootDev = (await stat(root)).dev;
+      assert.throws(() => hashFileSync(root, 'dir/f', { ino, size, rootDev }), /through a link/);
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
   });
 });
 
