@@ -12,7 +12,15 @@ import type { Logger } from '../core/logger.js';
 import type { SlotMap, SlotName, StoreLayout } from '../store/store-layout.js';
 import { StoreLock } from '../store/store-lock.js';
 import { writeInclude } from './include-file.js';
-import { configProblem, isWorker, masterNamedBy, readMasterPid, runningMasters, workersOf } from './nginx-processes.js';
+import {
+  ageOf,
+  configProblem,
+  isWorker,
+  masterNamedBy,
+  readMasterPid,
+  runningMasters,
+  workersOf,
+} from './nginx-processes.js';
 
 export interface NginxCompanionOptions {
   layout: StoreLayout;
@@ -44,6 +52,11 @@ export const NGINX_DEFAULTS = {
 
 /** The longest delay a Node timer holds (2^31 - 1 ms, 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A master younger than this may still be forking its first workers: a switch waits for them to settle. */
+const YOUNG_MASTER_MS = 2000;
+/** How long a young master's workers must stay the same before a switch takes them as all there. */
+const SETTLE_MS = 200;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
@@ -384,6 +397,9 @@ export class NginxCompanion {
       return;
     }
     this.#master = master;
+    // nginx writes its pid file before it forks its first workers: a worker of a master started moments
+    // ago that is not listed yet would pass below for one the reload started, serving the old root
+    if ((await ageOf(master)) < YOUNG_MASTER_MS) await this.#workersSettled(master);
     const known = new Set(this.#current);
     // workers this companion did not see start (at its own start, all of them): their root is unknown
     const found = (await workersOf(master)).filter((pid) => !known.has(pid) && !this.#retired.has(pid));
@@ -398,6 +414,26 @@ export class NginxCompanion {
     this.#current = new Set(fresh);
     this.#metrics.reloads.inc();
     await this.#nowServing(this.#written, this.#served?.epoch === record.epoch ? 'expired' : 'reload');
+  }
+
+  /**
+   * Wait until `master`'s workers have not changed for `SETTLE_MS` (at most
+   * `--reload-timeout`): a master just started has forked them all by then
+   * (it forks them one after another, its signals blocked meanwhile, and a
+   * worker is listed once it has set its title).
+   */
+  async #workersSettled(master: number): Promise<void> {
+    const until = Date.now() + this.#opts.reloadTimeout;
+    let last = (await workersOf(master)).sort().join();
+    let since = Date.now();
+    while (Date.now() - since < SETTLE_MS && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 10));
+      const now = (await workersOf(master)).sort().join();
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+      }
+    }
   }
 
   /**

@@ -151,6 +151,22 @@ export async function isWorker(pid: number): Promise<boolean> {
 }
 
 /** The worker processes whose parent is `master`. */
+/**
+ * How long ago `pid` started, in ms: its start in clock ticks since boot
+ * (/proc/PID/stat, at Linux's USER_HZ of 100) against /proc/uptime.
+ * Infinity when either cannot be read.
+ */
+export async function ageOf(pid: number): Promise<number> {
+  try {
+    const [stat, uptime] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile('/proc/uptime', 'utf8')]);
+    const ticks = Number(fieldsAfterName(stat)[19]);
+    const up = Number(uptime.split(' ')[0]);
+    return Number.isFinite(ticks) && Number.isFinite(up) ? up * 1000 - ticks * 10 : Number.POSITIVE_INFINITY;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
 export async function workersOf(master: number): Promise<number[]> {
   let children: number[];
   try {
