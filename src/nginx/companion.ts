@@ -113,9 +113,8 @@ export class NginxCompanion {
   #master: number | null = null;
   #lastError: string | null = null;
   #heartbeatStarted = false;
-  /** When nginx began serving `#switchedEpoch` (ms since 1970); null while it serves no known epoch. */
-  #switchedAt: number | null = null;
-  #switchedEpoch = 0;
+  /** The epoch nginx serves and since when (ms since 1970): the heartbeat's switchedAt; null while it is down. */
+  #switched: { epoch: number; at: number } | null = null;
   #converging: Promise<void> | null = null;
   #again = false;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -182,7 +181,7 @@ export class NginxCompanion {
       snapshot: () => ({
         epoch: this.#served?.epoch ?? 0,
         mounted: this.#served?.slot ?? null,
-        ...(this.#switchedAt !== null ? { switchedAt: new Date(this.#switchedAt).toISOString() } : {}),
+        ...(this.#switched !== null ? { switchedAt: new Date(this.#switched.at).toISOString() } : {}),
         inflight: this.#inflight(),
       }),
       onError: (err) => opts.logger.warn({ err: err.message }, 'could not write the heartbeat'),
@@ -469,13 +468,8 @@ export class NginxCompanion {
   async #nowServing(served: Served, how: 'reload' | 'expired' | 'down' | 'started'): Promise<void> {
     const viaReload = how === 'reload';
     // nginx serves this epoch from now (not while it is down): the heartbeat's switchedAt
-    if (how !== 'down' && served.epoch !== this.#switchedEpoch) {
-      this.#switchedEpoch = served.epoch;
-      this.#switchedAt = Date.now();
-    } else if (how === 'down') {
-      this.#switchedEpoch = 0;
-      this.#switchedAt = null;
-    }
+    if (how === 'down') this.#switched = null;
+    else if (served.epoch !== this.#switched?.epoch) this.#switched = { epoch: served.epoch, at: Date.now() };
     this.#served = served;
     this.#metrics.epoch.set(served.epoch);
     if (viaReload) this.#metrics.switchSeconds.observe(Math.max(0, Date.now() - Date.parse(served.publishedAt)) / 1000);

@@ -150,7 +150,6 @@ export async function isWorker(pid: number): Promise<boolean> {
   return (await isAlive(pid)) && isWorkerTitle(await cmdline(pid));
 }
 
-/** The worker processes whose parent is `master`. */
 /**
  * How long ago `pid` started, in ms: its start in clock ticks since boot
  * (/proc/PID/stat, at Linux's USER_HZ of 100) against /proc/uptime.
@@ -167,6 +166,7 @@ export async function ageOf(pid: number): Promise<number> {
   }
 }
 
+/** The worker processes whose parent is `master`. */
 export async function workersOf(master: number): Promise<number[]> {
   let children: number[];
   try {
