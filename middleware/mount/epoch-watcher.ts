@@ -1,5 +1,5 @@
-import { type FSWatcher, watch as fsWatch, statSync } from 'node:fs';
-import { stat, statfs } from 'node:fs/promises';
+import { type FSWatcher, watch as fsWatch, lstatSync } from 'node:fs';
+import { lstat, statfs } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type EpochRecord, readEpochFile, readEpochFileSync } from '../../src/store/epoch-file.js';
 import { MirrorswapError } from '../../src/core/errors.js';
@@ -132,8 +132,10 @@ export class EpochWatcher {
     const local = this.#local;
     let signature: string;
     try {
-      const st = local ? statSync(file, { bigint: true }) : await stat(file, { bigint: true });
-      signature = `${st.ino}:${st.size}:${st.mtimeNs}`;
+      // lstat: the read refuses a link anyway, and a link must not make the stat wait on where it points;
+      // the change time too: a mode or owner put right (a read refused before) is a change to read again
+      const st = local ? lstatSync(file, { bigint: true }) : await lstat(file, { bigint: true });
+      signature = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     } catch (err) {
       signature = (err as NodeJS.ErrnoException).code ?? 'ERR';
     }
