@@ -12,7 +12,7 @@
  *    and one compressing as files land in master (the default), in turns:
  *    medians and ratios.
  *
- *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only]
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only | --full-only]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -269,12 +269,13 @@ async function journalSyncs(root: string): Promise<void> {
 async function main(): Promise<void> {
   console.log(`# Variants: ${machine()}`);
   const journalOnly = process.argv.includes('--journal-only');
-  if (!journalOnly) compressionTable();
+  const fullOnly = process.argv.includes('--full-only');
+  if (!journalOnly && !fullOnly) compressionTable();
   const root = await mkdtemp(join(tmpdir(), 'mirrorswap-variants-bench-'));
   try {
     if (!journalOnly) await fullCopies(join(root, 'full'));
     await walkPool.close();
-    await journalSyncs(join(root, 'journal'));
+    if (!fullOnly) await journalSyncs(join(root, 'journal'));
   } finally {
     await rm(root, { recursive: true, force: true });
   }
