@@ -23,6 +23,13 @@
  *      sender's transfers, capped by the receiver's downlink.
  *   4. A host places the pulled files (measured: write and fsync each file here), says `prepared`,
  *      and serves peers from then on (visible one etcd round later).
+ *   4b. Pipelined (what hosts do): a host that starts a transfer says it shares the snapshot (visible
+ *      one etcd round later) and serves each file once placed; a host pulls from such a peer when
+ *      no peer holding it whole has a free place. A transfer cannot run ahead of its sender: one
+ *      whose bytes are all in before its sender's are is held, and its last batch (`--batch-mib`,
+ *      the batch a sharing host places at a time) comes once the sender placed its own last
+ *      batch. A transfer that is behind its sender runs at its share of the sender's uplink (the
+ *      model does not slow it to the sender's own inflow: on equal links the two are alike).
  *   5. Once every host prepared, the coordinator commits (one etcd round), each host sees it one
  *      round later, and its web server serves the new release after a switch time drawn around
  *      `--switch-ms` (p50) with `--switch-p99-ms`.
@@ -55,6 +62,8 @@ const ETCD_MS = flag('etcd-ms', 5);
 const SWITCH_MS = flag('switch-ms', 35);
 const SWITCH_P99_MS = flag('switch-p99-ms', 61);
 const PEER_WAIT_MS = flag('peer-wait-ms', 30_000);
+/** The bytes a host pulling and sharing places at a time (pull.ts, SHARED_PLACE_BATCH_BYTES). */
+const BATCH = Math.min(flag('batch-mib', 1) * 2 ** 20, DELTA);
 const BYTES_PER_MS = (GBPS * 1e9) / 8 / 1000;
 
 /** The cost of placing the delta on a host, measured here: `files` files of its size written and fsynced. */
@@ -100,7 +109,7 @@ function logNormal(random: () => number, median: number, sigma: number): number 
 
 const COORDINATOR = -1;
 
-type Kind = 'ready' | 'placed' | 'visible' | 'giveUp';
+type Kind = 'ready' | 'placed' | 'visible' | 'sharing' | 'lastBatch' | 'giveUp';
 interface SimEvent {
   t: number;
   kind: Kind;
@@ -152,7 +161,12 @@ interface Transfer {
   from: number;
   to: number;
   left: number;
+  /** All its bytes are in before its sender's: it waits for the sender's last batch. */
+  held?: boolean;
 }
+
+/** How hosts pass the bytes on: not at all (the coordinator sends all), once prepared, or as placed. */
+type Mode = 'coordinator' | 'store-and-forward' | 'pipelined';
 
 interface Outcome {
   lastServingMs: number;
@@ -160,8 +174,9 @@ interface Outcome {
   fallbacks: number;
 }
 
-/** One swap over `hosts` hosts; peers when `seeds` > 0. */
-function simulate(hosts: number, seeds: number, placeMs: number, random: () => number): Outcome {
+/** One swap over `hosts` hosts. */
+function simulate(hosts: number, mode: Mode, placeMs: number, random: () => number): Outcome {
+  const seeds = mode === 'coordinator' ? 0 : SEEDS;
   const switchSigma = Math.log(SWITCH_P99_MS / SWITCH_MS) / 2.326;
   const proposalSeen = placeMs + MANIFEST_MS + ETCD_MS;
   // timed events: [time, kind, host]
@@ -170,6 +185,9 @@ function simulate(hosts: number, seeds: number, placeMs: number, random: () => n
   for (let h = 0; h < hosts; h++) at(proposalSeen + logNormal(random, PREPARE_MS, PREPARE_SPREAD), 'ready', h);
   const serving = new Array<number>(hosts).fill(0); // pulls a host serves now (peers)
   const visible: number[] = []; // hosts others can pull from
+  const sharing: number[] = []; // hosts pulling that others can pull from (pipelined)
+  const lastBatchIn = new Set<number>(); // sharing hosts that placed their last batch
+  const lastBatchPlaceMs = placeMs * (BATCH / DELTA);
   const waiting = new Set<number>(); // hosts waiting for a peer with a free place
   const transfers: Transfer[] = [];
   let coordinatorBytes = 0;
@@ -184,10 +202,15 @@ function simulate(hosts: number, seeds: number, placeMs: number, random: () => n
     else serving[from] = (serving[from] ?? 0) + 1;
   };
   const tryPeer = (h: number): boolean => {
-    const free = visible.filter((p) => (serving[p] ?? 0) < PEER_SERVE);
-    if (free.length === 0) return false;
-    start(free[Math.floor(random() * free.length)] as number, h);
-    return true;
+    // a peer holding it whole first, then one still pulling it
+    for (const among of [visible, sharing]) {
+      const free = among.filter((p) => (serving[p] ?? 0) < PEER_SERVE && p !== h);
+      if (free.length === 0) continue;
+      start(free[Math.floor(random() * free.length)] as number, h);
+      if (mode === 'pipelined') at(now + ETCD_MS, 'sharing', h);
+      return true;
+    }
+    return false;
   };
   const wake = () => {
     for (const h of [...waiting]) if (tryPeer(h)) waiting.delete(h);
@@ -196,10 +219,10 @@ function simulate(hosts: number, seeds: number, placeMs: number, random: () => n
   for (;;) {
     // the rates now: each sender's uplink shared among its transfers, each receiver pulls one
     const sending = new Map<number, number>();
-    for (const x of transfers) sending.set(x.from, (sending.get(x.from) ?? 0) + 1);
-    const rate = (x: Transfer) => Math.min(BYTES_PER_MS / (sending.get(x.from) ?? 1), BYTES_PER_MS);
+    for (const x of transfers) if (!x.held) sending.set(x.from, (sending.get(x.from) ?? 0) + 1);
+    const rate = (x: Transfer) => (x.held ? 0 : Math.min(BYTES_PER_MS / (sending.get(x.from) ?? 1), BYTES_PER_MS));
     let nextDone = Number.POSITIVE_INFINITY;
-    for (const x of transfers) nextDone = Math.min(nextDone, now + x.left / rate(x));
+    for (const x of transfers) if (!x.held) nextDone = Math.min(nextDone, now + x.left / rate(x));
     const nextEvent = events.peek()?.t ?? Number.POSITIVE_INFINITY;
     if (nextDone === Number.POSITIVE_INFINITY && nextEvent === Number.POSITIVE_INFINITY) break;
     const t = Math.min(nextDone, nextEvent);
@@ -208,28 +231,43 @@ function simulate(hosts: number, seeds: number, placeMs: number, random: () => n
     // transfers done
     for (let i = transfers.length - 1; i >= 0; i--) {
       const x = transfers[i] as Transfer;
-      if (x.left > 1e-6) continue;
+      if (x.held || x.left > 1e-6) continue;
+      if (mode === 'pipelined' && x.from !== COORDINATOR && !lastBatchIn.has(x.from)) {
+        // ahead of its sender: the last batch comes once the sender placed its own
+        x.held = true;
+        x.left = BATCH;
+        continue;
+      }
       transfers.splice(i, 1);
       if (x.from !== COORDINATOR) serving[x.from] = (serving[x.from] ?? 1) - 1;
       at(now + placeMs, 'placed', x.to);
+      if (mode === 'pipelined') at(now + lastBatchPlaceMs, 'lastBatch', x.to);
     }
     if (nextEvent <= now) {
       const e = events.pop() as SimEvent;
       if (e.kind === 'ready') {
-        if (seeds === 0 || e.host < seeds) start(COORDINATOR, e.host);
-        else if (!tryPeer(e.host)) {
+        if (seeds === 0 || e.host < seeds) {
+          start(COORDINATOR, e.host);
+          if (mode === 'pipelined') at(now + ETCD_MS, 'sharing', e.host);
+        } else if (!tryPeer(e.host)) {
           waiting.add(e.host);
           at(now + PEER_WAIT_MS, 'giveUp', e.host);
         }
       } else if (e.kind === 'giveUp' && waiting.delete(e.host)) {
         fallbacks++;
         start(COORDINATOR, e.host);
+        if (mode === 'pipelined') at(now + ETCD_MS, 'sharing', e.host);
       } else if (e.kind === 'placed') {
         prepared++;
         lastPreparedSeen = Math.max(lastPreparedSeen, now + ETCD_MS);
         if (seeds > 0) at(now + ETCD_MS, 'visible', e.host);
       } else if (e.kind === 'visible') {
         visible.push(e.host);
+      } else if (e.kind === 'sharing') {
+        sharing.push(e.host);
+      } else if (e.kind === 'lastBatch') {
+        lastBatchIn.add(e.host);
+        for (const x of transfers) if (x.from === e.host) x.held = false;
       }
     }
     wake();
@@ -260,31 +298,36 @@ function main(): void {
     '| ----- | ---- | ------------------------------------------- | ----------------------------- | ------------------ |',
   );
   const p99s: Record<string, number> = {};
+  const MODES: Record<Mode, string> = {
+    pipelined: `peers, ${SEEDS} seeds, pipelined`,
+    'store-and-forward': `peers, ${SEEDS} seeds, store and forward`,
+    coordinator: 'coordinator only',
+  };
   for (const hosts of HOSTS) {
-    for (const seeds of [SEEDS, 0]) {
+    for (const mode of Object.keys(MODES) as Mode[]) {
       const times: number[] = [];
       let bytes = 0;
       let fallbacks = 0;
       for (let run = 0; run < RUNS; run++) {
-        const o = simulate(hosts, seeds, placeMs, rng(run * 7919 + hosts));
+        const o = simulate(hosts, mode, placeMs, rng(run * 7919 + hosts));
         times.push(o.lastServingMs);
         bytes += o.coordinatorBytes;
         fallbacks += o.fallbacks;
       }
       times.sort((a, b) => a - b);
-      const mode = seeds > 0 ? `peers, ${seeds} seeds` : 'coordinator only';
       p99s[`${hosts} ${mode}`] = percentile(times, 99);
       console.log(
-        `| ${hosts} | ${mode} | ${(percentile(times, 50) / 1000).toFixed(2)} / ${(percentile(times, 99) / 1000).toFixed(2)} s | ` +
+        `| ${hosts} | ${MODES[mode]} | ${(percentile(times, 50) / 1000).toFixed(2)} / ${(percentile(times, 99) / 1000).toFixed(2)} s | ` +
           `${(bytes / RUNS / DELTA).toFixed(2)} | ${(fallbacks / RUNS).toFixed(2)} |`,
       );
     }
   }
   if (HOSTS.length >= 2) {
     const [small, large] = [HOSTS[0], HOSTS[HOSTS.length - 1]];
-    const mode = `peers, ${SEEDS} seeds`;
-    const ratio = (p99s[`${large} ${mode}`] ?? 0) / (p99s[`${small} ${mode}`] ?? 1);
-    console.log(`\nWith peers, p99 at ${large} hosts / at ${small} hosts: **${ratio.toFixed(2)}x**`);
+    for (const mode of ['pipelined', 'store-and-forward'] as const) {
+      const ratio = (p99s[`${large} ${mode}`] ?? 0) / (p99s[`${small} ${mode}`] ?? 1);
+      console.log(`\nWith peers (${MODES[mode]}), p99 at ${large} hosts / at ${small} hosts: **${ratio.toFixed(2)}x**`);
+    }
   }
 }
 

@@ -74,7 +74,13 @@ export async function writeFrames(
   res: ServerResponse,
   root: string,
   files: readonly FileToSend[],
-  opts: { realParents: boolean; sent?: (bytes: number) => void; where: string },
+  opts: {
+    realParents: boolean;
+    sent?: (bytes: number) => void;
+    where: string;
+    /** Waited for before each file is read (a host serving a snapshot it is still pulling: `PullProgress`). */
+    ready?: (path: string) => Promise<void>;
+  },
 ): Promise<void> {
   const parents = opts.realParents ? new RealParents(root) : null;
   const out = async (chunk: Buffer) => {
@@ -83,6 +89,7 @@ export async function writeFrames(
   };
   for (const file of files) {
     const abs = join(root, file.path);
+    await opts.ready?.(file.path);
     await parents?.check(file.path);
     if (file.size !== undefined && file.size <= WHOLE_READ && file.hash) {
       // small files in one read; the hash sent is the snapshot's, so a file changed under it

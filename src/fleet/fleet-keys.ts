@@ -16,6 +16,9 @@ export function fleetKeys(fleet: string) {
     /** Answers to one proposal, keyed by its snapshot: a late answer to another proposal cannot pass for one. */
     prepared: (snapshot: string) => `${root}prepared/${snapshot}/`,
     preparedBy: (snapshot: string, host: string) => `${root}prepared/${snapshot}/${host}`,
+    /** Hosts pulling a proposal's snapshot that serve its files as they place them, keyed by its snapshot. */
+    sharing: (snapshot: string) => `${root}sharing/${snapshot}/`,
+    sharingBy: (snapshot: string, host: string) => `${root}sharing/${snapshot}/${host}`,
     acks: `${root}acks/`,
     ack: (host: string) => `${root}acks/${host}`,
   };
@@ -74,6 +77,17 @@ export type Prepared =
       peer?: string;
     }
   | { ok: false; snapshot: string; error: string };
+
+/**
+ * `sharing/<snapshot>/<host>`: the host pulls the snapshot (it has a source
+ * for its files) and serves each file once placed, at `peer`; on its lease.
+ * Its create revision orders the hosts: a host pulls from a sharing host
+ * only if that one said so first, so no two hosts wait on each other.
+ */
+export interface Sharing {
+  snapshot: string;
+  peer: string;
+}
 
 /** `members/<host>`: a live host, on its lease. */
 export interface MemberRecord {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, createServer, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { fleetRouter } from '../../src/fleet/coordinator/fleet-api.js';
 import type { MemberRecord } from '../../src/fleet/fleet-keys.js';
 import { Snapshots } from '../../src/fleet/coordinator/snapshots.js';
 import { PeerServer } from '../../src/fleet/host/peer-serve.js';
+import { PullProgress } from '../../src/fleet/host/pull-progress.js';
 import { type PeerPull, type PullStats, pullSnapshot } from '../../src/fleet/host/pull.js';
 import { memoryLogger } from '../../testkit/logger.js';
 import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../testkit/hostile-peer.js';
@@ -387,6 +388,149 @@ describe('a pull from peers', () => {
       assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
     } finally {
       await liar.close();
+      await c.close();
+    }
+  });
+});
+
+describe('a host serving a snapshot it is still pulling', () => {
+  /** A peer host whose slot a holds the coordinator's tree but is "being pulled": every file pending in `progress`. */
+  async function sharingHost(c: Awaited<ReturnType<typeof coordinator>>) {
+    const roots = {
+      a: await temp.make('mirrorswap-peers-sharing-a-'),
+      b: await temp.make('mirrorswap-peers-sharing-b-'),
+    };
+    await cp(c.slots.a, roots.a, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    const host = await peerHost(roots);
+    const progress = new PullProgress();
+    const files = ['big.bin', 'css/site.css', 'deep/er/page.html', 'empty', 'index.html'];
+    progress.begin(files);
+    host.peers.share('a', c.snapshot, progress);
+    return { host, roots, progress, files };
+  }
+
+  it('serves each file once placed, never before: a file not yet placed is waited for, not read', async () => {
+    const c = await coordinator();
+    const { host, roots, progress, files } = await sharingHost(c);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      // a pending file holds what the slot had before: whatever is there must not be sent yet
+      await writeFile(join(roots.a, 'index.html'), 'an older release');
+      let done = false;
+      const pulled = pullInto(c, into, peersIn([host.url], { timeoutMs: 3000 })).finally(() => {
+        done = true;
+      });
+      await waitFor('the peer pull to be served', () => host.peers.stats().active === 1, { timeout: 5000 });
+      for (const path of files.filter((p) => p !== 'index.html')) {
+        await new Promise((r) => setTimeout(r, 50));
+        progress.placed(path);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(done, false, 'the pull waits for the file not yet placed');
+      // the pull places the right bytes, then says so
+      await write(roots.a, { 'index.html': 'home' });
+      progress.placed('index.html');
+      const stats = await pulled;
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(stats.peerFailures, 0, 'nothing the peer sent was refused');
+      assert.ok(stats.fromPeers > 3 * 1024 * 1024, `from peers: ${stats.fromPeers}`);
+      assert.equal(c.snapshots.sent().files, 0, 'no file came from the coordinator');
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  it('a pull that fails cuts the answers waiting on it: the peer fetches the rest elsewhere, every file right', async () => {
+    const c = await coordinator();
+    const { host, roots, progress } = await sharingHost(c);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      await writeFile(join(roots.a, 'index.html'), 'an older release');
+      const peers = peersIn([host.url], { timeoutMs: 3000 });
+      const pulled = pullInto(c, into, peers);
+      await waitFor('the peer pull to be served', () => host.peers.stats().active === 1, { timeout: 5000 });
+      progress.placed('big.bin');
+      await new Promise((r) => setTimeout(r, 100));
+      progress.fail(new Error('the coordinator went away'));
+      host.peers.unshare('a');
+      const stats = await pulled;
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(stats.peerFailures, 1, peers.failures.join('; '));
+      assert.ok(c.snapshots.sent().files > 0, 'the rest came from the coordinator');
+      // no longer shared: a new pull of it is told the host does not hold it
+      assert.equal((await post(`${host.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['empty'] })).status, 410);
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  it('a peer that hangs up while its answer waits leaves no wait behind; the place is freed', async () => {
+    const c = await coordinator();
+    const { host, progress } = await sharingHost(c);
+    try {
+      const req = httpRequest(`${host.url}/v1/fleet/files?snapshot=${c.snapshot}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      });
+      req.on('error', () => {});
+      const head = new Promise<IncomingMessage>((resolve) => req.on('response', resolve));
+      req.end(JSON.stringify({ paths: ['index.html'] }));
+      const res = await head;
+      assert.equal(res.statusCode, 200, 'the head comes at once, before the file is there');
+      assert.equal(host.peers.stats().active, 1);
+      req.destroy();
+      await waitFor('the place to be freed', () => host.peers.stats().active === 0, { timeout: 5000 });
+      // the file placed later wakes nobody, and a new request is served at once
+      progress.placed('index.html');
+      const again = await post(`${host.url}/v1/fleet/files?snapshot=${c.snapshot}`, { paths: ['index.html'] });
+      assert.equal(again.status, 200);
+      assert.ok(again.body.includes(Buffer.from('home')));
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  it('a real pull shares as it goes: a second host pulls every file from the first while it pulls', async () => {
+    const c = await coordinator();
+    const roots = { a: await temp.make('mirrorswap-peers-first-a-'), b: await temp.make('mirrorswap-peers-first-b-') };
+    const first = await peerHost(roots);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      const progress = new PullProgress();
+      let sharing!: () => void;
+      const shared = new Promise<void>((r) => {
+        sharing = r;
+      });
+      const firstPull = pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: c.snapshot,
+        base: null,
+        into: roots.a,
+        durable: false,
+        timeoutMs: 5000,
+        progress,
+        onSource: async () => {
+          first.peers.share('a', c.snapshot, progress);
+          sharing();
+        },
+      }).then((stats) => {
+        progress.finish();
+        first.peers.hold('a', c.snapshot);
+        return stats;
+      });
+      await shared;
+      const second = await pullInto(c, into, peersIn([first.url], { timeoutMs: 3000 }));
+      await firstPull;
+      assert.deepEqual(await treeOf(roots.a), await treeOf(c.slots.a));
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(second.peerFailures, 0);
+      assert.ok(second.fromPeers > 3 * 1024 * 1024, `from peers: ${second.fromPeers}`);
+    } finally {
+      await first.close();
       await c.close();
     }
   });

@@ -315,6 +315,7 @@ export class FleetCoordinator {
           );
       }
       await this.#etcd.deletePrefix(this.keys.prepared(args.snapshot)).catch(() => {});
+      await this.#etcd.deletePrefix(this.keys.sharing(args.snapshot)).catch(() => {});
     }
   }
 

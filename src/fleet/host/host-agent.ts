@@ -37,6 +37,7 @@ import { type MembershipStamp, writeMembership } from '../../store/membership.js
 import { CoalescedRun } from '../../core/coalesced-run.js';
 import { type PeerPull, type PullStats, pullSnapshot } from './pull.js';
 import { PeerFinder } from './peer-finder.js';
+import { PullProgress } from './pull-progress.js';
 import { PeerServer, type PeerServeStats } from './peer-serve.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -632,6 +633,9 @@ export class HostAgent {
           log: this.#opts.log,
         })
       : null;
+    // a swap's pull (not a catch-up: the commit is made, nobody waits on it) serves each file to
+    // peers once placed, from when it has a source for them (`sharing`), so the rounds overlap
+    const share = !forCommit && this.#peerUrl !== null ? this.#sharePull(slot, snapshot, finder) : null;
     let stats: PullStats;
     try {
       stats = await pullSnapshot({
@@ -650,6 +654,7 @@ export class HostAgent {
         onStart: (live) => {
           pulling.stats = live;
         },
+        ...(share ? { progress: share.progress, onSource: share.announce } : {}),
         ...(finder
           ? {
               peers: {
@@ -663,15 +668,58 @@ export class HostAgent {
             }
           : {}),
       });
+    } catch (err) {
+      share?.failed(err as Error);
+      throw err;
     } finally {
       finder?.close();
       if (this.#pulling === pulling) this.#pulling = null;
     }
+    share?.progress.finish();
     await this.#recordSlot(slot, { snapshot, copying: false });
     this.#peerServer.hold(slot, snapshot);
     this.#lastPull = { ...stats, snapshot, ms: performance.now() - started, seed: finder === null };
     this.#opts.log.info({ slot, snapshot, ...stats }, `pulled the coordinator's snapshot into slot ${slot}`);
     return slot;
+  }
+
+  /**
+   * Serving the files of a pull into `slot` to peers as they are placed:
+   * `announce` (awaited before each files request: once, when the pull first
+   * has a source) makes the slot's files servable and puts
+   * `sharing/<snapshot>/<host>` on this host's lease; its create revision
+   * then bounds whom the finder picks (only hosts that said so before). A
+   * failed pull cuts the answers waiting on it and takes the key back.
+   */
+  #sharePull(slot: SlotName, snapshot: string, finder: PeerFinder | null) {
+    const progress = new PullProgress();
+    const key = this.#keys.sharingBy(snapshot, this.host);
+    let announced: Promise<void> | null = null;
+    const announce = (): Promise<void> => {
+      announced ??= (async () => {
+        const peer = this.#peerUrl;
+        const lease = this.#lease.lease;
+        if (peer === null || !lease) return;
+        this.#peerServer.share(slot, snapshot, progress);
+        try {
+          const revision = await this.#opts.etcd.put(key, JSON.stringify({ snapshot, peer }), lease);
+          finder?.ownRevision(revision);
+        } catch (err) {
+          // unannounced, nobody pulls from this host before it prepared: the pull goes on
+          this.#opts.log.warn(
+            { err: (err as Error).message, snapshot },
+            'cannot say in etcd that this host shares its pull',
+          );
+        }
+      })();
+      return announced;
+    };
+    const failed = (err: Error) => {
+      progress.fail(err);
+      this.#peerServer.unshare(slot);
+      if (announced) void this.#opts.etcd.delete(key).catch(() => {});
+    };
+    return { progress, announce, failed };
   }
 
   /** Switch this host to the committed epoch: at once when a slot holds it, else after catching up. */

@@ -1,6 +1,6 @@
 import type { Logger } from '../../core/logger.js';
 import type { Etcd, Watch } from '../etcd.js';
-import { type FleetKeys, type MemberRecord, type Prepared, parseJson } from '../fleet-keys.js';
+import { type FleetKeys, type MemberRecord, type Prepared, type Sharing, parseJson } from '../fleet-keys.js';
 import type { PeerAvoided } from './pull.js';
 
 export interface PeerFinderOptions {
@@ -30,13 +30,21 @@ const LOOK_MS = 100;
 /**
  * Finds the peers of one pull: hosts that hold the snapshot whole and serve
  * its files (their `--advertise` URL), picked at random so that a fleet's
- * pulls spread over every host that has it. A peer is only a place to ask:
+ * pulls spread over every host that has it; when none is free, hosts still
+ * pulling it that serve each file once placed (`sharing`), if they said so
+ * before this host did (their create revision is lower than its own), so
+ * that no two hosts ever wait on each other. A peer is only a place to ask:
  * whatever it answers is checked against the coordinator's manifest.
  */
 export class PeerFinder {
   readonly #opts: PeerFinderOptions;
   /** Peers by host: their URL. */
   readonly #peers = new Map<string, string>();
+  /** Hosts pulling the snapshot that share it as they go: their URL, and the revision they said so at. */
+  readonly #sharing = new Map<string, { url: string; revision: number }>();
+  /** The revision this host said it shares at (`ownRevision`); none yet: every sharing host said so before it. */
+  #ownRevision = Number.POSITIVE_INFINITY;
+  #sharingWatch: Watch | null = null;
   /** Hosts that answered the proposal (ok or not), or whose lease is gone: no more peers to wait for from them. */
   readonly #answered = new Set<string>();
   #watch: Watch | null = null;
@@ -55,9 +63,16 @@ export class PeerFinder {
     for (;;) {
       signal?.throwIfAborted();
       if (this.#closed) return null;
-      const known = [...this.#peers.values()];
-      const candidates = known.filter((url) => avoid(url) === null);
-      if (candidates.length > 0) return candidates[Math.floor(Math.random() * candidates.length)] as string;
+      const whole = [...this.#peers.values()];
+      const partial = [...this.#sharing]
+        .filter(([host, s]) => !this.#peers.has(host) && s.revision < this.#ownRevision)
+        .map(([, s]) => s.url);
+      const known = [...whole, ...partial];
+      // a peer holding it whole first: it never waits for a file
+      for (const urls of [whole, partial]) {
+        const candidates = urls.filter((url) => avoid(url) === null);
+        if (candidates.length > 0) return candidates[Math.floor(Math.random() * candidates.length)] as string;
+      }
       if (this.#hopeless(known.every((url) => avoid(url) === 'failed')) || this.#waited >= this.#opts.waitMs)
         return null;
       const started = performance.now();
@@ -79,9 +94,15 @@ export class PeerFinder {
     }
   }
 
+  /** This host said it shares the snapshot at `revision`: from now on, it pulls only from hosts that said so before. */
+  ownRevision(revision: number): void {
+    this.#ownRevision = revision;
+  }
+
   close(): void {
     this.#closed = true;
     this.#watch?.close();
+    this.#sharingWatch?.close();
     this.#wake?.();
   }
 
@@ -117,6 +138,21 @@ export class PeerFinder {
       onCompacted: () => void this.#read(),
       onError: (err) => this.#opts.log.warn({ err: err.message }, 'watch of peers interrupted; resuming'),
     });
+    const sharing = this.#opts.keys.sharing(this.#opts.snapshot);
+    this.#sharingWatch = this.#opts.etcd.watch(sharing, {
+      prefix: true,
+      ...(revision !== null ? { fromRevision: revision + 1 } : {}),
+      onEvents: (events) => {
+        for (const e of events) {
+          const host = e.kv.key.slice(sharing.length);
+          if (e.type === 'put') this.#sawSharing(host, e.kv.createRevision, parseJson<Sharing>(e.kv.value));
+          else this.#sharing.delete(host);
+        }
+        this.#wake?.();
+      },
+      onCompacted: () => void this.#read(),
+      onError: (err) => this.#opts.log.warn({ err: err.message }, 'watch of sharing peers interrupted; resuming'),
+    });
   }
 
   /** Read the peers from etcd; the revision read at (null when the read failed: the wait goes on). */
@@ -141,6 +177,9 @@ export class PeerFinder {
       const prefix = keys.prepared(snapshot);
       const { kvs, revision } = await etcd.getPrefix(prefix);
       for (const kv of kvs) this.#saw(kv.key.slice(prefix.length), parseJson<Prepared>(kv.value));
+      const sharing = keys.sharing(snapshot);
+      for (const kv of (await etcd.getPrefix(sharing)).kvs)
+        this.#sawSharing(kv.key.slice(sharing.length), kv.createRevision, parseJson<Sharing>(kv.value));
       // a seed that never answers because it is gone (its lease ended) is failed too
       for (const seed of this.#opts.seeds) {
         if (this.#answered.has(seed)) continue;
@@ -153,11 +192,18 @@ export class PeerFinder {
     }
   }
 
+  #sawSharing(host: string, revision: number, record: Sharing | null): void {
+    if (!record || record.snapshot !== this.#opts.snapshot || host === this.#opts.self || !validUrl(record.peer))
+      return;
+    this.#sharing.set(host, { url: record.peer, revision });
+  }
+
   #saw(host: string, answer: Prepared | null): void {
     if (!answer || answer.snapshot !== this.#opts.snapshot || host === this.#opts.self) return;
     this.#answered.add(host);
     if (answer.ok && validUrl(answer.peer)) this.#peers.set(host, answer.peer as string);
     else this.#peers.delete(host);
+    if (!answer.ok) this.#sharing.delete(host); // its pull failed: it shares nothing more
   }
 }
 

@@ -6,6 +6,7 @@ import type { Logger } from '../../core/logger.js';
 import { bearerMatches } from '../../core/token-match.js';
 import type { SlotMap, SlotName } from '../../store/store-layout.js';
 import { BAD_PATHS, readFilesRequest, writeFrames } from '../fleet-files.js';
+import type { PullProgress } from './pull-progress.js';
 
 export interface PeerServeOptions {
   /** The fleet token: what peers give, as they give the coordinator. */
@@ -46,6 +47,8 @@ const PEER_REQUEST_MS = 10_000;
 interface SlotState {
   /** The snapshot the slot holds whole, served to peers; null while it is being rewritten or unknown. */
   id: string | null;
+  /** The snapshot being pulled into the slot, served as its files are placed (`share`); null when none. */
+  pulling: { id: string; progress: PullProgress } | null;
   /** Peer pulls reading the slot now, each with how to cut it. */
   pulls: Set<() => void>;
 }
@@ -54,7 +57,10 @@ interface SlotState {
  * A host's side of peers sharing the bytes: the files of a snapshot one of
  * its slots holds whole, served to other hosts as the coordinator serves
  * them (`POST /v1/fleet/files?snapshot=S`, the fleet token, the same
- * frames). Only while the slot holds it: before the host rewrites a slot,
+ * frames); and, while the host still pulls a snapshot into a slot, each file
+ * of it once placed (`share`: the answer waits for the files not yet
+ * there, so the rounds of pulls overlap). Only while the slot holds it (or
+ * the pull goes on): before the host rewrites a slot,
  * `release` stops new pulls of it and cuts those under way (the peer sees a
  * cut answer and asks elsewhere). A file is read only as a regular file
  * under real directories of the slot, whatever path is asked for; the side
@@ -81,13 +87,31 @@ export class PeerServer {
 
   /** The snapshot `slot` holds whole now (after a pull into it, or as recorded at start): served from now on. */
   hold(slot: SlotName, id: string | null): void {
-    this.#state(slot).id = id;
+    const state = this.#state(slot);
+    state.id = id;
+    state.pulling = null;
+  }
+
+  /**
+   * `slot` is being pulled into, to hold `id`: its files are served as
+   * `progress` says they are placed, until `hold` (the pull is done) or
+   * `release`. A pull that fails cuts the answers waiting on it (`PullProgress.fail`).
+   */
+  share(slot: SlotName, id: string, progress: PullProgress): void {
+    const state = this.#state(slot);
+    state.id = null;
+    state.pulling = { id, progress };
+  }
+
+  /** Stop serving what `slot` is being pulled to hold (the pull failed); answers under way are cut by their progress. */
+  unshare(slot: SlotName): void {
+    this.#state(slot).pulling = null;
   }
 
   #state(slot: SlotName): SlotState {
     let state = this.#slots.get(slot);
     if (state === undefined) {
-      state = { id: null, pulls: new Set() };
+      state = { id: null, pulling: null, pulls: new Set() };
       this.#slots.set(slot, state);
     }
     return state;
@@ -101,6 +125,7 @@ export class PeerServer {
   async release(slot: SlotName): Promise<void> {
     const state = this.#state(slot);
     state.id = null;
+    state.pulling = null;
     const started = Date.now();
     let cut = false;
     while (state.pulls.size > 0 && Date.now() - started < this.#opts.graceMs + 5000) {
@@ -146,7 +171,13 @@ export class PeerServer {
       return;
     }
     const snapshot = String(queryOf(req).snapshot ?? '');
-    const slotOf = () => (snapshot === '' ? undefined : [...this.#slots].find(([, s]) => s.id === snapshot)?.[0]);
+    // a slot holding it whole first; else one it is being pulled into
+    const slotOf = (): [SlotName, PullProgress | null] | undefined => {
+      if (snapshot === '') return undefined;
+      for (const [slot, s] of this.#slots) if (s.id === snapshot) return [slot, null];
+      for (const [slot, s] of this.#slots) if (s.pulling?.id === snapshot) return [slot, s.pulling.progress];
+      return undefined;
+    };
     this.#stats.active++;
     let state: SlotState | null = null;
     const cut = () => res.destroy();
@@ -167,7 +198,8 @@ export class PeerServer {
         return;
       }
       // looked up once the body is read: the slot may have been released meanwhile
-      const slot = slotOf();
+      const found = slotOf();
+      const [slot, progress] = found ?? [undefined, null];
       const root = slot === undefined ? undefined : this.#opts.roots[slot];
       if (slot === undefined || root === undefined) {
         sendJson(res, 410, errorBody('SNAPSHOT_GONE', 'no slot of this host holds that snapshot (now)'));
@@ -179,6 +211,10 @@ export class PeerServer {
       res.setTimeout(PEER_IDLE_MS, cut);
       this.#stats.pulls++;
       res.setHeader('content-type', 'application/x-mirrorswap-files');
+      // the answer's head at once: the peer times it, and the first file may still be on its way here
+      const hungUp = new AbortController();
+      res.once('close', () => hungUp.abort(new Error('the peer hung up')));
+      if (progress) res.flushHeaders();
       await writeFrames(
         res,
         root,
@@ -186,6 +222,7 @@ export class PeerServer {
         {
           realParents: true,
           where: `slot ${slot}`,
+          ...(progress ? { ready: (path: string) => progress.ready(path, hungUp.signal) } : {}),
           sent: (n) => {
             this.#stats.bytes += n;
           },

@@ -23,6 +23,7 @@ import {
 } from '../../tree/manifest.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { linkFromCopy } from './pull-share.js';
+import type { PullProgress } from './pull-progress.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
 import {
   checkFrameHeaderLength,
@@ -60,6 +61,14 @@ export interface PullOptions {
   contentIndex?: boolean;
   /** Fetch the files from peers that hold the snapshot, the coordinator the fallback (absent: from the coordinator). */
   peers?: PeerPull;
+  /**
+   * Told which files the pull fetches, and each as it is placed, so that
+   * this host can serve them to its own peers before the pull ends
+   * (`PeerServer.share`). Files are then placed in smaller batches.
+   */
+  progress?: PullProgress;
+  /** Awaited before each files request, once the pull has a source for them (the host then says it shares what it pulls). */
+  onSource?: () => Promise<void>;
   /**
    * Another copy of this host (the mounted one, on a host keeping releases):
    * a file it holds with the same content, mode and time is hard-linked from
@@ -259,6 +268,7 @@ async function applyDelta(
   }
   stats.totalFiles = all.length;
   stats.totalBytes = all.reduce((sum, f) => sum + f.size, 0);
+  opts.progress?.begin(all.map((f) => f.path));
   const sources = new Sources(opts, limits, stats);
   const files = opts.peers ? [...all.filter((f) => !f.hash), ...all.filter((f) => f.hash)] : all;
   for (let i = 0; i < files.length; ) {
@@ -452,6 +462,7 @@ async function fetchFiles(
   limits: Readonly<PullLimits>,
   done: Set<string>,
 ): Promise<void> {
+  await opts.onSource?.();
   const res = await request(
     { ...opts, from: from.url, timeoutMs: from.timeoutMs },
     `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`,
@@ -469,7 +480,10 @@ async function fetchFiles(
     done.add(f.path);
     stats.files++;
     stats.bytes += f.size;
+    opts.progress?.placed(f.path);
   };
+  // files placed sooner when peers pull them from this host meanwhile: they wait for each
+  const batchBytes = opts.progress ? SHARED_PLACE_BATCH_BYTES : PLACE_BATCH_BYTES;
   // small files are checked here and written by the walk threads, many at a time: one blocking
   // call each instead of a thread-pool round trip per open, write, chmod, utimes and rename
   let pending: PlacedFile[] = [];
@@ -502,7 +516,7 @@ async function fetchFiles(
         pendingEntries.push(want);
         pendingBytes += want.size;
         received(4 + lenBuf.readUInt32BE(0) + want.size + 32);
-        if (pendingBytes >= PLACE_BATCH_BYTES || pending.length >= PLACE_BATCH_FILES) await place();
+        if (pendingBytes >= batchBytes || pending.length >= PLACE_BATCH_FILES) await place();
       } else {
         await receiveLarge(opts, want, reader, tmp, fsyncEach, from);
         received(4 + lenBuf.readUInt32BE(0) + want.size + 32);
@@ -518,6 +532,8 @@ async function fetchFiles(
 /** Files at most this large are read whole and placed by the walk threads. */
 const SMALL_FILE = 1024 * 1024;
 const PLACE_BATCH_BYTES = 16 * 1024 * 1024;
+/** The batch when peers pull from this host while it pulls (`PullOptions.progress`): a round trip to a walk thread per MiB. */
+const SHARED_PLACE_BATCH_BYTES = 1024 * 1024;
 const PLACE_BATCH_FILES = 512;
 
 function checkHash(want: ManifestEntry, got: Buffer, sent: Buffer, from: FileSource): void {

@@ -1,0 +1,88 @@
+import { MirrorswapError } from '../../core/errors.js';
+
+/**
+ * What a pull under way has placed, for the peers pulling the same snapshot
+ * from this host before it holds the whole of it (pipelining: the rounds of
+ * pulls overlap instead of following each other). A path is ready once the
+ * pull has placed it (checked against the manifest, renamed into place), or
+ * when the pull does not fetch it at all (the slot held it already); a path
+ * it still fetches is waited for. Once the pull has failed or was given up,
+ * every wait fails: the peer sees a cut answer and asks another.
+ */
+export class PullProgress {
+  /** Paths still to place; null until the pull knows what it fetches. */
+  #pending: Set<string> | null = null;
+  readonly #waiters = new Map<string, Set<Waiter>>();
+  #failed: Error | null = null;
+
+  /** The pull knows what it fetches: `paths`, placed one by one from now on. */
+  begin(paths: Iterable<string>): void {
+    this.#pending = new Set(paths);
+  }
+
+  /** `path` is in place. */
+  placed(path: string): void {
+    this.#pending?.delete(path);
+    const waiters = this.#waiters.get(path);
+    if (!waiters) return;
+    this.#waiters.delete(path);
+    for (const w of waiters) w.resolve();
+  }
+
+  /** The pull placed everything: no path is waited for any more. */
+  finish(): void {
+    this.#pending = new Set();
+    for (const path of [...this.#waiters.keys()]) this.placed(path);
+  }
+
+  /** The pull failed or was given up: every wait, now or later, fails with `err`. */
+  fail(err: Error): void {
+    this.#failed ??= err;
+    const waiters = [...this.#waiters.values()];
+    this.#waiters.clear();
+    for (const set of waiters) for (const w of set) w.reject(this.#failed);
+  }
+
+  /** True when `path` may be read now. */
+  isReady(path: string): boolean {
+    return this.#failed === null && this.#pending !== null && !this.#pending.has(path);
+  }
+
+  /**
+   * Resolves once `path` may be read from the slot; rejects once the pull
+   * failed, or when `signal` aborts (the peer hung up: its wait is dropped).
+   */
+  ready(path: string, signal?: AbortSignal): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (this.#pending === null)
+      return Promise.reject(new MirrorswapError('FLEET_PULL', 'this host does not know yet what its pull fetches'));
+    if (!this.#pending.has(path)) return Promise.resolve();
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<void>((resolve, reject) => {
+      const waiters = this.#waiters.get(path) ?? new Set<Waiter>();
+      this.#waiters.set(path, waiters);
+      const onAbort = () => {
+        waiters.delete(waiter);
+        if (waiters.size === 0 && this.#waiters.get(path) === waiters) this.#waiters.delete(path);
+        reject(signal?.reason);
+      };
+      const waiter: Waiter = {
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      waiters.add(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+}

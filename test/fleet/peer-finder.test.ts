@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { EtcdGateway } from '../../src/fleet/etcd.js';
+import { fleetKeys } from '../../src/fleet/fleet-keys.js';
+import { PeerFinder } from '../../src/fleet/host/peer-finder.js';
+import { type EtcdCluster, startEtcdCluster } from '../../testkit/etcd.js';
+import { memoryLogger } from '../../testkit/logger.js';
+
+// Hosts still pulling a snapshot share its files as they place them. A host pulls from such a
+// host only if that one said so first (a lower create revision of its `sharing` key): two hosts
+// pulling from each other would each wait for a file the other has not placed.
+describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () => {
+  let cluster: EtcdCluster;
+  let etcd: EtcdGateway;
+  before(async () => {
+    cluster = await startEtcdCluster(1);
+    etcd = new EtcdGateway({ endpoints: cluster.endpoints.split(',') });
+  });
+  after(async () => {
+    etcd?.close();
+    await cluster?.stop();
+  });
+
+  const SNAPSHOT = 'snap-1';
+  const finderFor = (fleet: string, waitMs = 300) =>
+    new PeerFinder({
+      etcd,
+      keys: fleetKeys(fleet),
+      snapshot: SNAPSHOT,
+      self: 'me',
+      from: 'prepared',
+      seeds: ['seed'],
+      waitMs,
+      backstopMs: 50,
+      log: memoryLogger(),
+    });
+  const share = (fleet: string, host: string, snapshot = SNAPSHOT) =>
+    etcd.put(
+      fleetKeys(fleet).sharingBy(snapshot, host),
+      JSON.stringify({ snapshot, peer: `http://${host}.test:7071` }),
+    );
+
+  it('picks only hosts that said they share before this host did: never one that may be pulling from it', async () => {
+    const fleet = 'finder-order';
+    await share(fleet, 'older');
+    const own = await share(fleet, 'me');
+    await share(fleet, 'younger');
+    await share(fleet, 'other-snapshot', 'snap-0');
+    const finder = finderFor(fleet);
+    try {
+      finder.ownRevision(own);
+      const picked = new Set<string>();
+      for (let i = 0; i < 30; i++) picked.add((await finder.pick(() => null)) ?? 'none');
+      assert.deepEqual([...picked], ['http://older.test:7071']);
+      // the older one failed: the younger one is never a fallback; the wait ends with the coordinator
+      const none = await finder.pick((url) => (url === 'http://older.test:7071' ? 'failed' : null));
+      assert.equal(none, null);
+    } finally {
+      finder.close();
+    }
+  });
+
+  it('before it shares, any host sharing is older than it; a host holding it whole comes first', async () => {
+    const fleet = 'finder-whole';
+    await share(fleet, 'sharing');
+    const finder = finderFor(fleet, 2000);
+    try {
+      assert.equal(await finder.pick(() => null), 'http://sharing.test:7071');
+      // one that prepared it (holds it whole, never waits for a file) is picked first, as it is seen
+      await etcd.put(
+        fleetKeys(fleet).preparedBy(SNAPSHOT, 'whole'),
+        JSON.stringify({ ok: true, slot: 'b', snapshot: SNAPSHOT, peer: 'http://whole.test:7071' }),
+      );
+      let first: string | null = null;
+      for (let i = 0; i < 100 && first !== 'http://whole.test:7071'; i++) {
+        first = await finder.pick(() => null);
+        if (first !== 'http://whole.test:7071') await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(first, 'http://whole.test:7071');
+      for (let i = 0; i < 20; i++) assert.equal(await finder.pick(() => null), 'http://whole.test:7071');
+      // a sharing host whose pull failed (its answer says so) is no peer any more
+      await etcd.put(
+        fleetKeys(fleet).preparedBy(SNAPSHOT, 'sharing'),
+        JSON.stringify({ ok: false, snapshot: SNAPSHOT, error: 'the pull failed' }),
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      const left = await finder.pick((url) => (url === 'http://whole.test:7071' ? 'failed' : null));
+      assert.equal(left, null, 'no peer is left but the coordinator');
+    } finally {
+      finder.close();
+    }
+  });
+});
