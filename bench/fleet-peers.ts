@@ -3,8 +3,9 @@
  * twice in one run, once with every host pulling from the coordinator
  * (`--seeds 0`) and once with peers (`--seeds N`): a one-member etcd, a
  * coordinator and N host agents (separate processes and stores, each with
- * one web server), on loopback. Per swap of one changed file of
- * `--change` bytes: the bytes the coordinator sent (files answers and
+ * one web server), on loopback. Per swap of a change of `--change` bytes
+ * in `--pieces` files (one by default: a host passes a file on to its peers
+ * once it has the whole of it, so more pieces let the rounds overlap): the bytes the coordinator sent (files answers and
  * manifests, from its own count, `fleet.sent`), the bytes hosts took from
  * peers, and publish (the sync request) to the last web server serving the
  * new content; p50 and max over `--swaps`.
@@ -14,7 +15,7 @@
  * `tc` to MBIT each way (testkit/netns.ts); etcd, the web servers and the
  * bench stay on the bridge's side, unshaped.
  *
- *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --seeds 2 --rate 100]
+ *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --pieces 1 --seeds 2 --rate 100]
  */
 import { randomBytes } from 'node:crypto';
 import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
@@ -26,9 +27,20 @@ const swaps = flag('swaps', 5);
 const change = flag('change', 4 * 1024 * 1024);
 const seeds = flag('seeds', 2);
 const rate = flag('rate', 0);
+const pieces = Math.max(1, flag('pieces', 1));
 const sizesAt = process.argv.indexOf('--sizes');
 const sizes = (sizesAt > 0 ? (process.argv[sizesAt + 1] ?? '') : '8,16').split(',').map(Number);
-const FILE = 'changed.bin';
+/** The changed files: the first holds the marker the bench polls for. */
+const FILES = pieces === 1 ? ['changed.bin'] : Array.from({ length: pieces }, (_, k) => `changed-${k}.bin`);
+const FILE = FILES[0] as string;
+
+/** Write the change: `pieces` files of random bytes, `change` bytes in all, each headed by `marker`. */
+async function putChange(coordinator: FleetCoordinatorProc, marker: string): Promise<void> {
+  for (let k = 0; k < FILES.length; k++) {
+    const size = Math.floor(change / FILES.length) + (k < change % FILES.length ? 1 : 0);
+    await put(coordinator, FILES[k] as string, Buffer.concat([Buffer.from(`${marker}\n`), randomBytes(size)]));
+  }
+}
 
 interface Sent {
   manifests: number;
@@ -89,13 +101,13 @@ async function run(cluster: EtcdCluster, n: number, seedCount: number, net: NetL
     // a tree beside the changed file, and two swaps: each host's two slots then hold a copy
     for (let i = 0; i < 200; i++) await put(coordinator, `d${i % 10}/f${i}.html`, randomBytes(2048));
     for (let w = 0; w < 2; w++) {
-      await put(coordinator, FILE, Buffer.concat([Buffer.from(`warm-${w}\n`), randomBytes(change)]));
+      await putChange(coordinator, `warm-${w}`);
       await sync(coordinator, hosts);
     }
     const perSwap: { files: number; manifests: number; fromPeers: number; toServedMs: number }[] = [];
     for (let s = 0; s < swaps; s++) {
       const marker = `swap-${s}`;
-      await put(coordinator, FILE, Buffer.concat([Buffer.from(`${marker}\n`), randomBytes(change)]));
+      await putChange(coordinator, marker);
       const before = await sent(coordinator);
       const asked = performance.now();
       const served = hosts.map(async (h) => {
@@ -125,7 +137,7 @@ const mib = (b: number) => `${(b / 1024 / 1024).toFixed(2)} MiB`;
 
 async function main(): Promise<void> {
   console.log(
-    `fleet peers bench: ${machine()}; ${swaps} swaps of one changed ${mib(change)} file per fleet size and mode; --seeds ${seeds} for peers; ${rate > 0 ? `each process on its own ${rate} Mbit/s link (tc)` : 'on loopback'}`,
+    `fleet peers bench: ${machine()}; ${swaps} swaps of a ${mib(change)} change in ${pieces} file(s) per fleet size and mode; --seeds ${seeds} for peers; ${rate > 0 ? `each process on its own ${rate} Mbit/s link (tc)` : 'on loopback'}`,
   );
   // node 0 the coordinator, then one per host of the largest fleet
   const net = rate > 0 ? NetLinks.create(1 + Math.max(...sizes), rate) : undefined;

@@ -22,6 +22,8 @@ import { frameHeader } from '../src/fleet/fleet-files.js';
  * - `busy`: 503, as a peer serving its limit answers;
  * - `gone`: 410, as a peer whose slot no longer holds the snapshot;
  * - `huge-header`: a frame header length of 1 GiB;
+ * - `empty`: a whole answer holding none of the files, as a peer still
+ *   pulling answers when it has none of them yet (for ever);
  * - `error-drip`: a 500 whose body never ends, a byte a second;
  * - `good`: the right answer (a peer that holds the tree).
  */
@@ -38,6 +40,7 @@ export type PeerMode =
   | 'gone'
   | 'huge-header'
   | 'error-drip'
+  | 'empty'
   | 'good';
 
 export const HOSTILE_MODES: readonly PeerMode[] = [
@@ -53,6 +56,7 @@ export const HOSTILE_MODES: readonly PeerMode[] = [
   'gone',
   'huge-header',
   'error-drip',
+  'empty',
 ];
 
 export interface HostilePeer {
@@ -82,6 +86,11 @@ export async function startHostilePeer(mode: PeerMode, root: string): Promise<Ho
       res.writeHead(500, { 'content-type': 'text/plain' });
       const drip = setInterval(() => res.write('x'), 1000);
       timers.add(drip);
+      return;
+    }
+    if (mode === 'empty') {
+      res.writeHead(200, { 'content-type': 'application/x-mirrorswap-files' });
+      res.end();
       return;
     }
     const { paths } = JSON.parse(body.toString()) as { paths: string[] };

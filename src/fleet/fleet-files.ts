@@ -78,8 +78,12 @@ export async function writeFrames(
     realParents: boolean;
     sent?: (bytes: number) => void;
     where: string;
-    /** Waited for before each file is read (a host serving a snapshot it is still pulling: `PullProgress`). */
-    ready?: (path: string) => Promise<void>;
+    /**
+     * Waited for before each file is read (a host serving a snapshot it is
+     * still pulling: `PullProgress`); false ends the answer there, whole
+     * frames only (the file is not there yet: the peer asks again for the rest).
+     */
+    ready?: (path: string) => Promise<boolean>;
   },
 ): Promise<void> {
   const parents = opts.realParents ? new RealParents(root) : null;
@@ -89,7 +93,7 @@ export async function writeFrames(
   };
   for (const file of files) {
     const abs = join(root, file.path);
-    await opts.ready?.(file.path);
+    if (opts.ready && !(await opts.ready(file.path))) return;
     await parents?.check(file.path);
     if (file.size !== undefined && file.size <= WHOLE_READ && file.hash) {
       // small files in one read; the hash sent is the snapshot's, so a file changed under it

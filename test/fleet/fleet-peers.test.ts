@@ -142,18 +142,21 @@ describe('fleet mode: peers share the bytes', { timeout: 600_000 }, () => {
     assert.equal(gone.status, 410);
   });
 
-  it('hostile peers advertised mid-swap: every host prepares the coordinator bytes, none of theirs', async () => {
+  it('hostile peers advertised mid-swap, as prepared or as sharing: every host prepares the coordinator bytes, none of theirs', async () => {
     const f = fleets[0] as TestFleet;
     const coordinator = f.coordinator as FleetCoordinatorProc;
     const hosts = f.hosts;
-    const modes: PeerMode[][] = [
-      ['damaged', 'other-path', 'wrong-size'],
-      ['hang', 'stall', 'slow'],
-      ['cut', 'busy', 'huge-header', 'error-drip', 'bad-trailer', 'gone'],
+    // the last round says they still pull it and share it as they go (`sharing`): picked when no
+    // host holding it whole is free, which at the start of a swap is every time
+    const modes: [PeerMode[], 'prepared' | 'sharing'][] = [
+      [['damaged', 'other-path', 'wrong-size'], 'prepared'],
+      [['hang', 'stall', 'slow'], 'prepared'],
+      [['cut', 'busy', 'huge-header', 'error-drip', 'bad-trailer', 'gone'], 'prepared'],
+      [['damaged', 'hang', 'cut', 'wrong-size'], 'sharing'],
     ];
     let version = 10;
     let last: string | null = null;
-    for (const round of modes) {
+    for (const [round, as] of modes) {
       // each lies from the tree the coordinator's copy will hold (same paths and sizes)
       const bad: HostilePeer[] = await Promise.all(round.map((m) => startHostilePeer(m, coordinator.store.master)));
       try {
@@ -166,8 +169,14 @@ describe('fleet mode: peers share the bytes', { timeout: 600_000 }, () => {
         const keys = fleetKeys(f.name);
         for (const [i, b] of bad.entries())
           await etcd.put(
-            keys.preparedBy(proposal.snapshot, `evil-${i}`),
-            JSON.stringify({ ok: true, slot: 'a', snapshot: proposal.snapshot, peer: b.url }),
+            as === 'prepared'
+              ? keys.preparedBy(proposal.snapshot, `evil-${i}`)
+              : keys.sharingBy(proposal.snapshot, `evil-${i}`),
+            JSON.stringify(
+              as === 'prepared'
+                ? { ok: true, slot: 'a', snapshot: proposal.snapshot, peer: b.url }
+                : { snapshot: proposal.snapshot, peer: b.url },
+            ),
           );
         const res = await pending;
         assert.equal(res.status, 200, JSON.stringify(res.body));
@@ -176,7 +185,7 @@ describe('fleet mode: peers share the bytes', { timeout: 600_000 }, () => {
         const asked = bad.reduce((n, b) => n + b.requests, 0);
         const failures = await Promise.all(hosts.map(async (h) => (await h.status()).lastPull?.peerFailures ?? 0));
         console.log(
-          `fleet peers: hostile ${round.join(', ')}: asked ${asked} times; failures per host ${JSON.stringify(failures)}`,
+          `fleet peers: hostile ${round.join(', ')} (${as}): asked ${asked} times; failures per host ${JSON.stringify(failures)}`,
         );
         assert.ok(asked > 0, 'the hostile peers were asked');
       } finally {

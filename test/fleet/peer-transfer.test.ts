@@ -318,7 +318,7 @@ describe('a pull from peers', () => {
         const stats: PullStats = await pullInto(c, into, peers);
         assert.deepEqual(await treeOf(into), await treeOf(c.slots.a), 'the tree is the coordinator snapshot');
         assert.ok(bad.requests >= 1, 'the hostile peer was asked');
-        if (mode === 'busy') assert.ok(stats.peerBusy >= 1);
+        if (mode === 'busy' || mode === 'empty') assert.ok(stats.peerBusy >= 1);
         else assert.equal(stats.peerFailures, 1, peers.failures.join('; '));
         assert.equal(c.snapshots.sent().files, 0, 'the good peer, not the coordinator, sent the files');
         assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
@@ -330,6 +330,33 @@ describe('a pull from peers', () => {
       }
     });
   }
+
+  it('a peer answering none of the files again and again fails at the tenth such answer', async () => {
+    const c = await coordinator();
+    const bad: HostilePeer = await startHostilePeer('empty', c.slots.a);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      // a pick that waits out a peer passed over as busy, as the host's finder does
+      const peers = peersIn([bad.url], {
+        pick: async (avoid) => {
+          for (;;) {
+            const why = avoid(bad.url);
+            if (why === null) return bad.url;
+            if (why === 'failed') return null;
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        },
+      });
+      const stats = await pullInto(c, into, peers);
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(bad.requests, 10);
+      assert.equal(stats.peerFailures, 1, peers.failures.join('; '));
+      assert.equal(stats.peerBusy, 9);
+    } finally {
+      await bad.close();
+      await c.close();
+    }
+  });
 
   it('every peer lying or failing: after the bound of failures the coordinator sends the rest', async () => {
     const c = await coordinator();
@@ -434,6 +461,41 @@ describe('a host serving a snapshot it is still pulling', () => {
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.equal(stats.peerFailures, 0, 'nothing the peer sent was refused');
       assert.ok(stats.fromPeers > 3 * 1024 * 1024, `from peers: ${stats.fromPeers}`);
+      assert.equal(c.snapshots.sent().files, 0, 'no file came from the coordinator');
+    } finally {
+      await host.close();
+      await c.close();
+    }
+  });
+
+  it("a file not placed within the peer's wait ends the answer after whole frames: the peer asks again for the rest", async () => {
+    const c = await coordinator();
+    const { host, roots, progress, files } = await sharingHost(c);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      await writeFile(join(roots.a, 'index.html'), 'an older release');
+      for (const path of files.filter((p) => p !== 'index.html')) progress.placed(path);
+      // its silence bound 600 ms: a file is waited for 300 ms, then the answer ends there
+      const peers = peersIn([host.url], {
+        timeoutMs: 600,
+        pick: async (avoid) => {
+          for (;;) {
+            const why = avoid(host.url);
+            if (why === null) return host.url;
+            if (why === 'failed') return null;
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        },
+      });
+      const pulled = pullInto(c, into, peers);
+      // the first answer ends after the four files placed, the second holds none: a third is asked for
+      await waitFor('a third answer to be asked for', () => host.peers.stats().pulls >= 3, { timeout: 5000 });
+      await write(roots.a, { 'index.html': 'home' });
+      progress.placed('index.html');
+      const stats = await pulled;
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.equal(stats.peerFailures, 0, peers.failures.join('; '));
+      assert.ok(stats.peerBusy >= 1, 'an answer held none of the files yet');
       assert.equal(c.snapshots.sent().files, 0, 'no file came from the coordinator');
     } finally {
       await host.close();

@@ -37,6 +37,16 @@ export interface PeerServeStats {
 const PEER_IDLE_MS = 15_000;
 
 /**
+ * Serving a snapshot still being pulled, how long a file not yet placed is
+ * waited for before the answer ends, after the whole frames sent so far (the
+ * peer asks again for the rest, here or elsewhere): what a peer asks for
+ * (`?wait=`, half its silence bound), at most MAX_FILE_WAIT_MS; this when it
+ * names none.
+ */
+const DEFAULT_FILE_WAIT_MS = 1000;
+const MAX_FILE_WAIT_MS = 10_000;
+
+/**
  * The whole time a peer has to send its request: a list of at most
  * MAX_PATHS_PER_REQUEST paths, about a megabyte at most. A request sent a
  * byte now and then is never idle long enough for a socket timeout, and
@@ -58,8 +68,9 @@ interface SlotState {
  * its slots holds whole, served to other hosts as the coordinator serves
  * them (`POST /v1/fleet/files?snapshot=S`, the fleet token, the same
  * frames); and, while the host still pulls a snapshot into a slot, each file
- * of it once placed (`share`: the answer waits for the files not yet
- * there, so the rounds of pulls overlap). Only while the slot holds it (or
+ * of it once placed (`share`: a file not yet there is waited for as long as
+ * the peer asks, then the answer ends after whole frames and the peer asks
+ * again; so the rounds of pulls overlap). Only while the slot holds it (or
  * the pull goes on): before the host rewrites a slot,
  * `release` stops new pulls of it and cuts those under way (the peer sees a
  * cut answer and asks elsewhere). A file is read only as a regular file
@@ -170,7 +181,11 @@ export class PeerServer {
       );
       return;
     }
-    const snapshot = String(queryOf(req).snapshot ?? '');
+    const query = queryOf(req);
+    const snapshot = String(query.snapshot ?? '');
+    // how long the peer lets a file of a pull under way be waited for before the answer ends there
+    const asked = Number(query.wait);
+    const waitMs = Number.isFinite(asked) && asked >= 0 ? Math.min(asked, MAX_FILE_WAIT_MS) : DEFAULT_FILE_WAIT_MS;
     // a slot holding it whole first; else one it is being pulled into
     const slotOf = (): [SlotName, PullProgress | null] | undefined => {
       if (snapshot === '') return undefined;
@@ -222,7 +237,7 @@ export class PeerServer {
         {
           realParents: true,
           where: `slot ${slot}`,
-          ...(progress ? { ready: (path: string) => progress.ready(path, hungUp.signal) } : {}),
+          ...(progress ? { ready: (path: string) => progress.readyWithin(path, waitMs, hungUp.signal) } : {}),
           sent: (n) => {
             this.#stats.bytes += n;
           },

@@ -49,6 +49,24 @@ export class PullProgress {
   }
 
   /**
+   * True once `path` may be read from the slot, false if it still may not
+   * after `waitMs`; rejects once the pull failed, or when `signal` aborts
+   * (the peer hung up: its wait is dropped).
+   */
+  async readyWithin(path: string, waitMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.isReady(path)) return true;
+    const timeout = AbortSignal.timeout(waitMs);
+    const either = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      await this.ready(path, either);
+      return true;
+    } catch (err) {
+      if (timeout.aborted && !signal?.aborted && this.#failed === null) return false;
+      throw err;
+    }
+  }
+
+  /**
    * Resolves once `path` may be read from the slot; rejects once the pull
    * failed, or when `signal` aborts (the peer hung up: its wait is dropped).
    */

@@ -120,7 +120,7 @@ export interface PullStats {
   /** Of `received`: what came from the coordinator (manifests included), and from peers. */
   fromCoordinator: number;
   fromPeers: number;
-  /** Answers from peers that failed (each cost a retry elsewhere), and that said the peer was busy. */
+  /** Answers from peers that failed (each cost a retry elsewhere), and that said the peer was busy or held none of the files yet. */
   peerFailures: number;
   peerBusy: number;
   /** Files hard-linked from another copy of this host (`PullOptions.share`), not fetched (not in `files` nor `bytes`). */
@@ -374,6 +374,8 @@ interface FileSource {
 
 /** How long a peer that answered busy (503) is passed over. */
 const BUSY_BACKOFF_MS = 200;
+/** Answers holding none of the files asked for, from one peer, that count as a failed answer. */
+const EMPTY_ANSWERS_MAX = 10;
 
 /**
  * Fetches batches of files: from peers when the pull has them (each failed
@@ -386,6 +388,8 @@ class Sources {
   readonly #stats: PullStats;
   readonly #failed = new Set<string>();
   readonly #busy = new Map<string, number>();
+  /** Answers from each peer that held none of the files asked for (a peer still pulling them). */
+  readonly #empty = new Map<string, number>();
   /** Set once the pull gave up on peers: the rest comes from the coordinator. */
   #coordinatorOnly: boolean;
   constructor(opts: PullOptions, limits: Readonly<PullLimits>, stats: PullStats) {
@@ -430,7 +434,18 @@ class Sources {
         minBytesPerSecond: peers.minBytesPerSecond,
       };
       try {
+        const before = done.size;
         await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
+        if (done.size === before) {
+          // a peer still pulling had none of them yet: passed over a moment, as a busy one; one that
+          // keeps answering nothing (its own pull stalled, or it lies) fails, as any other answer would
+          const empty = (this.#empty.get(url) ?? 0) + 1;
+          this.#empty.set(url, empty);
+          if (empty >= EMPTY_ANSWERS_MAX)
+            throw new MirrorswapError('FLEET_PULL', `${peer.who} answered with none of the files ${empty} times`);
+          this.#stats.peerBusy++;
+          this.#busy.set(url, Date.now() + BUSY_BACKOFF_MS + Math.random() * BUSY_BACKOFF_MS);
+        }
       } catch (err) {
         if (this.#opts.signal?.aborted) throw err;
         if ((err as MirrorswapError).code === 'PEER_BUSY') {
@@ -463,9 +478,12 @@ async function fetchFiles(
   done: Set<string>,
 ): Promise<void> {
   await opts.onSource?.();
+  // a peer still pulling the snapshot waits for a file not yet placed at most half the silence this
+  // host allows, then ends its answer after whole frames: the rest is asked for again
+  const wait = from.peer ? `&wait=${Math.floor(from.timeoutMs / 2)}` : '';
   const res = await request(
     { ...opts, from: from.url, timeoutMs: from.timeoutMs },
-    `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}`,
+    `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}${wait}`,
     { paths: batch.map((f) => f.path) },
     from.who,
   );
@@ -501,6 +519,8 @@ async function fetchFiles(
   };
   try {
     for (const want of batch) {
+      // a peer still pulling ends its answer, whole, where its next file is not there yet
+      if (from.peer && (await reader.atEnd())) break;
       const lenBuf = await reader.read(4);
       checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits, from.who);
       const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)), from.who);
@@ -631,6 +651,25 @@ export class FrameReader {
     if (n === 0) return Buffer.alloc(0);
     while (this.#length < n) await this.#fill();
     return this.#take(n);
+  }
+  /**
+   * True when the answer ended whole here (nothing buffered, the body complete);
+   * false when more bytes come. A cut answer fails, as any read of it does.
+   */
+  async atEnd(): Promise<boolean> {
+    if (this.#length > 0) return false;
+    const next = await this.#pace.next(this.#it, this.#res).catch((err: Error) => {
+      throw err instanceof MirrorswapError
+        ? err
+        : new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (${err.message})`);
+    });
+    if (next.done) {
+      if (this.#res.complete) return true;
+      throw new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (its copy changed, or it stopped)`);
+    }
+    this.#chunks.push(next.value);
+    this.#length += next.value.length;
+    return false;
   }
   async readUpTo(n: number): Promise<Buffer> {
     if (this.#length === 0) await this.#fill();
