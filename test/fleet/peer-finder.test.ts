@@ -90,4 +90,28 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
       finder.close();
     }
   });
+
+  it('answers holding none of the files count as waiting: past the bound, sharing hosts are asked no more', async () => {
+    const fleet = 'finder-waited';
+    await share(fleet, 'sharing');
+    const finder = finderFor(fleet, 1000);
+    try {
+      assert.equal(await finder.pick(() => null), 'http://sharing.test:7071');
+      finder.waited(1200);
+      assert.equal(await finder.pick(() => null), null, 'the wait for peers is spent: the coordinator');
+      // a host holding it whole never waits for a file: still a peer
+      await etcd.put(
+        fleetKeys(fleet).preparedBy(SNAPSHOT, 'whole'),
+        JSON.stringify({ ok: true, slot: 'b', snapshot: SNAPSHOT, peer: 'http://whole.test:7071' }),
+      );
+      let picked: string | null = null;
+      for (let i = 0; i < 100 && picked === null; i++) {
+        picked = await finder.pick(() => null);
+        if (picked === null) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(picked, 'http://whole.test:7071');
+    } finally {
+      finder.close();
+    }
+  });
 });

@@ -659,6 +659,7 @@ export class HostAgent {
           ? {
               peers: {
                 pick: (avoid, signal) => finder.pick(avoid, signal),
+                waited: (ms) => finder.waited(ms),
                 timeoutMs: this.#opts.peerTimeoutMs,
                 minBytesPerSecond: HOST_DEFAULTS.peerMinBytesPerSecond,
                 maxFailures: HOST_DEFAULTS.peerFailures,

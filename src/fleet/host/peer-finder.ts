@@ -64,9 +64,13 @@ export class PeerFinder {
       signal?.throwIfAborted();
       if (this.#closed) return null;
       const whole = [...this.#peers.values()];
-      const partial = [...this.#sharing]
-        .filter(([host, s]) => !this.#peers.has(host) && s.revision < this.#ownRevision)
-        .map(([, s]) => s.url);
+      // hosts still pulling only within the wait: answers holding none of the files count against it
+      const partial =
+        this.#waited < this.#opts.waitMs
+          ? [...this.#sharing]
+              .filter(([host, s]) => !this.#peers.has(host) && s.revision < this.#ownRevision)
+              .map(([, s]) => s.url)
+          : [];
       const known = [...whole, ...partial];
       // a peer holding it whole first: it never waits for a file
       for (const urls of [whole, partial]) {
@@ -92,6 +96,11 @@ export class PeerFinder {
       this.#waited += performance.now() - started;
       if (this.#peers.size === 0 && Date.now() - this.#lastRead >= this.#opts.backstopMs) await this.#read();
     }
+  }
+
+  /** Time spent on a peer's answer that held none of the files (it still pulls them): counted as waiting. */
+  waited(ms: number): void {
+    this.#waited += ms;
   }
 
   /** This host said it shares the snapshot at `revision`: from now on, it pulls only from hosts that said so before. */

@@ -104,6 +104,12 @@ export interface PeerPull {
   maxFailures: number;
   /** Hears each failed answer (the pull goes on with another peer, or the coordinator). */
   onFailure?: (peer: string, err: Error) => void;
+  /**
+   * Hears the time an answer took that held none of the files asked for (a
+   * peer still pulling them): it counts as waiting for a peer to hold them,
+   * within the bound `pick` keeps over the whole pull.
+   */
+  waited?: (ms: number) => void;
 }
 
 export interface PullStats {
@@ -372,10 +378,8 @@ interface FileSource {
   minBytesPerSecond: number;
 }
 
-/** How long a peer that answered busy (503) is passed over. */
+/** How long a peer that answered busy (503), or with none of the files yet, is passed over. */
 const BUSY_BACKOFF_MS = 200;
-/** Answers holding none of the files asked for, from one peer, that count as a failed answer. */
-const EMPTY_ANSWERS_MAX = 10;
 
 /**
  * Fetches batches of files: from peers when the pull has them (each failed
@@ -388,8 +392,6 @@ class Sources {
   readonly #stats: PullStats;
   readonly #failed = new Set<string>();
   readonly #busy = new Map<string, number>();
-  /** Answers from each peer that held none of the files asked for (a peer still pulling them). */
-  readonly #empty = new Map<string, number>();
   /** Set once the pull gave up on peers: the rest comes from the coordinator. */
   #coordinatorOnly: boolean;
   constructor(opts: PullOptions, limits: Readonly<PullLimits>, stats: PullStats) {
@@ -435,15 +437,14 @@ class Sources {
       };
       try {
         const before = done.size;
+        const asked = performance.now();
         await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
         if (done.size === before) {
-          // a peer still pulling had none of them yet: passed over a moment, as a busy one; one that
-          // keeps answering nothing (its own pull stalled, or it lies) fails, as any other answer would
-          const empty = (this.#empty.get(url) ?? 0) + 1;
-          this.#empty.set(url, empty);
-          if (empty >= EMPTY_ANSWERS_MAX)
-            throw new MirrorswapError('FLEET_PULL', `${peer.who} answered with none of the files ${empty} times`);
+          // a peer still pulling had none of them yet: passed over a moment, as a busy one, and the
+          // time counts as waiting for a peer to hold them (`PeerPull.waited`): a peer that keeps
+          // answering nothing (its own pull stalled, or it lies) costs the pull that bound at most
           this.#stats.peerBusy++;
+          peers.waited?.(performance.now() - asked);
           this.#busy.set(url, Date.now() + BUSY_BACKOFF_MS + Math.random() * BUSY_BACKOFF_MS);
         }
       } catch (err) {
