@@ -15,7 +15,7 @@
  * `tc` to MBIT each way (testkit/netns.ts); etcd, the web servers and the
  * bench stay on the bridge's side, unshaped.
  *
- *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --pieces 1 --seeds 2 --rate 100]
+ *   node dist/bench/fleet-peers.js [--sizes 8,16 --swaps 5 --change 4194304 --pieces 1 --seeds 2 --rate 100] [--peers-only]
  */
 import { randomBytes } from 'node:crypto';
 import { type EtcdCluster, startEtcdCluster } from '../testkit/etcd.js';
@@ -157,9 +157,9 @@ async function main(): Promise<void> {
     );
     for (const n of sizes) {
       for (const [mode, seedCount] of [
-        ['coordinator only', 0],
-        [`peers, ${seeds} seeds`, seeds],
-      ] as const) {
+        ...(process.argv.includes('--peers-only') ? [] : [['coordinator only', 0] as const]),
+        [`peers, ${seeds} seeds`, seeds] as const,
+      ]) {
         const r = await run(cluster, n, seedCount, net);
         const sort = (a: number[]) => [...a].sort((x, y) => x - y);
         const out = percentile(sort(r.map((x) => x.files + x.manifests)), 50);
