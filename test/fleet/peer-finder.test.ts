@@ -40,6 +40,20 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
       JSON.stringify({ snapshot, peer: `http://${host}.test:7071` }),
     );
 
+  /** A host `whole` answers it prepared the snapshot; what `finder` picks once it has seen that (or after 2 s). */
+  const prepareWhole = async (fleet: string, finder: PeerFinder) => {
+    await etcd.put(
+      fleetKeys(fleet).preparedBy(SNAPSHOT, 'whole'),
+      JSON.stringify({ ok: true, slot: 'b', snapshot: SNAPSHOT, peer: 'http://whole.test:7071' }),
+    );
+    let picked: string | null = null;
+    for (let i = 0; i < 100 && picked !== 'http://whole.test:7071'; i++) {
+      picked = await finder.pick(() => null);
+      if (picked !== 'http://whole.test:7071') await new Promise((r) => setTimeout(r, 20));
+    }
+    return picked;
+  };
+
   it('picks only hosts that said they share before this host did: never one that may be pulling from it', async () => {
     const fleet = 'finder-order';
     await share(fleet, 'older');
@@ -67,16 +81,7 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
     try {
       assert.equal(await finder.pick(() => null), 'http://sharing.test:7071');
       // one that prepared it (holds it whole, never waits for a file) is picked first, as it is seen
-      await etcd.put(
-        fleetKeys(fleet).preparedBy(SNAPSHOT, 'whole'),
-        JSON.stringify({ ok: true, slot: 'b', snapshot: SNAPSHOT, peer: 'http://whole.test:7071' }),
-      );
-      let first: string | null = null;
-      for (let i = 0; i < 100 && first !== 'http://whole.test:7071'; i++) {
-        first = await finder.pick(() => null);
-        if (first !== 'http://whole.test:7071') await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(first, 'http://whole.test:7071');
+      assert.equal(await prepareWhole(fleet, finder), 'http://whole.test:7071');
       for (let i = 0; i < 20; i++) assert.equal(await finder.pick(() => null), 'http://whole.test:7071');
       // a sharing host whose pull failed (its answer says so) is no peer any more
       await etcd.put(
@@ -100,16 +105,7 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
       finder.waited(1200);
       assert.equal(await finder.pick(() => null), null, 'the wait for peers is spent: the coordinator');
       // a host holding it whole never waits for a file: still a peer
-      await etcd.put(
-        fleetKeys(fleet).preparedBy(SNAPSHOT, 'whole'),
-        JSON.stringify({ ok: true, slot: 'b', snapshot: SNAPSHOT, peer: 'http://whole.test:7071' }),
-      );
-      let picked: string | null = null;
-      for (let i = 0; i < 100 && picked === null; i++) {
-        picked = await finder.pick(() => null);
-        if (picked === null) await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(picked, 'http://whole.test:7071');
+      assert.equal(await prepareWhole(fleet, finder), 'http://whole.test:7071');
     } finally {
       finder.close();
     }
