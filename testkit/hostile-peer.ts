@@ -24,6 +24,9 @@ import { frameHeader } from '../src/fleet/fleet-files.js';
  * - `huge-header`: a frame header length of 1 GiB;
  * - `empty`: a whole answer holding none of the files, as a peer still
  *   pulling answers when it has none of them yet (for ever);
+ * - `one-by-one`: each answer holds the first file asked for only, its head
+ *   and its frame each sent `delayMs` late (inside a peer's silence bound),
+ *   then ends whole: the slowest a peer still pulling could look;
  * - `error-drip`: a 500 whose body never ends, a byte a second;
  * - `good`: the right answer (a peer that holds the tree).
  */
@@ -41,6 +44,7 @@ export type PeerMode =
   | 'huge-header'
   | 'error-drip'
   | 'empty'
+  | 'one-by-one'
   | 'good';
 
 export const HOSTILE_MODES: readonly PeerMode[] = [
@@ -57,6 +61,7 @@ export const HOSTILE_MODES: readonly PeerMode[] = [
   'huge-header',
   'error-drip',
   'empty',
+  'one-by-one',
 ];
 
 export interface HostilePeer {
@@ -70,7 +75,7 @@ export interface HostilePeer {
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 /** A peer answering files requests from the tree at `root` as `mode` says (any token is taken). */
-export async function startHostilePeer(mode: PeerMode, root: string): Promise<HostilePeer> {
+export async function startHostilePeer(mode: PeerMode, root: string, delayMs = 100): Promise<HostilePeer> {
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const peer: HostilePeer = { url: '', mode, requests: 0, close: async () => {} };
@@ -94,6 +99,20 @@ export async function startHostilePeer(mode: PeerMode, root: string): Promise<Ho
       return;
     }
     const { paths } = JSON.parse(body.toString()) as { paths: string[] };
+    if (mode === 'one-by-one') {
+      const first = paths[0] as string;
+      const content = await readFile(join(root, first));
+      const later = (fn: () => void) => {
+        const t = setTimeout(fn, delayMs);
+        timers.add(t);
+      };
+      later(() => {
+        res.writeHead(200, { 'content-type': 'application/x-mirrorswap-files' });
+        res.flushHeaders();
+        later(() => res.end(Buffer.concat([frameHeader(first, content.length), content, sha(content)])));
+      });
+      return;
+    }
     const frames: Buffer[] = [];
     for (const [i, path] of paths.entries()) {
       const content = await readFile(join(root, path)).catch(() => Buffer.alloc(0));
@@ -154,7 +173,7 @@ export async function startHostilePeer(mode: PeerMode, root: string): Promise<Ho
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   peer.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   peer.close = async () => {
-    for (const t of timers) clearInterval(t);
+    for (const t of timers) clearInterval(t); // a timeout's handle too
     for (const s of sockets) s.destroy();
     await new Promise((r) => server.close(r));
   };

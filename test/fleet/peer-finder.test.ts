@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { EtcdGateway } from '../../src/fleet/etcd.js';
 import { fleetKeys } from '../../src/fleet/fleet-keys.js';
 import { PeerFinder } from '../../src/fleet/host/peer-finder.js';
+import { putNewKey } from '../../src/fleet/host/sharing-key.js';
 import { type EtcdCluster, startEtcdCluster } from '../../testkit/etcd.js';
 import { memoryLogger } from '../../testkit/logger.js';
 
@@ -72,6 +73,44 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
     } finally {
       finder.close();
     }
+  });
+
+  it('a host says it shares with a key made now: one left from before is made again, later than every other', async () => {
+    const fleet = 'finder-stale';
+    const keys = fleetKeys(fleet);
+    const lease = await etcd.grantLease(30);
+    // this host's key, left from an earlier swap to the same snapshot: older than the one it pulls from
+    await share(fleet, 'me');
+    const other = await share(fleet, 'other');
+    const own = await putNewKey(
+      etcd,
+      keys.sharingBy(SNAPSHOT, 'me'),
+      JSON.stringify({ snapshot: SNAPSHOT, peer: 'http://me.test:7071' }),
+      lease,
+    );
+    assert.ok(own > other, `its revision ${own} is after the other's ${other}`);
+    assert.equal((await etcd.get(keys.sharingBy(SNAPSHOT, 'me')))?.createRevision, own);
+    // so the host it pulls from never picks it: it said so later
+    const finder = new PeerFinder({
+      etcd,
+      keys,
+      snapshot: SNAPSHOT,
+      self: 'other',
+      from: 'prepared',
+      seeds: ['seed'],
+      waitMs: 300,
+      backstopMs: 50,
+      log: memoryLogger(),
+    });
+    try {
+      finder.ownRevision(other);
+      assert.equal(await finder.pick(() => null), null);
+    } finally {
+      finder.close();
+    }
+    // a key made new is its own put's revision
+    const fresh = await putNewKey(etcd, keys.sharingBy(SNAPSHOT, 'new'), '{}', lease);
+    assert.equal((await etcd.get(keys.sharingBy(SNAPSHOT, 'new')))?.createRevision, fresh);
   });
 
   it('before it shares, any host sharing is older than it; a host holding it whole comes first', async () => {

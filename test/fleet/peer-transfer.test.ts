@@ -318,7 +318,7 @@ describe('a pull from peers', () => {
         const stats: PullStats = await pullInto(c, into, peers);
         assert.deepEqual(await treeOf(into), await treeOf(c.slots.a), 'the tree is the coordinator snapshot');
         assert.ok(bad.requests >= 1, 'the hostile peer was asked');
-        if (mode === 'busy' || mode === 'empty') assert.ok(stats.peerBusy >= 1);
+        if (mode === 'busy') assert.ok(stats.peerBusy >= 1);
         else assert.equal(stats.peerFailures, 1, peers.failures.join('; '));
         assert.equal(c.snapshots.sent().files, 0, 'the good peer, not the coordinator, sent the files');
         assert.ok(Date.now() - started < 8000, `took ${Date.now() - started} ms`);
@@ -342,6 +342,7 @@ describe('a pull from peers', () => {
       let waited = 0;
       let reported = 0;
       const peers = peersIn([bad.url], {
+        sharing: () => true,
         waited: (ms) => {
           waited += ms;
           reported++;
@@ -364,6 +365,43 @@ describe('a pull from peers', () => {
       assert.equal(stats.peerFailures, 0);
       assert.ok(c.snapshots.sent().files > 0, 'the coordinator sent the files');
       assert.ok(Date.now() - started < BOUND_MS + 3000, `took ${Date.now() - started} ms`);
+    } finally {
+      await bad.close();
+      await c.close();
+    }
+  });
+
+  it('a peer still pulling that sends a file an answer, each as late as it may: bounded by the wait for peers', async () => {
+    const c = await coordinator();
+    // 330 ms late for its head, and as late again for its one frame, inside a 400 ms silence bound
+    const bad: HostilePeer = await startHostilePeer('one-by-one', c.slots.a, 330);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      const BOUND_MS = 1000;
+      let waited = 0;
+      const peers = peersIn([bad.url], {
+        timeoutMs: 400,
+        minBytesPerSecond: 1024 * 1024,
+        sharing: () => true,
+        waited: (ms) => {
+          waited += ms;
+        },
+        pick: async (avoid) => {
+          for (;;) {
+            if (waited >= BOUND_MS) return null;
+            if (avoid(bad.url) === null) return bad.url;
+            await new Promise((r) => setTimeout(r, 20));
+            waited += 20;
+          }
+        },
+      });
+      const started = Date.now();
+      const stats = await pullInto(c, into, peers);
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      assert.ok(bad.requests <= 3, `asked ${bad.requests} times`);
+      assert.ok(c.snapshots.sent().files > 0, 'the coordinator sent the rest');
+      assert.ok(Date.now() - started < BOUND_MS + 2000, `took ${Date.now() - started} ms`);
+      assert.ok(stats.fromPeers > 0, 'the files it sent were taken: each was right');
     } finally {
       await bad.close();
       await c.close();
@@ -456,7 +494,7 @@ describe('a host serving a snapshot it is still pulling', () => {
       // a pending file holds what the slot had before: whatever is there must not be sent yet
       await writeFile(join(roots.a, 'index.html'), 'an older release');
       let done = false;
-      const pulled = pullInto(c, into, peersIn([host.url], { timeoutMs: 3000 })).finally(() => {
+      const pulled = pullInto(c, into, peersIn([host.url], { timeoutMs: 3000, sharing: () => true })).finally(() => {
         done = true;
       });
       await waitFor('the peer pull to be served', () => host.peers.stats().active === 1, { timeout: 5000 });
@@ -491,6 +529,7 @@ describe('a host serving a snapshot it is still pulling', () => {
       // a pick that waits out a peer passed over as busy, as the host's finder does
       const peers = peersIn([host.url], {
         timeoutMs: 600,
+        sharing: () => true,
         pick: async (avoid) => {
           for (let why = avoid(host.url); why !== null; why = avoid(host.url)) {
             if (why === 'failed') return null;
@@ -515,13 +554,75 @@ describe('a host serving a snapshot it is still pulling', () => {
     }
   });
 
+  it('an honest upstream placing files slower than the pace bound fails nobody: its waits count apart', async () => {
+    // 20 files of 10 KB placed one every 150 ms: 65 KB/s, far under the 1 MiB/s a peer must keep up
+    const root = await temp.make('mirrorswap-peers-slow-');
+    const slots = { a: join(root, 'a'), b: join(root, 'b') };
+    await mkdir(slots.a);
+    await mkdir(slots.b);
+    const paths = Array.from({ length: 20 }, (_, i) => `f${String(i).padStart(2, '0')}.html`);
+    for (const p of paths) await writeFile(join(slots.a, p), 'x'.repeat(10_000));
+    const snapshots = new Snapshots(slots, join(root, 'manifests'));
+    const snapshot = await snapshots.take('a');
+    const app = express();
+    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+    const server = createServer(app);
+    const url = await listenUrl(server);
+    const upstream = await peerHost(slots);
+    const progress = new PullProgress();
+    progress.begin(paths);
+    upstream.peers.share('a', snapshot, progress);
+    let k = 0;
+    const tick = setInterval(() => {
+      if (k < paths.length) progress.placed(paths[k++] as string);
+    }, 150);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      let waited = 0;
+      const peers = peersIn([upstream.url], {
+        timeoutMs: 400,
+        minBytesPerSecond: 1024 * 1024,
+        sharing: () => true,
+        waited: (ms) => {
+          waited += ms;
+        },
+        pick: async (avoid) => {
+          for (let why = avoid(upstream.url); why !== null; why = avoid(upstream.url)) {
+            if (why === 'failed') return null;
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          return upstream.url;
+        },
+      });
+      const stats = await pullSnapshot({
+        from: url,
+        token: TOKEN,
+        snapshot,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+        peers,
+      });
+      assert.deepEqual(await treeOf(into), await treeOf(slots.a));
+      assert.equal(stats.peerFailures, 0, peers.failures.join('; '));
+      assert.equal(snapshots.sent().files, 0, 'every file came from the upstream');
+      assert.ok(waited > 1000, `the waits for its files were counted: ${waited} ms`);
+    } finally {
+      clearInterval(tick);
+      await upstream.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it('a pull that fails cuts the answers waiting on it: the peer fetches the rest elsewhere, every file right', async () => {
     const c = await coordinator();
     const { host, roots, progress } = await sharingHost(c);
     const into = await temp.make('mirrorswap-peers-into-');
     try {
       await writeFile(join(roots.a, 'index.html'), 'an older release');
-      const peers = peersIn([host.url], { timeoutMs: 3000 });
+      const peers = peersIn([host.url], { timeoutMs: 3000, sharing: () => true });
       const pulled = pullInto(c, into, peers);
       await waitFor('the peer pull to be served', () => host.peers.stats().active === 1, { timeout: 5000 });
       progress.placed('big.bin');
@@ -597,7 +698,7 @@ describe('a host serving a snapshot it is still pulling', () => {
         return stats;
       });
       await shared;
-      const second = await pullInto(c, into, peersIn([first.url], { timeoutMs: 3000 }));
+      const second = await pullInto(c, into, peersIn([first.url], { timeoutMs: 3000, sharing: () => true }));
       await firstPull;
       assert.deepEqual(await treeOf(roots.a), await treeOf(c.slots.a));
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));

@@ -38,6 +38,7 @@ import { CoalescedRun } from '../../core/coalesced-run.js';
 import { type PeerPull, type PullStats, pullSnapshot } from './pull.js';
 import { PeerFinder } from './peer-finder.js';
 import { PullProgress } from './pull-progress.js';
+import { putNewKey } from './sharing-key.js';
 import { PeerServer, type PeerServeStats } from './peer-serve.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -659,6 +660,7 @@ export class HostAgent {
           ? {
               peers: {
                 pick: (avoid, signal) => finder.pick(avoid, signal),
+                sharing: (url) => finder.isSharing(url),
                 waited: (ms) => finder.waited(ms),
                 timeoutMs: this.#opts.peerTimeoutMs,
                 minBytesPerSecond: HOST_DEFAULTS.peerMinBytesPerSecond,
@@ -701,15 +703,19 @@ export class HostAgent {
         const peer = this.#peerUrl;
         const lease = this.#lease.lease;
         if (peer === null || !lease) return;
-        this.#peerServer.share(slot, snapshot, progress);
         try {
-          const revision = await this.#opts.etcd.put(key, JSON.stringify({ snapshot, peer }), lease);
-          finder?.ownRevision(revision);
+          // the order is the key's create revision, as other hosts read it: a key made now
+          finder?.ownRevision(await putNewKey(this.#opts.etcd, key, JSON.stringify({ snapshot, peer }), lease));
+          // served from now, not before: a key left from before could have been picked by a host
+          // this one pulls from (it is told 410, and passes this host over a moment)
+          this.#peerServer.share(slot, snapshot, progress);
         } catch (err) {
-          // unannounced, nobody pulls from this host before it prepared: the pull goes on
+          // other hosts may see the key or not: this host then pulls only from hosts holding the
+          // snapshot whole (or the coordinator), so none of them can be waiting on it
+          finder?.ownRevision(0);
           this.#opts.log.warn(
             { err: (err as Error).message, snapshot },
-            'cannot say in etcd that this host shares its pull',
+            'cannot say in etcd that this host shares its pull; it pulls from hosts holding the snapshot whole',
           );
         }
       })();

@@ -98,6 +98,13 @@ export class PeerFinder {
     }
   }
 
+  /** Whether `url` is offered as a host still pulling the snapshot (none holding it whole has that URL). */
+  isSharing(url: string): boolean {
+    for (const whole of this.#peers.values()) if (whole === url) return false;
+    for (const s of this.#sharing.values()) if (s.url === url) return true;
+    return false;
+  }
+
   /** Time spent on a peer's answer that held none of the files (it still pulls them): counted as waiting. */
   waited(ms: number): void {
     this.#waited += ms;

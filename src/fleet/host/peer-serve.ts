@@ -237,7 +237,7 @@ export class PeerServer {
         {
           realParents: true,
           where: `slot ${slot}`,
-          ...(progress ? { ready: (path: string) => progress.readyWithin(path, waitMs, hungUp.signal) } : {}),
+          ...(progress ? { ready: (path: string) => progress.ready(path, waitMs, hungUp.signal) } : {}),
           sent: (n) => {
             this.#stats.bytes += n;
           },

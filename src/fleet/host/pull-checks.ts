@@ -33,6 +33,11 @@ export class Pace {
     this.#minBytesPerSecond = minBytesPerSecond;
     this.#who = who;
   }
+  /** Count from here on as a new answer: its bytes and its waits only (the silence bound stays). */
+  restart(): void {
+    this.#waited = 0;
+    this.#bytes = 0;
+  }
   /**
    * The next chunk of `it`, timed; refused when the answer has come too
    * slowly so far, or when nothing came for the grace (the time counted is

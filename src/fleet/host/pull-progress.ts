@@ -26,7 +26,7 @@ export class PullProgress {
     const waiters = this.#waiters.get(path);
     if (!waiters) return;
     this.#waiters.delete(path);
-    for (const w of waiters) w.resolve();
+    for (const w of [...waiters]) w.resolve();
   }
 
   /** The pull placed everything: no path is waited for any more. */
@@ -40,7 +40,7 @@ export class PullProgress {
     this.#failed ??= err;
     const waiters = [...this.#waiters.values()];
     this.#waiters.clear();
-    for (const set of waiters) for (const w of set) w.reject(this.#failed);
+    for (const set of waiters) for (const w of [...set]) w.reject(this.#failed);
   }
 
   /** True when `path` may be read now. */
@@ -50,52 +50,48 @@ export class PullProgress {
 
   /**
    * True once `path` may be read from the slot, false if it still may not
-   * after `waitMs`; rejects once the pull failed, or when `signal` aborts
-   * (the peer hung up: its wait is dropped).
+   * after `waitMs` (or never, without it); rejects once the pull failed, or
+   * when `signal` aborts (the peer hung up: its wait is dropped). One timer
+   * and one listener a wait, both let go when it ends: a peer asks for
+   * thousands of files.
    */
-  async readyWithin(path: string, waitMs: number, signal?: AbortSignal): Promise<boolean> {
-    if (this.isReady(path)) return true;
-    const timeout = AbortSignal.timeout(waitMs);
-    const either = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    try {
-      await this.ready(path, either);
-      return true;
-    } catch (err) {
-      if (timeout.aborted && !signal?.aborted && this.#failed === null) return false;
-      throw err;
-    }
-  }
-
-  /**
-   * Resolves once `path` may be read from the slot; rejects once the pull
-   * failed, or when `signal` aborts (the peer hung up: its wait is dropped).
-   */
-  ready(path: string, signal?: AbortSignal): Promise<void> {
+  ready(path: string, waitMs: number | null = null, signal?: AbortSignal): Promise<boolean> {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.#pending === null)
       return Promise.reject(new MirrorswapError('FLEET_PULL', 'this host does not know yet what its pull fetches'));
-    if (!this.#pending.has(path)) return Promise.resolve();
+    if (!this.#pending.has(path)) return Promise.resolve(true);
     if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<boolean>((resolve, reject) => {
       const waiters = this.#waiters.get(path) ?? new Set<Waiter>();
       this.#waiters.set(path, waiters);
-      const onAbort = () => {
+      let timer: NodeJS.Timeout | undefined;
+      const end = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         waiters.delete(waiter);
         if (waiters.size === 0 && this.#waiters.get(path) === waiters) this.#waiters.delete(path);
+      };
+      const onAbort = () => {
+        end();
         reject(signal?.reason);
       };
       const waiter: Waiter = {
         resolve: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
+          end();
+          resolve(true);
         },
         reject: (err) => {
-          signal?.removeEventListener('abort', onAbort);
+          end();
           reject(err);
         },
       };
       waiters.add(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (waitMs !== null)
+        timer = setTimeout(() => {
+          end();
+          resolve(false);
+        }, waitMs);
     });
   }
 }

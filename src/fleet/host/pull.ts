@@ -105,9 +105,17 @@ export interface PeerPull {
   /** Hears each failed answer (the pull goes on with another peer, or the coordinator). */
   onFailure?: (peer: string, err: Error) => void;
   /**
-   * Hears the time an answer took that held none of the files asked for (a
-   * peer still pulling them): it counts as waiting for a peer to hold them,
-   * within the bound `pick` keeps over the whole pull.
+   * Whether `url`, just picked, is a peer still pulling the snapshot (it
+   * serves each file once placed): its answers may then end early after
+   * whole frames, and its waits between files are not its pace. Absent:
+   * none is.
+   */
+  sharing?: (url: string) => boolean;
+  /**
+   * Hears the time a peer still pulling made this host wait for files it had
+   * not placed yet (a whole answer holding none of them, or the waits between
+   * frames): it counts as waiting for a peer to hold them, within the bound
+   * `pick` keeps over the whole pull.
    */
   waited?: (ms: number) => void;
 }
@@ -374,6 +382,12 @@ interface FileSource {
   /** Named in errors: "the coordinator", or the peer. */
   who: string;
   peer: boolean;
+  /**
+   * A peer offered as still pulling the snapshot (`PeerPull.sharing`): its
+   * answer may end early after whole frames, and the time between its
+   * frames is waiting for it to place the next file, not its pace.
+   */
+  sharing?: boolean;
   timeoutMs: number;
   minBytesPerSecond: number;
 }
@@ -428,28 +442,36 @@ class Sources {
         await fetchFiles(this.#opts, this.#coordinator, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
         return;
       }
+      const sharing = peers.sharing?.(url) ?? false;
       const peer: FileSource = {
         url,
         who: `peer ${url}`,
         peer: true,
+        sharing,
         timeoutMs: peers.timeoutMs,
         minBytesPerSecond: peers.minBytesPerSecond,
       };
       try {
         const before = done.size;
         const asked = performance.now();
+        const got = this.#stats.fromPeers;
         await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
+        // A peer still pulling waits for the files it has not placed yet. The time its answer took
+        // beyond what its bytes take at the slowest pace allowed counts as waiting for a peer to hold
+        // them (`PeerPull.waited`), within the one bound of the whole pull: a peer that stalls or
+        // trickles (its own pull held up, or it lies) costs that at most.
+        if (sharing) peers.waited?.(overPace(asked, this.#stats.fromPeers - got, peer));
         if (done.size === before) {
-          // a peer still pulling had none of them yet: passed over a moment, as a busy one, and the
-          // time counts as waiting for a peer to hold them (`PeerPull.waited`): a peer that keeps
-          // answering nothing (its own pull stalled, or it lies) costs the pull that bound at most
+          // none of them yet: passed over a moment, as a busy one
           this.#stats.peerBusy++;
-          peers.waited?.(performance.now() - asked);
           this.#busy.set(url, Date.now() + BUSY_BACKOFF_MS + Math.random() * BUSY_BACKOFF_MS);
         }
       } catch (err) {
         if (this.#opts.signal?.aborted) throw err;
-        if ((err as MirrorswapError).code === 'PEER_BUSY') {
+        // a peer still pulling that no longer shares it (its pull failed, or ended and its slot
+        // moved on) is passed over as a busy one: the finder drops it as etcd says so
+        const code = (err as MirrorswapError).code;
+        if (code === 'PEER_BUSY' || (sharing && code === 'SNAPSHOT_GONE')) {
           this.#stats.peerBusy++;
           this.#busy.set(url, Date.now() + BUSY_BACKOFF_MS + Math.random() * BUSY_BACKOFF_MS);
           continue;
@@ -479,9 +501,11 @@ async function fetchFiles(
   done: Set<string>,
 ): Promise<void> {
   await opts.onSource?.();
+  const asked = performance.now();
+  const got = stats.fromPeers;
   // a peer still pulling the snapshot waits for a file not yet placed at most half the silence this
   // host allows, then ends its answer after whole frames: the rest is asked for again
-  const wait = from.peer ? `&wait=${Math.floor(from.timeoutMs / 2)}` : '';
+  const wait = from.sharing ? `&wait=${Math.floor(from.timeoutMs / 2)}` : '';
   const res = await request(
     { ...opts, from: from.url, timeoutMs: from.timeoutMs },
     `/v1/fleet/files?snapshot=${encodeURIComponent(opts.snapshot)}${wait}`,
@@ -521,7 +545,17 @@ async function fetchFiles(
   try {
     for (const want of batch) {
       // a peer still pulling ends its answer, whole, where its next file is not there yet
-      if (from.peer && (await reader.atEnd())) break;
+      if (from.sharing) {
+        // between frames it waits for its pull to place the next file: each frame's pace is timed
+        // on its own, the silence bound kept, the waits counted by the caller (`overPace`). An
+        // answer that has taken its silence bound beyond its bytes' pace is left there: the rest
+        // is asked for again, within the bound the finder keeps
+        if (overPace(asked, stats.fromPeers - got, from) >= from.timeoutMs) break;
+        reader.restartPace();
+        const ended = await reader.atEnd();
+        reader.restartPace();
+        if (ended) break;
+      }
       const lenBuf = await reader.read(4);
       checkFrameHeaderLength(lenBuf.readUInt32BE(0), limits, from.who);
       const header = parseFrameHeader(await reader.read(lenBuf.readUInt32BE(0)), from.who);
@@ -548,6 +582,11 @@ async function fetchFiles(
   } finally {
     res.destroy();
   }
+}
+
+/** Milliseconds since `since` beyond what `bytes` take at `from`'s slowest allowed pace. */
+function overPace(since: number, bytes: number, from: FileSource): number {
+  return Math.max(0, performance.now() - since - (bytes / from.minBytesPerSecond) * 1000);
 }
 
 /** Files at most this large are read whole and placed by the walk threads. */
@@ -657,6 +696,10 @@ export class FrameReader {
    * True when the answer ended whole here (nothing buffered, the body complete);
    * false when more bytes come. A cut answer fails, as any read of it does.
    */
+  /** Time the bytes from here on by themselves (`Pace`): a new frame of a peer still pulling. */
+  restartPace(): void {
+    this.#pace.restart();
+  }
   async atEnd(): Promise<boolean> {
     if (this.#length > 0) return false;
     const next = await this.#pace.next(this.#it, this.#res).catch((err: Error) => {
