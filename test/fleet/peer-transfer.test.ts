@@ -36,46 +36,27 @@ async function write(root: string, files: Record<string, string | Buffer>) {
   }
 }
 
-/** A coordinator over two slots, counting what it sends, with a snapshot of a small tree and a large file. */
-async function coordinator() {
+/**
+ * A coordinator over two slots, counting what it sends, with a snapshot of a
+ * small tree and a large file; or, given `files`, of that many files of 10 KB
+ * (`f00.html`…, `paths` in order).
+ */
+async function coordinator(files?: number) {
   const root = await temp.make('mirrorswap-peers-coord-');
   const slots = { a: join(root, 'a'), b: join(root, 'b') };
   await mkdir(slots.a);
   await mkdir(slots.b);
-  await write(slots.a, {
-    'index.html': 'home',
-    'css/site.css': 'body{}',
-    'deep/er/page.html': 'p'.repeat(50_000),
-    'big.bin': randomBytes(3 * 1024 * 1024),
-    empty: '',
-  });
-  await symlink('index.html', join(slots.a, 'home.html'));
-  const snapshots = new Snapshots(slots, join(root, 'manifests'));
-  const snapshot = await snapshots.take('a');
-  const app = express();
-  app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-  const server = createServer(app);
-  const url = await listenUrl(server);
-  return {
-    slots,
-    snapshots,
-    snapshot,
-    url,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise((r) => server.close(r));
-    },
-  };
-}
-
-/** A coordinator whose snapshot is `count` files of 10 KB (`f00.html`…), the paths in order. */
-async function manyFilesCoordinator(count: number) {
-  const root = await temp.make('mirrorswap-peers-many-');
-  const slots = { a: join(root, 'a'), b: join(root, 'b') };
-  await mkdir(slots.a);
-  await mkdir(slots.b);
-  const paths = Array.from({ length: count }, (_, i) => `f${String(i).padStart(2, '0')}.html`);
-  for (const p of paths) await writeFile(join(slots.a, p), 'x'.repeat(10_000));
+  const paths = Array.from({ length: files ?? 0 }, (_, i) => `f${String(i).padStart(2, '0')}.html`);
+  if (files === undefined) {
+    await write(slots.a, {
+      'index.html': 'home',
+      'css/site.css': 'body{}',
+      'deep/er/page.html': 'p'.repeat(50_000),
+      'big.bin': randomBytes(3 * 1024 * 1024),
+      empty: '',
+    });
+    await symlink('index.html', join(slots.a, 'home.html'));
+  } else for (const p of paths) await writeFile(join(slots.a, p), 'x'.repeat(10_000));
   const snapshots = new Snapshots(slots, join(root, 'manifests'));
   const snapshot = await snapshots.take('a');
   const app = express();
@@ -136,6 +117,33 @@ function peersIn(urls: string[], over: Partial<PeerPull> = {}): PeerPull & { fai
     failures,
     ...over,
   };
+}
+
+/**
+ * A peer still pulling (`sharing`), picked as the host's finder would: waited
+ * out while passed over, never again once failed, and no more once the waits
+ * (its own sleeps, and what the pull reports) reach `boundMs`.
+ */
+function sharingPeer(url: string, boundMs: number, over: Partial<PeerPull> = {}) {
+  const state = { waited: 0, reported: 0 };
+  const peers = peersIn([url], {
+    sharing: () => true,
+    waited: (ms) => {
+      state.waited += ms;
+      state.reported++;
+    },
+    pick: async (avoid) => {
+      for (;;) {
+        const why = avoid(url);
+        if (state.waited >= boundMs || why === 'failed') return null;
+        if (why === null) return url;
+        await new Promise((r) => setTimeout(r, 20));
+        state.waited += 20;
+      }
+    },
+    ...over,
+  });
+  return { peers, state };
 }
 
 /** Pull the coordinator's snapshot into `into`, whole (no base), taking files from `peers`. */
@@ -366,28 +374,12 @@ describe('a pull from peers', () => {
       // a pick keeping a bound over the whole pull, as the host's finder does: its own sleeps and
       // the answers that held none of the files both count
       const BOUND_MS = 1500;
-      let waited = 0;
-      let reported = 0;
-      const peers = peersIn([bad.url], {
-        sharing: () => true,
-        waited: (ms) => {
-          waited += ms;
-          reported++;
-        },
-        pick: async (avoid) => {
-          for (;;) {
-            if (waited >= BOUND_MS) return null;
-            if (avoid(bad.url) === null) return bad.url;
-            await new Promise((r) => setTimeout(r, 20));
-            waited += 20;
-          }
-        },
-      });
+      const { peers, state } = sharingPeer(bad.url, BOUND_MS);
       const started = Date.now();
       const stats = await pullInto(c, into, peers);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       assert.ok(bad.requests >= 3, `asked ${bad.requests} times`);
-      assert.equal(reported, bad.requests, 'every empty answer was counted as waiting');
+      assert.equal(state.reported, bad.requests, 'every empty answer was counted as waiting');
       assert.equal(stats.peerBusy, bad.requests);
       assert.equal(stats.peerFailures, 0);
       assert.ok(c.snapshots.sent().files > 0, 'the coordinator sent the files');
@@ -399,30 +391,14 @@ describe('a pull from peers', () => {
   });
 
   it('a peer still pulling that sends a file an answer, each as late as it may: bounded by the wait for peers', async () => {
-    const c = await manyFilesCoordinator(20);
+    const c = await coordinator(20);
     // 250 ms late for its head, and as late again for its one frame, inside a 400 ms silence bound:
     // 20 files would take 10 s, one an answer
     const bad: HostilePeer = await startHostilePeer('one-by-one', c.slots.a, 250);
     const into = await temp.make('mirrorswap-peers-into-');
     try {
       const BOUND_MS = 1000;
-      let waited = 0;
-      const peers = peersIn([bad.url], {
-        timeoutMs: 400,
-        minBytesPerSecond: 1024 * 1024,
-        sharing: () => true,
-        waited: (ms) => {
-          waited += ms;
-        },
-        pick: async (avoid) => {
-          for (;;) {
-            if (waited >= BOUND_MS) return null;
-            if (avoid(bad.url) === null) return bad.url;
-            await new Promise((r) => setTimeout(r, 20));
-            waited += 20;
-          }
-        },
-      });
+      const { peers } = sharingPeer(bad.url, BOUND_MS, { timeoutMs: 400, minBytesPerSecond: 1024 * 1024 });
       const started = Date.now();
       await pullInto(c, into, peers);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
@@ -554,18 +530,7 @@ describe('a host serving a snapshot it is still pulling', () => {
       await writeFile(join(roots.a, 'index.html'), 'an older release');
       for (const path of files.filter((p) => p !== 'index.html')) progress.placed(path);
       // its silence bound 600 ms: a file is waited for 300 ms, then the answer ends there
-      // a pick that waits out a peer passed over as busy, as the host's finder does
-      const peers = peersIn([host.url], {
-        timeoutMs: 600,
-        sharing: () => true,
-        pick: async (avoid) => {
-          for (let why = avoid(host.url); why !== null; why = avoid(host.url)) {
-            if (why === 'failed') return null;
-            await new Promise((r) => setTimeout(r, 20));
-          }
-          return host.url;
-        },
-      });
+      const { peers } = sharingPeer(host.url, Number.POSITIVE_INFINITY, { timeoutMs: 600 });
       const pulled = pullInto(c, into, peers);
       // the first answer ends after the four files placed, the second holds none: a third is asked for
       await waitFor('a third answer to be asked for', () => host.peers.stats().pulls >= 3, { timeout: 5000 });
@@ -584,7 +549,7 @@ describe('a host serving a snapshot it is still pulling', () => {
 
   it('an honest upstream placing files slower than the pace bound fails nobody: its waits count apart', async () => {
     // 20 files of 10 KB placed one every 150 ms: 65 KB/s, far under the 1 MiB/s a peer must keep up
-    const c = await manyFilesCoordinator(20);
+    const c = await coordinator(20);
     const { slots, snapshots, snapshot, url, paths } = c;
     const upstream = await peerHost(slots);
     const progress = new PullProgress();
@@ -596,21 +561,9 @@ describe('a host serving a snapshot it is still pulling', () => {
     }, 150);
     const into = await temp.make('mirrorswap-peers-into-');
     try {
-      let waited = 0;
-      const peers = peersIn([upstream.url], {
+      const { peers, state } = sharingPeer(upstream.url, Number.POSITIVE_INFINITY, {
         timeoutMs: 400,
         minBytesPerSecond: 1024 * 1024,
-        sharing: () => true,
-        waited: (ms) => {
-          waited += ms;
-        },
-        pick: async (avoid) => {
-          for (let why = avoid(upstream.url); why !== null; why = avoid(upstream.url)) {
-            if (why === 'failed') return null;
-            await new Promise((r) => setTimeout(r, 20));
-          }
-          return upstream.url;
-        },
       });
       const stats = await pullSnapshot({
         from: url,
@@ -625,7 +578,7 @@ describe('a host serving a snapshot it is still pulling', () => {
       assert.deepEqual(await treeOf(into), await treeOf(slots.a));
       assert.equal(stats.peerFailures, 0, peers.failures.join('; '));
       assert.equal(snapshots.sent().files, 0, 'every file came from the upstream');
-      assert.ok(waited > 1000, `the waits for its files were counted: ${waited} ms`);
+      assert.ok(state.waited > 1000, `the waits for its files were counted: ${state.waited} ms`);
     } finally {
       clearInterval(tick);
       await upstream.close();
