@@ -120,6 +120,8 @@ async function run(cluster: EtcdCluster, n: number, seedCount: number, net: NetL
       const last = Math.max(...(await Promise.all(served)));
       const after = await sent(coordinator);
       const pulls = await Promise.all(hosts.map(async (h) => (await h.status()).lastPull));
+      if (process.argv.includes('--verbose'))
+        for (const [i, p] of pulls.entries()) console.error(`swap ${s} ${hosts[i]?.id}: ${JSON.stringify(p)}`);
       perSwap.push({
         files: after.files - before.files,
         manifests: after.manifests - before.manifests,

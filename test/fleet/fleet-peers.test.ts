@@ -104,11 +104,29 @@ describe('fleet mode: peers share the bytes', { timeout: 600_000 }, () => {
       assert.equal(res.status, 200, JSON.stringify(res.body));
     }
     const perSwap: { files: number; manifests: number }[] = [];
+    // every host, seeds first, says it shares each swap's snapshot as it pulls it (`sharing/<S>/<host>`)
+    const sharing = new Set<string>();
+    const keys = fleetKeys(f.name);
+    const watch = etcd.watch(`${keys.root}sharing/`, {
+      prefix: true,
+      onEvents: (events) => {
+        for (const e of events) if (e.type === 'put') sharing.add(e.kv.key.slice(`${keys.root}sharing/`.length));
+      },
+    });
+    after(() => watch.close());
     for (let v = 3; v <= 5; v++) {
       await put(coordinator, content(v, size));
       const before = await sent(coordinator);
+      sharing.clear();
       const res = await sync(coordinator);
       assert.equal(res.status, 200, JSON.stringify(res.body));
+      await waitFor(
+        'every host said it shares',
+        () => hosts.every((h) => [...sharing].some((k) => k.endsWith(`/${h.id}`))),
+        {
+          timeout: 5000,
+        },
+      ).catch(() => assert.fail(`hosts that said they share: ${[...sharing].join(', ')} (version ${v})`));
       for (const h of hosts) assert.equal(await served(h), v, `${h.id} serves version ${v}`);
       const now = await sent(coordinator);
       perSwap.push({ files: now.files - before.files, manifests: now.manifests - before.manifests });

@@ -705,7 +705,8 @@ export class HostAgent {
         if (peer === null || !lease) return;
         try {
           // the order is the key's create revision, as other hosts read it: a key made now
-          finder?.ownRevision(await putNewKey(this.#opts.etcd, key, JSON.stringify({ snapshot, peer }), lease));
+          const revision = await putNewKey(this.#opts.etcd, key, JSON.stringify({ snapshot, peer }), lease);
+          finder?.ownRevision(revision); // a seed has no finder: its key is put all the same
           // served from now, not before: a key left from before could have been picked by a host
           // this one pulls from (it is told 410, and passes this host over a moment)
           this.#peerServer.share(slot, snapshot, progress);
