@@ -105,7 +105,7 @@ export class PeerFinder {
     return false;
   }
 
-  /** Time spent on a peer's answer that held none of the files (it still pulls them): counted as waiting. */
+  /** Time a peer still pulling made this host wait (its answers beyond their bytes' pace): counted as waiting. */
   waited(ms: number): void {
     this.#waited += ms;
   }

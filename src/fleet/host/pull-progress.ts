@@ -43,11 +43,6 @@ export class PullProgress {
     for (const set of waiters) for (const w of [...set]) w.reject(this.#failed);
   }
 
-  /** True when `path` may be read now. */
-  isReady(path: string): boolean {
-    return this.#failed === null && this.#pending !== null && !this.#pending.has(path);
-  }
-
   /**
    * True once `path` may be read from the slot, false if it still may not
    * after `waitMs` (or never, without it); rejects once the pull failed, or

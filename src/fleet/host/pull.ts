@@ -453,14 +453,12 @@ class Sources {
       };
       try {
         const before = done.size;
-        const asked = performance.now();
-        const got = this.#stats.fromPeers;
-        await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
+        const slow = await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
         // A peer still pulling waits for the files it has not placed yet. The time its answer took
         // beyond what its bytes take at the slowest pace allowed counts as waiting for a peer to hold
         // them (`PeerPull.waited`), within the one bound of the whole pull: a peer that stalls or
         // trickles (its own pull held up, or it lies) costs that at most.
-        if (sharing) peers.waited?.(overPace(asked, this.#stats.fromPeers - got, peer));
+        if (sharing) peers.waited?.(slow);
         if (done.size === before) {
           // none of them yet: passed over a moment, as a busy one
           this.#stats.peerBusy++;
@@ -488,7 +486,8 @@ class Sources {
 /**
  * Fetch files from one source into place, each added to `done` once it is
  * in place (a failed answer leaves the rest to fetch elsewhere); counts the
- * bytes received.
+ * bytes received. Returns how long the answer took beyond its bytes at the
+ * source's slowest allowed pace (`overPace`).
  */
 async function fetchFiles(
   opts: PullOptions,
@@ -499,7 +498,7 @@ async function fetchFiles(
   fsyncEach: boolean,
   limits: Readonly<PullLimits>,
   done: Set<string>,
-): Promise<void> {
+): Promise<number> {
   await opts.onSource?.();
   const asked = performance.now();
   const got = stats.fromPeers;
@@ -582,6 +581,7 @@ async function fetchFiles(
   } finally {
     res.destroy();
   }
+  return overPace(asked, stats.fromPeers - got, from);
 }
 
 /** Milliseconds since `since` beyond what `bytes` take at `from`'s slowest allowed pace. */
@@ -664,16 +664,23 @@ export class FrameReader {
     this.#pace = pace;
     this.#who = who;
   }
-  async #fill(): Promise<void> {
+  /**
+   * The next chunk buffered (true), or false once the answer ended whole
+   * (`allowEnd`); an answer cut, or ended where more was due, fails.
+   */
+  async #fill(allowEnd = false): Promise<boolean> {
     const next = await this.#pace.next(this.#it, this.#res).catch((err: Error) => {
       throw err instanceof MirrorswapError
         ? err
         : new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (${err.message})`);
     });
-    if (next.done)
+    if (next.done) {
+      if (allowEnd && this.#res.complete) return false;
       throw new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (its copy changed, or it stopped)`);
+    }
     this.#chunks.push(next.value);
     this.#length += next.value.length;
+    return true;
   }
   /** The first `n` buffered bytes (n at most what is buffered), taken off the buffer. */
   #take(n: number): Buffer {
@@ -701,19 +708,7 @@ export class FrameReader {
     this.#pace.restart();
   }
   async atEnd(): Promise<boolean> {
-    if (this.#length > 0) return false;
-    const next = await this.#pace.next(this.#it, this.#res).catch((err: Error) => {
-      throw err instanceof MirrorswapError
-        ? err
-        : new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (${err.message})`);
-    });
-    if (next.done) {
-      if (this.#res.complete) return true;
-      throw new MirrorswapError('FLEET_PULL', `${this.#who} cut its answer short (its copy changed, or it stopped)`);
-    }
-    this.#chunks.push(next.value);
-    this.#length += next.value.length;
-    return false;
+    return this.#length === 0 && !(await this.#fill(true));
   }
   async readUpTo(n: number): Promise<Buffer> {
     if (this.#length === 0) await this.#fill();
