@@ -58,6 +58,12 @@ describe('finding peers that still pull the snapshot', { timeout: 60_000 }, () =
   it('picks only hosts that said they share before this host did: never one that may be pulling from it', async () => {
     const fleet = 'finder-order';
     await share(fleet, 'older');
+    // a key of another name giving the younger one's URL, older than this host's (left over, or a
+    // lie): it must not make the younger one look earlier
+    await etcd.put(
+      fleetKeys(fleet).sharingBy(SNAPSHOT, 'ghost'),
+      JSON.stringify({ snapshot: SNAPSHOT, peer: 'http://younger.test:7071' }),
+    );
     const own = await share(fleet, 'me');
     await share(fleet, 'younger');
     await share(fleet, 'other-snapshot', 'snap-0');

@@ -412,6 +412,38 @@ describe('a pull from peers', () => {
     }
   });
 
+  it('a peer still pulling that answers 410 slowly is charged its time: bounded by the wait for peers', async () => {
+    const c = await coordinator(20);
+    // 410 at once, then its error body a byte every 100 ms: each answer takes the whole timeout
+    let requests = 0;
+    const drips = new Set<NodeJS.Timeout>();
+    const gone = createServer((req, res) => {
+      requests++;
+      req.resume();
+      res.writeHead(410, { 'content-type': 'application/json' });
+      const drip = setInterval(() => res.write('x'), 100);
+      drips.add(drip);
+      res.on('close', () => clearInterval(drip));
+    });
+    const url = await listenUrl(gone);
+    const into = await temp.make('mirrorswap-peers-into-');
+    try {
+      const BOUND_MS = 1000;
+      const { peers } = sharingPeer(url, BOUND_MS, { timeoutMs: 1000 });
+      const started = Date.now();
+      await pullInto(c, into, peers);
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      // one answer spends the bound; uncharged, each 1 s answer would add only the picker's sleeps
+      assert.ok(Date.now() - started < BOUND_MS + 2000, `took ${Date.now() - started} ms, ${requests} answers`);
+      assert.ok(requests <= 2, `asked ${requests} times`);
+    } finally {
+      for (const d of drips) clearInterval(d);
+      gone.closeAllConnections();
+      await new Promise((r) => gone.close(r));
+      await c.close();
+    }
+  });
+
   it('every peer lying or failing: after the bound of failures the coordinator sends the rest', async () => {
     const c = await coordinator();
     const bad = await Promise.all(

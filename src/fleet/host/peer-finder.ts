@@ -65,12 +65,7 @@ export class PeerFinder {
       if (this.#closed) return null;
       const whole = [...this.#peers.values()];
       // hosts still pulling only within the wait: answers holding none of the files count against it
-      const partial =
-        this.#waited < this.#opts.waitMs
-          ? [...this.#sharing]
-              .filter(([host, s]) => !this.#peers.has(host) && s.revision < this.#ownRevision)
-              .map(([, s]) => s.url)
-          : [];
+      const partial = this.#waited < this.#opts.waitMs ? this.#earlierSharing() : [];
       const known = [...whole, ...partial];
       // a peer holding it whole first: it never waits for a file
       for (const urls of [whole, partial]) {
@@ -96,6 +91,20 @@ export class PeerFinder {
       this.#waited += performance.now() - started;
       if (this.#peers.size === 0 && Date.now() - this.#lastRead >= this.#opts.backstopMs) await this.#read();
     }
+  }
+
+  /**
+   * The URLs of hosts still pulling that said so before this host: a URL is
+   * asked only when every key naming it is older than this host's own (a key
+   * of another name giving a later sharer's URL, left over or a lie, must
+   * not make that sharer look earlier), and none holding the snapshot whole
+   * names it.
+   */
+  #earlierSharing(): string[] {
+    const latest = new Map<string, number>();
+    for (const s of this.#sharing.values()) latest.set(s.url, Math.max(latest.get(s.url) ?? 0, s.revision));
+    const whole = new Set(this.#peers.values());
+    return [...latest].filter(([url, revision]) => revision < this.#ownRevision && !whole.has(url)).map(([url]) => url);
   }
 
   /** Whether `url` is offered as a host still pulling the snapshot (none holding it whole has that URL). */

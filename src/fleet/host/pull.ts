@@ -451,6 +451,7 @@ class Sources {
         timeoutMs: peers.timeoutMs,
         minBytesPerSecond: peers.minBytesPerSecond,
       };
+      const asked = performance.now();
       try {
         const before = done.size;
         const slow = await fetchFiles(this.#opts, peer, rest, tmp, this.#stats, fsyncEach, this.#limits, done);
@@ -466,6 +467,9 @@ class Sources {
         }
       } catch (err) {
         if (this.#opts.signal?.aborted) throw err;
+        // whatever ended it (busy, gone, a silence, a lie): a peer still pulling is charged all of its
+        // answer's time, so no way of answering makes this host wait past its bound for peers
+        if (sharing) peers.waited?.(performance.now() - asked);
         // a peer still pulling that no longer shares it (its pull failed, or ended and its slot
         // moved on) is passed over as a busy one: the finder drops it as etcd says so
         const code = (err as MirrorswapError).code;
