@@ -8,15 +8,12 @@ import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../core/path-limits.js'
  */
 export interface PullLimits {
   /**
-   * Bytes of one manifest answer (its JSON): 256 MiB, what a host's heap
-   * parses safely. The JSON is held as bytes, then as a string (twice its
-   * bytes when it is not all ASCII), then as objects, then checked and
-   * compared: the largest answer admitted (some 1.7 million entries of 160
-   * bytes, not all ASCII) peaks at about 1.8 GiB of RSS, under Node's
-   * default heap limit of 2 to 4 GiB. A million files with their hashes
-   * make some 190 MB. Its shape is checked before it is parsed
-   * (`checkManifestShape`), so no bytes within the bound parse into more
-   * values than its entries need.
+   * Bytes of one manifest answer (its JSON): 256 MiB. A host reads it as it
+   * comes into sorted runs on disk, an entry at a time
+   * (`manifest-receive.ts`): this bounds the disk it takes, not the host's
+   * memory. A million files with their hashes make some 190 MB. Its shape is
+   * checked byte by byte before an element is parsed, so no bytes within the
+   * bound parse into more values than its entries need.
    */
   manifestBytes: number;
   /** Entries of one manifest answer, changed and removed together. */

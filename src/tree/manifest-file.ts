@@ -35,9 +35,9 @@ const SIZING: ManifestSizing = { unitsPerRun: 8 };
  * Run one job alone in a walk thread, and give back its one result; on a
  * failure (a thread that died too), what it was writing is removed.
  */
-async function inThread<J, R>(
-  task: 'manifest-merge' | 'manifest-answer',
-  job: J & { temp: string; removedTemp?: string },
+export async function inThread<J, R>(
+  task: 'manifest-merge' | 'manifest-answer' | 'manifest-delta',
+  job: J & { temp?: string; removedTemp?: string },
   first = false,
 ): Promise<R> {
   let result: R | undefined;
@@ -180,7 +180,7 @@ export class ManifestFile {
  * The walk, in sorted runs: each a group of `unitsPerRun` walk units,
  * walked, sorted and written by a walk thread. Returns the runs written.
  */
-async function walkIntoRuns(root: string, dir: string, unitsPerRun: number): Promise<string[]> {
+export async function walkIntoRuns(root: string, dir: string, unitsPerRun: number): Promise<string[]> {
   const units = planUnits(root, [''], WALK_THREADS);
   const groups: { i: number; units: WalkUnit[] }[] = [];
   for (let i = 0; i * unitsPerRun < units.length; i++)

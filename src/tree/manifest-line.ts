@@ -39,3 +39,14 @@ export const isFileLine = (line: string, key: string): boolean =>
 
 /** A walked file's line with its hash: the hash goes last in its entry. */
 export const withHash = (line: string, hash: string): string => `${line.slice(0, -1)},"hash":"${hash}"}`;
+
+/**
+ * The type of a host's delta line (`key\tentry`, the entry as a host checked
+ * it: `{"path":<key>,"type":"<type>"...`), read in place: a pass over a
+ * million lines for their directories parses none of them.
+ */
+export function typeOfDeltaLine(line: string): 'file' | 'dir' | 'link' {
+  const k = line.indexOf('\t');
+  const at = 2 * k + 18; // after the key, its tab, `{"path":`, the key again and `,"type":"`
+  return line.startsWith('file', at) ? 'file' : line.startsWith('dir', at) ? 'dir' : 'link';
+}

@@ -187,7 +187,7 @@ export function writeAnswerSync(job: AnswerJob): number {
 }
 
 /** Sorted runs read as one sorted stream: a heap of cursors, one chunk of each in memory. */
-class MergedRuns {
+export class MergedRuns {
   readonly #heap: LineCursor[] = [];
   readonly #all: LineCursor[] = [];
 

@@ -10,6 +10,7 @@ export type UnitTask =
   | 'manifest-run'
   | 'manifest-merge'
   | 'manifest-answer'
+  | 'manifest-delta'
   | 'hash'
   | 'place'
   | 'count'

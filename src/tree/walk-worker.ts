@@ -6,6 +6,7 @@ import { subdirectoriesWithIdentity } from './directory-identity.js';
 import { countUnitSync, hashFileSync, manifestRunSync, manifestUnitSync, placeFileSync } from './manifest-unit.js';
 import type { PlacedFile } from './manifest-entry.js';
 import { type AnswerJob, type MergeJob, mergeRunsSync, writeAnswerSync } from './manifest-merge.js';
+import { type DeltaJob, writeDeltaSync } from './manifest-delta.js';
 import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
 import type { UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
@@ -21,6 +22,7 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
     manifestRunSync(c, group),
   'manifest-merge': (_: null, job: MergeJob) => mergeRunsSync(job),
   'manifest-answer': (_: null, job: AnswerJob) => writeAnswerSync(job),
+  'manifest-delta': (_: null, job: DeltaJob) => writeDeltaSync(job),
   hash: (c: { root: string }, unit: { i: number; path: string }) => ({
     i: unit.i,
     hash: hashFileSync(c.root, unit.path),

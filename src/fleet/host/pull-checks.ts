@@ -3,7 +3,7 @@ import { MirrorswapError } from '../../core/errors.js';
 import { treeMode } from '../../tree/tree-mode.js';
 import { pathCharacterProblem } from '../../store/write-path.js';
 import type { PullLimits } from '../../tree/fleet-limits.js';
-import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/manifest.js';
+import { type ManifestEntry, badPath } from '../../tree/manifest.js';
 
 /**
  * A host's checks of what its coordinator answers: nothing it is sent is
@@ -12,7 +12,7 @@ import { type ManifestDelta, type ManifestEntry, badPath } from '../../tree/mani
  */
 
 /** `who`: the coordinator, or a peer (named by its URL) for a files answer from one. */
-const refuse = (message: string, who = 'the coordinator') =>
+export const refuse = (message: string, who = 'the coordinator') =>
   new MirrorswapError('FLEET_PULL', `${who} sent ${message}`);
 
 /**
@@ -72,86 +72,15 @@ export class Pace {
   }
 }
 
-/** The body of `res`, refused once it passes `max` bytes (announced or sent): never held beyond it. */
-export async function readCapped(res: http.IncomingMessage, max: number, what: string, pace: Pace): Promise<Buffer> {
-  const announced = Number(res.headers['content-length']);
-  const tooLarge = (n: number) => {
-    res.destroy();
-    return refuse(`${what} of ${n} bytes or more, over the bound of ${max} bytes`);
-  };
-  if (Number.isFinite(announced) && announced > max) throw tooLarge(announced);
-  const chunks: Buffer[] = [];
-  let length = 0;
-  const it = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  for (let next = await pace.next(it, res); !next.done; next = await pace.next(it, res)) {
-    length += next.value.length;
-    if (length > max) throw tooLarge(length);
-    chunks.push(next.value);
-  }
-  return Buffer.concat(chunks, length);
-}
-
 /** The fields of a manifest answer and of an entry: anything else is refused, never held. */
-const ANSWER_FIELDS = new Set(['snapshot', 'base', 'changed', 'removed']);
-const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'hash']);
-
-/**
- * The shape of a manifest answer's JSON, looked at byte by byte before it is
- * parsed: one object whose values are strings, null or two arrays of
- * entries, each entry an object of at most as many fields as an entry has,
- * each field a string, a number or null. So parsing it makes no more values
- * than its entries need (junk of many small values, `[{},{},...]`, would make
- * 30 MB of JSON a gigabyte of objects), and its entries are counted before
- * it is parsed. Only the shape: what the values are is checked once parsed.
- */
-export function checkManifestShape(json: Buffer, limits: Readonly<PullLimits>): void {
-  const malformed = () => refuse('a manifest of another shape than a manifest (nested values, or extra fields)');
-  let depth = 0;
-  let arrays = 0;
-  let answerFields = 0;
-  let entryFields = 0; // of the entry being read
-  let elements = 0;
-  let expectElement = false;
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i] as number;
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue;
-    if (expectElement && c !== 0x5d) {
-      expectElement = false;
-      if (++elements > limits.manifestEntries)
-        throw refuse(
-          `a manifest of more than ${limits.manifestEntries} entries, over the bound of ${limits.manifestEntries}`,
-        );
-    }
-    if (c === 0x22) {
-      // a string: skipped whole, escapes included
-      for (i++; i < json.length && json[i] !== 0x22; i++) if (json[i] === 0x5c) i++;
-      continue;
-    }
-    if (c === 0x7b) {
-      // the answer itself, or an entry of one of its arrays
-      if (depth !== 0 && depth !== 2) throw malformed();
-      depth++;
-      entryFields = 0;
-    } else if (c === 0x5b) {
-      if (depth !== 1 || ++arrays > 2) throw malformed();
-      depth++;
-      expectElement = true;
-    } else if (c === 0x7d || c === 0x5d) {
-      depth--;
-      expectElement = false; // an empty array
-    } else if (c === 0x3a) {
-      if (depth === 1 ? ++answerFields > ANSWER_FIELDS.size : ++entryFields > ENTRY_FIELDS.size) throw malformed();
-    } else if (c === 0x2c && depth === 2) {
-      expectElement = true;
-    }
-  }
-}
+export const ANSWER_FIELDS = new Set(['snapshot', 'base', 'changed', 'removed']);
+export const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'hash']);
 
 const TYPES = new Set(['file', 'dir', 'link']);
 const HASH = /^[0-9a-f]{64}$/;
 
 /** One manifest entry as the host will use it: checked field by field, its mode masked (`treeMode`). */
-function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
+export function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   if (typeof raw !== 'object' || raw === null) throw refuse('a manifest entry that is not an object');
   const e = raw as Record<string, unknown>;
   for (const field in e)
@@ -189,59 +118,7 @@ function checkEntry(raw: unknown, limits: Readonly<PullLimits>): ManifestEntry {
   return entry;
 }
 
-/** A manifest answer, checked: the delta asked for, or the whole manifest (`base` null). */
-export interface CheckedAnswer extends ManifestDelta {
-  base: string | null;
-}
-
-/**
- * Check a manifest answer against what was asked: `snapshot`, and a delta
- * from `asked` (null: the whole manifest). A delta is taken only as the
- * answer to the delta asked for: one from another base, or one when the
- * whole manifest was asked for, would make the host apply changes to a tree
- * they were not computed from. The coordinator may answer the whole
- * manifest instead of a delta (it no longer knows the base).
- */
-export function checkManifestAnswer(
-  body: unknown,
-  snapshot: string,
-  asked: string | null,
-  limits: Readonly<PullLimits>,
-): CheckedAnswer {
-  if (typeof body !== 'object' || body === null) throw refuse('a malformed manifest');
-  const b = body as Record<string, unknown>;
-  for (const field in b)
-    if (!ANSWER_FIELDS.has(field)) throw refuse(`a manifest with a field ${JSON.stringify(field.slice(0, 50))}`);
-  if (!Array.isArray(b.changed) || !Array.isArray(b.removed)) throw refuse('a malformed manifest');
-  if (b.snapshot !== undefined && b.snapshot !== snapshot)
-    throw refuse(`the manifest of snapshot ${JSON.stringify(b.snapshot)} where ${snapshot} was asked for`);
-  const base = b.base ?? null;
-  if (base !== null) {
-    if (typeof base !== 'string') throw refuse('a malformed manifest (its base)');
-    if (asked === null)
-      throw refuse(`a delta from snapshot ${JSON.stringify(base)} where the whole manifest was asked for`);
-    if (base !== asked)
-      throw refuse(`a delta from snapshot ${JSON.stringify(base)} where one from ${asked} was asked for`);
-  }
-  const count = b.changed.length + b.removed.length;
-  if (count > limits.manifestEntries)
-    throw refuse(`a manifest of ${count} entries, over the bound of ${limits.manifestEntries}`);
-  const changed = b.changed.map((raw) => checkEntry(raw, limits));
-  // a path sorts before every path under it: parents are made first, whatever order it came in
-  changed.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
-  // a path named twice is refused, compared as the bytes it names on disk: sorted, twice is side by
-  // side (paths are well-formed by now, so equal bytes are equal strings)
-  for (let i = 1; i < changed.length; i++)
-    if (Buffer.from(changed[i - 1].path).equals(Buffer.from(changed[i].path)))
-      throw refuse(`${changed[i].path} twice in one manifest`);
-  // a whole manifest is compared with the slot: whatever it says went is worked out here
-  const removed = base === null ? [] : (b.removed as unknown[]).map((p) => checkRemoved(p, limits));
-  // deepest first, so a directory is emptied before it goes
-  removed.sort((x, y) => y.split('/').length - x.split('/').length || (x < y ? 1 : -1));
-  return { base, changed, removed };
-}
-
-function checkRemoved(path: unknown, limits: Readonly<PullLimits>): string {
+export function checkRemoved(path: unknown, limits: Readonly<PullLimits>): string {
   const bad = badPath(path, limits);
   if (bad) throw refuse(`an unsafe path ${JSON.stringify(String(path).slice(0, 200))}: ${bad}`);
   return path as string;

@@ -8,31 +8,58 @@ import { MirrorswapError } from '../../core/errors.js';
  * when the pull does not fetch it at all (the slot held it already); a path
  * it still fetches is waited for. Once the pull has failed or was given up,
  * every wait fails: the peer sees a cut answer and asks another.
+ *
+ * The paths to place are held as prints (`pathPrint`, 52 bits), sorted, each
+ * with a count of the paths still to place that have it: 12 bytes a file, not
+ * the paths themselves (a pull of a million files held a set of a million
+ * strings). Two paths of one print are both waited for until both are
+ * placed: a print can make a peer wait, never read a file before it is placed.
  */
 export class PullProgress {
-  /** Paths still to place; null until the pull knows what it fetches. */
-  #pending: Set<string> | null = null;
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  /** The prints of the paths to place, sorted and distinct; null until the pull knows what it fetches. */
+  #prints: Float64Array | null = null;
+  /** Of each print, the paths not placed yet. */
+  #left: Uint32Array = new Uint32Array(0);
+  /** Waits, by the print of the path waited for. */
+  readonly #waiters = new Map<number, Set<Waiter>>();
   #failed: Error | null = null;
 
-  /** The pull knows what it fetches: `paths`, placed one by one from now on. */
-  begin(paths: Iterable<string>): void {
-    this.#pending = new Set(paths);
+  /**
+   * The pull knows what it fetches: `paths`, or the paths of `prints`
+   * (`pathPrint`, any order), placed one by one from now on.
+   */
+  begin(paths: Float64Array | Iterable<string>): void {
+    const sorted = paths instanceof Float64Array ? Float64Array.from(paths) : Float64Array.from(paths, pathPrint);
+    sorted.sort();
+    let distinct = 0;
+    const left = new Uint32Array(sorted.length);
+    for (let i = 0; i < sorted.length; i++) {
+      if (distinct === 0 || sorted[distinct - 1] !== sorted[i]) sorted[distinct++] = sorted[i] as number;
+      (left[distinct - 1] as number)++;
+    }
+    this.#prints = sorted.slice(0, distinct);
+    this.#left = left.slice(0, distinct);
   }
 
-  /** `path` is in place. */
+  /** `path`, one of those begun with, is in place (once: each path is placed once). */
   placed(path: string): void {
-    this.#pending?.delete(path);
-    const waiters = this.#waiters.get(path);
+    const print = pathPrint(path);
+    const at = this.#find(print);
+    if (at < 0 || this.#left[at] === 0) return;
+    this.#left[at] = (this.#left[at] as number) - 1;
+    if (this.#left[at] !== 0) return;
+    const waiters = this.#waiters.get(print);
     if (!waiters) return;
-    this.#waiters.delete(path);
+    this.#waiters.delete(print);
     for (const w of [...waiters]) w.resolve();
   }
 
   /** The pull placed everything: no path is waited for any more. */
   finish(): void {
-    this.#pending = new Set();
-    for (const path of [...this.#waiters.keys()]) this.placed(path);
+    this.#left.fill(0);
+    const waiters = [...this.#waiters.values()];
+    this.#waiters.clear();
+    for (const set of waiters) for (const w of [...set]) w.resolve();
   }
 
   /** The pull failed or was given up: every wait, now or later, fails with `err`. */
@@ -41,6 +68,22 @@ export class PullProgress {
     const waiters = [...this.#waiters.values()];
     this.#waiters.clear();
     for (const set of waiters) for (const w of [...set]) w.reject(this.#failed);
+  }
+
+  /** Where `print` is among the prints; -1 when it is not. */
+  #find(print: number): number {
+    const prints = this.#prints;
+    if (prints === null) return -1;
+    let lo = 0;
+    let hi = prints.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const p = prints[mid] as number;
+      if (p === print) return mid;
+      if (p < print) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
   }
 
   /**
@@ -52,19 +95,21 @@ export class PullProgress {
    */
   ready(path: string, waitMs: number | null = null, signal?: AbortSignal): Promise<boolean> {
     if (this.#failed) return Promise.reject(this.#failed);
-    if (this.#pending === null)
+    if (this.#prints === null)
       return Promise.reject(new MirrorswapError('FLEET_PULL', 'this host does not know yet what its pull fetches'));
-    if (!this.#pending.has(path)) return Promise.resolve(true);
+    const print = pathPrint(path);
+    const at = this.#find(print);
+    if (at < 0 || this.#left[at] === 0) return Promise.resolve(true);
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<boolean>((resolve, reject) => {
-      const waiters = this.#waiters.get(path) ?? new Set<Waiter>();
-      this.#waiters.set(path, waiters);
+      const waiters = this.#waiters.get(print) ?? new Set<Waiter>();
+      this.#waiters.set(print, waiters);
       let timer: NodeJS.Timeout | undefined;
       const end = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         waiters.delete(waiter);
-        if (waiters.size === 0 && this.#waiters.get(path) === waiters) this.#waiters.delete(path);
+        if (waiters.size === 0 && this.#waiters.get(print) === waiters) this.#waiters.delete(print);
       };
       const onAbort = () => {
         end();
@@ -94,4 +139,23 @@ export class PullProgress {
 interface Waiter {
   resolve(): void;
   reject(err: Error): void;
+}
+
+/**
+ * A path's print: 52 bits of two 32-bit multiplicative hashes of its UTF-16
+ * code units (a number exact in a double). Among a million paths, some two
+ * share a print with odds of about one in 9,000, and a path not fetched has
+ * the print of one fetched with odds of one in 4 billion: then it is waited
+ * for as that one is, nothing worse.
+ */
+export function pathPrint(path: string): number {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ path.length;
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  return (a >>> 0) * 0x100000 + ((b >>> 0) & 0xfffff);
 }

@@ -4,6 +4,7 @@ import { lstat, lutimes, mkdir, open, rename, rm, symlink, utimes, unlink } from
 import http from 'node:http';
 import https from 'node:https';
 import { dirname, join } from 'node:path';
+import { lstatOrNull } from '../../core/lstat-or-null.js';
 import { msInside } from '../../tree/copy-times.js';
 import { PER_FILE_SYNC_LIMIT, syncFileSystems } from '../../tree/tree-copy.js';
 import { walkPool } from '../../tree/walk-pool.js';
@@ -11,28 +12,20 @@ import { deriveCopy } from '../../tree/derive-copy.js';
 import { TREE_DEFAULTS } from '../../tree/tree-defaults.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
-import { TEMP_DIR_NAME } from '../../store/store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME } from '../../store/store-layout.js';
 import { unlockTree } from '../../tree/tree-mode.js';
 import { WritableDirs } from '../../tree/writable-dirs.js';
-import {
-  type ManifestDelta,
-  type ManifestEntry,
-  diffManifests,
-  hashLikelySame,
-  readManifest,
-} from '../../tree/manifest.js';
+import type { ManifestEntry } from '../../tree/manifest.js';
+import { inThread, walkIntoRuns } from '../../tree/manifest-file.js';
+import type { DeltaCounts, DeltaJob, DeltaResult } from '../../tree/manifest-delta.js';
+import { entryOf, keyOf, typeOfDeltaLine } from '../../tree/manifest-line.js';
+import { LineCursor } from '../../tree/line-cursor.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { linkFromCopy } from './pull-share.js';
-import type { PullProgress } from './pull-progress.js';
+import { type PullProgress, pathPrint } from './pull-progress.js';
+import { receiveManifest } from './manifest-receive.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
-import {
-  checkFrameHeaderLength,
-  checkManifestAnswer,
-  checkManifestShape,
-  Pace,
-  parseFrameHeader,
-  readCapped,
-} from './pull-checks.js';
+import { checkFrameHeaderLength, Pace, parseFrameHeader, refuse } from './pull-checks.js';
 
 export interface PullOptions {
   /** The coordinator's base URL. */
@@ -154,9 +147,16 @@ const BATCH_BYTES = 32 * 1024 * 1024;
  * is made in a directory checked to be a real directory of the slot
  * (`ParentCheck`). A directory whose mode denies its owner write is opened
  * for the pull and given its mode back at the end (`WritableDirs`). What the
- * coordinator sends is checked first (`pull-checks.ts`): its bounds, a delta
- * only as the answer to the one asked for, modes masked. The caller marks
- * the slot unfinished first and complete after.
+ * coordinator sends is checked first (`manifest-receive.ts`,
+ * `pull-checks.ts`): its bounds, a delta only as the answer to the one asked
+ * for, modes masked. The caller marks the slot unfinished first and complete
+ * after.
+ *
+ * The manifest and the delta worked out from it live on disk, in the slot's
+ * temp directory, and are read a line at a time: the pull's memory does not
+ * grow with the tree (docs/FLEET.md, "Memory"), only with the directories it
+ * changes and, at 12 bytes a file, with the files it places
+ * (`PullProgress`).
  */
 export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   const stats: PullStats = {
@@ -175,53 +175,111 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   };
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
-  const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
-  const answer = await requestManifest(opts, `/v1/fleet/manifest?${query}`, limits);
-  stats.received += answer.bytes;
-  stats.fromCoordinator += answer.bytes;
-  const body = checkManifestAnswer(answer.body, opts.snapshot, opts.base, limits);
-  let delta: ManifestDelta = body;
-  if (body.base === null) {
-    stats.full = true;
-    // what the slot holds, by content where size and time alone would call it the same; a
-    // directory of it whose mode shuts its owner out (drift) is opened and the walk made again
-    const local = await readManifest(opts.into).catch(async () => {
-      await unlockTree(opts.into);
-      return readManifest(opts.into);
-    });
-    await hashLikelySame(opts.into, local, body.changed);
-    delta = diffManifests(local, body.changed);
-  }
+  const tmp = join(opts.into, TEMP_DIR_NAME);
   const dirModes = new WritableDirs(opts.into);
   try {
-    return await applyDelta(opts, delta, stats, limits, dirModes);
+    // the slot's root too may deny its owner write (drift): opened before the temp directory is made
+    await dirModes.open(opts.into);
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(tmp, { recursive: true });
+    const work = join(tmp, 'manifest');
+    await mkdir(work, { mode: 0o700 });
+    const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
+    const res = await request(opts, `/v1/fleet/manifest?${query}`);
+    const pace = new Pace(opts.timeoutMs, limits.minBytesPerSecond);
+    const answer = await receiveManifest(res, work, opts.snapshot, opts.base, limits, pace);
+    stats.received += answer.bytes;
+    stats.fromCoordinator += answer.bytes;
+    stats.full = answer.base === null;
+    const delta: DeltaFiles = { changed: join(work, 'delta-changed'), removed: join(work, 'delta-removed') };
+    const counts = await inThread<DeltaJob, DeltaResult>('manifest-delta', {
+      root: opts.into,
+      changedRuns: answer.changedRuns,
+      removedRuns: answer.removedRuns,
+      // what the slot holds, compared with the whole manifest
+      localRuns: answer.base === null ? await walkSlot(opts.into, join(work, 'local')) : null,
+      changedFile: delta.changed,
+      removedFile: delta.removed,
+    });
+    if ('twice' in counts) throw refuse(`${counts.twice} twice in one manifest`);
+    for (const run of [...answer.changedRuns, ...answer.removedRuns]) await rm(run, { force: true });
+    await rm(join(work, 'local'), { recursive: true, force: true });
+    return await applyDelta(opts, delta, counts, stats, limits, dirModes);
   } catch (err) {
     await dirModes.settle().catch(() => {}); // modes given back; the slot stays marked unfinished
     throw err;
   }
 }
 
+/** The delta of a pull, on disk (`manifest-delta.ts`). */
+interface DeltaFiles {
+  /** `key\tentry` lines, parents first. */
+  changed: string;
+  /** `key` lines. */
+  removed: string;
+}
+
+/**
+ * The slot's walk in sorted runs in `dir`; a directory of it whose mode
+ * shuts its owner out (drift) is opened and the walk made again.
+ */
+async function walkSlot(root: string, dir: string): Promise<string[]> {
+  const walk = async () => {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { mode: 0o700 });
+    return walkIntoRuns(root, dir, LOCAL_UNITS_PER_RUN);
+  };
+  try {
+    return await walk().catch(async () => {
+      await unlockTree(root);
+      return walk();
+    });
+  } catch (err) {
+    throw new MirrorswapError('FLEET_MANIFEST', `cannot read ${root}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Walk units of the slot per sorted run, as the coordinator's manifests (`ManifestSizing`). */
+const LOCAL_UNITS_PER_RUN = 8;
+
+/** The lines of `file`, a chunk of it read at a time. */
+function* linesOf(file: string): Generator<string> {
+  const cursor = new LineCursor(file);
+  try {
+    for (let line = cursor.line; line !== null; cursor.next(), line = cursor.line) yield line;
+  } finally {
+    cursor.close();
+  }
+}
+
+/** The entries of the delta of one type, parents first. */
+function* entriesOf(delta: DeltaFiles, type: ManifestEntry['type']): Generator<ManifestEntry> {
+  for (const line of linesOf(delta.changed))
+    if (typeOfDeltaLine(line) === type) yield JSON.parse(entryOf(line)) as ManifestEntry;
+}
+
+/** The paths of the delta's removals. */
+function* removedOf(delta: DeltaFiles): Generator<string> {
+  for (const line of linesOf(delta.removed)) yield JSON.parse(line) as string;
+}
+
 async function applyDelta(
   opts: PullOptions,
-  delta: ManifestDelta,
+  delta: DeltaFiles,
+  counts: DeltaCounts,
   stats: PullStats,
   limits: Readonly<PullLimits>,
   dirModes: WritableDirs,
 ): Promise<PullStats> {
-  const fsyncEach = opts.durable && delta.changed.length + delta.removed.length <= PER_FILE_SYNC_LIMIT; // as the agent's copies: a swap of a few files must not flush a whole disk
-  /** Directories whose entries changed: fsynced at the end when files are fsynced one by one. */
+  const fsyncEach = opts.durable && counts.changed + counts.removed <= PER_FILE_SYNC_LIMIT; // as the agent's copies: a swap of a few files must not flush a whole disk
+  /** Directories whose entries changed: fsynced at the end when files are fsynced one by one (few, then). */
   const touched = new Set<string>();
   const touch = (path: string) => {
+    if (!fsyncEach) return;
     const cut = path.lastIndexOf('/');
     touched.add(cut > 0 ? path.slice(0, cut) : '');
   };
-  for (const e of delta.changed) touch(e.path);
-  for (const p of delta.removed) touch(p);
   const tmp = join(opts.into, TEMP_DIR_NAME);
-  // the slot's root too may deny its owner write (drift): opened before the temp directory is made
-  await dirModes.open(opts.into);
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
   const parents = new ParentCheck(opts.into);
   /** Check that `path`'s parents are real directories of the slot, and open its own for writing. */
   const writable = async (path: string) => {
@@ -229,12 +287,13 @@ async function applyDelta(
     await dirModes.open(dirname(join(opts.into, path)));
   };
 
-  // 1. what went (deepest first); a path whose type changed goes too. A removal is a write:
-  // made only in a real directory of the slot, and of the entry itself, never where a link points.
-  // Every removal's parents are checked before the first is made: one through a link refuses
-  // the pull with nothing removed.
-  for (const path of delta.removed) await parents.exists(path);
-  for (const path of delta.removed) {
+  // 1. what went; a path whose type changed goes too. A removal is a write: made only in a real
+  // directory of the slot, and of the entry itself, never where a link points. Every removal's
+  // parents are checked before the first is made: one through a link refuses the pull with
+  // nothing removed. A directory goes with what is under it (which then finds its parent gone).
+  for (const path of removedOf(delta)) await parents.exists(path);
+  for (const path of removedOf(delta)) {
+    touch(path);
     if (!(await parents.exists(path))) continue; // a parent already gone: nothing there to remove
     await writable(path);
     const abs = join(opts.into, path);
@@ -246,9 +305,11 @@ async function applyDelta(
     await rm(abs, { recursive: true, force: true });
     stats.removed++;
   }
-  // 2. new directories, parents first (the manifest is sorted); their modes come last
-  const dirs = delta.changed.filter((e) => e.type === 'dir');
-  for (const d of dirs) {
+  // 2. new directories, parents first (the delta is sorted); their modes come last. Held: the
+  // directories changed, a few hundred bytes each
+  const dirs: ManifestEntry[] = [];
+  for (const d of entriesOf(delta, 'dir')) {
+    touch(d.path);
     await writable(d.path);
     const abs = join(opts.into, d.path);
     // whatever else is there goes: a file or link the slot drifted to, or a FIFO, socket or device
@@ -263,9 +324,11 @@ async function applyDelta(
     });
     await parents.isDirectory(d.path);
     dirModes.setFinal(abs, d.mode);
+    dirs.push(d);
   }
   // 3. links, by temp + rename
-  for (const l of delta.changed.filter((e) => e.type === 'link')) {
+  for (const l of entriesOf(delta, 'link')) {
+    touch(l.path);
     await writable(l.path);
     const temp = join(tmp, randomBytes(8).toString('hex'));
     await symlink(l.target ?? '', temp);
@@ -273,43 +336,36 @@ async function applyDelta(
     await rename(temp, join(opts.into, l.path));
   }
   // 4. files, in batches; from peers when asked (`PeerPull`): only files the manifest names a SHA-256 for
-  let all = delta.changed.filter((e) => e.type === 'file');
-  if (opts.share) {
-    // 4a. what another copy of this host holds the same: linked, never fetched
-    const linked = await linkFromCopy(opts.share, opts.into, tmp, all, writable);
-    stats.linked = linked.size;
-    all = all.filter((f) => !linked.has(f.path));
+  stats.totalFiles = counts.files;
+  stats.totalBytes = counts.fileBytes;
+  if (opts.progress) {
+    const prints = new Float64Array(counts.files);
+    let n = 0;
+    for (const line of linesOf(delta.changed))
+      if (typeOfDeltaLine(line) === 'file') prints[n++] = pathPrint(JSON.parse(keyOf(line)) as string);
+    opts.progress.begin(prints.subarray(0, n));
   }
-  stats.totalFiles = all.length;
-  stats.totalBytes = all.reduce((sum, f) => sum + f.size, 0);
-  opts.progress?.begin(all.map((f) => f.path));
   const sources = new Sources(opts, limits, stats);
-  const files = opts.peers ? [...all.filter((f) => !f.hash), ...all.filter((f) => f.hash)] : all;
-  for (let i = 0; i < files.length; ) {
-    const batch: ManifestEntry[] = [];
-    let bytes = 0;
-    while (
-      i < files.length &&
-      batch.length < MAX_PATHS_PER_REQUEST &&
-      (batch.length === 0 || bytes + files[i].size <= BATCH_BYTES)
-    ) {
-      bytes += files[i].size;
-      batch.push(files[i++]);
-    }
+  for (const files of batchesOf(entriesOf(delta, 'file'))) {
     opts.signal?.throwIfAborted();
+    for (const f of files) touch(f.path);
+    let batch = files;
+    if (opts.share) {
+      // 4a. what another copy of this host holds the same: linked, never fetched
+      const linked = await linkFromCopy(opts.share, opts.into, tmp, batch, writable);
+      if (linked.size > 0) {
+        batch = batch.filter((f) => !linked.has(f.path));
+        stats.linked += linked.size;
+        stats.totalFiles -= linked.size;
+        for (const f of files) if (linked.has(f.path)) stats.totalBytes -= f.size;
+        for (const path of linked) opts.progress?.placed(path);
+      }
+    }
     for (const f of batch) await writable(f.path);
-    await sources.fetch(batch, tmp, fsyncEach);
+    if (batch.length > 0) await sources.fetch(batch, tmp, fsyncEach);
   }
-  // 4b. the content index of what changed, while the temp directory is there and before the sync.
-  // With no source it only reads and indexes (every sibling is the snapshot's): nothing to make
-  // durable, as an index needs no fsync (content-index.ts)
-  if (opts.contentIndex !== false) {
-    await deriveCopy(
-      { slot: opts.into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings },
-      [...delta.changed.map((e) => e.path), ...delta.removed],
-      new Set(dirs.map((d) => d.path)),
-    );
-  }
+  // 4b. the content index of what changed, while the temp directory is there and before the sync
+  if (opts.contentIndex !== false) await indexChanged(opts.into, delta, new Set(dirs.map((d) => d.path)));
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
   await rm(tmp, { recursive: true, force: true }); // while the root is still writable
@@ -319,13 +375,68 @@ async function applyDelta(
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
   if (fsyncEach) {
-    for (const d of dirs) touched.add(d.path);
     // deepest first: a new directory is durable before the entry naming it in its parent
     for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
   } else if (opts.durable) {
     await syncFileSystems([opts.into]);
   }
   return stats;
+}
+
+/** The files in batches of one files request each: at most MAX_PATHS_PER_REQUEST files and BATCH_BYTES (or one file). */
+function* batchesOf(files: Iterable<ManifestEntry>): Generator<ManifestEntry[]> {
+  let batch: ManifestEntry[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (batch.length > 0 && (batch.length >= MAX_PATHS_PER_REQUEST || bytes + f.size > BATCH_BYTES)) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(f);
+    bytes += f.size;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** Paths handed to one derive: a chunk of the delta at a time. */
+const INDEX_CHUNK = 16 * 1024;
+
+/**
+ * Bring the slot's content index up to date for what the pull changed: each
+ * file's hash, and the variants the snapshot holds beside it (the agent made
+ * them in its copy) that decode to it. Nothing is compressed on a host, and
+ * with no source a derive only reads and indexes: nothing to make durable,
+ * as an index needs no fsync (content-index.ts). A changed directory is
+ * derived as a tree, so what is under it is left out; a slot with no index
+ * yet is derived whole, once.
+ */
+async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>): Promise<void> {
+  const context = { slot: into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings };
+  if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
+    await deriveCopy(context, [], dirs);
+    return;
+  }
+  const underChanged = (path: string) => {
+    for (let cut = path.lastIndexOf('/'); cut > 0; cut = path.lastIndexOf('/', cut - 1))
+      if (dirs.has(path.slice(0, cut))) return true;
+    return false;
+  };
+  let chunk: string[] = [];
+  const flush = async () => {
+    if (chunk.length > 0) await deriveCopy(context, chunk, dirs);
+    chunk = [];
+  };
+  const paths = function* () {
+    for (const line of linesOf(delta.changed)) yield JSON.parse(keyOf(line)) as string;
+    yield* removedOf(delta);
+  };
+  for (const path of paths()) {
+    if (underChanged(path)) continue;
+    chunk.push(path);
+    if (chunk.length >= INDEX_CHUNK) await flush();
+  }
+  await flush();
 }
 
 /** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
@@ -717,27 +828,6 @@ export class FrameReader {
   async readUpTo(n: number): Promise<Buffer> {
     if (this.#length === 0) await this.#fill();
     return this.#take(Math.min(n, (this.#chunks[0] as Buffer).length));
-  }
-}
-
-/** The manifest answer, its shape checked before it is parsed (`checkManifestShape`). */
-async function requestManifest(
-  opts: PullOptions,
-  path: string,
-  limits: Readonly<PullLimits>,
-): Promise<{ body: unknown; bytes: number }> {
-  const res = await request(opts, path);
-  const json = await readCapped(
-    res,
-    limits.manifestBytes,
-    'a manifest',
-    new Pace(opts.timeoutMs, limits.minBytesPerSecond),
-  );
-  checkManifestShape(json, limits);
-  try {
-    return { body: JSON.parse(json.toString('utf8')), bytes: json.length };
-  } catch {
-    throw new MirrorswapError('FLEET_PULL', 'the coordinator sent a manifest that is not JSON');
   }
 }
 

@@ -1,0 +1,271 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readFile, readdir, readlink, utimes, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
+import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { PullProgress, pathPrint } from '../../../src/fleet/host/pull-progress.js';
+import type { ManifestEntry } from '../../../src/tree/manifest.js';
+import { tempDirs } from '../../../testkit/store.js';
+
+// A host reads a manifest answer as it comes, an element at a time, into sorted runs on disk, and
+// works out its delta by merging them: whatever the chunks, the order or the layout of the JSON,
+// the slot becomes the snapshot, and what is malformed is refused before it is held.
+const temp = tempDirs();
+after(() => temp.removeAll());
+const TOKEN = 'fleet-token-for-tests-0123456789';
+const TIME = 1_700_000_000_000;
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+async function coordinator(manifest: Handler, files: Handler = (_q, res) => res.end()) {
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () =>
+      (req.url?.startsWith('/v1/fleet/manifest') ? manifest : files)(req, res, Buffer.concat(chunks)),
+    );
+  });
+  server.on('connection', (socket) => socket.setNoDelay(true));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest();
+const fileEntry = (path: string, content: Buffer): ManifestEntry => ({
+  path,
+  type: 'file',
+  mode: 0o644,
+  size: content.length,
+  mtimeMs: TIME,
+  hash: sha(content).toString('hex'),
+});
+const dirEntry = (path: string): ManifestEntry => ({ path, type: 'dir', mode: 0o755, size: 0, mtimeMs: TIME });
+
+/** Frames for every path asked for. */
+const framesOf =
+  (contents: Record<string, Buffer>): Handler =>
+  (_req, res, body) => {
+    const { paths } = JSON.parse(body.toString()) as { paths: string[] };
+    res.end(
+      Buffer.concat(
+        paths.map((p) => {
+          const c = contents[p] ?? Buffer.alloc(0);
+          return Buffer.concat([frameHeader(p, c.length), c, sha(c)]);
+        }),
+      ),
+    );
+  };
+
+/** Send `body` a few bytes at a time, a timer between writes: its chunks end anywhere, inside strings and characters. */
+const trickled =
+  (body: Buffer, piece = 3): Handler =>
+  (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    let at = 0;
+    const next = () => {
+      if (res.destroyed) return;
+      if (at >= body.length) return void res.end();
+      res.write(body.subarray(at, at + piece));
+      at += piece;
+      setTimeout(next, 1);
+    };
+    next();
+  };
+
+const pull = (url: string, into: string, extra: Partial<PullOptions> = {}) =>
+  pullSnapshot({
+    from: url,
+    token: TOKEN,
+    snapshot: 's2',
+    base: null,
+    into,
+    durable: false,
+    timeoutMs: 5000,
+    ...extra,
+  });
+
+describe('a manifest answer read as it comes', () => {
+  it('cut anywhere, laid out any way, its entries in any order: the slot becomes the snapshot', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    // names whose JSON holds escapes, and characters of two, three and four bytes, cut by the chunks
+    const contents: Record<string, Buffer> = {
+      'quote"d/a "b".txt': Buffer.from('quoted'),
+      'été/naïve.css': Buffer.from('body{}'),
+      'emoji/😀.txt': Buffer.from('smile'),
+      'plain.txt': Buffer.from('plain'),
+      'deep/er/est/file.txt': Buffer.from('deepest'),
+    };
+    const changed: ManifestEntry[] = [
+      ...Object.entries(contents).map(([p, c]) => fileEntry(p, c)),
+      dirEntry('quote"d'),
+      dirEntry('été'),
+      dirEntry('emoji'),
+      dirEntry('deep'),
+      dirEntry('deep/er'),
+      dirEntry('deep/er/est'),
+      { path: 'link', type: 'link', mode: 0o777, size: 0, mtimeMs: TIME, target: 'plain.txt' } as ManifestEntry,
+    ].reverse(); // children before their parents: the host sorts
+    // its fields in another order than the coordinator's, whitespace everywhere
+    const body = Buffer.from(JSON.stringify({ removed: [], changed, base: null, snapshot: 's2' }, null, 2));
+    const c = await coordinator(trickled(body), framesOf(contents));
+    try {
+      const stats = await pull(c.url, into);
+      assert.equal(stats.files, 5);
+      assert.equal(stats.received >= body.length, true);
+      for (const [p, content] of Object.entries(contents)) assert.deepEqual(await readFile(join(into, p)), content);
+      assert.equal(await readlink(join(into, 'link')), 'plain.txt');
+      assert.deepEqual((await readdir(into)).sort(), [
+        '.mirrorswap-meta',
+        'deep',
+        'emoji',
+        'link',
+        'plain.txt',
+        'quote"d',
+        'été',
+      ]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a whole manifest of more entries than one run holds, in no order, is compared with the slot entry by entry', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    // the slot holds the snapshot already: 34,000 files, each its own content. The answer names
+    // them column by column (d0/f0, d1/f0, ...), 32,768 lines a run: only runs each sorted and
+    // merged meet every file of the slot with its own entry; any other pairing would fetch files
+    // (their sizes and hashes differ) and remove others
+    const changed: ManifestEntry[] = [];
+    for (let d = 0; d < 100; d++) await mkdir(join(into, `d${d}`));
+    const writes: Promise<void>[] = [];
+    for (let f = 0; f < 340; f++)
+      for (let d = 0; d < 100; d++) {
+        const path = `d${d}/f${f}`;
+        const content = Buffer.from(`content of ${path}`);
+        changed.push(fileEntry(path, content));
+        writes.push(
+          writeFile(join(into, path), content, { mode: 0o644 }).then(() =>
+            utimes(join(into, path), TIME / 1000, TIME / 1000),
+          ),
+        );
+        if (writes.length >= 256) await Promise.all(writes.splice(0));
+      }
+    await Promise.all(writes);
+    for (let d = 0; d < 100; d++) {
+      changed.push(dirEntry(`d${d}`));
+      await chmod(join(into, `d${d}`), 0o755);
+      await utimes(join(into, `d${d}`), TIME / 1000, TIME / 1000);
+    }
+    let asked = 0;
+    const c = await coordinator(
+      (_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })),
+      (req, res, body) => {
+        asked += (JSON.parse(body.toString()) as { paths: string[] }).paths.length;
+        framesOf({})(req, res, body);
+      },
+    );
+    try {
+      const stats = await pull(c.url, into, { contentIndex: false });
+      assert.equal(asked, 0, 'no file was asked for');
+      assert.equal(stats.files, 0);
+      assert.equal(stats.removed, 0);
+      assert.equal(stats.full, true);
+      assert.equal((await readdir(join(into, 'd99'))).length, 340);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a path named twice is refused, however far apart the two are', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    const changed: ManifestEntry[] = [dirEntry('twice')];
+    for (let i = 0; i < 40_000; i++) changed.push(dirEntry(`d${i}`));
+    changed.push(dirEntry('twice'));
+    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
+    try {
+      await assert.rejects(pull(c.url, into), /twice twice in one manifest/);
+      assert.deepEqual(await readdir(into), ['.mirrorswap-tmp']); // nothing made: refused before the first change
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('an element larger than any entry is refused before it is held, and the host stops reading', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    let sent = 0;
+    const c = await coordinator((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"snapshot":"s2","changed":[{"path":"');
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const more = (): void => {
+        while (sent < 64 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) {
+            res.once('drain', more);
+            return;
+          }
+        }
+        res.end();
+      };
+      more();
+    });
+    try {
+      await assert.rejects(pull(c.url, into), /a manifest entry over the bound of \d+ bytes/);
+      assert.ok(sent < 16 * 1024 * 1024, `the host stopped reading: ${sent} bytes sent`);
+    } finally {
+      await c.close();
+    }
+  });
+
+  for (const [name, body, refusal] of [
+    ['cut short', '{"snapshot":"s2","changed":[{"path":"a","type":"dir","mode":493', /cut short/],
+    ['more after its end', '{"snapshot":"s2","changed":[],"removed":[]} {}', /followed by more/],
+    ['an array given twice', '{"changed":[],"removed":[],"changed":[]}', /another shape/],
+    ['a value of the answer given twice', '{"changed":[],"removed":[],"base":null,"base":"s1"}', /another shape/],
+    ['a path to remove that is not a string', '{"base":"s1","changed":[],"removed":[1]}', /another shape/],
+    ['an entry that is not an object', '{"changed":["a"],"removed":[]}', /another shape/],
+    ['a bare value that is no JSON', '{"changed":[],"removed":[],"base":nul}', /not JSON/],
+    ['an entry that is no JSON', '{"changed":[{"path":"a",}],"removed":[]}', /not JSON/],
+    ['no changed array', '{"removed":[]}', /malformed/],
+    ['a trailing comma', '{"changed":[],"removed":[],}', /another shape/],
+    ['an array not in an object', '[]', /malformed/],
+  ] as const) {
+    it(`an answer ${name} is refused`, async () => {
+      const into = await temp.make('mirrorswap-stream-');
+      const c = await coordinator(trickled(Buffer.from(body), 2));
+      try {
+        await assert.rejects(pull(c.url, into, { base: 's1' }), refusal);
+      } finally {
+        await c.close();
+      }
+    });
+  }
+});
+
+describe("a pull's progress, held as prints", () => {
+  it('paths of one print are all waited for until each is placed', async () => {
+    const progress = new PullProgress();
+    // two paths that share a print, as two of a million may
+    const print = pathPrint('a');
+    progress.begin(Float64Array.of(print, print, pathPrint('b')));
+    const early = progress.ready('a', 20);
+    progress.placed('a');
+    assert.equal(await early, false, 'one of the two paths of the print is still to place');
+    const later = progress.ready('a', 1000);
+    progress.placed('a');
+    assert.equal(await later, true);
+    assert.equal(await progress.ready('not-fetched'), true);
+    assert.equal(await progress.ready('b', 10), false);
+    progress.finish();
+    assert.equal(await progress.ready('b', 10), true);
+  });
+});
