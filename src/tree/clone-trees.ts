@@ -16,6 +16,7 @@ import {
   writeSync,
   chmodSync,
   fchmodSync,
+  lstatSync,
   type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -26,12 +27,27 @@ import type { WalkUnit } from './walk-units.js';
 import { reportWalked } from './walk-report.js';
 import { shareFileSync } from './share-files.js';
 import { NO_FOLLOW, fdPath, openCheckedSync } from './open-checked.js';
+import { contentHash } from '../store/content-index.js';
+import {
+  type DeriveContext,
+  type DeriveResult,
+  type StagedHash,
+  deriveCopiedDirectorySync,
+  emptyDeriveStats,
+} from './derive-variants.js';
 
 /** What a clone unit needs besides itself (sent to the walk threads). */
 export interface CloneContext {
   source: string;
   /** Another copy to hard-link unchanged files from (`share-files.ts`); none: every file is copied. */
   share?: string | undefined;
+  /**
+   * The copy's derive (derive-variants.ts), run on each directory as soon as
+   * it is copied, in the same thread, with the hashes of the files as they
+   * were copied: a full copy with variants reads each file once. None: the
+   * copier derives after the clone, if at all.
+   */
+  derive?: DeriveContext | undefined;
 }
 
 /**
@@ -66,6 +82,8 @@ export interface CloneResult {
   placed?: string;
   /** The unit's own directory and its mode (`treeMode`), to set once it is placed and its subunits are done. */
   own?: { rel: string; mode: number };
+  /** What the derive of the directories it copied did (`CloneContext.derive`); its paths are not kept (the copy ends with a syncfs). */
+  derive?: DeriveResult;
 }
 
 export function emptyCloneResult(): CloneResult {
@@ -103,27 +121,53 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     }
   };
 
-  const copyFile = (parentFd: number, name: string, dest: string, rel: string): void => {
+  const derived: DeriveResult | null = context.derive
+    ? { stats: emptyDeriveStats(), written: [], dirs: [], taken: [] }
+    : null;
+  if (derived) result.derive = derived;
+
+  /** Copy a file; with a derive, note its hash from the bytes copied (a small file's) in `hints`. */
+  const copyFile = (
+    parentFd: number,
+    name: string,
+    dest: string,
+    rel: string,
+    hints: Record<string, StagedHash> | null,
+  ): void => {
     const fd = openSync(join(fdPath(parentFd), name), constants.O_RDONLY | NO_FOLLOW);
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) return;
       if (context.share !== undefined && shareFileSync(context.share, rel, fd, st, dest)) result.shared++;
-      else result.bytes += copyOpenedFile(fd, st, dest);
+      else {
+        let sha256: string | null = null;
+        result.bytes += copyOpenedFile(fd, st, dest, hints ? (bytes) => (sha256 = contentHash(bytes)) : undefined);
+        if (hints && sha256 !== null) {
+          // the file as written: the derive trusts the hash while the file has this stamp
+          const placed = lstatSync(dest);
+          hints[name] = { ino: placed.ino, size: placed.size, mtimeMs: placed.mtimeMs, sha256 };
+        }
+      }
       result.files++;
     } finally {
       closeSync(fd);
     }
   };
 
-  /** Copy the entries of the directory open as `fd` into `dest`, all but the subdirectories in `skip`. */
+  /**
+   * Copy the entries of the directory open as `fd` into `dest`, all but the
+   * subdirectories in `skip`; then, with a derive, derive it (while it is
+   * still writable: its mode is set after).
+   */
   const copyEntries = (fd: number, rel: string, dest: string, skip: ReadonlySet<string> | null): void => {
     const entries: Dirent[] = readdirSync(fdPath(fd), { withFileTypes: true });
     reportWalked(entries.length);
+    // a name may be __proto__
+    const hints: Record<string, StagedHash> | null = derived ? Object.create(null) : null;
     for (const e of entries) {
       const child = rel === '' ? e.name : `${rel}/${e.name}`;
       const to = `${dest}/${e.name}`;
-      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child));
+      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, hints));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
           symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
@@ -140,6 +184,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
         });
       }
     }
+    if (context.derive && derived && hints) deriveCopiedDirectorySync(context.derive, rel, dest, hints, derived);
   };
 
   /**

@@ -118,6 +118,8 @@ export interface StagedHash extends FileStamp {
 export interface DeriveStats {
   /** Files hashed (their record was not current): as the copy staged them, or read here. */
   hashed: number;
+  /** Of those, the files read here to hash them (the others' hashes came from the copy, as it wrote them). */
+  read: number;
   /** Variants made by compressing. */
   compressed: number;
   /** Variants taken from the other copy (a link, or a copy when the times differ). */
@@ -135,7 +137,7 @@ export interface DeriveStats {
 }
 
 export function emptyDeriveStats(): DeriveStats {
-  return { hashed: 0, compressed: 0, reused: 0, cached: 0, kept: 0, removed: 0, indexes: 0, denied: 0 };
+  return { hashed: 0, read: 0, compressed: 0, reused: 0, cached: 0, kept: 0, removed: 0, indexes: 0, denied: 0 };
 }
 
 export function addDeriveStats(into: DeriveStats, part: DeriveStats): void {
@@ -236,9 +238,28 @@ export function deriveUnitSync(c: DeriveContext, unit: DeriveUnit): DeriveResult
 }
 
 /**
+ * The derive of a directory a clone has just copied whole (clone-trees.ts),
+ * in the thread that copied it and before it is renamed into the copy:
+ * every entry of it, at `abs` (where the clone put it) for the copy's
+ * directory `dir`, with the hashes of the files the clone read as it copied
+ * them (`hints`), so no file is read again. Its subdirectories are derived
+ * as they are copied.
+ */
+export function deriveCopiedDirectorySync(
+  c: DeriveContext,
+  dir: string,
+  abs: string,
+  hints: Record<string, StagedHash>,
+  result: DeriveResult,
+): void {
+  deriveDirectory(c, dir, null, result, hints, abs);
+}
+
+/**
  * Derive the directory `dir` of the copy for `names` (null: all its
  * entries); returns the subdirectories among them (all of them when
- * `names` is null), for the caller to go into.
+ * `names` is null), for the caller to go into. `abs` is where the
+ * directory is (the copy's `dir`, unless a clone has it elsewhere yet).
  */
 function deriveDirectory(
   c: DeriveContext,
@@ -246,8 +267,8 @@ function deriveDirectory(
   names: string[] | null,
   result: DeriveResult,
   hints: Record<string, StagedHash> | undefined,
+  abs = dir === '' ? c.slot : join(c.slot, dir),
 ): string[] {
-  const abs = dir === '' ? c.slot : join(c.slot, dir);
   const old = readDirectoryIndexSync(c.slot, dir);
   const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
   let changed = false;
@@ -439,6 +460,7 @@ function deriveFile(
     fst = read.st;
     bytes = read.bytes;
     result.stats.hashed++;
+    result.stats.read++;
   }
   const bytesOf = (): Buffer | null => {
     if (bytes === undefined) {

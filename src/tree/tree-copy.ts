@@ -10,6 +10,7 @@ import {
   link,
   mkdir,
   open,
+  readdir,
   rename,
   rm,
   stat,
@@ -19,7 +20,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
-import { META_DIR_NAME, TEMP_DIR_NAME } from '../store/store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
 import { VARIANT_SUFFIX } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
@@ -42,7 +43,13 @@ import { WALK_THREADS } from './walk-threads.js';
 import { planUnits, topmost } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
 import type { VariantSettings } from './compressible.js';
-import { type DeriveStats, type StagedHash, addDeriveStats, emptyDeriveStats } from './derive-variants.js';
+import {
+  type DeriveContext,
+  type DeriveStats,
+  type StagedHash,
+  addDeriveStats,
+  emptyDeriveStats,
+} from './derive-variants.js';
 import { deriveCopy } from './derive-copy.js';
 import type { CacheView } from './variant-cache.js';
 
@@ -448,8 +455,18 @@ export class TreeCopier {
       await this.#openRoot();
       await mkdir(this.#tmpDir, { recursive: true });
       this.#syncfsAtEnd = true;
+      // a copy with no index yet is derived whole (derive-copy.ts): once the clone has written
+      // indexes, what it did not copy is named to the derive instead
+      const indexed = this.#variants ? (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null : true;
       try {
-        missed = await this.#cloneDirectories(tops, onWalked);
+        const cloned = await this.#cloneDirectories(tops, onWalked);
+        missed = cloned.missed;
+        // the clone derived each directory as it copied it: the derive after leaves them be
+        for (const top of cloned.derived) {
+          this.#changed.delete(top);
+          this.#changedDirs.delete(top);
+        }
+        if (!indexed && cloned.derived.size > 0) await this.#nameTheRest(cloned.derived);
       } catch (err) {
         await this.clearTemp().catch(() => {});
         throw err;
@@ -469,7 +486,35 @@ export class TreeCopier {
    * tree's shape. Returns those that were not there to copy (gone, or no
    * longer a directory).
    */
-  async #cloneDirectories(tops: string[], onWalked?: (entries: number) => void): Promise<string[]> {
+  /**
+   * Name to the derive every entry of the copy's root but `derived`: what a
+   * derive of the whole copy would have looked at, besides what the clone
+   * derived.
+   */
+  async #nameTheRest(derived: ReadonlySet<string>): Promise<void> {
+    for (const e of await readdir(this.#target, { withFileTypes: true })) {
+      if (isReservedRootName(e.name) || derived.has(e.name)) continue;
+      this.#changed.add(e.name);
+      if (e.isDirectory()) this.#changedDirs.add(e.name);
+    }
+  }
+
+  /** What a derive of this copy is given besides its paths. */
+  #deriveContext(variants: CopyVariants): DeriveContext {
+    return {
+      slot: this.#target,
+      other: variants.other,
+      source: this.#source,
+      settings: variants.settings,
+      cache: variants.cache ?? null,
+      indexesShared: this.#share !== undefined,
+    };
+  }
+
+  async #cloneDirectories(
+    tops: string[],
+    onWalked?: (entries: number) => void,
+  ): Promise<{ missed: string[]; derived: Set<string> }> {
     const destOfTop = new Map(tops.map((rel) => [rel, `${this.#tmpPrefix}.${this.#tmpCount++}`]));
     const topOf = (rel: string): string => {
       for (let p = rel; ; p = p.slice(0, Math.max(0, p.lastIndexOf('/')))) if (destOfTop.has(p)) return p;
@@ -511,7 +556,11 @@ export class TreeCopier {
     const cloned = emptyCloneResult();
     await walkPool.run<CloneUnit, CloneResult>(
       'clone',
-      { source: this.#source, share: this.#share } satisfies CloneContext,
+      {
+        source: this.#source,
+        share: this.#share,
+        derive: this.#variants ? this.#deriveContext(this.#variants) : undefined,
+      } satisfies CloneContext,
       units,
       (parts) => {
         for (const part of parts) {
@@ -522,6 +571,10 @@ export class TreeCopier {
           this.stats.dirs += part.dirs;
           if (part.own) modes.set(part.own.rel, part.own.mode);
           if (part.placed !== undefined) placed.add(part.placed);
+          if (part.derive) {
+            addDeriveStats(this.variantStats, part.derive.stats);
+            if (part.derive.taken) this.cacheTaken.push(...part.derive.taken);
+          }
         }
         this.#onProgress?.(this.stats);
         return true;
@@ -558,7 +611,11 @@ export class TreeCopier {
     }
     // each unit's own directory gets its mode once the copy is done: writable until everything is in
     for (const [rel, mode] of modes) if (placedTops.has(topOf(rel))) this.#dirs.setFinal(join(this.#target, rel), mode);
-    return missed;
+    // each top placed whole was derived as it was copied (a unit missed is copied by path, and derived then)
+    const derived = new Set<string>();
+    if (this.#variants)
+      for (const top of placedTops) if (!cloned.missed.some((m) => topOf(m) === top)) derived.add(top);
+    return { missed, derived };
   }
 
   /**
@@ -613,19 +670,7 @@ export class TreeCopier {
    * is synced with the copy's own files (`#finish`).
    */
   async #derive(variants: CopyVariants): Promise<void> {
-    const done = await deriveCopy(
-      {
-        slot: this.#target,
-        other: variants.other,
-        source: this.#source,
-        settings: variants.settings,
-        cache: variants.cache ?? null,
-        indexesShared: this.#share !== undefined,
-      },
-      this.#changed,
-      this.#changedDirs,
-      this.#stagedHashes,
-    );
+    const done = await deriveCopy(this.#deriveContext(variants), this.#changed, this.#changedDirs, this.#stagedHashes);
     this.#changed.clear();
     this.#changedDirs.clear();
     this.#stagedHashes.clear();

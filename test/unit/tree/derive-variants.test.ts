@@ -161,6 +161,59 @@ describe('variants made at copy', () => {
     assert.equal(ten.variantStats.hashed, 10);
   });
 
+  it('a full copy derives each directory as it clones it, from the bytes it copied: no file is read twice', async () => {
+    const { master, a, b } = await setup('fused');
+    for (let d = 0; d < 4; d++) {
+      await mkdir(join(master, `d${d}/sub`), { recursive: true });
+      for (let i = 0; i < 5; i++) {
+        await writeFile(join(master, `d${d}/f${i}.js`), text(`d${d}f${i}`));
+        await writeFile(join(master, `d${d}/sub/g${i}.css`), text(`d${d}g${i}`));
+      }
+      await writeFile(join(master, `d${d}/logo.png`), text(`png${d}`));
+    }
+    await writeFile(join(master, 'index.html'), text('index'));
+    const first = copier(master, a, null);
+    await first.mirrorAll();
+    assert.equal(first.variantStats.compressed, 2 * 41);
+    // the second copy takes every variant from the first, and reads no file to hash it
+    const second = copier(master, b, a);
+    await second.mirrorAll();
+    assert.equal(second.variantStats.compressed, 0);
+    assert.equal(second.variantStats.reused, 2 * 41);
+    assert.equal(second.variantStats.read, 0);
+    assert.equal(second.variantStats.hashed, 45);
+    for (const slot of [a, b]) {
+      assert.equal(await checkVariants(slot), 2 * 41);
+      for (let d = 0; d < 4; d++) {
+        await checkRecord(slot, `d${d}/logo.png`);
+        for (let i = 0; i < 5; i++) {
+          await checkRecord(slot, `d${d}/f${i}.js`);
+          await checkRecord(slot, `d${d}/sub/g${i}.css`);
+        }
+      }
+      await checkRecord(slot, 'index.html');
+    }
+    assert.deepEqual(await compareTrees(master, b, { variants: true }), []);
+  });
+
+  it('a full copy into a slot that holds part of the tree and no index yet indexes all of it', async () => {
+    const { master, a, b } = await setup('fused-partial');
+    for (const d of ['held', 'new']) {
+      await mkdir(join(master, d));
+      for (let i = 0; i < 3; i++) await writeFile(join(master, `${d}/f${i}.js`), text(`${d}${i}`));
+    }
+    // the slot holds `held` as master does, copied with variants off: no index, no variants
+    await new TreeCopier(master, a, { durable: false, variants: null }).mirrorAll();
+    await rm(join(a, 'new'), { recursive: true });
+    const c = copier(master, a, b);
+    await c.mirrorAll();
+    for (let i = 0; i < 3; i++) {
+      await checkRecord(a, `held/f${i}.js`);
+      await checkRecord(a, `new/f${i}.js`);
+    }
+    assert.equal(await checkVariants(a), 12);
+  });
+
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
     const { master, a, b } = await setup('read-only');
     await writeFile(join(master, 'ro.js'), text('ro'));
