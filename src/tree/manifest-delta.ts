@@ -58,6 +58,12 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
   const gone = new MergedRuns(job.removedRuns);
   const local = job.localRuns === null ? null : new MergedRuns(job.localRuns);
   const writers: LineWriter[] = [];
+  /** What was written goes: the delta is refused, or its merge failed. */
+  const discard = () => {
+    for (const w of writers) w.close();
+    rmSync(job.changedFile, { force: true });
+    rmSync(job.removedFile, { force: true });
+  };
   try {
     const changedOut = new LineWriter(job.changedFile);
     writers.push(changedOut);
@@ -81,7 +87,10 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
     let last: string | null = null;
     for (let t = target.line; t !== null || (local !== null && local.line !== null); ) {
       const tk = t === null ? null : keyOf(t);
-      if (tk !== null && tk === last) return { twice: JSON.parse(tk) as string };
+      if (tk !== null && tk === last) {
+        discard();
+        return { twice: JSON.parse(tk) as string };
+      }
       const l = local?.line ?? null;
       const lk = l === null ? null : keyOf(l);
       if (lk === null || (tk !== null && tk < lk)) {
@@ -116,9 +125,7 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
     for (const w of writers) w.end();
     return counts;
   } catch (err) {
-    for (const w of writers) w.close();
-    rmSync(job.changedFile, { force: true });
-    rmSync(job.removedFile, { force: true });
+    discard();
     throw err;
   } finally {
     target.close();

@@ -176,13 +176,13 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   opts.onStart?.(stats);
   const limits: Readonly<PullLimits> = { ...PULL_LIMITS, ...opts.limits };
   const tmp = join(opts.into, TEMP_DIR_NAME);
+  const work = join(tmp, 'manifest');
   const dirModes = new WritableDirs(opts.into);
   try {
     // the slot's root too may deny its owner write (drift): opened before the temp directory is made
     await dirModes.open(opts.into);
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
-    const work = join(tmp, 'manifest');
     await mkdir(work, { mode: 0o700 });
     const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
     const res = await request(opts, `/v1/fleet/manifest?${query}`);
@@ -206,6 +206,8 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     await rm(join(work, 'local'), { recursive: true, force: true });
     return await applyDelta(opts, delta, counts, stats, limits, dirModes);
   } catch (err) {
+    // the answer's runs and the delta (up to twice the answer's bytes) are not left in the slot
+    await rm(work, { recursive: true, force: true }).catch(() => {});
     await dirModes.settle().catch(() => {}); // modes given back; the slot stays marked unfinished
     throw err;
   }

@@ -269,3 +269,44 @@ describe("a pull's progress, held as prints", () => {
     assert.equal(await progress.ready('b', 10), true);
   });
 });
+
+/** The files this process holds open under `dir` (Linux: read from /proc; elsewhere none are seen). */
+async function openUnder(dir: string): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd').catch(() => [] as string[]);
+  const open: string[] = [];
+  for (const fd of fds) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(dir)) open.push(target);
+  }
+  return open;
+}
+
+describe('a refused manifest leaves nothing behind', () => {
+  it('a path named twice leaves no descriptor open on the delta, nor the delta on disk', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    const changed: ManifestEntry[] = [dirEntry('twice'), dirEntry('other'), dirEntry('twice')];
+    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
+    try {
+      for (let i = 0; i < 3; i++) await assert.rejects(pull(c.url, into), /twice twice in one manifest/);
+      assert.deepEqual(await openUnder(into), [], 'descriptors left open');
+      assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'files left behind');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('an answer refused once read (a delta from another base) leaves none of its runs in the slot', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    const changed: ManifestEntry[] = [];
+    for (let i = 0; i < 40_000; i++) changed.push(dirEntry(`d${i}`));
+    const c = await coordinator((_req, res) =>
+      res.end(JSON.stringify({ snapshot: 's2', changed, removed: ['gone'], base: 's0' })),
+    );
+    try {
+      await assert.rejects(pull(c.url, into, { base: 's1' }), /a delta from snapshot "s0" where one from s1/);
+      assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'files left behind');
+    } finally {
+      await c.close();
+    }
+  });
+});
