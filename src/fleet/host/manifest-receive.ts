@@ -19,6 +19,12 @@ import { ANSWER_FIELDS, ENTRY_FIELDS, type Pace, checkEntry, checkRemoved, refus
 
 /** Lines a run holds before it is sorted and written (some 7 MB of text at 200 bytes a line). */
 const RUN_LINES = 32 * 1024;
+/**
+ * Characters a run holds before it is written, whatever its lines: an answer
+ * of long paths (4 KB each, twice a line) would otherwise hold 32,768 lines
+ * of 8 KB, a quarter of a gigabyte of strings and twice that while written.
+ */
+const RUN_CHARS = 8 * 1024 * 1024;
 
 /** What the answer said, its entries in sorted runs on disk. */
 export interface ReceivedAnswer {
@@ -107,11 +113,12 @@ export async function receiveManifest(
   };
 }
 
-/** Lines gathered into sorted runs, each written once it holds RUN_LINES. */
+/** Lines gathered into sorted runs, each written once it holds RUN_LINES or RUN_CHARS. */
 class RunWriter {
   readonly files: string[] = [];
   lines = 0;
   #run: string[] = [];
+  #chars = 0;
   readonly #prefix: string;
   constructor(prefix: string) {
     this.#prefix = prefix;
@@ -119,7 +126,8 @@ class RunWriter {
   async add(line: string): Promise<void> {
     this.lines++;
     this.#run.push(line);
-    if (this.#run.length >= RUN_LINES) await this.#write();
+    this.#chars += line.length;
+    if (this.#run.length >= RUN_LINES || this.#chars >= RUN_CHARS) await this.#write();
   }
   async end(): Promise<void> {
     if (this.#run.length > 0) await this.#write();
@@ -127,6 +135,7 @@ class RunWriter {
   async #write(): Promise<void> {
     const run = this.#run;
     this.#run = [];
+    this.#chars = 0;
     // keys are JSON strings, never one the prefix of another: the lines sort as their keys
     run.sort();
     const file = `${this.#prefix}-${this.files.length}`;

@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, readdir, readlink, utimes, writeFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { chmod, mkdir, readFile, readdir, readlink, stat, utimes, writeFile } from 'node:fs/promises';
+import { type IncomingMessage, type Server, type ServerResponse, createServer, get } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
 import { type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { PullProgress, pathPrint } from '../../../src/fleet/host/pull-progress.js';
+import { receiveManifest } from '../../../src/fleet/host/manifest-receive.js';
+import { Pace } from '../../../src/fleet/host/pull-checks.js';
+import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
 
@@ -305,6 +308,32 @@ describe('a refused manifest leaves nothing behind', () => {
     try {
       await assert.rejects(pull(c.url, into, { base: 's1' }), /a delta from snapshot "s0" where one from s1/);
       assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'files left behind');
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('the runs of a manifest answer', () => {
+  it('are bounded by their bytes, not only by their lines: long paths make no run of hundreds of MB', async () => {
+    // 4,000 entries of 4,000-byte paths (16 MB of answer): a run of 32,768 lines of such entries
+    // would hold 32,768 x 8 KB (the path twice a line), 256 MB, in memory before it is written
+    const seg = (i: number, k: number) => `${i}-${k}-`.padEnd(250, 'x');
+    const changed: ManifestEntry[] = [];
+    for (let i = 0; i < 4000; i++)
+      changed.push(fileEntry(Array.from({ length: 16 }, (_, k) => seg(i, k)).join('/').slice(0, 4000), Buffer.from('')));
+    const body = Buffer.from(JSON.stringify({ snapshot: 's2', changed, removed: [] }));
+    const c = await coordinator((_req, res) => res.end(body));
+    const dir = await temp.make('mirrorswap-runs-');
+    try {
+      const res = await new Promise<IncomingMessage>((resolve, reject) => get(`${c.url}/v1/fleet/manifest`, resolve).on('error', reject));
+      const answer = await receiveManifest(res, dir, 's2', null, PULL_LIMITS, new Pace(5000, 1));
+      assert.equal(answer.changed, 4000);
+      const sizes = await Promise.all(answer.changedRuns.map(async (f) => (await stat(f)).size));
+      assert.ok(
+        sizes.every((n) => n <= 9 * 1024 * 1024),
+        `runs of ${sizes.map((n) => Math.round(n / 2 ** 20)).join(', ')} MiB`,
+      );
     } finally {
       await c.close();
     }
