@@ -424,10 +424,26 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
       if (dirs.has(path.slice(0, cut))) return true;
     return false;
   };
+  // A path under a changed file or link, or under a removed directory, is left out too: one
+  // derive, given both, leaves it out (\`topmost\`), but they may be chunks apart. Derived, its
+  // parent would be read through a link (out of the slot) or indexed where no directory is
+  const realDirs = new Map<string, boolean>();
+  const isRealDir = async (dir: string): Promise<boolean> => {
+    let known = realDirs.get(dir);
+    if (known === undefined) {
+      const cut = dir.lastIndexOf('/');
+      known =
+        (cut <= 0 || (await isRealDir(dir.slice(0, cut)))) &&
+        (await lstatOrNull(join(into, dir)))?.isDirectory() === true;
+      realDirs.set(dir, known);
+    }
+    return known;
+  };
   let chunk: string[] = [];
   const flush = async () => {
     if (chunk.length > 0) await deriveCopy(context, chunk, dirs);
     chunk = [];
+    realDirs.clear();
   };
   const paths = function* () {
     for (const line of linesOf(delta.changed)) yield JSON.parse(keyOf(line)) as string;
@@ -435,6 +451,8 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
   };
   for (const path of paths()) {
     if (underChanged(path)) continue;
+    const cut = path.lastIndexOf('/');
+    if (cut > 0 && !(await isRealDir(path.slice(0, cut)))) continue;
     chunk.push(path);
     if (chunk.length >= INDEX_CHUNK) await flush();
   }

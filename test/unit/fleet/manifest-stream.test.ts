@@ -11,6 +11,7 @@ import { PullProgress, pathPrint } from '../../../src/fleet/host/pull-progress.j
 import { receiveManifest } from '../../../src/fleet/host/manifest-receive.js';
 import { Pace } from '../../../src/fleet/host/pull-checks.js';
 import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
+import { readDirectoryIndex } from '../../../src/store/content-index.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
 
@@ -334,6 +335,30 @@ describe('the runs of a manifest answer', () => {
         sizes.every((n) => n <= 9 * 1024 * 1024),
         `runs of ${sizes.map((n) => Math.round(n / 2 ** 20)).join(', ')} MiB`,
       );
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe("the content index of a pull's delta", () => {
+  it('reads nothing under a path that became a link, however far apart the link and the paths under it are', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    await mkdir(join(into, '.mirrorswap-meta')); // a slot indexed already: what changed is derived
+    await mkdir(join(into, 'a'));
+    await writeFile(join(into, 'a', 'x'), 'inside');
+    const outside = await temp.make('mirrorswap-outside-');
+    await writeFile(join(outside, 'x'), 'a file outside the slot');
+    // the directory a becomes a link out of the slot; between its removal and that of a/x, in the
+    // order of their keys, more paths than one derive is given at a time
+    const removed = ['a', ...Array.from({ length: 17_000 }, (_, i) => `a-${i}`), 'a/x'];
+    const changed = [{ path: 'a', type: 'link', mode: 0o777, size: 0, mtimeMs: TIME, target: outside }];
+    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', base: 's1', changed, removed })));
+    try {
+      await pull(c.url, into, { base: 's1' });
+      assert.equal(await readlink(join(into, 'a')), outside);
+      const index = await readDirectoryIndex(into, 'a');
+      assert.equal(index?.files.x, undefined, 'a file outside the slot was read into its index');
     } finally {
       await c.close();
     }
