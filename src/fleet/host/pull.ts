@@ -312,6 +312,7 @@ async function applyDelta(
   const dirs: ManifestEntry[] = [];
   for (const d of entriesOf(delta, 'dir')) {
     touch(d.path);
+    if (fsyncEach) touched.add(d.path); // the directory itself too: its mode, its time, its entries
     await writable(d.path);
     const abs = join(opts.into, d.path);
     // whatever else is there goes: a file or link the slot drifted to, or a FIFO, socket or device
