@@ -10,7 +10,8 @@ export interface PullLimits {
   /**
    * Bytes of one manifest answer (its JSON): 256 MiB. A host reads it as it
    * comes into sorted runs on disk, an entry at a time
-   * (`manifest-receive.ts`): this bounds the disk it takes, not the host's
+   * (`manifest-receive.ts`): this bounds the disk it takes (up to four
+   * times the answer: runs and delta, a path twice a line), not the host's
    * memory. A million files with their hashes make some 190 MB. Its shape is
    * checked byte by byte before an element is parsed, so no bytes within the
    * bound parse into more values than its entries need.
