@@ -378,8 +378,12 @@ async function applyDelta(
     await utimes(abs, msInside(d.mtimeMs), msInside(d.mtimeMs));
   }
   if (fsyncEach) {
-    // deepest first: a new directory is durable before the entry naming it in its parent
-    for (const dir of [...touched].sort((x, y) => y.length - x.length)) await fsyncDir(join(opts.into, dir));
+    // deepest first: a new directory is durable before the entry naming it in its parent. One
+    // removed (what was under it named it) or now a link or a file has its parent fsynced instead
+    for (const dir of [...touched].sort((x, y) => y.length - x.length)) {
+      const abs = join(opts.into, dir);
+      if ((await lstatOrNull(abs))?.isDirectory()) await fsyncDir(abs);
+    }
   } else if (opts.durable) {
     await syncFileSystems([opts.into]);
   }

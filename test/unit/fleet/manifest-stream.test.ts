@@ -364,3 +364,25 @@ describe("the content index of a pull's delta", () => {
     }
   });
 });
+
+describe('a durable pull', () => {
+  it('removes a directory and what is under it, fsyncing only directories still there', async () => {
+    const into = await temp.make('mirrorswap-stream-');
+    await mkdir(join(into, 'old', 'deeper'), { recursive: true });
+    await writeFile(join(into, 'old', 'deeper', 'x'), 'x');
+    await writeFile(join(into, 'old', 'y'), 'y');
+    const content = Buffer.from('kept');
+    const changed = [fileEntry('new.txt', content)];
+    const c = await coordinator(
+      (_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })),
+      framesOf({ 'new.txt': content }),
+    );
+    try {
+      const stats = await pull(c.url, into, { durable: true, contentIndex: false });
+      assert.equal(stats.files, 1);
+      assert.deepEqual((await readdir(into)).sort(), ['new.txt']);
+    } finally {
+      await c.close();
+    }
+  });
+});
