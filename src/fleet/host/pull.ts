@@ -206,7 +206,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     await rm(join(work, 'local'), { recursive: true, force: true });
     return await applyDelta(opts, delta, counts, stats, limits, dirModes);
   } catch (err) {
-    // the answer's runs and the delta (up to twice the answer's bytes) are not left in the slot
+    // the answer's runs and the delta (up to four times the answer's bytes) are not left in the slot
     await rm(work, { recursive: true, force: true }).catch(() => {});
     await dirModes.settle().catch(() => {}); // modes given back; the slot stays marked unfinished
     throw err;
@@ -430,7 +430,7 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     return false;
   };
   // A path under a changed file or link, or under a removed directory, is left out too: one
-  // derive, given both, leaves it out (\`topmost\`), but they may be chunks apart. Derived, its
+  // derive, given both, leaves it out (`topmost`), but they may be chunks apart. Derived, its
   // parent would be read through a link (out of the slot) or indexed where no directory is
   const realDirs = new Map<string, boolean>();
   const isRealDir = async (dir: string): Promise<boolean> => {
