@@ -322,12 +322,21 @@ describe('the runs of a manifest answer', () => {
     const seg = (i: number, k: number) => `${i}-${k}-`.padEnd(250, 'x');
     const changed: ManifestEntry[] = [];
     for (let i = 0; i < 4000; i++)
-      changed.push(fileEntry(Array.from({ length: 16 }, (_, k) => seg(i, k)).join('/').slice(0, 4000), Buffer.from('')));
+      changed.push(
+        fileEntry(
+          Array.from({ length: 16 }, (_, k) => seg(i, k))
+            .join('/')
+            .slice(0, 4000),
+          Buffer.from(''),
+        ),
+      );
     const body = Buffer.from(JSON.stringify({ snapshot: 's2', changed, removed: [] }));
     const c = await coordinator((_req, res) => res.end(body));
     const dir = await temp.make('mirrorswap-runs-');
     try {
-      const res = await new Promise<IncomingMessage>((resolve, reject) => get(`${c.url}/v1/fleet/manifest`, resolve).on('error', reject));
+      const res = await new Promise<IncomingMessage>((resolve, reject) =>
+        get(`${c.url}/v1/fleet/manifest`, resolve).on('error', reject),
+      );
       const answer = await receiveManifest(res, dir, 's2', null, PULL_LIMITS, new Pace(5000, 1));
       assert.equal(answer.changed, 4000);
       const sizes = await Promise.all(answer.changedRuns.map(async (f) => (await stat(f)).size));
@@ -353,7 +362,9 @@ describe("the content index of a pull's delta", () => {
     // order of their keys, more paths than one derive is given at a time
     const removed = ['a', ...Array.from({ length: 17_000 }, (_, i) => `a-${i}`), 'a/x'];
     const changed = [{ path: 'a', type: 'link', mode: 0o777, size: 0, mtimeMs: TIME, target: outside }];
-    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', base: 's1', changed, removed })));
+    const c = await coordinator((_req, res) =>
+      res.end(JSON.stringify({ snapshot: 's2', base: 's1', changed, removed })),
+    );
     try {
       await pull(c.url, into, { base: 's1' });
       assert.equal(await readlink(join(into, 'a')), outside);
