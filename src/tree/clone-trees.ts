@@ -29,6 +29,7 @@ import { shareFileSync } from './share-files.js';
 import { NO_FOLLOW, fdPath, openCheckedSync } from './open-checked.js';
 import { contentHash } from '../store/content-index.js';
 import {
+  type CopiedListing,
   type DeriveContext,
   type DeriveResult,
   type StagedHash,
@@ -126,13 +127,14 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     : null;
   if (derived) result.derive = derived;
 
-  /** Copy a file; with a derive, note its hash from the bytes copied (a small file's) in `hints`. */
+  /** Copy a file; with a derive, note its hash from the bytes copied (a small file's) in `hints`, its status in `listing`. */
   const copyFile = (
     parentFd: number,
     name: string,
     dest: string,
     rel: string,
     hints: Record<string, StagedHash> | null,
+    listing: CopiedListing | null,
   ): void => {
     const fd = openSync(join(fdPath(parentFd), name), constants.O_RDONLY | NO_FOLLOW);
     try {
@@ -146,6 +148,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
           // the file as written: the derive trusts the hash while the file has this stamp
           const placed = lstatSync(dest);
           hints[name] = { ino: placed.ino, size: placed.size, mtimeMs: placed.mtimeMs, sha256 };
+          listing?.files.set(name, placed);
         }
       }
       result.files++;
@@ -164,10 +167,13 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     reportWalked(entries.length);
     // a name may be __proto__
     const hints: Record<string, StagedHash> | null = derived ? Object.create(null) : null;
+    const listing: CopiedListing | null = derived
+      ? { files: new Map(), source: new Set(entries.map((e) => e.name)) }
+      : null;
     for (const e of entries) {
       const child = rel === '' ? e.name : `${rel}/${e.name}`;
       const to = `${dest}/${e.name}`;
-      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, hints));
+      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, hints, listing));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
           symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
@@ -184,7 +190,8 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
         });
       }
     }
-    if (context.derive && derived && hints) deriveCopiedDirectorySync(context.derive, rel, dest, hints, derived);
+    if (context.derive && derived && hints && listing)
+      deriveCopiedDirectorySync(context.derive, rel, dest, hints, derived, listing);
   };
 
   /**

@@ -251,8 +251,21 @@ export function deriveCopiedDirectorySync(
   abs: string,
   hints: Record<string, StagedHash>,
   result: DeriveResult,
+  known: CopiedListing,
 ): void {
-  deriveDirectory(c, dir, null, result, hints, abs);
+  deriveDirectory(c, dir, null, result, hints, abs, known);
+}
+
+/**
+ * What the clone knows of a directory it has just made and filled: the
+ * status of the files it wrote, and the names of master's directory it
+ * copied. The derive then looks up nothing the clone already saw: a name
+ * not listed in the new directory is not there (it has nothing else in it),
+ * and master's sibling of a file is its own exactly when master listed it.
+ */
+export interface CopiedListing {
+  files: Map<string, Stats>;
+  source: ReadonlySet<string>;
 }
 
 /**
@@ -268,11 +281,14 @@ function deriveDirectory(
   result: DeriveResult,
   hints: Record<string, StagedHash> | undefined,
   abs = dir === '' ? c.slot : join(c.slot, dir),
+  copied?: CopiedListing,
 ): string[] {
   const old = readDirectoryIndexSync(c.slot, dir);
   const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
   let changed = false;
   const subdirs: string[] = [];
+  /** The directory's names, when it was listed whole. */
+  let here: ReadonlySet<string> | null = null;
   // the entries to look at: each name given, with the original of a variant name (its variant changed)
   let entries: string[];
   if (names === null) {
@@ -286,6 +302,7 @@ function deriveDirectory(
     if (dir === '') listed = listed.filter((n) => !isReservedRootName(n));
     // records of names gone are pruned
     const present = new Set(listed);
+    here = present;
     for (const name of Object.keys(files)) {
       if (!present.has(name)) {
         delete files[name];
@@ -306,11 +323,13 @@ function deriveDirectory(
   const otherDir = lazyOther(c.other, dir);
   const masterHolds = (name: string): boolean => {
     if (c.source === null) return true; // a host's copy: all of it is the snapshot's
+    if (copied) return copied.source.has(name);
     return lstatOrNullSync(join(c.source, dir, name)) !== null; // anything master holds there is its own
   };
-  const statOf = new Map<string, Stats | null>();
+  const statOf = new Map<string, Stats | null>(copied?.files);
   const stat = (name: string) => {
-    if (!statOf.has(name)) statOf.set(name, lstatOrNullSync(join(abs, name)));
+    if (!statOf.has(name))
+      statOf.set(name, copied && here && !here.has(name) ? null : lstatOrNullSync(join(abs, name)));
     return statOf.get(name) ?? null;
   };
   /** A name that is a made variant of a regular file beside it: derived with that file, no record of its own. */
