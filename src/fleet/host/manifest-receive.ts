@@ -66,12 +66,7 @@ export async function receiveManifest(
   if (Number.isFinite(announced) && announced > limits.manifestBytes) throw tooLarge(announced);
   const runs = { changed: new RunWriter(join(dir, 'changed')), removed: new RunWriter(join(dir, 'removed')) };
   const scanner = new AnswerScanner(limits, (field, text) => {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(text);
-    } catch {
-      throw refuse('a manifest that is not JSON');
-    }
+    const raw = parsed(text);
     if (field === 'changed') {
       const entry = checkEntry(raw, limits);
       return runs.changed.add(`${JSON.stringify(entry.path)}\t${JSON.stringify(entry)}`);
@@ -111,6 +106,15 @@ export async function receiveManifest(
     removed: base === null ? 0 : runs.removed.lines,
     bytes,
   };
+}
+
+/** A piece of the answer parsed: an element, a key or a value; refused when it is not JSON. */
+function parsed(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw refuse('a manifest that is not JSON');
+  }
 }
 
 /** Lines gathered into sorted runs, each written once it holds RUN_LINES or RUN_CHARS. */
@@ -363,12 +367,7 @@ class AnswerScanner {
     this.#parts = [];
     this.#partBytes = 0;
     if (what === 'element') return this.#onElement(this.#array as ArrayField, text);
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
-      throw refuse('a manifest that is not JSON');
-    }
+    const value = parsed(text);
     if (what === 'key') {
       this.#key = value as string;
       this.#expect = 'colon';

@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import { Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
 import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
+import { flood } from '../../../testkit/flood.js';
 
 // A coordinator is the source of truth for content, not for where a host writes: whatever
 // it answers, a host changes nothing outside its slot and holds no more than the bounds.
@@ -340,28 +341,16 @@ describe('a hostile coordinator cannot exhaust a host', () => {
 
   it('a manifest streamed past the bound is refused once it passes it', async () => {
     const into = await temp.make('mirrorswap-hostile-');
-    let sent = 0;
+    let sent = () => 0;
     const c = await coordinator((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' }); // chunked: no length announced
-      const chunk = Buffer.alloc(64 * 1024, 0x20);
-      const more = (): void => {
-        while (sent < 64 * 1024 * 1024 && !res.destroyed) {
-          sent += chunk.length;
-          if (!res.write(chunk)) {
-            res.once('drain', more);
-            return;
-          }
-        }
-        res.end();
-      };
-      more();
+      sent = flood(res, '', 0x20);
     });
     try {
       await assert.rejects(
         pull(c.url, into, { base: null, limits: { manifestBytes: 1024 * 1024 } }),
         /over the bound of 1048576 bytes/,
       );
-      assert.ok(sent < 16 * 1024 * 1024, `the host stopped reading: ${sent} bytes sent`);
+      assert.ok(sent() < 16 * 1024 * 1024, `the host stopped reading: ${sent()} bytes sent`);
     } finally {
       await c.close();
     }

@@ -14,6 +14,7 @@ import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import { readDirectoryIndex } from '../../../src/store/content-index.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
+import { flood } from '../../../testkit/flood.js';
 
 // A host reads a manifest answer as it comes, an element at a time, into sorted runs on disk, and
 // works out its delta by merging them: whatever the chunks, the order or the layout of the JSON,
@@ -205,26 +206,13 @@ describe('a manifest answer read as it comes', () => {
 
   it('an element larger than any entry is refused before it is held, and the host stops reading', async () => {
     const into = await temp.make('mirrorswap-stream-');
-    let sent = 0;
+    let sent = () => 0;
     const c = await coordinator((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.write('{"snapshot":"s2","changed":[{"path":"');
-      const chunk = Buffer.alloc(64 * 1024, 0x61);
-      const more = (): void => {
-        while (sent < 64 * 1024 * 1024 && !res.destroyed) {
-          sent += chunk.length;
-          if (!res.write(chunk)) {
-            res.once('drain', more);
-            return;
-          }
-        }
-        res.end();
-      };
-      more();
+      sent = flood(res, '{"snapshot":"s2","changed":[{"path":"', 0x61);
     });
     try {
       await assert.rejects(pull(c.url, into), /a manifest entry over the bound of \d+ bytes/);
-      assert.ok(sent < 16 * 1024 * 1024, `the host stopped reading: ${sent} bytes sent`);
+      assert.ok(sent() < 16 * 1024 * 1024, `the host stopped reading: ${sent()} bytes sent`);
     } finally {
       await c.close();
     }
