@@ -554,12 +554,15 @@ export class TreeCopier {
     for (const top of tops) await this.#dirs.open(dirname(join(this.#target, top)));
     const placed = new Set<string>();
     const cloned = emptyCloneResult();
+    // the derive runs in the clone's threads, all of them: not when `--variant-threads` keeps the
+    // compression to fewer (the derive after the clone keeps to them)
+    const fused = this.#variants && this.#variants.settings.threads === 0 ? this.#variants : null;
     await walkPool.run<CloneUnit, CloneResult>(
       'clone',
       {
         source: this.#source,
         share: this.#share,
-        derive: this.#variants ? this.#deriveContext(this.#variants) : undefined,
+        derive: fused ? this.#deriveContext(fused) : undefined,
       } satisfies CloneContext,
       units,
       (parts) => {
@@ -613,8 +616,7 @@ export class TreeCopier {
     for (const [rel, mode] of modes) if (placedTops.has(topOf(rel))) this.#dirs.setFinal(join(this.#target, rel), mode);
     // each top placed whole was derived as it was copied (a unit missed is copied by path, and derived then)
     const derived = new Set<string>();
-    if (this.#variants)
-      for (const top of placedTops) if (!cloned.missed.some((m) => topOf(m) === top)) derived.add(top);
+    if (fused) for (const top of placedTops) if (!cloned.missed.some((m) => topOf(m) === top)) derived.add(top);
     return { missed, derived };
   }
 

@@ -28,7 +28,7 @@ import {
   VARIANT_SUFFIX,
   type VariantEncoding,
 } from '../../../src/store/content-index.js';
-import { VARIANT_MAX_BYTES } from '../../../src/tree/compressible.js';
+import { VARIANT_MAX_BYTES, type VariantSettings } from '../../../src/tree/compressible.js';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
@@ -96,7 +96,7 @@ describe('variants made at copy', () => {
     for (const d of [master, a, b]) await mkdir(d, { recursive: true });
     return { master, a, b };
   };
-  const copier = (master: string, slot: string, other: string | null, over: Partial<typeof settings> = {}) =>
+  const copier = (master: string, slot: string, other: string | null, over: Partial<VariantSettings> = {}) =>
     new TreeCopier(master, slot, { durable: false, variants: { settings: { ...settings, ...over }, other } });
 
   it('makes variants for compressible files above the floor, not for png or tiny files; every one decodes', async () => {
@@ -194,6 +194,13 @@ describe('variants made at copy', () => {
       await checkRecord(slot, 'index.html');
     }
     assert.deepEqual(await compareTrees(master, b, { variants: true }), []);
+    // with the compression kept to fewer threads than the clone's, the derive runs after the clone
+    const c = join(root, 'fused', 'c');
+    await mkdir(c);
+    const kept = copier(master, c, a, { threads: 1 });
+    await kept.mirrorAll();
+    assert.equal(kept.variantStats.read, 45, 'every file read again');
+    assert.equal(kept.variantStats.reused, 2 * 41);
   });
 
   it('a full copy into a slot that holds part of the tree and no index yet indexes all of it', async () => {
