@@ -154,7 +154,7 @@ const BATCH_BYTES = 32 * 1024 * 1024;
  *
  * The manifest and the delta worked out from it live on disk, in the slot's
  * temp directory, and are read a line at a time: the pull's memory does not
- * grow with the tree (docs/FLEET.md, "Memory"), only with the directories it
+ * grow with the tree (docs/FLEET.md, "A host's side"), only with the directories it
  * changes and, at 12 bytes a file, with the files it places
  * (`PullProgress`).
  */
