@@ -351,7 +351,9 @@ describe('fleet mode', { timeout: 300_000 }, () => {
 
   it('a host agent killed -9 mid-pull: the swap is aborted, and restarted it repairs its half-written copy', async () => {
     const f = await fleet('host-crash');
-    const coordinator = await f.startCoordinator(['--prepare-timeout', '4s']);
+    // the restarted host repairs its copy by a whole compare and a 60 MiB file within the timeout:
+    // about 1.1 s on a quiet machine, past 4 s once on a loaded one
+    const coordinator = await f.startCoordinator(['--prepare-timeout', '8s']);
     const hosts = [await f.addHost('h1'), await f.addHost('h2')];
     await put(coordinator, 1);
     assert.equal((await sync(coordinator)).status, 200);
