@@ -189,6 +189,11 @@ describe('keeping more releases: retained copies, pins, the asset fallback, roll
   });
 
   it('status lists the retained releases with their age, end and requests in flight', async () => {
+    // the requests of the test before end in the web server first, and in the agent's status with its
+    // next heartbeat
+    await waitFor('no request in flight on a retained release', async () =>
+      ((await (await agent.call('GET', '/v1/status')).json()) as AgentStatus).retained.every((r) => r.inflight === 0),
+    );
     const status = (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
     assert.equal(status.keep, 4);
     assert.deepEqual(
