@@ -12,12 +12,12 @@
  *   node dist/bench/fleet-memory.js [--files 1000000 --syncs 5 --hosts 0]
  */
 import { execFileSync } from 'node:child_process';
-import http from 'node:http';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AgentProc, startAgentProc, writeTokenFile } from '../testkit/cluster.js';
 import { startEtcdCluster } from '../testkit/etcd.js';
 import { type FleetHostProc, TestFleet } from '../testkit/fleet.js';
+import { rawGet } from '../testkit/server.js';
 import { type TempStore, tempStore } from '../testkit/store.js';
 import { waitFor } from '../testkit/wait.js';
 import { flag, machine } from './lib.js';
@@ -60,34 +60,16 @@ function change(master: string, s: number): void {
   }
 }
 
-/**
- * A sync over the API, waited for without a time limit: a sync of a million files with a host pulling
- * them all takes longer than fetch waits for an answer's head (5 minutes).
- */
-function syncAndWait(agent: AgentProc): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${agent.url}/v1/sync?wait=1`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${agent.token}` },
-    });
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 /** Run the syncs on `agent`, printing a row per sync. */
 async function runSyncs(label: string, store: TempStore, agent: AgentProc, hosts: FleetHostProc[]): Promise<void> {
   for (let s = 1; s <= syncs; s++) {
     if (s > 2) change(store.master, s);
     const started = Date.now();
-    const res = await syncAndWait(agent);
-    if (res.status !== 200) throw new Error(`${label}: sync ${s} failed: ${res.body}`);
+    // waited for without a time limit: a sync of a million files with a host pulling them all takes
+    // longer than fetch waits for an answer's head (5 minutes)
+    const port = Number(new URL(agent.url).port);
+    const res = await rawGet(port, '/v1/sync?wait=1', { authorization: `Bearer ${agent.token}` }, 'POST');
+    if (res.status !== 200) throw new Error(`${label}: sync ${s} failed: ${res.body.toString()}`);
     const seconds = (Date.now() - started) / 1000;
     const m = memory(agent.proc.child.pid);
     const h = hosts.map((x) => memory(x.agent.child.pid));

@@ -32,7 +32,7 @@ import {
   type CopiedListing,
   type DeriveContext,
   type DeriveResult,
-  type StagedHash,
+  copiedListing,
   deriveCopiedDirectorySync,
   emptyDeriveStats,
 } from './derive-variants.js';
@@ -122,20 +122,12 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
     }
   };
 
-  const derived: DeriveResult | null = context.derive
-    ? { stats: emptyDeriveStats(), written: [], dirs: [], taken: [] }
-    : null;
-  if (derived) result.derive = derived;
+  // what the derive did, summed over the directories this unit copies
+  if (context.derive) result.derive = { stats: emptyDeriveStats(), written: [], dirs: [], taken: [] };
+  const derive = context.derive && result.derive ? { context: context.derive, result: result.derive } : null;
 
-  /** Copy a file; with a derive, note its hash from the bytes copied (a small file's) in `hints`, its status in `listing`. */
-  const copyFile = (
-    parentFd: number,
-    name: string,
-    dest: string,
-    rel: string,
-    hints: Record<string, StagedHash> | null,
-    listing: CopiedListing | null,
-  ): void => {
+  /** Copy a file; with a derive, note what it wrote of it in `copied` (a small file's hash, from the bytes copied). */
+  const copyFile = (parentFd: number, name: string, dest: string, rel: string, copied: CopiedListing | null): void => {
     const fd = openSync(join(fdPath(parentFd), name), constants.O_RDONLY | NO_FOLLOW);
     try {
       const st = fstatSync(fd);
@@ -143,12 +135,12 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
       if (context.share !== undefined && shareFileSync(context.share, rel, fd, st, dest)) result.shared++;
       else {
         let sha256: string | null = null;
-        result.bytes += copyOpenedFile(fd, st, dest, hints ? (bytes) => (sha256 = contentHash(bytes)) : undefined);
-        if (hints && sha256 !== null) {
+        result.bytes += copyOpenedFile(fd, st, dest, copied ? (bytes) => (sha256 = contentHash(bytes)) : undefined);
+        if (copied && sha256 !== null) {
           // the file as written: the derive trusts the hash while the file has this stamp
           const placed = lstatSync(dest);
-          hints[name] = { ino: placed.ino, size: placed.size, mtimeMs: placed.mtimeMs, sha256 };
-          listing?.files.set(name, placed);
+          copied.hints[name] = { ino: placed.ino, size: placed.size, mtimeMs: placed.mtimeMs, sha256 };
+          copied.files.set(name, placed);
         }
       }
       result.files++;
@@ -165,15 +157,11 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
   const copyEntries = (fd: number, rel: string, dest: string, skip: ReadonlySet<string> | null): void => {
     const entries: Dirent[] = readdirSync(fdPath(fd), { withFileTypes: true });
     reportWalked(entries.length);
-    // a name may be __proto__
-    const hints: Record<string, StagedHash> | null = derived ? Object.create(null) : null;
-    const listing: CopiedListing | null = derived
-      ? { files: new Map(), source: new Set(entries.map((e) => e.name)) }
-      : null;
+    const copied = derive ? copiedListing(entries.map((e) => e.name)) : null;
     for (const e of entries) {
       const child = rel === '' ? e.name : `${rel}/${e.name}`;
       const to = `${dest}/${e.name}`;
-      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, hints, listing));
+      if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, copied));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
           symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
@@ -190,8 +178,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
         });
       }
     }
-    if (context.derive && derived && hints && listing)
-      deriveCopiedDirectorySync(context.derive, rel, dest, hints, derived, listing);
+    if (derive && copied) deriveCopiedDirectorySync(derive.context, rel, dest, copied, derive.result);
   };
 
   /**

@@ -249,23 +249,31 @@ export function deriveCopiedDirectorySync(
   c: DeriveContext,
   dir: string,
   abs: string,
-  hints: Record<string, StagedHash>,
+  copied: CopiedListing,
   result: DeriveResult,
-  known: CopiedListing,
 ): void {
-  deriveDirectory(c, dir, null, result, hints, abs, known);
+  deriveDirectory(c, dir, null, result, copied.hints, abs, copied);
 }
 
 /**
  * What the clone knows of a directory it has just made and filled: the
- * status of the files it wrote, and the names of master's directory it
- * copied. The derive then looks up nothing the clone already saw: a name
- * not listed in the new directory is not there (it has nothing else in it),
- * and master's sibling of a file is its own exactly when master listed it.
+ * hash of each file it wrote from bytes it read (with the stamp it was
+ * written with), the status of those files, and the names of master's
+ * directory it copied. The derive then looks up nothing the clone already
+ * saw: a name not listed in the new directory is not there (it has nothing
+ * else in it), and master's sibling of a file is its own exactly when master
+ * listed it.
  */
 export interface CopiedListing {
+  /** By name (a name may be `__proto__`: made without a prototype). */
+  hints: Record<string, StagedHash>;
   files: Map<string, Stats>;
   source: ReadonlySet<string>;
+}
+
+/** The listing of a directory a clone is about to fill from master's `names`. */
+export function copiedListing(names: Iterable<string>): CopiedListing {
+  return { hints: Object.create(null), files: new Map(), source: new Set(names) };
 }
 
 /**

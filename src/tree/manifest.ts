@@ -109,29 +109,6 @@ async function hashInThreads(root: string, paths: readonly string[]): Promise<st
   return out;
 }
 
-/**
- * Give the files of `local` (a walk without hashes) their hashes where
- * `target` has the same file by size and time: only content can still tell
- * them apart. What differs by size or time is fetched anyway, unread.
- */
-export async function hashLikelySame(root: string, local: Manifest, target: Manifest): Promise<void> {
-  const wanted = new Map(target.filter((e) => e.type === 'file' && e.hash).map((e) => [e.path, e]));
-  const likely = local.filter((e) => {
-    const t = wanted.get(e.path);
-    // a file its owner may not read differs by its mode anyway: it is fetched again, never read
-    return (
-      e.type === 'file' && (e.mode & 0o400) !== 0 && t !== undefined && t.size === e.size && t.mtimeMs === e.mtimeMs
-    );
-  });
-  const hashed = await hashInThreads(
-    root,
-    likely.map((e) => e.path),
-  );
-  likely.forEach((e, k) => {
-    e.hash = hashed[k];
-  });
-}
-
 /** What turns the tree `base` describes into the one `target` describes. */
 export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
   const before = new Map(base.map((e) => [e.path, e]));

@@ -480,13 +480,6 @@ export class TreeCopier {
   }
 
   /**
-   * Copy whole directories the target lacks into the temp directory, in the
-   * walk threads, then rename each into place. A few large directories are
-   * cut into units (planUnits) so that every thread has work whatever the
-   * tree's shape. Returns those that were not there to copy (gone, or no
-   * longer a directory).
-   */
-  /**
    * Name to the derive every entry of the copy's root but `derived`: what a
    * derive of the whole copy would have looked at, besides what the clone
    * derived.
@@ -511,6 +504,14 @@ export class TreeCopier {
     };
   }
 
+  /**
+   * Copy whole directories the target lacks into the temp directory, in the
+   * walk threads, then rename each into place. A few large directories are
+   * cut into units (planUnits) so that every thread has work whatever the
+   * tree's shape. Returns those that were not there to copy (gone, or no
+   * longer a directory), and the tops the clone derived as it copied them
+   * (all it placed whole, when the derive may take every thread).
+   */
   async #cloneDirectories(
     tops: string[],
     onWalked?: (entries: number) => void,

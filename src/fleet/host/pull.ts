@@ -254,10 +254,10 @@ function* linesOf(file: string): Generator<string> {
   }
 }
 
-/** The entries of the delta of one type, parents first. */
-function* entriesOf(delta: DeltaFiles, type: ManifestEntry['type']): Generator<ManifestEntry> {
+/** The entries of the delta of the types `wanted` takes, parents first (the others are not parsed). */
+function* entriesOf(delta: DeltaFiles, wanted: (type: ManifestEntry['type']) => boolean): Generator<ManifestEntry> {
   for (const line of linesOf(delta.changed))
-    if (typeOfDeltaLine(line) === type) yield JSON.parse(entryOf(line)) as ManifestEntry;
+    if (wanted(typeOfDeltaLine(line))) yield JSON.parse(entryOf(line)) as ManifestEntry;
 }
 
 /** The paths of the delta's removals. */
@@ -307,13 +307,12 @@ async function applyDelta(
     await rm(abs, { recursive: true, force: true });
     stats.removed++;
   }
-  // 2. new directories, parents first (the delta is sorted); their modes come last. Held: the
-  // directories changed, a few hundred bytes each
+  // 2. directories and links, in one pass, parents first (the delta is sorted): a directory made,
+  // its mode and time given last; a link by temp + rename. Held: the directories changed, a few
+  // hundred bytes each
   const dirs: ManifestEntry[] = [];
-  for (const d of entriesOf(delta, 'dir')) {
-    touch(d.path);
+  const makeDirectory = async (d: ManifestEntry) => {
     if (fsyncEach) touched.add(d.path); // the directory itself too: its mode, its time, its entries
-    await writable(d.path);
     const abs = join(opts.into, d.path);
     // whatever else is there goes: a file or link the slot drifted to, or a FIFO, socket or device
     // (no walk lists those, so no comparison would ever remove one, and every pull would fail here)
@@ -328,15 +327,17 @@ async function applyDelta(
     await parents.isDirectory(d.path);
     dirModes.setFinal(abs, d.mode);
     dirs.push(d);
-  }
-  // 3. links, by temp + rename
-  for (const l of entriesOf(delta, 'link')) {
-    touch(l.path);
-    await writable(l.path);
+  };
+  const placeLink = async (l: ManifestEntry) => {
     const temp = join(tmp, randomBytes(8).toString('hex'));
     await symlink(l.target ?? '', temp);
     await lutimes(temp, msInside(l.mtimeMs), msInside(l.mtimeMs)).catch(() => {});
     await rename(temp, join(opts.into, l.path));
+  };
+  for (const e of entriesOf(delta, (type) => type !== 'file')) {
+    touch(e.path);
+    await writable(e.path);
+    await (e.type === 'dir' ? makeDirectory(e) : placeLink(e));
   }
   // 4. files, in batches; from peers when asked (`PeerPull`): only files the manifest names a SHA-256 for
   stats.totalFiles = counts.files;
@@ -349,7 +350,7 @@ async function applyDelta(
     opts.progress.begin(prints.subarray(0, n));
   }
   const sources = new Sources(opts, limits, stats);
-  for (const files of batchesOf(entriesOf(delta, 'file'))) {
+  for (const files of batchesOf(entriesOf(delta, (type) => type === 'file'))) {
     opts.signal?.throwIfAborted();
     for (const f of files) touch(f.path);
     let batch = files;
