@@ -13,7 +13,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
@@ -218,6 +218,30 @@ function linkSameSync(path: string, data: Buffer, to: string): boolean {
     return false;
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Remove the index of `relDir` in the copy at `slotRoot`, if there is one: a
+ * directory a copy makes has no record yet. One left there by an earlier
+ * directory at that path (removed since: its index stays; or copied by a
+ * clone cut short) names inode numbers that new files take again, with
+ * other bytes under the same size and time.
+ */
+export function dropDirectoryIndexSync(slotRoot: string, relDir: string): void {
+  try {
+    unlinkSync(directoryIndexPath(slotRoot, relDir));
+  } catch (err) {
+    if (!isNotOfThatKind(err)) throw err;
+  }
+}
+
+/** As `dropDirectoryIndexSync`, without blocking. */
+export async function dropDirectoryIndex(slotRoot: string, relDir: string): Promise<void> {
+  try {
+    await unlink(directoryIndexPath(slotRoot, relDir));
+  } catch (err) {
+    if (!isNotOfThatKind(err)) throw err;
   }
 }
 

@@ -27,7 +27,7 @@ import type { WalkUnit } from './walk-units.js';
 import { reportWalked } from './walk-report.js';
 import { shareFileSync } from './share-files.js';
 import { NO_FOLLOW, fdPath, openCheckedSync } from './open-checked.js';
-import { contentHash } from '../store/content-index.js';
+import { contentHash, dropDirectoryIndexSync } from '../store/content-index.js';
 import {
   type CopiedListing,
   type DeriveContext,
@@ -49,6 +49,12 @@ export interface CloneContext {
    * copier derives after the clone, if at all.
    */
   derive?: DeriveContext | undefined;
+  /**
+   * The copy's root when it keeps a content index: each directory the clone
+   * makes starts with none (`dropDirectoryIndexSync`), whatever an earlier
+   * directory at its path left.
+   */
+  indexed?: string | undefined;
 }
 
 /**
@@ -155,6 +161,7 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
    * still writable: its mode is set after).
    */
   const copyEntries = (fd: number, rel: string, dest: string, skip: ReadonlySet<string> | null): void => {
+    if (context.indexed !== undefined) dropDirectoryIndexSync(context.indexed, rel);
     const entries: Dirent[] = readdirSync(fdPath(fd), { withFileTypes: true });
     reportWalked(entries.length);
     const copied = derive ? copiedListing(entries.map((e) => e.name)) : null;

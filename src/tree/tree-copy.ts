@@ -21,7 +21,7 @@ import {
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
-import { VARIANT_SUFFIX } from '../store/content-index.js';
+import { VARIANT_SUFFIX, dropDirectoryIndex } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -564,6 +564,7 @@ export class TreeCopier {
         source: this.#source,
         share: this.#share,
         derive: fused ? this.#deriveContext(fused) : undefined,
+        indexed: this.#variants ? this.#target : undefined,
       } satisfies CloneContext,
       units,
       (parts) => {
@@ -874,7 +875,7 @@ export class TreeCopier {
   async #ensureParents(rel: string): Promise<void> {
     const parts = rel.split('/').slice(0, -1);
     let dir = this.#target;
-    for (const part of parts) {
+    for (const [i, part] of parts.entries()) {
       dir = join(dir, part);
       if (this.#knownDirs.has(dir)) continue;
       const st = await lstatOrNull(dir);
@@ -884,9 +885,14 @@ export class TreeCopier {
       }
       if (st) await this.#remove(dir);
       await this.#dirs.open(dirname(dir));
-      await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err;
-      });
+      const made = await mkdir(dir).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+          return false;
+        },
+      );
+      if (made && this.#variants) await dropDirectoryIndex(this.#target, parts.slice(0, i + 1).join('/'));
       this.#knownDirs.add(dir);
       this.#touchedDirs.add(dirname(dir));
       this.stats.dirs++;
@@ -920,6 +926,7 @@ export class TreeCopier {
       if (made) {
         this.#touchedDirs.add(dirname(to));
         this.stats.dirs++;
+        if (this.#variants) await dropDirectoryIndex(this.#target, rel); // a new directory has no record yet
       }
       await chmod(to, mode); // mkdir's mode is cut by the umask
     } else if ((dst.mode & 0o7777) !== mode) {

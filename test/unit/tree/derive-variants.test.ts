@@ -221,6 +221,37 @@ describe('variants made at copy', () => {
     assert.equal(await checkVariants(a), 12);
   });
 
+  it('a directory made again where one was removed is indexed afresh: no record of the old one stands', async () => {
+    // A removed directory's index stays in the copy's meta (so does one a clone cut short wrote);
+    // ext4 gives a freed inode number to the next file made, so the new directory's file can have
+    // the old one's inode, size and time with other bytes (a build that sets every time alike)
+    const { master, a } = await setup('made-again');
+    const time = new Date(2020, 0, 1);
+    const put = async (bytes: string) => {
+      await mkdir(join(master, 'd'), { recursive: true });
+      await writeFile(join(master, 'd/logo.png'), bytes);
+      await utimes(join(master, 'd/logo.png'), time, time);
+    };
+    const ways: [string, (slot: string) => Promise<unknown>][] = [
+      ['a full copy', (slot) => copier(master, slot, null).mirrorAll()],
+      ['a full copy deriving after its clone', (slot) => copier(master, slot, null, { threads: 1 }).mirrorAll()],
+      ['a journal sync', (slot) => copier(master, slot, null).copyPaths(['d'])],
+    ];
+    for (const [i, [way, copy]] of ways.entries()) {
+      await put('A'.repeat(5000));
+      await copier(master, a, null).mirrorAll();
+      await checkRecord(a, 'd/logo.png');
+      await rm(join(master, 'd'), { recursive: true });
+      await copier(master, a, null).copyPaths(['d']);
+      assert.equal(await lstatOrNull(join(a, 'd')), null);
+      await put(String.fromCharCode(66 + i).repeat(5000));
+      await copy(a);
+      await checkRecord(a, 'd/logo.png').catch((err: Error) => assert.fail(`${way}: ${err.message}`));
+      await rm(join(master, 'd'), { recursive: true });
+      await copier(master, a, null).copyPaths(['d']);
+    }
+  });
+
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
     const { master, a, b } = await setup('read-only');
     await writeFile(join(master, 'ro.js'), text('ro'));
