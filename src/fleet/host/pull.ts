@@ -13,6 +13,7 @@ import { TREE_DEFAULTS } from '../../tree/tree-defaults.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from '../../store/store-layout.js';
+import { dropDirectoryIndex } from '../../store/content-index.js';
 import { unlockTree } from '../../tree/tree-mode.js';
 import { WritableDirs } from '../../tree/writable-dirs.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
@@ -321,10 +322,17 @@ async function applyDelta(
       await unlink(abs);
       stats.removed++;
     }
-    await mkdir(abs, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err;
-    });
+    const made = await mkdir(abs, { mode: 0o700 }).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+        return false;
+      },
+    );
     await parents.isDirectory(d.path);
+    // a new directory has no record yet: the index a removed one left at its path names inode
+    // numbers that the files pulled into it take again
+    if (made && opts.contentIndex !== false) await dropDirectoryIndex(opts.into, d.path);
     dirModes.setFinal(abs, d.mode);
     dirs.push(d);
   };

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import express from 'express';
 import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { pullSnapshot } from '../../../src/fleet/host/pull.js';
+import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
 import { readDirectoryIndex } from '../../../src/store/content-index.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
@@ -61,6 +62,51 @@ describe('a fleet pull indexes what it pulled', () => {
       assert.ok(after?.files['m0.js']?.variants?.br);
       assert.equal(await checkCopyIndex(into), 9);
       assert.equal(await readFile(join(into, 'own.js.gz'), 'utf8'), 'master says this is gzip; it is not');
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('a directory pulled again where one was removed is indexed afresh: no record of the old one stands', async () => {
+    // the removed directory's index stays; ext4 gives freed inode numbers to the next files made, so
+    // a file of the new directory may take its namesake's, with other bytes under the same size and
+    // time (a build that sets every time alike). Which file takes which number varies (files are
+    // placed by several threads): some rounds of a hundred files each
+    const root = await temp.make('mirrorswap-fleet-index-again-');
+    const master = join(root, 'master');
+    const slots = { a: join(root, 'a'), b: join(root, 'b') };
+    const into = join(root, 'host');
+    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
+    const sync = () => new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['d']);
+    const time = new Date(2020, 0, 1);
+    const snapshots = new Snapshots(slots, join(root, 'manifests'));
+    const app = express();
+    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+    const server: Server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      let base: string | null = null;
+      const pull = async () => {
+        const snapshot = await snapshots.take('a');
+        await pullSnapshot({ from: url, token: TOKEN, snapshot, base, into, durable: false, timeoutMs: 5000 });
+        base = snapshot;
+      };
+      for (let round = 0; round < 4; round++) {
+        await mkdir(join(master, 'd'));
+        for (let i = 0; i < 100; i++) {
+          await writeFile(join(master, `d/f${i}.png`), `${String.fromCharCode(65 + round).repeat(5000)}${i}`);
+          await utimes(join(master, `d/f${i}.png`), time, time);
+        }
+        await sync();
+        await pull();
+        await checkCopyIndex(into).catch((err: Error) => assert.fail(`round ${round}: ${err.message}`));
+        await rm(join(master, 'd'), { recursive: true });
+        await sync();
+        await pull();
+        assert.equal(await lstatOrNull(join(into, 'd')), null);
+      }
     } finally {
       await new Promise((r) => server.close(r));
     }
