@@ -12,6 +12,7 @@ import {
   openSync,
   readSync,
   readdirSync,
+  realpathSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -419,20 +420,44 @@ function lazyOther(other: string | null, dir: string): OtherDir {
       if (other !== null && !read) {
         read = true;
         try {
-          index = readDirectoryIndexSync(other, dir);
+          // only a directory of the other copy reached without a link: its index may be one a
+          // directory that stood there left (master made it a link since), naming files that the
+          // link's target holds now under the same inode numbers
+          index = realDirectoryOf(other, dir) ? readDirectoryIndexSync(other, dir) : null;
         } catch {
           index = null; // the other copy is only a source of reuse: anything amiss there costs a compression
         }
       }
       return index;
     },
-    // an original's two variants look at it once
+    // an original's two variants look at it once (once its index said there is something to take)
     stat: (name) => {
-      if (other === null) return null;
+      if (other === null || index === null) return null;
       if (!stats.has(name)) stats.set(name, lstatOrNullSync(join(other, dir, name)));
       return stats.get(name) ?? null;
     },
   };
+}
+
+const realRoots = new Map<string, string>();
+
+/**
+ * Whether the directory `dir` of the copy at `root` is a directory reached
+ * without a link (none of its parents one). The other copy is not written
+ * while a copy is derived: what this finds holds while it is read.
+ */
+function realDirectoryOf(root: string, dir: string): boolean {
+  if (dir === '') return true;
+  let real = realRoots.get(root);
+  if (real === undefined) {
+    real = realpathSync.native(root);
+    realRoots.set(root, real);
+  }
+  try {
+    return realpathSync.native(join(root, dir)) === join(real, dir) && lstatSync(join(root, dir)).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** The record of the regular file `name` (status `st`) after bringing its variants up to date. */

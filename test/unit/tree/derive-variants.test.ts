@@ -6,6 +6,7 @@ import {
   mkdtemp,
   readFile,
   readdir,
+  rename,
   rm,
   stat,
   symlink,
@@ -250,6 +251,51 @@ describe('variants made at copy', () => {
       await rm(join(master, 'd'), { recursive: true });
       await copier(master, a, null).copyPaths(['d']);
     }
+  });
+
+  it('never reads the other copy through a link: its index of a directory now a link names no file outside', async (t) => {
+    // the other copy's d was a directory, then master made it a link to a directory outside: d's
+    // index stays there. Whoever writes outside takes the freed inode numbers again (ext4 gives
+    // them out first) for files of the recorded sizes and time; a copy of d made a directory
+    // again looks for variants to reuse in the other copy's d
+    const { master, a, b } = await setup('other-link');
+    const outside = join(root, 'other-link', 'outside');
+    await mkdir(outside);
+    await mkdir(join(master, 'd'));
+    await writeFile(join(master, 'd/x.js'), text('x'));
+    await copier(master, b, null).mirrorAll();
+    const record = (await readDirectoryIndex(b, 'd'))?.files['x.js'];
+    assert.ok(record?.variants?.br && record.variants.gzip);
+    await rm(join(master, 'd'), { recursive: true });
+    await symlink(outside, join(master, 'd'));
+    await copier(master, b, null).copyPaths(['d']);
+    assert.ok((await lstat(join(b, 'd'))).isSymbolicLink());
+    const take = async (name: string, ino: number, bytes: string | Buffer): Promise<boolean> => {
+      for (let i = 0; i < 2000; i++) {
+        const probe = join(outside, `probe-${name}-${i}`);
+        await writeFile(probe, bytes);
+        if ((await stat(probe)).ino === ino) {
+          await rename(probe, join(outside, name));
+          return true;
+        }
+      }
+      return false;
+    };
+    const took =
+      (await take('x.js', record.ino, text('x'))) &&
+      (await take('x.js.br', record.variants.br.ino, Buffer.alloc(record.variants.br.size, 'A'))) &&
+      (await take('x.js.gz', record.variants.gzip.ino, Buffer.alloc(record.variants.gzip.size, 'B')));
+    if (!took) return t.skip('this file system gives no freed inode number out again');
+    await utimes(join(outside, 'x.js'), record.mtimeMs / 1000, record.mtimeMs / 1000);
+    await unlink(join(master, 'd'));
+    await mkdir(join(master, 'd'));
+    await writeFile(join(master, 'd/x.js'), text('x'));
+    await utimes(join(master, 'd/x.js'), record.mtimeMs / 1000, record.mtimeMs / 1000);
+    const copy = copier(master, a, b);
+    await copy.mirrorAll();
+    assert.equal(copy.variantStats.reused, 0, 'nothing taken from outside');
+    assert.equal(await checkVariants(a), 2);
+    await checkRecord(a, 'd/x.js');
   });
 
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
