@@ -171,7 +171,15 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
       if (e.isFile()) guard(child, () => copyFile(fd, e.name, to, child, copied));
       else if (e.isSymbolicLink()) {
         guard(child, () => {
-          symlinkSync(readlinkSync(join(fdPath(fd), e.name)), to);
+          let target: string;
+          try {
+            target = readlinkSync(join(fdPath(fd), e.name));
+          } catch (err) {
+            // EINVAL: no longer a link (a file put there since the listing): as one gone meanwhile
+            if ((err as NodeJS.ErrnoException).code === 'EINVAL') return;
+            throw err;
+          }
+          symlinkSync(target, to);
           result.files++;
         });
       } else if (e.isDirectory() && !skip?.has(e.name)) {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   chmod,
   lstat,
@@ -59,6 +59,41 @@ describe('TreeCopier', () => {
     await new TreeCopier(source, target, { durable: false }).copyPaths(['x', 'x/deep', 'x/deep/old.txt']);
     assert.equal(await readFile(join(target, 'x'), 'utf8'), 'now a file');
     assert.deepEqual(await readdir(target), ['x']);
+  });
+  it('a full copy goes on when master swaps a link for a file as it copies the directory', async () => {
+    const source = join(root, 'src-swapping');
+    await mkdir(join(source, 'site'), { recursive: true });
+    for (let i = 0; i < 400; i++) await writeFile(join(source, `site/f${i}.txt`), `file ${i}`);
+    for (let i = 0; i < 20; i++) await symlink(`f${i}.txt`, join(source, `site/l${i}`));
+    // another process turns each link into a file and back, by rename, all along the copies
+    const swapper = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const fs = require('node:fs');
+        const dir = process.argv[1];
+        for (let n = 0; ; n++) {
+          const name = dir + '/l' + (n % 20), tmp = dir + '/.swap';
+          try {
+            if (n % 40 < 20) fs.writeFileSync(tmp, 'a file now');
+            else fs.symlinkSync('f0.txt', tmp);
+            fs.renameSync(tmp, name);
+          } catch {}
+        }`,
+        join(source, 'site'),
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      for (let i = 0; i < 8; i++) {
+        const target = join(root, `dst-swapping-${i}`);
+        await mkdir(target);
+        await new TreeCopier(source, target, { durable: false }).mirrorAll();
+        assert.equal(await readFile(join(target, 'site/f399.txt'), 'utf8'), 'file 399');
+      }
+    } finally {
+      swapper.kill('SIGKILL');
+    }
   });
 });
 
