@@ -1,6 +1,6 @@
 import type { PlacedFile } from '../../tree/manifest-entry.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, lutimes, mkdir, open, rename, rm, symlink, utimes, unlink } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { dirname, join } from 'node:path';
@@ -12,7 +12,7 @@ import { deriveCopy } from '../../tree/derive-copy.js';
 import { TREE_DEFAULTS } from '../../tree/tree-defaults.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
-import { META_DIR_NAME, TEMP_DIR_NAME } from '../../store/store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../../store/store-layout.js';
 import { dropDirectoryIndex } from '../../store/content-index.js';
 import { unlockTree } from '../../tree/tree-mode.js';
 import { WritableDirs } from '../../tree/writable-dirs.js';
@@ -377,7 +377,7 @@ async function applyDelta(
     if (batch.length > 0) await sources.fetch(batch, tmp, fsyncEach);
   }
   // 4b. the content index of what changed, while the temp directory is there and before the sync
-  if (opts.contentIndex !== false) await indexChanged(opts.into, delta, new Set(dirs.map((d) => d.path)));
+  if (opts.contentIndex !== false) await indexChanged(opts.into, delta, new Set(dirs.map((d) => d.path)), stats.full);
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
   await rm(tmp, { recursive: true, force: true }); // while the root is still writable
@@ -425,9 +425,13 @@ const INDEX_CHUNK = 16 * 1024;
  * with no source a derive only reads and indexes: nothing to make durable,
  * as an index needs no fsync (content-index.ts). A changed directory is
  * derived as a tree, so what is under it is left out; a slot with no index
- * yet is derived whole, once.
+ * yet is derived whole, once. A whole pull (`full`) also names every file
+ * and link at the slot's root: a pull cut short placed files that this one
+ * finds as they should be, and leaves out of its delta. Below the root,
+ * their directory is in the delta (the pull that placed them never gave it
+ * its time back), and derived whole; the root's own time is not compared.
  */
-async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>): Promise<void> {
+async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>, full: boolean): Promise<void> {
   const context = { slot: into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings };
   if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
     await deriveCopy(context, [], dirs);
@@ -469,6 +473,13 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     if (cut > 0 && !(await isRealDir(path.slice(0, cut)))) continue;
     chunk.push(path);
     if (chunk.length >= INDEX_CHUNK) await flush();
+  }
+  if (full) {
+    for (const e of await readdir(into, { withFileTypes: true })) {
+      if (isReservedRootName(e.name) || e.isDirectory()) continue;
+      chunk.push(e.name);
+      if (chunk.length >= INDEX_CHUNK) await flush();
+    }
   }
   await flush();
 }

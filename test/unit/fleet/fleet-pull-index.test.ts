@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -9,7 +11,7 @@ import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
-import { readDirectoryIndex } from '../../../src/store/content-index.js';
+import { readDirectoryIndex, stampMatches } from '../../../src/store/content-index.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { memoryLogger } from '../../../testkit/logger.js';
@@ -107,6 +109,81 @@ describe('a fleet pull indexes what it pulled', () => {
         await pull();
         assert.equal(await lstatOrNull(join(into, 'd')), null);
       }
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+  it('a pull killed once files are in place, then a whole pull: every file has its record, at the root too', async () => {
+    const root = await temp.make('mirrorswap-fleet-index-killed-');
+    const master = join(root, 'master');
+    const slots = { a: join(root, 'a'), b: join(root, 'b') };
+    const into = join(root, 'host');
+    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    await mkdir(join(master, 'js'));
+    const paths = [
+      ...Array.from({ length: 60 }, (_, i) => `r${i}.js`),
+      ...Array.from({ length: 60 }, (_, i) => `js/m${i}.js`),
+    ];
+    for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
+    const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
+    await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
+    const snapshots = new Snapshots(slots, join(root, 'manifests'));
+    const app = express();
+    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+    const server: Server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const first = await snapshots.take('a');
+      await pullSnapshot({
+        from: url,
+        token: TOKEN,
+        snapshot: first,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      for (const p of paths) await writeFile(join(master, p), text(`v2 ${p}`));
+      await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(paths);
+      const second = await snapshots.take('a');
+      // a host process pulls the change and is killed (SIGKILL) once 40 files are in place
+      const script = join(root, 'killed-pull.mjs');
+      await writeFile(
+        script,
+        `import { pullSnapshot } from ${JSON.stringify(new URL('../../../src/fleet/host/pull.js', import.meta.url).href)};
+        import { PullProgress } from ${JSON.stringify(new URL('../../../src/fleet/host/pull-progress.js', import.meta.url).href)};
+        let placed = 0;
+        class Killed extends PullProgress {
+          placed(path) {
+            super.placed(path);
+            if (++placed === 40) process.kill(process.pid, 'SIGKILL');
+          }
+        }
+        const [from, token, snapshot, base, into] = process.argv.slice(2);
+        await pullSnapshot({ from, token, snapshot, base, into, durable: false, timeoutMs: 5000, progress: new Killed() });`,
+      );
+      const child = spawn(process.execPath, [script, url, TOKEN, second, first, into], { stdio: 'ignore' });
+      const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
+      assert.equal(signal, 'SIGKILL');
+      // the slot is unfinished: the next pull compares the whole manifest with it
+      await pullSnapshot({
+        from: url,
+        token: TOKEN,
+        snapshot: second,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      const unindexed: string[] = [];
+      for (const p of paths) {
+        const cut = p.lastIndexOf('/');
+        const record = (await readDirectoryIndex(into, cut < 0 ? '' : p.slice(0, cut)))?.files[p.slice(cut + 1)];
+        if (!record || !stampMatches(record, await stat(join(into, p)))) unindexed.push(p);
+      }
+      assert.deepEqual(unindexed, [], 'files with no current record');
+      assert.equal(await checkCopyIndex(into), 2 * paths.length);
     } finally {
       await new Promise((r) => server.close(r));
     }
