@@ -120,6 +120,8 @@ export async function initStore(
       variants: settings && { settings, other: layout.slots[otherSlot(slot)] },
       share: opts.share ? layout.slots[otherSlot(slot)] : null,
       onProgress: opts.onProgress && ((s) => opts.onProgress?.(slot, s, total)),
+      // an init killed during its copy left files there it never derived
+      cutShort: slots.get(slot).copying,
     });
     await copier.clearTemp();
     await slots.set(slot, { seq: null, copying: true });

@@ -118,6 +118,14 @@ export interface CopyOptions {
    * not a regular file there is copied as any path.
    */
   settled?: ReadonlySet<string>;
+  /**
+   * The target was left mid-copy by a copy cut short (a crash): files it
+   * placed may not be derived yet, their made variants still those of the
+   * files they replaced, and a compare finds them as master has them. A full
+   * copy (`mirrorAll`) with variants then derives the whole copy, not only
+   * what it changes (a record still current is kept, its file not read).
+   */
+  cutShort?: boolean;
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -232,6 +240,7 @@ export class TreeCopier {
   readonly #variants: CopyVariants | null | undefined;
   readonly #share: string | undefined;
   readonly #settled: ReadonlySet<string> | undefined;
+  readonly #cutShort: boolean;
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
   readonly #changed = new Set<string>();
   readonly #changedDirs = new Set<string>();
@@ -253,6 +262,7 @@ export class TreeCopier {
     this.#variants = opts.variants;
     this.#share = opts.share ?? undefined;
     this.#settled = this.#share === undefined ? undefined : opts.settled;
+    this.#cutShort = opts.cutShort === true;
   }
 
   #tree(): Promise<SourceTree> {
@@ -447,6 +457,8 @@ export class TreeCopier {
       return topSet.has(p);
     };
     let missed: string[] = [];
+    /** Tops the clone derived as it copied them. */
+    let derived: ReadonlySet<string> = new Set();
     for (const top of tops) {
       this.#changed.add(top);
       this.#changedDirs.add(top);
@@ -461,6 +473,7 @@ export class TreeCopier {
       try {
         const cloned = await this.#cloneDirectories(tops, onWalked);
         missed = cloned.missed;
+        derived = cloned.derived;
         // the clone derived each directory as it copied it: the derive after leaves them be
         for (const top of cloned.derived) {
           this.#changed.delete(top);
@@ -472,6 +485,8 @@ export class TreeCopier {
         throw err;
       }
     }
+    // after a copy cut short, what it placed and never derived is derived now, wherever it is
+    if (this.#variants && this.#cutShort) await this.#nameTheRest(derived);
     // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
     // (a directory among them was not walked below yet: the compare does not go into a
     // directory the target lacks or holds as another kind, so its walk counts here)
