@@ -335,8 +335,9 @@ async function pullScenario(dir: string): Promise<void> {
 
 /**
  * Slots whose modes drifted (an operator's chmod): a directory of mode 0000,
- * a file of mode 0000, a slot root of 0555. A full sync and a whole pull
- * repair them; a pull under a read-only root is not stopped by it.
+ * a file of mode 0000, a slot root of 0555, read-only directories in a host
+ * slot's temp directory. A full sync and a whole pull repair them; a pull
+ * under a read-only root is not stopped by it.
  */
 async function driftScenario(dir: string): Promise<void> {
   const layout = storeLayout(join(dir, 'store'));
@@ -377,6 +378,8 @@ async function driftScenario(dir: string): Promise<void> {
   await fill(into, { 'd/e/f.txt': 'f', 'g.txt': 'g' });
   await chmod(join(into, 'd/e'), 0o000);
   await chmod(join(into, 'g.txt'), 0o000);
+  // and read-only directories in its temp directory (a store an agent left after a crash, say)
+  await crashLeftovers(into);
   const snapshots = new Snapshots(slots, join(dir, 'coord/manifests'));
   const app = express();
   app.use('/v1/fleet', fleetRouter(snapshots, token, memoryLogger()));

@@ -30,7 +30,7 @@ describe('trees of any mode, copied by an unprivileged agent', () => {
     await runUnprivileged('pull', await temp('mirrorswap-modes-pull-'));
   });
 
-  it('slots whose modes drifted (a 0000 directory or file, a 0555 root) are repaired by a full sync and a whole pull, and pulled into', async () => {
+  it('slots whose modes drifted (a 0000 directory or file, a 0555 root, read-only leftovers in a temp directory) are repaired by a full sync and a whole pull, and pulled into', async () => {
     await runUnprivileged('drift', await temp('mirrorswap-modes-drift-'));
   });
 });

@@ -182,6 +182,8 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
   try {
     // the slot's root too may deny its owner write (drift): opened before the temp directory is made
     await dirModes.open(opts.into);
+    // what was left there (a read-only directory anywhere in it would stop its removal, and every pull)
+    await unlockTree(tmp);
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
     await mkdir(work, { mode: 0o700 });
