@@ -121,9 +121,10 @@ export interface CopyOptions {
   /**
    * The target was left mid-copy by a copy cut short (a crash): files it
    * placed may not be derived yet, their made variants still those of the
-   * files they replaced, and a compare finds them as master has them. A full
-   * copy (`mirrorAll`) with variants then derives the whole copy, not only
-   * what it changes (a record still current is kept, its file not read).
+   * files they replaced, and neither a compare nor the journal names them
+   * (the copy cut short may have been a full one, repairing what the journal
+   * did not say). A copy with variants then derives the whole copy once, not
+   * only what it changes (a record still current is kept, its file unread).
    */
   cutShort?: boolean;
 }
@@ -240,7 +241,10 @@ export class TreeCopier {
   readonly #variants: CopyVariants | null | undefined;
   readonly #share: string | undefined;
   readonly #settled: ReadonlySet<string> | undefined;
-  readonly #cutShort: boolean;
+  /** Set until the derive of the whole copy a copy cut short calls for has been asked for (`CopyOptions.cutShort`). */
+  #cutShort: boolean;
+  /** Top directories the clone of `mirrorAll` derived as it copied them. */
+  #cloneDerived: ReadonlySet<string> = new Set();
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
   readonly #changed = new Set<string>();
   readonly #changedDirs = new Set<string>();
@@ -352,6 +356,11 @@ export class TreeCopier {
         for (const p of below) this.#changed.add(p);
         for (const d of await this.#copyLevels(below)) this.#changedDirs.add(d);
       }
+      if (this.#variants && this.#cutShort) {
+        // after a copy cut short, what it placed and never derived is derived now, wherever it is
+        this.#cutShort = false;
+        await this.#nameTheRest(this.#cloneDerived);
+      }
       if (this.#variants) {
         // the placed files' data is flushed while the derive runs: it only reads them. The
         // directories wait for the derive, which removes and links variants in them
@@ -457,8 +466,6 @@ export class TreeCopier {
       return topSet.has(p);
     };
     let missed: string[] = [];
-    /** Tops the clone derived as it copied them. */
-    let derived: ReadonlySet<string> = new Set();
     for (const top of tops) {
       this.#changed.add(top);
       this.#changedDirs.add(top);
@@ -473,7 +480,7 @@ export class TreeCopier {
       try {
         const cloned = await this.#cloneDirectories(tops, onWalked);
         missed = cloned.missed;
-        derived = cloned.derived;
+        this.#cloneDerived = cloned.derived;
         // the clone derived each directory as it copied it: the derive after leaves them be
         for (const top of cloned.derived) {
           this.#changed.delete(top);
@@ -485,8 +492,6 @@ export class TreeCopier {
         throw err;
       }
     }
-    // after a copy cut short, what it placed and never derived is derived now, wherever it is
-    if (this.#variants && this.#cutShort) await this.#nameTheRest(derived);
     // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
     // (a directory among them was not walked below yet: the compare does not go into a
     // directory the target lacks or holds as another kind, so its walk counts here)

@@ -68,7 +68,7 @@ async function copyExclusive(
       // Freeing what a copy replaces waits until after the publish when there may be much
       // of it; for a few files, a second pass to free them costs more than it saves.
       keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
-      // a copy cut short placed files it never derived: a full copy derives the whole slot
+      // a copy cut short placed files it never derived (nor does the journal name them all): derived now
       cutShort: pos.copying,
     });
     if (ctx.swapping) ctx.swapping.copied = copier.stats;

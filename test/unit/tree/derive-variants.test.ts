@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import {
   chmod,
   lstat,
@@ -97,8 +99,14 @@ describe('variants made at copy', () => {
     for (const d of [master, a, b]) await mkdir(d, { recursive: true });
     return { master, a, b };
   };
-  const copier = (master: string, slot: string, other: string | null, over: Partial<VariantSettings> = {}) =>
-    new TreeCopier(master, slot, { durable: false, variants: { settings: { ...settings, ...over }, other } });
+  const copier = (
+    master: string,
+    slot: string,
+    other: string | null,
+    over: Partial<VariantSettings> = {},
+    cutShort = false,
+  ) =>
+    new TreeCopier(master, slot, { durable: false, variants: { settings: { ...settings, ...over }, other }, cutShort });
 
   it('makes variants for compressible files above the floor, not for png or tiny files; every one decodes', async () => {
     const { master, a } = await setup('basic');
@@ -296,6 +304,40 @@ describe('variants made at copy', () => {
     assert.equal(copy.variantStats.reused, 0, 'nothing taken from outside');
     assert.equal(await checkVariants(a), 2);
     await checkRecord(a, 'd/x.js');
+  });
+
+  it('the copy after one cut short once its files were in place derives the whole copy, full or by path', async () => {
+    const { master, a } = await setup('cut-short');
+    const files = Array.from({ length: 30 }, (_, i) => `d/f${i}.js`);
+    await mkdir(join(master, 'd'));
+    for (const p of files) await writeFile(join(master, p), text(`v1 ${p}`));
+    await copier(master, a, null).mirrorAll();
+    const script = join(root, 'cut-short', 'copy.mjs');
+    await writeFile(
+      script,
+      `import { TreeCopier } from ${JSON.stringify(new URL('../../../src/tree/tree-copy.js', import.meta.url).href)};
+      const [master, slot, settings, ...paths] = process.argv.slice(2);
+      const variants = { settings: JSON.parse(settings), other: null };
+      // killed once the last file is in place, before the derive
+      const onProgress = (s) => s.files === paths.length && process.kill(process.pid, 'SIGKILL');
+      await new TreeCopier(master, slot, { durable: false, variants, onProgress }).copyPaths(paths);`,
+    );
+    for (const [round, next] of [
+      ['v2', () => copier(master, a, null, {}, true).mirrorAll()],
+      ['v3', () => copier(master, a, null, {}, true).copyPaths(['other.js'])],
+    ] as const) {
+      for (const p of files) await writeFile(join(master, p), text(`${round} ${p}`));
+      const killed = spawn(process.execPath, [script, master, a, JSON.stringify(settings), ...files], {
+        stdio: 'ignore',
+      });
+      assert.equal((await once(killed, 'exit'))[1], 'SIGKILL');
+      assert.equal(await readFile(join(a, 'd/f0.js'), 'utf8'), text(`${round} d/f0.js`), 'placed');
+      // the next copy: a full one, whose compare finds every file as master has it; or one by path
+      // of the journal's changes, which do not name them (the copy cut short repaired drift, say)
+      await next();
+      assert.equal(await checkVariants(a), 2 * files.length, round);
+      for (const p of files) await checkRecord(a, p);
+    }
   });
 
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
