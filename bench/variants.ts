@@ -10,9 +10,11 @@
  * 3. A journal sync of 10 changed text files (a whole swap over the API) by
  *    an agent without variants, one compressing at sync (--no-precompress)
  *    and one compressing as files land in master (the default), in turns:
- *    medians and ratios.
+ *    medians and ratios. With `--a OLD/dist/src/cli/bin.js`, a fourth agent
+ *    in turns: that build's without variants (today's time, when OLD is the
+ *    build before a change), each ratio given to it too.
  *
- *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only | --full-only]
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only | --full-only] [--a OLD/dist/src/cli/bin.js]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +34,8 @@ const ROUNDS = flag('rounds', 5);
 const JOURNAL_ROUNDS = flag('journal-rounds', 15);
 /** The directories (of the 40, 100 files each) a journal sync's 10 files are spread over: 10, or 1. */
 const JOURNAL_DIRS = flag('journal-dirs', 10);
+/** Another build's CLI, whose agent without variants runs beside the others (`--a`). */
+const BUILD_A = ((i) => (i === -1 ? undefined : process.argv[i + 1]))(process.argv.indexOf('--a'));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** The text assets of the installed packages, up to `max` bytes. */
@@ -161,29 +165,19 @@ interface Side {
   stop(): Promise<void>;
 }
 
-async function startSide(root: string, flagSet: string[]): Promise<Side> {
+async function startSide(root: string, flagSet: string[], cli = THIS_CLI): Promise<Side> {
   const store = join(root, 'store');
   const master = join(store, 'master');
   makeMaster(master);
   const initFlags = flagSet.filter((f) => f !== '--no-precompress'); // an agent's flag
-  const r = spawnSync(process.execPath, [THIS_CLI, 'init', '--store', store, ...initFlags], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [cli, 'init', '--store', store, ...initFlags], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error('init failed');
   const token = randomBytes(24).toString('hex');
   writeFileSync(join(root, 'token'), token, { mode: 0o600 });
   const port = await freePort();
   const agent: ChildProcess = spawn(
     process.execPath,
-    [
-      THIS_CLI,
-      'agent',
-      '--store',
-      store,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--token-file',
-      join(root, 'token'),
-      ...flagSet,
-    ],
+    [cli, 'agent', '--store', store, '--listen', `127.0.0.1:${port}`, '--token-file', join(root, 'token'), ...flagSet],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, MIRRORSWAP_LOG_LEVEL: 'warn' } },
   );
   process.once('exit', () => agent.kill('SIGKILL'));
@@ -215,14 +209,20 @@ const JOURNAL_SIDES = {
   off: ['--no-variants'],
   'at sync': ['--no-precompress'],
   precompressed: [],
+  'off, build A': ['--no-variants'],
 } as const;
 type JournalSide = keyof typeof JOURNAL_SIDES;
 
 async function journalSyncs(root: string): Promise<void> {
-  const kinds = Object.keys(JOURNAL_SIDES) as JournalSide[];
+  const kinds = (Object.keys(JOURNAL_SIDES) as JournalSide[]).filter((k) => BUILD_A || k !== 'off, build A');
   const sides = {} as Record<JournalSide, Side>;
-  for (const kind of kinds) sides[kind] = await startSide(join(root, kind.replace(' ', '-')), [...JOURNAL_SIDES[kind]]);
+  for (const kind of kinds) {
+    const cli = kind === 'off, build A' ? BUILD_A : THIS_CLI;
+    sides[kind] = await startSide(join(root, kind.replace(/\W+/g, '-')), [...JOURNAL_SIDES[kind]], cli);
+  }
   const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
+  /** From the sync's start to the epoch that mounts the copy (its wait, copy and publish phases), by the agent's clock. */
+  const toPublish = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
   const made = Object.fromEntries(kinds.map((k) => [k, { compressed: 0, cached: 0, reused: 0 }])) as Record<
     JournalSide,
     { compressed: number; cached: number; reused: number }
@@ -243,6 +243,8 @@ async function journalSyncs(root: string): Promise<void> {
       const t = performance.now();
       const record = await side.sync();
       times[kind].push(performance.now() - t);
+      const { wait = 0, copy = 0, publish = 0 } = record.phases;
+      toPublish[kind].push((wait + copy + publish) * 1000);
       made[kind] = {
         compressed: record.variants?.compressed ?? 0,
         cached: record.variants?.cached ?? 0,
@@ -251,18 +253,27 @@ async function journalSyncs(root: string): Promise<void> {
     }
   }
   for (const side of Object.values(sides)) await side.stop();
-  const off = median(times.off);
   console.log(
-    `\n## Journal sync of 10 changed JS files of 20 KB in ${JOURNAL_DIRS === 1 ? 'one directory' : '10 directories'} (a whole swap), medians of ${JOURNAL_ROUNDS}\n`,
+    `\n## Journal sync of 10 changed JS files of 20 KB in ${JOURNAL_DIRS === 1 ? 'one directory' : '10 directories'}, medians of ${JOURNAL_ROUNDS}\n`,
   );
-  console.log('| agent | ms | of no variants | variants compressed / from the cache / reused, last sync |');
-  console.log('| ----- | -- | -------------- | --------------------------------------------------------- |');
+  console.log(
+    "The whole swap (what the API answers after) and to the publish (the epoch that mounts the copy: what a web server switches on); each ratio as medians, and in brackets the median of the rounds' own ratios (the machine's pace drifts over a run).\n",
+  );
+  const withA = BUILD_A !== undefined;
+  const ratios = (of: Record<JournalSide, number[]>, kind: JournalSide, base: JournalSide) =>
+    `${(median(of[kind]) / median(of[base])).toFixed(2)}x (${median(of[kind].map((ms, r) => ms / (of[base][r] as number))).toFixed(2)}x)`;
+  console.log(
+    `| agent | swap ms | of no variants |${withA ? ' of build A without |' : ''} to publish ms | of no variants |${withA ? ' of build A without |' : ''} variants compressed / from the cache / reused, last sync |`,
+  );
+  console.log(`| --- | --- | --- |${withA ? ' --- |' : ''} --- | --- |${withA ? ' --- |' : ''} --- |`);
   for (const kind of kinds) {
-    const ms = median(times[kind]);
     const m = made[kind];
-    console.log(
-      `| ${kind} | ${ms.toFixed(1)} | **${(ms / off).toFixed(2)}x** | ${kind === 'off' ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`} |`,
-    );
+    const cells = [kind, median(times[kind]).toFixed(1), `**${ratios(times, kind, 'off')}**`];
+    if (withA) cells.push(ratios(times, kind, 'off, build A'));
+    cells.push(median(toPublish[kind]).toFixed(1), `**${ratios(toPublish, kind, 'off')}**`);
+    if (withA) cells.push(ratios(toPublish, kind, 'off, build A'));
+    cells.push(kind.startsWith('off') ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`);
+    console.log(`| ${cells.join(' | ')} |`);
   }
 }
 

@@ -259,6 +259,8 @@ export function writeDirectoryIndexSync(
   files: Readonly<Record<string, FileRecord>>,
   /** Another copy whose index of `relDir`, when byte for byte the one to write, is hard-linked instead (copies sharing files share their indexes too). */
   shareFrom: string | null = null,
+  /** A name prefix in the temp directory the index replaced is moved under first, to be freed later (`DeriveContext.setAside`); absent: freed by the rename. */
+  setAside?: (() => string) | undefined,
 ): void {
   const path = directoryIndexPath(slotRoot, relDir);
   if (Object.keys(files).length === 0) {
@@ -287,6 +289,13 @@ export function writeDirectoryIndexSync(
     }
   }
   try {
+    if (setAside) {
+      try {
+        renameSync(path, setAside());
+      } catch (err) {
+        if (!isNotOfThatKind(err)) throw err; // none there: nothing to free
+      }
+    }
     try {
       renameSync(tmp, path);
     } catch (err) {

@@ -132,6 +132,14 @@ export interface CopyOptions {
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
 const STAGED_PER_THREAD = 256;
 
+/**
+ * A derive of at most this many changed paths sets aside what it replaces
+ * (`DeriveContext.setAside`) when the copy keeps what it replaces: a
+ * journal sync's few. A larger one frees as it goes, so a copy that remakes
+ * every variant never needs room for two sets of them.
+ */
+const SET_ASIDE_PATHS = 1024;
+
 /** Paths staged at a time (each file staged is at most `STAGE_MAX_BYTES`, `stage-files.ts`). */
 const STAGE_BATCH = 1024;
 
@@ -513,7 +521,7 @@ export class TreeCopier {
   }
 
   /** What a derive of this copy is given besides its paths. */
-  #deriveContext(variants: CopyVariants): DeriveContext {
+  #deriveContext(variants: CopyVariants, setAside = false): DeriveContext {
     return {
       slot: this.#target,
       other: variants.other,
@@ -521,6 +529,7 @@ export class TreeCopier {
       settings: variants.settings,
       cache: variants.cache ?? null,
       indexesShared: this.#share !== undefined,
+      ...(setAside ? { setAside: `${this.#tmpPrefix}.aside` } : {}),
     };
   }
 
@@ -694,7 +703,14 @@ export class TreeCopier {
    * is synced with the copy's own files (`#finish`).
    */
   async #derive(variants: CopyVariants): Promise<void> {
-    const done = await deriveCopy(this.#deriveContext(variants), this.#changed, this.#changedDirs, this.#stagedHashes);
+    // what it replaces waits in the temp directory with the copy's own replaced files (clearTemp)
+    const setAside = this.#keepReplaced && this.#changed.size <= SET_ASIDE_PATHS;
+    const done = await deriveCopy(
+      this.#deriveContext(variants, setAside),
+      this.#changed,
+      this.#changedDirs,
+      this.#stagedHashes,
+    );
     this.#changed.clear();
     this.#changedDirs.clear();
     this.#stagedHashes.clear();

@@ -6,9 +6,7 @@ import { logUnknownChanges, newestTrustedPosition } from './reconcile.js';
 import { TreeCopier } from '../../tree/tree-copy.js';
 import { variantSettings } from '../variant-settings.js';
 
-/** Journal syncs of this many paths or more (and full syncs) keep what they replace until after the publish… */
-const KEEP_REPLACED_FROM = 256;
-/** …up to this many bytes of replaced files. */
+/** A copy keeps what it replaces until after the publish, up to this many bytes of replaced files. */
 const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
 
 /**
@@ -65,9 +63,11 @@ async function copyExclusive(
       // unchanged files linked from the mounted copy, never written there (share-files.ts)
       share: ctx.opts.shareFiles ? ctx.layout.slots[mounted] : null,
       settled: ctx.opts.shareFiles && incremental ? settledPaths(ctx, changed, mounted) : undefined,
-      // Freeing what a copy replaces waits until after the publish when there may be much
-      // of it; for a few files, a second pass to free them costs more than it saves.
-      keepReplacedBytes: !incremental || changed.length >= KEEP_REPLACED_FROM ? KEEP_REPLACED_BYTES : 0,
+      // Freeing what a copy replaces waits until the swap has published (it runs while the
+      // servers switch and drain): what the standby holds was written a release or more ago,
+      // and freeing such an inode costs ten times moving it aside on an ext4 disk whose
+      // allocation metadata has gone cold.
+      keepReplacedBytes: KEEP_REPLACED_BYTES,
       // a copy cut short placed files it never derived (nor does the journal name them all): derived now
       cutShort: pos.copying,
     });

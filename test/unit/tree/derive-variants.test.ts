@@ -35,6 +35,7 @@ import { VARIANT_MAX_BYTES, type VariantSettings } from '../../../src/tree/compr
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
+import { tempFilesIn } from '../../../testkit/store.js';
 
 const settings = TREE_DEFAULTS.variantSettings;
 
@@ -338,6 +339,72 @@ describe('variants made at copy', () => {
       assert.equal(await checkVariants(a), 2 * files.length, round);
       for (const p of files) await checkRecord(a, p);
     }
+  });
+
+  it('a journal sync keeping what it replaces sets aside the variants and indexes it would free, until clearTemp', async () => {
+    const { master, a, b } = await setup('set-aside');
+    for (const d of ['d1', 'd2']) await mkdir(join(master, d));
+    for (const p of ['d1/x.js', 'd1/y.js', 'd2/z.js', 'd2/w.js']) await writeFile(join(master, p), text(p));
+    await copier(master, a, null).mirrorAll();
+    await copier(master, b, a).mirrorAll(); // b's variants are links to a's
+    const inodes = async (slot: string, paths: string[]) =>
+      Promise.all(paths.map(async (p) => (await lstat(p.startsWith('/') ? p : join(slot, p))).ino));
+    /** The inodes of the files in the slot's temp directory, at any depth. */
+    const inTemp = async (slot: string) => {
+      const out = new Set<number>();
+      const walk = async (dir: string) => {
+        for (const e of await readdir(dir, { withFileTypes: true })) {
+          if (e.isDirectory()) await walk(join(dir, e.name));
+          else out.add((await lstat(join(dir, e.name))).ino);
+        }
+      };
+      await walk(join(slot, '.mirrorswap-tmp')).catch(() => {});
+      return out;
+    };
+    await writeFile(join(master, 'd1/x.js'), text('x changed'));
+    await unlink(join(master, 'd2/w.js'));
+    const replaced = ['d1/x.js.br', 'd1/x.js.gz', 'd2/w.js.br', 'd2/w.js.gz'];
+    // b's variants are links to a's: a has the last link of none of them yet
+    const shared = await inodes(b, replaced);
+    // slot a (its variants shared with b) then slot b (the last links of what a replaced)
+    const syncA = new TreeCopier(master, a, {
+      durable: true,
+      keepReplacedBytes: 1024 * 1024,
+      variants: { settings, other: b },
+    });
+    await syncA.copyPaths(['d1/x.js', 'd2/w.js']);
+    // a link b still holds is removed, not set aside; the indexes a replaced are its own
+    const asideA = await inTemp(a);
+    for (const ino of shared) assert.ok(!asideA.has(ino), 'a variant still linked in b was set aside');
+    await syncA.clearTemp();
+    const oldIndexesB = await inodes(b, [directoryIndexPath(b, 'd1'), directoryIndexPath(b, 'd2')]);
+    const syncB = new TreeCopier(master, b, {
+      durable: true,
+      keepReplacedBytes: 1024 * 1024,
+      variants: { settings, other: a },
+    });
+    await syncB.copyPaths(['d1/x.js', 'd2/w.js']);
+    // the copy is whole: new variants, records, w's variants and record gone
+    for (const slot of [a, b]) {
+      assert.equal(brotliDecompressSync(await readFile(join(slot, 'd1/x.js.br'))).toString(), text('x changed'));
+      assert.equal(gunzipSync(await readFile(join(slot, 'd1/x.js.gz'))).toString(), text('x changed'));
+      await checkRecord(slot, 'd1/x.js');
+      await checkRecord(slot, 'd2/z.js');
+      for (const p of ['d2/w.js.br', 'd2/w.js.gz']) assert.equal(await lstatOrNull(join(slot, p)), null, p);
+      assert.equal((await readDirectoryIndex(slot, 'd2'))?.files['w.js'], undefined);
+      assert.equal(await checkVariants(slot), await countVariantFiles(slot));
+    }
+    // what b replaced held the last links (a let go of them): each waits in the temp directory, freed by nothing yet
+    const asideB = await inTemp(b);
+    for (const ino of [...shared, ...oldIndexesB]) assert.ok(asideB.has(ino), `inode ${ino} was freed, not set aside`);
+    await syncB.clearTemp();
+    assert.deepEqual(await tempFilesIn(b), []);
+    // a copy that keeps nothing frees as it goes, and leaves no temp directory
+    await writeFile(join(master, 'd1/y.js'), text('y changed'));
+    const plain = new TreeCopier(master, a, { durable: true, variants: { settings, other: b } });
+    await plain.copyPaths(['d1/y.js']);
+    await checkRecord(a, 'd1/y.js');
+    assert.deepEqual(await tempFilesIn(a), []);
   });
 
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
