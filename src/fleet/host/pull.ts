@@ -16,6 +16,7 @@ import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../../store/st
 import { dropDirectoryIndex } from '../../store/content-index.js';
 import { unlockTree } from '../../tree/tree-mode.js';
 import { WritableDirs } from '../../tree/writable-dirs.js';
+import { removeUnnamable } from './unnamable.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
 import { inThread, walkIntoRuns } from '../../tree/manifest-file.js';
 import type { DeltaCounts, DeltaJob, DeltaResult } from '../../tree/manifest-delta.js';
@@ -225,8 +226,10 @@ interface DeltaFiles {
 }
 
 /**
- * The slot's walk in sorted runs in `dir`; a directory of it whose mode
- * shuts its owner out (drift) is opened and the walk made again.
+ * The slot's walk in sorted runs in `dir`. On a failure, the drift that
+ * stops it is undone and the walk made again: a directory whose mode shuts
+ * its owner out is opened, and an entry whose name is not UTF-8 (no
+ * snapshot holds one, and a walk by string cannot look at it) is removed.
  */
 async function walkSlot(root: string, dir: string): Promise<string[]> {
   const walk = async () => {
@@ -237,6 +240,7 @@ async function walkSlot(root: string, dir: string): Promise<string[]> {
   try {
     return await walk().catch(async () => {
       await unlockTree(root);
+      await removeUnnamable(root);
       return walk();
     });
   } catch (err) {

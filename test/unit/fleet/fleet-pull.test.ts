@@ -133,6 +133,41 @@ describe('fleet content transfer', () => {
     }
   });
 
+  it('without a base, removes entries whose names are not UTF-8 (no snapshot names one), a read-only directory among them', async () => {
+    const c = await coordinator();
+    const into = await temp.make('mirrorswap-fleet-host-');
+    try {
+      await write(c.slots.a, { 'a.txt': 'A', 'dir/b.txt': 'B' });
+      const id = await c.snapshots.take('a');
+      await write(into, { 'dir/b.txt': 'B' });
+      // names as bytes: 0xff and 0xfe are never UTF-8, and read as a string they come back as U+FFFD
+      const bytes = (...parts: (string | number[])[]) =>
+        Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+      await writeFile(bytes(into, '/top-', [0xff], '.txt'), 'stray');
+      await writeFile(bytes(into, '/dir/in-', [0xfe, 0xff]), 'stray');
+      const shut = bytes(into, '/shut-', [0xff]);
+      await mkdir(shut);
+      await writeFile(Buffer.concat([shut, Buffer.from('/inner.txt')]), 'stray');
+      await chmod(shut, 0o555);
+      const stats = await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: id,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      assert.equal(stats.full, true);
+      assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
+      const names = await readdir(into, { encoding: 'buffer' });
+      assert.deepEqual(names.map((n) => n.toString()).sort(), ['.mirrorswap-meta', 'a.txt', 'dir']);
+      assert.deepEqual((await readdir(join(into, 'dir'), { encoding: 'buffer' })).map(String), ['b.txt']);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('the content endpoints refuse without the token, for a snapshot no slot holds, and for hostile paths', async () => {
     const c = await coordinator();
     try {
