@@ -352,7 +352,8 @@ function deriveDirectory(
       if (dir === '' && isReservedRootName(name)) continue;
       set.add(name);
       const v = variantOf(name);
-      if (v) set.add(v.base);
+      // master's `.mirrorswap-tmp.br` names no variant of the temp directory: never gone into
+      if (v && !(dir === '' && isReservedRootName(v.base))) set.add(v.base);
     }
     entries = [...set];
   }

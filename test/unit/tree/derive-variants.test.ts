@@ -511,6 +511,40 @@ describe('variants made at copy', () => {
     assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
   });
 
+  it("master's root files named as variants of the reserved names never take a journal sync's derive into the temp or meta directory", async () => {
+    const { master, a, b } = await setup('reserved-variant-names');
+    for (const d of ['d1', 'old']) await mkdir(join(master, d));
+    await writeFile(join(master, 'd1/x.js'), text('x'));
+    await writeFile(join(master, 'old/app.js'), text('app'));
+    await writeFile(join(master, '.mirrorswap-tmp.br'), 'a file of master, not a variant');
+    await writeFile(join(master, '.mirrorswap-meta.gz'), 'another');
+    await copier(master, a, null).mirrorAll();
+    await copier(master, b, a).mirrorAll();
+    // a sync changing them, with a directory deleted: its tree (variants and all) waits in the temp directory
+    await writeFile(join(master, 'd1/x.js'), text('x changed'));
+    await writeFile(join(master, '.mirrorswap-tmp.br'), 'changed');
+    await writeFile(join(master, '.mirrorswap-meta.gz'), 'changed too');
+    await rm(join(master, 'old'), { recursive: true });
+    const sync = new TreeCopier(master, a, {
+      durable: false,
+      keepReplacedBytes: 1 << 20,
+      variants: { settings, other: b },
+    });
+    await sync.copyPaths(['d1/x.js', '.mirrorswap-tmp.br', '.mirrorswap-meta.gz', 'old']);
+    // no directory of the temp or meta directory is derived: nothing there is compressed or indexed
+    for (const dir of ['.mirrorswap-tmp', '.mirrorswap-meta', '.mirrorswap-meta/index'])
+      assert.equal(await readDirectoryIndex(a, dir), null, `an index of ${dir}`);
+    assert.equal(sync.variantStats.compressed + sync.variantStats.reused + sync.variantStats.cached, 2);
+    assert.equal(await readFile(join(a, '.mirrorswap-tmp.br'), 'utf8'), 'changed');
+    assert.equal(await readFile(join(a, '.mirrorswap-meta.gz'), 'utf8'), 'changed too');
+    await checkRecord(a, 'd1/x.js');
+    await checkRecord(a, '.mirrorswap-tmp.br');
+    assert.equal(await checkVariants(a), await countVariantFiles(a));
+    assert.deepEqual(await compareTrees(master, a, { variants: true }), []);
+    await sync.clearTemp();
+    assert.deepEqual(await tempFilesIn(a), []);
+  });
+
   it('copies sharing files by link share their indexes; copies that do not write their own', async () => {
     const { master, a, b } = await setup('shared-index');
     const c = join(root, 'shared-index', 'c');
