@@ -251,6 +251,8 @@ export class TreeCopier {
   readonly #settled: ReadonlySet<string> | undefined;
   /** Set until the derive of the whole copy a copy cut short calls for has been asked for (`CopyOptions.cutShort`). */
   #cutShort: boolean;
+  /** Set when the next derive is of the whole copy but what the clone derived (`#nameTheRest`). */
+  #derivesWhole = false;
   /** Top directories the clone of `mirrorAll` derived as it copied them. */
   #cloneDerived: ReadonlySet<string> = new Set();
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
@@ -513,6 +515,7 @@ export class TreeCopier {
    * derived.
    */
   async #nameTheRest(derived: ReadonlySet<string>): Promise<void> {
+    this.#derivesWhole = true;
     for (const e of await readdir(this.#target, { withFileTypes: true })) {
       if (isReservedRootName(e.name) || derived.has(e.name)) continue;
       this.#changed.add(e.name);
@@ -703,8 +706,16 @@ export class TreeCopier {
    * is synced with the copy's own files (`#finish`).
    */
   async #derive(variants: CopyVariants): Promise<void> {
-    // what it replaces waits in the temp directory with the copy's own replaced files (clearTemp)
-    const setAside = this.#keepReplaced && this.#changed.size <= SET_ASIDE_PATHS;
+    // what it replaces waits in the temp directory with the copy's own replaced files (clearTemp);
+    // not for a derive of the whole copy (after a copy cut short, or of one with no index yet),
+    // which may remake every variant however few paths name it: it frees as it goes
+    const whole = this.#derivesWhole;
+    this.#derivesWhole = false;
+    const setAside =
+      this.#keepReplaced &&
+      !whole &&
+      this.#changed.size <= SET_ASIDE_PATHS &&
+      (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null;
     const done = await deriveCopy(
       this.#deriveContext(variants, setAside),
       this.#changed,

@@ -407,6 +407,32 @@ describe('variants made at copy', () => {
     assert.deepEqual(await tempFilesIn(a), []);
   });
 
+  it('the whole derive after a copy cut short frees what it replaces as it goes, however few paths it names', async () => {
+    const { master, a } = await setup('cut-short-aside');
+    const files = Array.from({ length: 30 }, (_, i) => `d/f${i}.js`);
+    await mkdir(join(master, 'd'));
+    for (const p of files) await writeFile(join(master, p), text(`v1 ${p}`));
+    await copier(master, a, null).mirrorAll();
+    const made = await countVariantFiles(a);
+    // a copy cut short placed a new release of every file, and derived none of it
+    for (const p of files) await writeFile(join(master, p), text(`v2 ${p}`));
+    await new TreeCopier(master, a, { durable: false }).copyPaths(files);
+    // the next copy names one path: its derive is of the whole copy, and remakes every variant
+    const next = new TreeCopier(master, a, {
+      durable: false,
+      keepReplacedBytes: 1 << 20,
+      variants: { settings, other: null },
+      cutShort: true,
+    });
+    await next.copyPaths(['other.js']);
+    assert.equal(await checkVariants(a), made);
+    for (const p of files) await checkRecord(a, p);
+    // never room for two sets of every variant: none of those it replaced waits for clearTemp
+    const aside = (await tempFilesIn(a)).filter((n) => n.includes('.aside.'));
+    assert.deepEqual(aside, []);
+    await next.clearTemp();
+  });
+
   it("reuses the other copy's variants of a read-only file whose time differs: copied, given this file's time", async () => {
     const { master, a, b } = await setup('read-only');
     await writeFile(join(master, 'ro.js'), text('ro'));
