@@ -86,6 +86,13 @@ export class SourceTree {
     return null;
   }
 
+  /** Whether `rel` is a directory reached without a link (neither it nor a parent of it one). */
+  async isDirectory(rel: string): Promise<boolean> {
+    const handle = await this.#open(rel, constants.O_RDONLY | constants.O_DIRECTORY);
+    await handle?.close();
+    return handle !== null;
+  }
+
   /**
    * The target of the symbolic link at `rel`, read inside its parent directory
    * as opened (so a linked parent is never followed). Null when it is not a link.

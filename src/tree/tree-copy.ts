@@ -786,8 +786,11 @@ export class TreeCopier {
         if (await lstatOrNull(dst)) await this.#remove(dst);
         return false;
       }
-      await this.#ensureParents(rel);
+      // an entry reached through a link of master's (a directory it made a link since) is none of
+      // its own: nothing is placed, and no parent made a directory, where the link's entry goes
       if (src.isDirectory()) {
+        if (!(await (await this.#tree()).isDirectory(rel))) continue;
+        await this.#ensureParents(rel);
         await this.#placeDirectory(rel, src);
         return true;
       }
@@ -795,6 +798,7 @@ export class TreeCopier {
       const copied = await this.#copyEntry(rel, tmp);
       if (copied === 'denied') return false;
       if (!copied) continue;
+      await this.#ensureParents(rel);
       await this.#replaceWith(tmp, dst);
       return false;
     }

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
+import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { tempFilesIn } from '../../../testkit/store.js';
 
@@ -153,6 +154,29 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
       assert.deepEqual(await readdir(target), ['site'], 'the temp directory is left behind');
     });
   }
+
+  it('a directory master made a link is placed as the link, whatever paths below it the journal names too', async () => {
+    const source = join(root, 'src-now-link');
+    const target = join(root, 'dst-now-link');
+    for (const tree of [source, target]) {
+      await mkdir(join(tree, 'site/d/sub'), { recursive: true });
+      await writeFile(join(tree, 'site/d/x.txt'), 'before');
+    }
+    // master's directory became a link to a sibling holding the same names: the journal names them all
+    await rm(join(source, 'site/d'), { recursive: true });
+    await mkdir(join(source, 'site/e/sub'), { recursive: true });
+    await writeFile(join(source, 'site/e/x.txt'), 'after');
+    await symlink('e', join(source, 'site/d'));
+    await new TreeCopier(source, target, { durable: false }).copyPaths([
+      'site/d/x.txt',
+      'site/d/sub',
+      'site/d',
+      'site/e',
+    ]);
+    assert.equal(await readlink(join(target, 'site/d')), 'e', 'the link was replaced by a directory');
+    assert.equal(await readFile(join(target, 'site/e/x.txt'), 'utf8'), 'after');
+    assert.deepEqual(await compareTrees(source, target), []);
+  });
 
   it('never places a file through a link in the target where the source now has a directory', async () => {
     const source = join(root, 'src-link-parent');
