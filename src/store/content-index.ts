@@ -293,7 +293,8 @@ export function writeDirectoryIndexSync(
       try {
         renameSync(path, setAside());
       } catch (err) {
-        if (!isNotOfThatKind(err)) throw err; // none there: nothing to free
+        // none there: nothing to free; on another file system (a mount point): freed by the rename below
+        if (!isNotOfThatKind(err) && (err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
       }
     }
     try {

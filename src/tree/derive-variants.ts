@@ -94,9 +94,10 @@ export interface DeriveContext {
    */
   indexesShared?: boolean;
   /**
-   * A name prefix in the copy's temp directory: a variant or index the derive
-   * replaces that is the last link to its inode is moved to a new name under
-   * it rather than removed, and the copier frees it after the publish
+   * A name prefix in the copy's temp directory: a made variant the derive
+   * replaces or removes that is the last link to its inode, and an index it
+   * replaces, is moved to a new name under it rather than removed (removed
+   * still on another file system), and the copier frees it after the publish
    * (`TreeCopier.clearTemp`). What the standby holds was written a release or
    * more ago, and freeing such an inode costs 150 to 900 µs on this ext4 disk
    * (its allocation metadata has gone cold); moving it costs about 15.
@@ -241,7 +242,7 @@ function unlinkIfThere(path: string): boolean {
 function removeVariant(c: DeriveContext, path: string, st: Stats | null): boolean {
   if (c.setAside === undefined || st?.nlink !== 1) return unlinkIfThere(path);
   try {
-    renameSync(path, setAsideName(c.setAside));
+    setAsideSync(path, c.setAside);
     return true;
   } catch (err) {
     if (isNothingThere(err) || isDenied(err)) return false;
@@ -654,7 +655,7 @@ function deriveFile(
 function clearPlace(path: string, spot: Spot): true | 'denied' {
   if (!spot.occupied) return true; // nothing there (a failed unlink costs an exception: 0.3 ms)
   try {
-    if (spot.aside !== undefined) renameSync(path, setAsideName(spot.aside));
+    if (spot.aside !== undefined) setAsideSync(path, spot.aside);
     else unlinkSync(path);
   } catch (err) {
     if (isDenied(err)) return 'denied';
@@ -667,6 +668,20 @@ function clearPlace(path: string, spot: Spot): true | 'denied' {
 /** A new name under the prefix `aside` (walk threads set aside side by side). */
 function setAsideName(aside: string): string {
   return `${aside}.${randomBytes(8).toString('hex')}`;
+}
+
+/**
+ * Move the file at `path` to a new name under the prefix `aside`; removed
+ * instead when it is on another file system than the temp directory (a
+ * directory of the copy that is a mount point of its own).
+ */
+function setAsideSync(path: string, aside: string): void {
+  try {
+    renameSync(path, setAsideName(aside));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    unlinkSync(path);
+  }
 }
 
 /** Whether this process may create entries in `dir`. */

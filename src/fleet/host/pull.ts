@@ -240,7 +240,8 @@ async function walkSlot(root: string, dir: string): Promise<string[]> {
   try {
     return await walk().catch(async () => {
       await unlockTree(root);
-      await removeUnnamable(root);
+      // its own failure is not the one to report: the walk's again, if it fails again
+      await removeUnnamable(root).catch(() => 0);
       return walk();
     });
   } catch (err) {
