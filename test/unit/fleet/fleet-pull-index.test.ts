@@ -22,25 +22,36 @@ const temp = tempDirs();
 after(() => temp.removeAll());
 const TOKEN = 'fleet-token-for-tests-0123456789';
 
+/** A coordinator's content endpoints over `slots`, on loopback. */
+async function coordinator(slots: { a: string; b: string }, root: string) {
+  const snapshots = new Snapshots(slots, join(root, 'manifests'));
+  const app = express();
+  app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
+  const server: Server = createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { snapshots, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+/** A master, a coordinator's two slots and a host's slot, empty, in a new temp directory. */
+async function stores(prefix: string) {
+  const root = await temp.make(prefix);
+  const master = join(root, 'master');
+  const slots = { a: join(root, 'a'), b: join(root, 'b') };
+  const into = join(root, 'host');
+  for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+  return { root, master, slots, into };
+}
+
 describe('a fleet pull indexes what it pulled', () => {
   it("records each file's hash and the snapshot's variants that decode to it, the same hashes as the agent's copy", async () => {
-    const root = await temp.make('mirrorswap-fleet-index-');
-    const master = join(root, 'master');
-    const slots = { a: join(root, 'a'), b: join(root, 'b') };
-    const into = join(root, 'host');
-    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    const { root, master, slots, into } = await stores('mirrorswap-fleet-index-');
     await mkdir(join(master, 'js'));
     for (let i = 0; i < 5; i++) await writeFile(join(master, `js/m${i}.js`), text(`m${i}`));
     await writeFile(join(master, 'own.js'), text('own'));
     await writeFile(join(master, 'own.js.gz'), 'master says this is gzip; it is not');
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const snapshots = new Snapshots(slots, join(root, 'manifests'));
-    const app = express();
-    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-    const server: Server = createServer(app);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { snapshots, url, server } = await coordinator(slots, root);
     try {
       const pull = (snapshot: string, base: string | null) =>
         pullSnapshot({ from: url, token: TOKEN, snapshot, base, into, durable: true, timeoutMs: 5000 });
@@ -74,20 +85,11 @@ describe('a fleet pull indexes what it pulled', () => {
     // a file of the new directory may take its namesake's, with other bytes under the same size and
     // time (a build that sets every time alike). Which file takes which number varies (files are
     // placed by several threads): some rounds of a hundred files each
-    const root = await temp.make('mirrorswap-fleet-index-again-');
-    const master = join(root, 'master');
-    const slots = { a: join(root, 'a'), b: join(root, 'b') };
-    const into = join(root, 'host');
-    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    const { root, master, slots, into } = await stores('mirrorswap-fleet-index-again-');
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     const sync = () => new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['d']);
     const time = new Date(2020, 0, 1);
-    const snapshots = new Snapshots(slots, join(root, 'manifests'));
-    const app = express();
-    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-    const server: Server = createServer(app);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { snapshots, url, server } = await coordinator(slots, root);
     try {
       let base: string | null = null;
       const pull = async () => {
@@ -114,11 +116,7 @@ describe('a fleet pull indexes what it pulled', () => {
     }
   });
   it('a pull killed once files are in place, then a whole pull: every file has its record, at the root too', async () => {
-    const root = await temp.make('mirrorswap-fleet-index-killed-');
-    const master = join(root, 'master');
-    const slots = { a: join(root, 'a'), b: join(root, 'b') };
-    const into = join(root, 'host');
-    for (const d of [master, slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    const { root, master, slots, into } = await stores('mirrorswap-fleet-index-killed-');
     await mkdir(join(master, 'js'));
     const paths = [
       ...Array.from({ length: 60 }, (_, i) => `r${i}.js`),
@@ -127,12 +125,7 @@ describe('a fleet pull indexes what it pulled', () => {
     for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const snapshots = new Snapshots(slots, join(root, 'manifests'));
-    const app = express();
-    app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-    const server: Server = createServer(app);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { snapshots, url, server } = await coordinator(slots, root);
     try {
       const first = await snapshots.take('a');
       await pullSnapshot({

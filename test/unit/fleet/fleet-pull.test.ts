@@ -41,6 +41,11 @@ async function write(root: string, files: Record<string, string | Buffer>, mtime
   }
 }
 
+/** A pull of `snapshot` into `into` with no base: the whole manifest compared with what the slot holds. */
+function wholePull(from: string, snapshot: string, into: string): Promise<PullStats> {
+  return pullSnapshot({ from, token: TOKEN, snapshot, base: null, into, durable: false, timeoutMs: 5000 });
+}
+
 describe('fleet content transfer', () => {
   it('a first pull reproduces the tree; the next asks only what changed since, and the copies stay equal', async () => {
     const c = await coordinator();
@@ -117,15 +122,7 @@ describe('fleet content transfer', () => {
       const id = await c.snapshots.take('a');
       // the slot holds something else: a stray file, a changed one, a directory where a file goes
       await write(into, { 'a.txt': 'stale', 'stray.txt': 'gone soon', 'dir/b.txt/inner': 'wrong type' });
-      const stats = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: id,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      const stats = await wholePull(c.url, id, into);
       assert.equal(stats.full, true);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
     } finally {
@@ -149,15 +146,7 @@ describe('fleet content transfer', () => {
       await mkdir(shut);
       await writeFile(Buffer.concat([shut, Buffer.from('/inner.txt')]), 'stray');
       await chmod(shut, 0o555);
-      const stats = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: id,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      const stats = await wholePull(c.url, id, into);
       assert.equal(stats.full, true);
       assert.deepEqual(await treeOf(into), await treeOf(c.slots.a));
       const names = await readdir(into, { encoding: 'buffer' });
