@@ -12,9 +12,11 @@
  *    and one compressing as files land in master (the default), in turns:
  *    medians and ratios. With `--a OLD/dist/src/cli/bin.js`, a fourth agent
  *    in turns: that build's without variants (today's time, when OLD is the
- *    build before a change), each ratio given to it too.
+ *    build before a change), each ratio given to it too; with
+ *    `--a-variants` as well, that build's with variants compressed as files
+ *    land (the two builds' own compared).
  *
- *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only | --full-only] [--a OLD/dist/src/cli/bin.js]
+ *   node dist/bench/variants.js [--files 4000] [--rounds 5] [--journal-rounds 15] [--journal-dirs 10|1] [--journal-only | --full-only] [--a OLD/dist/src/cli/bin.js [--a-variants]]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -36,6 +38,8 @@ const JOURNAL_ROUNDS = flag('journal-rounds', 15);
 const JOURNAL_DIRS = flag('journal-dirs', 10);
 /** Another build's CLI, whose agent without variants runs beside the others (`--a`). */
 const BUILD_A = ((i) => (i === -1 ? undefined : process.argv[i + 1]))(process.argv.indexOf('--a'));
+/** With `--a-variants`, build A's agent runs with variants compressed as files land (to compare the two builds' own). */
+const A_VARIANTS = process.argv.includes('--a-variants');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** The text assets of the installed packages, up to `max` bytes. */
@@ -209,15 +213,15 @@ const JOURNAL_SIDES = {
   off: ['--no-variants'],
   'at sync': ['--no-precompress'],
   precompressed: [],
-  'off, build A': ['--no-variants'],
+  'build A': A_VARIANTS ? [] : ['--no-variants'],
 } as const;
 type JournalSide = keyof typeof JOURNAL_SIDES;
 
 async function journalSyncs(root: string): Promise<void> {
-  const kinds = (Object.keys(JOURNAL_SIDES) as JournalSide[]).filter((k) => BUILD_A || k !== 'off, build A');
+  const kinds = (Object.keys(JOURNAL_SIDES) as JournalSide[]).filter((k) => BUILD_A || k !== 'build A');
   const sides = {} as Record<JournalSide, Side>;
   for (const kind of kinds) {
-    const cli = kind === 'off, build A' ? BUILD_A : THIS_CLI;
+    const cli = kind === 'build A' ? BUILD_A : THIS_CLI;
     sides[kind] = await startSide(join(root, kind.replace(/\W+/g, '-')), [...JOURNAL_SIDES[kind]], cli);
   }
   const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
@@ -263,16 +267,20 @@ async function journalSyncs(root: string): Promise<void> {
   const ratios = (of: Record<JournalSide, number[]>, kind: JournalSide, base: JournalSide) =>
     `${(median(of[kind]) / median(of[base])).toFixed(2)}x (${median(of[kind].map((ms, r) => ms / (of[base][r] as number))).toFixed(2)}x)`;
   console.log(
-    `| agent | swap ms | of no variants |${withA ? ' of build A without |' : ''} to publish ms | of no variants |${withA ? ' of build A without |' : ''} variants compressed / from the cache / reused, last sync |`,
+    `| agent | swap ms | of no variants |${withA ? ' of build A |' : ''} to publish ms | of no variants |${withA ? ' of build A |' : ''} variants compressed / from the cache / reused, last sync |`,
   );
   console.log(`| --- | --- | --- |${withA ? ' --- |' : ''} --- | --- |${withA ? ' --- |' : ''} --- |`);
   for (const kind of kinds) {
     const m = made[kind];
-    const cells = [kind, median(times[kind]).toFixed(1), `**${ratios(times, kind, 'off')}**`];
-    if (withA) cells.push(ratios(times, kind, 'off, build A'));
+    const label =
+      kind === 'build A' ? (A_VARIANTS ? 'build A, compressed as they landed' : 'build A, no variants') : kind;
+    const cells = [label, median(times[kind]).toFixed(1), `**${ratios(times, kind, 'off')}**`];
+    if (withA) cells.push(ratios(times, kind, 'build A'));
     cells.push(median(toPublish[kind]).toFixed(1), `**${ratios(toPublish, kind, 'off')}**`);
-    if (withA) cells.push(ratios(toPublish, kind, 'off, build A'));
-    cells.push(kind.startsWith('off') ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`);
+    if (withA) cells.push(ratios(toPublish, kind, 'build A'));
+    cells.push(
+      kind === 'off' || (kind === 'build A' && !A_VARIANTS) ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`,
+    );
     console.log(`| ${cells.join(' | ')} |`);
   }
 }
