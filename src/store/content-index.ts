@@ -246,6 +246,17 @@ export async function dropDirectoryIndex(slotRoot: string, relDir: string): Prom
 }
 
 /**
+ * Whether moving a file aside into a copy's temp directory failed for want
+ * of what removing it does not need: another file system (a directory of
+ * the copy that is a mount point of its own), or no room for one more name
+ * there (a full disk, a quota). The caller then frees it in place.
+ */
+export function cannotSetAside(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EXDEV' || code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
  * Replace the index of `relDir` in the copy at `slotRoot` by rename (through
  * the slot's temp directory, which must exist), or remove it when `files` is
  * empty. Not made durable here, nor need it be: a stale, torn or lost index
@@ -293,8 +304,9 @@ export function writeDirectoryIndexSync(
       try {
         renameSync(path, setAside());
       } catch (err) {
-        // none there: nothing to free; on another file system (a mount point): freed by the rename below
-        if (!isNotOfThatKind(err) && (err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+        // none there: nothing to free; on another file system (a mount point), or no room for one
+        // more name in the temp directory: freed by the rename below
+        if (!isNotOfThatKind(err) && !cannotSetAside(err)) throw err;
       }
     }
     try {

@@ -30,6 +30,7 @@ import {
   VARIANT_SUFFIX,
   type VariantEncoding,
   type VariantRecord,
+  cannotSetAside,
   contentHash,
   readDirectoryIndexSync,
   stampMatches,
@@ -672,14 +673,16 @@ function setAsideName(aside: string): string {
 
 /**
  * Move the file at `path` to a new name under the prefix `aside`; removed
- * instead when it is on another file system than the temp directory (a
- * directory of the copy that is a mount point of its own).
+ * instead when it cannot be moved there but can be removed: on another
+ * file system than the temp directory (a directory of the copy that is a
+ * mount point of its own), or the temp directory out of room for one more
+ * name (a full disk, or quota: a removal needs none).
  */
 function setAsideSync(path: string, aside: string): void {
   try {
     renameSync(path, setAsideName(aside));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    if (!cannotSetAside(err)) throw err;
     unlinkSync(path);
   }
 }

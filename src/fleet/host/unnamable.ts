@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { chmod, lstat, readdir, rm } from 'node:fs/promises';
 import { isReservedRootName } from '../../store/store-layout.js';
+import { fillable, fillingMode } from '../../tree/tree-mode.js';
 
 /**
  * Remove from a host's slot every entry whose name is not UTF-8, with
@@ -34,11 +35,14 @@ export async function removeUnnamable(root: string): Promise<number> {
   return removed;
 }
 
-/** Give its owner write and search on every directory of the tree at `path` (bytes), for its removal. */
+/**
+ * `unlockTree` (tree-mode.ts) for a path in bytes: every directory of the
+ * tree at `path` given what its owner needs to empty it, for its removal.
+ */
 async function openTree(path: Buffer): Promise<void> {
   const st = await lstat(path);
   if (!st.isDirectory()) return;
-  if ((st.mode & 0o700) !== 0o700) await chmod(path, (st.mode & 0o7777) | 0o700);
+  if (!fillable(st.mode)) await chmod(path, fillingMode(st.mode));
   for (const e of await readdir(path, { withFileTypes: true, encoding: 'buffer' })) {
     if (e.isDirectory()) await openTree(Buffer.concat([path, Buffer.from('/'), e.name as unknown as Buffer]));
   }
