@@ -9,12 +9,12 @@ import {
   type VariantEncoding,
   type VariantRecord,
   contentHash,
-  readDirectoryIndex,
   readDirectoryIndexSync,
   stampMatches,
   variantMatches,
   writeDirectoryIndexSync,
 } from '../src/store/content-index.js';
+import { readCopyIndex } from '../src/store/recent-records.js';
 import { TEMP_DIR_NAME, isReservedRootName } from '../src/store/store-layout.js';
 
 /** Text that compresses well, different for each seed: a file worth a variant. */
@@ -33,7 +33,7 @@ export function compressibleText(seed: string, bytes = 8192): string {
  */
 export async function checkCopyIndex(root: string, dir = ''): Promise<number> {
   let checked = 0;
-  const index = await readDirectoryIndex(root, dir);
+  const index = await readCopyIndex(root, dir);
   const entries = await readdir(join(root, dir), { withFileTypes: true });
   for (const e of entries) {
     if (dir === '' && isReservedRootName(e.name)) continue;

@@ -1,6 +1,7 @@
 import type { Stats } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { DirectoryIndex, VariantEncoding } from '../../src/store/content-index.js';
+import type { DirectoryIndex, FileRecord, VariantEncoding } from '../../src/store/content-index.js';
+import type { RecentByDirectory } from '../../src/store/recent-records.js';
 import type { ArenaBody, BodyArena, BodyHolder } from './body-arena.js';
 
 /** What a response needs of a file's stat, and what checks a reopened file is still that one. */
@@ -116,6 +117,8 @@ const SEEN_COST = 40 * HEAP_HEADROOM;
 /** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
 export interface IndexSource {
   directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null>;
+  /** The copy's recent records (src/store/recent-records.ts), read once per epoch: each directory's index is read through them. */
+  recentRecords(read: () => Promise<RecentByDirectory>): Promise<RecentByDirectory>;
 }
 
 /** The bodies an entry holds in the arena: the file's and its variants'. */
@@ -152,6 +155,8 @@ function withoutReusedBodies(entry: FileEntry): FileEntry {
  */
 export class FileCache implements BodyHolder, IndexSource {
   readonly #entries = new Map<string, Entry>();
+  /** The copy's recent records, once read (they are few: counted with the indexes, never let go). */
+  #recent: Promise<RecentByDirectory> | undefined;
   /** Parsed content indexes by directory, oldest first, with what each costs. */
   readonly #indexes = new Map<string, { index: Promise<DirectoryIndex | null>; cost: number }>();
   #indexBytes = 0;
@@ -176,6 +181,26 @@ export class FileCache implements BodyHolder, IndexSource {
   /** What the entries (and the content indexes kept) cost, bodies aside. */
   get entryBytes(): number {
     return this.#entryBytes + this.#indexBytes + this.#seenBytes;
+  }
+
+  recentRecords(read: () => Promise<RecentByDirectory>): Promise<RecentByDirectory> {
+    if (this.#recent === undefined) {
+      const recent = read();
+      this.#recent = recent;
+      recent.then(
+        (byDir) => {
+          for (const [dir, records] of Object.entries(byDir)) {
+            const files: Record<string, FileRecord> = Object.create(null);
+            for (const [name, record] of Object.entries(records)) if (record !== null) files[name] = record;
+            this.#indexBytes += indexCost(dir, { v: 1, dir, files });
+          }
+        },
+        () => {
+          if (this.#recent === recent) this.#recent = undefined; // the next lookup tries again
+        },
+      );
+    }
+    return this.#recent;
   }
 
   /**

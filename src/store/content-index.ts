@@ -130,7 +130,8 @@ function validVariant(v: unknown): v is VariantRecord {
   );
 }
 
-function validRecord(v: unknown): v is FileRecord {
+/** Whether `v` is a well-formed file record (what a reader keeps of an index it parses). */
+export function validRecord(v: unknown): v is FileRecord {
   const r = v as FileRecord;
   if (typeof r !== 'object' || r === null) return false;
   if (!isNumber(r.ino) || !isNumber(r.size) || !isNumber(r.mtimeMs)) return false;

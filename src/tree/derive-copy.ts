@@ -1,6 +1,17 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { lstatOrNull } from '../core/lstat-or-null.js';
+import type { FileRecord } from '../store/content-index.js';
+import {
+  type RecentRecords,
+  RECENT_RECORDS_MAX,
+  byDirectory,
+  readRecentRecords,
+  removeRecentRecords,
+  writeRecentRecords,
+} from '../store/recent-records.js';
 import { META_DIR_NAME } from '../store/store-layout.js';
+import { variantOf } from './compressible.js';
 import {
   type DeriveContext,
   type DeriveResult,
@@ -27,6 +38,13 @@ const FILES_PER_THREAD = 64;
  * index yet (its first, or variants just turned on) is derived whole.
  * Returns the variants written and their directories, for the caller's
  * durability round (indexes need none: content-index.ts).
+ *
+ * The copy's recent records (recent-records.ts): a small sync's derive
+ * (`RecentPlan.collect`, with no directory changed) writes no index, and
+ * keeps the records of the paths it derived there instead, while they stay
+ * within `RECENT_RECORDS_MAX`. Any other derive folds them into the indexes
+ * of their directories (as they are when `RecentPlan.trusted`, else their
+ * files derived as never recorded) and removes them.
  */
 export async function deriveCopy(
   context: DeriveContext,
@@ -34,11 +52,22 @@ export async function deriveCopy(
   dirs: ReadonlySet<string>,
   /** What the copy learnt of files as it staged them, by path (the derive then need not read them). */
   hashes: ReadonlyMap<string, StagedHash> = new Map(),
+  /** What may become of the copy's recent records (recent-records.ts); unset: they are voided and folded in. */
+  plan: RecentPlan = { collect: false, trusted: false },
 ): Promise<DeriveResult> {
   const done: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const meta = join(context.slot, META_DIR_NAME);
-  const indexed = (await lstatOrNull(meta)) !== null;
-  const paths = indexed ? topmost([...new Set(changed)]) : [''];
+  // a copy with no index has no recent records either (they live beside the indexes)
+  const found = (await lstatOrNull(meta)) !== null ? await readRecentRecords(context.slot) : null;
+  // a copy whose recent records are torn (a crash as they were written) is derived whole: which
+  // paths they named, whose indexes' records they void, is not known
+  const indexed = found !== null && found !== 'torn';
+  const recent: RecentRecords = indexed ? found : Object.create(null);
+  const named = [...new Set(changed)];
+  const recentPaths = Object.keys(recent);
+  const collect = indexed && plan.collect && dirs.size === 0 && fitsRecent(recent, named);
+  // a derive that does not keep its records in the recent ones folds those into the indexes
+  const paths = indexed ? topmost(collect ? named : [...new Set([...named, ...recentPaths])]) : [''];
   const listed = new Set(paths);
   const trees = indexed ? [...dirs].filter((d) => listed.has(d)) : [''];
   const treeSet = new Set(trees);
@@ -71,9 +100,22 @@ export async function deriveCopy(
       return unit;
     }),
   ];
+  // the other copy's indexes are read through its recent records (of the directories derived, when few)
+  const other = context.other !== null ? await readRecentRecords(context.other).catch(() => 'torn' as const) : null;
+  // a small sync's units are sent the recent records of their own directories (and of any below a
+  // path named, which a unit would derive whole had it found a directory there)
+  const only = collect ? directoriesAt(recent, other, byParent.keys(), named) : undefined;
+  const derive: DeriveContext = {
+    ...context,
+    ...(recentPaths.length > 0 ? { recent: byDirectory(recent, only), recentTrusted: plan.trusted } : {}),
+    ...(collect ? { collect: true } : {}),
+    ...(other !== null && other !== 'torn' && Object.keys(other).length > 0
+      ? { otherRecent: byDirectory(other, only) }
+      : {}),
+  };
   await walkPool.run<DeriveUnit, DeriveResult>(
     'derive',
-    context,
+    derive,
     units,
     (parts) => {
       for (const part of parts) {
@@ -83,6 +125,10 @@ export async function deriveCopy(
         if (part.taken) {
           done.taken ??= [];
           done.taken.push(...part.taken);
+        }
+        if (part.records) {
+          done.records ??= Object.create(null);
+          Object.assign(done.records as Record<string, FileRecord | null>, part.records);
         }
       }
       return true;
@@ -97,5 +143,64 @@ export async function deriveCopy(
       ...(context.settings.threads > 0 ? { maxThreads: context.settings.threads } : {}),
     },
   );
+  if (collect) await keepRecent(context, recent, named, done.records ?? {});
+  else if (recentPaths.length > 0 || found === 'torn') await removeRecentRecords(context.slot);
   return done;
+}
+
+/** How a derive may treat the copy's recent records. */
+export interface RecentPlan {
+  /** A small sync's derive: it keeps what it learns in the recent records (when they stay few, and no directory changed). */
+  collect: boolean;
+  /** The recent records still hold: the copy made no directory since they were written, nor was cut short (else they are voided). */
+  trusted: boolean;
+}
+
+/** The directories of `unitDirs`, with those of either recent records under one of `named`. */
+function directoriesAt(
+  recent: RecentRecords,
+  other: RecentRecords | 'torn' | null,
+  unitDirs: Iterable<string>,
+  named: readonly string[],
+): Set<string> {
+  const only = new Set(unitDirs);
+  const below = named.map((p) => `${p}/`);
+  for (const records of [recent, other === 'torn' ? null : other]) {
+    for (const path of Object.keys(records ?? {})) {
+      if (below.some((b) => path.startsWith(b))) only.add(path.slice(0, path.lastIndexOf('/')));
+    }
+  }
+  return only;
+}
+
+/** Whether the recent records stay within their bound with those of `named` (and of their variants' originals) added. */
+function fitsRecent(recent: RecentRecords, named: readonly string[]): boolean {
+  const paths = new Set(Object.keys(recent));
+  for (const p of named) {
+    paths.add(p);
+    const cut = p.lastIndexOf('/') + 1;
+    const v = variantOf(p.slice(cut));
+    if (v) paths.add(p.slice(0, cut) + v.base);
+    if (paths.size > RECENT_RECORDS_MAX) return false;
+  }
+  return true;
+}
+
+/**
+ * Keep `learnt` (records by path) in the copy's recent records, in place of
+ * what they held for those paths. Records under a path named (a directory
+ * that is a file or nothing now) go: nothing is there to describe.
+ */
+async function keepRecent(
+  context: DeriveContext,
+  recent: RecentRecords,
+  named: readonly string[],
+  learnt: RecentRecords,
+): Promise<void> {
+  const next: Record<string, FileRecord | null> = Object.assign(Object.create(null), recent);
+  const gone = named.map((p) => `${p}/`);
+  for (const path of Object.keys(next)) if (gone.some((g) => path.startsWith(g))) delete next[path];
+  Object.assign(next, learnt);
+  const aside = context.setAside;
+  await writeRecentRecords(context.slot, next, aside ? () => `${aside}.${randomBytes(8).toString('hex')}` : undefined);
 }

@@ -37,6 +37,7 @@ import {
   variantMatches,
   writeDirectoryIndexSync,
 } from '../store/content-index.js';
+import { type RecentByDirectory, withRecent } from '../store/recent-records.js';
 import { isReservedRootName } from '../store/store-layout.js';
 import {
   VARIANT_MAX_BYTES,
@@ -105,6 +106,26 @@ export interface DeriveContext {
    * Absent: removed as replaced.
    */
   setAside?: string | undefined;
+  /**
+   * The copy's recent records (recent-records.ts) of the directories this
+   * derive may look at. Each replaces its index's record: taken as it is
+   * when `recentTrusted`, else voided (its file derived as one never
+   * recorded: the copy made directories since, or was cut short, and a
+   * record of a directory made anew may name an inode number a new file has
+   * taken). A directory they name is written back whole with them.
+   */
+  recent?: RecentByDirectory;
+  recentTrusted?: boolean;
+  /**
+   * A small sync's derive: a unit of named files writes no index, and
+   * answers their records instead (`DeriveResult.records`), which the
+   * caller keeps in the copy's recent records. A directory's index is then
+   * read only for a name whose old record is needed (a file the copy did
+   * not just write, or one beside a sibling master holds).
+   */
+  collect?: boolean;
+  /** The other copy's recent records, of the same directories: its indexes are read through them. */
+  otherRecent?: RecentByDirectory;
 }
 
 /**
@@ -165,6 +186,8 @@ export interface DeriveResult {
   dirs: string[];
   /** Names of the variant cache's entries the copy took (linked or copied): the cache lets them go once every copy has. */
   taken?: string[];
+  /** With `DeriveContext.collect`: the record of each path derived (null: none), for the copy's recent records. */
+  records?: Record<string, FileRecord | null>;
 }
 
 /**
@@ -321,9 +344,48 @@ function deriveDirectory(
   abs = dir === '' ? c.slot : join(c.slot, dir),
   copied?: CopiedListing,
 ): string[] {
-  const old = readDirectoryIndexSync(c.slot, dir);
-  const files: Record<string, FileRecord> = Object.assign(Object.create(null), old?.files ?? {});
+  const recent = c.recent?.[dir];
+  // a small sync's unit of named files answers their records; a directory listed whole writes its index
+  const collect = c.collect === true && names !== null;
+  let index: DirectoryIndex | null | undefined;
+  const readIndex = () => {
+    if (index === undefined) index = readDirectoryIndexSync(c.slot, dir);
+    return index;
+  };
+  const files: Record<string, FileRecord> = Object.create(null);
   let changed = false;
+  if (!collect) {
+    Object.assign(files, readIndex()?.files ?? {});
+    if (recent !== undefined) {
+      // the recent records are folded in (or voided): the index is written whole with them
+      for (const [name, record] of Object.entries(recent)) {
+        if (record !== null && c.recentTrusted === true) files[name] = record;
+        else delete files[name];
+      }
+      changed = true;
+    }
+  }
+  /** What a collecting unit found of each name it derived. */
+  const outcome: Record<string, FileRecord | null> = Object.create(null);
+  /** The record `name` had: a recent one, else its index's (read on first need). */
+  const prior = (name: string): FileRecord | undefined => {
+    if (!collect) return files[name];
+    if (recent !== undefined && Object.hasOwn(recent, name)) return recent[name] ?? undefined;
+    const kept = readIndex()?.files;
+    return kept && Object.hasOwn(kept, name) ? kept[name] : undefined;
+  };
+  const settle = (name: string, record: FileRecord | null) => {
+    if (collect) outcome[name] = record;
+    else if (record === null) {
+      if (files[name]) {
+        delete files[name];
+        changed = true;
+      }
+    } else if (record !== files[name]) {
+      files[name] = record;
+      changed = true;
+    }
+  };
   const subdirs: string[] = [];
   /** The directory's names, when it was listed whole. */
   let here: ReadonlySet<string> | null = null;
@@ -359,11 +421,17 @@ function deriveDirectory(
     }
     entries = [...set];
   }
-  const otherDir = lazyOther(c.other, dir);
+  const otherDir = lazyOther(c.other, dir, c.otherRecent?.[dir]);
+  const held = new Map<string, boolean>();
   const masterHolds = (name: string): boolean => {
     if (c.source === null) return true; // a host's copy: all of it is the snapshot's
     if (copied) return copied.source.has(name);
-    return lstatOrNullSync(join(c.source, dir, name)) !== null; // anything master holds there is its own
+    let holds = held.get(name);
+    if (holds === undefined) {
+      holds = lstatOrNullSync(join(c.source, dir, name)) !== null; // anything master holds there is its own
+      held.set(name, holds);
+    }
+    return holds;
   };
   const statOf = new Map<string, Stats | null>(copied?.files);
   const stat = (name: string) => {
@@ -380,26 +448,17 @@ function deriveDirectory(
     const st = stat(name);
     if (st?.isDirectory()) {
       subdirs.push(name);
-      if (files[name]) {
-        delete files[name];
-        changed = true;
-      }
+      settle(name, null);
       continue;
     }
     if (isMadeVariant(name)) {
-      if (files[name]) {
-        delete files[name];
-        changed = true;
-      }
+      settle(name, null);
       continue; // its original is among the entries too, and says what becomes of it
     }
     const v = variantOf(name);
     if (v && !st && !masterHolds(name)) continue; // a made variant already gone
     if (!st?.isFile()) {
-      if (files[name]) {
-        delete files[name];
-        changed = true;
-      }
+      settle(name, null);
       // its made variants go with it (a variant master holds is master's, and stays)
       for (const encoding of VARIANT_ENCODINGS) {
         const vname = name + VARIANT_SUFFIX[encoding];
@@ -412,22 +471,28 @@ function deriveDirectory(
       continue;
     }
     const hint = hints && Object.hasOwn(hints, name) ? hints[name] : undefined;
-    const record = deriveFile(c, dir, abs, name, st, files[name], otherDir, masterHolds, stat, result, hint);
-    if (record === null) {
-      if (files[name]) {
-        delete files[name];
-        changed = true;
-      }
-    } else if (record !== files[name]) {
-      files[name] = record;
-      changed = true;
-    }
+    // a file the copy has just written, with no sibling of master's, needs no old record: nothing
+    // of it stands (its variants are placed anew), so a collecting unit reads no index for it
+    const fresh =
+      collect &&
+      hint !== undefined &&
+      stampMatches(hint, st) &&
+      !(recent !== undefined && Object.hasOwn(recent, name)) &&
+      !VARIANT_ENCODINGS.some((e) => masterHolds(name + VARIANT_SUFFIX[e]));
+    const old = fresh ? undefined : prior(name);
+    const record = deriveFile(c, dir, abs, name, st, old, otherDir, masterHolds, stat, result, hint);
+    settle(name, record);
   }
-  if (changed) {
+  if (collect) {
+    result.records ??= Object.create(null);
+    for (const [name, record] of Object.entries(outcome)) {
+      (result.records as Record<string, FileRecord | null>)[dir === '' ? name : `${dir}/${name}`] = record;
+    }
+  } else if (changed) {
     // not made durable: a stale, torn or lost index costs an ETag or a variant, never a wrong
     // answer, and the copy is derived again after a crash (it is marked unfinished until synced)
     // the index replaced is set aside like a variant (a new directory's has none to replace)
-    const aside = old && c.setAside;
+    const aside = index && c.setAside;
     writeDirectoryIndexSync(
       c.slot,
       dir,
@@ -450,7 +515,11 @@ interface OtherDir {
   stat(name: string): Stats | null;
 }
 
-function lazyOther(other: string | null, dir: string): OtherDir {
+function lazyOther(
+  other: string | null,
+  dir: string,
+  recent: Readonly<Record<string, FileRecord | null>> | undefined,
+): OtherDir {
   let read = false;
   let index: DirectoryIndex | null = null;
   const stats = new Map<string, Stats | null>();
@@ -462,7 +531,7 @@ function lazyOther(other: string | null, dir: string): OtherDir {
           // only a directory of the other copy reached without a link: its index may be one a
           // directory that stood there left (master made it a link since), naming files that the
           // link's target holds now under the same inode numbers
-          index = realDirectoryOf(other, dir) ? readDirectoryIndexSync(other, dir) : null;
+          index = realDirectoryOf(other, dir) ? withRecent(readDirectoryIndexSync(other, dir), dir, recent) : null;
         } catch {
           index = null; // the other copy is only a source of reuse: anything amiss there costs a compression
         }

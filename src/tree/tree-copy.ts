@@ -253,6 +253,8 @@ export class TreeCopier {
   #cutShort: boolean;
   /** Set when the next derive is of the whole copy but what the clone derived (`#nameTheRest`). */
   #derivesWhole = false;
+  /** Set when the copy made a directory since its last derive (the recent records are then voided: derive-copy.ts). */
+  #madeDirs = false;
   /** Top directories the clone of `mirrorAll` derived as it copied them. */
   #cloneDerived: ReadonlySet<string> = new Set();
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
@@ -488,6 +490,7 @@ export class TreeCopier {
       // indexes, what it did not copy is named to the derive instead
       const indexed = this.#variants ? (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null : true;
       try {
+        this.#madeDirs = true; // the clone makes every directory it copies
         const cloned = await this.#cloneDirectories(tops, onWalked);
         missed = cloned.missed;
         this.#cloneDerived = cloned.derived;
@@ -716,11 +719,16 @@ export class TreeCopier {
       !whole &&
       this.#changed.size <= SET_ASIDE_PATHS &&
       (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null;
+    // the copy's recent records still hold unless it made a directory (whose index it dropped: a
+    // record below it may name an inode number a new file took) or derives whole
+    const trusted = !whole && !this.#madeDirs;
+    this.#madeDirs = false;
     const done = await deriveCopy(
       this.#deriveContext(variants, setAside),
       this.#changed,
       this.#changedDirs,
       this.#stagedHashes,
+      { collect: setAside && trusted, trusted },
     );
     this.#changed.clear();
     this.#changedDirs.clear();
@@ -943,7 +951,10 @@ export class TreeCopier {
           return false;
         },
       );
-      if (made && this.#variants) await dropDirectoryIndex(this.#target, parts.slice(0, i + 1).join('/'));
+      if (made && this.#variants) {
+        this.#madeDirs = true;
+        await dropDirectoryIndex(this.#target, parts.slice(0, i + 1).join('/'));
+      }
       this.#knownDirs.add(dir);
       this.#touchedDirs.add(dirname(dir));
       this.stats.dirs++;
@@ -977,7 +988,10 @@ export class TreeCopier {
       if (made) {
         this.#touchedDirs.add(dirname(to));
         this.stats.dirs++;
-        if (this.#variants) await dropDirectoryIndex(this.#target, rel); // a new directory has no record yet
+        if (this.#variants) {
+          this.#madeDirs = true;
+          await dropDirectoryIndex(this.#target, rel); // a new directory has no record yet
+        }
       }
       await chmod(to, mode); // mkdir's mode is cut by the umask
     } else if ((dst.mode & 0o7777) !== mode) {

@@ -3,6 +3,7 @@ import { type FileHandle, link, lstat, open, readlink, realpath, rename, unlink 
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { type DirectoryIndex, readDirectoryIndex, stampMatches } from '../../store/content-index.js';
+import { recentForReaders, withRecent } from '../../store/recent-records.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
 import { descriptorPath } from '../../tree/source-tree.js';
 
@@ -44,10 +45,14 @@ export async function linkFromCopy(
     return linked; // no such copy (yet): everything is fetched
   }
   const indexes = new Map<string, Promise<DirectoryIndex | null>>();
+  // the copy's records, as its servers read them: each index through the recent records
+  const recent = recentForReaders(share);
   const indexOf = (dir: string) => {
     let index = indexes.get(dir);
     if (index === undefined) {
-      index = readDirectoryIndex(share, dir).catch(() => null);
+      index = Promise.all([readDirectoryIndex(share, dir).catch(() => null), recent]).then(([found, byDir]) =>
+        withRecent(found, dir, byDir[dir]),
+      );
       indexes.set(dir, index);
     }
     return index;

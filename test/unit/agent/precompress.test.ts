@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
-import { contentHash, readDirectoryIndex } from '../../../src/store/content-index.js';
+import { contentHash } from '../../../src/store/content-index.js';
+import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { readEpochFile } from '../../../src/store/epoch-file.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { cacheEntryName } from '../../../src/tree/variant-cache.js';
@@ -65,7 +66,7 @@ describe('variants compressed as files land in master', () => {
     assert.equal(gunzipSync(await readFile(join(mounted, 'site/p2.js.gz'))).toString(), text('api2'));
     assert.equal(await checkCopyIndex(mounted), 16);
     // the copy's variant is the cache's entry, by link
-    const record2 = (await readDirectoryIndex(mounted, 'site'))?.files['p2.js'];
+    const record2 = (await readCopyIndex(mounted, 'site'))?.files['p2.js'];
     const name = cacheEntryName(record2?.sha256 ?? '', 'br', settings);
     assert.equal((await stat(join(cache, name))).ino, (await stat(join(mounted, 'site/p2.js.br'))).ino);
     // and Prometheus sees it

@@ -11,7 +11,8 @@ import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
-import { readDirectoryIndex, stampMatches } from '../../../src/store/content-index.js';
+import { stampMatches } from '../../../src/store/content-index.js';
+import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { memoryLogger } from '../../../testkit/logger.js';
@@ -59,9 +60,9 @@ describe('a fleet pull indexes what it pulled', () => {
       await pull(first, null);
       // 5 files with two variants each, and own.js's br: checked to decode to their originals
       assert.equal(await checkCopyIndex(into), 11);
-      const [agentIndex, hostIndex] = [await readDirectoryIndex(slots.a, 'js'), await readDirectoryIndex(into, 'js')];
+      const [agentIndex, hostIndex] = [await readCopyIndex(slots.a, 'js'), await readCopyIndex(into, 'js')];
       assert.equal(hostIndex?.files['m3.js']?.sha256, agentIndex?.files['m3.js']?.sha256, 'the same strong ETag');
-      const own = (await readDirectoryIndex(into, ''))?.files['own.js'];
+      const own = (await readCopyIndex(into, ''))?.files['own.js'];
       assert.equal(own?.variants?.gzip, undefined, "master's own .gz that is no gzip of it is no variant");
       // a change and a delete reach the host's index by the next (incremental) pull
       await writeFile(join(master, 'js/m0.js'), text('changed'));
@@ -69,9 +70,9 @@ describe('a fleet pull indexes what it pulled', () => {
       await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['js/m0.js', 'js/m1.js']);
       const second = await snapshots.take('a');
       await pull(second, first);
-      const after = await readDirectoryIndex(into, 'js');
+      const after = await readCopyIndex(into, 'js');
       assert.equal(after?.files['m1.js'], undefined);
-      assert.equal(after?.files['m0.js']?.sha256, (await readDirectoryIndex(slots.a, 'js'))?.files['m0.js']?.sha256);
+      assert.equal(after?.files['m0.js']?.sha256, (await readCopyIndex(slots.a, 'js'))?.files['m0.js']?.sha256);
       assert.ok(after?.files['m0.js']?.variants?.br);
       assert.equal(await checkCopyIndex(into), 9);
       assert.equal(await readFile(join(into, 'own.js.gz'), 'utf8'), 'master says this is gzip; it is not');
@@ -172,7 +173,7 @@ describe('a fleet pull indexes what it pulled', () => {
       const unindexed: string[] = [];
       for (const p of paths) {
         const cut = p.lastIndexOf('/');
-        const record = (await readDirectoryIndex(into, cut < 0 ? '' : p.slice(0, cut)))?.files[p.slice(cut + 1)];
+        const record = (await readCopyIndex(into, cut < 0 ? '' : p.slice(0, cut)))?.files[p.slice(cut + 1)];
         if (!record || !stampMatches(record, await stat(join(into, p)))) unindexed.push(p);
       }
       assert.deepEqual(unindexed, [], 'files with no current record');

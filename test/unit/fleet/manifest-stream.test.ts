@@ -11,7 +11,7 @@ import { PullProgress, pathPrint } from '../../../src/fleet/host/pull-progress.j
 import { receiveManifest } from '../../../src/fleet/host/manifest-receive.js';
 import { Pace } from '../../../src/fleet/host/pull-checks.js';
 import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
-import { readDirectoryIndex } from '../../../src/store/content-index.js';
+import { readCopyIndex } from '../../../src/store/recent-records.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { flood } from '../../../testkit/flood.js';
@@ -356,7 +356,7 @@ describe("the content index of a pull's delta", () => {
     try {
       await pull(c.url, into, { base: 's1' });
       assert.equal(await readlink(join(into, 'a')), outside);
-      const index = await readDirectoryIndex(into, 'a');
+      const index = await readCopyIndex(into, 'a');
       assert.equal(index?.files.x, undefined, 'a file outside the slot was read into its index');
     } finally {
       await c.close();

@@ -25,12 +25,12 @@ import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
 import {
   contentHash,
   directoryIndexPath,
-  readDirectoryIndex,
   stampMatches,
   variantMatches,
   VARIANT_SUFFIX,
   type VariantEncoding,
 } from '../../../src/store/content-index.js';
+import { readCopyIndex, recentRecordsPath } from '../../../src/store/recent-records.js';
 import { VARIANT_MAX_BYTES, type VariantSettings } from '../../../src/tree/compressible.js';
 import { compareTrees } from '../../../src/tree/compare-trees.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
@@ -71,7 +71,7 @@ async function checkRecord(root: string, rel: string): Promise<void> {
   const cut = rel.lastIndexOf('/');
   const dir = cut === -1 ? '' : rel.slice(0, cut);
   const name = rel.slice(cut + 1);
-  const index = await readDirectoryIndex(root, dir);
+  const index = await readCopyIndex(root, dir);
   const record = index?.files[name];
   assert.ok(record, `a record of ${rel}`);
   const st = await stat(join(root, rel));
@@ -159,7 +159,7 @@ describe('variants made at copy', () => {
     await checkRecord(a, 'f0.js');
     for (const p of ['f1.js.br', 'f1.js.gz', 'f2.js.br', 'f2.js.gz'])
       assert.equal(await lstatOrNull(join(a, p)), null, p);
-    const index = await readDirectoryIndex(a, '');
+    const index = await readCopyIndex(a, '');
     assert.equal(index?.files['f1.js'], undefined, 'the record of a deleted file goes');
     assert.equal(index?.files['f2.js']?.variants, undefined);
     assert.equal(await checkVariants(a), await countVariantFiles(a));
@@ -273,7 +273,7 @@ describe('variants made at copy', () => {
     await mkdir(join(master, 'd'));
     await writeFile(join(master, 'd/x.js'), text('x'));
     await copier(master, b, null).mirrorAll();
-    const record = (await readDirectoryIndex(b, 'd'))?.files['x.js'];
+    const record = (await readCopyIndex(b, 'd'))?.files['x.js'];
     assert.ok(record?.variants?.br && record.variants.gzip);
     await rm(join(master, 'd'), { recursive: true });
     await symlink(outside, join(master, 'd'));
@@ -391,12 +391,15 @@ describe('variants made at copy', () => {
       await checkRecord(slot, 'd1/x.js');
       await checkRecord(slot, 'd2/z.js');
       for (const p of ['d2/w.js.br', 'd2/w.js.gz']) assert.equal(await lstatOrNull(join(slot, p)), null, p);
-      assert.equal((await readDirectoryIndex(slot, 'd2'))?.files['w.js'], undefined);
+      assert.equal((await readCopyIndex(slot, 'd2'))?.files['w.js'], undefined);
       assert.equal(await checkVariants(slot), await countVariantFiles(slot));
     }
     // what b replaced held the last links (a let go of them): each waits in the temp directory, freed by nothing yet
     const asideB = await inTemp(b);
-    for (const ino of [...shared, ...oldIndexesB]) assert.ok(asideB.has(ino), `inode ${ino} was freed, not set aside`);
+    for (const ino of shared) assert.ok(asideB.has(ino), `inode ${ino} was freed, not set aside`);
+    // a sync this small writes no index: its records are the copy's recent ones
+    assert.deepEqual(await inodes(b, [directoryIndexPath(b, 'd1'), directoryIndexPath(b, 'd2')]), oldIndexesB);
+    assert.ok(await lstatOrNull(recentRecordsPath(b)), 'the recent records of b');
     await syncB.clearTemp();
     assert.deepEqual(await tempFilesIn(b), []);
     // a copy that keeps nothing frees as it goes, and leaves no temp directory
@@ -469,7 +472,7 @@ describe('variants made at copy', () => {
     await copy.mirrorAll();
     assert.equal(copy.variantStats.compressed, 0);
     assert.equal(await lstatOrNull(join(a, 'huge.js.br')), null);
-    const record = (await readDirectoryIndex(a, ''))?.files['huge.js'];
+    const record = (await readCopyIndex(a, ''))?.files['huge.js'];
     assert.equal(record?.sha256, contentHash(await readFile(join(a, 'huge.js'))));
     assert.equal(record?.variants, undefined, "master's huge.js.gz is not checked, so not named");
   });
@@ -487,7 +490,7 @@ describe('variants made at copy', () => {
     await sync.copyPaths(['x.js']);
     assert.equal(await lstatOrNull(join(a, 'x.js.gz')), null, "the v1 variant is gone, not left as master's");
     assert.equal(brotliDecompressSync(await readFile(join(a, 'x.js.br'))).toString(), text('v2'));
-    assert.equal((await readDirectoryIndex(a, ''))?.files['x.js']?.variants?.gzip, undefined);
+    assert.equal((await readCopyIndex(a, ''))?.files['x.js']?.variants?.gzip, undefined);
   });
 
   it("keeps master's own X.gz, never overwritten, recorded only when it decodes to X", async () => {
@@ -499,7 +502,7 @@ describe('variants made at copy', () => {
     await writeFile(join(master, 'bomb.js'), text('bomb'));
     await writeFile(join(master, 'bomb.js.br'), brotliCompressSync(`${text('bomb')}more`));
     await copier(master, a, null).mirrorAll();
-    const index = await readDirectoryIndex(a, '');
+    const index = await readCopyIndex(a, '');
     assert.equal(index?.files['good.js']?.variants?.gzip?.made, false);
     assert.equal(index?.files['good.js']?.variants?.br?.made, true);
     assert.equal(index?.files['bad.js']?.variants?.gzip, undefined);
@@ -529,7 +532,7 @@ describe('variants made at copy', () => {
     assert.ok(await lstatOrNull(join(a, 'y.css.br/inner.js.br')));
     assert.ok(await lstatOrNull(join(a, 'line\nbreak.js.br')));
     await checkRecord(a, 'line\nbreak.js');
-    const index = await readDirectoryIndex(a, '');
+    const index = await readCopyIndex(a, '');
     assert.equal(index?.files['x.js']?.variants?.br, undefined);
     assert.ok(index?.files['x.js']?.variants?.gzip);
     assert.equal(await readFile(join(a, 'lonely.js.br'), 'utf8'), 'a file named as a variant, with no original');
@@ -559,7 +562,7 @@ describe('variants made at copy', () => {
     await sync.copyPaths(['d1/x.js', '.mirrorswap-tmp.br', '.mirrorswap-meta.gz', 'old']);
     // no directory of the temp or meta directory is derived: nothing there is compressed or indexed
     for (const dir of ['.mirrorswap-tmp', '.mirrorswap-meta', '.mirrorswap-meta/index'])
-      assert.equal(await readDirectoryIndex(a, dir), null, `an index of ${dir}`);
+      assert.equal(await readCopyIndex(a, dir), null, `an index of ${dir}`);
     assert.equal(sync.variantStats.compressed + sync.variantStats.reused + sync.variantStats.cached, 2);
     assert.equal(await readFile(join(a, '.mirrorswap-tmp.br'), 'utf8'), 'changed');
     assert.equal(await readFile(join(a, '.mirrorswap-meta.gz'), 'utf8'), 'changed too');

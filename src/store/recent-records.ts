@@ -1,0 +1,177 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isNotOfThatKind } from '../core/nothing-there.js';
+import { type DirectoryIndex, type FileRecord, readDirectoryIndex, validRecord } from './content-index.js';
+import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
+
+/**
+ * The recent records of a copy: what the derive of a small sync learnt of
+ * the files it changed, in one file for the whole copy, where a larger one
+ * rewrites each directory's content index (content-index.ts). A journal sync
+ * of ten files in ten directories then writes one small file, not ten
+ * indexes of a hundred records each (read, parsed, written whole and
+ * renamed: about 1 ms a directory, most of what variants added to such a
+ * sync).
+ *
+ * The rule every reader follows: the record of the path `dir/name` is the
+ * recent one when the recent records name the path (null there: it has
+ * none), else what the index of `dir` says. A recent entry replaces the
+ * index's record whatever it holds: the index's is older, and may name an
+ * inode number a new file has taken since.
+ *
+ * Kept small (`RECENT_RECORDS_MAX`): a derive that would grow it past that,
+ * and every derive that is not a small sync's, folds the recent records into
+ * the indexes of their directories and removes the file. Written as indexes
+ * are (by rename, never in place, not made durable: a lost or torn file
+ * costs ETags and variants, never a wrong answer, as records carry their
+ * files' stamps), only into a copy that is not mounted.
+ */
+
+/** At most this many paths are kept in a copy's recent records. */
+export const RECENT_RECORDS_MAX = 256;
+
+/** Version of the format; a reader ignores a file of another. */
+const RECENT_RECORDS_VERSION = 1;
+
+/** The records by path in the copy (no leading slash); null: the path has no record (the index's is void). */
+export type RecentRecords = Readonly<Record<string, FileRecord | null>>;
+
+/** The same records by directory ('' for the root), then by name: how a directory's reader looks them up. */
+export type RecentByDirectory = Readonly<Record<string, Readonly<Record<string, FileRecord | null>>>>;
+
+/** Where the recent records of the copy at `slotRoot` live. */
+export function recentRecordsPath(slotRoot: string): string {
+  return join(slotRoot, META_DIR_NAME, 'recent.json');
+}
+
+/** A path a copy's record may be kept under: relative, no empty, `.` or `..` segment, not the agent's own. */
+function recordablePath(path: string): boolean {
+  if (path === '' || path.startsWith('/') || path.startsWith(`${META_DIR_NAME}/`)) return false;
+  return path.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
+/**
+ * The records parsed from `text`, or null when it is not a file of this
+ * version (torn, hand-edited). A malformed entry is left out: its path then
+ * has what its directory's index says, as if it had never been recent.
+ */
+export function parseRecentRecords(text: string): RecentRecords | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const file = parsed as { v?: unknown; files?: unknown };
+  if (typeof file !== 'object' || file === null || file.v !== RECENT_RECORDS_VERSION) return null;
+  if (typeof file.files !== 'object' || file.files === null) return null;
+  const files: Record<string, FileRecord | null> = Object.create(null);
+  for (const [path, record] of Object.entries(file.files)) {
+    if (recordablePath(path) && (record === null || validRecord(record))) files[path] = record;
+  }
+  return files;
+}
+
+/**
+ * The recent records of the copy at `slotRoot`: none (an empty set) when
+ * there is no file, 'torn' when there is one that cannot be parsed.
+ */
+export async function readRecentRecords(slotRoot: string): Promise<RecentRecords | 'torn'> {
+  let text: string;
+  try {
+    text = await readFile(recentRecordsPath(slotRoot), 'utf8');
+  } catch (err) {
+    if (isNotOfThatKind(err)) return Object.create(null);
+    throw err;
+  }
+  return parseRecentRecords(text) ?? 'torn';
+}
+
+/** The recent records a server goes by: a file it cannot read or parse is none (what the indexes say stands). */
+export async function recentForReaders(slotRoot: string): Promise<RecentByDirectory> {
+  const records = await readRecentRecords(slotRoot).catch(() => 'torn' as const);
+  return records === 'torn' ? Object.create(null) : byDirectory(records);
+}
+
+/** `records` grouped by directory. `only`, when given, keeps those directories alone. */
+export function byDirectory(records: RecentRecords, only?: ReadonlySet<string>): RecentByDirectory {
+  const out: Record<string, Record<string, FileRecord | null>> = Object.create(null);
+  for (const [path, record] of Object.entries(records)) {
+    const cut = path.lastIndexOf('/');
+    const dir = cut === -1 ? '' : path.slice(0, cut);
+    if (only && !only.has(dir)) continue;
+    out[dir] ??= Object.create(null);
+    (out[dir] as Record<string, FileRecord | null>)[path.slice(cut + 1)] = record;
+  }
+  return out;
+}
+
+/**
+ * The index of `relDir` as a reader takes it: `index` (null: none) with the
+ * recent records of its directory in place of its own. Null when nothing
+ * is left.
+ */
+export function withRecent(
+  index: DirectoryIndex | null,
+  relDir: string,
+  recent: Readonly<Record<string, FileRecord | null>> | undefined,
+): DirectoryIndex | null {
+  if (recent === undefined) return index;
+  const files: Record<string, FileRecord> = Object.assign(Object.create(null), index?.files ?? {});
+  for (const [name, record] of Object.entries(recent)) {
+    if (record === null) delete files[name];
+    else files[name] = record;
+  }
+  return { v: 1, dir: relDir, files };
+}
+
+/**
+ * Write `records` as the recent records of the copy at `slotRoot` (through
+ * its temp directory, which must exist), or remove the file when there are
+ * none. The file replaced is first moved to `setAside()` when given (to be
+ * freed after the publish: freeing a cold inode costs up to a millisecond).
+ */
+export async function writeRecentRecords(
+  slotRoot: string,
+  records: RecentRecords,
+  setAside?: () => string,
+): Promise<void> {
+  const path = recentRecordsPath(slotRoot);
+  const paths = Object.keys(records).sort();
+  if (paths.length === 0) {
+    await removeRecentRecords(slotRoot);
+    return;
+  }
+  const sorted = Object.fromEntries(paths.map((p) => [p, records[p] ?? null]));
+  const tmp = join(slotRoot, TEMP_DIR_NAME, `recent-${randomBytes(8).toString('hex')}.json`);
+  await writeFile(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
+  try {
+    if (setAside) await rename(path, setAside()).catch(() => {}); // none there, or it cannot move: the rename frees it
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+/** Remove the recent records of the copy at `slotRoot`, if any. */
+export async function removeRecentRecords(slotRoot: string): Promise<void> {
+  try {
+    await unlink(recentRecordsPath(slotRoot));
+  } catch (err) {
+    if (!isNotOfThatKind(err)) throw err;
+  }
+}
+
+/**
+ * The index of `relDir` in the copy at `slotRoot` as its servers read it:
+ * through the copy's recent records. Null when it says nothing.
+ */
+export async function readCopyIndex(slotRoot: string, relDir: string): Promise<DirectoryIndex | null> {
+  const [index, recent] = await Promise.all([
+    readDirectoryIndex(slotRoot, relDir).catch(() => null),
+    recentForReaders(slotRoot),
+  ]);
+  return withRecent(index, relDir, recent[relDir]);
+}
