@@ -728,7 +728,8 @@ export class TreeCopier {
       this.#changed,
       this.#changedDirs,
       this.#stagedHashes,
-      { collect: setAside && trusted, trusted },
+      // a small sync keeps its records in the recent ones (deriveCopy says when it is small enough)
+      { collect: trusted, trusted },
     );
     this.#changed.clear();
     this.#changedDirs.clear();
