@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { type Stats, constants } from 'node:fs';
+import { type FileHandle, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { lstatOrNull } from '../core/lstat-or-null.js';
 import { isNotOfThatKind } from '../core/nothing-there.js';
 import { type DirectoryIndex, type FileRecord, readDirectoryIndex, validRecord } from './content-index.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
@@ -88,6 +90,56 @@ export async function readRecentRecords(slotRoot: string): Promise<RecentRecords
   return parseRecentRecords(text) ?? 'torn';
 }
 
+/** What identifies one version of a file: a rename or a write changes it. */
+function versionOf(st: Stats): string {
+  return `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+/** The recent records this process last read or wrote, by file, with the version of the file they are. */
+const known = new Map<string, { version: string; records: RecentRecords }>();
+/** Files remembered at most: one per copy a store may have. */
+const KNOWN_FILES = 8;
+
+function remember(path: string, version: string, records: RecentRecords): void {
+  known.delete(path);
+  known.set(path, { version, records });
+  for (const old of known.keys()) {
+    if (known.size <= KNOWN_FILES) break;
+    known.delete(old);
+  }
+}
+
+/**
+ * As `readRecentRecords`, for the agent, which reads the same files sync
+ * after sync (its standby's, and the mounted copy's for reuse): parsed again
+ * only when the file is not the version last read or written (parsing 256
+ * records costs 0.5 to 1 ms of the event loop, a look at the file 50 µs).
+ * The records returned are never changed by anyone: they are shared.
+ */
+export async function loadRecentRecords(slotRoot: string): Promise<RecentRecords | 'torn'> {
+  const path = recentRecordsPath(slotRoot);
+  const st = await lstatOrNull(path);
+  if (st === null) return Object.create(null);
+  const kept = known.get(path);
+  if (kept !== undefined && kept.version === versionOf(st)) return kept.records;
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (isNotOfThatKind(err)) return Object.create(null);
+    throw err;
+  }
+  try {
+    const opened = await handle.stat();
+    const records = parseRecentRecords(await handle.readFile('utf8'));
+    if (records === null) return 'torn';
+    remember(path, versionOf(opened), records);
+    return records;
+  } finally {
+    await handle.close();
+  }
+}
+
 /** The recent records a server goes by: a file it cannot read or parse is none (what the indexes say stands). */
 export async function recentForReaders(slotRoot: string): Promise<RecentByDirectory> {
   const records = await readRecentRecords(slotRoot).catch(() => 'torn' as const);
@@ -153,6 +205,9 @@ export async function writeRecentRecords(
     await unlink(tmp).catch(() => {});
     throw err;
   }
+  // the next derive of this copy finds them parsed (a rename changes the file's ctime: looked at after it)
+  const st = await lstatOrNull(path);
+  if (st !== null) remember(path, versionOf(st), records);
 }
 
 /** Remove the recent records of the copy at `slotRoot`, if any. */

@@ -6,7 +6,7 @@ import {
   type RecentRecords,
   RECENT_RECORDS_MAX,
   byDirectory,
-  readRecentRecords,
+  loadRecentRecords,
   removeRecentRecords,
   writeRecentRecords,
 } from '../store/recent-records.js';
@@ -58,7 +58,7 @@ export async function deriveCopy(
   const done: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const meta = join(context.slot, META_DIR_NAME);
   // a copy with no index has no recent records either (they live beside the indexes)
-  const found = (await lstatOrNull(meta)) !== null ? await readRecentRecords(context.slot) : null;
+  const found = (await lstatOrNull(meta)) !== null ? await loadRecentRecords(context.slot) : null;
   // a copy whose recent records are torn (a crash as they were written) is derived whole: which
   // paths they named, whose indexes' records they void, is not known
   const indexed = found !== null && found !== 'torn';
@@ -101,7 +101,7 @@ export async function deriveCopy(
     }),
   ];
   // the other copy's indexes are read through its recent records (of the directories derived, when few)
-  const other = context.other !== null ? await readRecentRecords(context.other).catch(() => 'torn' as const) : null;
+  const other = context.other !== null ? await loadRecentRecords(context.other).catch(() => 'torn' as const) : null;
   // a small sync's units are sent the recent records of their own directories (and of any below a
   // path named, which a unit would derive whole had it found a directory there)
   const only = collect ? directoriesAt(recent, other, byParent.keys(), named) : undefined;
