@@ -117,8 +117,8 @@ const SEEN_COST = 40 * HEAP_HEADROOM;
 /** Where lookups get a directory's content index: read once per epoch, kept while there is room. */
 export interface IndexSource {
   directoryIndex(relDir: string, read: () => Promise<DirectoryIndex | null>): Promise<DirectoryIndex | null>;
-  /** The copy's recent records (src/store/recent-records.ts), read once per epoch: each directory's index is read through them. */
-  recentRecords(read: () => Promise<RecentByDirectory>): Promise<RecentByDirectory>;
+  /** The copy's recent records (src/store/recent-records.ts), read once per epoch: each directory's index is read through them (null: torn, every index void). */
+  recentRecords(read: () => Promise<RecentByDirectory | null>): Promise<RecentByDirectory | null>;
 }
 
 /** The bodies an entry holds in the arena: the file's and its variants'. */
@@ -156,7 +156,7 @@ function withoutReusedBodies(entry: FileEntry): FileEntry {
 export class FileCache implements BodyHolder, IndexSource {
   readonly #entries = new Map<string, Entry>();
   /** The copy's recent records, once read (they are few: counted with the indexes, never let go). */
-  #recent: Promise<RecentByDirectory> | undefined;
+  #recent: Promise<RecentByDirectory | null> | undefined;
   /** Parsed content indexes by directory, oldest first, with what each costs. */
   readonly #indexes = new Map<string, { index: Promise<DirectoryIndex | null>; cost: number }>();
   #indexBytes = 0;
@@ -183,13 +183,14 @@ export class FileCache implements BodyHolder, IndexSource {
     return this.#entryBytes + this.#indexBytes + this.#seenBytes;
   }
 
-  recentRecords(read: () => Promise<RecentByDirectory>): Promise<RecentByDirectory> {
+  recentRecords(read: () => Promise<RecentByDirectory | null>): Promise<RecentByDirectory | null> {
     if (this.#recent === undefined) {
       const recent = read();
       this.#recent = recent;
       recent.then(
         (byDir) => {
-          for (const [dir, records] of Object.entries(byDir)) {
+          if (this.#recent !== recent) return; // cleared with its epoch meanwhile: counted nowhere
+          for (const [dir, records] of Object.entries(byDir ?? {})) {
             const files: Record<string, FileRecord> = Object.create(null);
             for (const [name, record] of Object.entries(records)) if (record !== null) files[name] = record;
             this.#indexBytes += indexCost(dir, { v: 1, dir, files });
@@ -358,6 +359,7 @@ export class FileCache implements BodyHolder, IndexSource {
     this.#entries.clear();
     this.#entryBytes = 0;
     this.#indexes.clear();
+    this.#recent = undefined;
     this.#indexBytes = 0;
     this.#seen.clear();
     this.#seenBytes = 0;

@@ -16,7 +16,7 @@ import {
   strongEtag,
   variantMatches,
 } from '../../src/store/content-index.js';
-import { recentForReaders, withRecent } from '../../src/store/recent-records.js';
+import { recentForReaders, throughRecent } from '../../src/store/recent-records.js';
 import { TEMP_DIR_NAME } from '../../src/store/store-layout.js';
 import type { ArenaBody, BodyArena } from './body-arena.js';
 import { cacheControlFor } from './cache-rules.js';
@@ -232,9 +232,9 @@ async function recordOf(real: string, st: Stats, lookup: Lookup): Promise<FileRe
   if (relDir === META_DIR_NAME || relDir.startsWith(`${META_DIR_NAME}/`)) return null;
   const index = await indexes.directoryIndex(relDir, async () => {
     // an index that cannot be read is one the server knows nothing from; a recent record of the
-    // copy's stands in place of its index's (src/store/recent-records.ts)
+    // copy's stands in place of its index's, and torn ones void every index (src/store/recent-records.ts)
     const recent = await indexes.recentRecords(() => recentForReaders(slot.realRoot));
-    return withRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(() => null), relDir, recent[relDir]);
+    return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(() => null), relDir, recent);
   });
   const record = index?.files[basename(real)];
   return record !== undefined && stampMatches(record, st) ? record : null;

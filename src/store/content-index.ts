@@ -13,7 +13,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
@@ -244,6 +244,15 @@ export async function dropDirectoryIndex(slotRoot: string, relDir: string): Prom
   } catch (err) {
     if (!isNotOfThatKind(err)) throw err;
   }
+}
+
+/**
+ * Remove every index of the copy at `slotRoot`: when what stood over them
+ * is lost (torn recent records, recent-records.ts), any record of theirs
+ * may be one replaced since, naming an inode number a new file took.
+ */
+export async function dropEveryIndex(slotRoot: string): Promise<void> {
+  await rm(join(slotRoot, META_DIR_NAME, 'index'), { recursive: true, force: true });
 }
 
 /**

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { type Stats, constants } from 'node:fs';
-import { type FileHandle, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { link, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MirrorswapError } from '../core/errors.js';
 import { lstatOrNull } from '../core/lstat-or-null.js';
-import { isNotOfThatKind } from '../core/nothing-there.js';
+import { isNothingThere } from '../core/nothing-there.js';
 import { type DirectoryIndex, type FileRecord, readDirectoryIndex, validRecord } from './content-index.js';
-import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
+import { readSmallFile } from './read-small-file.js';
+import { META_DIR_NAME, TEMP_DIR_NAME, isReservedPath } from './store-layout.js';
 
 /**
  * The recent records of a copy: what the derive of a small sync learnt of
@@ -47,9 +49,9 @@ export function recentRecordsPath(slotRoot: string): string {
   return join(slotRoot, META_DIR_NAME, 'recent.json');
 }
 
-/** A path a copy's record may be kept under: relative, no empty, `.` or `..` segment, not the agent's own. */
+/** A path a copy's record may be kept under: relative, no empty, `.` or `..` segment, not in or at a reserved root entry. */
 function recordablePath(path: string): boolean {
-  if (path === '' || path.startsWith('/') || path.startsWith(`${META_DIR_NAME}/`)) return false;
+  if (path === '' || path.startsWith('/') || isReservedPath(path)) return false;
   return path.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
 }
 
@@ -80,14 +82,18 @@ export function parseRecentRecords(text: string): RecentRecords | null {
  * there is no file, 'torn' when there is one that cannot be parsed.
  */
 export async function readRecentRecords(slotRoot: string): Promise<RecentRecords | 'torn'> {
-  let text: string;
+  let bytes: Buffer | null;
   try {
-    text = await readFile(recentRecordsPath(slotRoot), 'utf8');
+    // never followed through a link, nor waited on (a FIFO there would hold every server's lookups
+    // and the agent's derive), nor read past what RECENT_RECORDS_MAX records can take
+    bytes = await readSmallFile(recentRecordsPath(slotRoot), RECENT_RECORDS_MAX_BYTES);
   } catch (err) {
-    if (isNotOfThatKind(err)) return Object.create(null);
+    if (isNothingThere(err)) return Object.create(null);
+    if (err instanceof MirrorswapError) return 'torn'; // not a regular file, or too large: not one written here
     throw err;
   }
-  return parseRecentRecords(text) ?? 'torn';
+  if (bytes === null) return Object.create(null);
+  return parseRecentRecords(bytes.toString('utf8')) ?? 'torn';
 }
 
 /** What identifies one version of a file: a rename or a write changes it. */
@@ -122,28 +128,38 @@ export async function loadRecentRecords(slotRoot: string): Promise<RecentRecords
   if (st === null) return Object.create(null);
   const kept = known.get(path);
   if (kept !== undefined && kept.version === versionOf(st)) return kept.records;
-  let handle: FileHandle;
-  try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    if (isNotOfThatKind(err)) return Object.create(null);
-    throw err;
-  }
-  try {
-    const opened = await handle.stat();
-    const records = parseRecentRecords(await handle.readFile('utf8'));
-    if (records === null) return 'torn';
-    remember(path, versionOf(opened), records);
-    return records;
-  } finally {
-    await handle.close();
-  }
+  const records = await readRecentRecords(slotRoot);
+  // the version looked at before the read: the agent is the copy's only writer, so they are one
+  if (records !== 'torn') remember(path, versionOf(st), records);
+  return records;
 }
 
-/** The recent records a server goes by: a file it cannot read or parse is none (what the indexes say stands). */
-export async function recentForReaders(slotRoot: string): Promise<RecentByDirectory> {
+/** The most a file of `RECENT_RECORDS_MAX` records can take: each a path of at most 4096 bytes (PATH_MAX), escaped, and a record. */
+const RECENT_RECORDS_MAX_BYTES = RECENT_RECORDS_MAX * (6 * 4096 + 1024);
+
+/**
+ * The recent records a server goes by; null when the file is there but
+ * cannot be read or parsed (torn by a crash, hand-edited): then no record
+ * of the copy is known, as any index record may be one they replaced (a
+ * tombstone hid it: ext4 hands its inode number to a new file with other
+ * bytes under the same size and time).
+ */
+export async function recentForReaders(slotRoot: string): Promise<RecentByDirectory | null> {
   const records = await readRecentRecords(slotRoot).catch(() => 'torn' as const);
-  return records === 'torn' ? Object.create(null) : byDirectory(records);
+  return records === 'torn' ? null : byDirectory(records);
+}
+
+/**
+ * The index of `relDir` as a reader takes it through the copy's recent
+ * records (`recentForReaders`): none at all when they are void (null).
+ */
+export function throughRecent(
+  index: DirectoryIndex | null,
+  relDir: string,
+  recent: RecentByDirectory | null,
+): DirectoryIndex | null {
+  if (recent === null) return null;
+  return withRecent(index, relDir, Object.hasOwn(recent, relDir) ? recent[relDir] : undefined);
 }
 
 /** `records` grouped by directory. `only`, when given, keeps those directories alone. */
@@ -181,7 +197,7 @@ export function withRecent(
 /**
  * Write `records` as the recent records of the copy at `slotRoot` (through
  * its temp directory, which must exist), or remove the file when there are
- * none. The file replaced is first moved to `setAside()` when given (to be
+ * none. The file replaced is first linked as `setAside()` when given (to be
  * freed after the publish: freeing a cold inode costs up to a millisecond).
  */
 export async function writeRecentRecords(
@@ -199,7 +215,10 @@ export async function writeRecentRecords(
   const tmp = join(slotRoot, TEMP_DIR_NAME, `recent-${randomBytes(8).toString('hex')}.json`);
   await writeFile(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
   try {
-    if (setAside) await rename(path, setAside()).catch(() => {}); // none there, or it cannot move: the rename frees it
+    // linked aside, never moved: until the rename below the old file stays in place, as a crash or a
+    // failure between the two must not leave none (its tombstones hide index records a new file's
+    // stamp may match). None there, or it cannot be linked: the rename frees it
+    if (setAside) await link(path, setAside()).catch(() => {});
     await rename(tmp, path);
   } catch (err) {
     await unlink(tmp).catch(() => {});
@@ -210,13 +229,9 @@ export async function writeRecentRecords(
   if (st !== null) remember(path, versionOf(st), records);
 }
 
-/** Remove the recent records of the copy at `slotRoot`, if any. */
+/** Remove the recent records of the copy at `slotRoot`, if any (whatever stands there: one not written here is torn). */
 export async function removeRecentRecords(slotRoot: string): Promise<void> {
-  try {
-    await unlink(recentRecordsPath(slotRoot));
-  } catch (err) {
-    if (!isNotOfThatKind(err)) throw err;
-  }
+  await rm(recentRecordsPath(slotRoot), { recursive: true, force: true });
 }
 
 /**
@@ -228,5 +243,5 @@ export async function readCopyIndex(slotRoot: string, relDir: string): Promise<D
     readDirectoryIndex(slotRoot, relDir).catch(() => null),
     recentForReaders(slotRoot),
   ]);
-  return withRecent(index, relDir, recent[relDir]);
+  return throughRecent(index, relDir, recent);
 }

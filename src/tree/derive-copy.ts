@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { lstatOrNull } from '../core/lstat-or-null.js';
-import type { FileRecord } from '../store/content-index.js';
+import { type FileRecord, dropEveryIndex } from '../store/content-index.js';
 import {
   type RecentRecords,
   RECENT_RECORDS_MAX,
@@ -59,15 +59,20 @@ export async function deriveCopy(
   const meta = join(context.slot, META_DIR_NAME);
   // a copy with no index has no recent records either (they live beside the indexes)
   const found = (await lstatOrNull(meta)) !== null ? await loadRecentRecords(context.slot) : null;
-  // a copy whose recent records are torn (a crash as they were written) is derived whole: which
-  // paths they named, whose indexes' records they void, is not known
+  // a copy whose recent records are torn (a crash as they were written) is derived whole, from no
+  // index: which paths they named, whose indexes' records they void, is not known (a record a
+  // tombstone hid may stamp-match a new file that took its inode number)
+  if (found === 'torn') await dropEveryIndex(context.slot);
   const indexed = found !== null && found !== 'torn';
   const recent: RecentRecords = indexed ? found : Object.create(null);
   const named = [...new Set(changed)];
   const recentPaths = Object.keys(recent);
   const collect = indexed && plan.collect && dirs.size === 0 && fitsRecent(recent, named);
-  // a derive that does not keep its records in the recent ones folds those into the indexes
-  const paths = indexed ? topmost(collect ? named : [...new Set([...named, ...recentPaths])]) : [''];
+  // a derive that does not keep its records in the recent ones folds those into the indexes: each
+  // in a directory of the copy's own (the file may have been edited to name a path through a link,
+  // which the derive would follow out of the copy); the others go with the file
+  const folded = indexed && !collect ? await inCopy(context.slot, recentPaths) : [];
+  const paths = indexed ? topmost(collect ? named : [...new Set([...named, ...folded])]) : [''];
   const listed = new Set(paths);
   const trees = indexed ? [...dirs].filter((d) => listed.has(d)) : [''];
   const treeSet = new Set(trees);
@@ -107,6 +112,8 @@ export async function deriveCopy(
   const only = collect ? directoriesAt(recent, other, byParent.keys(), named) : undefined;
   const derive: DeriveContext = {
     ...context,
+    // nor is anything reused from another copy whose recent records are torn: its indexes are void
+    ...(other === 'torn' ? { other: null } : {}),
     ...(recentPaths.length > 0 ? { recent: byDirectory(recent, only), recentTrusted: plan.trusted } : {}),
     ...(collect ? { collect: true } : {}),
     ...(other !== null && other !== 'torn' && Object.keys(other).length > 0
@@ -146,6 +153,28 @@ export async function deriveCopy(
   if (collect) await keepRecent(context, recent, named, done.records ?? {});
   else if (recentPaths.length > 0 || found === 'torn') await removeRecentRecords(context.slot);
   return done;
+}
+
+/**
+ * Of `paths`, those whose directory is one of the copy at `slot`: reached
+ * from its root through directories alone, no link on the way.
+ */
+async function inCopy(slot: string, paths: readonly string[]): Promise<string[]> {
+  const known = new Map<string, Promise<boolean>>();
+  const realDir = (dir: string): Promise<boolean> => {
+    if (dir === '') return Promise.resolve(true);
+    let real = known.get(dir);
+    if (real === undefined) {
+      const cut = dir.lastIndexOf('/');
+      real = realDir(cut === -1 ? '' : dir.slice(0, cut)).then(
+        async (up) => up && (await lstatOrNull(join(slot, dir)).catch(() => null))?.isDirectory() === true,
+      );
+      known.set(dir, real);
+    }
+    return real;
+  };
+  const real = await Promise.all(paths.map((p) => realDir(p.slice(0, Math.max(0, p.lastIndexOf('/'))))));
+  return paths.filter((_, i) => real[i]);
 }
 
 /** How a derive may treat the copy's recent records. */

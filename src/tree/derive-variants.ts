@@ -344,7 +344,8 @@ function deriveDirectory(
   abs = dir === '' ? c.slot : join(c.slot, dir),
   copied?: CopiedListing,
 ): string[] {
-  const recent = c.recent?.[dir];
+  // own keys only: the context reaches the threads as a structured clone, with Object's prototype
+  const recent = c.recent && Object.hasOwn(c.recent, dir) ? c.recent[dir] : undefined;
   // a small sync's unit of named files answers their records; a directory listed whole writes its index
   const collect = c.collect === true && names !== null;
   let index: DirectoryIndex | null | undefined;
@@ -421,7 +422,11 @@ function deriveDirectory(
     }
     entries = [...set];
   }
-  const otherDir = lazyOther(c.other, dir, c.otherRecent?.[dir]);
+  const otherDir = lazyOther(
+    c.other,
+    dir,
+    c.otherRecent && Object.hasOwn(c.otherRecent, dir) ? c.otherRecent[dir] : undefined,
+  );
   const held = new Map<string, boolean>();
   const masterHolds = (name: string): boolean => {
     if (c.source === null) return true; // a host's copy: all of it is the snapshot's
@@ -582,8 +587,11 @@ function deriveFile(
   result: DeriveResult,
   hint: StagedHash | undefined,
 ): FileRecord | null {
-  // the record stands if the file and every variant it names are as it says
-  if (old && stampMatches(old, st)) {
+  const known = hint && stampMatches(hint, st) ? hint : null;
+  // the record stands if the file and every variant it names are as it says, and it has the bytes
+  // the copy just wrote there, when it wrote them (an inode number taken again by a file of the same
+  // size and time is no proof of the same bytes)
+  if (old && stampMatches(old, st) && (known === null || known.sha256 === old.sha256)) {
     let current = true;
     for (const [encoding, variant] of Object.entries(old.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
       const vst = stat(name + VARIANT_SUFFIX[encoding]);
@@ -604,7 +612,6 @@ function deriveFile(
   let fst: Stats;
   // its bytes, read when needed: to compress it, or to check a sibling of master's decodes to it
   let bytes: Buffer | null | undefined;
-  const known = hint && stampMatches(hint, st) ? hint : null;
   if (known) {
     // hashed as the copy staged it (this very file: same inode, size and time): not read again
     sha256 = known.sha256;

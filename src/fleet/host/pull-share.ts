@@ -3,7 +3,7 @@ import { type FileHandle, link, lstat, open, readlink, realpath, rename, unlink 
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { type DirectoryIndex, readDirectoryIndex, stampMatches } from '../../store/content-index.js';
-import { recentForReaders, withRecent } from '../../store/recent-records.js';
+import { recentForReaders, throughRecent } from '../../store/recent-records.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
 import { descriptorPath } from '../../tree/source-tree.js';
 
@@ -51,7 +51,7 @@ export async function linkFromCopy(
     let index = indexes.get(dir);
     if (index === undefined) {
       index = Promise.all([readDirectoryIndex(share, dir).catch(() => null), recent]).then(([found, byDir]) =>
-        withRecent(found, dir, byDir[dir]),
+        throughRecent(found, dir, byDir),
       );
       indexes.set(dir, index);
     }

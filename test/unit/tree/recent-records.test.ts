@@ -12,6 +12,7 @@ import {
   directoryIndexPath,
   readDirectoryIndex,
   strongEtag,
+  writeDirectoryIndexSync,
 } from '../../../src/store/content-index.js';
 import {
   RECENT_RECORDS_MAX,
@@ -20,6 +21,7 @@ import {
   recentRecordsPath,
   withRecent,
 } from '../../../src/store/recent-records.js';
+import { deriveUnitSync } from '../../../src/tree/derive-variants.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { memoryLogger } from '../../../testkit/logger.js';
@@ -230,7 +232,27 @@ describe('recent records: what a copy writes', () => {
     assert.equal(await checkCopyIndex(slot), 90); // the file d4 has no variants (no type to compress)
   });
 
-  it('torn recent records are none to readers, and the next sync derives the whole copy', async () => {
+  it('a record whose stamp a file just written took is not kept: the bytes the copy wrote decide', async () => {
+    const { slot } = await setup('stamp-taken', {});
+    await mkdir(join(slot, '.mirrorswap-tmp')); // the index is written through it
+    await writeFile(join(slot, 'x.js'), text('written'));
+    const st = await stat(join(slot, 'x.js'));
+    const sha256 = contentHash(Buffer.from(text('written')));
+    // an index record of the same inode number, size and time, of other bytes: what an inode taken
+    // again by a new file of the same size and time leaves
+    writeDirectoryIndexSync(slot, '', { 'x.js': { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256: HASH } });
+    const hint = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256 };
+    for (const collect of [false, true]) {
+      const result = deriveUnitSync(
+        { slot, other: null, source: null, settings, collect },
+        { dir: '', names: ['x.js'], hashes: { 'x.js': hint } },
+      );
+      const record = collect ? result.records?.['x.js'] : (await readDirectoryIndex(slot, ''))?.files['x.js'];
+      assert.equal(record?.sha256, sha256, collect ? 'collected' : 'written');
+    }
+  });
+
+  it('torn recent records leave readers no record, and the next sync derives the whole copy from no index', async () => {
     const { master, slot } = await setup('torn', tenDirs);
     await sync(master, slot, null);
     await writeFile(join(master, 'd5/f0.js'), text('d5 v2'));
@@ -243,14 +265,15 @@ describe('recent records: what a copy writes', () => {
     await writeFile(join(master, 'd6/f0.js'), text('d6 v2'));
     const c = await sync(master, slot, ['d6/f0.js']);
     assert.equal(await recentOf(slot), null, 'removed: the whole copy is in its indexes');
-    assert.equal(c.variantStats.kept, 48, 'every other file looked at, its record kept');
+    // from no index: any record the torn file held a tombstone over may stamp-match a new file
+    assert.equal(c.variantStats.hashed, 50, 'every file hashed again');
     assert.equal((await readDirectoryIndex(slot, 'd5'))?.files['f0.js']?.ino, st.ino);
     assert.equal(await checkCopyIndex(slot), 100);
   });
 });
 
 describe('recent records: what a server sends', () => {
-  it('a recent record is the one served; a recent null hides the index’s; torn ones are none', async () => {
+  it('a recent record is the one served; a recent null hides the index’s; torn ones leave none', async () => {
     const store = await tempStore();
     const servers: { close(): Promise<void> }[] = [];
     try {
@@ -298,13 +321,16 @@ describe('recent records: what a server sends', () => {
       const variantTag = (name: string) => strongEtag(index?.files[name]?.variants?.br?.sha256 ?? '');
       assert.equal(plain.headers.etag, variantTag('plain.js'), 'the index still speaks');
       assert.equal(plain.headers['content-encoding'], 'br');
-      // torn: a new epoch's server reads the indexes alone
+      // torn: a new epoch's server knows no record of the copy (an index record the torn file held a
+      // tombstone over may stamp-match a new file); the agent's next sync derives the copy whole
       await writeFile(recentRecordsPath(store.slots.a), '{"v":1,"files":{"r/app.js"');
       await store.publish(2, 'a');
       const t = await serve();
-      const torn = await get(t.port, '/r/hidden.js');
-      assert.equal(torn.headers.etag, variantTag('hidden.js'));
-      assert.equal(torn.headers['content-encoding'], 'br');
+      for (const path of ['/r/hidden.js', '/r/plain.js']) {
+        const torn = await get(t.port, path);
+        assert.ok(String(torn.headers.etag).startsWith('W/'), `${path}: the weak tag`);
+        assert.equal(torn.headers['content-encoding'], undefined, `${path}: no variant`);
+      }
     } finally {
       for (const s of servers) await s.close();
       await store.dispose();
