@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { link, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { type Stats, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MirrorswapError } from '../core/errors.js';
-import { lstatOrNull } from '../core/lstat-or-null.js';
+import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { isNothingThere } from '../core/nothing-there.js';
 import { type DirectoryIndex, type FileRecord, readDirectoryIndex, validRecord } from './content-index.js';
-import { readSmallFile } from './read-small-file.js';
+import { readSmallFile, readSmallFileSync } from './read-small-file.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedPath } from './store-layout.js';
 
 /**
@@ -121,16 +121,31 @@ function remember(path: string, version: string, records: RecentRecords): void {
  * only when the file is not the version last read or written (parsing 256
  * records costs 0.5 to 1 ms of the event loop, a look at the file 50 µs).
  * The records returned are never changed by anyone: they are shared.
+ *
+ * Blocking calls, as `writeRecentRecordsSync`: the derive that needs them
+ * runs while the copy's files are fsynced, which hold libuv's pool; a call
+ * through it waited behind them, 2 to 5 ms where the call itself takes tens
+ * of microseconds.
  */
-export async function loadRecentRecords(slotRoot: string): Promise<RecentRecords | 'torn'> {
+export function loadRecentRecordsSync(slotRoot: string): RecentRecords | 'torn' {
   const path = recentRecordsPath(slotRoot);
-  const st = await lstatOrNull(path);
+  const st = lstatOrNullSync(path);
   if (st === null) return Object.create(null);
   const kept = known.get(path);
   if (kept !== undefined && kept.version === versionOf(st)) return kept.records;
-  const records = await readRecentRecords(slotRoot);
+  let bytes: Buffer | null;
+  try {
+    bytes = readSmallFileSync(path, RECENT_RECORDS_MAX_BYTES);
+  } catch (err) {
+    if (isNothingThere(err)) return Object.create(null);
+    if (err instanceof MirrorswapError) return 'torn';
+    throw err;
+  }
+  if (bytes === null) return Object.create(null);
+  const records = parseRecentRecords(bytes.toString('utf8'));
+  if (records === null) return 'torn';
   // the version looked at before the read: the agent is the copy's only writer, so they are one
-  if (records !== 'torn') remember(path, versionOf(st), records);
+  remember(path, versionOf(st), records);
   return records;
 }
 
@@ -162,13 +177,23 @@ export function throughRecent(
   return withRecent(index, relDir, Object.hasOwn(recent, relDir) ? recent[relDir] : undefined);
 }
 
-/** `records` grouped by directory. `only`, when given, keeps those directories alone. */
-export function byDirectory(records: RecentRecords, only?: ReadonlySet<string>): RecentByDirectory {
+/**
+ * `records` grouped by directory. With `only`, those of its paths alone and
+ * of any path below one of `below` (the paths a small sync names, and what a
+ * directory found at one of them holds).
+ */
+export function byDirectory(
+  records: RecentRecords,
+  only?: ReadonlySet<string>,
+  below: readonly string[] = [],
+): RecentByDirectory {
   const out: Record<string, Record<string, FileRecord | null>> = Object.create(null);
+  const under = below.map((p) => `${p}/`);
+  const take = (path: string) => only === undefined || only.has(path) || under.some((u) => path.startsWith(u));
   for (const [path, record] of Object.entries(records)) {
+    if (!take(path)) continue;
     const cut = path.lastIndexOf('/');
     const dir = cut === -1 ? '' : path.slice(0, cut);
-    if (only && !only.has(dir)) continue;
     out[dir] ??= Object.create(null);
     (out[dir] as Record<string, FileRecord | null>)[path.slice(cut + 1)] = record;
   }
@@ -199,33 +224,41 @@ export function withRecent(
  * its temp directory, which must exist), or remove the file when there are
  * none. The file replaced is first linked as `setAside()` when given (to be
  * freed after the publish: freeing a cold inode costs up to a millisecond).
+ * Blocking calls (`loadRecentRecordsSync` says why): a few, of tens of
+ * microseconds each, in a sync's derive.
  */
-export async function writeRecentRecords(
-  slotRoot: string,
-  records: RecentRecords,
-  setAside?: () => string,
-): Promise<void> {
+export function writeRecentRecordsSync(slotRoot: string, records: RecentRecords, setAside?: () => string): void {
   const path = recentRecordsPath(slotRoot);
   const paths = Object.keys(records).sort();
   if (paths.length === 0) {
-    await removeRecentRecords(slotRoot);
+    rmSync(path, { recursive: true, force: true });
     return;
   }
   const sorted = Object.fromEntries(paths.map((p) => [p, records[p] ?? null]));
   const tmp = join(slotRoot, TEMP_DIR_NAME, `recent-${randomBytes(8).toString('hex')}.json`);
-  await writeFile(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
+  writeFileSync(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
   try {
     // linked aside, never moved: until the rename below the old file stays in place, as a crash or a
     // failure between the two must not leave none (its tombstones hide index records a new file's
     // stamp may match). None there, or it cannot be linked: the rename frees it
-    if (setAside) await link(path, setAside()).catch(() => {});
-    await rename(tmp, path);
+    if (setAside) {
+      try {
+        linkSync(path, setAside());
+      } catch {
+        // none there, or no link possible: the rename below frees it
+      }
+    }
+    renameSync(tmp, path);
   } catch (err) {
-    await unlink(tmp).catch(() => {});
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // gone already: nothing is left behind
+    }
     throw err;
   }
   // the next derive of this copy finds them parsed (a rename changes the file's ctime: looked at after it)
-  const st = await lstatOrNull(path);
+  const st = lstatOrNullSync(path);
   if (st !== null) remember(path, versionOf(st), records);
 }
 

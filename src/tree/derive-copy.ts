@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { lstatOrNull } from '../core/lstat-or-null.js';
+import { lstatOrNull, lstatOrNullSync } from '../core/lstat-or-null.js';
 import { type FileRecord, dropEveryIndex } from '../store/content-index.js';
 import {
   type RecentRecords,
   RECENT_RECORDS_MAX,
   byDirectory,
-  loadRecentRecords,
+  loadRecentRecordsSync,
   removeRecentRecords,
-  writeRecentRecords,
+  writeRecentRecordsSync,
 } from '../store/recent-records.js';
 import { META_DIR_NAME } from '../store/store-layout.js';
 import { variantOf } from './compressible.js';
@@ -46,6 +46,17 @@ const FILES_PER_THREAD = 64;
  * of their directories (as they are when `RecentPlan.trusted`, else their
  * files derived as never recorded) and removes them.
  */
+/** What a copy's derive did; with `keepRecords` to call before the copy is done, when it collected records. */
+export interface CopyDerived extends DeriveResult {
+  /**
+   * Write the records a small sync's derive collected into the copy's
+   * recent records (blocking calls: a millisecond or two, run while the
+   * copy's fsyncs are under way). The copy is not done, and must not be
+   * published, until this has returned.
+   */
+  keepRecords?: () => void;
+}
+
 export async function deriveCopy(
   context: DeriveContext,
   changed: Iterable<string>,
@@ -54,11 +65,12 @@ export async function deriveCopy(
   hashes: ReadonlyMap<string, StagedHash> = new Map(),
   /** What may become of the copy's recent records (recent-records.ts); unset: they are voided and folded in. */
   plan: RecentPlan = { collect: false, trusted: false },
-): Promise<DeriveResult> {
-  const done: DeriveResult = { stats: emptyDeriveStats(), written: [], dirs: [] };
+): Promise<CopyDerived> {
+  const done: CopyDerived = { stats: emptyDeriveStats(), written: [], dirs: [] };
   const meta = join(context.slot, META_DIR_NAME);
   // a copy with no index has no recent records either (they live beside the indexes)
-  const found = (await lstatOrNull(meta)) !== null ? await loadRecentRecords(context.slot) : null;
+  // blocking calls, a few tens of microseconds: the copy's fsyncs hold libuv's pool meanwhile
+  const found = lstatOrNullSync(meta) !== null ? loadRecentRecordsSync(context.slot) : null;
   // a copy whose recent records are torn (a crash as they were written) is derived whole, from no
   // index: which paths they named, whose indexes' records they void, is not known (a record a
   // tombstone hid may stamp-match a new file that took its inode number)
@@ -68,6 +80,9 @@ export async function deriveCopy(
   const named = [...new Set(changed)];
   const recentPaths = Object.keys(recent);
   const collect = indexed && plan.collect && dirs.size === 0 && fitsRecent(recent, named);
+  process.stderr.write(
+    `COLLECT ${collect} indexed=${indexed} plan=${JSON.stringify(plan)} dirs=${dirs.size} n=${named.length} r=${recentPaths.length}\n`,
+  );
   // a derive that does not keep its records in the recent ones folds those into the indexes: each
   // in a directory of the copy's own (the file may have been edited to name a path through a link,
   // which the derive would follow out of the copy); the others go with the file
@@ -105,19 +120,24 @@ export async function deriveCopy(
       return unit;
     }),
   ];
-  // the other copy's indexes are read through its recent records (of the directories derived, when few)
-  const other = context.other !== null ? await loadRecentRecords(context.other).catch(() => 'torn' as const) : null;
-  // a small sync's units are sent the recent records of their own directories (and of any below a
-  // path named, which a unit would derive whole had it found a directory there)
-  const only = collect ? directoriesAt(recent, other, byParent.keys(), named) : undefined;
+  // the other copy's indexes are read through its recent records
+  let other: RecentRecords | 'torn' | null = null;
+  try {
+    other = context.other !== null ? loadRecentRecordsSync(context.other) : null;
+  } catch {
+    other = 'torn'; // unreadable: nothing is reused from it
+  }
+  // a small sync's units are sent the recent records of the paths they derive (and of any below a
+  // path named, which a unit would derive whole had it found a directory there): a few, not all
+  const only = collect ? withOriginals(named) : undefined;
   const derive: DeriveContext = {
     ...context,
     // nor is anything reused from another copy whose recent records are torn: its indexes are void
     ...(other === 'torn' ? { other: null } : {}),
-    ...(recentPaths.length > 0 ? { recent: byDirectory(recent, only), recentTrusted: plan.trusted } : {}),
+    ...(recentPaths.length > 0 ? { recent: byDirectory(recent, only, named), recentTrusted: plan.trusted } : {}),
     ...(collect ? { collect: true } : {}),
     ...(other !== null && other !== 'torn' && Object.keys(other).length > 0
-      ? { otherRecent: byDirectory(other, only) }
+      ? { otherRecent: byDirectory(other, only, named) }
       : {}),
   };
   await walkPool.run<DeriveUnit, DeriveResult>(
@@ -150,7 +170,8 @@ export async function deriveCopy(
       ...(context.settings.threads > 0 ? { maxThreads: context.settings.threads } : {}),
     },
   );
-  if (collect) await keepRecent(context, recent, named, done.records ?? {});
+  // kept by the caller, once it has started what the copy waits on anyway (its fsyncs)
+  if (collect) done.keepRecords = () => keepRecent(context, recent, named, done.records ?? {});
   else if (recentPaths.length > 0 || found === 'torn') await removeRecentRecords(context.slot);
   return done;
 }
@@ -185,34 +206,23 @@ export interface RecentPlan {
   trusted: boolean;
 }
 
-/** The directories of `unitDirs`, with those of either recent records under one of `named`. */
-function directoriesAt(
-  recent: RecentRecords,
-  other: RecentRecords | 'torn' | null,
-  unitDirs: Iterable<string>,
-  named: readonly string[],
-): Set<string> {
-  const only = new Set(unitDirs);
-  const below = named.map((p) => `${p}/`);
-  for (const records of [recent, other === 'torn' ? null : other]) {
-    for (const path of Object.keys(records ?? {})) {
-      if (below.some((b) => path.startsWith(b))) only.add(path.slice(0, path.lastIndexOf('/')));
-    }
-  }
-  return only;
-}
-
-/** Whether the recent records stay within their bound with those of `named` (and of their variants' originals) added. */
-function fitsRecent(recent: RecentRecords, named: readonly string[]): boolean {
-  const paths = new Set(Object.keys(recent));
+/** `named` with the original of each variant name among them: the paths a derive of them records. */
+function withOriginals(named: readonly string[]): Set<string> {
+  const paths = new Set(named);
   for (const p of named) {
-    paths.add(p);
     const cut = p.lastIndexOf('/') + 1;
     const v = variantOf(p.slice(cut));
     if (v) paths.add(p.slice(0, cut) + v.base);
-    if (paths.size > RECENT_RECORDS_MAX) return false;
   }
-  return true;
+  return paths;
+}
+
+/** Whether the recent records stay within their bound with those of `named` added. */
+function fitsRecent(recent: RecentRecords, named: readonly string[]): boolean {
+  if (named.length > RECENT_RECORDS_MAX) return false;
+  const paths = new Set(Object.keys(recent));
+  for (const p of withOriginals(named)) paths.add(p);
+  return paths.size <= RECENT_RECORDS_MAX;
 }
 
 /**
@@ -220,16 +230,16 @@ function fitsRecent(recent: RecentRecords, named: readonly string[]): boolean {
  * what they held for those paths. Records under a path named (a directory
  * that is a file or nothing now) go: nothing is there to describe.
  */
-async function keepRecent(
+function keepRecent(
   context: DeriveContext,
   recent: RecentRecords,
   named: readonly string[],
   learnt: RecentRecords,
-): Promise<void> {
+): void {
   const next: Record<string, FileRecord | null> = Object.assign(Object.create(null), recent);
   const gone = named.map((p) => `${p}/`);
   for (const path of Object.keys(next)) if (gone.some((g) => path.startsWith(g))) delete next[path];
   Object.assign(next, learnt);
   const aside = context.setAside;
-  await writeRecentRecords(context.slot, next, aside ? () => `${aside}.${randomBytes(8).toString('hex')}` : undefined);
+  writeRecentRecordsSync(context.slot, next, aside ? () => `${aside}.${randomBytes(8).toString('hex')}` : undefined);
 }

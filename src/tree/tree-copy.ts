@@ -35,7 +35,7 @@ import {
 import { shareFile } from './share-files.js';
 import { type Difference, compareTrees } from './compare-trees.js';
 import { Limiter, forEachLimited } from '../core/limiter.js';
-import { lstatOrNull } from '../core/lstat-or-null.js';
+import { lstatOrNull, lstatOrNullSync } from '../core/lstat-or-null.js';
 import { SourceTree, descriptorPath, isGone, isUnplaceable } from './source-tree.js';
 import { msInside } from './copy-times.js';
 import { walkPool } from './walk-pool.js';
@@ -253,6 +253,8 @@ export class TreeCopier {
   #cutShort: boolean;
   /** Set when the next derive is of the whole copy but what the clone derived (`#nameTheRest`). */
   #derivesWhole = false;
+  /** The records the last derive collected, to keep in the copy's recent records while the copy's fsyncs run (`#finish`). */
+  #keepRecords: (() => void) | null = null;
   /** Set when the copy made a directory since its last derive (the recent records are then voided: derive-copy.ts). */
   #madeDirs = false;
   /** Top directories the clone of `mirrorAll` derived as it copied them. */
@@ -718,7 +720,8 @@ export class TreeCopier {
       this.#keepReplaced &&
       !whole &&
       this.#changed.size <= SET_ASIDE_PATHS &&
-      (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null;
+      // blocking: the placed files' fsyncs hold libuv's pool now, and a call through it waits for them
+      lstatOrNullSync(join(this.#target, META_DIR_NAME)) !== null;
     // the copy's recent records still hold unless it made a directory (whose index it dropped: a
     // record below it may name an inode number a new file took) or derives whole
     const trusted = !whole && !this.#madeDirs;
@@ -734,6 +737,7 @@ export class TreeCopier {
     this.#changed.clear();
     this.#changedDirs.clear();
     this.#stagedHashes.clear();
+    this.#keepRecords = done.keepRecords ?? null;
     addDeriveStats(this.variantStats, done.stats);
     if (done.taken) this.cacheTaken.push(...done.taken);
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
@@ -754,19 +758,36 @@ export class TreeCopier {
     this.stats.unreadable = this.unreadable.length;
     // every directory's own mode, now that nothing more lands in it
     for (const dir of await this.#dirs.settle()) this.#touchedDirs.add(dir);
-    if (!this.#keepReplaced) await rm(this.#tmpDir, { recursive: true, force: true });
+    // the derive's records are written while the fsyncs below run (they need none: recent-records.ts),
+    // through the temp directory: before it goes, when the copy keeps nothing there
+    let keep = this.#keepRecords;
+    this.#keepRecords = null;
+    if (!this.#keepReplaced) {
+      keep?.();
+      keep = null;
+      await rm(this.#tmpDir, { recursive: true, force: true });
+    }
+    let round: Promise<unknown> = Promise.resolve();
     if (this.#durable && this.#syncfsAtEnd) {
-      await syncFileSystem(this.#target);
+      keep?.();
+      round = syncFileSystem(this.#target);
     } else if (this.#durable) {
       // Staged files were renamed into place before their fsync: the slot is marked mid-copy
       // until this returns, so a crash before it leaves a slot that is copied again, never
       // mounted. Their fsyncs and the directories' then run in one round, not two in a row.
       const files = this.#placedUnsynced.splice(0);
-      await Promise.all([
+      round = Promise.all([
         ...[...this.#touchedDirs].map((d) => this.#limiter.run(() => fsyncDir(d).catch(() => {}))),
         ...files.map((f) => this.#limiter.run(() => fsyncFile(f))),
       ]);
-    }
+      try {
+        keep?.();
+      } catch (err) {
+        await round.catch(() => {});
+        throw err;
+      }
+    } else keep?.();
+    await round;
     this.#touchedDirs.clear();
   }
 
