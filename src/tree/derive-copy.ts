@@ -105,20 +105,22 @@ export async function deriveCopy(
       (u): DeriveUnit =>
         u.deep ? { dir: u.rel, names: null, deep: true } : { dir: u.rel, names: null, skip: u.subunits },
     ),
-    ...[...byParent].map(([dir, names]): DeriveUnit => {
-      const unit: DeriveUnit = { dir, names };
-      const known: Record<string, StagedHash> = Object.create(null); // a name may be __proto__
-      let any = false;
-      for (const name of names) {
-        const hash = hashes.get(dir === '' ? name : `${dir}/${name}`);
-        if (hash) {
-          known[name] = hash;
-          any = true;
+    ...[...byParent]
+      .flatMap(([dir, names]) => (collect ? splitNames(names) : [names]).map((n) => [dir, n] as const))
+      .map(([dir, names]): DeriveUnit => {
+        const unit: DeriveUnit = { dir, names };
+        const known: Record<string, StagedHash> = Object.create(null); // a name may be __proto__
+        let any = false;
+        for (const name of names) {
+          const hash = hashes.get(dir === '' ? name : `${dir}/${name}`);
+          if (hash) {
+            known[name] = hash;
+            any = true;
+          }
         }
-      }
-      if (any) unit.hashes = known;
-      return unit;
-    }),
+        if (any) unit.hashes = known;
+        return unit;
+      }),
   ];
   // the other copy's indexes are read through its recent records
   let other: RecentRecords | 'torn' | null = null;
@@ -204,6 +206,39 @@ export interface RecentPlan {
   collect: boolean;
   /** The recent records still hold: the copy made no directory since they were written, nor was cut short (else they are voided). */
   trusted: boolean;
+}
+
+/** Names a collecting unit takes at most: a directory's many changed files are shared among the threads. */
+const NAMES_PER_UNIT = 4;
+
+/**
+ * A directory's names cut into groups for units of their own: possible only
+ * for a collecting derive (which writes no index, the one thing a directory
+ * must have a single writer of). A name and its variants' names stay in one
+ * group: the unit deriving a file places its variants.
+ */
+function splitNames(names: readonly string[]): string[][] {
+  if (names.length <= NAMES_PER_UNIT) return [[...names]];
+  const byOriginal = new Map<string, string[]>();
+  for (const name of names) {
+    // to the name with no variant suffix at all: `X.gz.br` goes with `X.gz` and `X`, whichever is a file
+    let base = name;
+    for (let v = variantOf(base); v !== null; v = variantOf(base)) base = v.base;
+    const group = byOriginal.get(base);
+    if (group) group.push(name);
+    else byOriginal.set(base, [name]);
+  }
+  const units: string[][] = [];
+  let unit: string[] = [];
+  for (const group of byOriginal.values()) {
+    if (unit.length > 0 && unit.length + group.length > NAMES_PER_UNIT) {
+      units.push(unit);
+      unit = [];
+    }
+    unit.push(...group);
+  }
+  if (unit.length > 0) units.push(unit);
+  return units;
 }
 
 /** `named` with the original of each variant name among them: the paths a derive of them records. */

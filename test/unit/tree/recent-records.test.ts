@@ -205,6 +205,30 @@ describe('recent records: what a copy writes', () => {
     assert.equal(await checkCopyIndex(slot), 102);
   });
 
+  it('a small sync of many files in one directory shares them among units: every file and sibling recorded once', async () => {
+    const { master, slot } = await setup('one-dir', tenDirs);
+    await sync(master, slot, null);
+    const names = Array.from({ length: 5 }, (_, f) => `d7/f${f}.js`);
+    for (const p of names) await writeFile(join(master, p), text(`${p} v2`));
+    // master's own sibling of one, a variant name of a variant, and new files beside them
+    await writeFile(join(master, 'd7/f1.js.gz'), 'master keeps its own');
+    await writeFile(join(master, 'd7/f2.js.gz.br'), 'odd name, master’s');
+    const more = Array.from({ length: 9 }, (_, i) => `d7/n${i}.css`);
+    for (const p of more) await writeFile(join(master, p), text(`${p} new`));
+    const changed = [...names, 'd7/f1.js.gz', 'd7/f2.js.gz.br', ...more];
+    const c = await sync(master, slot, changed);
+    assert.equal(c.variantStats.indexes, 0);
+    const recent = await recentOf(slot);
+    for (const p of [...names, ...more]) {
+      const record = recent?.[p];
+      assert.equal(record?.sha256, contentHash(await readFile(join(master, p))), p);
+    }
+    assert.equal(recent?.['d7/f1.js']?.variants?.gzip?.made, undefined, 'master’s own .gz is no variant of f1.js');
+    assert.equal(await readFile(join(slot, 'd7/f1.js.gz'), 'utf8'), 'master keeps its own');
+    assert.equal(await readFile(join(slot, 'd7/f2.js.gz.br'), 'utf8'), 'odd name, master’s');
+    assert.equal(await checkCopyIndex(slot), 100 - 1 + 2 * more.length);
+  });
+
   it('a sync without a directory made takes the recent records as they are (they are the copy’s own)', async () => {
     const { master, slot } = await setup('trusted', tenDirs);
     await sync(master, slot, null);
