@@ -236,8 +236,9 @@ export function writeRecentRecordsSync(slotRoot: string, records: RecentRecords,
   }
   const sorted = Object.fromEntries(paths.map((p) => [p, records[p] ?? null]));
   const tmp = join(slotRoot, TEMP_DIR_NAME, `recent-${randomBytes(8).toString('hex')}.json`);
-  writeFileSync(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
   try {
+    // a write cut short (a full disk) leaves no temp file behind: removed below
+    writeFileSync(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
     // linked aside, never moved: until the rename below the old file stays in place, as a crash or a
     // failure between the two must not leave none (its tombstones hide index records a new file's
     // stamp may match). None there, or it cannot be linked: the rename frees it
