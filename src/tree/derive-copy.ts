@@ -80,9 +80,6 @@ export async function deriveCopy(
   const named = [...new Set(changed)];
   const recentPaths = Object.keys(recent);
   const collect = indexed && plan.collect && dirs.size === 0 && fitsRecent(recent, named);
-  process.stderr.write(
-    `COLLECT ${collect} indexed=${indexed} plan=${JSON.stringify(plan)} dirs=${dirs.size} n=${named.length} r=${recentPaths.length}\n`,
-  );
   // a derive that does not keep its records in the recent ones folds those into the indexes: each
   // in a directory of the copy's own (the file may have been edited to name a path through a link,
   // which the derive would follow out of the copy); the others go with the file

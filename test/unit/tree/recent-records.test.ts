@@ -229,6 +229,24 @@ describe('recent records: what a copy writes', () => {
     assert.equal(await checkCopyIndex(slot), 100 - 1 + 2 * more.length);
   });
 
+  it('a sync writes nothing of its derive to the process’s stderr (the agent’s log is its own)', async () => {
+    const { master, slot } = await setup('quiet', tenDirs);
+    await sync(master, slot, null);
+    await writeFile(join(master, 'd1/f1.js'), text('d1 f1 quiet'));
+    const written: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      written.push(String(chunk));
+      return (write as (...a: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+    }) as typeof process.stderr.write;
+    try {
+      await sync(master, slot, ['d1/f1.js']);
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(written, []);
+  });
+
   it('a sync without a directory made takes the recent records as they are (they are the copy’s own)', async () => {
     const { master, slot } = await setup('trusted', tenDirs);
     await sync(master, slot, null);
