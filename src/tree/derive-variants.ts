@@ -392,6 +392,8 @@ function deriveDirectory(
   let here: ReadonlySet<string> | null = null;
   // the entries to look at: each name given, with the original of a variant name (its variant changed)
   let entries: string[];
+  /** The names given (the entries but the originals of variant names among them), when the directory is not listed whole. */
+  const named = names === null ? null : new Set(names);
   if (names === null) {
     let listed: string[];
     try {
@@ -452,7 +454,9 @@ function deriveDirectory(
   for (const name of entries) {
     const st = stat(name);
     if (st?.isDirectory()) {
-      subdirs.push(name);
+      // gone into only when named (or listed): the original of a variant name named is no path the
+      // copy changed, and a unit of its own may be deriving names in it at the same time
+      if (named === null || named.has(name)) subdirs.push(name);
       settle(name, null);
       continue;
     }

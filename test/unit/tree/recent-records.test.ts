@@ -247,6 +247,26 @@ describe('recent records: what a copy writes', () => {
     assert.deepEqual(written, []);
   });
 
+  it('a variant name named beside a directory of its base goes not into it: a unit of its own derives what is named there', async () => {
+    const { master, slot } = await setup('base-dir', tenDirs);
+    await writeFile(join(master, 'd2.gz'), 'master’s own, no gzip of anything');
+    await sync(master, slot, null);
+    // `d2.gz` names the directory `d2` as its original; `d2/f0.js` is named too, and derived by its unit
+    await writeFile(join(master, 'd2.gz'), 'master’s own, changed');
+    const named = Array.from({ length: 4 }, (_, f) => `d2/f${f}.js`);
+    for (const p of named) await writeFile(join(master, p), text(`${p} v2`, 1 << 20));
+    const c = await sync(master, slot, ['d2.gz', ...named]);
+    assert.equal(c.variantStats.compressed, 2 * named.length, 'each named file compressed once, by one unit');
+    for (const p of named) {
+      const record = (await readCopyIndex(slot, 'd2'))?.files[p.slice(3)];
+      for (const suffix of ['.br', '.gz'] as const) {
+        const variant = record?.variants?.[suffix === '.br' ? 'br' : 'gzip'];
+        assert.equal(variant?.ino, (await stat(join(slot, p + suffix))).ino, `${p}${suffix}: the one on disk`);
+      }
+    }
+    assert.equal(await checkCopyIndex(slot), 100);
+  });
+
   it('a sync without a directory made takes the recent records as they are (they are the copy’s own)', async () => {
     const { master, slot } = await setup('trusted', tenDirs);
     await sync(master, slot, null);
