@@ -57,8 +57,10 @@ function recordablePath(path: string): boolean {
 
 /**
  * The records parsed from `text`, or null when it is not a file of this
- * version (torn, hand-edited). A malformed entry is left out: its path then
- * has what its directory's index says, as if it had never been recent.
+ * version (torn, hand-edited). An entry of a path no record may be kept
+ * under is left out (no lookup names it). A malformed record of a path is
+ * none (a tombstone): the entry still says the index's record of the path
+ * is replaced, and that one may name an inode number a new file has taken.
  */
 export function parseRecentRecords(text: string): RecentRecords | null {
   let parsed: unknown;
@@ -72,7 +74,7 @@ export function parseRecentRecords(text: string): RecentRecords | null {
   if (typeof file.files !== 'object' || file.files === null) return null;
   const files: Record<string, FileRecord | null> = Object.create(null);
   for (const [path, record] of Object.entries(file.files)) {
-    if (recordablePath(path) && (record === null || validRecord(record))) files[path] = record;
+    if (recordablePath(path)) files[path] = record === null || validRecord(record) ? record : null;
   }
   return files;
 }

@@ -41,7 +41,7 @@ async function recentOf(slot: string): Promise<Record<string, FileRecord | null>
 describe('recent records: the format', () => {
   const record = { ino: 1, size: 2, mtimeMs: 3, sha256: HASH };
 
-  it('keeps well-formed entries and leaves out each hostile one', () => {
+  it('keeps well-formed entries, makes a malformed record a tombstone, and leaves out each hostile path', () => {
     const files = {
       'a/b.js': record,
       'gone.js': null,
@@ -65,8 +65,19 @@ describe('recent records: the format', () => {
     );
     const parsed = parseRecentRecords(json);
     assert.ok(parsed);
-    assert.deepEqual(Object.keys(parsed).sort(), ['__proto__', 'a/b.js', 'gone.js', 'line\nbreak.js']);
+    assert.deepEqual(Object.keys(parsed).sort(), [
+      '__proto__',
+      'a/b.js',
+      'arr.js',
+      'bad.js',
+      'gone.js',
+      'line\nbreak.js',
+      'neg.js',
+      'str.js',
+    ]);
     assert.equal(parsed['gone.js'], null);
+    // a malformed record of a path names the path still: none (a tombstone), never its index's record
+    for (const p of ['bad.js', 'neg.js', 'str.js', 'arr.js']) assert.equal(parsed[p], null, p);
     assert.equal(Object.getPrototypeOf(parsed), null);
   });
 
