@@ -170,6 +170,16 @@ describe('recent records: what a copy writes', () => {
     assert.deepEqual(await tempFilesIn(slot), []);
   });
 
+  it('a full sync whose compare finds a few changed files is a small sync: it keeps them in the recent records', async () => {
+    const { master, slot } = await setup('full-small', tenDirs);
+    await sync(master, slot, null);
+    await writeFile(join(master, 'd1/f1.js'), text('d1 f1 full'));
+    const c = await sync(master, slot, null);
+    assert.equal(c.variantStats.indexes, 0);
+    assert.deepEqual(Object.keys((await recentOf(slot)) ?? {}), ['d1/f1.js']);
+    assert.equal(await checkCopyIndex(slot), 100);
+  });
+
   it('past RECENT_RECORDS_MAX paths, a sync folds them into the indexes and removes the file', async () => {
     const many = Object.fromEntries(
       Array.from({ length: RECENT_RECORDS_MAX + 40 }, (_, i) => [`m${i % 7}/f${i}.js`, text(`m${i}`)]),
