@@ -184,6 +184,7 @@ export class FileCache implements BodyHolder, IndexSource {
   }
 
   recentRecords(read: () => Promise<RecentByDirectory | null>): Promise<RecentByDirectory | null> {
+    if (this.#dropped) return read(); // as `directoryIndex`: a lookup of a gone epoch keeps nothing
     if (this.#recent === undefined) {
       const recent = read();
       this.#recent = recent;

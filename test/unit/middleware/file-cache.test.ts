@@ -56,6 +56,21 @@ describe('FileCache', () => {
     assert.equal(cache.get('/a'), results[0]);
   });
 
+  it('a cleared cache keeps and counts no recent records a late lookup reads (its epoch is gone)', async () => {
+    const cache = new FileCache({ maxBytes: MB, maxEntries: 10 }, arenaOf());
+    cache.clear();
+    const records = { d: { 'x.js': { ino: 1, size: 2, mtimeMs: 3, sha256: 'A'.repeat(43) } } };
+    let reads = 0;
+    const read = async () => {
+      reads++;
+      return records;
+    };
+    assert.equal(await cache.recentRecords(read), records);
+    await cache.recentRecords(read);
+    assert.equal(reads, 2, 'read again, as a cleared cache reads each index again');
+    assert.equal(cache.entryBytes, 0);
+  });
+
   it('forgets a failed lookup, so the next request tries again', async () => {
     const cache = new FileCache({ maxBytes: MB, maxEntries: 10 }, arenaOf());
     await assert.rejects(
