@@ -384,12 +384,21 @@ export class TreeCopier {
         await syncing;
       } else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {
+      // what a failed copy's derive collected is never kept, and the copier's next derive (if it is
+      // used again) trusts no recent record: what it placed may lack its own
+      this.#keepRecords = null;
+      this.#madeDirs = true;
       await syncing?.catch(() => {});
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
       throw err;
     }
-    await this.#finish();
+    try {
+      await this.#finish();
+    } catch (err) {
+      this.#madeDirs = true; // as above: the copy is unfinished
+      throw err;
+    }
     return this.stats;
   }
 
