@@ -11,10 +11,10 @@ import {
   readSync,
   renameSync,
   unlinkSync,
-  writeSync,
+  writeFileSync,
 } from 'node:fs';
 import { readFile, rm, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
 
@@ -280,7 +280,7 @@ export function writeDirectoryIndexSync(
   files: Readonly<Record<string, FileRecord>>,
   /** Another copy whose index of `relDir`, when byte for byte the one to write, is hard-linked instead (copies sharing files share their indexes too). */
   shareFrom: string | null = null,
-  /** A name prefix in the temp directory the index replaced is moved under first, to be freed later (`DeriveContext.setAside`); absent: freed by the rename. */
+  /** A new name in the temp directory the index replaced is linked as first, to be freed later (`DeriveContext.setAside`); absent: freed by the rename. */
   setAside?: (() => string) | undefined,
 ): void {
   const path = directoryIndexPath(slotRoot, relDir);
@@ -300,37 +300,58 @@ export function writeDirectoryIndexSync(
   );
   const index: DirectoryIndex = { v: CONTENT_INDEX_VERSION, dir: relDir, files: sorted };
   const data = Buffer.from(JSON.stringify(index));
-  const tmp = join(slotRoot, TEMP_DIR_NAME, `index-${randomBytes(8).toString('hex')}.json`);
-  if (!(shareFrom !== null && linkSameSync(directoryIndexPath(shareFrom, relDir), data, tmp))) {
-    const fd = openSync(tmp, 'wx', 0o644);
-    try {
-      for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
-    } finally {
-      closeSync(fd);
-    }
-  }
+  replaceMetaFileSync(
+    slotRoot,
+    path,
+    'index',
+    (tmp) => {
+      if (shareFrom !== null && linkSameSync(directoryIndexPath(shareFrom, relDir), data, tmp)) return;
+      writeFileSync(tmp, data, { flag: 'wx', mode: 0o644 });
+    },
+    setAside,
+  );
+}
+
+/**
+ * Replace `path`, a file of the meta directory of the copy at `slotRoot`
+ * (an index, the recent records), by the file `fill` makes at a temp name
+ * in the copy's temp directory (which must exist), renamed over it; the
+ * directory of `path` is made if missing. The file replaced is first linked
+ * as `setAside()` when given, to be freed after the publish (freeing a cold
+ * inode costs up to a millisecond): linked, never moved, so until the rename
+ * the old file stays in place. None there, another file system or no room
+ * for one more name: the rename frees it. A failure leaves the old file and
+ * no temp file. Blocking calls.
+ */
+export function replaceMetaFileSync(
+  slotRoot: string,
+  path: string,
+  kind: string,
+  fill: (tmp: string) => void,
+  setAside?: (() => string) | undefined,
+): void {
+  const tmp = join(slotRoot, TEMP_DIR_NAME, `${kind}-${randomBytes(8).toString('hex')}.json`);
   try {
+    fill(tmp);
     if (setAside) {
       try {
-        renameSync(path, setAside());
-      } catch (err) {
-        // none there: nothing to free; on another file system (a mount point), or no room for one
-        // more name in the temp directory: freed by the rename below
-        if (!isNotOfThatKind(err) && !cannotSetAside(err)) throw err;
+        linkSync(path, setAside());
+      } catch {
+        // none there, or it cannot be linked there: the rename below frees it
       }
     }
     try {
       renameSync(tmp, path);
     } catch (err) {
       if (!isNotOfThatKind(err)) throw err;
-      mkdirSync(join(slotRoot, META_DIR_NAME, 'index'), { recursive: true, mode: 0o755 });
+      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
       renameSync(tmp, path);
     }
   } catch (err) {
     try {
       unlinkSync(tmp);
     } catch {
-      // gone already: nothing is left behind
+      // never made, or gone already: nothing is left behind
     }
     throw err;
   }

@@ -1,13 +1,18 @@
-import { randomBytes } from 'node:crypto';
-import { type Stats, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { type Stats, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MirrorswapError } from '../core/errors.js';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { isNothingThere } from '../core/nothing-there.js';
-import { type DirectoryIndex, type FileRecord, readDirectoryIndex, validRecord } from './content-index.js';
+import {
+  type DirectoryIndex,
+  type FileRecord,
+  readDirectoryIndex,
+  replaceMetaFileSync,
+  validRecord,
+} from './content-index.js';
 import { readSmallFile, readSmallFileSync } from './read-small-file.js';
-import { META_DIR_NAME, TEMP_DIR_NAME, isReservedPath } from './store-layout.js';
+import { META_DIR_NAME, isReservedPath } from './store-layout.js';
 
 /**
  * The recent records of a copy: what the derive of a small sync learnt of
@@ -84,18 +89,21 @@ export function parseRecentRecords(text: string): RecentRecords | null {
  * there is no file, 'torn' when there is one that cannot be parsed.
  */
 export async function readRecentRecords(slotRoot: string): Promise<RecentRecords | 'torn'> {
-  let bytes: Buffer | null;
-  try {
-    // never followed through a link, nor waited on (a FIFO there would hold every server's lookups
-    // and the agent's derive), nor read past what RECENT_RECORDS_MAX records can take
-    bytes = await readSmallFile(recentRecordsPath(slotRoot), RECENT_RECORDS_MAX_BYTES);
-  } catch (err) {
-    if (isNothingThere(err)) return Object.create(null);
-    if (err instanceof MirrorswapError) return 'torn'; // not a regular file, or too large: not one written here
-    throw err;
-  }
-  if (bytes === null) return Object.create(null);
-  return parseRecentRecords(bytes.toString('utf8')) ?? 'torn';
+  // never followed through a link, nor waited on (a FIFO there would hold every server's lookups
+  // and the agent's derive), nor read past what RECENT_RECORDS_MAX records can take
+  return readSmallFile(recentRecordsPath(slotRoot), RECENT_RECORDS_MAX_BYTES).then(recordsRead, unreadRecords);
+}
+
+/** The records in what a read of the file found (null: no file). */
+function recordsRead(bytes: Buffer | null): RecentRecords | 'torn' {
+  return bytes === null ? Object.create(null) : (parseRecentRecords(bytes.toString('utf8')) ?? 'torn');
+}
+
+/** What a read of the file that failed says: none there, or something that is no file written here (torn). */
+function unreadRecords(err: unknown): RecentRecords | 'torn' {
+  if (isNothingThere(err)) return Object.create(null);
+  if (err instanceof MirrorswapError) return 'torn'; // not a regular file, or too large
+  throw err;
 }
 
 /** What identifies one version of a file: a rename or a write changes it. */
@@ -135,17 +143,13 @@ export function loadRecentRecordsSync(slotRoot: string): RecentRecords | 'torn' 
   if (st === null) return Object.create(null);
   const kept = known.get(path);
   if (kept !== undefined && kept.version === versionOf(st)) return kept.records;
-  let bytes: Buffer | null;
+  let records: RecentRecords | 'torn';
   try {
-    bytes = readSmallFileSync(path, RECENT_RECORDS_MAX_BYTES);
+    records = recordsRead(readSmallFileSync(path, RECENT_RECORDS_MAX_BYTES));
   } catch (err) {
-    if (isNothingThere(err)) return Object.create(null);
-    if (err instanceof MirrorswapError) return 'torn';
-    throw err;
+    return unreadRecords(err);
   }
-  if (bytes === null) return Object.create(null);
-  const records = parseRecentRecords(bytes.toString('utf8'));
-  if (records === null) return 'torn';
+  if (records === 'torn') return 'torn';
   // the version looked at before the read: the agent is the copy's only writer, so they are one
   remember(path, versionOf(st), records);
   return records;
@@ -237,29 +241,17 @@ export function writeRecentRecordsSync(slotRoot: string, records: RecentRecords,
     return;
   }
   const sorted = Object.fromEntries(paths.map((p) => [p, records[p] ?? null]));
-  const tmp = join(slotRoot, TEMP_DIR_NAME, `recent-${randomBytes(8).toString('hex')}.json`);
-  try {
-    // a write cut short (a full disk) leaves no temp file behind: removed below
-    writeFileSync(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 });
-    // linked aside, never moved: until the rename below the old file stays in place, as a crash or a
-    // failure between the two must not leave none (its tombstones hide index records a new file's
-    // stamp may match). None there, or it cannot be linked: the rename frees it
-    if (setAside) {
-      try {
-        linkSync(path, setAside());
-      } catch {
-        // none there, or no link possible: the rename below frees it
-      }
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // gone already: nothing is left behind
-    }
-    throw err;
-  }
+  // set aside by link (replaceMetaFileSync): until the rename the old file stays in place, as a
+  // failure between the two must not leave none (its tombstones hide index records a new file's
+  // stamp may match)
+  replaceMetaFileSync(
+    slotRoot,
+    path,
+    'recent',
+    (tmp) =>
+      writeFileSync(tmp, JSON.stringify({ v: RECENT_RECORDS_VERSION, files: sorted }), { flag: 'wx', mode: 0o644 }),
+    setAside,
+  );
   // the next derive of this copy finds them parsed (a rename changes the file's ctime: looked at after it)
   const st = lstatOrNullSync(path);
   if (st !== null) remember(path, versionOf(st), records);

@@ -255,8 +255,8 @@ export class TreeCopier {
   #derivesWhole = false;
   /** The records the last derive collected, to keep in the copy's recent records while the copy's fsyncs run (`#finish`). */
   #keepRecords: (() => void) | null = null;
-  /** Set when the copy made a directory since its last derive (the recent records are then voided: derive-copy.ts). */
-  #madeDirs = false;
+  /** Set when the copy made a directory, or failed, since its last derive: its recent records are then voided (derive-copy.ts). */
+  #recentUntrusted = false;
   /** Top directories the clone of `mirrorAll` derived as it copied them. */
   #cloneDerived: ReadonlySet<string> = new Set();
   /** Paths the copy placed, removed or found different since its last derive; those known to be directories. */
@@ -387,7 +387,7 @@ export class TreeCopier {
       // what a failed copy's derive collected is never kept, and the copier's next derive (if it is
       // used again) trusts no recent record: what it placed may lack its own
       this.#keepRecords = null;
-      this.#madeDirs = true;
+      this.#recentUntrusted = true;
       await syncing?.catch(() => {});
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
@@ -396,7 +396,7 @@ export class TreeCopier {
     try {
       await this.#finish();
     } catch (err) {
-      this.#madeDirs = true; // as above: the copy is unfinished
+      this.#recentUntrusted = true; // as above: the copy is unfinished
       throw err;
     }
     return this.stats;
@@ -501,7 +501,7 @@ export class TreeCopier {
       // indexes, what it did not copy is named to the derive instead
       const indexed = this.#variants ? (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null : true;
       try {
-        this.#madeDirs = true; // the clone makes every directory it copies
+        this.#recentUntrusted = true; // the clone makes every directory it copies
         const cloned = await this.#cloneDirectories(tops, onWalked);
         missed = cloned.missed;
         this.#cloneDerived = cloned.derived;
@@ -733,8 +733,8 @@ export class TreeCopier {
       lstatOrNullSync(join(this.#target, META_DIR_NAME)) !== null;
     // the copy's recent records still hold unless it made a directory (whose index it dropped: a
     // record below it may name an inode number a new file took) or derives whole
-    const trusted = !whole && !this.#madeDirs;
-    this.#madeDirs = false;
+    const trusted = !whole && !this.#recentUntrusted;
+    this.#recentUntrusted = false;
     const done = await deriveCopy(
       this.#deriveContext(variants, setAside),
       this.#changed,
@@ -982,14 +982,23 @@ export class TreeCopier {
           return false;
         },
       );
-      if (made && this.#variants) {
-        this.#madeDirs = true;
-        await dropDirectoryIndex(this.#target, parts.slice(0, i + 1).join('/'));
-      }
+      if (made) await this.#madeAnew(parts.slice(0, i + 1).join('/'));
       this.#knownDirs.add(dir);
       this.#touchedDirs.add(dirname(dir));
       this.stats.dirs++;
     }
+  }
+
+  /**
+   * A directory the copy has just made at `rel`: it starts with no content
+   * index (one a removed directory left at its path names inode numbers new
+   * files take again), and the copy's recent records are not trusted by its
+   * next derive, for the same reason.
+   */
+  async #madeAnew(rel: string): Promise<void> {
+    if (!this.#variants) return;
+    this.#recentUntrusted = true;
+    await dropDirectoryIndex(this.#target, rel);
   }
 
   /**
@@ -1019,10 +1028,7 @@ export class TreeCopier {
       if (made) {
         this.#touchedDirs.add(dirname(to));
         this.stats.dirs++;
-        if (this.#variants) {
-          this.#madeDirs = true;
-          await dropDirectoryIndex(this.#target, rel); // a new directory has no record yet
-        }
+        await this.#madeAnew(rel);
       }
       await chmod(to, mode); // mkdir's mode is cut by the umask
     } else if ((dst.mode & 0o7777) !== mode) {
