@@ -16,7 +16,7 @@ import {
 import { readFile, rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { isNotOfThatKind } from '../core/nothing-there.js';
-import { META_DIR_NAME, TEMP_DIR_NAME } from './store-layout.js';
+import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from './store-layout.js';
 
 /**
  * The content index of a copy: for each directory of a slot, what the agent
@@ -244,6 +244,20 @@ export async function dropDirectoryIndex(slotRoot: string, relDir: string): Prom
   } catch (err) {
     if (!isNotOfThatKind(err)) throw err;
   }
+}
+
+/**
+ * The names the root index of the copy at `slotRoot` records that are not
+ * among `present` (the root's entries now): a whole derive of the root goes
+ * name by name, never listing it, so a removal a copy cut short placed
+ * before its derive would leave the record (a later file of the same size
+ * and time may take its inode number). Malformed names are left out.
+ */
+export async function rootRecordsGone(slotRoot: string, present: ReadonlySet<string>): Promise<string[]> {
+  const index = await readDirectoryIndex(slotRoot, '').catch(() => null);
+  return Object.keys(index?.files ?? {}).filter(
+    (name) => !present.has(name) && !isReservedRootName(name) && name !== '.' && name !== '..',
+  );
 }
 
 /**

@@ -21,7 +21,7 @@ import {
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
-import { VARIANT_SUFFIX, dropDirectoryIndex, readDirectoryIndex } from '../store/content-index.js';
+import { VARIANT_SUFFIX, dropDirectoryIndex, rootRecordsGone } from '../store/content-index.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -537,15 +537,8 @@ export class TreeCopier {
       this.#changed.add(e.name);
       if (e.isDirectory()) this.#changedDirs.add(e.name);
     }
-    // and what the root's index records that is gone: the root is derived name by name, never
-    // listed whole, and a copy cut short may have removed a file before its derive dropped the
-    // record (a later file of the same size and time may take its inode number)
-    const index = await readDirectoryIndex(this.#target, '').catch(() => null);
-    for (const name of Object.keys(index?.files ?? {})) {
-      if (present.has(name) || isReservedRootName(name) || ['', '.', '..'].includes(name) || name.includes('/'))
-        continue;
-      this.#changed.add(name);
-    }
+    // and what the root's index records that is gone (a copy cut short may have removed it)
+    for (const name of await rootRecordsGone(this.#target, present)) this.#changed.add(name);
   }
 
   /** What a derive of this copy is given besides its paths. */

@@ -13,7 +13,7 @@ import { TREE_DEFAULTS } from '../../tree/tree-defaults.js';
 import { fsyncDir } from '../../store/atomic-write.js';
 import { MirrorswapError } from '../../core/errors.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../../store/store-layout.js';
-import { dropDirectoryIndex, readDirectoryIndex } from '../../store/content-index.js';
+import { dropDirectoryIndex, rootRecordsGone } from '../../store/content-index.js';
 import { unlockTree } from '../../tree/tree-mode.js';
 import { WritableDirs } from '../../tree/writable-dirs.js';
 import { removeUnnamable } from './unnamable.js';
@@ -489,13 +489,9 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
       chunk.push(e.name);
       if (chunk.length >= INDEX_CHUNK) await flush();
     }
-    // and what the root's index records that is gone: a pull cut short may have removed it before
-    // it indexed, and no delta names it now (a later file of the same size and time may take its
-    // inode number)
-    const index = await readDirectoryIndex(into, '').catch(() => null);
-    for (const name of Object.keys(index?.files ?? {})) {
-      if (present.has(name) || isReservedRootName(name) || ['', '.', '..'].includes(name) || name.includes('/'))
-        continue;
+    // and what the root's index records that is gone (a pull cut short may have removed it, and no
+    // delta names it now)
+    for (const name of await rootRecordsGone(into, present)) {
       chunk.push(name);
       if (chunk.length >= INDEX_CHUNK) await flush();
     }
