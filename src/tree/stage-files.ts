@@ -1,9 +1,10 @@
-import { closeSync, constants, fstatSync, lstatSync } from 'node:fs';
+import { type Stats, closeSync, constants, fstatSync, linkSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { contentHash } from '../store/content-index.js';
 import type { StagedHash } from './derive-variants.js';
 import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
-import { isDenied } from './tree-mode.js';
+import { fillable, isDenied } from './tree-mode.js';
 import { isGone } from './source-tree.js';
 import { linkSettledSync, shareFileSync } from './share-files.js';
 
@@ -14,6 +15,20 @@ export interface StageContext {
   share?: string | undefined;
   /** Hash what is copied, for the derive step (derive-variants.ts) not to read it again. */
   hash?: boolean;
+  /**
+   * The copy's root: each file staged is renamed into its place there by the
+   * thread that staged it, when nothing about the place needs the copier's
+   * own care (`placeStagedSync`). Unset: the copier places every file.
+   */
+  target?: string;
+  /**
+   * Bytes the copy may still keep of what it replaces
+   * (`CopyOptions.keepReplacedBytes`), shared by the threads: a file placed
+   * keeps the one it replaces (at `StageUnit.keep`) if its own bytes fit,
+   * and draws them. The staged file's bytes stand for the replaced one's, as
+   * in the copier's own placing.
+   */
+  keepBudget?: BigInt64Array | undefined;
 }
 
 /** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
@@ -22,6 +37,8 @@ export interface StageUnit {
   tmp: string;
   /** Master has not changed this path since the copy shared with was made at it: linked from there unread. */
   settled?: true;
+  /** Where the file the staged one replaces is kept (a link), while `StageContext.keepBudget` lasts: the rename then frees nothing. */
+  keep?: string;
 }
 
 /**
@@ -45,6 +62,8 @@ export interface Staged {
   shared?: boolean;
   /** With `hash`: the stamp of the temp file written and the hash of its bytes (it keeps both when renamed into place). */
   hash?: StagedHash;
+  /** Renamed into place by the thread (`StageContext.target`); `kept`: the file it replaced is linked at `StageUnit.keep`. */
+  placed?: { kept: boolean };
 }
 
 /**
@@ -53,10 +72,23 @@ export interface Staged {
  * not a dozen round trips through the thread pool). The file is opened
  * without following a final link and checked against where the kernel says
  * it is, so no parent swapped for a link is followed; it is read from the
- * descriptor checked. The temp file is renamed into place by the caller,
- * and made durable by it (with the directories it changed, in one round).
+ * descriptor checked. The temp file is then renamed into place by the
+ * same thread where nothing about the place needs the copier's care
+ * (`StageContext.target`, `placeStagedSync`), else by the copier; the
+ * copier makes it durable either way (with the directories it changed, in
+ * one round).
  */
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
+  const staged = copyToTempSync(c, unit);
+  if (staged.bytes !== null && c.target !== undefined) {
+    const placed = placeStagedSync(c.target, unit, staged.bytes, c.keepBudget);
+    if (placed) staged.placed = placed;
+  }
+  return staged;
+}
+
+/** The copy of `stageFileSync`: the file at `unit.rel` of the source, to `unit.tmp`. */
+function copyToTempSync(c: StageContext, unit: StageUnit): Staged {
   const notStaged = { rel: unit.rel, tmp: unit.tmp, bytes: null };
   if (unit.settled && c.share !== undefined && linkSettledSync(c.share, c.source, unit.rel, unit.tmp)) {
     return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
@@ -89,5 +121,74 @@ export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
     throw err;
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Rename the file staged for `unit` into its place in the copy at `target`
+ * (its `bytes` long), as the copier would, in the thread that staged it: a
+ * blocking rename where the copier's costs a round trip through libuv's
+ * pool, and more while the threads' own work holds the cores. Only where
+ * the place needs none of the copier's care: every directory above it is
+ * one already (none a link, none to make), the last writable by its owner
+ * (the copier opens a read-only one, and gives it back its mode at the
+ * end), and a rename replaces what is there (no directory in the way).
+ * Null when it is not placed: the temp file is still there, for the
+ * copier's own placing. The copier is the copy's only writer, so what is
+ * looked at here holds until the rename.
+ */
+function placeStagedSync(
+  target: string,
+  unit: StageUnit,
+  bytes: number,
+  budget: BigInt64Array | undefined,
+): { kept: boolean } | null {
+  const parents = unit.rel.split('/').slice(0, -1);
+  let dir = target;
+  let st = statOrNull(dir);
+  for (const part of parents) {
+    if (!st?.isDirectory()) return null;
+    dir = join(dir, part);
+    st = statOrNull(dir);
+  }
+  if (!st?.isDirectory() || !fillable(st.mode)) return null;
+  const to = join(dir, unit.rel.slice(unit.rel.lastIndexOf('/') + 1));
+  let kept = false;
+  const drawn = BigInt(bytes);
+  if (unit.keep !== undefined && budget !== undefined && Atomics.sub(budget, 0, drawn) >= drawn) {
+    try {
+      linkSync(to, unit.keep);
+      kept = true;
+    } catch {
+      // nothing there (or a directory): nothing to keep; keeping is never worth failing a copy for
+    }
+  }
+  if (!kept && unit.keep !== undefined && budget !== undefined) Atomics.add(budget, 0, drawn); // drawn, or tried
+  try {
+    renameSync(unit.tmp, to);
+  } catch {
+    if (kept) {
+      unlinkQuietly(unit.keep as string);
+      if (budget !== undefined) Atomics.add(budget, 0, drawn);
+    }
+    return null; // a directory in the way, a name too long, ...: the copier's placing says what
+  }
+  return { kept };
+}
+
+/** The status of `path` (not following a final link), or null when it cannot be had. */
+function statOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false }) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // left in the temp directory, which the copier clears
   }
 }

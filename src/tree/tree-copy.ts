@@ -45,6 +45,7 @@ import type { StageContext, StageUnit, Staged } from './stage-files.js';
 import type { VariantSettings } from './compressible.js';
 import {
   type DeriveContext,
+  type DeriveResult,
   type DeriveStats,
   type StagedHash,
   addDeriveStats,
@@ -405,35 +406,76 @@ export class TreeCopier {
   /**
    * Copy each listed path that is a small regular file in the source to a
    * temp file of its own, in the walk threads (blocking calls, a few hundred
-   * microseconds a file), before the batch is placed: `#placePath` then only
-   * renames it into place. Anything else (a large file, a directory, a link,
-   * what is gone) is left to `#placePath`, which looks at it again. A thread
-   * already running takes a few files; more threads start for a few hundred.
+   * microseconds a file), and rename it into place there when its place
+   * needs none of the copier's care (stage-files.ts `placeStagedSync`: its
+   * parents all directories already, the last writable, nothing in the way
+   * a rename cannot replace). Returns the paths placed so; a file staged but
+   * not placed is left to `#placePath`, which only renames it, and anything
+   * else (a large file, a directory, a link, what is gone) too, which looks
+   * at it again. The threads running share the files (one message each);
+   * more threads start for a few hundred.
    */
-  async #stage(list: string[]): Promise<void> {
+  async #stage(list: string[]): Promise<Set<string>> {
     const settled = this.#settled;
+    // what each file replaces is kept while the copy's budget for it lasts, which the threads draw on
+    // as they place (the bytes of the file placed stand for those of the file replaced, as below)
+    let budget: BigInt64Array | undefined;
+    if (this.#keepReplaced && this.#keptBytes < this.#keepBytes) {
+      // keeping is never worth failing a copy for
+      if (
+        await this.#replacedDirReady().then(
+          () => true,
+          () => false,
+        )
+      ) {
+        budget = new BigInt64Array(new SharedArrayBuffer(8));
+        budget[0] = BigInt(this.#keepBytes - this.#keptBytes);
+      }
+    }
+    const keptAt = new Map<string, string>();
     const units: StageUnit[] = list.map((rel) => {
       const unit: StageUnit = { rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` };
       if (settled?.has(rel)) unit.settled = true;
+      if (budget) {
+        unit.keep = join(this.#replacedDir, String(this.#replacedCount++));
+        keptAt.set(rel, unit.keep);
+      }
       return unit;
     });
+    const placed = new Set<string>();
     await walkPool.run<StageUnit, Staged>(
       'stage',
-      { source: this.#source, share: this.#share, hash: Boolean(this.#variants) } satisfies StageContext,
+      {
+        source: this.#source,
+        share: this.#share,
+        hash: Boolean(this.#variants),
+        target: this.#target,
+        keepBudget: budget,
+      } satisfies StageContext,
       units,
       (parts) => {
         for (const part of parts) {
           if (part.bytes === null) continue;
-          this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
           if (part.hash) this.#stagedHashes.set(part.rel, part.hash);
           if (part.shared) this.sharedFiles++;
+          if (part.placed) {
+            placed.add(part.rel);
+            this.#placedByThread(part.rel, part.bytes, part.placed.kept ? (keptAt.get(part.rel) ?? null) : null);
+          } else this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
         }
         return true;
       },
       undefined,
-      // a file's copy costs a few hundred µs, a message to a thread and back about as much
-      { startAtMost: Math.ceil(units.length / STAGED_PER_THREAD), minChunk: 64 },
+      // a file's copy costs a few hundred µs, a message to a thread and back about as much: one
+      // message to each thread running, and more threads only for hundreds of files
+      {
+        startAtMost: Math.ceil(units.length / STAGED_PER_THREAD),
+        minChunk: 64,
+        spread: true,
+      },
     );
+    if (budget) this.#keptBytes = this.#keepBytes - Number(budget[0]);
+    return placed;
   }
 
   /** Place each path, one depth at a time; returns those that are directories in the source. */
@@ -454,9 +496,9 @@ export class TreeCopier {
       // staged a batch at a time: the temp copies never hold more than a batch's files
       for (let i = 0; i < level.length; i += STAGE_BATCH) {
         const batch = level.slice(i, i + STAGE_BATCH);
-        await this.#stage(batch);
+        const placed = await this.#stage(batch);
         await forEachLimited(batch, this.#concurrency, async (p) => {
-          if (await this.#matchPath(p)) dirs.push(p);
+          if (!placed.has(p) && (await this.#matchPath(p))) dirs.push(p);
         });
       }
     }
@@ -751,6 +793,11 @@ export class TreeCopier {
     this.#changedDirs.clear();
     this.#stagedHashes.clear();
     this.#keepRecords = done.keepRecords ?? null;
+    this.#derived(done);
+  }
+
+  /** Take in what a derive did: its stats, the cache entries it took, the variants it wrote and their directories (to make durable). */
+  #derived(done: DeriveResult): void {
     addDeriveStats(this.variantStats, done.stats);
     if (done.taken) this.cacheTaken.push(...done.taken);
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(...done.written);
@@ -902,6 +949,17 @@ export class TreeCopier {
     this.stats.files++;
     this.#onProgress?.(this.stats);
     return true;
+  }
+
+  /** Account for the staged file a walk thread renamed into place at `rel` (`bytes` long), the file it replaced kept at `kept`. */
+  #placedByThread(rel: string, bytes: number, kept: string | null): void {
+    const dst = join(this.#target, rel);
+    if (kept !== null) this.#replaced.push({ path: kept, tree: false }); // its bytes drawn from the budget by the thread
+    this.#touchedDirs.add(dirname(dst));
+    if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(dst);
+    this.stats.bytes += bytes;
+    this.stats.files++;
+    this.#onProgress?.(this.stats);
   }
 
   /**
@@ -1060,11 +1118,16 @@ export class TreeCopier {
 
   /** A new name in the temp directory for an entry the copy replaces or deletes (`keepReplacedBytes`). */
   async #replacedName(): Promise<string> {
+    await this.#replacedDirReady();
+    return join(this.#replacedDir, String(this.#replacedCount++));
+  }
+
+  /** Make the directory of what the copy replaces and keeps, if not yet made. */
+  async #replacedDirReady(): Promise<void> {
     if (!this.#replacedDirMade) {
       await mkdir(this.#replacedDir, { recursive: true });
       this.#replacedDirMade = true;
     }
-    return join(this.#replacedDir, String(this.#replacedCount++));
   }
 
   async #remove(path: string): Promise<void> {

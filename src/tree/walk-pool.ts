@@ -56,6 +56,14 @@ export interface JobSizing {
   first?: boolean;
   /** Run its units in at most this many threads at once (a CPU budget); the others take other jobs meanwhile. */
   maxThreads?: number;
+  /**
+   * Cut `minChunk` to the job's share of each thread running (or started for
+   * it): a job of fewer units than `minChunk` times the threads then goes
+   * out in one message to each, not all in one to the first. For a few
+   * small units, where each message and its answer cost about what a unit
+   * does, however many threads are running.
+   */
+  spread?: boolean;
 }
 
 interface Thread {
@@ -123,6 +131,15 @@ export class WalkPool {
     if (units.length === 0) return Promise.resolve();
     clearTimeout(this.#idleTimer);
     return new Promise<void>((resolve, reject) => {
+      const maxThreads = Math.max(1, sizing.maxThreads ?? this.#size);
+      const want = Math.min(
+        this.#size,
+        Math.max(1, Math.min(sizing.startAtMost ?? this.#size, maxThreads), this.#threads.length),
+      );
+      while (this.#threads.length < want) this.#threads.push(this.#start());
+      let minChunk = sizing.minChunk ?? 1;
+      if (sizing.spread)
+        minChunk = Math.min(minChunk, Math.ceil(units.length / Math.min(this.#threads.length, maxThreads)));
       this.#jobs[sizing.first ? 'unshift' : 'push']({
         task,
         context,
@@ -131,18 +148,13 @@ export class WalkPool {
         running: 0,
         onResult: onResult as (results: unknown[]) => boolean,
         onProgress,
-        minChunk: sizing.minChunk ?? 1,
+        minChunk,
         maxChunk: sizing.maxChunk ?? Number.POSITIVE_INFINITY,
-        maxThreads: Math.max(1, sizing.maxThreads ?? this.#size),
+        maxThreads,
         stopped: false,
         resolve,
         reject,
       });
-      const want = Math.min(
-        this.#size,
-        Math.max(1, Math.min(sizing.startAtMost ?? this.#size, sizing.maxThreads ?? this.#size), this.#threads.length),
-      );
-      while (this.#threads.length < want) this.#threads.push(this.#start());
       for (const thread of this.#threads) if (!thread.job) this.#dispatch(thread);
     });
   }
