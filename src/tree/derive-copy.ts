@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { lstatOrNull, lstatOrNullSync } from '../core/lstat-or-null.js';
 import { type FileRecord, dropEveryIndex } from '../store/content-index.js';
@@ -19,6 +18,7 @@ import {
   type StagedHash,
   addDeriveStats,
   emptyDeriveStats,
+  setAsideName,
 } from './derive-variants.js';
 import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
@@ -165,7 +165,7 @@ export async function deriveCopy(
       startAtMost: trees.length > 0 ? WALK_THREADS : Math.ceil(paths.length / FILES_PER_THREAD),
       // a journal sync's few units go out in one message per thread running: each message and its
       // answer cost about what a unit does (a large derive is cut finer, for the threads to share it)
-      ...(units.length <= FEW_UNITS ? { minChunk: Math.ceil(units.length / WALK_THREADS) } : {}),
+      ...(units.length <= FEW_UNITS ? { minChunk: units.length, spread: true } : {}),
       ...(context.settings.threads > 0 ? { maxThreads: context.settings.threads } : {}),
     },
   );
@@ -273,5 +273,5 @@ function keepRecent(
   for (const path of Object.keys(next)) if (gone.some((g) => path.startsWith(g))) delete next[path];
   Object.assign(next, learnt);
   const aside = context.setAside;
-  writeRecentRecordsSync(context.slot, next, aside ? () => `${aside}.${randomBytes(8).toString('hex')}` : undefined);
+  writeRecentRecordsSync(context.slot, next, aside ? () => setAsideName(aside) : undefined);
 }
