@@ -166,7 +166,20 @@ async function fullCopies(root: string): Promise<void> {
 interface Side {
   master: string;
   sync(): Promise<SwapRecord>;
+  /** The agent's CPU time so far, all its threads, in ms (Linux: /proc; 10 ms ticks, summed over rounds). */
+  cpuMs(): number;
   stop(): Promise<void>;
+}
+
+/** A process's user and system time in ms, from /proc/PID/stat (clock ticks of 10 ms); NaN elsewhere. */
+function cpuMsOf(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 async function startSide(root: string, flagSet: string[], cli = THIS_CLI): Promise<Side> {
@@ -205,7 +218,7 @@ async function startSide(root: string, flagSet: string[], cli = THIS_CLI): Promi
   }
   await sync();
   await sync();
-  return { master, sync, stop: () => stop(agent) };
+  return { master, sync, cpuMs: () => cpuMsOf(agent.pid), stop: () => stop(agent) };
 }
 
 /** The agents compared: without variants, compressing at sync, and compressing as files land in master. */
@@ -227,6 +240,8 @@ async function journalSyncs(root: string): Promise<void> {
   const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
   /** From the sync's start to the epoch that mounts the copy (its wait, copy and publish phases), by the agent's clock. */
   const toPublish = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<JournalSide, number[]>;
+  /** The agent's CPU time over the sync call (all threads), summed over the rounds. */
+  const cpu = Object.fromEntries(kinds.map((k) => [k, 0])) as Record<JournalSide, number>;
   const made = Object.fromEntries(kinds.map((k) => [k, { compressed: 0, cached: 0, reused: 0 }])) as Record<
     JournalSide,
     { compressed: number; cached: number; reused: number }
@@ -244,9 +259,11 @@ async function journalSyncs(root: string): Promise<void> {
         writeFileSync(join(side.master, `d${i % 40}`, `m${i}.js`), text);
       }
       await new Promise((res) => setTimeout(res, 200)); // the watcher's events, as a writer's pause would give
+      const cpuBefore = side.cpuMs();
       const t = performance.now();
       const record = await side.sync();
       times[kind].push(performance.now() - t);
+      cpu[kind] += side.cpuMs() - cpuBefore;
       const { wait = 0, copy = 0, publish = 0 } = record.phases;
       toPublish[kind].push((wait + copy + publish) * 1000);
       made[kind] = {
@@ -267,9 +284,9 @@ async function journalSyncs(root: string): Promise<void> {
   const ratios = (of: Record<JournalSide, number[]>, kind: JournalSide, base: JournalSide) =>
     `${(median(of[kind]) / median(of[base])).toFixed(2)}x (${median(of[kind].map((ms, r) => ms / (of[base][r] as number))).toFixed(2)}x)`;
   console.log(
-    `| agent | swap ms | of no variants |${withA ? ' of build A |' : ''} to publish ms | of no variants |${withA ? ' of build A |' : ''} variants compressed / from the cache / reused, last sync |`,
+    `| agent | swap ms | of no variants |${withA ? ' of build A |' : ''} to publish ms | of no variants |${withA ? ' of build A |' : ''} agent CPU ms a sync | variants compressed / from the cache / reused, last sync |`,
   );
-  console.log(`| --- | --- | --- |${withA ? ' --- |' : ''} --- | --- |${withA ? ' --- |' : ''} --- |`);
+  console.log(`| --- | --- | --- |${withA ? ' --- |' : ''} --- | --- |${withA ? ' --- |' : ''} --- | --- |`);
   for (const kind of kinds) {
     const m = made[kind];
     const label =
@@ -278,6 +295,7 @@ async function journalSyncs(root: string): Promise<void> {
     if (withA) cells.push(ratios(times, kind, 'build A'));
     cells.push(median(toPublish[kind]).toFixed(1), `**${ratios(toPublish, kind, 'off')}**`);
     if (withA) cells.push(ratios(toPublish, kind, 'build A'));
+    cells.push((cpu[kind] / JOURNAL_ROUNDS).toFixed(1));
     cells.push(
       kind === 'off' || (kind === 'build A' && !A_VARIANTS) ? '-' : `${m.compressed} / ${m.cached} / ${m.reused}`,
     );
