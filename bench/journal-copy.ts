@@ -137,7 +137,9 @@ async function main(): Promise<void> {
     const kept = (xs: number[]) => xs.slice(WARMUP);
     const ratio = (of: number[], to: number[]) =>
       `${(median(kept(of)) / median(kept(to))).toFixed(2)}x (${median(kept(of).map((x, i) => x / (kept(to)[i] as number))).toFixed(2)}x)`;
-    console.log(`\n20 files of 20 KB in 10 directories a copy, ${ROUNDS - WARMUP} rounds (after ${WARMUP} to warm up)\n`);
+    console.log(
+      `\n20 files of 20 KB in 10 directories a copy, ${ROUNDS - WARMUP} rounds (after ${WARMUP} to warm up)\n`,
+    );
     console.log(`| copier | ms | of ${base.label} | CPU ms | of ${base.label} |`);
     console.log('| --- | --- | --- | --- | --- |');
     for (const s of sides) {
