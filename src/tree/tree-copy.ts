@@ -312,6 +312,12 @@ export class TreeCopier {
     // an interrupted clone may have left read-only directories behind
     await unlockTree(this.#tmpDir);
     await rm(this.#tmpDir, { recursive: true, force: true });
+    // the directory of what is kept went with it, and all it held: a copy after this (the same
+    // copier's, after a failed copy cleared its temp directory) makes it again, with its whole
+    // budget. Else a removal's rename into it fails ENOENT, taken for the entry gone meanwhile,
+    // and the entry is left in the copy
+    this.#replacedDirMade = false;
+    this.#keptBytes = 0;
   }
 
   /** Note an entry of the source this process may not read (once per copy). */

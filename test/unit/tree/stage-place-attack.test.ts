@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
+import { compareTrees } from '../../../src/tree/compare-trees.js';
+import { TreeCopier } from '../../../src/tree/tree-copy.js';
+import { walkPool } from '../../../src/tree/walk-pool.js';
+import { tempFilesIn } from '../../../testkit/store.js';
+
+/** The bytes of every file kept in the copier's replaced directory of `target` (none: 0). */
+async function keptBytes(target: string): Promise<{ files: number; bytes: number }> {
+  const keptDir = (await tempFilesIn(target)).find((n) => n.endsWith('.replaced'));
+  if (!keptDir) return { files: 0, bytes: 0 };
+  const dir = join(target, '.mirrorswap-tmp', keptDir);
+  let bytes = 0;
+  const names = await readdir(dir);
+  for (const name of names) bytes += (await lstat(join(dir, name))).size;
+  return { files: names.length, bytes };
+}
+
+describe('TreeCopier, attacks on the files placed by the walk threads', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'mirrorswap-stage-attack-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+    await walkPool.close();
+  });
+
+  it('a copier whose temp directory was cleared (as a failed copy clears it) still removes and replaces what it must', async () => {
+    const source = join(root, 'src-reuse');
+    const target = join(root, 'dst-reuse');
+    await mkdir(join(source, 'site'), { recursive: true });
+    await mkdir(join(target, 'site/x/deep'), { recursive: true });
+    await writeFile(join(source, 'site/a.txt'), 'new');
+    await writeFile(join(target, 'site/a.txt'), 'old');
+    await writeFile(join(target, 'site/gone.txt'), 'master deleted me');
+    await writeFile(join(source, 'site/x'), 'a file now');
+    await writeFile(join(target, 'site/x/deep/old.txt'), 'old');
+    const copier = new TreeCopier(source, target, { durable: false, keepReplacedBytes: 1 << 20 });
+    // a first copy keeps what it replaces: the temp directory gets its directory of what is kept
+    await copier.copyPaths(['site/a.txt']);
+    assert.ok((await keptBytes(target)).files > 0, 'nothing was kept');
+    // what a failed copy does before it throws (copyPaths' catch), and a swap after its publish
+    await copier.clearTemp();
+    // the same copier again: what master deleted goes (not left in place, the copy reported done), ...
+    const stats = await copier.copyPaths(['site/gone.txt']);
+    assert.equal(stats.deleted, 1);
+    assert.equal(await lstatOrNull(join(target, 'site/gone.txt')), null, 'a file master deleted is left in the copy');
+    // ... and a directory in the way is replaced (not an EISDIR failure)
+    await copier.copyPaths(['site/x']);
+    assert.equal(await readFile(join(target, 'site/x'), 'utf8'), 'a file now');
+    assert.deepEqual(await compareTrees(source, target), []);
+    await copier.clearTemp();
+    assert.deepEqual(await tempFilesIn(target), []);
+  });
+});
