@@ -24,9 +24,10 @@ export interface StageContext {
   /**
    * Bytes the copy may still keep of what it replaces
    * (`CopyOptions.keepReplacedBytes`), shared by the threads: a file placed
-   * keeps the one it replaces (at `StageUnit.keep`) if its own bytes fit,
-   * and draws them. The staged file's bytes stand for the replaced one's, as
-   * in the copier's own placing.
+   * keeps the one it replaces (at `StageUnit.keep`) if that one's bytes fit,
+   * and draws them (as the copier's own placing does). Not the staged file's
+   * own: one linked from the copy shared with is 0 bytes, and would keep
+   * every file it replaces, whatever the budget.
    */
   keepBudget?: BigInt64Array | undefined;
 }
@@ -81,7 +82,7 @@ export interface Staged {
 export function stageFileSync(c: StageContext, unit: StageUnit): Staged {
   const staged = copyToTempSync(c, unit);
   if (staged.bytes !== null && c.target !== undefined) {
-    const placed = placeStagedSync(c.target, unit, staged.bytes, c.keepBudget);
+    const placed = placeStagedSync(c.target, unit, c.keepBudget);
     if (placed) staged.placed = placed;
   }
   return staged;
@@ -125,8 +126,8 @@ function copyToTempSync(c: StageContext, unit: StageUnit): Staged {
 }
 
 /**
- * Rename the file staged for `unit` into its place in the copy at `target`
- * (its `bytes` long), as the copier would, in the thread that staged it: a
+ * Rename the file staged for `unit` into its place in the copy at `target`,
+ * as the copier would, in the thread that staged it: a
  * blocking rename where the copier's costs a round trip through libuv's
  * pool, and more while the threads' own work holds the cores. Only where
  * the place needs none of the copier's care: every directory above it is
@@ -137,12 +138,7 @@ function copyToTempSync(c: StageContext, unit: StageUnit): Staged {
  * copier's own placing. The copier is the copy's only writer, so what is
  * looked at here holds until the rename.
  */
-function placeStagedSync(
-  target: string,
-  unit: StageUnit,
-  bytes: number,
-  budget: BigInt64Array | undefined,
-): { kept: boolean } | null {
+function placeStagedSync(target: string, unit: StageUnit, budget: BigInt64Array | undefined): { kept: boolean } | null {
   const parents = unit.rel.split('/').slice(0, -1);
   let dir = target;
   let st = statOrNull(dir);
@@ -154,16 +150,21 @@ function placeStagedSync(
   if (!st?.isDirectory() || !fillable(st.mode)) return null;
   const to = join(dir, unit.rel.slice(unit.rel.lastIndexOf('/') + 1));
   let kept = false;
-  const drawn = BigInt(bytes);
-  if (unit.keep !== undefined && budget !== undefined && Atomics.sub(budget, 0, drawn) >= drawn) {
-    try {
-      linkSync(to, unit.keep);
-      kept = true;
-    } catch {
-      // nothing there (or a directory): nothing to keep; keeping is never worth failing a copy for
+  let drawn = 0n;
+  // what is kept is the file replaced: its bytes are drawn (nothing there, or a directory, keeps nothing)
+  const old = unit.keep !== undefined && budget !== undefined ? statOrNull(to) : null;
+  if (old !== null && !old.isDirectory()) {
+    drawn = BigInt(old.size);
+    if (Atomics.sub(budget as BigInt64Array, 0, drawn) >= drawn) {
+      try {
+        linkSync(to, unit.keep as string);
+        kept = true;
+      } catch {
+        // keeping is never worth failing a copy for
+      }
     }
+    if (!kept) Atomics.add(budget as BigInt64Array, 0, drawn); // drawn, or tried
   }
-  if (!kept && unit.keep !== undefined && budget !== undefined) Atomics.add(budget, 0, drawn); // drawn, or tried
   try {
     renameSync(unit.tmp, to);
   } catch {

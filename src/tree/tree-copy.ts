@@ -219,7 +219,7 @@ export class TreeCopier {
   #replacedCount = 0;
   /** What is kept there: each name, and whether it may be a directory (else a file or link). */
   #replaced: { path: string; tree: boolean }[] = [];
-  /** Bytes of the files kept there, as their replacements measure them. */
+  /** Bytes of the files kept there (each file's size when it was kept). */
   #keptBytes = 0;
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncfsAtEnd = false;
@@ -424,7 +424,7 @@ export class TreeCopier {
   async #stage(list: string[]): Promise<Set<string>> {
     const settled = this.#settled;
     // what each file replaces is kept while the copy's budget for it lasts, which the threads draw on
-    // as they place (the bytes of the file placed stand for those of the file replaced, as below)
+    // as they place (the bytes of the file replaced, as below)
     let budget: BigInt64Array | undefined;
     if (this.#keepReplaced && this.#keptBytes < this.#keepBytes) {
       // keeping is never worth failing a copy for
@@ -941,9 +941,12 @@ export class TreeCopier {
     this.#staged.delete(rel);
     try {
       await this.#ensureParents(rel);
-      if (this.#keptBytes + staged.bytes <= this.#keepBytes) {
-        this.#keptBytes += staged.bytes; // taken before the link: placements run side by side
-        if (!(await this.#keepAside(dst))) this.#keptBytes -= staged.bytes;
+      // the file replaced is kept if its bytes fit (not the staged file's: one linked from the copy
+      // shared with is 0 bytes, and would keep every file it replaces, whatever the budget)
+      const old = this.#keptBytes < this.#keepBytes ? await lstatOrNull(dst) : null;
+      if (old && !old.isDirectory() && this.#keptBytes + old.size <= this.#keepBytes) {
+        this.#keptBytes += old.size; // taken before the link: placements run side by side
+        if (!(await this.#keepAside(dst))) this.#keptBytes -= old.size;
       }
       await this.#replaceWith(staged.tmp, dst);
     } catch (err) {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -56,5 +56,41 @@ describe('TreeCopier, attacks on the files placed by the walk threads', () => {
     assert.deepEqual(await compareTrees(source, target), []);
     await copier.clearTemp();
     assert.deepEqual(await tempFilesIn(target), []);
+  });
+
+  it('keeps no more bytes of what the files replace than the budget, when they are linked from the copy shared with', async () => {
+    const source = join(root, 'src-shared');
+    const share = join(root, 'share-shared');
+    const target = join(root, 'dst-shared');
+    const when = new Date('2026-01-02T03:04:05Z');
+    const names: string[] = [];
+    for (const dir of [source, share, target]) await mkdir(join(dir, 'site'), { recursive: true });
+    for (let i = 0; i < 16; i++) {
+      const rel = `site/f${i}.bin`;
+      names.push(rel);
+      for (const dir of [source, share]) {
+        await writeFile(join(dir, rel), `release two, file ${i}`);
+        await utimes(join(dir, rel), when, when);
+      }
+      // what the standby holds: an older release, each file 64 KiB
+      await writeFile(join(target, rel), Buffer.alloc(64 * 1024, i));
+    }
+    const budget = 100 * 1024; // room for one of the files replaced, not two
+    for (const settled of [new Set(names), undefined]) {
+      const copier = new TreeCopier(source, target, { durable: false, keepReplacedBytes: budget, share, settled });
+      await copier.copyPaths(names);
+      assert.equal(copier.sharedFiles, names.length, 'every file was linked from the copy shared with');
+      const kept = await keptBytes(target);
+      assert.ok(
+        kept.bytes <= budget,
+        `${kept.files} files of ${kept.bytes} bytes kept against a budget of ${budget} (settled: ${Boolean(settled)})`,
+      );
+      await copier.clearTemp();
+      // the standby's old files again, for the next round
+      for (const [i, rel] of names.entries()) {
+        await rm(join(target, rel));
+        await writeFile(join(target, rel), Buffer.alloc(64 * 1024, i));
+      }
+    }
   });
 });
