@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -91,6 +91,30 @@ describe('TreeCopier, attacks on the files placed by the walk threads', () => {
         await rm(join(target, rel));
         await writeFile(join(target, rel), Buffer.alloc(64 * 1024, i));
       }
+    }
+  });
+
+  it('keeps nothing when keepReplacedBytes is 0, also of a file linked from the copy shared with (clearTemp then fails on none)', async () => {
+    const source = join(root, 'src-nokeep');
+    const share = join(root, 'share-nokeep');
+    const target = join(root, 'dst-nokeep');
+    const when = new Date('2026-01-02T03:04:05Z');
+    for (const dir of [source, share, target]) await mkdir(join(dir, 'ro'), { recursive: true });
+    for (const dir of [source, share]) {
+      await writeFile(join(dir, 'ro/a.txt'), 'same bytes');
+      await utimes(join(dir, 'ro/a.txt'), when, when);
+    }
+    await writeFile(join(target, 'ro/a.txt'), 'old');
+    // a directory its owner may not write: the copier places the file, not the walk thread
+    await chmod(join(target, 'ro'), 0o555);
+    try {
+      const copier = new TreeCopier(source, target, { durable: false, share });
+      await copier.copyPaths(['ro/a.txt']);
+      assert.equal(copier.sharedFiles, 1);
+      assert.deepEqual(await tempFilesIn(target), [], 'a copy that keeps nothing leaves no temp directory');
+      await copier.clearTemp();
+    } finally {
+      await chmod(join(target, 'ro'), 0o755);
     }
   });
 });
