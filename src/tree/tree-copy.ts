@@ -426,7 +426,10 @@ export class TreeCopier {
     // what each file replaces is kept while the copy's budget for it lasts, which the threads draw on
     // as they place (the bytes of the file replaced, as below)
     let budget: BigInt64Array | undefined;
-    if (this.#keepReplaced && this.#keptBytes < this.#keepBytes) {
+    // what is left of the budget, as a whole number of bytes a BigInt can hold (keepReplacedBytes may be
+    // Infinity, or not an integer: BigInt takes neither)
+    const granted = BigInt(Math.floor(Math.min(this.#keepBytes - this.#keptBytes, Number.MAX_SAFE_INTEGER)));
+    if (this.#keepReplaced && granted > 0n) {
       // keeping is never worth failing a copy for
       if (
         await this.#replacedDirReady().then(
@@ -435,7 +438,7 @@ export class TreeCopier {
         )
       ) {
         budget = new BigInt64Array(new SharedArrayBuffer(8));
-        budget[0] = BigInt(this.#keepBytes - this.#keptBytes);
+        budget[0] = granted;
       }
     }
     const keptAt = new Map<string, string>();
@@ -480,7 +483,7 @@ export class TreeCopier {
         spread: true,
       },
     );
-    if (budget) this.#keptBytes = this.#keepBytes - Number(budget[0]);
+    if (budget) this.#keptBytes += Number(granted - budget[0]);
     return placed;
   }
 

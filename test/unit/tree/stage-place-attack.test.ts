@@ -117,4 +117,20 @@ describe('TreeCopier, attacks on the files placed by the walk threads', () => {
       await chmod(join(target, 'ro'), 0o755);
     }
   });
+
+  it('keepReplacedBytes of Infinity, or of a fraction, keeps what fits (BigInt takes neither)', async () => {
+    const source = join(root, 'src-inf');
+    const target = join(root, 'dst-inf');
+    await mkdir(join(source, 'site'), { recursive: true });
+    await mkdir(join(target, 'site'), { recursive: true });
+    for (const keepReplacedBytes of [Number.POSITIVE_INFINITY, 1000.5]) {
+      await writeFile(join(source, 'site/a.txt'), `new ${keepReplacedBytes}`);
+      await writeFile(join(target, 'site/a.txt'), 'old');
+      const copier = new TreeCopier(source, target, { durable: false, keepReplacedBytes });
+      await copier.copyPaths(['site/a.txt']);
+      assert.equal(await readFile(join(target, 'site/a.txt'), 'utf8'), `new ${keepReplacedBytes}`);
+      assert.deepEqual(await keptBytes(target), { files: 1, bytes: 3 });
+      await copier.clearTemp();
+    }
+  });
 });
