@@ -18,7 +18,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { flag, machine } from './lib.js';
+import { flag, machine, textMaster } from './lib.js';
 
 const ROUNDS = flag('rounds', 50);
 /** Rounds left out of the medians: the threads and the code warm up. */
@@ -88,16 +88,6 @@ async function side(dist: string, label: string, variants: boolean, master: stri
   };
 }
 
-function makeMaster(master: string): void {
-  for (let i = 0; i < 4000; i++) {
-    const dir = join(master, `d${i % 40}`);
-    mkdirSync(dir, { recursive: true });
-    const size = 2048 + ((i * 7919) % 28) * 1024;
-    let text = '';
-    for (let k = 0; text.length < size; k++) text += `export function f${i}_${k}(a) { return a * ${k} + "${i}"; }\n`;
-    writeFileSync(join(dir, `m${i}.${['js', 'css', 'json', 'html'][i % 4]}`), text.slice(0, size));
-  }
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
 
@@ -106,7 +96,7 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'mirrorswap-journal-copy-'));
   try {
     const master = join(root, 'master');
-    makeMaster(master);
+    textMaster(master, 4000);
     const sides: Side[] = [];
     if (BUILD_A) {
       sides.push(await side(BUILD_A, 'build A, no variants', false, master, root));

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createConnection } from 'node:net';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
@@ -197,4 +198,24 @@ http {
   const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
   await waitForPort(port);
   return { child, port };
+}
+
+/**
+ * A master of `files` text files (JS, CSS, JSON, HTML) of 2 to 30 KiB in 40
+ * directories (`d0` to `d39`, file `i` as `m<i>.<ext>` in `d<i % 40>`), and
+ * an image of random bytes for every tenth; returns the text's bytes.
+ */
+export function textMaster(master: string, files: number): number {
+  let bytes = 0;
+  for (let i = 0; i < files; i++) {
+    const dir = join(master, `d${i % 40}`);
+    mkdirSync(dir, { recursive: true });
+    const size = 2048 + ((i * 7919) % 28) * 1024;
+    let text = '';
+    for (let k = 0; text.length < size; k++) text += `export function f${i}_${k}(a) { return a * ${k} + "${i}"; }\n`;
+    writeFileSync(join(dir, `m${i}.${['js', 'css', 'json', 'html'][i % 4]}`), text.slice(0, size));
+    bytes += size;
+    if (i % 10 === 0) writeFileSync(join(dir, `i${i}.png`), randomBytes(size));
+  }
+  return bytes;
 }

@@ -29,7 +29,7 @@ import type { SwapRecord } from '../src/agent/agent.js';
 import { TREE_DEFAULTS } from '../src/tree/tree-defaults.js';
 import { TreeCopier } from '../src/tree/tree-copy.js';
 import { walkPool } from '../src/tree/walk-pool.js';
-import { flag, freePort, machine, stop, THIS_CLI } from './lib.js';
+import { flag, freePort, machine, stop, textMaster, THIS_CLI } from './lib.js';
 
 const FILES = flag('files', 4000);
 const ROUNDS = flag('rounds', 5);
@@ -101,20 +101,7 @@ function compressionTable(): void {
 }
 
 /** A master of `FILES` text files of 2 to 30 KiB in 40 directories, and a few images. */
-function makeMaster(master: string): number {
-  let bytes = 0;
-  for (let i = 0; i < FILES; i++) {
-    const dir = join(master, `d${i % 40}`);
-    mkdirSync(dir, { recursive: true });
-    const size = 2048 + ((i * 7919) % 28) * 1024;
-    let text = '';
-    for (let k = 0; text.length < size; k++) text += `export function f${i}_${k}(a) { return a * ${k} + "${i}"; }\n`;
-    writeFileSync(join(dir, `m${i}.${['js', 'css', 'json', 'html'][i % 4]}`), text.slice(0, size));
-    bytes += size;
-    if (i % 10 === 0) writeFileSync(join(dir, `i${i}.png`), randomBytes(size));
-  }
-  return bytes;
-}
+const makeMaster = (master: string): number => textMaster(master, FILES);
 
 async function fullCopies(root: string): Promise<void> {
   const master = join(root, 'master');
