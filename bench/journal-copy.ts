@@ -88,7 +88,6 @@ async function side(dist: string, label: string, variants: boolean, master: stri
   };
 }
 
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
 
 async function main(): Promise<void> {
