@@ -5,6 +5,7 @@ import type { StagedHash } from './derive-variants.js';
 import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
 import { fillable, isDenied } from './tree-mode.js';
+import { type KeepBudget, drawKeep, returnKeep } from './keep-budget.js';
 import { isGone } from './source-tree.js';
 import { linkSettledSync, shareFileSync } from './share-files.js';
 
@@ -29,7 +30,7 @@ export interface StageContext {
    * own: one linked from the copy shared with is 0 bytes, and would keep
    * every file it replaces, whatever the budget.
    */
-  keepBudget?: BigInt64Array | undefined;
+  keepBudget?: KeepBudget | undefined;
 }
 
 /** One path to stage: copied, if it is a regular file of the source, to the new file `tmp`. */
@@ -138,7 +139,7 @@ function copyToTempSync(c: StageContext, unit: StageUnit): Staged {
  * copier's own placing. The copier is the copy's only writer, so what is
  * looked at here holds until the rename.
  */
-function placeStagedSync(target: string, unit: StageUnit, budget: BigInt64Array | undefined): { kept: boolean } | null {
+function placeStagedSync(target: string, unit: StageUnit, budget: KeepBudget | undefined): { kept: boolean } | null {
   const parents = unit.rel.split('/').slice(0, -1);
   let dir = target;
   let st = statOrNull(dir);
@@ -149,28 +150,23 @@ function placeStagedSync(target: string, unit: StageUnit, budget: BigInt64Array 
   }
   if (!st?.isDirectory() || !fillable(st.mode)) return null;
   const to = join(dir, unit.rel.slice(unit.rel.lastIndexOf('/') + 1));
-  let kept = false;
-  let drawn = 0n;
-  // what is kept is the file replaced: its bytes are drawn (nothing there, or a directory, keeps nothing)
+  // what is kept is the file replaced, if its bytes fit (nothing there, or a directory, keeps nothing)
   const old = unit.keep !== undefined && budget !== undefined ? statOrNull(to) : null;
-  if (old !== null && !old.isDirectory()) {
-    drawn = BigInt(old.size);
-    if (Atomics.sub(budget as BigInt64Array, 0, drawn) >= drawn) {
-      try {
-        linkSync(to, unit.keep as string);
-        kept = true;
-      } catch {
-        // keeping is never worth failing a copy for
-      }
+  let kept = false;
+  if (old !== null && !old.isDirectory() && drawKeep(budget as KeepBudget, old.size)) {
+    try {
+      linkSync(to, unit.keep as string);
+      kept = true;
+    } catch {
+      returnKeep(budget as KeepBudget, old.size); // keeping is never worth failing a copy for
     }
-    if (!kept) Atomics.add(budget as BigInt64Array, 0, drawn); // drawn, or tried
   }
   try {
     renameSync(unit.tmp, to);
   } catch {
     if (kept) {
       unlinkQuietly(unit.keep as string);
-      if (budget !== undefined) Atomics.add(budget, 0, drawn);
+      returnKeep(budget as KeepBudget, (old as Stats).size);
     }
     return null; // a directory in the way, a name too long, ...: the copier's placing says what
   }

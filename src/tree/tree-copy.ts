@@ -42,6 +42,7 @@ import { walkPool } from './walk-pool.js';
 import { WALK_THREADS } from './walk-threads.js';
 import { planUnits, topmost } from './walk-units.js';
 import type { StageContext, StageUnit, Staged } from './stage-files.js';
+import { type KeepBudget, drawKeep, keepBudget, refillKeepBudget, returnKeep } from './keep-budget.js';
 import type { VariantSettings } from './compressible.js';
 import {
   type DeriveContext,
@@ -219,8 +220,8 @@ export class TreeCopier {
   #replacedCount = 0;
   /** What is kept there: each name, and whether it may be a directory (else a file or link). */
   #replaced: { path: string; tree: boolean }[] = [];
-  /** Bytes of the files kept there (each file's size when it was kept). */
-  #keptBytes = 0;
+  /** What may still be kept there, drawn on by the walk threads that place files too (keep-budget.ts); null when nothing is kept. */
+  readonly #keepBudget: KeepBudget | null;
   /** Sync the whole file system once at the end (large copies) instead of each file as it lands. */
   #syncfsAtEnd = false;
   readonly #limiter: Limiter;
@@ -274,6 +275,7 @@ export class TreeCopier {
     this.#durable = opts.durable ?? TREE_DEFAULTS.durable;
     this.#keepBytes = opts.keepReplacedBytes ?? 0;
     this.#keepReplaced = this.#keepBytes > 0;
+    this.#keepBudget = this.#keepReplaced ? keepBudget(this.#keepBytes) : null;
     this.#replacedDir = `${this.#tmpPrefix}.replaced`;
     this.#concurrency = opts.concurrency ?? 32;
     this.#limiter = new Limiter(this.#concurrency);
@@ -317,7 +319,7 @@ export class TreeCopier {
     // budget. Else a removal's rename into it fails ENOENT, taken for the entry gone meanwhile,
     // and the entry is left in the copy
     this.#replacedDirMade = false;
-    this.#keptBytes = 0;
+    if (this.#keepBudget) refillKeepBudget(this.#keepBudget, this.#keepBytes);
   }
 
   /** Note an entry of the source this process may not read (once per copy). */
@@ -423,24 +425,14 @@ export class TreeCopier {
    */
   async #stage(list: string[]): Promise<Set<string>> {
     const settled = this.#settled;
-    // what each file replaces is kept while the copy's budget for it lasts, which the threads draw on
-    // as they place (the bytes of the file replaced, as below)
-    let budget: BigInt64Array | undefined;
-    // what is left of the budget, as a whole number of bytes a BigInt can hold (keepReplacedBytes may be
-    // Infinity, or not an integer: BigInt takes neither)
-    const granted = BigInt(Math.floor(Math.min(this.#keepBytes - this.#keptBytes, Number.MAX_SAFE_INTEGER)));
-    if (this.#keepReplaced && granted > 0n) {
-      // keeping is never worth failing a copy for
-      if (
-        await this.#replacedDirReady().then(
-          () => true,
-          () => false,
-        )
-      ) {
-        budget = new BigInt64Array(new SharedArrayBuffer(8));
-        budget[0] = granted;
-      }
-    }
+    // what each file replaces is kept while the copy's budget lasts, which the threads draw on as they
+    // place (keeping is never worth failing a copy for: not without the directory to keep it in)
+    const budget =
+      this.#keepBudget &&
+      (await this.#replacedDirReady().then(
+        () => this.#keepBudget,
+        () => null,
+      ));
     const keptAt = new Map<string, string>();
     const units: StageUnit[] = list.map((rel) => {
       const unit: StageUnit = { rel, tmp: `${this.#tmpPrefix}.${this.#tmpCount++}` };
@@ -459,7 +451,7 @@ export class TreeCopier {
         share: this.#share,
         hash: Boolean(this.#variants),
         target: this.#target,
-        keepBudget: budget,
+        keepBudget: budget ?? undefined,
       } satisfies StageContext,
       units,
       (parts) => {
@@ -483,7 +475,6 @@ export class TreeCopier {
         spread: true,
       },
     );
-    if (budget) this.#keptBytes += Number(granted - budget[0]);
     return placed;
   }
 
@@ -946,10 +937,10 @@ export class TreeCopier {
       await this.#ensureParents(rel);
       // the file replaced is kept if its bytes fit (not the staged file's: one linked from the copy
       // shared with is 0 bytes, and would keep every file it replaces, whatever the budget)
-      const old = this.#keptBytes < this.#keepBytes ? await lstatOrNull(dst) : null;
-      if (old && !old.isDirectory() && this.#keptBytes + old.size <= this.#keepBytes) {
-        this.#keptBytes += old.size; // taken before the link: placements run side by side
-        if (!(await this.#keepAside(dst))) this.#keptBytes -= old.size;
+      const budget = this.#keepBudget;
+      const old = budget && budget[0] > 0n ? await lstatOrNull(dst) : null;
+      if (budget && old && !old.isDirectory() && drawKeep(budget, old.size)) {
+        if (!(await this.#keepAside(dst))) returnKeep(budget, old.size);
       }
       await this.#replaceWith(staged.tmp, dst);
     } catch (err) {
@@ -966,7 +957,7 @@ export class TreeCopier {
   /** Account for the staged file a walk thread renamed into place at `rel` (`bytes` long), the file it replaced kept at `kept`. */
   #placedByThread(rel: string, bytes: number, kept: string | null): void {
     const dst = join(this.#target, rel);
-    if (kept !== null) this.#replaced.push({ path: kept, tree: false }); // its bytes drawn from the budget by the thread
+    if (kept !== null) this.#replaced.push({ path: kept, tree: false }); // its bytes drawn by the thread
     this.#touchedDirs.add(dirname(dst));
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(dst);
     this.stats.bytes += bytes;
