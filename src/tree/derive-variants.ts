@@ -33,6 +33,7 @@ import {
   type VariantRecord,
   cannotSetAside,
   contentHash,
+  directoryIndexPath,
   readDirectoryIndexSync,
   stampMatches,
   variantMatches,
@@ -117,6 +118,21 @@ export interface DeriveContext {
    */
   recent?: RecentByDirectory;
   recentTrusted?: boolean;
+  /**
+   * The copy was cut short since its indexes were written (a crash, or a
+   * failure, between a copy's first change and its derive): a record
+   * stands only for a file, and variants, that have not changed since its
+   * index was written (a ctime no later than the index's mtime), or that
+   * have another link (a file shared with the other copy: its inode was in
+   * use all along). The copy cut short may have freed the inode number a
+   * record names (a file it removed or replaced, kept aside until the next
+   * copy frees it), and a file placed since may have taken it, of the same
+   * size and time (a build of fixed times; master's `.gz` of the same
+   * length): its stamp is then no proof of the bytes the record names. A
+   * copy's own files have a hash from their staging; not a large file, nor
+   * master's sibling beside an original the copy did not change.
+   */
+  cutShort?: boolean;
   /**
    * A small sync's derive: a unit of named files writes no index, and
    * answers their records instead (`DeriveResult.records`), which the
@@ -356,6 +372,9 @@ function deriveDirectory(
   };
   const files: Record<string, FileRecord> = Object.create(null);
   let changed = false;
+  // after a copy cut short, when the index was written: no record stands for a file changed since
+  const recordedAt =
+    c.cutShort === true ? (lstatOrNullSync(directoryIndexPath(c.slot, dir))?.mtimeMs ?? -1) : undefined;
   if (!collect) {
     Object.assign(files, readIndex()?.files ?? {});
     if (recent !== undefined) {
@@ -490,7 +509,7 @@ function deriveDirectory(
       !(recent !== undefined && Object.hasOwn(recent, name)) &&
       !VARIANT_ENCODINGS.some((e) => masterHolds(name + VARIANT_SUFFIX[e]));
     const old = fresh ? undefined : prior(name);
-    const record = deriveFile(c, dir, abs, name, st, old, otherDir, masterHolds, stat, result, hint);
+    const record = deriveFile(c, dir, abs, name, st, old, otherDir, masterHolds, stat, result, hint, recordedAt);
     settle(name, record);
   }
   if (collect) {
@@ -591,18 +610,23 @@ function deriveFile(
   stat: (name: string) => Stats | null,
   result: DeriveResult,
   hint: StagedHash | undefined,
+  /** With `DeriveContext.cutShort`: when the index `old` comes from was written (`-1`: none there). */
+  recordedAt?: number,
 ): FileRecord | null {
   const known = hint && stampMatches(hint, st) ? hint : null;
+  /** Whether the file of status `s` may be the one a record of the index names (`DeriveContext.cutShort`). */
+  const recordable = (s: Stats) => recordedAt === undefined || s.ctimeMs <= recordedAt || s.nlink > 1;
   // the record stands if the file and every variant it names are as it says, and it has the bytes
   // the copy just wrote there, when it wrote them (an inode number taken again by a file of the same
   // size and time is no proof of the same bytes)
-  if (old && stampMatches(old, st) && (known === null || known.sha256 === old.sha256)) {
+  if (old && stampMatches(old, st) && recordable(st) && (known === null || known.sha256 === old.sha256)) {
     let current = true;
     for (const [encoding, variant] of Object.entries(old.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
       const vst = stat(name + VARIANT_SUFFIX[encoding]);
       if (
         !vst?.isFile() ||
         !variantMatches(variant, vst) ||
+        !recordable(vst) ||
         variant.made === masterHolds(name + VARIANT_SUFFIX[encoding])
       )
         current = false;
@@ -649,7 +673,7 @@ function deriveFile(
     const vst = stat(vname);
     if (masterHolds(vname)) {
       const was = old?.variants?.[encoding];
-      if (vst?.isFile() && was?.made === true && variantMatches(was, vst)) {
+      if (vst?.isFile() && was?.made === true && variantMatches(was, vst) && recordable(vst)) {
         // still the variant this agent made (its inode and size): master's sibling was not copied over
         // it (unreadable to the agent, or it came after the copy looked). It is not master's, and
         // stands only while made from these very bytes: a variant of an older release is never left
@@ -689,6 +713,7 @@ function deriveFile(
       was?.made &&
       old?.sha256 === sha256 &&
       variantMatches(was, vst) &&
+      recordable(vst) &&
       Math.floor(vst.mtimeMs) === Math.floor(fst.mtimeMs) &&
       // and is no more readable than its original (a file made private since keeps no open variant)
       (vst.mode & 0o777 & ~fst.mode) === 0

@@ -253,6 +253,8 @@ export class TreeCopier {
   readonly #settled: ReadonlySet<string> | undefined;
   /** Set until the derive of the whole copy a copy cut short calls for has been asked for (`CopyOptions.cutShort`). */
   #cutShort: boolean;
+  /** Set from then until that derive has run: it takes no record by its stamp alone (`DeriveContext.cutShort`). */
+  #derivesCutShort = false;
   /** Set when the next derive is of the whole copy but what the clone derived (`#nameTheRest`). */
   #derivesWhole = false;
   /** The records the last derive collected, to keep in the copy's recent records while the copy's fsyncs run (`#finish`). */
@@ -382,6 +384,7 @@ export class TreeCopier {
       if (this.#variants && this.#cutShort) {
         // after a copy cut short, what it placed and never derived is derived now, wherever it is
         this.#cutShort = false;
+        this.#derivesCutShort = true;
         await this.#nameTheRest(this.#cloneDerived);
       }
       if (this.#variants) {
@@ -584,7 +587,7 @@ export class TreeCopier {
   }
 
   /** What a derive of this copy is given besides its paths. */
-  #deriveContext(variants: CopyVariants, setAside = false): DeriveContext {
+  #deriveContext(variants: CopyVariants, setAside = false, cutShort = false): DeriveContext {
     return {
       slot: this.#target,
       other: variants.other,
@@ -593,6 +596,7 @@ export class TreeCopier {
       cache: variants.cache ?? null,
       indexesShared: this.#share !== undefined,
       ...(setAside ? { setAside: `${this.#tmpPrefix}.aside` } : {}),
+      ...(cutShort ? { cutShort: true } : {}),
     };
   }
 
@@ -771,6 +775,8 @@ export class TreeCopier {
     // which may remake every variant however few paths name it: it frees as it goes
     const whole = this.#derivesWhole;
     this.#derivesWhole = false;
+    const cutShort = this.#derivesCutShort;
+    this.#derivesCutShort = false;
     const setAside =
       this.#keepReplaced &&
       !whole &&
@@ -782,7 +788,7 @@ export class TreeCopier {
     const trusted = !whole && !this.#recentUntrusted;
     this.#recentUntrusted = false;
     const done = await deriveCopy(
-      this.#deriveContext(variants, setAside),
+      this.#deriveContext(variants, setAside, cutShort),
       this.#changed,
       this.#changedDirs,
       this.#stagedHashes,
