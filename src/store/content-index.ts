@@ -7,15 +7,17 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
-  readFileSync,
   readSync,
   renameSync,
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { readFile, rm, unlink } from 'node:fs/promises';
+import { rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { constants as bufferConstants } from 'node:buffer';
+import { MirrorswapError } from '../core/errors.js';
 import { isNotOfThatKind } from '../core/nothing-there.js';
+import { readSmallFile, readSmallFileSync } from './read-small-file.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from './store-layout.js';
 
 /**
@@ -169,28 +171,40 @@ export function parseDirectoryIndex(text: string, relDir: string): DirectoryInde
   return { v: CONTENT_INDEX_VERSION, dir: relDir, files };
 }
 
-/** The index of `relDir` in the copy at `slotRoot`; null when there is none (or none readable). For servers. */
+/**
+ * The most of an index that is read: what a string can hold (a larger one
+ * could not be parsed anyway).
+ */
+const INDEX_MAX_BYTES = bufferConstants.MAX_STRING_LENGTH;
+
+/**
+ * The index of `relDir` in the copy at `slotRoot`; null when there is none
+ * (or none readable). For servers. Never followed through a link, nor waited
+ * on (a FIFO there would hold an open in each thread of libuv's pool, and
+ * with them every file read of the server), nor read past what a string holds
+ * (a link to a device): anything but a regular file there is no index.
+ */
 export async function readDirectoryIndex(slotRoot: string, relDir: string): Promise<DirectoryIndex | null> {
-  let text: string;
+  let bytes: Buffer | null;
   try {
-    text = await readFile(directoryIndexPath(slotRoot, relDir), 'utf8');
+    bytes = await readSmallFile(directoryIndexPath(slotRoot, relDir), INDEX_MAX_BYTES);
   } catch (err) {
-    if (isNotOfThatKind(err)) return null;
+    if (isNotOfThatKind(err) || err instanceof MirrorswapError) return null;
     throw err;
   }
-  return parseDirectoryIndex(text, relDir);
+  return bytes === null ? null : parseDirectoryIndex(bytes.toString('utf8'), relDir);
 }
 
-/** As `readDirectoryIndex`, with blocking calls: for the agent's walk threads. */
+/** As `readDirectoryIndex`, with blocking calls: for the agent's walk threads (a FIFO would hold one forever). */
 export function readDirectoryIndexSync(slotRoot: string, relDir: string): DirectoryIndex | null {
-  let text: string;
+  let bytes: Buffer | null;
   try {
-    text = readFileSync(directoryIndexPath(slotRoot, relDir), 'utf8');
+    bytes = readSmallFileSync(directoryIndexPath(slotRoot, relDir), INDEX_MAX_BYTES);
   } catch (err) {
-    if (isNotOfThatKind(err)) return null;
+    if (isNotOfThatKind(err) || err instanceof MirrorswapError) return null;
     throw err;
   }
-  return parseDirectoryIndex(text, relDir);
+  return bytes === null ? null : parseDirectoryIndex(bytes.toString('utf8'), relDir);
 }
 
 /**
