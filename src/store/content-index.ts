@@ -9,6 +9,7 @@ import {
   openSync,
   readSync,
   renameSync,
+  rmSync,
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -341,6 +342,36 @@ export function writeDirectoryIndexSync(
 }
 
 /**
+ * Make way for the meta file `path` of the copy at `slotRoot`, whose rename
+ * into place failed: each directory above it, from the meta directory down,
+ * made if missing, and anything else standing there (a file, a link) removed
+ * first, as is a directory at `path` itself. Drift (a hand's), never what the
+ * agent writes: left in the way, it failed every sync that writes there.
+ */
+function makeWayForMetaSync(slotRoot: string, path: string): void {
+  const meta = join(slotRoot, META_DIR_NAME);
+  const below = dirname(path).slice(meta.length + 1);
+  let dir = meta;
+  for (const part of ['', ...(below === '' ? [] : below.split('/'))]) {
+    if (part !== '') dir = join(dir, part);
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (st?.isDirectory()) continue;
+    // the walk threads of a derive write side by side: another may have made way here meanwhile
+    try {
+      if (st) unlinkSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    try {
+      mkdirSync(dir, { mode: 0o755 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  if (lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) rmSync(path, { recursive: true, force: true });
+}
+
+/**
  * Replace `path`, a file of the meta directory of the copy at `slotRoot`
  * (an index, the recent records), by the file `fill` makes at a temp name
  * in the copy's temp directory (which must exist), renamed over it; the
@@ -371,8 +402,9 @@ export function replaceMetaFileSync(
     try {
       renameSync(tmp, path);
     } catch (err) {
-      if (!isNotOfThatKind(err)) throw err;
-      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!isNotOfThatKind(err) && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+      makeWayForMetaSync(slotRoot, path);
       renameSync(tmp, path);
     }
   } catch (err) {
