@@ -274,6 +274,34 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     assert.equal(record.result, 'ok', JSON.stringify(record));
     assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-kill');
   });
+
+  it('a sync published while nginx starts again, or just after the companion sees it start: ok only once nginx serves it', async () => {
+    // The companion's look at a master started again and a switch ran side by side: the look took the
+    // switch's include, written a moment before its reload, for what the new master had read, and the
+    // heartbeat reported the new epoch with the old one's workers serving (the swap came back ok, and
+    // nginx served the copy before it). Each order is tried: the sync as nginx starts, and the sync the
+    // moment the companion has seen the new master.
+    for (let round = 0; round < 6; round++) {
+      await s.nginx.stop('SIGKILL');
+      const body = `restart-${round}`;
+      await put(s, 'index.html', body);
+      let record: SwapRecord;
+      if (round % 2 === 0) {
+        [record] = await Promise.all([sync(s), s.nginx.start()]);
+      } else {
+        await s.nginx.start();
+        await waitFor('the companion to see the new master', () => s.companion.status().master === s.nginx.master(), {
+          step: 1,
+        });
+        record = await sync(s);
+      }
+      assert.equal(record.result, 'ok', JSON.stringify(record));
+      // nginx may start on the include of the epoch before (read before the sync wrote it): the
+      // companion's heartbeat holds the sync until nginx has been reloaded onto the new one
+      const seen = await get(s.nginx.port, '/index.html');
+      assert.equal(seen.body, body, `round ${round}: served epoch ${seen.epoch}, the sync published ${record.epoch}`);
+    }
+  });
 });
 
 describe('mirrorswap nginx as a process', () => {
