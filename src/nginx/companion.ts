@@ -57,6 +57,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const YOUNG_MASTER_MS = 2000;
 /** How long a young master's workers must stay the same before a switch takes them as all there. */
 const SETTLE_MS = 200;
+/**
+ * How much later than the include's write a master must have started to be
+ * known to have read it: its start time is known to a clock tick (10 ms), and
+ * the uptime it is taken from to another.
+ */
+const INCLUDE_READ_MARGIN_MS = 50;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
@@ -105,6 +111,8 @@ export class NginxCompanion {
   #wanted: EpochRecord | null = null;
   /** The epoch whose include is on disk: any nginx (re)started reads it. */
   #written: Served | null = null;
+  /** When that include was renamed into place (ms since 1970, taken after the rename). */
+  #writtenAt = 0;
   #served: Served | null = null;
   /** Workers started on the include of `#served`. */
   #current = new Set<number>();
@@ -117,6 +125,8 @@ export class NginxCompanion {
   #switched: { epoch: number; at: number } | null = null;
   #converging: Promise<void> | null = null;
   #again = false;
+  /** Set when a look between switches saw nginx's master change: the next pass of `#converge` takes it on. */
+  #masterChanged = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #checkTimer: NodeJS.Timeout | undefined;
   #warnTimer: NodeJS.Timeout | undefined;
@@ -311,6 +321,14 @@ export class NginxCompanion {
     this.#converging = (async () => {
       do {
         this.#again = false;
+        if (this.#masterChanged && !this.#closed) {
+          this.#masterChanged = false;
+          try {
+            await this.#followMaster();
+          } catch (err) {
+            this.#opts.logger.warn({ err: (err as Error).message }, 'could not look at the nginx master');
+          }
+        }
         const wanted = this.#wanted;
         // the same epoch again once a release it retains reached its end: the include drops it
         const expiries = this.#expiries;
@@ -380,6 +398,7 @@ export class NginxCompanion {
     }));
     // every nginx (re)started from here on reads the new root
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root, retained);
+    this.#writtenAt = Date.now();
     this.#written = {
       epoch: record.epoch,
       slot,
@@ -504,19 +523,11 @@ export class NginxCompanion {
     }
     const master = await this.#findMaster().catch(() => null);
     this.#metrics.up.set(master === null ? 0 : 1);
-    // a switch may have begun during the looks above: it owns the state then
-    if (master !== this.#master && !this.#converging) {
-      const previous = this.#master;
-      this.#master = master;
-      if (master !== null && this.#written) {
-        // a new master read the include as it is: it serves what was last written
-        this.#retire(this.#current, this.#served?.slots);
-        this.#current = new Set(await workersOf(master));
-        await this.#nowServing(this.#written, 'started');
-        changed = false;
-      } else if (master === null) {
-        this.#opts.logger.warn({ previous }, 'nginx stopped');
-      }
+    // a master that stopped or was started again is taken on by a pass of #converge, never here: a switch
+    // under way would have its epoch reported before its reload (#followMaster)
+    if (master !== this.#master) {
+      this.#masterChanged = true;
+      this.#converge();
     }
     // a reload is taken as done at its first new worker; the others start a moment later (and nginx
     // respawns a worker that died with the same configuration): they serve what the last reload set
@@ -529,6 +540,42 @@ export class NginxCompanion {
     if (changed) {
       this.#countRetired();
       await this.#heartbeat.writeNow();
+    }
+  }
+
+  /**
+   * Take on nginx's master as it is now, when a look between switches saw it
+   * change: stopped, or started again. A master started after the include
+   * was last written read it as it is: it serves `#written`. One that started
+   * before that, or too near it to tell (a process's start time is known to
+   * 10 ms), may have read the include before: it is reloaded, its workers
+   * retired as of an unknown copy. Run only as a pass of `#converge`, the one
+   * owner of what nginx is said to serve: run beside a switch, it took the
+   * switch's include, written a moment before its reload, for what a new
+   * master had read, and the heartbeat reported the new epoch served by
+   * workers of the old one (the agent's swap ended, and nginx served the copy
+   * before it).
+   */
+  async #followMaster(): Promise<void> {
+    const master = await this.#findMaster();
+    if (master === this.#master) return;
+    const previous = this.#master;
+    this.#master = master;
+    if (master === null) {
+      this.#opts.logger.warn({ previous }, 'nginx stopped');
+      return;
+    }
+    if (this.#written === null) return;
+    const startedAt = Date.now() - (await ageOf(master));
+    const workers = await workersOf(master);
+    this.#retire(this.#current, this.#served?.slots);
+    if (startedAt > this.#writtenAt + INCLUDE_READ_MARGIN_MS) {
+      this.#current = new Set(workers);
+      await this.#nowServing(this.#written, 'started');
+    } else {
+      // what it read is unknown: the pass's switch reloads it (its workers are found there, and retired)
+      this.#current = new Set();
+      this.#served = null;
     }
   }
 
