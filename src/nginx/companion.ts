@@ -63,6 +63,13 @@ const SETTLE_MS = 200;
  * the uptime it is taken from to another.
  */
 const INCLUDE_READ_MARGIN_MS = 50;
+/**
+ * How long after an include written while nginx was down the copies the
+ * include before it reached stay held: an nginx started as it was replaced
+ * may have read that one, and writes its pid file (which the companion finds
+ * it by) only after reading its configuration and opening its sockets.
+ */
+const START_GRACE_MS = 2000;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
@@ -113,6 +120,13 @@ export class NginxCompanion {
   #written: Served | null = null;
   /** When that include was renamed into place (ms since 1970, taken after the rename). */
   #writtenAt = 0;
+  /**
+   * Set when an include was written while nginx was down: an nginx starting
+   * meanwhile may have read the include before it, and shows no pid file
+   * until later. Until `until`, the copies that include reached count one
+   * in flight (`START_GRACE_MS`).
+   */
+  #mayBeStarting: { on: RetiredOn; until: number } | null = null;
   #served: Served | null = null;
   /** Workers started on the include of `#served`. */
   #current = new Set<number>();
@@ -272,6 +286,10 @@ export class NginxCompanion {
     };
     const every = Object.keys(this.#wanted?.roots ?? { a: '', b: '' }) as SlotName[];
     for (const on of this.#retired.values()) for (const slot of on === 'unknown' ? every : on) add(slot, 1);
+    const starting = this.#mayBeStarting;
+    if (starting !== null && Date.now() < starting.until) {
+      for (const slot of starting.on === 'unknown' ? every : starting.on) add(slot, 1);
+    }
     const served = this.#served;
     if (served && this.#current.size > 0) {
       for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
@@ -397,6 +415,7 @@ export class NginxCompanion {
       names: [String(r.epoch), ...(r.release !== undefined ? [r.release] : [])],
     }));
     // every nginx (re)started from here on reads the new root
+    const readBefore: RetiredOn = this.#written?.slots ?? 'unknown';
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root, retained);
     this.#writtenAt = Date.now();
     this.#written = {
@@ -407,14 +426,19 @@ export class NginxCompanion {
     };
     const master = await this.#findMaster();
     if (master === null) {
-      // nginx is not running: it serves nothing now, and will start on this root
+      // nginx is not running: it serves nothing now, and will start on this root. One starting as the
+      // include was replaced may have read the one before, and names itself in its pid file only once
+      // its configuration is read: the copies that include reached stay held a while
       this.#master = null;
       this.#retire(this.#current, this.#served?.slots);
       this.#current = new Set();
+      this.#mayBeStarting = { on: readBefore, until: this.#writtenAt + START_GRACE_MS };
       await this.#nowServing(this.#written, 'down');
       return;
     }
     this.#master = master;
+    // a master found: its workers are listed below, and retired as of an unknown copy
+    this.#mayBeStarting = null;
     // nginx writes its pid file before it forks its first workers: a worker of a master started moments
     // ago that is not listed yet would pass below for one the reload started, serving the old root
     if ((await ageOf(master)) < YOUNG_MASTER_MS) await this.#workersSettled(master);
@@ -565,6 +589,8 @@ export class NginxCompanion {
       this.#opts.logger.warn({ previous }, 'nginx stopped');
       return;
     }
+    // whatever it read is taken into account below (its workers current, or retired on reload)
+    this.#mayBeStarting = null;
     if (this.#written === null) return;
     const startedAt = Date.now() - (await ageOf(master));
     const workers = await workersOf(master);

@@ -302,6 +302,34 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
       assert.equal(seen.body, body, `round ${round}: served epoch ${seen.epoch}, the sync published ${record.epoch}`);
     }
   });
+
+  it('a switch while nginx is down holds the copy the include before reached a while: an nginx starting then may have read it, and shows no pid file yet', async () => {
+    await s.nginx.stop('SIGQUIT');
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    const before = s.companion.status().served;
+    assert.ok(before);
+    await put(s, 'index.html', 'held');
+    const started = Date.now();
+    const syncing = sync(s);
+    const hb = await waitFor('the heartbeat of the switch made while nginx is down', async () => {
+      const mine = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      return mine && mine.epoch > before.epoch ? mine : null;
+    });
+    assert.equal(hb.mounted, before.slot === 'a' ? 'b' : 'a');
+    assert.ok((hb.inflight[before.slot] ?? 0) >= 1, `the copy before held: ${JSON.stringify(hb.inflight)}`);
+    const record = await syncing;
+    assert.equal(record.result, 'ok', JSON.stringify(record));
+    // the hold ends (2 s after the include's write): the copy before is free for the next sync
+    assert.ok(Date.now() - started >= 1500, `the swap waited ${Date.now() - started} ms`);
+    await waitFor('the copy before let go', async () => {
+      const mine = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      return mine !== undefined && (mine.inflight[before.slot] ?? 0) === 0;
+    });
+    await s.nginx.start();
+    await waitFor('nginx to serve the switch made while it was down', async () => {
+      return (await get(s.nginx.port, '/index.html')).body === 'held';
+    });
+  });
 });
 
 describe('mirrorswap nginx as a process', () => {
