@@ -18,6 +18,8 @@ export type UnitTask =
   | 'derive';
 
 interface Job {
+  /** Names the job to the threads, which keep its context once sent (`Thread.holds`). */
+  id: number;
   task: UnitTask;
   context: unknown;
   units: readonly unknown[];
@@ -69,6 +71,20 @@ export interface JobSizing {
 interface Thread {
   worker: Worker;
   job: Job | null;
+  /** The job whose context the thread holds: a chunk of that job is sent without it. */
+  holds: number | null;
+}
+
+/**
+ * What a thread is sent: a chunk of a job's units, with the job's context
+ * the first time it gets a chunk of that job (it keeps the context of the
+ * last job it was sent, and only that one).
+ */
+export interface ChunkMessage {
+  task: UnitTask;
+  job: number;
+  context?: unknown;
+  units: readonly unknown[];
 }
 
 /** A chunk's answer. */
@@ -108,6 +124,7 @@ export class WalkPool {
   readonly #threads: Thread[] = [];
   readonly #jobs: Job[] = [];
   #idleTimer: NodeJS.Timeout | undefined;
+  #lastJob = 0;
 
   constructor(size = WALK_THREADS) {
     this.#size = Math.max(1, size);
@@ -141,6 +158,7 @@ export class WalkPool {
       if (sizing.spread)
         minChunk = Math.min(minChunk, Math.ceil(units.length / Math.min(this.#threads.length, maxThreads)));
       this.#jobs[sizing.first ? 'unshift' : 'push']({
+        id: ++this.#lastJob,
         task,
         context,
         units,
@@ -163,7 +181,7 @@ export class WalkPool {
     const worker = new Worker(new URL('./walk-worker.js', import.meta.url), {
       resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
     });
-    const thread: Thread = { worker, job: null };
+    const thread: Thread = { worker, job: null, holds: null };
     worker.on('message', (reply: Reply) => {
       if ('progress' in reply) {
         if (thread.job && !thread.job.stopped) thread.job.onProgress?.(reply.progress);
@@ -248,7 +266,14 @@ export class WalkPool {
     job.running++;
     thread.job = job;
     thread.worker.ref(); // a chunk under way keeps the process alive until it answers
-    thread.worker.postMessage({ task: job.task, context: job.context, units });
+    // a job's context is cloned once per thread, not once per chunk: a derive's carries the variant
+    // cache's entries and records, and a large copy goes out in tens of chunks
+    const message: ChunkMessage = { task: job.task, job: job.id, units };
+    if (thread.holds !== job.id) {
+      message.context = job.context;
+      thread.holds = job.id;
+    }
+    thread.worker.postMessage(message);
   }
 
   /** Threads working on a chunk now. */

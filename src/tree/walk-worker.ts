@@ -8,7 +8,7 @@ import type { PlacedFile } from './manifest-entry.js';
 import { type AnswerJob, type MergeJob, mergeRunsSync, writeAnswerSync } from './manifest-merge.js';
 import { type DeltaJob, writeDeltaSync } from './manifest-delta.js';
 import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
-import type { UnitTask } from './walk-pool.js';
+import type { ChunkMessage, UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
 import { setWalkReporter } from './walk-report.js';
 
@@ -48,10 +48,17 @@ setWalkReporter((entries) => {
   if (Date.now() - toldAt >= PROGRESS_MS) tell();
 });
 
-parentPort?.on('message', (msg: { task: UnitTask; context: never; units: never[] }) => {
+/** The context of the last job a chunk came of: sent with a job's first chunk to this thread only. */
+let held: { job: number; context: never } | null = null;
+
+parentPort?.on('message', (msg: ChunkMessage) => {
   try {
+    if ('context' in msg) held = { job: msg.job, context: msg.context as never };
+    // the pool sends a job's context before its first chunk here: anything else is a bug in the pool
+    if (held?.job !== msg.job) throw new Error(`a chunk of walk job ${msg.job} came without its context`);
     const run = tasks[msg.task];
-    const results = msg.units.map((u) => run(msg.context, u));
+    const context = held.context;
+    const results = (msg.units as never[]).map((u) => run(context, u));
     tell();
     parentPort?.postMessage({ results });
   } catch (err) {

@@ -223,6 +223,51 @@ describe('WalkPool', () => {
     }
   });
 
+  it('runs each chunk with its own job context, jobs interleaved on the threads (a context is sent once per thread and job)', async () => {
+    const pool = new WalkPool(2);
+    try {
+      // two roots, the same names, other bytes: a chunk run with the other job's context hashes the wrong file
+      const roots = [await dirs.make(), await dirs.make()];
+      const names = Array.from({ length: 24 }, (_, i) => `f${i}`);
+      for (const [r, root] of roots.entries()) {
+        for (const name of names) await writeFile(join(root, name), `${r}:${name}`);
+      }
+      const run = (r: number) => {
+        const got = new Map<number, unknown>();
+        const units = names.map((path, i) => ({ i, path }));
+        const done = pool.run<{ i: number; path: string }, { i: number; hash: unknown }>(
+          'hash',
+          { root: roots[r] },
+          units,
+          (results) => {
+            for (const { i, hash } of results) got.set(i, hash);
+            return true;
+          },
+          undefined,
+          { maxChunk: 1 },
+        );
+        return done.then(() => got);
+      };
+      for (let round = 0; round < 3; round++) {
+        const [a, b] = await Promise.all([run(0), run(1)]);
+        // and each alone, after: the threads hold another job's context by then
+        const alone = await run(round % 2);
+        for (const [i] of names.entries()) {
+          assert.notDeepEqual(a.get(i), b.get(i), `f${i}: the two roots' hashes differ`);
+          assert.deepEqual(
+            alone.get(i),
+            (round % 2 === 0 ? a : b).get(i),
+            `f${i} hashed alone as beside the other job`,
+          );
+        }
+        assert.equal(a.size, names.length);
+        assert.equal(b.size, names.length);
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('does not keep a process alive once its walks are done', async () => {
     const script = `
       import { compareTrees } from ${JSON.stringify(new URL('../../../src/tree/compare-trees.js', import.meta.url).href)};
