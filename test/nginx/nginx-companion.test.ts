@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, type Agent as HttpAgent, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
@@ -53,6 +53,8 @@ interface Setup {
 async function setUp(
   agentOptions: { drainTimeoutMs?: number } = {},
   nginxOptions: Parameters<typeof startNginx>[0] = {},
+  /** The pid file the companion reads, when not nginx's own: the test names the master in it (setUp does first). */
+  pidFileOf?: (nginx: TestNginx) => string,
 ): Promise<Setup> {
   const store = await tempStore();
   await store.fill('master', { 'index.html': 'v1', 'big.bin': Buffer.alloc(64 * MB, 'A') });
@@ -63,7 +65,7 @@ async function setUp(
   const companion = await NginxCompanion.start({
     layout: store,
     includeFile: nginx.includeFile,
-    pidFile: nginx.pidFile,
+    pidFile: pidFileOf?.(nginx) ?? nginx.pidFile,
     reloadTimeout: 1500,
     retryInterval: 200,
     serverId: 'nginx-test',
@@ -73,6 +75,7 @@ async function setUp(
     logger: logs,
   });
   await nginx.start();
+  if (pidFileOf) await writeFile(pidFileOf(nginx), `${nginx.master()}\n`);
   await waitFor('the companion to see nginx', () => companion.status().master === nginx.master());
   return { store, agent, nginx, companion, logs };
 }
@@ -328,6 +331,65 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     await s.nginx.start();
     await waitFor('nginx to serve the switch made while it was down', async () => {
       return (await get(s.nginx.port, '/index.html')).body === 'held';
+    });
+  });
+});
+
+describe('mirrorswap nginx: a master named in its pid file only after a switch replaced the include it read', () => {
+  // The companion reads a pid file the test writes when it chooses: an nginx that read the include, then
+  // named itself only after a switch made while it seemed down had replaced that include.
+  let s: Setup;
+  const named = (n: TestNginx) => join(n.dir, 'named.pid');
+  before(async () => {
+    s = await setUp({ drainTimeoutMs: 2500 }, {}, named);
+  });
+  after(async () => {
+    await s?.nginx.breakConfig(false);
+    await tearDown(s);
+  });
+
+  it('holds the copy its workers may serve while it is reloaded, and while the reload is refused', async () => {
+    await put(s, 'index.html', 'read-by-nginx');
+    const first = await sync(s);
+    assert.equal(first.result, 'ok', JSON.stringify(first));
+    const read = first.to;
+    await s.nginx.stop('SIGKILL');
+    await rm(named(s.nginx), { force: true });
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    // nginx starts on the include of the first sync, unseen by the companion; its reloads are refused
+    await s.nginx.start();
+    const master = s.nginx.master();
+    await s.nginx.breakConfig(true);
+    await put(s, 'index.html', 'second');
+    const second = sync(s);
+    await waitFor('the switch made while nginx seems down', async () => {
+      const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      return hb !== undefined && hb.epoch > first.epoch;
+    });
+    await writeFile(named(s.nginx), `${master}\n`);
+    await waitFor('the companion to take the master on', () => s.companion.status().master === master);
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'read-by-nginx');
+    // its workers serve the copy of the first sync, and are never reported gone from it
+    const until = Date.now() + 2000;
+    while (Date.now() < until) {
+      const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      assert.ok(hb);
+      assert.ok(
+        hb.mounted === read || (hb.inflight[read] ?? 0) > 0,
+        `slot ${read}, which nginx serves, reported free: epoch ${hb.epoch}, mounted ${hb.mounted}, inflight ${JSON.stringify(hb.inflight)}`,
+      );
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal((await second).result, 'drain_timeout');
+    // the next sync would copy into that slot: it waits for it, and gives up without touching it
+    await put(s, 'index.html', 'third');
+    const third = await sync(s);
+    assert.equal(third.to, read);
+    assert.equal(third.result, 'failed', JSON.stringify(third));
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'read-by-nginx');
+    await s.nginx.breakConfig(false);
+    await waitFor('nginx to serve the second sync once its reload is taken', async () => {
+      return (await get(s.nginx.port, '/index.html')).body === 'second';
     });
   });
 });
