@@ -128,7 +128,7 @@ export class NginxCompanion {
    */
   #mayBeStarting: { on: RetiredOn; until: number } | null = null;
   #served: Served | null = null;
-  /** Workers started on the include of `#served`. */
+  /** Workers started on the include of `#served`; while that is null, on an include not known. */
   #current = new Set<number>();
   /** Retired workers still alive, and the slot each may serve from. */
   readonly #retired = new Map<number, RetiredOn>();
@@ -293,6 +293,9 @@ export class NginxCompanion {
     const served = this.#served;
     if (served && this.#current.size > 0) {
       for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
+    } else if (!served) {
+      // workers of a master that may have read any include (#followMaster): held on every slot until reloaded
+      for (const slot of every) add(slot, this.#current.size);
     }
     return inflight;
   }
@@ -554,8 +557,9 @@ export class NginxCompanion {
       this.#converge();
     }
     // a reload is taken as done at its first new worker; the others start a moment later (and nginx
-    // respawns a worker that died with the same configuration): they serve what the last reload set
-    if (master !== null && master === this.#master && this.#served && !this.#converging) {
+    // respawns a worker that died with the same configuration): they serve what the last reload set, or,
+    // while what the master read is unknown, are held on every slot as its others are
+    if (master !== null && master === this.#master && !this.#converging) {
       const workers = await workersOf(master);
       if (!this.#converging && master === this.#master) {
         for (const pid of workers) if (!this.#retired.has(pid)) this.#current.add(pid);
@@ -599,8 +603,10 @@ export class NginxCompanion {
       this.#current = new Set(workers);
       await this.#nowServing(this.#written, 'started');
     } else {
-      // what it read is unknown: the pass's switch reloads it (its workers are found there, and retired)
-      this.#current = new Set();
+      // what it read is unknown: the pass's switch reloads it, and retires them as of an unknown copy. Until
+      // then (for as long as nginx refuses the reload) they are held on every slot: left out, they were
+      // counted nowhere, and the next sync copied into the copy they serve
+      this.#current = new Set(workers);
       this.#served = null;
     }
   }
