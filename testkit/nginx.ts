@@ -1,4 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,7 +41,15 @@ export interface TestNginx {
  * keep-alive are on, as in production: the tests show they do not carry the
  * old copy over a switch.
  */
-export async function startNginx(opts: { args?: string[]; server?: string; main?: string } = {}): Promise<TestNginx> {
+export async function startNginx(
+  opts: {
+    args?: string[];
+    server?: string;
+    main?: string;
+    /** `daemon on` (nginx's default): the master is forked once the configuration is read and the sockets open. */
+    daemon?: boolean;
+  } = {},
+): Promise<TestNginx> {
   const bin = nginxBinary();
   const dir = await mkdtemp(join(tmpdir(), 'mirrorswap-nginx-'));
   const port = await freePort();
@@ -51,7 +60,7 @@ export async function startNginx(opts: { args?: string[]; server?: string; main?
   const conf = `${user}
 ${opts.main ?? ''}
 worker_processes 2;
-daemon off;
+daemon ${opts.daemon ? 'on' : 'off'};
 pid ${pidFile};
 error_log ${join(dir, 'error.log')} notice;
 events { worker_connections 512; }
@@ -78,13 +87,24 @@ http {
 `;
   await writeFile(confFile, conf);
   let child: ChildProcess | undefined;
+  /** The daemon's master (with `daemon`): the pid its pid file named once it started. */
+  let daemonMaster: number | undefined;
+  // a zombie (exited, not yet reaped by init) has stopped serving
+  const alive = (pid: number) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
   const api: TestNginx = {
     port,
     dir,
     pidFile,
     includeFile,
     confFile,
-    master: () => child?.pid,
+    master: () => (opts.daemon ? daemonMaster : child?.pid),
     async start() {
       child = spawn(bin, ['-c', confFile, '-p', dir, ...(opts.args ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
@@ -92,15 +112,49 @@ http {
         stderr += d.toString();
       });
       const proc = child;
-      await waitFor(`nginx to start (${stderr})`, async () => {
-        if (proc.exitCode !== null) throw new Error(`nginx exited ${proc.exitCode}: ${stderr}`);
-        const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-        if (pid !== proc.pid) return false;
-        const res = await fetch(`http://127.0.0.1:${port}/`).catch(() => null);
-        return res !== null;
-      });
+      await waitFor(
+        `nginx to start (${stderr})`,
+        async () => {
+          // a daemon's launcher exits 0 once it has forked the master
+          if (proc.exitCode !== null && !(opts.daemon && proc.exitCode === 0)) {
+            throw new Error(`nginx exited ${proc.exitCode}: ${stderr}`);
+          }
+          const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+          if (opts.daemon ? !(pid > 1 && pid !== daemonMaster && alive(pid)) : pid !== proc.pid) return false;
+          const res = await fetch(`http://127.0.0.1:${port}/`).catch(() => null);
+          if (res === null) return false;
+          if (opts.daemon) daemonMaster = pid;
+          return true;
+        },
+        { timeout: 10_000 },
+      );
     },
     async stop(signal = 'SIGQUIT') {
+      if (opts.daemon) {
+        const pid = daemonMaster;
+        if (pid === undefined || !alive(pid)) return;
+        const workers = execFileSync('sh', ['-c', `pgrep -P ${pid} || true`], { encoding: 'utf8' })
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map(Number);
+        process.kill(pid, signal);
+        if (signal === 'SIGKILL') {
+          for (const w of workers) {
+            try {
+              process.kill(w, 'SIGKILL');
+            } catch {
+              // gone already
+            }
+          }
+        }
+        // not our child: reaped by init, gone from /proc once it has
+        await waitFor('the nginx daemon to exit', () => !alive(pid) && workers.every((w) => !alive(w)), {
+          timeout: 10_000,
+        });
+        await rm(pidFile, { force: true });
+        return;
+      }
       const proc = child;
       if (!proc || proc.exitCode !== null) return;
       const exited = new Promise((r) => proc.once('exit', r));

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, type Agent as HttpAgent, request } from 'node:http';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile } from '../../src/store/epoch-file.js';
@@ -391,6 +392,49 @@ describe('mirrorswap nginx: a master named in its pid file only after a switch r
     await waitFor('nginx to serve the second sync once its reload is taken', async () => {
       return (await get(s.nginx.port, '/index.html')).body === 'second';
     });
+  });
+});
+
+describe('mirrorswap nginx: nginx as a daemon (daemon on, its default)', () => {
+  let s: Setup;
+  before(async () => {
+    s = await setUp({ drainTimeoutMs: 20_000 }, { daemon: true });
+  });
+  after(() => tearDown(s));
+
+  it('a master forked after a switch replaced the include nginx had read is reloaded, not taken as serving it', async () => {
+    // A daemon's master is forked once the configuration is read and the sockets open: its start time
+    // says nothing of when it read the include. Here its port is taken, and nginx tries it again every
+    // 500 ms: it reads the include of the first sync, a sync is made meanwhile, and the master forked
+    // after names itself.
+    await put(s, 'index.html', 'read-by-nginx');
+    const first = await sync(s);
+    assert.equal(first.result, 'ok', JSON.stringify(first));
+    await s.nginx.stop('SIGQUIT');
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    const taken = createServer((c) => c.destroy());
+    await new Promise<void>((r) => taken.listen(s.nginx.port, '127.0.0.1', r));
+    const starting = s.nginx.start();
+    await waitFor('nginx to have read its configuration', async () => {
+      return /Address already in use/.test(await readFile(join(s.nginx.dir, 'error.log'), 'utf8').catch(() => ''));
+    });
+    await put(s, 'index.html', 'second');
+    const second = sync(s);
+    await waitFor(
+      'the switch made while nginx seems down',
+      () => (s.companion.status().served?.epoch ?? 0) > first.epoch,
+    );
+    // its master is forked well after the include was replaced (as a slow start would: DNS, certificates)
+    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => taken.close(r));
+    await starting;
+    const record = await second;
+    assert.equal(record.result, 'ok', JSON.stringify(record));
+    assert.equal(
+      (await get(s.nginx.port, '/index.html')).body,
+      'second',
+      `the sync to epoch ${record.epoch} came back ok`,
+    );
   });
 });
 
