@@ -58,18 +58,21 @@ const YOUNG_MASTER_MS = 2000;
 /** How long a young master's workers must stay the same before a switch takes them as all there. */
 const SETTLE_MS = 200;
 /**
- * How much later than the include's write a master must have started to be
- * known to have read it: its start time is known to a clock tick (10 ms), and
- * the uptime it is taken from to another.
- */
-const INCLUDE_READ_MARGIN_MS = 50;
-/**
  * How long after an include written while nginx was down the copies the
  * include before it reached stay held: an nginx started as it was replaced
  * may have read that one, and writes its pid file (which the companion finds
  * it by) only after reading its configuration and opening its sockets.
  */
 const START_GRACE_MS = 2000;
+/**
+ * How much later than the include's write a master must have started to be
+ * known to have read it. A daemon's master (nginx's default, `daemon on`) is
+ * forked only once the configuration is read and the sockets open, as long
+ * after as that took (a port still taken is tried again for 2 s): the same
+ * bound as the hold's. Its start time is known to a clock tick (10 ms), and
+ * the uptime it is taken from to another.
+ */
+const INCLUDE_READ_MARGIN_MS = START_GRACE_MS + 50;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
@@ -573,11 +576,12 @@ export class NginxCompanion {
 
   /**
    * Take on nginx's master as it is now, when a look between switches saw it
-   * change: stopped, or started again. A master started after the include
-   * was last written read it as it is: it serves `#written`. One that started
-   * before that, or too near it to tell (a process's start time is known to
-   * 10 ms), may have read the include before: it is reloaded, its workers
-   * retired as of an unknown copy. Run only as a pass of `#converge`, the one
+   * change: stopped, or started again. A master started well after the
+   * include was last written read it as it is: it serves `#written`. One that
+   * started before that, or too near it to tell (a daemon's master is forked
+   * after reading its configuration: `INCLUDE_READ_MARGIN_MS`), may have read
+   * the include before: it is reloaded, its workers retired as of an unknown
+   * copy. Run only as a pass of `#converge`, the one
    * owner of what nginx is said to serve: run beside a switch, it took the
    * switch's include, written a moment before its reload, for what a new
    * master had read, and the heartbeat reported the new epoch served by
