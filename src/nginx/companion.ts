@@ -443,8 +443,6 @@ export class NginxCompanion {
       return;
     }
     this.#master = master;
-    // a master found: its workers are listed below, and retired as of an unknown copy
-    this.#mayBeStarting = null;
     // nginx writes its pid file before it forks its first workers: a worker of a master started moments
     // ago that is not listed yet would pass below for one the reload started, serving the old root
     if ((await ageOf(master)) < YOUNG_MASTER_MS) await this.#workersSettled(master);
@@ -459,6 +457,8 @@ export class NginxCompanion {
     // the workers from before serve the old root
     this.#retire(known, this.#served?.slots ?? 'unknown');
     this.#retire(found, 'unknown');
+    // the hold ends with them (not when the master was found: the heartbeat is written at any await)
+    this.#mayBeStarting = null;
     this.#current = new Set(fresh);
     this.#metrics.reloads.inc();
     await this.#nowServing(this.#written, this.#served?.epoch === record.epoch ? 'expired' : 'reload');
@@ -597,11 +597,15 @@ export class NginxCompanion {
       this.#opts.logger.warn({ previous }, 'nginx stopped');
       return;
     }
-    // whatever it read is taken into account below (its workers current, or retired on reload)
-    this.#mayBeStarting = null;
-    if (this.#written === null) return;
+    if (this.#written === null) {
+      this.#mayBeStarting = null;
+      return;
+    }
     const startedAt = Date.now() - (await ageOf(master));
     const workers = await workersOf(master);
+    // whatever it read is taken into account from here, with no await between: the heartbeat is written at
+    // any await, and one without the hold and before what follows let the agent's drain end
+    this.#mayBeStarting = null;
     this.#retire(this.#current, this.#served?.slots);
     if (startedAt > this.#writtenAt + INCLUDE_READ_MARGIN_MS) {
       this.#current = new Set(workers);
