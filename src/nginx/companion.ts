@@ -61,18 +61,10 @@ const SETTLE_MS = 200;
  * How long after an include written while nginx was down the copies the
  * include before it reached stay held: an nginx started as it was replaced
  * may have read that one, and writes its pid file (which the companion finds
- * it by) only after reading its configuration and opening its sockets.
+ * it by) only after reading its configuration and opening its sockets, which
+ * it tries five times, 500 ms apart, when the port is taken (2 s).
  */
-const START_GRACE_MS = 2000;
-/**
- * How much later than the include's write a master must have started to be
- * known to have read it. A daemon's master (nginx's default, `daemon on`) is
- * forked only once the configuration is read and the sockets open, as long
- * after as that took (a port still taken is tried again for 2 s): the same
- * bound as the hold's. Its start time is known to a clock tick (10 ms), and
- * the uptime it is taken from to another.
- */
-const INCLUDE_READ_MARGIN_MS = START_GRACE_MS + 50;
+const START_GRACE_MS = 3000;
 
 /** The default heartbeat id: one per host, so a restarted companion takes over its predecessor's. */
 export function defaultNginxServerId(): string {
@@ -366,6 +358,9 @@ export class NginxCompanion {
           this.#metrics.lastError.set(0);
         } catch (err) {
           this.#failed(wanted, err as Error);
+          // an nginx runs that did not switch: the agent waits for it, so it must hear of it (a companion
+          // started beside an nginx that refuses the reload wrote no heartbeat, and nginx was not waited for)
+          await this.#beat();
         }
       } while (this.#again && !this.#closed);
     })().finally(() => {
@@ -447,16 +442,18 @@ export class NginxCompanion {
     // ago that is not listed yet would pass below for one the reload started, serving the old root
     if ((await ageOf(master)) < YOUNG_MASTER_MS) await this.#workersSettled(master);
     const known = new Set(this.#current);
-    // workers this companion did not see start (at its own start, all of them): their root is unknown
+    // workers this companion did not see start (at its own start, all of them): their root is unknown, and
+    // they are held on every slot from now, the reload done or not (nginx may refuse it)
     const found = (await workersOf(master)).filter((pid) => !known.has(pid) && !this.#retired.has(pid));
-    const before = new Set([...known, ...found]);
+    this.#retire(found, 'unknown');
+    // retired workers still draining are children of the master too: none of them is a new one
+    const before = new Set([...known, ...found, ...this.#retired.keys()]);
     const started = Date.now();
     if (this.#opts.reloadCmd) await runReloadCommand(this.#opts.reloadCmd);
     else process.kill(master, 'SIGHUP');
     const fresh = await this.#newWorkers(master, before, started);
     // the workers from before serve the old root
     this.#retire(known, this.#served?.slots ?? 'unknown');
-    this.#retire(found, 'unknown');
     // the hold ends with them (not when the master was found: the heartbeat is written at any await)
     this.#mayBeStarting = null;
     this.#current = new Set(fresh);
@@ -514,7 +511,7 @@ export class NginxCompanion {
     this.#countRetired();
   }
 
-  async #nowServing(served: Served, how: 'reload' | 'expired' | 'down' | 'started'): Promise<void> {
+  async #nowServing(served: Served, how: 'reload' | 'expired' | 'down'): Promise<void> {
     const viaReload = how === 'reload';
     // nginx serves this epoch from now (not while it is down): the heartbeat's switchedAt
     if (how === 'down') this.#switched = null;
@@ -528,9 +525,13 @@ export class NginxCompanion {
         reload: 'nginx serves the new epoch',
         expired: 'nginx reloaded without the retained releases past their --skew-max-age',
         down: 'nginx is not running: it will serve this epoch when it starts',
-        started: 'nginx started on this epoch',
       }[how],
     );
+    await this.#beat();
+  }
+
+  /** Write the heartbeat now, starting it the first time. */
+  async #beat(): Promise<void> {
     if (!this.#heartbeatStarted) {
       this.#heartbeatStarted = true;
       await this.#heartbeat.start();
@@ -576,17 +577,18 @@ export class NginxCompanion {
 
   /**
    * Take on nginx's master as it is now, when a look between switches saw it
-   * change: stopped, or started again. A master started well after the
-   * include was last written read it as it is: it serves `#written`. One that
-   * started before that, or too near it to tell (a daemon's master is forked
-   * after reading its configuration: `INCLUDE_READ_MARGIN_MS`), may have read
-   * the include before: it is reloaded, its workers retired as of an unknown
-   * copy. Run only as a pass of `#converge`, the one
-   * owner of what nginx is said to serve: run beside a switch, it took the
+   * change: stopped, or started again. A master started again is never
+   * trusted to serve the include on disk: nothing tells when it read its
+   * configuration (a daemon's master, nginx's default, is forked only after
+   * reading it and opening its sockets, which it retries for seconds when
+   * the port is taken), so the pass's switch reloads it, and retires its
+   * workers as of an unknown copy. Until then (and for as long as nginx
+   * refuses the reload) they are held on every slot. The cost is one reload
+   * each time nginx starts. Run only as a pass of `#converge`, the one owner
+   * of what nginx is said to serve: run beside a switch, a look took the
    * switch's include, written a moment before its reload, for what a new
    * master had read, and the heartbeat reported the new epoch served by
-   * workers of the old one (the agent's swap ended, and nginx served the copy
-   * before it).
+   * workers of the old one.
    */
   async #followMaster(): Promise<void> {
     const master = await this.#findMaster();
@@ -597,26 +599,14 @@ export class NginxCompanion {
       this.#opts.logger.warn({ previous }, 'nginx stopped');
       return;
     }
-    if (this.#written === null) {
-      this.#mayBeStarting = null;
-      return;
-    }
-    const startedAt = Date.now() - (await ageOf(master));
+    this.#opts.logger.info({ master, previous }, 'nginx started: it is reloaded onto the include on disk');
     const workers = await workersOf(master);
-    // whatever it read is taken into account from here, with no await between: the heartbeat is written at
+    // what it read is taken into account from here, with no await between: the heartbeat is written at
     // any await, and one without the hold and before what follows let the agent's drain end
     this.#mayBeStarting = null;
     this.#retire(this.#current, this.#served?.slots);
-    if (startedAt > this.#writtenAt + INCLUDE_READ_MARGIN_MS) {
-      this.#current = new Set(workers);
-      await this.#nowServing(this.#written, 'started');
-    } else {
-      // what it read is unknown: the pass's switch reloads it, and retires them as of an unknown copy. Until
-      // then (for as long as nginx refuses the reload) they are held on every slot: left out, they were
-      // counted nowhere, and the next sync copied into the copy they serve
-      this.#current = new Set(workers);
-      this.#served = null;
-    }
+    this.#current = new Set(workers);
+    this.#served = null;
   }
 
   #countRetired(): void {

@@ -8,9 +8,10 @@ import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile } from '../../src/store/epoch-file.js';
-import { readHeartbeats } from '../../src/store/heartbeat.js';
+import { heartbeatFile, readHeartbeats } from '../../src/store/heartbeat.js';
 import { writeMembership } from '../../src/store/membership.js';
 import { NginxCompanion } from '../../src/nginx/companion.js';
+import { workersOf } from '../../src/nginx/nginx-processes.js';
 import { memoryLogger } from '../../testkit/app.js';
 import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
 import { heldDownload } from '../../testkit/cluster.js';
@@ -323,8 +324,8 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     assert.ok((hb.inflight[before.slot] ?? 0) >= 1, `the copy before held: ${JSON.stringify(hb.inflight)}`);
     const record = await syncing;
     assert.equal(record.result, 'ok', JSON.stringify(record));
-    // the hold ends (2 s after the include's write): the copy before is free for the next sync
-    assert.ok(Date.now() - started >= 1500, `the swap waited ${Date.now() - started} ms`);
+    // the hold ends (3 s after the include's write): the copy before is free for the next sync
+    assert.ok(Date.now() - started >= 2500, `the swap waited ${Date.now() - started} ms`);
     await waitFor('the copy before let go', async () => {
       const mine = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
       return mine !== undefined && (mine.inflight[before.slot] ?? 0) === 0;
@@ -333,6 +334,28 @@ describe('mirrorswap nginx: a real nginx as a web server of the store', () => {
     await waitFor('nginx to serve the switch made while it was down', async () => {
       return (await get(s.nginx.port, '/index.html')).body === 'held';
     });
+  });
+
+  it('reloads an nginx started again however long after the include was written: nothing tells when it read it', async () => {
+    await s.nginx.stop('SIGQUIT');
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    // well past any margin a start time could be trusted by (a daemon's master is forked after reading it)
+    await new Promise((r) => setTimeout(r, 3500));
+    await s.nginx.start();
+    const master = s.nginx.master() as number;
+    const first = await workersOf(master);
+    assert.ok(first.length > 0);
+    await waitFor(
+      'the companion to reload nginx, its first workers retired',
+      () => {
+        const st = s.companion.status();
+        return st.master === master && st.served !== null && st.workers.every((w) => !first.includes(w));
+      },
+      { timeout: 10_000 },
+    );
+    await put(s, 'index.html', 'after-start');
+    assert.equal((await sync(s)).result, 'ok');
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-start');
   });
 });
 
@@ -619,6 +642,40 @@ describe('mirrorswap nginx: nginx started with flags besides -c, -p and -g', () 
     await put(s, 'index.html', 'after-restart');
     assert.equal((await sync(s)).result, 'ok');
     assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-restart');
+  });
+
+  it('a companion started beside an nginx that refuses its reload writes its heartbeat, holding both slots for the workers it found', async () => {
+    await s.companion.close();
+    // its predecessor's heartbeat aged out of the lease meanwhile
+    await rm(heartbeatFile(s.store.serversDir, 'nginx-test'), { force: true });
+    await s.nginx.breakConfig(true);
+    try {
+      s.companion = await NginxCompanion.start({
+        layout: s.store,
+        includeFile: s.nginx.includeFile,
+        pidFile: s.nginx.pidFile,
+        reloadTimeout: 500,
+        retryInterval: 200,
+        serverId: 'nginx-test',
+        heartbeatInterval: 200,
+        watch: 'native',
+        pollInterval: 1000,
+        logger: s.logs,
+      });
+      assert.match(s.companion.status().lastError ?? '', /refused|no new worker/);
+      const hb = await waitFor('the heartbeat of nginx, whose reload was refused', async () =>
+        (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test'),
+      );
+      assert.ok(hb.inflight.a > 0 && hb.inflight.b > 0, `both slots held: ${JSON.stringify(hb.inflight)}`);
+    } finally {
+      await s.nginx.breakConfig(false);
+    }
+    await waitFor('the reload, tried again, to take', () => s.companion.status().lastError === null, {
+      timeout: 10_000,
+    });
+    await put(s, 'index.html', 'after-refused-start');
+    assert.equal((await sync(s)).result, 'ok');
+    assert.equal((await get(s.nginx.port, '/index.html')).body, 'after-refused-start');
   });
 });
 
