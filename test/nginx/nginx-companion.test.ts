@@ -418,6 +418,58 @@ describe('mirrorswap nginx: a master named in its pid file only after a switch r
   });
 });
 
+describe('mirrorswap nginx: a master named in its pid file before its workers are listed', () => {
+  // nginx writes its pid file before it forks its workers, and a worker is listed only once it has set
+  // its title: a master the companion finds then has none listed, and forks them on the configuration it
+  // read. Here the master, named after it started unseen on the include of the first sync, is stopped with
+  // its workers gone until the test lets it go on: the window lasts.
+  let s: Setup;
+  let stopped: number | undefined;
+  const named = (n: TestNginx) => join(n.dir, 'named.pid');
+  before(async () => {
+    s = await setUp({ drainTimeoutMs: 2500 }, {}, named);
+  });
+  after(async () => {
+    if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+    await tearDown(s);
+  });
+
+  it('holds every copy while the master it took on has no worker listed yet', async () => {
+    await put(s, 'index.html', 'read-by-nginx');
+    const first = await sync(s);
+    assert.equal(first.result, 'ok', JSON.stringify(first));
+    const read = first.to;
+    await s.nginx.stop('SIGKILL');
+    await rm(named(s.nginx), { force: true });
+    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+    await s.nginx.start();
+    const master = s.nginx.master() as number;
+    const workers = await workersOf(master);
+    process.kill(master, 'SIGSTOP');
+    stopped = master;
+    for (const w of workers) process.kill(w, 'SIGKILL');
+    await waitFor('its workers gone', async () => (await workersOf(master)).length === 0);
+    await writeFile(named(s.nginx), `${master}\n`);
+    await waitFor('the companion to take the master on', () => s.companion.status().master === master);
+    // it forks its workers on the include of the first sync once it goes on: that copy is never free
+    const until = Date.now() + 4000;
+    while (Date.now() < until) {
+      const hb = (await readHeartbeats(s.store.serversDir)).find((h) => h.id === 'nginx-test');
+      assert.ok(hb);
+      assert.ok(
+        hb.mounted === read || (hb.inflight[read] ?? 0) > 0,
+        `slot ${read}, which nginx will serve, reported free: epoch ${hb.epoch}, mounted ${hb.mounted}, inflight ${JSON.stringify(hb.inflight)}`,
+      );
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    process.kill(master, 'SIGCONT');
+    stopped = undefined;
+    await waitFor('nginx reloaded onto the include on disk', () => s.companion.status().served !== null, {
+      timeout: 10_000,
+    });
+  });
+});
+
 describe('mirrorswap nginx: nginx as a daemon (daemon on, its default)', () => {
   let s: Setup;
   before(async () => {
