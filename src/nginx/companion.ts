@@ -289,8 +289,11 @@ export class NginxCompanion {
     if (served && this.#current.size > 0) {
       for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
     } else if (!served) {
-      // workers of a master that may have read any include (#followMaster): held on every slot until reloaded
-      for (const slot of every) add(slot, this.#current.size);
+      // workers of a master that may have read any include (#followMaster): held on every slot until reloaded.
+      // At least one while the master runs: it names itself in its pid file before it forks its workers, and
+      // a worker is listed only once it set its title; none listed yet, its workers to come were counted nowhere
+      const held = this.#master !== null ? Math.max(1, this.#current.size) : this.#current.size;
+      for (const slot of every) add(slot, held);
     }
     return inflight;
   }
