@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmod, lstat, mkdir, readFile, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { type Difference, compareTrees, compareTreesSync } from '../../../src/tree/compare-trees.js';
@@ -268,6 +269,31 @@ describe('WalkPool', () => {
     }
   });
 
+  it("keeps no job's context in its threads once the job is done (an idle thread holds a heap of its own for long)", async () => {
+    const pool = new WalkPool(1);
+    const session = new Session();
+    session.connect();
+    try {
+      const root = await dirs.make();
+      // a context as a derive's: what the threads hold of it is found in the thread's heap by this string
+      const marker = `walk-context-${'m'.repeat(32)}-${process.pid}`;
+      await pool.run('list', { skip: [marker] }, [root], () => true);
+      // a snapshot taken while the thread still handles its last messages finds them on its stack: it is
+      // taken again until the thread is idle, and a context the thread keeps is in every one
+      let held = true;
+      for (let tries = 0; tries < 10 && held; tries++) {
+        if (tries > 0) await new Promise((r) => setTimeout(r, 100));
+        const snapshot = await threadHeapSnapshot(session);
+        assert.ok(snapshot.length > 0);
+        held = snapshot.includes(marker);
+      }
+      assert.ok(!held, 'the idle thread still holds the context of the job done');
+    } finally {
+      session.disconnect();
+      await pool.close();
+    }
+  });
+
   it('does not keep a process alive once its walks are done', async () => {
     const script = `
       import { compareTrees } from ${JSON.stringify(new URL('../../../src/tree/compare-trees.js', import.meta.url).href)};
@@ -293,4 +319,40 @@ async function execChmod(): Promise<void> {
 /** Make a tree's directories writable again, so it can be changed and removed. */
 async function chmodTree(root: string): Promise<void> {
   execFileSync('chmod', ['-R', 'u+w', root]);
+}
+
+/** A heap snapshot (taken after a full collection: what is still reachable) of the one worker thread running. */
+async function threadHeapSnapshot(session: Session): Promise<string> {
+  const post = (method: string, params: object = {}) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  // the thread is unref'd, and attaching to it is an event: the test holds the process open meanwhile
+  const open = setInterval(() => {}, 1000);
+  try {
+    const attached = new Promise<string>((resolve) =>
+      session.once('NodeWorker.attachedToWorker', (m) => resolve((m.params as { sessionId: string }).sessionId)),
+    );
+    await post('NodeWorker.enable', { waitForDebuggerOnStart: false });
+    const sessionId = await attached;
+    let snapshot = '';
+    let done = () => {};
+    const taken = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const heard = (m: { params: unknown }) => {
+      const msg = JSON.parse((m.params as { message: string }).message);
+      if (msg.method === 'HeapProfiler.addHeapSnapshotChunk') snapshot += msg.params.chunk;
+      if (msg.id === 1) done();
+    };
+    session.on('NodeWorker.receivedMessageFromWorker', heard);
+    const message = JSON.stringify({ id: 1, method: 'HeapProfiler.takeHeapSnapshot', params: {} });
+    await post('NodeWorker.sendMessageToWorker', { sessionId, message });
+    await taken;
+    session.off('NodeWorker.receivedMessageFromWorker', heard);
+    await post('NodeWorker.disable');
+    return snapshot;
+  } finally {
+    clearInterval(open);
+  }
 }
