@@ -87,6 +87,11 @@ export interface ChunkMessage {
   units: readonly unknown[];
 }
 
+/** Told to a thread holding the context of a job that is done: it lets go of it (no answer). */
+export interface ForgetMessage {
+  forget: number;
+}
+
 /** A chunk's answer. */
 type Answer = { results: unknown[] } | { error: string; code?: string };
 /** What a thread sends: progress within its chunk, then the chunk's answer. */
@@ -243,6 +248,13 @@ export class WalkPool {
     const i = this.#jobs.indexOf(job);
     if (i === -1) return;
     this.#jobs.splice(i, 1);
+    // a thread keeps the last context it was sent: one kept idle would hold a derive's (the variant
+    // cache's entries) until the next walk, however long that is
+    for (const thread of this.#threads) {
+      if (thread.holds !== job.id) continue;
+      thread.holds = null;
+      thread.worker.postMessage({ forget: job.id } satisfies ForgetMessage);
+    }
     if (job.failed) job.reject(job.failed);
     else job.resolve();
     if (this.#jobs.length === 0) {

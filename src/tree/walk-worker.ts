@@ -8,7 +8,7 @@ import type { PlacedFile } from './manifest-entry.js';
 import { type AnswerJob, type MergeJob, mergeRunsSync, writeAnswerSync } from './manifest-merge.js';
 import { type DeltaJob, writeDeltaSync } from './manifest-delta.js';
 import { type StageContext, type StageUnit, stageFileSync } from './stage-files.js';
-import type { ChunkMessage, UnitTask } from './walk-pool.js';
+import type { ChunkMessage, ForgetMessage, UnitTask } from './walk-pool.js';
 import type { WalkUnit } from './walk-units.js';
 import { setWalkReporter } from './walk-report.js';
 
@@ -51,7 +51,12 @@ setWalkReporter((entries) => {
 /** The context of the last job a chunk came of: sent with a job's first chunk to this thread only. */
 let held: { job: number; context: never } | null = null;
 
-parentPort?.on('message', (msg: ChunkMessage) => {
+parentPort?.on('message', (msg: ChunkMessage | ForgetMessage) => {
+  if ('forget' in msg) {
+    // its job is done: its context is garbage here too (a chunk of another job may have replaced it)
+    if (held?.job === msg.forget) held = null;
+    return;
+  }
   try {
     if ('context' in msg) held = { job: msg.job, context: msg.context as never };
     // the pool sends a job's context before its first chunk here: anything else is a bug in the pool
