@@ -362,8 +362,11 @@ export class NginxCompanion {
         } catch (err) {
           this.#failed(wanted, err as Error);
           // an nginx runs that did not switch: the agent waits for it, so it must hear of it (a companion
-          // started beside an nginx that refuses the reload wrote no heartbeat, and nginx was not waited for)
-          await this.#beat();
+          // started beside an nginx that refuses the reload wrote no heartbeat, and nginx was not waited for).
+          // A heartbeat that cannot be written is said, and tried again with the switch
+          await this.#beat().catch((e: Error) =>
+            this.#opts.logger.warn({ err: e.message }, 'could not write the heartbeat'),
+          );
         }
       } while (this.#again && !this.#closed);
     })().finally(() => {

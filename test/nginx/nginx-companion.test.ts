@@ -52,6 +52,27 @@ interface Setup {
   logs: ReturnType<typeof memoryLogger>;
 }
 
+/** The companion the tests run in-process: quick heartbeats and retries. */
+function companionOptions(
+  store: TempStore,
+  nginx: TestNginx,
+  logs: ReturnType<typeof memoryLogger>,
+  pidFile = nginx.pidFile,
+): Parameters<typeof NginxCompanion.start>[0] {
+  return {
+    layout: store,
+    includeFile: nginx.includeFile,
+    pidFile,
+    reloadTimeout: 1500,
+    retryInterval: 200,
+    serverId: 'nginx-test',
+    heartbeatInterval: 200,
+    watch: 'native',
+    pollInterval: 1000,
+    logger: logs,
+  };
+}
+
 async function setUp(
   agentOptions: { drainTimeoutMs?: number } = {},
   nginxOptions: Parameters<typeof startNginx>[0] = {},
@@ -64,21 +85,17 @@ async function setUp(
   const nginx = await startNginx(nginxOptions);
   const logs = memoryLogger();
   // the companion first: it writes the include nginx's configuration needs
-  const companion = await NginxCompanion.start({
-    layout: store,
-    includeFile: nginx.includeFile,
-    pidFile: pidFileOf?.(nginx) ?? nginx.pidFile,
-    reloadTimeout: 1500,
-    retryInterval: 200,
-    serverId: 'nginx-test',
-    heartbeatInterval: 200,
-    watch: 'native',
-    pollInterval: 1000,
-    logger: logs,
-  });
+  const companion = await NginxCompanion.start(companionOptions(store, nginx, logs, pidFileOf?.(nginx)));
   await nginx.start();
   if (pidFileOf) await writeFile(pidFileOf(nginx), `${nginx.master()}\n`);
   await waitFor('the companion to see nginx', () => companion.status().master === nginx.master());
+  // an nginx found running is reloaded onto the include on disk (nothing tells when it read it): tests start once
+  // it serves, with the reload's workers listed (the second a moment after the first)
+  await waitFor(
+    'the companion to reload the nginx it found',
+    () => companion.status().served !== null && companion.status().workers.length >= 2,
+    { timeout: 10_000 },
+  );
   return { store, agent, nginx, companion, logs };
 }
 
@@ -658,24 +675,21 @@ describe('mirrorswap nginx: nginx started with flags besides -c, -p and -g', () 
   });
 
   it('a restarted companion reports the workers it found running as of unknown root, held on both slots', async () => {
-    const workers = s.companion.status().workers;
-    assert.ok(workers.length > 0);
+    // both of nginx's workers (worker_processes 2), and none of a reload before still exiting: the restarted
+    // companion finds every child of the master, and those would be among them
+    const workers = await waitFor(
+      'both workers of the last reload listed, and no earlier one left',
+      () => {
+        const { workers: listed, retired } = s.companion.status();
+        return listed.length >= 2 && Object.keys(retired).length === 0 ? listed : null;
+      },
+      { timeout: 10_000 },
+    );
     // a download held on one of them keeps it alive past the reload the restarted companion makes
     const download = heldDownload(s.nginx.port, '/big.bin');
     await download.started;
     await s.companion.close();
-    s.companion = await NginxCompanion.start({
-      layout: s.store,
-      includeFile: s.nginx.includeFile,
-      pidFile: s.nginx.pidFile,
-      reloadTimeout: 1500,
-      retryInterval: 200,
-      serverId: 'nginx-test',
-      heartbeatInterval: 200,
-      watch: 'native',
-      pollInterval: 1000,
-      logger: s.logs,
-    });
+    s.companion = await NginxCompanion.start(companionOptions(s.store, s.nginx, s.logs));
     const retired = s.companion.status().retired;
     assert.ok(Object.keys(retired).length > 0, 'the worker holding the download is retired');
     for (const [pid, on] of Object.entries(retired)) {
@@ -703,16 +717,8 @@ describe('mirrorswap nginx: nginx started with flags besides -c, -p and -g', () 
     await s.nginx.breakConfig(true);
     try {
       s.companion = await NginxCompanion.start({
-        layout: s.store,
-        includeFile: s.nginx.includeFile,
-        pidFile: s.nginx.pidFile,
+        ...companionOptions(s.store, s.nginx, s.logs),
         reloadTimeout: 500,
-        retryInterval: 200,
-        serverId: 'nginx-test',
-        heartbeatInterval: 200,
-        watch: 'native',
-        pollInterval: 1000,
-        logger: s.logs,
       });
       assert.match(s.companion.status().lastError ?? '', /refused|no new worker/);
       const hb = await waitFor('the heartbeat of nginx, whose reload was refused', async () =>
