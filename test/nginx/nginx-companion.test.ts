@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type { SwapRecord } from '../../src/agent/agent.js';
 import { readEpochFile } from '../../src/store/epoch-file.js';
 import { heartbeatFile, readHeartbeats } from '../../src/store/heartbeat.js';
+import type { SlotName } from '../../src/store/store-layout.js';
 import { writeMembership } from '../../src/store/membership.js';
 import { NginxCompanion } from '../../src/nginx/companion.js';
 import { workersOf } from '../../src/nginx/nginx-processes.js';
@@ -97,6 +98,22 @@ async function setUp(
     { timeout: 10_000 },
   );
   return { store, agent, nginx, companion, logs };
+}
+
+/**
+ * Sync 'read-by-nginx', then start nginx again on that include unseen by the
+ * companion (which reads the pid file `named`, written only when the test
+ * chooses): the copy it reads, and its master.
+ */
+async function startUnseen(s: Setup, named: string): Promise<{ first: SwapRecord; read: SlotName; master: number }> {
+  await put(s, 'index.html', 'read-by-nginx');
+  const first = await sync(s);
+  assert.equal(first.result, 'ok', JSON.stringify(first));
+  await s.nginx.stop('SIGKILL');
+  await rm(named, { force: true });
+  await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
+  await s.nginx.start();
+  return { first, read: first.to, master: s.nginx.master() as number };
 }
 
 async function tearDown(s: Setup | undefined): Promise<void> {
@@ -390,16 +407,8 @@ describe('mirrorswap nginx: a master named in its pid file only after a switch r
   });
 
   it('holds the copy its workers may serve while it is reloaded, and while the reload is refused', async () => {
-    await put(s, 'index.html', 'read-by-nginx');
-    const first = await sync(s);
-    assert.equal(first.result, 'ok', JSON.stringify(first));
-    const read = first.to;
-    await s.nginx.stop('SIGKILL');
-    await rm(named(s.nginx), { force: true });
-    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
     // nginx starts on the include of the first sync, unseen by the companion; its reloads are refused
-    await s.nginx.start();
-    const master = s.nginx.master();
+    const { first, read, master } = await startUnseen(s, named(s.nginx));
     await s.nginx.breakConfig(true);
     await put(s, 'index.html', 'second');
     const second = sync(s);
@@ -452,15 +461,7 @@ describe('mirrorswap nginx: a master named in its pid file before its workers ar
   });
 
   it('holds every copy while the master it took on has no worker listed yet', async () => {
-    await put(s, 'index.html', 'read-by-nginx');
-    const first = await sync(s);
-    assert.equal(first.result, 'ok', JSON.stringify(first));
-    const read = first.to;
-    await s.nginx.stop('SIGKILL');
-    await rm(named(s.nginx), { force: true });
-    await waitFor('the companion to see nginx gone', () => s.companion.status().master === null);
-    await s.nginx.start();
-    const master = s.nginx.master() as number;
+    const { read, master } = await startUnseen(s, named(s.nginx));
     process.kill(master, 'SIGSTOP');
     stopped = master;
     // every child, titled as a worker yet or not (one forked a moment before the stop may not be): stopped,
