@@ -18,13 +18,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { flag, machine, textMaster } from './lib.js';
+import { flag, machine, median, textFlag, textMaster } from './lib.js';
 
 const ROUNDS = flag('rounds', 50);
 /** Rounds left out of the medians: the threads and the code warm up. */
 const WARMUP = 4;
-const aIndex = process.argv.indexOf('--a');
-const BUILD_A = aIndex === -1 ? undefined : (process.argv[aIndex + 1] as string);
+const BUILD_A = textFlag('a');
 const THIS_DIST = new URL('..', import.meta.url).pathname;
 
 interface Side {
@@ -87,8 +86,6 @@ async function side(dist: string, label: string, variants: boolean, master: stri
     close: async () => pre?.close(),
   };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
 
 async function main(): Promise<void> {
   console.log(`# The copy step of a journal sync: ${machine()}`);

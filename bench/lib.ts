@@ -55,6 +55,15 @@ export function flag(name: string, dflt: number): number {
 }
 
 /** Make sure a Debian package's command is here, installing it when running as root. */
+/** The value after `--name`, as given; undefined when the flag is absent. */
+export function textFlag(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? undefined : process.argv[i + 1];
+}
+
+/** The middle of `xs` (the upper of the two for an even count). */
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
+
 export function requireCommand(command: string, pkg = command): void {
   try {
     execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });

@@ -29,7 +29,7 @@ import type { SwapRecord } from '../src/agent/agent.js';
 import { TREE_DEFAULTS } from '../src/tree/tree-defaults.js';
 import { TreeCopier } from '../src/tree/tree-copy.js';
 import { walkPool } from '../src/tree/walk-pool.js';
-import { flag, freePort, machine, stop, textMaster, THIS_CLI } from './lib.js';
+import { flag, freePort, machine, median, stop, textFlag, textMaster, THIS_CLI } from './lib.js';
 
 const FILES = flag('files', 4000);
 const ROUNDS = flag('rounds', 5);
@@ -37,10 +37,9 @@ const JOURNAL_ROUNDS = flag('journal-rounds', 15);
 /** The directories (of the 40, 100 files each) a journal sync's 10 files are spread over: 10, or 1. */
 const JOURNAL_DIRS = flag('journal-dirs', 10);
 /** Another build's CLI, whose agent without variants runs beside the others (`--a`). */
-const BUILD_A = ((i) => (i === -1 ? undefined : process.argv[i + 1]))(process.argv.indexOf('--a'));
+const BUILD_A = textFlag('a');
 /** With `--a-variants`, build A's agent runs with variants compressed as files land (to compare the two builds' own). */
 const A_VARIANTS = process.argv.includes('--a-variants');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** The text assets of the installed packages, up to `max` bytes. */
 function corpus(max = 48 * 1024 * 1024): Buffer[] {

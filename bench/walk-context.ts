@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { flag, machine, textMaster } from './lib.js';
+import { flag, machine, median, textFlag, textMaster } from './lib.js';
 
 const FILES = flag('files', 2000);
 const ENTRIES = flag('entries', 20_000);
@@ -23,8 +23,7 @@ const ROUNDS = flag('rounds', 9);
 const DURABLE = flag('durable', 0) === 1;
 /** Rounds left out of the medians: the threads and the code warm up. */
 const WARMUP = 2;
-const aIndex = process.argv.indexOf('--a');
-const BUILD_A = aIndex === -1 ? undefined : (process.argv[aIndex + 1] as string);
+const BUILD_A = textFlag('a');
 const THIS_DIST = new URL('..', import.meta.url).pathname;
 
 interface Side {
@@ -78,8 +77,6 @@ async function build(dist: string, name: string, master: string, root: string): 
   };
   return [side('empty view', view(cacheDir, 0)), side(`${ENTRIES} entries`, view(cacheDir, ENTRIES))];
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
 
 async function main(): Promise<void> {
   console.log(`# A full copy reusing the other copy's variants, the cache's view empty and large: ${machine()}`);

@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { isAlive } from '../src/nginx/nginx-processes.js';
 import { join } from 'node:path';
 import { freePort } from './server.js';
 import { waitFor } from './wait.js';
@@ -41,6 +41,20 @@ export interface TestNginx {
  * keep-alive are on, as in production: the tests show they do not carry the
  * old copy over a switch.
  */
+/** The processes whose parent is `pid`, zombies included (`pgrep -P`). */
+export function childrenOf(pid: number): number[] {
+  return execFileSync('sh', ['-c', `pgrep -P ${pid} || true`], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map(Number);
+}
+
+async function anyAlive(pids: number[]): Promise<boolean> {
+  for (const pid of pids) if (await isAlive(pid)) return true;
+  return false;
+}
+
 export async function startNginx(
   opts: {
     args?: string[];
@@ -89,15 +103,6 @@ http {
   let child: ChildProcess | undefined;
   /** The daemon's master (with `daemon`): the pid its pid file named once it started. */
   let daemonMaster: number | undefined;
-  // a zombie (exited, not yet reaped by init) has stopped serving
-  const alive = (pid: number) => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-    } catch {
-      return false;
-    }
-  };
   const api: TestNginx = {
     port,
     dir,
@@ -120,7 +125,7 @@ http {
             throw new Error(`nginx exited ${proc.exitCode}: ${stderr}`);
           }
           const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-          if (opts.daemon ? !(pid > 1 && pid !== daemonMaster && alive(pid)) : pid !== proc.pid) return false;
+          if (opts.daemon ? !(pid > 1 && pid !== daemonMaster && (await isAlive(pid))) : pid !== proc.pid) return false;
           const res = await fetch(`http://127.0.0.1:${port}/`).catch(() => null);
           if (res === null) return false;
           if (opts.daemon) daemonMaster = pid;
@@ -132,12 +137,8 @@ http {
     async stop(signal = 'SIGQUIT') {
       if (opts.daemon) {
         const pid = daemonMaster;
-        if (pid === undefined || !alive(pid)) return;
-        const workers = execFileSync('sh', ['-c', `pgrep -P ${pid} || true`], { encoding: 'utf8' })
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map(Number);
+        if (pid === undefined || !(await isAlive(pid))) return;
+        const workers = childrenOf(pid);
         process.kill(pid, signal);
         if (signal === 'SIGKILL') {
           for (const w of workers) {
@@ -149,7 +150,7 @@ http {
           }
         }
         // not our child: reaped by init, gone from /proc once it has
-        await waitFor('the nginx daemon to exit', () => !alive(pid) && workers.every((w) => !alive(w)), {
+        await waitFor('the nginx daemon to exit', async () => !(await isAlive(pid)) && !(await anyAlive(workers)), {
           timeout: 10_000,
         });
         await rm(pidFile, { force: true });
@@ -160,11 +161,7 @@ http {
       const exited = new Promise((r) => proc.once('exit', r));
       if (signal === 'SIGKILL') {
         // the whole group, as systemd's control-group kill: orphaned workers would keep the port
-        const workers = execFileSync('sh', ['-c', `pgrep -P ${proc.pid} || true`], { encoding: 'utf8' })
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map(Number);
+        const workers = childrenOf(proc.pid as number);
         proc.kill('SIGKILL');
         for (const w of workers) {
           try {

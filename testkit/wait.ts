@@ -50,3 +50,9 @@ export async function holdsFor(
     await delay(step);
   }
 }
+
+/** Reject after `ms` if `p` has not settled: what hangs fails the test, never the run. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} hangs`)), ms).unref());
+  return Promise.race([p, timer]);
+}

@@ -113,8 +113,6 @@ export class NginxCompanion {
   #wanted: EpochRecord | null = null;
   /** The epoch whose include is on disk: any nginx (re)started reads it. */
   #written: Served | null = null;
-  /** When that include was renamed into place (ms since 1970, taken after the rename). */
-  #writtenAt = 0;
   /**
    * Set when an include was written while nginx was down: an nginx starting
    * meanwhile may have read the include before it, and shows no pid file
@@ -280,11 +278,10 @@ export class NginxCompanion {
       inflight[slot] = (inflight[slot] ?? 0) + n;
     };
     const every = Object.keys(this.#wanted?.roots ?? { a: '', b: '' }) as SlotName[];
-    for (const on of this.#retired.values()) for (const slot of on === 'unknown' ? every : on) add(slot, 1);
+    const slotsOf = (on: RetiredOn) => (on === 'unknown' ? every : on);
+    for (const on of this.#retired.values()) for (const slot of slotsOf(on)) add(slot, 1);
     const starting = this.#mayBeStarting;
-    if (starting !== null && Date.now() < starting.until) {
-      for (const slot of starting.on === 'unknown' ? every : starting.on) add(slot, 1);
-    }
+    if (starting !== null && Date.now() < starting.until) for (const slot of slotsOf(starting.on)) add(slot, 1);
     const served = this.#served;
     if (served && this.#current.size > 0) {
       for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
@@ -424,7 +421,7 @@ export class NginxCompanion {
     // every nginx (re)started from here on reads the new root
     const readBefore: RetiredOn = this.#written?.slots ?? 'unknown';
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root, retained);
-    this.#writtenAt = Date.now();
+    const writtenAt = Date.now(); // after the rename: an nginx started later reads this include
     this.#written = {
       epoch: record.epoch,
       slot,
@@ -439,7 +436,7 @@ export class NginxCompanion {
       this.#master = null;
       this.#retire(this.#current, this.#served?.slots);
       this.#current = new Set();
-      this.#mayBeStarting = { on: readBefore, until: this.#writtenAt + START_GRACE_MS };
+      this.#mayBeStarting = { on: readBefore, until: writtenAt + START_GRACE_MS };
       await this.#nowServing(this.#written, 'down');
       return;
     }

@@ -49,7 +49,8 @@ export async function isTrustedMaster(pid: number): Promise<boolean> {
   return uids.length > 0 && uids.every((uid) => uid === 0 || uid === own);
 }
 
-async function isAlive(pid: number): Promise<boolean> {
+/** Whether `pid` runs: not gone, not a zombie (exited, not yet reaped). */
+export async function isAlive(pid: number): Promise<boolean> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
     // a zombie has exited: it serves nothing

@@ -16,7 +16,7 @@ import { workersOf } from '../../src/nginx/nginx-processes.js';
 import { memoryLogger } from '../../testkit/app.js';
 import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
 import { heldDownload } from '../../testkit/cluster.js';
-import { type TestNginx, nginxBinary, startNginx } from '../../testkit/nginx.js';
+import { type TestNginx, childrenOf, nginxBinary, startNginx } from '../../testkit/nginx.js';
 import { type CliProcess, runCli } from '../../testkit/proc.js';
 import { freePort } from '../../testkit/server.js';
 import { type TempStore, tempStore } from '../../testkit/store.js';
@@ -466,8 +466,7 @@ describe('mirrorswap nginx: a master named in its pid file before its workers ar
     stopped = master;
     // every child, titled as a worker yet or not (one forked a moment before the stop may not be): stopped,
     // the master forks no other, and those killed stay as zombies it has not reaped, never workers
-    const children = execFileSync('sh', ['-c', `pgrep -P ${master} || true`], { encoding: 'utf8' });
-    for (const w of children.trim().split('\n').filter(Boolean).map(Number)) process.kill(w, 'SIGKILL');
+    for (const w of childrenOf(master)) process.kill(w, 'SIGKILL');
     await waitFor('its workers gone', async () => (await workersOf(master)).length === 0);
     await writeFile(named(s.nginx), `${master}\n`);
     await waitFor('the companion to take the master on', () => s.companion.status().master === master);

@@ -12,14 +12,9 @@ import { memoryLogger } from '../../../testkit/logger.js';
 import { type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { compressibleText, writeVariantsFor } from '../../../testkit/variants.js';
+import { within } from '../../../testkit/wait.js';
 
 const JS = Buffer.from(compressibleText('app', 8192));
-
-/** Reject after `ms` if `p` has not settled: what hangs fails the test, never the run. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} hangs`)), ms).unref());
-  return Promise.race([p, timer]);
-}
 
 describe('a FIFO where a content index is expected', () => {
   const stores: TempStore[] = [];

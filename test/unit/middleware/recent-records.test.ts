@@ -15,6 +15,7 @@ import { memoryLogger } from '../../../testkit/logger.js';
 import { type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { writeVariantsFor } from '../../../testkit/variants.js';
+import { within } from '../../../testkit/wait.js';
 
 const JS = Buffer.from(
   Array.from({ length: 400 }, (_, i) => `export function f${i}(a, b) { return a * ${i} + b; }\n`).join(''),
@@ -128,10 +129,7 @@ describe('the recent records, as a server reads them', () => {
       execFileSync('mkfifo', [recentRecordsPath(a)]);
       return undefined;
     });
-    const timer = new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error('the request hangs')), 5000).unref(),
-    );
-    const res = await Promise.race([rawGet(s.port, '/d/app.js', { 'accept-encoding': 'br' }), timer]);
+    const res = await within(rawGet(s.port, '/d/app.js', { 'accept-encoding': 'br' }), 5000, 'the request');
     assert.equal(res.status, 200);
     assert.equal(res.headers['content-encoding'], undefined);
     assert.deepEqual(res.body, JS);
