@@ -13,7 +13,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { rm, unlink } from 'node:fs/promises';
+import { lstat, rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 import { MirrorswapError } from '../core/errors.js';
@@ -245,17 +245,15 @@ function linkSameSync(path: string, data: Buffer, to: string): boolean {
  * other bytes under the same size and time.
  */
 export function dropDirectoryIndexSync(slotRoot: string, relDir: string): void {
-  try {
-    unlinkSync(directoryIndexPath(slotRoot, relDir));
-  } catch (err) {
-    if (!isNotOfThatKind(err)) throw err;
-  }
+  dropMetaFileSync(slotRoot, directoryIndexPath(slotRoot, relDir));
 }
 
 /** As `dropDirectoryIndexSync`, without blocking. */
 export async function dropDirectoryIndex(slotRoot: string, relDir: string): Promise<void> {
+  const path = directoryIndexPath(slotRoot, relDir);
+  if (!(await metaDirectoriesInPlace(slotRoot, dirname(path)))) return;
   try {
-    await unlink(directoryIndexPath(slotRoot, relDir));
+    await unlink(path);
   } catch (err) {
     if (!isNotOfThatKind(err)) throw err;
   }
@@ -281,6 +279,8 @@ export async function rootRecordsGone(slotRoot: string, present: ReadonlySet<str
  * may be one replaced since, naming an inode number a new file took.
  */
 export async function dropEveryIndex(slotRoot: string): Promise<void> {
+  // never through a link at the meta directory (removed instead); one at `index` itself is removed by rm
+  if (!(await metaDirectoriesInPlace(slotRoot, join(slotRoot, META_DIR_NAME)))) return;
   await rm(join(slotRoot, META_DIR_NAME, 'index'), { recursive: true, force: true });
 }
 
@@ -314,11 +314,7 @@ export function writeDirectoryIndexSync(
 ): void {
   const path = directoryIndexPath(slotRoot, relDir);
   if (Object.keys(files).length === 0) {
-    try {
-      unlinkSync(path);
-    } catch (err) {
-      if (!isNotOfThatKind(err)) throw err;
-    }
+    dropMetaFileSync(slotRoot, path);
     return;
   }
   // names in order: the same records make the same bytes in every copy, so a shared index can be linked
@@ -342,32 +338,86 @@ export function writeDirectoryIndexSync(
 }
 
 /**
- * Make way for the meta file `path` of the copy at `slotRoot`, whose rename
- * into place failed: each directory above it, from the meta directory down,
- * made if missing, and anything else standing there (a file, a link) removed
- * first, as is a directory at `path` itself. Drift (a hand's), never what the
- * agent writes: left in the way, it failed every sync that writes there.
+ * Make each directory of the copy at `slotRoot` from its meta directory down
+ * to `dir` a directory of its own: made if missing, and anything else
+ * standing there (a file, a link, wherever it points) removed first, never
+ * followed. Done before anything is written or removed in the meta
+ * directory, so that nothing is, through a link, outside the copy
+ * (CONTRACT.md: nothing is written in the standby through a link). Drift (a
+ * hand's), never what the agent writes: left in the way, it failed every
+ * sync that writes there. One lstat per level when all is in place.
  */
-function makeWayForMetaSync(slotRoot: string, path: string): void {
-  const meta = join(slotRoot, META_DIR_NAME);
-  const below = dirname(path).slice(meta.length + 1);
-  let dir = meta;
-  for (const part of ['', ...(below === '' ? [] : below.split('/'))]) {
-    if (part !== '') dir = join(dir, part);
-    const st = lstatSync(dir, { throwIfNoEntry: false });
+function metaDirectoriesSync(slotRoot: string, dir: string, make = true): boolean {
+  for (const at of metaLevels(slotRoot, dir)) {
+    const st = lstatSync(at, { throwIfNoEntry: false });
     if (st?.isDirectory()) continue;
     // the walk threads of a derive write side by side: another may have made way here meanwhile
     try {
-      if (st) unlinkSync(dir);
+      if (st) unlinkSync(at);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    if (!make) return false;
     try {
-      mkdirSync(dir, { mode: 0o755 });
+      mkdirSync(at, { mode: 0o755 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
+  return true;
+}
+
+/** The directories from the meta directory of the copy at `slotRoot` down to `dir`, in order. */
+function metaLevels(slotRoot: string, dir: string): string[] {
+  const meta = join(slotRoot, META_DIR_NAME);
+  const below = dir.slice(meta.length + 1);
+  const levels = [meta];
+  for (const part of below === '' ? [] : below.split('/')) levels.push(join(levels.at(-1) as string, part));
+  return levels;
+}
+
+/**
+ * As `metaDirectoriesSync(…, false)`, without blocking: whether each
+ * directory down to `dir` is one; the first that is not is removed if
+ * something else (a link, a file) stands there, never followed.
+ */
+async function metaDirectoriesInPlace(slotRoot: string, dir: string): Promise<boolean> {
+  for (const at of metaLevels(slotRoot, dir)) {
+    const st = await lstat(at).catch((err: unknown) => {
+      if (isNotOfThatKind(err)) return null;
+      throw err;
+    });
+    if (st?.isDirectory()) continue;
+    if (st)
+      await unlink(at).catch((err: unknown) => {
+        if (!isNotOfThatKind(err)) throw err;
+      });
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Remove the meta file `path` of the copy at `slotRoot`, never through a link
+ * above it (one there is removed: what it leads to is not the copy's); none
+ * there: nothing done.
+ */
+function dropMetaFileSync(slotRoot: string, path: string): void {
+  if (!metaDirectoriesSync(slotRoot, dirname(path), false)) return;
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (!isNotOfThatKind(err)) throw err;
+  }
+}
+
+/**
+ * Make way for the meta file `path` of the copy at `slotRoot`, whose rename
+ * into place failed: its directories (`metaDirectoriesSync`), and a
+ * directory at `path` itself removed.
+ */
+function makeWayForMetaSync(slotRoot: string, path: string): void {
+  metaDirectoriesSync(slotRoot, dirname(path));
   if (lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) rmSync(path, { recursive: true, force: true });
 }
 
@@ -399,6 +449,8 @@ export function replaceMetaFileSync(
         // none there, or it cannot be linked there: the rename below frees it
       }
     }
+    // never through a link at the meta directory or below it: the rename would land outside the copy
+    metaDirectoriesSync(slotRoot, dirname(path));
     try {
       renameSync(tmp, path);
     } catch (err) {
