@@ -281,11 +281,22 @@ export class WalkPool {
     // a job's context is cloned once per thread, not once per chunk: a derive's carries the variant
     // cache's entries and records, and a large copy goes out in tens of chunks
     const message: ChunkMessage = { task: job.task, job: job.id, units };
-    if (thread.holds !== job.id) {
-      message.context = job.context;
-      thread.holds = job.id;
+    const sendContext = thread.holds !== job.id;
+    if (sendContext) message.context = job.context;
+    try {
+      thread.worker.postMessage(message);
+    } catch (err) {
+      // not sent (a context or unit that cannot be cloned): the thread never got the chunk, nor a new
+      // context (it may hold the last one still: sent again if need be), and is free; the job fails
+      thread.job = null;
+      if (sendContext) thread.holds = null;
+      thread.worker.unref();
+      job.running--;
+      this.#fail(job, err as Error);
+      this.#dispatch(thread);
+      return;
     }
-    thread.worker.postMessage(message);
+    if (sendContext) thread.holds = job.id;
   }
 
   /** Threads working on a chunk now. */
