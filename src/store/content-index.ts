@@ -351,11 +351,13 @@ function metaDirectoriesSync(slotRoot: string, dir: string, make = true): boolea
   for (const at of metaLevels(slotRoot, dir)) {
     const st = lstatSync(at, { throwIfNoEntry: false });
     if (st?.isDirectory()) continue;
-    // the walk threads of a derive write side by side: another may have made way here meanwhile
+    // the walk threads of a derive write side by side: another may have made way here meanwhile (the
+    // entry gone, or already the directory it made: EISDIR)
     try {
       if (st) unlinkSync(at);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EISDIR') throw err;
     }
     if (!make) return false;
     try {
