@@ -16,7 +16,6 @@ import {
   writeSync,
   chmodSync,
   fchmodSync,
-  lstatSync,
   type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -140,11 +139,11 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
       if (!st.isFile()) return;
       if (context.share !== undefined && shareFileSync(context.share, rel, fd, st, dest)) result.shared++;
       else {
-        let sha256: string | null = null;
-        result.bytes += copyOpenedFile(fd, st, dest, copied ? (bytes) => (sha256 = contentHash(bytes)) : undefined);
-        if (copied && sha256 !== null) {
+        const copy = copyOpenedFile(fd, st, dest, copied !== null);
+        result.bytes += copy.bytes;
+        if (copied && copy.hashed) {
           // the file as written: the derive trusts the hash while the file has this stamp
-          const placed = lstatSync(dest);
+          const { sha256, st: placed } = copy.hashed;
           copied.hints[name] = { ino: placed.ino, size: placed.size, mtimeMs: placed.mtimeMs, sha256 };
           copied.files.set(name, placed);
         }
@@ -252,13 +251,26 @@ export function cloneUnitSync(context: CloneContext, unit: CloneUnit): CloneResu
   return result;
 }
 
+/** What `copyOpenedFile` wrote. */
+export interface CopiedFile {
+  bytes: number;
+  /**
+   * Asked for (`hash`), and the file small enough to pass through this
+   * thread: the hash of the bytes written and the new file's status as it
+   * was closed (its stamp vouches for the hash while it holds).
+   */
+  hashed?: { sha256: string; st: Stats };
+}
+
 /**
  * Copy the regular file open as `fd` (whose status is `st`) to the new file
- * `dest`, with its mode (`treeMode`) and times; returns the bytes copied. A small file is one read and one write through the
- * descriptors, a large one `copy_file_range` in the kernel. Blocking calls,
- * for a walk thread.
+ * `dest`, with its mode (`treeMode`) and times. A small file is one read and
+ * one write through the descriptors, a large one `copy_file_range` in the
+ * kernel. With `hash`, a small file's bytes are hashed as they pass, and the
+ * new file's status taken from its descriptor (no second lookup of its
+ * path). Blocking calls, for a walk thread.
  */
-export function copyOpenedFile(fd: number, st: Stats, dest: string, onBytes?: (bytes: Buffer) => void): number {
+export function copyOpenedFile(fd: number, st: Stats, dest: string, hash = false): CopiedFile {
   const mode = treeMode(st.mode, false);
   if (st.size > SMALL_FILE) {
     copyFileSync(fdPath(fd), dest); // the path names the opened file
@@ -269,7 +281,7 @@ export function copyOpenedFile(fd: number, st: Stats, dest: string, onBytes?: (b
     } finally {
       closeSync(out);
     }
-    return st.size;
+    return { bytes: st.size };
   }
   const buffer = sharedBuffer();
   const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
@@ -283,10 +295,10 @@ export function copyOpenedFile(fd: number, st: Stats, dest: string, onBytes?: (b
       if (n < want) break;
     }
     for (let written = 0; written < length; ) written += writeSync(out, buffer, written, length - written);
-    onBytes?.(buffer.subarray(0, length));
+    const sha256 = hash ? contentHash(buffer.subarray(0, length)) : null;
     if ((mode & umask()) !== 0) fchmodSync(out, mode); // creation's mode was cut by the umask
     futimesSync(out, msInside(st.atimeMs), msInside(st.mtimeMs));
-    return length;
+    return sha256 === null ? { bytes: length } : { bytes: length, hashed: { sha256, st: fstatSync(out) } };
   } finally {
     closeSync(out);
   }

@@ -1,6 +1,5 @@
 import { type Stats, closeSync, constants, fstatSync, linkSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { contentHash } from '../store/content-index.js';
 import type { StagedHash } from './derive-variants.js';
 import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
@@ -110,14 +109,10 @@ function copyToTempSync(c: StageContext, unit: StageUnit): Staged {
     if (c.share !== undefined && shareFileSync(c.share, unit.rel, fd, st, unit.tmp)) {
       return { rel: unit.rel, tmp: unit.tmp, bytes: 0, shared: true };
     }
-    if (!c.hash) return { rel: unit.rel, tmp: unit.tmp, bytes: copyOpenedFile(fd, st, unit.tmp) };
-    let sha256 = '';
-    const bytes = copyOpenedFile(fd, st, unit.tmp, (b) => {
-      sha256 = contentHash(b);
-    });
-    if (sha256 === '') return { rel: unit.rel, tmp: unit.tmp, bytes }; // copied by the kernel: the derive reads it
-    const { ino, size, mtimeMs } = lstatSync(unit.tmp);
-    return { rel: unit.rel, tmp: unit.tmp, bytes, hash: { ino, size, mtimeMs, sha256 } };
+    const { bytes, hashed } = copyOpenedFile(fd, st, unit.tmp, c.hash);
+    if (!hashed) return { rel: unit.rel, tmp: unit.tmp, bytes }; // not asked, or copied by the kernel: the derive reads it
+    const { ino, size, mtimeMs } = hashed.st;
+    return { rel: unit.rel, tmp: unit.tmp, bytes, hash: { ino, size, mtimeMs, sha256: hashed.sha256 } };
   } catch (err) {
     if (isGone(err)) return notStaged;
     throw err;
