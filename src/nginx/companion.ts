@@ -117,7 +117,9 @@ export class NginxCompanion {
    * Set when an include was written while nginx was down: an nginx starting
    * meanwhile may have read the include before it, and shows no pid file
    * until later. Until `until`, the copies that include reached count one
-   * in flight (`START_GRACE_MS`).
+   * in flight (`START_GRACE_MS`). `until` is on the monotonic clock
+   * (`performance.now()`): a step of the wall clock neither ends the hold
+   * early nor stretches it into a drain timeout.
    */
   #mayBeStarting: { on: RetiredOn; until: number } | null = null;
   #served: Served | null = null;
@@ -281,7 +283,7 @@ export class NginxCompanion {
     const slotsOf = (on: RetiredOn) => (on === 'unknown' ? every : on);
     for (const on of this.#retired.values()) for (const slot of slotsOf(on)) add(slot, 1);
     const starting = this.#mayBeStarting;
-    if (starting !== null && Date.now() < starting.until) for (const slot of slotsOf(starting.on)) add(slot, 1);
+    if (starting !== null && performance.now() < starting.until) for (const slot of slotsOf(starting.on)) add(slot, 1);
     const served = this.#served;
     if (served && this.#current.size > 0) {
       for (const slot of served.slots) if (slot !== served.slot) add(slot, this.#current.size);
@@ -421,7 +423,7 @@ export class NginxCompanion {
     // every nginx (re)started from here on reads the new root
     const readBefore: RetiredOn = this.#written?.slots ?? 'unknown';
     await writeInclude(this.#opts.includeFile, record.epoch, slot, root, retained);
-    const writtenAt = Date.now(); // after the rename: an nginx started later reads this include
+    const writtenAt = performance.now(); // after the rename: an nginx started later reads this include
     this.#written = {
       epoch: record.epoch,
       slot,
@@ -451,7 +453,7 @@ export class NginxCompanion {
     this.#retire(found, 'unknown');
     // retired workers still draining are children of the master too: none of them is a new one
     const before = new Set([...known, ...found, ...this.#retired.keys()]);
-    const started = Date.now();
+    const started = performance.now();
     if (this.#opts.reloadCmd) await runReloadCommand(this.#opts.reloadCmd);
     else process.kill(master, 'SIGHUP');
     const fresh = await this.#newWorkers(master, before, started);
@@ -471,15 +473,16 @@ export class NginxCompanion {
    * worker is listed once it has set its title).
    */
   async #workersSettled(master: number): Promise<void> {
-    const until = Date.now() + this.#opts.reloadTimeout;
+    // intervals on the monotonic clock, as every wait of the companion's
+    const until = performance.now() + this.#opts.reloadTimeout;
     let last = (await workersOf(master)).sort().join();
-    let since = Date.now();
-    while (Date.now() - since < SETTLE_MS && Date.now() < until) {
+    let since = performance.now();
+    while (performance.now() - since < SETTLE_MS && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 10));
       const now = (await workersOf(master)).sort().join();
       if (now !== last) {
         last = now;
-        since = Date.now();
+        since = performance.now();
       }
     }
   }
@@ -492,12 +495,13 @@ export class NginxCompanion {
    * ever the reason of a failure seen, never a failure by itself: a check
    * run with other rights than nginx's may fail where nginx does not.
    */
+  /** `started`: when the reload was asked for, on the monotonic clock (`performance.now()`). */
   async #newWorkers(master: number, before: Set<number>, started: number): Promise<number[]> {
     for (;;) {
       const fresh = (await workersOf(master)).filter((pid) => !before.has(pid));
       if (fresh.length > 0) return fresh;
       if ((await this.#findMaster()) !== master) throw new ReloadFailed('nginx stopped during the reload');
-      if (Date.now() - started > this.#opts.reloadTimeout) {
+      if (performance.now() - started > this.#opts.reloadTimeout) {
         const problem = await configProblem(master);
         throw new ReloadFailed(
           problem
