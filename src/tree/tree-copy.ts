@@ -231,7 +231,8 @@ export class TreeCopier {
   /** Target directories known to exist during this copy (it is the slot's only writer). */
   readonly #knownDirs = new Set<string>();
   /** Files copied to temp files by `#stage`, each to be renamed into place. */
-  readonly #staged = new Map<string, { tmp: string; bytes: number }>();
+  /** Staged files not placed by their thread, for `#placeStaged`; `shared`: linked from the copy shared with. */
+  readonly #staged = new Map<string, { tmp: string; bytes: number; shared: boolean }>();
   /** What staging learnt of the files it copied (their hash), for the next derive. */
   readonly #stagedHashes = new Map<string, StagedHash>();
   /** Staged files placed, to fsync in `#finish` with the directories (when durable, file by file). */
@@ -461,11 +462,12 @@ export class TreeCopier {
         for (const part of parts) {
           if (part.bytes === null) continue;
           if (part.hash) this.#stagedHashes.set(part.rel, part.hash);
-          if (part.shared) this.sharedFiles++;
+          // a shared file counts once it is placed: one whose placing fails is copied again by path
           if (part.placed) {
             placed.add(part.rel);
+            if (part.shared) this.sharedFiles++;
             this.#placedByThread(part.rel, part.bytes, part.placed.kept ? (keptAt.get(part.rel) ?? null) : null);
-          } else this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes });
+          } else this.#staged.set(part.rel, { tmp: part.tmp, bytes: part.bytes, shared: part.shared === true });
         }
         return true;
       },
@@ -954,6 +956,7 @@ export class TreeCopier {
       return false; // the temp file is removed with the temp directory
     }
     if (this.#durable && !this.#syncfsAtEnd) this.#placedUnsynced.push(dst);
+    if (staged.shared) this.sharedFiles++;
     this.stats.bytes += staged.bytes;
     this.stats.files++;
     this.#onProgress?.(this.stats);
