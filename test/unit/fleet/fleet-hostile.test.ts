@@ -15,6 +15,7 @@ import { Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
 import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { flood } from '../../../testkit/flood.js';
+import { within } from '../../../testkit/wait.js';
 
 // A coordinator is the source of truth for content, not for where a host writes: whatever
 // it answers, a host changes nothing outside its slot and holds no more than the bounds.
@@ -412,16 +413,6 @@ describe('a hostile coordinator cannot exhaust a host', () => {
       const t = setInterval(() => res.write(byte), 50);
       res.on('close', () => clearInterval(t));
     };
-  /** `p`, or a failure once `ms` have passed: a pull that never ends fails the test instead of hanging it. */
-  const within = <T>(p: Promise<T>, ms: number) => {
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms);
-      }),
-    ]).finally(() => clearTimeout(timer)); // a bound left running kept the file alive for its whole 5 s
-  };
 
   it('a coordinator dripping its manifest is given up on', async () => {
     const into = await temp.make('mirrorswap-hostile-');
@@ -429,7 +420,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       const started = Date.now();
       await assert.rejects(
-        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000),
+        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
         /slower than the bound of 65536 bytes a second past 500 ms/,
       );
       assert.ok(Date.now() - started < 2000);
@@ -445,7 +436,10 @@ describe('a hostile coordinator cannot exhaust a host', () => {
       (_req, res) => drip(frameHeader('a.txt', 1_000_000), 'x')(_req, res, Buffer.alloc(0)),
     );
     try {
-      await assert.rejects(within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000), /slower than the bound/);
+      await assert.rejects(
+        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
+        /slower than the bound/,
+      );
     } finally {
       await c.close();
     }
@@ -463,7 +457,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       await assert.rejects(
-        within(pull(url, into, { base: null, timeoutMs: 500 }), 5000),
+        within(pull(url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
         /did not answer within 500 ms/,
       );
     } finally {
