@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import type { SwapRecord } from '../../../src/agent/agent.js';
 import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
 import { type TestApp, startApp } from '../../../testkit/app.js';
@@ -18,10 +18,18 @@ describe('variants made at sync are the ones served', () => {
   let web: TestApp;
   const v1 = compressibleText('one', 20_000);
   const v2 = compressibleText('two', 21_000);
+  const own = compressibleText('own', 12_000);
+  /** master's own gzip of own/x.js: the agent names it as a variant (made: false), and keeps it */
+  const ownGz = gzipSync(own);
 
   before(async () => {
     store = await tempStore();
-    await store.fill('master', { 'js/app.js': v1, 'logo.png': 'not text, never compressed'.repeat(100) });
+    await store.fill('master', {
+      'js/app.js': v1,
+      'logo.png': 'not text, never compressed'.repeat(100),
+      'own/x.js': own,
+      'own/x.js.gz': ownGz,
+    });
     agent = await startTestAgent(store);
     web = await startApp({ store: store.root, serverId: 'web-variants', heartbeatInterval: 100 });
   });
@@ -69,5 +77,27 @@ describe('variants made at sync are the ones served', () => {
     const other = await get('/js/app.js');
     assert.equal(other.headers.etag, plain.headers.etag);
     assert.equal(brotliDecompressSync((await get('/js/app.js', 'br')).body).toString(), v2);
+  });
+
+  it("the variants it made are no files of the site: their own URLs are 404s; master's own sibling is served", async () => {
+    // a made variant is there to be chosen by Accept-Encoding, never named: serve-static over master
+    // would answer 404, and so must the copy (README, "Differences from serve-static")
+    for (const path of ['/js/app.js.br', '/js/app.js.gz', '/own/x.js.br', '/js/app.js.br?v=1', '/js/../js/app.js.gz']) {
+      for (const method of ['GET', 'HEAD']) {
+        const res = await rawGet(web.port, path, { 'accept-encoding': 'br, gzip' }, method);
+        assert.equal(res.status, 404, `${method} ${path}`);
+        assert.equal(res.headers['content-encoding'], undefined, `${method} ${path}`);
+      }
+    }
+    // master's own X.gz is master's file: served as itself under its name, and chosen as X's gzip variant
+    const itself = await get('/own/x.js.gz', 'br, gzip');
+    assert.equal(itself.status, 200);
+    assert.equal(itself.headers['content-encoding'], undefined);
+    assert.deepEqual(itself.body, ownGz);
+    const chosen = await get('/own/x.js', 'gzip');
+    assert.equal(chosen.headers['content-encoding'], 'gzip');
+    assert.equal(gunzipSync(chosen.body).toString(), own);
+    // the files themselves are still there for the negotiation
+    assert.equal((await get('/js/app.js', 'br')).headers['content-encoding'], 'br');
   });
 });
