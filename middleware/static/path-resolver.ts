@@ -7,6 +7,7 @@ import etag from 'etag';
 import { contentType } from 'mime-types';
 import { SYSTEM_PATH_BYTES, SYSTEM_SEGMENT_BYTES } from '../../src/core/path-limits.js';
 import {
+  type DirectoryIndex,
   type FileRecord,
   META_DIR_NAME,
   VARIANT_ENCODINGS,
@@ -225,19 +226,48 @@ function relativePosix(root: string, path: string): string {
  * file: the server then knows nothing of it).
  */
 async function recordOf(real: string, st: Stats, lookup: Lookup): Promise<FileRecord | null> {
-  const { slot, opts, indexes } = lookup;
-  if (indexes === null || (opts.etag !== 'content' && !opts.precompressed)) return null;
-  const relDir = relativePosix(slot.realRoot, dirname(real));
+  const { opts } = lookup;
+  if (opts.etag !== 'content' && !opts.precompressed) return null;
+  const record = (await indexOfDirectory(dirname(real), lookup))?.files[basename(real)];
+  return record !== undefined && stampMatches(record, st) ? record : null;
+}
+
+/** The content index of the copy's directory `realDir` (a real path), read once per epoch; null when none. */
+async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<DirectoryIndex | null> {
+  const { slot, indexes } = lookup;
+  if (indexes === null) return null;
+  const relDir = relativePosix(slot.realRoot, realDir);
   // never a record for the agent's own files (they are not served anyway)
   if (relDir === META_DIR_NAME || relDir.startsWith(`${META_DIR_NAME}/`)) return null;
-  const index = await indexes.directoryIndex(relDir, async () => {
+  return indexes.directoryIndex(relDir, async () => {
     // an index that cannot be read is one the server knows nothing from; a recent record of the
     // copy's stands in place of its index's, and torn ones void every index (src/store/recent-records.ts)
     const recent = await indexes.recentRecords(() => recentForReaders(slot.realRoot));
     return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(() => null), relDir, recent);
   });
-  const record = index?.files[basename(real)];
-  return record !== undefined && stampMatches(record, st) ? record : null;
+}
+
+/**
+ * Whether the file open as `real` (status `st`) is a variant the agent made
+ * beside its original (`app.js.br`): the index of its directory names it,
+ * `made`, by this inode and size. Such a file is in the copy only to be
+ * chosen by `Accept-Encoding`; master has no file of that name, so it is no
+ * file of the site and is never served under its own name (serve-static
+ * over master would answer 404). Master's own sibling (`made: false`) is
+ * master's file and served as itself, and so is one the index does not know.
+ * Read whatever `etag` and `precompressed` say: a made variant is in the copy
+ * either way.
+ */
+async function isMadeVariant(real: string, st: Stats, lookup: Lookup): Promise<boolean> {
+  const name = basename(real);
+  for (const encoding of VARIANT_ENCODINGS) {
+    const suffix = VARIANT_SUFFIX[encoding];
+    if (name.length <= suffix.length || !name.endsWith(suffix)) continue;
+    const index = await indexOfDirectory(dirname(real), lookup);
+    const variant = index?.files[name.slice(0, -suffix.length)]?.variants?.[encoding];
+    return variant?.made === true && variantMatches(variant, st);
+  }
+  return false;
 }
 
 /** Headers every representation of a file shares, in serve-static's order. */
@@ -320,7 +350,7 @@ const VARY = 'Accept-Encoding';
 async function describeFile(handle: FileHandle, path: string, real: string, lookup: Lookup): Promise<FileEntry | null> {
   const { opts, arena } = lookup;
   const st = await handle.stat();
-  if (!st.isFile()) return null;
+  if (!st.isFile() || (await isMadeVariant(real, st, lookup))) return null;
   const record = await recordOf(real, st, lookup);
   const tag = record !== null && opts.etag === 'content' ? strongEtag(record.sha256) : etag(st);
   const lastModified = st.mtime.toUTCString();
