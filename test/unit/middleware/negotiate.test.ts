@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { cacheControlFor, globToRegExp, resolveCacheRules } from '../../../middleware/static/cache-rules.js';
-import { chooseEncoding } from '../../../middleware/static/negotiate.js';
+import { MAX_HEADER_CHARS, chooseEncoding } from '../../../middleware/static/negotiate.js';
 
 const BR = 1;
 const GZIP = 2;
@@ -102,6 +102,18 @@ describe('Accept-Encoding negotiation (RFC 9110 12.5.3)', () => {
     const perHeader = (performance.now() - t0) / 300;
     assert.ok(perHeader < 2, `${perHeader.toFixed(3)} ms a header`);
     assert.equal(choose('\u0000\uffff\ud800, br'), 'br');
+  });
+
+  it('a member cut by the length limit is not read as another: br;q=0 cut after "br" is no br', () => {
+    // the first MAX_HEADER_CHARS characters are read; a member they cut short is not the client's
+    const upTo = (tail: string, at: number) => `${'x'.repeat(MAX_HEADER_CHARS - at - 2)}, ${tail}`;
+    assert.equal(choose(upTo('br;q=0', 2)), 'identity', 'br;q=0 cut to br');
+    assert.equal(choose(upTo('gzip;q=0', 4)), 'identity', 'gzip;q=0 cut to gzip');
+    assert.equal(choose(`gzip;q=0.8, ${upTo('br;q=0.5', 2).slice(12)}`), 'gzip', 'br;q=0.5 cut to br');
+    assert.equal(choose(`gzip;q=0.95, ${upTo('identity;q=0.9', 8).slice(13)}`), 'gzip', 'identity;q=0.9 cut');
+    // a cut that falls on a member's end leaves it whole
+    assert.equal(choose(upTo('br', 2)), 'br');
+    assert.equal(choose(`${upTo('br', 2)}, gzip`), 'br');
   });
 });
 
