@@ -23,7 +23,8 @@ import { VARIANT_ENCODINGS } from '../../src/store/content-index.js';
  *   express-static-gzip all do so; a file without variants answers the same.
  *
  * Hostile headers cost bounded work: only the first `MAX_HEADER_CHARS`
- * characters and `MAX_MEMBERS` members are read, and nothing here throws.
+ * characters (less a member they cut short) and `MAX_MEMBERS` members are
+ * read, and nothing here throws.
  */
 
 /** How much of a header is read: far more than any browser sends (about 30 characters). */
@@ -66,9 +67,20 @@ function weightOf(params: string): number {
   return q;
 }
 
+/**
+ * The part of a header that is read: its first MAX_HEADER_CHARS characters,
+ * less a last member they cut short. What was cut may have been its weight
+ * (`br;q=0` read as `br` would send a coding the client refused); only a
+ * comma right after the cut says the member ended there.
+ */
+function readablePart(header: string): string {
+  if (header.length <= MAX_HEADER_CHARS || header[MAX_HEADER_CHARS] === ',') return header.slice(0, MAX_HEADER_CHARS);
+  return header.slice(0, header.lastIndexOf(',', MAX_HEADER_CHARS - 1) + 1);
+}
+
 function parse(header: string): Weights {
   const weights: Weights = { codings: VARIANT_ENCODINGS.map(() => -1), identity: -1, star: -1 };
-  const text = header.length > MAX_HEADER_CHARS ? header.slice(0, MAX_HEADER_CHARS) : header;
+  const text = readablePart(header);
   let start = 0;
   for (let members = 0; start <= text.length && members < MAX_MEMBERS; members++) {
     let end = text.indexOf(',', start);
