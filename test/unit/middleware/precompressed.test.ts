@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import express from 'express';
 import type { StaticOptions } from '../../../middleware/options.js';
 import { mirrorStatic } from '../../../middleware/static/mirror-static.js';
@@ -22,6 +22,8 @@ const JS = Buffer.from(
 );
 const CSS = Buffer.from(Array.from({ length: 300 }, (_, i) => `.c${i} { margin: ${i}px; }\n`).join(''));
 const BIG = Buffer.from('big file line of text\n'.repeat(20_000)); // 440 KB: streamed, its variants too
+/** Text whose br and gzip variants (Node's default levels) have the same size: 33 bytes each. */
+const SAME_SIZE = Buffer.from('85f40e4b3abcabcabcabcabcabcabcabcabcabc');
 
 interface Server extends Running {
   mw: ReturnType<typeof mirrorStatic>;
@@ -83,6 +85,7 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     'link/app.js': JS,
     'fifo/app.js': JS,
     'hashonly/app.js': JS,
+    'samesize/tiny.txt': SAME_SIZE,
   };
 
   before(async () => {
@@ -100,6 +103,7 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
         'otherdir/app.js',
         'link/app.js',
         'fifo/app.js',
+        'samesize/tiny.txt',
       ]);
       writeVariantsFor(store.slots[slot], ['hashonly/app.js'], []);
       // a file that changed between the two copies' syncs: each copy has its own variants
@@ -130,6 +134,9 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     execFileSync('mkfifo', [join(a, 'fifo/app.js.gz')]);
     await rm(join(a, 'fifo/app.js.br'));
     execFileSync('mkdir', [join(a, 'fifo/app.js.br')]);
+    // samesize: its variants have its mtime, as the agent gives them
+    const { mtime } = await stat(join(a, 'samesize/tiny.txt'));
+    for (const suffix of ['.br', '.gz']) await utimes(join(a, `samesize/tiny.txt${suffix}`), mtime, mtime);
     await store.publish(1, 'a');
   });
   after(async () => {
@@ -252,6 +259,26 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
       assert.equal(part.status, 206);
       assert.deepEqual(part.body, res.body.subarray(5, 15));
     }
+  });
+
+  it("etag: 'weak': each variant has a tag of its own, even when br and gzip have one size (and one mtime)", async (t) => {
+    const [brSize, gzSize] = [brotliCompressSync(SAME_SIZE).length, gzipSync(SAME_SIZE).length];
+    if (brSize !== gzSize) return t.skip(`this zlib makes ${brSize} and ${gzSize} bytes: no collision to test`);
+    const s = await start({ etag: 'weak' });
+    const get = (ae: string, extra: Record<string, string> = {}) =>
+      rawGet(s.port, '/samesize/tiny.txt', { 'accept-encoding': ae, ...extra });
+    const [br, gz, id] = [await get('br'), await get('gzip'), await get('identity')];
+    assert.equal(br.headers['content-encoding'], 'br');
+    assert.equal(gz.headers['content-encoding'], 'gzip');
+    for (const res of [br, gz, id]) assert.match(String(res.headers.etag), /^W\/"/);
+    // one tag for two representations: a cache holding both (Vary) that revalidates one could be
+    // told by the 304 to serve the other, brotli bytes to a client that accepts only gzip
+    assert.equal(new Set([br.headers.etag, gz.headers.etag, id.headers.etag]).size, 3, 'one tag per representation');
+    const other = await get('gzip', { 'if-none-match': String(br.headers.etag) });
+    assert.equal(other.status, 200, "br's tag does not validate the gzip variant");
+    assert.equal(other.headers['content-encoding'], 'gzip');
+    assert.deepEqual(decoded(other), SAME_SIZE);
+    assert.equal((await get('gzip', { 'if-none-match': String(gz.headers.etag) })).status, 304);
   });
 
   it('Vary merges with one an earlier handler set; the fast path does not overwrite it', async () => {
