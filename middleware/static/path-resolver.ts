@@ -326,7 +326,7 @@ async function variantAt(
     const headers = withLength(shared, st.size);
     headers['Content-Encoding'] = encoding;
     if (opts.etag === 'content') headers.ETag = strongEtag(expected.sha256);
-    else if (opts.etag === 'weak') headers.ETag = etag(st);
+    else if (opts.etag === 'weak') headers.ETag = weakVariantTag(st, encoding);
     headers.Vary = VARY;
     const body = st.size <= opts.cacheMaxFileSize ? await readIntoArena(handle, st.size, path, arena) : null;
     return Object.freeze({
@@ -345,6 +345,17 @@ async function variantAt(
 }
 
 const VARY = 'Accept-Encoding';
+
+/**
+ * serve-static's weak tag (size and mtime, `W/"…"`) for a variant, with its
+ * coding added: a made variant has its original's mtime, and br and gzip can
+ * come out the same size, so size and time alone could give two
+ * representations of one resource one tag, and a 304 for one would validate
+ * a cache's copy of the other (RFC 9110 8.8.3.3).
+ */
+function weakVariantTag(st: Stats, encoding: (typeof VARIANT_ENCODINGS)[number]): string {
+  return `${etag(st).slice(0, -1)}-${encoding}"`;
+}
 
 /** The entry for the regular file open as `handle` (found at `path`, really at `real`); null if not one. */
 async function describeFile(handle: FileHandle, path: string, real: string, lookup: Lookup): Promise<FileEntry | null> {
