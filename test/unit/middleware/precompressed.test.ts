@@ -86,6 +86,7 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     'fifo/app.js': JS,
     'hashonly/app.js': JS,
     'samesize/tiny.txt': SAME_SIZE,
+    'resumed/app.js': JS,
   };
 
   before(async () => {
@@ -110,6 +111,28 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
       await store.fill(slot, { 'changes.js': Buffer.concat([JS, Buffer.from(`// release ${slot}\n`)]) });
       writeVariantsFor(store.slots[slot], ['changes.js']);
     }
+    // resumed: one file, one mtime, in both copies; master's own app.js.gz of the first made again
+    // (another level) for the second: other bytes that decode to the same file
+    const when = new Date('2026-01-02T03:04:05Z');
+    for (const slot of ['a', 'b'] as const) {
+      await utimes(join(store.slots[slot], 'resumed/app.js'), when, when);
+      writeVariantsFor(store.slots[slot], ['resumed/app.js'], ['gzip']);
+    }
+    const regzipped = gzipSync(JS, { level: 1 });
+    await rm(join(store.slots.b, 'resumed/app.js.gz'));
+    await writeFile(join(store.slots.b, 'resumed/app.js.gz'), regzipped);
+    const vst = await stat(join(store.slots.b, 'resumed/app.js.gz'));
+    const bIndex = directoryIndexPath(store.slots.b, 'resumed');
+    const parsed = JSON.parse(await readFile(bIndex, 'utf8')) as {
+      files: Record<string, { variants: Record<string, unknown> }>;
+    };
+    (parsed.files['app.js'] as { variants: Record<string, unknown> }).variants.gzip = {
+      ino: vst.ino,
+      size: vst.size,
+      sha256: contentHash(regzipped),
+      made: false,
+    };
+    await writeFile(bIndex, JSON.stringify(parsed));
     const a = store.slots.a;
     // gone: both variants deleted after the index was written
     await rm(join(a, 'gone/app.js.br'));
@@ -420,6 +443,42 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     assert.equal(n.headers['content-encoding'], 'br');
     assert.throws(() => mirrorStatic({ store: store.root, etag: 'strong' as never }), /etag option/);
     assert.throws(() => mirrorStatic({ store: store.root, precompressed: 'yes' as never }), /precompressed option/);
+  });
+
+  it("If-Range by date never joins two variants' bytes: a date is no strong validator of a variant", async () => {
+    const s = await start();
+    const mount = async (epoch: number, slot: 'a' | 'b') => {
+      await store.publish(epoch, slot);
+      await s.mw.refresh();
+      const deadline = Date.now() + 5000;
+      while (s.mw.state().slot !== slot && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(s.mw.state().slot, slot);
+    };
+    const ae = { 'accept-encoding': 'gzip' };
+    const first = await rawGet(s.port, '/resumed/app.js', { ...ae, range: 'bytes=0-99' });
+    assert.equal(first.status, 206);
+    const lastModified = String(first.headers['last-modified']);
+    // the other copy: the same file with the same date, but a gzip variant of other bytes
+    await mount(20, 'b');
+    try {
+      const whole = await rawGet(s.port, '/resumed/app.js');
+      assert.equal(whole.headers['last-modified'], lastModified, 'the same file, the same date');
+      const rest = await rawGet(s.port, '/resumed/app.js', { ...ae, range: 'bytes=100-', 'if-range': lastModified });
+      assert.equal(rest.headers['content-encoding'], 'gzip');
+      // a 206 here would be spliced onto bytes of another gzip stream: garbage once joined
+      assert.equal(rest.status, 200, 'the date of the file is not the identity of its variant: the whole variant');
+      assert.deepEqual(decoded(rest), JS);
+      // If-Range by the variant's own strong tag still resumes
+      const tag = String(rest.headers.etag);
+      const resumed = await rawGet(s.port, '/resumed/app.js', { ...ae, range: 'bytes=100-', 'if-range': tag });
+      assert.equal(resumed.status, 206);
+      assert.deepEqual(resumed.body, rest.body.subarray(100));
+      // the file as it is: a date still resumes it, as serve-static does
+      const plain = await rawGet(s.port, '/resumed/app.js', { range: 'bytes=100-', 'if-range': lastModified });
+      assert.equal(plain.status, 206);
+    } finally {
+      await mount(21, 'a');
+    }
   });
 
   it('hostile Accept-Encoding: answered, and quickly', async () => {
