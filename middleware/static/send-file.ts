@@ -57,13 +57,22 @@ function preconditionFailed(req: IncomingMessage, v: Validators): boolean {
   return !Number.isNaN(since) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs > since;
 }
 
-/** If-Range: the range applies only while the representation is unchanged. */
-function rangeStillValid(req: IncomingMessage, v: Validators): boolean {
+/**
+ * If-Range: the range applies only while the representation is unchanged.
+ * `variant`: the representation is a precompressed variant, whose
+ * Last-Modified is its original's: the date says the file is the same, not
+ * that the variant's bytes are (master's own `X.gz` made again, another
+ * copy's, another level), so it is no strong validator of them (RFC 9110
+ * 8.8.2.2) and the condition is false (13.1.5): the whole variant is sent
+ * rather than a range of other bytes spliced onto the client's.
+ */
+function rangeStillValid(req: IncomingMessage, v: Validators, variant: boolean): boolean {
   const header = req.headers['if-range'];
   if (!header) return true;
   const ifRange = Array.isArray(header) ? header.join(',') : header;
   // a strong tag must be the same strong tag (RFC 9110 13.1.5); a weak one is compared as serve-static does
   if (ifRange.includes('"')) return v.etag !== undefined && parseTokenList(ifRange).includes(v.etag);
+  if (variant) return false;
   const date = parseHttpDate(ifRange);
   return !Number.isNaN(date) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs <= date;
 }
@@ -258,7 +267,7 @@ function respond(
   let start = 0;
   let end = size - 1;
   let status = res.statusCode;
-  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, validators)) {
+  if (opts.acceptRanges && h.range !== undefined && rangeStillValid(req, validators, rep !== entry)) {
     const ranges = parseRange(size, h.range, { combine: true });
     if (ranges === -1) {
       res.statusCode = 416;
