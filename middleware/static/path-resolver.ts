@@ -19,6 +19,7 @@ import {
 } from '../../src/store/content-index.js';
 import { recentForReaders, throughRecent } from '../../src/store/recent-records.js';
 import { TEMP_DIR_NAME } from '../../src/store/store-layout.js';
+import { variantOf } from '../../src/tree/compressible.js';
 import type { ArenaBody, BodyArena } from './body-arena.js';
 import { cacheControlFor } from './cache-rules.js';
 import type { Entry, FileEntry, IndexSource, RefusedEntry, VariantEntry } from './file-cache.js';
@@ -259,15 +260,10 @@ async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<Direct
  * either way.
  */
 async function isMadeVariant(real: string, st: Stats, lookup: Lookup): Promise<boolean> {
-  const name = basename(real);
-  for (const encoding of VARIANT_ENCODINGS) {
-    const suffix = VARIANT_SUFFIX[encoding];
-    if (name.length <= suffix.length || !name.endsWith(suffix)) continue;
-    const index = await indexOfDirectory(dirname(real), lookup);
-    const variant = index?.files[name.slice(0, -suffix.length)]?.variants?.[encoding];
-    return variant?.made === true && variantMatches(variant, st);
-  }
-  return false;
+  const named = variantOf(basename(real));
+  if (named === null) return false;
+  const variant = (await indexOfDirectory(dirname(real), lookup))?.files[named.base]?.variants?.[named.encoding];
+  return variant?.made === true && variantMatches(variant, st);
 }
 
 /** Headers every representation of a file shares, in serve-static's order. */
