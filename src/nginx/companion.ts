@@ -494,8 +494,9 @@ export class NginxCompanion {
    * asked why (`nginx -t` as the master was started). Its answer is only
    * ever the reason of a failure seen, never a failure by itself: a check
    * run with other rights than nginx's may fail where nginx does not.
+   * `started`: when the reload was asked for, on the monotonic clock
+   * (`performance.now()`).
    */
-  /** `started`: when the reload was asked for, on the monotonic clock (`performance.now()`). */
   async #newWorkers(master: number, before: Set<number>, started: number): Promise<number[]> {
     for (;;) {
       const fresh = (await workersOf(master)).filter((pid) => !before.has(pid));

@@ -230,8 +230,10 @@ export class TreeCopier {
   readonly #touchedDirs = new Set<string>();
   /** Target directories known to exist during this copy (it is the slot's only writer). */
   readonly #knownDirs = new Set<string>();
-  /** Files copied to temp files by `#stage`, each to be renamed into place. */
-  /** Staged files not placed by their thread, for `#placeStaged`; `shared`: linked from the copy shared with. */
+  /**
+   * Files copied to temp files by `#stage` and not placed by their thread, each to be renamed into
+   * place by `#placeStaged`; `shared`: linked from the copy shared with (counted once placed).
+   */
   readonly #staged = new Map<string, { tmp: string; bytes: number; shared: boolean }>();
   /** What staging learnt of the files it copied (their hash), for the next derive. */
   readonly #stagedHashes = new Map<string, StagedHash>();
