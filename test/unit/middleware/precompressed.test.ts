@@ -481,6 +481,27 @@ describe('mirrorStatic: precompressed variants and content ETags', () => {
     }
   });
 
+  it("If-Range with a weak tag never resumes a variant: only a strong tag says its bytes are the same (etag: 'weak')", async () => {
+    const s = await start({ etag: 'weak' });
+    const ae = { 'accept-encoding': 'gzip' };
+    const whole = await rawGet(s.port, '/app.js', ae);
+    assert.equal(whole.headers['content-encoding'], 'gzip');
+    const tag = String(whole.headers.etag);
+    assert.match(tag, /^W\//);
+    const rest = await rawGet(s.port, '/app.js', { ...ae, range: 'bytes=10-', 'if-range': tag });
+    assert.equal(rest.headers['content-encoding'], 'gzip');
+    assert.equal(
+      rest.status,
+      200,
+      'a weak tag is compared strongly for a variant (RFC 9110 13.1.5): the whole variant',
+    );
+    assert.deepEqual(decoded(rest), JS);
+    // the file as it is keeps serve-static's weak comparison
+    const plainTag = String((await rawGet(s.port, '/app.js')).headers.etag);
+    const plain = await rawGet(s.port, '/app.js', { range: 'bytes=10-', 'if-range': plainTag });
+    assert.equal(plain.status, 206);
+  });
+
   it('hostile Accept-Encoding: answered, and quickly', async () => {
     const s = await start();
     const t0 = performance.now();
