@@ -59,19 +59,24 @@ function preconditionFailed(req: IncomingMessage, v: Validators): boolean {
 
 /**
  * If-Range: the range applies only while the representation is unchanged.
- * `variant`: the representation is a precompressed variant, whose
- * Last-Modified is its original's: the date says the file is the same, not
- * that the variant's bytes are (master's own `X.gz` made again, another
- * copy's, another level), so it is no strong validator of them (RFC 9110
- * 8.8.2.2) and the condition is false (13.1.5): the whole variant is sent
- * rather than a range of other bytes spliced onto the client's.
+ * `variant`: the representation is a precompressed variant. Only a strong
+ * tag vouches for its bytes (RFC 9110 13.1.5 compares strongly): its
+ * Last-Modified is its original's, and its weak tag (`etag: 'weak'`) is made
+ * of its size and that same time, so neither tells it from another variant
+ * of the same file (master's own `X.gz` made again, another copy's, another
+ * level). With either, the condition is false and the whole variant is sent
+ * rather than a range of other bytes spliced onto the client's. The file as
+ * it is keeps serve-static's comparisons.
  */
 function rangeStillValid(req: IncomingMessage, v: Validators, variant: boolean): boolean {
   const header = req.headers['if-range'];
   if (!header) return true;
   const ifRange = Array.isArray(header) ? header.join(',') : header;
-  // a strong tag must be the same strong tag (RFC 9110 13.1.5); a weak one is compared as serve-static does
-  if (ifRange.includes('"')) return v.etag !== undefined && parseTokenList(ifRange).includes(v.etag);
+  if (ifRange.includes('"')) {
+    if (v.etag === undefined || (variant && v.etag.startsWith('W/'))) return false;
+    // a strong tag must be the same strong tag; a weak one is compared as serve-static does
+    return parseTokenList(ifRange).includes(v.etag);
+  }
   if (variant) return false;
   const date = parseHttpDate(ifRange);
   return !Number.isNaN(date) && !Number.isNaN(v.lastModifiedMs) && v.lastModifiedMs <= date;
