@@ -604,6 +604,42 @@ describe('variants made at copy', () => {
     assert.ok(await lstatOrNull(join(a, 'app.js.br')));
     await checkRecord(a, 'app.js');
   });
+
+  it("variants off: a journal sync removes every variant the index or recent records name as made, wherever; master's own and what is reached through a link stay", async () => {
+    const { master, a } = await setup('off-journal');
+    const outside = join(root, 'off-journal', 'outside');
+    for (const d of ['js', 'far']) await mkdir(join(master, d), { recursive: true });
+    await writeFile(join(master, 'app.js'), text('app'));
+    await writeFile(join(master, 'js/lib.js'), text('lib'));
+    await writeFile(join(master, 'far/away.js'), text('away'));
+    await writeFile(join(master, 'own.js'), text('own'));
+    await writeFile(join(master, 'own.js.gz'), gzipSync(text('own'))); // master's own sibling
+    await writeFile(join(master, 'note.txt'), 'one');
+    await copier(master, a, null).mirrorAll();
+    // a small sync keeps its records in the recent ones: a made variant named there only
+    await writeFile(join(master, 'recent.js'), text('recent'));
+    await copier(master, a, null).copyPaths(['recent.js']);
+    assert.ok(await lstatOrNull(recentRecordsPath(a)), 'the small sync kept recent records');
+    for (const rel of ['app.js.br', 'js/lib.js.gz', 'far/away.js.br', 'recent.js.br', 'own.js.gz'])
+      assert.ok(await lstatOrNull(join(a, rel)), rel);
+    // drift: the copy's `far` moved out of it, a link left in its place (its files keep their inodes)
+    await mkdir(outside, { recursive: true });
+    await rename(join(a, 'far'), join(outside, 'far'));
+    await symlink(join(outside, 'far'), join(a, 'far'));
+    // variants off: a journal sync of one unrelated file
+    await writeFile(join(master, 'note.txt'), 'two');
+    await new TreeCopier(master, a, { durable: false, variants: null }).copyPaths(['note.txt']);
+    assert.equal(await lstatOrNull(join(a, '.mirrorswap-meta')), null, 'the index is dropped');
+    for (const rel of ['app.js.br', 'app.js.gz', 'js/lib.js.br', 'js/lib.js.gz', 'recent.js.br', 'recent.js.gz'])
+      assert.equal(
+        await lstatOrNull(join(a, rel)),
+        null,
+        `${rel}: made, and no reader could tell it from master's now`,
+      );
+    assert.deepEqual(await readFile(join(a, 'own.js.gz')), await readFile(join(master, 'own.js.gz')), "master's own");
+    assert.ok(await lstatOrNull(join(outside, 'far/away.js.br')), 'never removed through a link');
+    assert.equal(await readFile(join(a, 'note.txt'), 'utf8'), 'two');
+  });
 });
 
 async function countVariantFiles(root: string, dir = ''): Promise<number> {
