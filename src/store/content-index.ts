@@ -13,10 +13,11 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { lstat, rm, unlink } from 'node:fs/promises';
+import { lstat, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 import { MirrorswapError } from '../core/errors.js';
+import { forEachLimited } from '../core/limiter.js';
 import { isNotOfThatKind } from '../core/nothing-there.js';
 import { readSmallFile, readSmallFileSync } from './read-small-file.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from './store-layout.js';
@@ -160,6 +161,11 @@ export function parseDirectoryIndex(text: string, relDir: string): DirectoryInde
   } catch {
     return null;
   }
+  return indexFrom(parsed, relDir);
+}
+
+/** The index in `parsed` (what JSON.parse gave), or null when it is not one of this version for `relDir`. */
+function indexFrom(parsed: unknown, relDir: string): DirectoryIndex | null {
   const index = parsed as DirectoryIndex;
   if (typeof index !== 'object' || index === null || index.v !== CONTENT_INDEX_VERSION || index.dir !== relDir) {
     return null;
@@ -282,6 +288,46 @@ export async function dropEveryIndex(slotRoot: string): Promise<void> {
   // never through a link at the meta directory (removed instead); one at `index` itself is removed by rm
   if (!(await metaDirectoriesInPlace(slotRoot, join(slotRoot, META_DIR_NAME)))) return;
   await rm(join(slotRoot, META_DIR_NAME, 'index'), { recursive: true, force: true });
+}
+
+/**
+ * Call `each` with every content index of the copy at `slotRoot`, up to
+ * `concurrency` at a time, in no order. An index counts only as the index of
+ * the directory it names when its file is the one `directoryIndexPath` gives
+ * for that directory (a file copied or renamed there names another); one
+ * that cannot be read or parsed is left out, as a reader leaves it. Never
+ * through a link at the meta directory or its `index` (removed instead, as
+ * by every meta operation). For the agent, when variants are turned off.
+ */
+export async function forEachDirectoryIndex(
+  slotRoot: string,
+  concurrency: number,
+  each: (index: DirectoryIndex) => Promise<void>,
+): Promise<void> {
+  const dir = join(slotRoot, META_DIR_NAME, 'index');
+  if (!(await metaDirectoriesInPlace(slotRoot, dir))) return;
+  const names = await readdir(dir).catch((err: unknown) => {
+    if (isNotOfThatKind(err)) return [];
+    throw err;
+  });
+  await forEachLimited(names, concurrency, async (name) => {
+    const path = join(dir, name);
+    const bytes = await readSmallFile(path, INDEX_MAX_BYTES).catch((err: unknown) => {
+      if (isNotOfThatKind(err) || err instanceof MirrorswapError) return null;
+      throw err;
+    });
+    if (bytes === null) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      return;
+    }
+    const relDir = (parsed as { dir?: unknown } | null)?.dir;
+    if (typeof relDir !== 'string' || directoryIndexPath(slotRoot, relDir) !== path) return;
+    const index = indexFrom(parsed, relDir);
+    if (index !== null) await each(index);
+  });
 }
 
 /**

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { lstatOrNull, lstatOrNullSync } from '../core/lstat-or-null.js';
+import { lstatOrNullSync } from '../core/lstat-or-null.js';
+import { realDirectories } from './real-directories.js';
 import { type FileRecord, dropEveryIndex } from '../store/content-index.js';
 import {
   type RecentRecords,
@@ -180,19 +181,7 @@ export async function deriveCopy(
  * from its root through directories alone, no link on the way.
  */
 async function inCopy(slot: string, paths: readonly string[]): Promise<string[]> {
-  const known = new Map<string, Promise<boolean>>();
-  const realDir = (dir: string): Promise<boolean> => {
-    if (dir === '') return Promise.resolve(true);
-    let real = known.get(dir);
-    if (real === undefined) {
-      const cut = dir.lastIndexOf('/');
-      real = realDir(cut === -1 ? '' : dir.slice(0, cut)).then(
-        async (up) => up && (await lstatOrNull(join(slot, dir)).catch(() => null))?.isDirectory() === true,
-      );
-      known.set(dir, real);
-    }
-    return real;
-  };
+  const realDir = realDirectories(slot);
   const real = await Promise.all(paths.map((p) => realDir(p.slice(0, Math.max(0, p.lastIndexOf('/'))))));
   return paths.filter((_, i) => real[i]);
 }

@@ -20,8 +20,19 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-write.js';
-import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from '../store/store-layout.js';
-import { VARIANT_SUFFIX, dropDirectoryIndex, rootRecordsGone } from '../store/content-index.js';
+import { META_DIR_NAME, TEMP_DIR_NAME, isReservedPath, isReservedRootName } from '../store/store-layout.js';
+import {
+  type FileRecord,
+  type VariantEncoding,
+  type VariantRecord,
+  VARIANT_SUFFIX,
+  dropDirectoryIndex,
+  forEachDirectoryIndex,
+  rootRecordsGone,
+  variantMatches,
+} from '../store/content-index.js';
+import { readRecentRecords } from '../store/recent-records.js';
+import { realDirectories } from './real-directories.js';
 import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
@@ -743,9 +754,46 @@ export class TreeCopier {
   async #dropIndex(): Promise<void> {
     const meta = join(this.#target, META_DIR_NAME);
     if (!(await lstatOrNull(meta))) return;
+    await this.#dropRecordedVariants();
     await unlockTree(meta);
     await rm(meta, { recursive: true, force: true });
     this.#touchedDirs.add(this.#target);
+  }
+
+  /**
+   * Variants turned off: before the copy's records go, so do the variants
+   * they name as made, in every directory (not only beside what this copy
+   * changes). Without the records a reader cannot tell a made `app.js.br`
+   * from a file of master's, and would serve it under its own name. Each
+   * goes only while it is the file its record names (inode and size), master
+   * has no file of that name, and its directory is one of the copy's own (an
+   * index may name a directory that drift made a link since). A recent
+   * record names a path whose index record is older: both are looked at, as
+   * only what is still as recorded goes.
+   */
+  async #dropRecordedVariants(): Promise<void> {
+    const realDir = realDirectories(this.#target);
+    const drop = async (dir: string, name: string, record: FileRecord) => {
+      for (const [encoding, variant] of Object.entries(record.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
+        if (!variant.made) continue;
+        const rel = `${dir === '' ? '' : `${dir}/`}${name}${VARIANT_SUFFIX[encoding]}`;
+        if (isReservedPath(dir) || !(await realDir(dir))) return;
+        const there = await lstatOrNull(join(this.#target, rel)).catch(() => null);
+        if (!there?.isFile() || !variantMatches(variant, there)) continue;
+        // master's own file of that name stays (one master does not let this process see, too)
+        if (await lstatOrNull(join(this.#source, rel)).catch(() => true)) continue;
+        await this.#remove(join(this.#target, rel));
+      }
+    };
+    await forEachDirectoryIndex(this.#target, this.#concurrency, async (index) => {
+      for (const [name, record] of Object.entries(index.files)) await drop(index.dir, name, record);
+    });
+    const recent = await readRecentRecords(this.#target);
+    if (recent === 'torn') return; // the indexes' word alone, then
+    await forEachLimited(Object.entries(recent), this.#concurrency, async ([path, record]) => {
+      const cut = path.lastIndexOf('/');
+      if (record) await drop(cut === -1 ? '' : path.slice(0, cut), path.slice(cut + 1), record);
+    });
   }
 
   /**

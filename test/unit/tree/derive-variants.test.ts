@@ -640,6 +640,41 @@ describe('variants made at copy', () => {
     assert.ok(await lstatOrNull(join(outside, 'far/away.js.br')), 'never removed through a link');
     assert.equal(await readFile(join(a, 'note.txt'), 'utf8'), 'two');
   });
+
+  it('variants off: an index forged to name a directory above the copy removes nothing there', async () => {
+    const { master } = await setup('off-forged');
+    // the copy one level deeper than master: the forged path reaches from it what it does not from master
+    const a = join(root, 'off-forged', 'deep', 'a');
+    await mkdir(a, { recursive: true });
+    const victimDir = join(root, 'off-forged', 'victim');
+    await mkdir(victimDir, { recursive: true });
+    await writeFile(join(victimDir, 'f.br'), "not the copy's");
+    await writeFile(join(master, 'app.js'), text('app'));
+    await copier(master, a, null).mirrorAll();
+    const hash = contentHash(Buffer.from('x'));
+    {
+      const dir = '../../victim';
+      const st = await stat(join(victimDir, 'f.br'));
+      const forged = {
+        v: 1,
+        dir,
+        files: {
+          f: {
+            ino: 1,
+            size: 1,
+            mtimeMs: 1,
+            sha256: hash,
+            variants: { br: { ino: st.ino, size: st.size, sha256: hash, made: true } },
+          },
+        },
+      };
+      await writeFile(directoryIndexPath(a, dir), JSON.stringify(forged));
+    }
+    await writeFile(join(master, 'app.js'), text('app2'));
+    await new TreeCopier(master, a, { durable: false, variants: null }).copyPaths(['app.js']);
+    assert.equal(await readFile(join(victimDir, 'f.br'), 'utf8'), "not the copy's");
+    assert.equal(await lstatOrNull(join(a, 'app.js.br')), null);
+  });
 });
 
 async function countVariantFiles(root: string, dir = ''): Promise<number> {
