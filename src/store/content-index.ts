@@ -312,8 +312,9 @@ export async function forEachDirectoryIndex(
   });
   await forEachLimited(names, concurrency, async (name) => {
     const path = join(dir, name);
+    // one its mode denies is left out too, as a reader leaves it: it must not stop the sync that drops it
     const bytes = await readSmallFile(path, INDEX_MAX_BYTES).catch((err: unknown) => {
-      if (isNotOfThatKind(err) || err instanceof MirrorswapError) return null;
+      if (isNotOfThatKind(err) || err instanceof MirrorswapError || isDeniedRead(err)) return null;
       throw err;
     });
     if (bytes === null) return;
@@ -328,6 +329,12 @@ export async function forEachDirectoryIndex(
     const index = indexFrom(parsed, relDir);
     if (index !== null) await each(index);
   });
+}
+
+/** Whether `err` is the kernel refusing a read for the file's mode. */
+function isDeniedRead(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'EACCES' || code === 'EPERM';
 }
 
 /**

@@ -754,8 +754,10 @@ export class TreeCopier {
   async #dropIndex(): Promise<void> {
     const meta = join(this.#target, META_DIR_NAME);
     if (!(await lstatOrNull(meta))) return;
-    await this.#dropRecordedVariants();
+    // opened before it is read, not only before its removal: a directory of it whose mode denies its owner
+    // (drift) would stop every sync from here on, where it stopped none while the meta went unread
     await unlockTree(meta);
+    await this.#dropRecordedVariants();
     await rm(meta, { recursive: true, force: true });
     this.#touchedDirs.add(this.#target);
   }
@@ -788,7 +790,11 @@ export class TreeCopier {
     await forEachDirectoryIndex(this.#target, this.#concurrency, async (index) => {
       for (const [name, record] of Object.entries(index.files)) await drop(index.dir, name, record);
     });
-    const recent = await readRecentRecords(this.#target);
+    // records no one may read (a file whose mode denies its owner) are no word: a server could not read them either
+    const recent = await readRecentRecords(this.#target).catch((err: unknown) => {
+      if (isDenied(err)) return 'torn' as const;
+      throw err;
+    });
     if (recent === 'torn') return; // the indexes' word alone, then
     await forEachLimited(Object.entries(recent), this.#concurrency, async ([path, record]) => {
       const cut = path.lastIndexOf('/');
