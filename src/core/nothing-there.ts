@@ -1,7 +1,8 @@
 /**
  * The one way to say "nothing there" of a file system error, and its one
- * wider form. Callers that mean something else (an entry in the way, a
- * directory not empty) say so with their own codes.
+ * wider form; and the one way to say "the mode shuts this process out".
+ * Callers that mean something else (an entry in the way, a directory not
+ * empty) say so with their own codes.
  */
 
 /** Nothing is at the path now: no such entry, a parent that is not a directory, a path too long to reach. */
@@ -22,4 +23,10 @@ export function isNothingThere(err: unknown): boolean {
 
 export function isNotOfThatKind(err: unknown): boolean {
   return NOT_OF_THAT_KIND.has(codeOf(err));
+}
+
+/** The kernel refused for a mode (or an attribute: EPERM), not for want of the entry. */
+export function isDenied(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === 'EACCES' || code === 'EPERM';
 }

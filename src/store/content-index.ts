@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 import { MirrorswapError } from '../core/errors.js';
 import { forEachLimited } from '../core/limiter.js';
-import { isNotOfThatKind } from '../core/nothing-there.js';
+import { isDenied, isNotOfThatKind } from '../core/nothing-there.js';
 import { readSmallFile, readSmallFileSync } from './read-small-file.js';
 import { META_DIR_NAME, TEMP_DIR_NAME, isReservedRootName } from './store-layout.js';
 
@@ -314,7 +314,7 @@ export async function forEachDirectoryIndex(
     const path = join(dir, name);
     // one its mode denies is left out too, as a reader leaves it: it must not stop the sync that drops it
     const bytes = await readSmallFile(path, INDEX_MAX_BYTES).catch((err: unknown) => {
-      if (isNotOfThatKind(err) || err instanceof MirrorswapError || isDeniedRead(err)) return null;
+      if (isNotOfThatKind(err) || err instanceof MirrorswapError || isDenied(err)) return null;
       throw err;
     });
     if (bytes === null) return;
@@ -329,12 +329,6 @@ export async function forEachDirectoryIndex(
     const index = indexFrom(parsed, relDir);
     if (index !== null) await each(index);
   });
-}
-
-/** Whether `err` is the kernel refusing a read for the file's mode. */
-function isDeniedRead(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'EACCES' || code === 'EPERM';
 }
 
 /**

@@ -1,3 +1,4 @@
+import { isDenied } from '../core/nothing-there.js';
 import {
   constants,
   type Dirent,
@@ -19,7 +20,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
-import { isDenied, treeMode } from './tree-mode.js';
+import { treeMode } from './tree-mode.js';
 import { msInside } from './copy-times.js';
 import { isGone, isUnplaceable } from './source-tree.js';
 import type { WalkUnit } from './walk-units.js';

@@ -1,7 +1,7 @@
-import { isNothingThere } from '../core/nothing-there.js';
+import { isDenied, isNothingThere } from '../core/nothing-there.js';
 import { type Dirent, type Stats, accessSync, chmodSync, constants, readdirSync, readlinkSync } from 'node:fs';
 import { isReservedRootName } from '../store/store-layout.js';
-import { isDenied, treeMode } from './tree-mode.js';
+import { treeMode } from './tree-mode.js';
 import { variantOf } from './compressible.js';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { planUnits, type WalkUnit } from './walk-units.js';

@@ -22,7 +22,7 @@ import { threadId } from 'node:worker_threads';
 import { dirname, join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
-import { isNotOfThatKind, isNothingThere } from '../core/nothing-there.js';
+import { isDenied, isNotOfThatKind, isNothingThere } from '../core/nothing-there.js';
 import {
   type DirectoryIndex,
   type FileRecord,
@@ -48,7 +48,6 @@ import {
   isCompressible,
   variantOf,
 } from './compressible.js';
-import { isDenied } from './tree-mode.js';
 import { msInside } from './copy-times.js';
 import { readOpenedSync } from './open-checked.js';
 import { type CacheView, cacheEntryName, cachedVariantSync } from './variant-cache.js';

@@ -1,9 +1,10 @@
+import { isDenied } from '../core/nothing-there.js';
 import { type Stats, closeSync, constants, fstatSync, linkSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StagedHash } from './derive-variants.js';
 import { copyOpenedFile } from './clone-trees.js';
 import { openCheckedSync } from './open-checked.js';
-import { fillable, isDenied } from './tree-mode.js';
+import { fillable } from './tree-mode.js';
 import { type KeepBudget, drawKeep, returnKeep } from './keep-budget.js';
 import { isGone } from './source-tree.js';
 import { linkSettledSync, shareFileSync } from './share-files.js';

@@ -1,4 +1,4 @@
-import { isNothingThere } from '../core/nothing-there.js';
+import { isDenied, isNothingThere } from '../core/nothing-there.js';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { type Stats, constants } from 'node:fs';
@@ -33,7 +33,7 @@ import {
 } from '../store/content-index.js';
 import { readRecentRecords } from '../store/recent-records.js';
 import { realDirectories } from './real-directories.js';
-import { fillable, fillingMode, isDenied, treeMode, unlockTree } from './tree-mode.js';
+import { fillable, fillingMode, treeMode, unlockTree } from './tree-mode.js';
 import { WritableDirs } from './writable-dirs.js';
 import { TREE_DEFAULTS } from './tree-defaults.js';
 import {
@@ -784,7 +784,7 @@ export class TreeCopier {
         if (!there?.isFile() || !variantMatches(variant, there)) continue;
         // master's own file of that name stays (one master does not let this process see, too)
         if (await lstatOrNull(join(this.#source, rel)).catch(() => true)) continue;
-        await this.#remove(join(this.#target, rel));
+        await this.#removeFile(join(this.#target, rel));
       }
     };
     await forEachDirectoryIndex(this.#target, this.#concurrency, async (index) => {
@@ -800,6 +800,26 @@ export class TreeCopier {
       const cut = path.lastIndexOf('/');
       if (record) await drop(cut === -1 ? '' : path.slice(0, cut), path.slice(cut + 1), record);
     });
+  }
+
+  /**
+   * Remove the file at `path`, found there a moment ago (a variant its record
+   * names): an unlink, so a directory put there since is never taken with
+   * what is below it; and none of `#remove`'s care for directories below the
+   * path, which looks at every directory the copy opened so far, each time
+   * (variants across a whole tree would cost their number times that).
+   */
+  async #removeFile(path: string): Promise<void> {
+    await this.#dirs.open(dirname(path));
+    try {
+      await unlink(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (isNothingThere(err) || code === 'EISDIR' || code === 'EPERM') return; // gone, or no file now
+      throw err;
+    }
+    this.#touchedDirs.add(dirname(path));
+    this.stats.deleted++;
   }
 
   /**

@@ -26,12 +26,6 @@ export function fillingMode(mode: number): number {
   return (mode & 0o7777) | FILL;
 }
 
-/** Whether `err` is the kernel refusing access (a mode that shuts the caller out). */
-export function isDenied(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'EACCES' || code === 'EPERM';
-}
-
 /**
  * Make every directory of the tree at `path` (itself included, when a
  * directory) writable by its owner, without following links, so that the

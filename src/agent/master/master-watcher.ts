@@ -2,7 +2,7 @@ import { isNothingThere } from '../../core/nothing-there.js';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
-import { isDenied } from '../../tree/tree-mode.js';
+import { isDenied } from '../../core/nothing-there.js';
 import { RESERVED_ROOT_NAMES, isReservedPath, isReservedRootName } from '../../store/store-layout.js';
 import { forEachLimited } from '../../core/limiter.js';
 import { walkPool } from '../../tree/walk-pool.js';
