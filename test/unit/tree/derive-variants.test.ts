@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import {
   chmod,
@@ -674,6 +674,34 @@ describe('variants made at copy', () => {
     await new TreeCopier(master, a, { durable: false, variants: null }).copyPaths(['app.js']);
     assert.equal(await readFile(join(victimDir, 'f.br'), 'utf8'), "not the copy's");
     assert.equal(await lstatOrNull(join(a, 'app.js.br')), null);
+  });
+
+  // an immutable directory (chattr +i: root included) stands for one this process may neither write nor open
+  it('variants off: a directory of the copy that may not be opened keeps its variant and stops no sync', {
+    skip: process.getuid?.() !== 0 && 'chattr +i needs root',
+  }, async (t) => {
+    const { master, a } = await setup('off-locked');
+    await mkdir(join(master, 'locked'));
+    await writeFile(join(master, 'app.js'), text('app'));
+    await writeFile(join(master, 'locked/lib.js'), text('lib'));
+    await copier(master, a, null).mirrorAll();
+    const locked = join(a, 'locked');
+    await chmod(locked, 0o555); // read-only: the copier would open it (chmod) to remove an entry
+    if (spawnSync('chattr', ['+i', locked]).status !== 0) {
+      t.skip('this file system takes no chattr +i');
+      return;
+    }
+    try {
+      await writeFile(join(master, 'note.txt'), 'two');
+      await new TreeCopier(master, a, { durable: false, variants: null }).copyPaths(['note.txt']);
+      assert.equal(await lstatOrNull(join(a, '.mirrorswap-meta')), null, 'the index is dropped');
+      assert.equal(await lstatOrNull(join(a, 'app.js.br')), null);
+      assert.ok(await lstatOrNull(join(locked, 'lib.js.br')), 'left where it may not be removed');
+      assert.equal(await readFile(join(a, 'note.txt'), 'utf8'), 'two');
+    } finally {
+      spawnSync('chattr', ['-i', locked]);
+      await chmod(locked, 0o755);
+    }
   });
 
   // root reads whatever a mode denies: the test needs a user the kernel holds to modes
