@@ -810,12 +810,13 @@ export class TreeCopier {
    * (variants across a whole tree would cost their number times that).
    */
   async #removeFile(path: string): Promise<void> {
-    await this.#dirs.open(dirname(path));
     try {
+      await this.#dirs.open(dirname(path));
       await unlink(path);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (isNothingThere(err) || code === 'EISDIR' || code === 'EPERM') return; // gone, or no file now
+      // gone, or no file now (EISDIR); or in a directory this process may not open or write (drift:
+      // another owner, an attribute): left there, as no sync that does not write there fails for it
+      if (isNothingThere(err) || isDenied(err) || (err as NodeJS.ErrnoException).code === 'EISDIR') return;
       throw err;
     }
     this.#touchedDirs.add(dirname(path));
