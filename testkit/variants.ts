@@ -16,6 +16,9 @@ import {
 } from '../src/store/content-index.js';
 import { readCopyIndex } from '../src/store/recent-records.js';
 import { TEMP_DIR_NAME, isReservedRootName } from '../src/store/store-layout.js';
+import { TREE_DEFAULTS } from '../src/tree/tree-defaults.js';
+import { TreeCopier } from '../src/tree/tree-copy.js';
+import { type TempStore, tempStore } from './store.js';
 
 /** Text that compresses well, different for each seed: a file worth a variant. */
 export function compressibleText(seed: string, bytes = 8192): string {
@@ -106,4 +109,23 @@ export function writeVariantsFor(
     };
   }
   for (const [dir, files] of byDir) writeDirectoryIndexSync(slotRoot, dir, files);
+}
+
+/**
+ * A temp store (pushed onto `stores`, for the caller to dispose of) whose
+ * master holds `d/app.js` and `d/b.js`, copied into slot a with variants
+ * and its content index; `copier()` makes a copier of master into slot a
+ * with the default variant settings, for the copies that follow.
+ */
+export async function indexedSlot(
+  stores: TempStore[],
+): Promise<{ store: TempStore; a: string; copier: () => TreeCopier }> {
+  const store = await tempStore();
+  stores.push(store);
+  const a = store.slots.a;
+  await store.fill('master', { 'd/app.js': compressibleText('v0 app'), 'd/b.js': compressibleText('v0 b') });
+  const settings = TREE_DEFAULTS.variantSettings;
+  const copier = () => new TreeCopier(store.master, a, { durable: false, variants: { settings, other: null } });
+  await copier().mirrorAll();
+  return { store, a, copier };
 }

@@ -5,13 +5,9 @@ import { after, describe, it } from 'node:test';
 import { contentHash, directoryIndexPath } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { META_DIR_NAME } from '../../../src/store/store-layout.js';
-import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
-import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { walkPool } from '../../../src/tree/walk-pool.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
-
-const settings = TREE_DEFAULTS.variantSettings;
+import type { TempStore } from '../../../testkit/store.js';
+import { checkCopyIndex, compressibleText as text, indexedSlot } from '../../../testkit/variants.js';
 
 describe('something else where a meta file of the copy, or its directory, goes', () => {
   const stores: TempStore[] = [];
@@ -46,12 +42,7 @@ describe('something else where a meta file of the copy, or its directory, goes',
   ];
   for (const [what, drift] of cases) {
     it(`${what}: wedges no sync (a small one, one that names the directory), and the records are written`, async () => {
-      const store = await tempStore();
-      stores.push(store);
-      const a = store.slots.a;
-      await store.fill('master', { 'd/app.js': text('v0 app'), 'd/b.js': text('v0 b') });
-      const copier = () => new TreeCopier(store.master, a, { durable: false, variants: { settings, other: null } });
-      await copier().mirrorAll();
+      const { store, a, copier } = await indexedSlot(stores);
       await drift(a);
       for (const [round, paths] of [
         ['v1', ['d/app.js']],

@@ -6,13 +6,9 @@ import { after, describe, it } from 'node:test';
 import { contentHash } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { META_DIR_NAME } from '../../../src/store/store-layout.js';
-import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
-import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { walkPool } from '../../../src/tree/walk-pool.js';
-import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { compressibleText as text } from '../../../testkit/variants.js';
-
-const settings = TREE_DEFAULTS.variantSettings;
+import type { TempStore } from '../../../testkit/store.js';
+import { compressibleText as text, indexedSlot } from '../../../testkit/variants.js';
 
 describe('a link at the meta directory of a copy, or at its directory of indexes, to a directory outside it', () => {
   const stores: TempStore[] = [];
@@ -28,12 +24,7 @@ describe('a link at the meta directory of a copy, or at its directory of indexes
     ['the directory of indexes', (slot: string) => join(slot, META_DIR_NAME, 'index')],
   ] as const) {
     it(`at ${what}: nothing is written or removed through it, and the copy's records are written in the copy`, async () => {
-      const store = await tempStore();
-      stores.push(store);
-      const a = store.slots.a;
-      await store.fill('master', { 'd/app.js': text('v0 app'), 'd/b.js': text('v0 b') });
-      const copier = () => new TreeCopier(store.master, a, { durable: false, variants: { settings, other: null } });
-      await copier().mirrorAll();
+      const { store, a, copier } = await indexedSlot(stores);
       // a hand's drift: the meta directory (or its index) made a link to someone else's directory
       const outside = await mkdtemp(join(tmpdir(), 'mirrorswap-outside-'));
       outsides.push(outside);
