@@ -13,6 +13,7 @@ import {
   readdir,
   rename,
   rm,
+  rmdir,
   stat,
   symlink,
   unlink,
@@ -140,6 +141,11 @@ export interface CopyOptions {
    * only what it changes (a record still current is kept, its file unread).
    */
   cutShort?: boolean;
+}
+
+/** For a removal's catch: nothing there is what it was for. */
+function nothingThereIsDone(err: unknown): void {
+  if (!isNothingThere(err)) throw err;
 }
 
 /** Files to stage per walk thread started: a thread start costs what a few hundred files' copies cost. */
@@ -320,22 +326,49 @@ export class TreeCopier {
   /** Remove the temp directory: leftovers of an interrupted copy, and what a copy replaced (`keepReplacedBytes`). */
   async clearTemp(): Promise<void> {
     await this.#openRoot();
-    // what was kept, in parallel (freeing each is the kernel's work), then the rest
+    // What was kept and what the derive set aside (files of the temp directory itself), all in
+    // parallel: freeing each is the kernel's work, one unlink each, where a recursive rm looks
+    // at each entry first (two calls a file, on the swap's path when no server drains).
     const kept = this.#replaced.splice(0);
-    await Promise.all(
-      kept.map(({ path, tree }) =>
+    const loose = await this.#looseTempFiles();
+    await Promise.all([
+      ...kept.map(({ path, tree }) =>
         this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
       ),
-    );
-    // an interrupted clone may have left read-only directories behind
-    await unlockTree(this.#tmpDir);
-    await rm(this.#tmpDir, { recursive: true, force: true });
+      ...loose.map((path) => this.#limiter.run(() => unlink(path).catch(() => {}))), // what is left: the rm below
+    ]);
+    if (!(await this.#removeEmptyTemp())) {
+      // the rest: an interrupted copy's leftovers, read-only directories among them
+      await unlockTree(this.#tmpDir);
+      await rm(this.#tmpDir, { recursive: true, force: true });
+    }
     // the directory of what is kept went with it, and all it held: a copy after this (the same
     // copier's, after a failed copy cleared its temp directory) makes it again, with its whole
     // budget. Else a removal's rename into it fails ENOENT, taken for the entry gone meanwhile,
     // and the entry is left in the copy
     this.#replacedDirMade = false;
     if (this.#keepBudget) refillKeepBudget(this.#keepBudget, this.#keepBytes);
+  }
+
+  /** The files and links directly in the temp directory (what a derive set aside, or an interrupted copy's leftovers). */
+  async #looseTempFiles(): Promise<string[]> {
+    const entries = await readdir(this.#tmpDir, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => !e.isDirectory()).map((e) => join(this.#tmpDir, e.name));
+  }
+
+  /**
+   * Remove the temp directory and the directory of what was kept, once
+   * emptied: one rmdir each. False when either still holds something (or
+   * cannot be removed so), for the thorough removal to take over.
+   */
+  async #removeEmptyTemp(): Promise<boolean> {
+    try {
+      if (this.#replacedDirMade) await rmdir(this.#replacedDir).catch(nothingThereIsDone);
+      await rmdir(this.#tmpDir).catch(nothingThereIsDone);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Note an entry of the source this process may not read (once per copy). */

@@ -246,6 +246,42 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     await copier.clearTemp();
     assert.deepEqual(await tempFilesIn(target), []);
   });
+
+  it('clearTemp removes what was kept and an interrupted copy leftovers (a read-only tree, a link out), never through a link', async () => {
+    const source = join(root, 'src-leftovers');
+    const target = join(root, 'dst-leftovers');
+    const victim = join(root, 'victim-leftovers');
+    await mkdir(source, { recursive: true });
+    await mkdir(victim, { recursive: true });
+    await writeFile(join(victim, 'keep.txt'), 'outside the copy');
+    await mkdir(target, { recursive: true });
+    await writeFile(join(target, 'a.txt'), 'old');
+    await writeFile(join(source, 'a.txt'), 'new');
+    // what a copy killed midway leaves: loose files, a tree it made read-only, a link out of the copy
+    const tmp = join(target, '.mirrorswap-tmp');
+    await mkdir(join(tmp, 'staged/deep'), { recursive: true });
+    await writeFile(join(tmp, 'staged/deep/f'), 'staged');
+    await chmod(join(tmp, 'staged/deep'), 0o500);
+    await chmod(join(tmp, 'staged'), 0o500);
+    await writeFile(join(tmp, 'loose'), 'loose');
+    await symlink(victim, join(tmp, 'out'));
+    const copier = new TreeCopier(source, target, { durable: false, keepReplacedBytes: 1024 * 1024 });
+    await copier.copyPaths(['a.txt']);
+    assert.ok(
+      (await tempFilesIn(target)).some((n) => n.endsWith('.replaced')),
+      'nothing was kept aside',
+    );
+    await copier.clearTemp();
+    assert.deepEqual(await readdir(target), ['a.txt']);
+    assert.equal(await readFile(join(target, 'a.txt'), 'utf8'), 'new');
+    assert.deepEqual(await readdir(victim), ['keep.txt'], 'removed through the link');
+    // a copy after it keeps again, in a temp directory made anew, and clears it
+    await writeFile(join(source, 'a.txt'), 'newer');
+    await copier.copyPaths(['a.txt']);
+    assert.ok((await tempFilesIn(target)).some((n) => n.endsWith('.replaced')));
+    await copier.clearTemp();
+    assert.deepEqual(await readdir(target), ['a.txt']);
+  });
 });
 
 describe("TreeCopier, sharing another copy's files", () => {
