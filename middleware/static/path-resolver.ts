@@ -1,4 +1,4 @@
-import { isNotOfThatKind } from '../../src/core/nothing-there.js';
+import { isDenied, isNotOfThatKind } from '../../src/core/nothing-there.js';
 import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { type Stats, constants } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -17,7 +17,7 @@ import {
   strongEtag,
   variantMatches,
 } from '../../src/store/content-index.js';
-import { recentForReaders, throughRecent } from '../../src/store/recent-records.js';
+import { recentForServers, throughRecent } from '../../src/store/recent-records.js';
 import { TEMP_DIR_NAME } from '../../src/store/store-layout.js';
 import { variantOf } from '../../src/tree/compressible.js';
 import type { ArenaBody, BodyArena } from './body-arena.js';
@@ -233,6 +233,12 @@ async function recordOf(real: string, st: Stats, lookup: Lookup): Promise<FileRe
   return record !== undefined && stampMatches(record, st) ? record : null;
 }
 
+/** A read's failure for a mode denying it (drift, lasting while the copy is mounted): nothing read. Any other is thrown. */
+function deniedIsNone(err: unknown): null {
+  if (isDenied(err)) return null;
+  throw err;
+}
+
 /** The content index of the copy's directory `realDir` (a real path), read once per epoch; null when none. */
 async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<DirectoryIndex | null> {
   const { slot, indexes } = lookup;
@@ -242,9 +248,11 @@ async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<Direct
   if (relDir === META_DIR_NAME || relDir.startsWith(`${META_DIR_NAME}/`)) return null;
   return indexes.directoryIndex(relDir, async () => {
     // an index that cannot be read is one the server knows nothing from; a recent record of the
-    // copy's stands in place of its index's, and torn ones void every index (src/store/recent-records.ts)
-    const recent = await indexes.recentRecords(() => recentForReaders(slot.realRoot));
-    return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(() => null), relDir, recent);
+    // copy's stands in place of its index's, and torn ones void every index (src/store/recent-records.ts).
+    // A read failing for a reason that may pass (out of descriptors) fails the lookup instead, as a
+    // failed open of the file would: what is read is kept for the epoch, and this must not be
+    const recent = await indexes.recentRecords(() => recentForServers(slot.realRoot));
+    return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(deniedIsNone), relDir, recent);
   });
 }
 

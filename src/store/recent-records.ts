@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MirrorswapError } from '../core/errors.js';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
-import { isNothingThere } from '../core/nothing-there.js';
+import { isDenied, isNothingThere } from '../core/nothing-there.js';
 import {
   type DirectoryIndex,
   type FileRecord,
@@ -166,7 +166,21 @@ const RECENT_RECORDS_MAX_BYTES = RECENT_RECORDS_MAX * (6 * 4096 + 1024);
  * bytes under the same size and time).
  */
 export async function recentForReaders(slotRoot: string): Promise<RecentByDirectory | null> {
-  const records = await readRecentRecords(slotRoot).catch(() => 'torn' as const);
+  return recentForServers(slotRoot).catch(() => null);
+}
+
+/**
+ * As `recentForReaders`, for a server, which keeps what it reads for the
+ * whole epoch: a read that failed for a reason that may pass (out of file
+ * descriptors, an I/O error) is thrown, so that nothing is kept of it and
+ * the next lookup reads again. A mode denying the read (drift) lasts while
+ * the copy is mounted: torn, as there.
+ */
+export async function recentForServers(slotRoot: string): Promise<RecentByDirectory | null> {
+  const records = await readRecentRecords(slotRoot).catch((err: unknown) => {
+    if (isDenied(err)) return 'torn' as const;
+    throw err;
+  });
   return records === 'torn' ? null : byDirectory(records);
 }
 
