@@ -60,7 +60,7 @@ function head(
   });
 }
 
-/** The ETag of every file on `host`, and of every tenth .js file's br variant, 16 requests at a time. */
+/** The ETag of every file on `host`, and of every tenth .js file's br variant (never served by name), 16 requests at a time. */
 async function etagsOn(host: FleetHostProc): Promise<{ identity: string[]; br: string[]; problems: string[] }> {
   const agent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
   const identity: string[] = new Array(FILES);
@@ -80,6 +80,9 @@ async function etagsOn(host: FleetHostProc): Promise<{ identity: string[]; br: s
           if (coded.status !== 200 || coded.coding !== 'br')
             problems.push(`${pathOf(i)} as br: ${JSON.stringify(coded)}`);
           br[i] = coded.etag;
+          // the variant the agent made is no file of the site: not found under its own name, as on the agent's host
+          const byName = await head(port, `${pathOf(i)}.br`, agent, 'identity');
+          if (byName.status !== 404) problems.push(`${pathOf(i)}.br by name: ${JSON.stringify(byName)}`);
         }
       }
     }),

@@ -11,7 +11,7 @@ import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { FrameReader, type PullOptions, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { Readable } from 'node:stream';
-import { Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
+import { ENTRY_FIELDS, Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
 import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { flood } from '../../../testkit/flood.js';
@@ -384,10 +384,30 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     ],
     [
       'more fields in an entry than an entry has',
-      `{"changed":[{${Array.from({ length: 8 }, (_, i) => `"f${i}":0`).join(',')}}],"removed":[]}`,
+      `{"changed":[{${Array.from({ length: ENTRY_FIELDS.size + 1 }, (_, i) => `"f${i}":0`).join(',')}}],"removed":[]}`,
       /another shape/,
     ],
     ['an unknown field of the answer', '{"changed":[],"removed":[],"junk":"x"}', /a manifest with a field "junk"/],
+    [
+      'a directory marked made',
+      '{"changed":[{"path":"a.br","type":"dir","mode":493,"size":0,"mtimeMs":1,"made":true}],"removed":[]}',
+      /a\.br marked made/,
+    ],
+    [
+      'a file not named as a variant marked made',
+      '{"changed":[{"path":"d/a.js","type":"file","mode":420,"size":1,"mtimeMs":1,"made":true}],"removed":[]}',
+      /d\/a\.js marked made/,
+    ],
+    [
+      'a made mark that is not true',
+      '{"changed":[{"path":"a.js.gz","type":"file","mode":420,"size":1,"mtimeMs":1,"made":false}],"removed":[]}',
+      /a\.js\.gz marked made/,
+    ],
+    [
+      'a made mark that is a string',
+      '{"changed":[{"path":"a.js.gz","type":"file","mode":420,"size":1,"mtimeMs":1,"made":"yes"}],"removed":[]}',
+      /a\.js\.gz marked made/,
+    ],
     [
       'an unknown field of an entry',
       '{"changed":[{"path":"a","type":"dir","mode":493,"size":0,"mtimeMs":1,"junk":0}],"removed":[]}',

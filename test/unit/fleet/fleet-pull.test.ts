@@ -10,10 +10,16 @@ import { type ManifestEntry, diffManifests } from '../../../src/tree/manifest.js
 import { type PullStats, pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
 import { memoryLogger } from '../../../testkit/logger.js';
-import { tempDirs } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
-import { listenUrl } from '../../../testkit/server.js';
 import { treeOf } from '../../../testkit/trees.js';
+import { brotliDecompressSync, gzipSync } from 'node:zlib';
+import { mirrorStatic } from '../../../middleware/static/mirror-static.js';
+import { readCopyIndex } from '../../../src/store/recent-records.js';
+import { TreeCopier } from '../../../src/tree/tree-copy.js';
+import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
+import { listen, listenUrl, rawGet } from '../../../testkit/server.js';
+import { tempDirs, tempStore } from '../../../testkit/store.js';
+import { compressibleText } from '../../../testkit/variants.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
@@ -272,6 +278,84 @@ describe('fleet content transfer', () => {
       });
       assert.equal(c.snapshots.pulls().a, 0);
     } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('variants the agent made, on a fleet host', () => {
+  it('are marked made in the snapshot and recorded made by the host: never served under their own names there', async () => {
+    const c = await coordinator();
+    const master = await temp.make('mirrorswap-fleet-master-');
+    const host = await tempStore('mirrorswap-fleet-host-store-');
+    const mw = mirrorStatic({ store: host.root, logger: memoryLogger() });
+    const own = compressibleText('master compressed this one itself');
+    try {
+      await write(master, {
+        'app.js': compressibleText('v1 app'),
+        'lib/b.js': compressibleText('v1 b'),
+        'own.js': own,
+        'own.js.gz': gzipSync(own),
+      });
+      // the agent's copy: app.js and lib/b.js get made variants, own.js keeps master's own
+      const settings = TREE_DEFAULTS.variantSettings;
+      await new TreeCopier(master, c.slots.a, { durable: false, variants: { settings, other: null } }).mirrorAll();
+      const first = await c.snapshots.take('a');
+      await wholePull(c.url, first, host.slots.a);
+      const made = async (dir: string, name: string) => {
+        const record = (await readCopyIndex(host.slots.a, dir))?.files[name];
+        return [record?.variants?.br?.made, record?.variants?.gzip?.made];
+      };
+      assert.deepEqual(await made('', 'app.js'), [true, true]);
+      assert.deepEqual(await made('lib', 'b.js'), [true, true]);
+      // the agent made own.js.br; own.js.gz is master's
+      assert.deepEqual(await made('', 'own.js'), [true, false], "master's own sibling is master's");
+
+      await host.publish(1, 'a');
+      await mw.ready;
+      const web = await listen((req, res) =>
+        mw(req, res, () => {
+          res.statusCode = 404;
+          res.end();
+        }),
+      );
+      try {
+        for (const path of ['/app.js.br', '/app.js.gz', '/lib/b.js.br', '/own.js.br'])
+          assert.equal((await rawGet(web.port, path)).status, 404, `${path} served under its own name`);
+        const ownGz = await rawGet(web.port, '/own.js.gz');
+        assert.equal(ownGz.status, 200, "master's own file");
+        assert.deepEqual(ownGz.body, gzipSync(own));
+        const coded = await rawGet(web.port, '/app.js', { 'accept-encoding': 'br' });
+        assert.equal(coded.headers['content-encoding'], 'br');
+        assert.equal(brotliDecompressSync(coded.body).toString(), compressibleText('v1 app'));
+      } finally {
+        await web.close();
+      }
+
+      // the next release changes app.js alone: a delta names it and its new variants, not lib/b.js's
+      await write(master, { 'app.js': compressibleText('v2 app') }, new Date('2026-02-03T04:05:06Z'));
+      await new TreeCopier(master, c.slots.b, {
+        durable: false,
+        variants: { settings, other: c.slots.a },
+      }).mirrorAll();
+      const second = await c.snapshots.take('b');
+      const delta = await pullSnapshot({
+        from: c.url,
+        token: TOKEN,
+        snapshot: second,
+        base: first,
+        into: host.slots.a,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      assert.equal(delta.full, false);
+      assert.equal(delta.files, 3, 'app.js and its two variants');
+      assert.deepEqual(await made('', 'app.js'), [true, true]);
+      assert.deepEqual(await made('lib', 'b.js'), [true, true], 'a record the pull left alone');
+      assert.deepEqual(await made('', 'own.js'), [true, false]);
+    } finally {
+      await mw.close();
+      await host.dispose();
       await c.close();
     }
   });
