@@ -108,6 +108,15 @@ export interface DeriveContext {
    */
   setAside?: string | undefined;
   /**
+   * A fleet host's copy (`source` null): the paths its snapshot marks as
+   * variants the agent made (`ManifestEntry.made`), of the files the pull
+   * placed. Such a sibling that decodes to its original is recorded `made`,
+   * so the host's servers never serve it under its own name; as is one the
+   * host recorded made before, still the same inode and size (a pull names
+   * only what changed). Any other sibling is recorded as master's own.
+   */
+  madeInSnapshot?: ReadonlySet<string>;
+  /**
    * The copy's recent records (recent-records.ts) of the directories this
    * derive may look at. Each replaces its index's record: taken as it is
    * when `recentTrusted`, else voided (its file derived as one never
@@ -615,6 +624,18 @@ function deriveFile(
   const known = hint && stampMatches(hint, st) ? hint : null;
   /** Whether the file of status `s` may be the one a record of the index names (`DeriveContext.cutShort`). */
   const recordable = (s: Stats) => recordedAt === undefined || s.ctimeMs <= recordedAt || s.nlink > 1;
+  /**
+   * Whether the sibling `vname` (status `vst`, recorded as `was` until now) is
+   * a variant the agent made: master does not hold it; on a fleet host, where
+   * every entry is the snapshot's, the snapshot marks it so, or it is the
+   * inode the host recorded made before.
+   */
+  const madeHere = (vname: string, vst: Stats | null, was: VariantRecord | undefined): boolean => {
+    if (c.source !== null) return !masterHolds(vname);
+    if (vst === null) return false;
+    if (c.madeInSnapshot?.has(dir === '' ? vname : `${dir}/${vname}`)) return true;
+    return was?.made === true && variantMatches(was, vst);
+  };
   // the record stands if the file and every variant it names are as it says, and it has the bytes
   // the copy just wrote there, when it wrote them (an inode number taken again by a file of the same
   // size and time is no proof of the same bytes)
@@ -626,7 +647,7 @@ function deriveFile(
         !vst?.isFile() ||
         !variantMatches(variant, vst) ||
         !recordable(vst) ||
-        variant.made === masterHolds(name + VARIANT_SUFFIX[encoding])
+        variant.made !== madeHere(name + VARIANT_SUFFIX[encoding], vst, variant)
       )
         current = false;
     }
@@ -672,7 +693,8 @@ function deriveFile(
     const vst = stat(vname);
     if (masterHolds(vname)) {
       const was = old?.variants?.[encoding];
-      if (vst?.isFile() && was?.made === true && variantMatches(was, vst) && recordable(vst)) {
+      // (on a fleet host nothing is removed: every entry is the snapshot's)
+      if (c.source !== null && vst?.isFile() && was?.made === true && variantMatches(was, vst) && recordable(vst)) {
         // still the variant this agent made (its inode and size): master's sibling was not copied over
         // it (unreadable to the agent, or it came after the copy looked). It is not master's, and
         // stands only while made from these very bytes: a variant of an older release is never left
@@ -691,7 +713,8 @@ function deriveFile(
       if (vst && original) {
         const vread = readRegular(vpath, () => true);
         if (vread?.bytes && decodesTo(encoding, vread.bytes, original)) {
-          variants[encoding] = { ino: vread.st.ino, size: vread.st.size, sha256: vread.sha256, made: false };
+          const made = c.source === null && madeHere(vname, vread.st, was);
+          variants[encoding] = { ino: vread.st.ino, size: vread.st.size, sha256: vread.sha256, made };
         }
       }
       continue;

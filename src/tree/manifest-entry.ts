@@ -19,6 +19,13 @@ export interface ManifestEntry {
    * millisecond), so manifests that say what changed compare content.
    */
   hash?: string;
+  /**
+   * A file the agent made beside its original (`app.js.br`), not one of
+   * master's: the copy's content index names it so. A host records it as
+   * made, and its servers never serve it under its own name. Absent for any
+   * other file (and from a coordinator before this mark), never `false`.
+   */
+  made?: true;
 }
 
 /** Whether two entries of a path describe the same thing (rsync's quick check, then content when both know it). */

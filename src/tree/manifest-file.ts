@@ -91,6 +91,7 @@ export class ManifestFile {
    * in place), read and hashed otherwise. All of it in the walk threads: the
    * walk in sorted runs of a few directories each (`sizing`), written to a
    * directory beside `file` and removed after, then one merge of the runs.
+   * The variants the agent made are marked (`ManifestEntry.made`).
    */
   static async write(
     root: string,
@@ -102,7 +103,7 @@ export class ManifestFile {
     await rm(runsDir, { recursive: true, force: true });
     await mkdir(runsDir, { mode: 0o700 });
     try {
-      const runs = await walkIntoRuns(root, runsDir, sizing.unitsPerRun);
+      const runs = await walkIntoRuns(root, runsDir, sizing.unitsPerRun, true);
       const temp = `${file}.${randomUUID().slice(0, 8)}.tmp`;
       const job: MergeJob = { root, runs, file, temp, cache: cache?.file ?? null };
       return new ManifestFile(await inThread<MergeJob, MergedManifest>('manifest-merge', job));
@@ -178,9 +179,11 @@ export class ManifestFile {
 
 /**
  * The walk, in sorted runs: each a group of `unitsPerRun` walk units,
- * walked, sorted and written by a walk thread. Returns the runs written.
+ * walked, sorted and written by a walk thread. With `made`, the variants the
+ * copy's content index names as made are marked so (`ManifestEntry.made`).
+ * Returns the runs written.
  */
-export async function walkIntoRuns(root: string, dir: string, unitsPerRun: number): Promise<string[]> {
+export async function walkIntoRuns(root: string, dir: string, unitsPerRun: number, made = false): Promise<string[]> {
   const units = planUnits(root, [''], WALK_THREADS);
   const groups: { i: number; units: WalkUnit[] }[] = [];
   for (let i = 0; i * unitsPerRun < units.length; i++)
@@ -188,7 +191,7 @@ export async function walkIntoRuns(root: string, dir: string, unitsPerRun: numbe
   const runs: string[] = [];
   await walkPool.run<{ i: number; units: WalkUnit[] }, string | null>(
     'manifest-run',
-    { root, runsDir: dir },
+    { root, runsDir: dir, made },
     groups,
     (files) => {
       for (const file of files) if (file !== null) runs.push(file);

@@ -19,6 +19,7 @@ import type { ManifestEntry, WalkedEntry } from './manifest-entry.js';
 export function walkedLine(e: WalkedEntry): string {
   const entry: ManifestEntry = { path: e.path, type: e.type, mode: e.mode, size: e.size, mtimeMs: e.mtimeMs };
   if (e.type === 'link') entry.target = e.target;
+  if (e.made === true) entry.made = true;
   return `${JSON.stringify(e.path)}\t${e.ino}\t${e.ctimeMs}\t${e.size}\t${JSON.stringify(entry)}`;
 }
 
@@ -36,6 +37,9 @@ export const hashOfLine = (line: string): string => line.slice(-66, -2);
 /** Whether the line is a file's: its entry reads `{"path":<key>,"type":"file"`. */
 export const isFileLine = (line: string, key: string): boolean =>
   line.startsWith('"type":"file"', line.lastIndexOf('\t') + 1 + 9 + key.length);
+
+/** Whether a file's line with its hash is marked `made`: its entry ends `,"made":true,"hash":"<64 hex>"}`. */
+export const isMadeLine = (line: string): boolean => line.startsWith(',"made":true,"hash":"', line.length - 87);
 
 /** A walked file's line with its hash: the hash goes last in its entry. */
 export const withHash = (line: string, hash: string): string => `${line.slice(0, -1)},"hash":"${hash}"}`;

@@ -25,6 +25,7 @@ import { walkedLine } from './manifest-line.js';
 import { LineWriter } from './line-cursor.js';
 import { NO_FOLLOW, openCheckedSync } from './open-checked.js';
 import { isNotOfThatKind } from '../core/nothing-there.js';
+import { MadeVariants } from './made-variants.js';
 
 /**
  * The entries of one walk unit, with blocking calls (in a walk thread): the
@@ -32,7 +33,7 @@ import { isNotOfThatKind } from '../core/nothing-there.js';
  * them. A subdirectory of a shallow unit is listed as an entry here and
  * walked as a unit of its own. Links are read, never followed.
  */
-export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
+export function manifestUnitSync(root: string, unit: WalkUnit, made?: MadeVariants): WalkedEntry[] {
   const out: WalkedEntry[] = [];
   const visit = (rel: string, descend: boolean) => {
     let children: Dirent[];
@@ -41,6 +42,10 @@ export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
     } catch (err) {
       throw new Error(`cannot list ${join(root, rel)}: ${(err as Error).message}`);
     }
+    const madeIn = made?.in(
+      rel,
+      children.map((child) => child.name),
+    );
     for (const child of children) {
       if (rel === '' && isReservedRootName(child.name)) continue;
       const path = rel === '' ? child.name : `${rel}/${child.name}`;
@@ -60,7 +65,7 @@ export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
       } else if (st.isSymbolicLink()) {
         out.push({ ...base, type: 'link', target: readlinkSync(abs) });
       } else if (st.isFile()) {
-        out.push({ ...base, type: 'file', size: st.size });
+        out.push({ ...base, type: 'file', size: st.size, ...(madeIn?.has(child.name, st) ? { made: true } : {}) });
       }
       // sockets, FIFOs and devices are never copied into a slot, so never into a manifest
     }
@@ -74,14 +79,17 @@ export function manifestUnitSync(root: string, unit: WalkUnit): WalkedEntry[] {
  * says the format): their lines, sorted, written to `<runsDir>/run-<i>`, in
  * the walk thread. Nothing per entry crosses to the main thread, whose young
  * generation would grow with the walk's garbage. A file's hash is not known
- * yet. Returns the run's file, or null when the units hold no entry.
+ * yet. With `made`, a file the copy's content index names as a variant the
+ * agent made is marked so (`ManifestEntry.made`). Returns the run's file, or
+ * null when the units hold no entry.
  */
 export function manifestRunSync(
-  c: { root: string; runsDir: string },
+  c: { root: string; runsDir: string; made?: boolean },
   group: { i: number; units: WalkUnit[] },
 ): string | null {
   const lines: string[] = [];
-  for (const unit of group.units) for (const e of manifestUnitSync(c.root, unit)) lines.push(walkedLine(e));
+  const made = c.made === true ? new MadeVariants(c.root) : undefined;
+  for (const unit of group.units) for (const e of manifestUnitSync(c.root, unit, made)) lines.push(walkedLine(e));
   if (lines.length === 0) return null;
   lines.sort();
   const file = join(c.runsDir, `run-${group.i}`);

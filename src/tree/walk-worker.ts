@@ -18,7 +18,7 @@ const tasks: Record<UnitTask, (context: never, unit: never) => unknown> = {
   clone: (c: CloneContext, unit: CloneUnit) => cloneUnitSync(c, unit),
   list: (c: { skip: string[] }, dir: string) => subdirectoriesWithIdentity(dir, c.skip),
   manifest: (c: { root: string }, unit: WalkUnit) => manifestUnitSync(c.root, unit),
-  'manifest-run': (c: { root: string; runsDir: string }, group: { i: number; units: WalkUnit[] }) =>
+  'manifest-run': (c: { root: string; runsDir: string; made: boolean }, group: { i: number; units: WalkUnit[] }) =>
     manifestRunSync(c, group),
   'manifest-merge': (_: null, job: MergeJob) => mergeRunsSync(job),
   'manifest-answer': (_: null, job: AnswerJob) => writeAnswerSync(job),

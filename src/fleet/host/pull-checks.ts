@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import { MirrorswapError } from '../../core/errors.js';
 import { treeMode } from '../../tree/tree-mode.js';
+import { variantOf } from '../../tree/compressible.js';
 import { pathCharacterProblem } from '../../store/write-path.js';
 import type { PullLimits } from '../../tree/fleet-limits.js';
 import { type ManifestEntry, badPath } from '../../tree/manifest.js';
@@ -74,7 +75,7 @@ export class Pace {
 
 /** The fields of a manifest answer and of an entry: anything else is refused, never held. */
 export const ANSWER_FIELDS = new Set(['snapshot', 'base', 'changed', 'removed']);
-export const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'hash']);
+export const ENTRY_FIELDS = new Set(['path', 'type', 'mode', 'size', 'mtimeMs', 'target', 'made', 'hash']);
 
 const TYPES = new Set(['file', 'dir', 'link']);
 const HASH = /^[0-9a-f]{64}$/;
@@ -110,6 +111,12 @@ export function checkEntry(raw: unknown, limits: Readonly<PullLimits>): Manifest
     if (Buffer.byteLength(target) > limits.linkTargetBytes)
       throw refuse(`a link ${path} whose target is over the bound of ${limits.linkTargetBytes} bytes`);
     entry.target = target;
+  }
+  if (e.made !== undefined) {
+    // only ever `true`, and only of a file named as a variant of another (`app.js.br`)
+    if (e.made !== true || type !== 'file' || variantOf(path.slice(path.lastIndexOf('/') + 1)) === null)
+      throw refuse(`${path} marked made, which only a file named as a variant (X.br, X.gz) can be`);
+    entry.made = true; // before the hash: a line's entry ends with its hash
   }
   if (e.hash !== undefined) {
     if (typeof e.hash !== 'string' || !HASH.test(e.hash)) throw refuse(`${path} with a hash that is no SHA-256`);

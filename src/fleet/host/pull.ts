@@ -20,7 +20,7 @@ import { removeUnnamable } from './unnamable.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
 import { inThread, walkIntoRuns } from '../../tree/manifest-file.js';
 import type { DeltaCounts, DeltaJob, DeltaResult } from '../../tree/manifest-delta.js';
-import { entryOf, keyOf, typeOfDeltaLine } from '../../tree/manifest-line.js';
+import { entryOf, isMadeLine, keyOf, typeOfDeltaLine } from '../../tree/manifest-line.js';
 import { LineCursor } from '../../tree/line-cursor.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { linkFromCopy } from './pull-share.js';
@@ -441,7 +441,10 @@ const INDEX_CHUNK = 16 * 1024;
 async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>, full: boolean): Promise<void> {
   const context = { slot: into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings };
   if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
-    await deriveCopy(context, [], dirs);
+    // the variants the snapshot marks made, of all the delta: a whole derive looks at every file
+    const made = new Set<string>();
+    for (const line of linesOf(delta.changed)) if (isMadeLine(line)) made.add(JSON.parse(keyOf(line)) as string);
+    await deriveCopy({ ...context, madeInSnapshot: made }, [], dirs);
     return;
   }
   const underChanged = (path: string) => {
@@ -465,13 +468,22 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     return known;
   };
   let chunk: string[] = [];
+  // The variants the snapshot marks made, among the chunk's paths. A variant sorts after its
+  // original (`"x.js"` before `"x.js.br"`): one a chunk apart from it derives it again, with
+  // the mark; an original whose variant the pull did not change keeps the variant's record
+  let made = new Set<string>();
   const flush = async () => {
-    if (chunk.length > 0) await deriveCopy(context, chunk, dirs);
+    if (chunk.length > 0) await deriveCopy({ ...context, madeInSnapshot: made }, chunk, dirs);
     chunk = [];
+    made = new Set();
     realDirs.clear();
   };
   const paths = function* () {
-    for (const line of linesOf(delta.changed)) yield JSON.parse(keyOf(line)) as string;
+    for (const line of linesOf(delta.changed)) {
+      const path = JSON.parse(keyOf(line)) as string;
+      if (isMadeLine(line)) made.add(path);
+      yield path;
+    }
     yield* removedOf(delta);
   };
   for (const path of paths()) {
