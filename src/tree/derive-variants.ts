@@ -1,3 +1,4 @@
+import { indexOfPrint, pathPrint } from '../core/path-print.js';
 import {
   type Stats,
   accessSync,
@@ -108,14 +109,15 @@ export interface DeriveContext {
    */
   setAside?: string | undefined;
   /**
-   * A fleet host's copy (`source` null): the paths its snapshot marks as
-   * variants the agent made (`ManifestEntry.made`), of the files the pull
-   * placed. Such a sibling that decodes to its original is recorded `made`,
-   * so the host's servers never serve it under its own name; as is one the
-   * host recorded made before, still the same inode and size (a pull names
-   * only what changed). Any other sibling is recorded as master's own.
+   * A fleet host's copy (`source` null): the prints (`pathPrint`, sorted) of
+   * the paths its snapshot marks as variants the agent made
+   * (`ManifestEntry.made`), of the files the pull placed. Such a sibling
+   * that decodes to its original is recorded `made`, so the host's servers
+   * never serve it under its own name; as is one the host recorded made
+   * before, still the same inode and size (a pull names only what changed).
+   * Any other sibling is recorded as master's own.
    */
-  madeInSnapshot?: ReadonlySet<string>;
+  madePrints?: Float64Array;
   /**
    * The copy's recent records (recent-records.ts) of the directories this
    * derive may look at. Each replaces its index's record: taken as it is
@@ -633,7 +635,7 @@ function deriveFile(
   const madeHere = (vname: string, vst: Stats | null, was: VariantRecord | undefined): boolean => {
     if (c.source !== null) return !masterHolds(vname);
     if (vst === null) return false;
-    if (c.madeInSnapshot?.has(dir === '' ? vname : `${dir}/${vname}`)) return true;
+    if (c.madePrints && indexOfPrint(c.madePrints, pathPrint(dir === '' ? vname : `${dir}/${vname}`)) >= 0) return true;
     return was?.made === true && variantMatches(was, vst);
   };
   // the record stands if the file and every variant it names are as it says, and it has the bytes

@@ -1,4 +1,5 @@
 import { MirrorswapError } from '../../core/errors.js';
+import { indexOfPrint, pathPrint } from '../../core/path-print.js';
 
 /**
  * What a pull under way has placed, for the peers pulling the same snapshot
@@ -72,18 +73,7 @@ export class PullProgress {
 
   /** Where `print` is among the prints; -1 when it is not. */
   #find(print: number): number {
-    const prints = this.#prints;
-    if (prints === null) return -1;
-    let lo = 0;
-    let hi = prints.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const p = prints[mid] as number;
-      if (p === print) return mid;
-      if (p < print) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return -1;
+    return this.#prints === null ? -1 : indexOfPrint(this.#prints, print);
   }
 
   /**
@@ -139,23 +129,4 @@ export class PullProgress {
 interface Waiter {
   resolve(): void;
   reject(err: Error): void;
-}
-
-/**
- * A path's print: 52 bits of two 32-bit multiplicative hashes of its UTF-16
- * code units (a number exact in a double). Among a million paths, some two
- * share a print with odds of about one in 9,000, and a path not fetched has
- * the print of one fetched with odds of one in 4 billion: then it is waited
- * for as that one is, nothing worse.
- */
-export function pathPrint(path: string): number {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ path.length;
-  for (let i = 0; i < path.length; i++) {
-    const c = path.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  return (a >>> 0) * 0x100000 + ((b >>> 0) & 0xfffff);
 }

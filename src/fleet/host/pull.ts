@@ -24,7 +24,8 @@ import { entryOf, isMadeLine, keyOf, typeOfDeltaLine } from '../../tree/manifest
 import { LineCursor } from '../../tree/line-cursor.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { linkFromCopy } from './pull-share.js';
-import { type PullProgress, pathPrint } from './pull-progress.js';
+import type { PullProgress } from './pull-progress.js';
+import { pathPrint } from '../../core/path-print.js';
 import { receiveManifest } from './manifest-receive.js';
 import { PULL_LIMITS, type PullLimits } from '../../tree/fleet-limits.js';
 import { checkFrameHeaderLength, Pace, parseFrameHeader, refuse } from './pull-checks.js';
@@ -439,12 +440,15 @@ const INDEX_CHUNK = 16 * 1024;
  * its time back), and derived whole; the root's own time is not compared.
  */
 async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>, full: boolean): Promise<void> {
-  const context = { slot: into, other: null, source: null, settings: TREE_DEFAULTS.variantSettings };
+  const context = {
+    slot: into,
+    other: null,
+    source: null,
+    settings: TREE_DEFAULTS.variantSettings,
+    madePrints: madePrintsOf(delta),
+  };
   if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
-    // the variants the snapshot marks made, of all the delta: a whole derive looks at every file
-    const made = new Set<string>();
-    for (const line of linesOf(delta.changed)) if (isMadeLine(line)) made.add(JSON.parse(keyOf(line)) as string);
-    await deriveCopy({ ...context, madeInSnapshot: made }, [], dirs);
+    await deriveCopy(context, [], dirs);
     return;
   }
   const underChanged = (path: string) => {
@@ -468,22 +472,13 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     return known;
   };
   let chunk: string[] = [];
-  // The variants the snapshot marks made, among the chunk's paths. A variant sorts after its
-  // original (`"x.js"` before `"x.js.br"`): one a chunk apart from it derives it again, with
-  // the mark; an original whose variant the pull did not change keeps the variant's record
-  let made = new Set<string>();
   const flush = async () => {
-    if (chunk.length > 0) await deriveCopy({ ...context, madeInSnapshot: made }, chunk, dirs);
+    if (chunk.length > 0) await deriveCopy(context, chunk, dirs);
     chunk = [];
-    made = new Set();
     realDirs.clear();
   };
   const paths = function* () {
-    for (const line of linesOf(delta.changed)) {
-      const path = JSON.parse(keyOf(line)) as string;
-      if (isMadeLine(line)) made.add(path);
-      yield path;
-    }
+    for (const line of linesOf(delta.changed)) yield JSON.parse(keyOf(line)) as string;
     yield* removedOf(delta);
   };
   for (const path of paths()) {
@@ -509,6 +504,19 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     }
   }
   await flush();
+}
+
+/**
+ * The prints (`pathPrint`, sorted) of the files the delta's snapshot marks as
+ * variants the agent made: 8 bytes a mark, whatever the delta's size, for
+ * every chunk of the derive (a variant's mark is needed where its original,
+ * or a directory above it, is derived, which may be a chunk before it).
+ */
+function madePrintsOf(delta: DeltaFiles): Float64Array {
+  const prints: number[] = [];
+  for (const line of linesOf(delta.changed))
+    if (isMadeLine(line)) prints.push(pathPrint(JSON.parse(keyOf(line)) as string));
+  return Float64Array.from(prints).sort();
 }
 
 /** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
