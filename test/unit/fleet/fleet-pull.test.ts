@@ -332,8 +332,13 @@ describe('variants the agent made, on a fleet host', () => {
         await web.close();
       }
 
-      // the next release changes app.js alone: a delta names it and its new variants, not lib/b.js's
-      await write(master, { 'app.js': compressibleText('v2 app') }, new Date('2026-02-03T04:05:06Z'));
+      // the next release changes app.js and adds a directory (derived as a tree): a delta names them
+      // and their variants, not lib/b.js's
+      await write(
+        master,
+        { 'app.js': compressibleText('v2 app'), 'assets/c.js': compressibleText('v2 c') },
+        new Date('2026-02-03T04:05:06Z'),
+      );
       await new TreeCopier(master, c.slots.b, {
         durable: false,
         variants: { settings, other: c.slots.a },
@@ -349,8 +354,9 @@ describe('variants the agent made, on a fleet host', () => {
         timeoutMs: 5000,
       });
       assert.equal(delta.full, false);
-      assert.equal(delta.files, 3, 'app.js and its two variants');
+      assert.equal(delta.files, 6, 'app.js, assets/c.js and their variants');
       assert.deepEqual(await made('', 'app.js'), [true, true]);
+      assert.deepEqual(await made('assets', 'c.js'), [true, true]);
       assert.deepEqual(await made('lib', 'b.js'), [true, true], 'a record the pull left alone');
       assert.deepEqual(await made('', 'own.js'), [true, false]);
     } finally {
