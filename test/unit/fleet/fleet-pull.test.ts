@@ -52,6 +52,11 @@ function wholePull(from: string, snapshot: string, into: string): Promise<PullSt
   return pullSnapshot({ from, token: TOKEN, snapshot, base: null, into, durable: false, timeoutMs: 5000 });
 }
 
+/** A pull of `snapshot` into `into`, which holds `base`: what changed since. */
+function deltaPull(from: string, snapshot: string, base: string, into: string): Promise<PullStats> {
+  return pullSnapshot({ from, token: TOKEN, snapshot, base, into, durable: false, timeoutMs: 5000 });
+}
+
 describe('fleet content transfer', () => {
   it('a first pull reproduces the tree; the next asks only what changed since, and the copies stay equal', async () => {
     const c = await coordinator();
@@ -101,15 +106,7 @@ describe('fleet content transfer', () => {
       await chmod(join(c.slots.b, 'css'), 0o750);
       await chmod(join(c.slots.b, 'index.html'), 0o640);
       const second = await c.snapshots.take('b');
-      const delta = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: second,
-        base: first,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      const delta = await deltaPull(c.url, second, first, into);
       assert.equal(delta.full, false, 'the coordinator knew the base: only what changed was sent');
       assert.equal(delta.files, 2, 'index.html and new/page.html');
       assert.ok(delta.received < 5000, `received ${delta.received} bytes for a few changed bytes`);
@@ -344,15 +341,7 @@ describe('variants the agent made, on a fleet host', () => {
         variants: { settings, other: c.slots.a },
       }).mirrorAll();
       const second = await c.snapshots.take('b');
-      const delta = await pullSnapshot({
-        from: c.url,
-        token: TOKEN,
-        snapshot: second,
-        base: first,
-        into: host.slots.a,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      const delta = await deltaPull(c.url, second, first, host.slots.a);
       assert.equal(delta.full, false);
       assert.equal(delta.files, 6, 'app.js, assets/c.js and their variants');
       assert.deepEqual(await made('', 'app.js'), [true, true]);
