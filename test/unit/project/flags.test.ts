@@ -117,6 +117,28 @@ describe('defaults: one table per component', () => {
       );
   });
 
+  it('--variant-types and --variant-encodings refuse a list that names nothing, or names what never matches', () => {
+    const agentFlags = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+      agentOptions(parseFlags(argv, AGENT_FLAGS, env), storeLayout('/tmp/x'), quiet);
+    // what they take: extensions with or without their dot, any case; codings in any order
+    assert.deepEqual(agentFlags(['--variant-types', '.JS, css,svg']).variantTypes, ['.JS', 'css', 'svg']);
+    assert.deepEqual(agentFlags(['--variant-encodings', 'gzip']).variantEncodings, ['gzip']);
+    const refused = (argv: string[], flag: string, fix: RegExp, env: NodeJS.ProcessEnv = {}) =>
+      assert.throws(
+        () => agentFlags(argv, env),
+        (err: unknown) => err instanceof UsageError && err.message.includes(flag) && fix.test(err.message),
+        `${argv.join(' ')} ${JSON.stringify(env)}`,
+      );
+    // a list naming nothing compressed nothing (types) or turned variants and the index off (codings),
+    // silently: what --no-variants says out loud
+    for (const empty of ['', ',', ' , ']) refused(['--variant-types', empty], '--variant-types', /--no-variants/);
+    refused([], '--variant-types', /--no-variants/, { MIRRORSWAP_VARIANT_TYPES: ',' });
+    for (const empty of ['', ',']) refused(['--variant-encodings', empty], '--variant-encodings', /--no-variants/);
+    // a type is one extension: a glob, a path, a name with a dot inside can never be a file's extension
+    for (const never of ['*.js', 'tar.gz', 'js css', 'assets/js', '.'])
+      refused(['--variant-types', `html,${never}`], '--variant-types', /extension/);
+  });
+
   it("the web server's flags, left unset, give exactly the middleware's default table", () => {
     const opts = staticOptions(parseFlags([], SERVE_FLAGS, {}), storeLayout('/tmp/x'), quiet);
     assert.equal(opts.watch, MOUNT_DEFAULTS.watch);
