@@ -184,15 +184,45 @@ export const SWAP_FLAGS: FlagSpecs = {
   },
 };
 
+/**
+ * A list flag of the variants that must name something: an empty one (`''`, `,`) compressed nothing
+ * (types) or turned variants and the content index off (codings), without a word. Saying so is
+ * `--no-variants`' job.
+ */
+function nonEmptyListFlag(values: FlagValues, name: string, example: string): string[] | undefined {
+  const list = listFlag(values, name);
+  if (list !== undefined && list.length === 0) {
+    throw new UsageError(
+      `--${name} ${JSON.stringify(values[name])}: names nothing; list at least one, like ${example} (to make no variants, use --no-variants)`,
+    );
+  }
+  return list;
+}
+
 /** `--variant-encodings`, checked against the codings the agent makes. */
 function encodingsFlag(values: FlagValues): VariantEncoding[] | undefined {
-  const list = listFlag(values, 'variant-encodings');
+  const list = nonEmptyListFlag(values, 'variant-encodings', VARIANT_ENCODINGS.join(','));
   if (list === undefined) return undefined;
   try {
     return parseEncodings(list.join(','));
   } catch (err) {
     throw new UsageError(`--variant-encodings ${list.join(',')}: ${(err as Error).message}`);
   }
+}
+
+/** One file extension, its dot optional: what `isCompressible` compares with the part of a name after its last dot. */
+const EXTENSION = /^\.?[^./\s*?[\]{}\\]+$/;
+
+/** `--variant-types`: extensions, each of which a file's name can end with. */
+function typesFlag(values: FlagValues): string[] | undefined {
+  const list = nonEmptyListFlag(values, 'variant-types', 'html,css,js,svg');
+  const bad = list?.find((type) => !EXTENSION.test(type));
+  if (bad !== undefined) {
+    throw new UsageError(
+      `--variant-types ${list?.join(',')}: "${bad}" is not a file extension; list extensions, like html,css,js (no globs, paths or inner dots: a file's extension is what follows the last dot of its name)`,
+    );
+  }
+  return list;
 }
 
 /** The agent's options from its flags; what a flag leaves unset takes the agent's default. */
@@ -217,7 +247,7 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     gzipLevel: integerFlag(values, 'gzip-level', 1, 9),
     variantMinSize: sizeFlag(values, 'variant-min-size'),
     variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
-    variantTypes: listFlag(values, 'variant-types'),
+    variantTypes: typesFlag(values),
     variantThreads: integerFlag(values, 'variant-threads', 0, 64),
     precompress: boolean('precompress'),
     keep: integerFlag(values, 'keep', 2, MAX_KEEP),
