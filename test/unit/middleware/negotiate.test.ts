@@ -171,6 +171,9 @@ describe('cache rules', () => {
       [{ match: '', cacheControl: 'x' }],
       [{ match: '[abc', cacheControl: 'x' }],
       [{ match: '{a,b', cacheControl: 'x' }],
+      // a glob ending in a slash names a directory, and rules match files: it would match nothing
+      [{ match: '/assets/', cacheControl: 'x' }],
+      [{ match: 'assets/', cacheControl: 'x' }],
       [null],
     ]) {
       assert.throws(() => resolveCacheRules(bad), TypeError, JSON.stringify(bad));

@@ -195,6 +195,35 @@ describe('defaults: one table per component', () => {
     }
   });
 
+  it('--cache-rule: a rule the middleware would refuse, or one that can match nothing or everything by mistake, is a usage error naming the flag and the rule', () => {
+    const layout = storeLayout('/tmp/x');
+    for (const line of [
+      '[abc=no-cache', // unclosed set: was a TypeError of the middleware's, naming cacheRules[0], not the flag
+      '{js,css=no-cache',
+      'a\\=no-cache', // a pattern ending in a backslash
+      ' =no-cache', // a pattern of blanks
+      '*.html=n\u00f6-cache', // not a header value
+      '*.html=  ', // a value of blanks
+      're:=no-cache', // an empty RegExp matches every path
+      '/assets/=public, max-age=60', // a glob ending in a slash matches no file
+    ]) {
+      assert.throws(
+        () => staticOptions(parseFlags(['--cache-rule', line], SERVE_FLAGS, {}), layout, quiet),
+        (err: unknown) =>
+          err instanceof UsageError &&
+          err.message.startsWith(`--cache-rule ${line}:`) &&
+          !/cacheRules\[/.test(err.message),
+        line,
+      );
+    }
+    // a value may hold = and a RegExp may be anything else
+    assert.deepEqual(
+      staticOptions(parseFlags(['--cache-rule', 're:^/a=b=public, max-age=60'], SERVE_FLAGS, {}), layout, quiet)
+        .cacheRules,
+      [{ match: /^\/a/, cacheControl: 'b=public, max-age=60' }],
+    );
+  });
+
   it('help shows each default as the table holds it', () => {
     const help = helpText('mirrorswap agent', 'the agent', AGENT_FLAGS);
     assert.match(
