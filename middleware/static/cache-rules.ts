@@ -8,7 +8,8 @@
  *
  * - without a slash, it matches the file's name in any directory (`*.html`);
  * - with one, the whole path from the root (a leading slash is optional:
- *   `assets/**` and `/assets/**` are the same);
+ *   `assets/**` and `/assets/**` are the same); one ending in a slash would
+ *   name a directory, never a file, and is refused;
  * - `*` is any run of characters but `/`, `?` one such character, `**` as a
  *   whole segment any number of directories (`**` at the end: anything
  *   below), `[abc]`, `[a-z]` and `[!a-z]` (or `[^a-z]`) a character of a set,
@@ -53,7 +54,7 @@ function segmentSource(glob: string, pattern: string): string {
       out += '[^/]';
     } else if (c === '[') {
       const close = glob.indexOf(']', i + 2);
-      if (close === -1) fail(`cacheRules pattern "${pattern}" has an unclosed [`);
+      if (close === -1) fail(`cacheRules pattern "${pattern}" has an unclosed [ (write \\[ for a literal one)`);
       let set = glob.slice(i + 1, close);
       let negate = false;
       if (set.startsWith('!') || set.startsWith('^')) {
@@ -87,7 +88,7 @@ function expandBraces(glob: string, pattern: string): string[] {
   const open = glob.search(/(?<!\\)\{/);
   if (open === -1) return [glob];
   const close = glob.indexOf('}', open);
-  if (close === -1) fail(`cacheRules pattern "${pattern}" has an unclosed {`);
+  if (close === -1) fail(`cacheRules pattern "${pattern}" has an unclosed { (write \\{ for a literal one)`);
   const inner = glob.slice(open + 1, close);
   if (inner.includes('{')) fail(`cacheRules pattern "${pattern}" nests braces`);
   const rest = expandBraces(glob.slice(close + 1), pattern);
@@ -100,6 +101,12 @@ function expandBraces(glob: string, pattern: string): string[] {
 /** A RegExp for a glob, anchored on the whole path (or, for a glob without a slash, the last segment). */
 export function globToRegExp(pattern: string): RegExp {
   if (pattern === '') fail('cacheRules pattern must not be empty');
+  // rules match files, never a directory: a glob naming one would match nothing, silently
+  if (pattern.endsWith('/')) {
+    fail(
+      `cacheRules pattern "${pattern}" ends with a slash and would match no file: write "${pattern}**" for every file below it`,
+    );
+  }
   const anywhere = !pattern.includes('/');
   const glob = pattern.startsWith('/') ? pattern.slice(1) : pattern;
   const alternatives = expandBraces(glob, pattern).map((g) => pathSource(g, pattern));

@@ -1,5 +1,6 @@
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
 import type { CacheRule, StaticOptions, WatchMode } from '../../middleware/options.js';
+import { resolveCacheRules } from '../../middleware/static/cache-rules.js';
 import type { Logger } from '../core/logger.js';
 import type { StoreLayout } from '../store/store-layout.js';
 import { type FlagSpecs, type FlagValues, UsageError, durationFlag, formatDuration, stringFlag } from './flags.js';
@@ -100,7 +101,11 @@ export const MOUNT_FLAGS: FlagSpecs = {
   },
 };
 
-/** `--cache-rule` values (one a line): PATTERN=VALUE, the first `=` ending the pattern; `re:` makes it a RegExp. */
+/**
+ * `--cache-rule` values (one a line): PATTERN=VALUE, the first `=` ending the pattern; `re:` makes it a
+ * RegExp. Each rule is checked here as the middleware will check it, so that a bad one is a usage error
+ * naming the flag and the rule, not the middleware's `cacheRules[i]`.
+ */
 export function cacheRulesFlag(values: FlagValues): CacheRule[] | undefined {
   const raw = stringFlag(values, 'cache-rule');
   if (raw === undefined) return undefined;
@@ -108,18 +113,34 @@ export function cacheRulesFlag(values: FlagValues): CacheRule[] | undefined {
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => {
+      const bad = (why: string) => new UsageError(`--cache-rule ${line}: ${why}`);
       const eq = line.indexOf('=');
-      if (eq <= 0 || eq === line.length - 1) {
-        throw new UsageError(`--cache-rule ${line}: must be PATTERN=VALUE, like '*.html=no-cache'`);
-      }
+      if (eq === -1) throw bad("must be PATTERN=VALUE, like '*.html=no-cache'");
       const pattern = line.slice(0, eq).trim();
       const cacheControl = line.slice(eq + 1).trim();
-      if (!pattern.startsWith('re:')) return { match: pattern, cacheControl };
-      try {
-        return { match: new RegExp(pattern.slice(3)), cacheControl };
-      } catch (err) {
-        throw new UsageError(`--cache-rule ${line}: ${(err as Error).message}`);
+      if (pattern === '') throw bad("the pattern is empty: must be PATTERN=VALUE, like '*.html=no-cache'");
+      if (cacheControl === '') throw bad("the value is empty: must be PATTERN=VALUE, like '*.html=no-cache'");
+      let rule: CacheRule;
+      if (!pattern.startsWith('re:')) rule = { match: pattern, cacheControl };
+      else {
+        // an empty RegExp matches every path: a rule for every file is `**`
+        if (pattern === 're:')
+          throw bad("the RegExp after re: is empty and would match every file (write '**=VALUE' for that)");
+        try {
+          rule = { match: new RegExp(pattern.slice(3)), cacheControl };
+        } catch (err) {
+          throw bad((err as Error).message);
+        }
       }
+      try {
+        resolveCacheRules([rule]);
+      } catch (err) {
+        const message = (err as Error).message
+          .replace(/^cacheRules\[0\]\.cacheControl/, 'the value')
+          .replace(/^cacheRules pattern/, 'the pattern');
+        throw bad(message);
+      }
+      return rule;
     });
 }
 
