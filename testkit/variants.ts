@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { msInside } from '../src/tree/copy-times.js';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
@@ -92,10 +93,13 @@ export function writeVariantsFor(
     }
     const path = join(slotRoot, rel);
     const bytes = readFileSync(path);
+    const original = statSync(path);
     const variants: Partial<Record<VariantEncoding, VariantRecord>> = {};
     for (const encoding of encodings) {
       const encoded = COMPRESS[encoding](bytes);
       writeFileSync(path + VARIANT_SUFFIX[encoding], encoded);
+      // a made variant has its original's mtime, as the agent gives it (docs/CONTRACT.md)
+      utimesSync(path + VARIANT_SUFFIX[encoding], msInside(original.atimeMs), msInside(original.mtimeMs));
       const vst = statSync(path + VARIANT_SUFFIX[encoding]);
       variants[encoding] = { ino: vst.ino, size: vst.size, sha256: contentHash(encoded), made: true };
     }

@@ -15,6 +15,7 @@ import {
   readDirectoryIndex,
   stampMatches,
   strongEtag,
+  variantCurrent,
   variantMatches,
 } from '../../src/store/content-index.js';
 import { recentForServers, throughRecent } from '../../src/store/recent-records.js';
@@ -226,11 +227,16 @@ function relativePosix(root: string, path: string): string {
  * index is absent, unreadable, torn, another directory's, or older than the
  * file: the server then knows nothing of it).
  */
-async function recordOf(real: string, st: Stats, lookup: Lookup): Promise<FileRecord | null> {
+async function recordOf(
+  real: string,
+  st: Stats,
+  lookup: Lookup,
+): Promise<{ record: FileRecord; files: DirectoryIndex['files'] } | null> {
   const { opts } = lookup;
   if (opts.etag !== 'content' && !opts.precompressed) return null;
-  const record = (await indexOfDirectory(dirname(real), lookup))?.files[basename(real)];
-  return record !== undefined && stampMatches(record, st) ? record : null;
+  const files = (await indexOfDirectory(dirname(real), lookup))?.files;
+  const record = files?.[basename(real)];
+  return files !== undefined && record !== undefined && stampMatches(record, st) ? { record, files } : null;
 }
 
 /** A read's failure for a mode denying it (drift, lasting while the copy is mounted): nothing read. Any other is thrown. */
@@ -304,12 +310,16 @@ function withLength(shared: OutgoingHttpHeaders, length: number): OutgoingHttpHe
 }
 
 /**
- * The variant of `real` in `encoding` when it is there as `expected` says: a
- * regular file (not a symlink, a FIFO or a directory) with the inode and size
- * the index recorded. Null otherwise: the file is then sent as it is.
+ * The variant of `real` (status `original`, its record standing in `files`)
+ * in `encoding` when it is there as `expected` says: a regular file (not a
+ * symlink, a FIFO or a directory) with the inode, size and time the index
+ * vouches for (`variantCurrent`). Null otherwise: the file is then sent as
+ * it is.
  */
 async function variantAt(
   real: string,
+  original: Stats,
+  files: DirectoryIndex['files'],
   encoding: (typeof VARIANT_ENCODINGS)[number],
   expected: NonNullable<FileRecord['variants']>[typeof encoding],
   shared: OutgoingHttpHeaders,
@@ -326,7 +336,7 @@ async function variantAt(
   }
   try {
     const st = await handle.stat();
-    if (!st.isFile() || !variantMatches(expected, st)) return null;
+    if (!st.isFile() || !variantCurrent(expected, st, basename(path), original, files)) return null;
     const headers = withLength(shared, st.size);
     headers['Content-Encoding'] = encoding;
     if (opts.etag === 'content') headers.ETag = strongEtag(expected.sha256);
@@ -366,15 +376,18 @@ async function describeFile(handle: FileHandle, path: string, real: string, look
   const { opts, arena } = lookup;
   const st = await handle.stat();
   if (!st.isFile() || (await isMadeVariant(real, st, lookup))) return null;
-  const record = await recordOf(real, st, lookup);
+  const indexed = await recordOf(real, st, lookup);
+  const record = indexed?.record ?? null;
   const tag = record !== null && opts.etag === 'content' ? strongEtag(record.sha256) : etag(st);
   const lastModified = st.mtime.toUTCString();
   const shared = sharedHeaders(path, lookup, lastModified);
   let variants: (VariantEntry | null)[] | null = null;
   let variantMask = 0;
-  if (opts.precompressed && record?.variants) {
+  if (opts.precompressed && indexed !== null && record?.variants) {
     const found = await Promise.all(
-      VARIANT_ENCODINGS.map((encoding) => variantAt(real, encoding, record.variants?.[encoding], shared, lookup)),
+      VARIANT_ENCODINGS.map((encoding) =>
+        variantAt(real, st, indexed.files, encoding, record.variants?.[encoding], shared, lookup),
+      ),
     );
     found.forEach((variant, i) => {
       if (variant) variantMask |= 1 << i;

@@ -115,6 +115,28 @@ export function variantMatches(variant: VariantRecord, st: { ino: number; size: 
   return variant.ino === st.ino && variant.size === st.size;
 }
 
+/**
+ * True when the variant whose status is `vst`, named `vname` beside the
+ * original of status `st` (whose record stands), is the one `variant`
+ * records, its time included: inode and size alone do not tell a variant
+ * rewritten in place, which would then be sent under the strong tag of the
+ * bytes it had. A made variant has its original's mtime (to the
+ * millisecond); master's own (`made: false`) is a file of the copy with a
+ * record of its own in `files`, stamped and hashed as any file.
+ */
+export function variantCurrent(
+  variant: VariantRecord,
+  vst: FileStamp,
+  vname: string,
+  st: FileStamp,
+  files: Readonly<Record<string, FileRecord>>,
+): boolean {
+  if (!variantMatches(variant, vst)) return false;
+  if (variant.made) return Math.floor(vst.mtimeMs) === Math.floor(st.mtimeMs);
+  const own = Object.hasOwn(files, vname) ? files[vname] : undefined;
+  return own !== undefined && stampMatches(own, vst) && own.sha256 === variant.sha256;
+}
+
 const HASH = /^[A-Za-z0-9_-]{43}$/;
 
 function isNumber(v: unknown): v is number {
