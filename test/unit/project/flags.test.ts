@@ -71,6 +71,23 @@ describe('flag parsing', () => {
     assert.throws(() => sizeFlag({ s: '5 parsecs' }, 's'), UsageError);
   });
 
+  it('a size that comes to less than a byte is refused, not read as 0; --variant-min-size takes 0 (every file)', () => {
+    for (const tiny of ['0.5', '0.0001k'])
+      assert.throws(
+        () => sizeFlag({ 'max-body': tiny }, 'max-body'),
+        (err: unknown) => err instanceof UsageError && /--max-body/.test((err as Error).message),
+        tiny,
+      );
+    const agentFlags = (...argv: string[]) =>
+      agentOptions(parseFlags(argv, AGENT_FLAGS, {}), storeLayout('/tmp/x'), quiet);
+    assert.equal(agentFlags('--variant-min-size', '0').variantMinSize, 0);
+    assert.equal(agentFlags('--variant-min-size', '2KiB').variantMinSize, 2048);
+    assert.throws(
+      () => agentFlags('--variant-min-size', '0.5'),
+      (err: unknown) => err instanceof UsageError && /--variant-min-size/.test((err as Error).message),
+    );
+  });
+
   it('reads HOST:PORT, IPv6 in brackets, and refuses a port out of range', () => {
     assert.deepEqual(listenFlag({ l: '127.0.0.1:7070' }, 'l'), { host: '127.0.0.1', port: 7070 });
     assert.deepEqual(listenFlag({ l: '[::1]:0' }, 'l'), { host: '::1', port: 0 });
