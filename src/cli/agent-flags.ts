@@ -245,7 +245,7 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     variantEncodings: encodingsFlag(values),
     brotliQuality: integerFlag(values, 'brotli-quality', 0, 11),
     gzipLevel: integerFlag(values, 'gzip-level', 1, 9),
-    variantMinSize: sizeFlag(values, 'variant-min-size'),
+    variantMinSize: sizeFlag(values, 'variant-min-size', { zero: true }),
     variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
     variantTypes: typesFlag(values),
     variantThreads: integerFlag(values, 'variant-threads', 0, 64),

@@ -87,16 +87,26 @@ const SIZE_UNITS: Record<string, number> = {
   gib: 1024 ** 3,
 };
 
-/** A size flag ("64MiB", "512k", or bytes). */
-export function sizeFlag(values: FlagValues, name: string): number | undefined {
+/**
+ * A size flag ("64MiB", "512k", or bytes), in whole bytes. Zero only with `zero` (where it means
+ * "no floor"); a fraction that comes to less than a byte is refused, never read as 0.
+ */
+export function sizeFlag(
+  values: FlagValues,
+  name: string,
+  { zero = false }: { zero?: boolean } = {},
+): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(String(raw));
   const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase()] : undefined;
-  if (!m || unit === undefined || Number(m[1]) <= 0) {
-    throw new UsageError(`--${name} ${String(raw)}: must be a size like 1048576, 512KiB or 64MiB`);
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : Number.NaN;
+  if (!(bytes > 0 || (zero && Number(m?.[1]) === 0))) {
+    throw new UsageError(
+      `--${name} ${String(raw)}: must be a size of at least one byte${zero ? ' (or 0)' : ''}, like 1048576, 512KiB or 64MiB`,
+    );
   }
-  return Math.floor(Number(m[1]) * unit);
+  return bytes;
 }
 
 /** A whole-number flag within `min`..`max`. */
