@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { open, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { brotliDecompressSync } from 'node:zlib';
+import { contentHash } from '../../../src/store/content-index.js';
+import { readCopyIndex } from '../../../src/store/recent-records.js';
+import type { TempStore } from '../../../testkit/store.js';
+import { indexedSlot } from '../../../testkit/variants.js';
+
+/** Rewrite `path` in place (same inode, same size): one byte near its end flipped. */
+async function flipInPlace(path: string): Promise<void> {
+  const bytes = await readFile(path);
+  (bytes[bytes.length - 5] as number) ^= 0xff;
+  const handle = await open(path, 'r+');
+  try {
+    await handle.write(bytes, 0, bytes.length, 0);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A made variant rewritten in place in the standby (drift: inode and size
+ * kept, other bytes, a time of its own). The derive kept its record, as it
+ * checked inode and size only, and the bad bytes stayed for good: servers
+ * that check the time send the file as it is instead, but nginx's
+ * gzip_static, which reads no index, sends them.
+ */
+describe('derive: a made variant that drifted in place is made again', () => {
+  const stores: TempStore[] = [];
+  after(async () => {
+    for (const store of stores) await store.dispose();
+  });
+
+  it('a full copy replaces it and records the bytes it holds', async () => {
+    const { a, copier } = await indexedSlot(stores);
+    const br = join(a, 'd/app.js.br');
+    await flipInPlace(br);
+    await copier().mirrorAll();
+    const original = await readFile(join(a, 'd/app.js'));
+    const bytes = await readFile(br);
+    assert.ok(brotliDecompressSync(bytes).equals(original), 'the br variant decodes to its original again');
+    const record = (await readCopyIndex(a, 'd'))?.files['app.js'];
+    const vst = await stat(br);
+    assert.equal(record?.variants?.br?.sha256, contentHash(bytes), 'and its record has its hash');
+    assert.equal(record?.variants?.br?.ino, vst.ino);
+    assert.equal(Math.floor(vst.mtimeMs), Math.floor(record?.mtimeMs ?? -1), "with its original's mtime");
+  });
+});
