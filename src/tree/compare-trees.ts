@@ -46,6 +46,19 @@ export interface CompareSyncOptions {
   variants?: boolean;
 }
 
+/**
+ * Whether the target's variant `name` beside its file `base` (in the target
+ * directory `dir`) has that file's mtime, to the millisecond, as every
+ * variant the agent makes has: one with another time was written over in
+ * place (drift) and holds bytes its record does not name.
+ */
+function madeVariantTimeHolds(dir: string, name: string, base: string): boolean {
+  const variant = lstatOrNullSync(`${dir}/${name}`);
+  const original = lstatOrNullSync(`${dir}/${base}`);
+  if (variant === null || original === null || !original.isFile()) return true; // gone meanwhile: nothing to say
+  return Math.floor(variant.mtimeMs) === Math.floor(original.mtimeMs);
+}
+
 /** What an owner needs of a directory to list it and look below it: read and search. */
 const LIST = 0o500;
 
@@ -249,7 +262,9 @@ export function compareUnitSync(
       if (src.has(name)) continue;
       if (opts.variants && dstEnt.isFile()) {
         const v = variantOf(name);
-        if (v && src.get(v.base)?.isFile()) continue; // a variant the agent made of the file beside it
+        // a variant the agent made of the file beside it: no difference while it has that file's time
+        // (the agent gives it so); one rewritten in place since has its own, and goes, to be made again
+        if (v && src.get(v.base)?.isFile() && madeVariantTimeHolds(at(target, rel), name, v.base)) continue;
       }
       report(rel === '' ? name : `${rel}/${name}`, 'extra');
     }

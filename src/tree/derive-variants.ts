@@ -648,6 +648,9 @@ function deriveFile(
       if (
         !vst?.isFile() ||
         !variantMatches(variant, vst) ||
+        // a made variant has its original's time: one rewritten in place (inode and size kept) has
+        // another, and is made again rather than kept under the record of the bytes it had
+        (variant.made && Math.floor(vst.mtimeMs) !== Math.floor(st.mtimeMs)) ||
         !recordable(vst) ||
         variant.made !== madeHere(name + VARIANT_SUFFIX[encoding], vst, variant)
       )
