@@ -47,16 +47,17 @@ export interface CompareSyncOptions {
 }
 
 /**
- * Whether the target's variant `name` beside its file `base` (in the target
- * directory `dir`) has that file's mtime, to the millisecond, as every
- * variant the agent makes has: one with another time was written over in
- * place (drift) and holds bytes its record does not name.
+ * Whether the target's variant `name` (in the target directory `dir`) has
+ * the mtime of its original there (`originalMs`, floored; undefined when the
+ * target has no such file), to the millisecond, as every variant the agent
+ * makes has: one with another time was written over in place (drift) and
+ * holds bytes its record does not name. One lstat: the original's status is
+ * the compare's own.
  */
-function madeVariantTimeHolds(dir: string, name: string, base: string): boolean {
+function madeVariantTimeHolds(dir: string, name: string, originalMs: number | undefined): boolean {
+  if (originalMs === undefined) return true; // no original in the target (yet): the copy remakes both
   const variant = lstatOrNullSync(`${dir}/${name}`);
-  const original = lstatOrNullSync(`${dir}/${base}`);
-  if (variant === null || original === null || !original.isFile()) return true; // gone meanwhile: nothing to say
-  return Math.floor(variant.mtimeMs) === Math.floor(original.mtimeMs);
+  return variant === null || Math.floor(variant.mtimeMs) === originalMs; // gone meanwhile: nothing to say
 }
 
 /** What an owner needs of a directory to list it and look below it: read and search. */
@@ -193,6 +194,8 @@ export function compareUnitSync(
     }
     if (opts.openTarget) openTargetSync(target, rel);
     const dst = list(target, rel);
+    /** The target's files' times (floored), where variants are compared: their made variants must have them. */
+    const fileTimes = new Map<string, number>();
     reportWalked(src.size);
     for (const [name, srcEnt] of src) {
       if (diffs.length >= limit) return;
@@ -227,6 +230,7 @@ export function compareUnitSync(
         continue;
       }
       const d = dstEnt ? lstatOrNullSync(at(target, child)) : null;
+      if (opts.variants && d?.isFile()) fileTimes.set(name, Math.floor(d.mtimeMs));
       /** Report a difference, or that the source entry cannot be read to make it good. */
       const differs = (kind: Difference['kind']): boolean => {
         const ok = readable(at(source, child), s);
@@ -264,7 +268,8 @@ export function compareUnitSync(
         const v = variantOf(name);
         // a variant the agent made of the file beside it: no difference while it has that file's time
         // (the agent gives it so); one rewritten in place since has its own, and goes, to be made again
-        if (v && src.get(v.base)?.isFile() && madeVariantTimeHolds(at(target, rel), name, v.base)) continue;
+        if (v && src.get(v.base)?.isFile() && madeVariantTimeHolds(at(target, rel), name, fileTimes.get(v.base)))
+          continue;
       }
       report(rel === '' ? name : `${rel}/${name}`, 'extra');
     }
