@@ -196,7 +196,13 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     stats.received += answer.bytes;
     stats.fromCoordinator += answer.bytes;
     stats.full = answer.base === null;
-    const delta: DeltaFiles = { changed: join(work, 'delta-changed'), removed: join(work, 'delta-removed') };
+    const delta: DeltaFiles = {
+      changed: join(work, 'delta-changed'),
+      removed: join(work, 'delta-removed'),
+      // of the whole answer, not of the delta: a whole pull after one cut short leaves out of its
+      // delta the variants that pull placed, and derives their directory (or the whole slot) again
+      madePrints: madePrintsOf(answer.changedRuns),
+    };
     const counts = await inThread<DeltaJob, DeltaResult>('manifest-delta', {
       root: opts.into,
       changedRuns: answer.changedRuns,
@@ -224,6 +230,8 @@ interface DeltaFiles {
   changed: string;
   /** `key` lines. */
   removed: string;
+  /** The prints of the files the snapshot marks made (`madePrintsOf`). */
+  madePrints: Float64Array;
 }
 
 /**
@@ -445,7 +453,7 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     other: null,
     source: null,
     settings: TREE_DEFAULTS.variantSettings,
-    madePrints: madePrintsOf(delta),
+    madePrints: delta.madePrints,
   };
   if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
     await deriveCopy(context, [], dirs);
@@ -507,15 +515,17 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
 }
 
 /**
- * The prints (`pathPrint`, sorted) of the files the delta's snapshot marks as
- * variants the agent made: 8 bytes a mark, whatever the delta's size, for
- * every chunk of the derive (a variant's mark is needed where its original,
- * or a directory above it, is derived, which may be a chunk before it).
+ * The prints (`pathPrint`, sorted) of the files the answer (`key\tentry`
+ * runs) marks as variants the agent made: 8 bytes a mark, for every chunk of
+ * the derive (a variant's mark is needed where its original, or a directory
+ * above it, is derived, which may be a chunk before it, or where a whole
+ * pull derives again a file a pull cut short placed, which its delta leaves
+ * out).
  */
-function madePrintsOf(delta: DeltaFiles): Float64Array {
+function madePrintsOf(runs: readonly string[]): Float64Array {
   const prints: number[] = [];
-  for (const line of linesOf(delta.changed))
-    if (isMadeLine(line)) prints.push(pathPrint(JSON.parse(keyOf(line)) as string));
+  for (const run of runs)
+    for (const line of linesOf(run)) if (isMadeLine(line)) prints.push(pathPrint(JSON.parse(keyOf(line)) as string));
   return Float64Array.from(prints).sort();
 }
 
