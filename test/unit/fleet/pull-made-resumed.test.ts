@@ -137,3 +137,72 @@ describe("a fleet host's made marks, after a pull cut short", () => {
     }
   });
 });
+
+describe("a fleet host's made marks, after the coordinator's upgrade", () => {
+  it('a host that pulled from a coordinator before the mark records the made variants made at its next whole pull', async () => {
+    const root = await temp.make('mirrorswap-made-upgrade-');
+    const master = join(root, 'master');
+    const slots = { a: join(root, 'a'), b: join(root, 'b') };
+    const into = join(root, 'host');
+    for (const d of [master, join(master, 'js'), slots.a, slots.b, into]) await mkdir(d, { recursive: true });
+    const paths = ['r.js', 'js/m.js'];
+    for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
+    const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
+    await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
+    const { snapshots, url, server } = await coordinator(slots, root);
+    // the coordinator before the mark: its manifest answers carry none
+    const before = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', async () => {
+        const answer = await fetch(url + (req.url as string), {
+          method: req.method,
+          headers: req.headers as Record<string, string>,
+          ...(req.method === 'POST' ? { body: Buffer.concat(chunks) } : {}),
+        });
+        let body = Buffer.from(await answer.arrayBuffer());
+        if (req.url?.startsWith('/v1/fleet/manifest'))
+          body = Buffer.from(body.toString('utf8').replaceAll(',"made":true', ''));
+        res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' });
+        res.end(body);
+      });
+    });
+    const oldUrl = await new Promise<string>((resolve) =>
+      before.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(before.address() as AddressInfo).port}`)),
+    );
+    try {
+      const first = await snapshots.take('a');
+      await pullSnapshot({
+        from: oldUrl,
+        token: TOKEN,
+        snapshot: first,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      assert.deepEqual(await notMade(into, paths), paths, "a host of a coordinator before the mark: master's own");
+      // the coordinator is upgraded (restarted: it knows no base) and the next release changes another file
+      await writeFile(join(master, 'other.txt'), 'another file');
+      await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['other.txt']);
+      const second = await snapshots.take('a');
+      await pullSnapshot({
+        from: url,
+        token: TOKEN,
+        snapshot: second,
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
+      assert.deepEqual(
+        await notMade(into, paths),
+        [],
+        'made variants the upgraded coordinator marks, still served by name',
+      );
+    } finally {
+      await new Promise((r) => server.close(r));
+      await new Promise((r) => before.close(r));
+    }
+  });
+});
