@@ -26,6 +26,13 @@ export interface DeltaJob {
   /** Where the delta goes: entries to make or replace (`key\tentry`, parents first), and paths to remove (`key`). */
   changedFile: string;
   removedFile: string;
+  /**
+   * With the slot's walk: where the paths go (`key` lines) of the files the
+   * manifest marks made (`ManifestEntry.made`) that the slot holds as they
+   * are. They are not in the delta, yet the slot's index may record them as
+   * master's own (indexed from a coordinator before the mark): checked again.
+   */
+  markedFile?: string;
 }
 
 /** What the delta holds. */
@@ -63,12 +70,15 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
     for (const w of writers) w.close();
     rmSync(job.changedFile, { force: true });
     rmSync(job.removedFile, { force: true });
+    if (job.markedFile !== undefined) rmSync(job.markedFile, { force: true });
   };
   try {
     const changedOut = new LineWriter(job.changedFile);
     writers.push(changedOut);
     const removedOut = new LineWriter(job.removedFile);
     writers.push(removedOut);
+    const markedOut = local !== null && job.markedFile !== undefined ? new LineWriter(job.markedFile) : null;
+    if (markedOut) writers.push(markedOut);
     const counts: DeltaCounts = { changed: 0, removed: 0, files: 0, fileBytes: 0, dirs: 0, links: 0 };
     const change = (line: string, entry: ManifestEntry) => {
       changedOut.add(`${line}\n`);
@@ -116,6 +126,7 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
           have.hash = hashOrNull(job.root, have.path, { ino: Number(ino), size: have.size, rootDev });
         }
         if (have.type !== want.type || !same(have, want)) change(t as string, want);
+        else if (want.made === true) markedOut?.add(`${tk}\n`);
         last = tk;
         t = target.next();
         local?.next();

@@ -199,6 +199,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     const delta: DeltaFiles = {
       changed: join(work, 'delta-changed'),
       removed: join(work, 'delta-removed'),
+      marked: join(work, 'delta-marked'),
       // of the whole answer, not of the delta: a whole pull after one cut short leaves out of its
       // delta the variants that pull placed, and derives their directory (or the whole slot) again
       madePrints: madePrintsOf(answer.changedRuns),
@@ -211,6 +212,7 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
       localRuns: answer.base === null ? await walkSlot(opts.into, join(work, 'local')) : null,
       changedFile: delta.changed,
       removedFile: delta.removed,
+      markedFile: delta.marked,
     });
     if ('twice' in counts) throw refuse(`${counts.twice} twice in one manifest`);
     for (const run of [...answer.changedRuns, ...answer.removedRuns]) await rm(run, { force: true });
@@ -232,6 +234,8 @@ interface DeltaFiles {
   removed: string;
   /** The prints of the files the snapshot marks made (`madePrintsOf`). */
   madePrints: Float64Array;
+  /** A whole pull's: `key` lines of the files marked made that the slot held as they are (`DeltaJob.markedFile`). */
+  marked: string;
 }
 
 /**
@@ -446,6 +450,9 @@ const INDEX_CHUNK = 16 * 1024;
  * finds as they should be, and leaves out of its delta. Below the root,
  * their directory is in the delta (the pull that placed them never gave it
  * its time back), and derived whole; the root's own time is not compared.
+ * It names too the files it marks made that the slot held as they are
+ * (`DeltaFiles.marked`): their records may call them master's own. A record
+ * that stands costs a stat of the file and its variants.
  */
 async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>, full: boolean): Promise<void> {
   const context = {
@@ -488,6 +495,13 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
   const paths = function* () {
     for (const line of linesOf(delta.changed)) yield JSON.parse(keyOf(line)) as string;
     yield* removedOf(delta);
+    // a whole pull's files marked made that the slot held as they are: its index may record them as
+    // master's own (indexed from a coordinator before the mark). Below the root: its files come next
+    if (full)
+      for (const line of linesOf(delta.marked)) {
+        const path = JSON.parse(line) as string;
+        if (path.includes('/')) yield path;
+      }
   };
   for (const path of paths()) {
     if (underChanged(path)) continue;
