@@ -1,6 +1,7 @@
 import { rmSync, statSync } from 'node:fs';
 import { type ManifestEntry, same } from './manifest-entry.js';
-import { entryOf, keyOf } from './manifest-line.js';
+import { pathPrint } from '../core/path-print.js';
+import { entryOf, isMadeLine, keyOf } from './manifest-line.js';
 import { MergedRuns } from './manifest-merge.js';
 import { hashFileSync } from './manifest-unit.js';
 import { LineWriter } from './line-cursor.js';
@@ -43,6 +44,13 @@ export interface DeltaCounts {
   fileBytes: number;
   dirs: number;
   links: number;
+  /**
+   * The prints (`pathPrint`, sorted) of the files the answer marks as
+   * variants the agent made (`ManifestEntry.made`): all of them, in the delta
+   * or not (a whole pull derives again what a pull cut short placed, which
+   * its delta leaves out). 8 bytes a mark.
+   */
+  madePrints: Float64Array;
 }
 
 /** The delta's counts; or the path the answer names twice (refused by the caller). */
@@ -79,7 +87,16 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
     writers.push(removedOut);
     const markedOut = local !== null && job.markedFile !== undefined ? new LineWriter(job.markedFile) : null;
     if (markedOut) writers.push(markedOut);
-    const counts: DeltaCounts = { changed: 0, removed: 0, files: 0, fileBytes: 0, dirs: 0, links: 0 };
+    const counts: DeltaCounts = {
+      changed: 0,
+      removed: 0,
+      files: 0,
+      fileBytes: 0,
+      dirs: 0,
+      links: 0,
+      madePrints: new Float64Array(0),
+    };
+    const prints: number[] = [];
     const change = (line: string, entry: ManifestEntry) => {
       changedOut.add(`${line}\n`);
       counts.changed++;
@@ -101,6 +118,7 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
         discard();
         return { twice: JSON.parse(tk) as string };
       }
+      if (tk !== null && isMadeLine(t as string)) prints.push(pathPrint(JSON.parse(tk) as string));
       const l = local?.line ?? null;
       const lk = l === null ? null : keyOf(l);
       if (lk === null || (tk !== null && tk < lk)) {
@@ -134,6 +152,7 @@ export function writeDeltaSync(job: DeltaJob): DeltaResult {
     }
     for (let r = gone.line; r !== null; r = gone.next()) remove(r); // a removed path's line is its key
     for (const w of writers) w.end();
+    counts.madePrints = Float64Array.from(prints).sort();
     return counts;
   } catch (err) {
     discard();

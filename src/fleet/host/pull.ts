@@ -20,7 +20,7 @@ import { removeUnnamable } from './unnamable.js';
 import type { ManifestEntry } from '../../tree/manifest.js';
 import { inThread, walkIntoRuns } from '../../tree/manifest-file.js';
 import type { DeltaCounts, DeltaJob, DeltaResult } from '../../tree/manifest-delta.js';
-import { entryOf, isMadeLine, keyOf, typeOfDeltaLine } from '../../tree/manifest-line.js';
+import { entryOf, keyOf, typeOfDeltaLine } from '../../tree/manifest-line.js';
 import { LineCursor } from '../../tree/line-cursor.js';
 import { MAX_PATHS_PER_REQUEST } from '../fleet-files.js';
 import { linkFromCopy } from './pull-share.js';
@@ -200,9 +200,6 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
       changed: join(work, 'delta-changed'),
       removed: join(work, 'delta-removed'),
       marked: join(work, 'delta-marked'),
-      // of the whole answer, not of the delta: a whole pull after one cut short leaves out of its
-      // delta the variants that pull placed, and derives their directory (or the whole slot) again
-      madePrints: madePrintsOf(answer.changedRuns),
     };
     const counts = await inThread<DeltaJob, DeltaResult>('manifest-delta', {
       root: opts.into,
@@ -232,8 +229,6 @@ interface DeltaFiles {
   changed: string;
   /** `key` lines. */
   removed: string;
-  /** The prints of the files the snapshot marks made (`madePrintsOf`). */
-  madePrints: Float64Array;
   /** A whole pull's: `key` lines of the files marked made that the slot held as they are (`DeltaJob.markedFile`). */
   marked: string;
 }
@@ -397,7 +392,8 @@ async function applyDelta(
     if (batch.length > 0) await sources.fetch(batch, tmp, fsyncEach);
   }
   // 4b. the content index of what changed, while the temp directory is there and before the sync
-  if (opts.contentIndex !== false) await indexChanged(opts.into, delta, new Set(dirs.map((d) => d.path)), stats.full);
+  if (opts.contentIndex !== false)
+    await indexChanged(opts.into, delta, counts.madePrints, new Set(dirs.map((d) => d.path)), stats.full);
   // 5. directories' modes (and those of directories opened for the pull) and times, deepest
   // first: their children are in place
   await rm(tmp, { recursive: true, force: true }); // while the root is still writable
@@ -454,13 +450,20 @@ const INDEX_CHUNK = 16 * 1024;
  * (`DeltaFiles.marked`): their records may call them master's own. A record
  * that stands costs a stat of the file and its variants.
  */
-async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<string>, full: boolean): Promise<void> {
+async function indexChanged(
+  into: string,
+  delta: DeltaFiles,
+  /** The prints of the files the answer marks made, all of them (`DeltaCounts.madePrints`). */
+  madePrints: Float64Array,
+  dirs: ReadonlySet<string>,
+  full: boolean,
+): Promise<void> {
   const context = {
     slot: into,
     other: null,
     source: null,
     settings: TREE_DEFAULTS.variantSettings,
-    madePrints: delta.madePrints,
+    madePrints,
   };
   if ((await lstatOrNull(join(into, META_DIR_NAME))) === null) {
     await deriveCopy(context, [], dirs);
@@ -526,21 +529,6 @@ async function indexChanged(into: string, delta: DeltaFiles, dirs: ReadonlySet<s
     }
   }
   await flush();
-}
-
-/**
- * The prints (`pathPrint`, sorted) of the files the answer (`key\tentry`
- * runs) marks as variants the agent made: 8 bytes a mark, for every chunk of
- * the derive (a variant's mark is needed where its original, or a directory
- * above it, is derived, which may be a chunk before it, or where a whole
- * pull derives again a file a pull cut short placed, which its delta leaves
- * out).
- */
-function madePrintsOf(runs: readonly string[]): Float64Array {
-  const prints: number[] = [];
-  for (const run of runs)
-    for (const line of linesOf(run)) if (isMadeLine(line)) prints.push(pathPrint(JSON.parse(keyOf(line)) as string));
-  return Float64Array.from(prints).sort();
 }
 
 /** Checks, once per directory, that a path's parents are real directories of the slot (never links). */
