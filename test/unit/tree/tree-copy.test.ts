@@ -282,6 +282,20 @@ describe('TreeCopier, a journal sync of paths of every kind', () => {
     await copier.clearTemp();
     assert.deepEqual(await readdir(target), ['a.txt']);
   });
+
+  it('clearTemp of a temp directory that is a link (drift) removes the link, nothing through it', async () => {
+    const source = join(root, 'src-tmp-link');
+    const target = join(root, 'dst-tmp-link');
+    const victim = join(root, 'victim-tmp-link');
+    await mkdir(source, { recursive: true });
+    await mkdir(target, { recursive: true });
+    await mkdir(victim, { recursive: true });
+    await writeFile(join(victim, 'keep.txt'), 'outside the copy');
+    await symlink(victim, join(target, '.mirrorswap-tmp'));
+    await new TreeCopier(source, target, { durable: false }).clearTemp();
+    assert.deepEqual(await readdir(victim), ['keep.txt'], 'removed through the link');
+    assert.equal(await lstatOrNull(join(target, '.mirrorswap-tmp')), null, 'the link is left');
+  });
 });
 
 describe("TreeCopier, sharing another copy's files", () => {
