@@ -330,14 +330,17 @@ export class TreeCopier {
     // parallel: freeing each is the kernel's work, one unlink each, where a recursive rm looks
     // at each entry first (two calls a file, on the swap's path when no server drains).
     const kept = this.#replaced.splice(0);
-    const loose = await this.#looseTempFiles();
+    // only a real directory is listed: through a link there (drift) the files of the directory it
+    // names would go. Anything else (a link, a file) is the thorough removal's, which never follows
+    const real = (await lstatOrNull(this.#tmpDir))?.isDirectory() === true;
+    const loose = real ? await this.#looseTempFiles() : [];
     await Promise.all([
       ...kept.map(({ path, tree }) =>
         this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
       ),
       ...loose.map((path) => this.#limiter.run(() => unlink(path).catch(() => {}))), // what is left: the rm below
     ]);
-    if (!(await this.#removeEmptyTemp())) {
+    if (!real || !(await this.#removeEmptyTemp())) {
       // the rest: an interrupted copy's leftovers, read-only directories among them
       await unlockTree(this.#tmpDir);
       await rm(this.#tmpDir, { recursive: true, force: true });
