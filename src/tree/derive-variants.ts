@@ -111,10 +111,12 @@ export interface DeriveContext {
   /**
    * A fleet host's copy (`source` null): the prints (`pathPrint`, sorted) of
    * the paths its snapshot marks as variants the agent made
-   * (`ManifestEntry.made`), of the files the pull placed. Such a sibling
-   * that decodes to its original is recorded `made`, so the host's servers
-   * never serve it under its own name; as is one the host recorded made
-   * before, still the same inode and size (a pull names only what changed).
+   * (`ManifestEntry.made`): all the answer marks, placed by this pull or
+   * not (a whole pull after one cut short derives again what that one
+   * placed). Such a sibling that decodes to its original is recorded `made`,
+   * so the host's servers never serve it under its own name; as is one the
+   * host recorded made before, still the same inode and size (a delta names
+   * only what changed).
    * Any other sibling is recorded as master's own.
    */
   madePrints?: Float64Array;
