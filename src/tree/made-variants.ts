@@ -19,7 +19,7 @@ import { variantOf } from './compressible.js';
  */
 export class MadeVariants {
   readonly #root: string;
-  /** The copy's recent records by directory (null: torn, every index void), read once per walk of a thread. */
+  /** The copy's recent records by directory (null: torn, every index void), read once per run of the walk (a version cache spares the parse after). */
   #recent: RecentByDirectory | null | undefined;
 
   constructor(root: string) {

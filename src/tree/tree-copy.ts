@@ -336,7 +336,10 @@ export class TreeCopier {
     const loose = real ? await this.#looseTempFiles() : [];
     await Promise.all([
       ...kept.map(({ path, tree }) =>
-        this.#limiter.run(() => (tree ? rm(path, { recursive: true, force: true }) : unlink(path))),
+        // one gone already (removed by hand meanwhile) is as good as freed
+        this.#limiter.run(() =>
+          tree ? rm(path, { recursive: true, force: true }) : unlink(path).catch(nothingThereIsDone),
+        ),
       ),
       ...loose.map((path) => this.#limiter.run(() => unlink(path).catch(() => {}))), // what is left: the rm below
     ]);

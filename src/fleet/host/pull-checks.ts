@@ -116,6 +116,8 @@ export function checkEntry(raw: unknown, limits: Readonly<PullLimits>): Manifest
     // only ever `true`, and only of a file named as a variant of another (`app.js.br`)
     if (e.made !== true || type !== 'file' || variantOf(path.slice(path.lastIndexOf('/') + 1)) === null)
       throw refuse(`${path} marked made, which only a file named as a variant (X.br, X.gz) can be`);
+    // a coordinator marks only files of a manifest with hashes; the mark is read beside the hash
+    if (e.hash === undefined) throw refuse(`${path} marked made without a hash`);
     entry.made = true; // before the hash: a line's entry ends with its hash
   }
   if (e.hash !== undefined) {

@@ -404,6 +404,11 @@ describe('a hostile coordinator cannot exhaust a host', () => {
       /a\.js\.gz marked made/,
     ],
     [
+      'a made mark without a hash',
+      '{"changed":[{"path":"a.js.gz","type":"file","mode":420,"size":1,"mtimeMs":1,"made":true}],"removed":[]}',
+      /a\.js\.gz marked made without a hash/,
+    ],
+    [
       'a made mark that is a string',
       '{"changed":[{"path":"a.js.gz","type":"file","mode":420,"size":1,"mtimeMs":1,"made":"yes"}],"removed":[]}',
       /a\.js\.gz marked made/,
