@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { msInside } from '../src/tree/copy-times.js';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import {
@@ -132,4 +132,16 @@ export async function indexedSlot(
   const copier = () => new TreeCopier(store.master, a, { durable: false, variants: { settings, other: null } });
   await copier().mirrorAll();
   return { store, a, copier };
+}
+
+/** Rewrite `path` in place (same inode, same size): one byte near its end flipped, as drift would. */
+export async function flipInPlace(path: string): Promise<void> {
+  const bytes = await readFile(path);
+  (bytes[bytes.length - 5] as number) ^= 0xff;
+  const handle = await open(path, 'r+');
+  try {
+    await handle.write(bytes, 0, bytes.length, 0);
+  } finally {
+    await handle.close();
+  }
 }

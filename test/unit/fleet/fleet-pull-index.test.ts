@@ -1,37 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import express from 'express';
-import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
-import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
-import { pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
 import { stampMatches } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
-import { memoryLogger } from '../../../testkit/logger.js';
+import { contentCoordinator, killedPull, pullInto } from '../../../testkit/fleet-content.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
-
-/** A coordinator's content endpoints over `slots`, on loopback. */
-async function coordinator(slots: { a: string; b: string }, root: string) {
-  const snapshots = new Snapshots(slots, join(root, 'manifests'));
-  const app = express();
-  app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-  const server: Server = createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { snapshots, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 /** A master, a coordinator's two slots and a host's slot, empty, in a new temp directory. */
 async function stores(prefix: string) {
@@ -52,10 +33,9 @@ describe('a fleet pull indexes what it pulled', () => {
     await writeFile(join(master, 'own.js.gz'), 'master says this is gzip; it is not');
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const { snapshots, url, server } = await coordinator(slots, root);
+    const { snapshots, url, close } = await contentCoordinator(slots, root);
     try {
-      const pull = (snapshot: string, base: string | null) =>
-        pullSnapshot({ from: url, token: TOKEN, snapshot, base, into, durable: true, timeoutMs: 5000 });
+      const pull = (snapshot: string, base: string | null) => pullInto(url, snapshot, base, into, true);
       const first = await snapshots.take('a');
       await pull(first, null);
       // 5 files with two variants each, and own.js's br: checked to decode to their originals
@@ -77,7 +57,7 @@ describe('a fleet pull indexes what it pulled', () => {
       assert.equal(await checkCopyIndex(into), 9);
       assert.equal(await readFile(join(into, 'own.js.gz'), 'utf8'), 'master says this is gzip; it is not');
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
     }
   });
 
@@ -90,12 +70,12 @@ describe('a fleet pull indexes what it pulled', () => {
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     const sync = () => new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['d']);
     const time = new Date(2020, 0, 1);
-    const { snapshots, url, server } = await coordinator(slots, root);
+    const { snapshots, url, close } = await contentCoordinator(slots, root);
     try {
       let base: string | null = null;
       const pull = async () => {
         const snapshot = await snapshots.take('a');
-        await pullSnapshot({ from: url, token: TOKEN, snapshot, base, into, durable: false, timeoutMs: 5000 });
+        await pullInto(url, snapshot, base, into);
         base = snapshot;
       };
       for (let round = 0; round < 4; round++) {
@@ -113,7 +93,7 @@ describe('a fleet pull indexes what it pulled', () => {
         assert.equal(await lstatOrNull(join(into, 'd')), null);
       }
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
     }
   });
   it('a pull killed once files are in place, then a whole pull: every file has its record, at the root too', async () => {
@@ -126,50 +106,17 @@ describe('a fleet pull indexes what it pulled', () => {
     for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const { snapshots, url, server } = await coordinator(slots, root);
+    const { snapshots, url, close } = await contentCoordinator(slots, root);
     try {
       const first = await snapshots.take('a');
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: first,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, first, null, into);
       for (const p of paths) await writeFile(join(master, p), text(`v2 ${p}`));
       await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(paths);
       const second = await snapshots.take('a');
       // a host process pulls the change and is killed (SIGKILL) once 40 files are in place
-      const script = join(root, 'killed-pull.mjs');
-      await writeFile(
-        script,
-        `import { pullSnapshot } from ${JSON.stringify(new URL('../../../src/fleet/host/pull.js', import.meta.url).href)};
-        import { PullProgress } from ${JSON.stringify(new URL('../../../src/fleet/host/pull-progress.js', import.meta.url).href)};
-        let placed = 0;
-        class Killed extends PullProgress {
-          placed(path) {
-            super.placed(path);
-            if (++placed === 40) process.kill(process.pid, 'SIGKILL');
-          }
-        }
-        const [from, token, snapshot, base, into] = process.argv.slice(2);
-        await pullSnapshot({ from, token, snapshot, base, into, durable: false, timeoutMs: 5000, progress: new Killed() });`,
-      );
-      const child = spawn(process.execPath, [script, url, TOKEN, second, first, into], { stdio: 'ignore' });
-      const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
-      assert.equal(signal, 'SIGKILL');
+      await killedPull(root, url, second, first, into, 40);
       // the slot is unfinished: the next pull compares the whole manifest with it
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: second,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, second, null, into);
       const unindexed: string[] = [];
       for (const p of paths) {
         const cut = p.lastIndexOf('/');
@@ -179,7 +126,7 @@ describe('a fleet pull indexes what it pulled', () => {
       assert.deepEqual(unindexed, [], 'files with no current record');
       assert.equal(await checkCopyIndex(into), 2 * paths.length);
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
     }
   });
 });

@@ -1,56 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import express from 'express';
-import { fleetRouter } from '../../../src/fleet/coordinator/fleet-api.js';
-import { Snapshots } from '../../../src/fleet/coordinator/snapshots.js';
-import { pullSnapshot } from '../../../src/fleet/host/pull.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
-import { memoryLogger } from '../../../testkit/logger.js';
+import { contentCoordinator, killedPull, pullInto } from '../../../testkit/fleet-content.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { compressibleText as text } from '../../../testkit/variants.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
-
-async function coordinator(slots: { a: string; b: string }, root: string) {
-  const snapshots = new Snapshots(slots, join(root, 'manifests'));
-  const app = express();
-  app.use('/v1/fleet', fleetRouter(snapshots, TOKEN, memoryLogger()));
-  const server: Server = createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { snapshots, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
-
-/** A host process pulls `snapshot` into `into` and is killed (SIGKILL) once `after` files are in place. */
-async function killedPull(root: string, url: string, snapshot: string, base: string | null, into: string, n: number) {
-  const script = join(root, 'killed-pull.mjs');
-  await writeFile(
-    script,
-    `import { pullSnapshot } from ${JSON.stringify(new URL('../../../src/fleet/host/pull.js', import.meta.url).href)};
-    import { PullProgress } from ${JSON.stringify(new URL('../../../src/fleet/host/pull-progress.js', import.meta.url).href)};
-    let placed = 0;
-    class Killed extends PullProgress {
-      placed(path) {
-        super.placed(path);
-        if (++placed === ${n}) process.kill(process.pid, 'SIGKILL');
-      }
-    }
-    const [from, token, snapshot, base, into] = process.argv.slice(2);
-    await pullSnapshot({ from, token, snapshot, base: base === '-' ? null : base, into, durable: false, timeoutMs: 5000, progress: new Killed() });`,
-  );
-  const child = spawn(process.execPath, [script, url, TOKEN, snapshot, base ?? '-', into], { stdio: 'ignore' });
-  const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
-  assert.equal(signal, 'SIGKILL', 'the pull was killed with files in place');
-}
 
 /** The paths (of `paths`) whose br or gzip sibling the host's index does not record as made. */
 async function notMade(into: string, paths: readonly string[]): Promise<string[]> {
@@ -78,62 +40,36 @@ describe("a fleet host's made marks, after a pull cut short", () => {
     for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const c = await coordinator(slots, root);
+    const c = await contentCoordinator(slots, root);
     return { root, master, slots, into, variants, ...c };
   }
 
   it('a first pull killed before it indexed anything, then a whole pull (the whole derive): every made variant is recorded made', async () => {
-    const { root, into, snapshots, url, server } = await setUp('mirrorswap-made-resumed-first-');
+    const { root, into, snapshots, url, close } = await setUp('mirrorswap-made-resumed-first-');
     try {
       const first = await snapshots.take('a');
       await killedPull(root, url, first, null, into, 100);
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: first,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, first, null, into);
       assert.deepEqual(await notMade(into, paths), [], "siblings recorded as master's own: served by name");
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
     }
   });
 
   it('a delta pull killed before it indexed, then a whole pull (chunks of the delta): every made variant is recorded made', async () => {
-    const { root, master, slots, into, variants, snapshots, url, server } = await setUp(
-      'mirrorswap-made-resumed-next-',
-    );
+    const { root, master, slots, into, variants, snapshots, url, close } = await setUp('mirrorswap-made-resumed-next-');
     try {
       const first = await snapshots.take('a');
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: first,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, first, null, into);
       assert.deepEqual(await notMade(into, paths), []);
       for (const p of paths) await writeFile(join(master, p), text(`v2 ${p}`));
       await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(paths);
       const second = await snapshots.take('a');
       await killedPull(root, url, second, first, into, 100);
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: second,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, second, null, into);
       assert.deepEqual(await notMade(into, paths), [], "siblings recorded as master's own: served by name");
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
     }
   });
 });
@@ -149,7 +85,7 @@ describe("a fleet host's made marks, after the coordinator's upgrade", () => {
     for (const p of paths) await writeFile(join(master, p), text(`v1 ${p}`));
     const variants = { settings: TREE_DEFAULTS.variantSettings, other: null };
     await new TreeCopier(master, slots.a, { durable: false, variants }).mirrorAll();
-    const { snapshots, url, server } = await coordinator(slots, root);
+    const { snapshots, url, close } = await contentCoordinator(slots, root);
     // the coordinator before the mark: its manifest answers carry none
     const before = createServer((req, res) => {
       const chunks: Buffer[] = [];
@@ -172,36 +108,20 @@ describe("a fleet host's made marks, after the coordinator's upgrade", () => {
     );
     try {
       const first = await snapshots.take('a');
-      await pullSnapshot({
-        from: oldUrl,
-        token: TOKEN,
-        snapshot: first,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(oldUrl, first, null, into);
       assert.deepEqual(await notMade(into, paths), paths, "a host of a coordinator before the mark: master's own");
       // the coordinator is upgraded (restarted: it knows no base) and the next release changes another file
       await writeFile(join(master, 'other.txt'), 'another file');
       await new TreeCopier(master, slots.a, { durable: false, variants }).copyPaths(['other.txt']);
       const second = await snapshots.take('a');
-      await pullSnapshot({
-        from: url,
-        token: TOKEN,
-        snapshot: second,
-        base: null,
-        into,
-        durable: false,
-        timeoutMs: 5000,
-      });
+      await pullInto(url, second, null, into);
       assert.deepEqual(
         await notMade(into, paths),
         [],
         'made variants the upgraded coordinator marks, still served by name',
       );
     } finally {
-      await new Promise((r) => server.close(r));
+      await close();
       await new Promise((r) => before.close(r));
     }
   });

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -10,19 +9,7 @@ import { contentHash, strongEtag } from '../../../src/store/content-index.js';
 import { memoryLogger } from '../../../testkit/logger.js';
 import { type RawResponse, type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { compressibleText } from '../../../testkit/variants.js';
-
-/** Rewrite `path` in place (same inode, same size): one byte near its end flipped. */
-async function flipInPlace(path: string): Promise<void> {
-  const bytes = await readFile(path);
-  (bytes[bytes.length - 5] as number) ^= 0xff;
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(bytes, 0, bytes.length, 0);
-  } finally {
-    await handle.close();
-  }
-}
+import { compressibleText, flipInPlace } from '../../../testkit/variants.js';
 
 /**
  * Drift in a mounted copy's variants: a variant rewritten in place after the

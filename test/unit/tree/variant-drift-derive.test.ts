@@ -1,24 +1,12 @@
 import assert from 'node:assert/strict';
-import { open, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { brotliDecompressSync } from 'node:zlib';
 import { contentHash } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import type { TempStore } from '../../../testkit/store.js';
-import { indexedSlot } from '../../../testkit/variants.js';
-
-/** Rewrite `path` in place (same inode, same size): one byte near its end flipped. */
-async function flipInPlace(path: string): Promise<void> {
-  const bytes = await readFile(path);
-  (bytes[bytes.length - 5] as number) ^= 0xff;
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(bytes, 0, bytes.length, 0);
-  } finally {
-    await handle.close();
-  }
-}
+import { flipInPlace, indexedSlot } from '../../../testkit/variants.js';
 
 /**
  * A made variant rewritten in place in the standby (drift: inode and size
