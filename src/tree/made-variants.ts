@@ -11,7 +11,7 @@ import { variantOf } from './compressible.js';
  * one under its own name. Master's own `X.gz` is no made variant.
  *
  * A directory's index is read only when the directory lists a variant name
- * beside its original's: most directories cost nothing. An index or record
+ * beside its original's: any other costs a pass over its names. An index or record
  * file a mode denies (drift) names nothing, as a server reads it; a read
  * that fails otherwise (out of descriptors) is thrown, failing the walk:
  * a snapshot missing marks would leave its hosts serving made variants by
