@@ -1,4 +1,4 @@
-import { isDenied, isNotOfThatKind } from '../../src/core/nothing-there.js';
+import { deniedAsNone, isNotOfThatKind } from '../../src/core/nothing-there.js';
 import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { type Stats, constants } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -239,12 +239,6 @@ async function recordOf(
   return files !== undefined && record !== undefined && stampMatches(record, st) ? { record, files } : null;
 }
 
-/** A read's failure for a mode denying it (drift, lasting while the copy is mounted): nothing read. Any other is thrown. */
-function deniedIsNone(err: unknown): null {
-  if (isDenied(err)) return null;
-  throw err;
-}
-
 /** The content index of the copy's directory `realDir` (a real path), read once per epoch; null when none. */
 async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<DirectoryIndex | null> {
   const { slot, indexes } = lookup;
@@ -258,7 +252,7 @@ async function indexOfDirectory(realDir: string, lookup: Lookup): Promise<Direct
     // A read failing for a reason that may pass (out of descriptors) fails the lookup instead, as a
     // failed open of the file would: what is read is kept for the epoch, and this must not be
     const recent = await indexes.recentRecords(() => recentForServers(slot.realRoot));
-    return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(deniedIsNone), relDir, recent);
+    return throughRecent(await readDirectoryIndex(slot.realRoot, relDir).catch(deniedAsNone), relDir, recent);
   });
 }
 

@@ -30,3 +30,14 @@ export function isDenied(err: unknown): boolean {
   const code = codeOf(err);
   return code === 'EACCES' || code === 'EPERM';
 }
+
+/**
+ * A read's failure (a `catch` handler) where a mode denying it means there
+ * is nothing to read (drift that lasts, as a copy's modes while mounted):
+ * null. Any other failure may pass (out of descriptors, an I/O error) and
+ * is thrown, so that nothing is kept of it.
+ */
+export function deniedAsNone(err: unknown): null {
+  if (isDenied(err)) return null;
+  throw err;
+}

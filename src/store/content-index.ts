@@ -116,6 +116,17 @@ export function variantMatches(variant: VariantRecord, st: { ino: number; size: 
 }
 
 /**
+ * Whether a made variant (status `vst`) has its original's mtime (`st`), to
+ * the millisecond, as the agent gives every variant it makes: one with
+ * another was written over in place (drift), and holds bytes its record
+ * does not name. The one reading of that rule, for servers, the derive and
+ * the full compare.
+ */
+export function hasOriginalTime(vst: { mtimeMs: number }, st: { mtimeMs: number }): boolean {
+  return Math.floor(vst.mtimeMs) === Math.floor(st.mtimeMs);
+}
+
+/**
  * True when the variant whose status is `vst`, named `vname` beside the
  * original of status `st` (whose record stands), is the one `variant`
  * records, its time included: inode and size alone do not tell a variant
@@ -132,7 +143,7 @@ export function variantCurrent(
   files: Readonly<Record<string, FileRecord>>,
 ): boolean {
   if (!variantMatches(variant, vst)) return false;
-  if (variant.made) return Math.floor(vst.mtimeMs) === Math.floor(st.mtimeMs);
+  if (variant.made) return hasOriginalTime(vst, st);
   const own = Object.hasOwn(files, vname) ? files[vname] : undefined;
   return own !== undefined && stampMatches(own, vst) && own.sha256 === variant.sha256;
 }

@@ -1,5 +1,6 @@
 import { isDenied, isNothingThere } from '../core/nothing-there.js';
 import { type Dirent, type Stats, accessSync, chmodSync, constants, readdirSync, readlinkSync } from 'node:fs';
+import { hasOriginalTime } from '../store/content-index.js';
 import { isReservedRootName } from '../store/store-layout.js';
 import { treeMode } from './tree-mode.js';
 import { variantOf } from './compressible.js';
@@ -54,10 +55,10 @@ export interface CompareSyncOptions {
  * holds bytes its record does not name. One lstat: the original's status is
  * the compare's own.
  */
-function madeVariantTimeHolds(dir: string, name: string, originalMs: number | undefined): boolean {
-  if (originalMs === undefined) return true; // no original in the target (yet): the copy remakes both
+function madeVariantTimeHolds(dir: string, name: string, original: Stats | undefined): boolean {
+  if (original === undefined) return true; // no original in the target (yet): the copy remakes both
   const variant = lstatOrNullSync(`${dir}/${name}`);
-  return variant === null || Math.floor(variant.mtimeMs) === originalMs; // gone meanwhile: nothing to say
+  return variant === null || hasOriginalTime(variant, original); // gone meanwhile: nothing to say
 }
 
 /** What an owner needs of a directory to list it and look below it: read and search. */
@@ -194,8 +195,8 @@ export function compareUnitSync(
     }
     if (opts.openTarget) openTargetSync(target, rel);
     const dst = list(target, rel);
-    /** The target's files' times (floored), where variants are compared: their made variants must have them. */
-    const fileTimes = new Map<string, number>();
+    /** The target's files' status, where variants are compared: their made variants must have their times. */
+    const fileStats = new Map<string, Stats>();
     reportWalked(src.size);
     for (const [name, srcEnt] of src) {
       if (diffs.length >= limit) return;
@@ -230,7 +231,7 @@ export function compareUnitSync(
         continue;
       }
       const d = dstEnt ? lstatOrNullSync(at(target, child)) : null;
-      if (opts.variants && d?.isFile()) fileTimes.set(name, Math.floor(d.mtimeMs));
+      if (opts.variants && d?.isFile()) fileStats.set(name, d);
       /** Report a difference, or that the source entry cannot be read to make it good. */
       const differs = (kind: Difference['kind']): boolean => {
         const ok = readable(at(source, child), s);
@@ -268,7 +269,7 @@ export function compareUnitSync(
         const v = variantOf(name);
         // a variant the agent made of the file beside it: no difference while it has that file's time
         // (the agent gives it so); one rewritten in place since has its own, and goes, to be made again
-        if (v && src.get(v.base)?.isFile() && madeVariantTimeHolds(at(target, rel), name, fileTimes.get(v.base)))
+        if (v && src.get(v.base)?.isFile() && madeVariantTimeHolds(at(target, rel), name, fileStats.get(v.base)))
           continue;
       }
       report(rel === '' ? name : `${rel}/${name}`, 'extra');

@@ -34,6 +34,7 @@ import {
   type VariantRecord,
   cannotSetAside,
   contentHash,
+  hasOriginalTime,
   directoryIndexPath,
   readDirectoryIndexSync,
   stampMatches,
@@ -652,7 +653,7 @@ function deriveFile(
         !variantMatches(variant, vst) ||
         // a made variant has its original's time: one rewritten in place (inode and size kept) has
         // another, and is made again rather than kept under the record of the bytes it had
-        (variant.made && Math.floor(vst.mtimeMs) !== Math.floor(st.mtimeMs)) ||
+        (variant.made && !hasOriginalTime(vst, st)) ||
         !recordable(vst) ||
         variant.made !== madeHere(name + VARIANT_SUFFIX[encoding], vst, variant)
       )
@@ -743,7 +744,7 @@ function deriveFile(
       old?.sha256 === sha256 &&
       variantMatches(was, vst) &&
       recordable(vst) &&
-      Math.floor(vst.mtimeMs) === Math.floor(fst.mtimeMs) &&
+      hasOriginalTime(vst, fst) &&
       // and is no more readable than its original (a file made private since keeps no open variant)
       (vst.mode & 0o777 & ~fst.mode) === 0
     ) {

@@ -1,4 +1,4 @@
-import { isDenied } from '../core/nothing-there.js';
+import { deniedAsNone, isDenied } from '../core/nothing-there.js';
 import { type DirectoryIndex, readDirectoryIndexSync, variantMatches } from '../store/content-index.js';
 import { type RecentByDirectory, byDirectory, loadRecentRecordsSync, throughRecent } from '../store/recent-records.js';
 import { variantOf } from './compressible.js';
@@ -42,8 +42,7 @@ export class MadeVariants {
     try {
       return readDirectoryIndexSync(this.#root, rel);
     } catch (err) {
-      if (isDenied(err)) return null;
-      throw err;
+      return deniedAsNone(err);
     }
   }
 
