@@ -32,7 +32,7 @@ import type { StoreLock } from '../store/store-lock.js';
 import { runSwap } from './swap/swap.js';
 import { SwapQueue, rollbackRefusal } from './swap/swap-queue.js';
 import type { Difference } from '../tree/tree-copy.js';
-import { variantSettings } from './variant-settings.js';
+import { variantOptionsRefusal, variantSettings } from './variant-settings.js';
 
 export type {
   AgentOptions,
@@ -160,6 +160,7 @@ export class Agent {
     const keep = given.keep ?? AGENT_DEFAULTS.keep;
     const opts: ResolvedAgentOptions = { ...AGENT_DEFAULTS, shareFiles: keep > 2, ...given };
     keepRefusal(opts);
+    variantOptionsRefusal(opts);
     const store = await openStore(opts.layout, opts.logger, {
       durable: opts.durable,
       lease: opts.serverTtlMs,

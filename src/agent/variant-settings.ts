@@ -1,3 +1,4 @@
+import { VARIANT_ENCODINGS } from '../store/content-index.js';
 import type { VariantSettings } from '../tree/compressible.js';
 import { AGENT_DEFAULTS } from './agent-defaults.js';
 import type { ResolvedAgentOptions } from './agent-types.js';
@@ -26,6 +27,60 @@ export function variantSettings(opts: VariantOptions): VariantSettings | null {
     types: opts.variantTypes.map((t) => t.toLowerCase().replace(/^\./, '')),
     threads: opts.variantThreads,
   };
+}
+
+/**
+ * One file extension, its dot optional: what `isCompressible` compares with
+ * the part of a name after its last dot (no globs, paths or inner dots).
+ */
+export const VARIANT_TYPE = /^\.?[^./\s*?[\]{}\\]+$/;
+
+/**
+ * Refuse variant options that would do something else than they seem to
+ * (the command line refuses the same as usage errors): an empty list of
+ * codings turned the content index off with the variants, an empty list
+ * of types compressed nothing, and numbers out of range reached zlib as
+ * its own, less clear, errors at the first sync. A TypeError naming the
+ * option.
+ */
+export function variantOptionsRefusal(opts: VariantOptions): void {
+  const fail = (message: string): never => {
+    throw new TypeError(message);
+  };
+  const integer = (name: keyof VariantOptions, min: number, max: number) => {
+    const v = opts[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      fail(`${name} option must be an integer from ${min} to ${max}, not ${String(v)}`);
+  };
+  if (typeof opts.variants !== 'boolean') fail(`variants option must be true or false, not ${String(opts.variants)}`);
+  const encodings: unknown = opts.variantEncodings;
+  if (!Array.isArray(encodings)) fail(`variantEncodings option must be an array of ${VARIANT_ENCODINGS.join(', ')}`);
+  for (const e of encodings as unknown[]) {
+    if (!(VARIANT_ENCODINGS as readonly unknown[]).includes(e))
+      fail(`variantEncodings option: unknown coding ${JSON.stringify(e)} (known: ${VARIANT_ENCODINGS.join(', ')})`);
+  }
+  const types: unknown = opts.variantTypes;
+  if (!Array.isArray(types))
+    fail('variantTypes option must be an array of file extensions, like ["html", "css", "js"]');
+  for (const t of types as unknown[]) {
+    if (typeof t !== 'string' || !VARIANT_TYPE.test(t))
+      fail(
+        `variantTypes option: ${JSON.stringify(t)} is not a file extension; list extensions, like ["html", "css", "js"] (no globs, paths or inner dots)`,
+      );
+  }
+  if (opts.variants) {
+    if ((encodings as unknown[]).length === 0)
+      fail(
+        'variantEncodings option is empty: it would make no variant and no content index; to turn variants off, give variants: false',
+      );
+    if ((types as unknown[]).length === 0)
+      fail('variantTypes option is empty: it would compress nothing; to turn variants off, give variants: false');
+  }
+  integer('brotliQuality', 0, 11);
+  integer('gzipLevel', 1, 9);
+  integer('variantMinSize', 0, Number.MAX_SAFE_INTEGER);
+  integer('variantMinSaving', 0, 99);
+  integer('variantThreads', 0, 64);
 }
 
 /** The settings of an agent started with no variant option. */

@@ -19,6 +19,7 @@ import {
 } from './flags.js';
 import { VARIANT_ENCODINGS, type VariantEncoding } from '../store/content-index.js';
 import { parseEncodings } from '../tree/compressible.js';
+import { VARIANT_TYPE } from '../agent/variant-settings.js';
 
 /** The agent API's listener, shared by `agent` and `up`. */
 export const AGENT_LISTEN_FLAG: FlagSpecs[string] = {
@@ -210,13 +211,10 @@ function encodingsFlag(values: FlagValues): VariantEncoding[] | undefined {
   }
 }
 
-/** One file extension, its dot optional: what `isCompressible` compares with the part of a name after its last dot. */
-const EXTENSION = /^\.?[^./\s*?[\]{}\\]+$/;
-
 /** `--variant-types`: extensions, each of which a file's name can end with. */
 function typesFlag(values: FlagValues): string[] | undefined {
   const list = nonEmptyListFlag(values, 'variant-types', 'html,css,js,svg');
-  const bad = list?.find((type) => !EXTENSION.test(type));
+  const bad = list?.find((type) => !VARIANT_TYPE.test(type));
   if (bad !== undefined) {
     throw new UsageError(
       `--variant-types ${list?.join(',')}: "${bad}" is not a file extension; list extensions, like html,css,js (no globs, paths or inner dots: a file's extension is what follows the last dot of its name)`,
