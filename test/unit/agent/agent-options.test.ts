@@ -39,7 +39,12 @@ describe('Agent.start refuses variant options that would not do what they say', 
   for (const [what, options, message] of hostile) {
     it(`refuses ${what}`, async () => {
       await assert.rejects(
-        Agent.start({ layout: store, logger: memoryLogger(), watchMaster: false, ...(options as Partial<AgentOptions>) }),
+        Agent.start({
+          layout: store,
+          logger: memoryLogger(),
+          watchMaster: false,
+          ...(options as Partial<AgentOptions>),
+        }),
         (err: Error) => err instanceof TypeError && message.test(err.message),
       );
       // refused before anything was written: no state, no lock, no copy
