@@ -161,7 +161,9 @@ export function writeAnswerSync(job: AnswerJob): number {
           const x = JSON.parse(then) as ManifestEntry;
           const y = JSON.parse(now) as ManifestEntry;
           if (x.type !== y.type) remove(bk);
-          if (!same(x, y)) change(t.line as string);
+          // a mark alone is a change too: the same bytes, made by the agent or master's own, are
+          // served otherwise (a made variant is never served by name)
+          if (!same(x, y) || x.made !== y.made) change(t.line as string);
         }
         t.next();
         b?.next();

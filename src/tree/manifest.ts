@@ -119,7 +119,8 @@ export function diffManifests(base: Manifest, target: Manifest): ManifestDelta {
     after.add(entry.path);
     const old = before.get(entry.path);
     if (old && old.type !== entry.type) removed.push(entry.path);
-    if (!old || !same(old, entry)) changed.push(entry);
+    // a made mark changed alone is a change too (manifest-merge.ts, writeAnswerSync)
+    if (!old || !same(old, entry) || old.made !== entry.made) changed.push(entry);
   }
   for (const entry of base) if (!after.has(entry.path)) removed.push(entry.path);
   // deepest first, so a directory is emptied before it goes
