@@ -189,10 +189,15 @@ export async function pullSnapshot(opts: PullOptions): Promise<PullStats> {
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
     await mkdir(work, { mode: 0o700 });
-    const query = new URLSearchParams({ snapshot: opts.snapshot, ...(opts.base ? { since: opts.base } : {}) });
+    // A slot with no content index yet is indexed whole, and a delta answer carries the made marks of
+    // its own entries only: the whole answer is asked for, so that no unchanged variant of the agent's
+    // is recorded as master's own (and served by name)
+    const base =
+      opts.contentIndex !== false && (await lstatOrNull(join(opts.into, META_DIR_NAME))) === null ? null : opts.base;
+    const query = new URLSearchParams({ snapshot: opts.snapshot, ...(base ? { since: base } : {}) });
     const res = await request(opts, `/v1/fleet/manifest?${query}`);
     const pace = new Pace(opts.timeoutMs, limits.minBytesPerSecond);
-    const answer = await receiveManifest(res, work, opts.snapshot, opts.base, limits, pace);
+    const answer = await receiveManifest(res, work, opts.snapshot, base, limits, pace);
     stats.received += answer.bytes;
     stats.fromCoordinator += answer.bytes;
     stats.full = answer.base === null;

@@ -86,6 +86,8 @@ async function slotBesidePrecious() {
   await writeFile(join(into, 'victim.txt'), 'in the slot');
   await mkdir(join(into, 'in/the'), { recursive: true });
   await writeFile(join(into, 'in/the/slot.txt'), 'in the slot');
+  // a slot pulled before, with its content index: a pull into one without asks for the whole manifest
+  await mkdir(join(into, '.mirrorswap-meta'));
   const intact = async () => {
     assert.equal(await readFile(join(outside, 'precious.txt'), 'utf8'), 'keep me');
     assert.equal(await readFile(join(outside, 'tree/also.txt'), 'utf8'), 'keep me too');
