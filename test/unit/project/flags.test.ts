@@ -18,6 +18,7 @@ import {
   sizeFlag,
 } from '../../../src/cli/flags.js';
 import { staticOptions } from '../../../src/cli/serve-flags.js';
+import { resolveCacheRules } from '../../../middleware/static/cache-rules.js';
 import { variantSettings } from '../../../src/agent/variant-settings.js';
 import { storeLayout } from '../../../src/store/store-layout.js';
 
@@ -233,6 +234,20 @@ describe('defaults: one table per component', () => {
         line,
       );
     }
+    // a pattern's own = is written \= (a glob and a RegExp both read \= as =): the first = not so
+    // written ends the pattern
+    const escaped = staticOptions(
+      parseFlags(['--cache-rule', '/a\\=b.js=no-cache', '--cache-rule', 're:^/q\\=\\d+$=max-age=60'], SERVE_FLAGS, {}),
+      layout,
+      quiet,
+    ).cacheRules;
+    assert.deepEqual(escaped, [
+      { match: '/a\\=b.js', cacheControl: 'no-cache' },
+      { match: /^\/q\=\d+$/, cacheControl: 'max-age=60' },
+    ]);
+    const resolved = resolveCacheRules(escaped);
+    assert.equal(resolved[0]?.test('/a=b.js'), true, 'the glob matches the file named with =');
+    assert.equal(resolved[1]?.test('/q=12'), true, 'the RegExp matches the path with =');
     // a value may hold = and a RegExp may be anything else
     assert.deepEqual(
       staticOptions(parseFlags(['--cache-rule', 're:^/a=b=public, max-age=60'], SERVE_FLAGS, {}), layout, quiet)
