@@ -50,7 +50,7 @@ export const MOUNT_FLAGS: FlagSpecs = {
     multiple: true,
     env: 'MIRRORSWAP_CACHE_RULES',
     arg: 'PATTERN=VALUE',
-    help: 'Cache-Control VALUE for files matching PATTERN (a glob, or re:REGEXP); repeatable, first match wins',
+    help: 'Cache-Control VALUE for files matching PATTERN (a glob, or re:REGEXP; \\= for a = of its own); repeatable, first match wins',
   },
   precompressed: {
     type: 'boolean',
@@ -102,7 +102,22 @@ export const MOUNT_FLAGS: FlagSpecs = {
 };
 
 /**
- * `--cache-rule` values (one a line): PATTERN=VALUE, the first `=` ending the pattern; `re:` makes it a
+ * Where a `--cache-rule`'s pattern ends: its first `=` not written `\=` (a glob and a RegExp both read
+ * `\=` as a literal `=`, so the pattern is taken as written); -1 when there is none.
+ */
+function patternEnd(line: string): number {
+  let escaped = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (escaped) escaped = false;
+    else if (c === '\\') escaped = true;
+    else if (c === '=') return i;
+  }
+  return -1;
+}
+
+/**
+ * `--cache-rule` values (one a line): PATTERN=VALUE, the first `=` not written `\=` ending the pattern; `re:` makes it a
  * RegExp. Each rule is checked here as the middleware will check it, so that a bad one is a usage error
  * naming the flag and the rule, not the middleware's `cacheRules[i]`.
  */
@@ -114,7 +129,7 @@ export function cacheRulesFlag(values: FlagValues): CacheRule[] | undefined {
     .filter((line) => line.trim() !== '')
     .map((line) => {
       const bad = (why: string) => new UsageError(`--cache-rule ${line}: ${why}`);
-      const eq = line.indexOf('=');
+      const eq = patternEnd(line);
       if (eq === -1) throw bad("must be PATTERN=VALUE, like '*.html=no-cache'");
       const pattern = line.slice(0, eq).trim();
       const cacheControl = line.slice(eq + 1).trim();

@@ -218,7 +218,7 @@ describe('defaults: one table per component', () => {
     for (const line of [
       '[abc=no-cache', // unclosed set: was a TypeError of the middleware's, naming cacheRules[0], not the flag
       '{js,css=no-cache',
-      'a\\=no-cache', // a pattern ending in a backslash
+      'a\\=no-cache', // an = written \= belongs to the pattern: no value
       ' =no-cache', // a pattern of blanks
       '*.html=n\u00f6-cache', // not a header value
       '*.html=  ', // a value of blanks
