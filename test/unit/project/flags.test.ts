@@ -240,11 +240,15 @@ describe('defaults: one table per component', () => {
       parseFlags(['--cache-rule', '/a\\=b.js=no-cache', '--cache-rule', 're:^/q\\=\\d+$=max-age=60'], SERVE_FLAGS, {}),
       layout,
       quiet,
-    ).cacheRules;
-    assert.equal(escaped?.[0]?.match, '/a\\=b.js');
-    assert.equal((escaped?.[1]?.match as RegExp).source, String.raw`^\/q\=\d+$`, 'the RegExp as written');
+    ).cacheRules as { match: string | RegExp; cacheControl: string }[];
+    assert.equal(escaped[0]?.match, '/a\\=b.js');
+    assert.equal(
+      String((escaped[1] as { match: RegExp }).match.source),
+      String.raw`^\/q\=\d+$`,
+      'the RegExp as written',
+    );
     assert.deepEqual(
-      escaped?.map((r) => r.cacheControl),
+      escaped.map((r) => r.cacheControl),
       ['no-cache', 'max-age=60'],
     );
     const resolved = resolveCacheRules(escaped);
