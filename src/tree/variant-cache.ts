@@ -85,7 +85,8 @@ export function cachedVariantSync(
  * Write `bytes` as the entry `name` of the cache at `dir`, with the mode and
  * times its original has in master (a copy links it only when they are the
  * ones its own original has). An entry already there is left: it holds the
- * same bytes.
+ * same bytes. A cache directory removed meanwhile is made again (its parent,
+ * the state directory, never is).
  */
 export async function putCacheEntry(
   dir: string,
@@ -95,7 +96,16 @@ export async function putCacheEntry(
 ): Promise<void> {
   const path = join(dir, name);
   const tmp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
-  const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  const create = () => open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  const handle = await create().catch(async (err: unknown) => {
+    // the directory removed under a running agent (an operator clearing a cache): made again, not
+    // failed for every file until a restart; only the cache itself, inside a state directory still there
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(dir, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+    return create();
+  });
   try {
     try {
       await handle.writeFile(bytes);
