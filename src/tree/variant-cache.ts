@@ -64,8 +64,8 @@ export interface CacheView {
 
 /**
  * The entry of the cache for that content and coding, with its status;
- * null when there is none, or the file under its name is not the one
- * made (another size).
+ * null when there is none, the file under its name is not the one made
+ * (another size), or the cache cannot be looked into.
  */
 export function cachedVariantSync(
   cache: CacheView,
@@ -77,7 +77,14 @@ export function cachedVariantSync(
   if (!Object.hasOwn(cache.entries, name)) return null;
   const entry = cache.entries[name] as CacheEntry;
   const path = join(cache.dir, name);
-  const st = lstatOrNullSync(path);
+  let st: Stats | null;
+  try {
+    st = lstatOrNullSync(path);
+  } catch {
+    // a cache that cannot be looked into (ELOOP, EACCES, EIO: its directory replaced or shut) costs a
+    // compression, as a missing entry does; it never fails the copy that asked
+    return null;
+  }
   return st?.isFile() && st.size === entry.size ? { ...entry, path, st } : null;
 }
 
