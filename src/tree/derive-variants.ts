@@ -4,7 +4,6 @@ import {
   accessSync,
   closeSync,
   constants,
-  copyFileSync,
   fchmodSync,
   fstatSync,
   futimesSync,
@@ -51,7 +50,7 @@ import {
   variantOf,
 } from './compressible.js';
 import { msInside } from './copy-times.js';
-import { readOpenedSync } from './open-checked.js';
+import { NO_FOLLOW, readOpenedSync } from './open-checked.js';
 import { type CacheView, cacheEntryName, cachedVariantSync } from './variant-cache.js';
 
 /**
@@ -942,33 +941,64 @@ function placeVariant(
     }
   }
   if (!linked) {
+    // created with its own mode, never the source's: copyfile gives a new file the source's mode until
+    // it is done, and a variant of a file made private since (a cache entry, another copy's) would be
+    // open to anyone who opened its name meanwhile (a descriptor keeps what its open was allowed)
+    let out: number;
     try {
-      copyFileSync(from, to, constants.COPYFILE_EXCL);
+      out = openSync(to, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
     } catch (err) {
-      unlinkIfThere(to);
-      // nothing can be placed in a directory that may not be written; any other failure (the
-      // source gone or unreadable meanwhile) costs a compression instead
+      // a name taken meanwhile is cleared for the compression that follows, as a copy cut short is
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') unlinkIfThere(to);
+      // nothing can be placed in a directory that may not be written; any other failure costs a
+      // compression instead
       return isDenied(err) && !writable(dirname(to)) ? 'denied' : null;
     }
+    let st: Stats;
     try {
-      // a read-only descriptor: the owner may set the times of a file its mode makes read-only
-      const fd = openSync(to, 'r');
-      try {
-        fchmodSync(fd, mode);
-        futimesSync(fd, msInside(fst.atimeMs), msInside(fst.mtimeMs));
-      } finally {
-        closeSync(fd);
-      }
+      copyInto(from, ost, out);
+      fchmodSync(out, mode); // its original's, not cut by the umask: what makeVariant gives too
+      futimesSync(out, msInside(fst.atimeMs), msInside(fst.mtimeMs));
+      st = fstatSync(out);
     } catch {
+      closeSync(out);
       unlinkIfThere(to);
-      return null; // compressed instead
+      return null; // the source gone, changed or unreadable meanwhile, a full disk: compressed instead
     }
+    closeSync(out);
+    result.written.push(to);
+    return st;
   }
   // a link is the source's inode, as looked at (had it been swapped meanwhile, the record's
-  // inode would name no file there: a variant lost, never a wrong one); a copy has one of its own
-  if (linked) return ost;
-  result.written.push(to);
-  return lstatSync(to);
+  // inode would name no file there: a variant lost, never a wrong one)
+  return ost;
+}
+
+/** Largest read of a variant being copied (most are a few KB, read at once). */
+const COPY_CHUNK = 1024 * 1024;
+
+/**
+ * Write the bytes of the regular file `from`, the very one whose status is
+ * `ost` (not a link, not another file swapped in since), to the descriptor
+ * `out`. Throws when it is not, or its bytes are not all there.
+ */
+function copyInto(from: string, ost: Stats, out: number): void {
+  const src = openSync(from, constants.O_RDONLY | NO_FOLLOW);
+  try {
+    const sst = fstatSync(src);
+    if (!sst.isFile() || sst.ino !== ost.ino || sst.dev !== ost.dev) throw new Error(`${from} changed`);
+    const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(sst.size, COPY_CHUNK)));
+    let total = 0;
+    for (;;) {
+      const n = readSync(src, buffer, 0, buffer.length, total);
+      if (n === 0) break;
+      for (let written = 0; written < n; ) written += writeSync(out, buffer, written, n - written);
+      total += n;
+    }
+    if (total !== ost.size) throw new Error(`${from} is not the size it was`);
+  } finally {
+    closeSync(src);
+  }
 }
 
 /** Compress `bytes` into a variant beside its original; null when it would not save enough. */
