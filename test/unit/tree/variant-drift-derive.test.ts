@@ -6,7 +6,9 @@ import { brotliDecompressSync } from 'node:zlib';
 import { contentHash } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import type { TempStore } from '../../../testkit/store.js';
-import { flipInPlace, indexedSlot } from '../../../testkit/variants.js';
+import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
+import { TreeCopier } from '../../../src/tree/tree-copy.js';
+import { checkCopyIndex, flipInPlace, indexedSlot } from '../../../testkit/variants.js';
 
 /**
  * A made variant rewritten in place in the standby (drift: inode and size
@@ -34,5 +36,34 @@ describe('derive: a made variant that drifted in place is made again', () => {
     assert.equal(record?.variants?.br?.sha256, contentHash(bytes), 'and its record has its hash');
     assert.equal(record?.variants?.br?.ino, vst.ino);
     assert.equal(Math.floor(vst.mtimeMs), Math.floor(record?.mtimeMs ?? -1), "with its original's mtime");
+  });
+});
+
+/**
+ * The same drift in the other copy, the one a copy reuses variants from:
+ * its record stands by inode and size, its time is not its original's. A
+ * link was refused (not the new original's time), and the bytes were
+ * copied instead, under the record's hash: a variant that decodes to
+ * garbage, in a copy of its own, with a strong ETag of other bytes.
+ */
+describe('derive: a drifted variant of the other copy is not reused', () => {
+  const stores: TempStore[] = [];
+  after(async () => {
+    for (const store of stores) await store.dispose();
+  });
+
+  it('a full copy of the standby makes its own instead, and every variant it records decodes to its original', async () => {
+    const { store, a } = await indexedSlot(stores);
+    await flipInPlace(join(a, 'd/app.js.br'));
+    const b = store.slots.b;
+    const copier = new TreeCopier(store.master, b, {
+      durable: false,
+      variants: { settings: TREE_DEFAULTS.variantSettings, other: a },
+    });
+    await copier.mirrorAll();
+    const original = await readFile(join(b, 'd/app.js'));
+    assert.ok(brotliDecompressSync(await readFile(join(b, 'd/app.js.br'))).equals(original), 'b: br decodes');
+    assert.ok((await checkCopyIndex(b)) >= 3, "b's index checked");
+    assert.ok(copier.variantStats.compressed >= 1, 'the drifted one made again, not reused');
   });
 });
