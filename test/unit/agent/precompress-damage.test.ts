@@ -12,7 +12,7 @@ import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
 import { memoryLogger } from '../../../testkit/logger.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
-import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
+import { checkCopyIndex, flipInPlace, compressibleText as text } from '../../../testkit/variants.js';
 import { waitFor } from '../../../testkit/wait.js';
 
 const settings = TREE_DEFAULTS.variantSettings;
@@ -133,6 +133,45 @@ describe('a variant cache the derive cannot look into', () => {
     assert.deepEqual(
       { cached: record.variants?.cached, compressed: record.variants?.compressed },
       { cached: 0, compressed: 2 },
+    );
+    const mounted = await mountedOf(store);
+    assert.equal(brotliDecompressSync(await readFile(join(mounted, 'site/a.js.br'))).toString(), text('a1'));
+    assert.equal(await checkCopyIndex(mounted), 2);
+  });
+});
+
+/**
+ * A cache entry is linked into the copy it serves: a copy's variant
+ * rewritten in place (drift: inode and size kept) rewrites the entry too,
+ * under a time of its own. The next copy to take the entry (the other
+ * copy, catching up) was refused the link (another time than its
+ * original's) and copied the entry's bytes instead, under the hash the
+ * agent had recorded: a variant that decodes to garbage.
+ */
+describe('a cache entry whose linked variant drifted in place', () => {
+  let store: TempStore;
+  let agent: TestAgent;
+  before(async () => {
+    store = await tempStore();
+    await store.fill('master', { 'site/a.js': text('a') });
+    agent = await startTestAgent(store, { auto: false, watchMaster: false });
+  });
+  after(async () => {
+    await agent.close();
+    await store.dispose();
+  });
+
+  it('is not taken by the other copy: it makes its own, which decodes to its file', async () => {
+    await agent.call('PUT', '/v1/files/site/a.js', { body: text('a1') });
+    await settled(agent, 1);
+    const first = await sync(agent);
+    assert.equal(first.variants?.cached, 2, 'the first copy linked the entries');
+    await flipInPlace(join(await mountedOf(store), 'site/a.js.br'));
+    const second = await sync(agent);
+    assert.deepEqual(
+      { cached: second.variants?.cached, compressed: second.variants?.compressed },
+      { cached: 1, compressed: 1 },
+      'the drifted br entry was taken (the gzip one, untouched, is)',
     );
     const mounted = await mountedOf(store);
     assert.equal(brotliDecompressSync(await readFile(join(mounted, 'site/a.js.br'))).toString(), text('a1'));
