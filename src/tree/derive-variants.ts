@@ -877,7 +877,10 @@ function reuse(
   const original = other.stat(base);
   if (!original || !stampMatches(rec as FileRecord, original)) return null;
   const ost = other.stat(vname);
-  if (!ost?.isFile() || !variantMatches(variant, ost)) return null;
+  // one the agent made, still with its original's time: a made variant rewritten in place (drift:
+  // inode and size kept) has a time of its own, and its bytes would be copied under the record's
+  // hash. Master's own sibling vouches for no original's time: compressed instead (a rare path)
+  if (!ost?.isFile() || !variant.made || !variantMatches(variant, ost) || !hasOriginalTime(ost, original)) return null;
   const placed = placeVariant(join(c.other, dir, vname), ost, join(abs, vname), fst, spot, result);
   if (placed === 'denied' || placed === null) return placed;
   result.stats.reused++;

@@ -49,6 +49,13 @@ export function cacheEntryName(sha256: string, encoding: VariantEncoding, settin
 export interface CacheEntry {
   size: number;
   sha256: string;
+  /**
+   * The mtime it was written with (its original's, floored to the
+   * millisecond). An entry is linked into copies, so a copy's variant
+   * rewritten in place (drift) rewrites the entry too, and gives it a time
+   * of its own: then it is not taken.
+   */
+  mtimeMs: number;
 }
 
 /**
@@ -65,7 +72,7 @@ export interface CacheView {
 /**
  * The entry of the cache for that content and coding, with its status;
  * null when there is none, the file under its name is not the one made
- * (another size), or the cache cannot be looked into.
+ * (another size, another time), or the cache cannot be looked into.
  */
 export function cachedVariantSync(
   cache: CacheView,
@@ -85,7 +92,9 @@ export function cachedVariantSync(
     // compression, as a missing entry does; it never fails the copy that asked
     return null;
   }
-  return st?.isFile() && st.size === entry.size ? { ...entry, path, st } : null;
+  return st?.isFile() && st.size === entry.size && Math.floor(st.mtimeMs) === entry.mtimeMs
+    ? { ...entry, path, st }
+    : null;
 }
 
 /**

@@ -268,7 +268,7 @@ export class Precompress {
       // another path of the same bytes, compressed side by side, made (or is writing) this very entry
       if (this.#entries.has(name)) continue;
       // known before it is there: a prune running meanwhile must not take it for an earlier agent's
-      this.#remember(name, { size: out.length, sha256: contentHash(out) });
+      this.#remember(name, { size: out.length, sha256: contentHash(out), mtimeMs: Math.floor(like.mtimeMs) });
       this.#writing.add(name);
       try {
         await putCacheEntry(this.#cache, name, out, like);

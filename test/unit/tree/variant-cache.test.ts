@@ -36,7 +36,7 @@ async function precompressInto(
     const out = encoding === 'br' ? brotliCompressSync(bytes, options) : gzipSync(bytes, options);
     const name = cacheEntryName(sha256, encoding, settings);
     await putCacheEntry(dir, name, out, like);
-    entries[name] = { size: out.length, sha256: contentHash(out) };
+    entries[name] = { size: out.length, sha256: contentHash(out), mtimeMs: Math.floor(like.mtimeMs) };
   }
   return entries;
 }
