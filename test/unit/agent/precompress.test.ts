@@ -75,6 +75,11 @@ describe('variants compressed as files land in master', () => {
     assert.equal(value('mirrorswap_agent_precompress_files_total\\{result="compressed"\\}'), 4);
     assert.equal(value('mirrorswap_agent_precompress_files_total\\{result="failed"\\}'), 0);
     assert.equal(value('mirrorswap_agent_variant_cache_entries'), 8);
+    // the bytes they hold against the cache's budget: what makes a full cache drop changes to the sync
+    const entries = (await readdir(cache)).filter((n) => !n.startsWith('.'));
+    let bytes = 0;
+    for (const n of entries) bytes += (await stat(join(cache, n))).size;
+    assert.equal(value('mirrorswap_agent_variant_cache_bytes'), bytes);
   });
 
   it('the other copy takes them too, and then the cache lets them go', async () => {
