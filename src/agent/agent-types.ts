@@ -126,6 +126,8 @@ export interface PrecompressStatus {
   failed: number;
   /** Entries the cache holds now. */
   entries: number;
+  /** Their bytes, counted against the cache's budget (a full cache leaves changes to the syncs: `dropped`). */
+  bytes: number;
   /** Paths waiting. */
   queued: number;
 }

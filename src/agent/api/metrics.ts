@@ -40,7 +40,7 @@ export class AgentMetrics {
     pendingChanges: () => number;
     servers: () => Promise<{ live: Heartbeat[]; stale: number }>;
     /** What was compressed as files landed in master (master/precompress.ts); undefined when it is off. */
-    precompress?: () => { files: number; dropped: number; failed: number; entries: number } | undefined;
+    precompress?: () => { files: number; dropped: number; failed: number; entries: number; bytes: number } | undefined;
   }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mirrorswap_agent_' });
@@ -184,6 +184,15 @@ export class AgentMetrics {
       collect() {
         const status = sources.precompress?.();
         if (status) this.set(status.entries);
+      },
+    });
+    new Gauge({
+      name: 'mirrorswap_agent_variant_cache_bytes',
+      help: 'Bytes of the variant cache\'s entries, against its budget: a full cache leaves changes to the sync (precompress_files_total{result="dropped"})',
+      registers,
+      collect() {
+        const status = sources.precompress?.();
+        if (status) this.set(status.bytes);
       },
     });
     new Gauge({

@@ -95,7 +95,7 @@ export class Precompress {
   }
 
   status(): PrecompressStatus {
-    return { ...this.#stats, entries: this.#entries.size, queued: this.#queue.size };
+    return { ...this.#stats, entries: this.#entries.size, bytes: this.#bytes, queued: this.#queue.size };
   }
 
   /** The cache as a sync's derive sees it, or null when it holds nothing. */
