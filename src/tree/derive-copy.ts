@@ -120,25 +120,13 @@ export async function deriveCopy(
         return unit;
       }),
   ];
-  // the other copy's indexes are read through its recent records
-  let other: RecentRecords | 'torn' | null = null;
-  try {
-    other = context.other !== null ? loadRecentRecordsSync(context.other) : null;
-  } catch {
-    other = 'torn'; // unreadable: nothing is reused from it
-  }
   // a small sync's units are sent the recent records of the paths they derive (and of any below a
   // path named, which a unit would derive whole had it found a directory there): a few, not all
   const only = collect ? withOriginals(named) : undefined;
   const derive: DeriveContext = {
-    ...context,
-    // nor is anything reused from another copy whose recent records are torn: its indexes are void
-    ...(other === 'torn' ? { other: null } : {}),
+    ...throughOtherRecords(context, only, named),
     ...(recentPaths.length > 0 ? { recent: byDirectory(recent, only, named), recentTrusted: plan.trusted } : {}),
     ...(collect ? { collect: true } : {}),
-    ...(other !== null && other !== 'torn' && Object.keys(other).length > 0
-      ? { otherRecent: byDirectory(other, only, named) }
-      : {}),
   };
   await walkPool.run<DeriveUnit, DeriveResult>(
     'derive',
@@ -174,6 +162,36 @@ export async function deriveCopy(
   if (collect) done.keepRecords = () => keepRecent(context, recent, named, done.records ?? {});
   else if (recentPaths.length > 0 || found === 'torn') await removeRecentRecords(context.slot);
   return done;
+}
+
+/**
+ * `context` as a derive that may reuse the other copy's variants must be
+ * given it: the other copy's indexes are read through its recent records
+ * (`DeriveContext.otherRecent`), as every reader of a copy reads them
+ * (docs/CONTRACT.md, "Recent records"). An index record a recent one
+ * replaced may name an inode number a newer file took, of the same size and
+ * time: taken alone, it would link in a variant of other bytes under the
+ * record of these. Torn or unreadable records void every index of that
+ * copy: nothing is reused from it (`other` null). With `only`, the records
+ * of those paths alone and of any below `below` (what a small sync's units
+ * derive); else all of them (a derive of whole directories, a clone's).
+ * Blocking calls (`loadRecentRecordsSync`).
+ */
+export function throughOtherRecords(
+  context: DeriveContext,
+  only?: ReadonlySet<string>,
+  below?: readonly string[],
+): DeriveContext {
+  const { otherRecent: _, ...rest } = context;
+  if (context.other === null) return rest;
+  let other: RecentRecords | 'torn';
+  try {
+    other = loadRecentRecordsSync(context.other);
+  } catch {
+    other = 'torn'; // unreadable: nothing is reused from it
+  }
+  if (other === 'torn') return { ...rest, other: null };
+  return Object.keys(other).length > 0 ? { ...rest, otherRecent: byDirectory(other, only, below) } : rest;
 }
 
 /**

@@ -153,7 +153,12 @@ export interface DeriveContext {
    * not just write, or one beside a sibling master holds).
    */
   collect?: boolean;
-  /** The other copy's recent records, of the same directories: its indexes are read through them. */
+  /**
+   * The other copy's recent records, of the same directories: its indexes
+   * are read through them. A derive given `other` must be given these
+   * (`throughOtherRecords` in derive-copy.ts, which makes `other` null when
+   * they are torn): an index record alone may be one they replaced.
+   */
   otherRecent?: RecentByDirectory;
 }
 

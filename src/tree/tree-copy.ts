@@ -64,7 +64,7 @@ import {
   addDeriveStats,
   emptyDeriveStats,
 } from './derive-variants.js';
-import { deriveCopy } from './derive-copy.js';
+import { deriveCopy, throughOtherRecords } from './derive-copy.js';
 import type { CacheView } from './variant-cache.js';
 
 export type { Difference };
@@ -713,7 +713,8 @@ export class TreeCopier {
       {
         source: this.#source,
         share: this.#share,
-        derive: fused ? this.#deriveContext(fused) : undefined,
+        // the mounted copy's variants are reused through its recent records, as the derive after reuses them
+        derive: fused ? throughOtherRecords(this.#deriveContext(fused)) : undefined,
         indexed: this.#variants ? this.#target : undefined,
       } satisfies CloneContext,
       units,
