@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import type { SwapRecord } from '../../src/agent/agent-types.js';
 import { readEpochFile } from '../../src/store/epoch-file.js';
 import { readHeartbeats } from '../../src/store/heartbeat.js';
@@ -10,10 +11,15 @@ import { type TestAgent, startTestAgent } from '../../testkit/agent.js';
 import { heldDownload } from '../../testkit/cluster.js';
 import { memoryLogger } from '../../testkit/logger.js';
 import { type TestNginx, startNginx } from '../../testkit/nginx.js';
+import { rawGet } from '../../testkit/server.js';
 import { type TempStore, tempStore } from '../../testkit/store.js';
+import { compressibleText } from '../../testkit/variants.js';
 import { waitFor } from '../../testkit/wait.js';
 
 const MB = 1024 * 1024;
+
+/** Release n's script: compressible, so each release's copy has its own `app.js.gz` beside it. */
+const appOf = (n: number) => compressibleText(`release ${n}`, 4096);
 
 function get(
   port: number,
@@ -40,6 +46,7 @@ describe('the nginx companion with a store keeping releases', () => {
 
   const release = async (n: number) => {
     await agent.call('PUT', '/v1/files/page.txt', { body: `release ${n}` });
+    await agent.call('PUT', '/v1/files/app.js', { body: appOf(n) });
     const record = (await (await agent.call('POST', `/v1/sync?wait=1&release=r${n}`)).json()) as SwapRecord;
     assert.equal(record.result, 'ok', JSON.stringify(record.error));
     await waitFor('nginx to serve it', async () => (await get(nginx.port, '/page.txt')).body === `release ${n}`);
@@ -89,6 +96,36 @@ describe('the nginx companion with a store keeping releases', () => {
     assert.equal((await get(nginx.port, '/page.txt', nav)).body, 'release 2');
     assert.equal((await get(nginx.port, '/page.txt?dpl=r9')).body, 'release 2');
     assert.equal((await get(nginx.port, '/page.txt?dpl=%22r1')).body, 'release 2');
+  });
+
+  it('marks an answer pinned outside the URL (header, cookie) private, its precompressed variant too', async () => {
+    // a shared cache keys by the URL: an answer of a retained release chosen by a header or a cookie must
+    // not be kept there for requests that name nothing (the middleware marks it so as well)
+    const gzip = { 'accept-encoding': 'gzip' };
+    for (const headers of [{ 'x-deployment-id': 'r1' }, { cookie: 'a=b; __dpl=r1' }] as Record<string, string>[]) {
+      const res = await rawGet(nginx.port, '/page.txt', headers);
+      assert.equal(res.body.toString(), 'release 1');
+      assert.equal(res.headers['cache-control'], 'private, no-cache', JSON.stringify(headers));
+      const zipped = await rawGet(nginx.port, '/app.js', { ...headers, ...gzip });
+      assert.equal(zipped.headers['content-encoding'], 'gzip');
+      assert.equal(gunzipSync(zipped.body).toString(), appOf(1));
+      assert.equal(zipped.headers['cache-control'], 'private, no-cache', `${JSON.stringify(headers)}, gzip`);
+    }
+    // by the query (part of the URL), or naming the mounted release, nothing, or a release not retained: as nginx sends it
+    for (const [path, headers] of [
+      ['/page.txt?dpl=r1', {}],
+      ['/page.txt', { 'x-deployment-id': 'r2' }],
+      ['/page.txt', {}],
+      ['/page.txt', { cookie: '__dpl=r9' }],
+      ['/page.txt', { cookie: '__dpl=r1', 'sec-fetch-mode': 'navigate' }],
+      ['/app.js?dpl=r1', gzip],
+    ] as const) {
+      assert.equal(
+        (await rawGet(nginx.port, path, headers)).headers['cache-control'],
+        undefined,
+        `${path} ${JSON.stringify(headers)}`,
+      );
+    }
   });
 
   it("reports nginx's workers in flight on every retained copy their pins reach", async () => {
