@@ -57,6 +57,9 @@ export const NGINX_PIN_NAMES: ReleasePinNames = Object.freeze({
   cookie: '__dpl',
 });
 
+/** What an answer pinned outside the URL is marked with, as the middleware marks it (mount-state.ts `pinnedFor`). */
+export const PINNED_PRIVATELY = 'private, no-cache';
+
 /**
  * Skew protection in nginx's own terms: `$mirrorswap_root` is the mounted
  * copy's root unless the request names a retained release, by the query
@@ -65,23 +68,38 @@ export const NGINX_PIN_NAMES: ReleasePinNames = Object.freeze({
  * `set` only, at server level: the one use of `if` nginx keeps safe. A name
  * is matched whole against the release ids and epochs the include lists, so
  * a request can only ever choose among the retained copies.
+ *
+ * An answer a header or a cookie sent to a retained copy gets
+ * `Cache-Control: private, no-cache`, as the middleware's does: the URL
+ * does not say which release it is, and a shared cache keyed by it would
+ * keep the old release's bytes (its `gzip_static` variant included) for
+ * every request that names nothing. `add_header` with an empty value adds
+ * nothing: every other answer is as nginx sends it.
  */
 function pinnedRoot(root: string, retained: readonly IncludedRelease[], pins: ReleasePinNames): string[] {
   const variable = (prefix: string, name: string) => `$${prefix}${name.toLowerCase().replace(/-/g, '_')}`;
+  const privately = `set $mirrorswap_pin_private "${PINNED_PRIVATELY}";`;
   const lines = [
     `set $mirrorswap_root ${root};`,
     'set $mirrorswap_pin "";',
-    `if ($http_sec_fetch_mode != "navigate") { set $mirrorswap_pin ${variable('cookie_', pins.cookie)}; }`,
-    `if (${variable('http_', pins.header)}) { set $mirrorswap_pin ${variable('http_', pins.header)}; }`,
-    `if (${variable('arg_', pins.query)}) { set $mirrorswap_pin ${variable('arg_', pins.query)}; }`,
+    // how the pin was named: outside the URL (header, cookie), or by the query
+    'set $mirrorswap_pin_private "";',
+    'set $mirrorswap_cache_control "";',
+    `if ($http_sec_fetch_mode != "navigate") { set $mirrorswap_pin ${variable('cookie_', pins.cookie)}; ${privately} }`,
+    `if (${variable('http_', pins.header)}) { set $mirrorswap_pin ${variable('http_', pins.header)}; ${privately} }`,
+    `if (${variable('arg_', pins.query)}) { set $mirrorswap_pin ${variable('arg_', pins.query)}; set $mirrorswap_pin_private ""; }`,
   ];
   for (const r of retained) {
     // release ids and epochs are made of characters nginx reads as one token (RELEASE_ID_PATTERN);
     // nginx compares a pin as sent, so an id's percent-encoded form (`:`, `+`, `@`) is listed too
     const names = new Set(r.names.flatMap((name) => [name, encodeURIComponent(name)]));
-    for (const name of names) lines.push(`if ($mirrorswap_pin = "${name}") { set $mirrorswap_root ${r.root}; }`);
+    for (const name of names) {
+      lines.push(
+        `if ($mirrorswap_pin = "${name}") { set $mirrorswap_root ${r.root}; set $mirrorswap_cache_control $mirrorswap_pin_private; }`,
+      );
+    }
   }
-  lines.push('root $mirrorswap_root;');
+  lines.push('root $mirrorswap_root;', 'add_header Cache-Control $mirrorswap_cache_control;');
   return lines;
 }
 
