@@ -8,8 +8,12 @@ import { type Running, listen, rawGet } from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
 
-/** An upstream that answers with its name. */
-const named = (name: string) => listen((_req, res) => res.end(name));
+/** An upstream that answers with its name, cacheable by anyone (as a static server's assets are). */
+const named = (name: string) =>
+  listen((_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=600');
+    res.end(name);
+  });
 
 describe('mirrorProxy with a store keeping releases', () => {
   let store: TempStore;
@@ -54,6 +58,23 @@ describe('mirrorProxy with a store keeping releases', () => {
     assert.equal((await rawGet(front.port, '/x', { 'x-deployment-id': '2' })).body.toString(), 'b');
     assert.equal((await rawGet(front.port, '/x')).body.toString(), 'a');
     assert.equal((await rawGet(front.port, '/x?dpl=v2')).body.toString(), 'a');
+  });
+
+  it('marks an answer pinned outside the URL (header, cookie) private, as mirrorStatic does', async () => {
+    // a shared cache keys by the URL: the retained release's answer must not be kept for requests naming none
+    for (const headers of [{ 'x-deployment-id': 'v1' }, { cookie: 'a=b; __dpl=v1' }] as Record<string, string>[]) {
+      const res = await rawGet(front.port, '/x', headers);
+      assert.equal(res.body.toString(), 'b');
+      assert.equal(res.headers['cache-control'], 'private, no-cache', JSON.stringify(headers));
+    }
+    // by the query (part of the URL), naming the mounted release, or nothing: the upstream's word
+    for (const [path, headers] of [
+      ['/x?dpl=v1', {}],
+      ['/x', { 'x-deployment-id': 'v2' }],
+      ['/x', {}],
+    ] as [string, Record<string, string>][]) {
+      assert.equal((await rawGet(front.port, path, headers)).headers['cache-control'], 'public, max-age=600', path);
+    }
   });
 
   it('a retained slot with no upstream is left out, said once, and its pins get the mounted release', async () => {
