@@ -8,7 +8,7 @@ import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
 import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
-import { pinOf } from './release-pins.js';
+import { answerPrivately, pinOf } from './release-pins.js';
 import { ServerMetrics, metricsHandler } from './metrics.js';
 import type { ResolvedMountOptions } from '../options.js';
 
@@ -211,7 +211,7 @@ export class MountState<T> {
     else if (found !== this.#view) {
       this.countServed(found, 'pinned');
       // named outside the URL: a shared cache keyed by the URL must not keep this answer for others
-      if (res !== undefined && pin.via !== 'query') res.setHeader('Cache-Control', 'private, no-cache');
+      if (res !== undefined && pin.via !== 'query') answerPrivately(res);
       return found;
     }
     return undefined;

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RELEASE_ID_PATTERN } from '../../src/store/epoch-file.js';
 
 /**
@@ -25,6 +25,29 @@ export interface ReleasePinSources {
  */
 export const HASHED_ASSET =
   /\/_next\/static\/|[.-](?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{8,}\.(?:m?js|css|map|wasm|woff2?)$/;
+
+/**
+ * The `Cache-Control` of an answer pinned to a retained release outside its
+ * URL (by the header or the cookie), whoever serves it (mirrorStatic,
+ * mirrorProxy, the nginx companion's include): the URL does not say which
+ * release it is, so a shared cache keyed by it must not keep the answer for
+ * requests that name none.
+ */
+export const PINNED_PRIVATELY = 'private, no-cache';
+
+/** Responses marked `PINNED_PRIVATELY`: what a proxy sends must say so whatever its upstream said. */
+const pinnedPrivately = new WeakSet<ServerResponse>();
+
+/** Mark `res` as answering for a retained release named outside its URL. */
+export function answerPrivately(res: ServerResponse): void {
+  res.setHeader('Cache-Control', PINNED_PRIVATELY);
+  pinnedPrivately.add(res);
+}
+
+/** Whether `res` was marked by `answerPrivately`. */
+export function answersPrivately(res: ServerResponse): boolean {
+  return pinnedPrivately.has(res);
+}
 
 /** Longest value taken as a release name: a release id's limit. */
 const MAX_NAME = 128;

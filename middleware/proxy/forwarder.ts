@@ -4,7 +4,14 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import { Agent, Client, type Dispatcher, buildConnector } from 'undici';
 import { PROXY_DEFAULTS } from '../defaults.js';
-import { type HeaderPolicy, clientAddress, clientResponseHeaders, upstreamRequestHeaders } from './header-policy.js';
+import { PINNED_PRIVATELY, answersPrivately } from '../mount/release-pins.js';
+import {
+  type HeaderPolicy,
+  clientAddress,
+  clientResponseHeaders,
+  upstreamRequestHeaders,
+  withCacheControl,
+} from './header-policy.js';
 import {
   type BufferBudget,
   type ClientBody,
@@ -496,6 +503,8 @@ export class Forwarder {
         }
         const bodiless = statusCode === 204 || statusCode === 304;
         let headers = clientResponseHeaders(raw);
+        // a retained release named outside the URL (mirrorProxy's pins): no shared cache may keep it for others
+        if (answersPrivately(res)) headers = withCacheControl(headers, PINNED_PRIVATELY);
         // a 204 has no body, so no length (RFC 9110 8.6); what the upstream sent after its headers is dropped
         if (statusCode === 204) headers = withoutContentLength(headers);
         try {

@@ -145,3 +145,17 @@ export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string
   }
   return headers;
 }
+
+/**
+ * `headers` (name, value pairs, as `clientResponseHeaders` answers) with
+ * every `Cache-Control` of theirs replaced by one of `value`.
+ */
+export function withCacheControl(headers: readonly string[], value: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() === 'cache-control') continue;
+    out.push(headers[i] as string, headers[i + 1] as string);
+  }
+  out.push('Cache-Control', value);
+  return out;
+}

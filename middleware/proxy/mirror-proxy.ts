@@ -215,8 +215,9 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, next: Next): void => {
-    // a request naming a retained release goes to that slot's upstream (skew protection)
-    const pin = mount.acquire(res, mount.pinnedFor(req));
+    // a request naming a retained release goes to that slot's upstream (skew protection); named
+    // outside the URL, its answer is marked private whatever the upstream says (the forwarder)
+    const pin = mount.acquire(res, mount.pinnedFor(req, res));
     if (pin === null) {
       unavailable(next);
       return;

@@ -1,3 +1,4 @@
+import { PINNED_PRIVATELY } from '../../middleware/mount/release-pins.js';
 import { writeFileAtomic } from '../store/atomic-write.js';
 import type { SlotName } from '../store/store-layout.js';
 import { RESERVED_ROOT_NAMES } from '../store/store-layout.js';
@@ -56,9 +57,6 @@ export const NGINX_PIN_NAMES: ReleasePinNames = Object.freeze({
   header: 'x-deployment-id',
   cookie: '__dpl',
 });
-
-/** What an answer pinned outside the URL is marked with, as the middleware marks it (mount-state.ts `pinnedFor`). */
-export const PINNED_PRIVATELY = 'private, no-cache';
 
 /**
  * Skew protection in nginx's own terms: `$mirrorswap_root` is the mounted
