@@ -568,9 +568,11 @@ export class TreeCopier {
    * it did not); a directory the target lacked stands for its tree.
    * `onWalked` hears how many entries of the source were looked at since its
    * last call (compared, or copied whole): every entry once, so the sum at
-   * the end is the source's size in entries.
+   * the end is the source's size in entries. `also` are copied whatever the
+   * compare finds: paths a journal recorded as changed, which a compare by
+   * size and mtime misses when a rewrite kept both.
    */
-  async mirrorAll(onWalked?: (entries: number) => void): Promise<string[]> {
+  async mirrorAll(onWalked?: (entries: number) => void, also: readonly string[] = []): Promise<string[]> {
     const diffs = this.#readable(
       await compareTrees(this.#source, this.#target, {
         missingDirsWhole: true,
@@ -618,7 +620,11 @@ export class TreeCopier {
     // what was not cloned (gone or changed kind meanwhile) is copied by path, as every other difference
     // (a directory among them was not walked below yet: the compare does not go into a
     // directory the target lacks or holds as another kind, so its walk counts here)
-    await this.copyPaths([...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed], undefined, onWalked);
+    await this.copyPaths(
+      [...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed, ...also.filter((p) => !under(p))],
+      undefined,
+      onWalked,
+    );
     return diffs.map((d) => d.path);
   }
 

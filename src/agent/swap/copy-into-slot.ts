@@ -81,7 +81,16 @@ async function copyExclusive(
       await ctx.slots.set(slot, { seq: pos.seq, copying: true });
       await copier.clearTemp();
       if (incremental) await copier.copyPaths(changed);
-      else await passOn(ctx, slot, await ctx.walks.track('sync', slot, (onWalked) => copier.mirrorAll(onWalked)));
+      else {
+        // what the journal recorded since the slot's position, gap or not, is a change all the same:
+        // copied too, as the compare by size and mtime misses a rewrite that kept both
+        const recorded = pos.seq !== null ? ctx.journal.changedSince(pos.seq) : [];
+        await passOn(
+          ctx,
+          slot,
+          await ctx.walks.track('sync', slot, (onWalked) => copier.mirrorAll(onWalked, recorded)),
+        );
+      }
       await ctx.slots.set(slot, { seq, copying: false });
     }
     if (copier.skipped.length > 0) {
