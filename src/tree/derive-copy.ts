@@ -90,13 +90,20 @@ export async function deriveCopy(
   const trees = indexed ? [...dirs].filter((d) => listed.has(d)) : [''];
   const treeSet = new Set(trees);
   const byParent = new Map<string, string[]>();
+  /** Of a parent's names, the directories derived whole by units of their own: looked at, not gone into. */
+  const treesOf = new Map<string, string[]>();
   for (const p of paths) {
-    if (treeSet.has(p)) continue;
+    if (p === '' && treeSet.has(p)) continue; // the whole copy: no parent
     const cut = p.lastIndexOf('/');
     const parent = cut === -1 ? '' : p.slice(0, cut);
+    const name = p.slice(cut + 1);
+    // a directory derived whole is named to its parent too, which settles the entry (the record and
+    // the made variants of a file it replaced: no index names them any more, and nginx would serve
+    // them by name) without going into it
+    if (treeSet.has(p)) treesOf.set(parent, [...(treesOf.get(parent) ?? []), name]);
     const names = byParent.get(parent);
-    if (names) names.push(p.slice(cut + 1));
-    else byParent.set(parent, [p.slice(cut + 1)]);
+    if (names) names.push(name);
+    else byParent.set(parent, [name]);
   }
   const units: DeriveUnit[] = [
     ...planUnits(context.slot, trees, WALK_THREADS).map(
@@ -106,7 +113,8 @@ export async function deriveCopy(
     ...[...byParent]
       .flatMap(([dir, names]) => (collect ? splitNames(names) : [names]).map((n) => [dir, n] as const))
       .map(([dir, names]): DeriveUnit => {
-        const unit: DeriveUnit = { dir, names };
+        const skip = treesOf.get(dir);
+        const unit: DeriveUnit = skip ? { dir, names, skip } : { dir, names };
         const known: Record<string, StagedHash> = Object.create(null); // a name may be __proto__
         let any = false;
         for (const name of names) {

@@ -488,6 +488,17 @@ function deriveDirectory(
     const v = variantOf(name);
     return v !== null && stat(v.base)?.isFile() === true && !masterHolds(name);
   };
+  /** Remove the variants the agent made of `name`, no regular file now (a variant master holds is master's, and stays). */
+  const dropMadeVariants = (name: string) => {
+    for (const encoding of VARIANT_ENCODINGS) {
+      const vname = name + VARIANT_SUFFIX[encoding];
+      const vst = stat(vname);
+      if (vst?.isFile() && !masterHolds(vname) && removeVariant(c, join(abs, vname), vst)) {
+        result.stats.removed++;
+        noteDir(result, abs);
+      }
+    }
+  };
   for (const name of entries) {
     const st = stat(name);
     if (st?.isDirectory()) {
@@ -495,6 +506,8 @@ function deriveDirectory(
       // copy changed, and a unit of its own may be deriving names in it at the same time
       if (named === null || named.has(name)) subdirs.push(name);
       settle(name, null);
+      // a file that became a directory leaves no variant of its own behind
+      dropMadeVariants(name);
       continue;
     }
     if (isMadeVariant(name)) {
@@ -505,15 +518,7 @@ function deriveDirectory(
     if (v && !st && !masterHolds(name)) continue; // a made variant already gone
     if (!st?.isFile()) {
       settle(name, null);
-      // its made variants go with it (a variant master holds is master's, and stays)
-      for (const encoding of VARIANT_ENCODINGS) {
-        const vname = name + VARIANT_SUFFIX[encoding];
-        const vst = stat(vname);
-        if (vst?.isFile() && !masterHolds(vname) && removeVariant(c, join(abs, vname), vst)) {
-          result.stats.removed++;
-          noteDir(result, abs);
-        }
-      }
+      dropMadeVariants(name); // its made variants go with it
       continue;
     }
     const hint = hints && Object.hasOwn(hints, name) ? hints[name] : undefined;
