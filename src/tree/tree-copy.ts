@@ -570,7 +570,8 @@ export class TreeCopier {
    * last call (compared, or copied whole): every entry once, so the sum at
    * the end is the source's size in entries. `also` are copied whatever the
    * compare finds: paths a journal recorded as changed, which a compare by
-   * size and mtime misses when a rewrite kept both.
+   * size and mtime misses when a rewrite kept both (a directory among them
+   * is not: the compare went through it already).
    */
   async mirrorAll(onWalked?: (entries: number) => void, also: readonly string[] = []): Promise<string[]> {
     const diffs = this.#readable(
@@ -621,11 +622,29 @@ export class TreeCopier {
     // (a directory among them was not walked below yet: the compare does not go into a
     // directory the target lacks or holds as another kind, so its walk counts here)
     await this.copyPaths(
-      [...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed, ...also.filter((p) => !under(p))],
+      [...diffs.filter((d) => !under(d.path)).map((d) => d.path), ...missed, ...(await this.#filesOf(also, under))],
       undefined,
       onWalked,
     );
     return diffs.map((d) => d.path);
+  }
+
+  /**
+   * Of `also` (paths a journal recorded), those the compare did not settle:
+   * not below a directory the clone copied whole, nor a directory of master
+   * (the compare went through it, or found it of another kind and copied it
+   * as a difference; a journal records one as a whole, and a directory named
+   * to `copyPaths` is compared again below, its entries counted twice into
+   * what `onWalked` says master holds).
+   */
+  async #filesOf(also: readonly string[], under: (p: string) => boolean): Promise<string[]> {
+    const out: string[] = [];
+    for (const p of also) {
+      if (under(p)) continue;
+      const st = await lstatOrNull(join(this.#source, p)).catch(() => null);
+      if (!st?.isDirectory()) out.push(p);
+    }
+    return out;
   }
 
   /**
