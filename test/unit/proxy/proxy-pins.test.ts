@@ -12,6 +12,10 @@ import { waitFor } from '../../../testkit/wait.js';
 const named = (name: string) =>
   listen((_req, res) => {
     res.setHeader('Cache-Control', 'public, max-age=600');
+    // what a CDN reads before Cache-Control (RFC 9213; Fastly's and Akamai's Surrogate-Control)
+    res.setHeader('CDN-Cache-Control', 'max-age=600');
+    res.setHeader('Cloudflare-CDN-Cache-Control', 'max-age=600');
+    res.setHeader('Surrogate-Control', 'max-age=600');
     res.end(name);
   });
 
@@ -74,6 +78,22 @@ describe('mirrorProxy with a store keeping releases', () => {
       ['/x', {}],
     ] as [string, Record<string, string>][]) {
       assert.equal((await rawGet(front.port, path, headers)).headers['cache-control'], 'public, max-age=600', path);
+    }
+  });
+
+  it('drops what a CDN reads before Cache-Control from an answer pinned outside the URL', async () => {
+    // a CDN keys by the URL too, and obeys CDN-Cache-Control (and its targeted kin) or Surrogate-Control
+    // over Cache-Control: kept, they let it keep the retained release's answer for requests naming none
+    const cdn = ['cdn-cache-control', 'cloudflare-cdn-cache-control', 'surrogate-control'];
+    for (const headers of [{ 'x-deployment-id': 'v1' }, { cookie: '__dpl=v1' }] as Record<string, string>[]) {
+      const res = await rawGet(front.port, '/x', headers);
+      assert.equal(res.body.toString(), 'b');
+      for (const name of cdn) assert.equal(res.headers[name], undefined, `${name} ${JSON.stringify(headers)}`);
+    }
+    // by the query, or not pinned: the upstream's word
+    for (const path of ['/x?dpl=v1', '/x']) {
+      const res = await rawGet(front.port, path);
+      for (const name of cdn) assert.equal(res.headers[name], 'max-age=600', `${name} ${path}`);
     }
   });
 
