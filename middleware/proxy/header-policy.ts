@@ -147,13 +147,21 @@ export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string
 }
 
 /**
+ * Fields a shared cache obeys over `Cache-Control`: `CDN-Cache-Control` and
+ * the targeted ones of RFC 9213 (`Cloudflare-CDN-Cache-Control`, ...), and
+ * `Surrogate-Control` (Fastly, Akamai, Varnish).
+ */
+const CACHE_CONTROL_FIELD = /^(?:cache-control|(?:[a-z0-9-]+-)?cdn-cache-control|surrogate-control)$/;
+
+/**
  * `headers` (name, value pairs, as `clientResponseHeaders` answers) with
- * every `Cache-Control` of theirs replaced by one of `value`.
+ * every `Cache-Control` of theirs replaced by one of `value`, and every
+ * field a CDN would read instead of it dropped.
  */
 export function withCacheControl(headers: readonly string[], value: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
-    if ((headers[i] as string).toLowerCase() === 'cache-control') continue;
+    if (CACHE_CONTROL_FIELD.test((headers[i] as string).toLowerCase())) continue;
     out.push(headers[i] as string, headers[i + 1] as string);
   }
   out.push('Cache-Control', value);
