@@ -70,9 +70,10 @@ export const NGINX_PIN_NAMES: ReleasePinNames = Object.freeze({
  * An answer a header or a cookie sent to a retained copy gets
  * `Cache-Control: private, no-cache`, as the middleware's does: the URL
  * does not say which release it is, and a shared cache keyed by it would
- * keep the old release's bytes (its `gzip_static` variant included) for
- * every request that names nothing. `add_header` with an empty value adds
- * nothing: every other answer is as nginx sends it.
+ * keep the old release's bytes (its `gzip_static` variant included), or
+ * its 404, for every request that names nothing (`always`: whatever the
+ * status). `add_header` with an empty value adds nothing: every other
+ * answer is as nginx sends it.
  */
 function pinnedRoot(root: string, retained: readonly IncludedRelease[], pins: ReleasePinNames): string[] {
   const variable = (prefix: string, name: string) => `$${prefix}${name.toLowerCase().replace(/-/g, '_')}`;
@@ -97,7 +98,9 @@ function pinnedRoot(root: string, retained: readonly IncludedRelease[], pins: Re
       );
     }
   }
-  lines.push('root $mirrorswap_root;', 'add_header Cache-Control $mirrorswap_cache_control;');
+  // always: a 404 (or any error) of the retained release is no answer for others either, and mirrorStatic
+  // marks the answer before it looks the file up
+  lines.push('root $mirrorswap_root;', 'add_header Cache-Control $mirrorswap_cache_control always;');
   return lines;
 }
 
