@@ -100,7 +100,11 @@ export async function deriveCopy(
     // a directory derived whole is named to its parent too, which settles the entry (the record and
     // the made variants of a file it replaced: no index names them any more, and nginx would serve
     // them by name) without going into it
-    if (treeSet.has(p)) treesOf.set(parent, [...(treesOf.get(parent) ?? []), name]);
+    if (treeSet.has(p)) {
+      const trees = treesOf.get(parent);
+      if (trees) trees.push(name);
+      else treesOf.set(parent, [name]);
+    }
     const names = byParent.get(parent);
     if (names) names.push(name);
     else byParent.set(parent, [name]);

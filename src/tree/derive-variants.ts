@@ -492,6 +492,7 @@ function deriveDirectory(
   const dropMadeVariants = (name: string) => {
     for (const encoding of VARIANT_ENCODINGS) {
       const vname = name + VARIANT_SUFFIX[encoding];
+      if (here !== null && !here.has(vname)) continue; // listed whole, without it: no call
       const vst = stat(vname);
       if (vst?.isFile() && !masterHolds(vname) && removeVariant(c, join(abs, vname), vst)) {
         result.stats.removed++;
@@ -999,7 +1000,9 @@ function copyInto(from: string, ost: Stats, out: number): void {
   const src = openSync(from, constants.O_RDONLY | NO_FOLLOW);
   try {
     const sst = fstatSync(src);
-    if (!sst.isFile() || sst.ino !== ost.ino || sst.dev !== ost.dev) throw new Error(`${from} changed`);
+    // and not rewritten in place since it was looked at (its time is what made it worth taking)
+    if (!sst.isFile() || sst.ino !== ost.ino || sst.dev !== ost.dev || sst.mtimeMs !== ost.mtimeMs)
+      throw new Error(`${from} changed`);
     const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(sst.size, COPY_CHUNK)));
     let total = 0;
     for (;;) {

@@ -639,11 +639,15 @@ export class TreeCopier {
    */
   async #filesOf(also: readonly string[], under: (p: string) => boolean): Promise<string[]> {
     const out: string[] = [];
-    for (const p of also) {
-      if (under(p)) continue;
-      const st = await lstatOrNull(join(this.#source, p)).catch(() => null);
-      if (!st?.isDirectory()) out.push(p);
-    }
+    // side by side, as the copy's own calls go: a journal may name many paths
+    await forEachLimited(
+      also.filter((p) => !under(p)),
+      this.#concurrency,
+      async (p) => {
+        const st = await lstatOrNull(join(this.#source, p)).catch(() => null);
+        if (!st?.isDirectory()) out.push(p);
+      },
+    );
     return out;
   }
 

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lstatOrNullSync } from '../core/lstat-or-null.js';
 import { isNothingThere } from '../core/nothing-there.js';
-import type { VariantEncoding } from '../store/content-index.js';
+import { type VariantEncoding, hasOriginalTime } from '../store/content-index.js';
 import type { VariantSettings } from './compressible.js';
 import { msInside } from './copy-times.js';
 
@@ -92,16 +92,15 @@ export function cachedVariantSync(
     // compression, as a missing entry does; it never fails the copy that asked
     return null;
   }
-  return st?.isFile() && st.size === entry.size && Math.floor(st.mtimeMs) === entry.mtimeMs
-    ? { ...entry, path, st }
-    : null;
+  // the time it was written with, its original's (CacheEntry.mtimeMs): the rule a made variant keeps
+  return st?.isFile() && st.size === entry.size && hasOriginalTime(st, entry) ? { ...entry, path, st } : null;
 }
 
 /**
  * Write `bytes` as the entry `name` of the cache at `dir`, with the mode and
  * times its original has in master (a copy links it only when they are the
- * ones its own original has). An entry already there is left: it holds the
- * same bytes. A cache directory removed meanwhile is made again (its parent,
+ * ones its own original has). An entry already there is replaced by the
+ * rename, with the same bytes (its name says which). A cache directory removed meanwhile is made again (its parent,
  * the state directory, never is).
  */
 export async function putCacheEntry(

@@ -38,6 +38,7 @@ describe('Agent.start refuses variant options that would not do what they say', 
   ];
   for (const [what, options, message] of hostile) {
     it(`refuses ${what}`, async () => {
+      const stateBefore = await readdir(store.stateDir);
       await assert.rejects(
         Agent.start({
           layout: store,
@@ -49,6 +50,7 @@ describe('Agent.start refuses variant options that would not do what they say', 
       );
       // refused before anything was written: no state, no lock, no copy
       assert.deepEqual(await readdir(store.slots.a), []);
+      assert.deepEqual(await readdir(store.stateDir), stateBefore);
     });
   }
 

@@ -254,7 +254,7 @@ describe('defaults: one table per component', () => {
     const resolved = resolveCacheRules(escaped);
     assert.equal(resolved[0]?.test('/a=b.js'), true, 'the glob matches the file named with =');
     assert.equal(resolved[1]?.test('/q=12'), true, 'the RegExp matches the path with =');
-    // a value may hold = and a RegExp may be anything else
+    // the first = not written \= ends the pattern, a RegExp's too: what follows it, = and all, is the value
     assert.deepEqual(
       staticOptions(parseFlags(['--cache-rule', 're:^/a=b=public, max-age=60'], SERVE_FLAGS, {}), layout, quiet)
         .cacheRules,
