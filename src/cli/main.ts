@@ -46,7 +46,7 @@ const COMMANDS: Record<string, Command> = {
   },
   serve: {
     usage: 'mirrorswap serve --store DIR [options]',
-    summary: 'Run a standalone web server on the mounted copy, with /healthz and /metrics.',
+    summary: 'Run a standalone web server on the mounted copy, with /healthz, /readyz and /metrics.',
     load: async () => {
       const { SERVE_FLAGS, serveCommand } = await import('./commands/serve.js');
       return { flags: SERVE_FLAGS, run: serveCommand };

@@ -1,5 +1,6 @@
 import { MOUNT_DEFAULTS, MOUNT_MINIMUMS, STATIC_DEFAULTS } from '../../middleware/defaults.js';
 import type { CacheRule, StaticOptions, WatchMode } from '../../middleware/options.js';
+import { resolveStaticOptions } from '../../middleware/options.js';
 import { resolveCacheRules } from '../../middleware/static/cache-rules.js';
 import type { Logger } from '../core/logger.js';
 import type { StoreLayout } from '../store/store-layout.js';
@@ -189,27 +190,65 @@ function assetFallbackFlag(values: FlagValues): StaticOptions['assetFallback'] {
   }
 }
 
+/** The flag behind each middleware option these flags set: its refusal is that flag's usage error. */
+const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
+  serverId: 'server-id',
+  watch: 'watch',
+  pollInterval: 'poll-interval',
+  heartbeatInterval: 'heartbeat-interval',
+  maxAge: 'max-age',
+  cacheRules: 'cache-rule',
+  precompressed: 'precompressed',
+  etag: 'etag',
+  releaseHeader: 'release-header',
+  pinQuery: 'pin-query',
+  pinHeader: 'pin-header',
+  pinCookie: 'pin-cookie',
+  assetFallback: 'asset-fallback',
+};
+
+/**
+ * Check the options as the middleware will, before anything starts (`up` starts its agent first):
+ * a refusal is a usage error naming the flag and its value, not the middleware's option name.
+ */
+function checkedStaticOptions(options: StaticOptions, values: FlagValues): StaticOptions {
+  try {
+    resolveStaticOptions(options);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    const option = /^(\w+)/.exec(err.message)?.[1] ?? '';
+    const flag = FLAG_OF_OPTION[option];
+    if (flag === undefined) throw new UsageError(err.message);
+    const given = values[flag];
+    throw new UsageError(`--${flag} ${typeof given === 'string' ? given : String(given)}: ${err.message}`);
+  }
+  return options;
+}
+
 /** mirrorStatic's options from the flags; what a flag leaves unset takes the middleware's default. */
 export function staticOptions(values: FlagValues, layout: StoreLayout, logger: Logger): StaticOptions {
   const watch = stringFlag(values, 'watch');
   if (watch !== undefined && !WATCH_MODES.includes(watch as WatchMode)) {
     throw new UsageError(`--watch ${watch}: must be auto, native or poll`);
   }
-  return {
-    store: layout.root,
-    watch: watch as WatchMode | undefined,
-    pollInterval: durationFlag(values, 'poll-interval', { min: MOUNT_MINIMUMS.pollInterval }),
-    heartbeatInterval: durationFlag(values, 'heartbeat-interval', { min: MOUNT_MINIMUMS.heartbeatInterval }),
-    maxAge: durationFlag(values, 'max-age'),
-    cacheRules: cacheRulesFlag(values),
-    precompressed: values.precompressed === undefined ? undefined : values.precompressed === true,
-    etag: etagFlag(values),
-    releaseHeader: stringFlag(values, 'release-header'),
-    pinQuery: pinFlag(values, 'pin-query'),
-    pinHeader: pinFlag(values, 'pin-header'),
-    pinCookie: pinFlag(values, 'pin-cookie'),
-    assetFallback: assetFallbackFlag(values),
-    logger,
-    serverId: stringFlag(values, 'server-id'),
-  };
+  return checkedStaticOptions(
+    {
+      store: layout.root,
+      watch: watch as WatchMode | undefined,
+      pollInterval: durationFlag(values, 'poll-interval', { min: MOUNT_MINIMUMS.pollInterval }),
+      heartbeatInterval: durationFlag(values, 'heartbeat-interval', { min: MOUNT_MINIMUMS.heartbeatInterval }),
+      maxAge: durationFlag(values, 'max-age'),
+      cacheRules: cacheRulesFlag(values),
+      precompressed: values.precompressed === undefined ? undefined : values.precompressed === true,
+      etag: etagFlag(values),
+      releaseHeader: stringFlag(values, 'release-header'),
+      pinQuery: pinFlag(values, 'pin-query'),
+      pinHeader: pinFlag(values, 'pin-header'),
+      pinCookie: pinFlag(values, 'pin-cookie'),
+      assetFallback: assetFallbackFlag(values),
+      logger,
+      serverId: stringFlag(values, 'server-id'),
+    },
+    values,
+  );
 }

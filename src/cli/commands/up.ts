@@ -54,12 +54,18 @@ async function embeddedToken(layout: StoreLayout): Promise<string> {
 export async function upCommand(values: FlagValues): Promise<number> {
   const layout = layoutFrom(values);
   const log = makeLogger(process.env.MIRRORSWAP_LOG_LEVEL ?? 'warn');
+  const web = listenFlag(values, 'serve-listen');
+  // the web server's flags are checked before anything starts: a bad one is a usage error, no agent left running
+  const webOptions = staticOptions(values, layout, log);
   const seeded = await seedIfEmpty(layout);
   const token = await embeddedToken(layout);
-  const web = listenFlag(values, 'serve-listen');
   const agentServer = await startAgentFrom(values, layout, token, log);
   await agentServer.started;
-  const webServer = await startStaticServer(web.host, web.port, staticOptions(values, layout, log));
+  // a web server that cannot start (its listener taken) ends `up`: the agent is not left running alone
+  const webServer = await startStaticServer(web.host, web.port, webOptions).catch(async (err: unknown) => {
+    await agentServer.close();
+    throw err;
+  });
   const tokenFile = join(layout.stateDir, 'token');
   console.log(
     [
