@@ -35,6 +35,8 @@ describe('Agent.start refuses variant options that would not do what they say', 
     ['a saving of 100%', { variantMinSaving: 100 }, /variantMinSaving option must be an integer from 0 to 99/],
     ['NaN threads', { variantThreads: Number.NaN }, /variantThreads option must be an integer from 0 to 64, not NaN/],
     ['variants as a string', { variants: 'yes' }, /variants option must be true or false/],
+    // "no" read as truthy would compress as files land: the opposite of what it says
+    ['precompress as a string', { precompress: 'no' }, /precompress option must be true or false/],
   ];
   for (const [what, options, message] of hostile) {
     it(`refuses ${what}`, async () => {
