@@ -13,6 +13,7 @@ type VariantOptions = Pick<
   | 'variantMinSaving'
   | 'variantTypes'
   | 'variantThreads'
+  | 'precompress'
 >;
 
 /** The derive step's settings from the agent's options; null when variants are off (or no coding is wanted). */
@@ -37,7 +38,8 @@ export const VARIANT_TYPE = /^\.?[^./\s*?[\]{}\\]+$/;
 
 /**
  * Refuse variant options that would do something else than they seem to
- * (the command line refuses the same as usage errors): an empty list of
+ * (the command line refuses the same as usage errors): a `precompress` or
+ * `variants` that is not a boolean was read for its truth, an empty list of
  * codings turned the content index off with the variants, an empty list
  * of types compressed nothing, and numbers out of range reached zlib as
  * its own, less clear, errors at the first sync. A TypeError naming the
@@ -53,6 +55,8 @@ export function variantOptionsRefusal(opts: VariantOptions): void {
       fail(`${name} option must be an integer from ${min} to ${max}, not ${String(v)}`);
   };
   if (typeof opts.variants !== 'boolean') fail(`variants option must be true or false, not ${String(opts.variants)}`);
+  if (typeof opts.precompress !== 'boolean')
+    fail(`precompress option must be true or false, not ${String(opts.precompress)}`);
   const encodings: unknown = opts.variantEncodings;
   if (!Array.isArray(encodings)) fail(`variantEncodings option must be an array of ${VARIANT_ENCODINGS.join(', ')}`);
   for (const e of encodings as unknown[]) {
