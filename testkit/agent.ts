@@ -1,6 +1,7 @@
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { type AgentServer, startAgentServer } from '../src/server/agent-server.js';
-import type { AgentOptions } from '../src/agent/agent.js';
+import type { AgentOptions, AgentStatus, SwapRecord } from '../src/agent/agent.js';
 import { memoryLogger } from './logger.js';
 import type { TempStore } from './store.js';
 
@@ -45,4 +46,16 @@ export async function startTestAgent(
       });
     },
   };
+}
+
+/** A sync through the agent's API, waited for; asserts it went well (the record's error otherwise) and returns its record. */
+export async function syncOk(agent: TestAgent, query = ''): Promise<SwapRecord> {
+  const record = (await (await agent.call('POST', `/v1/sync?wait=1${query}`)).json()) as SwapRecord;
+  assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
+  return record;
+}
+
+/** The agent's `/v1/status`. */
+export async function agentStatus(agent: TestAgent): Promise<AgentStatus> {
+  return (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
 }

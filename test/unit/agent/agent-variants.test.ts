@@ -3,18 +3,13 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { brotliDecompressSync } from 'node:zlib';
-import type { SwapRecord } from '../../../src/agent/agent.js';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
 import { readEpochFile } from '../../../src/store/epoch-file.js';
-import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
+import { type TestAgent, startTestAgent, syncOk } from '../../../testkit/agent.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
 
-const sync = async (agent: TestAgent, query = ''): Promise<SwapRecord> => {
-  const record = (await (await agent.call('POST', `/v1/sync?wait=1${query}`)).json()) as SwapRecord;
-  assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
-  return record;
-};
+const sync = syncOk;
 
 describe('the agent makes variants at sync', () => {
   let store: TempStore;

@@ -3,12 +3,11 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
 import { Precompress } from '../../../src/agent/master/precompress.js';
 import type { Logger } from '../../../src/core/logger.js';
 import { readEpochFile } from '../../../src/store/epoch-file.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
-import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
+import { type TestAgent, agentStatus, startTestAgent, syncOk } from '../../../testkit/agent.js';
 import { memoryLogger } from '../../../testkit/logger.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { compressibleText as text } from '../../../testkit/variants.js';
@@ -16,12 +15,8 @@ import { waitFor } from '../../../testkit/wait.js';
 
 const settings = TREE_DEFAULTS.variantSettings;
 
-const sync = async (agent: TestAgent): Promise<SwapRecord> => {
-  const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-  assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
-  return record;
-};
-const status = async (agent: TestAgent) => (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
+const sync = syncOk;
+const status = agentStatus;
 
 describe('Precompress in isolation', () => {
   let root: string;

@@ -3,25 +3,20 @@ import { mkdir, readFile, readdir, stat, symlink, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
-import type { AgentStatus, SwapRecord } from '../../../src/agent/agent.js';
 import { contentHash } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { readEpochFile } from '../../../src/store/epoch-file.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { cacheEntryName } from '../../../src/tree/variant-cache.js';
-import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
+import { type TestAgent, agentStatus, startTestAgent, syncOk } from '../../../testkit/agent.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { checkCopyIndex, compressibleText as text } from '../../../testkit/variants.js';
 import { waitFor } from '../../../testkit/wait.js';
 
 const settings = TREE_DEFAULTS.variantSettings;
 
-const sync = async (agent: TestAgent): Promise<SwapRecord> => {
-  const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-  assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
-  return record;
-};
-const status = async (agent: TestAgent) => (await (await agent.call('GET', '/v1/status')).json()) as AgentStatus;
+const sync = syncOk;
+const status = agentStatus;
 /** Until the agent has compressed `files` files and has nothing waiting. */
 const precompressed = (agent: TestAgent, files: number) =>
   waitFor(`${files} files precompressed`, async () => {

@@ -2,17 +2,12 @@ import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { SwapRecord } from '../../../src/agent/agent.js';
 import { lstatOrNull } from '../../../src/core/lstat-or-null.js';
-import { type TestAgent, startTestAgent } from '../../../testkit/agent.js';
+import { type TestAgent, startTestAgent, syncOk } from '../../../testkit/agent.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { compressibleText as text } from '../../../testkit/variants.js';
 
-const sync = async (agent: TestAgent): Promise<SwapRecord> => {
-  const record = (await (await agent.call('POST', '/v1/sync?wait=1')).json()) as SwapRecord;
-  assert.equal(record.result, 'ok', JSON.stringify(record.error ?? record));
-  return record;
-};
+const sync = syncOk;
 
 /**
  * A file that becomes a directory (or a link) takes the variants the agent
