@@ -253,6 +253,8 @@ function respond(
     dropBodyHeaders(res, rep);
     res.statusCode = 412;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    // its own length: Node frames nothing itself once a Content-Length was removed, and would chunk it
+    res.setHeader('Content-Length', '20');
     res.end('Precondition Failed\n');
     return { status: 412, streaming: false };
   }
