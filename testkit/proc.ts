@@ -93,8 +93,19 @@ export async function cli(
   return { code, output: p.output() };
 }
 
-/** The URL an agent or web server logged when it started listening. */
+/**
+ * The URL an agent or web server logged when it started listening. One that
+ * does not get there in time is killed: left running, nothing would stop it
+ * (its caller never had it), and it would hold the test file open until the
+ * runner's own timeout.
+ */
 export async function listeningUrl(p: CliProcess, timeoutMs?: number): Promise<string> {
-  const line = await p.waitForLine(/"msg":"(agent|web server) listening"/, timeoutMs);
+  let line: string;
+  try {
+    line = await p.waitForLine(/"msg":"(agent|web server) listening"/, timeoutMs);
+  } catch (err) {
+    await p.kill('SIGKILL');
+    throw err;
+  }
   return (JSON.parse(line) as { url: string }).url;
 }

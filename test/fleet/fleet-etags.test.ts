@@ -115,7 +115,11 @@ describe('content ETags on every fleet host', { timeout: 600_000 }, () => {
       }
     };
     await writeRelease(1);
-    const coordinator = await fleet.startCoordinator(['--prepare-timeout', '60s'], store);
+    const started = Date.now();
+    // it listens once it has made its two copies of 10,000 files, with their variants: longer than the
+    // usual 15 s when another test file runs beside it
+    const coordinator = await fleet.startCoordinator(['--prepare-timeout', '60s'], store, { listenTimeoutMs: 120_000 });
+    console.log(`coordinator ready in ${Date.now() - started} ms`);
     const hosts = [await fleet.addHost('e1'), await fleet.addHost('e2')];
     const brTags = new Map<string, string>(); // content hash -> the br variant's tag, across hosts and releases
     for (let release = 1; release <= 3; release++) {
