@@ -167,10 +167,26 @@ export class TestFleet {
         through === undefined ? {} : { through },
       );
     let agent = start();
-    const urlOf = async (p: CliProcess) =>
-      (JSON.parse(await p.waitForLine(/"msg":"fleet host agent running"/, opts.startTimeoutMs)) as { url: string }).url;
+    // a host that does not start in time is killed, as listeningUrl kills an agent: left running, it would
+    // hold the test file open
+    const urlOf = async (p: CliProcess) => {
+      try {
+        return (
+          JSON.parse(await p.waitForLine(/"msg":"fleet host agent running"/, opts.startTimeoutMs)) as { url: string }
+        ).url;
+      } catch (err) {
+        await p.kill('SIGKILL');
+        throw err;
+      }
+    };
     let statusUrl = await urlOf(agent);
-    const web = opts.web === false ? null : await startWebProc(store, `web-${id}`);
+    const web =
+      opts.web === false
+        ? null
+        : await startWebProc(store, `web-${id}`).catch(async (err: unknown) => {
+            await agent.kill('SIGKILL');
+            throw err;
+          });
     const host: FleetHostProc = {
       id,
       store,
