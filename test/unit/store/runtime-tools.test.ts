@@ -50,4 +50,14 @@ describe('runtime tools', () => {
     assert.match(init.output(), /MISSING_TOOL|is not on PATH/);
     await assert.rejects(stat(store.lockFile), { code: 'ENOENT' }, 'the store was taken');
   });
+
+  it('up started without them exits at once with the error, before it seeds master or writes a token', async () => {
+    const root = join(await dirs.make('mirrorswap-tools-up-'), 'store');
+    const up = runCli(['up', '--store', root, '--listen', '127.0.0.1:0', '--serve-listen', '127.0.0.1:0'], {
+      PATH: '/nonexistent',
+    });
+    assert.equal(await up.exited(), 1, up.output());
+    assert.match(up.output(), /flock is not on PATH/);
+    await assert.rejects(stat(root), { code: 'ENOENT' }, 'up made its store before it refused to start');
+  });
 });
