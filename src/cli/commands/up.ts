@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../store/atomic-write.js';
+import { FLOCK, SYNC, checkRuntimeTools } from '../../store/runtime-tools.js';
 import { startStaticServer } from '../../server/static-server.js';
 import type { StoreLayout } from '../../store/store-layout.js';
 import { AGENT_LISTEN_FLAG, SWAP_FLAGS, startAgentFrom } from '../agent-flags.js';
@@ -57,6 +58,8 @@ export async function upCommand(values: FlagValues): Promise<number> {
   const web = listenFlag(values, 'serve-listen');
   // the web server's flags are checked before anything starts: a bad one is a usage error, no agent left running
   const webOptions = staticOptions(values, layout, log);
+  // the programs the agent runs are looked for before the store is seeded: none there, nothing made
+  await checkRuntimeTools(values.fsync === false ? [FLOCK] : [FLOCK, SYNC]);
   const seeded = await seedIfEmpty(layout);
   const token = await embeddedToken(layout);
   const agentServer = await startAgentFrom(values, layout, token, log);
