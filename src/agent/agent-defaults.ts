@@ -45,6 +45,18 @@ export const AGENT_DEFAULTS = Object.freeze({
   skewMaxAgeMs: RETENTION_DEFAULTS.skewMaxAgeMs,
 });
 
+/**
+ * The range of each whole-number variant option, inclusive: what
+ * `Agent.start` and the flags (`--brotli-quality`, …) both take.
+ */
+export const VARIANT_RANGES = Object.freeze({
+  brotliQuality: [0, 11],
+  gzipLevel: [1, 9],
+  variantMinSize: [0, Number.MAX_SAFE_INTEGER],
+  variantMinSaving: [0, 99],
+  variantThreads: [0, 64],
+} as const);
+
 /** The smallest values taken, where a smaller one would be a mistake rather than a choice. */
 export const AGENT_MINIMUMS = Object.freeze({
   intervalMs: 100,

@@ -1,6 +1,6 @@
 import { VARIANT_ENCODINGS } from '../store/content-index.js';
 import type { VariantSettings } from '../tree/compressible.js';
-import { AGENT_DEFAULTS } from './agent-defaults.js';
+import { AGENT_DEFAULTS, VARIANT_RANGES } from './agent-defaults.js';
 import type { ResolvedAgentOptions } from './agent-types.js';
 
 type VariantOptions = Pick<
@@ -49,11 +49,6 @@ export function variantOptionsRefusal(opts: VariantOptions): void {
   const fail = (message: string): never => {
     throw new TypeError(message);
   };
-  const integer = (name: keyof VariantOptions, min: number, max: number) => {
-    const v = opts[name];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-      fail(`${name} option must be an integer from ${min} to ${max}, not ${String(v)}`);
-  };
   if (typeof opts.variants !== 'boolean') fail(`variants option must be true or false, not ${String(opts.variants)}`);
   if (typeof opts.precompress !== 'boolean')
     fail(`precompress option must be true or false, not ${String(opts.precompress)}`);
@@ -80,11 +75,14 @@ export function variantOptionsRefusal(opts: VariantOptions): void {
     if ((types as unknown[]).length === 0)
       fail('variantTypes option is empty: it would compress nothing; to turn variants off, give variants: false');
   }
-  integer('brotliQuality', 0, 11);
-  integer('gzipLevel', 1, 9);
-  integer('variantMinSize', 0, Number.MAX_SAFE_INTEGER);
-  integer('variantMinSaving', 0, 99);
-  integer('variantThreads', 0, 64);
+  for (const [name, [min, max]] of Object.entries(VARIANT_RANGES) as [
+    keyof typeof VARIANT_RANGES,
+    [number, number],
+  ][]) {
+    const v = opts[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      fail(`${name} option must be an integer from ${min} to ${max}, not ${String(v)}`);
+  }
 }
 
 /** The settings of an agent started with no variant option. */

@@ -1,4 +1,4 @@
-import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS } from '../agent/agent-defaults.js';
+import { AGENT_DEFAULTS, AGENT_MINIMUMS, API_DEFAULTS, VARIANT_RANGES } from '../agent/agent-defaults.js';
 import type { AgentOptions } from '../agent/agent.js';
 import type { FleetAgentOptions } from '../agent/agent-types.js';
 import type { Logger } from '../core/logger.js';
@@ -241,12 +241,12 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
     verifyIntervalMs: durationFlag(values, 'verify-interval'),
     variants: boolean('variants'),
     variantEncodings: encodingsFlag(values),
-    brotliQuality: integerFlag(values, 'brotli-quality', 0, 11),
-    gzipLevel: integerFlag(values, 'gzip-level', 1, 9),
+    brotliQuality: integerFlag(values, 'brotli-quality', ...VARIANT_RANGES.brotliQuality),
+    gzipLevel: integerFlag(values, 'gzip-level', ...VARIANT_RANGES.gzipLevel),
     variantMinSize: sizeFlag(values, 'variant-min-size', { zero: true }),
-    variantMinSaving: integerFlag(values, 'variant-min-saving', 0, 99),
+    variantMinSaving: integerFlag(values, 'variant-min-saving', ...VARIANT_RANGES.variantMinSaving),
     variantTypes: typesFlag(values),
-    variantThreads: integerFlag(values, 'variant-threads', 0, 64),
+    variantThreads: integerFlag(values, 'variant-threads', ...VARIANT_RANGES.variantThreads),
     precompress: boolean('precompress'),
     keep: integerFlag(values, 'keep', 2, MAX_KEEP),
     skewMaxAgeMs: durationFlag(values, 'skew-max-age'),

@@ -100,8 +100,9 @@ export function cachedVariantSync(
  * Write `bytes` as the entry `name` of the cache at `dir`, with the mode and
  * times its original has in master (a copy links it only when they are the
  * ones its own original has). An entry already there is replaced by the
- * rename, with the same bytes (its name says which). A cache directory removed meanwhile is made again (its parent,
- * the state directory, never is).
+ * rename, with the same bytes (its name says which). A cache directory
+ * removed meanwhile is made again (its parent, the state directory, never
+ * is).
  */
 export async function putCacheEntry(
   dir: string,

@@ -234,11 +234,16 @@ export class Precompress {
     return this.#entries.size >= CACHE_MAX_ENTRIES || this.#bytes >= this.#maxBytes;
   }
 
-  /** Know an entry, its bytes counted once however often it is known. */
-  #remember(name: string, entry: CacheEntry): void {
-    this.#forget(name);
+  /**
+   * Know an entry, its bytes counted against the budget; false when it is
+   * known already (another path of the same bytes, compressed side by side,
+   * made or is writing it): counted once, written once.
+   */
+  #remember(name: string, entry: CacheEntry): boolean {
+    if (this.#entries.has(name)) return false;
     this.#entries.set(name, entry);
     this.#bytes += entry.size;
+    return true;
   }
 
   /** Drop an entry from what is known (its file is gone, or is being removed). */
@@ -265,10 +270,9 @@ export class Precompress {
       const options = compressionOptions(encoding, read.bytes.length, this.#settings);
       const out = encoding === 'br' ? await brotliAsync(read.bytes, options) : await gzipAsync(read.bytes, options);
       if (out.length > read.bytes.length * (1 - this.#settings.minSavingPercent / 100)) continue;
-      // another path of the same bytes, compressed side by side, made (or is writing) this very entry
-      if (this.#entries.has(name)) continue;
       // known before it is there: a prune running meanwhile must not take it for an earlier agent's
-      this.#remember(name, { size: out.length, sha256: contentHash(out), mtimeMs: Math.floor(like.mtimeMs) });
+      if (!this.#remember(name, { size: out.length, sha256: contentHash(out), mtimeMs: Math.floor(like.mtimeMs) }))
+        continue;
       this.#writing.add(name);
       try {
         await putCacheEntry(this.#cache, name, out, like);
