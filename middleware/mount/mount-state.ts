@@ -6,6 +6,12 @@ import type { Heartbeat, ServedCounts } from '../../src/store/heartbeat.js';
 import type { SlotMap, SlotName } from '../../src/store/store-layout.js';
 import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
+
+/** What `MountState.pinnedFor` says of a request with no response yet (an upgrade). */
+export interface PinNote {
+  /** Pinned to a retained release outside the URL: its answer is `PINNED_PRIVATELY`. */
+  privately: boolean;
+}
 import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
 import { HeartbeatWriter } from './heartbeat-writer.js';
 import { answerPrivately, pinOf } from './release-pins.js';
@@ -199,9 +205,11 @@ export class MountState<T> {
    * undefined for the mounted release (named, or nothing named, or one not
    * retained). To be passed to `acquire` in the same turn. An answer pinned by
    * the header or the cookie is marked `Cache-Control: private, no-cache` on
-   * `res`: the URL alone does not say which release it is.
+   * `res`: the URL alone does not say which release it is. An upgrade has no
+   * response yet: given a `PinNote`, it is told instead (`privately`), for
+   * the answer of an upstream that declines the upgrade.
    */
-  pinnedFor(req: IncomingMessage, res?: ServerResponse): MountView<T> | undefined {
+  pinnedFor(req: IncomingMessage, res?: ServerResponse | PinNote): MountView<T> | undefined {
     if (this.#retained.length === 0) return undefined;
     const pin = pinOf(req, this.#opts.pins);
     if (pin === null) return undefined;
@@ -211,7 +219,10 @@ export class MountState<T> {
     else if (found !== this.#view) {
       this.countServed(found, 'pinned');
       // named outside the URL: a shared cache keyed by the URL must not keep this answer for others
-      if (res !== undefined && pin.via !== 'query') answerPrivately(res);
+      if (res !== undefined && pin.via !== 'query') {
+        if ('setHeader' in res) answerPrivately(res);
+        else res.privately = true;
+      }
       return found;
     }
     return undefined;

@@ -549,7 +549,14 @@ export class Forwarder {
    * called exactly once, when the exchange is over. Nothing throws out of
    * here, into node:http's 'upgrade' event.
    */
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: string, done: (outcome: Outcome) => void): void {
+  ws(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    target: string,
+    done: (outcome: Outcome) => void,
+    privately = false,
+  ): void {
     const settled = settleOnce(done);
     const guarded = (run: () => void) => {
       try {
@@ -564,7 +571,7 @@ export class Forwarder {
     guarded(() =>
       whenSocketFree(
         socket,
-        () => guarded(() => this.#upgrade(req, socket, head, target, settled)),
+        () => guarded(() => this.#upgrade(req, socket, head, target, settled, privately)),
         () => settled.end('client_closed'),
       ),
     );
@@ -576,6 +583,7 @@ export class Forwarder {
     head: Buffer,
     target: string,
     settled: ReturnType<typeof settleOnce>,
+    privately: boolean,
   ): void {
     const sendTimeout = this.#opts.clientBodyTimeout;
     let controller: Dispatcher.DispatchController | null = null;
@@ -645,6 +653,8 @@ export class Forwarder {
         if (statusCode < 200) return;
         // declined: relayed as an ordinary answer, framed by node:http, on a connection that then closes
         let headers = clientResponseHeaders((c.rawHeaders ?? []) as Buffer[]);
+        // pinned to a retained release outside the URL (mirrorProxy's pins), as an ordinary answer is
+        if (privately) headers = withCacheControl(headers, PINNED_PRIVATELY);
         if (statusCode === 204) headers = withoutContentLength(headers);
         try {
           const response = new ServerResponse(req);

@@ -5,7 +5,7 @@ import { MirrorswapError, httpError } from '../../src/core/errors.js';
 import { ALL_SLOTS, type SlotMap, type SlotName } from '../../src/store/store-layout.js';
 import { Forwarder, type Outcome, type UpstreamTls, endRaw, isUpstreamFailure, whenSocketFree } from './forwarder.js';
 import { statusClass } from '../mount/metrics.js';
-import { type MountSurface, MountState, mountSurface } from '../mount/mount-state.js';
+import { type MountSurface, MountState, type PinNote, mountSurface } from '../mount/mount-state.js';
 import { PROXY_DEFAULTS } from '../defaults.js';
 import { type MountOptions, booleanOption, checkHttpUrl, integerOption, resolveMountOptions } from '../options.js';
 
@@ -264,18 +264,27 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
   }
 
   function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const pin = mount.acquire(socket, mount.pinnedFor(req));
+    // pinned outside the URL, an upstream's answer declining the upgrade is marked private (the forwarder)
+    const note: PinNote = { privately: false };
+    const pin = mount.acquire(socket, mount.pinnedFor(req, note));
     if (pin === null) {
       refuseUpgrade(socket);
       return;
     }
     const { view } = pin;
     view.data.upgraded.add(socket);
-    forwarder.ws(req, socket, head, view.data.target, (outcome) => {
-      view.data.upgraded.delete(socket);
-      pin.release();
-      countFailure(view.slot, outcome);
-    });
+    forwarder.ws(
+      req,
+      socket,
+      head,
+      view.data.target,
+      (outcome) => {
+        view.data.upgraded.delete(socket);
+        pin.release();
+        countFailure(view.slot, outcome);
+      },
+      note.privately,
+    );
   }
 
   return Object.assign(middleware, {
