@@ -255,8 +255,19 @@ export function agentOptions(values: FlagValues, layout: StoreLayout, logger: Lo
 }
 
 /**
- * Start the agent behind its API, as the flags say. The agent is imported here, not with the flags:
- * `mirrorswap host` shares these flags and runs no sync agent.
+ * What the agent's flags say, read and checked: a bad one is a usage error
+ * here, before anything is started or made (`up` reads them before it seeds
+ * its store).
+ */
+export function agentFlags(values: FlagValues, layout: StoreLayout, log: Logger) {
+  const { host, port } = listenFlag(values, 'listen');
+  return { host, port, maxBody: sizeFlag(values, 'max-body'), agent: agentOptions(values, layout, log) };
+}
+
+/**
+ * Start the agent behind its API, as the flags say (`flags`: as `agentFlags`
+ * read them). The agent is imported here, not with the flags: `mirrorswap
+ * host` shares these flags and runs no sync agent.
  */
 export async function startAgentFrom(
   values: FlagValues,
@@ -264,14 +275,14 @@ export async function startAgentFrom(
   token: string,
   log: Logger,
   fleet?: FleetAgentOptions,
+  flags: ReturnType<typeof agentFlags> = agentFlags(values, layout, log),
 ): Promise<AgentServer> {
-  const { host, port } = listenFlag(values, 'listen');
   const { startAgentServer } = await import('../server/agent-server.js');
   return startAgentServer({
-    host,
-    port,
+    host: flags.host,
+    port: flags.port,
     token,
-    maxBody: sizeFlag(values, 'max-body'),
-    agent: { ...agentOptions(values, layout, log), fleet },
+    maxBody: flags.maxBody,
+    agent: { ...flags.agent, fleet },
   });
 }

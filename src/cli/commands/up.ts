@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../../store/atomic-write.js';
 import { FLOCK, SYNC, checkRuntimeTools } from '../../store/runtime-tools.js';
 import { startStaticServer } from '../../server/static-server.js';
 import type { StoreLayout } from '../../store/store-layout.js';
-import { AGENT_LISTEN_FLAG, SWAP_FLAGS, startAgentFrom } from '../agent-flags.js';
+import { AGENT_LISTEN_FLAG, SWAP_FLAGS, agentFlags, startAgentFrom } from '../agent-flags.js';
 import { STORE_FLAGS, layoutFrom, makeLogger, readToken } from '../common.js';
 import { type FlagSpecs, type FlagValues, listenFlag } from '../flags.js';
 import { runUntilSignal } from '../run-until-signal.js';
@@ -58,11 +58,13 @@ export async function upCommand(values: FlagValues): Promise<number> {
   const web = listenFlag(values, 'serve-listen');
   // the web server's flags are checked before anything starts: a bad one is a usage error, no agent left running
   const webOptions = staticOptions(values, layout, log);
+  // and the agent's: a bad one is a usage error before the store is seeded or a token written
+  const agent = agentFlags(values, layout, log);
   // the programs the agent runs are looked for before the store is seeded: none there, nothing made
   await checkRuntimeTools(values.fsync === false ? [FLOCK] : [FLOCK, SYNC]);
   const seeded = await seedIfEmpty(layout);
   const token = await embeddedToken(layout);
-  const agentServer = await startAgentFrom(values, layout, token, log);
+  const agentServer = await startAgentFrom(values, layout, token, log, undefined, agent);
   await agentServer.started;
   // a web server that cannot start (its listener taken) ends `up`: the agent is not left running alone
   const webServer = await startStaticServer(web.host, web.port, webOptions).catch(async (err: unknown) => {
