@@ -44,6 +44,16 @@ export function answerPrivately(res: ServerResponse): void {
   pinnedPrivately.add(res);
 }
 
+/**
+ * Mark `res` as `answerPrivately` does, the field left for its writer to
+ * add (a proxy: `withCacheControl`). A field set on a response beforehand
+ * makes node:http merge the fields `writeHead` is given into it by name:
+ * an upstream's repeated `Set-Cookie` or `Link` would keep its last alone.
+ */
+export function answerPrivatelyWhenWritten(res: ServerResponse): void {
+  pinnedPrivately.add(res);
+}
+
 /** Whether `res` was marked by `answerPrivately`. */
 export function answersPrivately(res: ServerResponse): boolean {
   return pinnedPrivately.has(res);

@@ -140,6 +140,8 @@ function answer(res: ServerResponse, status: number, extra: Record<string, strin
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': Buffer.byteLength(body),
     Connection: 'close',
+    // a failure of a retained release's upstream, pinned outside the URL, is no answer for others either
+    ...(answersPrivately(res) ? { 'Cache-Control': PINNED_PRIVATELY } : {}),
     ...extra,
   });
   res.end(body);

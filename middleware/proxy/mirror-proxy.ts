@@ -7,6 +7,7 @@ import { Forwarder, type Outcome, type UpstreamTls, endRaw, isUpstreamFailure, w
 import { statusClass } from '../mount/metrics.js';
 import { type MountSurface, MountState, type PinNote, mountSurface } from '../mount/mount-state.js';
 import { PROXY_DEFAULTS } from '../defaults.js';
+import { answerPrivatelyWhenWritten } from '../mount/release-pins.js';
 import { type MountOptions, booleanOption, checkHttpUrl, integerOption, resolveMountOptions } from '../options.js';
 
 type Next = (err?: unknown) => void;
@@ -216,8 +217,11 @@ export function mirrorProxy(options: ProxyOptions): MirrorProxy {
 
   const forward = (req: IncomingMessage, res: ServerResponse, next: Next): void => {
     // a request naming a retained release goes to that slot's upstream (skew protection); named
-    // outside the URL, its answer is marked private whatever the upstream says (the forwarder)
-    const pin = mount.acquire(res, mount.pinnedFor(req, res));
+    // outside the URL, its answer is marked private whatever the upstream says (the forwarder, which
+    // writes the field with the upstream's: set on `res` now, it would merge away their repeats)
+    const note: PinNote = { privately: false };
+    const pin = mount.acquire(res, mount.pinnedFor(req, note));
+    if (note.privately) answerPrivatelyWhenWritten(res);
     if (pin === null) {
       unavailable(next);
       return;
