@@ -147,6 +147,37 @@ function answer(res: ServerResponse, status: number, extra: Record<string, strin
   res.end(body);
 }
 
+/**
+ * `res.writeHead(status, message, headers)`, every field `headers` repeats
+ * written each time. Given a flat list, node:http (Node 20) merges it by
+ * name into the fields set on `res` beforehand (an earlier middleware's;
+ * mirrorStatic's `Cache-Control` on a pinned request it passes on), so
+ * of two `Set-Cookie` the client got the last alone. With such fields,
+ * each of the list's replaces the one of its name, its values all kept.
+ */
+function writeHeadKeepingRepeats(
+  res: ServerResponse,
+  status: number,
+  message: string | undefined,
+  headers: readonly string[],
+): void {
+  if (res.getHeaderNames().length === 0) {
+    res.writeHead(status, message, headers as string[]);
+    return;
+  }
+  const byName = new Map<string, [string, string[]]>();
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    const key = name.toLowerCase();
+    const values = byName.get(key);
+    if (values) values[1].push(headers[i + 1] as string);
+    else byName.set(key, [name, [headers[i + 1] as string]]);
+  }
+  for (const [name, values] of byName.values())
+    res.setHeader(name, values.length === 1 ? (values[0] as string) : values);
+  res.writeHead(status, message);
+}
+
 /** A header name as RFC 9110 allows it (a token). */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A header value node:http writes as it is: no control character but tab. */
@@ -510,7 +541,7 @@ export class Forwarder {
         // a 204 has no body, so no length (RFC 9110 8.6); what the upstream sent after its headers is dropped
         if (statusCode === 204) headers = withoutContentLength(headers);
         try {
-          res.writeHead(statusCode, statusMessage, headers);
+          writeHeadKeepingRepeats(res, statusCode, statusMessage, headers);
         } catch {
           fail('bad_response'); // a status line or header node:http will not write
           return;
