@@ -6,17 +6,17 @@ import type { Heartbeat, ServedCounts } from '../../src/store/heartbeat.js';
 import type { SlotMap, SlotName } from '../../src/store/store-layout.js';
 import { Gauge } from 'prom-client';
 import { EpochWatcher } from './epoch-watcher.js';
+import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
+import { HeartbeatWriter } from './heartbeat-writer.js';
+import { answerPrivately, pinOf } from './release-pins.js';
+import { ServerMetrics, metricsHandler } from './metrics.js';
+import type { ResolvedMountOptions } from '../options.js';
 
 /** What `MountState.pinnedFor` says of a request with no response yet (an upgrade). */
 export interface PinNote {
   /** Pinned to a retained release outside the URL: its answer is `PINNED_PRIVATELY`. */
   privately: boolean;
 }
-import { type FleetMembershipView, FleetReadiness } from './fleet-readiness.js';
-import { HeartbeatWriter } from './heartbeat-writer.js';
-import { answerPrivately, pinOf } from './release-pins.js';
-import { ServerMetrics, metricsHandler } from './metrics.js';
-import type { ResolvedMountOptions } from '../options.js';
 
 /** One mounted epoch, as a request sees it for its whole life. */
 export interface MountView<T> {
