@@ -1,0 +1,62 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { META_DIR_NAME, replaceMetaFileSync } from '../store/content-index.js';
+import { readSmallFileSync } from '../store/read-small-file.js';
+import type { VariantSettings } from './compressible.js';
+
+/**
+ * Which variants a copy holds is decided by four settings: the codings, the
+ * types, the size floor and the saving a variant must make. A derive brings
+ * only what a copy changed up to date, so a copy would keep serving what
+ * settings since dropped (a coding turned off, a type removed) and lack what
+ * they added, until each file changed. The copy therefore records the
+ * selection its variants follow (`.mirrorswap-meta/variant-selection.json`),
+ * and a copy whose record is not the agent's selection is derived whole by
+ * its next sync (tree-copy.ts), after which the record is rewritten.
+ *
+ * Levels are not part of it: a variant made at another level decodes to the
+ * same original, and remaking every variant of a tree for a level would cost
+ * a full compression of it. A new level applies to what is compressed from
+ * then on.
+ *
+ * The record is not made durable: one lost or torn says nothing, which reads
+ * as another selection and costs one derive of the whole copy.
+ */
+
+/** The canonical form of the selection of `settings`: equal strings, equal selections. */
+export function variantSelection(settings: VariantSettings): string {
+  return JSON.stringify({
+    v: 1,
+    encodings: [...settings.encodings].sort(),
+    types: [...new Set(settings.types)].sort(),
+    minSize: settings.minSize,
+    minSavingPercent: settings.minSavingPercent,
+  });
+}
+
+/** Where a copy keeps its selection. */
+export function variantSelectionPath(slotRoot: string): string {
+  return join(slotRoot, META_DIR_NAME, 'variant-selection.json');
+}
+
+/** Largest record read: a few hundred bytes for any real list of types. */
+const SELECTION_MAX_BYTES = 64 * 1024;
+
+/** The selection recorded by the copy at `slotRoot`; null when none can be read (never written, removed, torn). */
+export function recordedVariantSelectionSync(slotRoot: string): string | null {
+  try {
+    return readSmallFileSync(variantSelectionPath(slotRoot), SELECTION_MAX_BYTES)?.toString('utf8') ?? null;
+  } catch {
+    return null; // a directory or a link there (drift), a file too large: not a record
+  }
+}
+
+/**
+ * Record `selection` as the one the copy at `slotRoot` follows, through the
+ * copy's temp directory (which must exist), renamed over the last record.
+ */
+export function recordVariantSelectionSync(slotRoot: string, selection: string): void {
+  replaceMetaFileSync(slotRoot, variantSelectionPath(slotRoot), 'selection', (tmp) =>
+    writeFileSync(tmp, selection, { flag: 'wx', mode: 0o644 }),
+  );
+}
