@@ -146,6 +146,15 @@ export interface DeriveContext {
    */
   cutShort?: boolean;
   /**
+   * The copy's variants followed another selection (variant-selection.ts:
+   * codings, types, size floor, saving) and it is derived whole to follow
+   * this one: a record stands only if the variants it names as made are
+   * exactly those the settings want, each saving enough. A coding the
+   * settings want and the record lacks is tried (once: compressed when
+   * neither the cache nor the other copy has it).
+   */
+  reselect?: boolean;
+  /**
    * A small sync's derive: a unit of named files writes no index, and
    * answers their records instead (`DeriveResult.records`), which the
    * caller keeps in the copy's recent records. A directory's index is then
@@ -654,7 +663,13 @@ function deriveFile(
   // the record stands if the file and every variant it names are as it says, and it has the bytes
   // the copy just wrote there, when it wrote them (an inode number taken again by a file of the same
   // size and time is no proof of the same bytes)
-  if (old && stampMatches(old, st) && recordable(st) && (known === null || known.sha256 === old.sha256)) {
+  if (
+    old &&
+    stampMatches(old, st) &&
+    recordable(st) &&
+    (known === null || known.sha256 === old.sha256) &&
+    (c.reselect !== true || followsSelection(c.settings, name, st.size, old, masterHolds))
+  ) {
     let current = true;
     for (const [encoding, variant] of Object.entries(old.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
       const vst = stat(name + VARIANT_SUFFIX[encoding]);
@@ -752,6 +767,7 @@ function deriveFile(
       vst &&
       was?.made &&
       old?.sha256 === sha256 &&
+      savesEnough(vst.size, fst.size, c.settings) &&
       variantMatches(was, vst) &&
       recordable(vst) &&
       hasOriginalTime(vst, fst) &&
@@ -787,6 +803,34 @@ function deriveFile(
     ...(Object.keys(variants).length > 0 ? { variants } : {}),
   };
   return record;
+}
+
+/** Whether a variant of `size` bytes of an original of `originalSize` saves what the settings ask. */
+function savesEnough(size: number, originalSize: number, settings: VariantSettings): boolean {
+  return size <= originalSize * (1 - settings.minSavingPercent / 100);
+}
+
+/**
+ * Whether the record `old` of the file `name` (of `size` bytes) names as
+ * made exactly the variants `settings` select, each saving enough
+ * (`DeriveContext.reselect`). A coding whose name master holds is master's
+ * to say, and left out.
+ */
+function followsSelection(
+  settings: VariantSettings,
+  name: string,
+  size: number,
+  old: FileRecord,
+  masterHolds: (name: string) => boolean,
+): boolean {
+  const compressible = isCompressible(name, size, settings);
+  for (const encoding of VARIANT_ENCODINGS) {
+    if (masterHolds(name + VARIANT_SUFFIX[encoding])) continue;
+    const variant = old.variants?.[encoding];
+    const wanted = compressible && settings.encodings.includes(encoding);
+    if (variant === undefined ? wanted : !wanted || !savesEnough(variant.size, size, settings)) return false;
+  }
+  return true;
 }
 
 /**
@@ -882,7 +926,8 @@ function reuse(
   const base = vname.slice(0, -VARIANT_SUFFIX[encoding].length);
   const rec = index.files[base];
   const variant = rec?.sha256 === sha256 ? rec.variants?.[encoding] : undefined;
-  if (!variant) return null;
+  // (made under another copy's settings, perhaps: one that saves too little here is not taken)
+  if (!variant || !savesEnough(variant.size, fst.size, c.settings)) return null;
   // and only from a record still current for the other copy's original: an index left stale there
   // (a crash between its variants and its index) could name an inode number a new file took since
   const original = other.stat(base);
@@ -915,7 +960,7 @@ function fromCache(
   if (!c.cache) return null;
   const entry = cachedVariantSync(c.cache, sha256, encoding, c.settings);
   // one that would not save enough is not taken (the compression below says the same)
-  if (!entry || entry.size > fst.size * (1 - c.settings.minSavingPercent / 100)) return null;
+  if (!entry || !savesEnough(entry.size, fst.size, c.settings)) return null;
   const placed = placeVariant(entry.path, entry.st, join(abs, vname), fst, spot, result);
   if (placed === 'denied' || placed === null) return placed;
   result.stats.cached++;
@@ -1031,7 +1076,7 @@ function makeVariant(
   if (bytes === null) return null; // the file is no longer the one hashed: no variant of it is made
   const out = compress(encoding, bytes, c.settings);
   result.stats.compressed++;
-  if (out.length > bytes.length * (1 - c.settings.minSavingPercent / 100)) return null;
+  if (!savesEnough(out.length, bytes.length, c.settings)) return null;
   const to = join(abs, vname);
   if (clearPlace(to, spot) === 'denied') return 'denied';
   let fd: number;

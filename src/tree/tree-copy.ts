@@ -66,6 +66,7 @@ import {
 } from './derive-variants.js';
 import { deriveCopy, throughOtherRecords } from './derive-copy.js';
 import type { CacheView } from './variant-cache.js';
+import { recordVariantSelectionSync, recordedVariantSelectionSync, variantSelection } from './variant-selection.js';
 
 export type { Difference };
 
@@ -277,6 +278,13 @@ export class TreeCopier {
   #derivesCutShort = false;
   /** Set when the next derive is of the whole copy but what the clone derived (`#nameTheRest`). */
   #derivesWhole = false;
+  /**
+   * The variant selection (variant-selection.ts) this copy must record once derived whole by it,
+   * its own record being another; null once looked at and found the same, or recorded.
+   */
+  #reselect: string | null | undefined;
+  /** Set from the naming of the whole copy for a new selection until that derive has run (`DeriveContext.reselect`). */
+  #derivesReselect = false;
   /** The records the last derive collected, to keep in the copy's recent records while the copy's fsyncs run (`#finish`). */
   #keepRecords: (() => void) | null = null;
   /** Set when the copy made a directory, or failed, since its last derive: its recent records are then voided (derive-copy.ts). */
@@ -440,6 +448,16 @@ export class TreeCopier {
         this.#derivesCutShort = true;
         await this.#nameTheRest(this.#cloneDerived);
       }
+      if (this.#variants && this.#reselect === undefined) {
+        // a copy whose variants follow another selection (settings changed since it was derived,
+        // or it has none recorded) is derived whole by it, once
+        const wanted = variantSelection(this.#variants.settings);
+        this.#reselect = recordedVariantSelectionSync(this.#target) === wanted ? null : wanted;
+        if (this.#reselect !== null) {
+          this.#derivesReselect = true;
+          if (!this.#derivesWhole) await this.#nameTheRest(this.#cloneDerived);
+        }
+      }
       if (this.#variants) {
         // the placed files' data is flushed while the derive runs: it only reads them. The
         // directories wait for the derive, which removes and links variants in them
@@ -447,12 +465,18 @@ export class TreeCopier {
         syncing.catch(() => {}); // handled: awaited below, after the derive (or on its failure)
         await this.#derive(this.#variants);
         await syncing;
+        if (this.#reselect) {
+          // the whole copy follows it now (the temp directory the record is written through stands)
+          recordVariantSelectionSync(this.#target, this.#reselect);
+          this.#reselect = null;
+        }
       } else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {
       // what a failed copy's derive collected is never kept, and the copier's next derive (if it is
       // used again) trusts no recent record: what it placed may lack its own
       this.#keepRecords = null;
       this.#recentUntrusted = true;
+      if (this.#reselect) this.#reselect = undefined; // not recorded: looked at again by a next copy
       await syncing?.catch(() => {});
       await this.#dirs.settle().catch(() => {});
       await this.clearTemp().catch(() => {}); // a failed copy (a full disk, say) leaves no temp file behind
@@ -925,6 +949,8 @@ export class TreeCopier {
     this.#derivesWhole = false;
     const cutShort = this.#derivesCutShort;
     this.#derivesCutShort = false;
+    const reselect = this.#derivesReselect;
+    this.#derivesReselect = false;
     const setAside =
       this.#keepReplaced &&
       !whole &&
@@ -936,7 +962,7 @@ export class TreeCopier {
     const trusted = !whole && !this.#recentUntrusted;
     this.#recentUntrusted = false;
     const done = await deriveCopy(
-      this.#deriveContext(variants, setAside, cutShort),
+      { ...this.#deriveContext(variants, setAside, cutShort), ...(reselect ? { reselect: true } : {}) },
       this.#changed,
       this.#changedDirs,
       this.#stagedHashes,

@@ -5,6 +5,7 @@ import type { SwapRecord } from '../agent-types.js';
 import { logUnknownChanges, newestTrustedPosition } from './reconcile.js';
 import { TreeCopier } from '../../tree/tree-copy.js';
 import { variantSettings } from '../variant-settings.js';
+import { recordedVariantSelectionSync, variantSelection } from '../../tree/variant-selection.js';
 
 /** A copy keeps what it replaces until after the publish, up to this many bytes of replaced files. */
 const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
@@ -73,7 +74,10 @@ async function copyExclusive(
     });
     if (ctx.swapping) ctx.swapping.copied = copier.stats;
     record.mode = incremental ? 'incremental' : 'full';
-    if (incremental && changed.length === 0 && !pos.copying) {
+    // a copy whose variants follow other settings is derived whole (tree-copy.ts), changes or none
+    const reselect =
+      settings !== null && recordedVariantSelectionSync(ctx.layout.slots[slot]) !== variantSelection(settings);
+    if (incremental && changed.length === 0 && !pos.copying && !reselect) {
       // Nothing to copy: the slot's content stands, so it is never marked as
       // mixed; its position is written only if the journal moved on.
       if (pos.seq !== seq) await ctx.slots.set(slot, { seq, copying: false });
