@@ -27,7 +27,7 @@ import type { VariantSettings } from './compressible.js';
 export function variantSelection(settings: VariantSettings): string {
   return JSON.stringify({
     v: 1,
-    encodings: [...settings.encodings].sort(),
+    encodings: [...new Set(settings.encodings)].sort(),
     types: [...new Set(settings.types)].sort(),
     minSize: settings.minSize,
     minSavingPercent: settings.minSavingPercent,
