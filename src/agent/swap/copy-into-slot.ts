@@ -75,9 +75,9 @@ async function copyExclusive(
     if (ctx.swapping) ctx.swapping.copied = copier.stats;
     record.mode = incremental ? 'incremental' : 'full';
     // a copy whose variants follow other settings is derived whole (tree-copy.ts), changes or none
-    const reselect =
+    const reselects = () =>
       settings !== null && recordedVariantSelectionSync(ctx.layout.slots[slot]) !== variantSelection(settings);
-    if (incremental && changed.length === 0 && !pos.copying && !reselect) {
+    if (incremental && changed.length === 0 && !pos.copying && !reselects()) {
       // Nothing to copy: the slot's content stands, so it is never marked as
       // mixed; its position is written only if the journal moved on.
       if (pos.seq !== seq) await ctx.slots.set(slot, { seq, copying: false });
