@@ -269,6 +269,8 @@ export class TreeCopier {
   sharedFiles = 0;
   /** Entries of the variant cache this copy's derives took. */
   readonly cacheTaken: string[] = [];
+  /** Set when this copy was derived whole because its variants followed another selection (variant-selection.ts). */
+  reselected = false;
   readonly #variants: CopyVariants | null | undefined;
   readonly #share: string | undefined;
   readonly #settled: ReadonlySet<string> | undefined;
@@ -469,6 +471,7 @@ export class TreeCopier {
           // the whole copy follows it now (the temp directory the record is written through stands)
           recordVariantSelectionSync(this.#target, this.#reselect);
           this.#reselect = null;
+          this.reselected = true;
         }
       } else if (this.#variants === null) await this.#dropMadeVariants();
     } catch (err) {

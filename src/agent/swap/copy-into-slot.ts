@@ -112,6 +112,12 @@ async function copyExclusive(
       );
     }
     ctx.metrics.unreadable.set(unreadable.length);
+    if (copier.reselected) {
+      ctx.log.info(
+        { slot, variants: copier.variantStats },
+        `derived slot ${slot} whole: its variants followed other settings (codings, types, size or saving floor), and follow these now`,
+      );
+    }
     record.copied = { ...copier.stats };
     if (ctx.opts.shareFiles) record.shared = copier.sharedFiles;
     if (settings) record.variants = { ...copier.variantStats };

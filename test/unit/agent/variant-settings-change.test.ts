@@ -36,8 +36,8 @@ async function withStore(run: (store: TempStore) => Promise<void>): Promise<void
   }
 }
 
-/** Start an agent with `options`, sync twice (both copies), close it. */
-async function syncBoth(store: TempStore, options: Partial<AgentOptions>): Promise<void> {
+/** Start an agent with `options`, sync twice (both copies), close it; the messages it logged of copies derived whole. */
+async function syncBoth(store: TempStore, options: Partial<AgentOptions>): Promise<string[]> {
   const agent = await startTestAgent(store, { watchMaster: false, ...options });
   try {
     await syncOk(agent);
@@ -45,6 +45,7 @@ async function syncBoth(store: TempStore, options: Partial<AgentOptions>): Promi
   } finally {
     await agent.close();
   }
+  return agent.logs.lines.filter((l) => l.msg.includes('whole')).map((l) => l.msg);
 }
 
 /** The made variants on disk in both copies, as `slot:path` names, sorted. */
@@ -75,7 +76,9 @@ describe('settings that decide which variants a copy holds apply to the whole co
         ['br', 'gzip'],
       ]);
       // nothing changed in master: the syncs still bring both copies to the new selection
-      await syncBoth(store, { variantEncodings: ['br'] });
+      const said = await syncBoth(store, { variantEncodings: ['br'] });
+      assert.equal(said.length, 2, 'each copy derived whole is logged');
+      assert.match(said[0] ?? '', /derived slot [ab] whole: its variants followed other settings/);
       assert.deepEqual(await indexed(store, 'js', 'app.js'), [['br'], ['br']]);
       assert.deepEqual(
         (await variantsOnDisk(store)).filter((n) => n.endsWith('.gz')),
