@@ -684,6 +684,16 @@ function deriveFile(
       )
         current = false;
     }
+    // On a fleet host, a variant the snapshot marks made that the record does not name came with
+    // it beside an unchanged file (the coordinator's settings turned a coding or a type on, and it
+    // derived its copy whole): the record no longer says what is there, and the variant would be
+    // neither listed nor served. Only the snapshot's marks count: a sibling of master's that the
+    // record leaves out (it does not decode to the file) keeps it standing.
+    if (c.source === null && current)
+      for (const encoding of VARIANT_ENCODINGS) {
+        const vname = name + VARIANT_SUFFIX[encoding];
+        if (old.variants?.[encoding] === undefined && madeHere(vname, stat(vname), undefined)) current = false;
+      }
     if (current) {
       result.stats.kept++;
       return old;
