@@ -484,7 +484,7 @@ async function metaDirectoriesInPlace(slotRoot: string, dir: string): Promise<bo
  * above it (one there is removed: what it leads to is not the copy's); none
  * there: nothing done.
  */
-function dropMetaFileSync(slotRoot: string, path: string): void {
+export function dropMetaFileSync(slotRoot: string, path: string): void {
   if (!metaDirectoriesSync(slotRoot, dirname(path), false)) return;
   try {
     unlinkSync(path);

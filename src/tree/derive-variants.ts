@@ -668,7 +668,7 @@ function deriveFile(
     stampMatches(old, st) &&
     recordable(st) &&
     (known === null || known.sha256 === old.sha256) &&
-    (c.reselect !== true || followsSelection(c.settings, name, st.size, old, masterHolds))
+    (c.reselect !== true || followsSelection(c.settings, name, st.size, old, masterHolds, stat))
   ) {
     let current = true;
     for (const [encoding, variant] of Object.entries(old.variants ?? {}) as [VariantEncoding, VariantRecord][]) {
@@ -823,7 +823,10 @@ function savesEnough(size: number, originalSize: number, settings: VariantSettin
 /**
  * Whether the record `old` of the file `name` (of `size` bytes) names as
  * made exactly the variants `settings` select, each saving enough
- * (`DeriveContext.reselect`). A coding whose name master holds is master's
+ * (`DeriveContext.reselect`), and no file stands at the name of a coding it
+ * does not name: one a derive for other settings made and never recorded
+ * (it failed, or was killed, before the directory's index), which nginx's
+ * `gzip_static` would serve. A coding whose name master holds is master's
  * to say, and left out.
  */
 function followsSelection(
@@ -832,13 +835,16 @@ function followsSelection(
   size: number,
   old: FileRecord,
   masterHolds: (name: string) => boolean,
+  stat: (name: string) => Stats | null,
 ): boolean {
   const compressible = isCompressible(name, size, settings);
   for (const encoding of VARIANT_ENCODINGS) {
     if (masterHolds(name + VARIANT_SUFFIX[encoding])) continue;
     const variant = old.variants?.[encoding];
     const wanted = compressible && settings.encodings.includes(encoding);
-    if (variant === undefined ? wanted : !wanted || !savesEnough(variant.size, size, settings)) return false;
+    if (variant === undefined) {
+      if (wanted || stat(name + VARIANT_SUFFIX[encoding])?.isFile()) return false;
+    } else if (!wanted || !savesEnough(variant.size, size, settings)) return false;
   }
   return true;
 }

@@ -66,7 +66,12 @@ import {
 } from './derive-variants.js';
 import { deriveCopy, throughOtherRecords } from './derive-copy.js';
 import type { CacheView } from './variant-cache.js';
-import { recordVariantSelectionSync, recordedVariantSelectionSync, variantSelection } from './variant-selection.js';
+import {
+  forgetVariantSelectionSync,
+  recordVariantSelectionSync,
+  recordedVariantSelectionSync,
+  variantSelection,
+} from './variant-selection.js';
 
 export type { Difference };
 
@@ -456,6 +461,8 @@ export class TreeCopier {
         const wanted = variantSelection(this.#variants.settings);
         this.#reselect = recordedVariantSelectionSync(this.#target) === wanted ? null : wanted;
         if (this.#reselect !== null) {
+          // no record until the derive is done: one cut short must not leave the old one standing
+          forgetVariantSelectionSync(this.#target);
           this.#derivesReselect = true;
           if (!this.#derivesWhole) await this.#nameTheRest(this.#cloneDerived);
         }

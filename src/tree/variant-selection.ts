@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { META_DIR_NAME, replaceMetaFileSync } from '../store/content-index.js';
+import { META_DIR_NAME, dropMetaFileSync, replaceMetaFileSync } from '../store/content-index.js';
 import { readSmallFileSync } from '../store/read-small-file.js';
 import type { VariantSettings } from './compressible.js';
 
@@ -59,4 +59,14 @@ export function recordVariantSelectionSync(slotRoot: string, selection: string):
   replaceMetaFileSync(slotRoot, variantSelectionPath(slotRoot), 'selection', (tmp) =>
     writeFileSync(tmp, selection, { flag: 'wx', mode: 0o644 }),
   );
+}
+
+/**
+ * Remove the record of the copy at `slotRoot`, before a derive for another
+ * selection writes anything: one cut short (a failure, a crash) leaves the
+ * copy following neither selection, and a record of the old one would let a
+ * sync back to it keep what the derive made for the new one.
+ */
+export function forgetVariantSelectionSync(slotRoot: string): void {
+  dropMetaFileSync(slotRoot, variantSelectionPath(slotRoot));
 }
