@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { lstatSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { META_DIR_NAME, dropMetaFileSync, replaceMetaFileSync } from '../store/content-index.js';
 import { readSmallFileSync } from '../store/read-small-file.js';
@@ -45,6 +45,9 @@ const SELECTION_MAX_BYTES = 64 * 1024;
 /** The selection recorded by the copy at `slotRoot`; null when none can be read (never written, removed, torn). */
 export function recordedVariantSelectionSync(slotRoot: string): string | null {
   try {
+    // only the copy's own: a meta directory made a link (drift) leads to another copy's record, and
+    // the derive replaces it by a directory of its own, with no index, at the next write
+    if (!lstatSync(join(slotRoot, META_DIR_NAME), { throwIfNoEntry: false })?.isDirectory()) return null;
     return readSmallFileSync(variantSelectionPath(slotRoot), SELECTION_MAX_BYTES)?.toString('utf8') ?? null;
   } catch {
     return null; // a directory or a link there (drift), a file too large: not a record
