@@ -636,6 +636,11 @@ export class TreeCopier {
       // a copy with no index yet is derived whole (derive-copy.ts): once the clone has written
       // indexes, what it did not copy is named to the derive instead
       const indexed = this.#variants ? (await lstatOrNull(join(this.#target, META_DIR_NAME))) !== null : true;
+      // the clone derives what it copies for the settings: a copy recording another selection records
+      // none from here (copyPaths derives it whole, then records this one), or a clone cut short would
+      // leave it recording the old one over variants of the new
+      if (this.#variants && recordedVariantSelectionSync(this.#target) !== variantSelection(this.#variants.settings))
+        forgetVariantSelectionSync(this.#target);
       try {
         this.#recentUntrusted = true; // the clone makes every directory it copies
         const cloned = await this.#cloneDirectories(tops, onWalked);
