@@ -541,7 +541,24 @@ function deriveDirectory(
       !(recent !== undefined && Object.hasOwn(recent, name)) &&
       !VARIANT_ENCODINGS.some((e) => masterHolds(name + VARIANT_SUFFIX[e]));
     const old = fresh ? undefined : prior(name);
-    const record = deriveFile(c, dir, abs, name, st, old, otherDir, masterHolds, stat, result, hint, recordedAt);
+    // the codings whose sibling of this file is named too (it changed in the copy: master's own, come or gone)
+    const siblings =
+      named === null ? NO_ENCODINGS : VARIANT_ENCODINGS.filter((e) => named.has(name + VARIANT_SUFFIX[e]));
+    const record = deriveFile(
+      c,
+      dir,
+      abs,
+      name,
+      st,
+      old,
+      otherDir,
+      masterHolds,
+      stat,
+      result,
+      hint,
+      recordedAt,
+      siblings,
+    );
     settle(name, record);
   }
   if (collect) {
@@ -644,6 +661,8 @@ function deriveFile(
   hint: StagedHash | undefined,
   /** With `DeriveContext.cutShort`: when the index `old` comes from was written (`-1`: none there). */
   recordedAt?: number,
+  /** The codings whose sibling the derive was named too: it changed in the copy. */
+  siblings: readonly VariantEncoding[] = NO_ENCODINGS,
 ): FileRecord | null {
   const known = hint && stampMatches(hint, st) ? hint : null;
   /** Whether the file of status `s` may be the one a record of the index names (`DeriveContext.cutShort`). */
@@ -694,6 +713,10 @@ function deriveFile(
         const vname = name + VARIANT_SUFFIX[encoding];
         if (old.variants?.[encoding] === undefined && madeHere(vname, stat(vname), undefined)) current = false;
       }
+    // A sibling that changed and the record does not name (master's own `X.gz` come beside an
+    // unchanged `X` that had no gzip variant) is looked at: named as a variant if it decodes to `X`
+    for (const encoding of siblings)
+      if (old.variants?.[encoding] === undefined && stat(name + VARIANT_SUFFIX[encoding])?.isFile()) current = false;
     if (current) {
       result.stats.kept++;
       return old;
@@ -814,6 +837,8 @@ function deriveFile(
   };
   return record;
 }
+
+const NO_ENCODINGS: readonly VariantEncoding[] = Object.freeze([]);
 
 /** Whether a variant of `size` bytes of an original of `originalSize` saves what the settings ask. */
 function savesEnough(size: number, originalSize: number, settings: VariantSettings): boolean {
