@@ -713,10 +713,10 @@ function deriveFile(
         const vname = name + VARIANT_SUFFIX[encoding];
         if (old.variants?.[encoding] === undefined && madeHere(vname, stat(vname), undefined)) current = false;
       }
-    // A sibling that changed and the record does not name (master's own `X.gz` come beside an
-    // unchanged `X` that had no gzip variant) is looked at: named as a variant if it decodes to `X`
-    for (const encoding of siblings)
-      if (old.variants?.[encoding] === undefined && stat(name + VARIANT_SUFFIX[encoding])?.isFile()) current = false;
+    // A sibling that changed and the record does not name is looked at, come or gone: master's own
+    // `X.gz` come beside an unchanged `X` is named as its variant if it decodes to `X`; one gone
+    // (that did not) leaves the name free for the variant the agent makes
+    for (const encoding of siblings) if (old.variants?.[encoding] === undefined) current = false;
     if (current) {
       result.stats.kept++;
       return old;
