@@ -69,6 +69,9 @@ import { type CacheView, cacheEntryName, cachedVariantSync } from './variant-cac
  * a variant cut short by a crash matches no record and is made again.
  */
 
+/** No coding: what a derive of a directory listed whole gives `deriveFile` as its changed siblings. */
+const NO_ENCODINGS: readonly VariantEncoding[] = Object.freeze([]);
+
 /** What a derive unit needs besides itself (sent to the walk threads). */
 export interface DeriveContext {
   /** The copy being written. */
@@ -837,8 +840,6 @@ function deriveFile(
   };
   return record;
 }
-
-const NO_ENCODINGS: readonly VariantEncoding[] = Object.freeze([]);
 
 /** Whether a variant of `size` bytes of an original of `originalSize` saves what the settings ask. */
 function savesEnough(size: number, originalSize: number, settings: VariantSettings): boolean {
