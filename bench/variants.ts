@@ -6,7 +6,10 @@
  *    originals, and the size of the variants against the originals.
  * 2. A full copy (TreeCopier.mirrorAll, durable, into an empty slot) of a
  *    tree of text files without variants, with them, and with them reusing
- *    the other copy's (the second copy of `init`): times and ratios.
+ *    the other copy's (the second copy of `init`): times and ratios. With
+ *    `--a OLD/dist/src/cli/bin.js`, build A's copier in turns too, without
+ *    variants and reusing this build's (each ratio to its own build's copy
+ *    without variants).
  * 3. A journal sync of 10 changed text files (a whole swap over the API) by
  *    an agent without variants, one compressing at sync (--no-precompress)
  *    and one compressing as files land in master (the default), in turns:
@@ -23,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { brotliCompressSync, constants as zlib, gzipSync } from 'node:zlib';
 import type { SwapRecord } from '../src/agent/agent.js';
 import { TREE_DEFAULTS } from '../src/tree/tree-defaults.js';
@@ -102,49 +105,73 @@ function compressionTable(): void {
 /** A master of `FILES` text files of 2 to 30 KiB in 40 directories, and a few images. */
 const makeMaster = (master: string): number => textMaster(master, FILES);
 
+/** The copiers of a full-copy round: this build's, and with `--a` build A's (its own module, threads and all). */
+async function copierBuilds(): Promise<{
+  own: typeof TreeCopier;
+  a: typeof TreeCopier | null;
+  close(): Promise<void>;
+}> {
+  if (BUILD_A === undefined) return { own: TreeCopier, a: null, close: async () => {} };
+  // OLD/dist/src/cli/bin.js -> OLD/dist/src/tree/
+  const tree = join(dirname(dirname(resolve(BUILD_A))), 'tree');
+  const a = (await import(join(tree, 'tree-copy.js'))) as { TreeCopier: typeof TreeCopier };
+  const pool = (await import(join(tree, 'walk-pool.js'))) as { walkPool: typeof walkPool };
+  return { own: TreeCopier, a: a.TreeCopier, close: () => pool.walkPool.close() };
+}
+
+type FullKind = 'none' | 'variants' | 'reused' | 'A none' | 'A reused';
+
 async function fullCopies(root: string): Promise<void> {
   const master = join(root, 'master');
   const bytes = makeMaster(master);
   const settings = TREE_DEFAULTS.variantSettings;
-  const times = { none: [] as number[], variants: [] as number[], reused: [] as number[] };
-  /** Each round's own ratio to its copy without variants: the machine's pace drifts between rounds. */
-  const ratios = { none: [] as number[], variants: [] as number[], reused: [] as number[] };
+  const builds = await copierBuilds();
+  const kinds: FullKind[] = builds.a
+    ? ['none', 'variants', 'reused', 'A none', 'A reused']
+    : ['none', 'variants', 'reused'];
+  const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<FullKind, number[]>;
+  /** Each round's own ratio to its build's copy without variants: the machine's pace drifts between rounds. */
+  const ratios = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<FullKind, number[]>;
   for (let r = 0; r < ROUNDS; r++) {
-    const dirs = { none: join(root, `none${r}`), variants: join(root, `v${r}`), reused: join(root, `r${r}`) };
+    const dirs = Object.fromEntries(kinds.map((k) => [k, join(root, `${k.replace(/\W+/g, '-')}${r}`)])) as Record<
+      FullKind,
+      string
+    >;
     for (const d of Object.values(dirs)) mkdirSync(d);
-    const run = async (kind: keyof typeof times) => {
-      const copier = new TreeCopier(master, dirs[kind], {
+    const run = async (kind: FullKind) => {
+      const Copier = kind.startsWith('A ') ? (builds.a as typeof TreeCopier) : builds.own;
+      const copier = new Copier(master, dirs[kind], {
         durable: true,
-        ...(kind === 'none' ? { variants: null } : {}),
+        ...(kind.endsWith('none') ? { variants: null } : {}),
         ...(kind === 'variants' ? { variants: { settings, other: null } } : {}),
-        ...(kind === 'reused' ? { variants: { settings, other: dirs.variants } } : {}),
+        // both builds reuse the variants this build's copy made
+        ...(kind.endsWith('reused') ? { variants: { settings, other: dirs.variants } } : {}),
       });
       const t = performance.now();
       await copier.mirrorAll();
       times[kind].push(performance.now() - t);
-      if (kind === 'reused' && copier.variantStats.compressed > 0) throw new Error('the reusing copy compressed');
+      if (kind.endsWith('reused') && copier.variantStats.compressed > 0) throw new Error('the reusing copy compressed');
     };
-    // the copy without variants first and last in turns; the reusing one needs the other made first
-    if (r % 2 === 0) {
-      await run('none');
-      await run('variants');
-      await run('reused');
-    } else {
-      await run('variants');
-      await run('reused');
-      await run('none');
+    // each build's copy without variants first and last in turns; a reusing one needs the variants made first
+    const own: FullKind[] = r % 2 === 0 ? ['none', 'variants', 'reused'] : ['variants', 'reused', 'none'];
+    const a: FullKind[] = builds.a ? (r % 2 === 0 ? ['A none', 'A reused'] : ['A reused', 'A none']) : [];
+    const order: FullKind[] = r % 2 === 0 ? [...own, ...a] : [own[0] as FullKind, ...a, ...own.slice(1)];
+    for (const kind of order) await run(kind);
+    for (const kind of kinds) {
+      const base = kind.startsWith('A ') ? 'A none' : 'none';
+      ratios[kind].push((times[kind][r] as number) / (times[base][r] as number));
     }
-    for (const kind of ['none', 'variants', 'reused'] as const) ratios[kind].push(times[kind][r] / times.none[r]);
     for (const d of Object.values(dirs)) await rm(d, { recursive: true, force: true });
   }
-  const none = median(times.none);
+  await builds.close();
   const mib = bytes / 2 ** 20;
   console.log(
     `\n## Full copy of ${FILES} text files (${mib.toFixed(0)} MiB) into an empty slot, durable, medians of ${ROUNDS}\n`,
   );
-  console.log("| copy | ms | ratio to no variants (median of the rounds' own) | added s per GiB |");
-  console.log('| ---- | -- | ----------------------------------------------- | --------------- |');
-  for (const kind of ['none', 'variants', 'reused'] as const) {
+  console.log("| copy | ms | ratio to its build's no variants (median of the rounds' own) | added s per GiB |");
+  console.log('| ---- | -- | ------------------------------------------------------------ | --------------- |');
+  for (const kind of kinds) {
+    const none = median(times[kind.startsWith('A ') ? 'A none' : 'none']);
     const t = median(times[kind]);
     console.log(
       `| ${kind} | ${t.toFixed(0)} | **${(t / none).toFixed(2)}x** (${median(ratios[kind]).toFixed(2)}x) | ${(((t - none) / 1000) * (1024 / mib)).toFixed(1)} |`,
