@@ -115,7 +115,7 @@ async function copyExclusive(
     if (copier.reselected) {
       ctx.log.info(
         { slot, variants: copier.variantStats },
-        `derived slot ${slot} whole: its variants followed other settings (codings, types, size or saving floor), and follow these now`,
+        `derived slot ${slot} whole for the variant settings (codings, types, size and saving floors): its variants followed others, or it recorded none`,
       );
     }
     record.copied = { ...copier.stats };

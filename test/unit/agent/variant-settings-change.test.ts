@@ -78,7 +78,7 @@ describe('settings that decide which variants a copy holds apply to the whole co
       // nothing changed in master: the syncs still bring both copies to the new selection
       const said = await syncBoth(store, { variantEncodings: ['br'] });
       assert.equal(said.length, 2, 'each copy derived whole is logged');
-      assert.match(said[0] ?? '', /derived slot [ab] whole: its variants followed other settings/);
+      assert.match(said[0] ?? '', /derived slot [ab] whole for the variant settings/);
       assert.deepEqual(await indexed(store, 'js', 'app.js'), [['br'], ['br']]);
       assert.deepEqual(
         (await variantsOnDisk(store)).filter((n) => n.endsWith('.gz')),
