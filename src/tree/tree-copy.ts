@@ -69,8 +69,7 @@ import type { CacheView } from './variant-cache.js';
 import {
   forgetVariantSelectionSync,
   recordVariantSelectionSync,
-  recordedVariantSelectionSync,
-  variantSelection,
+  staleVariantSelectionSync,
 } from './variant-selection.js';
 
 export type { Difference };
@@ -458,8 +457,7 @@ export class TreeCopier {
       if (this.#variants && this.#reselect === undefined) {
         // a copy whose variants follow another selection (settings changed since it was derived,
         // or it has none recorded) is derived whole by it, once
-        const wanted = variantSelection(this.#variants.settings);
-        this.#reselect = recordedVariantSelectionSync(this.#target) === wanted ? null : wanted;
+        this.#reselect = staleVariantSelectionSync(this.#target, this.#variants.settings);
         if (this.#reselect !== null) {
           // no record until the derive is done: one cut short must not leave the old one standing
           forgetVariantSelectionSync(this.#target);
@@ -639,7 +637,7 @@ export class TreeCopier {
       // the clone derives what it copies for the settings: a copy recording another selection records
       // none from here (copyPaths derives it whole, then records this one), or a clone cut short would
       // leave it recording the old one over variants of the new
-      if (this.#variants && recordedVariantSelectionSync(this.#target) !== variantSelection(this.#variants.settings))
+      if (this.#variants && staleVariantSelectionSync(this.#target, this.#variants.settings) !== null)
         forgetVariantSelectionSync(this.#target);
       try {
         this.#recentUntrusted = true; // the clone makes every directory it copies

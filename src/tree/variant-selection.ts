@@ -55,6 +55,16 @@ export function recordedVariantSelectionSync(slotRoot: string): string | null {
 }
 
 /**
+ * The selection of `settings` when the copy at `slotRoot` records another
+ * (or none it can read): what a derive of the whole copy must bring it to,
+ * and record. Null when the copy follows it.
+ */
+export function staleVariantSelectionSync(slotRoot: string, settings: VariantSettings): string | null {
+  const wanted = variantSelection(settings);
+  return recordedVariantSelectionSync(slotRoot) === wanted ? null : wanted;
+}
+
+/**
  * Record `selection` as the one the copy at `slotRoot` follows, through the
  * copy's temp directory (which must exist), renamed over the last record.
  */

@@ -5,7 +5,7 @@ import type { SwapRecord } from '../agent-types.js';
 import { logUnknownChanges, newestTrustedPosition } from './reconcile.js';
 import { TreeCopier } from '../../tree/tree-copy.js';
 import { variantSettings } from '../variant-settings.js';
-import { recordedVariantSelectionSync, variantSelection } from '../../tree/variant-selection.js';
+import { staleVariantSelectionSync } from '../../tree/variant-selection.js';
 
 /** A copy keeps what it replaces until after the publish, up to this many bytes of replaced files. */
 const KEEP_REPLACED_BYTES = 256 * 1024 * 1024;
@@ -75,8 +75,7 @@ async function copyExclusive(
     if (ctx.swapping) ctx.swapping.copied = copier.stats;
     record.mode = incremental ? 'incremental' : 'full';
     // a copy whose variants follow other settings is derived whole (tree-copy.ts), changes or none
-    const reselects = () =>
-      settings !== null && recordedVariantSelectionSync(ctx.layout.slots[slot]) !== variantSelection(settings);
+    const reselects = () => settings !== null && staleVariantSelectionSync(ctx.layout.slots[slot], settings) !== null;
     if (incremental && changed.length === 0 && !pos.copying && !reselects()) {
       // Nothing to copy: the slot's content stands, so it is never marked as
       // mixed; its position is written only if the journal moved on.
