@@ -162,6 +162,14 @@ export async function startHostilePeer(mode: PeerMode, root: string, delayMs = 1
     }
   };
   const server: Server = createServer((req, res) => {
+    // a client of another test calling this port after its own server closed is no files request
+    // (`stubCoordinator`): it is not counted, and meets no hostile answer
+    const path = new URL(req.url ?? '/', 'http://peer').pathname;
+    if (req.method !== 'POST' || path !== '/v1/fleet/files' || !req.headers.authorization?.startsWith('Bearer ')) {
+      req.resume();
+      res.writeHead(404, { connection: 'close' }).end();
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => void answer(req, res, Buffer.concat(chunks)).catch(() => res.destroy()));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import { ENTRY_FIELDS, Pace, parseFrameHeader } from '../../../src/fleet/host/pull-checks.js';
 import { WritableDirs } from '../../../src/tree/writable-dirs.js';
 import { tempDirs } from '../../../testkit/store.js';
+import { type StubHandler, pathsAsked, stubCoordinator } from '../../../testkit/stub-coordinator.js';
 import { flood } from '../../../testkit/flood.js';
 import { within } from '../../../testkit/wait.js';
 
@@ -21,32 +22,9 @@ import { within } from '../../../testkit/wait.js';
 // it answers, a host changes nothing outside its slot and holds no more than the bounds.
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
-
-type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
-
-/** A coordinator speaking the wire format with whatever answers the test gives it. */
-async function coordinator(manifest: Handler, files: Handler = (_q, res) => res.end()) {
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () =>
-      (req.url?.startsWith('/v1/fleet/manifest') ? manifest : files)(req, res, Buffer.concat(chunks)),
-    );
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise((r) => server.close(r));
-    },
-  };
-}
 
 const json =
-  (body: object): Handler =>
+  (body: object): StubHandler =>
   (_req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(body));
@@ -67,9 +45,9 @@ function frame(path: string, content: Buffer): Buffer {
 
 /** Frames for every path asked for, each file's content from `contents`. */
 const framesOf =
-  (contents: Record<string, Buffer>): Handler =>
+  (contents: Record<string, Buffer>): StubHandler =>
   (_req, res, body) => {
-    const { paths } = JSON.parse(body.toString()) as { paths: string[] };
+    const paths = pathsAsked(body);
     res.end(Buffer.concat(paths.map((p) => frame(p, contents[p] ?? Buffer.alloc(0)))));
   };
 
@@ -95,10 +73,10 @@ async function slotBesidePrecious() {
   return { into, outside, intact };
 }
 
-const pull = (url: string, into: string, extra: Partial<PullOptions> = {}) =>
+const pull = (at: { url: string; token: string }, into: string, extra: Partial<PullOptions> = {}) =>
   pullSnapshot({
-    from: url,
-    token: TOKEN,
+    from: at.url,
+    token: at.token,
     snapshot: 's2',
     base: 's1',
     into,
@@ -116,9 +94,9 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
   ]) {
     it(`removing ${JSON.stringify(removed)} through a link in the slot deletes nothing outside`, async () => {
       const s = await slotBesidePrecious();
-      const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed }));
+      const c = await stubCoordinator(json({ snapshot: 's2', base: 's1', changed: [], removed }));
       try {
-        await assert.rejects(pull(c.url, s.into), /not a directory/);
+        await assert.rejects(pull(c, s.into), /not a directory/);
         await s.intact();
         // refused before anything was removed, in the slot too
         assert.equal(await readFile(join(s.into, 'in/the/slot.txt'), 'utf8'), 'in the slot');
@@ -130,9 +108,9 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
 
   it('removing the link itself removes the link, never what it points to', async () => {
     const s = await slotBesidePrecious();
-    const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['link'] }));
+    const c = await stubCoordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['link'] }));
     try {
-      await pull(c.url, s.into);
+      await pull(c, s.into);
       await assert.rejects(lstat(join(s.into, 'link')), { code: 'ENOENT' });
       await s.intact();
     } finally {
@@ -142,9 +120,9 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
 
   it('a removal below a file of the slot is refused', async () => {
     const s = await slotBesidePrecious();
-    const c = await coordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['victim.txt/x'] }));
+    const c = await stubCoordinator(json({ snapshot: 's2', base: 's1', changed: [], removed: ['victim.txt/x'] }));
     try {
-      await assert.rejects(pull(c.url, s.into), /not a directory/);
+      await assert.rejects(pull(c, s.into), /not a directory/);
       assert.equal(await readFile(join(s.into, 'victim.txt'), 'utf8'), 'in the slot');
     } finally {
       await c.close();
@@ -158,18 +136,18 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
       [null, 's1'], // the whole manifest was asked for
       ['s1', 's0'], // a delta from another base
     ] as const) {
-      const c = await coordinator(delta(answered));
+      const c = await stubCoordinator(delta(answered));
       try {
-        await assert.rejects(pull(c.url, s.into, { base: asked }), /a delta from snapshot "s[01]" where/);
+        await assert.rejects(pull(c, s.into, { base: asked }), /a delta from snapshot "s[01]" where/);
         assert.equal(await readFile(join(s.into, 'victim.txt'), 'utf8'), 'in the slot', `asked ${asked}`);
       } finally {
         await c.close();
       }
     }
     // the manifest of another snapshot than the one asked for
-    const c = await coordinator(json({ snapshot: 'other', base: 's1', changed: [], removed: ['victim.txt'] }));
+    const c = await stubCoordinator(json({ snapshot: 'other', base: 's1', changed: [], removed: ['victim.txt'] }));
     try {
-      await assert.rejects(pull(c.url, s.into), /snapshot "other"/);
+      await assert.rejects(pull(c, s.into), /snapshot "other"/);
     } finally {
       await c.close();
     }
@@ -200,9 +178,9 @@ describe('a hostile coordinator cannot change anything outside the slot', () => 
         { snapshot: 's2', base: 's1', changed: [], removed: [path] },
         { snapshot: 's2', base: null, changed: [entry(path, 'dir', 0o755)], removed: [] },
       ]) {
-        const c = await coordinator(json(body), framesOf({ [path]: Buffer.from('!') }));
+        const c = await stubCoordinator(json(body), framesOf({ [path]: Buffer.from('!') }));
         try {
-          await assert.rejects(pull(c.url, s.into, limits ? { limits } : {}), /unsafe path/);
+          await assert.rejects(pull(c, s.into, limits ? { limits } : {}), /unsafe path/);
           await s.intact();
           assert.deepEqual((await readdir(s.outside)).sort(), ['precious.txt', 'tree']);
           assert.deepEqual(
@@ -223,7 +201,7 @@ describe('two spellings of one name on disk', () => {
   it('a lone surrogate cannot make a directory known under one spelling and a link under the other', async () => {
     const s = await slotBesidePrecious();
     const [a, b] = ['x\ud800', 'x\udc00']; // different strings, both written as "x\ufffd"
-    let c = await coordinator(
+    let c = await stubCoordinator(
       json({
         snapshot: 's1',
         base: null,
@@ -233,14 +211,14 @@ describe('two spellings of one name on disk', () => {
       framesOf({ [`${a}/y`]: Buffer.from('y') }),
     );
     try {
-      await assert.rejects(pull(c.url, s.into, { snapshot: 's1', base: null }), /unsafe path .*lone surrogate/);
+      await assert.rejects(pull(c, s.into, { snapshot: 's1', base: null }), /unsafe path .*lone surrogate/);
     } finally {
       await c.close();
     }
     // as if the slot held that directory anyway
     await mkdir(join(s.into, 'x\ufffd'));
     await writeFile(join(s.into, 'x\ufffd/y'), 'y');
-    c = await coordinator(
+    c = await stubCoordinator(
       json({
         snapshot: 's2',
         base: 's1',
@@ -250,7 +228,7 @@ describe('two spellings of one name on disk', () => {
       framesOf({ [`${a}/pwned`]: Buffer.from('pwned\n') }),
     );
     try {
-      await assert.rejects(pull(c.url, s.into), /unsafe path .*lone surrogate/);
+      await assert.rejects(pull(c, s.into), /unsafe path .*lone surrogate/);
       await s.intact();
       assert.deepEqual((await readdir(s.outside)).sort(), ['precious.txt', 'tree']);
     } finally {
@@ -261,11 +239,11 @@ describe('two spellings of one name on disk', () => {
   it('a link target that is not well-formed, or holds a control character, is refused', async () => {
     const s = await slotBesidePrecious();
     for (const target of ['t\udc00', 'a\nb', 'a\\b']) {
-      const c = await coordinator(
+      const c = await stubCoordinator(
         json({ snapshot: 's2', base: 's1', changed: [entry('l', 'link', 0o777, 0, target)], removed: [] }),
       );
       try {
-        await assert.rejects(pull(c.url, s.into), /a link l whose target holds/);
+        await assert.rejects(pull(c, s.into), /a link l whose target holds/);
         await assert.rejects(lstat(join(s.into, 'l')), { code: 'ENOENT' });
       } finally {
         await c.close();
@@ -306,12 +284,12 @@ describe('what a slot drifted to', () => {
     try {
       assert.ok((await lstat(join(into, 'd'))).isSocket());
       const changed = ['d', 'e', 'l'].flatMap((d) => [entry(d, 'dir', 0o755), entry(`${d}/f`, 'file', 0o644, 1)]);
-      const c = await coordinator(
+      const c = await stubCoordinator(
         json({ snapshot: 's2', base: null, changed, removed: [] }),
         framesOf({ 'd/f': Buffer.from('f'), 'e/f': Buffer.from('f'), 'l/f': Buffer.from('f') }),
       );
       try {
-        await pull(c.url, into, { base: null });
+        await pull(c, into, { base: null });
         for (const d of ['d', 'e', 'l']) {
           assert.ok((await lstat(join(into, d))).isDirectory(), d);
           assert.equal(await readFile(join(into, d, 'f'), 'utf8'), 'f');
@@ -328,13 +306,13 @@ describe('what a slot drifted to', () => {
 describe('a hostile coordinator cannot exhaust a host', () => {
   it('a manifest announced larger than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
-    const c = await coordinator((_req, res) => {
+    const c = await stubCoordinator((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024 * 1024) });
       res.write('{"changed":[');
     });
     try {
       await assert.rejects(
-        pull(c.url, into, { base: null }),
+        pull(c, into, { base: null }),
         /manifest of \d+ bytes or more, over the bound of 268435456 bytes/,
       );
     } finally {
@@ -345,12 +323,12 @@ describe('a hostile coordinator cannot exhaust a host', () => {
   it('a manifest streamed past the bound is refused once it passes it', async () => {
     const into = await temp.make('mirrorswap-hostile-');
     let sent = () => 0;
-    const c = await coordinator((_req, res) => {
+    const c = await stubCoordinator((_req, res) => {
       sent = flood(res, '', 0x20);
     });
     try {
       await assert.rejects(
-        pull(c.url, into, { base: null, limits: { manifestBytes: 1024 * 1024 } }),
+        pull(c, into, { base: null, limits: { manifestBytes: 1024 * 1024 } }),
         /over the bound of 1048576 bytes/,
       );
       assert.ok(sent() < 16 * 1024 * 1024, `the host stopped reading: ${sent()} bytes sent`);
@@ -362,10 +340,10 @@ describe('a hostile coordinator cannot exhaust a host', () => {
   it('a manifest of more entries than the bound is refused', async () => {
     const into = await temp.make('mirrorswap-hostile-');
     const changed = Array.from({ length: 11 }, (_, i) => entry(`f${i}`, 'file', 0o644, 1));
-    const c = await coordinator(json({ snapshot: 's2', base: null, changed, removed: [] }));
+    const c = await stubCoordinator(json({ snapshot: 's2', base: null, changed, removed: [] }));
     try {
       await assert.rejects(
-        pull(c.url, into, { base: null, limits: { manifestEntries: 10 } }),
+        pull(c, into, { base: null, limits: { manifestEntries: 10 } }),
         /manifest of more than 10 entries, over the bound of 10/,
       );
     } finally {
@@ -423,9 +401,9 @@ describe('a hostile coordinator cannot exhaust a host', () => {
   ] as const) {
     it(`a manifest with ${name} is refused${refusal.source.includes('shape') ? ' before it is parsed' : ''}`, async () => {
       const into = await temp.make('mirrorswap-hostile-');
-      const c = await coordinator((_req, res) => res.end(body));
+      const c = await stubCoordinator((_req, res) => res.end(body));
       try {
-        await assert.rejects(pull(c.url, into, { base: null }), refusal);
+        await assert.rejects(pull(c, into, { base: null }), refusal);
       } finally {
         await c.close();
       }
@@ -434,7 +412,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
 
   /** A coordinator that sends `first`, then a byte every 50 ms: never idle long enough for the idle timer. */
   const drip =
-    (first: string | Buffer, byte: string): Handler =>
+    (first: string | Buffer, byte: string): StubHandler =>
     (_req, res) => {
       res.write(first);
       const t = setInterval(() => res.write(byte), 50);
@@ -443,11 +421,11 @@ describe('a hostile coordinator cannot exhaust a host', () => {
 
   it('a coordinator dripping its manifest is given up on', async () => {
     const into = await temp.make('mirrorswap-hostile-');
-    const c = await coordinator(drip('{"changed":[],"removed":[]', ' '));
+    const c = await stubCoordinator(drip('{"changed":[],"removed":[]', ' '));
     try {
       const started = Date.now();
       await assert.rejects(
-        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
+        within(pull(c, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
         /slower than the bound of 65536 bytes a second past 500 ms/,
       );
       assert.ok(Date.now() - started < 2000);
@@ -458,13 +436,13 @@ describe('a hostile coordinator cannot exhaust a host', () => {
 
   it('a coordinator dripping a file is given up on', async () => {
     const into = await temp.make('mirrorswap-hostile-');
-    const c = await coordinator(
+    const c = await stubCoordinator(
       json({ base: null, changed: [entry('a.txt', 'file', 0o644, 1_000_000)], removed: [] }),
       (_req, res) => drip(frameHeader('a.txt', 1_000_000), 'x')(_req, res, Buffer.alloc(0)),
     );
     try {
       await assert.rejects(
-        within(pull(c.url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
+        within(pull(c, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
         /slower than the bound/,
       );
     } finally {
@@ -484,7 +462,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       await assert.rejects(
-        within(pull(url, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
+        within(pull({ url, token: 'any' }, into, { base: null, timeoutMs: 500 }), 5000, 'the pull'),
         /did not answer within 500 ms/,
       );
     } finally {
@@ -512,7 +490,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
 
   it('a frame header longer than the bound is refused before it is read', async () => {
     const into = await temp.make('mirrorswap-hostile-');
-    const c = await coordinator(
+    const c = await stubCoordinator(
       json({ base: null, changed: [entry('a.txt', 'file', 0o644, 1)], removed: [] }),
       (_req, res) => {
         const length = Buffer.alloc(4);
@@ -522,10 +500,7 @@ describe('a hostile coordinator cannot exhaust a host', () => {
     );
     try {
       const started = Date.now();
-      await assert.rejects(
-        pull(c.url, into, { base: null }),
-        /frame header of 4294967280 bytes, over the bound of 65536/,
-      );
+      await assert.rejects(pull(c, into, { base: null }), /frame header of 4294967280 bytes, over the bound of 65536/);
       assert.ok(Date.now() - started < 3000);
       await assert.rejects(lstat(join(into, 'a.txt')));
     } finally {
@@ -538,7 +513,7 @@ describe('modes from a coordinator', () => {
   it('setuid, setgid and sticky bits are masked off, small and large files and directories alike', async () => {
     const into = await temp.make('mirrorswap-hostile-');
     const big = Buffer.alloc(2 * 1024 * 1024, 7);
-    const c = await coordinator(
+    const c = await stubCoordinator(
       json({
         base: null,
         changed: [
@@ -559,7 +534,7 @@ describe('modes from a coordinator', () => {
       }),
     );
     try {
-      await pull(c.url, into, { base: null });
+      await pull(c, into, { base: null });
       const modeOf = async (p: string) => (await lstat(join(into, p))).mode & 0o7777;
       assert.equal(await modeOf('sticky'), 0o777);
       assert.equal(await modeOf('sticky/setgid-dir'), 0o755);

@@ -19,6 +19,7 @@ import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { listen, listenUrl, rawGet } from '../../../testkit/server.js';
 import { tempDirs, tempStore } from '../../../testkit/store.js';
+import { pathsAsked, stubCoordinator } from '../../../testkit/stub-coordinator.js';
 import { compressibleText } from '../../../testkit/variants.js';
 
 const temp = tempDirs();
@@ -357,20 +358,14 @@ describe('variants the agent made, on a fleet host', () => {
 });
 
 /** A hostile coordinator: answers whatever manifest and frames the test gives. */
-async function hostile(manifest: ManifestEntry[], frames: (paths: string[]) => Buffer) {
-  const server = createServer((req, res) => {
-    if (req.url?.startsWith('/v1/fleet/manifest')) {
+const hostile = (manifest: ManifestEntry[], frames: (paths: string[]) => Buffer) =>
+  stubCoordinator(
+    (_req, res) => {
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ base: null, changed: manifest, removed: [] }));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => res.end(frames((JSON.parse(Buffer.concat(chunks).toString()) as { paths: string[] }).paths)));
-  });
-  const url = await listenUrl(server);
-  return { url, close: () => new Promise((r) => server.close(r)) };
-}
+    },
+    (_req, res, body) => res.end(frames(pathsAsked(body))),
+  );
 
 const entry = (path: string, type: ManifestEntry['type'], size = 0, target?: string): ManifestEntry => ({
   path,
@@ -400,7 +395,15 @@ describe('a pull from a hostile or broken coordinator', () => {
       const h = await hostile(fixed, (paths) => Buffer.concat(paths.map((p) => frame(p, Buffer.from('!')))));
       try {
         await assert.rejects(
-          pullSnapshot({ from: h.url, token: TOKEN, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 }),
+          pullSnapshot({
+            from: h.url,
+            token: h.token,
+            snapshot: 's',
+            base: null,
+            into,
+            durable: false,
+            timeoutMs: 5000,
+          }),
           /unsafe path|not a directory/,
         );
         assert.deepEqual((await readdir(outside)).sort(), ['slot']);
@@ -417,7 +420,7 @@ describe('a pull from a hostile or broken coordinator', () => {
     const h = await hostile([entry('a.txt', 'file', 3)], () => frame('a.txt', Buffer.from('new'), Buffer.alloc(32)));
     try {
       await assert.rejects(
-        pullSnapshot({ from: h.url, token: TOKEN, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 }),
+        pullSnapshot({ from: h.url, token: h.token, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 }),
         /arrived damaged/,
       );
       assert.equal(await readFile(join(into, 'a.txt'), 'utf8'), 'old');
@@ -432,7 +435,7 @@ describe('a pull from a hostile or broken coordinator', () => {
     const h = await hostile([entry('a.txt', 'file', 1000)], () => frameHeader('a.txt', 1000));
     try {
       await assert.rejects(
-        pullSnapshot({ from: h.url, token: TOKEN, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 }),
+        pullSnapshot({ from: h.url, token: h.token, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 }),
         /cut its answer short/,
       );
       assert.equal(await readFile(join(into, 'a.txt'), 'utf8'), 'old');

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, readlink, stat, utimes, writeFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer, get } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type IncomingMessage, get } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
@@ -15,6 +14,7 @@ import { PULL_LIMITS } from '../../../src/tree/fleet-limits.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
+import { type StubHandler, pathsAsked, stubCoordinator } from '../../../testkit/stub-coordinator.js';
 import { flood } from '../../../testkit/flood.js';
 
 // A host reads a manifest answer as it comes, an element at a time, into sorted runs on disk, and
@@ -22,29 +22,7 @@ import { flood } from '../../../testkit/flood.js';
 // the slot becomes the snapshot, and what is malformed is refused before it is held.
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
 const TIME = 1_700_000_000_000;
-
-type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
-
-async function coordinator(manifest: Handler, files: Handler = (_q, res) => res.end()) {
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () =>
-      (req.url?.startsWith('/v1/fleet/manifest') ? manifest : files)(req, res, Buffer.concat(chunks)),
-    );
-  });
-  server.on('connection', (socket) => socket.setNoDelay(true));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => {
-      server.closeAllConnections();
-      return new Promise((r) => server.close(r));
-    },
-  };
-}
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 const fileEntry = (path: string, content: Buffer): ManifestEntry => ({
@@ -59,9 +37,9 @@ const dirEntry = (path: string): ManifestEntry => ({ path, type: 'dir', mode: 0o
 
 /** Frames for every path asked for. */
 const framesOf =
-  (contents: Record<string, Buffer>): Handler =>
+  (contents: Record<string, Buffer>): StubHandler =>
   (_req, res, body) => {
-    const { paths } = JSON.parse(body.toString()) as { paths: string[] };
+    const paths = pathsAsked(body);
     res.end(
       Buffer.concat(
         paths.map((p) => {
@@ -74,7 +52,7 @@ const framesOf =
 
 /** Send `body` a few bytes at a time, a timer between writes: its chunks end anywhere, inside strings and characters. */
 const trickled =
-  (body: Buffer, piece = 3): Handler =>
+  (body: Buffer, piece = 3): StubHandler =>
   (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     let at = 0;
@@ -88,10 +66,10 @@ const trickled =
     next();
   };
 
-const pull = (url: string, into: string, extra: Partial<PullOptions> = {}) =>
+const pull = (at: { url: string; token: string }, into: string, extra: Partial<PullOptions> = {}) =>
   pullSnapshot({
-    from: url,
-    token: TOKEN,
+    from: at.url,
+    token: at.token,
     snapshot: 's2',
     base: null,
     into,
@@ -123,9 +101,9 @@ describe('a manifest answer read as it comes', () => {
     ].reverse(); // children before their parents: the host sorts
     // its fields in another order than the coordinator's, whitespace everywhere
     const body = Buffer.from(JSON.stringify({ removed: [], changed, base: null, snapshot: 's2' }, null, 2));
-    const c = await coordinator(trickled(body), framesOf(contents));
+    const c = await stubCoordinator(trickled(body), framesOf(contents));
     try {
-      const stats = await pull(c.url, into);
+      const stats = await pull(c, into);
       assert.equal(stats.files, 5);
       assert.equal(stats.received >= body.length, true);
       for (const [p, content] of Object.entries(contents)) assert.deepEqual(await readFile(join(into, p)), content);
@@ -172,15 +150,15 @@ describe('a manifest answer read as it comes', () => {
       await utimes(join(into, `d${d}`), TIME / 1000, TIME / 1000);
     }
     let asked = 0;
-    const c = await coordinator(
+    const c = await stubCoordinator(
       (_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })),
       (req, res, body) => {
-        asked += (JSON.parse(body.toString()) as { paths: string[] }).paths.length;
+        asked += pathsAsked(body).length;
         framesOf({})(req, res, body);
       },
     );
     try {
-      const stats = await pull(c.url, into, { contentIndex: false });
+      const stats = await pull(c, into, { contentIndex: false });
       assert.equal(asked, 0, 'no file was asked for');
       assert.equal(stats.files, 0);
       assert.equal(stats.removed, 0);
@@ -196,9 +174,9 @@ describe('a manifest answer read as it comes', () => {
     const changed: ManifestEntry[] = [dirEntry('twice')];
     for (let i = 0; i < 40_000; i++) changed.push(dirEntry(`d${i}`));
     changed.push(dirEntry('twice'));
-    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
+    const c = await stubCoordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
     try {
-      await assert.rejects(pull(c.url, into), /twice twice in one manifest/);
+      await assert.rejects(pull(c, into), /twice twice in one manifest/);
       assert.deepEqual(await readdir(into), ['.mirrorswap-tmp']); // nothing made: refused before the first change
     } finally {
       await c.close();
@@ -208,11 +186,11 @@ describe('a manifest answer read as it comes', () => {
   it('an element larger than any entry is refused before it is held, and the host stops reading', async () => {
     const into = await temp.make('mirrorswap-stream-');
     let sent = () => 0;
-    const c = await coordinator((_req, res) => {
+    const c = await stubCoordinator((_req, res) => {
       sent = flood(res, '{"snapshot":"s2","changed":[{"path":"', 0x61);
     });
     try {
-      await assert.rejects(pull(c.url, into), /a manifest entry over the bound of \d+ bytes/);
+      await assert.rejects(pull(c, into), /a manifest entry over the bound of \d+ bytes/);
       assert.ok(sent() < 16 * 1024 * 1024, `the host stopped reading: ${sent()} bytes sent`);
     } finally {
       await c.close();
@@ -234,9 +212,9 @@ describe('a manifest answer read as it comes', () => {
   ] as const) {
     it(`an answer ${name} is refused`, async () => {
       const into = await temp.make('mirrorswap-stream-');
-      const c = await coordinator(trickled(Buffer.from(body), 2));
+      const c = await stubCoordinator(trickled(Buffer.from(body), 2));
       try {
-        await assert.rejects(pull(c.url, into, { base: 's1' }), refusal);
+        await assert.rejects(pull(c, into, { base: 's1' }), refusal);
       } finally {
         await c.close();
       }
@@ -278,9 +256,9 @@ describe('a refused manifest leaves nothing behind', () => {
   it('a path named twice leaves no descriptor open on the delta, nor the delta on disk', async () => {
     const into = await temp.make('mirrorswap-stream-');
     const changed: ManifestEntry[] = [dirEntry('twice'), dirEntry('other'), dirEntry('twice')];
-    const c = await coordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
+    const c = await stubCoordinator((_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })));
     try {
-      for (let i = 0; i < 3; i++) await assert.rejects(pull(c.url, into), /twice twice in one manifest/);
+      for (let i = 0; i < 3; i++) await assert.rejects(pull(c, into), /twice twice in one manifest/);
       assert.deepEqual(await openUnder(into), [], 'descriptors left open');
       assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'files left behind');
     } finally {
@@ -292,13 +270,13 @@ describe('a refused manifest leaves nothing behind', () => {
     const into = await temp.make('mirrorswap-stream-');
     const changed: ManifestEntry[] = [];
     for (let i = 0; i < 40_000; i++) changed.push(dirEntry(`d${i}`));
-    const c = await coordinator((_req, res) =>
+    const c = await stubCoordinator((_req, res) =>
       res.end(JSON.stringify({ snapshot: 's2', changed, removed: ['gone'], base: 's0' })),
     );
     try {
       // (a slot without a content index is pulled whole: pull-first-index.test.ts)
       await assert.rejects(
-        pull(c.url, into, { base: 's1', contentIndex: false }),
+        pull(c, into, { base: 's1', contentIndex: false }),
         /a delta from snapshot "s0" where one from s1/,
       );
       assert.deepEqual(await readdir(join(into, '.mirrorswap-tmp')).catch(() => []), [], 'files left behind');
@@ -324,11 +302,14 @@ describe('the runs of a manifest answer', () => {
         ),
       );
     const body = Buffer.from(JSON.stringify({ snapshot: 's2', changed, removed: [] }));
-    const c = await coordinator((_req, res) => res.end(body));
+    const c = await stubCoordinator((_req, res) => res.end(body));
     const dir = await temp.make('mirrorswap-runs-');
     try {
       const res = await new Promise<IncomingMessage>((resolve, reject) =>
-        get(`${c.url}/v1/fleet/manifest`, resolve).on('error', reject),
+        get(`${c.url}/v1/fleet/manifest`, { headers: { authorization: `Bearer ${c.token}` } }, resolve).on(
+          'error',
+          reject,
+        ),
       );
       const answer = await receiveManifest(res, dir, 's2', null, PULL_LIMITS, new Pace(5000, 1));
       assert.equal(answer.changed, 4000);
@@ -355,11 +336,11 @@ describe("the content index of a pull's delta", () => {
     // order of their keys, more paths than one derive is given at a time
     const removed = ['a', ...Array.from({ length: 17_000 }, (_, i) => `a-${i}`), 'a/x'];
     const changed = [{ path: 'a', type: 'link', mode: 0o777, size: 0, mtimeMs: TIME, target: outside }];
-    const c = await coordinator((_req, res) =>
+    const c = await stubCoordinator((_req, res) =>
       res.end(JSON.stringify({ snapshot: 's2', base: 's1', changed, removed })),
     );
     try {
-      await pull(c.url, into, { base: 's1' });
+      await pull(c, into, { base: 's1' });
       assert.equal(await readlink(join(into, 'a')), outside);
       const index = await readCopyIndex(into, 'a');
       assert.equal(index?.files.x, undefined, 'a file outside the slot was read into its index');
@@ -377,12 +358,12 @@ describe('a durable pull', () => {
     await writeFile(join(into, 'old', 'y'), 'y');
     const content = Buffer.from('kept');
     const changed = [fileEntry('new.txt', content)];
-    const c = await coordinator(
+    const c = await stubCoordinator(
       (_req, res) => res.end(JSON.stringify({ snapshot: 's2', changed, removed: [] })),
       framesOf({ 'new.txt': content }),
     );
     try {
-      const stats = await pull(c.url, into, { durable: true, contentIndex: false });
+      const stats = await pull(c, into, { durable: true, contentIndex: false });
       assert.equal(stats.files, 1);
       assert.deepEqual((await readdir(into)).sort(), ['new.txt']);
     } finally {

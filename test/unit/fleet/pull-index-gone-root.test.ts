@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, rm, utimes, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { frameHeader } from '../../../src/fleet/coordinator/fleet-api.js';
@@ -11,9 +10,8 @@ import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { META_DIR_NAME, TEMP_DIR_NAME } from '../../../src/store/store-layout.js';
 import type { ManifestEntry } from '../../../src/tree/manifest.js';
 import { tempDirs } from '../../../testkit/store.js';
-import { listenUrl } from '../../../testkit/server.js';
+import { stubCoordinator } from '../../../testkit/stub-coordinator.js';
 
-const TOKEN = 'secret-token-0123456789';
 const temp = tempDirs();
 
 describe('a whole pull after one cut short', () => {
@@ -39,23 +37,27 @@ describe('a whole pull after one cut short', () => {
         hash: createHash('sha256').update(content).digest('hex'),
       },
     ];
-    const server = createServer((req, res) => {
-      if (req.url?.startsWith('/v1/fleet/manifest')) {
+    const c = await stubCoordinator(
+      (_req, res) => {
         res.setHeader('content-type', 'application/json');
         res.end(JSON.stringify({ base: null, changed: manifest, removed: [] }));
-        return;
-      }
-      req.resume();
-      req.on('end', () =>
+      },
+      (_req, res) =>
         res.end(Buffer.concat([frameHeader('a.txt', 1), content, createHash('sha256').update(content).digest()])),
-      );
-    });
-    const url = await listenUrl(server);
+    );
     try {
-      await pullSnapshot({ from: url, token: TOKEN, snapshot: 's', base: null, into, durable: false, timeoutMs: 5000 });
+      await pullSnapshot({
+        from: c.url,
+        token: c.token,
+        snapshot: 's',
+        base: null,
+        into,
+        durable: false,
+        timeoutMs: 5000,
+      });
       assert.equal((await readCopyIndex(into, ''))?.files['gone.bin'], undefined);
     } finally {
-      await new Promise((r) => server.close(r));
+      await c.close();
       await rm(into, { recursive: true, force: true });
     }
   });
