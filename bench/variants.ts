@@ -5,8 +5,11 @@
  *    of the packages in node_modules (one thread): seconds per GiB of
  *    originals, and the size of the variants against the originals.
  * 2. A full copy (TreeCopier.mirrorAll, durable, into an empty slot) of a
- *    tree of text files without variants, with them, and with them reusing
- *    the other copy's (the second copy of `init`): times and ratios. With
+ *    tree of text files without variants, with the content index alone
+ *    (hashes for strong ETags, no type compressible), with variants, and
+ *    with them reusing the other copy's (the second copy of `init`): times
+ *    and ratios. Every round's copies stay until the last round is done
+ *    (see the removal's comment). With
  *    `--a OLD/dist/src/cli/bin.js`, build A's copier in turns too, without
  *    variants and reusing this build's (each ratio to its own build's copy
  *    without variants).
@@ -119,7 +122,7 @@ async function copierBuilds(): Promise<{
   return { own: TreeCopier, a: a.TreeCopier, close: () => pool.walkPool.close() };
 }
 
-type FullKind = 'none' | 'variants' | 'reused' | 'A none' | 'A reused';
+type FullKind = 'none' | 'hashed' | 'variants' | 'reused' | 'A none' | 'A reused';
 
 async function fullCopies(root: string): Promise<void> {
   const master = join(root, 'master');
@@ -127,11 +130,12 @@ async function fullCopies(root: string): Promise<void> {
   const settings = TREE_DEFAULTS.variantSettings;
   const builds = await copierBuilds();
   const kinds: FullKind[] = builds.a
-    ? ['none', 'variants', 'reused', 'A none', 'A reused']
-    : ['none', 'variants', 'reused'];
+    ? ['none', 'hashed', 'variants', 'reused', 'A none', 'A reused']
+    : ['none', 'hashed', 'variants', 'reused'];
   const times = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<FullKind, number[]>;
   /** Each round's own ratio to its build's copy without variants: the machine's pace drifts between rounds. */
   const ratios = Object.fromEntries(kinds.map((k) => [k, [] as number[]])) as Record<FullKind, number[]>;
+  const made: string[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const dirs = Object.fromEntries(kinds.map((k) => [k, join(root, `${k.replace(/\W+/g, '-')}${r}`)])) as Record<
       FullKind,
@@ -144,6 +148,8 @@ async function fullCopies(root: string): Promise<void> {
         durable: true,
         ...(kind.endsWith('none') ? { variants: null } : {}),
         ...(kind === 'variants' ? { variants: { settings, other: null } } : {}),
+        // the content index alone (each file hashed, no type compressible): what strong ETags cost
+        ...(kind === 'hashed' ? { variants: { settings: { ...settings, types: [] }, other: null } } : {}),
         // both builds reuse the variants this build's copy made
         ...(kind.endsWith('reused') ? { variants: { settings, other: dirs.variants } } : {}),
       });
@@ -153,7 +159,8 @@ async function fullCopies(root: string): Promise<void> {
       if (kind.endsWith('reused') && copier.variantStats.compressed > 0) throw new Error('the reusing copy compressed');
     };
     // each build's copy without variants first and last in turns; a reusing one needs the variants made first
-    const own: FullKind[] = r % 2 === 0 ? ['none', 'variants', 'reused'] : ['variants', 'reused', 'none'];
+    const own: FullKind[] =
+      r % 2 === 0 ? ['none', 'hashed', 'variants', 'reused'] : ['variants', 'reused', 'hashed', 'none'];
     const a: FullKind[] = builds.a ? (r % 2 === 0 ? ['A none', 'A reused'] : ['A reused', 'A none']) : [];
     const order: FullKind[] = r % 2 === 0 ? [...own, ...a] : [own[0] as FullKind, ...a, ...own.slice(1)];
     for (const kind of order) await run(kind);
@@ -161,9 +168,15 @@ async function fullCopies(root: string): Promise<void> {
       const base = kind.startsWith('A ') ? 'A none' : 'none';
       ratios[kind].push((times[kind][r] as number) / (times[base][r] as number));
     }
-    for (const d of Object.values(dirs)) await rm(d, { recursive: true, force: true });
+    made.push(...Object.values(dirs));
   }
   await builds.close();
+  // removed only now: ext4 passes over inodes freed in the last minutes when it allocates one (its
+  // recently_deleted check, in the kernel's time), so files created after a large removal cost up
+  // to ten times their usual time. Removing each round's copies before the next made every copy
+  // slower by turns, and the ratios looked better than they are: what a file costs on its own hid
+  // under what the allocator cost
+  for (const d of made) await rm(d, { recursive: true, force: true });
   const mib = bytes / 2 ** 20;
   console.log(
     `\n## Full copy of ${FILES} text files (${mib.toFixed(0)} MiB) into an empty slot, durable, medians of ${ROUNDS}\n`,
