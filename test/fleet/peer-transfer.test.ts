@@ -418,8 +418,13 @@ describe('a pull from peers', () => {
     let requests = 0;
     const drips = new Set<NodeJS.Timeout>();
     const gone = createServer((req, res) => {
-      requests++;
       req.resume();
+      // only the host's files requests: a stray client of another test on this port counts for nothing
+      if (req.method !== 'POST' || !req.url?.startsWith('/v1/fleet/files?')) {
+        res.writeHead(404, { connection: 'close' }).end();
+        return;
+      }
+      requests++;
       res.writeHead(410, { 'content-type': 'application/json' });
       const drip = setInterval(() => res.write('x'), 100);
       drips.add(drip);
