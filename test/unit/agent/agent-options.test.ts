@@ -27,6 +27,14 @@ describe('Agent.start refuses variant options that would not do what they say', 
     ['a path for a type', { variantTypes: ['js', 'assets/css'] }, /"assets\/css" is not a file extension/],
     ['an inner dot', { variantTypes: ['min.js'] }, /"min\.js" is not a file extension/],
     ['a number for a type', { variantTypes: [42] }, /variantTypes option: 42 is not/],
+    // each copy records the selection it follows, read back at every sync: one too long to read back
+    // would have the copy derived whole at every sync
+    ['a type of 33 characters', { variantTypes: ['x'.repeat(33)] }, /"x{33}" is longer than 32 characters/],
+    [
+      'more than 256 types',
+      { variantTypes: Array.from({ length: 257 }, (_, i) => `t${i}`) },
+      /variantTypes option lists 257 types: at most 256/,
+    ],
     ['brotli quality 12', { brotliQuality: 12 }, /brotliQuality option must be an integer from 0 to 11, not 12/],
     ['gzip level 0', { gzipLevel: 0 }, /gzipLevel option must be an integer from 1 to 9, not 0/],
     ['a fractional level', { gzipLevel: 6.5 }, /gzipLevel option must be an integer/],

@@ -155,6 +155,11 @@ describe('defaults: one table per component', () => {
     // a type is one extension: a glob, a path, a name with a dot inside can never be a file's extension
     for (const never of ['*.js', 'tar.gz', 'js css', 'assets/js', '.'])
       refused(['--variant-types', `html,${never}`], '--variant-types', /extension/);
+    // bounded as the agent's options are: each copy records its selection and reads it back at every sync
+    refused(['--variant-types', `html,${'x'.repeat(33)}`], '--variant-types', /longer than 32 characters/);
+    const many = Array.from({ length: 257 }, (_, i) => `t${i}`).join(',');
+    refused(['--variant-types', many], '--variant-types', /257 types: at most 256/);
+    assert.equal(agentFlags(['--variant-types', `${'x'.repeat(32)},css`]).variantTypes?.length, 2);
   });
 
   it("the web server's flags, left unset, give exactly the middleware's default table", () => {
