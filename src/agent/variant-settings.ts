@@ -37,6 +37,15 @@ export function variantSettings(opts: VariantOptions): VariantSettings | null {
 export const VARIANT_TYPE = /^\.?[^./\s*?[\]{}\\]+$/;
 
 /**
+ * Bounds of `variantTypes`, far above any real list: each copy records the
+ * selection its variants follow (`variant-selection.ts`) and reads it back
+ * at every sync, within a bound of its own. A list past it could never be
+ * read back, and every sync would derive the copy whole.
+ */
+export const MAX_VARIANT_TYPES = 256;
+export const MAX_VARIANT_TYPE_LENGTH = 32;
+
+/**
  * Refuse variant options that would do something else than they seem to
  * (the command line refuses the same as usage errors): a `precompress` or
  * `variants` that is not a boolean was read for its truth, an empty list of
@@ -61,11 +70,15 @@ export function variantOptionsRefusal(opts: VariantOptions): void {
   const types: unknown = opts.variantTypes;
   if (!Array.isArray(types))
     fail('variantTypes option must be an array of file extensions, like ["html", "css", "js"]');
+  if ((types as unknown[]).length > MAX_VARIANT_TYPES)
+    fail(`variantTypes option lists ${(types as unknown[]).length} types: at most ${MAX_VARIANT_TYPES}`);
   for (const t of types as unknown[]) {
     if (typeof t !== 'string' || !VARIANT_TYPE.test(t))
       fail(
         `variantTypes option: ${JSON.stringify(t)} is not a file extension; list extensions, like ["html", "css", "js"] (no globs, paths or inner dots)`,
       );
+    if ((t as string).length > MAX_VARIANT_TYPE_LENGTH)
+      fail(`variantTypes option: ${JSON.stringify(t)} is longer than ${MAX_VARIANT_TYPE_LENGTH} characters`);
   }
   if (opts.variants) {
     if ((encodings as unknown[]).length === 0)

@@ -19,7 +19,7 @@ import {
 } from './flags.js';
 import { VARIANT_ENCODINGS, type VariantEncoding } from '../store/content-index.js';
 import { parseEncodings } from '../tree/compressible.js';
-import { VARIANT_TYPE } from '../agent/variant-settings.js';
+import { MAX_VARIANT_TYPES, MAX_VARIANT_TYPE_LENGTH, VARIANT_TYPE } from '../agent/variant-settings.js';
 
 /** The agent API's listener, shared by `agent` and `up`. */
 export const AGENT_LISTEN_FLAG: FlagSpecs[string] = {
@@ -220,6 +220,11 @@ function typesFlag(values: FlagValues): string[] | undefined {
       `--variant-types ${list?.join(',')}: "${bad}" is not a file extension; list extensions, like html,css,js (no globs, paths or inner dots: a file's extension is what follows the last dot of its name)`,
     );
   }
+  if (list && list.length > MAX_VARIANT_TYPES)
+    throw new UsageError(`--variant-types lists ${list.length} types: at most ${MAX_VARIANT_TYPES}`);
+  const long = list?.find((type) => type.length > MAX_VARIANT_TYPE_LENGTH);
+  if (long !== undefined)
+    throw new UsageError(`--variant-types: "${long}" is longer than ${MAX_VARIANT_TYPE_LENGTH} characters`);
   return list;
 }
 

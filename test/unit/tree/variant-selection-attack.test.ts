@@ -9,6 +9,14 @@ import { directoryIndexPath } from '../../../src/store/content-index.js';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
 import type { VariantSettings } from '../../../src/tree/compressible.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
+import {
+  MAX_VARIANT_TYPES,
+  MAX_VARIANT_TYPE_LENGTH,
+  variantOptionsRefusal,
+  variantSettings,
+} from '../../../src/agent/variant-settings.js';
+import { AGENT_DEFAULTS, VARIANT_RANGES } from '../../../src/agent/agent-defaults.js';
+import { recordVariantSelectionSync, staleVariantSelectionSync } from '../../../src/tree/variant-selection.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { mountTmpfs } from '../../../testkit/tools.js';
 import { compressibleText } from '../../../testkit/variants.js';
@@ -96,6 +104,30 @@ describe('a copy whose derive for new settings failed midway', () => {
       }
     } finally {
       unmount();
+    }
+  });
+});
+
+describe("the largest selection the agent's options allow", () => {
+  it('is recorded and read back: a copy following it is not derived whole at every sync', async () => {
+    const slot = await mkdtemp(join(tmpdir(), 'mirrorswap-selection-'));
+    try {
+      await mkdir(join(slot, '.mirrorswap-tmp'));
+      const types = Array.from({ length: MAX_VARIANT_TYPES }, (_, i) => `${i}`.padStart(MAX_VARIANT_TYPE_LENGTH, 'x'));
+      const opts = {
+        ...AGENT_DEFAULTS,
+        variantTypes: types,
+        variantMinSize: VARIANT_RANGES.variantMinSize[1],
+        variantMinSaving: VARIANT_RANGES.variantMinSaving[1],
+      };
+      variantOptionsRefusal(opts); // allowed
+      const largest = variantSettings(opts) as VariantSettings;
+      const selection = staleVariantSelectionSync(slot, largest);
+      assert.ok(selection !== null, 'a copy with no record follows no selection');
+      recordVariantSelectionSync(slot, selection);
+      assert.equal(staleVariantSelectionSync(slot, largest), null);
+    } finally {
+      await rm(slot, { recursive: true, force: true });
     }
   });
 });
