@@ -152,6 +152,15 @@ describe('defaults: one table per component', () => {
     for (const empty of ['', ',', ' , ']) refused(['--variant-types', empty], '--variant-types', /--no-variants/);
     refused([], '--variant-types', /--no-variants/, { MIRRORSWAP_VARIANT_TYPES: ',' });
     for (const empty of ['', ',']) refused(['--variant-encodings', empty], '--variant-encodings', /--no-variants/);
+    // with variants off, a list naming nothing does nothing either: taken, as Agent.start takes it (a
+    // unit file clearing the lists beside --no-variants must start)
+    const off = agentFlags(['--no-variants', '--variant-encodings', '', '--variant-types', ',']);
+    assert.equal(off.variants, false);
+    assert.deepEqual([off.variantEncodings, off.variantTypes], [[], []]);
+    const offByEnv = agentFlags([], { MIRRORSWAP_VARIANTS: 'false', MIRRORSWAP_VARIANT_TYPES: ',' });
+    assert.deepEqual([offByEnv.variants, offByEnv.variantTypes], [false, []]);
+    // what is named is still checked: a glob is never an extension, on or off
+    refused(['--no-variants', '--variant-types', '*.js'], '--variant-types', /extension/);
     // a type is one extension: a glob, a path, a name with a dot inside can never be a file's extension
     for (const never of ['*.js', 'tar.gz', 'js css', 'assets/js', '.'])
       refused(['--variant-types', `html,${never}`], '--variant-types', /extension/);
