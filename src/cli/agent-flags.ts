@@ -188,11 +188,13 @@ export const SWAP_FLAGS: FlagSpecs = {
 /**
  * A list flag of the variants that must name something: an empty one (`''`, `,`) compressed nothing
  * (types) or turned variants and the content index off (codings), without a word. Saying so is
- * `--no-variants`' job.
+ * `--no-variants`' job; with it, an empty list is taken.
  */
 function nonEmptyListFlag(values: FlagValues, name: string, example: string): string[] | undefined {
   const list = listFlag(values, name);
-  if (list !== undefined && list.length === 0) {
+  // with variants off an empty list does nothing either (a unit file may clear the lists beside
+  // --no-variants): taken, as Agent.start takes it
+  if (list !== undefined && list.length === 0 && values.variants !== false) {
     throw new UsageError(
       `--${name} ${JSON.stringify(values[name])}: names nothing; list at least one, like ${example} (to make no variants, use --no-variants)`,
     );
