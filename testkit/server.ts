@@ -1,5 +1,5 @@
 import { type RequestListener, type Server, createServer, request } from 'node:http';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
 
 /** A real HTTP server on a loopback port. */
 export interface Running {
@@ -65,6 +65,36 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Ports below the ephemeral range (`ip_local_port_range`) that no service
+ * of a test machine takes: a server listening on port 0 is never given one.
+ */
+const REFUSING_PORTS = [1, 2, 3, 4, 5, 6, 8, 10];
+
+/**
+ * The URL of a loopback port where nothing listens, the `n`th of a few
+ * distinct ones: for a test of a client that is refused. Never a port freed
+ * by a test (`freePort`, a server closed): test files run in processes side
+ * by side, the next server listening on port 0 in any of them may be given
+ * it, and the client under test would call that test's server. Checked to
+ * refuse, else an error naming the port.
+ */
+export async function refusedUrl(n = 0): Promise<string> {
+  const port = REFUSING_PORTS[n];
+  if (port === undefined) throw new RangeError(`refusedUrl: ${REFUSING_PORTS.length} ports at most`);
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      reject(new Error(`refusedUrl: something listens on 127.0.0.1:${port}; a test needs it refusing`));
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'ECONNREFUSED' ? resolve() : reject(new Error(`refusedUrl: 127.0.0.1:${port}: ${err.message}`)),
+    );
+  });
+  return `http://127.0.0.1:${port}`;
 }
 
 /** GET `path`, read the first chunk of the answer, then hang up: a client that leaves mid-response. */

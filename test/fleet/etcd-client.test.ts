@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { EtcdError, EtcdGateway, type WatchEvent } from '../../src/fleet/etcd.js';
 import { type EtcdCluster, makeTestCertificates, startEtcdCluster } from '../../testkit/etcd.js';
 import { tempDirs } from '../../testkit/store.js';
-import { freePort } from '../../testkit/server.js';
+import { refusedUrl } from '../../testkit/server.js';
 import { waitFor } from '../../testkit/wait.js';
 
 describe('the etcd client (the HTTP/JSON gateway, against a real 3-member etcd)', { timeout: 120_000 }, () => {
@@ -140,7 +140,7 @@ describe('the etcd client (the HTTP/JSON gateway, against a real 3-member etcd)'
       first.close();
     }
     const nowhere = new EtcdGateway({
-      endpoints: [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`],
+      endpoints: [await refusedUrl(0), await refusedUrl(1)],
       timeoutMs: 300,
     });
     try {

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { EtcdError, EtcdGateway } from '../../src/fleet/etcd.js';
 import { type EtcdCluster, startEtcdCluster } from '../../testkit/etcd.js';
-import { freePort } from '../../testkit/server.js';
+import { refusedUrl } from '../../testkit/server.js';
 
 const noop = () => {};
 
@@ -25,7 +25,7 @@ describe('etcd failover: every call tries every member once', { timeout: 120_000
     // not the leader: pausing the leader would leave the others electing one for longer than a call's deadline
     const leader = await cluster.leader();
     const [hung, live] = cluster.members.filter((m) => m !== leader);
-    const dead = `http://127.0.0.1:${await freePort()}`;
+    const dead = await refusedUrl();
     // hung first (answers nothing), then a live member, then a closed port: a call that starts at the
     // hung member while another call moves the cursor to the live one must still try the live one
     const etcd = new EtcdGateway({ endpoints: [hung.clientUrl, live.clientUrl, dead], timeoutMs: 400 });
@@ -74,11 +74,7 @@ describe('etcd failover: every call tries every member once', { timeout: 120_000
   });
 
   it('no member answering: the error names every member once, with what each answered', async () => {
-    const urls = [
-      `http://127.0.0.1:${await freePort()}`,
-      `http://127.0.0.1:${await freePort()}`,
-      `http://127.0.0.1:${await freePort()}`,
-    ];
+    const urls = [await refusedUrl(0), await refusedUrl(1), await refusedUrl(2)];
     const etcd = new EtcdGateway({ endpoints: urls, timeoutMs: 300 });
     try {
       await Promise.all(

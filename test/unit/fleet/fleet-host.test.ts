@@ -8,7 +8,7 @@ import { HostAgent } from '../../../src/fleet/host/host-agent.js';
 import { StoreLock } from '../../../src/store/store-lock.js';
 import { storeLayout } from '../../../src/store/store-layout.js';
 import { memoryLogger } from '../../../testkit/logger.js';
-import { freePort } from '../../../testkit/server.js';
+import { freePort, refusedUrl } from '../../../testkit/server.js';
 import { runCli } from '../../../testkit/proc.js';
 import { tempDirs, tempStore } from '../../../testkit/store.js';
 
@@ -19,7 +19,7 @@ describe('the fleet host agent', () => {
   it('one per store: a second copy on the same store is refused, naming the first; etcd out of reach holds neither up', async () => {
     const layout = storeLayout(await temp.make('mirrorswap-host-'));
     // nothing listens there: the agents start, serve what they have, and keep trying
-    const etcd = new EtcdGateway({ endpoints: [`http://127.0.0.1:${await freePort()}`], timeoutMs: 200 });
+    const etcd = new EtcdGateway({ endpoints: [await refusedUrl()], timeoutMs: 200 });
     const opts = {
       etcd,
       fleet: 'web',

@@ -9,7 +9,14 @@ import type { Heartbeat } from '../../../src/store/heartbeat.js';
 import { readHeartbeats } from '../../../src/store/heartbeat.js';
 import { startStaticServer } from '../../../src/server/static-server.js';
 import { memoryLogger } from '../../../testkit/logger.js';
-import { type Running, acceptQueueLength, hangUpAtFirstByte, listen, rawGet } from '../../../testkit/server.js';
+import {
+  type Running,
+  acceptQueueLength,
+  hangUpAtFirstByte,
+  listen,
+  rawGet,
+  refusedUrl,
+} from '../../../testkit/server.js';
 import { type TempStore, tempStore } from '../../../testkit/store.js';
 import { waitFor } from '../../../testkit/wait.js';
 
@@ -264,10 +271,7 @@ describe('mirrorProxy: upstream failures', () => {
   };
 
   it('answers 502 with a fixed body when the upstream refuses connections', async () => {
-    const closed = await listen(() => {});
-    const url = closed.url;
-    await closed.close();
-    const { proxy, server } = await front(url);
+    const { proxy, server } = await front(await refusedUrl());
     const res = await rawGet(server.port, '/x');
     assert.equal(res.status, 502);
     assert.equal(res.body.toString(), 'Bad Gateway\n');
