@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -12,7 +13,7 @@ import { type PullStats, pullSnapshot } from '../src/fleet/host/pull.js';
 import { memoryLogger } from './logger.js';
 
 /** The token of the coordinators these helpers start. */
-export const FLEET_TOKEN = 'fleet-token-for-tests-0123456789';
+export const FLEET_TOKEN = `fleet-token-${randomBytes(16).toString('hex')}`;
 
 /** A coordinator's content endpoints over `slots` (its manifests under `root`), on loopback. */
 export async function contentCoordinator(

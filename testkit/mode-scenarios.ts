@@ -6,6 +6,7 @@
  *
  * Run as: node mode-scenarios.js SCENARIO DIR
  */
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -268,7 +269,7 @@ async function agentScenario(dir: string): Promise<void> {
 
 /** A host slot holding read-only directories, pulled into again. */
 async function pullScenario(dir: string): Promise<void> {
-  const token = 'fleet-token-for-tests-0123456789';
+  const token = `fleet-token-${randomBytes(16).toString('hex')}`;
   const slots = { a: join(dir, 'coord/a'), b: join(dir, 'coord/b') };
   const into = join(dir, 'host/slot');
   for (const d of [slots.a, slots.b, into]) await mkdir(d, { recursive: true });
@@ -369,7 +370,7 @@ async function driftScenario(dir: string): Promise<void> {
   }
 
   // a host: a whole pull over a 0000 directory and file, then pulls under a read-only root
-  const token = 'fleet-token-for-tests-0123456789';
+  const token = `fleet-token-${randomBytes(16).toString('hex')}`;
   const slots = { a: join(dir, 'coord/a'), b: join(dir, 'coord/b') };
   const into = join(dir, 'host/slot');
   for (const d of [slots.a, slots.b, into]) await mkdir(d, { recursive: true });

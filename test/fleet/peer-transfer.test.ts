@@ -25,7 +25,7 @@ import { treeOf } from '../../testkit/trees.js';
 // retry, never a wrong byte, never a write outside the slot, never a hung pull.
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
+const TOKEN = `fleet-token-${randomBytes(16).toString('hex')}`;
 
 async function write(root: string, files: Record<string, string | Buffer>) {
   const mtime = new Date('2026-01-02T03:04:05Z');
@@ -420,7 +420,7 @@ describe('a pull from peers', () => {
     const gone = createServer((req, res) => {
       req.resume();
       // only the host's files requests: a stray client of another test on this port counts for nothing
-      if (req.method !== 'POST' || !req.url?.startsWith('/v1/fleet/files?')) {
+      if (req.method !== 'POST' || !req.url?.startsWith(`/v1/fleet/files?snapshot=${c.snapshot}`)) {
         res.writeHead(404, { connection: 'close' }).end();
         return;
       }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ import { compressibleText } from '../../../testkit/variants.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
+const TOKEN = `fleet-token-${randomBytes(16).toString('hex')}`;
 
 /** A coordinator's content endpoints over two slot directories, on loopback. */
 async function coordinator() {

@@ -88,14 +88,27 @@ describe("a fleet host's made marks, after the coordinator's upgrade", () => {
     const { snapshots, url, close } = await contentCoordinator(slots, root);
     // the coordinator before the mark: its manifest answers carry none
     const before = createServer((req, res) => {
+      // only the fleet's routes are relayed: a stray client of another test on this port meets a 404
+      if (!req.url?.startsWith('/v1/fleet/')) {
+        req.resume();
+        res.writeHead(404, { connection: 'close' }).end();
+        return;
+      }
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', async () => {
         const answer = await fetch(url + (req.url as string), {
           method: req.method,
-          headers: req.headers as Record<string, string>,
+          headers: {
+            authorization: req.headers.authorization ?? '',
+            ...(req.headers['content-type'] ? { 'content-type': req.headers['content-type'] } : {}),
+          },
           ...(req.method === 'POST' ? { body: Buffer.concat(chunks) } : {}),
-        });
+        }).catch(() => null);
+        if (answer === null) {
+          res.writeHead(502).end();
+          return;
+        }
         let body = Buffer.from(await answer.arrayBuffer());
         if (req.url?.startsWith('/v1/fleet/manifest'))
           body = Buffer.from(body.toString('utf8').replaceAll(',"made":true', ''));

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { tempDirs } from '../../../testkit/store.js';
 
 const temp = tempDirs();
 after(() => temp.removeAll());
-const TOKEN = 'fleet-token-for-tests-0123456789';
+const TOKEN = `fleet-token-${randomBytes(16).toString('hex')}`;
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 
 async function coordinator() {
