@@ -59,4 +59,23 @@ describe("a test's stub servers and another test's stray client", () => {
       await peer.close();
     }
   });
+
+  it("a hostile peer neither counts nor answers another fleet's files request (another token)", async () => {
+    // a host of another test pulling from a peer whose port this one now holds sends the very route,
+    // with a bearer token of its own fleet: counted, it breaks the exact counts tests assert
+    // (peer-transfer: peerBusy === requests), and it meets the hostile answer meant for this test
+    const peer = await startHostilePeer('busy', await temp.make('mirrorswap-stub-'));
+    try {
+      const res = await fetch(`${peer.url}/v1/fleet/files?snapshot=s`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer fleet-token-of-another-test', 'content-type': 'application/json' },
+        body: JSON.stringify({ paths: ['a.txt'] }),
+      });
+      await res.arrayBuffer();
+      assert.ok([401, 404].includes(res.status), `answered ${res.status}`);
+      assert.equal(peer.requests, 0, 'a stray of another fleet was counted');
+    } finally {
+      await peer.close();
+    }
+  });
 });
