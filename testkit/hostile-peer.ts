@@ -4,6 +4,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { frameHeader } from '../src/fleet/fleet-files.js';
+import { refuseStray } from './stub-coordinator.js';
 
 /**
  * What a hostile or broken peer does with a files request. Each answers the
@@ -166,8 +167,7 @@ export async function startHostilePeer(mode: PeerMode, root: string, delayMs = 1
     // (`stubCoordinator`): it is not counted, and meets no hostile answer
     const path = new URL(req.url ?? '/', 'http://peer').pathname;
     if (req.method !== 'POST' || path !== '/v1/fleet/files' || !req.headers.authorization?.startsWith('Bearer ')) {
-      req.resume();
-      res.writeHead(404, { connection: 'close' }).end();
+      refuseStray(req, res);
       return;
     }
     const chunks: Buffer[] = [];

@@ -37,8 +37,7 @@ export async function stubCoordinator(
           ? files
           : null;
     if (route === null || req.headers.authorization !== `Bearer ${token}`) {
-      req.resume();
-      res.writeHead(route === null ? 404 : 401, { connection: 'close' }).end();
+      refuseStray(req, res, route === null ? 404 : 401);
       return;
     }
     const chunks: Buffer[] = [];
@@ -56,6 +55,16 @@ export async function stubCoordinator(
       return new Promise((r) => server.close(() => r()));
     },
   };
+}
+
+/**
+ * Answer a request that is not the test's own (a client of another test on a
+ * port handed out again) with `status`, its body unread and its connection
+ * closed: no handler of the test sees it, nothing counts it.
+ */
+export function refuseStray(req: IncomingMessage, res: ServerResponse, status = 404): void {
+  req.resume();
+  res.writeHead(status, { connection: 'close' }).end();
 }
 
 /** The paths a files request asks for (its body, as the host sends it). */

@@ -15,6 +15,7 @@ import { PullProgress } from '../../src/fleet/host/pull-progress.js';
 import { type PeerPull, type PullStats, pullSnapshot } from '../../src/fleet/host/pull.js';
 import { memoryLogger } from '../../testkit/logger.js';
 import { HOSTILE_MODES, type HostilePeer, startHostilePeer } from '../../testkit/hostile-peer.js';
+import { refuseStray } from '../../testkit/stub-coordinator.js';
 import { tempDirs } from '../../testkit/store.js';
 import { waitFor } from '../../testkit/wait.js';
 import { listenUrl } from '../../testkit/server.js';
@@ -421,7 +422,7 @@ describe('a pull from peers', () => {
       req.resume();
       // only the host's files requests: a stray client of another test on this port counts for nothing
       if (req.method !== 'POST' || !req.url?.startsWith(`/v1/fleet/files?snapshot=${c.snapshot}`)) {
-        res.writeHead(404, { connection: 'close' }).end();
+        refuseStray(req, res);
         return;
       }
       requests++;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { readCopyIndex } from '../../../src/store/recent-records.js';
-import { startTestAgent, syncOk } from '../../../testkit/agent.js';
+import { type TestAgent, startTestAgent, syncOk } from '../../../testkit/agent.js';
 import { tempStore } from '../../../testkit/store.js';
 import { compressibleText } from '../../../testkit/variants.js';
 
@@ -16,6 +16,15 @@ const codings = async (store: Awaited<ReturnType<typeof tempStore>>, dir: string
         .sort(),
     ),
   );
+
+/** `n` syncs that find the copies settled: nothing compressed, nothing hashed again. */
+async function settledSyncs(agent: TestAgent, n: number, query = ''): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const r = await syncOk(agent, query);
+    assert.equal(r.variants?.compressed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
+    assert.equal(r.variants?.hashed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
+  }
+}
 
 describe("attack: master's own sibling beside an unchanged file", () => {
   it('a gzip of other bytes come beside X is never named, and settles; once gone, the agent makes its own gzip of X again (journal syncs)', async () => {
@@ -35,11 +44,7 @@ describe("attack: master's own sibling beside an unchanged file", () => {
       await syncOk(agent);
       await syncOk(agent);
       assert.deepEqual(await codings(store, 'js', 'app.js'), [['br:made'], ['br:made']]);
-      for (let i = 0; i < 3; i++) {
-        const r = await syncOk(agent);
-        assert.equal(r.variants?.compressed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
-        assert.equal(r.variants?.hashed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
-      }
+      await settledSyncs(agent, 3);
       // master's sibling gone: the agent's own gzip of X is made again
       const del = await agent.call('DELETE', '/v1/files/js/app.js.gz');
       assert.equal(del.status, 200, await del.text());
@@ -66,11 +71,7 @@ describe("attack: master's own sibling beside an unchanged file", () => {
       await writeFile(join(store.master, 'app.js.gz'), gzipSync('other bytes'));
       for (let i = 0; i < 4; i++) await syncOk(agent, '&full=1'); // a file just written is looked at again a few syncs
       assert.deepEqual(await codings(store, '', 'app.js'), [['br:made'], ['br:made']]);
-      for (let i = 0; i < 2; i++) {
-        const r = await syncOk(agent, '&full=1');
-        assert.equal(r.variants?.compressed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
-        assert.equal(r.variants?.hashed ?? 0, 0, `sync ${i}: ${JSON.stringify(r.variants)}`);
-      }
+      await settledSyncs(agent, 2, '&full=1');
       await rm(join(store.master, 'app.js.gz'));
       await syncOk(agent, '&full=1');
       await syncOk(agent, '&full=1');

@@ -8,6 +8,7 @@ import { readCopyIndex } from '../../../src/store/recent-records.js';
 import { TREE_DEFAULTS } from '../../../src/tree/tree-defaults.js';
 import { TreeCopier } from '../../../src/tree/tree-copy.js';
 import { contentCoordinator, killedPull, pullInto } from '../../../testkit/fleet-content.js';
+import { refuseStray } from '../../../testkit/stub-coordinator.js';
 import { tempDirs } from '../../../testkit/store.js';
 import { compressibleText as text } from '../../../testkit/variants.js';
 
@@ -90,8 +91,7 @@ describe("a fleet host's made marks, after the coordinator's upgrade", () => {
     const before = createServer((req, res) => {
       // only the fleet's routes are relayed: a stray client of another test on this port meets a 404
       if (!req.url?.startsWith('/v1/fleet/')) {
-        req.resume();
-        res.writeHead(404, { connection: 'close' }).end();
+        refuseStray(req, res);
         return;
       }
       const chunks: Buffer[] = [];
