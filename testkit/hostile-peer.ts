@@ -75,8 +75,17 @@ export interface HostilePeer {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
-/** A peer answering files requests from the tree at `root` as `mode` says (any token is taken). */
-export async function startHostilePeer(mode: PeerMode, root: string, delayMs = 100): Promise<HostilePeer> {
+/**
+ * A peer answering files requests from the tree at `root` as `mode` says,
+ * to hosts of the fleet whose `token` they carry: a host of another test's
+ * fleet, calling a port this peer was handed after its own peer closed, is
+ * neither counted nor answered as this test's hosts are (401).
+ */
+export async function startHostilePeer(
+  mode: PeerMode,
+  root: string,
+  { token, delayMs = 100 }: { token: string; delayMs?: number },
+): Promise<HostilePeer> {
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const peer: HostilePeer = { url: '', mode, requests: 0, close: async () => {} };
@@ -163,11 +172,15 @@ export async function startHostilePeer(mode: PeerMode, root: string, delayMs = 1
     }
   };
   const server: Server = createServer((req, res) => {
-    // a client of another test calling this port after its own server closed is no files request
-    // (`stubCoordinator`): it is not counted, and meets no hostile answer
+    // a client of another test calling this port after its own server closed (`stubCoordinator`),
+    // another fleet's host included: not counted, and no hostile answer
     const path = new URL(req.url ?? '/', 'http://peer').pathname;
-    if (req.method !== 'POST' || path !== '/v1/fleet/files' || !req.headers.authorization?.startsWith('Bearer ')) {
+    if (req.method !== 'POST' || path !== '/v1/fleet/files') {
       refuseStray(req, res);
+      return;
+    }
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      refuseStray(req, res, 401);
       return;
     }
     const chunks: Buffer[] = [];

@@ -181,7 +181,9 @@ describe('fleet mode: peers share the bytes', { timeout: 600_000 }, () => {
       // sharing round asks none of them: it is made again, with a new version, a few times at most.
       for (let attempt = 1; ; attempt++) {
         // each lies from the tree the coordinator's copy will hold (same paths and sizes)
-        const bad: HostilePeer[] = await Promise.all(round.map((m) => startHostilePeer(m, coordinator.store.master)));
+        const bad: HostilePeer[] = await Promise.all(
+          round.map((m) => startHostilePeer(m, coordinator.store.master, { token: f.token })),
+        );
         try {
           version++;
           await put(coordinator, content(version, 256 * 1024));

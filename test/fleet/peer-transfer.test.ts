@@ -345,7 +345,7 @@ describe('a pull from peers', () => {
     it(`a peer answering ${mode}: the pull asks another, and every file is the coordinator's`, async () => {
       const c = await coordinator();
       const good = await peerHost(c.slots);
-      const bad: HostilePeer = await startHostilePeer(mode, c.slots.a);
+      const bad: HostilePeer = await startHostilePeer(mode, c.slots.a, { token: TOKEN });
       const into = await temp.make('mirrorswap-peers-into-');
       try {
         good.peers.hold('a', c.snapshot);
@@ -369,7 +369,7 @@ describe('a pull from peers', () => {
 
   it('a peer answering none of the files again and again costs the pull its wait for peers, then the coordinator', async () => {
     const c = await coordinator();
-    const bad: HostilePeer = await startHostilePeer('empty', c.slots.a);
+    const bad: HostilePeer = await startHostilePeer('empty', c.slots.a, { token: TOKEN });
     const into = await temp.make('mirrorswap-peers-into-');
     try {
       // a pick keeping a bound over the whole pull, as the host's finder does: its own sleeps and
@@ -395,7 +395,7 @@ describe('a pull from peers', () => {
     const c = await coordinator(20);
     // 250 ms late for its head, and as late again for its one frame, inside a 400 ms silence bound:
     // 20 files would take 10 s, one an answer
-    const bad: HostilePeer = await startHostilePeer('one-by-one', c.slots.a, 250);
+    const bad: HostilePeer = await startHostilePeer('one-by-one', c.slots.a, { token: TOKEN, delayMs: 250 });
     const into = await temp.make('mirrorswap-peers-into-');
     try {
       const BOUND_MS = 1000;
@@ -453,7 +453,7 @@ describe('a pull from peers', () => {
   it('every peer lying or failing: after the bound of failures the coordinator sends the rest', async () => {
     const c = await coordinator();
     const bad = await Promise.all(
-      (['damaged', 'other-path', 'hang'] as const).map((mode) => startHostilePeer(mode, c.slots.a)),
+      (['damaged', 'other-path', 'hang'] as const).map((mode) => startHostilePeer(mode, c.slots.a, { token: TOKEN })),
     );
     const into = await temp.make('mirrorswap-peers-into-');
     try {

@@ -50,7 +50,7 @@ describe("a test's stub servers and another test's stray client", () => {
   });
 
   it('a hostile peer neither counts nor answers a stray', async () => {
-    const peer = await startHostilePeer('good', await temp.make('mirrorswap-stub-'));
+    const peer = await startHostilePeer('good', await temp.make('mirrorswap-stub-'), { token: 'this-test-token' });
     try {
       for (const [what, method, path] of strays('x').filter(([, , p]) => !p.startsWith('/v1/fleet/files?')))
         assert.equal((await fetch(peer.url + path, { method })).status, 404, what);
@@ -64,7 +64,7 @@ describe("a test's stub servers and another test's stray client", () => {
     // a host of another test pulling from a peer whose port this one now holds sends the very route,
     // with a bearer token of its own fleet: counted, it breaks the exact counts tests assert
     // (peer-transfer: peerBusy === requests), and it meets the hostile answer meant for this test
-    const peer = await startHostilePeer('busy', await temp.make('mirrorswap-stub-'));
+    const peer = await startHostilePeer('busy', await temp.make('mirrorswap-stub-'), { token: 'this-test-token' });
     try {
       const res = await fetch(`${peer.url}/v1/fleet/files?snapshot=s`, {
         method: 'POST',
