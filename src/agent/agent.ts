@@ -382,9 +382,17 @@ export class Agent {
   }
 }
 
-/** The options given, without those set to undefined: they take their default. */
+/**
+ * The options given, without those set to undefined (they take their
+ * default), each list copied: the agent checks them once, at its start, and
+ * keeps what it checked, whatever the caller does to its own lists after.
+ */
 function withoutUndefined<T extends object>(options: T): T {
-  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as T;
+  return Object.fromEntries(
+    Object.entries(options)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]),
+  ) as T;
 }
 
 /** Refuse what keeping more than two releases does not go with yet, naming the way out. */

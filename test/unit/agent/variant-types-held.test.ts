@@ -24,7 +24,11 @@ describe('the variant types an agent accepted are the ones its syncs follow', ()
       await syncOk(agent);
       await syncOk(agent);
       for (const slot of ['a', 'b'] as const)
-        assert.notEqual(recordedVariantSelectionSync(store.slots[slot]), null, `slot ${slot} records no selection it can read`);
+        assert.notEqual(
+          recordedVariantSelectionSync(store.slots[slot]),
+          null,
+          `slot ${slot} records no selection it can read`,
+        );
     } finally {
       await agent.close();
       await store.dispose();
